@@ -1,0 +1,42 @@
+# nvbridge top-level Makefile.
+#
+#   make            build everything that builds on this host
+#   make run        the main job (see README.md)
+#   make check      install what is needed, build, run every suite, print
+#                   "N passed, M failed"
+#
+# Each component adds its own targets in mk/<component>.mk.  A test suite
+# registers itself by appending its name to CHECK_SUITES and providing a
+# target "check-<name>" that writes its full output to
+# $(RESULTS)/<name>.log; the log's last "N passed, M failed" line is what
+# counts (no such line counts as one failure).
+
+BUILD     ?= $(CURDIR)/build
+RESULTS   := $(BUILD)/results
+NVB_CACHE ?= $(HOME)/.cache/nvbridge
+CC        ?= gcc
+UAPI_INC  := -I$(CURDIR)/include/uapi
+
+export BUILD RESULTS NVB_CACHE
+
+CHECK_SUITES :=
+
+.PHONY: all check run deps clean
+all:
+
+include $(sort $(wildcard mk/*.mk))
+
+deps:
+	./scripts/install-deps
+
+# Suites run one after another; a failing suite does not stop the others.
+check: deps
+	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
+	@for s in $(CHECK_SUITES); do \
+		echo "==== suite $$s"; \
+		$(MAKE) --no-print-directory check-$$s || true; \
+	done
+	@./scripts/summary $(RESULTS) $(CHECK_SUITES)
+
+clean:
+	rm -rf $(BUILD)
