@@ -1,0 +1,22 @@
+# nvbridge.ko, built against Debian 12's 6.1 headers (or KDIR=...).
+#
+# KVER defaults to the version of the installed linux-headers-*-amd64
+# package, so that the module matches the kernel image the VM boots.
+
+KVER ?= $(shell ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sed 's|.*/linux-headers-||' | sort -V | tail -n 1)
+KDIR ?= /usr/src/linux-headers-$(KVER)
+export KVER KDIR
+
+KMOD_SRCS := Kbuild $(wildcard kmod/Kbuild kmod/*.c kmod/*.h kmod/probes/*.c) include/uapi/linux/nvbridge.h
+
+.PHONY: module module-clean
+all: module
+
+module: kmod/nvbridge.ko
+
+kmod/nvbridge.ko: $(KMOD_SRCS)
+	@test -d "$(KDIR)" || { echo "no kernel headers in '$(KDIR)' (make deps)"; exit 1; }
+	$(MAKE) -C $(KDIR) M=$(CURDIR) modules
+
+module-clean:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) clean
