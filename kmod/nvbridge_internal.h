@@ -41,6 +41,7 @@ struct nvb_scope {
 	unsigned int nr_files;		/* open files in this scope */
 	unsigned int nr_entries;
 	struct list_head entries;	/* ascending id */
+	DECLARE_HASHTABLE(names, 7);	/* entries by name */
 	struct list_head watchers;	/* nvb_file.watcher_node, files with watches */
 	unsigned long pub_seq;		/* bumped on every publish */
 	wait_queue_head_t publish_wq;	/* FETCH_WAIT sleepers */
@@ -49,6 +50,7 @@ struct nvb_scope {
 /* One published name. */
 struct nvb_entry {
 	struct list_head scope_node;
+	struct hlist_node name_node;	/* in scope->names */
 	struct list_head owner_node;
 	struct nvb_file *owner;
 	u64 id;

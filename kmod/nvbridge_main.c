@@ -32,6 +32,7 @@
 #include <linux/proc_ns.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
+#include <linux/stringhash.h>
 #include <linux/uaccess.h>
 #include <linux/uio.h>
 #include <net/sock.h>
@@ -222,6 +223,7 @@ static struct nvb_scope *nvb_scope_get(struct ipc_namespace *ns)
 	s->ipc_ns = get_ipc_ns(ns);
 	s->nr_files = 1;
 	INIT_LIST_HEAD(&s->entries);
+	hash_init(s->names);
 	INIT_LIST_HEAD(&s->watchers);
 	init_waitqueue_head(&s->publish_wq);
 	list_add(&s->node, &nvb_scopes);
@@ -448,6 +450,7 @@ static struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
 	if (!e)
 		return NULL;
 	INIT_LIST_HEAD(&e->scope_node);
+	INIT_HLIST_NODE(&e->name_node);
 	INIT_LIST_HEAD(&e->owner_node);
 	strscpy(e->name, name, sizeof(e->name));
 	e->file = file;
@@ -462,11 +465,16 @@ static struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
 	return e;
 }
 
+static u32 nvb_name_hash(const char *name)
+{
+	return full_name_hash(NULL, name, strlen(name));
+}
+
 static struct nvb_entry *nvb_scope_find(struct nvb_scope *s, const char *name)
 {
 	struct nvb_entry *e;
 
-	list_for_each_entry(e, &s->entries, scope_node)
+	hash_for_each_possible(s->names, e, name_node, nvb_name_hash(name))
 		if (!strcmp(e->name, name))
 			return e;
 	return NULL;
@@ -503,6 +511,7 @@ static int nvb_entry_publish(struct nvb_file *f, struct nvb_entry *e, u64 id)
 	e->id = id;
 	e->owner = f;
 	list_add_tail(&e->scope_node, &s->entries);
+	hash_add(s->names, &e->name_node, nvb_name_hash(e->name));
 	list_add_tail(&e->owner_node, &f->entries);
 	s->nr_entries++;
 	nvb_nr_entries++;
@@ -521,6 +530,7 @@ static void nvb_entry_revoke(struct nvb_entry *e, u16 reason)
 
 	lockdep_assert_held(&nvb_lock);
 	list_del_init(&e->scope_node);
+	hash_del(&e->name_node);
 	list_del_init(&e->owner_node);
 	s->nr_entries--;
 	nvb_nr_entries--;
@@ -1286,7 +1296,6 @@ static const struct file_operations nvb_fops = {
 	.poll		= nvb_poll,
 	.unlocked_ioctl	= nvb_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
-	.llseek		= no_llseek,
 };
 
 /* ------------------------------------------------------------------ */
