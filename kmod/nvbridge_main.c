@@ -15,7 +15,6 @@
 
 #include <linux/anon_inodes.h>
 #include <linux/capability.h>
-#include <linux/ctype.h>
 #include <linux/device.h>
 #include <linux/file.h>
 #include <linux/fs.h>
@@ -105,6 +104,14 @@ static const struct file_operations nvb_fops;
 /* ------------------------------------------------------------------ */
 /* Names and policies                                                 */
 
+/* [A-Za-z0-9._:/-]; not isalnum(), whose table is Latin-1. */
+static bool nvb_name_char_ok(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+	       c == '/' || c == '-';
+}
+
 /*
  * Returns the length of a valid name (or, with @prefix, of a valid prefix,
  * which may be empty), or -EINVAL: unterminated within NVBRIDGE_NAME_MAX
@@ -119,13 +126,9 @@ static int nvb_name_check(const char *name, bool prefix)
 		return -EINVAL;
 	if (!len && !prefix)
 		return -EINVAL;
-	for (i = 0; i < len; i++) {
-		char c = name[i];
-
-		if (!isalnum(c) && c != '.' && c != '_' && c != ':' &&
-		    c != '/' && c != '-')
+	for (i = 0; i < len; i++)
+		if (!nvb_name_char_ok(name[i]))
 			return -EINVAL;
-	}
 	return len;
 }
 
