@@ -1,0 +1,38 @@
+# End to end in qemu (tests/vm/): Debian's own kernel booted with TCG, the
+# freshly built nvbridge.ko inserted, static programs run inside.
+#
+#   make vmtest      the e2e suite (also part of make check: suite vmtest)
+#   make vm-bench    fd hand-over latency, device vs SCM_RIGHTS (VM_BENCH_ARGS=N)
+#   make vm-demo     two processes exchange a buffer through /dev/nvbridge
+#   make vm-progs    just build the static programs into $(BUILD)/vm/
+#
+# tests/vm/run [options] PROGRAM [ARGS] runs any static program the same way
+# (see tests/vm/run --help).  The kernel image is cached in $(NVB_CACHE)/vm.
+
+VM_BUILD   := $(BUILD)/vm
+VM_RUN     := $(CURDIR)/tests/vm/run
+VM_CFLAGS  ?= -std=c11 -O2 -g -Wall -Wextra -Werror
+VM_PROGS   := $(VM_BUILD)/e2e $(VM_BUILD)/bench-latency $(VM_BUILD)/demo
+VM_BENCH_ARGS ?= 20000
+
+.PHONY: vm-progs vmtest check-vmtest vm-bench vm-demo
+all: vm-progs
+vm-progs: $(VM_PROGS)
+
+$(VM_BUILD)/%: tests/vm/%.c tests/vm/nvbtest.h include/uapi/linux/nvbridge.h
+	@mkdir -p $(@D)
+	$(CC) $(VM_CFLAGS) $(UAPI_INC) -static -o $@ $< -luring
+
+CHECK_SUITES += vmtest
+check-vmtest: module $(VM_BUILD)/e2e
+	@mkdir -p $(RESULTS)
+	@tests/vm/suite $(RESULTS)/vmtest.log $(VM_RUN) --rmmod-check \
+		--klog $(VM_BUILD)/vmtest-kernel.log $(VM_BUILD)/e2e
+
+vmtest: check-vmtest
+
+vm-bench: module $(VM_BUILD)/bench-latency
+	$(VM_RUN) --klog $(VM_BUILD)/bench-kernel.log $(VM_BUILD)/bench-latency $(VM_BENCH_ARGS)
+
+vm-demo: module $(VM_BUILD)/demo
+	@$(VM_RUN) --klog $(VM_BUILD)/demo-kernel.log $(VM_BUILD)/demo
