@@ -26,6 +26,7 @@
 
 struct ipc_namespace;
 struct pid_namespace;
+struct mem_cgroup;
 
 /* A bounded, writable module parameter. */
 struct nvb_limit {
@@ -85,6 +86,8 @@ struct nvb_file {
 	const struct cred *cred;	/* filp->f_cred, owned by filp */
 	struct nvb_scope *scope;
 	struct pid_namespace *pid_ns;	/* opener's, a reference */
+	struct mem_cgroup *memcg;	/* opener's, charged for its events */
+	bool ipc_owner;			/* CAP_IPC_OWNER over the scope */
 
 	struct list_head entries;	/* owned entries */
 	struct list_head watches;

@@ -20,6 +20,7 @@
 #include <linux/fs.h>
 #include <linux/hrtimer.h>
 #include <linux/ipc_namespace.h>
+#include <linux/memcontrol.h>
 #include <linux/kernel.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
@@ -30,6 +31,7 @@
 #include <linux/poll.h>
 #include <linux/proc_ns.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/stringhash.h>
 #include <linux/uaccess.h>
@@ -179,20 +181,20 @@ static bool nvb_policy_allows(const struct cred *cred,
 /*
  * May the opener of @f use @e?  The policy, or CAP_IPC_OWNER in the user
  * namespace owning the scope's IPC namespace, as for SysV IPC.  Both are
- * judged on the credentials captured at open.
+ * judged on the credentials captured at open (f->ipc_owner is computed
+ * once there, without auditing, so that denials do not flood the log).
  */
 static bool nvb_may_access(const struct nvb_file *f, const struct nvb_entry *e)
 {
-	if (nvb_policy_allows(f->cred, e))
-		return true;
-	return file_ns_capable(f->filp, f->scope->ipc_ns->user_ns,
-			       CAP_IPC_OWNER);
+	return f->ipc_owner || nvb_policy_allows(f->cred, e);
 }
 
 static void nvb_peer_ids(const struct nvb_file *f, const struct nvb_entry *e,
 			 u32 *pid, u32 *uid, u32 *gid)
 {
-	*pid = pid_nr_ns(e->pub_pid, f->pid_ns);
+	/* A dead publisher's number may belong to someone else by now. */
+	*pid = pid_has_task(e->pub_pid, PIDTYPE_TGID) ?
+	       pid_nr_ns(e->pub_pid, f->pid_ns) : 0;
 	*uid = from_kuid_munged(f->cred->user_ns, e->pub_uid);
 	*gid = from_kgid_munged(f->cred->user_ns, e->pub_gid);
 }
@@ -220,7 +222,7 @@ static struct nvb_scope *nvb_scope_get(struct ipc_namespace *ns)
 			return s;
 		}
 	}
-	s = kzalloc(sizeof(*s), GFP_KERNEL);
+	s = kzalloc(sizeof(*s), GFP_KERNEL_ACCOUNT);
 	if (!s)
 		return NULL;
 	s->ipc_ns = get_ipc_ns(ns);
@@ -278,7 +280,7 @@ static int nvb_quota_charge(kuid_t uid)
 		u->entries++;
 		return 0;
 	}
-	u = kzalloc(sizeof(*u), GFP_KERNEL);
+	u = kzalloc(sizeof(*u), GFP_KERNEL_ACCOUNT);
 	if (!u)
 		return -ENOMEM;
 	u->uid = uid;
@@ -317,9 +319,16 @@ static bool nvb_events_ready(struct nvb_file *f)
 static void nvb_event_queue(struct nvb_file *f, const struct nvb_entry *e,
 			    u64 watch_id, u16 type, u16 reason)
 {
-	struct nvb_event_node *n;
+	struct nvb_event_node *n = NULL;
+	struct mem_cgroup *old_memcg;
 
-	n = kzalloc(sizeof(*n), GFP_KERNEL);
+	/* Charged to the watcher, who decides how much it queues. */
+	if (!READ_ONCE(f->lost) &&
+	    READ_ONCE(f->nr_events) < nvb_limit(&nvb_max_events)) {
+		old_memcg = set_active_memcg(f->memcg);
+		n = kzalloc(sizeof(*n), GFP_KERNEL_ACCOUNT);
+		set_active_memcg(old_memcg);
+	}
 	if (n) {
 		n->ev.size = sizeof(n->ev);
 		n->ev.type = type;
@@ -333,7 +342,8 @@ static void nvb_event_queue(struct nvb_file *f, const struct nvb_entry *e,
 	spin_lock(&f->ev_lock);
 	f->ev_seq++;
 	if (!n || f->lost || f->nr_events >= nvb_limit(&nvb_max_events)) {
-		f->lost++;
+		if (f->lost < U32_MAX)
+			WRITE_ONCE(f->lost, f->lost + 1);
 		spin_unlock(&f->ev_lock);
 		kfree(n);
 	} else {
@@ -347,8 +357,11 @@ static void nvb_event_queue(struct nvb_file *f, const struct nvb_entry *e,
 
 /*
  * Take the next record into @ev.  Returns the node it came from (to be
- * freed or put back), NULL for a synthesized OVERFLOW record, or
- * ERR_PTR(-EAGAIN) when there is nothing to read.
+ * freed, or put back if the copy fails), NULL for a synthesized OVERFLOW
+ * record (committed by nvb_event_commit_overflow() once copied: until
+ * then later events keep being dropped, so none overtakes it), or
+ * ERR_PTR(-EAGAIN) when there is nothing to read.  Readers are serialised
+ * by read_mutex.
  */
 static struct nvb_event_node *nvb_event_take(struct nvb_file *f,
 					     struct nvbridge_event *ev)
@@ -367,7 +380,6 @@ static struct nvb_event_node *nvb_event_take(struct nvb_file *f,
 		ev->type = NVBRIDGE_EVENT_OVERFLOW;
 		ev->seq = f->ev_seq;
 		ev->lost = f->lost;
-		WRITE_ONCE(f->lost, 0);
 	} else {
 		n = ERR_PTR(-EAGAIN);
 	}
@@ -375,18 +387,20 @@ static struct nvb_event_node *nvb_event_take(struct nvb_file *f,
 	return n;
 }
 
-/* Undo nvb_event_take() after a failed copy to user space. */
-static void nvb_event_put_back(struct nvb_file *f,
-			       const struct nvbridge_event *ev,
-			       struct nvb_event_node *n)
+/* Undo nvb_event_take() of a queued record after a failed copy. */
+static void nvb_event_put_back(struct nvb_file *f, struct nvb_event_node *n)
 {
 	spin_lock(&f->ev_lock);
-	if (n) {
-		list_add(&n->node, &f->events);
-		WRITE_ONCE(f->nr_events, f->nr_events + 1);
-	} else {
-		WRITE_ONCE(f->lost, f->lost + ev->lost);
-	}
+	list_add(&n->node, &f->events);
+	WRITE_ONCE(f->nr_events, f->nr_events + 1);
+	spin_unlock(&f->ev_lock);
+}
+
+/* An OVERFLOW record reporting @lost losses reached the reader. */
+static void nvb_event_commit_overflow(struct nvb_file *f, u32 lost)
+{
+	spin_lock(&f->ev_lock);
+	WRITE_ONCE(f->lost, f->lost - lost);
 	spin_unlock(&f->ev_lock);
 }
 
@@ -449,7 +463,7 @@ static struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
 {
 	struct nvb_entry *e;
 
-	e = kzalloc(sizeof(*e), GFP_KERNEL);
+	e = kzalloc(sizeof(*e), GFP_KERNEL_ACCOUNT);
 	if (!e)
 		return NULL;
 	INIT_LIST_HEAD(&e->scope_node);
@@ -494,11 +508,14 @@ static struct nvb_entry *nvb_scope_find_id(struct nvb_scope *s, u64 id)
 }
 
 /*
- * Link @e into @f's scope under a fresh id.  -EEXIST if the name is taken,
- * -EDQUOT if the publisher is at its quota.  On success the entry belongs
- * to @f; on failure the caller still owns it.
+ * Link @e into @f's scope under a fresh id, allocated under nvb_lock so
+ * that the scope's list stays in id order (LIST's cursor relies on it),
+ * and stored in *@id.  -EEXIST if the name is taken, -EDQUOT if the
+ * publisher is at its quota.  On success the entry belongs to @f (and may
+ * be gone as soon as the lock is dropped); on failure the caller still
+ * owns it.
  */
-static int nvb_entry_publish(struct nvb_file *f, struct nvb_entry *e, u64 id)
+static int nvb_entry_publish(struct nvb_file *f, struct nvb_entry *e, u64 *id)
 {
 	struct nvb_scope *s = f->scope;
 	int ret;
@@ -511,7 +528,8 @@ static int nvb_entry_publish(struct nvb_file *f, struct nvb_entry *e, u64 id)
 	ret = nvb_quota_charge(e->pub_uid);
 	if (ret)
 		goto out_unlock;
-	e->id = id;
+	e->id = atomic64_inc_return(&nvb_last_id);
+	*id = e->id;
 	e->owner = f;
 	list_add_tail(&e->scope_node, &s->entries);
 	hash_add(s->names, &e->name_node, nvb_name_hash(e->name));
@@ -582,12 +600,14 @@ static void nvb_fetched_release(struct nvb_fetched *r)
 }
 
 /*
- * Look @name up for @f.  -ENOENT, -EACCES, or -EMSGSIZE when the blob is
- * larger than @blob_cap (with r->blob_len set); 0 with @r filled.
+ * Look @name up for @f.  -ENOENT, -EACCES, -EPERM when @expect is a valid
+ * uid and not the publisher's, or -EMSGSIZE when the blob is larger than
+ * @blob_cap (with r->blob_len set); 0 with @r filled.
  * @seq receives the scope's publish counter as seen under the lock.
  */
 static int nvb_fetch_once(struct nvb_file *f, const char *name, u32 blob_cap,
-			  struct nvb_fetched *r, unsigned long *seq)
+			  kuid_t expect, struct nvb_fetched *r,
+			  unsigned long *seq)
 {
 	struct nvb_entry *e;
 	int ret = 0;
@@ -603,6 +623,10 @@ static int nvb_fetch_once(struct nvb_file *f, const char *name, u32 blob_cap,
 		ret = -EACCES;
 		goto out_unlock;
 	}
+	if (uid_valid(expect) && !uid_eq(expect, e->pub_uid)) {
+		ret = -EPERM;
+		goto out_unlock;
+	}
 	r->id = e->id;
 	r->access = e->access;
 	r->blob_len = e->blob_len;
@@ -614,7 +638,7 @@ static int nvb_fetch_once(struct nvb_file *f, const char *name, u32 blob_cap,
 		goto out_unlock;
 	}
 	if (e->blob_len) {
-		r->blob = kmemdup(e->blob, e->blob_len, GFP_KERNEL);
+		r->blob = kmemdup(e->blob, e->blob_len, GFP_KERNEL_ACCOUNT);
 		if (!r->blob) {
 			ret = -ENOMEM;
 			goto out_unlock;
@@ -634,10 +658,12 @@ static bool nvb_published_since(struct nvb_scope *s, unsigned long seq)
 
 /*
  * nvb_fetch_once(), waiting for the name to appear when @wait is set:
- * forever when @timeout_ns < 0.  -ETIMEDOUT, -EINTR.
+ * forever when @timeout_ns < 0.  -ETIMEDOUT, -EINTR.  @expect: the
+ * publisher's required euid, or INVALID_UID for any.
  */
-static int nvb_fetch_wait(struct nvb_file *f, const char *name, u32 blob_cap,
-			  bool wait, s64 timeout_ns, struct nvb_fetched *r)
+static int nvb_fetch_expect(struct nvb_file *f, const char *name,
+			    u32 blob_cap, kuid_t expect, bool wait,
+			    s64 timeout_ns, struct nvb_fetched *r)
 {
 	struct nvb_scope *s = f->scope;
 	ktime_t deadline = 0;
@@ -651,7 +677,7 @@ static int nvb_fetch_wait(struct nvb_file *f, const char *name, u32 blob_cap,
 			   ktime_add_ns(now, timeout_ns);
 	}
 	for (;;) {
-		ret = nvb_fetch_once(f, name, blob_cap, r, &seq);
+		ret = nvb_fetch_once(f, name, blob_cap, expect, r, &seq);
 		if (ret != -ENOENT || !wait)
 			return ret;
 		if (timeout_ns >= 0) {
@@ -682,7 +708,7 @@ static int nvb_watch_add(struct nvb_file *f, u32 flags, const char *name,
 	struct nvb_watch *w, *new;
 	int ret = 0;
 
-	new = kzalloc(sizeof(*new), GFP_KERNEL);
+	new = kzalloc(sizeof(*new), GFP_KERNEL_ACCOUNT);
 	if (!new)
 		return -ENOMEM;
 	new->flags = flags;
@@ -858,9 +884,14 @@ static long nvb_ioctl_publish(struct nvb_file *f,
 		return -EMSGSIZE;
 
 	if (arg.blob_len) {
-		blob = memdup_user(u64_to_user_ptr(arg.blob), arg.blob_len);
-		if (IS_ERR(blob))
-			return PTR_ERR(blob);
+		blob = kmalloc(arg.blob_len, GFP_KERNEL_ACCOUNT);
+		if (!blob)
+			return -ENOMEM;
+		if (copy_from_user(blob, u64_to_user_ptr(arg.blob),
+				   arg.blob_len)) {
+			ret = -EFAULT;
+			goto err_free_blob;
+		}
 	}
 	if (arg.fd != NVBRIDGE_NO_FD) {
 		file = arg.fd >= 0 ? fget(arg.fd) : NULL;
@@ -879,15 +910,19 @@ static long nvb_ioctl_publish(struct nvb_file *f,
 		ret = -ENOMEM;
 		goto err_put_file;
 	}
-	/* Hand the id out before the entry is visible: nothing fails after. */
-	id = atomic64_inc_return(&nvb_last_id);
-	if (put_user(id, &uarg->id)) {
+	/* .id is 0 unless the publish succeeds; a bad pointer fails early. */
+	if (put_user(0, &uarg->id)) {
 		ret = -EFAULT;
 		goto err_free_entry;
 	}
-	ret = nvb_entry_publish(f, e, id);
+	ret = nvb_entry_publish(f, e, &id);
 	if (ret)
 		goto err_free_entry;
+	/* The struct was writable a moment ago; if not now, take it back. */
+	if (put_user(id, &uarg->id)) {
+		nvb_unpublish(f, id, NULL);
+		return -EFAULT;
+	}
 	return 0;
 
 err_free_entry:
@@ -906,6 +941,7 @@ static long nvb_ioctl_fetch(struct nvb_file *f,
 {
 	struct nvbridge_fetch arg;
 	struct nvb_fetched r = {};
+	kuid_t expect = INVALID_UID;
 	unsigned int o_flags;
 	u32 usize;
 	int ret;
@@ -914,14 +950,22 @@ static long nvb_ioctl_fetch(struct nvb_file *f,
 			  uarg, &usize);
 	if (ret)
 		return ret;
-	if ((arg.flags & ~NVBRIDGE_FETCH_FLAGS_ALL) || arg.__reserved)
+	if (arg.flags & ~NVBRIDGE_FETCH_FLAGS_ALL)
 		return -EINVAL;
+	if (arg.flags & NVBRIDGE_FETCH_EXPECT_UID) {
+		expect = make_kuid(f->cred->user_ns, arg.expect_uid);
+		if (!uid_valid(expect))
+			return -EINVAL;
+	} else if (arg.expect_uid) {
+		return -EINVAL;
+	}
 	ret = nvb_name_check(arg.name, false);
 	if (ret < 0)
 		return ret;
 
-	ret = nvb_fetch_wait(f, arg.name, arg.blob_cap,
-			     arg.flags & NVBRIDGE_FETCH_WAIT, arg.timeout_ns, &r);
+	ret = nvb_fetch_expect(f, arg.name, arg.blob_cap, expect,
+			       arg.flags & NVBRIDGE_FETCH_WAIT, arg.timeout_ns,
+			       &r);
 	if (ret && ret != -EMSGSIZE)
 		return ret;
 
@@ -1067,7 +1111,7 @@ static long nvb_ioctl_list(struct nvb_file *f,
 	if (!arg.count)
 		return 0;
 
-	buf = kcalloc(NVB_LIST_BATCH, sizeof(*buf), GFP_KERNEL);
+	buf = kcalloc(NVB_LIST_BATCH, sizeof(*buf), GFP_KERNEL_ACCOUNT);
 	if (!buf)
 		return -ENOMEM;
 	n = nvb_list_collect(f, arg.cursor, buf,
@@ -1187,10 +1231,13 @@ static ssize_t nvb_read_iter(struct kiocb *iocb, struct iov_iter *to)
 			continue;
 		}
 		if (copy_to_iter(&ev, sizeof(ev), to) != sizeof(ev)) {
-			nvb_event_put_back(f, &ev, n);
+			if (n)
+				nvb_event_put_back(f, n);
 			ret = -EFAULT;
 			break;
 		}
+		if (!n)
+			nvb_event_commit_overflow(f, ev.lost);
 		kfree(n);
 		done += sizeof(ev);
 	}
@@ -1206,12 +1253,25 @@ static __poll_t nvb_poll(struct file *filp, poll_table *wait)
 	return nvb_events_ready(f) ? EPOLLIN | EPOLLRDNORM : 0;
 }
 
+/*
+ * CAP_IPC_OWNER over the scope, judged on @cred (the file's, which is not
+ * always the caller's) and not audited: it is a check, not a request.
+ */
+static bool nvb_cred_ipc_owner(const struct cred *cred, struct nvb_scope *s)
+{
+	const struct cred *old = override_creds(cred);
+	bool ret = ns_capable_noaudit(s->ipc_ns->user_ns, CAP_IPC_OWNER);
+
+	revert_creds(old);
+	return ret;
+}
+
 /* The state of an open file, as if opened by the current task. */
 static struct nvb_file *nvb_file_create(struct file *filp)
 {
 	struct nvb_file *f;
 
-	f = kzalloc(sizeof(*f), GFP_KERNEL);
+	f = kzalloc(sizeof(*f), GFP_KERNEL_ACCOUNT);
 	if (!f)
 		return NULL;
 	f->filp = filp;
@@ -1230,6 +1290,8 @@ static struct nvb_file *nvb_file_create(struct file *filp)
 	if (!f->scope)
 		goto err_free;
 	f->pid_ns = get_pid_ns(task_active_pid_ns(current));
+	f->memcg = get_mem_cgroup_from_mm(current->mm);
+	f->ipc_owner = nvb_cred_ipc_owner(filp->f_cred, f->scope);
 	return f;
 
 err_free:
@@ -1264,6 +1326,7 @@ static void nvb_file_destroy(struct nvb_file *f)
 	list_for_each_entry_safe(e, etmp, &dead, owner_node)
 		nvb_entry_free(e);
 	nvb_events_free(f);
+	mem_cgroup_put(f->memcg);
 	put_pid_ns(f->pid_ns);
 	mutex_destroy(&f->read_mutex);
 	kfree(f);

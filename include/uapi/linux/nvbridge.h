@@ -70,7 +70,9 @@ struct nvbridge_publish {
 /* struct nvbridge_fetch.flags */
 #define NVBRIDGE_FETCH_WAIT		(1U << 0)	/* wait until published */
 #define NVBRIDGE_FETCH_NO_CLOEXEC	(1U << 1)	/* fd without O_CLOEXEC */
-#define NVBRIDGE_FETCH_FLAGS_ALL	(NVBRIDGE_FETCH_WAIT | NVBRIDGE_FETCH_NO_CLOEXEC)
+#define NVBRIDGE_FETCH_EXPECT_UID	(1U << 2)	/* publisher must be .expect_uid */
+#define NVBRIDGE_FETCH_FLAGS_ALL	(NVBRIDGE_FETCH_WAIT | NVBRIDGE_FETCH_NO_CLOEXEC | \
+					 NVBRIDGE_FETCH_EXPECT_UID)
 
 /* struct nvbridge_fetch.entry_flags, struct nvbridge_entry_info.flags */
 #define NVBRIDGE_ENTRY_HAS_FD		(1U << 0)	/* the entry carries a file */
@@ -80,7 +82,9 @@ struct nvbridge_publish {
  * NVBRIDGE_IOC_FETCH: look a name up and receive its file and blob.
  * Returns the new fd when the entry has a file (entry_flags has
  * NVBRIDGE_ENTRY_HAS_FD), else 0.  The fd is installed last: if the call
- * fails, no fd was installed.
+ * fails, no fd was installed.  With NVBRIDGE_FETCH_EXPECT_UID an entry
+ * published by any euid other than .expect_uid is refused with -EPERM, so
+ * that a name taken first by someone else cannot hand the caller a file.
  */
 struct nvbridge_fetch {
 	__u32 size;		/* in */
@@ -95,7 +99,7 @@ struct nvbridge_fetch {
 	__u32 gid;		/* out: publisher's egid, likewise */
 	__u32 access;		/* out: the entry's policy */
 	__u32 entry_flags;	/* out: NVBRIDGE_ENTRY_* */
-	__u32 __reserved;	/* must be 0 */
+	__u32 expect_uid;	/* in: FETCH_EXPECT_UID, in caller's user ns; else 0 */
 	char name[NVBRIDGE_NAME_MAX];	/* in */
 };
 
