@@ -941,6 +941,50 @@ static int t_scope_policy(void)
 	return 0;
 }
 
+/* FETCH with an expected publisher: a squatter's entry is -EPERM, no fd */
+static long fetch_expect(int dfd, const char *name, uint32_t flags,
+			 uint32_t expect_uid)
+{
+	struct nvbridge_fetch f;
+
+	memset(&f, 0, sizeof(f));
+	f.size = sizeof(f);
+	f.flags = flags;
+	f.expect_uid = expect_uid;
+	nvb_set_name(f.name, name);
+	return nvb_ioctl(dfd, NVBRIDGE_IOC_FETCH, &f);
+}
+
+static int t_expect_uid(void)
+{
+	struct who u1000 = user(1000);
+	struct pubkid k;
+	struct pubspec s = spec(&u1000, "exp.buf", NVBRIDGE_ACCESS_SCOPE);
+	int d, before;
+	long fd;
+
+	s.memfd = true;
+	s.len = 4096;
+	WANT(pub_start(&s, &k), 0);
+	OKV(d, nvb_open(0));
+	before = count_fds();
+	OKV(fd, fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID, 1000));
+	CHECK(fd > 0, "expected publisher refused");
+	close((int)fd);
+	/* someone else holds the name: refused at once, even with WAIT */
+	WANT(fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID, 1001), -EPERM);
+	WANT(fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID |
+			  NVBRIDGE_FETCH_WAIT, 0), -EPERM);
+	WANT(count_fds(), before);
+	/* an unmapped uid, and expect_uid without the flag */
+	WANT(fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID, (uint32_t)-1),
+	     -EINVAL);
+	WANT(fetch_expect(d, "exp.buf", 0, 1000), -EINVAL);
+	close(d);
+	WANT(pub_stop(&k), 0);
+	return 0;
+}
+
 /* credentials are those of the opener, not of the caller */
 static int t_creds_at_open(void)
 {
@@ -2580,9 +2624,9 @@ static int t_flags_reserved(void)
 	f.flags = NVBRIDGE_FETCH_FLAGS_ALL + 1;
 	WANT(nvb_ioctl(dfd, NVBRIDGE_IOC_FETCH, &f), -EINVAL);
 	f.flags = 0;
-	f.__reserved = 1;
+	f.expect_uid = 1;	/* without FETCH_EXPECT_UID */
 	WANT(nvb_ioctl(dfd, NVBRIDGE_IOC_FETCH, &f), -EINVAL);
-	f.__reserved = 0;
+	f.expect_uid = 0;
 	WANT(nvb_ioctl(dfd, NVBRIDGE_IOC_FETCH, &f), 0);
 
 	memset(&u, 0, sizeof(u));
@@ -2867,6 +2911,7 @@ static const struct tcase {
 	{ "explicit_uid_policy", t_uid_policy },
 	{ "explicit_gid_policy", t_gid_policy },
 	{ "scope_policy", t_scope_policy },
+	{ "fetch_expect_uid_refuses_squatter", t_expect_uid },
 	{ "credentials_captured_at_open", t_creds_at_open },
 	{ "ipc_namespace_scope", t_ipc_ns_scope },
 	{ "user_namespace_id_translation", t_userns_ids },
