@@ -1,0 +1,1467 @@
+// SPDX-License-Identifier: MIT
+/*
+ * nvbridge-bench: GPU-to-GPU throughput and latency between two processes
+ * that share memory through nvbridge, against the baselines a user would
+ * otherwise use, all measured in the same run:
+ *   same-process peer copy, legacy CUDA IPC, NCCL send/recv (dlopen of
+ *   libnccl.so.2), cuMemcpyBatchAsync for scattered blocks.
+ *
+ * The parent spawns an exporter (GPU A) and an importer (GPU B); both
+ * publish a buffer and import the other's (rendezvous through libnvbridge,
+ * or --rdv socketpair for a stand-in).  The importer drives, the exporter
+ * follows a fixed script; results stream to the parent as text records.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../libnvbridge/cuda_api.h"
+#include "../libnvbridge/nvbridge_gpu.h"
+#include "png.h"
+#ifdef NVB_BENCH_LIB
+#include "../libnvbridge/nvbridge.h"
+#endif
+
+#define MiB (1ull << 20)
+#define GiB (1ull << 30)
+#define FLAGS_BYTES (2 * MiB)
+#define NSTREAMS 4
+
+/* flag words (byte offsets) at the start of each side's buffer */
+#define F_PP	0
+#define F_XFER	64
+#define F_BLK	128
+
+static struct {
+	int gpu_a, gpu_b;
+	int use_lib;
+	uint64_t min_size, max_size;
+	uint64_t blk_size;
+	unsigned int blk_count;
+	int json;
+	const char *json_out;
+	const char *png;
+	const char *nccl;
+	int no_nccl;
+	int quick;
+	int timeout_s;
+	const char *socket;
+} opt = { 0, 1, 1, 4096, GiB, 64 * 1024, 1024, 0, NULL, NULL, NULL, 0, 0, 600, NULL };
+
+/* ------------------------------------------------------------ results */
+
+struct result {
+	char key[48];		/* metric */
+	char method[40];	/* nvbridge-ce, same-process, nccl, ... */
+	uint64_t size;
+	double value;
+	char unit[8];
+};
+
+static struct result results[2048];
+static int nresults;
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------ child side */
+
+struct side {
+	int role;		/* 0: exporter (A), 1: importer (B) */
+	int dev, peer_dev;
+	int ctl;		/* SEQPACKET to the other child */
+	int res;		/* pipe to the parent */
+	struct nvb_gpu *g;
+	struct nvb_cuda cu;
+	CUstream st[NSTREAMS];
+	CUevent e0, e1;
+	struct nvb_gpu_buf *buf;	/* own buffer: flags + data */
+	struct nvb_gpu_map *map;	/* the other side's buffer */
+	uint64_t lflags, ldata, rflags, rdata;
+	uint64_t data_size;
+#ifdef NVB_BENCH_LIB
+	struct nvb *h;
+#endif
+	char name_self[64], name_peer[64];
+};
+
+static void die(struct side *s, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = snprintf(buf, sizeof(buf), "E %s: ", s->role ? "importer" : "exporter");
+	vsnprintf(buf + n, sizeof(buf) - n - 2, fmt, ap);
+	va_end(ap);
+	strcat(buf, "\n");
+	if (write(s->res, buf, strlen(buf)) < 0)
+		fputs(buf, stderr);
+	_exit(1);
+}
+
+#define CK(s, call) do {						\
+	CUresult r_ = (s)->cu.call;					\
+	if (r_ != CUDA_SUCCESS)						\
+		die((s), "%s: %s", #call, nvb_cuda_errname(&(s)->cu, r_)); \
+} while (0)
+
+#define NV(s, call) do {						\
+	int e_ = (call);						\
+	if (e_ < 0)							\
+		die((s), "%s: %s (%s)", #call, strerror(-e_), nvb_gpu_last_error()); \
+} while (0)
+
+static void report(struct side *s, const char *key, const char *method, uint64_t size,
+		   double value, const char *unit)
+{
+	char buf[256];
+
+	snprintf(buf, sizeof(buf), "R %s %s %llu %.6g %s\n", key, method,
+		 (unsigned long long)size, value, unit);
+	if (write(s->res, buf, strlen(buf)) < 0)
+		_exit(1);
+}
+
+static void progress(struct side *s, const char *what)
+{
+	char buf[160];
+
+	snprintf(buf, sizeof(buf), "P %s\n", what);
+	if (write(s->res, buf, strlen(buf)) < 0)
+		_exit(1);
+}
+
+static void ctl_send(struct side *s, const void *p, size_t n, int fd)
+{
+	struct msghdr mh;
+	struct iovec iov = { (void *)p, n };
+	char cbuf[CMSG_SPACE(sizeof(int))];
+
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	if (fd >= 0) {
+		struct cmsghdr *c;
+
+		memset(cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof(cbuf);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	if (sendmsg(s->ctl, &mh, 0) != (ssize_t)n)
+		die(s, "ctl send: %s", strerror(errno));
+}
+
+static int ctl_recv(struct side *s, void *p, size_t n, int *fd)
+{
+	struct msghdr mh;
+	struct iovec iov = { p, n };
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct cmsghdr *c;
+	ssize_t r;
+
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cbuf;
+	mh.msg_controllen = sizeof(cbuf);
+	r = recvmsg(s->ctl, &mh, MSG_CMSG_CLOEXEC);
+	if (r <= 0)
+		die(s, "ctl recv: %s", r ? strerror(errno) : "peer gone");
+	if (fd) {
+		*fd = -1;
+		c = CMSG_FIRSTHDR(&mh);
+		if (c && c->cmsg_type == SCM_RIGHTS)
+			memcpy(fd, CMSG_DATA(c), sizeof(int));
+	}
+	return (int)r;
+}
+
+static void barrier(struct side *s)
+{
+	char c = 'b';
+
+	ctl_send(s, &c, 1, -1);
+	ctl_recv(s, &c, 1, NULL);
+}
+
+static void sync_all(struct side *s)
+{
+	CK(s, cuCtxSynchronize());
+}
+
+static double ev_ms(struct side *s)
+{
+	float ms = 0;
+
+	CK(s, cuEventSynchronize(s->e1));
+	CK(s, cuEventElapsedTime(&ms, s->e0, s->e1));
+	return ms;
+}
+
+static void set_flag(struct side *s, uint64_t addr, uint32_t v)
+{
+	CK(s, cuMemcpyHtoD(addr, &v, sizeof(v)));
+}
+
+static unsigned int iters_for(uint64_t size)
+{
+	uint64_t it = (opt.quick ? 2 * GiB : 8 * GiB) / size;
+
+	if (it < 5)
+		it = 5;
+	if (it > (opt.quick ? 300 : 1000))
+		it = opt.quick ? 300 : 1000;
+	return (unsigned int)it;
+}
+
+/* ---- rendezvous: through libnvbridge or a socketpair stand-in ---- */
+
+static void rdv_publish(struct side *s)
+{
+#ifdef NVB_BENCH_LIB
+	if (opt.use_lib) {
+		NV(s, nvb_gpu_publish(s->g, s->h, s->name_self, s->buf, NVB_ACCESS_OWNER, NULL));
+		return;
+	}
+#endif
+	{
+		struct nvb_gpu_meta meta;
+		int fd;
+
+		NV(s, nvb_gpu_export(s->buf, &fd, &meta));
+		ctl_send(s, &meta, sizeof(meta), fd);
+	}
+}
+
+/* Import of the peer's buffer; returns seconds spent. */
+static double rdv_import(struct side *s, struct nvb_gpu_map **m, uint32_t flags)
+{
+	double t0, t1;
+
+#ifdef NVB_BENCH_LIB
+	if (opt.use_lib) {
+		t0 = now_s();
+		NV(s, nvb_gpu_import(s->g, s->h, s->name_peer, 10 * 1000000000LL, flags, m));
+		t1 = now_s();
+		return t1 - t0;
+	}
+#endif
+	{
+		struct nvb_gpu_meta meta;
+		int fd, n;
+
+		n = ctl_recv(s, &meta, sizeof(meta), &fd);
+		t0 = now_s();
+		NV(s, nvb_gpu_import_fd(s->g, 1000 + (uint64_t)s->role, fd, &meta, (size_t)n,
+					flags, m));
+		t1 = now_s();
+		close(fd);
+		return t1 - t0;
+	}
+}
+
+static double rdv_reimport(struct side *s, struct nvb_gpu_map **m)
+{
+	double t0 = now_s();
+
+#ifdef NVB_BENCH_LIB
+	if (opt.use_lib) {
+		NV(s, nvb_gpu_import(s->g, s->h, s->name_peer, 0, 0, m));
+		return now_s() - t0;
+	}
+#endif
+	NV(s, nvb_gpu_import_cached(s->g, 1000 + (uint64_t)s->role, m));
+	return now_s() - t0;
+}
+
+/* ---- measurements ---- */
+
+/* Bulk write/read by the importer through the mapping. */
+static void bw_one_side(struct side *s, const char *key, uint64_t dst, uint64_t src,
+			uint64_t size, uint32_t mode, unsigned int nst, const char *method)
+{
+	unsigned int it = iters_for(size), i;
+	void *st[NSTREAMS];
+
+	for (i = 0; i < NSTREAMS; i++)
+		st[i] = s->st[i];
+	NV(s, nvb_gpu_copy(s->g, dst, src, size, st, nst, mode));	/* warm-up */
+	CK(s, cuEventRecord(s->e0, s->st[0]));
+	for (i = 0; i < it; i++)
+		NV(s, nvb_gpu_copy(s->g, dst, src, size, st, nst, mode));
+	CK(s, cuEventRecord(s->e1, s->st[0]));
+	report(s, key, method, size, (double)size * it / (ev_ms(s) * 1e-3) / 1e9, "GB/s");
+}
+
+/* Both processes push size bytes into the other's buffer at once. */
+static void bw_bidir(struct side *s, uint64_t size, const char *method, uint32_t mode)
+{
+	unsigned int it = iters_for(size), i;
+	void *st[NSTREAMS];
+	double t[2], peer[2];
+
+	for (i = 0; i < NSTREAMS; i++)
+		st[i] = s->st[i];
+	NV(s, nvb_gpu_copy(s->g, s->rdata, s->ldata, size, st, NSTREAMS, mode));
+	sync_all(s);
+	barrier(s);
+	t[0] = now_s();
+	for (i = 0; i < it; i++)
+		NV(s, nvb_gpu_copy(s->g, s->rdata, s->ldata, size, st, NSTREAMS, mode));
+	sync_all(s);
+	t[1] = now_s();
+	ctl_send(s, t, sizeof(t), -1);
+	ctl_recv(s, peer, sizeof(peer), NULL);
+	if (s->role == 1) {
+		double start = fmin(t[0], peer[0]), end = fmax(t[1], peer[1]);
+
+		report(s, "bidir", method, size, 2.0 * size * it / (end - start) / 1e9, "GB/s");
+	}
+}
+
+/*
+ * Ping-pong of `size` bytes with a completion flag, on-GPU only: the
+ * importer puts and signals, the exporter's stream waits for the flag and
+ * answers the same way.  One-way time = total / (2 * n).
+ */
+static void pingpong(struct side *s, uint64_t size, int sm, const char *method)
+{
+	unsigned int n = opt.quick ? 200 : 1000, i;
+	void *st0 = s->st[0];
+
+	set_flag(s, s->lflags + F_PP, 0);
+	sync_all(s);
+	barrier(s);
+	if (s->role == 1)
+		CK(s, cuEventRecord(s->e0, s->st[0]));
+	for (i = 1; i <= n; i++) {
+		if (s->role == 0)
+			NV(s, sm == 2 ? nvb_gpu_wait_spin(s->g, st0, s->lflags + F_PP, i) :
+			   nvb_gpu_wait(s->g, st0, s->lflags + F_PP, i));
+		if (sm) {
+			NV(s, nvb_gpu_put_signal(s->g, s->rdata, s->ldata, size, st0,
+						 s->rflags + F_PP, i));
+		} else {
+			CK(s, cuMemcpyDtoDAsync(s->rdata, s->ldata, size, s->st[0]));
+			NV(s, nvb_gpu_signal(s->g, st0, s->rflags + F_PP, i));
+		}
+		if (s->role == 1)
+			NV(s, sm == 2 ? nvb_gpu_wait_spin(s->g, st0, s->lflags + F_PP, i) :
+			   nvb_gpu_wait(s->g, st0, s->lflags + F_PP, i));
+	}
+	if (s->role == 1) {
+		CK(s, cuEventRecord(s->e1, s->st[0]));
+		report(s, "put_signal_us", method, size, ev_ms(s) * 1e3 / (2.0 * n), "us");
+	}
+	sync_all(s);
+	barrier(s);
+}
+
+/*
+ * Pipelined one-way transfers of `size` bytes from the importer into the
+ * exporter, each followed by a completion flag; timed by the receiver from
+ * the first completion to the last (no clock skew between processes).
+ */
+static void xfer(struct side *s, uint64_t size, int mode, const char *method)
+{
+	unsigned int n = size <= 16 * MiB ? (opt.quick ? 100 : 400) : iters_for(size) + 1, i;
+	void *st[NSTREAMS];
+	double ms;
+
+	for (i = 0; i < NSTREAMS; i++)
+		st[i] = s->st[i];
+	set_flag(s, s->lflags + F_XFER, 0);
+	sync_all(s);
+	barrier(s);
+	if (s->role == 0) {
+		NV(s, nvb_gpu_wait(s->g, st[0], s->lflags + F_XFER, 1));
+		CK(s, cuEventRecord(s->e0, s->st[0]));
+		NV(s, nvb_gpu_wait(s->g, st[0], s->lflags + F_XFER, n));
+		CK(s, cuEventRecord(s->e1, s->st[0]));
+		ms = ev_ms(s);
+		ctl_send(s, &ms, sizeof(ms), -1);
+	} else {
+		for (i = 1; i <= n; i++) {
+			if (mode == 1) {
+				NV(s, nvb_gpu_put_signal(s->g, s->rdata, s->ldata, size, st[0],
+							 s->rflags + F_XFER, i));
+				continue;
+			}
+			NV(s, nvb_gpu_copy(s->g, s->rdata, s->ldata, size, st,
+					   mode == 2 ? NSTREAMS : (size >= 64 * MiB ? NSTREAMS : 1),
+					   mode == 2 ? NVB_GPU_COPY_CE | NVB_GPU_COPY_SM |
+					   NVB_GPU_COPY_SM_PCT(20) : 0));
+			NV(s, nvb_gpu_signal(s->g, st[0], s->rflags + F_XFER, i));
+		}
+		ctl_recv(s, &ms, sizeof(ms), NULL);
+		report(s, "xfer", method, size, (double)size * (n - 1) / (ms * 1e-3) / 1e9, "GB/s");
+		report(s, "xfer_us", method, size, ms * 1e3 / (n - 1), "us");
+	}
+	sync_all(s);
+	barrier(s);
+}
+
+static void pipelined_puts(struct side *s)
+{
+	unsigned int n = opt.quick ? 500 : 4000, i;
+	void *st0 = s->st[0];
+
+	CK(s, cuEventRecord(s->e0, s->st[0]));
+	for (i = 0; i < n; i++)
+		CK(s, cuMemcpyDtoDAsync(s->rdata + (i % 64) * 4096, s->ldata, 4096, s->st[0]));
+	CK(s, cuEventRecord(s->e1, s->st[0]));
+	report(s, "put4k_us", "nvbridge-ce", 4096, ev_ms(s) * 1e3 / n, "us");
+
+	if (nvb_gpu_has_kernel(s->g)) {
+		CK(s, cuEventRecord(s->e0, s->st[0]));
+		for (i = 0; i < n; i++)
+			NV(s, nvb_gpu_put_signal(s->g, s->rdata + (i % 64) * 4096, s->ldata, 4096,
+						 st0, 0, 0));
+		CK(s, cuEventRecord(s->e1, s->st[0]));
+		report(s, "put4k_us", "nvbridge-sm", 4096, ev_ms(s) * 1e3 / n, "us");
+	}
+	/* independent puts spread over the streams (copy engines in parallel) */
+	CK(s, cuEventRecord(s->e0, s->st[0]));
+	for (i = 1; i < NSTREAMS; i++)
+		CK(s, cuStreamWaitEvent(s->st[i], s->e0, 0));
+	for (i = 0; i < n; i++)
+		CK(s, cuMemcpyDtoDAsync(s->rdata + (i % 64) * 4096, s->ldata + (i % 64) * 4096,
+					4096, s->st[i % NSTREAMS]));
+	for (i = 1; i < NSTREAMS; i++) {
+		CUevent e;
+
+		CK(s, cuEventCreate(&e, CU_EVENT_DISABLE_TIMING));
+		CK(s, cuEventRecord(e, s->st[i]));
+		CK(s, cuStreamWaitEvent(s->st[0], e, 0));
+		CK(s, cuEventDestroy(e));
+	}
+	CK(s, cuEventRecord(s->e1, s->st[0]));
+	report(s, "put4k_us", "nvbridge-ce-4streams", 4096, ev_ms(s) * 1e3 / n, "us");
+}
+
+static uint64_t xs_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t xs(void)
+{
+	xs_state ^= xs_state << 13;
+	xs_state ^= xs_state >> 7;
+	xs_state ^= xs_state << 17;
+	return xs_state;
+}
+
+/* Scattered blocks: the importer scatters its local blocks into the peer. */
+static void blocks(struct side *s, uint64_t bsize, unsigned int count, int write)
+{
+	struct nvb_gpu_block *b = calloc(count, sizeof(*b));
+	uint64_t slots = s->data_size / bsize, *perm, i, j, t;
+	static const struct {
+		uint32_t flag;
+		const char *name;
+	} modes[] = {
+		{ NVB_GPU_COPY_SM, "nvbridge-sm" },
+		{ NVB_GPU_COPY_BATCH, "cuMemcpyBatchAsync" },
+		{ NVB_GPU_COPY_LOOP, "memcpy-loop" },
+		{ 0, "nvbridge-auto" },
+	};
+	unsigned int it = opt.quick ? 5 : 20, k, m;
+	char key[48];
+
+	if (!b || count > slots)
+		die(s, "blocks: %u x %llu do not fit", count, (unsigned long long)bsize);
+	perm = malloc(slots * sizeof(*perm));
+	for (i = 0; i < slots; i++)
+		perm[i] = i;
+	for (i = slots - 1; i > 0; i--) {
+		j = xs() % (i + 1);
+		t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+	for (k = 0; k < count; k++) {
+		uint64_t loc = s->ldata + perm[k] * bsize;
+		uint64_t rem = s->rdata + perm[(k + count) % slots] * bsize;
+
+		b[k].len = bsize;
+		b[k].dst = write ? rem : loc;
+		b[k].src = write ? loc : rem;
+	}
+	free(perm);
+	snprintf(key, sizeof(key), "blocks_%s_%u", write ? "write" : "read", count);
+	for (m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+		if (modes[m].flag == NVB_GPU_COPY_SM && !nvb_gpu_has_kernel(s->g))
+			continue;
+		if (nvb_gpu_copy_blocks(s->g, b, count, s->st[0], modes[m].flag, 0, 0) < 0)
+			continue;	/* e.g. no batch API */
+		CK(s, cuEventRecord(s->e0, s->st[0]));
+		for (k = 0; k < it; k++)
+			NV(s, nvb_gpu_copy_blocks(s->g, b, count, s->st[0], modes[m].flag, 0, 0));
+		CK(s, cuEventRecord(s->e1, s->st[0]));
+		report(s, key, modes[m].name, bsize,
+		       (double)bsize * count * it / (ev_ms(s) * 1e-3) / 1e9, "GB/s");
+	}
+	free(b);
+}
+
+/* Same-process baselines, in the importer (contexts on both GPUs). */
+static void same_process(struct side *s, const uint64_t *sizes, int nsizes)
+{
+	CUdeviceptr pa, pb;
+	CUstream sa, sb;
+	int i, r;
+
+	CK(s, cuCtxSetCurrent(NULL));
+	NV(s, nvb_gpu_set_device(s->g, s->peer_dev));
+	CK(s, cuMemAlloc(&pa, GiB));
+	CK(s, cuStreamCreate(&sa, CU_STREAM_NON_BLOCKING));
+	NV(s, nvb_gpu_set_device(s->g, s->dev));
+	CK(s, cuMemAlloc(&pb, GiB));
+	CK(s, cuStreamCreate(&sb, CU_STREAM_NON_BLOCKING));
+	{
+		CUcontext ca, cb;
+
+		NV(s, nvb_gpu_set_device(s->g, s->peer_dev));
+		CK(s, cuCtxGetCurrent(&ca));
+		NV(s, nvb_gpu_set_device(s->g, s->dev));
+		CK(s, cuCtxGetCurrent(&cb));
+		r = s->cu.cuCtxEnablePeerAccess(ca, 0);
+		if (r && r != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED)
+			die(s, "cuCtxEnablePeerAccess: %s", nvb_cuda_errname(&s->cu, r));
+		NV(s, nvb_gpu_set_device(s->g, s->peer_dev));
+		r = s->cu.cuCtxEnablePeerAccess(cb, 0);
+		if (r && r != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED)
+			die(s, "cuCtxEnablePeerAccess: %s", nvb_cuda_errname(&s->cu, r));
+		NV(s, nvb_gpu_set_device(s->g, s->dev));
+	}
+	CK(s, cuMemsetD32Async(pb, 0x5a5a5a5a, GiB / 4, sb));
+	for (i = 0; i < nsizes; i++) {
+		uint64_t size = sizes[i];
+		unsigned int it = iters_for(size), k;
+		double t0, t1;
+
+		CK(s, cuMemcpyDtoDAsync(pa, pb, size, sb));
+		CK(s, cuEventRecord(s->e0, sb));
+		for (k = 0; k < it; k++)
+			CK(s, cuMemcpyDtoDAsync(pa, pb, size, sb));
+		CK(s, cuEventRecord(s->e1, sb));
+		report(s, "write", "same-process", size, (double)size * it / (ev_ms(s) * 1e-3) / 1e9, "GB/s");
+		CK(s, cuEventRecord(s->e0, sb));
+		for (k = 0; k < it; k++)
+			CK(s, cuMemcpyDtoDAsync(pb, pa, size, sb));
+		CK(s, cuEventRecord(s->e1, sb));
+		report(s, "read", "same-process", size, (double)size * it / (ev_ms(s) * 1e-3) / 1e9, "GB/s");
+		/* both GPUs pushing, each on its own engines */
+		sync_all(s);
+		t0 = now_s();
+		for (k = 0; k < it; k++)
+			CK(s, cuMemcpyDtoDAsync(pa, pb, size, sb));
+		NV(s, nvb_gpu_set_device(s->g, s->peer_dev));
+		for (k = 0; k < it; k++)
+			CK(s, cuMemcpyDtoDAsync(pb, pa, size, sa));
+		CK(s, cuStreamSynchronize(sa));
+		NV(s, nvb_gpu_set_device(s->g, s->dev));
+		CK(s, cuStreamSynchronize(sb));
+		t1 = now_s();
+		report(s, "bidir", "same-process", size, 2.0 * size * it / (t1 - t0) / 1e9, "GB/s");
+	}
+	CK(s, cuStreamDestroy(sb));
+	CK(s, cuMemFree(pb));
+	NV(s, nvb_gpu_set_device(s->g, s->peer_dev));
+	CK(s, cuStreamDestroy(sa));
+	CK(s, cuMemFree(pa));
+	NV(s, nvb_gpu_set_device(s->g, s->dev));
+}
+
+/* Legacy CUDA IPC: exporter cuMemAlloc + cuIpcGetMemHandle, importer opens. */
+static void legacy_ipc(struct side *s)
+{
+	CUipcMemHandle ih;
+	CUdeviceptr p;
+	double t0, t1;
+
+	if (s->role == 0) {
+		CK(s, cuMemAlloc(&p, GiB));
+		t0 = now_s();
+		CK(s, cuIpcGetMemHandle(&ih, p));
+		t1 = now_s();
+		ctl_send(s, &ih, sizeof(ih), -1);
+		ctl_send(s, &t1, sizeof(t1), -1);
+		(void)t0;
+		barrier(s);
+		CK(s, cuMemFree(p));
+		return;
+	}
+	ctl_recv(s, &ih, sizeof(ih), NULL);
+	ctl_recv(s, &t1, sizeof(t1), NULL);
+	t0 = now_s();
+	CK(s, cuIpcOpenMemHandle(&p, ih, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS));
+	t1 = now_s();
+	report(s, "import_ms", "legacy-ipc", GiB, (t1 - t0) * 1e3, "ms");
+	{
+		unsigned int it = iters_for(GiB), k;
+
+		CK(s, cuMemcpyDtoDAsync(p, s->ldata, GiB, s->st[0]));
+		CK(s, cuEventRecord(s->e0, s->st[0]));
+		for (k = 0; k < it; k++)
+			CK(s, cuMemcpyDtoDAsync(p, s->ldata, GiB, s->st[0]));
+		CK(s, cuEventRecord(s->e1, s->st[0]));
+		report(s, "write", "legacy-ipc", GiB, (double)GiB * it / (ev_ms(s) * 1e-3) / 1e9, "GB/s");
+	}
+	t0 = now_s();
+	CK(s, cuIpcCloseMemHandle(p));
+	t1 = now_s();
+	report(s, "ipc_close_ms", "legacy-ipc", GiB, (t1 - t0) * 1e3, "ms");
+	barrier(s);
+}
+
+/* ---- NCCL through dlopen ---- */
+
+typedef struct {
+	char internal[128];
+} ncclUniqueId;
+typedef struct ncclComm *ncclComm_t;
+struct nccl_api {
+	void *lib;
+	int (*GetVersion)(int *);
+	int (*GetUniqueId)(ncclUniqueId *);
+	int (*CommInitRank)(ncclComm_t *, int, ncclUniqueId, int);
+	int (*CommDestroy)(ncclComm_t);
+	int (*Send)(const void *, size_t, int, int, ncclComm_t, CUstream);
+	int (*Recv)(void *, size_t, int, int, ncclComm_t, CUstream);
+	const char *(*GetErrorString)(int);
+};
+
+static int nccl_load(struct nccl_api *n, char *why, size_t len)
+{
+	const char *path = opt.nccl ? opt.nccl : getenv("NVB_NCCL_LIB");
+
+	setenv("NCCL_NVLS_ENABLE", "0", 1);	/* never NVLink multicast */
+	n->lib = dlopen(path ? path : "libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+	if (!n->lib) {
+		snprintf(why, len, "%s", dlerror());
+		return -1;
+	}
+#define NS(f) do { void *p_ = dlsym(n->lib, "nccl" #f); if (!p_) { \
+		snprintf(why, len, "nccl" #f " missing"); return -1; } \
+		memcpy(&n->f, &p_, sizeof(p_)); } while (0)
+	NS(GetVersion);
+	NS(GetUniqueId);
+	NS(CommInitRank);
+	NS(CommDestroy);
+	NS(Send);
+	NS(Recv);
+	NS(GetErrorString);
+#undef NS
+	return 0;
+}
+
+static void nccl_bench(struct side *s, const uint64_t *sizes, int nsizes)
+{
+	struct nccl_api n;
+	ncclUniqueId id;
+	ncclComm_t comm;
+	char why[256] = "", ok, peer_ok;
+	int i, r, v = 0;
+	int rank = s->role == 0 ? 0 : 1;
+
+	memset(&n, 0, sizeof(n));
+	ok = !opt.no_nccl && nccl_load(&n, why, sizeof(why)) == 0;
+	if (opt.no_nccl)
+		snprintf(why, sizeof(why), "--no-nccl");
+	ctl_send(s, &ok, 1, -1);
+	ctl_recv(s, &peer_ok, 1, NULL);
+	if (!ok || !peer_ok) {
+		if (s->role == 1) {
+			char msg[300];
+
+			snprintf(msg, sizeof(msg), "N NCCL skipped: %s\n", why[0] ? why : "peer could not load it");
+			if (write(s->res, msg, strlen(msg)) < 0)
+				_exit(1);
+		}
+		return;
+	}
+	progress(s, "NCCL init");
+	if (s->role == 0) {
+		r = n.GetUniqueId(&id);
+		if (r)
+			die(s, "ncclGetUniqueId: %s", n.GetErrorString(r));
+		ctl_send(s, &id, sizeof(id), -1);
+	} else {
+		ctl_recv(s, &id, sizeof(id), NULL);
+	}
+	r = n.CommInitRank(&comm, 2, id, rank);
+	if (r)
+		die(s, "ncclCommInitRank: %s", n.GetErrorString(r));
+	n.GetVersion(&v);
+	if (s->role == 1)
+		report(s, "nccl_version", "nccl", 0, v, "");
+	/*
+	 * One-way transfers importer -> exporter, timed by the receiver from
+	 * the first completion to the last (same method as xfer()).
+	 */
+	for (i = 0; i < nsizes; i++) {
+		uint64_t size = sizes[i];
+		unsigned int cnt = size <= 16 * MiB ? (opt.quick ? 100 : 400) : iters_for(size) + 1, k;
+		double ms;
+
+		progress(s, "NCCL send/recv");
+		sync_all(s);
+		barrier(s);
+		if (s->role == 0) {
+			r = n.Recv((void *)(uintptr_t)s->ldata, size, 0, 1, comm, s->st[0]);
+			CK(s, cuEventRecord(s->e0, s->st[0]));
+			for (k = 1; k < cnt && !r; k++)
+				r = n.Recv((void *)(uintptr_t)s->ldata, size, 0, 1, comm, s->st[0]);
+			CK(s, cuEventRecord(s->e1, s->st[0]));
+			if (r)
+				die(s, "ncclRecv: %s", n.GetErrorString(r));
+			ms = ev_ms(s);
+			ctl_send(s, &ms, sizeof(ms), -1);
+		} else {
+			for (k = 0, r = 0; k < cnt && !r; k++)
+				r = n.Send((const void *)(uintptr_t)s->ldata, size, 0, 0, comm, s->st[0]);
+			if (r)
+				die(s, "ncclSend: %s", n.GetErrorString(r));
+			ctl_recv(s, &ms, sizeof(ms), NULL);
+			report(s, "xfer", "nccl", size, (double)size * (cnt - 1) / (ms * 1e-3) / 1e9, "GB/s");
+			report(s, "xfer_us", "nccl", size, ms * 1e3 / (cnt - 1), "us");
+		}
+		sync_all(s);
+	}
+	/* ping-pong 4 KiB: one-way latency */
+	{
+		unsigned int cnt = opt.quick ? 200 : 1000, k;
+
+		sync_all(s);
+		barrier(s);
+		if (s->role == 1)
+			CK(s, cuEventRecord(s->e0, s->st[0]));
+		for (k = 0, r = 0; k < cnt && !r; k++) {
+			if (s->role == 1) {
+				r = n.Send((const void *)(uintptr_t)s->ldata, 4096, 0, 0, comm, s->st[0]);
+				if (!r)
+					r = n.Recv((void *)(uintptr_t)s->ldata, 4096, 0, 0, comm, s->st[0]);
+			} else {
+				r = n.Recv((void *)(uintptr_t)s->ldata, 4096, 0, 1, comm, s->st[0]);
+				if (!r)
+					r = n.Send((const void *)(uintptr_t)s->ldata, 4096, 0, 1, comm, s->st[0]);
+			}
+		}
+		if (r)
+			die(s, "nccl ping-pong: %s", n.GetErrorString(r));
+		if (s->role == 1) {
+			CK(s, cuEventRecord(s->e1, s->st[0]));
+			report(s, "put_signal_us", "nccl", 4096, ev_ms(s) * 1e3 / (2.0 * cnt), "us");
+		}
+		sync_all(s);
+	}
+	barrier(s);
+	n.CommDestroy(comm);
+}
+
+static void child(int role, int ctl, int res, const char *tag)
+{
+	struct side S, *s = &S;
+	uint64_t sizes[16], size;
+	int nsizes = 0, i;
+	double t;
+	char dname[128];
+
+	memset(s, 0, sizeof(*s));
+	s->role = role;
+	s->ctl = ctl;
+	s->res = res;
+	s->dev = role ? opt.gpu_b : opt.gpu_a;
+	s->peer_dev = role ? opt.gpu_a : opt.gpu_b;
+	snprintf(s->name_self, sizeof(s->name_self), "nvbench.%s.%c", tag, role ? 'B' : 'A');
+	snprintf(s->name_peer, sizeof(s->name_peer), "nvbench.%s.%c", tag, role ? 'A' : 'B');
+	for (size = opt.min_size; size <= opt.max_size; size *= 4)
+		sizes[nsizes++] = size;
+
+	{
+		char msg[256];
+
+		if (nvb_cuda_load(&s->cu, NULL, msg, sizeof(msg)))
+			die(s, "%s", msg);
+	}
+	NV(s, nvb_gpu_open(&s->g, NULL));
+	if (s->dev >= nvb_gpu_device_count(s->g) || s->peer_dev >= nvb_gpu_device_count(s->g))
+		die(s, "need GPUs %d and %d, have %d", opt.gpu_a, opt.gpu_b,
+		    nvb_gpu_device_count(s->g));
+	NV(s, nvb_gpu_set_device(s->g, s->dev));
+	for (i = 0; i < NSTREAMS; i++)
+		CK(s, cuStreamCreate(&s->st[i], CU_STREAM_NON_BLOCKING));
+	CK(s, cuEventCreate(&s->e0, CU_EVENT_DEFAULT));
+	CK(s, cuEventCreate(&s->e1, CU_EVENT_DEFAULT));
+	if (role == 1) {
+		char msg[200];
+
+		nvb_gpu_device_name(s->g, s->dev, dname, sizeof(dname));
+		snprintf(msg, sizeof(msg), "I device %s\nI driver %d\nI kernel %d\n", dname,
+			 nvb_gpu_driver_version(s->g), nvb_gpu_has_kernel(s->g));
+		if (write(res, msg, strlen(msg)) < 0)
+			_exit(1);
+	}
+#ifdef NVB_BENCH_LIB
+	if (opt.use_lib) {
+		struct nvb_opts o;
+
+		memset(&o, 0, sizeof(o));
+		o.sz = sizeof(o);
+		o.socket_path = opt.socket;
+		NV(s, nvb_open(&o, &s->h));
+		if (role == 1) {
+			char msg[100];
+
+			snprintf(msg, sizeof(msg), "I backend %s\n", nvb_backend_name(nvb_backend(s->h)));
+			if (write(res, msg, strlen(msg)) < 0)
+				_exit(1);
+		}
+	}
+#endif
+	s->data_size = opt.max_size < GiB ? GiB : opt.max_size;
+	progress(s, "allocate + publish");
+	NV(s, nvb_gpu_alloc(s->g, s->dev, FLAGS_BYTES + s->data_size, 0, &s->buf));
+	if (role == 1) {
+		char msg[160];
+
+		snprintf(msg, sizeof(msg), "I alloc %s%s\n",
+			 nvb_gpu_buf_handle_types(s->buf) & NVB_GPU_HANDLE_FABRIC ?
+			 "FABRIC|POSIX_FD" : "POSIX_FD (FABRIC trial: ",
+			 nvb_gpu_buf_handle_types(s->buf) & NVB_GPU_HANDLE_FABRIC ? "" :
+			 nvb_cuda_errname(&s->cu, nvb_gpu_buf_fabric_error(s->buf)));
+		if (!(nvb_gpu_buf_handle_types(s->buf) & NVB_GPU_HANDLE_FABRIC))
+			strcat(msg + strlen(msg) - 1, ")\n");
+		if (write(res, msg, strlen(msg)) < 0)
+			_exit(1);
+	}
+	s->lflags = nvb_gpu_buf_ptr(s->buf);
+	s->ldata = s->lflags + FLAGS_BYTES;
+	CK(s, cuMemsetD32Async(s->lflags, 0, FLAGS_BYTES / 4, s->st[0]));
+	CK(s, cuMemsetD32Async(s->ldata, role ? 0xb0b0b0b0 : 0xa0a0a0a0, s->data_size / 4, s->st[0]));
+	sync_all(s);
+
+	/* exporter publishes first, importer imports, then the other way */
+	if (role == 0) {
+		rdv_publish(s);
+		barrier(s);
+		rdv_import(s, &s->map, 0);
+	} else {
+		t = rdv_import(s, &s->map, 0);
+		report(s, "import_ms", "nvbridge", nvb_gpu_map_size(s->map), t * 1e3, "ms");
+		{
+			struct nvb_gpu_map *m2;
+			unsigned int k, n = 1000;
+			double tot = 0;
+
+			for (k = 0; k < n; k++) {
+				tot += rdv_reimport(s, &m2);
+				nvb_gpu_unmap(m2);
+			}
+			report(s, "reimport_us", "nvbridge", nvb_gpu_map_size(s->map), tot / n * 1e6, "us");
+		}
+		barrier(s);
+		rdv_publish(s);
+	}
+	s->rflags = nvb_gpu_map_ptr(s->map);
+	s->rdata = s->rflags + FLAGS_BYTES;
+	if (role == 1) {
+		char msg[80];
+
+		snprintf(msg, sizeof(msg), "I import %s\n",
+			 nvb_gpu_map_handle_type(s->map) == NVB_GPU_HANDLE_FABRIC ? "fabric" : "fd");
+		if (write(res, msg, strlen(msg)) < 0)
+			_exit(1);
+	}
+	barrier(s);
+
+	/* bulk write / read, importer only; the exporter idles */
+	if (role == 1) {
+		for (i = 0; i < nsizes; i++) {
+			char p[64];
+
+			snprintf(p, sizeof(p), "write/read %llu KiB", (unsigned long long)sizes[i] >> 10);
+			progress(s, p);
+			bw_one_side(s, "write", s->rdata, s->ldata, sizes[i], NVB_GPU_COPY_CE, 1, "nvbridge-ce");
+			bw_one_side(s, "read", s->ldata, s->rdata, sizes[i], NVB_GPU_COPY_CE, 1, "nvbridge-ce");
+			if (sizes[i] >= 8 * MiB) {
+				bw_one_side(s, "write", s->rdata, s->ldata, sizes[i], NVB_GPU_COPY_CE,
+					    NSTREAMS, "nvbridge-ce-4streams");
+				bw_one_side(s, "read", s->ldata, s->rdata, sizes[i], NVB_GPU_COPY_CE,
+					    NSTREAMS, "nvbridge-ce-4streams");
+			}
+			if (nvb_gpu_has_kernel(s->g) && sizes[i] >= 16 * MiB) {
+				static const unsigned int pcts[] = { 10, 20, 30 };
+				unsigned int q;
+
+				for (q = 0; q < 3; q++) {
+					char mname[40];
+					uint32_t fl = NVB_GPU_COPY_CE | NVB_GPU_COPY_SM |
+						      NVB_GPU_COPY_SM_PCT(pcts[q]);
+
+					snprintf(mname, sizeof(mname), "nvbridge-hybrid%u", pcts[q]);
+					bw_one_side(s, "write", s->rdata, s->ldata, sizes[i], fl, NSTREAMS, mname);
+					bw_one_side(s, "read", s->ldata, s->rdata, sizes[i], fl, NSTREAMS, mname);
+				}
+			}
+			if (nvb_gpu_has_kernel(s->g)) {
+				bw_one_side(s, "write", s->rdata, s->ldata, sizes[i], NVB_GPU_COPY_SM, 1, "nvbridge-sm");
+				bw_one_side(s, "read", s->ldata, s->rdata, sizes[i], NVB_GPU_COPY_SM, 1, "nvbridge-sm");
+			}
+		}
+		progress(s, "pipelined 4 KiB puts");
+		pipelined_puts(s);
+		progress(s, "scattered blocks");
+		{
+			static const uint64_t bs[] = { 4096, 16384, 65536, 262144, 1048576 };
+			unsigned int k;
+
+			for (k = 0; k < sizeof(bs) / sizeof(bs[0]); k++) {
+				if (bs[k] * opt.blk_count * 2 > s->data_size)
+					continue;
+				blocks(s, bs[k], opt.blk_count, 1);
+				blocks(s, bs[k], opt.blk_count, 0);
+			}
+			if (opt.blk_size != 65536 && opt.blk_size * opt.blk_count * 2 <= s->data_size) {
+				blocks(s, opt.blk_size, opt.blk_count, 1);
+				blocks(s, opt.blk_size, opt.blk_count, 0);
+			}
+		}
+		progress(s, "same-process baseline");
+		same_process(s, sizes, nsizes);
+	}
+	barrier(s);
+	/* bidirectional: both push */
+	for (i = 0; i < nsizes; i++) {
+		if (sizes[i] < MiB)
+			continue;
+		progress(s, "bidirectional");
+		bw_bidir(s, sizes[i], "nvbridge-ce", NVB_GPU_COPY_CE);
+		if (nvb_gpu_has_kernel(s->g) && sizes[i] >= 64 * MiB)
+			bw_bidir(s, sizes[i], "nvbridge-hybrid20", NVB_GPU_COPY_CE | NVB_GPU_COPY_SM |
+				 NVB_GPU_COPY_SM_PCT(20));
+	}
+	progress(s, "put + completion latency");
+	pingpong(s, 4096, 0, "nvbridge-ce+memop");
+	if (nvb_gpu_has_kernel(s->g)) {
+		pingpong(s, 4096, 1, "nvbridge-sm+memop");
+		pingpong(s, 4096, 2, "nvbridge-sm+spin");
+	}
+	for (i = 0; i < nsizes; i++) {
+		progress(s, "transfers with completion");
+		xfer(s, sizes[i], 0, "nvbridge-ce");
+		if (nvb_gpu_has_kernel(s->g)) {
+			if (sizes[i] <= 16 * MiB)
+				xfer(s, sizes[i], 1, "nvbridge-sm");
+			if (sizes[i] >= 16 * MiB)
+				xfer(s, sizes[i], 2, "nvbridge-hybrid20");
+		}
+	}
+	progress(s, "legacy CUDA IPC");
+	legacy_ipc(s);
+	nccl_bench(s, sizes, nsizes);
+	barrier(s);
+	nvb_gpu_unmap(s->map);
+	sync_all(s);
+	nvb_gpu_free(s->buf);
+#ifdef NVB_BENCH_LIB
+	if (s->h)
+		nvb_close(s->h);
+#endif
+	nvb_gpu_close(s->g);
+	if (write(res, "D\n", 2) < 0)
+		_exit(1);
+	_exit(0);
+}
+
+/* ------------------------------------------------------------ parent */
+
+static struct {
+	char device[128];
+	char backend[32];
+	char alloc[128];
+	char import[16];
+	char nccl_note[256];
+	int driver, kernel;
+} info;
+
+static void scopy(char *d, size_t n, const char *s)
+{
+	size_t l = strlen(s);
+
+	if (l >= n)
+		l = n - 1;
+	memcpy(d, s, l);
+	d[l] = 0;
+}
+
+static const struct result *find(const char *key, const char *method, uint64_t size)
+{
+	int i;
+
+	for (i = 0; i < nresults; i++)
+		if (!strcmp(results[i].key, key) && !strcmp(results[i].method, method) &&
+		    (size == 0 || results[i].size == size))
+			return &results[i];
+	return NULL;
+}
+
+/* Best nvbridge-* value for key/size (max for GB/s, min for times). */
+static const struct result *best(const char *key, uint64_t size, int lower_is_better)
+{
+	const struct result *b = NULL;
+	int i;
+
+	for (i = 0; i < nresults; i++) {
+		const struct result *r = &results[i];
+
+		if (strcmp(r->key, key) || r->size != size || strncmp(r->method, "nvbridge", 8))
+			continue;
+		if (!b || (lower_is_better ? r->value < b->value : r->value > b->value))
+			b = r;
+	}
+	return b;
+}
+
+static void fmt_size(char *buf, size_t len, uint64_t s)
+{
+	if (s >= GiB)
+		snprintf(buf, len, "%llu GiB", (unsigned long long)(s / GiB));
+	else if (s >= MiB)
+		snprintf(buf, len, "%llu MiB", (unsigned long long)(s / MiB));
+	else
+		snprintf(buf, len, "%llu KiB", (unsigned long long)(s >> 10));
+}
+
+struct goal_row {
+	const char *metric;
+	const struct result *nvb;
+	const struct result *base;
+	const char *base_name;
+	double ratio;		/* nvb / base, or base / nvb for times */
+	const char *goal;
+	int met;		/* -1 unknown */
+};
+
+static void print_goals(FILE *f, struct goal_row *rows, int n)
+{
+	int i;
+
+	fprintf(f, "%-40s %-28s %12s  %-22s %12s %8s  %-22s %s\n", "metric", "nvbridge (method)",
+		"value", "baseline", "value", "ratio", "goal", "met");
+	for (i = 0; i < n; i++) {
+		struct goal_row *r = &rows[i];
+		char nv[24] = "-", bv[24] = "-", ra[16] = "-";
+
+		if (r->nvb)
+			snprintf(nv, sizeof(nv), "%.2f %s", r->nvb->value, r->nvb->unit);
+		if (r->base)
+			snprintf(bv, sizeof(bv), "%.2f %s", r->base->value, r->base->unit);
+		if (r->ratio > 0)
+			snprintf(ra, sizeof(ra), "%.2fx", r->ratio);
+		fprintf(f, "%-40s %-28s %12s  %-22s %12s %8s  %-22s %s\n", r->metric,
+			r->nvb ? r->nvb->method : "-", nv, r->base_name, bv, ra, r->goal,
+			r->met < 0 ? "n/a" : r->met ? "yes" : "NO");
+	}
+}
+
+static int build_goals(struct goal_row *rows)
+{
+	const struct result *n, *b;
+	int k = 0;
+	char key[48];
+
+#define ROW(m, nv, bs, bn, rt, g, mt) do { rows[k].metric = (m); rows[k].nvb = (nv); \
+	rows[k].base = (bs); rows[k].base_name = (bn); rows[k].ratio = (rt); \
+	rows[k].goal = (g); rows[k].met = (mt); k++; } while (0)
+	n = best("write", GiB, 0);
+	b = find("write", "same-process", GiB);
+	ROW("cross-process write, 1 GiB", n, b, "same-process peer copy",
+	    n && b ? n->value / b->value : 0, ">= 1.00x", n && b ? n->value >= b->value : -1);
+	n = best("read", GiB, 0);
+	b = find("read", "same-process", GiB);
+	ROW("cross-process read, 1 GiB", n, b, "same-process peer copy",
+	    n && b ? n->value / b->value : 0, ">= 1.00x", n && b ? n->value >= b->value : -1);
+	n = best("bidir", GiB, 0);
+	b = find("bidir", "same-process", GiB);
+	ROW("bidirectional, 1 GiB each way (total)", n, b, "same-process both push",
+	    n && b ? n->value / b->value : 0, ">= 770 GB/s", n ? n->value >= 770 : -1);
+	snprintf(key, sizeof(key), "blocks_write_%u", opt.blk_count);
+	n = find(key, "nvbridge-auto", 65536);
+	b = find(key, "cuMemcpyBatchAsync", 65536);
+	ROW("1024 x 64 KiB scattered blocks, one call", n, b, "cuMemcpyBatchAsync",
+	    n && b ? n->value / b->value : 0, ">= 4x batch", n && b ? n->value >= 4 * b->value : -1);
+	n = best("put4k_us", 4096, 1);
+	ROW("4 KiB put, pipelined", n, NULL, "-", 0, "<= 1.9 us", n ? n->value <= 1.9 : -1);
+	n = best("put_signal_us", 4096, 1);
+	b = find("put_signal_us", "nccl", 4096);
+	ROW("4 KiB put + completion seen by peer", n, b, "NCCL send/recv",
+	    n && b ? b->value / n->value : 0, "<= 6 us", n ? n->value <= 6 : -1);
+	n = best("xfer", MiB, 0);
+	b = find("xfer", "nccl", MiB);
+	ROW("1 MiB transfer + completion", n, b, "NCCL send/recv",
+	    n && b ? n->value / b->value : 0, ">= 4x NCCL", n && b ? n->value >= 4 * b->value : -1);
+	n = best("xfer", 16 * MiB, 0);
+	b = find("xfer", "nccl", 16 * MiB);
+	ROW("16 MiB transfer + completion", n, b, "NCCL send/recv",
+	    n && b ? n->value / b->value : 0, ">= 1.25x NCCL", n && b ? n->value >= 1.25 * b->value : -1);
+	n = find("import_ms", "nvbridge", 0);
+	b = find("import_ms", "legacy-ipc", 0);
+	ROW("first import + map, 1 GiB", n, b, "cuIpcOpenMemHandle",
+	    n && b ? b->value / n->value : 0, "<= legacy IPC", n && b ? n->value <= b->value : -1);
+	n = find("reimport_us", "nvbridge", 0);
+	ROW("cached re-import", n, NULL, "-", 0, "<= 5 us", n ? n->value <= 5 : -1);
+#undef ROW
+	return k;
+}
+
+static void print_sweep(FILE *f)
+{
+	static const char *cols[][2] = {
+		{ "write", "nvbridge-ce" }, { "write", "nvbridge-ce-4streams" }, { "write", "nvbridge-sm" },
+		{ "write", "nvbridge-hybrid20" }, { "write", "same-process" }, { "read", "nvbridge-ce" },
+		{ "read", "nvbridge-sm" }, { "read", "nvbridge-hybrid20" },
+		{ "read", "same-process" }, { "bidir", "nvbridge-ce" }, { "bidir", "nvbridge-hybrid20" }, { "bidir", "same-process" },
+		{ "xfer", "nvbridge-ce" }, { "xfer", "nvbridge-sm" }, { "xfer", "nccl" },
+	};
+	uint64_t s;
+	size_t c;
+	char buf[32];
+
+	fprintf(f, "\nGB/s by size (xfer = one-way transfer + completion flag, timed by the receiver)\n");
+	fprintf(f, "%-9s", "size");
+	for (c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) {
+		snprintf(buf, sizeof(buf), "%s/%s", cols[c][0], cols[c][1]);
+		fprintf(f, " %*s", (int)(strlen(buf) > 10 ? strlen(buf) : 10), buf);
+	}
+	fprintf(f, "\n");
+	for (s = opt.min_size; s <= opt.max_size; s *= 4) {
+		fmt_size(buf, sizeof(buf), s);
+		fprintf(f, "%-9s", buf);
+		for (c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) {
+			const struct result *r = find(cols[c][0], cols[c][1], s);
+			char h[48];
+			int w;
+
+			snprintf(h, sizeof(h), "%s/%s", cols[c][0], cols[c][1]);
+			w = (int)(strlen(h) > 10 ? strlen(h) : 10);
+			if (r)
+				fprintf(f, " %*.1f", w, r->value);
+			else
+				fprintf(f, " %*s", w, "-");
+		}
+		fprintf(f, "\n");
+	}
+}
+
+static void print_blocks(FILE *f)
+{
+	int i;
+
+	fprintf(f, "\nscattered blocks (%u per call), GB/s\n", opt.blk_count);
+	fprintf(f, "%-22s %-10s %-22s %10s\n", "direction", "block", "method", "GB/s");
+	for (i = 0; i < nresults; i++) {
+		char b[32];
+
+		if (strncmp(results[i].key, "blocks_", 7))
+			continue;
+		fmt_size(b, sizeof(b), results[i].size);
+		fprintf(f, "%-22s %-10s %-22s %10.1f\n", results[i].key + 7, b, results[i].method,
+			results[i].value);
+	}
+	fprintf(f, "\nlatencies\n");
+	for (i = 0; i < nresults; i++)
+		if (!strcmp(results[i].unit, "us") || !strcmp(results[i].unit, "ms"))
+			if (strcmp(results[i].key, "xfer_us"))
+				fprintf(f, "%-22s %-24s %10.2f %s\n", results[i].key,
+					results[i].method, results[i].value, results[i].unit);
+}
+
+static void print_json(FILE *f, struct goal_row *rows, int n)
+{
+	char date[64];
+	time_t t = time(NULL);
+	int i;
+
+	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+	fprintf(f, "{\n  \"device\": \"%s\",\n  \"driver\": %d,\n  \"date\": \"%s\",\n"
+		"  \"backend\": \"%s\",\n  \"alloc\": \"%s\",\n  \"import\": \"%s\",\n"
+		"  \"gpus\": [%d, %d],\n  \"sm_kernel\": %d,\n  \"nccl_note\": \"%s\",\n"
+		"  \"goals\": [\n", info.device, info.driver, date, info.backend, info.alloc,
+		info.import, opt.gpu_a, opt.gpu_b, info.kernel, info.nccl_note);
+	for (i = 0; i < n; i++)
+		fprintf(f, "    {\"metric\": \"%s\", \"method\": \"%s\", \"value\": %.6g, "
+			"\"baseline\": \"%s\", \"baseline_value\": %.6g, \"ratio\": %.4g, "
+			"\"goal\": \"%s\", \"met\": %s}%s\n", rows[i].metric,
+			rows[i].nvb ? rows[i].nvb->method : "", rows[i].nvb ? rows[i].nvb->value : 0,
+			rows[i].base_name, rows[i].base ? rows[i].base->value : 0, rows[i].ratio,
+			rows[i].goal, rows[i].met < 0 ? "null" : rows[i].met ? "true" : "false",
+			i + 1 < n ? "," : "");
+	fprintf(f, "  ],\n  \"results\": [\n");
+	for (i = 0; i < nresults; i++)
+		fprintf(f, "    {\"metric\": \"%s\", \"method\": \"%s\", \"size\": %llu, "
+			"\"value\": %.6g, \"unit\": \"%s\"}%s\n", results[i].key, results[i].method,
+			(unsigned long long)results[i].size, results[i].value, results[i].unit,
+			i + 1 < nresults ? "," : "");
+	fprintf(f, "  ]\n}\n");
+}
+
+static void plot(const char *path)
+{
+	static const char *sel[][3] = {
+		{ "write", "nvbridge-ce", "NVB WRITE CE" }, { "write", "nvbridge-sm", "NVB WRITE SM" },
+		{ "read", "nvbridge-ce", "NVB READ CE" }, { "bidir", "nvbridge-ce", "NVB BIDIR" },
+		{ "write", "same-process", "SAME-PROC WRITE" }, { "bidir", "same-process", "SAME-PROC BIDIR" },
+		{ "xfer", "nvbridge-ce", "NVB XFER+FLAG" }, { "xfer", "nccl", "NCCL SEND/RECV" },
+	};
+	struct plot_series ps[8];
+	static double xs_[8][16], ys_[8][16];
+	char title[200];
+	int k, ns = 0;
+
+	for (k = 0; k < 8; k++) {
+		uint64_t s;
+		int n = 0;
+
+		for (s = opt.min_size; s <= opt.max_size && n < 16; s *= 4) {
+			const struct result *r = find(sel[k][0], sel[k][1], s);
+
+			if (r) {
+				xs_[ns][n] = (double)s;
+				ys_[ns][n] = r->value;
+				n++;
+			}
+		}
+		if (n) {
+			ps[ns].label = sel[k][2];
+			ps[ns].n = n;
+			ps[ns].x = xs_[ns];
+			ps[ns].y = ys_[ns];
+			ns++;
+		}
+	}
+	snprintf(title, sizeof(title), "NVBRIDGE-BENCH: GPU %d <-> GPU %d, %s", opt.gpu_a,
+		 opt.gpu_b, info.device);
+	if (png_plot(path, title, ps, ns))
+		fprintf(stderr, "nvbridge-bench: could not write %s\n", path);
+}
+
+static void usage(void)
+{
+	printf("usage: nvbridge-bench [options]\n"
+	       "  --gpus A,B          exporter and importer GPUs (default 0,1)\n"
+	       "  --rdv nvb|socketpair  rendezvous through libnvbridge (default) or a socketpair stand-in\n"
+	       "  --socket PATH       nvbridged socket (default: library default / NVBRIDGE_SOCKET)\n"
+	       "  --min-size N --max-size N   sweep bounds in bytes (default 4096 .. 1 GiB, x4 steps)\n"
+	       "  --block-size N --block-count N   scattered blocks (default 65536 x 1024)\n"
+	       "  --nccl PATH | --no-nccl   libnccl.so.2 to dlopen (default: libnccl.so.2, NVB_NCCL_LIB)\n"
+	       "  --json              JSON on stdout instead of the table\n"
+	       "  --json-out FILE     also write the JSON to FILE\n"
+	       "  --png FILE          write a bandwidth-vs-size plot\n"
+	       "  --quick             fewer iterations\n"
+	       "  --timeout S         kill the run after S seconds (default 600)\n");
+}
+
+static uint64_t parse_size(const char *s)
+{
+	char *e;
+	double v = strtod(s, &e);
+
+	if (*e == 'K' || *e == 'k')
+		v *= 1024;
+	else if (*e == 'M' || *e == 'm')
+		v *= MiB;
+	else if (*e == 'G' || *e == 'g')
+		v *= GiB;
+	return (uint64_t)v;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "gpus", 1, 0, 'g' }, { "rdv", 1, 0, 'r' }, { "socket", 1, 0, 'S' },
+		{ "min-size", 1, 0, 'm' }, { "max-size", 1, 0, 'M' }, { "block-size", 1, 0, 'b' },
+		{ "block-count", 1, 0, 'c' }, { "nccl", 1, 0, 'n' }, { "no-nccl", 0, 0, 'N' },
+		{ "json", 0, 0, 'j' }, { "png", 1, 0, 'p' }, { "quick", 0, 0, 'q' },
+		{ "timeout", 1, 0, 't' }, { "json-out", 1, 0, 'J' }, { "help", 0, 0, 'h' },
+		{ 0, 0, 0, 0 },
+	};
+	int c, ctl[2], resp[2], st, failed = 0, nrows;
+	pid_t pa, pb;
+	char tag[32], line[512];
+	struct goal_row rows[16];
+	double t0 = now_s(), deadline;
+	FILE *rf;
+
+#ifndef NVB_BENCH_LIB
+	opt.use_lib = 0;
+#endif
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'g':
+			if (sscanf(optarg, "%d,%d", &opt.gpu_a, &opt.gpu_b) != 2 || opt.gpu_a == opt.gpu_b) {
+				fprintf(stderr, "--gpus A,B with A != B\n");
+				return 2;
+			}
+			break;
+		case 'r':
+			opt.use_lib = !strcmp(optarg, "nvb");
+#ifndef NVB_BENCH_LIB
+			if (opt.use_lib) {
+				fprintf(stderr, "built without libnvbridge: only --rdv socketpair\n");
+				return 2;
+			}
+#endif
+			break;
+		case 'S': opt.socket = optarg; break;
+		case 'm': opt.min_size = parse_size(optarg); break;
+		case 'M': opt.max_size = parse_size(optarg); break;
+		case 'b': opt.blk_size = parse_size(optarg); break;
+		case 'c': opt.blk_count = (unsigned int)atoi(optarg); break;
+		case 'n': opt.nccl = optarg; break;
+		case 'N': opt.no_nccl = 1; break;
+		case 'j': opt.json = 1; break;
+		case 'J': opt.json_out = optarg; break;
+		case 'p': opt.png = optarg; break;
+		case 'q': opt.quick = 1; break;
+		case 't': opt.timeout_s = atoi(optarg); break;
+		default:
+			usage();
+			return c == 'h' ? 0 : 2;
+		}
+	}
+	if (opt.min_size < 4 || opt.max_size < opt.min_size || opt.max_size > 4 * GiB ||
+	    !opt.blk_size || !opt.blk_count) {
+		fprintf(stderr, "bad sizes\n");
+		return 2;
+	}
+	setenv("NCCL_NVLS_ENABLE", "0", 1);
+	signal(SIGPIPE, SIG_IGN);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) || pipe2(resp, O_CLOEXEC)) {
+		perror("socketpair");
+		return 1;
+	}
+	snprintf(tag, sizeof(tag), "%d", (int)getpid());
+	pa = fork();
+	if (pa == 0) {
+		close(ctl[1]);
+		close(resp[0]);
+		child(0, ctl[0], resp[1], tag);
+	}
+	pb = fork();
+	if (pb == 0) {
+		close(ctl[0]);
+		close(resp[0]);
+		child(1, ctl[1], resp[1], tag);
+	}
+	close(ctl[0]);
+	close(ctl[1]);
+	close(resp[1]);
+	rf = fdopen(resp[0], "r");
+	deadline = t0 + opt.timeout_s;
+	alarm((unsigned int)opt.timeout_s);
+	while (fgets(line, sizeof(line), rf)) {
+		struct result *r = &results[nresults];
+		unsigned long long sz;
+
+		line[strcspn(line, "\n")] = 0;
+		if (line[0] == 'R' && nresults < (int)(sizeof(results) / sizeof(results[0])) &&
+		    sscanf(line, "R %47s %39s %llu %lf %7s", r->key, r->method, &sz, &r->value, r->unit) >= 4) {
+			r->size = sz;
+			nresults++;
+		} else if (line[0] == 'P') {
+			fprintf(stderr, "\r[%5.1fs] %-40s results: %d   ", now_s() - t0, line + 2, nresults);
+		} else if (line[0] == 'I') {
+			if (!strncmp(line, "I device ", 9))
+				scopy(info.device, sizeof(info.device), line + 9);
+			else if (!strncmp(line, "I driver ", 9))
+				info.driver = atoi(line + 9);
+			else if (!strncmp(line, "I kernel ", 9))
+				info.kernel = atoi(line + 9);
+			else if (!strncmp(line, "I backend ", 10))
+				scopy(info.backend, sizeof(info.backend), line + 10);
+			else if (!strncmp(line, "I alloc ", 8))
+				scopy(info.alloc, sizeof(info.alloc), line + 8);
+			else if (!strncmp(line, "I import ", 9))
+				scopy(info.import, sizeof(info.import), line + 9);
+		} else if (line[0] == 'N') {
+			scopy(info.nccl_note, sizeof(info.nccl_note), line + 2);
+		} else if (line[0] == 'E') {
+			fprintf(stderr, "\nnvbridge-bench: %s\n", line + 2);
+			failed = 1;
+			kill(pa, SIGKILL);
+			kill(pb, SIGKILL);
+		}
+		if (now_s() > deadline)
+			break;
+	}
+	alarm(0);
+	fprintf(stderr, "\r[%5.1fs] done, %d results%40s\n", now_s() - t0, nresults, "");
+	kill(pa, SIGKILL);	/* no-op when they exited */
+	kill(pb, SIGKILL);
+	waitpid(pa, &st, 0);
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		failed = 1;
+	waitpid(pb, &st, 0);
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		failed = 1;
+	if (!info.backend[0])
+		snprintf(info.backend, sizeof(info.backend), "socketpair stand-in");
+	nrows = build_goals(rows);
+	if (opt.json) {
+		print_json(stdout, rows, nrows);
+	} else {
+		char date[64];
+		time_t t = time(NULL);
+
+		strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&t));
+		printf("nvbridge-bench: %s, GPU %d (exporter) <-> GPU %d (importer), driver %d.%d, %s\n",
+		       info.device, opt.gpu_a, opt.gpu_b, info.driver / 1000,
+		       (info.driver % 1000) / 10, date);
+		printf("rendezvous: %s; allocation: %s; import via %s; SM kernel: %s\n",
+		       info.backend, info.alloc, info.import, info.kernel ? "yes" : "no");
+		if (info.nccl_note[0])
+			printf("%s\n", info.nccl_note);
+		printf("\n");
+		print_goals(stdout, rows, nrows);
+		print_sweep(stdout);
+		print_blocks(stdout);
+	}
+	if (opt.json_out) {
+		FILE *jf = fopen(opt.json_out, "w");
+
+		if (jf) {
+			print_json(jf, rows, nrows);
+			fclose(jf);
+		} else {
+			perror(opt.json_out);
+		}
+	}
+	if (opt.png)
+		plot(opt.png);
+	return failed;
+}

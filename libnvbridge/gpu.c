@@ -1,0 +1,1282 @@
+// SPDX-License-Identifier: MIT
+/*
+ * libnvbridge GPU layer: VMM allocation with a FABRIC trial, export to an
+ * fd + metadata blob, import with a mapping cache keyed by entry id,
+ * revocation, and copies (copy engines split across streams, an SM
+ * gather/scatter kernel, cuMemcpyBatchAsync) with completion flags.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cuda_api.h"
+#include "gpu_internal.h"
+#include "nvbridge_gpu.h"
+
+/* The embedded fatbin (gpu_fatbin.S); empty when nvcc was not available. */
+extern const unsigned char nvb_gpu_fatbin[];
+extern const unsigned char nvb_gpu_fatbin_end[];
+
+#define NVB_GPU_MAX_DEV		32
+#define NVB_RING_SLOTS		16
+#define NVB_SLOT_BLOCKS		8192
+#define NVB_COUNTERS		1024
+#define NVB_SM_CHUNK		(256u << 10)
+#define NVB_SPLIT_MIN		(8u << 20)
+#define NVB_MAX_ABORT_FLAGS	8
+
+struct nvb_gpu_dev {
+	CUdevice dev;
+	CUcontext ctx;
+	CUuuid uuid;
+	int sm_count;
+	int cc_major;
+	int ready;		/* module/ring initialised */
+	CUmodule mod;
+	CUfunction fn_gather;
+	CUfunction fn_spin;
+	struct nvb_gpu_block *ring;	/* pinned host: NVB_RING_SLOTS * NVB_SLOT_BLOCKS */
+	CUevent ring_ev[NVB_RING_SLOTS];
+	int ring_used[NVB_RING_SLOTS];
+	unsigned int ring_next;
+	CUdeviceptr counters;	/* NVB_COUNTERS words, zeroed */
+	unsigned int counter_next;
+};
+
+struct nvb_gpu {
+	struct nvb_cuda cu;
+	int ndev;
+	struct nvb_gpu_dev d[NVB_GPU_MAX_DEV];
+	unsigned char peer[NVB_GPU_MAX_DEV][NVB_GPU_MAX_DEV];	/* i can access j */
+	pthread_mutex_t lock;
+	struct nvb_gpu_map *maps;	/* all live mappings */
+	struct nvb_gpu_name *names;	/* name cache (gpu_nvb.c) */
+	int kernel_ok;
+};
+
+struct nvb_gpu_buf {
+	struct nvb_gpu *g;
+	int dev;
+	CUmemGenericAllocationHandle h;
+	CUdeviceptr ptr;
+	size_t size;
+	size_t gran;
+	uint32_t types;
+	int fabric_err;
+	int fd;
+	int fabric_ok;
+	CUmemFabricHandle fabric;
+};
+
+struct nvb_gpu_map {
+	struct nvb_gpu *g;
+	struct nvb_gpu_map *next;
+	uint64_t id;
+	int refs;
+	int cached;		/* findable by id */
+	int revoked;
+	int owner_dev;		/* -1: not visible here */
+	CUmemGenericAllocationHandle h;
+	CUdeviceptr ptr;
+	size_t size;
+	uint32_t type;
+	volatile uint32_t *abort_word;	/* pinned host word, set on revoke */
+	int nabort;
+	struct {
+		int dev;
+		CUdeviceptr addr;
+	} abort[NVB_MAX_ABORT_FLAGS];
+};
+
+static __thread char nvb_gpu_err[320];
+
+const char *nvb_gpu_last_error(void)
+{
+	return nvb_gpu_err;
+}
+
+__attribute__((format(printf, 2, 3)))
+static int seterr(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(nvb_gpu_err, sizeof(nvb_gpu_err), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+/* A CUDA failure: -EIO (-ENOMEM for OUT_OF_MEMORY) and a message. */
+static int cuerr(struct nvb_gpu *g, CUresult r, const char *what)
+{
+	int err = -EIO;
+
+	if (r == CUDA_ERROR_OUT_OF_MEMORY)
+		err = -ENOMEM;
+	else if (r == CUDA_ERROR_INVALID_VALUE)
+		err = -EINVAL;
+	else if (r == CUDA_ERROR_NOT_PERMITTED)
+		err = -EPERM;
+	else if (r == CUDA_ERROR_NOT_SUPPORTED)
+		err = -EOPNOTSUPP;
+	return seterr(err, "%s: %s", what, nvb_cuda_errname(&g->cu, r));
+}
+
+#define CU(g, call, what) do {					\
+	CUresult r_ = (g)->cu.call;				\
+	if (r_ != CUDA_SUCCESS)					\
+		return cuerr((g), r_, (what));			\
+} while (0)
+
+int nvb_gpu_open(struct nvb_gpu **out, const struct nvb_gpu_opts *opts)
+{
+	struct nvb_gpu *g;
+	char msg[256];
+	int n = 0, err, i, j;
+	CUresult r;
+
+	*out = NULL;
+	if (opts && (opts->size < sizeof(uint32_t) * 2 || opts->flags))
+		return seterr(-EINVAL, "nvb_gpu_open: bad opts (size %u, flags %#x)",
+			      opts->size, opts->flags);
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return seterr(-ENOMEM, "nvb_gpu_open: out of memory");
+	err = nvb_cuda_load(&g->cu, opts && opts->size >= sizeof(*opts) ?
+			    opts->libcuda : NULL, msg, sizeof(msg));
+	if (err) {
+		free(g);
+		return seterr(err, "%s", msg);
+	}
+	r = g->cu.cuInit(0);
+	if (r == CUDA_SUCCESS)
+		r = g->cu.cuDeviceGetCount(&n);
+	if (r != CUDA_SUCCESS || n <= 0) {
+		if (r == CUDA_SUCCESS)
+			seterr(-ENODEV, "no CUDA device");
+		else
+			seterr(-ENODEV, "cuInit: %s", nvb_cuda_errname(&g->cu, r));
+		nvb_cuda_unload(&g->cu);
+		free(g);
+		return -ENODEV;
+	}
+	if (n > NVB_GPU_MAX_DEV)
+		n = NVB_GPU_MAX_DEV;
+	pthread_mutex_init(&g->lock, NULL);
+	g->ndev = n;
+	for (i = 0; i < n; i++) {
+		struct nvb_gpu_dev *d = &g->d[i];
+
+		r = g->cu.cuDeviceGet(&d->dev, i);
+		if (r == CUDA_SUCCESS)
+			r = g->cu.cuDevicePrimaryCtxRetain(&d->ctx, d->dev);
+		if (r == CUDA_SUCCESS)
+			r = g->cu.cuDeviceGetUuid(&d->uuid, d->dev);
+		if (r == CUDA_SUCCESS)
+			r = g->cu.cuDeviceGetAttribute(&d->sm_count,
+					CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, d->dev);
+		if (r == CUDA_SUCCESS)
+			r = g->cu.cuDeviceGetAttribute(&d->cc_major,
+					CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, d->dev);
+		if (r != CUDA_SUCCESS) {
+			err = cuerr(g, r, "device setup");
+			g->ndev = i + (d->ctx != NULL);
+			nvb_gpu_close(g);
+			return err;
+		}
+	}
+	for (i = 0; i < n; i++)
+		for (j = 0; j < n; j++) {
+			int can = (i == j);
+
+			if (i != j && g->cu.cuDeviceCanAccessPeer(&can, g->d[i].dev,
+								  g->d[j].dev))
+				can = 0;
+			g->peer[i][j] = !!can;
+		}
+	g->kernel_ok = &nvb_gpu_fatbin_end[0] > &nvb_gpu_fatbin[0];
+	g->cu.cuCtxSetCurrent(g->d[0].ctx);
+	*out = g;
+	return 0;
+}
+
+static void map_destroy(struct nvb_gpu_map *m);
+
+void nvb_gpu_close(struct nvb_gpu *g)
+{
+	int i, k;
+
+	if (!g)
+		return;
+	nvb_gpu_names_free(g);
+	while (g->maps) {
+		struct nvb_gpu_map *m = g->maps;
+
+		g->maps = m->next;
+		map_destroy(m);
+	}
+	for (i = 0; i < g->ndev; i++) {
+		struct nvb_gpu_dev *d = &g->d[i];
+
+		if (!d->ctx)
+			continue;
+		g->cu.cuCtxSetCurrent(d->ctx);
+		if (d->ready) {
+			for (k = 0; k < NVB_RING_SLOTS; k++) {
+				if (d->ring_used[k])
+					g->cu.cuEventSynchronize(d->ring_ev[k]);
+				g->cu.cuEventDestroy(d->ring_ev[k]);
+			}
+			if (d->ring)
+				g->cu.cuMemFreeHost(d->ring);
+			if (d->counters)
+				g->cu.cuMemFree(d->counters);
+			if (d->mod)
+				g->cu.cuModuleUnload(d->mod);
+		}
+		g->cu.cuDevicePrimaryCtxRelease(d->dev);
+	}
+	g->cu.cuCtxSetCurrent(NULL);
+	pthread_mutex_destroy(&g->lock);
+	nvb_cuda_unload(&g->cu);
+	free(g);
+}
+
+int nvb_gpu_device_count(struct nvb_gpu *g)
+{
+	return g->ndev;
+}
+
+int nvb_gpu_driver_version(struct nvb_gpu *g)
+{
+	return g->cu.driver_version;
+}
+
+int nvb_gpu_has_kernel(struct nvb_gpu *g)
+{
+	return g->kernel_ok;
+}
+
+int nvb_gpu_set_device(struct nvb_gpu *g, int dev)
+{
+	if (dev < 0 || dev >= g->ndev)
+		return seterr(-EINVAL, "device %d out of range (0..%d)", dev, g->ndev - 1);
+	CU(g, cuCtxSetCurrent(g->d[dev].ctx), "cuCtxSetCurrent");
+	return 0;
+}
+
+int nvb_gpu_device_name(struct nvb_gpu *g, int dev, char *buf, size_t len)
+{
+	if (dev < 0 || dev >= g->ndev || len == 0)
+		return seterr(-EINVAL, "bad device %d", dev);
+	CU(g, cuDeviceGetName(buf, (int)len, g->d[dev].dev), "cuDeviceGetName");
+	return 0;
+}
+
+int nvb_gpu_mem_info(struct nvb_gpu *g, size_t *free_b, size_t *total_b)
+{
+	CU(g, cuMemGetInfo(free_b, total_b), "cuMemGetInfo");
+	return 0;
+}
+
+/* Ordinal of the current context's device, or -errno. */
+static int cur_dev(struct nvb_gpu *g)
+{
+	CUdevice dev;
+	int i;
+
+	CU(g, cuCtxGetDevice(&dev), "cuCtxGetDevice (no current context?)");
+	for (i = 0; i < g->ndev; i++)
+		if (g->d[i].dev == dev)
+			return i;
+	return seterr(-ENODEV, "current device %d unknown", dev);
+}
+
+/* Lazily loads the kernel and sets up the descriptor ring on device i. */
+static int dev_ready(struct nvb_gpu *g, int i)
+{
+	struct nvb_gpu_dev *d = &g->d[i];
+	CUresult r = CUDA_SUCCESS;
+	int k, err = 0;
+
+	if (__atomic_load_n(&d->ready, __ATOMIC_ACQUIRE))
+		return 0;
+	pthread_mutex_lock(&g->lock);
+	if (d->ready)
+		goto out;
+	if (g->kernel_ok) {
+		r = g->cu.cuModuleLoadData(&d->mod, nvb_gpu_fatbin);
+		if (r == CUDA_SUCCESS)
+			r = g->cu.cuModuleGetFunction(&d->fn_gather, d->mod, "nvb_gather");
+		if (r == CUDA_SUCCESS)
+			r = g->cu.cuModuleGetFunction(&d->fn_spin, d->mod, "nvb_spin_wait");
+		if (r != CUDA_SUCCESS) {
+			/* e.g. an older driver that cannot JIT our PTX */
+			g->kernel_ok = 0;
+			d->mod = NULL;
+			r = CUDA_SUCCESS;
+		}
+	}
+	r = g->cu.cuMemAllocHost((void **)&d->ring,
+			NVB_RING_SLOTS * NVB_SLOT_BLOCKS * sizeof(struct nvb_gpu_block));
+	if (r == CUDA_SUCCESS)
+		r = g->cu.cuMemAlloc(&d->counters, NVB_COUNTERS * sizeof(uint32_t));
+	if (r == CUDA_SUCCESS)
+		r = g->cu.cuMemsetD32Async(d->counters, 0, NVB_COUNTERS, NULL);
+	if (r == CUDA_SUCCESS)
+		r = g->cu.cuCtxSynchronize();
+	for (k = 0; r == CUDA_SUCCESS && k < NVB_RING_SLOTS; k++)
+		r = g->cu.cuEventCreate(&d->ring_ev[k], CU_EVENT_DISABLE_TIMING);
+	if (r != CUDA_SUCCESS) {
+		err = cuerr(g, r, "GPU layer setup");
+		goto out;
+	}
+	__atomic_store_n(&d->ready, 1, __ATOMIC_RELEASE);
+out:
+	pthread_mutex_unlock(&g->lock);
+	return err;
+}
+
+/* ---- allocation and export ---- */
+
+static void prop_init(CUmemAllocationProp *p, int devid, int types)
+{
+	memset(p, 0, sizeof(*p));
+	p->type = CU_MEM_ALLOCATION_TYPE_PINNED;
+	p->requestedHandleTypes = types;
+	p->location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+	p->location.id = devid;
+}
+
+/* Access descriptors for every device that can reach owner (or only cur). */
+static size_t access_descs(struct nvb_gpu *g, int owner, int only,
+			   CUmemAccessDesc *desc)
+{
+	size_t n = 0;
+	int i;
+
+	for (i = 0; i < g->ndev; i++) {
+		if (only >= 0 && i != only)
+			continue;
+		if (owner >= 0 && !g->peer[i][owner])
+			continue;
+		desc[n].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+		desc[n].location.id = g->d[i].dev;
+		desc[n].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+		n++;
+	}
+	return n;
+}
+
+int nvb_gpu_alloc(struct nvb_gpu *g, int dev, size_t size, uint32_t flags,
+		  struct nvb_gpu_buf **out)
+{
+	CUmemAccessDesc desc[NVB_GPU_MAX_DEV];
+	CUmemAllocationProp prop;
+	struct nvb_gpu_buf *b;
+	CUresult r;
+	int err;
+
+	*out = NULL;
+	if (dev < 0 || dev >= g->ndev)
+		return seterr(-EINVAL, "nvb_gpu_alloc: device %d out of range", dev);
+	if (!size)
+		return seterr(-EINVAL, "nvb_gpu_alloc: size 0");
+	if (flags & ~NVB_GPU_ALLOC_NO_FABRIC)
+		return seterr(-EINVAL, "nvb_gpu_alloc: unknown flags %#x", flags);
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return seterr(-ENOMEM, "nvb_gpu_alloc: out of memory");
+	b->g = g;
+	b->dev = dev;
+	b->fd = -1;
+	g->cu.cuCtxSetCurrent(g->d[dev].ctx);
+
+	r = CUDA_ERROR_NOT_SUPPORTED;
+	if (!(flags & NVB_GPU_ALLOC_NO_FABRIC)) {
+		prop_init(&prop, g->d[dev].dev,
+			  CU_MEM_HANDLE_TYPE_FABRIC | CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+		r = g->cu.cuMemGetAllocationGranularity(&b->gran, &prop,
+						CU_MEM_ALLOC_GRANULARITY_RECOMMENDED);
+		if (r == CUDA_SUCCESS) {
+			b->size = (size + b->gran - 1) / b->gran * b->gran;
+			r = g->cu.cuMemCreate(&b->h, b->size, &prop, 0);
+		}
+		if (r == CUDA_SUCCESS)
+			b->types = NVB_GPU_HANDLE_FABRIC | NVB_GPU_HANDLE_POSIX_FD;
+		else
+			b->fabric_err = r;
+		if (r != CUDA_SUCCESS && r != CUDA_ERROR_NOT_PERMITTED &&
+		    r != CUDA_ERROR_NOT_SUPPORTED && r != CUDA_ERROR_INVALID_VALUE) {
+			err = cuerr(g, r, "cuMemCreate(FABRIC|POSIX_FD)");
+			free(b);
+			return err;
+		}
+	}
+	if (r != CUDA_SUCCESS) {
+		prop_init(&prop, g->d[dev].dev, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+		r = g->cu.cuMemGetAllocationGranularity(&b->gran, &prop,
+						CU_MEM_ALLOC_GRANULARITY_RECOMMENDED);
+		if (r == CUDA_SUCCESS) {
+			b->size = (size + b->gran - 1) / b->gran * b->gran;
+			r = g->cu.cuMemCreate(&b->h, b->size, &prop, 0);
+		}
+		if (r != CUDA_SUCCESS) {
+			err = cuerr(g, r, "cuMemCreate(POSIX_FD)");
+			free(b);
+			return err;
+		}
+		b->types = NVB_GPU_HANDLE_POSIX_FD;
+	}
+	r = g->cu.cuMemAddressReserve(&b->ptr, b->size, b->gran, 0, 0);
+	if (r == CUDA_SUCCESS) {
+		r = g->cu.cuMemMap(b->ptr, b->size, 0, b->h, 0);
+		if (r == CUDA_SUCCESS) {
+			r = g->cu.cuMemSetAccess(b->ptr, b->size, desc,
+						 access_descs(g, dev, -1, desc));
+			if (r != CUDA_SUCCESS)
+				g->cu.cuMemUnmap(b->ptr, b->size);
+		}
+		if (r != CUDA_SUCCESS)
+			g->cu.cuMemAddressFree(b->ptr, b->size);
+	}
+	if (r != CUDA_SUCCESS) {
+		err = cuerr(g, r, "nvb_gpu_alloc: map");
+		g->cu.cuMemRelease(b->h);
+		free(b);
+		return err;
+	}
+	*out = b;
+	return 0;
+}
+
+void nvb_gpu_free(struct nvb_gpu_buf *b)
+{
+	struct nvb_gpu *g;
+
+	if (!b)
+		return;
+	g = b->g;
+	g->cu.cuCtxSetCurrent(g->d[b->dev].ctx);
+	g->cu.cuMemUnmap(b->ptr, b->size);
+	g->cu.cuMemAddressFree(b->ptr, b->size);
+	g->cu.cuMemRelease(b->h);
+	if (b->fd >= 0)
+		close(b->fd);
+	free(b);
+}
+
+uint64_t nvb_gpu_buf_ptr(const struct nvb_gpu_buf *b)
+{
+	return b->ptr;
+}
+
+size_t nvb_gpu_buf_size(const struct nvb_gpu_buf *b)
+{
+	return b->size;
+}
+
+uint32_t nvb_gpu_buf_handle_types(const struct nvb_gpu_buf *b)
+{
+	return b->types;
+}
+
+int nvb_gpu_buf_fabric_error(const struct nvb_gpu_buf *b)
+{
+	return b->fabric_err;
+}
+
+int nvb_gpu_export(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta)
+{
+	struct nvb_gpu *g = b->g;
+
+	if (b->fd < 0) {
+		int f = -1;
+
+		CU(g, cuMemExportToShareableHandle(&f, b->h,
+				CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0),
+		   "cuMemExportToShareableHandle(POSIX_FD)");
+		b->fd = f;
+		if (b->types & NVB_GPU_HANDLE_FABRIC) {
+			CUresult r = g->cu.cuMemExportToShareableHandle(&b->fabric, b->h,
+						CU_MEM_HANDLE_TYPE_FABRIC, 0);
+			b->fabric_ok = (r == CUDA_SUCCESS);
+		}
+	}
+	memset(meta, 0, sizeof(*meta));
+	meta->magic = NVB_GPU_META_MAGIC;
+	meta->size = sizeof(*meta);
+	meta->alloc_size = b->size;
+	meta->granularity = b->gran;
+	meta->handle_types = NVB_GPU_HANDLE_POSIX_FD;
+	if (b->fabric_ok) {
+		meta->handle_types |= NVB_GPU_HANDLE_FABRIC;
+		memcpy(meta->fabric, &b->fabric, sizeof(meta->fabric));
+	}
+	memcpy(meta->uuid, &g->d[b->dev].uuid, sizeof(meta->uuid));
+	meta->owner_pid = (uint32_t)getpid();
+	*fd = b->fd;
+	return 0;
+}
+
+/* ---- import, cache, revoke ---- */
+
+static void map_destroy(struct nvb_gpu_map *m)
+{
+	struct nvb_gpu *g = m->g;
+
+	if (m->owner_dev >= 0)
+		g->cu.cuCtxSetCurrent(g->d[m->owner_dev].ctx);
+	/*
+	 * No cuCtxSynchronize here: a stream blocked on a dead peer's flag
+	 * would hang us.  Work using the mapping must be complete before the
+	 * last nvb_gpu_unmap() (documented).
+	 */
+	g->cu.cuMemUnmap(m->ptr, m->size);
+	g->cu.cuMemAddressFree(m->ptr, m->size);
+	g->cu.cuMemRelease(m->h);
+	if (m->abort_word)
+		g->cu.cuMemFreeHost((void *)m->abort_word);
+	free(m);
+}
+
+static void map_unlink(struct nvb_gpu *g, struct nvb_gpu_map *m)
+{
+	struct nvb_gpu_map **pp;
+
+	for (pp = &g->maps; *pp; pp = &(*pp)->next)
+		if (*pp == m) {
+			*pp = m->next;
+			return;
+		}
+}
+
+static struct nvb_gpu_map *cache_find(struct nvb_gpu *g, uint64_t id)
+{
+	struct nvb_gpu_map *m;
+
+	for (m = g->maps; m; m = m->next)
+		if (m->cached && m->id == id)
+			return m;
+	return NULL;
+}
+
+int nvb_gpu_import_cached(struct nvb_gpu *g, uint64_t entry_id, struct nvb_gpu_map **out)
+{
+	struct nvb_gpu_map *m;
+
+	pthread_mutex_lock(&g->lock);
+	m = entry_id ? cache_find(g, entry_id) : NULL;
+	if (m)
+		m->refs++;
+	pthread_mutex_unlock(&g->lock);
+	*out = m;
+	return m ? 0 : -ENOENT;
+}
+
+int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
+		      const void *blob, size_t blob_len, uint32_t flags,
+		      struct nvb_gpu_map **out)
+{
+	CUmemAccessDesc desc[NVB_GPU_MAX_DEV];
+	struct nvb_gpu_meta meta;
+	struct nvb_gpu_map *m;
+	size_t ndesc;
+	CUresult r;
+	int i, cur, err;
+
+	*out = NULL;
+	if (flags & ~(NVB_GPU_IMPORT_NO_FABRIC | NVB_GPU_IMPORT_LOCAL_ONLY))
+		return seterr(-EINVAL, "nvb_gpu_import_fd: unknown flags %#x", flags);
+	if (entry_id && nvb_gpu_import_cached(g, entry_id, out) == 0)
+		return 0;
+	if (!blob || blob_len < offsetof(struct nvb_gpu_meta, owner_pid))
+		return seterr(-EMSGSIZE, "nvb_gpu_import_fd: metadata blob of %zu bytes is too short (need %zu)",
+			      blob_len, offsetof(struct nvb_gpu_meta, owner_pid));
+	memset(&meta, 0, sizeof(meta));
+	memcpy(&meta, blob, blob_len < sizeof(meta) ? blob_len : sizeof(meta));
+	if (meta.magic != NVB_GPU_META_MAGIC)
+		return seterr(-EINVAL, "nvb_gpu_import_fd: blob is not nvbridge GPU metadata (magic %#x)",
+			      meta.magic);
+	if (meta.size > blob_len || meta.alloc_size == 0 || meta.granularity == 0 ||
+	    meta.alloc_size % meta.granularity)
+		return seterr(-EINVAL, "nvb_gpu_import_fd: inconsistent metadata (size %llu, granularity %llu)",
+			      (unsigned long long)meta.alloc_size,
+			      (unsigned long long)meta.granularity);
+	cur = cur_dev(g);
+	if (cur < 0) {
+		g->cu.cuCtxSetCurrent(g->d[0].ctx);
+		cur = 0;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return seterr(-ENOMEM, "nvb_gpu_import_fd: out of memory");
+	m->g = g;
+	m->id = entry_id;
+	m->refs = 1;
+	m->owner_dev = -1;
+	for (i = 0; i < g->ndev; i++)
+		if (!memcmp(&g->d[i].uuid, meta.uuid, sizeof(meta.uuid)))
+			m->owner_dev = i;
+
+	r = CUDA_ERROR_NOT_SUPPORTED;
+	if ((meta.handle_types & NVB_GPU_HANDLE_FABRIC) && !(flags & NVB_GPU_IMPORT_NO_FABRIC)) {
+		r = g->cu.cuMemImportFromShareableHandle(&m->h, meta.fabric,
+							 CU_MEM_HANDLE_TYPE_FABRIC);
+		if (r == CUDA_SUCCESS)
+			m->type = NVB_GPU_HANDLE_FABRIC;
+	}
+	if (r != CUDA_SUCCESS) {
+		if (fd < 0) {
+			free(m);
+			return seterr(-EBADF, "nvb_gpu_import_fd: no fd and no importable fabric handle");
+		}
+		r = g->cu.cuMemImportFromShareableHandle(&m->h, (void *)(uintptr_t)fd,
+					CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+		if (r != CUDA_SUCCESS) {
+			err = cuerr(g, r, "cuMemImportFromShareableHandle(POSIX_FD)");
+			free(m);
+			return err;
+		}
+		m->type = NVB_GPU_HANDLE_POSIX_FD;
+	}
+	m->size = meta.alloc_size;
+	r = g->cu.cuMemAddressReserve(&m->ptr, m->size, meta.granularity, 0, 0);
+	if (r != CUDA_SUCCESS) {
+		err = cuerr(g, r, "cuMemAddressReserve");
+		goto fail_release;
+	}
+	r = g->cu.cuMemMap(m->ptr, m->size, 0, m->h, 0);
+	if (r != CUDA_SUCCESS) {
+		/* A size that does not match the allocation lands here. */
+		err = cuerr(g, r, "cuMemMap (does the metadata size match the allocation?)");
+		goto fail_free;
+	}
+	ndesc = access_descs(g, m->owner_dev,
+			     (flags & NVB_GPU_IMPORT_LOCAL_ONLY) ? cur : -1, desc);
+	if (!ndesc) {
+		err = seterr(-ENODEV, "no GPU in this process can reach the allocation's device");
+		goto fail_unmap;
+	}
+	r = g->cu.cuMemSetAccess(m->ptr, m->size, desc, ndesc);
+	if (r != CUDA_SUCCESS) {
+		err = cuerr(g, r, "cuMemSetAccess");
+		goto fail_unmap;
+	}
+	pthread_mutex_lock(&g->lock);
+	if (entry_id) {
+		struct nvb_gpu_map *old = cache_find(g, entry_id);
+
+		if (old) {	/* lost a race with another thread: use its mapping */
+			old->refs++;
+			pthread_mutex_unlock(&g->lock);
+			g->cu.cuMemUnmap(m->ptr, m->size);
+			g->cu.cuMemAddressFree(m->ptr, m->size);
+			g->cu.cuMemRelease(m->h);
+			free(m);
+			*out = old;
+			return 0;
+		}
+		m->cached = 1;
+	}
+	m->next = g->maps;
+	g->maps = m;
+	pthread_mutex_unlock(&g->lock);
+	*out = m;
+	return 0;
+
+fail_unmap:
+	g->cu.cuMemUnmap(m->ptr, m->size);
+fail_free:
+	g->cu.cuMemAddressFree(m->ptr, m->size);
+fail_release:
+	g->cu.cuMemRelease(m->h);
+	free(m);
+	return err;
+}
+
+void nvb_gpu_unmap(struct nvb_gpu_map *m)
+{
+	struct nvb_gpu *g;
+	int destroy;
+
+	if (!m)
+		return;
+	g = m->g;
+	pthread_mutex_lock(&g->lock);
+	destroy = (--m->refs == 0) && (m->revoked || !m->cached);
+	if (destroy)
+		map_unlink(g, m);
+	pthread_mutex_unlock(&g->lock);
+	if (destroy)
+		map_destroy(m);
+}
+
+uint64_t nvb_gpu_map_ptr(const struct nvb_gpu_map *m)
+{
+	return m->ptr;
+}
+
+size_t nvb_gpu_map_size(const struct nvb_gpu_map *m)
+{
+	return m->size;
+}
+
+uint64_t nvb_gpu_map_id(const struct nvb_gpu_map *m)
+{
+	return m->id;
+}
+
+uint32_t nvb_gpu_map_handle_type(const struct nvb_gpu_map *m)
+{
+	return m->type;
+}
+
+int nvb_gpu_map_revoked(const struct nvb_gpu_map *m)
+{
+	return __atomic_load_n(&m->revoked, __ATOMIC_ACQUIRE);
+}
+
+int nvb_gpu_map_abort_on_revoke(struct nvb_gpu_map *m, uint64_t local_flag)
+{
+	struct nvb_gpu *g = m->g;
+	int dev = cur_dev(g), err = 0, revoked;
+
+	if (dev < 0)
+		return dev;
+	pthread_mutex_lock(&g->lock);
+	revoked = m->revoked;
+	if (!revoked) {
+		if (m->nabort == NVB_MAX_ABORT_FLAGS) {
+			err = seterr(-ENOSPC, "at most %d abort flags per mapping",
+				     NVB_MAX_ABORT_FLAGS);
+		} else {
+			m->abort[m->nabort].dev = dev;
+			m->abort[m->nabort].addr = local_flag;
+			m->nabort++;
+		}
+	}
+	pthread_mutex_unlock(&g->lock);
+	if (revoked)
+		return nvb_gpu_abort_flag(g, local_flag);
+	return err;
+}
+
+int nvb_gpu_abort_flag(struct nvb_gpu *g, uint64_t local_flag)
+{
+	uint32_t v = NVB_GPU_FLAG_ABORTED;
+
+	/* Synchronous, from the host: works while the stream is blocked. */
+	CU(g, cuMemcpyHtoD(local_flag, &v, sizeof(v)), "abort flag write");
+	return 0;
+}
+
+int nvb_gpu_revoke(struct nvb_gpu *g, uint64_t entry_id)
+{
+	struct nvb_gpu_map *m;
+	int destroy = 0, k, n = 0;
+	struct {
+		int dev;
+		CUdeviceptr addr;
+	} ab[NVB_MAX_ABORT_FLAGS];
+
+	pthread_mutex_lock(&g->lock);
+	m = cache_find(g, entry_id);
+	if (m) {
+		__atomic_store_n(&m->revoked, 1, __ATOMIC_RELEASE);
+		if (m->abort_word)	/* ends nvb_gpu_wait_abortable() kernels */
+			__atomic_store_n(m->abort_word, 1u, __ATOMIC_RELEASE);
+		m->cached = 0;
+		n = m->nabort;
+		memcpy(ab, m->abort, sizeof(ab[0]) * (size_t)n);
+		m->nabort = 0;
+		destroy = (m->refs == 0);
+		if (destroy)
+			map_unlink(g, m);
+	}
+	pthread_mutex_unlock(&g->lock);
+	nvb_gpu_names_forget(g, entry_id);
+	for (k = 0; k < n; k++) {
+		g->cu.cuCtxSetCurrent(g->d[ab[k].dev].ctx);
+		nvb_gpu_abort_flag(g, ab[k].addr);
+	}
+	if (destroy)
+		map_destroy(m);
+	return m != NULL;
+}
+
+int nvb_gpu_cache_trim(struct nvb_gpu *g)
+{
+	struct nvb_gpu_map *m, **pp, *dead = NULL;
+	int n = 0;
+
+	pthread_mutex_lock(&g->lock);
+	for (pp = &g->maps; *pp;) {
+		m = *pp;
+		if (m->refs == 0) {
+			*pp = m->next;
+			m->next = dead;
+			dead = m;
+			n++;
+		} else {
+			pp = &m->next;
+		}
+	}
+	pthread_mutex_unlock(&g->lock);
+	while (dead) {
+		m = dead;
+		dead = m->next;
+		nvb_gpu_names_forget(g, m->id);
+		map_destroy(m);
+	}
+	return n;
+}
+
+/* ---- copies ---- */
+
+/* Range mode: pieces small enough that every SM gets work, 8..256 KiB. */
+static unsigned long long range_chunk(struct nvb_gpu *g, int dev, uint64_t len)
+{
+	uint64_t c = len / ((uint64_t)(g->d[dev].sm_count ? g->d[dev].sm_count : 64) * 2);
+
+	c = (c + 4095) & ~(uint64_t)4095;
+	if (c < 8192)
+		c = 8192;
+	if (c > NVB_SM_CHUNK)
+		c = NVB_SM_CHUNK;
+	return c;
+}
+
+static int launch_gather(struct nvb_gpu *g, int dev, CUdeviceptr blks, unsigned int n,
+			 uint64_t dst, uint64_t src, uint64_t len, unsigned int grid,
+			 CUstream st, uint64_t flag, uint32_t flag_val)
+{
+	struct nvb_gpu_dev *d = &g->d[dev];
+	unsigned long long chunk = blks ? NVB_SM_CHUNK : range_chunk(g, dev, len);
+	CUdeviceptr ctr = 0, flagp = flag;
+	void *params[9];
+
+	if (flag) {
+		unsigned int k = __atomic_fetch_add(&d->counter_next, 1, __ATOMIC_RELAXED);
+
+		ctr = d->counters + (k % NVB_COUNTERS) * sizeof(uint32_t);
+	}
+	params[0] = &blks;
+	params[1] = &n;
+	params[2] = &dst;
+	params[3] = &src;
+	params[4] = &len;
+	params[5] = &chunk;
+	params[6] = &ctr;
+	params[7] = &flagp;
+	params[8] = &flag_val;
+	if (!grid)
+		grid = 1;
+	CU(g, cuLaunchKernel(d->fn_gather, grid, 1, 1, 512, 1, 1, 0, st, params, NULL),
+	   "cuLaunchKernel(nvb_gather)");
+	return 0;
+}
+
+static unsigned int sm_grid(struct nvb_gpu *g, int dev, uint64_t items)
+{
+	uint64_t max = (uint64_t)g->d[dev].sm_count * 2;
+
+	if (!max)
+		max = 64;
+	return (unsigned int)(items < max ? (items ? items : 1) : max);
+}
+
+static int copy_one(struct nvb_gpu *g, int dev, uint64_t dst, uint64_t src, size_t len,
+		    CUstream st, int sm)
+{
+	if (sm) {
+		uint64_t c = range_chunk(g, dev, len);
+
+		return launch_gather(g, dev, 0, 0, dst, src, len,
+				     sm_grid(g, dev, (len + c - 1) / c), st, 0, 0);
+	}
+	CU(g, cuMemcpyDtoDAsync(dst, src, len, st), "cuMemcpyDtoDAsync");
+	return 0;
+}
+
+int nvb_gpu_copy(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len,
+		 void *const *streams, unsigned int nstreams, uint32_t flags)
+{
+	CUevent ev[17];
+	unsigned int k, nev = 0, nce, pct;
+	int dev, sm, hybrid, err = 0;
+	size_t part, off, sm_len;
+
+	if (!streams || !nstreams || nstreams > 16)
+		return seterr(-EINVAL, "nvb_gpu_copy: 1..16 streams required");
+	if (flags & ~(NVB_GPU_COPY_CE | NVB_GPU_COPY_SM | NVB_GPU_COPY_SM_PCT(0xff)))
+		return seterr(-EINVAL, "nvb_gpu_copy: unknown flags %#x", flags);
+	if (!len)
+		return 0;
+	dev = cur_dev(g);
+	if (dev < 0)
+		return dev;
+	sm = (flags & NVB_GPU_COPY_SM) != 0;
+	if (sm) {
+		err = dev_ready(g, dev);
+		if (err)
+			return err;
+		if (!g->kernel_ok)
+			return seterr(-EOPNOTSUPP, "SM copy kernel not available");
+	}
+	pct = (flags >> 8) & 0xff;
+	if (!pct || pct > 90)
+		pct = 20;
+	hybrid = sm && (flags & NVB_GPU_COPY_CE) && nstreams >= 2 && len >= NVB_SPLIT_MIN;
+	if (!hybrid && (nstreams == 1 || len < NVB_SPLIT_MIN))
+		return copy_one(g, dev, dst, src, len, (CUstream)streams[0], sm && !(flags & NVB_GPU_COPY_CE));
+	sm_len = hybrid ? (len / 100 * pct) & ~(size_t)0xffff : 0;
+	nce = hybrid ? nstreams - 1 : nstreams;
+
+	/* fork: the side streams wait for streams[0]'s prior work */
+	CU(g, cuEventCreate(&ev[nev], CU_EVENT_DISABLE_TIMING), "cuEventCreate");
+	nev++;
+	if (g->cu.cuEventRecord(ev[0], (CUstream)streams[0]) != CUDA_SUCCESS) {
+		err = seterr(-EIO, "cuEventRecord failed");
+		goto out;
+	}
+	part = ((len - sm_len) / nce + 0xffff) & ~(size_t)0xffff;
+	for (k = 0, off = 0; k < nstreams && off < len; k++) {
+		size_t n = len - sm_len - off < part ? len - sm_len - off : part;
+		CUstream st = (CUstream)streams[k];
+		int use_sm = 0;
+
+		if (hybrid && k == nstreams - 1) {
+			n = len - off;
+			use_sm = 1;
+		} else if (!hybrid) {
+			use_sm = sm;
+		}
+		if (!n)
+			continue;
+		if (k && g->cu.cuStreamWaitEvent(st, ev[0], 0) != CUDA_SUCCESS) {
+			err = seterr(-EIO, "cuStreamWaitEvent failed");
+			goto out;
+		}
+		err = copy_one(g, dev, dst + off, src + off, n, st, use_sm);
+		if (err)
+			goto out;
+		off += n;
+		if (k) {	/* join */
+			if (g->cu.cuEventCreate(&ev[nev], CU_EVENT_DISABLE_TIMING)) {
+				err = seterr(-EIO, "cuEventCreate failed");
+				goto out;
+			}
+			nev++;
+			if (g->cu.cuEventRecord(ev[nev - 1], st) ||
+			    g->cu.cuStreamWaitEvent((CUstream)streams[0], ev[nev - 1], 0)) {
+				err = seterr(-EIO, "stream join failed");
+				goto out;
+			}
+		}
+	}
+out:
+	for (k = 0; k < nev; k++)
+		g->cu.cuEventDestroy(ev[k]);
+	return err;
+}
+
+/* Average block length below which the SM kernel beats the copy engines. */
+#define NVB_SM_BLOCK_MAX	(128u << 10)
+
+static int blocks_batch(struct nvb_gpu *g, const struct nvb_gpu_block *b, size_t n,
+			CUstream st)
+{
+	CUdeviceptr *dsts, *srcs;
+	size_t *sizes, attr_idx = 0, i;
+	CUmemcpyAttributes attr;
+	CUresult r;
+
+	if (!g->cu.cuMemcpyBatchAsync)
+		return seterr(-EOPNOTSUPP, "cuMemcpyBatchAsync needs a CUDA 12.8+ driver");
+	dsts = malloc(n * sizeof(*dsts));
+	srcs = malloc(n * sizeof(*srcs));
+	sizes = malloc(n * sizeof(*sizes));
+	if (!dsts || !srcs || !sizes) {
+		free(dsts);
+		free(srcs);
+		free(sizes);
+		return seterr(-ENOMEM, "out of memory");
+	}
+	for (i = 0; i < n; i++) {
+		dsts[i] = b[i].dst;
+		srcs[i] = b[i].src;
+		sizes[i] = b[i].len;
+	}
+	memset(&attr, 0, sizeof(attr));
+	attr.srcAccessOrder = CU_MEMCPY_SRC_ACCESS_ORDER_STREAM;
+	r = g->cu.cuMemcpyBatchAsync(dsts, srcs, sizes, n, &attr, &attr_idx, 1, st);
+	free(dsts);
+	free(srcs);
+	free(sizes);
+	if (r != CUDA_SUCCESS)
+		return cuerr(g, r, "cuMemcpyBatchAsync");
+	return 0;
+}
+
+static uint64_t nchunks(uint64_t len)
+{
+	return (len + NVB_SM_CHUNK - 1) / NVB_SM_CHUNK;
+}
+
+static int blocks_sm(struct nvb_gpu *g, int dev, const struct nvb_gpu_block *b, size_t n,
+		     CUstream st, uint64_t flag, uint32_t flag_val)
+{
+	struct nvb_gpu_dev *d = &g->d[dev];
+	size_t i = 0;
+	int err;
+
+	while (i < n) {
+		struct nvb_gpu_block *ring;
+		unsigned int slot, cnt = 0;
+		uint64_t need = nchunks(b[i].len);
+
+		if (need > NVB_SLOT_BLOCKS) {	/* a huge block: range mode */
+			err = launch_gather(g, dev, 0, 0, b[i].dst, b[i].src, b[i].len,
+					    sm_grid(g, dev, nchunks(b[i].len)), st,
+					    i + 1 == n ? flag : 0, flag_val);
+			if (err)
+				return err;
+			i++;
+			continue;
+		}
+		pthread_mutex_lock(&g->lock);
+		slot = d->ring_next++ % NVB_RING_SLOTS;
+		if (d->ring_used[slot] &&
+		    g->cu.cuEventSynchronize(d->ring_ev[slot]) != CUDA_SUCCESS) {
+			pthread_mutex_unlock(&g->lock);
+			return seterr(-EIO, "descriptor ring: event wait failed");
+		}
+		d->ring_used[slot] = 0;
+		ring = d->ring + (size_t)slot * NVB_SLOT_BLOCKS;
+		/* whole blocks only, cut into SM_CHUNK pieces so every CTA has work */
+		while (i < n && (need = nchunks(b[i].len)) <= NVB_SLOT_BLOCKS - cnt) {
+			uint64_t off;
+
+			for (off = 0; off < b[i].len; off += NVB_SM_CHUNK) {
+				uint64_t l = b[i].len - off;
+
+				ring[cnt].dst = b[i].dst + off;
+				ring[cnt].src = b[i].src + off;
+				ring[cnt].len = l < NVB_SM_CHUNK ? l : NVB_SM_CHUNK;
+				cnt++;
+			}
+			i++;
+		}
+		err = launch_gather(g, dev, (CUdeviceptr)(uintptr_t)ring, cnt, 0, 0, 0,
+				    sm_grid(g, dev, cnt), st, i >= n ? flag : 0, flag_val);
+		if (!err && g->cu.cuEventRecord(d->ring_ev[slot], st) != CUDA_SUCCESS)
+			err = seterr(-EIO, "cuEventRecord failed");
+		d->ring_used[slot] = !err;
+		pthread_mutex_unlock(&g->lock);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int nvb_gpu_copy_blocks(struct nvb_gpu *g, const struct nvb_gpu_block *blocks,
+			size_t n, void *stream, uint32_t flags, uint64_t flag,
+			uint32_t flag_val)
+{
+	CUstream st = (CUstream)stream;
+	uint64_t total = 0;
+	size_t i;
+	int dev, err, mode;
+
+	if (flags & ~(NVB_GPU_COPY_SM | NVB_GPU_COPY_BATCH | NVB_GPU_COPY_LOOP))
+		return seterr(-EINVAL, "nvb_gpu_copy_blocks: unknown flags %#x", flags);
+	if (__builtin_popcount(flags) > 1)
+		return seterr(-EINVAL, "nvb_gpu_copy_blocks: pick one of SM, BATCH, LOOP");
+	if (n && !blocks)
+		return seterr(-EINVAL, "nvb_gpu_copy_blocks: blocks is NULL");
+	dev = cur_dev(g);
+	if (dev < 0)
+		return dev;
+	err = dev_ready(g, dev);
+	if (err)
+		return err;
+	for (i = 0; i < n; i++)
+		total += blocks[i].len;
+	mode = (int)flags;
+	if (!mode) {
+		if (g->kernel_ok && n && total / n <= NVB_SM_BLOCK_MAX)
+			mode = NVB_GPU_COPY_SM;
+		else if (g->cu.cuMemcpyBatchAsync && n > 1)
+			mode = NVB_GPU_COPY_BATCH;
+		else
+			mode = NVB_GPU_COPY_LOOP;
+	}
+	if (mode == NVB_GPU_COPY_SM) {
+		if (!g->kernel_ok)
+			return seterr(-EOPNOTSUPP, "SM copy kernel not available");
+		if (n)
+			return blocks_sm(g, dev, blocks, n, st, flag, flag_val);
+	} else if (mode == NVB_GPU_COPY_BATCH && n) {
+		err = blocks_batch(g, blocks, n, st);
+		if (err)
+			return err;
+	} else {
+		for (i = 0; i < n; i++)
+			if (blocks[i].len)
+				CU(g, cuMemcpyDtoDAsync(blocks[i].dst, blocks[i].src,
+							blocks[i].len, st),
+				   "cuMemcpyDtoDAsync");
+	}
+	if (flag)
+		return nvb_gpu_signal(g, stream, flag, flag_val);
+	return 0;
+}
+
+int nvb_gpu_signal(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t val)
+{
+	if (!flag || (flag & 3))
+		return seterr(-EINVAL, "flag address %#llx not 4-byte aligned",
+			      (unsigned long long)flag);
+	CU(g, cuStreamWriteValue32((CUstream)stream, flag, val,
+				   CU_STREAM_WRITE_VALUE_DEFAULT), "cuStreamWriteValue32");
+	return 0;
+}
+
+int nvb_gpu_wait(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t val)
+{
+	if (!flag || (flag & 3))
+		return seterr(-EINVAL, "flag address %#llx not 4-byte aligned",
+			      (unsigned long long)flag);
+	CU(g, cuStreamWaitValue32((CUstream)stream, flag, val, CU_STREAM_WAIT_VALUE_GEQ),
+	   "cuStreamWaitValue32");
+	return 0;
+}
+
+static int wait_kernel(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t val,
+		       volatile uint32_t *abort_word);
+
+int nvb_gpu_wait_spin(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t val)
+{
+	return wait_kernel(g, stream, flag, val, NULL);
+}
+
+int nvb_gpu_wait_abortable(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t val,
+			   struct nvb_gpu_map *peer)
+{
+	if (!peer)
+		return seterr(-EINVAL, "nvb_gpu_wait_abortable: no mapping");
+	pthread_mutex_lock(&g->lock);
+	if (!peer->abort_word) {
+		void *p = NULL;
+
+		if (g->cu.cuMemAllocHost(&p, 64) == CUDA_SUCCESS) {
+			*(volatile uint32_t *)p = peer->revoked;
+			peer->abort_word = p;
+		}
+	}
+	pthread_mutex_unlock(&g->lock);
+	if (!peer->abort_word)
+		return seterr(-ENOMEM, "nvb_gpu_wait_abortable: no pinned memory");
+	if (!g->kernel_ok)
+		return seterr(-EOPNOTSUPP, "abortable waits need the SM kernel");
+	return wait_kernel(g, stream, flag, val, peer->abort_word);
+}
+
+static int wait_kernel(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t val,
+		       volatile uint32_t *abort_word)
+{
+	int dev = cur_dev(g), err;
+	CUdeviceptr f = flag, aw = (CUdeviceptr)(uintptr_t)abort_word;
+	uint32_t av = NVB_GPU_FLAG_ABORTED;
+	void *params[4] = { &f, &val, &aw, &av };
+
+	if (dev < 0)
+		return dev;
+	if (!flag || (flag & 3))
+		return seterr(-EINVAL, "flag address not 4-byte aligned");
+	err = dev_ready(g, dev);
+	if (err)
+		return err;
+	if (!g->kernel_ok)
+		return nvb_gpu_wait(g, stream, flag, val);
+	CU(g, cuLaunchKernel(g->d[dev].fn_spin, 1, 1, 1, 1, 1, 1, 0, (CUstream)stream,
+			     params, NULL), "cuLaunchKernel(nvb_spin_wait)");
+	return 0;
+}
+
+int nvb_gpu_put_signal(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len,
+		       void *stream, uint64_t flag, uint32_t flag_val)
+{
+	int dev = cur_dev(g), err;
+
+	if (dev < 0)
+		return dev;
+	if (flag & 3)
+		return seterr(-EINVAL, "flag address not 4-byte aligned");
+	err = dev_ready(g, dev);
+	if (err)
+		return err;
+	if (!g->kernel_ok) {	/* copy engine + stream write */
+		CU(g, cuMemcpyDtoDAsync(dst, src, len, (CUstream)stream), "cuMemcpyDtoDAsync");
+		return flag ? nvb_gpu_signal(g, stream, flag, flag_val) : 0;
+	}
+	{
+		uint64_t c = range_chunk(g, dev, len);
+
+		return launch_gather(g, dev, 0, 0, dst, src, len,
+				     sm_grid(g, dev, (len + c - 1) / c ? (len + c - 1) / c : 1),
+				     (CUstream)stream, flag, flag_val);
+	}
+}
+
+/* ---- helpers for gpu_nvb.c ---- */
+
+void nvb_gpu_names_free(struct nvb_gpu *g)
+{
+	struct nvb_gpu_name **head = &g->names, *n;
+
+	while ((n = *head)) {
+		*head = n->next;
+		free(n);
+	}
+}
+
+void nvb_gpu_names_forget(struct nvb_gpu *g, uint64_t id)
+{
+	struct nvb_gpu_name **pp, *n;
+
+	pthread_mutex_lock(&g->lock);
+	for (pp = &g->names; (n = *pp);) {
+		if (n->id == id) {
+			*pp = n->next;
+			free(n);
+		} else {
+			pp = &n->next;
+		}
+	}
+	pthread_mutex_unlock(&g->lock);
+}
+
+
+
+struct nvb_gpu_name **nvb_gpu_names_head(struct nvb_gpu *g)
+{
+	return &g->names;
+}
+
+pthread_mutex_t *nvb_gpu_lock(struct nvb_gpu *g)
+{
+	return &g->lock;
+}
+
+int nvb_gpu_seterr(int err, const char *msg)
+{
+	return seterr(err, "%s", msg);
+}

@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The GPU layer's rendezvous through libnvbridge: publish a buffer's fd and
+ * metadata under a name, import by name with a name -> entry-id cache that
+ * revocation events keep honest.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gpu_internal.h"
+#include "nvbridge.h"
+#include "nvbridge_gpu.h"
+
+static void names_forget_all(struct nvb_gpu *g)
+{
+	pthread_mutex_lock(nvb_gpu_lock(g));
+	nvb_gpu_names_free(g);
+	pthread_mutex_unlock(nvb_gpu_lock(g));
+}
+
+static uint64_t names_lookup(struct nvb_gpu *g, const char *name)
+{
+	struct nvb_gpu_name *n;
+	uint64_t id = 0;
+
+	pthread_mutex_lock(nvb_gpu_lock(g));
+	for (n = *nvb_gpu_names_head(g); n; n = n->next)
+		if (!strcmp(n->name, name)) {
+			id = n->id;
+			break;
+		}
+	pthread_mutex_unlock(nvb_gpu_lock(g));
+	return id;
+}
+
+static void names_set(struct nvb_gpu *g, const char *name, uint64_t id)
+{
+	struct nvb_gpu_name *n, **pp;
+
+	pthread_mutex_lock(nvb_gpu_lock(g));
+	for (pp = nvb_gpu_names_head(g); (n = *pp); pp = &n->next)
+		if (!strcmp(n->name, name))
+			break;
+	if (!n) {
+		n = calloc(1, sizeof(*n));
+		if (n) {
+			snprintf(n->name, sizeof(n->name), "%s", name);
+			n->next = *nvb_gpu_names_head(g);
+			*nvb_gpu_names_head(g) = n;
+		}
+	}
+	if (n)
+		n->id = id;
+	pthread_mutex_unlock(nvb_gpu_lock(g));
+}
+
+int nvb_gpu_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
+		    struct nvb_gpu_buf *b, uint32_t access, uint64_t *id)
+{
+	struct nvb_publish_opts po;
+	struct nvb_gpu_meta meta;
+	int fd, err;
+
+	(void)g;
+	err = nvb_gpu_export(b, &fd, &meta);
+	if (err)
+		return err;
+	memset(&po, 0, sizeof(po));
+	po.sz = sizeof(po);
+	po.access = access;
+	err = nvb_publish(h, name, fd, &meta, sizeof(meta), &po, id);
+	if (err)
+		return nvb_gpu_seterr(err, nvb_last_error(h));
+	return 0;
+}
+
+/* Cheap check for pending events: one poll() with a zero timeout. */
+static int events_pending(struct nvb *h)
+{
+	struct pollfd p;
+	int fd = nvb_event_fd(h);
+
+	if (fd < 0)
+		return 0;
+	p.fd = fd;
+	p.events = POLLIN;
+	p.revents = 0;
+	return poll(&p, 1, 0) != 0;
+}
+
+int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h)
+{
+	struct nvb_event ev[64];
+	int n, i, total = 0;
+
+	/* only read when the fd says so: never blocks, whatever the backend */
+	while (events_pending(h)) {
+		n = nvb_event_read(h, ev, 64, 0);
+		if (n == -EAGAIN || n == -ETIMEDOUT || n == 0)
+			return total;
+		if (n < 0)
+			return nvb_gpu_seterr(n, nvb_last_error(h));
+		for (i = 0; i < n; i++) {
+			if (ev[i].type == NVB_EVENT_REVOKED)
+				nvb_gpu_revoke(g, ev[i].id);
+			else if (ev[i].type == NVB_EVENT_OVERFLOW)
+				names_forget_all(g);	/* lost events: trust nothing */
+		}
+		total += n;
+	}
+	return total;
+}
+
+int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
+		   int64_t timeout_ns, uint32_t flags, struct nvb_gpu_map **out)
+{
+	unsigned char blob[512];
+	struct nvb_fetch_opts fo;
+	struct nvb_entry ent;
+	uint64_t id, wid;
+	int fd = -1, err;
+
+	*out = NULL;
+	if (!name)
+		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_import: name is NULL");
+	if (events_pending(h)) {
+		err = nvb_gpu_poll_events(g, h);
+		if (err < 0)
+			return err;
+	}
+	id = names_lookup(g, name);
+	if (id && nvb_gpu_import_cached(g, id, out) == 0)
+		return 0;
+
+	/* Watch before fetching so that no revocation can slip between. */
+	err = nvb_watch(h, name, 0, &wid);
+	if (err && err != -EEXIST)
+		return nvb_gpu_seterr(err, nvb_last_error(h));
+	memset(&fo, 0, sizeof(fo));
+	fo.sz = sizeof(fo);
+	if (timeout_ns) {
+		fo.flags = NVB_FETCH_WAIT;
+		fo.timeout_ns = timeout_ns;
+	}
+	memset(&ent, 0, sizeof(ent));
+	err = nvb_fetch(h, name, &fo, blob, sizeof(blob), &ent, &fd);
+	if (err < 0)
+		return nvb_gpu_seterr(err, nvb_last_error(h));
+	err = nvb_gpu_import_fd(g, ent.id, fd, blob, ent.blob_len, flags, out);
+	if (fd >= 0)
+		close(fd);
+	if (err)
+		return err;
+	names_set(g, name, ent.id);
+	return 0;
+}

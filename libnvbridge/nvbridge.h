@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libnvbridge: publish and fetch file descriptors and small blobs by name,
+ * through the nvbridge kernel module (/dev/nvbridge) or the user-space
+ * broker nvbridged, with the same semantics.
+ *
+ * Conventions (liburing / libbpf style):
+ *  - Every function returns 0 (or a non-negative value) on success and a
+ *    negative errno on failure.  Nothing prints, nothing exits.
+ *  - nvb_last_error() gives a human-readable detail for the last failure on
+ *    a handle (naming the offending argument); nvb_strerror() maps an errno.
+ *  - Options structs start with "size_t sz" which the caller sets to
+ *    sizeof() the struct it was compiled with; NULL options mean defaults.
+ *  - One handle may be used from several threads at once.
+ *
+ * Link with `pkg-config --cflags --libs libnvbridge`.  The io_uring helpers
+ * live in <nvbridge_uring.h>.
+ */
+#ifndef LIBNVBRIDGE_NVBRIDGE_H
+#define LIBNVBRIDGE_NVBRIDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NVB_VERSION_MAJOR	1
+#define NVB_VERSION_MINOR	0
+
+/* Names: 1..63 bytes of [A-Za-z0-9._:/-]. */
+#define NVB_NAME_MAX		64
+
+/* An opaque handle: one open /dev/nvbridge file or one broker connection. */
+struct nvb;
+
+enum nvb_backend {
+	NVB_BACKEND_AUTO	= 0,	/* device if present, else the broker */
+	NVB_BACKEND_KERNEL	= 1,	/* /dev/nvbridge */
+	NVB_BACKEND_BROKER	= 2,	/* nvbridged */
+};
+
+/* Default broker socket; NVBRIDGE_SOCKET overrides it. */
+#define NVB_DEFAULT_SOCKET	"/run/nvbridge/nvbridged.sock"
+
+/*
+ * nvb_open() options.  When .backend is NVB_BACKEND_AUTO the environment
+ * variable NVBRIDGE_BACKEND ("kernel", "broker" or "auto") decides; when
+ * .socket_path is NULL, NVBRIDGE_SOCKET (else NVB_DEFAULT_SOCKET) is used.
+ */
+struct nvb_opts {
+	size_t sz;		/* sizeof(struct nvb_opts) */
+	uint32_t backend;	/* enum nvb_backend */
+	uint32_t flags;		/* none defined: 0 */
+	const char *socket_path;	/* broker socket, or NULL */
+	const char *device_path;	/* device node, or NULL: found with libudev */
+};
+
+/*
+ * Opens a handle.  Errors: -ENOENT (no device and no broker), -EPROTO (ABI
+ * version mismatch; nvb_open_error() names both versions), -ECONNREFUSED,
+ * -EACCES, -EINVAL (bad options).
+ */
+int nvb_open(const struct nvb_opts *opts, struct nvb **out);
+
+/* Why the last nvb_open() in this thread failed ("" if it did not). */
+const char *nvb_open_error(void);
+
+/* Closes the handle; every entry published through it is revoked. */
+void nvb_close(struct nvb *h);
+
+/* enum nvb_backend actually in use (never AUTO). */
+int nvb_backend(const struct nvb *h);
+const char *nvb_backend_name(int backend);
+
+/* Access policies, as in the kernel ABI. */
+enum nvb_access {
+	NVB_ACCESS_OWNER	= 0,	/* publisher's euid only */
+	NVB_ACCESS_GROUP	= 1,	/* publisher's egid (fetcher's egid or supplementary) */
+	NVB_ACCESS_SCOPE	= 2,	/* everyone in the same IPC namespace */
+	NVB_ACCESS_UID		= 3,	/* owner, plus .uid */
+	NVB_ACCESS_GID		= 4,	/* owner, plus members of .gid */
+};
+
+struct nvb_publish_opts {
+	size_t sz;
+	uint32_t access;	/* enum nvb_access (default OWNER) */
+	uint32_t uid;		/* NVB_ACCESS_UID */
+	uint32_t gid;		/* NVB_ACCESS_GID */
+	uint32_t flags;		/* none defined: 0 */
+};
+
+/*
+ * Publishes fd (or -1 for none) and/or blob[0..blob_len) under name.  The
+ * entry lives until nvb_unpublish() or until the handle is closed (or the
+ * process dies).  *id (may be NULL) receives the entry id.
+ * Errors: -EINVAL (name, access, uid/gid, or a refused file: an nvbridge
+ * handle or io_uring), -EBADF, -EEXIST, -EMSGSIZE, -EDQUOT, -EFAULT.
+ */
+int nvb_publish(struct nvb *h, const char *name, int fd, const void *blob,
+		size_t blob_len, const struct nvb_publish_opts *opts,
+		uint64_t *id);
+
+/* An entry as nvb_fetch() and nvb_list() report it. */
+#define NVB_ENTRY_HAS_FD	(1U << 0)	/* it carries a file */
+#define NVB_ENTRY_OWN		(1U << 1)	/* published through this handle */
+
+struct nvb_entry {
+	uint64_t id;
+	uint32_t pid;		/* publisher, in the caller's pid ns (0: not visible) */
+	uint32_t uid;		/* publisher's euid in the caller's user ns */
+	uint32_t gid;
+	uint32_t access;	/* enum nvb_access */
+	uint32_t flags;		/* NVB_ENTRY_* */
+	uint32_t blob_len;
+	char name[NVB_NAME_MAX];
+};
+
+#define NVB_FETCH_WAIT		(1U << 0)	/* wait until published */
+#define NVB_FETCH_NO_CLOEXEC	(1U << 1)	/* fd without O_CLOEXEC */
+
+struct nvb_fetch_opts {
+	size_t sz;
+	uint32_t flags;		/* NVB_FETCH_* */
+	uint32_t __pad;		/* 0 */
+	int64_t timeout_ns;	/* with NVB_FETCH_WAIT: < 0 forever */
+};
+
+/*
+ * Fetches name: copies its blob into blob[0..blob_cap), fills *entry (may
+ * be NULL) and stores the received fd in *fd (may be NULL only for entries
+ * without a file), or -1 when the entry has none.  The entry stays
+ * published.  Errors: -ENOENT, -EACCES, -ETIMEDOUT, -EINTR, -EMSGSIZE
+ * (blob_cap too small: entry->blob_len says how much is needed; no fd),
+ * -EMFILE, -ECONNRESET (broker gone).
+ */
+int nvb_fetch(struct nvb *h, const char *name,
+	      const struct nvb_fetch_opts *opts, void *blob, size_t blob_cap,
+	      struct nvb_entry *entry, int *fd);
+
+/* Withdraws an entry published through this handle: by id, or (id 0) by name. */
+int nvb_unpublish(struct nvb *h, uint64_t id, const char *name);
+
+#define NVB_WATCH_PREFIX	(1U << 0)	/* name is a prefix; "" = all */
+
+/* Subscribes the handle to events for name (or a prefix). */
+int nvb_watch(struct nvb *h, const char *name, uint32_t flags,
+	      uint64_t *watch_id);
+int nvb_unwatch(struct nvb *h, uint64_t watch_id);
+
+/*
+ * Lists the entries the caller may fetch with ids > *cursor, in id order,
+ * up to max of them; returns how many were stored and advances *cursor.
+ * 0 means done.
+ */
+int nvb_list(struct nvb *h, uint64_t *cursor, struct nvb_entry *out,
+	     unsigned int max);
+
+struct nvb_info {
+	size_t sz;			/* sizeof(struct nvb_info) */
+	uint32_t backend;		/* enum nvb_backend */
+	uint32_t abi_version;
+	uint32_t name_max;
+	uint32_t max_blob_size;
+	uint32_t max_entries_per_user;
+	uint32_t max_events;
+	uint32_t max_watches;
+	uint32_t entries;		/* in the caller's scope */
+	uint32_t user_entries;		/* owned by the caller's euid */
+	uint32_t __pad;
+};
+
+int nvb_info(struct nvb *h, struct nvb_info *info);
+
+/* Events */
+enum nvb_event_type {
+	NVB_EVENT_PUBLISHED	= 1,
+	NVB_EVENT_REVOKED	= 2,
+	NVB_EVENT_OVERFLOW	= 3,	/* .lost events were dropped */
+};
+
+enum nvb_revoke_reason {
+	NVB_REVOKE_NONE		= 0,
+	NVB_REVOKE_UNPUBLISHED	= 1,
+	NVB_REVOKE_CLOSED	= 2,
+	NVB_REVOKE_EXITED	= 3,
+};
+
+struct nvb_event {
+	uint32_t type;		/* enum nvb_event_type */
+	uint32_t reason;	/* enum nvb_revoke_reason */
+	uint64_t seq;		/* per handle, from 1, counting lost events */
+	uint64_t id;		/* entry id */
+	uint64_t watch_id;
+	uint32_t pid;
+	uint32_t uid;
+	uint32_t gid;
+	uint32_t lost;		/* OVERFLOW */
+	char name[NVB_NAME_MAX];
+};
+
+/*
+ * Reads up to max events, waiting at most timeout_ns (< 0: forever, 0: do
+ * not wait) through the library's own io_uring (no helper thread).
+ * Returns the number of events, -ETIMEDOUT, -EAGAIN (timeout 0, none).
+ * Do not mix with reads of nvb_event_fd() on another ring for the same
+ * handle.
+ */
+int nvb_event_read(struct nvb *h, struct nvb_event *ev, unsigned int max,
+		   int64_t timeout_ns);
+
+/* The non-blocking fd events arrive on (poll it for POLLIN), or -errno. */
+int nvb_event_fd(struct nvb *h);
+
+/* Size of one raw event record on nvb_event_fd(). */
+#define NVB_EVENT_RECORD_SIZE	112
+
+/*
+ * Decodes res bytes of raw records (as read from nvb_event_fd(), e.g. the
+ * res of an io_uring completion) into ev[0..max).  Returns the number of
+ * events, or res itself when it is negative, or -EPROTO on a bad record.
+ */
+int nvb_event_parse(struct nvb *h, const void *buf, int res,
+		    struct nvb_event *ev, unsigned int max);
+
+/* errno -> text (nvbridge-specific wording where it helps). */
+const char *nvb_strerror(int err);
+
+/* Detail of the last failure on h, in this thread's copy; never NULL. */
+const char *nvb_last_error(struct nvb *h);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIBNVBRIDGE_NVBRIDGE_H */

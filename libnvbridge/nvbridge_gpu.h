@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libnvbridge GPU layer: CUDA VMM buffers shared between processes through
+ * nvbridge, and NVLink copies between them.
+ *
+ * libcuda is loaded at run time; on a host without a GPU nvb_gpu_open()
+ * fails with -ENODEV / -ENOENT and nothing else is touched.
+ *
+ * The CUDA half only ever sees an fd and a metadata blob: nvb_gpu_export()
+ * produces them, nvb_gpu_import_fd() consumes them.  The rendezvous
+ * (publish, fetch, revoke events) is the caller's, or nvb_gpu_publish() /
+ * nvb_gpu_import() which go through a struct nvb handle.
+ *
+ * Threads: a struct nvb_gpu may be used from several threads.  Calls that
+ * enqueue work use the calling thread's current CUDA context (the primary
+ * context of the device the streams belong to); nvb_gpu_set_device() sets it.
+ * Streams are CUstream / cudaStream_t values passed as void *.
+ *
+ * Every call returns 0 (or a documented value) or a negative errno;
+ * nvb_gpu_last_error() describes the last failure of the calling thread
+ * (with the CUDA error name when CUDA failed).
+ */
+#ifndef NVBRIDGE_GPU_H
+#define NVBRIDGE_GPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct nvb_gpu;
+struct nvb_gpu_buf;
+struct nvb_gpu_map;
+
+struct nvb_gpu_opts {
+	uint32_t size;		/* sizeof(struct nvb_gpu_opts) */
+	uint32_t flags;		/* none yet: 0 */
+	const char *libcuda;	/* NULL: "libcuda.so.1" */
+};
+
+/* -ENOENT: no libcuda; -ENODEV: no usable GPU; -ENOSYS: driver too old. */
+int nvb_gpu_open(struct nvb_gpu **out, const struct nvb_gpu_opts *opts);
+void nvb_gpu_close(struct nvb_gpu *g);
+const char *nvb_gpu_last_error(void);
+
+int nvb_gpu_device_count(struct nvb_gpu *g);
+/* Makes dev's primary context current in the calling thread. */
+int nvb_gpu_set_device(struct nvb_gpu *g, int dev);
+int nvb_gpu_driver_version(struct nvb_gpu *g);
+/* Name of device dev ("NVIDIA H100 80GB HBM3"). */
+int nvb_gpu_device_name(struct nvb_gpu *g, int dev, char *buf, size_t len);
+/* 1 when the SM copy kernel is embedded and loaded. */
+int nvb_gpu_has_kernel(struct nvb_gpu *g);
+
+/* ---- local, exportable buffers ---- */
+
+#define NVB_GPU_ALLOC_NO_FABRIC	(1U << 0)	/* do not try FABRIC|POSIX_FD */
+
+/* Handle types (nvb_gpu_buf_handle_types, metadata). */
+#define NVB_GPU_HANDLE_POSIX_FD	(1U << 0)
+#define NVB_GPU_HANDLE_FABRIC	(1U << 3)
+
+/*
+ * cuMemCreate on device dev, size rounded up to the granularity, trying
+ * FABRIC|POSIX_FD first and falling back to POSIX_FD alone when the driver
+ * answers NOT_PERMITTED / NOT_SUPPORTED.  Mapped in this process with
+ * access for every device that can reach it.
+ */
+int nvb_gpu_alloc(struct nvb_gpu *g, int dev, size_t size, uint32_t flags,
+		  struct nvb_gpu_buf **out);
+/* GPU work that uses the buffer must be complete. */
+void nvb_gpu_free(struct nvb_gpu_buf *b);
+uint64_t nvb_gpu_buf_ptr(const struct nvb_gpu_buf *b);
+size_t nvb_gpu_buf_size(const struct nvb_gpu_buf *b);
+uint32_t nvb_gpu_buf_handle_types(const struct nvb_gpu_buf *b);
+/* The CUDA result of the FABRIC trial (0 when it worked or was skipped). */
+int nvb_gpu_buf_fabric_error(const struct nvb_gpu_buf *b);
+
+/*
+ * The metadata blob published with the fd.  Little-endian host layout,
+ * versioned by magic + size.
+ */
+#define NVB_GPU_META_MAGIC	0x4e564247u	/* "NVBG" */
+struct nvb_gpu_meta {
+	uint32_t magic;
+	uint32_t size;		/* sizeof(struct nvb_gpu_meta) */
+	uint64_t alloc_size;	/* bytes of the allocation */
+	uint64_t granularity;
+	uint32_t handle_types;	/* NVB_GPU_HANDLE_* exported */
+	uint32_t flags;		/* 0 */
+	uint8_t uuid[16];	/* owning device's UUID */
+	uint8_t fabric[64];	/* CUmemFabricHandle when HANDLE_FABRIC */
+	uint32_t owner_pid;	/* informational */
+	uint32_t __reserved;
+};
+
+/*
+ * Exports the buffer: *fd gets the POSIX fd (owned by the buffer: do not
+ * close it; it stays valid until nvb_gpu_free), meta is filled.
+ */
+int nvb_gpu_export(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta);
+
+/* ---- imports ---- */
+
+#define NVB_GPU_IMPORT_NO_FABRIC	(1U << 0)	/* use the fd even if a fabric handle is there */
+#define NVB_GPU_IMPORT_LOCAL_ONLY	(1U << 1)	/* grant access to the current device only */
+
+/*
+ * Imports an allocation from its fd (not consumed: the caller closes it)
+ * and metadata.  entry_id != 0 keys the mapping cache: a second import of
+ * the same id returns the same mapping with its reference count raised,
+ * without touching CUDA.  fd may be -1 for a cache hit.
+ * -EINVAL: bad blob; -EMSGSIZE: blob too short; -ENODEV: owner GPU not
+ * visible; -EIO: CUDA refused (see last error).
+ */
+int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
+		      const void *blob, size_t blob_len, uint32_t flags,
+		      struct nvb_gpu_map **out);
+/* Cache lookup only: 0 and a new reference, or -ENOENT. */
+int nvb_gpu_import_cached(struct nvb_gpu *g, uint64_t entry_id, struct nvb_gpu_map **out);
+/*
+ * Drops a reference; a revoked mapping is unmapped with its last one.  GPU
+ * work that uses the mapping must be complete (synchronize your streams).
+ */
+void nvb_gpu_unmap(struct nvb_gpu_map *m);
+uint64_t nvb_gpu_map_ptr(const struct nvb_gpu_map *m);
+size_t nvb_gpu_map_size(const struct nvb_gpu_map *m);
+uint64_t nvb_gpu_map_id(const struct nvb_gpu_map *m);
+/* Handle type the import used (NVB_GPU_HANDLE_POSIX_FD or _FABRIC). */
+uint32_t nvb_gpu_map_handle_type(const struct nvb_gpu_map *m);
+int nvb_gpu_map_revoked(const struct nvb_gpu_map *m);
+/*
+ * The publisher revoked entry_id: drop it from the cache, mark its mapping
+ * revoked, release flag waiters registered with nvb_gpu_wait_abortable()
+ * and unmap once the application's references are gone.  1 if a mapping
+ * was found, else 0.
+ */
+int nvb_gpu_revoke(struct nvb_gpu *g, uint64_t entry_id);
+/* Unmaps every cached mapping nobody references.  Returns how many. */
+int nvb_gpu_cache_trim(struct nvb_gpu *g);
+
+/* ---- copies (all asynchronous, on caller-supplied streams) ---- */
+
+#define NVB_GPU_COPY_AUTO	0
+#define NVB_GPU_COPY_CE		(1U << 0)	/* copy engines only */
+#define NVB_GPU_COPY_SM		(1U << 1)	/* SM kernel only */
+#define NVB_GPU_COPY_BATCH	(1U << 2)	/* cuMemcpyBatchAsync (blocks) */
+#define NVB_GPU_COPY_LOOP	(1U << 3)	/* one cuMemcpyDtoDAsync per block */
+/*
+ * CE|SM on nvb_gpu_copy with >= 2 streams: hybrid, the copy engines take
+ * most of the range and an SM kernel on the last stream the rest, at the
+ * same time (default 20 %; NVB_GPU_COPY_SM_PCT(p) sets p, 1..90).
+ */
+#define NVB_GPU_COPY_SM_PCT(p)	(((uint32_t)(p) & 0xffU) << 8)
+
+/*
+ * len bytes from src to dst (device or peer-mapped addresses).  With
+ * nstreams > 1 the range is split across the streams: streams[1..] wait for
+ * streams[0]'s prior work and streams[0] waits for theirs at the end, so
+ * the copy is ordered on streams[0] as a whole.
+ */
+int nvb_gpu_copy(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len,
+		 void *const *streams, unsigned int nstreams, uint32_t flags);
+
+struct nvb_gpu_block {
+	uint64_t dst;
+	uint64_t src;
+	uint64_t len;
+};
+
+/*
+ * Many scattered blocks in one call.  AUTO picks the SM kernel when it is
+ * loaded and the blocks are small enough for it to win, else
+ * cuMemcpyBatchAsync (else a loop).  When flag is non-zero the 32-bit word
+ * at flag is set to flag_val after every byte is visible (system scope).
+ */
+int nvb_gpu_copy_blocks(struct nvb_gpu *g, const struct nvb_gpu_block *blocks,
+			size_t n, void *stream, uint32_t flags, uint64_t flag,
+			uint32_t flag_val);
+
+/* Completion flags: a 32-bit word in (shared) device memory. */
+/* After the stream's prior work: *flag = val, visible to peers. */
+int nvb_gpu_signal(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t val);
+/* The stream waits until (int32_t)(*flag - val) >= 0; no CPU involved. */
+int nvb_gpu_wait(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t val);
+/*
+ * As nvb_gpu_wait but an SM kernel (one thread) spins on the flag with
+ * system-scope acquire loads: lower wake-up latency, costs one SM slot
+ * while waiting.  Falls back to nvb_gpu_wait without the kernel.
+ */
+int nvb_gpu_wait_spin(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t val);
+/*
+ * The wait to use for a flag that peer's process writes: a spinning kernel
+ * that also watches a host-pinned word the library sets (a plain CPU store,
+ * no GPU queue) when peer is revoked; the wait then ends with
+ * NVB_GPU_FLAG_ABORTED written into the flag.  Never hangs on a dead peer,
+ * provided revocations reach the library (nvb_gpu_poll_events()).
+ */
+int nvb_gpu_wait_abortable(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t val,
+			   struct nvb_gpu_map *peer);
+/*
+ * Host-side variant of the above for nvb_gpu_wait() (stream memop) waits:
+ * on revocation the library writes NVB_GPU_FLAG_ABORTED into each
+ * registered local flag with a synchronous host-to-device copy.  CAUTION,
+ * seen on H100 / driver 580: that copy can sit in the same hardware queue
+ * as the blocked cuStreamWaitValue32 and never run, so it does not
+ * reliably release the wait.  Use nvb_gpu_wait_abortable() for flags a
+ * peer process writes; this is kept for waits on other devices' queues.
+ */
+#define NVB_GPU_FLAG_ABORTED	0x7fffffffu
+int nvb_gpu_map_abort_on_revoke(struct nvb_gpu_map *m, uint64_t local_flag);
+/* Writes NVB_GPU_FLAG_ABORTED into local_flag now (current context). */
+int nvb_gpu_abort_flag(struct nvb_gpu *g, uint64_t local_flag);
+
+/* Put + signal in one SM kernel launch (small, latency-critical puts). */
+int nvb_gpu_put_signal(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len,
+		       void *stream, uint64_t flag, uint32_t flag_val);
+
+/* Device memory free/total of the current device (leak checks). */
+int nvb_gpu_mem_info(struct nvb_gpu *g, size_t *free_b, size_t *total_b);
+
+/* ---- rendezvous through libnvbridge (struct nvb from nvbridge.h) ---- */
+struct nvb;
+
+/* Exports b and publishes fd + metadata under name with an access policy. */
+int nvb_gpu_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
+		    struct nvb_gpu_buf *b, uint32_t access, uint64_t *id);
+/*
+ * Fetches name (waiting up to timeout_ns, < 0 forever), imports it (cache
+ * keyed by entry id; by name while no revoke event for it was seen), and
+ * watches the name so a revocation reaches nvb_gpu_revoke().
+ */
+int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
+		   int64_t timeout_ns, uint32_t flags, struct nvb_gpu_map **out);
+/* Reads pending nvbridge events without blocking and applies revocations. */
+int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NVBRIDGE_GPU_H */

@@ -1,0 +1,114 @@
+# The GPU layer (libnvbridge/gpu*.c, cuda_*.c, gather.cu), nvbridge-bench and
+# the GPU tests.
+#
+#   make gpu-objs     PIC objects that mk/lib.mk puts into libnvbridge.{a,so}
+#   make bench        $(BUILD)/bench/nvbridge-bench
+#   make gputest      GPU tests (2 GPUs + a backend; starts a private nvbridged
+#                     when /dev/nvbridge is absent); skipped without a GPU
+#   make bench-run    the cross-process bench with all baselines (make run uses it)
+#   suites: gpu-build (compile-only, -Werror, always), gpu (gputest; skips without GPUs)
+#
+# nvcc is optional: with it (PATH or /usr/local/cuda/bin) the SM copy kernel
+# is built as a fatbin (sm_90 SASS + compute_90 PTX) and embedded; without
+# it the library uses the copy engines only.  libcuda is never linked: it is
+# dlopen()ed at run time.
+
+NVCC       ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+GPU_B      := $(BUILD)/gpu
+GPU_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -pthread -I$(CURDIR)/libnvbridge $(UAPI_INC)
+GPU_HDRS   := libnvbridge/cuda_api.h libnvbridge/gpu_internal.h libnvbridge/nvbridge_gpu.h \
+              libnvbridge/nvbridge.h
+NVB_GPU_OBJS := $(GPU_B)/cuda_load.o $(GPU_B)/gpu.o $(GPU_B)/gpu_nvb.o $(GPU_B)/gpu_fatbin.o
+GPU_LIB_A  ?= $(BUILD)/lib/libnvbridge.a
+GPU_LINK   := $(GPU_LIB_A) -l:liburing.a -ldl -lm -pthread
+BENCH_BIN  := $(BUILD)/bench/nvbridge-bench
+GPUTEST_BIN := $(GPU_B)/gputest
+CUDA_INC   ?= $(firstword $(wildcard /usr/local/cuda/include))
+
+ifneq ($(NVCC),)
+GPU_FATBIN := $(GPU_B)/gather.fatbin
+GPU_FATBIN_DEF := -DNVB_GPU_FATBIN='"$(GPU_FATBIN)"'
+endif
+
+.PHONY: gpu-objs bench gputest bench-run check-gpu-build check-gpu
+CHECK_SUITES += gpu-build gpu
+
+all: bench
+gpu-objs: $(NVB_GPU_OBJS)
+
+$(GPU_B)/gather.fatbin: libnvbridge/gather.cu
+	@mkdir -p $(@D)
+	$(NVCC) -fatbin -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
+		-o $@ $<
+
+$(GPU_B)/gpu_fatbin.o: libnvbridge/gpu_fatbin.S $(GPU_FATBIN)
+	@mkdir -p $(@D)
+	$(CC) -c $(GPU_FATBIN_DEF) -o $@ $<
+
+$(GPU_B)/%.o: libnvbridge/%.c $(GPU_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(GPU_CFLAGS) -c $< -o $@
+
+bench: $(BENCH_BIN)
+$(BENCH_BIN): bench/nvbridge-bench.c bench/png.c bench/png.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(GPU_CFLAGS) -DNVB_BENCH_LIB -o $@ bench/nvbridge-bench.c bench/png.c $(GPU_LINK)
+
+$(GPUTEST_BIN): tests/gpu/gputest.c $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(GPU_CFLAGS) -o $@ tests/gpu/gputest.c $(GPU_LINK)
+
+# Runs $(1) with a backend: /dev/nvbridge if present, else a private nvbridged.
+gpu_with_backend = set -e; \
+	if [ -e /dev/nvbridge ]; then $(1); exit $$?; fi; \
+	sock=$(GPU_B)/nvbridged.sock; rm -f $$sock; \
+	$(BUILD)/lib/nvbridged --socket $$sock & dpid=$$!; \
+	for i in $$(seq 50); do [ -S $$sock ] && break; sleep 0.1; done; \
+	set +e; NVBRIDGE_BACKEND=broker NVBRIDGE_SOCKET=$$sock $(1); rc=$$?; \
+	kill $$dpid; wait $$dpid 2>/dev/null; exit $$rc
+
+gputest: $(GPUTEST_BIN) lib
+	@$(call gpu_with_backend,$(GPUTEST_BIN))
+
+check-gpu: $(GPUTEST_BIN) lib
+	@mkdir -p $(RESULTS)
+	@set -o pipefail 2>/dev/null; ( $(call gpu_with_backend,timeout 600 $(GPUTEST_BIN)) ) 2>&1 | tee $(RESULTS)/gpu.log
+
+# NCCL for the baseline: NVB_NCCL_LIB, else PyTorch's wheel (nvidia-nccl), else libnccl.so.2.
+bench-run: $(BENCH_BIN) lib
+	@nccl=$${NVB_NCCL_LIB:-$$(python3 -c 'import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)}; \
+	[ -n "$$nccl" ] && [ -e "$$nccl" ] || nccl=libnccl.so.2; \
+	export NCCL_NVLS_ENABLE=0; \
+	$(call gpu_with_backend,$(BENCH_BIN) --nccl $$nccl --png $(BUILD)/bench/nvbridge-bench.png $(NVB_BENCH_ARGS))
+
+# Compile-only proof that the GPU code builds with -Werror on any host,
+# and that our driver-API declarations match cuda.h where it exists.
+check-gpu-build:
+	@mkdir -p $(RESULTS)
+	@( p=0; f=0; \
+	ok() { echo "ok   $$1"; p=$$((p+1)); }; ko() { echo "FAIL $$1"; f=$$((f+1)); }; \
+	for src in cuda_load gpu gpu_nvb; do \
+		if $(CC) $(GPU_CFLAGS) -fsyntax-only libnvbridge/$$src.c; then ok "compile libnvbridge/$$src.c"; else ko "compile libnvbridge/$$src.c"; fi; \
+	done; \
+	if $(CC) $(GPU_CFLAGS) -fsyntax-only -DNVB_BENCH_LIB bench/nvbridge-bench.c && \
+	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/png.c; then ok "compile bench"; else ko "compile bench"; fi; \
+	if $(CC) $(GPU_CFLAGS) -fsyntax-only bench/nvbridge-bench.c; then ok "compile bench (socketpair only)"; else ko "compile bench (socketpair only)"; fi; \
+	if $(CC) $(GPU_CFLAGS) -fsyntax-only tests/gpu/gputest.c; then ok "compile tests/gpu/gputest.c"; else ko "compile tests/gpu/gputest.c"; fi; \
+	if $(CC) -c -o /dev/null libnvbridge/gpu_fatbin.S; then ok "assemble empty fatbin (no nvcc)"; else ko "assemble empty fatbin"; fi; \
+	if [ -n "$(CUDA_INC)" ]; then \
+		if $(CC) $(GPU_CFLAGS) -I$(CUDA_INC) -fsyntax-only tests/gpu/abi_check.c; then ok "cuda_api.h matches cuda.h"; else ko "cuda_api.h matches cuda.h"; fi; \
+	else echo "skip cuda_api.h vs cuda.h: no CUDA headers on this host"; fi; \
+	if [ -n "$(NVCC)" ]; then \
+		if $(MAKE) --no-print-directory $(GPU_B)/gather.fatbin >/dev/null; then ok "nvcc gather.cu (sm_90 + PTX)"; else ko "nvcc gather.cu"; fi; \
+	else echo "skip nvcc gather.cu: nvcc not found"; fi; \
+	stub=$$(ls /usr/local/cuda/lib64/stubs/libcuda.so 2>/dev/null); \
+	if [ -n "$$stub" ]; then miss=""; \
+		for s in $$(sed -n 's/.*X([a-zA-Z0-9_]*, "\([a-zA-Z0-9_]*\)".*/\1/p' libnvbridge/cuda_api.h); do \
+			nm -D $$stub | grep -qw "$$s" || miss="$$miss $$s"; done; \
+		if [ -z "$$miss" ]; then ok "every driver symbol exists in libcuda stub"; else ko "libcuda stub lacks:$$miss"; fi; \
+	fi; \
+	if $(MAKE) --no-print-directory gpu-objs >/dev/null; then \
+		if nm -D --undefined-only $(GPU_B)/gpu.o 2>/dev/null | grep -q ' cu[A-Z]'; then ko "no link-time libcuda symbols"; \
+		else ok "no link-time libcuda symbols"; fi; \
+	else ko "build gpu-objs"; fi; \
+	echo "$$p passed, $$f failed" ) 2>&1 | tee $(RESULTS)/gpu-build.log

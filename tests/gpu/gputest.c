@@ -1,0 +1,611 @@
+// SPDX-License-Identifier: MIT
+/*
+ * GPU tests for the libnvbridge GPU layer (make gputest).  Needs two GPUs
+ * that can reach each other and an nvbridge backend (the make target starts
+ * a private nvbridged); on a host without them it reports itself skipped.
+ *
+ * Every copy test: random data, destination poisoned first, every byte
+ * compared on the host.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cuda_api.h"
+#include "nvbridge.h"
+#include "nvbridge_gpu.h"
+
+#define MiB (1ull << 20)
+static int passed, failed;
+static struct nvb_cuda cu;
+static struct nvb_gpu *g;
+static char tag[32];
+
+static void result(int ok, const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("%s %s", ok ? "ok  " : "FAIL", name);
+	if (!ok && fmt) {
+		printf(": ");
+		va_start(ap, fmt);
+		vprintf(fmt, ap);
+		va_end(ap);
+	}
+	printf("\n");
+	fflush(stdout);
+	if (ok)
+		passed++;
+	else
+		failed++;
+}
+
+static const char *current_test = "setup";
+
+static void watchdog(int sig)
+{
+	char buf[200];
+	int n;
+
+	(void)sig;
+	n = snprintf(buf, sizeof(buf), "FAIL %s: hang (watchdog fired)\n%d passed, %d failed\n",
+		     current_test, passed, failed + 1);
+	if (write(1, buf, (size_t)n) < 0)
+		_exit(1);
+	_exit(1);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int fd_count(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static void fill_random(uint8_t *p, size_t n, uint64_t seed)
+{
+	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		p[i] = (uint8_t)(x >> 24);
+	}
+}
+
+static struct nvb *open_nvb(void)
+{
+	struct nvb *h = NULL;
+
+	if (nvb_open(NULL, &h))
+		return NULL;
+	return h;
+}
+
+/* ---------------------------------------------------------------- cases */
+
+static void t_alloc_export(void)
+{
+	struct nvb_gpu_buf *b;
+	struct nvb_gpu_meta m;
+	int fd, err, types;
+
+	err = nvb_gpu_alloc(g, 0, 3 * MiB + 5, 0, &b);
+	if (err) {
+		result(0, "alloc_fallback", "%s", nvb_gpu_last_error());
+		return;
+	}
+	types = (int)nvb_gpu_buf_handle_types(b);
+	result((types & NVB_GPU_HANDLE_POSIX_FD) &&
+	       ((types & NVB_GPU_HANDLE_FABRIC) || nvb_gpu_buf_fabric_error(b) == CUDA_ERROR_NOT_PERMITTED ||
+		nvb_gpu_buf_fabric_error(b) == CUDA_ERROR_NOT_SUPPORTED ||
+		nvb_gpu_buf_fabric_error(b) == CUDA_ERROR_INVALID_VALUE),
+	       "alloc_fallback", "types %#x, fabric trial %d", types, nvb_gpu_buf_fabric_error(b));
+	printf("     (allocation handle types %s, fabric trial result %d)\n",
+	       types & NVB_GPU_HANDLE_FABRIC ? "FABRIC|POSIX_FD" : "POSIX_FD", nvb_gpu_buf_fabric_error(b));
+	err = nvb_gpu_export(b, &fd, &m);
+	result(!err && fd >= 0 && m.magic == NVB_GPU_META_MAGIC && m.size == sizeof(m) &&
+	       m.granularity && m.alloc_size >= 3 * MiB + 5 && m.alloc_size % m.granularity == 0 &&
+	       nvb_gpu_buf_size(b) == m.alloc_size, "export_metadata", "err %d", err);
+	nvb_gpu_free(b);
+}
+
+static void t_errors(void)
+{
+	struct nvb_gpu_buf *b = NULL;
+	struct nvb_gpu_map *m = NULL;
+	struct nvb_gpu_meta meta;
+	void *st = NULL;
+	int fd, err;
+
+	result(nvb_gpu_alloc(g, 0, 0, 0, &b) == -EINVAL, "error_alloc_size0", NULL);
+	result(nvb_gpu_alloc(g, 99, MiB, 0, &b) == -EINVAL, "error_alloc_baddev", NULL);
+	result(nvb_gpu_alloc(g, 0, MiB, 0x80, &b) == -EINVAL, "error_alloc_badflags", NULL);
+	if (nvb_gpu_alloc(g, 0, 2 * MiB, 0, &b)) {
+		result(0, "error_paths_setup", "%s", nvb_gpu_last_error());
+		return;
+	}
+	nvb_gpu_export(b, &fd, &meta);
+	err = nvb_gpu_import_fd(g, 0, fd, &meta, 8, 0, &m);
+	result(err == -EMSGSIZE && !m, "error_import_short_blob", "err %d", err);
+	meta.magic ^= 1;
+	err = nvb_gpu_import_fd(g, 0, fd, &meta, sizeof(meta), 0, &m);
+	result(err == -EINVAL && !m, "error_import_bad_magic", "err %d", err);
+	meta.magic ^= 1;
+	meta.alloc_size *= 2;	/* size mismatch: bigger than the allocation */
+	err = nvb_gpu_import_fd(g, 0, fd, &meta, sizeof(meta), 0, &m);
+	result(err < 0 && !m, "error_import_size_mismatch", "err %d (%s)", err, nvb_gpu_last_error());
+	meta.alloc_size /= 2;
+	err = nvb_gpu_import_fd(g, 0, -1, &meta, sizeof(meta), NVB_GPU_IMPORT_NO_FABRIC, &m);
+	result(err == -EBADF && !m, "error_import_no_fd", "err %d", err);
+	err = nvb_gpu_import_fd(g, 0, fd, &meta, sizeof(meta), 0x100, &m);
+	result(err == -EINVAL, "error_import_badflags", "err %d", err);
+	result(nvb_gpu_copy(g, 0, 0, 16, NULL, 0, 0) == -EINVAL, "error_copy_nostreams", NULL);
+	cu.cuStreamCreate((CUstream *)&st, CU_STREAM_NON_BLOCKING);
+	result(nvb_gpu_signal(g, st, nvb_gpu_buf_ptr(b) + 2, 1) == -EINVAL, "error_flag_unaligned", NULL);
+	result(nvb_gpu_copy_blocks(g, NULL, 3, st, 0, 0, 0) == -EINVAL, "error_blocks_null", NULL);
+	result(nvb_gpu_copy_blocks(g, NULL, 0, st,
+				   NVB_GPU_COPY_SM | NVB_GPU_COPY_BATCH, 0, 0) == -EINVAL,
+	       "error_blocks_two_modes", NULL);
+	cu.cuStreamDestroy((CUstream)st);
+	nvb_gpu_free(b);
+}
+
+/*
+ * Cross-process: the child (GPU 0) publishes a buffer full of random data
+ * through nvbridge and waits for commands on a pipe; the parent (GPU 1)
+ * imports it and runs the copy tests.
+ */
+#define BUFSZ (64 * MiB)
+
+/* The exporter runs in a fresh process (exec: CUDA does not survive fork). */
+static int exporter_main(const char *name, int cmd_r, int ack_w, int unpublish_on_cmd)
+{
+	struct nvb_gpu *cg;
+	struct nvb_gpu_buf *b;
+	struct nvb *h;
+	uint8_t *host;
+	uint64_t id;
+	char ch = 'r', msg[256];
+
+	if (nvb_cuda_load(&cu, NULL, msg, sizeof(msg)))
+		return 2;
+	if (nvb_gpu_open(&cg, NULL) || nvb_gpu_set_device(cg, 0) ||
+	    nvb_gpu_alloc(cg, 0, BUFSZ, 0, &b))
+		return 2;
+	host = malloc(BUFSZ);
+	fill_random(host, BUFSZ, 42);
+	if (cu.cuMemcpyHtoD(nvb_gpu_buf_ptr(b), host, BUFSZ))
+		return 3;
+	h = open_nvb();
+	if (!h || nvb_gpu_publish(cg, h, name, b, NVB_ACCESS_OWNER, &id))
+		return 4;
+	if (write(ack_w, &ch, 1) != 1)
+		return 5;
+	while (read(cmd_r, &ch, 1) == 1) {
+		if (ch == 'u' && unpublish_on_cmd)
+			nvb_unpublish(h, id, NULL);
+		if (ch == 'v') {	/* verify what the parent wrote at [32M, 64M) */
+			uint8_t *exp = malloc(32 * MiB);
+
+			fill_random(exp, 32 * MiB, 77);
+			cu.cuMemcpyDtoH(host, nvb_gpu_buf_ptr(b) + 32 * MiB, 32 * MiB);
+			ch = memcmp(host, exp, 32 * MiB) ? 'n' : 'y';
+			free(exp);
+		}
+		if (write(ack_w, &ch, 1) != 1)
+			break;
+	}
+	return 0;
+}
+
+static pid_t spawn_exporter(const char *name, int *cmd_w, int *ack_r, int unpublish_on_cmd)
+{
+	int c[2], a[2];
+	pid_t pid;
+
+	if (pipe(c) || pipe(a))
+		return -1;
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		char s1[16], s2[16], s3[4];
+
+		close(c[1]);
+		close(a[0]);
+		snprintf(s1, sizeof(s1), "%d", c[0]);
+		snprintf(s2, sizeof(s2), "%d", a[1]);
+		snprintf(s3, sizeof(s3), "%d", unpublish_on_cmd);
+		execl("/proc/self/exe", "gputest", "--exporter", name, s1, s2, s3, (char *)NULL);
+		_exit(127);
+	}
+	close(c[0]);
+	close(a[1]);
+	*cmd_w = c[1];
+	*ack_r = a[0];
+	return pid;
+}
+
+static char cmd(int w, int r, char c)
+{
+	char ack = 0;
+
+	if (write(w, &c, 1) != 1 || read(r, &ack, 1) != 1)
+		return 0;
+	return ack;
+}
+
+static int check_dev(uint64_t dptr, const uint8_t *exp, size_t n, uint8_t *scratch,
+		     size_t *bad_at)
+{
+	size_t i;
+
+	if (cu.cuMemcpyDtoH(scratch, dptr, n))
+		return 0;
+	for (i = 0; i < n; i++)
+		if (scratch[i] != exp[i]) {
+			*bad_at = i;
+			return 0;
+		}
+	return 1;
+}
+
+static void t_cross_process(struct nvb *h)
+{
+	static const size_t sizes[] = { 1, 7, 4096, 4097, 65536 + 3, MiB - 1, 16 * MiB + 5, 32 * MiB };
+	static const size_t offs[] = { 0, 1, 13, 4096 };
+	char name[64];
+	int cw, ar, err, ok, k, o, mode;
+	struct nvb_gpu_map *m, *m2;
+	struct nvb_gpu_buf *loc;
+	uint8_t *exp, *scratch;
+	void *st[4];
+	pid_t pid;
+	size_t bad = 0;
+	double t0;
+
+	snprintf(name, sizeof(name), "gputest.%s.x", tag);
+	pid = spawn_exporter(name, &cw, &ar, 0);
+	if (pid < 0 || read(ar, name + 60, 1) != 1) {
+		result(0, "xproc_setup", "exporter did not start");
+		return;
+	}
+	snprintf(name, sizeof(name), "gputest.%s.x", tag);
+	nvb_gpu_set_device(g, 1);
+	t0 = now_s();
+	err = nvb_gpu_import(g, h, name, 5000000000LL, 0, &m);
+	result(!err, "xproc_import_by_name", "%d %s", err, nvb_gpu_last_error());
+	if (err)
+		goto out;
+	printf("     (import %.3f ms, handle %s)\n", (now_s() - t0) * 1e3,
+	       nvb_gpu_map_handle_type(m) == NVB_GPU_HANDLE_FABRIC ? "fabric" : "fd");
+	t0 = now_s();
+	err = nvb_gpu_import(g, h, name, 0, 0, &m2);
+	result(!err && m2 == m, "xproc_cached_reimport", "err %d, %p vs %p", err, (void *)m2, (void *)m);
+	printf("     (cached re-import %.2f us)\n", (now_s() - t0) * 1e6);
+	if (!err)
+		nvb_gpu_unmap(m2);
+
+	exp = malloc(BUFSZ);
+	scratch = malloc(BUFSZ);
+	fill_random(exp, BUFSZ, 42);
+	nvb_gpu_alloc(g, 1, BUFSZ, 0, &loc);
+	for (k = 0; k < 4; k++)
+		cu.cuStreamCreate((CUstream *)&st[k], CU_STREAM_NON_BLOCKING);
+
+	/* read: peer -> local, every size x offset x method, poisoned dest */
+	for (mode = 0; mode < 3; mode++) {
+		static const uint32_t fl[] = { NVB_GPU_COPY_CE, NVB_GPU_COPY_SM,
+			NVB_GPU_COPY_CE | NVB_GPU_COPY_SM | NVB_GPU_COPY_SM_PCT(30) };
+		static const char *nm[] = { "xproc_read_ce", "xproc_read_sm", "xproc_read_hybrid" };
+
+		ok = 1;
+		for (k = 0; ok && k < (int)(sizeof(sizes) / sizeof(sizes[0])); k++)
+			for (o = 0; ok && o < 4; o++) {
+				size_t n = sizes[k], so = offs[o], dofs = offs[(o + 1) % 4];
+
+				cu.cuMemsetD8Async(nvb_gpu_buf_ptr(loc), 0xa5, BUFSZ, (CUstream)st[0]);
+				err = nvb_gpu_copy(g, nvb_gpu_buf_ptr(loc) + dofs, nvb_gpu_map_ptr(m) + so,
+						   n, st, 4, fl[mode]);
+				cu.cuStreamSynchronize((CUstream)st[0]);
+				if (err) {
+					ok = 0;
+					result(0, nm[mode], "copy: %s", nvb_gpu_last_error());
+					break;
+				}
+				/* the poison around the copy must be intact, the copy exact */
+				{
+					uint8_t *want = malloc(n + dofs + 64);
+
+					memset(want, 0xa5, n + dofs + 64);
+					memcpy(want + dofs, exp + so, n);
+					if (!check_dev(nvb_gpu_buf_ptr(loc), want, n + dofs + 64, scratch, &bad)) {
+						ok = 0;
+						result(0, nm[mode], "size %zu src+%zu dst+%zu: byte %zu differs",
+						       n, so, dofs, bad);
+					}
+					free(want);
+				}
+			}
+		if (ok)
+			result(1, nm[mode], NULL);
+	}
+
+	/* scattered blocks: random lists, every method */
+	for (mode = 0; mode < 4; mode++) {
+		static const uint32_t fl[] = { NVB_GPU_COPY_SM, NVB_GPU_COPY_BATCH, NVB_GPU_COPY_LOOP, 0 };
+		static const char *nm[] = { "xproc_blocks_sm", "xproc_blocks_batch",
+			"xproc_blocks_loop", "xproc_blocks_auto" };
+		struct nvb_gpu_block bl[300];
+		uint8_t *want = malloc(BUFSZ);
+		uint64_t x = 1234 + (uint64_t)mode;
+		size_t i, dpos = 0;
+
+		memset(want, 0x5a, BUFSZ);
+		for (i = 0; i < 300; i++) {
+			size_t len, src;
+
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			len = i % 7 == 0 ? (x >> 33) % (600 * 1024) + 1 : (x >> 40) % 70000 + 1;
+			src = (x >> 20) % (BUFSZ - len);
+			if (dpos + len + 3 > BUFSZ)
+				break;
+			bl[i].src = nvb_gpu_map_ptr(m) + src;
+			bl[i].dst = nvb_gpu_buf_ptr(loc) + dpos;
+			bl[i].len = len;
+			memcpy(want + dpos, exp + src, len);
+			dpos += len + (i % 3);	/* some unaligned destinations and gaps */
+		}
+		cu.cuMemsetD8Async(nvb_gpu_buf_ptr(loc), 0x5a, BUFSZ, (CUstream)st[0]);
+		err = nvb_gpu_copy_blocks(g, bl, i, st[0], fl[mode], 0, 0);
+		cu.cuStreamSynchronize((CUstream)st[0]);
+		if (err == -EOPNOTSUPP)
+			result(1, nm[mode], NULL), printf("     (not supported here: %s)\n", nvb_gpu_last_error());
+		else if (err)
+			result(0, nm[mode], "%s", nvb_gpu_last_error());
+		else
+			result(check_dev(nvb_gpu_buf_ptr(loc), want, BUFSZ, scratch, &bad), nm[mode],
+			       "byte %zu differs", bad);
+		free(want);
+	}
+
+	/* write into the peer's buffer and let the exporter verify it */
+	{
+		uint8_t *pat = malloc(32 * MiB);
+
+		fill_random(pat, 32 * MiB, 77);
+		cu.cuMemcpyHtoD(nvb_gpu_buf_ptr(loc), pat, 32 * MiB);
+		err = nvb_gpu_copy(g, nvb_gpu_map_ptr(m) + 32 * MiB, nvb_gpu_buf_ptr(loc), 32 * MiB,
+				   st, 4, NVB_GPU_COPY_CE);
+		cu.cuStreamSynchronize((CUstream)st[0]);
+		result(!err && cmd(cw, ar, 'v') == 'y', "xproc_write_verified_by_exporter", "err %d", err);
+		free(pat);
+	}
+
+	/* put + signal: the flag must appear after the data */
+	{
+		uint64_t flag = nvb_gpu_buf_ptr(loc) + BUFSZ - 64;
+		uint32_t v = 0;
+
+		cu.cuMemsetD8Async(nvb_gpu_buf_ptr(loc), 0, BUFSZ, (CUstream)st[0]);
+		err = nvb_gpu_put_signal(g, nvb_gpu_buf_ptr(loc), nvb_gpu_map_ptr(m), 4096, st[0], flag, 7);
+		if (!err)
+			err = nvb_gpu_wait(g, st[1], flag, 7);
+		cu.cuStreamSynchronize((CUstream)st[1]);
+		cu.cuStreamSynchronize((CUstream)st[0]);
+		cu.cuMemcpyDtoH(&v, flag, 4);
+		result(!err && v == 7 && check_dev(nvb_gpu_buf_ptr(loc), exp, 4096, scratch, &bad),
+		       "put_signal_flag_after_data", "err %d v %u", err, v);
+	}
+
+	for (k = 0; k < 4; k++)
+		cu.cuStreamDestroy((CUstream)st[k]);
+	nvb_gpu_free(loc);
+	free(exp);
+	free(scratch);
+	nvb_gpu_unmap(m);
+out:
+	close(cw);
+	close(ar);
+	waitpid(pid, NULL, 0);
+}
+
+/* Revocation: unpublish (and SIGKILL) while a stream waits and copies run. */
+static void t_revoke(struct nvb *h, int kill_it)
+{
+	const char *tn = kill_it ? "revoke_sigkill_while_copying" : "revoke_unpublish_releases_waiter";
+	struct nvb_gpu_map *m = NULL;
+	struct nvb_gpu_buf *loc = NULL;
+	CUstream sw, sc;
+	char name[64], ch;
+	int cw, ar, err, k, seen = 0;
+	uint32_t v = 0;
+	pid_t pid;
+	double t0;
+
+	snprintf(name, sizeof(name), "gputest.%s.r%d", tag, kill_it);
+	pid = spawn_exporter(name, &cw, &ar, 1);
+	if (pid < 0 || read(ar, &ch, 1) != 1) {
+		result(0, tn, "exporter did not start");
+		return;
+	}
+	nvb_gpu_set_device(g, 1);
+	err = nvb_gpu_import(g, h, name, 5000000000LL, 0, &m);
+	if (err || nvb_gpu_alloc(g, 1, BUFSZ, 0, &loc)) {
+		result(0, tn, "setup: %s", nvb_gpu_last_error());
+		goto out;
+	}
+	cu.cuStreamCreate(&sw, CU_STREAM_NON_BLOCKING);
+	cu.cuStreamCreate(&sc, CU_STREAM_NON_BLOCKING);
+	cu.cuMemsetD32Async(nvb_gpu_buf_ptr(loc), 0, 16, sw);
+	cu.cuStreamSynchronize(sw);
+	/* a stream waiting for a flag the (soon dead) peer would have written */
+	err = nvb_gpu_wait_abortable(g, sw, nvb_gpu_buf_ptr(loc), 1, m);
+	if (err)
+		fprintf(stderr, "     [wait_abortable: %s]\n", nvb_gpu_last_error());
+	/* and copies from the peer's memory in flight */
+	for (k = 0; k < 50; k++)
+		cu.cuMemcpyDtoDAsync(nvb_gpu_buf_ptr(loc) + MiB, nvb_gpu_map_ptr(m), BUFSZ - MiB, sc);
+	fprintf(stderr, "     [%s: peer %s]\n", tn, kill_it ? "killed" : "unpublishing");
+	if (kill_it)
+		kill(pid, SIGKILL);
+	else
+		cmd(cw, ar, 'u');
+	t0 = now_s();
+	while (now_s() - t0 < 10 && !nvb_gpu_map_revoked(m)) {
+		if (nvb_gpu_poll_events(g, h) < 0)
+			break;
+		if (!nvb_gpu_map_revoked(m)) {	/* block a little on the event fd */
+			struct pollfd p = { nvb_event_fd(h), POLLIN, 0 };
+
+			poll(&p, 1, 100);
+		}
+	}
+	seen = nvb_gpu_map_revoked(m);
+	fprintf(stderr, "     [%s: revoked seen %d after %.3f s]\n", tn, seen, now_s() - t0);
+	/* neither stream may hang */
+	while (now_s() - t0 < 20 && (cu.cuStreamQuery(sw) == CUDA_ERROR_NOT_READY ||
+				     cu.cuStreamQuery(sc) == CUDA_ERROR_NOT_READY))
+		usleep(1000);
+	k = cu.cuStreamQuery(sw) == CUDA_SUCCESS && cu.cuStreamQuery(sc) == CUDA_SUCCESS;
+	fprintf(stderr, "     [%s: wait stream %d, copy stream %d after %.3f s]\n", tn,
+		cu.cuStreamQuery(sw), cu.cuStreamQuery(sc), now_s() - t0);
+	cu.cuMemcpyDtoH(&v, nvb_gpu_buf_ptr(loc), 4);
+	fprintf(stderr, "     [%s: flag %#x]\n", tn, v);
+	result(seen && k && v == NVB_GPU_FLAG_ABORTED, tn,
+	       "revoked %d, streams done %d, flag %#x (%.1f s)", seen, k, v, now_s() - t0);
+	{
+		struct nvb_gpu_map *again = NULL;
+
+		/* a stale entry: the name is gone */
+		err = nvb_gpu_import(g, h, name, 0, 0, &again);
+		result(err == -ENOENT && !again, kill_it ? "stale_entry_after_kill" : "stale_entry_after_unpublish",
+		       "err %d", err);
+	}
+	fprintf(stderr, "     [%s: cleanup]\n", tn);
+	cu.cuStreamDestroy(sw);
+	cu.cuStreamDestroy(sc);
+out:
+	if (m)
+		nvb_gpu_unmap(m);
+	fprintf(stderr, "     [%s: unmapped]\n", tn);
+	if (loc)
+		nvb_gpu_free(loc);
+	fprintf(stderr, "     [%s: freed]\n", tn);
+	close(cw);
+	close(ar);
+	if (!kill_it)
+		kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+static void t_blob_only(struct nvb *h)
+{
+	struct nvb_gpu_map *m = NULL;
+	char name[64], junk[200];
+	int err;
+
+	snprintf(name, sizeof(name), "gputest.%s.blob", tag);
+	memset(junk, 0x3c, sizeof(junk));
+	if (nvb_publish(h, name, -1, junk, sizeof(junk), NULL, NULL)) {
+		result(0, "error_import_blob_only_entry", "publish: %s", nvb_last_error(h));
+		return;
+	}
+	err = nvb_gpu_import(g, h, name, 0, 0, &m);
+	result(err < 0 && !m, "error_import_blob_only_entry", "err %d", err);
+	nvb_unpublish(h, 0, name);
+}
+
+static void t_leaks(struct nvb *h)
+{
+	size_t f0, f1, t;
+	int fds0, fds1, i;
+
+	nvb_gpu_set_device(g, 1);
+	cu.cuCtxSynchronize();
+	nvb_gpu_cache_trim(g);
+	nvb_gpu_mem_info(g, &f0, &t);
+	fds0 = fd_count();
+	for (i = 0; i < 3; i++) {
+		t_cross_process(h);
+		nvb_gpu_cache_trim(g);
+	}
+	nvb_gpu_set_device(g, 1);
+	cu.cuCtxSynchronize();
+	nvb_gpu_mem_info(g, &f1, &t);
+	fds1 = fd_count();
+	result(f1 + 4 * MiB >= f0 && fds1 == fds0, "no_leaks_mem_and_fds",
+	       "free %zu -> %zu MiB, fds %d -> %d", f0 >> 20, f1 >> 20, fds0, fds1);
+}
+
+int main(int argc, char **argv)
+{
+	char msg[256] = "";
+	struct nvb *h;
+	int err, n;
+
+	if (argc == 6 && !strcmp(argv[1], "--exporter"))
+		return exporter_main(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	snprintf(tag, sizeof(tag), "%d", (int)getpid());
+	if (nvb_cuda_load(&cu, NULL, msg, sizeof(msg)) || cu.cuInit(0)) {
+		printf("SKIP gputest: no usable libcuda (%s)\n0 passed, 0 failed\n", msg);
+		return 0;
+	}
+	err = nvb_gpu_open(&g, NULL);
+	n = err ? 0 : nvb_gpu_device_count(g);
+	if (n < 2) {
+		printf("SKIP gputest: %s\n0 passed, 0 failed\n",
+		       err ? nvb_gpu_last_error() : "fewer than 2 GPUs");
+		return 0;
+	}
+	h = open_nvb();
+	if (!h) {
+		printf("FAIL no nvbridge backend: %s\n0 passed, 1 failed\n", nvb_open_error());
+		return 1;
+	}
+	printf("gputest: %d GPUs, backend %s, SM kernel %s\n", n,
+	       nvb_backend_name(nvb_backend(h)), nvb_gpu_has_kernel(g) ? "yes" : "no");
+	signal(SIGALRM, watchdog);
+	nvb_gpu_set_device(g, 0);
+#define RUN(name, call) do { current_test = name; alarm(90); call; alarm(0); } while (0)
+	RUN("alloc_export", t_alloc_export());
+	RUN("errors", t_errors());
+	RUN("blob_only", t_blob_only(h));
+	RUN("cross_process", t_cross_process(h));
+	RUN("revoke_unpublish", t_revoke(h, 0));
+	RUN("revoke_sigkill", t_revoke(h, 1));
+	RUN("leaks", t_leaks(h));
+	nvb_close(h);
+	nvb_gpu_close(g);
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed != 0;
+}
