@@ -1,0 +1,138 @@
+# libnvbridge, nvbridged, nvbridgectl, examples, conformance + unit suites.
+#
+#   make lib            libnvbridge.{so,a}, libnvbridge.pc, nvbridged, nvbridgectl, examples
+#   make conformance    the conformance suite against a private nvbridged
+#   make lib-bench      publish+fetch+close and event latency (not a test)
+#   suites: lib-unit, conformance-broker, conformance-kernel, lib-asan
+
+LIB_VERSION   := 1.0.0
+LIB_SONAME    := libnvbridge.so.1
+LB            := $(BUILD)/lib
+LIB_WARN      := -Wall -Wextra -Werror -Wno-missing-field-initializers -Wno-format-truncation
+LIB_CFLAGS    := -std=c11 -O2 -g $(LIB_WARN) -pthread $(UAPI_INC) -I$(CURDIR)/libnvbridge
+LIB_SRCS      := libnvbridge/core.c libnvbridge/kernel.c libnvbridge/broker.c
+LIB_HDRS      := libnvbridge/nvbridge.h libnvbridge/nvbridge_uring.h libnvbridge/nvb_internal.h \
+                 include/uapi/linux/nvbridge.h
+URING_STATIC  := -l:liburing.a
+LIB_SO        := $(LB)/libnvbridge.so.$(LIB_VERSION)
+LIB_A         := $(LB)/libnvbridge.a
+LIB_A_STATIC  := $(LB)/static/libnvbridge.a
+LIB_PC        := $(LB)/libnvbridge.pc
+LIB_BINS      := $(LB)/nvbridged $(LB)/nvbridgectl $(LB)/nvb-example-events \
+                 $(LB)/nvb-conformance $(LB)/nvb-unit $(LB)/nvb-bench
+LIB_ASAN_FL   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+LA            := $(BUILD)/lib-asan
+
+.PHONY: lib conformance lib-bench check-lib-unit check-conformance-broker \
+        check-conformance-kernel check-lib-asan lib-static
+all: lib
+lib: $(LIB_SO) $(LIB_A) $(LIB_PC) $(LIB_BINS)
+
+CHECK_SUITES += lib-unit conformance-broker conformance-kernel lib-asan
+
+# ---- library ----
+$(LB)/obj/%.o: libnvbridge/%.c $(LIB_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
+
+$(LB)/static-obj/%.o: libnvbridge/%.c $(LIB_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) -DNVB_NO_DLOPEN -c $< -o $@
+
+LIB_OBJS := $(patsubst libnvbridge/%.c,$(LB)/obj/%.o,$(LIB_SRCS))
+# the GPU layer's objects (mk/gpu.mk, owned by the GPU helper) go into the same library
+ifneq ($(strip $(NVB_GPU_OBJS)),)
+LIB_OBJS += $(NVB_GPU_OBJS)
+endif
+
+$(LIB_SO): $(LIB_OBJS) libnvbridge/libnvbridge.map
+	$(CC) -shared -pthread -Wl,-soname,$(LIB_SONAME) -Wl,--version-script=libnvbridge/libnvbridge.map \
+		-Wl,-z,defs -Wl,--as-needed -o $@ $(LIB_OBJS) $(URING_STATIC) -ldl -lpthread
+	ln -sf libnvbridge.so.$(LIB_VERSION) $(LB)/$(LIB_SONAME)
+	ln -sf $(LIB_SONAME) $(LB)/libnvbridge.so
+
+$(LIB_A): $(LIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+# for fully static binaries (the VM): no dlopen of libudev, sysfs lookup instead
+$(LIB_A_STATIC): $(patsubst libnvbridge/%.c,$(LB)/static-obj/%.o,$(LIB_SRCS))
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIB_PC): libnvbridge/libnvbridge.pc.in
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(or $(PREFIX),/usr/local)|' -e 's|@LIBDIR@|$(or $(LIBDIR),$${prefix}/lib)|' \
+	    -e 's|@VERSION@|$(LIB_VERSION)|' $< > $@
+
+# ---- programs (libnvbridge.a + liburing.a: they run on hosts without liburing) ----
+LIB_LINK := $(LIB_A) $(URING_STATIC) -ldl -pthread
+
+$(LB)/nvbridged: daemon/nvbridged.c include/uapi/linux/nvbridge.h
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) -o $@ $<
+
+$(LB)/nvbridgectl: tools/nvbridgectl.c $(LIB_A)
+	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
+
+$(LB)/nvb-example-events: examples/events.c $(LIB_A)
+	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
+
+$(LB)/nvb-conformance: tests/conformance/conformance.c $(LIB_A)
+	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
+
+$(LB)/nvb-unit: tests/unit/unit.c $(LIB_A)
+	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
+
+$(LB)/nvb-bench: tests/conformance/bench.c $(LIB_A)
+	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
+
+# static conformance binary for the kernel backend in the VM
+$(LB)/nvb-conformance-static: tests/conformance/conformance.c $(LIB_A_STATIC)
+	$(CC) $(LIB_CFLAGS) -static -o $@ $< $(LIB_A_STATIC) $(URING_STATIC) -pthread
+
+$(LB)/nvb-bench-static: tests/conformance/bench.c $(LIB_A_STATIC)
+	$(CC) $(LIB_CFLAGS) -static -o $@ $< $(LIB_A_STATIC) $(URING_STATIC) -pthread
+
+lib-static: $(LB)/nvb-conformance-static $(LB)/nvb-bench-static
+
+# ---- ASan + UBSan builds ----
+$(LA)/libnvbridge.a: $(LIB_SRCS) $(LIB_HDRS)
+	@mkdir -p $(LA)/obj
+	for s in $(LIB_SRCS); do \
+		$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -c $$s -o $(LA)/obj/$$(basename $$s .c).o || exit 1; \
+	done
+	rm -f $@ && ar rcs $@ $(LA)/obj/*.o
+
+LA_LINK := $(LA)/libnvbridge.a $(URING_STATIC) -ldl -pthread
+
+$(LA)/nvbridged: daemon/nvbridged.c include/uapi/linux/nvbridge.h
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $<
+
+$(LA)/%: $(LA)/libnvbridge.a
+$(LA)/nvb-conformance: tests/conformance/conformance.c $(LA)/libnvbridge.a
+	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
+$(LA)/nvb-unit: tests/unit/unit.c $(LA)/libnvbridge.a
+	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
+$(LA)/nvbridgectl: tools/nvbridgectl.c $(LA)/libnvbridge.a
+	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
+
+# ---- suites ----
+check-lib-unit: lib
+	@mkdir -p $(RESULTS)
+	@set -o pipefail 2>/dev/null; LB=$(LB) sh tests/unit/run-unit.sh $(LB) 2>&1 | tee $(RESULTS)/lib-unit.log
+
+conformance check-conformance-broker: lib
+	@mkdir -p $(RESULTS)
+	@sh tests/conformance/run-broker.sh $(LB) 2>&1 | tee $(RESULTS)/conformance-broker.log
+
+check-conformance-kernel: lib $(LB)/nvb-conformance-static
+	@mkdir -p $(RESULTS)
+	@sh tests/conformance/run-kernel.sh $(LB) 2>&1 | tee $(RESULTS)/conformance-kernel.log
+
+check-lib-asan: $(LA)/nvbridged $(LA)/nvb-conformance $(LA)/nvb-unit $(LA)/nvbridgectl
+	@mkdir -p $(RESULTS)
+	@sh tests/conformance/run-asan.sh $(LA) 2>&1 | tee $(RESULTS)/lib-asan.log
+
+lib-bench: lib lib-static
+	@sh tests/conformance/run-bench.sh $(LB)

@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: MIT
+/*
+ * nvb-bench: rendezvous latency (a benchmark, not a test).
+ *
+ *  1. publish + fetch + close (+ unpublish, to publish again) of a memfd
+ *     through the backend in use, against a socketpair SCM_RIGHTS
+ *     send + receive + close of the same fd, in the same run;
+ *     also fetch + close of an already published entry.
+ *  2. event notification latency: publish in one thread, the watcher in
+ *     another waits with nvb_event_read() (the library's io_uring) or
+ *     epoll_wait() on nvb_event_fd() + a non-blocking read.
+ *
+ * usage: nvb-bench [-b kernel|broker] [-n ITERATIONS]
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include "nvbridge.h"
+
+static int64_t now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int cmp64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median_us(int64_t *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp64);
+	return (double)v[n / 2] / 1000.0;
+}
+
+static double p99_us(int64_t *v, int n)
+{
+	return (double)v[(n * 99) / 100] / 1000.0;	/* v sorted by median_us */
+}
+
+static void die(const char *what, struct nvb *h, int err)
+{
+	fprintf(stderr, "nvb-bench: %s: %d %s\n", what, err, h ? nvb_last_error(h) : nvb_open_error());
+	exit(1);
+}
+
+static int64_t scm_once(int sv[2], int fd)
+{
+	union { struct cmsghdr c; char b[CMSG_SPACE(sizeof(int))]; } cm;
+	char byte = 0;
+	struct iovec iov = { &byte, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
+			    .msg_controllen = sizeof(cm.b) };
+	int64_t t0 = now();
+	int got;
+
+	memset(&cm, 0, sizeof(cm));
+	cm.c.cmsg_level = SOL_SOCKET;
+	cm.c.cmsg_type = SCM_RIGHTS;
+	cm.c.cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(&cm.c), &fd, sizeof(int));
+	if (sendmsg(sv[0], &m, 0) != 1)
+		die("sendmsg", NULL, -errno);
+	m.msg_controllen = sizeof(cm.b);
+	if (recvmsg(sv[1], &m, MSG_CMSG_CLOEXEC) != 1)
+		die("recvmsg", NULL, -errno);
+	memcpy(&got, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
+	close(got);
+	return now() - t0;
+}
+
+/* ---- event latency ---- */
+struct evb {
+	struct nvb *w;
+	int mode;		/* 0 io_uring (nvb_event_read), 1 epoll */
+	int n;
+	_Atomic int64_t t0;
+	_Atomic int go, done;
+	int64_t *lat;
+};
+
+static void *watcher(void *arg)
+{
+	struct evb *b = arg;
+	struct nvb_event ev[4];
+	int ep = -1;
+	struct epoll_event ee = { .events = EPOLLIN };
+
+	if (b->mode == 1) {
+		ep = epoll_create1(EPOLL_CLOEXEC);
+		epoll_ctl(ep, EPOLL_CTL_ADD, nvb_event_fd(b->w), &ee);
+	}
+	for (int i = 0; i < b->n; i++) {
+		int got = 0;
+
+		atomic_store(&b->go, i + 1);
+		while (got < 1) {
+			int r;
+
+			if (b->mode == 0) {
+				r = nvb_event_read(b->w, ev, 1, -1);
+			} else {
+				epoll_wait(ep, &ee, 1, -1);
+				r = nvb_event_read(b->w, ev, 1, 0);
+				if (r == -EAGAIN)
+					r = 0;
+			}
+			if (r < 0)
+				die("event read", b->w, r);
+			got += r;
+		}
+		b->lat[i] = now() - atomic_load(&b->t0);
+		/* drain the REVOKED that follows */
+		while (got < 2) {
+			int r = nvb_event_read(b->w, ev, 1, 1000000000LL);
+
+			if (r < 0)
+				die("event drain", b->w, r);
+			got += r;
+		}
+		atomic_store(&b->done, i + 1);
+	}
+	if (ep >= 0)
+		close(ep);
+	return NULL;
+}
+
+static double event_latency(struct nvb *p, struct nvb *w, int mode, int n, double *p99)
+{
+	struct evb b = { .w = w, .mode = mode, .n = n };
+	pthread_t t;
+
+	b.lat = calloc((size_t)n, sizeof(int64_t));
+	pthread_create(&t, NULL, watcher, &b);
+	for (int i = 0; i < n; i++) {
+		uint64_t id;
+		int ret;
+
+		while (atomic_load(&b.go) != i + 1)
+			;
+		usleep(20);	/* let the watcher block */
+		atomic_store(&b.t0, now());
+		ret = nvb_publish(p, "bench/ev", -1, NULL, 0, NULL, &id);
+		if (ret)
+			die("publish", p, ret);
+		ret = nvb_unpublish(p, id, NULL);
+		if (ret)
+			die("unpublish", p, ret);
+		while (atomic_load(&b.done) != i + 1)
+			;
+	}
+	pthread_join(t, NULL);
+	double m = median_us(b.lat, n);
+
+	*p99 = p99_us(b.lat, n);
+	free(b.lat);
+	return m;
+}
+
+int main(int argc, char **argv)
+{
+	int n = 20000, o, sv[2], fd, got, ret;
+	struct nvb *a, *b;
+	int64_t *lat;
+	double m_scm, m_pf, m_f, p;
+
+	while ((o = getopt(argc, argv, "b:n:")) != -1) {
+		if (o == 'b')
+			setenv("NVBRIDGE_BACKEND", optarg, 1);
+		else if (o == 'n')
+			n = atoi(optarg);
+		else {
+			fprintf(stderr, "usage: nvb-bench [-b kernel|broker] [-n ITERATIONS]\n");
+			return 2;
+		}
+	}
+	if (n < 100)
+		n = 100;
+	lat = calloc((size_t)n, sizeof(int64_t));
+	if ((ret = nvb_open(NULL, &a)) || (ret = nvb_open(NULL, &b)))
+		die("open", NULL, ret);
+	fd = memfd_create("bench", MFD_CLOEXEC);
+	if (ftruncate(fd, 1 << 20))
+		die("ftruncate", NULL, -errno);
+	socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+
+	/* warm up */
+	for (int i = 0; i < 1000; i++)
+		scm_once(sv, fd);
+	for (int i = 0; i < n; i++)
+		lat[i] = scm_once(sv, fd);
+	m_scm = median_us(lat, n);
+
+	for (int i = 0; i < n + 1000; i++) {
+		uint64_t id;
+		int64_t t0 = now();
+
+		if ((ret = nvb_publish(a, "bench/pf", fd, NULL, 0, NULL, &id)))
+			die("publish", a, ret);
+		if ((ret = nvb_fetch(b, "bench/pf", NULL, NULL, 0, NULL, &got)))
+			die("fetch", b, ret);
+		close(got);
+		int64_t t1 = now();
+
+		if ((ret = nvb_unpublish(a, id, NULL)))
+			die("unpublish", a, ret);
+		if (i >= 1000)
+			lat[i - 1000] = t1 - t0;
+	}
+	m_pf = median_us(lat, n);
+
+	if ((ret = nvb_publish(a, "bench/f", fd, NULL, 0, NULL, NULL)))
+		die("publish", a, ret);
+	for (int i = 0; i < n + 1000; i++) {
+		int64_t t0 = now();
+
+		if ((ret = nvb_fetch(b, "bench/f", NULL, NULL, 0, NULL, &got)))
+			die("fetch", b, ret);
+		close(got);
+		if (i >= 1000)
+			lat[i - 1000] = now() - t0;
+	}
+	m_f = median_us(lat, n);
+
+	printf("nvb-bench: backend %s, %d iterations, medians\n", nvb_backend_name(nvb_backend(a)), n);
+	printf("  %-44s %8.2f us\n", "socketpair SCM_RIGHTS send+recv+close", m_scm);
+	printf("  %-44s %8.2f us  (%.2fx socketpair)\n", "publish+fetch+close", m_pf, m_pf / m_scm);
+	printf("  %-44s %8.2f us  (%.2fx socketpair)\n", "fetch+close (entry already published)", m_f,
+	       m_f / m_scm);
+
+	struct nvb *w;
+
+	if ((ret = nvb_open(NULL, &w)))
+		die("open", NULL, ret);
+	if ((ret = nvb_watch(w, "bench/ev", 0, NULL)))
+		die("watch", w, ret);
+	int ne = n / 10 < 2000 ? n / 10 : 2000;
+	double iu = event_latency(a, w, 0, ne, &p);
+
+	printf("  %-44s %8.2f us  (p99 %.2f)\n", "event latency, io_uring (nvb_event_read)", iu, p);
+	double ep = event_latency(a, w, 1, ne, &p);
+
+	printf("  %-44s %8.2f us  (p99 %.2f)\n", "event latency, epoll + read", ep, p);
+	nvb_close(w);
+	nvb_close(a);
+	nvb_close(b);
+	free(lat);
+	return 0;
+}

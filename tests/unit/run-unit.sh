@@ -1,0 +1,122 @@
+#!/bin/sh
+# lib-unit: library unit tests (nvb-unit), the exported symbol set, nvbridged's
+# command line / socket / activation / shutdown behaviour, nvbridgectl's
+# output and exit codes.  Last line: "N passed, M failed".
+# usage: run-unit.sh BUILD_LIB_DIR [ASAN]   (ASAN=1: sanitizer build, no .so checks)
+B=${1:?build dir}
+ASAN=${2:-0}
+pass=0
+fail=0
+ok() { echo "ok   $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL $1${2:+: $2}"; fail=$((fail + 1)); }
+t() { name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+
+tmp=$(mktemp -d /tmp/nvb-unit.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+# 1. the C unit tests
+"$B/nvb-unit" >"$tmp/unit.out" 2>&1
+cat "$tmp/unit.out"
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$tmp/unit.out" | tail -n 1)
+if [ -n "$line" ]; then
+	pass=$((pass + ${line%% passed*}))
+	f=${line#*passed, }
+	fail=$((fail + ${f%% failed*}))
+else
+	bad "nvb-unit" "no result line"
+fi
+
+# 2. the shared library exports exactly the versioned nvb_* API
+if [ "$ASAN" = 0 ]; then
+	syms=$(nm -D --defined-only "$B/libnvbridge.so" | awk '$2 == "T" {print $3}')
+	nonapi=$(echo "$syms" | grep -v '^nvb_' | grep -v '^$')
+	unver=$(echo "$syms" | grep -v '@@LIBNVBRIDGE_1.0$')
+	t "so_exports_only_nvb_api" [ -z "$nonapi" ] && [ -z "$unver" ] && [ -n "$syms" ]
+	t "so_soname" sh -c "readelf -d '$B/libnvbridge.so' | grep -q 'SONAME.*libnvbridge.so.1'"
+	t "so_no_liburing_dependency" sh -c "! readelf -d '$B/libnvbridge.so' | grep -q 'liburing'"
+	t "pc_file" grep -q '^Libs: -L${libdir} -lnvbridge' "$B/libnvbridge.pc"
+	# a program built against the .so alone runs
+	cat >"$tmp/p.c" <<'EOF'
+#include <nvbridge.h>
+#include <string.h>
+int main(void) { return strcmp(nvb_backend_name(NVB_BACKEND_BROKER), "broker") != 0; }
+EOF
+	t "link_against_so" sh -c "cc -std=c11 -Wall -Werror -I'$(dirname "$0")/../../libnvbridge' '$tmp/p.c' -L'$B' -lnvbridge -o '$tmp/p' && LD_LIBRARY_PATH='$B' '$tmp/p'"
+fi
+
+# 3. nvbridged
+D=$B/nvbridged
+C=$B/nvbridgectl
+sock=$tmp/run/d.sock
+"$D" --socket "$sock" --mode 0600 2>"$tmp/d.log" &
+dpid=$!
+i=0; while [ ! -S "$sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+t "daemon_creates_socket_dir_and_socket" [ -S "$sock" ]
+t "daemon_socket_mode" [ "$(stat -c %a "$sock")" = 600 ]
+t "daemon_refuses_second_instance" sh -c "! '$D' --socket '$sock' 2>/dev/null"
+t "daemon_still_listening_after_refusal" [ -S "$sock" ]
+t "daemon_bad_option_exit_2" sh -c "'$D' --max-blob-size 99999999 2>/dev/null; [ \$? = 2 ]"
+export NVBRIDGE_BACKEND=broker NVBRIDGE_SOCKET=$sock
+
+# 4. nvbridgectl against it
+t "ctl_info" sh -c "'$C' info | grep -q '^backend *broker'"
+t "ctl_info_json" sh -c "'$C' --json info | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"backend\"]==\"broker\" and d[\"abi_version\"]==1'"
+head -c 3000 /dev/urandom >"$tmp/data"
+"$C" publish ctl/a --file "$tmp/data" --blob hello --access scope --for 10 >"$tmp/pub.out" &
+ppid=$!
+i=0; while ! grep -q published "$tmp/pub.out" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+t "ctl_publish_prints" grep -q '^published ctl/a id [0-9]' "$tmp/pub.out"
+t "ctl_list_json" sh -c "'$C' list --json | python3 -c 'import json,sys; l=json.load(sys.stdin); assert [e for e in l if e[\"name\"]==\"ctl/a\" and e[\"has_fd\"] and e[\"access\"]==\"scope\"]'"
+t "ctl_fetch_file_roundtrip" sh -c "'$C' fetch ctl/a --out '$tmp/got' >/dev/null && cmp -s '$tmp/data' '$tmp/got'"
+t "ctl_fetch_blob" sh -c "[ \"\$('$C' fetch ctl/a --blob-out -)\" = hello ]"
+t "ctl_fetch_json" sh -c "'$C' --json fetch ctl/a | python3 -c 'import json,sys; e=json.load(sys.stdin); assert e[\"blob_len\"]==5'"
+t "ctl_exit_not_found_3" sh -c "'$C' fetch ctl/none 2>/dev/null; [ \$? = 3 ]"
+t "ctl_exit_timeout_5" sh -c "'$C' fetch ctl/none --wait --timeout 0.2 2>/dev/null; [ \$? = 5 ]"
+t "ctl_exit_exists_6" sh -c "'$C' publish ctl/a --for 0 >/dev/null 2>&1; [ \$? = 6 ]"
+t "ctl_exit_usage_2" sh -c "'$C' frobnicate 2>/dev/null; [ \$? = 2 ]"
+t "ctl_exit_denied_4" sh -c "'$C' publish ctl/own --for 5 >/dev/null & sleep 0.3; setpriv --reuid 4321 --regid 4321 --clear-groups '$C' fetch ctl/own 2>/dev/null; r=\$?; wait; [ \$r = 4 ]"
+t "ctl_error_json" sh -c "'$C' --json fetch ctl/none | python3 -c 'import json,sys; e=json.load(sys.stdin); assert e[\"errno\"]==2'"
+"$C" watch ctl/w --count 2 --json --timeout 10 >"$tmp/watch.out" &
+wpid=$!
+sleep 0.3
+"$C" publish ctl/w/x --for 0.1 >/dev/null
+wait $wpid
+t "ctl_watch_stream" sh -c "python3 -c '
+import json
+ev=[json.loads(l) for l in open(\"$tmp/watch.out\")]
+assert [e[\"type\"] for e in ev]==[\"published\",\"revoked\"], ev
+assert ev[1][\"reason\"]==\"closed\" and ev[0][\"name\"]==\"ctl/w/x\"'"
+kill $ppid 2>/dev/null
+wait $ppid
+t "ctl_publish_sigterm_exit_0" [ $? = 0 ]
+t "ctl_no_backend_7" sh -c "NVBRIDGE_SOCKET=$tmp/none.sock '$C' info 2>/dev/null; [ \$? = 7 ]"
+
+# 5. SIGTERM: clean exit, socket removed
+kill -TERM $dpid
+wait $dpid
+t "daemon_sigterm_exit_0" [ $? = 0 ]
+t "daemon_sigterm_removes_socket" [ ! -e "$sock" ]
+if [ -s "$tmp/d.log" ] && grep -qi 'ERROR: AddressSanitizer\|runtime error' "$tmp/d.log"; then
+	bad "daemon_sanitizer_clean" "$(head -5 "$tmp/d.log")"
+fi
+
+# 6. systemd socket activation (LISTEN_FDS): python binds, then execs nvbridged as fd 3
+asock=$tmp/act.sock
+python3 - "$D" "$asock" 2>"$tmp/act.log" <<'EOF' &
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.bind(sys.argv[2]); s.listen(8)
+os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+env = dict(os.environ, LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
+os.execve(sys.argv[1], [sys.argv[1]], env)
+EOF
+apid=$!
+sleep 0.5
+t "daemon_socket_activation" sh -c "NVBRIDGE_SOCKET='$asock' '$C' info | grep -q broker"
+kill -TERM $apid
+wait $apid
+t "daemon_activated_sigterm_exit_0" [ $? = 0 ]
+t "daemon_activated_keeps_socket" [ -S "$asock" ]
+
+echo "$pass passed, $fail failed"
