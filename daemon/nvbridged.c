@@ -47,6 +47,7 @@
 #include <linux/nsfs.h>
 #include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -89,6 +90,9 @@ static bool socket_activated;
 static uint64_t next_entry_id = 1;
 static struct stat listen_st;
 static dev_t nvbridge_rdev;	/* /dev/nvbridge's device number, if any */
+static dev_t anon_dev;		/* st_dev of anonymous-inode files (io_uring, eventfd...) */
+static unsigned int total_waiters;
+static unsigned int lost_clients;	/* clients owing an OVERFLOW record */
 
 static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logmsg(const char *fmt, ...)
@@ -384,6 +388,34 @@ static void reply(struct client *c, uint32_t type, uint32_t cmd, uint32_t seq, i
 
 	if (c->dead)
 		return;
+	if (!c->outq) {
+		/* fast path: nothing queued, send now without copying */
+		struct iovec iov[3] = { { &h, NVBRIDGE_WIRE_HDR_SIZE }, { (void *)arg, arg_size },
+					{ (void *)data, data_len } };
+		union {
+			struct cmsghdr c;
+			char b[CMSG_SPACE(sizeof(int))];
+		} cm;
+		struct msghdr m = { .msg_iov = iov, .msg_iovlen = 3 };
+		ssize_t n;
+
+		if (pass_fd >= 0) {
+			memset(&cm, 0, sizeof(cm));
+			m.msg_control = cm.b;
+			m.msg_controllen = sizeof(cm.b);
+			cm.c.cmsg_level = SOL_SOCKET;
+			cm.c.cmsg_type = SCM_RIGHTS;
+			cm.c.cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(&cm.c), &pass_fd, sizeof(int));
+		}
+		n = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n >= 0)
+			return;
+		if (errno != EAGAIN) {
+			c->dead = true;	/* peer gone: the EOF path cleans up */
+			return;
+		}
+	}
 	if (c->outq_len >= MAX_OUTQ) {
 		drop_client(c, "does not read its replies (%u queued)", c->outq_len);
 		return;
@@ -464,6 +496,7 @@ static void ev_check_overflow(struct client *c)
 
 		ev_push(c, &r);
 		c->lost = 0;
+		lost_clients--;
 		ev_flush(c);
 	}
 }
@@ -477,6 +510,8 @@ static void ev_emit(struct client *c, struct nvbridge_event *r)
 		ev_check_overflow(c);
 	depth = ev_depth(c);
 	if (c->lost || depth >= cfg.max_events) {
+		if (!c->lost)
+			lost_clients++;
 		c->lost++;
 		c->lost_seq = r->seq;
 		return;
@@ -589,15 +624,18 @@ static bool refused_file(int fd)
 	struct stat st;
 	ssize_t n;
 
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, link, sizeof(link) - 1);
-	if (n > 0) {
-		link[n] = 0;
-		if (!strcmp(link, "anon_inode:[io_uring]"))
-			return true;
-	}
 	if (fstat(fd, &st))
 		return true;
+	if (st.st_dev == anon_dev) {
+		/* an anonymous-inode file: is it an io_uring? */
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = 0;
+			if (!strcmp(link, "anon_inode:[io_uring]"))
+				return true;
+		}
+	}
 	if (S_ISCHR(st.st_mode) && nvbridge_rdev && st.st_rdev == nvbridge_rdev)
 		return true;
 	if (S_ISSOCK(st.st_mode)) {
@@ -731,6 +769,7 @@ static void waiter_free(struct client *c, struct waiter *w)
 			break;
 		}
 	c->nwaiters--;
+	total_waiters--;
 	free(w);
 }
 
@@ -796,6 +835,7 @@ static void do_fetch(struct client *c, uint32_t seq, uint32_t size, struct nvbri
 	w->next = c->waiters;
 	c->waiters = w;
 	c->nwaiters++;
+	total_waiters++;
 }
 
 static int do_unpublish(struct client *c, struct nvbridge_unpublish *u)
@@ -1282,6 +1322,9 @@ static void client_free(struct client *c)
 		}
 	}
 	c->nwatches = 0;	/* its own watches vanish first */
+	if (c->lost)
+		lost_clients--;
+	c->lost = 0;
 	for (struct entry *e = entries, *nx; e; e = nx) {
 		nx = e->next;
 		if (e->owner == c)
@@ -1450,15 +1493,22 @@ static void accept_client(void)
 	c->egid = cr.gid;
 	c->outq_tail = &c->outq;
 	{
-		gid_t g[256];
-		socklen_t gl = sizeof(g);
+		/* supplementary groups as of connect(); ERANGE tells the size needed */
+		socklen_t gl = 64 * sizeof(gid_t);
 
-		if (!getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &gl) && gl) {
-			c->groups = malloc(gl);
-			if (c->groups) {
-				memcpy(c->groups, g, gl);
+		for (int tries = 0; tries < 3; tries++) {
+			gid_t *g = malloc(gl ? gl : sizeof(gid_t));
+
+			if (!g)
+				break;
+			if (!getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &gl)) {
+				c->groups = g;
 				c->ngroups = (int)(gl / sizeof(gid_t));
+				break;
 			}
+			free(g);
+			if (errno != ERANGE)
+				break;
 		}
 	}
 	ev.events = EPOLLIN;
@@ -1711,6 +1761,15 @@ badval:
 		}
 	}
 	measure_truesize();
+	{
+		struct stat st;
+		int efd = eventfd(0, EFD_CLOEXEC);
+
+		if (efd >= 0 && !fstat(efd, &st))
+			anon_dev = st.st_dev;
+		if (efd >= 0)
+			close(efd);
+	}
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0 || setup_listener())
 		return 1;
@@ -1733,7 +1792,7 @@ badval:
 		int timeout = -1, n;
 		bool overflow_pending = false;
 
-		for (struct client *c = clients; c; c = c->next) {
+		for (struct client *c = total_waiters || lost_clients ? clients : NULL; c; c = c->next) {
 			for (struct waiter *w = c->waiters; w; w = w->next)
 				if (w->deadline >= 0 && (next < 0 || w->deadline < next))
 					next = w->deadline;
@@ -1775,7 +1834,7 @@ badval:
 		}
 		/* timeouts and overflow records */
 		now = now_ns();
-		for (struct client *c = clients; c; c = c->next) {
+		for (struct client *c = total_waiters || lost_clients ? clients : NULL; c; c = c->next) {
 			struct waiter *w, *nx;
 
 			for (w = c->waiters; w; w = nx) {

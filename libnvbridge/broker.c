@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,7 +101,42 @@ static ssize_t send_msg(int s, const struct nvbridge_wire_hdr *hdr, const void *
 }
 
 /* Receives one message into buf; *fd gets the passed fd or -1. */
+static ssize_t recv_msg_flags(int s, void *buf, size_t len, int *fd, bool *ctrunc, int flags);
+
 static ssize_t recv_msg(int s, void *buf, size_t len, int *fd, bool *ctrunc)
+{
+	return recv_msg_flags(s, buf, len, fd, ctrunc, 0);
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * Waits for a reply: polls without sleeping for up to spin_ns first (the
+ * broker usually answers within a few microseconds, and a sleep + wake-up
+ * costs more than that), then blocks.
+ */
+static ssize_t recv_reply(int s, void *buf, size_t len, int *fd, bool *ctrunc, int64_t spin_ns)
+{
+	if (spin_ns > 0) {
+		int64_t end = mono_ns() + spin_ns;
+
+		do {
+			ssize_t n = recv_msg_flags(s, buf, len, fd, ctrunc, MSG_DONTWAIT);
+
+			if (n != -EAGAIN)
+				return n;
+		} while (mono_ns() < end);
+	}
+	return recv_msg(s, buf, len, fd, ctrunc);
+}
+
+static ssize_t recv_msg_flags(int s, void *buf, size_t len, int *fd, bool *ctrunc, int flags)
 {
 	struct iovec iov = { buf, len };
 	union {
@@ -114,7 +150,7 @@ static ssize_t recv_msg(int s, void *buf, size_t len, int *fd, bool *ctrunc)
 
 	*fd = -1;
 	*ctrunc = false;
-	n = recvmsg(s, &m, MSG_CMSG_CLOEXEC);
+	n = recvmsg(s, &m, MSG_CMSG_CLOEXEC | flags);
 	if (n < 0)
 		return -errno;
 	for (c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
@@ -222,6 +258,12 @@ int nvb_broker_open(struct nvb *h, const char *path, char *why, size_t whylen)
 	h->fd = s;
 	h->evfd = evfd;
 	h->opener = getpid();
+	{
+		/* NVBRIDGE_SPIN_US: how long to poll for a reply before sleeping */
+		const char *e = getenv("NVBRIDGE_SPIN_US");
+
+		h->spin_ns = (e && *e ? atoll(e) : 0) * 1000;
+	}
 	snprintf(h->path, sizeof(h->path), "%s", path);
 	return 0;
 fail:
@@ -410,7 +452,10 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 		pthread_mutex_unlock(&h->lock);
 		int fd;
 		bool ctrunc;
-		ssize_t n = recv_msg(h->fd, h->rxbuf, RXBUF_SIZE, &fd, &ctrunc);
+		ssize_t n = recv_reply(h->fd, h->rxbuf, RXBUF_SIZE, &fd, &ctrunc,
+				       cmd == NVBRIDGE_IOC_FETCH &&
+				       (((struct nvbridge_fetch *)arg)->flags & NVBRIDGE_FETCH_WAIT) ?
+				       0 : h->spin_ns);
 
 		pthread_mutex_lock(&h->lock);
 		h->reader = false;

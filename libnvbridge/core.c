@@ -75,7 +75,12 @@ NVB_API const char *nvb_strerror(int err)
 	case EBADF: return "bad file descriptor";
 	case E2BIG: return "struct larger than supported with non-zero tail";
 	case ENOTTY: return "unknown nvbridge command";
-	default: return strerror(err);
+	default: {
+		/* static text, unlike strerror() whose buffer the next call reuses */
+		const char *d = strerrordesc_np(err);
+
+		return d ? d : "unknown error";
+	}
 	}
 }
 

@@ -33,6 +33,7 @@ struct nvb {
 	bool reader;			/* a thread is in recvmsg */
 	bool dead;			/* connection lost */
 	pid_t opener;			/* the process that opened it */
+	int64_t spin_ns;		/* poll for a reply this long before sleeping */
 	void *rxbuf;
 	struct nvbridge_info binfo;	/* limits from HELLO */
 

@@ -48,6 +48,8 @@ enum nvb_backend {
  * nvb_open() options.  When .backend is NVB_BACKEND_AUTO the environment
  * variable NVBRIDGE_BACKEND ("kernel", "broker" or "auto") decides; when
  * .socket_path is NULL, NVBRIDGE_SOCKET (else NVB_DEFAULT_SOCKET) is used.
+ * Broker only: NVBRIDGE_SPIN_US=N polls for a reply for up to N us before
+ * sleeping (default 0: trades CPU for latency on hosts with spare cores).
  */
 struct nvb_opts {
 	size_t sz;		/* sizeof(struct nvb_opts) */

@@ -223,6 +223,37 @@ int main(int argc, char **argv)
 	}
 	m_pf = median_us(lat, n);
 
+	/* the parts */
+	double m_pub, m_pubnf, m_unp;
+	{
+		int64_t *l2 = calloc((size_t)n, sizeof(int64_t)), *l3 = calloc((size_t)n, sizeof(int64_t));
+
+		for (int i = 0; i < n; i++) {
+			uint64_t id;
+			int64_t t0 = now();
+
+			if ((ret = nvb_publish(a, "bench/p", fd, NULL, 0, NULL, &id)))
+				die("publish", a, ret);
+			int64_t t1 = now();
+
+			if ((ret = nvb_unpublish(a, id, NULL)))
+				die("unpublish", a, ret);
+			lat[i] = t1 - t0;
+			l3[i] = now() - t1;
+			t0 = now();
+			if ((ret = nvb_publish(a, "bench/p", -1, "x", 1, NULL, &id)))
+				die("publish", a, ret);
+			l2[i] = now() - t0;
+			if ((ret = nvb_unpublish(a, id, NULL)))
+				die("unpublish", a, ret);
+		}
+		m_pub = median_us(lat, n);
+		m_pubnf = median_us(l2, n);
+		m_unp = median_us(l3, n);
+		free(l2);
+		free(l3);
+	}
+
 	if ((ret = nvb_publish(a, "bench/f", fd, NULL, 0, NULL, NULL)))
 		die("publish", a, ret);
 	for (int i = 0; i < n + 1000; i++) {
@@ -241,6 +272,9 @@ int main(int argc, char **argv)
 	printf("  %-44s %8.2f us  (%.2fx socketpair)\n", "publish+fetch+close", m_pf, m_pf / m_scm);
 	printf("  %-44s %8.2f us  (%.2fx socketpair)\n", "fetch+close (entry already published)", m_f,
 	       m_f / m_scm);
+	printf("  %-44s %8.2f us\n", "publish of an fd", m_pub);
+	printf("  %-44s %8.2f us\n", "publish of a 1-byte blob, no fd", m_pubnf);
+	printf("  %-44s %8.2f us\n", "unpublish", m_unp);
 
 	struct nvb *w;
 

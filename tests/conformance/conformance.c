@@ -1174,12 +1174,28 @@ static int t_bad_fd(void)
 	return 0;
 }
 
+static int raw_connect(void);
+
 static int t_self_publish(void)
 {
 	struct nvb *h, *g;
 
 	OPEN(h);
 	OPEN(g);
+	if (nvb_backend(h) == NVB_BACKEND_BROKER) {
+		/* a socket connected to the broker itself: the broker would hold its own client */
+		int s = raw_connect();
+
+		CHECK(s >= 0, "connect");
+		EXPECT(nvb_publish(h, nm("sock"), s, NULL, 0, NULL, NULL), -EINVAL);
+		close(s);
+	} else {
+		int d = open("/dev/nvbridge", O_RDWR | O_CLOEXEC);
+
+		CHECK(d >= 0, "open /dev/nvbridge");
+		EXPECT(nvb_publish(h, nm("dev"), d, NULL, 0, NULL, NULL), -EINVAL);
+		close(d);
+	}
 	EXPECT(nvb_publish(h, nm("self"), nvb_event_fd(h), NULL, 0, NULL, NULL), -EINVAL);
 	EXPECT(nvb_publish(h, nm("other"), nvb_event_fd(g), NULL, 0, NULL, NULL), -EINVAL);
 	CHECK(strstr(nvb_last_error(h), "refused"), "%s", nvb_last_error(h));
@@ -1738,6 +1754,58 @@ static int t_garbage_client(void)
 		send(s, junk, sizeof(hd) + 40, MSG_NOSIGNAL);
 		CHECK(dropped(s), "request before HELLO not dropped");
 		close(s);
+		/* 5: fuzz: well-framed requests with random commands, sizes and
+		 * contents; each gets an answer or a drop, the broker survives */
+		static const uint32_t cmds[] = { NVBRIDGE_IOC_PUBLISH, NVBRIDGE_IOC_FETCH,
+			NVBRIDGE_IOC_UNPUBLISH, NVBRIDGE_IOC_WATCH, NVBRIDGE_IOC_UNWATCH,
+			NVBRIDGE_IOC_LIST, NVBRIDGE_IOC_INFO, 0x12345678 };
+		int answered = 0, drops = 0;
+
+		s = -1;
+		for (int k = 0; k < 400; k++) {
+			unsigned char r[8], msg[32 + 300 + 100], rep[8192];
+			struct nvbridge_wire_hdr fh = { .magic = NVBRIDGE_WIRE_MAGIC,
+							.version = NVBRIDGE_WIRE_VERSION,
+							.type = NVBRIDGE_WIRE_REQUEST };
+
+			if (s < 0) {
+				s = raw_connect();
+				CHECK(s >= 0 && raw_hello(s) == 0, "reconnect");
+			}
+			rnd(r, sizeof(r));
+			fh.cmd = cmds[r[0] % 8];
+			fh.seq = (uint32_t)k;
+			fh.arg_size = r[1] % 4 ? 8 + (r[2] | (r[3] & 1) << 8) % 292 : r[2] % 8;
+			fh.data_len = r[4] % 4 == 0 ? r[5] % 100 : 0;
+			if (r[6] % 16 == 0)
+				fh.type = (uint16_t)(r[7] % 6);	/* sometimes a wrong type */
+			memcpy(msg, &fh, sizeof(fh));
+			rnd(msg + 32, fh.arg_size + fh.data_len);
+			if (fh.arg_size >= 4 && r[7] % 2) {
+				memcpy(msg + 32, &fh.arg_size, 4);	/* a size that agrees */
+				if (fh.cmd == NVBRIDGE_IOC_PUBLISH && fh.arg_size >= 12)
+					memset(msg + 32 + 8, 0xff, 4);	/* .fd = -1 */
+			}
+			send(s, msg, 32 + fh.arg_size + fh.data_len, MSG_NOSIGNAL);
+			if (fh.type == NVBRIDGE_WIRE_CANCEL && !fh.arg_size && !fh.data_len)
+				continue;	/* a well-formed CANCEL of nothing: no answer by design */
+			struct pollfd pf = { s, POLLIN, 0 };
+
+			if (poll(&pf, 1, 2000) != 1)
+				FAIL("no answer and no drop for fuzz message %d", k);
+			ssize_t n = recv(s, rep, sizeof(rep), MSG_DONTWAIT);
+
+			if (n <= 0) {
+				drops++;
+				close(s);
+				s = -1;
+			} else {
+				answered++;
+			}
+		}
+		if (s >= 0)
+			close(s);
+		CHECK(answered > 50 && drops > 10, "fuzz answered %d dropped %d", answered, drops);
 	}
 	/* everyone else is still served */
 	OK(nvb_publish(h, nm("after-garbage"), -1, "ok", 2, NULL, NULL));
@@ -1967,7 +2035,11 @@ int main(int argc, char **argv)
 
 		if (p == 0) {
 			alarm(60);
+#if defined(__SANITIZE_ADDRESS__)
+			exit(cases[i].fn());	/* run LeakSanitizer on every case */
+#else
 			_exit(cases[i].fn());
+#endif
 		}
 		waitpid(p, &st, 0);
 		r = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);

@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # conformance-kernel: the same suite against nvbridge.ko inside the VM
 # (tests/vm/run, owned by the vm helper), statically linked.
 B=${1:?build dir}
@@ -11,10 +11,28 @@ fi
 out=$(mktemp /tmp/nvb-kconf.XXXXXX)
 "$here/tests/vm/run" -q -- "$B/nvb-conformance-static" -b kernel >"$out" 2>&1
 rc=$?
-cat "$out"
-if ! grep -qE '^[0-9]+ passed, [0-9]+ failed' "$out"; then
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
+grep -v -E '^[0-9]+ passed, [0-9]+ failed' "$out"
+if [ -z "$line" ]; then
 	echo "conformance-kernel: no result from the VM (status $rc)"
-	echo "0 passed, 1 failed"
+	line="0 passed, 1 failed"
 fi
+# the same case list as the broker run (when it ran first in this check)
+blog=${RESULTS:-$here/build/results}/conformance-broker.log
+if [ -f "$blog" ]; then
+	cases() { grep -E '^(ok|FAIL|skip) +[0-9]+ ' "$1" | awk '{print $2, $3}'; }
+	if [ "$(cases "$out")" = "$(cases "$blog")" ]; then
+		echo "# case list identical to conformance-broker's ($(cases "$out" | wc -l) cases)"
+		echo "# results that differ (status kernel / broker):"
+		paste -d' ' <(grep -E '^(ok|FAIL|skip) +[0-9]+ ' "$out" | awk '{print $3, $1}') \
+			<(grep -E '^(ok|FAIL|skip) +[0-9]+ ' "$blog" | awk '{print $1}') 2>/dev/null |
+			awk '$2 != $3 {print "#   " $1 ": " $2 " / " $3}'
+	else
+		echo "# FAIL: the case list differs from conformance-broker's"
+		p=${line%% passed*}; f=${line#*passed, }; f=${f%% failed*}
+		line="$p passed, $((f + 1)) failed"
+	fi
+fi
+echo "$line"
 rm -f "$out"
 exit $rc

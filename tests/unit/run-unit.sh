@@ -12,6 +12,7 @@ bad() { echo "FAIL $1${2:+: $2}"; fail=$((fail + 1)); }
 t() { name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
 
 tmp=$(mktemp -d /tmp/nvb-unit.XXXXXX)
+chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 
 # 1. the C unit tests
@@ -27,7 +28,9 @@ else
 fi
 
 # 2. the shared library exports exactly the versioned nvb_* API
-if [ "$ASAN" = 0 ]; then
+if [ "$ASAN" = 0 ] && [ ! -e "$B/libnvbridge.so" ]; then
+	bad "so_built" "libnvbridge.so is missing (it includes the GPU layer's objects)"
+elif [ "$ASAN" = 0 ]; then
 	syms=$(nm -D --defined-only "$B/libnvbridge.so" | awk '$2 == "T" {print $3}')
 	nonapi=$(echo "$syms" | grep -v '^nvb_' | grep -v '^$')
 	unver=$(echo "$syms" | grep -v '@@LIBNVBRIDGE_1.0$')
@@ -100,6 +103,36 @@ if [ -s "$tmp/d.log" ] && grep -qi 'ERROR: AddressSanitizer\|runtime error' "$tm
 	bad "daemon_sanitizer_clean" "$(head -5 "$tmp/d.log")"
 fi
 
+# 5b. --group: the socket's group; a member gets in, others are refused by the mode
+gsock=$tmp/g.sock
+"$D" --socket "$gsock" --mode 0660 --group 4242 2>>"$tmp/d.log" &
+gpid=$!
+i=0; while [ ! -S "$gsock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+t "daemon_group_and_mode" [ "$(stat -c %a:%g "$gsock")" = 660:4242 ]
+t "daemon_group_member_connects" sh -c "NVBRIDGE_SOCKET='$gsock' setpriv --reuid 4300 --regid 4300 --groups 4242 '$C' info >/dev/null"
+t "daemon_non_member_refused" sh -c "NVBRIDGE_SOCKET='$gsock' setpriv --reuid 4300 --regid 4300 --clear-groups '$C' info 2>/dev/null; [ \$? = 4 ]"
+kill -TERM $gpid
+wait $gpid
+
+# 5c. the hardened unit's setup: a non-root broker with only CAP_SYS_PTRACE
+# (DynamicUser= + AmbientCapabilities=CAP_SYS_PTRACE) still reads every
+# client's namespaces: run the identity-sensitive conformance cases on it
+if [ "$(id -u)" = 0 ]; then
+	usock=$tmp/u/u.sock
+	mkdir -p "$tmp/u" && chmod 777 "$tmp/u"
+	setpriv --reuid 61999 --regid 61999 --clear-groups --inh-caps +sys_ptrace \
+		--ambient-caps +sys_ptrace "$D" --socket "$usock" 2>>"$tmp/d.log" &
+	upid=$!
+	i=0; while [ ! -S "$usock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+	NVBRIDGE_BACKEND=broker NVBRIDGE_SOCKET=$usock "$B/nvb-conformance" share_memfd_two_processes \
+		access_owner access_group access_cap_ipc_owner ipc_namespace_scope \
+		user_namespace_ids pid_namespace_pids event_revoked_exited self_publish_refused \
+		>"$tmp/u.out" 2>&1
+	t "daemon_nonroot_cap_sys_ptrace" grep -q '^9 passed, 0 failed' "$tmp/u.out" || cat "$tmp/u.out"
+	kill -TERM $upid
+	wait $upid
+fi
+
 # 6. systemd socket activation (LISTEN_FDS): python binds, then execs nvbridged as fd 3
 asock=$tmp/act.sock
 python3 - "$D" "$asock" 2>"$tmp/act.log" <<'EOF' &
@@ -112,7 +145,7 @@ env = dict(os.environ, LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
 os.execve(sys.argv[1], [sys.argv[1]], env)
 EOF
 apid=$!
-sleep 0.5
+i=0; while ! NVBRIDGE_SOCKET="$asock" "$C" info >/dev/null 2>&1 && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 t "daemon_socket_activation" sh -c "NVBRIDGE_SOCKET='$asock' '$C' info | grep -q broker"
 kill -TERM $apid
 wait $apid
