@@ -108,6 +108,7 @@ typedef struct {
 #define CU_STREAM_WRITE_VALUE_DEFAULT	0x0
 #define CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS 0x1
 #define CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK 0
+#define CU_FUNC_ATTRIBUTE_NUM_REGS		4
 
 /*
  * X(return-type-is-always-CUresult, our name, exported symbol, (params)).

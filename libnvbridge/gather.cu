@@ -151,3 +151,556 @@ extern "C" __global__ void nvb_spin_wait(unsigned int *flag, unsigned int val,
 		}
 	}
 }
+
+/* ------------------------------------------------------------------------
+ * Persistent proxy: one launch serves any number of puts.  The host writes
+ * descriptors into a ring in pinned host memory (a few stores per put, no
+ * launch); CTA 0 (the leader) reads them in batches, performs their waits
+ * (acquire polls on a flag, usually one a peer writes over NVLink), and
+ * hands each op's chunks to the CTAs that copy them through per-CTA inboxes
+ * (each CTA polls only its own line: no hot spot).  A small op that waited
+ * is latency-bound: the leader copies it itself at once.  The CTA that
+ * finishes an op's last chunk completes it in ticket order: its data is
+ * fenced at system scope, then the op's flag is stored and the completion
+ * count advanced.  The last CTA is the reporter: it mirrors the completion
+ * count into host memory.
+ *
+ * Every loop checks a stop word (host-pinned, written by the library) so a
+ * proxy can always be stopped, whatever it is waiting for.  Layouts match
+ * struct nvb_proxy_* in gpu.c.
+ * ---------------------------------------------------------------------- */
+
+struct nvb_pdesc {		/* host ring slot, 64 bytes */
+	unsigned long long dst, src, len, flag, wait_flag, abort_word;
+	unsigned int flag_val, wait_val, rsv, seq;	/* seq = ticket + 1, written last */
+};
+
+struct nvb_phost {		/* host-pinned control block */
+	unsigned int stop;
+	unsigned int pad0[15];
+	unsigned long long done;	/* ops completed (in ticket order) */
+	unsigned long long aborted;	/* ops whose wait was aborted */
+	unsigned long long pad1[6];
+};
+
+struct nvb_pop {		/* device ring entry, 64 bytes */
+	unsigned long long dst, src, len, flag, chunk;
+	unsigned int flag_val, nch, start, skip;
+	unsigned long long pad;
+};
+
+struct nvb_pdev {		/* device control block, 384 bytes */
+	unsigned long long pad0[16];
+	unsigned long long completed;	/* ops completed, in order */
+	unsigned long long aborted;	/* ops whose wait was aborted */
+	unsigned long long pad1[14];
+	unsigned int dstop;
+	unsigned int pad2[31];
+};
+
+struct nvb_pcta {		/* one CTA's inbox counters, 256 bytes */
+	unsigned long long tail;	/* written by the leader */
+	unsigned long long pad0[15];
+	unsigned long long head;	/* written by the CTA */
+	unsigned long long pad1[15];
+};
+
+#define NVB_INB		256		/* inbox slots per CTA (op indices) */
+#define NVB_PSMALL	(64ull << 10)	/* up to this, one CTA does the op */
+#define NVB_PMINCHUNK	(64ull << 10)	/* large ops: at least this per CTA */
+#define NVB_PMAXCTA	1024
+
+__device__ __forceinline__ unsigned long long nvb_gtimer(void)
+{
+	unsigned long long t;
+
+	asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+	return t;
+}
+
+__device__ __forceinline__ unsigned int ld_acq_sys32(const void *p)
+{
+	unsigned int v;
+
+	asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+	return v;
+}
+
+__device__ __forceinline__ unsigned long long ld_acq_gpu64(const void *p)
+{
+	unsigned long long v;
+
+	asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+	return v;
+}
+
+__device__ __forceinline__ void st_rel_gpu64(void *p, unsigned long long v)
+{
+	asm volatile("st.release.gpu.global.u64 [%0], %1;" :: "l"(p), "l"(v) : "memory");
+}
+
+__device__ __forceinline__ unsigned long long ld_vol64(const void *p)
+{
+	return *(volatile const unsigned long long *)p;
+}
+
+/*
+ * Told to stop?  Only the leader (CTA 0) reads the host word, at most every
+ * 20 us, and raises dstop for everyone else: host-memory reads from every
+ * CTA swamp the PCIe path the leader needs for the descriptor ring (seen on
+ * the lent H100 VM: ~2 us per CTA per op).
+ */
+__device__ __forceinline__ int nvb_stop_due(const struct nvb_phost *ph, const struct nvb_pdev *pd,
+					    unsigned long long *last)
+{
+	unsigned long long now;
+
+	if (*(volatile const unsigned int *)&pd->dstop)
+		return 1;
+	if (blockIdx.x != 0)
+		return 0;
+	now = nvb_gtimer();
+	if (now - *last < 20000)
+		return 0;
+	*last = now;
+	return ld_acq_sys32(&ph->stop) != 0;
+}
+
+struct nvb_pctx {
+	struct nvb_phost *ph;
+	struct nvb_pdev *pd;
+	struct nvb_pop *dring;
+	unsigned int *done_ctr;
+	struct nvb_pcta *pcta;
+	unsigned long long *inbox;
+	unsigned int R, G;
+};
+
+/*
+ * Completes op i after this CTA copied `mine` of its nch chunks (thread 32
+ * only).  Returns nonzero when told to stop while waiting for its turn.
+ */
+__device__ int nvb_op_done(const struct nvb_pctx &x, unsigned long long i, unsigned int mine,
+			   unsigned int nch, unsigned long long flag, unsigned int flag_val,
+			   int skip, unsigned long long *last)
+{
+	unsigned int ns = 0;
+
+	__threadfence_system();		/* our chunks are visible everywhere */
+	if (mine != nch) {
+		unsigned int prev = atomicAdd(&x.done_ctr[i % x.R], mine);
+
+		if (prev + mine != nch)
+			return 0;	/* someone else completes it */
+		x.done_ctr[i % x.R] = 0;
+		__threadfence_system();	/* order the others' chunks before the flag */
+	}
+	/* complete in ticket order */
+	while (ld_vol64(&x.pd->completed) != i) {
+		if (nvb_stop_due(x.ph, x.pd, last))
+			return 1;
+		if (ns < 256)
+			ns += 16;
+		__nanosleep(ns);
+	}
+	(void)ld_acq_gpu64(&x.pd->completed);
+	if (flag && !skip)
+		*(volatile unsigned int *)flag = flag_val;
+	st_rel_gpu64(&x.pd->completed, i + 1);
+	return 0;
+}
+
+/*
+ * Runs CTA b's inbox entries [*head, tail): copies its chunks of each op
+ * and completes the ops it finishes.  All threads.  Nonzero: stop.
+ */
+__device__ int nvb_run_inbox(const struct nvb_pctx &x, unsigned int b, unsigned long long *head,
+			     unsigned long long tail, unsigned long long *last)
+{
+	__shared__ struct nvb_pop so;
+	__shared__ unsigned long long si;
+	__shared__ int s_stop;
+	const unsigned int tid = threadIdx.x, G = x.G;
+
+	while (*head < tail) {
+		__syncthreads();
+		if (tid == 0) {
+			unsigned long long i = x.inbox[(unsigned long long)b * NVB_INB + *head % NVB_INB];
+			const volatile struct nvb_pop *e = &x.dring[i % x.R];
+
+			si = i;
+			so.dst = e->dst;
+			so.src = e->src;
+			so.len = e->len;
+			so.flag = e->flag;
+			so.chunk = e->chunk;
+			so.flag_val = e->flag_val;
+			so.nch = e->nch;
+			so.start = e->start;
+			so.skip = e->skip;
+			s_stop = 0;
+		}
+		__syncthreads();
+		{
+			/* chunk c belongs to copy CTA 1 + (start + c) % Gw (CTA 0 when alone) */
+			const unsigned int Gw = G > 1 ? G - 1 : 1, w = G > 1 ? b - 1 : 0;
+			unsigned int c0 = (w + Gw - so.start % Gw) % Gw, mine;
+
+			mine = c0 < so.nch ? (so.nch - 1 - c0) / Gw + 1 : 0;
+			if (!so.skip) {
+				for (unsigned int c = c0; c < so.nch; c += Gw) {
+					unsigned long long off = (unsigned long long)c * so.chunk;
+					nvb_blk bk;
+
+					bk.dst = so.dst + off;
+					bk.src = so.src + off;
+					bk.len = so.len - off < so.chunk ? so.len - off : so.chunk;
+					nvb_copy_one(bk);
+				}
+			}
+			__syncthreads();
+			if (tid == 32 && mine)
+				s_stop = nvb_op_done(x, si, mine, so.nch, so.flag, so.flag_val,
+						     so.skip, last);
+		}
+		__syncthreads();
+		if (s_stop)
+			return 1;
+		*head += 1;
+		if (tid == 0)
+			*(volatile unsigned long long *)&x.pcta[b].head = *head;
+	}
+	return 0;
+}
+
+/* Drains the calling CTA's inbox as it stands now.  All threads. */
+__device__ int nvb_drain_own(const struct nvb_pctx &x, unsigned int b, unsigned long long *head,
+			     unsigned long long *last)
+{
+	__shared__ unsigned long long st;
+
+	__syncthreads();
+	if (threadIdx.x == 0)
+		st = ld_acq_gpu64(&x.pcta[b].tail);
+	__syncthreads();
+	return nvb_run_inbox(x, b, head, st, last);
+}
+
+extern "C" __global__ void __launch_bounds__(512, 2)
+nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
+	  struct nvb_pdev *pd, struct nvb_pop *dring, unsigned int *done_ctr,
+	  unsigned int R, struct nvb_pcta *pcta, unsigned long long *inbox)
+{
+	__shared__ struct nvb_pdesc sdesc[32];
+	__shared__ unsigned long long s_tail[NVB_PMAXCTA];
+	__shared__ unsigned long long s_seen, s_chunk;
+	__shared__ unsigned int s_nch, s_start;
+	__shared__ int s_k, s_stop, s_wait;
+	const unsigned int G = gridDim.x - 1, tid = threadIdx.x, b = blockIdx.x;
+	/* the leader only publishes (and runs gated small ops): chunks go to 1..G-1 */
+	const unsigned int Gw = G > 1 ? G - 1 : 1, W0 = G > 1 ? 1 : 0;
+	unsigned long long head = 0, last = nvb_gtimer();
+	struct nvb_pctx x;
+
+	x.ph = ph;
+	x.pd = pd;
+	x.dring = dring;
+	x.done_ctr = done_ctr;
+	x.pcta = pcta;
+	x.inbox = inbox;
+	x.R = R;
+	x.G = G;
+
+	if (b == G) {	/* the reporter: completion count -> host, no fences */
+		unsigned long long c = 0, a = 0, nc, na;
+
+		if (tid)
+			return;
+		for (;;) {
+			int stop = *(volatile unsigned int *)&pd->dstop != 0;
+
+			nc = ld_vol64(&pd->completed);
+			na = ld_vol64(&pd->aborted);
+			if (na != a) {
+				a = na;
+				*(volatile unsigned long long *)&ph->aborted = a;
+			}
+			if (nc != c) {
+				c = nc;
+				*(volatile unsigned long long *)&ph->done = c;
+			}
+			if (stop)
+				return;
+		}
+	}
+
+	if (b == 0) {
+		unsigned long long t = 0;	/* next ticket */
+		unsigned int rot = 0, idle = 0;
+
+		for (unsigned int k = tid; k < G; k += blockDim.x)
+			s_tail[k] = 0;
+		for (;;) {
+			__syncthreads();
+			if (tid < 32) {
+				unsigned long long comp = ld_vol64(&pd->completed);
+				unsigned long long space = R - (t - comp);
+				/* idle: one host read a round, not 32 */
+				unsigned int seq = idle && tid ? 0 : ld_acq_sys32(&hring[(t + tid) % H].seq);
+				int ok = seq == (unsigned int)(t + tid + 1) && tid < space && tid < H;
+				unsigned int mask = __ballot_sync(0xffffffffu, ok), inv = ~mask;
+				unsigned int k = inv ? __ffs(inv) - 1 : 32;
+				unsigned int stop = tid == 0 ? ld_acq_sys32(&ph->stop) : 0;
+
+				if (tid < k) {
+					const volatile struct nvb_pdesc *d = &hring[(t + tid) % H];
+					struct nvb_pdesc v;
+
+					v.dst = d->dst;
+					v.src = d->src;
+					v.len = d->len;
+					v.flag = d->flag;
+					v.wait_flag = d->wait_flag;
+					v.abort_word = d->abort_word;
+					v.flag_val = d->flag_val;
+					v.wait_val = d->wait_val;
+					sdesc[tid] = v;
+				}
+				if (tid == 0) {
+					s_k = (int)k;
+					s_stop = stop != 0;
+				}
+			}
+			__syncthreads();
+			idle = s_k == 0;
+			if (s_stop)
+				break;
+			for (int j = 0; j < s_k; j++) {
+				const struct nvb_pdesc &d = sdesc[j];
+				unsigned int ntg, m;
+
+				if (!d.wait_flag && d.len <= NVB_PSMALL) {
+					/*
+					 * A run of small ungated ops: published together, one
+					 * op per thread, each to its own CTA's inbox.
+					 */
+					for (m = 1; j + (int)m < s_k && m < Gw && !sdesc[j + m].wait_flag &&
+					     sdesc[j + m].len <= NVB_PSMALL; m++)
+						;
+					for (;;) {
+						int ok = 1;
+
+						if (tid == 0 && t + m - 1 - ld_vol64(&pd->completed) >= R)
+							ok = 0;
+						if (tid < m) {
+							unsigned int tg = W0 + (rot + tid) % Gw;
+
+							if (s_tail[tg] - ld_vol64(&pcta[tg].head) >= NVB_INB)
+								ok = 0;
+						}
+						if (__syncthreads_and(ok))
+							break;
+						if (nvb_drain_own(x, 0, &head, &last))
+							goto out;
+						if (tid == 0)
+							s_stop = nvb_stop_due(ph, pd, &last);
+						__syncthreads();
+						if (s_stop)
+							goto out;
+					}
+					if (tid < m) {
+						const struct nvb_pdesc &q = sdesc[j + tid];
+						volatile struct nvb_pop *e = &dring[(t + tid) % R];
+						unsigned int tg = W0 + (rot + tid) % Gw;
+						unsigned long long k = s_tail[tg];
+
+						e->dst = q.dst;
+						e->src = q.src;
+						e->len = q.len;
+						e->flag = q.flag;
+						e->chunk = q.len ? q.len : 1;
+						e->flag_val = q.flag_val;
+						e->nch = 1;
+						e->start = tg - W0;
+						e->skip = 0;
+						inbox[(unsigned long long)tg * NVB_INB + k % NVB_INB] = t + tid;
+						st_rel_gpu64(&pcta[tg].tail, k + 1);	/* orders the entry */
+						s_tail[tg] = k + 1;
+					}
+					rot += m;
+					t += m;
+					j += (int)m - 1;
+					__syncthreads();
+					continue;
+				}
+				if (tid == 0)
+					s_wait = 0;
+				if (d.wait_flag) {
+					/* pay what we owe first: the peer may be waiting for it */
+					if (nvb_drain_own(x, 0, &head, &last))
+						goto out;
+					if (tid == 0) {
+						unsigned long long lc = nvb_gtimer();
+
+						for (;;) {
+							unsigned int v = ld_acq_sys32((const void *)d.wait_flag);
+
+							if ((int)(v - d.wait_val) >= 0)
+								break;
+							if (nvb_gtimer() - lc < 5000)
+								continue;
+							lc = nvb_gtimer();
+							if (ld_acq_sys32(&ph->stop)) {
+								s_wait = 2;
+								break;
+							}
+							if (d.abort_word &&
+							    ld_acq_sys32((const void *)d.abort_word)) {
+								*(volatile unsigned int *)d.wait_flag = 0x7fffffffu;
+								__threadfence_system();
+								s_wait = 1;
+								break;
+							}
+						}
+					}
+					__syncthreads();
+					if (s_wait == 2)
+						goto out;
+				}
+				if (tid == 0) {
+					unsigned long long len = d.len, chunk;
+					unsigned int nch;
+
+					if (len <= NVB_PSMALL) {
+						chunk = len ? len : 1;
+						nch = 1;
+					} else {
+						/* at most half the CTAs per op: two ops overlap */
+						unsigned int half = (Gw + 1) / 2;
+
+						chunk = (len + half - 1) / half;
+						if (chunk < NVB_PMINCHUNK)
+							chunk = NVB_PMINCHUNK;
+						chunk = (chunk + 4095) & ~4095ull;
+						nch = (unsigned int)((len + chunk - 1) / chunk);
+					}
+					s_chunk = chunk;
+					s_nch = nch;
+					/* a small op that waited: the leader runs it right away */
+					s_start = rot % Gw;	/* unused by inline ops */
+					if (s_wait == 1)
+						*(volatile unsigned long long *)&pd->aborted += 1;
+				}
+				__syncthreads();
+				if (!(d.wait_flag && s_nch == 1))
+					rot += s_nch;	/* every thread keeps the same rot */
+				if (d.wait_flag && s_nch == 1) {
+					/* inline: nothing earlier is ours (drained above) */
+					if (s_wait != 1) {
+						nvb_blk bk;
+
+						bk.dst = d.dst;
+						bk.src = d.src;
+						bk.len = d.len;
+						nvb_copy_one(bk);
+					}
+					__syncthreads();
+					if (tid == 32)
+						s_stop = nvb_op_done(x, t, 1, 1, d.flag, d.flag_val,
+								     s_wait == 1, &last);
+					__syncthreads();
+					if (s_stop)
+						goto out;
+					t++;
+					continue;
+				}
+				/* room in the device ring and in every target inbox? */
+				ntg = s_nch < Gw ? s_nch : Gw;
+				for (;;) {
+					int ok = 1;
+
+					if (tid == 0 && t - ld_vol64(&pd->completed) >= R)
+						ok = 0;
+					for (unsigned int c = tid; c < ntg; c += blockDim.x) {
+						unsigned int tg = W0 + (s_start + c) % Gw;
+
+						if (s_tail[tg] - ld_vol64(&pcta[tg].head) >= NVB_INB)
+							ok = 0;
+					}
+					if (__syncthreads_and(ok))
+						break;
+					if (nvb_drain_own(x, 0, &head, &last))
+						goto out;
+					if (tid == 0)
+						s_stop = nvb_stop_due(ph, pd, &last);
+					__syncthreads();
+					if (s_stop)
+						goto out;
+				}
+				if (tid == 0) {
+					volatile struct nvb_pop *e = &dring[t % R];
+
+					e->dst = d.dst;
+					e->src = d.src;
+					e->len = d.len;
+					e->flag = d.flag;
+					e->chunk = s_chunk;
+					e->flag_val = d.flag_val;
+					e->nch = s_nch;
+					e->start = s_start;
+					e->skip = s_wait == 1;
+					__threadfence();
+				}
+				__syncthreads();
+				for (unsigned int c = tid; c < ntg; c += blockDim.x) {
+					unsigned int tg = W0 + (s_start + c) % Gw;
+					unsigned long long k = s_tail[tg];
+
+					inbox[(unsigned long long)tg * NVB_INB + k % NVB_INB] = t;
+					st_rel_gpu64(&pcta[tg].tail, k + 1);
+					s_tail[tg] = k + 1;
+				}
+				t++;
+				__syncthreads();
+			}
+			if (nvb_drain_own(x, 0, &head, &last))
+				break;
+		}
+out:
+		if (tid == 0) {
+			*(volatile unsigned int *)&pd->dstop = 1;
+			__threadfence();
+		}
+		return;
+	}
+
+	/* copy CTAs: wait for their own inbox, run it */
+	for (;;) {
+		__syncthreads();
+		if (tid == 0) {
+			unsigned long long tl;
+			unsigned int ns = 0, idle = 0;
+
+			s_stop = 0;
+			for (;;) {
+				tl = ld_vol64(&pcta[b].tail);
+				if (tl > head)
+					break;
+				if (nvb_stop_due(ph, pd, &last)) {
+					s_stop = 1;
+					break;
+				}
+				if (++idle > 64) {	/* idle for a while: back off */
+					ns = ns < 512 ? ns + 32 : ns;
+					__nanosleep(ns);
+				}
+			}
+			s_seen = ld_acq_gpu64(&pcta[b].tail);
+		}
+		__syncthreads();
+		if (s_stop)
+			return;
+		if (nvb_run_inbox(x, b, &head, s_seen, &last))
+			return;
+	}
+}

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,40 @@ extern const unsigned char nvb_gpu_fatbin_end[];
 #define NVB_SM_CHUNK		(256u << 10)
 #define NVB_SPLIT_MIN		(8u << 20)
 #define NVB_MAX_ABORT_FLAGS	8
+#define NVB_EVPOOL		64	/* events for nvb_gpu_copy_signal */
+#define NVB_MAX_PROXIES		4	/* per device */
+#define NVB_PROXY_H		4096	/* host ring slots */
+#define NVB_PROXY_R		1024	/* device ring slots */
+
+/* Proxy layouts shared with gather.cu (struct nvb_pdesc, nvb_phost, ...). */
+struct nvb_proxy_desc {
+	uint64_t dst, src, len, flag, wait_flag, abort_word;
+	uint32_t flag_val, wait_val, rsv, seq;
+};
+struct nvb_proxy_host {
+	uint32_t stop;
+	uint32_t pad0[15];
+	uint64_t done;
+	uint64_t aborted;
+	uint64_t pad1[6];
+};
+#define NVB_PROXY_INB		256	/* per-CTA inbox slots (gather.cu NVB_INB) */
+#define NVB_PROXY_MAXCTA	1024	/* gather.cu NVB_PMAXCTA */
+/* control block, device ring, done counters, per-CTA inbox counters, inboxes */
+#define NVB_PROXY_OFF_RING	384
+#define NVB_PROXY_OFF_CTR	(NVB_PROXY_OFF_RING + NVB_PROXY_R * 64)
+#define NVB_PROXY_OFF_CTA	(NVB_PROXY_OFF_CTR + NVB_PROXY_R * 4)
+#define NVB_PROXY_OFF_INBOX(n)	(NVB_PROXY_OFF_CTA + (size_t)(n) * 256)
+#define NVB_PROXY_DEV_BYTES(n)	(NVB_PROXY_OFF_INBOX(n) + (size_t)(n) * NVB_PROXY_INB * 8)
+
+/* Memory of one proxy slot: allocated once, reused, freed by nvb_gpu_close. */
+struct nvb_proxy_mem {
+	int in_use;
+	struct nvb_proxy_desc *ring;	/* pinned host */
+	struct nvb_proxy_host *ph;	/* pinned host */
+	CUdeviceptr dmem;		/* control block, device ring, counters */
+	CUstream st;
+};
 
 struct nvb_gpu_dev {
 	CUdevice dev;
@@ -41,6 +76,12 @@ struct nvb_gpu_dev {
 	CUmodule mod;
 	CUfunction fn_gather;
 	CUfunction fn_spin;
+	CUfunction fn_proxy;	/* NULL: not in the embedded image */
+	int proxy_max_ctas;	/* co-resident proxy CTAs on this device */
+	CUevent evpool[NVB_EVPOOL];
+	unsigned int ev_next;
+	unsigned int rot;
+	struct nvb_proxy_mem pmem[NVB_MAX_PROXIES];
 	struct nvb_gpu_block *ring;	/* pinned host: NVB_RING_SLOTS * NVB_SLOT_BLOCKS */
 	CUevent ring_ev[NVB_RING_SLOTS];
 	int ring_used[NVB_RING_SLOTS];
@@ -57,6 +98,7 @@ struct nvb_gpu {
 	pthread_mutex_t lock;
 	struct nvb_gpu_map *maps;	/* all live mappings */
 	struct nvb_gpu_name *names;	/* name cache (gpu_nvb.c) */
+	struct nvb_gpu_proxy *proxies;	/* running proxies */
 	int kernel_ok;
 };
 
@@ -92,6 +134,17 @@ struct nvb_gpu_map {
 		int dev;
 		CUdeviceptr addr;
 	} abort[NVB_MAX_ABORT_FLAGS];
+	struct nvb_gpu_map_stats stats;
+};
+
+struct nvb_gpu_proxy {
+	struct nvb_gpu *g;
+	struct nvb_gpu_proxy *next;
+	int dev;
+	unsigned int nctas;
+	struct nvb_proxy_mem *mem;
+	pthread_mutex_t lock;
+	uint64_t tail;		/* next ticket - 1 */
 };
 
 static __thread char nvb_gpu_err[320];
@@ -214,6 +267,9 @@ void nvb_gpu_close(struct nvb_gpu *g)
 
 	if (!g)
 		return;
+	while (g->proxies)
+		if (nvb_gpu_proxy_stop(g->proxies, 5000000000LL))
+			break;	/* a proxy that would not stop: leak it rather than hang */
 	nvb_gpu_names_free(g);
 	while (g->maps) {
 		struct nvb_gpu_map *m = g->maps;
@@ -235,6 +291,21 @@ void nvb_gpu_close(struct nvb_gpu *g)
 			}
 			if (d->ring)
 				g->cu.cuMemFreeHost(d->ring);
+			for (k = 0; k < NVB_EVPOOL; k++)
+				if (d->evpool[k])
+					g->cu.cuEventDestroy(d->evpool[k]);
+			for (k = 0; k < NVB_MAX_PROXIES && !g->proxies; k++) {
+				struct nvb_proxy_mem *pm = &d->pmem[k];
+
+				if (pm->st)
+					g->cu.cuStreamDestroy(pm->st);
+				if (pm->ring)
+					g->cu.cuMemFreeHost(pm->ring);
+				if (pm->ph)
+					g->cu.cuMemFreeHost(pm->ph);
+				if (pm->dmem)
+					g->cu.cuMemFree(pm->dmem);
+			}
 			if (d->counters)
 				g->cu.cuMemFree(d->counters);
 			if (d->mod)
@@ -285,6 +356,14 @@ int nvb_gpu_mem_info(struct nvb_gpu *g, size_t *free_b, size_t *total_b)
 	return 0;
 }
 
+static uint64_t ns_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* Ordinal of the current context's device, or -errno. */
 static int cur_dev(struct nvb_gpu *g)
 {
@@ -316,6 +395,26 @@ static int dev_ready(struct nvb_gpu *g, int i)
 			r = g->cu.cuModuleGetFunction(&d->fn_gather, d->mod, "nvb_gather");
 		if (r == CUDA_SUCCESS)
 			r = g->cu.cuModuleGetFunction(&d->fn_spin, d->mod, "nvb_spin_wait");
+		if (r == CUDA_SUCCESS) {
+			int regs = 0;
+
+			if (g->cu.cuModuleGetFunction(&d->fn_proxy, d->mod, "nvb_proxy") ||
+			    g->cu.cuFuncGetAttribute(&regs, CU_FUNC_ATTRIBUTE_NUM_REGS, d->fn_proxy)) {
+				d->fn_proxy = NULL;
+			} else {
+				/* 512 threads a CTA, registers allocated per warp in 256s */
+				int per_warp = (regs * 32 + 255) / 256 * 256;
+				int per_sm = per_warp ? 65536 / (per_warp * 16) : 1;
+
+				if (per_sm > 4)
+					per_sm = 4;
+				if (per_sm * d->sm_count > NVB_PROXY_MAXCTA)
+					per_sm = NVB_PROXY_MAXCTA / (d->sm_count ? d->sm_count : 1);
+				if (per_sm < 1)
+					per_sm = 1;
+				d->proxy_max_ctas = per_sm * (d->sm_count ? d->sm_count : 1);
+			}
+		}
 		if (r != CUDA_SUCCESS) {
 			/* e.g. an older driver that cannot JIT our PTX */
 			g->kernel_ok = 0;
@@ -333,6 +432,8 @@ static int dev_ready(struct nvb_gpu *g, int i)
 		r = g->cu.cuCtxSynchronize();
 	for (k = 0; r == CUDA_SUCCESS && k < NVB_RING_SLOTS; k++)
 		r = g->cu.cuEventCreate(&d->ring_ev[k], CU_EVENT_DISABLE_TIMING);
+	for (k = 0; r == CUDA_SUCCESS && k < NVB_EVPOOL; k++)
+		r = g->cu.cuEventCreate(&d->evpool[k], CU_EVENT_DISABLE_TIMING);
 	if (r != CUDA_SUCCESS) {
 		err = cuerr(g, r, "GPU layer setup");
 		goto out;
@@ -463,10 +564,16 @@ void nvb_gpu_free(struct nvb_gpu_buf *b)
 	if (!b)
 		return;
 	g = b->g;
-	g->cu.cuCtxSetCurrent(g->d[b->dev].ctx);
-	g->cu.cuMemUnmap(b->ptr, b->size);
-	g->cu.cuMemAddressFree(b->ptr, b->size);
-	g->cu.cuMemRelease(b->h);
+	{
+		CUcontext old = NULL;
+
+		g->cu.cuCtxGetCurrent(&old);
+		g->cu.cuCtxSetCurrent(g->d[b->dev].ctx);
+		g->cu.cuMemUnmap(b->ptr, b->size);
+		g->cu.cuMemAddressFree(b->ptr, b->size);
+		g->cu.cuMemRelease(b->h);
+		g->cu.cuCtxSetCurrent(old);
+	}
 	if (b->fd >= 0)
 		close(b->fd);
 	free(b);
@@ -530,7 +637,10 @@ int nvb_gpu_export(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta)
 static void map_destroy(struct nvb_gpu_map *m)
 {
 	struct nvb_gpu *g = m->g;
+	CUcontext old = NULL;
 
+	/* the caller's context stays current (NCCL & co. read it back) */
+	g->cu.cuCtxGetCurrent(&old);
 	if (m->owner_dev >= 0)
 		g->cu.cuCtxSetCurrent(g->d[m->owner_dev].ctx);
 	/*
@@ -544,6 +654,7 @@ static void map_destroy(struct nvb_gpu_map *m)
 	if (m->abort_word)
 		g->cu.cuMemFreeHost((void *)m->abort_word);
 	free(m);
+	g->cu.cuCtxSetCurrent(old);
 }
 
 static void map_unlink(struct nvb_gpu *g, struct nvb_gpu_map *m)
@@ -587,9 +698,10 @@ int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
 	CUmemAccessDesc desc[NVB_GPU_MAX_DEV];
 	struct nvb_gpu_meta meta;
 	struct nvb_gpu_map *m;
-	size_t ndesc;
+	size_t ndesc, k;
 	CUresult r;
 	int i, cur, err;
+	uint64_t t0, t1;
 
 	*out = NULL;
 	if (flags & ~(NVB_GPU_IMPORT_NO_FABRIC | NVB_GPU_IMPORT_LOCAL_ONLY))
@@ -625,6 +737,8 @@ int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
 		if (!memcmp(&g->d[i].uuid, meta.uuid, sizeof(meta.uuid)))
 			m->owner_dev = i;
 
+	m->stats.size = sizeof(m->stats);
+	t0 = ns_now();
 	r = CUDA_ERROR_NOT_SUPPORTED;
 	if ((meta.handle_types & NVB_GPU_HANDLE_FABRIC) && !(flags & NVB_GPU_IMPORT_NO_FABRIC)) {
 		r = g->cu.cuMemImportFromShareableHandle(&m->h, meta.fabric,
@@ -647,27 +761,51 @@ int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
 		m->type = NVB_GPU_HANDLE_POSIX_FD;
 	}
 	m->size = meta.alloc_size;
+	t1 = ns_now();
+	m->stats.import_ns = t1 - t0;
+	t0 = t1;
 	r = g->cu.cuMemAddressReserve(&m->ptr, m->size, meta.granularity, 0, 0);
 	if (r != CUDA_SUCCESS) {
 		err = cuerr(g, r, "cuMemAddressReserve");
 		goto fail_release;
 	}
+	t1 = ns_now();
+	m->stats.reserve_ns = t1 - t0;
+	t0 = t1;
 	r = g->cu.cuMemMap(m->ptr, m->size, 0, m->h, 0);
 	if (r != CUDA_SUCCESS) {
 		/* A size that does not match the allocation lands here. */
 		err = cuerr(g, r, "cuMemMap (does the metadata size match the allocation?)");
 		goto fail_free;
 	}
+	t1 = ns_now();
+	m->stats.map_ns = t1 - t0;
 	ndesc = access_descs(g, m->owner_dev,
 			     (flags & NVB_GPU_IMPORT_LOCAL_ONLY) ? cur : -1, desc);
 	if (!ndesc) {
 		err = seterr(-ENODEV, "no GPU in this process can reach the allocation's device");
 		goto fail_unmap;
 	}
-	r = g->cu.cuMemSetAccess(m->ptr, m->size, desc, ndesc);
-	if (r != CUDA_SUCCESS) {
-		err = cuerr(g, r, "cuMemSetAccess");
-		goto fail_unmap;
+	/* the current device first; one call per device so each is timed */
+	for (k = 1; k < ndesc; k++)
+		if (desc[k].location.id == g->d[cur].dev) {
+			CUmemAccessDesc tmp = desc[0];
+
+			desc[0] = desc[k];
+			desc[k] = tmp;
+		}
+	for (k = 0; k < ndesc; k++) {
+		t0 = ns_now();
+		r = g->cu.cuMemSetAccess(m->ptr, m->size, &desc[k], 1);
+		if (r != CUDA_SUCCESS) {
+			err = cuerr(g, r, "cuMemSetAccess");
+			goto fail_unmap;
+		}
+		if (k < 4) {
+			m->stats.access_ns[k] = ns_now() - t0;
+			m->stats.access_dev[k] = desc[k].location.id;
+			m->stats.naccess = (uint32_t)k + 1;
+		}
 	}
 	pthread_mutex_lock(&g->lock);
 	if (entry_id) {
@@ -716,6 +854,19 @@ void nvb_gpu_unmap(struct nvb_gpu_map *m)
 	pthread_mutex_unlock(&g->lock);
 	if (destroy)
 		map_destroy(m);
+}
+
+int nvb_gpu_map_stats(const struct nvb_gpu_map *m, struct nvb_gpu_map_stats *out)
+{
+	uint32_t sz;
+
+	if (!m || !out || out->size < sizeof(uint32_t) * 2)
+		return seterr(-EINVAL, "nvb_gpu_map_stats: bad arguments");
+	sz = out->size < sizeof(m->stats) ? out->size : (uint32_t)sizeof(m->stats);
+	memcpy((char *)out + sizeof(uint32_t), (const char *)&m->stats + sizeof(uint32_t),
+	       sz - sizeof(uint32_t));
+	out->size = sz;
+	return 0;
 }
 
 uint64_t nvb_gpu_map_ptr(const struct nvb_gpu_map *m)
@@ -1234,6 +1385,325 @@ int nvb_gpu_put_signal(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len
 				     sm_grid(g, dev, (len + c - 1) / c ? (len + c - 1) / c : 1),
 				     (CUstream)stream, flag, flag_val);
 	}
+}
+
+/* ---- pipelined copy-engine transfers with completion flags ---- */
+
+int nvb_gpu_copy_signal(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len,
+			void *const *streams, unsigned int nstreams, uint64_t flag, uint32_t val)
+{
+	struct nvb_gpu_dev *d;
+	CUstream cs, fs;
+	CUevent ev;
+	int dev, err;
+
+	if (!streams || !nstreams || nstreams > 16)
+		return seterr(-EINVAL, "nvb_gpu_copy_signal: 1..16 streams required");
+	if (flag & 3)
+		return seterr(-EINVAL, "flag address %#llx not 4-byte aligned",
+			      (unsigned long long)flag);
+	dev = cur_dev(g);
+	if (dev < 0)
+		return dev;
+	err = dev_ready(g, dev);
+	if (err)
+		return err;
+	d = &g->d[dev];
+	fs = (CUstream)streams[nstreams - 1];
+	cs = nstreams == 1 ? fs :
+	     (CUstream)streams[__atomic_fetch_add(&d->rot, 1, __ATOMIC_RELAXED) % (nstreams - 1)];
+	if (len)
+		CU(g, cuMemcpyDtoDAsync(dst, src, len, cs), "cuMemcpyDtoDAsync");
+	if (!flag)
+		return 0;
+	if (cs != fs) {
+		/*
+		 * An event from the pool: cuStreamWaitEvent() binds the record
+		 * current at the call, so re-recording a pooled event later is
+		 * safe.
+		 */
+		ev = d->evpool[__atomic_fetch_add(&d->ev_next, 1, __ATOMIC_RELAXED) % NVB_EVPOOL];
+		CU(g, cuEventRecord(ev, cs), "cuEventRecord");
+		CU(g, cuStreamWaitEvent(fs, ev, 0), "cuStreamWaitEvent");
+	}
+	return nvb_gpu_signal(g, fs, flag, val);
+}
+
+/* ---- the persistent proxy ---- */
+
+static volatile uint32_t *map_abort_word(struct nvb_gpu *g, struct nvb_gpu_map *m)
+{
+	pthread_mutex_lock(&g->lock);
+	if (!m->abort_word) {
+		void *p = NULL;
+
+		if (g->cu.cuMemAllocHost(&p, 64) == CUDA_SUCCESS) {
+			*(volatile uint32_t *)p = m->revoked;
+			m->abort_word = p;
+		}
+	}
+	pthread_mutex_unlock(&g->lock);
+	return m->abort_word;
+}
+
+static int proxy_mem_init(struct nvb_gpu *g, struct nvb_proxy_mem *pm, int maxcta)
+{
+	CUresult r = CUDA_SUCCESS;
+
+	if (!pm->ring)
+		r = g->cu.cuMemAllocHost((void **)&pm->ring,
+					 NVB_PROXY_H * sizeof(struct nvb_proxy_desc));
+	if (r == CUDA_SUCCESS && !pm->ph)
+		r = g->cu.cuMemAllocHost((void **)&pm->ph, sizeof(struct nvb_proxy_host));
+	if (r == CUDA_SUCCESS && !pm->dmem)
+		r = g->cu.cuMemAlloc(&pm->dmem, NVB_PROXY_DEV_BYTES(maxcta));
+	if (r == CUDA_SUCCESS && !pm->st)
+		r = g->cu.cuStreamCreate(&pm->st, CU_STREAM_NON_BLOCKING);
+	if (r != CUDA_SUCCESS)
+		return cuerr(g, r, "proxy setup");
+	/* fresh state: every ticket starts at 0 again */
+	memset(pm->ring, 0, NVB_PROXY_H * sizeof(struct nvb_proxy_desc));
+	memset((void *)pm->ph, 0, sizeof(*pm->ph));
+	CU(g, cuMemsetD8Async(pm->dmem, 0, NVB_PROXY_DEV_BYTES(maxcta), pm->st),
+	   "proxy setup: memset");
+	CU(g, cuStreamSynchronize(pm->st), "proxy setup: memset");
+	return 0;
+}
+
+int nvb_gpu_proxy_start(struct nvb_gpu *g, int dev, unsigned int nctas, uint32_t flags,
+			struct nvb_gpu_proxy **out)
+{
+	struct nvb_gpu_proxy *p;
+	struct nvb_proxy_mem *pm = NULL;
+	struct nvb_gpu_dev *d;
+	CUdeviceptr hring, ph, pd, dring, ctr, pcta, inbox;
+	unsigned int H = NVB_PROXY_H, R = NVB_PROXY_R;
+	void *params[9];
+	int k, err;
+
+	*out = NULL;
+	if (flags)
+		return seterr(-EINVAL, "nvb_gpu_proxy_start: unknown flags %#x", flags);
+	if (dev < 0 || dev >= g->ndev)
+		return seterr(-EINVAL, "nvb_gpu_proxy_start: device %d out of range", dev);
+	CU(g, cuCtxSetCurrent(g->d[dev].ctx), "cuCtxSetCurrent");
+	err = dev_ready(g, dev);
+	if (err)
+		return err;
+	d = &g->d[dev];
+	if (!g->kernel_ok || !d->fn_proxy)
+		return seterr(-EOPNOTSUPP, "the proxy kernel is not available");
+	/* nctas copy CTAs + one reporter CTA, all resident at once */
+	if (!nctas)
+		nctas = (unsigned int)(d->sm_count > 1 ? d->sm_count - 1 : 1);
+	if ((int)nctas + 1 > d->proxy_max_ctas)
+		return seterr(-EINVAL, "nvb_gpu_proxy_start: %u CTAs, at most %d fit at once",
+			      nctas, d->proxy_max_ctas - 1);
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return seterr(-ENOMEM, "nvb_gpu_proxy_start: out of memory");
+	pthread_mutex_lock(&g->lock);
+	for (k = 0; k < NVB_MAX_PROXIES; k++)
+		if (!d->pmem[k].in_use) {
+			pm = &d->pmem[k];
+			pm->in_use = 1;
+			break;
+		}
+	pthread_mutex_unlock(&g->lock);
+	if (!pm) {
+		free(p);
+		return seterr(-EBUSY, "nvb_gpu_proxy_start: %d proxies already run on device %d",
+			      NVB_MAX_PROXIES, dev);
+	}
+	err = proxy_mem_init(g, pm, d->proxy_max_ctas);
+	if (err)
+		goto fail;
+	p->g = g;
+	p->dev = dev;
+	p->nctas = nctas;
+	p->mem = pm;
+	pthread_mutex_init(&p->lock, NULL);
+	hring = (CUdeviceptr)(uintptr_t)pm->ring;
+	ph = (CUdeviceptr)(uintptr_t)pm->ph;
+	pd = pm->dmem;
+	dring = pm->dmem + NVB_PROXY_OFF_RING;
+	ctr = pm->dmem + NVB_PROXY_OFF_CTR;
+	pcta = pm->dmem + NVB_PROXY_OFF_CTA;
+	inbox = pm->dmem + NVB_PROXY_OFF_INBOX(d->proxy_max_ctas);
+	params[0] = &hring;
+	params[1] = &H;
+	params[2] = &ph;
+	params[3] = &pd;
+	params[4] = &dring;
+	params[5] = &ctr;
+	params[6] = &R;
+	params[7] = &pcta;
+	params[8] = &inbox;
+	{
+		CUresult r = g->cu.cuLaunchKernel(d->fn_proxy, nctas + 1, 1, 1, 512, 1, 1, 0, pm->st,
+						  params, NULL);
+
+		if (r != CUDA_SUCCESS) {
+			err = cuerr(g, r, "cuLaunchKernel(nvb_proxy)");
+			pthread_mutex_destroy(&p->lock);
+			goto fail;
+		}
+	}
+	pthread_mutex_lock(&g->lock);
+	p->next = g->proxies;
+	g->proxies = p;
+	pthread_mutex_unlock(&g->lock);
+	*out = p;
+	return 0;
+fail:
+	pthread_mutex_lock(&g->lock);
+	pm->in_use = 0;
+	pthread_mutex_unlock(&g->lock);
+	free(p);
+	return err;
+}
+
+uint64_t nvb_gpu_proxy_done(const struct nvb_gpu_proxy *p)
+{
+	return __atomic_load_n(&p->mem->ph->done, __ATOMIC_ACQUIRE);
+}
+
+uint64_t nvb_gpu_proxy_aborted(const struct nvb_gpu_proxy *p)
+{
+	return __atomic_load_n(&p->mem->ph->aborted, __ATOMIC_ACQUIRE);
+}
+
+/* 1 while the kernel runs, 0 when it has exited, -errno on a CUDA error. */
+static int proxy_running(struct nvb_gpu_proxy *p)
+{
+	CUresult r = p->g->cu.cuStreamQuery(p->mem->st);
+
+	if (r == CUDA_ERROR_NOT_READY)
+		return 1;
+	if (r == CUDA_SUCCESS)
+		return 0;
+	return cuerr(p->g, r, "proxy kernel");
+}
+
+int nvb_gpu_proxy_post(struct nvb_gpu_proxy *p, const struct nvb_gpu_put *op, uint64_t *ticket)
+{
+	struct nvb_proxy_desc *slot;
+	volatile uint32_t *aw = NULL;
+	uint64_t t, done, seen;
+	uint64_t t0 = 0;
+
+	if (!op || (op->flag & 3) || (op->wait_flag & 3) || (op->len && (!op->dst || !op->src)))
+		return seterr(-EINVAL, "nvb_gpu_proxy_post: bad op (unaligned flag or null address)");
+	if (op->wait_peer && op->wait_flag) {
+		aw = map_abort_word(p->g, op->wait_peer);
+		if (!aw)
+			return seterr(-ENOMEM, "nvb_gpu_proxy_post: no pinned memory");
+	}
+	pthread_mutex_lock(&p->lock);
+	t = p->tail;
+	/* ring full: wait while the proxy makes progress, give up if it stalls */
+	seen = nvb_gpu_proxy_done(p);
+	while (t - (done = nvb_gpu_proxy_done(p)) >= NVB_PROXY_H) {
+		uint64_t now = ns_now();
+
+		if (!t0 || done != seen) {
+			t0 = now;
+			seen = done;
+		} else if (now - t0 > 100000000ull || proxy_running(p) <= 0) {
+			pthread_mutex_unlock(&p->lock);
+			return seterr(-EAGAIN, "nvb_gpu_proxy_post: ring full and the proxy is not progressing");
+		}
+	}
+	slot = &p->mem->ring[t % NVB_PROXY_H];
+	slot->dst = op->dst;
+	slot->src = op->src;
+	slot->len = op->len;
+	slot->flag = op->flag;
+	slot->wait_flag = op->wait_flag;
+	slot->abort_word = (uint64_t)(uintptr_t)aw;
+	slot->flag_val = op->flag_val;
+	slot->wait_val = op->wait_val;
+	__atomic_store_n(&slot->seq, (uint32_t)(t + 1), __ATOMIC_RELEASE);
+	p->tail = t + 1;
+	pthread_mutex_unlock(&p->lock);
+	if (ticket)
+		*ticket = t + 1;
+	return 0;
+}
+
+int nvb_gpu_proxy_put(struct nvb_gpu_proxy *p, uint64_t dst, uint64_t src, size_t len,
+		      uint64_t flag, uint32_t flag_val)
+{
+	struct nvb_gpu_put op;
+
+	memset(&op, 0, sizeof(op));
+	op.dst = dst;
+	op.src = src;
+	op.len = len;
+	op.flag = flag;
+	op.flag_val = flag_val;
+	return nvb_gpu_proxy_post(p, &op, NULL);
+}
+
+int nvb_gpu_proxy_sync(struct nvb_gpu_proxy *p, uint64_t ticket, int64_t timeout_ns)
+{
+	uint64_t t0 = ns_now();
+	unsigned int spins = 0;
+	int run;
+
+	if (!ticket) {
+		pthread_mutex_lock(&p->lock);
+		ticket = p->tail;
+		pthread_mutex_unlock(&p->lock);
+	}
+	while (nvb_gpu_proxy_done(p) < ticket) {
+		if (++spins % 256)
+			continue;
+		run = proxy_running(p);
+		if (run < 0)
+			return run;
+		if (!run && nvb_gpu_proxy_done(p) < ticket)
+			return seterr(-ECANCELED, "the proxy stopped before ticket %llu completed",
+				      (unsigned long long)ticket);
+		if (timeout_ns >= 0 && ns_now() - t0 > (uint64_t)timeout_ns)
+			return seterr(-ETIMEDOUT, "ticket %llu not complete after %lld ns (done %llu)",
+				      (unsigned long long)ticket, (long long)timeout_ns,
+				      (unsigned long long)nvb_gpu_proxy_done(p));
+		if (spins % 65536 == 0)
+			sched_yield();
+	}
+	return 0;
+}
+
+int nvb_gpu_proxy_stop(struct nvb_gpu_proxy *p, int64_t timeout_ns)
+{
+	struct nvb_gpu *g;
+	struct nvb_gpu_proxy **pp;
+	uint64_t t0 = ns_now();
+	int run;
+
+	if (!p)
+		return 0;
+	g = p->g;
+	__atomic_store_n(&p->mem->ph->stop, 1u, __ATOMIC_RELEASE);
+	while ((run = proxy_running(p)) == 1) {
+		if (timeout_ns >= 0 && ns_now() - t0 > (uint64_t)timeout_ns)
+			return seterr(-ETIMEDOUT, "the proxy did not stop within %lld ns",
+				      (long long)timeout_ns);
+		usleep(20);
+	}
+	pthread_mutex_lock(&g->lock);
+	for (pp = &g->proxies; *pp; pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	/* a kernel that died with an error leaves the memory suspect: keep it */
+	p->mem->in_use = run < 0;
+	pthread_mutex_unlock(&g->lock);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+	return run < 0 ? run : 0;
 }
 
 /* ---- helpers for gpu_nvb.c ---- */

@@ -218,6 +218,95 @@ int nvb_gpu_abort_flag(struct nvb_gpu *g, uint64_t local_flag);
 int nvb_gpu_put_signal(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len,
 		       void *stream, uint64_t flag, uint32_t flag_val);
 
+/*
+ * Pipelined transfers with a completion flag on the copy engines, for
+ * large transfers issued back to back.  streams[0 .. n-2] carry the copies
+ * in turn (consecutive calls run on different streams, so one copy's setup
+ * overlaps the previous copy instead of leaving the link idle); the last
+ * stream writes the flags, each after its own copy, in call order, so
+ * (int32_t)(*flag - val) >= 0 still means "this and every earlier transfer
+ * of this sequence is visible".  The copy starts after the prior work of
+ * the stream it lands on: order producers on all copy streams (or make them
+ * wait for your stream).  nstreams == 1: copy and flag on that stream.
+ */
+int nvb_gpu_copy_signal(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len,
+			void *const *streams, unsigned int nstreams, uint64_t flag, uint32_t val);
+
+/* ---- the persistent put proxy ----
+ *
+ * A kernel that stays resident on one GPU and serves puts the host posts
+ * into a ring in pinned memory: one put costs a few host stores instead of
+ * a kernel launch or a copy-engine submission.  Each op may first wait for
+ * a flag ((int32_t)(*wait_flag - wait_val) >= 0, acquire loads at system
+ * scope, typically a flag a peer process writes over NVLink or one your
+ * stream sets with nvb_gpu_signal), then copies len bytes with SM loads and
+ * stores (spread over the proxy's CTAs when large), then publishes flag =
+ * flag_val with a system-scope release store.  Ops complete in post order:
+ * an op's flag, and the completion count, imply every earlier op's data is
+ * visible.  Copies of different ops may overlap.
+ *
+ * Rules while a proxy runs on a device: do not cuCtxSynchronize() /
+ * cudaDeviceSynchronize() there (the kernel never ends on its own), and do
+ * not free or unmap memory an unfinished op uses.  nvb_gpu_proxy_stop()
+ * always ends the kernel: every loop in it, waits included, watches the
+ * stop word.  A wait with wait_peer set also ends when that mapping is
+ * revoked: NVB_GPU_FLAG_ABORTED is written into wait_flag, the op's copy
+ * and flag are skipped, and nvb_gpu_proxy_aborted() counts it.
+ */
+struct nvb_gpu_proxy;
+
+struct nvb_gpu_put {
+	uint64_t dst;
+	uint64_t src;
+	uint64_t len;		/* 0: no copy (a pure wait and/or flag) */
+	uint64_t flag;		/* 0: none */
+	uint32_t flag_val;
+	uint32_t wait_val;
+	uint64_t wait_flag;	/* 0: no wait */
+	struct nvb_gpu_map *wait_peer;	/* NULL, or abort the wait on its revocation */
+};
+
+/*
+ * Starts a proxy on device dev with nctas copy CTAs of 512 threads plus one
+ * that reports completions (0: one CTA per SM in all; -EINVAL beyond what
+ * can be resident at once).  At most 4 per device.
+ */
+int nvb_gpu_proxy_start(struct nvb_gpu *g, int dev, unsigned int nctas, uint32_t flags,
+			struct nvb_gpu_proxy **out);
+/*
+ * Posts an op; *ticket (1, 2, ...) completes when nvb_gpu_proxy_done() >=
+ * it.  Thread-safe.  -EAGAIN when the ring (4096 ops) stays full.
+ */
+int nvb_gpu_proxy_post(struct nvb_gpu_proxy *p, const struct nvb_gpu_put *op, uint64_t *ticket);
+/* Shorthand: a put with an optional completion flag, no wait. */
+int nvb_gpu_proxy_put(struct nvb_gpu_proxy *p, uint64_t dst, uint64_t src, size_t len,
+		      uint64_t flag, uint32_t flag_val);
+/* Ops completed so far (reads a host word: no CUDA call). */
+uint64_t nvb_gpu_proxy_done(const struct nvb_gpu_proxy *p);
+uint64_t nvb_gpu_proxy_aborted(const struct nvb_gpu_proxy *p);
+/*
+ * Spins until ticket (0: everything posted) completed.  -ETIMEDOUT after
+ * timeout_ns (< 0: no limit), -ECANCELED if the proxy is gone.
+ */
+int nvb_gpu_proxy_sync(struct nvb_gpu_proxy *p, uint64_t ticket, int64_t timeout_ns);
+/*
+ * Stops the kernel (ops not yet complete are dropped) and frees p.
+ * -ETIMEDOUT (p still valid, call again) if it did not end in timeout_ns.
+ */
+int nvb_gpu_proxy_stop(struct nvb_gpu_proxy *p, int64_t timeout_ns);
+
+/* Where a first import's time went (nvb_gpu_map_stats). */
+struct nvb_gpu_map_stats {
+	uint32_t size;		/* sizeof(struct nvb_gpu_map_stats) */
+	uint32_t naccess;	/* devices granted access */
+	uint64_t import_ns;	/* cuMemImportFromShareableHandle */
+	uint64_t reserve_ns;	/* cuMemAddressReserve */
+	uint64_t map_ns;	/* cuMemMap */
+	uint64_t access_ns[4];	/* cuMemSetAccess, one device each, current device first */
+	int32_t access_dev[4];
+};
+int nvb_gpu_map_stats(const struct nvb_gpu_map *m, struct nvb_gpu_map_stats *out);
+
 /* Device memory free/total of the current device (leak checks). */
 int nvb_gpu_mem_info(struct nvb_gpu *g, size_t *free_b, size_t *total_b);
 

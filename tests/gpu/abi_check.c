@@ -20,7 +20,7 @@ enum {
 	C_FAB_SUP = CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_FABRIC_SUPPORTED,
 	C_NONBLOCK = CU_STREAM_NON_BLOCKING, C_NOTIMING = CU_EVENT_DISABLE_TIMING,
 	C_GEQ = CU_STREAM_WAIT_VALUE_GEQ, C_WDEF = CU_STREAM_WRITE_VALUE_DEFAULT,
-	C_LAZY = CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS,
+	C_LAZY = CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS, C_NREGS = CU_FUNC_ATTRIBUTE_NUM_REGS,
 };
 
 /* our names, renamed so both headers fit in one translation unit */
@@ -64,6 +64,7 @@ SAME(CU_EVENT_DISABLE_TIMING, C_NOTIMING);
 SAME(CU_STREAM_WAIT_VALUE_GEQ, C_GEQ);
 SAME(CU_STREAM_WRITE_VALUE_DEFAULT, C_WDEF);
 SAME(CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS, C_LAZY);
+SAME(CU_FUNC_ATTRIBUTE_NUM_REGS, C_NREGS);
 SAME(sizeof(nvb_CUmemAllocationProp), sizeof(struct CUmemAllocationProp_st));
 SAME(offsetof(nvb_CUmemAllocationProp, location), offsetof(struct CUmemAllocationProp_st, location));
 SAME(offsetof(nvb_CUmemAllocationProp, win32HandleMetaData),

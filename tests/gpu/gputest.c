@@ -277,6 +277,9 @@ static int check_dev(uint64_t dptr, const uint8_t *exp, size_t n, uint8_t *scrat
 	return 1;
 }
 
+static void t_proxy(struct nvb_gpu_map *m, struct nvb_gpu_buf *loc, const uint8_t *exp,
+		    uint8_t *scratch, void **st);
+
 static void t_cross_process(struct nvb *h)
 {
 	static const size_t sizes[] = { 1, 7, 4096, 4097, 65536 + 3, MiB - 1, 16 * MiB + 5, 32 * MiB };
@@ -425,6 +428,9 @@ static void t_cross_process(struct nvb *h)
 		       "put_signal_flag_after_data", "err %d v %u", err, v);
 	}
 
+	if (nvb_gpu_has_kernel(g))
+		t_proxy(m, loc, exp, scratch, st);
+
 	for (k = 0; k < 4; k++)
 		cu.cuStreamDestroy((CUstream)st[k]);
 	nvb_gpu_free(loc);
@@ -437,6 +443,120 @@ out:
 	waitpid(pid, NULL, 0);
 }
 
+
+/*
+ * The persistent proxy: gets (peer -> local) and puts (local -> peer) of
+ * many sizes and offsets in one stream of ops, a wait gate, flag order, and
+ * a stop that must end a wait nobody will ever satisfy.  Nothing here calls
+ * cuCtxSynchronize while the proxy runs.
+ */
+static void t_proxy(struct nvb_gpu_map *m, struct nvb_gpu_buf *loc, const uint8_t *exp,
+		    uint8_t *scratch, void **st)
+{
+	static const size_t sizes[] = { 1, 7, 4096, 4097, 65536 + 3, 300000, MiB - 1, 5 * MiB + 5 };
+	struct nvb_gpu_proxy *p = NULL;
+	struct nvb_gpu_put op;
+	uint64_t lp = nvb_gpu_buf_ptr(loc), rp = nvb_gpu_map_ptr(m), t_gate = 0, t_last = 0;
+	uint64_t flags = lp + BUFSZ - 4096;	/* flag words, outside every data range */
+	uint8_t *want = malloc(BUFSZ), *pat = malloc(8 * MiB);
+	size_t k, dpos = 0, bad = 0;
+	uint32_t fv[3] = { 0, 0, 0 };
+	int err, ok;
+	double t0;
+
+	fill_random(pat, 8 * MiB, 91);
+	memset(want, 0xa5, BUFSZ);
+	cu.cuMemsetD8Async(lp, 0xa5, BUFSZ, (CUstream)st[0]);
+	cu.cuMemsetD32Async(flags, 0, 16, (CUstream)st[0]);
+	cu.cuStreamSynchronize((CUstream)st[0]);
+	err = nvb_gpu_proxy_start(g, 1, 0, 0, &p);
+	result(!err, "proxy_start", "%s", nvb_gpu_last_error());
+	if (err)
+		goto out;
+	/* gets: peer -> local, odd sizes and offsets, random source data */
+	memset(&op, 0, sizeof(op));
+	for (k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		size_t so = (k * 4099) % 8192, pad = k % 3;
+
+		op.dst = lp + dpos + pad;
+		op.src = rp + so;
+		op.len = sizes[k];
+		memcpy(want + dpos + pad, exp + so, sizes[k]);
+		err = nvb_gpu_proxy_post(p, &op, &t_last);
+		if (err)
+			break;
+		dpos += pad + sizes[k] + 4096;
+	}
+	if (!err)
+		err = nvb_gpu_proxy_sync(p, t_last, 10000000000LL);
+	result(!err, "proxy_gets_complete", "%d %s", err, nvb_gpu_last_error());
+	/* puts: local -> peer [40 MiB, 48 MiB), then read back below */
+	cu.cuMemcpyHtoD(lp + 48 * MiB, pat, 8 * MiB);
+	memcpy(want + 48 * MiB, pat, 8 * MiB);
+	for (k = 0, err = 0; !err && k < 200; k++) {
+		size_t off = (k * 40961) % (8 * MiB - 70000), len = (k * 7919) % 65536 + 1;
+
+		if (k == 199) {		/* one big one over the lot */
+			off = 0;
+			len = 8 * MiB;
+		}
+		memset(&op, 0, sizeof(op));
+		op.dst = rp + 40 * MiB + off;
+		op.src = lp + 48 * MiB + off;
+		op.len = len;
+		op.flag = flags;	/* flag order: the last value wins */
+		op.flag_val = (uint32_t)k + 1;
+		err = nvb_gpu_proxy_post(p, &op, &t_last);
+	}
+	if (!err)
+		err = nvb_gpu_proxy_sync(p, t_last, 10000000000LL);
+	result(!err, "proxy_puts_complete", "%d %s", err, nvb_gpu_last_error());
+	/* a gated op must not run before its flag */
+	memset(&op, 0, sizeof(op));
+	op.dst = lp + 56 * MiB;
+	op.src = rp + 8192;
+	op.len = 4096;
+	op.wait_flag = flags + 4;
+	op.wait_val = 5;
+	op.flag = flags + 8;
+	op.flag_val = 9;
+	err = nvb_gpu_proxy_post(p, &op, &t_gate);
+	memcpy(want + 56 * MiB, exp + 8192, 4096);
+	usleep(20000);
+	ok = !err && nvb_gpu_proxy_done(p) < t_gate;
+	err = nvb_gpu_signal(g, st[1], flags + 4, 5);
+	cu.cuStreamSynchronize((CUstream)st[1]);
+	if (!err)
+		err = nvb_gpu_proxy_sync(p, t_gate, 5000000000LL);
+	result(ok && !err, "proxy_wait_gate", "held %d, err %d %s", ok, err, nvb_gpu_last_error());
+	/* a wait nobody satisfies: stop must still end the kernel, quickly */
+	memset(&op, 0, sizeof(op));
+	op.wait_flag = flags + 12;
+	op.wait_val = 1;
+	op.dst = lp + 60 * MiB;
+	op.src = rp;
+	op.len = 4096;
+	nvb_gpu_proxy_post(p, &op, &t_last);
+	t0 = now_s();
+	err = nvb_gpu_proxy_stop(p, 5000000000LL);
+	result(!err && now_s() - t0 < 2.0, "proxy_stop_ends_pending_wait", "err %d after %.3f s (%s)",
+	       err, now_s() - t0, nvb_gpu_last_error());
+	p = NULL;
+	/* verify after the kernel is gone */
+	cu.cuCtxSynchronize();
+	result(check_dev(lp, want, BUFSZ - 4096, scratch, &bad), "proxy_data_exact",
+	       "byte %zu differs (want %#x)", bad, want[bad]);
+	cu.cuMemcpyDtoH(fv, flags, sizeof(fv));
+	result(fv[0] == 200 && fv[2] == 9, "proxy_flags_in_order", "flags %u %u %u", fv[0], fv[1], fv[2]);
+	result(check_dev(rp + 40 * MiB, pat, 8 * MiB, scratch, &bad), "proxy_puts_exact",
+	       "byte %zu differs", bad);
+out:
+	if (p)
+		nvb_gpu_proxy_stop(p, 5000000000LL);
+	free(want);
+	free(pat);
+}
+
 /* Revocation: unpublish (and SIGKILL) while a stream waits and copies run. */
 static void t_revoke(struct nvb *h, int kill_it)
 {
@@ -444,6 +564,8 @@ static void t_revoke(struct nvb *h, int kill_it)
 	struct nvb_gpu_map *m = NULL;
 	struct nvb_gpu_buf *loc = NULL;
 	CUstream sw, sc;
+	struct nvb_gpu_proxy *px = NULL;
+	uint64_t pticket = 0;
 	char name[64], ch;
 	int cw, ar, err, k, seen = 0;
 	uint32_t v = 0;
@@ -464,12 +586,28 @@ static void t_revoke(struct nvb *h, int kill_it)
 	}
 	cu.cuStreamCreate(&sw, CU_STREAM_NON_BLOCKING);
 	cu.cuStreamCreate(&sc, CU_STREAM_NON_BLOCKING);
-	cu.cuMemsetD32Async(nvb_gpu_buf_ptr(loc), 0, 16, sw);
+	cu.cuMemsetD32Async(nvb_gpu_buf_ptr(loc), 0, 64, sw);
 	cu.cuStreamSynchronize(sw);
 	/* a stream waiting for a flag the (soon dead) peer would have written */
 	err = nvb_gpu_wait_abortable(g, sw, nvb_gpu_buf_ptr(loc), 1, m);
 	if (err)
 		fprintf(stderr, "     [wait_abortable: %s]\n", nvb_gpu_last_error());
+	/* a proxy op waiting for the same peer */
+	if (nvb_gpu_has_kernel(g) && !nvb_gpu_proxy_start(g, 1, 8, 0, &px)) {
+		struct nvb_gpu_put op;
+
+		memset(&op, 0, sizeof(op));
+		op.wait_flag = nvb_gpu_buf_ptr(loc) + 64;
+		op.wait_val = 1;
+		op.wait_peer = m;
+		op.dst = nvb_gpu_buf_ptr(loc) + 4096;
+		op.src = nvb_gpu_map_ptr(m);
+		op.len = 4096;
+		op.flag = nvb_gpu_buf_ptr(loc) + 128;
+		op.flag_val = 3;
+		if (nvb_gpu_proxy_post(px, &op, &pticket))
+			fprintf(stderr, "     [proxy post: %s]\n", nvb_gpu_last_error());
+	}
 	/* and copies from the peer's memory in flight */
 	for (k = 0; k < 50; k++)
 		cu.cuMemcpyDtoDAsync(nvb_gpu_buf_ptr(loc) + MiB, nvb_gpu_map_ptr(m), BUFSZ - MiB, sc);
@@ -501,6 +639,19 @@ static void t_revoke(struct nvb *h, int kill_it)
 	fprintf(stderr, "     [%s: flag %#x]\n", tn, v);
 	result(seen && k && v == NVB_GPU_FLAG_ABORTED, tn,
 	       "revoked %d, streams done %d, flag %#x (%.1f s)", seen, k, v, now_s() - t0);
+	if (px) {
+		uint32_t pf[2] = { 0, 0 };
+
+		err = nvb_gpu_proxy_sync(px, pticket, 5000000000LL);
+		k = (int)nvb_gpu_proxy_aborted(px);
+		if (nvb_gpu_proxy_stop(px, 5000000000LL))
+			err = err ? err : -ETIMEDOUT;
+		cu.cuMemcpyDtoH(pf, nvb_gpu_buf_ptr(loc) + 64, 4);
+		cu.cuMemcpyDtoH(pf + 1, nvb_gpu_buf_ptr(loc) + 128, 4);
+		result(!err && k == 1 && pf[0] == NVB_GPU_FLAG_ABORTED && pf[1] == 0,
+		       kill_it ? "proxy_wait_aborted_by_kill" : "proxy_wait_aborted_by_unpublish",
+		       "err %d aborted %d wait flag %#x op flag %u", err, k, pf[0], pf[1]);
+	}
 	{
 		struct nvb_gpu_map *again = NULL;
 
@@ -524,6 +675,96 @@ out:
 	if (!kill_it)
 		kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
+}
+
+
+/*
+ * nvb_gpu_copy_signal: a stream that waits for flag k and then snapshots
+ * transfer k's destination must see all of transfer k (the flag may never
+ * run ahead of its copy), for large transfers alternating on two streams.
+ */
+static void t_copy_signal(int peer)
+{
+	const char *tn = peer ? "copy_signal_flag_after_copy_peer" : "copy_signal_flag_after_copy";
+	int wd = peer ? 0 : 1;	/* device of the destination, flag and waiter */
+	const size_t part = 64 * MiB;
+	const unsigned int nparts = 4, rounds = 3;
+	struct nvb_gpu_buf *src = NULL, *dst = NULL, *snap = NULL, *fl = NULL;
+	uint64_t *host = NULL, x = 0x1234567;
+	uint8_t *back = NULL;
+	void *st[3] = { NULL, NULL, NULL };
+	CUstream sc = NULL;
+	unsigned int k, r;
+	size_t i, bad = 0;
+	int err = 0, ok = 1;
+
+	if (nvb_gpu_alloc(g, 1, part * nparts, 0, &src) || nvb_gpu_alloc(g, wd, part * nparts, 0, &dst) ||
+	    nvb_gpu_alloc(g, wd, part * nparts, 0, &snap) || nvb_gpu_alloc(g, wd, 4096, 0, &fl)) {
+		result(0, tn, "alloc: %s", nvb_gpu_last_error());
+		goto out;
+	}
+	nvb_gpu_set_device(g, 1);
+	host = malloc(part * nparts);
+	back = malloc(part);
+	for (i = 0; i < part * nparts / 8; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		host[i] = x;
+	}
+	cu.cuMemcpyHtoD(nvb_gpu_buf_ptr(src), host, part * nparts);
+	for (k = 0; k < 3; k++)
+		cu.cuStreamCreate((CUstream *)&st[k], CU_STREAM_NON_BLOCKING);
+	nvb_gpu_set_device(g, wd);
+	cu.cuStreamCreate(&sc, CU_STREAM_NON_BLOCKING);
+	for (r = 0; ok && r < rounds; r++) {
+		nvb_gpu_set_device(g, wd);
+		cu.cuMemsetD8Async(nvb_gpu_buf_ptr(dst), 0x5a, part * nparts, sc);
+		cu.cuMemsetD8Async(nvb_gpu_buf_ptr(snap), 0xa5, part * nparts, sc);
+		cu.cuMemsetD32Async(nvb_gpu_buf_ptr(fl), 0, 1, sc);
+		cu.cuStreamSynchronize(sc);
+		/* the checker first: it waits, then snapshots */
+		for (k = 1; k <= nparts; k++) {
+			nvb_gpu_wait(g, sc, nvb_gpu_buf_ptr(fl), k);
+			cu.cuMemcpyDtoDAsync(nvb_gpu_buf_ptr(snap) + (k - 1) * part,
+					     nvb_gpu_buf_ptr(dst) + (k - 1) * part, part, sc);
+		}
+		nvb_gpu_set_device(g, 1);	/* the copies run on GPU 1 */
+		for (k = 1; k <= nparts && !err; k++)
+			err = nvb_gpu_copy_signal(g, nvb_gpu_buf_ptr(dst) + (k - 1) * part,
+						  nvb_gpu_buf_ptr(src) + (k - 1) * part, part, st, 3,
+						  nvb_gpu_buf_ptr(fl), k);
+		cu.cuStreamSynchronize(sc);
+		for (k = 0; k < 3; k++)
+			cu.cuStreamSynchronize((CUstream)st[k]);
+		if (err) {
+			ok = 0;
+			break;
+		}
+		for (k = 0; ok && k < nparts; k++) {
+			cu.cuMemcpyDtoH(back, nvb_gpu_buf_ptr(snap) + k * part, part);
+			for (i = 0; i < part; i++)
+				if (back[i] != ((uint8_t *)host)[k * part + i]) {
+					ok = 0;
+					bad = k * part + i;
+					break;
+				}
+		}
+	}
+	result(ok && !err, tn, "err %d (%s), round %u: snapshot byte %zu stale",
+	       err, err ? nvb_gpu_last_error() : "", r, bad);
+out:
+	for (k = 0; k < 3; k++)
+		if (st[k])
+			cu.cuStreamDestroy((CUstream)st[k]);
+	if (sc)
+		cu.cuStreamDestroy(sc);
+	nvb_gpu_free(src);
+	nvb_gpu_free(dst);
+	nvb_gpu_free(snap);
+	nvb_gpu_free(fl);
+	free(host);
+	free(back);
 }
 
 static void t_blob_only(struct nvb *h)
@@ -601,6 +842,8 @@ int main(int argc, char **argv)
 	RUN("errors", t_errors());
 	RUN("blob_only", t_blob_only(h));
 	RUN("cross_process", t_cross_process(h));
+	RUN("copy_signal", t_copy_signal(0));
+	RUN("copy_signal_peer", t_copy_signal(1));
 	RUN("revoke_unpublish", t_revoke(h, 0));
 	RUN("revoke_sigkill", t_revoke(h, 1));
 	RUN("leaks", t_leaks(h));
