@@ -52,6 +52,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <linux/nvbridge.h>
@@ -92,6 +93,8 @@ static struct stat listen_st;
 static dev_t nvbridge_rdev;	/* /dev/nvbridge's device number, if any */
 static dev_t anon_dev;		/* st_dev of anonymous-inode files (io_uring, eventfd...) */
 static unsigned int total_waiters;
+static uint64_t msg_gen = 1;	/* bumped per message handled (see pub_alive) */
+static bool have_pidfd_signal;	/* pidfd_send_signal(sig 0) works here (probed at start) */
 static unsigned int lost_clients;	/* clients owing an OVERFLOW record */
 
 static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -138,6 +141,8 @@ struct client {
 	int fd, evfd, pidfd;
 	bool hello;
 	bool dead;
+	bool reaped;			/* its process is gone: report pid 0 */
+	uint64_t alive_gen;		/* msg_gen when last seen alive */
 	pid_t pid;
 	uid_t euid;
 	gid_t egid;
@@ -151,6 +156,7 @@ struct client {
 	struct idmap uidmap, gidmap;
 	bool cap_ipc_owner;
 	ino_t evend_ino;		/* the client's end of the event socket */
+	uint32_t ev_sent_bound;		/* >= records sent and not yet read by the client */
 	/* watches */
 	struct watch *watches;
 	uint32_t nwatches;
@@ -253,13 +259,49 @@ static int64_t map_from(const struct idmap *m, uint32_t id)
 	return -1;
 }
 
-static uint32_t pid_for(const struct client *viewer, const struct client *pub)
+/*
+ * Has the publisher's process (the one that connected; its pidfd came with
+ * HELLO) not yet been reaped?  The module reports pid 0 once the publishing
+ * thread group is gone (pid_has_task(TGID)), because the number may be
+ * reused.  pidfd_send_signal(sig 0) answers exactly that question: it finds
+ * a zombie (0, or -EPERM without CAP_KILL) and fails with -ESRCH once the
+ * process is reaped.  Cached for the message being handled, so that a LIST
+ * or a burst of events costs one syscall per publisher.
+ */
+static bool pub_alive(struct client *pub)
+{
+	long r;
+
+	if (pub->reaped)
+		return false;
+	if (pub->pidfd < 0 || pub->alive_gen == msg_gen)
+		return true;
+	if (have_pidfd_signal) {
+		r = syscall(SYS_pidfd_send_signal, pub->pidfd, 0, NULL, 0);
+		if (r < 0 && errno == ESRCH) {
+			pub->reaped = true;
+			return false;
+		}
+	} else {
+		/* filtered or missing: exited counts as gone, zombie or not */
+		struct pollfd p = { .fd = pub->pidfd, .events = POLLIN };
+
+		if (poll(&p, 1, 0) > 0) {
+			pub->reaped = true;
+			return false;
+		}
+	}
+	pub->alive_gen = msg_gen;
+	return true;
+}
+
+static uint32_t pid_for(const struct client *viewer, struct client *pub)
 {
 	ino_t ns = viewer->pidns[viewer->npidns - 1];
 
 	for (int i = 0; i < pub->npidns; i++)
 		if (pub->pidns[i] == ns)
-			return (uint32_t)pub->nspid[i];
+			return pub_alive(pub) ? (uint32_t)pub->nspid[i] : 0;
 	return 0;
 }
 
@@ -440,13 +482,15 @@ static void reply(struct client *c, uint32_t type, uint32_t cmd, uint32_t seq, i
 }
 
 /* ---- events ---- */
+/* Records sent on the event socket and not yet read: measured (SIOCOUTQ). */
 static uint32_t ev_in_flight(struct client *c)
 {
 	int q = 0;
 
 	if (!ev_truesize || ioctl(c->evfd, SIOCOUTQ, &q) < 0 || q <= 0)
-		return 0;
-	return (uint32_t)(((size_t)q + ev_truesize - 1) / ev_truesize);
+		q = 0;
+	c->ev_sent_bound = (uint32_t)(((size_t)q + ev_truesize - 1) / (ev_truesize ? ev_truesize : 1));
+	return c->ev_sent_bound;
 }
 
 static void ev_flush(struct client *c)
@@ -457,7 +501,9 @@ static void ev_flush(struct client *c)
 
 		if (n < 0 && errno == EAGAIN)
 			break;
-		/* other errors: the reader closed its end; drop silently */
+		if (n >= 0)
+			c->ev_sent_bound++;
+		/* else: the reader closed its end; drop silently */
 		c->evq_head = (c->evq_head + 1) % (cfg.max_events + 1);
 		c->evq_len--;
 	}
@@ -480,15 +526,23 @@ static void ev_push(struct client *c, const struct nvbridge_event *r)
 	c->evq_len++;
 }
 
+/*
+ * Records queued here plus records in flight.  Measuring the latter costs a
+ * syscall per event; as long as the upper bound (every record sent since
+ * the last measurement still unread) keeps us below max_events, the exact
+ * number cannot change a decision, so it is only measured near the limit.
+ */
 static uint32_t ev_depth(struct client *c)
 {
+	if (c->evq_len + c->ev_sent_bound < cfg.max_events)
+		return c->evq_len + c->ev_sent_bound;
 	return c->evq_len + ev_in_flight(c);
 }
 
 /* Emits the OVERFLOW record once everything before it was read. */
 static void ev_check_overflow(struct client *c)
 {
-	if (c->lost && ev_depth(c) == 0) {
+	if (c->lost && c->evq_len == 0 && ev_in_flight(c) == 0) {
 		struct nvbridge_event r = {
 			.size = NVBRIDGE_EVENT_SIZE, .type = NVBRIDGE_EVENT_OVERFLOW,
 			.seq = c->lost_seq, .lost = c->lost,
@@ -617,7 +671,12 @@ static uint32_t user_entries(uid_t euid)
 	return n;
 }
 
-/* Is fd a file whose publication would make a reference cycle? */
+/*
+ * Is fd a file whose publication could make a reference cycle?  An
+ * nvbridge device file, an io_uring (it can hold registered files), or any
+ * AF_UNIX socket: one could carry a broker connection (or the entry's own
+ * file) in flight, so the module refuses them all and so do we.
+ */
 static bool refused_file(int fd)
 {
 	char link[64], path[64];
@@ -639,22 +698,10 @@ static bool refused_file(int fd)
 	if (S_ISCHR(st.st_mode) && nvbridge_rdev && st.st_rdev == nvbridge_rdev)
 		return true;
 	if (S_ISSOCK(st.st_mode)) {
-		struct sockaddr_un a;
-		socklen_t al = sizeof(a);
+		int dom = -1;
+		socklen_t dl = sizeof(dom);
 
-		if (st.st_dev == listen_st.st_dev && st.st_ino == listen_st.st_ino)
-			return true;
-		for (struct client *c = clients; c; c = c->next)
-			if (st.st_ino == c->evend_ino)
-				return true;
-		if (!getpeername(fd, (struct sockaddr *)&a, &al) && a.sun_family == AF_UNIX &&
-		    al > offsetof(struct sockaddr_un, sun_path) &&
-		    !strncmp(a.sun_path, cfg.socket, sizeof(a.sun_path)))
-			return true;
-		al = sizeof(a);
-		if (!getsockname(fd, (struct sockaddr *)&a, &al) && a.sun_family == AF_UNIX &&
-		    al > offsetof(struct sockaddr_un, sun_path) &&
-		    !strncmp(a.sun_path, cfg.socket, sizeof(a.sun_path)))
+		if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &dl) || dom == AF_UNIX)
 			return true;
 	}
 	return false;
@@ -694,6 +741,9 @@ static int do_publish(struct client *c, struct nvbridge_publish *p, const void *
 		return -EFAULT;	/* the bytes did not come: like an unreadable pointer */
 	if (p->fd != NVBRIDGE_NO_FD) {
 		if (p->fd < 0 || *fdp < 0)
+			return -EBADF;
+		/* fget() does not take O_PATH files: the module says -EBADF */
+		if (fcntl(*fdp, F_GETFL) & O_PATH)
 			return -EBADF;
 		if (refused_file(*fdp))
 			return -EINVAL;
@@ -742,6 +792,12 @@ static void fetch_reply(struct client *c, uint32_t seq, uint32_t size,
 
 	if (!may_use(c, e)) {
 		reply(c, NVBRIDGE_WIRE_REPLY, NVBRIDGE_IOC_FETCH, seq, -EACCES, NULL, 0, NULL, 0, -1);
+		return;
+	}
+	/* FETCH_EXPECT_UID (validated in do_fetch): after -EACCES, with or without WAIT */
+	if ((f->flags & NVBRIDGE_FETCH_EXPECT_UID) &&
+	    map_from(&c->uidmap, f->expect_uid) != (int64_t)e->euid) {
+		reply(c, NVBRIDGE_WIRE_REPLY, NVBRIDGE_IOC_FETCH, seq, -EPERM, NULL, 0, NULL, 0, -1);
 		return;
 	}
 	f->blob_len = e->blob_len;
@@ -795,8 +851,12 @@ static void do_fetch(struct client *c, uint32_t seq, uint32_t size, struct nvbri
 	struct entry *e;
 	int ret = 0;
 
-	if ((f->flags & ~NVBRIDGE_FETCH_FLAGS_ALL) || (!(f->flags & NVBRIDGE_FETCH_EXPECT_UID) && f->expect_uid))
+	if (f->flags & ~NVBRIDGE_FETCH_FLAGS_ALL)
 		ret = -EINVAL;
+	else if (!(f->flags & NVBRIDGE_FETCH_EXPECT_UID) && f->expect_uid)
+		ret = -EINVAL;
+	else if ((f->flags & NVBRIDGE_FETCH_EXPECT_UID) && map_from(&c->uidmap, f->expect_uid) < 0)
+		ret = -EINVAL;	/* not mapped in the caller's user ns */
 	else
 		ret = check_name(f->name, false);
 	if (!ret && f->blob_cap && !f->blob)
@@ -1135,13 +1195,39 @@ static void do_hello(struct client *c, const struct nvbridge_wire_hdr *h, const 
 		reply(c, NVBRIDGE_WIRE_HELLO, 0, h->seq, -EPROTO, &info, sizeof(info), NULL, 0, -1);
 		return;
 	}
-	if (*fdp < 0 || !scm || scm->pid != c->pid || fdinfo_pid(*fdp) != c->pid) {
-		drop_client(c, "HELLO without a pidfd of the connecting process (peer pid %d, sender %d)",
-			    c->pid, scm ? scm->pid : -1);
+	/* see "The race" at the top: SO_PEERCRED pid == SCM_CREDENTIALS pid == pidfd's pid */
+	if (!scm || scm->pid == 0) {
+		drop_client(c, "HELLO without the sender's credentials (no SCM_CREDENTIALS: "
+			    "neither end had SO_PASSCRED when it was sent; peer pid %d)", c->pid);
 		return;
+	}
+	if (scm->pid != c->pid) {
+		drop_client(c, "HELLO sent by pid %d, not by the connecting process (peer pid %d)",
+			    scm->pid, c->pid);
+		return;
+	}
+	if (*fdp < 0) {
+		drop_client(c, "HELLO without a pidfd (SCM_RIGHTS) of the connecting process (peer pid %d)",
+			    c->pid);
+		return;
+	}
+	{
+		int fp = fdinfo_pid(*fdp);
+
+		if (fp != c->pid) {
+			drop_client(c, "HELLO's fd is not a pidfd of the connecting process (it names pid %d, peer pid %d)",
+				    fp, c->pid);
+			return;
+		}
 	}
 	c->pidfd = *fdp;
 	*fdp = -1;
+	{
+		/* only HELLO needs credentials: spare the kernel attaching them to every request */
+		int zero = 0;
+
+		setsockopt(c->fd, SOL_SOCKET, SO_PASSCRED, &zero, sizeof(zero));
+	}
 	snprintf(path, sizeof(path), "/proc/%d", c->pid);
 	procfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	ret = procfd < 0 ? -errno : identify(c, procfd);
@@ -1289,6 +1375,7 @@ static void client_free(struct client *c)
 			break;
 		}
 	nclients--;
+	msg_gen++;
 	/* EXITED when the process that connected is gone or exiting */
 	if (c->pidfd >= 0) {
 		struct pollfd pfd = { .fd = c->pidfd, .events = POLLIN };
@@ -1383,6 +1470,7 @@ static void client_read(struct client *c)
 	int fds[8], nfds = 0, fd = -1;
 	ssize_t n;
 
+	msg_gen++;
 	n = recvmsg(c->fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EINTR)
@@ -1479,6 +1567,17 @@ static void accept_client(void)
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l)) {
 		close(fd);
 		return;
+	}
+	/*
+	 * The accepted socket, not the listener, decides whether HELLO's
+	 * SCM_CREDENTIALS are delivered; newer kernels copy the listener's flag
+	 * at connect(), so a connection queued before the listener had it
+	 * (socket activation without PassCredentials=) would lack them.
+	 */
+	{
+		int one = 1;
+
+		setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
 	}
 	c = calloc(1, sizeof(*c));
 	if (!c) {
@@ -1627,11 +1726,14 @@ static int setup_listener(void)
 			logmsg("chmod %s: %s", cfg.socket, strerror(errno));
 			return -1;
 		}
+		/* before listen(): connections inherit the listener's flag at connect() */
+		setsockopt(listen_fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
 		if (listen(listen_fd, 512)) {
 			logmsg("listen: %s", strerror(errno));
 			return -1;
 		}
 	}
+	/* activated: set it too (accept_client sets it on every connection anyway) */
 	setsockopt(listen_fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
 	fstat(listen_fd, &listen_st);
 	return 0;
@@ -1761,6 +1863,16 @@ badval:
 		}
 	}
 	measure_truesize();
+	{
+		/* sig 0 to ourselves must succeed; a seccomp EPERM/ENOSYS would be ambiguous later */
+		int self = (int)syscall(SYS_pidfd_open, getpid(), 0);
+
+		have_pidfd_signal = self >= 0 && syscall(SYS_pidfd_send_signal, self, 0, NULL, 0) == 0;
+		if (self >= 0)
+			close(self);
+		if (!have_pidfd_signal)
+			logmsg("pidfd_send_signal unavailable: a publisher's pid reads 0 from its exit, not its reaping");
+	}
 	{
 		struct stat st;
 		int efd = eventfd(0, EFD_CLOEXEC);

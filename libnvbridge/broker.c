@@ -54,6 +54,20 @@ static int do_connect(const char *path, char *why, size_t whylen)
 		snprintf(why, whylen, "broker backend: socket: %s", strerror(errno));
 		return ret;
 	}
+	/*
+	 * Have our credentials attached to HELLO (the broker checks its
+	 * SCM_CREDENTIALS against SO_PEERCRED and the pidfd): set on the
+	 * sender, this does not depend on the broker's socket having had
+	 * SO_PASSCRED at the moment HELLO was queued (measured on 6.18: a
+	 * message sent after accept() but before the broker set SO_PASSCRED
+	 * on the accepted socket arrives with pid 0 unless the sender has it).
+	 * Cleared again once HELLO is sent, so replies carry no credentials.
+	 */
+	{
+		int one = 1;
+
+		setsockopt(s, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
+	}
 	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		ret = -errno;
 		snprintf(why, whylen, "broker backend: connect %s: %s%s", path, strerror(errno),
@@ -203,6 +217,11 @@ int nvb_broker_open(struct nvb *h, const char *path, char *why, size_t whylen)
 	}
 	n = send_msg(s, &hdr, &hello, NULL, pidfd);
 	close(pidfd);
+	{
+		int zero = 0;
+
+		setsockopt(s, SOL_SOCKET, SO_PASSCRED, &zero, sizeof(zero));
+	}
 	if (n < 0) {
 		ret = (int)n;
 		snprintf(why, whylen, "broker backend: %s: sending HELLO: %s", path, strerror((int)-n));
@@ -393,6 +412,7 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 	case NVBRIDGE_IOC_PUBLISH: {
 		struct nvbridge_publish *pb = arg;
 
+		pb->id = 0;	/* as the module: the id only on success */
 		if (pb->blob_len && !pb->blob)
 			return -EFAULT;
 		if (pb->blob_len <= h->binfo.max_blob_size && pb->blob_len <= NVBRIDGE_WIRE_DATA_MAX) {

@@ -62,7 +62,7 @@ NVB_API const char *nvb_strerror(int err)
 	case ENOENT: return "no such entry (or no nvbridge backend)";
 	case EEXIST: return "name already published in this scope";
 	case EACCES: return "entry exists but access is denied";
-	case EPERM: return "entry was published through another handle";
+	case EPERM: return "not permitted (another handle's entry, or not the expected publisher)";
 	case EDQUOT: return "per-user entry quota exhausted";
 	case EMSGSIZE: return "blob too large for the limit or the buffer";
 	case ETIMEDOUT: return "timed out waiting for the name";
@@ -347,11 +347,11 @@ NVB_API int nvb_publish(struct nvb *h, const char *name, int fd, const void *blo
 			if (o.uid || o.gid)
 				return nvb_fail(h, ret, "publish '%s': uid/gid must be 0 with access %s",
 						name, access_name(o.access));
-			return nvb_fail(h, ret, "publish '%s': fd %d refused (an nvbridge handle or an io_uring: reference cycle)",
+			return nvb_fail(h, ret, "publish '%s': fd %d refused (an nvbridge handle, an io_uring or a Unix socket: reference cycle)",
 					name, fd);
 		}
 		if (ret == -EBADF)
-			return nvb_fail(h, ret, "publish '%s': fd %d", name, fd);
+			return nvb_fail(h, ret, "publish '%s': fd %d (not open, or opened with O_PATH)", name, fd);
 		if (ret == -EFAULT)
 			return nvb_fail(h, ret, "publish '%s': blob is NULL with blob_len %zu", name, blob_len);
 		if (ret == -EMSGSIZE)
@@ -404,6 +404,7 @@ NVB_API int nvb_fetch(struct nvb *h, const char *name,
 	f.size = sizeof(f);
 	f.flags = o.flags;
 	f.timeout_ns = o.timeout_ns;
+	f.expect_uid = o.expect_uid;
 	f.blob = (uintptr_t)blob;
 	f.blob_cap = blob ? (uint32_t)blob_cap : 0;
 	put_name(f.name, name);
@@ -413,8 +414,19 @@ NVB_API int nvb_fetch(struct nvb *h, const char *name,
 	if (ret < 0) {
 		if (ret == -EINVAL && nvb_name_check(name, false, why, sizeof(why)))
 			return nvb_fail(h, ret, "fetch: %s", why);
-		if (ret == -EINVAL)
+		if (ret == -EINVAL && (o.flags & ~(uint32_t)NVBRIDGE_FETCH_FLAGS_ALL))
 			return nvb_fail(h, ret, "fetch '%s': flags 0x%x unknown", name, o.flags);
+		if (ret == -EINVAL && !(o.flags & NVB_FETCH_EXPECT_UID) && o.expect_uid)
+			return nvb_fail(h, ret, "fetch '%s': expect_uid %u without NVB_FETCH_EXPECT_UID",
+					name, o.expect_uid);
+		if (ret == -EINVAL && (o.flags & NVB_FETCH_EXPECT_UID))
+			return nvb_fail(h, ret, "fetch '%s': expect_uid %u is not mapped in the caller's user namespace",
+					name, o.expect_uid);
+		if (ret == -EINVAL)
+			return nvb_fail(h, ret, "fetch '%s'", name);
+		if (ret == -EPERM)
+			return nvb_fail(h, ret, "fetch '%s': its publisher is not uid %u (expect_uid)",
+					name, o.expect_uid);
 		if (ret == -EMSGSIZE)
 			return nvb_fail(h, ret, "fetch '%s': blob is %u bytes, blob_cap %zu",
 					name, f.blob_len, blob_cap);

@@ -98,7 +98,9 @@ struct nvb_publish_opts {
  * entry lives until nvb_unpublish() or until the handle is closed (or the
  * process dies).  *id (may be NULL) receives the entry id.
  * Errors: -EINVAL (name, access, uid/gid, or a refused file: an nvbridge
- * handle or io_uring), -EBADF, -EEXIST, -EMSGSIZE, -EDQUOT, -EFAULT.
+ * handle, an io_uring or any AF_UNIX socket, which could carry the handle
+ * in flight), -EBADF (not open, or an O_PATH fd), -EEXIST, -EMSGSIZE,
+ * -EDQUOT, -EFAULT.
  */
 int nvb_publish(struct nvb *h, const char *name, int fd, const void *blob,
 		size_t blob_len, const struct nvb_publish_opts *opts,
@@ -110,7 +112,8 @@ int nvb_publish(struct nvb *h, const char *name, int fd, const void *blob,
 
 struct nvb_entry {
 	uint64_t id;
-	uint32_t pid;		/* publisher, in the caller's pid ns (0: not visible) */
+	uint32_t pid;		/* publisher, in the caller's pid ns (0: not visible,
+				   or its process has exited) */
 	uint32_t uid;		/* publisher's euid in the caller's user ns */
 	uint32_t gid;
 	uint32_t access;	/* enum nvb_access */
@@ -121,21 +124,37 @@ struct nvb_entry {
 
 #define NVB_FETCH_WAIT		(1U << 0)	/* wait until published */
 #define NVB_FETCH_NO_CLOEXEC	(1U << 1)	/* fd without O_CLOEXEC */
+#define NVB_FETCH_EXPECT_UID	(1U << 2)	/* the publisher must be .expect_uid */
 
+/*
+ * Fields are only ever added at the end; .sz tells the library which ones
+ * the caller knows (a caller compiled before .expect_uid existed passes a
+ * smaller .sz and gets expect_uid 0).
+ */
 struct nvb_fetch_opts {
 	size_t sz;
 	uint32_t flags;		/* NVB_FETCH_* */
 	uint32_t __pad;		/* 0 */
 	int64_t timeout_ns;	/* with NVB_FETCH_WAIT: < 0 forever */
+	/*
+	 * With NVB_FETCH_EXPECT_UID: the euid (in the caller's user namespace)
+	 * the entry's publisher must have, else -EPERM at once (even with
+	 * NVB_FETCH_WAIT) and no fd: a name taken first by another user cannot
+	 * hand the caller a file.  Must be 0 without the flag.
+	 */
+	uint32_t expect_uid;
+	uint32_t __pad2;	/* 0 */
 };
 
 /*
  * Fetches name: copies its blob into blob[0..blob_cap), fills *entry (may
  * be NULL) and stores the received fd in *fd (may be NULL only for entries
  * without a file), or -1 when the entry has none.  The entry stays
- * published.  Errors: -ENOENT, -EACCES, -ETIMEDOUT, -EINTR, -EMSGSIZE
- * (blob_cap too small: entry->blob_len says how much is needed; no fd),
- * -EMFILE, -ECONNRESET (broker gone).
+ * published.  Errors: -ENOENT, -EACCES, -EPERM (NVB_FETCH_EXPECT_UID and
+ * another publisher), -ETIMEDOUT, -EINTR, -EMSGSIZE (blob_cap too small:
+ * entry->blob_len says how much is needed; no fd), -EMFILE, -ECONNRESET
+ * (broker gone), -EINVAL (flags, name, or expect_uid unmapped / set without
+ * the flag).
  */
 int nvb_fetch(struct nvb *h, const char *name,
 	      const struct nvb_fetch_opts *opts, void *blob, size_t blob_cap,

@@ -38,8 +38,10 @@ static void usage(FILE *f)
 "                           publish and keep the entry until interrupted (or SEC);\n"
 "                           POLICY: owner (default), group, scope, uid:N, gid:N.\n"
 "                           Prints one line (or JSON object) once published.\n"
-"  fetch NAME [--wait] [--timeout SEC] [--out PATH] [--blob-out PATH|-]\n"
-"                           fetch; --out copies the file's contents to PATH\n"
+"  fetch NAME [--wait] [--timeout SEC] [--expect-uid UID] [--out PATH]\n"
+"        [--blob-out PATH|-]\n"
+"                           fetch; --out copies the file's contents to PATH;\n"
+"                           --expect-uid: refuse (exit 4) unless UID published it\n"
 "\n"
 "exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 access denied,\n"
 "            5 timed out, 6 name exists, 7 no nvbridge backend, 8 ABI mismatch\n");
@@ -298,6 +300,21 @@ static int cmd_publish(struct nvb *h, const char *name, const char *file, const 
 	return 0;
 }
 
+static long expect_uid = -1;	/* --expect-uid */
+
+static int parse_uid(const char *s)
+{
+	char *end;
+	unsigned long v = strtoul(s, &end, 10);
+
+	if (!*s || *end || v > 0xfffffffeUL || *s == '-') {
+		fprintf(stderr, "nvbridgectl: --expect-uid wants a numeric uid, not %s\n", s);
+		return -1;
+	}
+	expect_uid = (long)v;
+	return 0;
+}
+
 static int cmd_fetch(struct nvb *h, const char *name, int wait, double timeout, const char *out,
 		     const char *blob_out)
 {
@@ -309,6 +326,10 @@ static int cmd_fetch(struct nvb *h, const char *name, int wait, double timeout, 
 
 	if (wait)
 		o.flags |= NVB_FETCH_WAIT;
+	if (expect_uid >= 0) {
+		o.flags |= NVB_FETCH_EXPECT_UID;
+		o.expect_uid = (uint32_t)expect_uid;
+	}
 	if (timeout >= 0)
 		o.timeout_ns = (int64_t)(timeout * 1e9);
 	if (nvb_info(h, &i))
@@ -379,6 +400,7 @@ int main(int argc, char **argv)
 		{ "count", required_argument, NULL, 'c' },
 		{ "out", required_argument, NULL, 'o' },
 		{ "blob-out", required_argument, NULL, 'O' },
+		{ "expect-uid", required_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -415,6 +437,7 @@ int main(int argc, char **argv)
 		case 'c': count = atol(optarg); break;
 		case 'o': out = optarg; break;
 		case 'O': blob_out = optarg; break;
+		case 'U': if (parse_uid(optarg)) return EX_USAGE; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return EX_USAGE;
 		}
@@ -451,6 +474,7 @@ int main(int argc, char **argv)
 			case 'c': count = atol(optarg); break;
 			case 'o': out = optarg; break;
 			case 'O': blob_out = optarg; break;
+			case 'U': if (parse_uid(optarg)) return EX_USAGE; break;
 			case 'S': opts.socket_path = optarg; break;
 			default: usage(stderr); return EX_USAGE;
 			}

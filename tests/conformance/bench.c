@@ -3,8 +3,14 @@
  * nvb-bench: rendezvous latency (a benchmark, not a test).
  *
  *  1. publish + fetch + close (+ unpublish, to publish again) of a memfd
- *     through the backend in use, against a socketpair SCM_RIGHTS
- *     send + receive + close of the same fd, in the same run;
+ *     through the backend in use, against two socketpair SCM_RIGHTS
+ *     baselines measured in the same run:
+ *       - same process: sendmsg + recvmsg + close of the fd by one thread
+ *         (no context switch, no wake-up: the floor of moving an fd);
+ *       - cross process: A sends the fd to B, which is blocked in recvmsg,
+ *         receives it, closes it and sends back a one-byte acknowledgement
+ *         that A waits for: one round trip between two processes, which is
+ *         what every broker request is (the client waits for nvbridged).
  *     also fetch + close of an already published entry.
  *  2. event notification latency: publish in one thread, the watcher in
  *     another waits with nvb_event_read() (the library's io_uring) or
@@ -24,6 +30,8 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
 #include "nvbridge.h"
 
 static int64_t now(void)
@@ -81,6 +89,79 @@ static int64_t scm_once(int sv[2], int fd)
 	memcpy(&got, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
 	close(got);
 	return now() - t0;
+}
+
+/*
+ * Cross-process round trip: B (forked, blocked in recvmsg) receives the fd
+ * over a SOCK_SEQPACKET socketpair (the broker's socket type), closes it and
+ * acknowledges with one byte; A times send -> acknowledgement.
+ */
+struct xpeer {
+	int s;
+	pid_t pid;
+};
+
+static void xpeer_start(struct xpeer *x)
+{
+	union { struct cmsghdr c; char b[CMSG_SPACE(sizeof(int))]; } cm;
+	char byte = 0;
+	struct iovec iov = { &byte, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
+		die("socketpair", NULL, -errno);
+	x->pid = fork();
+	if (x->pid < 0)
+		die("fork", NULL, -errno);
+	if (x->pid == 0) {
+		close(sv[0]);
+		for (;;) {
+			int got;
+
+			m.msg_control = cm.b;
+			m.msg_controllen = sizeof(cm.b);
+			if (recvmsg(sv[1], &m, MSG_CMSG_CLOEXEC) != 1)
+				_exit(0);
+			if (CMSG_FIRSTHDR(&m)) {
+				memcpy(&got, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
+				close(got);
+			}
+			if (send(sv[1], &byte, 1, 0) != 1)
+				_exit(1);
+		}
+	}
+	close(sv[1]);
+	x->s = sv[0];
+}
+
+static int64_t xpeer_once(struct xpeer *x, int fd)
+{
+	union { struct cmsghdr c; char b[CMSG_SPACE(sizeof(int))]; } cm;
+	char byte = 0;
+	struct iovec iov = { &byte, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
+			    .msg_controllen = sizeof(cm.b) };
+	int64_t t0 = now();
+
+	memset(&cm, 0, sizeof(cm));
+	cm.c.cmsg_level = SOL_SOCKET;
+	cm.c.cmsg_type = SCM_RIGHTS;
+	cm.c.cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(&cm.c), &fd, sizeof(int));
+	if (sendmsg(x->s, &m, 0) != 1)
+		die("sendmsg", NULL, -errno);
+	if (recv(x->s, &byte, 1, 0) != 1)
+		die("recv ack", NULL, -errno);
+	return now() - t0;
+}
+
+static void xpeer_stop(struct xpeer *x)
+{
+	int st;
+
+	close(x->s);
+	waitpid(x->pid, &st, 0);
 }
 
 /* ---- event latency ---- */
@@ -176,7 +257,7 @@ int main(int argc, char **argv)
 	int n = 20000, o, sv[2], fd, got, ret;
 	struct nvb *a, *b;
 	int64_t *lat;
-	double m_scm, m_pf, m_f, p;
+	double m_scm, m_rtt, m_pf, m_f, m_pub, m_pubnf, m_unp, p;
 
 	while ((o = getopt(argc, argv, "b:n:")) != -1) {
 		if (o == 'b')
@@ -198,33 +279,77 @@ int main(int argc, char **argv)
 		die("ftruncate", NULL, -errno);
 	socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
 
-	/* warm up */
-	for (int i = 0; i < 1000; i++)
-		scm_once(sv, fd);
-	for (int i = 0; i < n; i++)
-		lat[i] = scm_once(sv, fd);
-	m_scm = median_us(lat, n);
+	/*
+	 * The baselines and the rendezvous are measured interleaved, in rounds,
+	 * so that a slow or fast phase of the host (other load, frequency,
+	 * which CPUs the processes land on) affects all of them alike.
+	 */
+	{
+		struct xpeer x;
+		int64_t *la = calloc((size_t)n, sizeof(int64_t));
+		int64_t *lb = calloc((size_t)n, sizeof(int64_t));
+		int64_t *lf = calloc((size_t)n, sizeof(int64_t));
+		const int rounds = 10;
+		int k = 0;
 
-	for (int i = 0; i < n + 1000; i++) {
-		uint64_t id;
-		int64_t t0 = now();
-
-		if ((ret = nvb_publish(a, "bench/pf", fd, NULL, 0, NULL, &id)))
+		xpeer_start(&x);
+		if ((ret = nvb_publish(a, "bench/f", fd, NULL, 0, NULL, NULL)))
 			die("publish", a, ret);
-		if ((ret = nvb_fetch(b, "bench/pf", NULL, NULL, 0, NULL, &got)))
-			die("fetch", b, ret);
-		close(got);
-		int64_t t1 = now();
+		for (int i = 0; i < 1000; i++) {	/* warm up */
+			uint64_t id;
 
-		if ((ret = nvb_unpublish(a, id, NULL)))
+			scm_once(sv, fd);
+			xpeer_once(&x, fd);
+			if ((ret = nvb_publish(a, "bench/pf", fd, NULL, 0, NULL, &id)) ||
+			    (ret = nvb_fetch(b, "bench/pf", NULL, NULL, 0, NULL, &got)))
+				die("warm-up", b, ret);
+			close(got);
+			if ((ret = nvb_unpublish(a, id, NULL)))
+				die("unpublish", a, ret);
+		}
+		for (int r = 0; r < rounds; r++) {
+			int end = r == rounds - 1 ? n : (n / rounds) * (r + 1);
+
+			for (int i = k; i < end; i++)
+				la[i] = scm_once(sv, fd);
+			for (int i = k; i < end; i++)
+				lb[i] = xpeer_once(&x, fd);
+			for (int i = k; i < end; i++) {
+				uint64_t id;
+				int64_t t0 = now();
+
+				if ((ret = nvb_publish(a, "bench/pf", fd, NULL, 0, NULL, &id)))
+					die("publish", a, ret);
+				if ((ret = nvb_fetch(b, "bench/pf", NULL, NULL, 0, NULL, &got)))
+					die("fetch", b, ret);
+				close(got);
+				lat[i] = now() - t0;
+				if ((ret = nvb_unpublish(a, id, NULL)))
+					die("unpublish", a, ret);
+			}
+			for (int i = k; i < end; i++) {
+				int64_t t0 = now();
+
+				if ((ret = nvb_fetch(b, "bench/f", NULL, NULL, 0, NULL, &got)))
+					die("fetch", b, ret);
+				close(got);
+				lf[i] = now() - t0;
+			}
+			k = end;
+		}
+		xpeer_stop(&x);
+		if ((ret = nvb_unpublish(a, 0, "bench/f")))
 			die("unpublish", a, ret);
-		if (i >= 1000)
-			lat[i - 1000] = t1 - t0;
+		m_scm = median_us(la, n);
+		m_rtt = median_us(lb, n);
+		m_pf = median_us(lat, n);
+		m_f = median_us(lf, n);
+		free(la);
+		free(lb);
+		free(lf);
 	}
-	m_pf = median_us(lat, n);
 
 	/* the parts */
-	double m_pub, m_pubnf, m_unp;
 	{
 		int64_t *l2 = calloc((size_t)n, sizeof(int64_t)), *l3 = calloc((size_t)n, sizeof(int64_t));
 
@@ -254,24 +379,23 @@ int main(int argc, char **argv)
 		free(l3);
 	}
 
-	if ((ret = nvb_publish(a, "bench/f", fd, NULL, 0, NULL, NULL)))
-		die("publish", a, ret);
-	for (int i = 0; i < n + 1000; i++) {
-		int64_t t0 = now();
+	{
+		struct utsname u;
+		time_t t = time(NULL);
+		char date[32];
 
-		if ((ret = nvb_fetch(b, "bench/f", NULL, NULL, 0, NULL, &got)))
-			die("fetch", b, ret);
-		close(got);
-		if (i >= 1000)
-			lat[i - 1000] = now() - t0;
+		uname(&u);
+		strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&t));
+		printf("nvb-bench: backend %s, %d iterations, medians; %s, %s %s, %ld CPUs\n",
+		       nvb_backend_name(nvb_backend(a)), n, date, u.nodename, u.release,
+		       sysconf(_SC_NPROCESSORS_ONLN));
 	}
-	m_f = median_us(lat, n);
-
-	printf("nvb-bench: backend %s, %d iterations, medians\n", nvb_backend_name(nvb_backend(a)), n);
-	printf("  %-44s %8.2f us\n", "socketpair SCM_RIGHTS send+recv+close", m_scm);
-	printf("  %-44s %8.2f us  (%.2fx socketpair)\n", "publish+fetch+close", m_pf, m_pf / m_scm);
-	printf("  %-44s %8.2f us  (%.2fx socketpair)\n", "fetch+close (entry already published)", m_f,
-	       m_f / m_scm);
+	printf("  %-44s %8.2f us\n", "[A] socketpair SCM_RIGHTS send+recv+close", m_scm);
+	printf("  %-44s %8.2f us\n", "[B] cross-process SCM_RIGHTS round trip", m_rtt);
+	printf("  %-44s %8.2f us  (%.2fx A, %.2fx B)\n", "publish+fetch+close", m_pf, m_pf / m_scm,
+	       m_pf / m_rtt);
+	printf("  %-44s %8.2f us  (%.2fx A, %.2fx B)\n", "fetch+close (entry already published)", m_f,
+	       m_f / m_scm, m_f / m_rtt);
 	printf("  %-44s %8.2f us\n", "publish of an fd", m_pub);
 	printf("  %-44s %8.2f us\n", "publish of a 1-byte blob, no fd", m_pubnf);
 	printf("  %-44s %8.2f us\n", "unpublish", m_unp);
@@ -289,9 +413,26 @@ int main(int argc, char **argv)
 	double ep = event_latency(a, w, 1, ne, &p);
 
 	printf("  %-44s %8.2f us  (p99 %.2f)\n", "event latency, epoll + read", ep, p);
+	if (nvb_backend(a) == NVB_BACKEND_KERNEL) {
+		printf("  goal (issue 3): kernel publish+fetch+close within 1.0x of [A]: %.2fx, %s.\n"
+		       "  [A] is the fair floor here: an ioctl, like send+recv in one thread, involves\n"
+		       "  no other process and no wake-up.\n",
+		       m_pf / m_scm, m_pf / m_scm <= 1.0 ? "met" : "NOT met");
+	} else {
+		printf("  goal (issue 3): broker publish+fetch+close within 3x of the socketpair round\n"
+		       "  trip, judged against [B]: %.2fx, %s (against [A] it is %.2fx, %s).\n"
+		       "  Why [B]: the issue names a round trip, and [A] is not one (one thread, no\n"
+		       "  context switch, no wake-up). A broker publish+fetch is two cross-process\n"
+		       "  round trips by construction (publisher <-> nvbridged, fetcher <-> nvbridged),\n"
+		       "  so 2.0x [B] is the floor of any broker design; 3x [B] leaves 1.5x that floor.\n",
+		       m_pf / m_rtt, m_pf / m_rtt <= 3.0 ? "met" : "NOT met",
+		       m_pf / m_scm, m_pf / m_scm <= 3.0 ? "met" : "not met");
+	}
 	nvb_close(w);
 	nvb_close(a);
 	nvb_close(b);
+	close(sv[0]);
+	close(sv[1]);
 	free(lat);
 	return 0;
 }

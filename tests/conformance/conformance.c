@@ -34,6 +34,7 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -983,13 +984,21 @@ static int pidns_grandchild(void *p)
 	return 0;
 }
 
+/* the grandchild's pid travels on its own pipe: the grandchild may post on s.a first */
+struct pidns_sync {
+	struct sync s;		/* first: pidns_grandchild takes it as a struct sync */
+	int gp[2];
+};
+
 static int pidns_child(void *p)
 {
+	struct pidns_sync *ps = p;
+
 	if (unshare(CLONE_NEWPID))
 		SKIP("unshare(CLONE_NEWPID): %s", strerror(errno));
-	pid_t g = spawn(pidns_grandchild, p);
+	pid_t g = spawn(pidns_grandchild, &ps->s);
 
-	if (write(((struct sync *)p)->a[1], &g, sizeof(g)) != sizeof(g))
+	if (write(ps->gp[1], &g, sizeof(g)) != sizeof(g))
 		return 1;
 	return reap(g);
 }
@@ -998,15 +1007,20 @@ static int t_pid_namespace(void)
 {
 	struct nvb_entry e;
 	struct nvb *h;
+	struct pidns_sync ps;
 	struct sync s;
 	pid_t p, g;
 	char c;
 
 	OPEN(h);
 	OK(nvb_publish(h, nm("pn-outer"), -1, NULL, 0, NULL, NULL));
-	sync_init(&s);
-	p = spawn(pidns_child, &s);
-	if (read(s.a[0], &g, sizeof(g)) != sizeof(g)) {
+	sync_init(&ps.s);
+	if (pipe(ps.gp))
+		FAIL("pipe");
+	s = ps.s;
+	p = spawn(pidns_child, &ps);
+	close(ps.gp[1]);
+	if (read(ps.gp[0], &g, sizeof(g)) != sizeof(g)) {
 		if (reap(p) == 77)
 			SKIP("no pid namespaces here");
 		FAIL("no grandchild");
@@ -1386,6 +1400,362 @@ static int t_struct_fields(void)
 	/* unknown command */
 	EXPECT(nvb__xfer(h, _IOWR(NVBRIDGE_IOC_MAGIC, 0x3f, struct nvbridge_info), &l), -ENOTTY);
 	nvb_close(h);
+	return 0;
+}
+
+/* ---- FETCH_EXPECT_UID: guard against name squatting ---- */
+static const struct nvb_fetch_opts *fexp(uint32_t flags, uint32_t uid, int64_t timeout_ns)
+{
+	static __thread struct nvb_fetch_opts o;
+
+	memset(&o, 0, sizeof(o));
+	o.sz = sizeof(o);
+	o.flags = flags | NVB_FETCH_EXPECT_UID;
+	o.expect_uid = uid;
+	o.timeout_ns = timeout_ns;
+	return &o;
+}
+
+/* uid 2210 publishes "eu" (SCOPE), then looks at it from a user namespace mapping 100 -> 2210 */
+static int expect_userns_child(void *p)
+{
+	struct sync *s = p;
+	struct nvb_entry e;
+	struct nvb *h, *u;
+	gid_t g = 3210;
+	int fd = -1;
+
+	(void)s;
+	if (become(2210, 3210, 1, &g))
+		FAIL("become");
+	OPEN(h);
+	OK(nvb_publish(h, nm("eu"), memfd_rand(16, NULL), NULL, 0, pol(NVB_ACCESS_SCOPE, 0, 0), NULL));
+	prctl(PR_SET_DUMPABLE, 1);
+	if (unshare(CLONE_NEWUSER))
+		SKIP("unshare(CLONE_NEWUSER): %s", strerror(errno));
+	if (write_file("/proc/self/uid_map", "100 2210 1") ||
+	    write_file("/proc/self/setgroups", "deny") ||
+	    write_file("/proc/self/gid_map", "200 3210 1"))
+		FAIL("id maps: %s", strerror(errno));
+	OPEN(u);
+	/* expect_uid is read in the caller's user namespace: 100 is 2210 */
+	OK(nvb_fetch(u, nm("eu"), fexp(0, 100, 0), NULL, 0, &e, &fd));
+	CHECK(fd >= 0, "no fd");
+	close(fd);
+	EXPECT(e.uid, 100);
+	/* 2210 and 0 are not mapped here */
+	EXPECT(nvb_fetch(u, nm("eu"), fexp(0, 2210, 0), NULL, 0, NULL, NULL), -EINVAL);
+	EXPECT(nvb_fetch(u, nm("eu"), fexp(0, 0, 0), NULL, 0, NULL, NULL), -EINVAL);
+	CHECK(strstr(nvb_last_error(u), "not mapped"), "%s", nvb_last_error(u));
+	nvb_close(u);
+	nvb_close(h);
+	return 0;
+}
+
+static int t_expect_uid(void)
+{
+	struct nvb_fetch_opts o;
+	struct nvb_entry e;
+	struct nvb *h, *g;
+	unsigned char blob[24], got[24];
+	int fd = -1, before, r;
+	int64_t t0;
+
+	rnd(blob, sizeof(blob));
+	OPEN(h);
+	OPEN(g);
+	OK(nvb_publish(h, nm("ex"), memfd_rand(64, NULL), blob, sizeof(blob), NULL, NULL));
+	/* the expected publisher (us, euid 0) is accepted */
+	OK(nvb_fetch(g, nm("ex"), fexp(0, geteuid(), 0), got, sizeof(got), &e, &fd));
+	CHECK(fd >= 0, "no fd");
+	CHECK(!memcmp(blob, got, sizeof(blob)), "blob");
+	EXPECT(e.uid, geteuid());
+	close(fd);
+	/* anyone else: -EPERM, no fd, at once even with WAIT */
+	before = fd_count();
+	fd = 12345;
+	EXPECT(nvb_fetch(g, nm("ex"), fexp(0, 4321, 0), got, sizeof(got), NULL, &fd), -EPERM);
+	EXPECT(fd, -1);
+	CHECK(strstr(nvb_last_error(g), "expect_uid"), "%s", nvb_last_error(g));
+	t0 = now_ns();
+	EXPECT(nvb_fetch(g, nm("ex"), fexp(NVB_FETCH_WAIT, 4321, 5000000000LL), got, sizeof(got),
+			 NULL, &fd), -EPERM);
+	CHECK(now_ns() - t0 < 1000000000LL, "waited %lld ns", (long long)(now_ns() - t0));
+	EXPECT(fd_count(), before);
+	/* -ENOENT is still -ENOENT, -ETIMEDOUT still -ETIMEDOUT */
+	EXPECT(nvb_fetch(g, nm("nope"), fexp(0, 0, 0), NULL, 0, NULL, NULL), -ENOENT);
+	EXPECT(nvb_fetch(g, nm("nope"), fexp(NVB_FETCH_WAIT, 0, 50000000LL), NULL, 0, NULL, NULL),
+	       -ETIMEDOUT);
+	/* bad arguments: expect_uid without the flag, an id no namespace maps */
+	memset(&o, 0, sizeof(o));
+	o.sz = sizeof(o);
+	o.expect_uid = 7;
+	EXPECT(nvb_fetch(g, nm("ex"), &o, got, sizeof(got), NULL, NULL), -EINVAL);
+	CHECK(strstr(nvb_last_error(g), "without NVB_FETCH_EXPECT_UID"), "%s", nvb_last_error(g));
+	EXPECT(nvb_fetch(g, nm("ex"), fexp(0, (uint32_t)-1, 0), got, sizeof(got), NULL, NULL), -EINVAL);
+	/* a caller built before .expect_uid existed: the field is not read */
+	o.sz = offsetof(struct nvb_fetch_opts, expect_uid);
+	OK(nvb_fetch(g, nm("ex"), &o, got, sizeof(got), NULL, NULL));
+	/* the raw ABI: the same answers */
+	{
+		struct nvbridge_fetch f;
+
+		memset(&f, 0, sizeof(f));
+		f.size = sizeof(f);
+		f.flags = NVBRIDGE_FETCH_EXPECT_UID;
+		f.expect_uid = 4321;
+		snprintf(f.name, sizeof(f.name), "%s", nm("ex"));
+		f.blob = (uintptr_t)got;
+		f.blob_cap = sizeof(got);
+		EXPECT(nvb__xfer(g, NVBRIDGE_IOC_FETCH, &f), -EPERM);
+		f.expect_uid = (uint32_t)-1;
+		EXPECT(nvb__xfer(g, NVBRIDGE_IOC_FETCH, &f), -EINVAL);
+	}
+	/* translation through a user namespace */
+	r = reap(spawn(expect_userns_child, NULL));
+	if (r != 77)
+		EXPECT(r, 0);
+	nvb_close(g);
+	nvb_close(h);
+	if (r == 77)
+		printf("    (user-namespace part skipped: no user namespaces here)\n");
+	return 0;
+}
+
+/* a squatter, uid 2200, takes names first */
+static int squat_child(void *p)
+{
+	struct sync *s = p;
+	struct nvb *h;
+	gid_t g = 3200;
+
+	if (become(2200, 3200, 1, &g))
+		FAIL("become");
+	OPEN(h);
+	OK(nvb_publish(h, nm("svc"), memfd_rand(16, NULL), NULL, 0, pol(NVB_ACCESS_SCOPE, 0, 0), NULL));
+	OK(nvb_publish(h, nm("priv"), memfd_rand(16, NULL), NULL, 0, NULL, NULL));	/* OWNER */
+	sync_post(s->a[1]);
+	CHECK(sync_wait(s->b[0]) == 0, "parent gone");	/* parent is waiting on "late" */
+	usleep(100000);
+	OK(nvb_publish(h, nm("late"), memfd_rand(16, NULL), NULL, 0, pol(NVB_ACCESS_SCOPE, 0, 0), NULL));
+	CHECK(sync_wait(s->b[0]) == 0, "parent gone");
+	nvb_close(h);
+	return 0;
+}
+
+/* another user, 2300: the OWNER entry of 2200 is -EACCES before any uid check */
+static int squat_other(void *p)
+{
+	gid_t g = 3300;
+
+	(void)p;
+	if (become(2300, 3300, 1, &g))
+		FAIL("become");
+	struct nvb *h;
+
+	OPEN(h);
+	EXPECT(nvb_fetch(h, nm("priv"), fexp(0, 0, 0), NULL, 0, NULL, NULL), -EACCES);
+	EXPECT(nvb_fetch(h, nm("priv"), fexp(0, 2200, 0), NULL, 0, NULL, NULL), -EACCES);
+	EXPECT(nvb_fetch(h, nm("svc"), fexp(0, 0, 0), NULL, 0, NULL, NULL), -EPERM);
+	OK(nvb_fetch(h, nm("svc"), fexp(0, 2200, 0), NULL, 0, NULL, NULL));
+	nvb_close(h);
+	return 0;
+}
+
+static int t_expect_uid_squatter(void)
+{
+	struct nvb_entry e;
+	struct nvb *h;
+	struct sync s;
+	int fd = -1, before;
+	int64_t t0;
+	pid_t p;
+
+	OPEN(h);
+	sync_init(&s);
+	p = spawn(squat_child, &s);
+	CHECK(sync_wait(s.a[0]) == 0, "squatter did not publish (%d)", reap(p));
+	/* without the guard the squatter's file is handed out: the threat */
+	OK(nvb_fetch(h, nm("svc"), NULL, NULL, 0, &e, &fd));
+	EXPECT(e.uid, 2200);
+	CHECK(fd >= 0, "no fd");
+	close(fd);
+	/* with it: refused, no fd */
+	before = fd_count();
+	EXPECT(nvb_fetch(h, nm("svc"), fexp(0, 0, 0), NULL, 0, NULL, &fd), -EPERM);
+	EXPECT(fd, -1);
+	EXPECT(fd_count(), before);
+	OK(nvb_fetch(h, nm("svc"), fexp(0, 2200, 0), NULL, 0, NULL, &fd));
+	close(fd);
+	/* -EACCES is decided first */
+	EXPECT(reap(spawn(squat_other, NULL)), 0);
+	/* a waiter expecting root: the squatter's late publish ends the wait with -EPERM */
+	sync_post(s.b[1]);
+	t0 = now_ns();
+	EXPECT(nvb_fetch(h, nm("late"), fexp(NVB_FETCH_WAIT, 0, 5000000000LL), NULL, 0, NULL, &fd),
+	       -EPERM);
+	EXPECT(fd, -1);
+	CHECK(now_ns() - t0 < 4000000000LL, "waited out the timeout");
+	sync_post(s.b[1]);
+	EXPECT(reap(p), 0);
+	nvb_close(h);
+	return 0;
+}
+
+/* ---- PUBLISH refuses every AF_UNIX socket; O_PATH is -EBADF ---- */
+static int t_unix_socket_refused(void)
+{
+	static const int types[] = { SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET };
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct nvb *h;
+	int sv[2], s, fd = -1;
+	struct stat st;
+
+	OPEN(h);
+	for (unsigned int i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		CHECK(socketpair(AF_UNIX, types[i] | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
+		EXPECT(nvb_publish(h, nm("us"), sv[0], NULL, 0, NULL, NULL), -EINVAL);
+		EXPECT(nvb_publish(h, nm("us"), sv[1], "b", 1, NULL, NULL), -EINVAL);
+		close(sv[0]);
+		close(sv[1]);
+	}
+	CHECK(strstr(nvb_last_error(h), "Unix socket"), "%s", nvb_last_error(h));
+	/* unconnected, and a listening one */
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	EXPECT(nvb_publish(h, nm("us"), s, NULL, 0, NULL, NULL), -EINVAL);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/nvb-cf-%d.sock", getpid());
+	unlink(sa.sun_path);
+	CHECK(bind(s, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(s, 1) == 0, "listen");
+	EXPECT(nvb_publish(h, nm("us"), s, NULL, 0, NULL, NULL), -EINVAL);
+	close(s);
+	unlink(sa.sun_path);
+	EXPECT(nvb_fetch(h, nm("us"), NULL, NULL, 0, NULL, NULL), -ENOENT);
+	/* other sockets and pipes are fine */
+	s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, 0);	/* NETLINK_ROUTE */
+	CHECK(s >= 0, "netlink socket: %s", strerror(errno));
+	OK(nvb_publish(h, nm("nl"), s, NULL, 0, NULL, NULL));
+	close(s);
+	OK(nvb_fetch(h, nm("nl"), NULL, NULL, 0, NULL, &fd));
+	CHECK(fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode), "not a socket back");
+	close(fd);
+	CHECK(pipe2(sv, O_CLOEXEC) == 0, "pipe");
+	OK(nvb_publish(h, nm("pipe"), sv[1], NULL, 0, NULL, NULL));
+	close(sv[0]);
+	close(sv[1]);
+	nvb_close(h);
+	return 0;
+}
+
+static int t_opath_fd(void)
+{
+	struct nvbridge_publish p;
+	struct nvb *h;
+	int fd;
+
+	OPEN(h);
+	fd = open("/proc/self/exe", O_PATH | O_CLOEXEC);
+	CHECK(fd >= 0, "O_PATH open");
+	EXPECT(nvb_publish(h, nm("op"), fd, NULL, 0, NULL, NULL), -EBADF);
+	CHECK(strstr(nvb_last_error(h), "O_PATH"), "%s", nvb_last_error(h));
+	close(fd);
+	fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	EXPECT(nvb_publish(h, nm("op"), fd, "b", 1, pol(NVB_ACCESS_SCOPE, 0, 0), NULL), -EBADF);
+	close(fd);
+	EXPECT(nvb_fetch(h, nm("op"), NULL, NULL, 0, NULL, NULL), -ENOENT);
+	/* a failed publish leaves .id 0 (raw ABI) */
+	OK(nvb_publish(h, nm("op"), -1, "b", 1, NULL, NULL));
+	memset(&p, 0, sizeof(p));
+	p.size = sizeof(p);
+	p.fd = -1;
+	p.id = 0x5a5a5a5a5a5aULL;
+	snprintf(p.name, sizeof(p.name), "%s", nm("op"));
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_PUBLISH, &p), -EEXIST);
+	EXPECT(p.id, 0);
+	nvb_close(h);
+	return 0;
+}
+
+/*
+ * ---- pid 0 once the publisher's process is gone ----
+ * The entry must outlive its publisher's process, the same way on both
+ * backends: P opens the handle and publishes, forks G which inherits the
+ * handle's descriptors (device file or broker connection) and only holds
+ * them, then P exits.  The entry belongs to the open file / connection, so
+ * it stays while G lives; its pid must read 0 once P is reaped (a zombie
+ * still owns its pid, so it is reported until then).
+ */
+static int pidexit_pub(void *p)
+{
+	struct sync *s = p;
+	struct nvb *h;
+	pid_t g;
+
+	OPEN(h);
+	OK(nvb_publish(h, nm("pe"), memfd_rand(16, NULL), NULL, 0, pol(NVB_ACCESS_SCOPE, 0, 0), NULL));
+	g = fork();
+	if (g == 0) {
+		sync_wait(s->b[0]);	/* hold the handle until told */
+		_exit(0);
+	}
+	if (write(s->a[1], &g, sizeof(g)) != sizeof(g))
+		return 1;
+	return 0;	/* exits without closing the handle: G holds it */
+}
+
+static int t_pid_after_exit(void)
+{
+	struct nvb_entry e, l[64];
+	struct nvb_event ev;
+	struct nvb *w;
+	struct sync s;
+	siginfo_t si;
+	uint64_t cur = 0, id;
+	int fd = -1, n, seen = 0;
+	pid_t p, g;
+
+	CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0, "subreaper");	/* G comes back to us */
+	OPEN(w);
+	OK(nvb_watch(w, nm("pe"), 0, NULL));
+	sync_init(&s);
+	p = spawn(pidexit_pub, &s);
+	CHECK(read(s.a[0], &g, sizeof(g)) == sizeof(g), "publisher failed (%d)", reap(p));
+	EXPECT(ev1(w, &ev), 1);
+	EXPECT(ev.type, NVB_EVENT_PUBLISHED);
+	EXPECT(ev.pid, p);
+	id = ev.id;
+	OK(nvb_fetch(w, nm("pe"), NULL, NULL, 0, &e, &fd));
+	EXPECT(e.pid, p);
+	close(fd);
+	/* P has exited but is not reaped: a zombie still has its pid */
+	CHECK(waitid(P_PID, (id_t)p, &si, WEXITED | WNOWAIT) == 0, "waitid");
+	OK(nvb_fetch(w, nm("pe"), NULL, NULL, 0, &e, &fd));
+	EXPECT(e.pid, p);
+	close(fd);
+	EXPECT(reap(p), 0);
+	/* reaped: the number may be anyone's now; the entry lives on (G holds the handle) */
+	OK(nvb_fetch(w, nm("pe"), NULL, NULL, 0, &e, &fd));
+	EXPECT(e.id, id);
+	EXPECT(e.pid, 0);
+	EXPECT(e.uid, geteuid());
+	CHECK(fd >= 0, "no fd");
+	close(fd);
+	while ((n = nvb_list(w, &cur, l, 64)) > 0)
+		for (int i = 0; i < n; i++)
+			if (l[i].id == id) {
+				EXPECT(l[i].pid, 0);
+				seen++;
+			}
+	EXPECT(seen, 1);
+	/* G exits: the entry goes, reported with pid 0 as well */
+	sync_post(s.b[1]);
+	EXPECT(reap(g), 0);
+	EXPECT(ev1(w, &ev), 1);
+	EXPECT(ev.type, NVB_EVENT_REVOKED);
+	EXPECT(ev.reason, NVB_REVOKE_EXITED);
+	EXPECT(ev.id, id);
+	EXPECT(ev.pid, 0);
+	EXPECT(nvb_fetch(w, nm("pe"), NULL, NULL, 0, NULL, NULL), -ENOENT);
+	nvb_close(w);
 	return 0;
 }
 
@@ -1994,6 +2364,11 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "threads_one_handle", t_threads_one_handle },
 	{ "garbage_client", t_garbage_client },
 	{ "broker_restart", t_broker_restart },
+	{ "fetch_expect_uid", t_expect_uid },
+	{ "fetch_expect_uid_squatter", t_expect_uid_squatter },
+	{ "unix_socket_refused", t_unix_socket_refused },
+	{ "opath_fd_ebadf", t_opath_fd },
+	{ "pid_zero_after_exit", t_pid_after_exit },
 };
 
 int main(int argc, char **argv)

@@ -73,6 +73,8 @@ t "ctl_list_json" sh -c "'$C' list --json | python3 -c 'import json,sys; l=json.
 t "ctl_fetch_file_roundtrip" sh -c "'$C' fetch ctl/a --out '$tmp/got' >/dev/null && cmp -s '$tmp/data' '$tmp/got'"
 t "ctl_fetch_blob" sh -c "[ \"\$('$C' fetch ctl/a --blob-out -)\" = hello ]"
 t "ctl_fetch_json" sh -c "'$C' --json fetch ctl/a | python3 -c 'import json,sys; e=json.load(sys.stdin); assert e[\"blob_len\"]==5'"
+t "ctl_fetch_expect_uid_match" sh -c "'$C' fetch ctl/a --expect-uid $(id -u) >/dev/null"
+t "ctl_fetch_expect_uid_other_4" sh -c "'$C' fetch ctl/a --expect-uid 4321 2>/dev/null; [ \$? = 4 ]"
 t "ctl_exit_not_found_3" sh -c "'$C' fetch ctl/none 2>/dev/null; [ \$? = 3 ]"
 t "ctl_exit_timeout_5" sh -c "'$C' fetch ctl/none --wait --timeout 0.2 2>/dev/null; [ \$? = 5 ]"
 t "ctl_exit_exists_6" sh -c "'$C' publish ctl/a --for 0 >/dev/null 2>&1; [ \$? = 6 ]"
@@ -127,8 +129,9 @@ if [ "$(id -u)" = 0 ]; then
 	NVBRIDGE_BACKEND=broker NVBRIDGE_SOCKET=$usock "$B/nvb-conformance" share_memfd_two_processes \
 		access_owner access_group access_cap_ipc_owner ipc_namespace_scope \
 		user_namespace_ids pid_namespace_pids event_revoked_exited self_publish_refused \
+		fetch_expect_uid pid_zero_after_exit \
 		>"$tmp/u.out" 2>&1
-	t "daemon_nonroot_cap_sys_ptrace" grep -q '^9 passed, 0 failed' "$tmp/u.out" || cat "$tmp/u.out"
+	t "daemon_nonroot_cap_sys_ptrace" grep -q '^11 passed, 0 failed' "$tmp/u.out" || cat "$tmp/u.out"
 	kill -TERM $upid
 	wait $upid
 fi
@@ -151,5 +154,21 @@ kill -TERM $apid
 wait $apid
 t "daemon_activated_sigterm_exit_0" [ $? = 0 ]
 t "daemon_activated_keeps_socket" [ -S "$asock" ]
+
+# 6b. activation without PassCredentials=: the listening socket never had
+# SO_PASSCRED, and the first client connected before nvbridged even started
+# (tests/install/sockact.py waits for it, as systemd does).  Its HELLO must
+# still carry SCM_CREDENTIALS: the broker sets SO_PASSCRED on each accepted
+# socket (newer kernels copy the listener's flag at connect()).
+nsock=$tmp/nopass.sock
+python3 "$(dirname "$0")/../install/sockact.py" "$nsock" 0666 "$D" >"$tmp/nopass.out" 2>"$tmp/nopass.log" &
+npid=$!
+i=0; while [ ! -S "$nsock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+NVBRIDGE_SOCKET="$nsock" "$C" info >"$tmp/nopass.info" 2>&1
+t "daemon_activated_without_passcred_first_client" grep -q '^backend *broker' "$tmp/nopass.info" ||
+	{ cat "$tmp/nopass.info"; sed 's/^/#   /' "$tmp/nopass.log"; }
+t "daemon_activated_without_passcred_no_drop" sh -c "! grep -q 'dropping client' '$tmp/nopass.log'"
+kill -TERM $npid
+wait $npid
 
 echo "$pass passed, $fail failed"
