@@ -872,6 +872,9 @@ static long nvb_ioctl_publish(struct nvb_file *f,
 			  uarg, &usize);
 	if (ret)
 		return ret;
+	/* .id is 0 unless the publish succeeds; a read-only struct fails here. */
+	if (put_user(0, &uarg->id))
+		return -EFAULT;
 	if (arg.flags || arg.__reserved)
 		return -EINVAL;
 	ret = nvb_name_check(arg.name, false);
@@ -909,11 +912,6 @@ static long nvb_ioctl_publish(struct nvb_file *f,
 	if (!e) {
 		ret = -ENOMEM;
 		goto err_put_file;
-	}
-	/* .id is 0 unless the publish succeeds; a bad pointer fails early. */
-	if (put_user(0, &uarg->id)) {
-		ret = -EFAULT;
-		goto err_free_entry;
 	}
 	ret = nvb_entry_publish(f, e, &id);
 	if (ret)

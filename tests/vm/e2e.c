@@ -985,6 +985,42 @@ static int t_expect_uid(void)
 	return 0;
 }
 
+/* PUBLISH writes .id = 0 whenever it fails, whatever the reason */
+static int t_publish_failure_zeroes_id(void)
+{
+	struct nvbridge_publish p;
+	int d, big[64];
+
+	OKV(d, nvb_open(0));
+	memset(&p, 0, sizeof(p));
+	p.size = sizeof(p);
+	p.fd = NVBRIDGE_NO_FD;
+	nvb_set_name(p.name, "zid.x");
+	p.flags = 1;				/* -EINVAL */
+	p.id = 77;
+	WANT(nvb_ioctl(d, NVBRIDGE_IOC_PUBLISH, &p), -EINVAL);
+	WANT(p.id, 0);
+	p.flags = 0;
+	p.fd = 1000000;				/* -EBADF */
+	p.id = 78;
+	WANT(nvb_ioctl(d, NVBRIDGE_IOC_PUBLISH, &p), -EBADF);
+	WANT(p.id, 0);
+	p.fd = NVBRIDGE_NO_FD;
+	p.blob_len = 1u << 20;			/* -EMSGSIZE */
+	p.blob = (uintptr_t)big;
+	p.id = 79;
+	WANT(nvb_ioctl(d, NVBRIDGE_IOC_PUBLISH, &p), -EMSGSIZE);
+	WANT(p.id, 0);
+	p.blob_len = 0;
+	OK(nvb_ioctl(d, NVBRIDGE_IOC_PUBLISH, &p));
+	CHECK(p.id != 0, "no id on success");
+	p.id = 80;				/* -EEXIST */
+	WANT(nvb_ioctl(d, NVBRIDGE_IOC_PUBLISH, &p), -EEXIST);
+	WANT(p.id, 0);
+	close(d);
+	return 0;
+}
+
 /* credentials are those of the opener, not of the caller */
 static int t_creds_at_open(void)
 {
@@ -2912,6 +2948,7 @@ static const struct tcase {
 	{ "explicit_gid_policy", t_gid_policy },
 	{ "scope_policy", t_scope_policy },
 	{ "fetch_expect_uid_refuses_squatter", t_expect_uid },
+	{ "publish_failure_zeroes_id", t_publish_failure_zeroes_id },
 	{ "credentials_captured_at_open", t_creds_at_open },
 	{ "ipc_namespace_scope", t_ipc_ns_scope },
 	{ "user_namespace_id_translation", t_userns_ids },
