@@ -72,7 +72,8 @@ gputest: $(GPUTEST_BIN) lib
 
 check-gpu: $(GPUTEST_BIN) lib
 	@mkdir -p $(RESULTS)
-	@set -o pipefail 2>/dev/null; ( $(call gpu_with_backend,timeout 600 $(GPUTEST_BIN)) ) 2>&1 | tee $(RESULTS)/gpu.log
+	@( $(call gpu_with_backend,timeout 600 $(GPUTEST_BIN)) ) > $(RESULTS)/gpu.log 2>&1; rc=$$?; \
+	cat $(RESULTS)/gpu.log; exit $$rc
 
 # NCCL for the baseline: NVB_NCCL_LIB, else PyTorch's wheel (nvidia-nccl), else libnccl.so.2.
 bench-run: $(BENCH_BIN) lib
