@@ -848,6 +848,11 @@ static void late_import(struct side *s)
 #ifdef NVB_BENCH_LIB
 	if (opt.use_lib) {
 		snprintf(name, sizeof(name), "%s.late", s->name_peer);
+		/*
+		 * Handle revocations left by earlier phases first: releasing
+		 * those mappings is real work, but not this import's.
+		 */
+		nvb_gpu_poll_events(s->g, s->h);
 		t0 = now_s();
 		NV(s, nvb_gpu_import(s->g, s->h, name, 10 * 1000000000LL, 0, &m));
 		t1 = now_s();
