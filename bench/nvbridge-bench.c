@@ -854,7 +854,29 @@ static void late_import(struct side *s)
 		 */
 		nvb_gpu_poll_events(s->g, s->h);
 		t0 = now_s();
-		NV(s, nvb_gpu_import(s->g, s->h, name, 10 * 1000000000LL, 0, &m));
+		{
+			/* nvb_gpu_import()'s steps, each timed */
+			struct nvb_fetch_opts fo = { .sz = sizeof(fo),
+				.flags = NVB_FETCH_WAIT, .timeout_ns = 10 * 1000000000LL };
+			unsigned char blob[512];
+			struct nvb_entry ent;
+			double ta, tb;
+			uint64_t wid;
+			int fd = -1, err;
+
+			err = nvb_watch(s->h, name, 0, &wid);
+			ta = now_s();
+			if (err && err != -EEXIST)
+				NV(s, err);
+			NV(s, nvb_fetch(s->h, name, &fo, blob, sizeof(blob), &ent, &fd));
+			tb = now_s();
+			NV(s, nvb_gpu_import_fd(s->g, ent.id, fd, blob, ent.blob_len, 0, &m));
+			if (fd >= 0)
+				close(fd);
+			report(s, "import_watch_us", "nvbridge-late", GiB, (ta - t0) * 1e6, "us");
+			report(s, "import_fetch_us", "nvbridge-late", GiB, (tb - ta) * 1e6, "us");
+			report(s, "import_fd_us", "nvbridge-late", GiB, (now_s() - tb) * 1e6, "us");
+		}
 		t1 = now_s();
 	} else
 #endif
