@@ -13,6 +13,7 @@
 #define _NVBRIDGE_INTERNAL_H
 
 #include <linux/cred.h>
+#include <linux/bits.h>
 #include <linux/hashtable.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
@@ -35,6 +36,18 @@ struct nvb_limit {
 	unsigned int max;
 };
 
+/*
+ * A publish wakes only the sleepers whose name hashes to the same bucket;
+ * seq is bumped on every publish into the bucket.
+ */
+#define NVB_PUBLISH_BUCKETS_BITS	4
+#define NVB_PUBLISH_BUCKETS		BIT(NVB_PUBLISH_BUCKETS_BITS)
+
+struct nvb_publish_bucket {
+	unsigned long seq;
+	wait_queue_head_t wq;
+};
+
 /* All names of one IPC namespace. */
 struct nvb_scope {
 	struct list_head node;		/* in nvb_scopes */
@@ -44,8 +57,8 @@ struct nvb_scope {
 	struct list_head entries;	/* ascending id */
 	DECLARE_HASHTABLE(names, 7);	/* entries by name */
 	struct list_head watchers;	/* nvb_file.watcher_node, files with watches */
-	unsigned long pub_seq;		/* bumped on every publish */
-	wait_queue_head_t publish_wq;	/* FETCH_WAIT sleepers */
+	/* FETCH_WAIT sleepers, hashed by the name they wait for */
+	struct nvb_publish_bucket publish[NVB_PUBLISH_BUCKETS];
 };
 
 /* One published name. */

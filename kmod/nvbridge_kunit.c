@@ -632,12 +632,12 @@ static void nvb_test_wait_woken_by_publish(struct kunit *test)
 	nvb_t_fill_random_name(name, sizeof(name), "wait/");
 	nvb_t_fill_random_name(other, sizeof(other), "other/");
 	w = nvb_t_waiter_start(test, NVB_T_FETCH_WAIT, fet, name, -1, true);
-	KUNIT_ASSERT_TRUE(test, nvb_t_sleeper(&s->publish_wq));
+	KUNIT_ASSERT_TRUE(test, nvb_t_sleeper(&nvb_publish_bucket(s, name)->wq));
 
 	KUNIT_ASSERT_EQ(test, nvb_t_publish(pub, other, NVBRIDGE_ACCESS_SCOPE), 0);
 	msleep(20);
 	KUNIT_EXPECT_FALSE(test, nvb_t_waiter_finished(w));
-	KUNIT_EXPECT_TRUE(test, nvb_t_sleeper(&s->publish_wq));
+	KUNIT_EXPECT_TRUE(test, nvb_t_sleeper(&nvb_publish_bucket(s, name)->wq));
 
 	KUNIT_ASSERT_EQ(test,
 			nvb_t_publish_full(pub, name, NULL, NVBRIDGE_ACCESS_SCOPE,
@@ -730,7 +730,7 @@ static void nvb_test_wait_signal(struct kunit *test)
 
 	nvb_t_fill_random_name(name, sizeof(name), "sig/");
 	w = nvb_t_waiter_start(test, NVB_T_FETCH_WAIT, fet, name, -1, true);
-	KUNIT_ASSERT_TRUE(test, nvb_t_sleeper(&s->publish_wq));
+	KUNIT_ASSERT_TRUE(test, nvb_t_sleeper(&nvb_publish_bucket(s, name)->wq));
 	send_sig(SIGUSR1, w->task, 1);
 	KUNIT_ASSERT_TRUE(test, nvb_t_waiter_join(w));
 	KUNIT_EXPECT_EQ(test, w->ret, -EINTR);

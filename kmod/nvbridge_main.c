@@ -18,6 +18,7 @@
 #include <linux/device.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/hash.h>
 #include <linux/hrtimer.h>
 #include <linux/ipc_namespace.h>
 #include <linux/memcontrol.h>
@@ -214,6 +215,7 @@ static void nvb_put_ipc_ns(struct ipc_namespace *ns)
 static struct nvb_scope *nvb_scope_get(struct ipc_namespace *ns)
 {
 	struct nvb_scope *s;
+	int i;
 
 	lockdep_assert_held(&nvb_lock);
 	list_for_each_entry(s, &nvb_scopes, node) {
@@ -230,7 +232,8 @@ static struct nvb_scope *nvb_scope_get(struct ipc_namespace *ns)
 	INIT_LIST_HEAD(&s->entries);
 	hash_init(s->names);
 	INIT_LIST_HEAD(&s->watchers);
-	init_waitqueue_head(&s->publish_wq);
+	for (i = 0; i < NVB_PUBLISH_BUCKETS; i++)
+		init_waitqueue_head(&s->publish[i].wq);
 	list_add(&s->node, &nvb_scopes);
 	return s;
 }
@@ -487,6 +490,13 @@ static u32 nvb_name_hash(const char *name)
 	return full_name_hash(NULL, name, strlen(name));
 }
 
+static struct nvb_publish_bucket *nvb_publish_bucket(struct nvb_scope *s,
+						     const char *name)
+{
+	return &s->publish[hash_32(nvb_name_hash(name),
+				   NVB_PUBLISH_BUCKETS_BITS)];
+}
+
 static struct nvb_entry *nvb_scope_find(struct nvb_scope *s, const char *name)
 {
 	struct nvb_entry *e;
@@ -518,6 +528,7 @@ static struct nvb_entry *nvb_scope_find_id(struct nvb_scope *s, u64 id)
 static int nvb_entry_publish(struct nvb_file *f, struct nvb_entry *e, u64 *id)
 {
 	struct nvb_scope *s = f->scope;
+	struct nvb_publish_bucket *b;
 	int ret;
 
 	mutex_lock(&nvb_lock);
@@ -537,8 +548,9 @@ static int nvb_entry_publish(struct nvb_file *f, struct nvb_entry *e, u64 *id)
 	s->nr_entries++;
 	nvb_nr_entries++;
 	nvb_notify(s, e, NVBRIDGE_EVENT_PUBLISHED, NVBRIDGE_REVOKE_NONE);
-	WRITE_ONCE(s->pub_seq, s->pub_seq + 1);
-	wake_up_all(&s->publish_wq);
+	b = nvb_publish_bucket(s, e->name);
+	WRITE_ONCE(b->seq, b->seq + 1);
+	wake_up_all(&b->wq);
 out_unlock:
 	mutex_unlock(&nvb_lock);
 	return ret;
@@ -603,7 +615,8 @@ static void nvb_fetched_release(struct nvb_fetched *r)
  * Look @name up for @f.  -ENOENT, -EACCES, -EPERM when @expect is a valid
  * uid and not the publisher's, or -EMSGSIZE when the blob is larger than
  * @blob_cap (with r->blob_len set); 0 with @r filled.
- * @seq receives the scope's publish counter as seen under the lock.
+ * @seq receives the publish counter of @name's bucket as seen under the
+ * lock.
  */
 static int nvb_fetch_once(struct nvb_file *f, const char *name, u32 blob_cap,
 			  kuid_t expect, struct nvb_fetched *r,
@@ -613,7 +626,7 @@ static int nvb_fetch_once(struct nvb_file *f, const char *name, u32 blob_cap,
 	int ret = 0;
 
 	mutex_lock(&nvb_lock);
-	*seq = f->scope->pub_seq;
+	*seq = nvb_publish_bucket(f->scope, name)->seq;
 	e = nvb_scope_find(f->scope, name);
 	if (!e) {
 		ret = -ENOENT;
@@ -651,9 +664,10 @@ out_unlock:
 	return ret;
 }
 
-static bool nvb_published_since(struct nvb_scope *s, unsigned long seq)
+static bool nvb_published_since(struct nvb_publish_bucket *b,
+				unsigned long seq)
 {
-	return READ_ONCE(s->pub_seq) != seq;
+	return READ_ONCE(b->seq) != seq;
 }
 
 /*
@@ -665,7 +679,7 @@ static int nvb_fetch_expect(struct nvb_file *f, const char *name,
 			    u32 blob_cap, kuid_t expect, bool wait,
 			    s64 timeout_ns, struct nvb_fetched *r)
 {
-	struct nvb_scope *s = f->scope;
+	struct nvb_publish_bucket *b = nvb_publish_bucket(f->scope, name);
 	ktime_t deadline = 0;
 	unsigned long seq;
 	int ret;
@@ -685,14 +699,14 @@ static int nvb_fetch_expect(struct nvb_file *f, const char *name,
 
 			if (left <= 0)
 				return -ETIMEDOUT;
-			ret = wait_event_interruptible_hrtimeout(s->publish_wq,
-								 nvb_published_since(s, seq),
+			ret = wait_event_interruptible_hrtimeout(b->wq,
+								 nvb_published_since(b, seq),
 								 left);
 			if (ret == -ETIME)
 				return -ETIMEDOUT;
 		} else {
-			ret = wait_event_interruptible(s->publish_wq,
-						       nvb_published_since(s, seq));
+			ret = wait_event_interruptible(b->wq,
+						       nvb_published_since(b, seq));
 		}
 		if (ret)
 			return -EINTR;
