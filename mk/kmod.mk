@@ -3,7 +3,14 @@
 # KVER defaults to the version of the installed linux-headers-*-amd64
 # package, so that the module matches the kernel image the VM boots.
 
-KVER ?= $(shell ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sed 's|.*/linux-headers-||' | sort -V | tail -n 1)
+# The release the linux-headers-amd64 metapackage points to (Debian 12's
+# default kernel), not merely the newest headers present: a host may also
+# carry newer headers for the newer-kernel suite (mk/newer-kernel.mk).
+KVER ?= $(shell dpkg-query -W -f '$${Depends}' linux-headers-amd64 2>/dev/null | \
+	grep -o 'linux-headers-[^ ,]*-amd64' | head -n 1 | sed 's/^linux-headers-//')
+ifeq ($(KVER),)
+KVER := $(shell ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sed 's|.*/linux-headers-||' | sort -V | tail -n 1)
+endif
 KDIR ?= /usr/src/linux-headers-$(KVER)
 export KVER KDIR
 
