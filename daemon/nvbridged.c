@@ -49,6 +49,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -74,6 +75,8 @@ static struct {
 	uint32_t max_blob_size;
 	uint32_t max_events;
 	uint32_t max_watches;
+	uint32_t max_conns_per_user;
+	uint32_t hello_timeout_ms;
 	int verbose;
 } cfg = {
 	.socket = "/run/nvbridge/nvbridged.sock",
@@ -82,6 +85,8 @@ static struct {
 	.max_blob_size = 4096,
 	.max_events = 1024,
 	.max_watches = 64,
+	.max_conns_per_user = 1024,
+	.hello_timeout_ms = 5000,
 };
 
 static uint32_t overflowuid = 65534, overflowgid = 65534;
@@ -96,6 +101,10 @@ static unsigned int total_waiters;
 static uint64_t msg_gen = 1;	/* bumped per message handled (see pub_alive) */
 static bool have_pidfd_signal;	/* pidfd_send_signal(sig 0) works here (probed at start) */
 static unsigned int lost_clients;	/* clients owing an OVERFLOW record */
+static unsigned int pre_hello;		/* connections that have not said HELLO yet */
+static int reserve_fd = -1;		/* spent to shed a connection at EMFILE */
+static int64_t listen_paused_until;	/* no reserve either: accept() again after this */
+static int64_t last_shed_log;
 
 static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logmsg(const char *fmt, ...)
@@ -140,6 +149,7 @@ struct client {
 	struct client *next;
 	int fd, evfd, pidfd;
 	bool hello;
+	int64_t hello_deadline;		/* CLOCK_MONOTONIC ns: HELLO must come by then */
 	bool dead;
 	bool reaped;			/* its process is gone: report pid 0 */
 	uint64_t alive_gen;		/* msg_gen when last seen alive */
@@ -891,7 +901,13 @@ static void do_fetch(struct client *c, uint32_t seq, uint32_t size, struct nvbri
 	w->seq = seq;
 	w->size = size;
 	w->f = *f;
-	w->deadline = f->timeout_ns < 0 ? -1 : now_ns() + f->timeout_ns;
+	{
+		/* as the module (ktime clamp): a huge timeout saturates, no overflow */
+		int64_t now = now_ns();
+
+		w->deadline = f->timeout_ns < 0 ? -1 :
+			      f->timeout_ns > INT64_MAX - now ? INT64_MAX : now + f->timeout_ns;
+	}
 	w->next = c->waiters;
 	c->waiters = w;
 	c->nwaiters++;
@@ -1220,6 +1236,8 @@ static void do_hello(struct client *c, const struct nvbridge_wire_hdr *h, const 
 			return;
 		}
 	}
+	if (c->pidfd >= 0)
+		close(c->pidfd);	/* an earlier HELLO that was refused */
 	c->pidfd = *fdp;
 	*fdp = -1;
 	{
@@ -1250,6 +1268,7 @@ static void do_hello(struct client *c, const struct nvbridge_wire_hdr *h, const 
 		return;
 	}
 	c->hello = true;
+	pre_hello--;
 	fill_info(c, &info);
 	reply(c, NVBRIDGE_WIRE_HELLO, 0, h->seq, 0, &info, sizeof(info), NULL, 0, cend);
 	close(cend);
@@ -1375,6 +1394,8 @@ static void client_free(struct client *c)
 			break;
 		}
 	nclients--;
+	if (!c->hello)
+		pre_hello--;
 	msg_gen++;
 	/* EXITED when the process that connected is gone or exiting */
 	if (c->pidfd >= 0) {
@@ -1488,8 +1509,18 @@ static void client_read(struct client *c)
 		if (cmh->cmsg_type == SCM_RIGHTS) {
 			int k = (int)((cmh->cmsg_len - CMSG_LEN(0)) / sizeof(int));
 
-			for (int i = 0; i < k && nfds < 8; i++)
-				memcpy(&fds[nfds++], CMSG_DATA(cmh) + i * sizeof(int), sizeof(int));
+			/* every fd the kernel installed is ours to close: keep the
+			 * first 8 (more is a drop anyway), close the rest now */
+			for (int i = 0; i < k; i++) {
+				int f;
+
+				memcpy(&f, CMSG_DATA(cmh) + i * sizeof(int), sizeof(int));
+				if (nfds < 8)
+					fds[nfds] = f;
+				else
+					close(f);
+				nfds++;
+			}
 		} else if (cmh->cmsg_type == SCM_CREDENTIALS) {
 			memcpy(&scm, CMSG_DATA(cmh), sizeof(scm));
 			scmp = &scm;
@@ -1506,7 +1537,7 @@ static void client_read(struct client *c)
 	}
 	if (nfds == 1)
 		fd = fds[0];
-	nfds = 0;
+	nfds = 0;	/* from here on the one fd (if any) is in fd */
 	if ((size_t)n < NVBRIDGE_WIRE_HDR_SIZE) {
 		drop_client(c, "malformed message: %zd bytes, shorter than the header", n);
 		goto out;
@@ -1549,8 +1580,52 @@ static void client_read(struct client *c)
 out:
 	if (fd >= 0)
 		close(fd);
-	for (int i = 1; i < nfds; i++)
+	/* nfds != 0 only when we left before taking fds[0] into fd: close them all */
+	for (int i = 0; i < nfds && i < 8; i++)
 		close(fds[i]);
+}
+
+static unsigned int conns_of(uid_t uid)
+{
+	unsigned int n = 0;
+
+	for (struct client *c = clients; c; c = c->next)
+		n += c->euid == uid && !c->dead;
+	return n;
+}
+
+/*
+ * accept() failed for want of fds or memory.  The connection stays in the
+ * backlog and the listener stays readable: retrying at once would spin.
+ * Spend the reserve fd to accept and close it (the client sees the broker
+ * close the connection, not a hang), else stop watching the listener for
+ * 100 ms.
+ */
+static void shed_connection(int err)
+{
+	int64_t now = now_ns();
+	int fd;
+
+	if (now - last_shed_log > 1000000000LL) {
+		logmsg("accept: %s (%u clients): shedding new connections", strerror(err), nclients);
+		last_shed_log = now;
+	}
+	if (reserve_fd >= 0) {
+		close(reserve_fd);
+		reserve_fd = -1;
+		fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd >= 0)
+			close(fd);
+		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (fd >= 0)
+			return;
+	}
+	if (!listen_paused_until) {
+		struct epoll_event ev = { .events = 0, .data.u64 = TAG_LISTEN };
+
+		epoll_ctl(ep, EPOLL_CTL_MOD, listen_fd, &ev);
+	}
+	listen_paused_until = now + 100000000;
 }
 
 static void accept_client(void)
@@ -1562,9 +1637,23 @@ static void accept_client(void)
 	int fd;
 
 	fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	if (fd < 0)
+	if (fd < 0) {
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			shed_connection(errno);
 		return;
+	}
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l)) {
+		close(fd);
+		return;
+	}
+	if (cr.uid != 0 && conns_of(cr.uid) >= cfg.max_conns_per_user) {
+		int64_t now = now_ns();
+
+		if (now - last_shed_log > 1000000000LL) {
+			logmsg("uid %u (pid %d) has %u connections (--max-connections-per-user): refused",
+			       cr.uid, cr.pid, cfg.max_conns_per_user);
+			last_shed_log = now;
+		}
 		close(fd);
 		return;
 	}
@@ -1591,6 +1680,8 @@ static void accept_client(void)
 	c->euid = cr.uid;
 	c->egid = cr.gid;
 	c->outq_tail = &c->outq;
+	c->hello_deadline = now_ns() + (int64_t)cfg.hello_timeout_ms * 1000000;
+	pre_hello++;
 	{
 		/* supplementary groups as of connect(); ERANGE tells the size needed */
 		socklen_t gl = 64 * sizeof(gid_t);
@@ -1752,6 +1843,8 @@ static void usage(FILE *f)
 		"  --max-blob-size N        (default 4096, at most %d)\n"
 		"  --max-events N           (default 1024)\n"
 		"  --max-watches N          (default 64)\n"
+		"  --max-connections-per-user N  connections one non-root euid may hold (default 1024)\n"
+		"  --hello-timeout-ms N     drop a connection that sends no HELLO by then (default 5000)\n"
 		"  -v, --verbose\n"
 		"  -h, --help\n", NVBRIDGE_BLOB_MAX);
 }
@@ -1777,6 +1870,8 @@ int main(int argc, char **argv)
 		{ "max-blob-size", required_argument, NULL, 'B' },
 		{ "max-events", required_argument, NULL, 'V' },
 		{ "max-watches", required_argument, NULL, 'W' },
+		{ "max-connections-per-user", required_argument, NULL, 'C' },
+		{ "hello-timeout-ms", required_argument, NULL, 'H' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -1830,6 +1925,14 @@ int main(int argc, char **argv)
 			if (parse_u32(optarg, 1, 4096, &cfg.max_watches))
 				goto badval;
 			break;
+		case 'C':
+			if (parse_u32(optarg, 1, 1048576, &cfg.max_conns_per_user))
+				goto badval;
+			break;
+		case 'H':
+			if (parse_u32(optarg, 1, 3600000, &cfg.hello_timeout_ms))
+				goto badval;
+			break;
 		case 'v':
 			cfg.verbose++;
 			break;
@@ -1850,6 +1953,16 @@ badval:
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	{
+		/* every client costs ~3 fds and every published file one: use what we may */
+		struct rlimit rl;
+
+		if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
+	reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	read_u32("/proc/sys/kernel/overflowuid", &overflowuid);
 	read_u32("/proc/sys/kernel/overflowgid", &overflowgid);
 	{
@@ -1911,10 +2024,26 @@ badval:
 			if (c->lost)
 				overflow_pending = true;
 		}
-		if (next >= 0)
-			timeout = next <= now ? 0 : (int)((next - now + 999999) / 1000000);
+		if (next >= 0) {
+			int64_t ms = next <= now ? 0 : (next - now) / 1000000 + 1;
+
+			timeout = ms > INT32_MAX ? INT32_MAX : (int)ms;
+		}
 		if (overflow_pending && (timeout < 0 || timeout > 5))
 			timeout = 5;
+		if (pre_hello || listen_paused_until) {
+			int64_t t = listen_paused_until ? listen_paused_until : INT64_MAX;
+
+			for (struct client *c = pre_hello ? clients : NULL; c; c = c->next)
+				if (!c->hello && !c->dead && c->hello_deadline < t)
+					t = c->hello_deadline;
+			if (t != INT64_MAX) {
+				int64_t ms = t <= now ? 0 : (t - now) / 1000000 + 1;
+
+				if (timeout < 0 || ms < timeout)
+					timeout = (int)ms;
+			}
+		}
 		n = epoll_wait(ep, evs, 64, timeout);
 		for (int i = 0; i < n; i++) {
 			uint64_t tag = evs[i].data.u64;
@@ -1946,6 +2075,15 @@ badval:
 		}
 		/* timeouts and overflow records */
 		now = now_ns();
+		if (listen_paused_until && listen_paused_until <= now) {
+			struct epoll_event lev = { .events = EPOLLIN, .data.u64 = TAG_LISTEN };
+
+			epoll_ctl(ep, EPOLL_CTL_MOD, listen_fd, &lev);
+			listen_paused_until = 0;
+		}
+		for (struct client *c = pre_hello ? clients : NULL; c; c = c->next)
+			if (!c->hello && !c->dead && c->hello_deadline <= now)
+				drop_client(c, "no HELLO within %u ms", cfg.hello_timeout_ms);
 		for (struct client *c = total_waiters || lost_clients ? clients : NULL; c; c = c->next) {
 			struct waiter *w, *nx;
 
@@ -1979,5 +2117,7 @@ badval:
 		unlink(cfg.socket);
 	close(sig_fd);
 	close(ep);
+	if (reserve_fd >= 0)
+		close(reserve_fd);
 	return 0;
 }

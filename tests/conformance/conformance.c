@@ -1082,6 +1082,57 @@ static int t_wait_timeout(void)
 	return 0;
 }
 
+/*
+ * A huge timeout (INT64_MAX ns, or close to it) is a very long wait, not an
+ * overflow: the fetch still completes when the name is published, and a
+ * short timeout waiting beside it still expires on time.
+ */
+struct huge { struct nvb *h; const char *name; int64_t timeout; int ret; int64_t took; };
+static void *huge_waiter(void *a)
+{
+	struct huge *w = a;
+	int64_t t0 = now_ns();
+
+	w->ret = nvb_fetch(w->h, w->name, fwait(w->timeout, 0), NULL, 0, NULL, NULL);
+	w->took = now_ns() - t0;
+	return NULL;
+}
+
+static int t_wait_huge_timeout(void)
+{
+	struct nvb *h, *g;
+	struct huge w[3];
+	pthread_t t[3];
+	char name0[NVB_NAME_MAX], name1[NVB_NAME_MAX], name2[NVB_NAME_MAX];
+
+	OPEN(h);
+	OPEN(g);
+	snprintf(name0, sizeof(name0), "%s", nm("huge0"));
+	snprintf(name1, sizeof(name1), "%s", nm("huge1"));
+	snprintf(name2, sizeof(name2), "%s", nm("never"));
+	w[0] = (struct huge){ g, name0, INT64_MAX, 1, 0 };
+	w[1] = (struct huge){ g, name1, INT64_MAX - 1000000000LL, 1, 0 };
+	w[2] = (struct huge){ g, name2, 300000000LL, 1, 0 };
+	for (int i = 0; i < 3; i++)
+		pthread_create(&t[i], NULL, huge_waiter, &w[i]);
+	usleep(100000);
+	pthread_join(t[2], NULL);
+	EXPECT(w[2].ret, -ETIMEDOUT);
+	CHECK(w[2].took >= 290000000LL && w[2].took < 2000000000LL,
+	      "300 ms timeout beside huge ones took %lld ns", (long long)w[2].took);
+	OK(nvb_publish(h, name0, -1, NULL, 0, pol(NVB_ACCESS_SCOPE, 0, 0), NULL));
+	OK(nvb_publish(h, name1, -1, NULL, 0, pol(NVB_ACCESS_SCOPE, 0, 0), NULL));
+	pthread_join(t[0], NULL);
+	pthread_join(t[1], NULL);
+	EXPECT(w[0].ret, 0);
+	EXPECT(w[1].ret, 0);
+	/* and the backend is still there for everyone */
+	OK(nvb_fetch(g, name0, NULL, NULL, 0, NULL, NULL));
+	nvb_close(g);
+	nvb_close(h);
+	return 0;
+}
+
 static void on_usr1(int s) { (void)s; }
 
 static int t_wait_signal(void)
@@ -2346,6 +2397,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "pid_namespace_pids", t_pid_namespace },
 	{ "wait_wakes_on_publish", t_wait_publish },
 	{ "wait_timeout", t_wait_timeout },
+	{ "wait_huge_timeout", t_wait_huge_timeout },
 	{ "wait_signal", t_wait_signal },
 	{ "quota", t_quota },
 	{ "blob_limits", t_blob_limits },

@@ -16,7 +16,7 @@ chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 
 # 1. the C unit tests
-"$B/nvb-unit" >"$tmp/unit.out" 2>&1
+NVB_TEST_DAEMON="$B/nvbridged" "$B/nvb-unit" >"$tmp/unit.out" 2>&1
 cat "$tmp/unit.out"
 line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$tmp/unit.out" | tail -n 1)
 if [ -n "$line" ]; then

@@ -14,9 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <poll.h>
+#include <time.h>
+#include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <linux/nvbridge.h>
 #include "nvbridge.h"
 #include "nvbridge_uring.h"
@@ -414,6 +421,403 @@ static int t_null_handle(void)
 	return 0;
 }
 
+/* ---- a real nvbridged under hostile clients (NVB_TEST_DAEMON = its path) ---- */
+struct daemon {
+	pid_t pid;
+	char path[108];
+	char log[128];
+};
+static struct daemon *cur_daemon;	/* killed after a case that failed early */
+
+/* starts nvbridged with extra args; nofile > 0: RLIMIT_NOFILE soft = hard = nofile */
+static int daemon_start(struct daemon *d, int nofile, const char *a1, const char *a2)
+{
+	const char *bin = getenv("NVB_TEST_DAEMON");
+	static int n;
+
+	if (!bin)
+		return -1;
+	snprintf(d->path, sizeof(d->path), "/tmp/nvb-unitd-%d-%d.sock", getpid(), n);
+	snprintf(d->log, sizeof(d->log), "/tmp/nvb-unitd-%d-%d.log", getpid(), n++);
+	unlink(d->path);
+	d->pid = fork();
+	if (d->pid == 0) {
+		int lf = open(d->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+		if (lf >= 0) {
+			dup2(lf, 1);
+			dup2(lf, 2);
+		}
+		if (nofile > 0) {
+			struct rlimit rl = { (rlim_t)nofile, (rlim_t)nofile };
+
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+		execl(bin, bin, "--socket", d->path, a1, a2, (char *)NULL);
+		_exit(127);
+	}
+	cur_daemon = d;
+	for (int i = 0; i < 200; i++) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+		strcpy(sa.sun_path, d->path);
+		if (!connect(s, (struct sockaddr *)&sa, sizeof(sa))) {
+			close(s);
+			usleep(20000);	/* let it handle (and drop) the probe */
+			return 0;
+		}
+		close(s);
+		usleep(10000);
+	}
+	return -1;
+}
+
+/* stops it; nonzero when it did not exit 0 at SIGTERM or logged a sanitizer report */
+static int daemon_stop(struct daemon *d)
+{
+	int st = 0, bad = 0;
+	char line[512];
+	FILE *f;
+
+	kill(d->pid, SIGTERM);
+	waitpid(d->pid, &st, 0);
+	cur_daemon = NULL;
+	f = fopen(d->log, "re");
+	while (f && fgets(line, sizeof(line), f))
+		if (strstr(line, "runtime error") || strstr(line, "Sanitizer")) {
+			printf("    daemon: %s", line);
+			bad = 1;
+		}
+	if (f)
+		fclose(f);
+	unlink(d->log);
+	unlink(d->path);
+	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+		printf("    daemon exit status 0x%x\n", st);
+		bad = 1;
+	}
+	return bad;
+}
+
+static int dconnect(struct daemon *d)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	strcpy(sa.sun_path, d->path);
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(s);
+		return -1;
+	}
+	return s;
+}
+
+/* sends hdr + arg with nfds copies of fd as SCM_RIGHTS (and our creds) */
+static int send_fds(int s, const struct nvbridge_wire_hdr *h, const void *arg, int fd, int nfds)
+{
+	unsigned char msg[NVBRIDGE_WIRE_HDR_SIZE + 256];
+	size_t alen = h->arg_size < 256 ? h->arg_size : 64;	/* a lying header sends less */
+	struct iovec iov = { msg, NVBRIDGE_WIRE_HDR_SIZE + alen };
+	union { struct cmsghdr c; char b[CMSG_SPACE(32 * sizeof(int))]; } cm;
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+	int fds[32];
+
+	memcpy(msg, h, sizeof(*h));
+	memcpy(msg + NVBRIDGE_WIRE_HDR_SIZE, arg, alen < 40 ? alen : 40);
+	if (nfds) {
+		for (int i = 0; i < nfds; i++)
+			fds[i] = fd;
+		memset(&cm, 0, sizeof(cm));
+		m.msg_control = cm.b;
+		m.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+		cm.c.cmsg_level = SOL_SOCKET;
+		cm.c.cmsg_type = SCM_RIGHTS;
+		cm.c.cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+		memcpy(CMSG_DATA(&cm.c), fds, (size_t)nfds * sizeof(int));
+	}
+	return sendmsg(s, &m, MSG_NOSIGNAL) < 0 ? -errno : 0;
+}
+
+/* a correct HELLO; returns the reply's result */
+static int dhello(int s)
+{
+	struct nvbridge_wire_hdr h = { .magic = NVBRIDGE_WIRE_MAGIC, .version = NVBRIDGE_WIRE_VERSION,
+				       .type = NVBRIDGE_WIRE_HELLO, .arg_size = NVBRIDGE_WIRE_HELLO_SIZE };
+	struct nvbridge_wire_hello hello = { .abi_version = NVBRIDGE_ABI_VERSION };
+	unsigned char rb[512];
+	int one = 1, pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0), fd, ret;
+
+	setsockopt(s, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
+	ret = send_fds(s, &h, &hello, pidfd, 1);
+	close(pidfd);
+	if (ret)
+		return ret;
+	if (recv_one(s, rb, sizeof(rb), &fd) < (int)NVBRIDGE_WIRE_HDR_SIZE)
+		return -EPIPE;
+	if (fd >= 0)
+		close(fd);
+	return ((struct nvbridge_wire_hdr *)rb)->result;
+}
+
+/* 1 when the broker closes s within ms */
+static int closed_within(int s, int ms)
+{
+	struct pollfd p = { s, POLLIN, 0 };
+	char b[256];
+
+	while (poll(&p, 1, ms) == 1) {
+		ssize_t n = recv(s, b, sizeof(b), MSG_DONTWAIT);
+
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			return 1;
+		if (n < 0 && errno != EAGAIN)
+			return 0;
+	}
+	return 0;
+}
+
+static int proc_fds(pid_t pid)
+{
+	char path[64];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* the daemon's fd count settles back to want within 2 s */
+static int fds_settle(pid_t pid, int want)
+{
+	int n = -1;
+
+	for (int i = 0; i < 100; i++) {
+		n = proc_fds(pid);
+		if (n == want)
+			return n;
+		usleep(20000);
+	}
+	return n;
+}
+
+/*
+ * fds that arrive with a message the broker refuses (several fds, more
+ * fds than it looks at, a truncated control message, a malformed header)
+ * are all closed: none stays open in the broker.
+ */
+static int t_daemon_refused_fds_closed(void)
+{
+	struct daemon d;
+	struct nvbridge_wire_hdr h = { .magic = NVBRIDGE_WIRE_MAGIC, .version = NVBRIDGE_WIRE_VERSION,
+				       .type = NVBRIDGE_WIRE_REQUEST, .cmd = NVBRIDGE_IOC_INFO };
+	struct nvbridge_info info;
+	int memfd = memfd_create("leak", MFD_CLOEXEC), base, s, bad;
+	unsigned char junk[4096];
+
+	CHECK(memfd >= 0, "memfd");
+	rnd(junk, sizeof(junk));
+	CHECK(write(memfd, junk, sizeof(junk)) == (ssize_t)sizeof(junk), "write");
+	CHECK(!daemon_start(&d, 0, NULL, NULL), "daemon did not start");
+	base = fds_settle(d.pid, proc_fds(d.pid));
+	memset(&info, 0, sizeof(info));
+	info.size = sizeof(info);
+	h.arg_size = sizeof(info);
+	static const struct { int hello, nfds; const char *what; } k[] = {
+		{ 1, 2, "two fds on a request" },
+		{ 1, 12, "twelve fds (more than the broker collects)" },
+		{ 0, 3, "three fds on the HELLO" },
+		{ 0, 7, "control message truncated (MSG_CTRUNC)" },
+		{ 1, 1, "an fd on a request that takes none" },
+		{ 1, 20, "twenty fds" },
+	};
+	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+		struct nvbridge_wire_hdr hh = h;
+
+		s = dconnect(&d);
+		CHECK(s >= 0, "connect");
+		if (k[i].hello) {
+			EXPECT(dhello(s), 0);
+		} else {
+			int one = 1;
+			struct nvbridge_wire_hello hello = { .abi_version = NVBRIDGE_ABI_VERSION };
+
+			setsockopt(s, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
+			hh.type = NVBRIDGE_WIRE_HELLO;
+			hh.arg_size = NVBRIDGE_WIRE_HELLO_SIZE;
+			EXPECT(send_fds(s, &hh, &hello, memfd, k[i].nfds), 0);
+			CHECK(closed_within(s, 3000), "%s: not dropped", k[i].what);
+			close(s);
+			CHECK(fds_settle(d.pid, base) == base, "%s: broker has %d fds, had %d",
+			      k[i].what, proc_fds(d.pid), base);
+			continue;
+		}
+		EXPECT(send_fds(s, &hh, &info, memfd, k[i].nfds), 0);
+		CHECK(closed_within(s, 3000), "%s: not dropped", k[i].what);
+		close(s);
+		CHECK(fds_settle(d.pid, base) == base, "%s: broker has %d fds, had %d",
+		      k[i].what, proc_fds(d.pid), base);
+	}
+	/* a lying header with an fd */
+	s = dconnect(&d);
+	EXPECT(dhello(s), 0);
+	h.arg_size = 4000;
+	EXPECT(send_fds(s, &h, &info, memfd, 1), 0);
+	CHECK(closed_within(s, 3000), "lying header not dropped");
+	close(s);
+	CHECK(fds_settle(d.pid, base) == base, "lying header: broker has %d fds, had %d",
+	      proc_fds(d.pid), base);
+	close(memfd);
+	bad = daemon_stop(&d);
+	CHECK(!bad, "daemon");
+	return 0;
+}
+
+/* a connection that never says HELLO is dropped (--hello-timeout-ms) */
+static int t_daemon_hello_timeout(void)
+{
+	struct daemon d;
+	struct timespec t0, t1;
+	int s, ok;
+
+	CHECK(!daemon_start(&d, 0, "--hello-timeout-ms", "300"), "daemon did not start");
+	s = dconnect(&d);
+	CHECK(s >= 0, "connect");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ok = closed_within(s, 3000);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	close(s);
+	CHECK(ok, "silent connection not dropped within 3 s");
+	CHECK(t1.tv_sec - t0.tv_sec < 2, "dropped only after %ld s", (long)(t1.tv_sec - t0.tv_sec));
+	/* a prompt client is not affected */
+	s = dconnect(&d);
+	EXPECT(dhello(s), 0);
+	usleep(500000);
+	struct pollfd p = { s, POLLIN, 0 };
+
+	EXPECT(poll(&p, 1, 0), 0);
+	close(s);
+	CHECK(!daemon_stop(&d), "daemon");
+	return 0;
+}
+
+static long proc_cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut = 0, st = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = 0;
+	fclose(f);
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+		return -1;
+	return (long)(ut + st);
+}
+
+/*
+ * Out of fds (a local user opening connections): the broker neither spins
+ * on its readable listener nor stops serving; new connections are shed
+ * (closed, not left hanging) until fds are free again.
+ */
+static int t_daemon_fd_exhaustion(void)
+{
+	struct daemon d;
+	enum { N = 120 };
+	int s[N], n = 0, shed = 0;
+	long c0, c1;
+	struct nvb *h;
+	struct nvb_opts o;
+
+	CHECK(!daemon_start(&d, 48, NULL, NULL), "daemon did not start");
+	for (int i = 0; i < N; i++) {
+		s[i] = dconnect(&d);
+		if (s[i] >= 0)
+			n++;
+	}
+	CHECK(n > 60, "only %d connections", n);
+	usleep(300000);
+	c0 = proc_cpu_ticks(d.pid);
+	usleep(1000000);
+	c1 = proc_cpu_ticks(d.pid);
+	CHECK(c0 >= 0 && c1 - c0 < 20, "broker burned %ld ticks in 1 s while out of fds", c1 - c0);
+	for (int i = 0; i < N; i++) {
+		struct pollfd p = { s[i], POLLIN, 0 };
+
+		if (s[i] >= 0 && poll(&p, 1, 0) == 1)
+			shed++;
+	}
+	CHECK(shed > 0, "no connection was shed");
+	for (int i = 0; i < N; i++)
+		if (s[i] >= 0)
+			close(s[i]);
+	usleep(200000);
+	o = broker_at(d.path);
+	EXPECT(nvb_open(&o, &h), 0);
+	EXPECT(nvb_publish(h, "after-exhaustion", -1, "x", 1, NULL, NULL), 0);
+	nvb_close(h);
+	CHECK(!daemon_stop(&d), "daemon");
+	return 0;
+}
+
+/* --max-connections-per-user: one uid cannot take every connection slot */
+static int t_daemon_conns_per_user(void)
+{
+	struct daemon d;
+	pid_t p;
+	int st;
+
+	if (geteuid() != 0) {
+		printf("    skip: needs root to act as another uid\n");
+		return 0;
+	}
+	CHECK(!daemon_start(&d, 0, "--max-connections-per-user", "3"), "daemon did not start");
+	chmod(d.path, 0666);
+	p = fork();
+	if (p == 0) {
+		struct nvb_opts o = broker_at(d.path);
+		struct nvb *h[4];
+		int r;
+
+		if (setgid(4321) || setuid(4321))
+			_exit(10);
+		for (int i = 0; i < 3; i++)
+			if (nvb_open(&o, &h[i]))
+				_exit(11 + i);
+		r = nvb_open(&o, &h[3]);
+		if (r != -ECONNRESET)
+			_exit(20);
+		nvb_close(h[0]);
+		if (nvb_open(&o, &h[0]))	/* a slot is free again */
+			_exit(21);
+		_exit(0);
+	}
+	waitpid(p, &st, 0);
+	/* root is not limited */
+	struct nvb_opts o = broker_at(d.path);
+	struct nvb *r[4];
+
+	for (int i = 0; i < 4; i++)
+		EXPECT(nvb_open(&o, &r[i]), 0);
+	for (int i = 0; i < 4; i++)
+		nvb_close(r[i]);
+	CHECK(!daemon_stop(&d), "daemon");
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status 0x%x", st);
+	return 0;
+}
+
 static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "strerror", t_strerror },
 	{ "open_args", t_open_args },
@@ -424,15 +828,32 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "broker_dies_mid_request", t_broker_dies_mid_request },
 	{ "event_parse_and_tags", t_event_parse },
 	{ "null_handle", t_null_handle },
+	{ "daemon_refused_fds_closed", t_daemon_refused_fds_closed },
+	{ "daemon_hello_timeout", t_daemon_hello_timeout },
+	{ "daemon_fd_exhaustion_no_spin", t_daemon_fd_exhaustion },
+	{ "daemon_conns_per_user", t_daemon_conns_per_user },
 };
 
-int main(void)
+int main(int argc, char **argv)
 {
 	int pass = 0, fail = 0;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		int r = cases[i].fn();
+		int r, sel = argc < 2;
+
+		for (int a = 1; a < argc; a++)
+			sel |= !strcmp(argv[a], cases[i].name);
+		if (!sel)
+			continue;
+		r = cases[i].fn();
+		if (cur_daemon) {
+			kill(cur_daemon->pid, SIGKILL);
+			waitpid(cur_daemon->pid, NULL, 0);
+			unlink(cur_daemon->path);
+			unlink(cur_daemon->log);
+			cur_daemon = NULL;
+		}
 
 		printf("%s unit %s\n", r ? "FAIL" : "ok  ", cases[i].name);
 		if (r)
