@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * nvbridged: the user-space nvbridge broker.  Same semantics as the kernel
- * module (/work/notes/SEMANTICS.md, Documentation), over a SOCK_SEQPACKET
+ * module (Documentation/semantics.md, Documentation), over a SOCK_SEQPACKET
  * Unix socket speaking the UAPI structs (see "Broker wire framing" in
  * <linux/nvbridge.h>).  Single-threaded, epoll driven.
  *
