@@ -25,6 +25,13 @@
  * library sends HELLO right after connect), which only lets it choose a
  * namespace it is already in; a client that forks and lets the child send
  * HELLO is refused (pid mismatch).
+ *
+ * Where the kernel has SO_PEERPIDFD (Linux 6.5+), the broker also takes
+ * the kernel's own pidfd of the connecting process at accept() and uses
+ * it for the liveness check instead of the one the client sent: a client
+ * able to forge SCM_CREDENTIALS (root in its user namespace) cannot then
+ * pass off a process that took over the pid of one that connected and
+ * exited, since the kernel's pidfd says the connecting process is gone.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -99,6 +106,10 @@ static dev_t nvbridge_rdev;	/* /dev/nvbridge's device number, if any */
 static dev_t anon_dev;		/* st_dev of anonymous-inode files (io_uring, eventfd...) */
 static unsigned int total_waiters;
 static uint64_t msg_gen = 1;	/* bumped per message handled (see pub_alive) */
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77		/* Linux 6.5 */
+#endif
+
 static bool have_pidfd_signal;	/* pidfd_send_signal(sig 0) works here (probed at start) */
 static unsigned int lost_clients;	/* clients owing an OVERFLOW record */
 static unsigned int pre_hello;		/* connections that have not said HELLO yet */
@@ -148,6 +159,7 @@ struct watch {
 struct client {
 	struct client *next;
 	int fd, evfd, pidfd;
+	int peer_pidfd;		/* SO_PEERPIDFD: the kernel's pidfd of the connecting process, or -1 */
 	bool hello;
 	int64_t hello_deadline;		/* CLOCK_MONOTONIC ns: HELLO must come by then */
 	bool dead;
@@ -1236,6 +1248,11 @@ static void do_hello(struct client *c, const struct nvbridge_wire_hdr *h, const 
 			return;
 		}
 	}
+	if (c->peer_pidfd >= 0 && fdinfo_pid(c->peer_pidfd) != c->pid) {
+		drop_client(c, "the connecting process (peer pid %d) has exited: its pid may name another process now",
+			    c->pid);
+		return;
+	}
 	if (c->pidfd >= 0)
 		close(c->pidfd);	/* an earlier HELLO that was refused */
 	c->pidfd = *fdp;
@@ -1251,7 +1268,8 @@ static void do_hello(struct client *c, const struct nvbridge_wire_hdr *h, const 
 	ret = procfd < 0 ? -errno : identify(c, procfd);
 	if (procfd >= 0)
 		close(procfd);
-	pfd.fd = c->pidfd;
+	/* the kernel's pidfd of the connecting process where there is one */
+	pfd.fd = c->peer_pidfd >= 0 ? c->peer_pidfd : c->pidfd;
 	pfd.events = POLLIN;
 	if (!ret && poll(&pfd, 1, 0) != 0)
 		ret = -ESRCH;	/* exited meanwhile: /proc/<pid> may not be it */
@@ -1456,6 +1474,8 @@ static void client_free(struct client *c)
 	}
 	if (c->pidfd >= 0)
 		close(c->pidfd);
+	if (c->peer_pidfd >= 0)
+		close(c->peer_pidfd);
 	free(c->watches);
 	free(c->evq);
 	free(c->groups);
@@ -1676,6 +1696,14 @@ static void accept_client(void)
 	c->fd = fd;
 	c->evfd = -1;
 	c->pidfd = -1;
+	{
+		int pp = -1;
+		socklen_t pl = sizeof(pp);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pp, &pl) || pp < 0)
+			pp = -1;
+		c->peer_pidfd = pp;
+	}
 	c->pid = cr.pid;
 	c->euid = cr.uid;
 	c->egid = cr.gid;
