@@ -1904,6 +1904,19 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
+	/* the numeric limits, with the module parameters' ranges */
+	static const struct limit_opt {
+		int opt;
+		uint32_t min, max;
+		uint32_t *val;
+	} limit_opts[] = {
+		{ 'E', 1, 1048576, &cfg.max_entries_per_user },
+		{ 'B', 0, NVBRIDGE_BLOB_MAX, &cfg.max_blob_size },
+		{ 'V', 1, 65536, &cfg.max_events },
+		{ 'W', 1, 4096, &cfg.max_watches },
+		{ 'C', 1, 1048576, &cfg.max_conns_per_user },
+		{ 'H', 1, 3600000, &cfg.hello_timeout_ms },
+	};
 	struct epoll_event ev;
 	sigset_t ss;
 	int o;
@@ -1937,30 +1950,15 @@ int main(int argc, char **argv)
 			cfg.have_group = true;
 			break;
 		}
-		case 'E':
-			if (parse_u32(optarg, 1, 1048576, &cfg.max_entries_per_user))
+		case 'E': case 'B': case 'V': case 'W': case 'C': case 'H': {
+			const struct limit_opt *l = limit_opts;
+
+			while (l->opt != o)
+				l++;
+			if (parse_u32(optarg, l->min, l->max, l->val))
 				goto badval;
 			break;
-		case 'B':
-			if (parse_u32(optarg, 0, NVBRIDGE_BLOB_MAX, &cfg.max_blob_size))
-				goto badval;
-			break;
-		case 'V':
-			if (parse_u32(optarg, 1, 65536, &cfg.max_events))
-				goto badval;
-			break;
-		case 'W':
-			if (parse_u32(optarg, 1, 4096, &cfg.max_watches))
-				goto badval;
-			break;
-		case 'C':
-			if (parse_u32(optarg, 1, 1048576, &cfg.max_conns_per_user))
-				goto badval;
-			break;
-		case 'H':
-			if (parse_u32(optarg, 1, 3600000, &cfg.hello_timeout_ms))
-				goto badval;
-			break;
+		}
 		case 'v':
 			cfg.verbose++;
 			break;

@@ -95,8 +95,7 @@ struct nvb_event_node {
 
 /* The state of one open /dev/nvbridge. */
 struct nvb_file {
-	struct file *filp;		/* back pointer, not a reference */
-	const struct cred *cred;	/* filp->f_cred, owned by filp */
+	const struct cred *cred;	/* the open file's f_cred, owned by it */
 	struct nvb_scope *scope;
 	struct pid_namespace *pid_ns;	/* opener's, a reference */
 	struct mem_cgroup *memcg;	/* opener's, charged for its events */

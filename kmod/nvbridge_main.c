@@ -13,7 +13,6 @@
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
-#include <linux/anon_inodes.h>
 #include <linux/capability.h>
 #include <linux/device.h>
 #include <linux/file.h>
@@ -546,7 +545,7 @@ static int nvb_entry_publish(struct nvb_file *f, struct nvb_entry *e, u64 *id)
 	hash_add(s->names, &e->name_node, nvb_name_hash(e->name));
 	list_add_tail(&e->owner_node, &f->entries);
 	s->nr_entries++;
-	nvb_nr_entries++;
+	WRITE_ONCE(nvb_nr_entries, nvb_nr_entries + 1);
 	nvb_notify(s, e, NVBRIDGE_EVENT_PUBLISHED, NVBRIDGE_REVOKE_NONE);
 	b = nvb_publish_bucket(s, e->name);
 	WRITE_ONCE(b->seq, b->seq + 1);
@@ -566,7 +565,7 @@ static void nvb_entry_revoke(struct nvb_entry *e, u16 reason)
 	hash_del(&e->name_node);
 	list_del_init(&e->owner_node);
 	s->nr_entries--;
-	nvb_nr_entries--;
+	WRITE_ONCE(nvb_nr_entries, nvb_nr_entries - 1);
 	nvb_quota_uncharge(e->pub_uid);
 	nvb_notify(s, e, NVBRIDGE_EVENT_REVOKED, reason);
 }
@@ -1286,7 +1285,6 @@ static struct nvb_file *nvb_file_create(struct file *filp)
 	f = kzalloc(sizeof(*f), GFP_KERNEL_ACCOUNT);
 	if (!f)
 		return NULL;
-	f->filp = filp;
 	f->cred = filp->f_cred;
 	INIT_LIST_HEAD(&f->entries);
 	INIT_LIST_HEAD(&f->watches);

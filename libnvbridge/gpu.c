@@ -475,6 +475,21 @@ static size_t access_descs(struct nvb_gpu *g, int owner, int only,
 	return n;
 }
 
+/* cuMemCreate of @size rounded up to the granularity, for handle @types. */
+static CUresult create_handle(struct nvb_gpu *g, struct nvb_gpu_buf *b, size_t size,
+			      CUmemAllocationProp *prop, int types)
+{
+	CUresult r;
+
+	prop_init(prop, g->d[b->dev].dev, types);
+	r = g->cu.cuMemGetAllocationGranularity(&b->gran, prop,
+						CU_MEM_ALLOC_GRANULARITY_RECOMMENDED);
+	if (r != CUDA_SUCCESS)
+		return r;
+	b->size = (size + b->gran - 1) / b->gran * b->gran;
+	return g->cu.cuMemCreate(&b->h, b->size, prop, 0);
+}
+
 int nvb_gpu_alloc(struct nvb_gpu *g, int dev, size_t size, uint32_t flags,
 		  struct nvb_gpu_buf **out)
 {
@@ -501,14 +516,8 @@ int nvb_gpu_alloc(struct nvb_gpu *g, int dev, size_t size, uint32_t flags,
 
 	r = CUDA_ERROR_NOT_SUPPORTED;
 	if (!(flags & NVB_GPU_ALLOC_NO_FABRIC)) {
-		prop_init(&prop, g->d[dev].dev,
-			  CU_MEM_HANDLE_TYPE_FABRIC | CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
-		r = g->cu.cuMemGetAllocationGranularity(&b->gran, &prop,
-						CU_MEM_ALLOC_GRANULARITY_RECOMMENDED);
-		if (r == CUDA_SUCCESS) {
-			b->size = (size + b->gran - 1) / b->gran * b->gran;
-			r = g->cu.cuMemCreate(&b->h, b->size, &prop, 0);
-		}
+		r = create_handle(g, b, size, &prop,
+				  CU_MEM_HANDLE_TYPE_FABRIC | CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
 		if (r == CUDA_SUCCESS)
 			b->types = NVB_GPU_HANDLE_FABRIC | NVB_GPU_HANDLE_POSIX_FD;
 		else
@@ -521,13 +530,7 @@ int nvb_gpu_alloc(struct nvb_gpu *g, int dev, size_t size, uint32_t flags,
 		}
 	}
 	if (r != CUDA_SUCCESS) {
-		prop_init(&prop, g->d[dev].dev, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
-		r = g->cu.cuMemGetAllocationGranularity(&b->gran, &prop,
-						CU_MEM_ALLOC_GRANULARITY_RECOMMENDED);
-		if (r == CUDA_SUCCESS) {
-			b->size = (size + b->gran - 1) / b->gran * b->gran;
-			r = g->cu.cuMemCreate(&b->h, b->size, &prop, 0);
-		}
+		r = create_handle(g, b, size, &prop, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
 		if (r != CUDA_SUCCESS) {
 			err = cuerr(g, r, "cuMemCreate(POSIX_FD)");
 			free(b);
