@@ -31,6 +31,7 @@
 #include "../libnvbridge/cuda_api.h"
 #include "../libnvbridge/nvbridge_gpu.h"
 #include "png.h"
+#include "multi.h"
 #ifdef NVB_BENCH_LIB
 #include "../libnvbridge/nvbridge.h"
 #endif
@@ -1617,7 +1618,8 @@ static void plot(const char *path)
 static void usage(void)
 {
 	printf("usage: nvbridge-bench [options]\n"
-	       "  --gpus A,B          exporter and importer GPUs (default 0,1)\n"
+	       "  --gpus A,B          exporter and importer GPUs (default 0,1); with the\n"
+	       "                      modes below, the GPUs to use (default: all)\n"
 	       "  --rdv nvb|socketpair  rendezvous through libnvbridge (default) or a socketpair stand-in\n"
 	       "  --socket PATH       nvbridged socket (default: library default / NVBRIDGE_SOCKET)\n"
 	       "  --min-size N --max-size N   sweep bounds in bytes (default 4096 .. 1 GiB, x4 steps)\n"
@@ -1628,7 +1630,37 @@ static void usage(void)
 	       "  --png FILE          write a bandwidth-vs-size plot\n"
 	       "  --quick             fewer iterations\n"
 	       "  --proxy-ctas N      CTAs of the put proxy (default 0: one per SM)\n"
-	       "  --timeout S         kill the run after S seconds (default 600)\n");
+	       "  --timeout S         kill the run after S seconds (default 600)\n"
+	       "any number of GPUs (one process per GPU; combine freely):\n"
+	       "  --all-pairs         every ordered pair: write, read, bidirectional matrices\n"
+	       "  --fan-out K,...|all one exporter, K importers reading it at once (all: 1,2,4,..,N-1)\n"
+	       "  --many-publishers N each process publishes N buffers, all others import them all\n"
+	       "  --pair-size N       bytes per copy for --all-pairs/--fan-out (default 1 GiB)\n"
+	       "  --pub-size N        bytes per buffer for --many-publishers (default 16 MiB)\n");
+}
+
+/* "a,b,c" into v (at most MULTI_MAXG), each >= min, distinct if asked. */
+static int parse_list(const char *s, int *v, int *n, int min, int distinct)
+{
+	char *e;
+	int i;
+
+	*n = 0;
+	for (;;) {
+		long x = strtol(s, &e, 10);
+
+		if (e == s || x < min || x > 1023 || *n == MULTI_MAXG)
+			return -1;
+		for (i = 0; distinct && i < *n; i++)
+			if (v[i] == x)
+				return -1;
+		v[(*n)++] = (int)x;
+		if (!*e)
+			return 0;
+		if (*e != ',')
+			return -1;
+		s = e + 1;
+	}
 }
 
 static uint64_t parse_size(const char *s)
@@ -1653,7 +1685,8 @@ int main(int argc, char **argv)
 		{ "block-count", 1, 0, 'c' }, { "nccl", 1, 0, 'n' }, { "no-nccl", 0, 0, 'N' },
 		{ "json", 0, 0, 'j' }, { "png", 1, 0, 'p' }, { "quick", 0, 0, 'q' },
 		{ "timeout", 1, 0, 't' }, { "json-out", 1, 0, 'J' }, { "help", 0, 0, 'h' },
-		{ "proxy-ctas", 1, 0, 'P' },
+		{ "proxy-ctas", 1, 0, 'P' }, { "all-pairs", 0, 0, 'A' }, { "fan-out", 1, 0, 'F' },
+		{ "many-publishers", 1, 0, 'Y' }, { "pair-size", 1, 0, 'Z' }, { "pub-size", 1, 0, 'U' },
 		{ 0, 0, 0, 0 },
 	};
 	int c, ctl[2], resp[2], st, failed = 0, nrows;
@@ -1662,18 +1695,46 @@ int main(int argc, char **argv)
 	struct goal_row rows[24];
 	double t0 = now_s(), deadline;
 	FILE *rf;
+	struct multi_opts mo;
+	int multi = 0;
 
+	memset(&mo, 0, sizeof(mo));
+	mo.size = GiB;
+	mo.pub_size = 16 * MiB;
 #ifndef NVB_BENCH_LIB
 	opt.use_lib = 0;
 #endif
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
 		case 'g':
-			if (sscanf(optarg, "%d,%d", &opt.gpu_a, &opt.gpu_b) != 2 || opt.gpu_a == opt.gpu_b) {
-				fprintf(stderr, "--gpus A,B with A != B\n");
+			if (parse_list(optarg, mo.gpus, &mo.ngpus, 0, 1)) {
+				fprintf(stderr, "--gpus: a list of distinct GPU numbers, e.g. 0,1 or 0,2,3\n");
 				return 2;
 			}
 			break;
+		case 'A': mo.all_pairs = multi = 1; break;
+		case 'F':
+			multi = 1;
+			if (!strcmp(optarg, "all")) {
+				mo.nfan = 1;
+				mo.fan[0] = 0;
+			} else if (parse_list(optarg, mo.fan, &mo.nfan, 1, 0)) {
+				fprintf(stderr, "--fan-out: 'all' or a list of importer counts >= 1, "
+					"e.g. 1,2,4,7\n");
+				return 2;
+			}
+			break;
+		case 'Y':
+			multi = 1;
+			mo.npub = (unsigned int)atoi(optarg);
+			if (mo.npub < 1 || mo.npub > MULTI_MAXPUB) {
+				fprintf(stderr, "--many-publishers: 1 to %d buffers per process\n",
+					MULTI_MAXPUB);
+				return 2;
+			}
+			break;
+		case 'Z': mo.size = parse_size(optarg); break;
+		case 'U': mo.pub_size = parse_size(optarg); break;
 		case 'r':
 			opt.use_lib = !strcmp(optarg, "nvb");
 #ifndef NVB_BENCH_LIB
@@ -1700,6 +1761,40 @@ int main(int argc, char **argv)
 			usage();
 			return c == 'h' ? 0 : 2;
 		}
+	}
+	if (multi) {
+		if (!opt.use_lib) {
+			fprintf(stderr, "the multi-GPU modes rendezvous through libnvbridge only\n");
+			return 2;
+		}
+		if (mo.size < 4096 || mo.size % 4096 || mo.size > 16 * GiB ||
+		    mo.pub_size < 4096 || mo.pub_size % 4096 || mo.pub_size > GiB) {
+			fprintf(stderr, "--pair-size and --pub-size: multiples of 4 KiB, "
+				"at most 16 GiB and 1 GiB\n");
+			return 2;
+		}
+		if (mo.ngpus == 1) {
+			fprintf(stderr, "--gpus: the multi-GPU modes need two GPUs or more\n");
+			return 2;
+		}
+		mo.socket = opt.socket;
+		mo.json = opt.json;
+		mo.json_out = opt.json_out;
+		mo.png = opt.png;
+		mo.quick = opt.quick;
+		mo.timeout_s = opt.timeout_s;
+#ifdef NVB_BENCH_LIB
+		return multi_main(&mo);
+#endif
+	}
+	if (mo.ngpus) {
+		if (mo.ngpus != 2) {
+			fprintf(stderr, "--gpus A,B: two GPUs (more only with --all-pairs, "
+				"--fan-out, --many-publishers)\n");
+			return 2;
+		}
+		opt.gpu_a = mo.gpus[0];
+		opt.gpu_b = mo.gpus[1];
 	}
 	if (opt.min_size < 4 || opt.max_size < opt.min_size || opt.max_size > 4 * GiB ||
 	    !opt.blk_size || !opt.blk_count) {

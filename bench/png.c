@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * A tiny PNG writer (stored deflate blocks, CRC-32, Adler-32) and a line
- * plot with a log2 x axis, a linear y axis and a 5x7 bitmap font, so that
- * nvbridge-bench draws its chart with no library at all.
+ * A tiny PNG writer (stored deflate blocks, CRC-32, Adler-32), a line plot
+ * with a log2 x axis, a linear y axis and a 5x7 bitmap font, and heat maps,
+ * so that nvbridge-bench draws its charts with no library at all.
  */
 #include <math.h>
 #include <stdint.h>
@@ -278,6 +278,86 @@ int png_plot(const char *path, const char *title, const struct plot_series *s, i
 	}
 #undef PX
 #undef PY
+	err = png_write(path, &cv);
+	free(cv.px);
+	return err;
+}
+
+static void rect(struct canvas *cv, int x, int y, int w, int h, uint32_t rgb)
+{
+	int i, j;
+
+	for (j = 0; j < h; j++)
+		for (i = 0; i < w; i++)
+			put(cv, x + i, y + j, rgb);
+}
+
+/* White (t = 0) to dark blue (t = 1). */
+static uint32_t shade(double t)
+{
+	static const int lo[3] = { 0xf7, 0xfb, 0xff }, hi[3] = { 0x08, 0x30, 0x6b };
+	uint32_t c = 0;
+	int k;
+
+	if (!(t >= 0))
+		t = 0;
+	if (t > 1)
+		t = 1;
+	for (k = 0; k < 3; k++)
+		c = c << 8 | (uint32_t)(lo[k] + (hi[k] - lo[k]) * t);
+	return c;
+}
+
+int png_heatmap(const char *path, const char *title, const struct heat_map *m, int nm,
+		const int *ids)
+{
+	const int n = nm ? m[0].n : 0;
+	const int cell = n <= 4 ? 80 : n <= 8 ? 56 : 40, L = 70, T = 90, gap = 40;
+	const int pw = L + n * cell;
+	struct canvas cv;
+	char buf[32];
+	int p, i, j, err;
+
+	if (n < 1 || n > 64)
+		return -1;
+	cv.w = 20 + nm * (pw + gap);
+	if (cv.w < 700)
+		cv.w = 700;
+	cv.h = T + n * cell + 60;
+	cv.px = malloc((size_t)cv.w * cv.h * 3);
+	if (!cv.px)
+		return -1;
+	memset(cv.px, 255, (size_t)cv.w * cv.h * 3);
+	text(&cv, 20, 15, title, 0, 2);
+	text(&cv, 20, 40, "ROW: GPU DRIVING THE COPY. COLUMN: GPU OWNING THE BUFFER", 0x555555, 1);
+	for (p = 0; p < nm; p++) {
+		int x0 = 20 + p * (pw + gap);
+		double vmax = 0;
+
+		for (i = 0; i < n * n; i++)
+			if (m[p].v[i] > vmax)
+				vmax = m[p].v[i];
+		text(&cv, x0 + L, T - 35, m[p].label, 0, 2);
+		for (i = 0; i < n; i++) {
+			snprintf(buf, sizeof(buf), "GPU%d", ids[i]);
+			text(&cv, x0, T + i * cell + cell / 2 - 4, buf, 0, 1);
+			text(&cv, x0 + L + i * cell + 4, T - 12, buf, 0, 1);
+		}
+		for (i = 0; i < n; i++)
+			for (j = 0; j < n; j++) {
+				double v = m[p].v[i * n + j], t = vmax > 0 ? v / vmax : 0;
+				int x = x0 + L + j * cell, y = T + i * cell;
+
+				if (isnan(v)) {
+					rect(&cv, x + 1, y + 1, cell - 2, cell - 2, 0xdddddd);
+					continue;
+				}
+				rect(&cv, x + 1, y + 1, cell - 2, cell - 2, shade(t));
+				snprintf(buf, sizeof(buf), "%.0f", v);
+				text(&cv, x + (cell - 6 * (int)strlen(buf)) / 2, y + cell / 2 - 4, buf,
+				     t > 0.55 ? 0xffffff : 0, 1);
+			}
+	}
 	err = png_write(path, &cv);
 	free(cv.px);
 	return err;

@@ -137,8 +137,15 @@ int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
 	if (id && nvb_gpu_import_cached(g, id, out) == 0)
 		return 0;
 
-	/* Watch before fetching so that no revocation can slip between. */
+	/*
+	 * Watch before fetching so that no revocation can slip between.  Once
+	 * the handle's watch table is full (max_watches, 64 by default), one
+	 * scope-wide prefix watch covers every further name; -EEXIST then
+	 * says it is already in place.
+	 */
 	err = nvb_watch(h, name, 0, &wid);
+	if (err == -ENOSPC)
+		err = nvb_watch(h, "", NVB_WATCH_PREFIX, &wid);
 	if (err && err != -EEXIST)
 		return nvb_gpu_seterr(err, nvb_last_error(h));
 	memset(&fo, 0, sizeof(fo));

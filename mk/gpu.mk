@@ -50,9 +50,10 @@ $(GPU_B)/%.o: libnvbridge/%.c $(GPU_HDRS)
 	$(CC) $(GPU_CFLAGS) -c $< -o $@
 
 bench: $(BENCH_BIN)
-$(BENCH_BIN): bench/nvbridge-bench.c bench/png.c bench/png.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
+BENCH_SRCS := bench/nvbridge-bench.c bench/multi.c bench/png.c
+$(BENCH_BIN): $(BENCH_SRCS) bench/png.h bench/multi.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
 	@mkdir -p $(@D)
-	$(CC) $(GPU_CFLAGS) -DNVB_BENCH_LIB -o $@ bench/nvbridge-bench.c bench/png.c $(GPU_LINK)
+	$(CC) $(GPU_CFLAGS) -DNVB_BENCH_LIB -o $@ $(BENCH_SRCS) $(GPU_LINK)
 
 $(GPUTEST_BIN): tests/gpu/gputest.c $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
 	@mkdir -p $(@D)
@@ -92,6 +93,7 @@ check-gpu-build:
 		if $(CC) $(GPU_CFLAGS) -fsyntax-only libnvbridge/$$src.c; then ok "compile libnvbridge/$$src.c"; else ko "compile libnvbridge/$$src.c"; fi; \
 	done; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only -DNVB_BENCH_LIB bench/nvbridge-bench.c && \
+	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/multi.c && \
 	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/png.c; then ok "compile bench"; else ko "compile bench"; fi; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only bench/nvbridge-bench.c; then ok "compile bench (socketpair only)"; else ko "compile bench (socketpair only)"; fi; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only tests/gpu/gputest.c; then ok "compile tests/gpu/gputest.c"; else ko "compile tests/gpu/gputest.c"; fi; \

@@ -806,6 +806,90 @@ static void t_leaks(struct nvb *h)
 	       "free %zu -> %zu MiB, fds %d -> %d", f0 >> 20, f1 >> 20, fds0, fds1);
 }
 
+/*
+ * More imports through one handle than it may hold watches (64 by default):
+ * the library falls back to one scope-wide watch, every mapping reads back
+ * its own random data, and a revocation of an entry past the limit still
+ * reaches the importer.
+ */
+#define MANY 80
+static void t_many_imports(struct nvb *h)
+{
+	static struct nvb_gpu_buf *b[MANY];
+	static struct nvb_gpu_map *m[MANY];
+	const size_t sz = 2 * MiB;
+	uint8_t *exp = malloc(sz), *scratch = malloc(sz);
+	struct nvb *h2 = open_nvb();
+	int i, nimp = 0, good = 0, err = 0;
+	size_t bad_at = 0;
+	char name[64];
+
+	if (!exp || !scratch || !h2) {
+		result(0, "many_imports_past_watch_limit", "setup");
+		goto out;
+	}
+	nvb_gpu_set_device(g, 0);
+	for (i = 0; i < MANY; i++) {
+		snprintf(name, sizeof(name), "gputest.%s.many%d", tag, i);
+		fill_random(exp, sz, 7000 + (uint64_t)i);
+		err = nvb_gpu_alloc(g, 0, sz, 0, &b[i]);
+		if (!err && cu.cuMemcpyHtoD(nvb_gpu_buf_ptr(b[i]), exp, sz))
+			err = -EIO;
+		if (!err)
+			err = nvb_gpu_publish(g, h, name, b[i], NVB_ACCESS_OWNER, NULL);
+		if (err) {
+			result(0, "many_imports_past_watch_limit", "publish %d: %s", i,
+			       nvb_gpu_last_error());
+			goto out;
+		}
+	}
+	nvb_gpu_set_device(g, 1);
+	for (i = 0; i < MANY; i++) {
+		snprintf(name, sizeof(name), "gputest.%s.many%d", tag, i);
+		err = nvb_gpu_import(g, h2, name, 0, 0, &m[i]);
+		if (err)
+			break;
+		nimp++;
+		fill_random(exp, sz, 7000 + (uint64_t)i);
+		good += check_dev(nvb_gpu_map_ptr(m[i]), exp, sz, scratch, &bad_at);
+	}
+	result(nimp == MANY && good == MANY, "many_imports_past_watch_limit",
+	       "%d imported (err %d: %s), %d read back right", nimp, err,
+	       err ? nvb_gpu_last_error() : "", good);
+	if (nimp == MANY) {
+		int k;
+
+		snprintf(name, sizeof(name), "gputest.%s.many%d", tag, MANY - 1);
+		nvb_unpublish(h, 0, name);
+		for (k = 0; k < 200 && !nvb_gpu_map_revoked(m[MANY - 1]); k++) {
+			nvb_gpu_poll_events(g, h2);
+			usleep(5000);
+		}
+		result(nvb_gpu_map_revoked(m[MANY - 1]) && !nvb_gpu_map_revoked(m[0]),
+		       "many_imports_revocation_past_watch_limit", "revoked: last %d, first %d",
+		       nvb_gpu_map_revoked(m[MANY - 1]), nvb_gpu_map_revoked(m[0]));
+	}
+out:
+	for (i = 0; i < MANY; i++) {
+		if (m[i])
+			nvb_gpu_unmap(m[i]);
+		m[i] = NULL;
+	}
+	for (i = 0; i < MANY; i++) {
+		if (b[i]) {
+			snprintf(name, sizeof(name), "gputest.%s.many%d", tag, i);
+			nvb_unpublish(h, 0, name);
+			nvb_gpu_free(b[i]);
+		}
+		b[i] = NULL;
+	}
+	if (h2)
+		nvb_close(h2);
+	nvb_gpu_cache_trim(g);
+	free(exp);
+	free(scratch);
+}
+
 int main(int argc, char **argv)
 {
 	char msg[256] = "";
@@ -846,6 +930,7 @@ int main(int argc, char **argv)
 	RUN("copy_signal_peer", t_copy_signal(1));
 	RUN("revoke_unpublish", t_revoke(h, 0));
 	RUN("revoke_sigkill", t_revoke(h, 1));
+	RUN("many_imports", t_many_imports(h));
 	RUN("leaks", t_leaks(h));
 	nvb_close(h);
 	nvb_gpu_close(g);
