@@ -332,12 +332,18 @@ int png_heatmap(const char *path, const char *title, const struct heat_map *m, i
 	text(&cv, 20, 40, "ROW: GPU DRIVING THE COPY. COLUMN: GPU OWNING THE BUFFER", 0x555555, 1);
 	for (p = 0; p < nm; p++) {
 		int x0 = 20 + p * (pw + gap);
-		double vmax = 0;
+		double vmax = 0, vmin = 1e300;
+		int ts = cell >= 80 ? 2 : 1;
 
 		for (i = 0; i < n * n; i++)
-			if (m[p].v[i] > vmax)
-				vmax = m[p].v[i];
+			if (!isnan(m[p].v[i])) {
+				vmax = fmax(vmax, m[p].v[i]);
+				vmin = fmin(vmin, m[p].v[i]);
+			}
+		/* shades span the panel's own range; an even panel is mid blue */
 		text(&cv, x0 + L, T - 35, m[p].label, 0, 2);
+		snprintf(buf, sizeof(buf), "%.0f - %.0f", vmin < vmax ? vmin : 0, vmax);
+		text(&cv, x0 + L, T + n * cell + 12, buf, 0x555555, 1);
 		for (i = 0; i < n; i++) {
 			snprintf(buf, sizeof(buf), "GPU%d", ids[i]);
 			text(&cv, x0, T + i * cell + cell / 2 - 4, buf, 0, 1);
@@ -345,7 +351,9 @@ int png_heatmap(const char *path, const char *title, const struct heat_map *m, i
 		}
 		for (i = 0; i < n; i++)
 			for (j = 0; j < n; j++) {
-				double v = m[p].v[i * n + j], t = vmax > 0 ? v / vmax : 0;
+				double v = m[p].v[i * n + j];
+				double t = vmax - vmin > 0.01 * vmax ?
+					   0.25 + 0.75 * (v - vmin) / (vmax - vmin) : 0.6;
 				int x = x0 + L + j * cell, y = T + i * cell;
 
 				if (isnan(v)) {
@@ -354,8 +362,8 @@ int png_heatmap(const char *path, const char *title, const struct heat_map *m, i
 				}
 				rect(&cv, x + 1, y + 1, cell - 2, cell - 2, shade(t));
 				snprintf(buf, sizeof(buf), "%.0f", v);
-				text(&cv, x + (cell - 6 * (int)strlen(buf)) / 2, y + cell / 2 - 4, buf,
-				     t > 0.55 ? 0xffffff : 0, 1);
+				text(&cv, x + (cell - 6 * ts * (int)strlen(buf)) / 2, y + cell / 2 - 4 * ts,
+				     buf, t > 0.55 ? 0xffffff : 0, ts);
 			}
 	}
 	err = png_write(path, &cv);

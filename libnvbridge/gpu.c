@@ -1721,13 +1721,19 @@ void nvb_gpu_names_free(struct nvb_gpu *g)
 	}
 }
 
+/* Forgets the name(s) of entry id (every name when id is 0). */
 void nvb_gpu_names_forget(struct nvb_gpu *g, uint64_t id)
 {
 	struct nvb_gpu_name **pp, *n;
 
 	pthread_mutex_lock(&g->lock);
 	for (pp = &g->names; (n = *pp);) {
-		if (n->id == id) {
+		if (n->id == id || !id) {
+			n->id = 0;
+			if (n->wid) {	/* keep the node: it says which watch to give back */
+				pp = &n->next;
+				continue;
+			}
 			*pp = n->next;
 			free(n);
 		} else {
@@ -1736,8 +1742,6 @@ void nvb_gpu_names_forget(struct nvb_gpu *g, uint64_t id)
 	}
 	pthread_mutex_unlock(&g->lock);
 }
-
-
 
 struct nvb_gpu_name **nvb_gpu_names_head(struct nvb_gpu *g)
 {

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+struct nvb;
 struct nvb_gpu;
 struct nvb_gpu_map;
 
@@ -13,6 +14,8 @@ struct nvb_gpu_map;
 struct nvb_gpu_name {
 	struct nvb_gpu_name *next;
 	uint64_t id;
+	struct nvb *wh;		/* handle holding a watch on this name, or NULL */
+	uint64_t wid;		/* its watch id */
 	char name[64];
 };
 

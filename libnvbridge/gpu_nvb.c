@@ -13,14 +13,13 @@
 #include <unistd.h>
 
 #include "gpu_internal.h"
+#include "nvb_internal.h"
 #include "nvbridge.h"
 #include "nvbridge_gpu.h"
 
 static void names_forget_all(struct nvb_gpu *g)
 {
-	pthread_mutex_lock(nvb_gpu_lock(g));
-	nvb_gpu_names_free(g);
-	pthread_mutex_unlock(nvb_gpu_lock(g));
+	nvb_gpu_names_forget(g, 0);
 }
 
 static uint64_t names_lookup(struct nvb_gpu *g, const char *name)
@@ -38,7 +37,8 @@ static uint64_t names_lookup(struct nvb_gpu *g, const char *name)
 	return id;
 }
 
-static void names_set(struct nvb_gpu *g, const char *name, uint64_t id)
+static void names_set(struct nvb_gpu *g, const char *name, uint64_t id, struct nvb *wh,
+		      uint64_t wid)
 {
 	struct nvb_gpu_name *n, **pp;
 
@@ -54,9 +54,79 @@ static void names_set(struct nvb_gpu *g, const char *name, uint64_t id)
 			*nvb_gpu_names_head(g) = n;
 		}
 	}
-	if (n)
+	if (n) {
 		n->id = id;
+		if (wid) {
+			n->wh = wh;
+			n->wid = wid;
+		}
+	}
 	pthread_mutex_unlock(nvb_gpu_lock(g));
+}
+
+/*
+ * The handle's watch table is full (max_watches): give back one slot that
+ * an earlier import's name watch holds and cover every name with a single
+ * scope-wide prefix watch.  A revocation of that earlier name between the
+ * two calls would be lost, so its entry is looked up again afterwards.
+ */
+static int watch_all(struct nvb_gpu *g, struct nvb *h)
+{
+	struct nvb_fetch_opts fo;
+	struct nvb_gpu_name *n;
+	struct nvb_entry ent;
+	char name[64];
+	uint64_t id = 0, wid = 0, all;
+	int err;
+
+	pthread_mutex_lock(nvb_gpu_lock(g));
+	for (n = *nvb_gpu_names_head(g); n; n = n->next)
+		if (n->wh == h && n->wid) {
+			snprintf(name, sizeof(name), "%s", n->name);
+			id = n->id;
+			wid = n->wid;
+			n->wh = NULL;
+			n->wid = 0;
+			break;
+		}
+	pthread_mutex_unlock(nvb_gpu_lock(g));
+	if (!wid)
+		return nvb_gpu_seterr(-ENOSPC, "every watch of the handle is taken (max_watches), "
+				      "none by nvb_gpu_import()");
+	err = nvb_unwatch(h, wid);
+	if (err)
+		return nvb_gpu_seterr(err, nvb_last_error(h));
+	err = nvb_watch(h, "", NVB_WATCH_PREFIX, &all);
+	if (err && err != -EEXIST) {
+		nvb_watch(h, name, 0, &wid);	/* best effort: as it was */
+		return nvb_gpu_seterr(err, nvb_last_error(h));
+	}
+	__atomic_store_n(&h->gpu_watch_all, true, __ATOMIC_RELEASE);
+	memset(&fo, 0, sizeof(fo));
+	fo.sz = sizeof(fo);
+	memset(&ent, 0, sizeof(ent));
+	err = nvb_fetch(h, name, &fo, NULL, 0, &ent, NULL);
+	if (id && ((err < 0 && err != -EMSGSIZE) || ent.id != id))
+		nvb_gpu_revoke(g, id);	/* gone (or replaced) meanwhile */
+	return 0;
+}
+
+/* Watch name on h so that its revocation reaches the cache. */
+static int watch_name(struct nvb_gpu *g, struct nvb *h, const char *name, uint64_t *wid)
+{
+	int err;
+
+	*wid = 0;
+	if (__atomic_load_n(&h->gpu_watch_all, __ATOMIC_ACQUIRE))
+		return 0;
+	err = nvb_watch(h, name, 0, wid);
+	if (err == -EEXIST) {
+		*wid = 0;
+		return 0;
+	}
+	if (err == -ENOSPC)
+		return watch_all(g, h);
+	return err ? nvb_gpu_seterr(err, nvb_last_error(h)) : 0;
 }
 
 int nvb_gpu_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
@@ -137,17 +207,10 @@ int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
 	if (id && nvb_gpu_import_cached(g, id, out) == 0)
 		return 0;
 
-	/*
-	 * Watch before fetching so that no revocation can slip between.  Once
-	 * the handle's watch table is full (max_watches, 64 by default), one
-	 * scope-wide prefix watch covers every further name; -EEXIST then
-	 * says it is already in place.
-	 */
-	err = nvb_watch(h, name, 0, &wid);
-	if (err == -ENOSPC)
-		err = nvb_watch(h, "", NVB_WATCH_PREFIX, &wid);
-	if (err && err != -EEXIST)
-		return nvb_gpu_seterr(err, nvb_last_error(h));
+	/* Watch before fetching so that no revocation can slip between. */
+	err = watch_name(g, h, name, &wid);
+	if (err)
+		return err;
 	memset(&fo, 0, sizeof(fo));
 	fo.sz = sizeof(fo);
 	if (timeout_ns) {
@@ -163,6 +226,6 @@ int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
 		close(fd);
 	if (err)
 		return err;
-	names_set(g, name, ent.id);
+	names_set(g, name, ent.id, h, wid);
 	return 0;
 }

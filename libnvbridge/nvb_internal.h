@@ -36,6 +36,7 @@ struct nvb {
 	int64_t spin_ns;		/* poll for a reply this long before sleeping */
 	void *rxbuf;
 	struct nvbridge_info binfo;	/* limits from HELLO */
+	bool gpu_watch_all;		/* nvb_gpu_import() holds a scope-wide watch */
 
 	/* events through the library's ring (evlock) */
 	pthread_mutex_t evlock;

@@ -114,4 +114,9 @@ check-gpu-build:
 		if nm -D --undefined-only $(GPU_B)/gpu.o 2>/dev/null | grep -q ' cu[A-Z]'; then ko "no link-time libcuda symbols"; \
 		else ok "no link-time libcuda symbols"; fi; \
 	else ko "build gpu-objs"; fi; \
+	if $(MAKE) --no-print-directory $(BENCH_BIN) >/dev/null; then \
+		sh tests/gpu/bench-cli.sh $(BENCH_BIN) > $(RESULTS)/bench-cli.out; cat $(RESULTS)/bench-cli.out; \
+		p=$$((p + $$(grep -c '^ok' $(RESULTS)/bench-cli.out))); \
+		f=$$((f + $$(grep -c '^FAIL' $(RESULTS)/bench-cli.out))); \
+	else ko "build nvbridge-bench"; fi; \
 	echo "$$p passed, $$f failed" ) 2>&1 | tee $(RESULTS)/gpu-build.log
