@@ -6,6 +6,8 @@
 #   make gputest      GPU tests (2 GPUs + a backend; starts a private nvbridged
 #                     when /dev/nvbridge is absent); skipped without a GPU
 #   make bench-run    the cross-process bench with all baselines (make run uses it)
+#   make bench-multi  every GPU: --all-pairs --fan-out all --many-publishers 64
+#                     (NVB_MULTI_ARGS; make run adds it on hosts with 3 GPUs or more)
 #   suites: gpu-build (compile-only, -Werror, always), gpu (gputest; skips without GPUs)
 #
 # nvcc is optional: with it (PATH or /usr/local/cuda/bin) the SM copy kernel
@@ -30,7 +32,7 @@ GPU_FATBIN := $(GPU_B)/gather.fatbin
 GPU_FATBIN_DEF := -DNVB_GPU_FATBIN='"$(GPU_FATBIN)"'
 endif
 
-.PHONY: gpu-objs bench gputest bench-run check-gpu-build check-gpu
+.PHONY: gpu-objs bench gputest bench-run bench-multi check-gpu-build check-gpu
 CHECK_SUITES += gpu-build gpu
 
 all: bench
@@ -82,6 +84,12 @@ bench-run: $(BENCH_BIN) lib
 	[ -n "$$nccl" ] && [ -e "$$nccl" ] || nccl=libnccl.so.2; \
 	export NCCL_NVLS_ENABLE=0; \
 	$(call gpu_with_backend,$(BENCH_BIN) --nccl $$nccl --png $(BUILD)/bench/nvbridge-bench.png $(NVB_BENCH_ARGS))
+
+# Every GPU of the host: all pairs, fan-out, many publishers (make run on >= 3 GPUs).
+NVB_MULTI_ARGS ?= --all-pairs --fan-out all --many-publishers 64
+bench-multi: $(BENCH_BIN) lib
+	@export NCCL_NVLS_ENABLE=0; \
+	$(call gpu_with_backend,$(BENCH_BIN) $(NVB_MULTI_ARGS) --png $(BUILD)/bench/nvbridge-bench-multi.png)
 
 # Compile-only proof that the GPU code builds with -Werror on any host,
 # and that our driver-API declarations match cuda.h where it exists.
