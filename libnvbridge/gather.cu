@@ -386,6 +386,42 @@ __device__ int nvb_drain_own(const struct nvb_pctx &x, unsigned int b, unsigned 
 	return nvb_run_inbox(x, b, head, st, last);
 }
 
+/*
+ * The leader's wait for room: a device-ring slot for every ticket up to
+ * t_last and a free inbox slot in each of the ntg copy CTAs from rotation
+ * `first` on.  Runs the leader's own share of work meanwhile.  All threads;
+ * nonzero when the proxy must stop.
+ */
+__device__ int nvb_wait_room(const struct nvb_pctx &x, const unsigned long long *s_tail,
+			     unsigned long long t_last, unsigned int first, unsigned int ntg,
+			     unsigned int W0, unsigned int Gw, unsigned long long *head,
+			     unsigned long long *last)
+{
+	__shared__ int stop;
+
+	for (;;) {
+		int ok = 1;
+
+		if (threadIdx.x == 0 && t_last - ld_vol64(&x.pd->completed) >= x.R)
+			ok = 0;
+		for (unsigned int c = threadIdx.x; c < ntg; c += blockDim.x) {
+			unsigned int tg = W0 + (first + c) % Gw;
+
+			if (s_tail[tg] - ld_vol64(&x.pcta[tg].head) >= NVB_INB)
+				ok = 0;
+		}
+		if (__syncthreads_and(ok))
+			return 0;
+		if (nvb_drain_own(x, 0, head, last))
+			return 1;
+		if (threadIdx.x == 0)
+			stop = nvb_stop_due(x.ph, x.pd, last);
+		__syncthreads();
+		if (stop)
+			return 1;
+	}
+}
+
 extern "C" __global__ void __launch_bounds__(512, 2)
 nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 	  struct nvb_pdev *pd, struct nvb_pop *dring, unsigned int *done_ctr,
@@ -487,27 +523,8 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 					for (m = 1; j + (int)m < s_k && m < Gw && !sdesc[j + m].wait_flag &&
 					     sdesc[j + m].len <= NVB_PSMALL; m++)
 						;
-					for (;;) {
-						int ok = 1;
-
-						if (tid == 0 && t + m - 1 - ld_vol64(&pd->completed) >= R)
-							ok = 0;
-						if (tid < m) {
-							unsigned int tg = W0 + (rot + tid) % Gw;
-
-							if (s_tail[tg] - ld_vol64(&pcta[tg].head) >= NVB_INB)
-								ok = 0;
-						}
-						if (__syncthreads_and(ok))
-							break;
-						if (nvb_drain_own(x, 0, &head, &last))
-							goto out;
-						if (tid == 0)
-							s_stop = nvb_stop_due(ph, pd, &last);
-						__syncthreads();
-						if (s_stop)
-							goto out;
-					}
+					if (nvb_wait_room(x, s_tail, t + m - 1, rot, m, W0, Gw, &head, &last))
+						goto out;
 					if (tid < m) {
 						const struct nvb_pdesc &q = sdesc[j + tid];
 						volatile struct nvb_pop *e = &dring[(t + tid) % R];
@@ -616,27 +633,8 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 				}
 				/* room in the device ring and in every target inbox? */
 				ntg = s_nch < Gw ? s_nch : Gw;
-				for (;;) {
-					int ok = 1;
-
-					if (tid == 0 && t - ld_vol64(&pd->completed) >= R)
-						ok = 0;
-					for (unsigned int c = tid; c < ntg; c += blockDim.x) {
-						unsigned int tg = W0 + (s_start + c) % Gw;
-
-						if (s_tail[tg] - ld_vol64(&pcta[tg].head) >= NVB_INB)
-							ok = 0;
-					}
-					if (__syncthreads_and(ok))
-						break;
-					if (nvb_drain_own(x, 0, &head, &last))
-						goto out;
-					if (tid == 0)
-						s_stop = nvb_stop_due(ph, pd, &last);
-					__syncthreads();
-					if (s_stop)
-						goto out;
-				}
+				if (nvb_wait_room(x, s_tail, t, s_start, ntg, W0, Gw, &head, &last))
+					goto out;
 				if (tid == 0) {
 					volatile struct nvb_pop *e = &dring[t % R];
 

@@ -496,6 +496,7 @@ int nvb_gpu_alloc(struct nvb_gpu *g, int dev, size_t size, uint32_t flags,
 	CUmemAccessDesc desc[NVB_GPU_MAX_DEV];
 	CUmemAllocationProp prop;
 	struct nvb_gpu_buf *b;
+	CUcontext old = NULL;
 	CUresult r;
 	int err;
 
@@ -512,6 +513,8 @@ int nvb_gpu_alloc(struct nvb_gpu *g, int dev, size_t size, uint32_t flags,
 	b->g = g;
 	b->dev = dev;
 	b->fd = -1;
+	/* the device's context for the calls; the caller's comes back at the end */
+	g->cu.cuCtxGetCurrent(&old);
 	g->cu.cuCtxSetCurrent(g->d[dev].ctx);
 
 	r = CUDA_ERROR_NOT_SUPPORTED;
@@ -525,39 +528,41 @@ int nvb_gpu_alloc(struct nvb_gpu *g, int dev, size_t size, uint32_t flags,
 		if (r != CUDA_SUCCESS && r != CUDA_ERROR_NOT_PERMITTED &&
 		    r != CUDA_ERROR_NOT_SUPPORTED && r != CUDA_ERROR_INVALID_VALUE) {
 			err = cuerr(g, r, "cuMemCreate(FABRIC|POSIX_FD)");
-			free(b);
-			return err;
+			goto fail_free;
 		}
 	}
 	if (r != CUDA_SUCCESS) {
 		r = create_handle(g, b, size, &prop, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
 		if (r != CUDA_SUCCESS) {
 			err = cuerr(g, r, "cuMemCreate(POSIX_FD)");
-			free(b);
-			return err;
+			goto fail_free;
 		}
 		b->types = NVB_GPU_HANDLE_POSIX_FD;
 	}
 	r = g->cu.cuMemAddressReserve(&b->ptr, b->size, b->gran, 0, 0);
-	if (r == CUDA_SUCCESS) {
-		r = g->cu.cuMemMap(b->ptr, b->size, 0, b->h, 0);
-		if (r == CUDA_SUCCESS) {
-			r = g->cu.cuMemSetAccess(b->ptr, b->size, desc,
-						 access_descs(g, dev, -1, desc));
-			if (r != CUDA_SUCCESS)
-				g->cu.cuMemUnmap(b->ptr, b->size);
-		}
-		if (r != CUDA_SUCCESS)
-			g->cu.cuMemAddressFree(b->ptr, b->size);
-	}
-	if (r != CUDA_SUCCESS) {
-		err = cuerr(g, r, "nvb_gpu_alloc: map");
-		g->cu.cuMemRelease(b->h);
-		free(b);
-		return err;
-	}
+	if (r != CUDA_SUCCESS)
+		goto fail_release;
+	r = g->cu.cuMemMap(b->ptr, b->size, 0, b->h, 0);
+	if (r != CUDA_SUCCESS)
+		goto fail_unreserve;
+	r = g->cu.cuMemSetAccess(b->ptr, b->size, desc, access_descs(g, dev, -1, desc));
+	if (r != CUDA_SUCCESS)
+		goto fail_unmap;
+	g->cu.cuCtxSetCurrent(old);
 	*out = b;
 	return 0;
+
+fail_unmap:
+	g->cu.cuMemUnmap(b->ptr, b->size);
+fail_unreserve:
+	g->cu.cuMemAddressFree(b->ptr, b->size);
+fail_release:
+	err = cuerr(g, r, "nvb_gpu_alloc: map");
+	g->cu.cuMemRelease(b->h);
+fail_free:
+	free(b);
+	g->cu.cuCtxSetCurrent(old);
+	return err;
 }
 
 void nvb_gpu_free(struct nvb_gpu_buf *b)

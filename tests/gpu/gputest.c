@@ -116,12 +116,19 @@ static void t_alloc_export(void)
 	struct nvb_gpu_buf *b;
 	struct nvb_gpu_meta m;
 	int fd, err, types;
+	CUcontext before = NULL, after = NULL;
 
+	nvb_gpu_set_device(g, 1);
+	cu.cuCtxGetCurrent(&before);
 	err = nvb_gpu_alloc(g, 0, 3 * MiB + 5, 0, &b);
+	cu.cuCtxGetCurrent(&after);
+	nvb_gpu_set_device(g, 0);
 	if (err) {
 		result(0, "alloc_fallback", "%s", nvb_gpu_last_error());
 		return;
 	}
+	result(before && after == before, "alloc_keeps_callers_context",
+	       "current context %p before, %p after", (void *)before, (void *)after);
 	types = (int)nvb_gpu_buf_handle_types(b);
 	result((types & NVB_GPU_HANDLE_POSIX_FD) &&
 	       ((types & NVB_GPU_HANDLE_FABRIC) || nvb_gpu_buf_fabric_error(b) == CUDA_ERROR_NOT_PERMITTED ||
