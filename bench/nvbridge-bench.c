@@ -1767,10 +1767,16 @@ int main(int argc, char **argv)
 			fprintf(stderr, "the multi-GPU modes rendezvous through libnvbridge only\n");
 			return 2;
 		}
-		if (mo.size < 4096 || mo.size % 4096 || mo.size > 16 * GiB ||
+		/* a GPU holds 3 x pair-size, 5 x while a same-process baseline runs */
+		if (mo.size < 4096 || mo.size % 4096 || mo.size > 8 * GiB ||
 		    mo.pub_size < 4096 || mo.pub_size % 4096 || mo.pub_size > GiB) {
 			fprintf(stderr, "--pair-size and --pub-size: multiples of 4 KiB, "
-				"at most 16 GiB and 1 GiB\n");
+				"at most 8 GiB and 1 GiB\n");
+			return 2;
+		}
+		if (mo.npub && mo.npub * mo.pub_size > 16 * GiB) {
+			fprintf(stderr, "--many-publishers x --pub-size: at most 16 GiB per GPU "
+				"(twice that with the legacy IPC copies)\n");
 			return 2;
 		}
 		if (mo.ngpus == 1) {

@@ -217,6 +217,11 @@ NVB_API int nvb_open(const struct nvb_opts *opts, struct nvb **out)
 	}
 	h->fd = -1;
 	h->evfd = -1;
+	{
+		static uint64_t serials;
+
+		h->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
+	}
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_mutex_init(&h->evlock, NULL);
 	pthread_cond_init(&h->cv, NULL);

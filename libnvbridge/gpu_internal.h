@@ -6,7 +6,6 @@
 #include <pthread.h>
 #include <stdint.h>
 
-struct nvb;
 struct nvb_gpu;
 struct nvb_gpu_map;
 
@@ -14,8 +13,8 @@ struct nvb_gpu_map;
 struct nvb_gpu_name {
 	struct nvb_gpu_name *next;
 	uint64_t id;
-	struct nvb *wh;		/* handle holding a watch on this name, or NULL */
-	uint64_t wid;		/* its watch id */
+	uint64_t wserial;	/* serial of the handle holding a watch on it */
+	uint64_t wid;		/* its watch id (0: none) */
 	char name[64];
 };
 

@@ -37,7 +37,12 @@ static uint64_t names_lookup(struct nvb_gpu *g, const char *name)
 	return id;
 }
 
-static void names_set(struct nvb_gpu *g, const char *name, uint64_t id, struct nvb *wh,
+/*
+ * Records what an import learnt about name: its entry id (0: none, e.g.
+ * when the fetch failed) and, when wid is not 0, the watch that handle h
+ * (by serial: a pointer may be reused after nvb_close) now holds on it.
+ */
+static void names_set(struct nvb_gpu *g, const char *name, uint64_t id, struct nvb *h,
 		      uint64_t wid)
 {
 	struct nvb_gpu_name *n, **pp;
@@ -46,7 +51,7 @@ static void names_set(struct nvb_gpu *g, const char *name, uint64_t id, struct n
 	for (pp = nvb_gpu_names_head(g); (n = *pp); pp = &n->next)
 		if (!strcmp(n->name, name))
 			break;
-	if (!n) {
+	if (!n && (id || wid)) {
 		n = calloc(1, sizeof(*n));
 		if (n) {
 			snprintf(n->name, sizeof(n->name), "%s", name);
@@ -57,7 +62,7 @@ static void names_set(struct nvb_gpu *g, const char *name, uint64_t id, struct n
 	if (n) {
 		n->id = id;
 		if (wid) {
-			n->wh = wh;
+			n->wserial = h->serial;
 			n->wid = wid;
 		}
 	}
@@ -77,15 +82,14 @@ static int watch_all(struct nvb_gpu *g, struct nvb *h)
 	struct nvb_entry ent;
 	char name[64];
 	uint64_t id = 0, wid = 0, all;
-	int err;
+	int err, err2;
 
 	pthread_mutex_lock(nvb_gpu_lock(g));
 	for (n = *nvb_gpu_names_head(g); n; n = n->next)
-		if (n->wh == h && n->wid) {
+		if (n->wid && n->wserial == h->serial) {
 			snprintf(name, sizeof(name), "%s", n->name);
 			id = n->id;
 			wid = n->wid;
-			n->wh = NULL;
 			n->wid = 0;
 			break;
 		}
@@ -98,17 +102,26 @@ static int watch_all(struct nvb_gpu *g, struct nvb *h)
 		return nvb_gpu_seterr(err, nvb_last_error(h));
 	err = nvb_watch(h, "", NVB_WATCH_PREFIX, &all);
 	if (err && err != -EEXIST) {
-		nvb_watch(h, name, 0, &wid);	/* best effort: as it was */
-		return nvb_gpu_seterr(err, nvb_last_error(h));
+		/* as it was, if the slot is still free; the name is looked up again below */
+		err2 = nvb_watch(h, name, 0, &wid);
+		names_set(g, name, id, h, err2 ? 0 : wid);
+		nvb_gpu_seterr(err, nvb_last_error(h));
+	} else {
+		err = 0;
+		__atomic_store_n(&h->gpu_watch_all, true, __ATOMIC_RELEASE);
 	}
-	__atomic_store_n(&h->gpu_watch_all, true, __ATOMIC_RELEASE);
 	memset(&fo, 0, sizeof(fo));
 	fo.sz = sizeof(fo);
 	memset(&ent, 0, sizeof(ent));
-	err = nvb_fetch(h, name, &fo, NULL, 0, &ent, NULL);
-	if (id && ((err < 0 && err != -EMSGSIZE) || ent.id != id))
+	err2 = nvb_fetch(h, name, &fo, NULL, 0, &ent, NULL);
+	if (!id)
+		return err;
+	if (((err2 == 0 || err2 == -EMSGSIZE) && ent.id != id) ||
+	    err2 == -ENOENT || err2 == -EACCES || err2 == -EPERM)
 		nvb_gpu_revoke(g, id);	/* gone (or replaced) meanwhile */
-	return 0;
+	else if (err2 < 0 && err2 != -EMSGSIZE)
+		nvb_gpu_names_forget(g, id);	/* unknown: ask again next time */
+	return err;
 }
 
 /* Watch name on h so that its revocation reaches the cache. */
@@ -219,13 +232,14 @@ int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
 	}
 	memset(&ent, 0, sizeof(ent));
 	err = nvb_fetch(h, name, &fo, blob, sizeof(blob), &ent, &fd);
-	if (err < 0)
+	if (err < 0) {
+		if (wid)
+			names_set(g, name, 0, h, wid);	/* keep the watch known */
 		return nvb_gpu_seterr(err, nvb_last_error(h));
+	}
 	err = nvb_gpu_import_fd(g, ent.id, fd, blob, ent.blob_len, flags, out);
 	if (fd >= 0)
 		close(fd);
-	if (err)
-		return err;
-	names_set(g, name, ent.id, h, wid);
-	return 0;
+	names_set(g, name, err ? 0 : ent.id, h, wid);
+	return err;
 }

@@ -37,6 +37,7 @@ struct nvb {
 	void *rxbuf;
 	struct nvbridge_info binfo;	/* limits from HELLO */
 	bool gpu_watch_all;		/* nvb_gpu_import() holds a scope-wide watch */
+	uint64_t serial;		/* unique per nvb_open() in this process */
 
 	/* events through the library's ring (evlock) */
 	pthread_mutex_t evlock;

@@ -20,6 +20,8 @@ t gpus-one-multi 2 "need two GPUs or more" --gpus 3 --all-pairs
 t many-publishers-range 2 "--many-publishers: 1 to 256" --many-publishers 257
 t pair-size-unaligned 2 "multiples of 4 KiB" --all-pairs --pair-size 5000
 t pub-size-too-big 2 "multiples of 4 KiB" --many-publishers 4 --pub-size 2G
+t pair-size-too-big 2 "at most 8 GiB" --all-pairs --pair-size 9G
+t publishers-memory 2 "at most 16 GiB per GPU" --many-publishers 64 --pub-size 512M
 t multi-socketpair 2 "rendezvous through libnvbridge only" --all-pairs --rdv socketpair
 if [ -e /dev/nvidiactl ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
 	echo "skip bench-cli no-driver: this host has a CUDA driver"
