@@ -227,10 +227,13 @@ static void w_init(const struct mcmd *c)
 {
 	struct nvb_opts o;
 	char msg[256], dname[96];
+	double t0, open_ms;
 
 	if (nvb_cuda_load(&W.cu, NULL, msg, sizeof(msg)))
 		wfail("%s", msg);
+	t0 = now_s();
 	NV(nvb_gpu_open(&W.g, NULL));
+	open_ms = (now_s() - t0) * 1e3;
 	if (W.dev >= nvb_gpu_device_count(W.g))
 		wfail("no such GPU (have %d)", nvb_gpu_device_count(W.g));
 	NV(nvb_gpu_set_device(W.g, W.dev));
@@ -265,6 +268,7 @@ static void w_init(const struct mcmd *c)
 	snprintf((char *)W.rep.blob + 160, 32, "%s", nvb_backend_name(nvb_backend(W.h)));
 	W.rep.v[0] = nvb_gpu_driver_version(W.g);
 	W.rep.v[1] = nvb_gpu_device_count(W.g);
+	W.rep.v[2] = open_ms;
 }
 
 static void w_import(const struct mcmd *c)
@@ -780,6 +784,7 @@ static struct {
 	double f_imp_mean[MULTI_MAXG], f_imp_max[MULTI_MAXG];
 	double f_bw_min[MULTI_MAXG], f_bw_mean[MULTI_MAXG], f_agg[MULTI_MAXG];
 	double f_bad[MULTI_MAXG];
+	double f_open[MULTI_MAXG];	/* slowest nvb_gpu_open() of the round, ms */
 	/* many publishers */
 	int mp_done;
 	/* [0] nvbridge, [1] legacy IPC, [2] nvbridge with NVB_GPU_IMPORT_LOCAL_ONLY */
@@ -860,6 +865,8 @@ static void fan_round(int ki, int K)
 	cmd_reset(OP_INIT);
 	C.size = O->size;
 	wk_bcast(ws, K, NULL);
+	for (i = 0; i < K; i++)
+		R.f_open[ki] = fmax(R.f_open[ki], REP[i].v[2]);
 	progress("fan-out: K = %d, fetch + import at once", K);
 	cmd_reset(OP_IMPORT);
 	C.peer = R.gpu[0];
@@ -1112,6 +1119,10 @@ static void print_text(FILE *f)
 				R.k[i], R.f_rdv_mean[i], R.f_rdv_max[i], R.f_imp_mean[i], R.f_imp_max[i],
 				R.f_bw_min[i], R.f_bw_mean[i], R.f_agg[i],
 				R.f_bw_mean[b] > 0 ? R.f_bw_mean[i] / R.f_bw_mean[b] : 0, R.f_bad[i]);
+		fprintf(f, "(importers' nvb_gpu_open(), the slowest of each round:");
+		for (i = 0; i < R.nk; i++)
+			fprintf(f, " %.0f ms", R.f_open[i]);
+		fprintf(f, ")\n");
 		for (i = 0; i < R.nskipped; i++)
 			fprintf(f, "K = %d: not run, needs %d GPUs (have %d)\n", R.skipped[i],
 				R.skipped[i] + 1, R.n);
@@ -1186,9 +1197,10 @@ static void print_json(FILE *f)
 			fprintf(f, "%s\n    {\"k\": %d, \"rendezvous_us_mean\": %.1f, "
 				"\"rendezvous_us_max\": %.1f, \"import_ms_mean\": %.4f, \"import_ms_max\": %.4f, "
 				"\"per_importer_gbs_min\": %.2f, \"per_importer_gbs_mean\": %.2f, "
-				"\"aggregate_gbs\": %.2f, \"wrong_words\": %.0f}",
+				"\"aggregate_gbs\": %.2f, \"wrong_words\": %.0f, \"gpu_open_ms_max\": %.1f}",
 				i ? "," : "", R.k[i], R.f_rdv_mean[i], R.f_rdv_max[i], R.f_imp_mean[i],
-				R.f_imp_max[i], R.f_bw_min[i], R.f_bw_mean[i], R.f_agg[i], R.f_bad[i]);
+				R.f_imp_max[i], R.f_bw_min[i], R.f_bw_mean[i], R.f_agg[i], R.f_bad[i],
+				R.f_open[i]);
 		fprintf(f, "], \"skipped_k\": [");
 		for (i = 0; i < R.nskipped; i++)
 			fprintf(f, "%s%d", i ? ", " : "", R.skipped[i]);
