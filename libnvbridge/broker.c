@@ -447,22 +447,29 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 	}
 	p.seq = ++h->seq;
 	hdr.seq = p.seq;
+	p.next = h->pending;	/* before sending: a quick reply must find it */
+	h->pending = &p;
+	pthread_mutex_unlock(&h->lock);
+	/*
+	 * Not under the lock: when the broker stops reading us until we read
+	 * its replies, this send blocks, and the thread that reads them needs
+	 * the lock to hand them out.
+	 */
 	{
 		ssize_t n = send_msg(h->fd, &hdr, arg, data, sendfd);
 
+		pthread_mutex_lock(&h->lock);
 		if (n < 0) {
-			pthread_mutex_unlock(&h->lock);
+			unlink_pending(h, &p);
 			if (n == -EPIPE || n == -ECONNRESET || n == -ENOTCONN) {
-				pthread_mutex_lock(&h->lock);
 				h->dead = true;
-				pthread_mutex_unlock(&h->lock);
-				return -ECONNRESET;
+				pthread_cond_broadcast(&h->cv);
+				n = -ECONNRESET;
 			}
+			pthread_mutex_unlock(&h->lock);
 			return (int)n;	/* -EBADF: fd not open */
 		}
 	}
-	p.next = h->pending;
-	h->pending = &p;
 	while (!p.done && !h->dead) {
 		if (h->reader) {
 			pthread_cond_wait(&h->cv, &h->lock);
@@ -487,8 +494,10 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 				c.cmd = 0;
 				c.arg_size = 0;
 				c.data_len = 0;
-				send_msg(h->fd, &c, NULL, NULL, -1);
 				cancelled = true;
+				pthread_mutex_unlock(&h->lock);	/* as above */
+				send_msg(h->fd, &c, NULL, NULL, -1);
+				pthread_mutex_lock(&h->lock);
 			}
 		} else if (n <= 0) {
 			h->dead = true;

@@ -2044,6 +2044,59 @@ static int t_threads_one_handle(void)
 	return 0;
 }
 
+/*
+ * Many threads of one handle fetching the largest blob at once: the broker
+ * stops reading a client whose replies it cannot deliver, so a thread that
+ * blocked in send() while holding the handle's lock kept the reading thread
+ * from handing replies out (a deadlock before the fix: 300 threads hung).
+ */
+static unsigned char *bp_blob;
+static uint32_t bp_size;
+
+static void *bp_worker(void *arg)
+{
+	unsigned char *o = malloc(bp_size);
+
+	for (int j = 0; o && j < 50; j++) {
+		memset(o, 0, bp_size);
+		if (nvb_fetch(shared_h, nm("bp"), NULL, o, bp_size, NULL, NULL) != 0 ||
+		    memcmp(o, bp_blob, bp_size))
+			__atomic_add_fetch(&cfail, 1, __ATOMIC_SEQ_CST);
+	}
+	if (!o)
+		__atomic_add_fetch(&cfail, 1, __ATOMIC_SEQ_CST);
+	free(o);
+	return arg;
+}
+
+static int t_threads_reply_backpressure(void)
+{
+	enum { NT = 300 };
+	static pthread_t t[NT];
+	struct nvb_info i;
+	int n = 0;
+
+	OPEN(shared_h);
+	memset(&i, 0, sizeof(i));
+	i.sz = sizeof(i);
+	OK(nvb_info(shared_h, &i));
+	bp_size = i.max_blob_size;
+	bp_blob = malloc(bp_size);
+	CHECK(bp_blob != NULL, "malloc");
+	rnd(bp_blob, bp_size);
+	OK(nvb_publish(shared_h, nm("bp"), -1, bp_blob, bp_size, NULL, NULL));
+	for (; n < NT; n++)
+		if (pthread_create(&t[n], NULL, bp_worker, NULL))
+			break;
+	CHECK(n >= 100, "only %d threads", n);
+	for (int k = 0; k < n; k++)
+		pthread_join(t[k], NULL);
+	EXPECT(cfail, 0);
+	nvb_close(shared_h);
+	free(bp_blob);
+	return 0;
+}
+
 /* ---- hostile clients and broker failure ---- */
 static int raw_connect(void)
 {
@@ -2414,6 +2467,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "events_poll", t_events_poll },
 	{ "clients_200", t_200_clients },
 	{ "threads_one_handle", t_threads_one_handle },
+	{ "threads_reply_backpressure", t_threads_reply_backpressure },
 	{ "garbage_client", t_garbage_client },
 	{ "broker_restart", t_broker_restart },
 	{ "fetch_expect_uid", t_expect_uid },
