@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -36,6 +37,7 @@ struct nvb_pending {
 	void *data;		/* FETCH: blob buffer; LIST: records */
 	size_t data_cap;
 	int fd;			/* received fd */
+	int efd;		/* a FETCH_WAIT sleeping behind another reader, or -1 */
 };
 
 static int do_connect(const char *path, char *why, size_t whylen)
@@ -380,6 +382,64 @@ static void dispatch(struct nvb *h, ssize_t n, int fd, bool ctrunc)
 	p->done = true;
 }
 
+/* Wakes every thread waiting on the handle (h->lock held). */
+static void wake_all(struct nvb *h)
+{
+	static const uint64_t one = 1;
+
+	pthread_cond_broadcast(&h->cv);
+	for (struct nvb_pending *q = h->pending; q; q = q->next) {
+		if (q->efd >= 0) {
+			ssize_t r = write(q->efd, &one, sizeof(one));
+
+			(void)r;	/* EAGAIN: the counter is full, it is awake */
+		}
+	}
+}
+
+/*
+ * A FETCH that waits for its name while another thread reads the replies
+ * must still end with -EINTR when a signal reaches it, as the ioctl does:
+ * it sleeps in poll() on its own eventfd, which wake_all() kicks, rather
+ * than in pthread_cond_wait(), which no signal ends.  Returns true when a
+ * signal ended the sleep.  Called and returns with h->lock held.
+ */
+static bool sleep_interruptible(struct nvb *h, struct nvb_pending *p)
+{
+	struct pollfd pf;
+	uint64_t v;
+	int r, e;
+
+	if (p->efd < 0)
+		p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (p->efd < 0) {
+		pthread_cond_wait(&h->cv, &h->lock);	/* no eventfd: as before */
+		return false;
+	}
+	pthread_mutex_unlock(&h->lock);
+	pf.fd = p->efd;
+	pf.events = POLLIN;
+	pf.revents = 0;
+	r = poll(&pf, 1, -1);
+	e = errno;
+	if (read(p->efd, &v, sizeof(v)) < 0)
+		v = 0;	/* nothing to clear */
+	pthread_mutex_lock(&h->lock);
+	return r < 0 && e == EINTR;
+}
+
+/* Tells the broker to end the waiting FETCH of hdr->seq (it answers -EINTR). */
+static void send_cancel(struct nvb *h, const struct nvbridge_wire_hdr *hdr)
+{
+	struct nvbridge_wire_hdr c = *hdr;
+
+	c.type = NVBRIDGE_WIRE_CANCEL;
+	c.cmd = 0;
+	c.arg_size = 0;
+	c.data_len = 0;
+	send_msg(h->fd, &c, NULL, NULL, -1);
+}
+
 static void unlink_pending(struct nvb *h, struct nvb_pending *p)
 {
 	struct nvb_pending **pp;
@@ -397,10 +457,11 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 		.magic = NVBRIDGE_WIRE_MAGIC, .version = NVBRIDGE_WIRE_VERSION,
 		.type = NVBRIDGE_WIRE_REQUEST, .cmd = (uint32_t)cmd,
 	};
-	struct nvb_pending p = { .cmd = (uint32_t)cmd, .arg = arg, .fd = -1, .cloexec = true };
+	struct nvb_pending p = { .cmd = (uint32_t)cmd, .arg = arg, .fd = -1, .efd = -1,
+				 .cloexec = true };
 	const void *data = NULL;
 	int sendfd = -1, ret;
-	bool cancelled = false;
+	bool cancelled = false, wait_fetch = false;
 	uint32_t size;
 
 	memcpy(&size, arg, sizeof(size));
@@ -429,6 +490,7 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 		p.data = (void *)(uintptr_t)f->blob;
 		p.data_cap = f->blob_cap;
 		p.cloexec = !(f->flags & NVBRIDGE_FETCH_NO_CLOEXEC);
+		wait_fetch = f->flags & NVBRIDGE_FETCH_WAIT;
 		break;
 	}
 	case NVBRIDGE_IOC_LIST: {
@@ -463,7 +525,7 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 			unlink_pending(h, &p);
 			if (n == -EPIPE || n == -ECONNRESET || n == -ENOTCONN) {
 				h->dead = true;
-				pthread_cond_broadcast(&h->cv);
+				wake_all(h);
 				n = -ECONNRESET;
 			}
 			pthread_mutex_unlock(&h->lock);
@@ -472,7 +534,16 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 	}
 	while (!p.done && !h->dead) {
 		if (h->reader) {
-			pthread_cond_wait(&h->cv, &h->lock);
+			if (!wait_fetch) {
+				pthread_cond_wait(&h->cv, &h->lock);
+				continue;
+			}
+			if (sleep_interruptible(h, &p) && !p.done && !cancelled) {
+				cancelled = true;
+				pthread_mutex_unlock(&h->lock);
+				send_cancel(h, &hdr);
+				pthread_mutex_lock(&h->lock);
+			}
 			continue;
 		}
 		h->reader = true;
@@ -480,23 +551,15 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 		int fd;
 		bool ctrunc;
 		ssize_t n = recv_reply(h->fd, h->rxbuf, RXBUF_SIZE, &fd, &ctrunc,
-				       cmd == NVBRIDGE_IOC_FETCH &&
-				       (((struct nvbridge_fetch *)arg)->flags & NVBRIDGE_FETCH_WAIT) ?
-				       0 : h->spin_ns);
+				       wait_fetch ? 0 : h->spin_ns);
 
 		pthread_mutex_lock(&h->lock);
 		h->reader = false;
 		if (n == -EINTR) {
 			if (cmd == NVBRIDGE_IOC_FETCH && !cancelled) {
-				struct nvbridge_wire_hdr c = hdr;
-
-				c.type = NVBRIDGE_WIRE_CANCEL;
-				c.cmd = 0;
-				c.arg_size = 0;
-				c.data_len = 0;
 				cancelled = true;
 				pthread_mutex_unlock(&h->lock);	/* as above */
-				send_msg(h->fd, &c, NULL, NULL, -1);
+				send_cancel(h, &hdr);
 				pthread_mutex_lock(&h->lock);
 			}
 		} else if (n <= 0) {
@@ -504,9 +567,11 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 		} else {
 			dispatch(h, n, fd, ctrunc);
 		}
-		pthread_cond_broadcast(&h->cv);
+		wake_all(h);
 	}
 	unlink_pending(h, &p);
+	if (p.efd >= 0)
+		close(p.efd);
 	ret = p.done ? p.result : -ECONNRESET;
 	pthread_mutex_unlock(&h->lock);
 	return ret;

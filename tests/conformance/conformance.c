@@ -1161,6 +1161,60 @@ static int t_wait_signal(void)
 	return 0;
 }
 
+/*
+ * A signal ends a waiting FETCH in any thread, also one that waits while
+ * another thread of the same handle is blocked reading replies (before:
+ * only the reading thread saw -EINTR on the broker backend).
+ */
+struct sigw {
+	struct nvb *h;
+	char name[NVB_NAME_MAX];
+	int ret;
+	int done;
+};
+
+static void *sig_waiter(void *arg)
+{
+	struct sigw *w = arg;
+
+	w->ret = nvb_fetch(w->h, w->name, fwait(-1, 0), NULL, 0, NULL, NULL);
+	__atomic_store_n(&w->done, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static int t_wait_signal_second_thread(void)
+{
+	struct sigaction sa = { .sa_handler = on_usr1 };	/* no SA_RESTART */
+	struct sigw a = { 0 }, b = { 0 };
+	pthread_t ta, tb;
+	struct nvb *h, *p;
+	int k;
+
+	sigaction(SIGUSR1, &sa, NULL);
+	OPEN(h);
+	OPEN(p);
+	a.h = b.h = h;
+	snprintf(a.name, sizeof(a.name), "%s", nm("sa"));
+	snprintf(b.name, sizeof(b.name), "%s", nm("sb"));
+	pthread_create(&ta, NULL, sig_waiter, &a);
+	usleep(100000);		/* a waits (and reads replies, on the broker) */
+	pthread_create(&tb, NULL, sig_waiter, &b);
+	usleep(100000);		/* b waits behind it */
+	pthread_kill(tb, SIGUSR1);
+	for (k = 0; k < 500 && !__atomic_load_n(&b.done, __ATOMIC_SEQ_CST); k++)
+		usleep(10000);
+	CHECK(b.done, "the second thread's FETCH_WAIT did not end on its signal");
+	EXPECT(b.ret, -EINTR);
+	CHECK(!a.done, "the first thread's wait ended too (ret %d)", a.ret);
+	OK(nvb_publish(p, a.name, -1, NULL, 0, NULL, NULL));
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	EXPECT(a.ret, 0);
+	nvb_close(p);
+	nvb_close(h);
+	return 0;
+}
+
 /* ---- limits and bad input ---- */
 static int quota_child(void *p)
 {
@@ -2452,6 +2506,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "wait_timeout", t_wait_timeout },
 	{ "wait_huge_timeout", t_wait_huge_timeout },
 	{ "wait_signal", t_wait_signal },
+	{ "wait_signal_second_thread", t_wait_signal_second_thread },
 	{ "quota", t_quota },
 	{ "blob_limits", t_blob_limits },
 	{ "bad_fd", t_bad_fd },
