@@ -388,15 +388,14 @@ static void set_epoll(struct client *c)
 	c->epollout = want_out;
 }
 
-static int send_raw(int fd, const void *buf, size_t len, int pass_fd)
+/* One message from iov[0..niov), with pass_fd attached when >= 0.  0 or -errno. */
+static int send_iov(int fd, struct iovec *iov, size_t niov, int pass_fd)
 {
-	struct iovec iov = { (void *)buf, len };
 	union {
 		struct cmsghdr c;
 		char b[CMSG_SPACE(sizeof(int))];
 	} cm;
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
-	ssize_t n;
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = niov };
 
 	if (pass_fd >= 0) {
 		memset(&cm, 0, sizeof(cm));
@@ -407,19 +406,19 @@ static int send_raw(int fd, const void *buf, size_t len, int pass_fd)
 		cm.c.cmsg_len = CMSG_LEN(sizeof(int));
 		memcpy(CMSG_DATA(&cm.c), &pass_fd, sizeof(int));
 	}
-	n = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-	return n < 0 ? -errno : 0;
+	return sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 ? -errno : 0;
 }
 
 static void flush_out(struct client *c)
 {
 	while (c->outq) {
 		struct outmsg *o = c->outq;
-		int ret = send_raw(c->fd, o->buf, o->len, o->fd);
+		struct iovec iov = { o->buf, o->len };
+		int ret = send_iov(c->fd, &iov, 1, o->fd);
 
 		if (ret == -EAGAIN)
 			break;
-		if (ret < 0 && ret != -EAGAIN) {
+		if (ret < 0) {
 			/* peer gone: the EPOLLHUP/EOF path cleans up */
 			c->dead = true;
 		}
@@ -456,26 +455,11 @@ static void reply(struct client *c, uint32_t type, uint32_t cmd, uint32_t seq, i
 		/* fast path: nothing queued, send now without copying */
 		struct iovec iov[3] = { { &h, NVBRIDGE_WIRE_HDR_SIZE }, { (void *)arg, arg_size },
 					{ (void *)data, data_len } };
-		union {
-			struct cmsghdr c;
-			char b[CMSG_SPACE(sizeof(int))];
-		} cm;
-		struct msghdr m = { .msg_iov = iov, .msg_iovlen = 3 };
-		ssize_t n;
+		int ret = send_iov(c->fd, iov, 3, pass_fd);
 
-		if (pass_fd >= 0) {
-			memset(&cm, 0, sizeof(cm));
-			m.msg_control = cm.b;
-			m.msg_controllen = sizeof(cm.b);
-			cm.c.cmsg_level = SOL_SOCKET;
-			cm.c.cmsg_type = SCM_RIGHTS;
-			cm.c.cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(&cm.c), &pass_fd, sizeof(int));
-		}
-		n = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n >= 0)
+		if (!ret)
 			return;
-		if (errno != EAGAIN) {
+		if (ret != -EAGAIN) {
 			c->dead = true;	/* peer gone: the EOF path cleans up */
 			return;
 		}
@@ -500,7 +484,9 @@ static void reply(struct client *c, uint32_t type, uint32_t cmd, uint32_t seq, i
 	*c->outq_tail = o;
 	c->outq_tail = &o->next;
 	c->outq_len++;
-	flush_out(c);
+	/* the socket is full (EAGAIN above, or replies already queued): EPOLLOUT sends it */
+	if (!c->epollout)
+		set_epoll(c);
 }
 
 /* ---- events ---- */
