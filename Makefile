@@ -24,6 +24,10 @@ CHECK_SUITES :=
 .PHONY: all check run deps clean
 all:
 
+# $(call nvb_suite,COMMAND,NAME): a check-NAME recipe that runs COMMAND and
+# keeps its output, "N passed, M failed" last, in $(RESULTS)/NAME.log.
+nvb_suite = @mkdir -p $(RESULTS) && bash -o pipefail -c '$(1) 2>&1 | tee $(RESULTS)/$(2).log'
+
 include $(sort $(wildcard mk/*.mk))
 
 deps:

@@ -88,6 +88,7 @@ struct nvb_gpu_dev {
 	unsigned int ring_next;
 	CUdeviceptr counters;	/* NVB_COUNTERS words, zeroed */
 	unsigned int counter_next;
+	pthread_mutex_t ring_lock;	/* ring_next, ring_used, ring_ev */
 };
 
 struct nvb_gpu {
@@ -222,6 +223,8 @@ int nvb_gpu_open(struct nvb_gpu **out, const struct nvb_gpu_opts *opts)
 	if (n > NVB_GPU_MAX_DEV)
 		n = NVB_GPU_MAX_DEV;
 	pthread_mutex_init(&g->lock, NULL);
+	for (i = 0; i < NVB_GPU_MAX_DEV; i++)
+		pthread_mutex_init(&g->d[i].ring_lock, NULL);
 	g->ndev = n;
 	for (i = 0; i < n; i++) {
 		struct nvb_gpu_dev *d = &g->d[i];
@@ -283,38 +286,41 @@ void nvb_gpu_close(struct nvb_gpu *g)
 		if (!d->ctx)
 			continue;
 		g->cu.cuCtxSetCurrent(d->ctx);
-		if (d->ready) {
-			for (k = 0; k < NVB_RING_SLOTS; k++) {
-				if (d->ring_used[k])
-					g->cu.cuEventSynchronize(d->ring_ev[k]);
-				g->cu.cuEventDestroy(d->ring_ev[k]);
-			}
-			if (d->ring)
-				g->cu.cuMemFreeHost(d->ring);
-			for (k = 0; k < NVB_EVPOOL; k++)
-				if (d->evpool[k])
-					g->cu.cuEventDestroy(d->evpool[k]);
-			for (k = 0; k < NVB_MAX_PROXIES && !g->proxies; k++) {
-				struct nvb_proxy_mem *pm = &d->pmem[k];
-
-				if (pm->st)
-					g->cu.cuStreamDestroy(pm->st);
-				if (pm->ring)
-					g->cu.cuMemFreeHost(pm->ring);
-				if (pm->ph)
-					g->cu.cuMemFreeHost(pm->ph);
-				if (pm->dmem)
-					g->cu.cuMemFree(pm->dmem);
-			}
-			if (d->counters)
-				g->cu.cuMemFree(d->counters);
-			if (d->mod)
-				g->cu.cuModuleUnload(d->mod);
+		/* whatever dev_ready() set up, also from a failed attempt */
+		for (k = 0; k < NVB_RING_SLOTS; k++) {
+			if (!d->ring_ev[k])
+				continue;
+			if (d->ring_used[k])
+				g->cu.cuEventSynchronize(d->ring_ev[k]);
+			g->cu.cuEventDestroy(d->ring_ev[k]);
 		}
+		if (d->ring)
+			g->cu.cuMemFreeHost(d->ring);
+		for (k = 0; k < NVB_EVPOOL; k++)
+			if (d->evpool[k])
+				g->cu.cuEventDestroy(d->evpool[k]);
+		for (k = 0; k < NVB_MAX_PROXIES && !g->proxies; k++) {
+			struct nvb_proxy_mem *pm = &d->pmem[k];
+
+			if (pm->st)
+				g->cu.cuStreamDestroy(pm->st);
+			if (pm->ring)
+				g->cu.cuMemFreeHost(pm->ring);
+			if (pm->ph)
+				g->cu.cuMemFreeHost(pm->ph);
+			if (pm->dmem)
+				g->cu.cuMemFree(pm->dmem);
+		}
+		if (d->counters)
+			g->cu.cuMemFree(d->counters);
+		if (d->mod)
+			g->cu.cuModuleUnload(d->mod);
 		g->cu.cuDevicePrimaryCtxRelease(d->dev);
 	}
 	g->cu.cuCtxSetCurrent(NULL);
 	pthread_mutex_destroy(&g->lock);
+	for (i = 0; i < NVB_GPU_MAX_DEV; i++)
+		pthread_mutex_destroy(&g->d[i].ring_lock);
 	nvb_cuda_unload(&g->cu);
 	free(g);
 }
@@ -377,11 +383,18 @@ static int cur_dev(struct nvb_gpu *g)
 	return seterr(-ENODEV, "current device %d unknown", dev);
 }
 
-/* Lazily loads the kernel and sets up the descriptor ring on device i. */
+/*
+ * Lazily loads the kernel and sets up the descriptor ring on device i.
+ * Nothing here waits for other work in the context: g->lock is held, and
+ * a stream blocked on a peer's flag may only be released by a revocation,
+ * which needs g->lock.  What a failed attempt set up stays for the next
+ * attempt and for nvb_gpu_close().
+ */
 static int dev_ready(struct nvb_gpu *g, int i)
 {
 	struct nvb_gpu_dev *d = &g->d[i];
 	CUresult r = CUDA_SUCCESS;
+	CUstream st = NULL;
 	int k, err = 0;
 
 	if (__atomic_load_n(&d->ready, __ATOMIC_ACQUIRE))
@@ -389,7 +402,7 @@ static int dev_ready(struct nvb_gpu *g, int i)
 	pthread_mutex_lock(&g->lock);
 	if (d->ready)
 		goto out;
-	if (g->kernel_ok) {
+	if (g->kernel_ok && !d->mod) {
 		r = g->cu.cuModuleLoadData(&d->mod, nvb_gpu_fatbin);
 		if (r == CUDA_SUCCESS)
 			r = g->cu.cuModuleGetFunction(&d->fn_gather, d->mod, "nvb_gather");
@@ -418,22 +431,37 @@ static int dev_ready(struct nvb_gpu *g, int i)
 		if (r != CUDA_SUCCESS) {
 			/* e.g. an older driver that cannot JIT our PTX */
 			g->kernel_ok = 0;
+			if (d->mod)
+				g->cu.cuModuleUnload(d->mod);
 			d->mod = NULL;
 			r = CUDA_SUCCESS;
 		}
 	}
-	r = g->cu.cuMemAllocHost((void **)&d->ring,
-			NVB_RING_SLOTS * NVB_SLOT_BLOCKS * sizeof(struct nvb_gpu_block));
-	if (r == CUDA_SUCCESS)
+	if (!d->ring)
+		r = g->cu.cuMemAllocHost((void **)&d->ring,
+				NVB_RING_SLOTS * NVB_SLOT_BLOCKS * sizeof(struct nvb_gpu_block));
+	if (r == CUDA_SUCCESS && !d->counters) {
+		/* zeroed on a private stream: waits for nothing else */
 		r = g->cu.cuMemAlloc(&d->counters, NVB_COUNTERS * sizeof(uint32_t));
-	if (r == CUDA_SUCCESS)
-		r = g->cu.cuMemsetD32Async(d->counters, 0, NVB_COUNTERS, NULL);
-	if (r == CUDA_SUCCESS)
-		r = g->cu.cuCtxSynchronize();
+		if (r == CUDA_SUCCESS)
+			r = g->cu.cuStreamCreate(&st, CU_STREAM_NON_BLOCKING);
+		if (r == CUDA_SUCCESS)
+			r = g->cu.cuMemsetD32Async(d->counters, 0, NVB_COUNTERS, st);
+		if (r == CUDA_SUCCESS)
+			r = g->cu.cuStreamSynchronize(st);
+		if (st)
+			g->cu.cuStreamDestroy(st);
+		if (r != CUDA_SUCCESS && d->counters) {
+			g->cu.cuMemFree(d->counters);
+			d->counters = 0;
+		}
+	}
 	for (k = 0; r == CUDA_SUCCESS && k < NVB_RING_SLOTS; k++)
-		r = g->cu.cuEventCreate(&d->ring_ev[k], CU_EVENT_DISABLE_TIMING);
+		if (!d->ring_ev[k])
+			r = g->cu.cuEventCreate(&d->ring_ev[k], CU_EVENT_DISABLE_TIMING);
 	for (k = 0; r == CUDA_SUCCESS && k < NVB_EVPOOL; k++)
-		r = g->cu.cuEventCreate(&d->evpool[k], CU_EVENT_DISABLE_TIMING);
+		if (!d->evpool[k])
+			r = g->cu.cuEventCreate(&d->evpool[k], CU_EVENT_DISABLE_TIMING);
 	if (r != CUDA_SUCCESS) {
 		err = cuerr(g, r, "GPU layer setup");
 		goto out;
@@ -442,6 +470,12 @@ static int dev_ready(struct nvb_gpu *g, int i)
 out:
 	pthread_mutex_unlock(&g->lock);
 	return err;
+}
+
+/* An event from the device's pool (dev_ready() first); see nvb_gpu_copy_signal(). */
+static CUevent pool_event(struct nvb_gpu_dev *d)
+{
+	return d->evpool[__atomic_fetch_add(&d->ev_next, 1, __ATOMIC_RELAXED) % NVB_EVPOOL];
 }
 
 /* ---- allocation and export ---- */
@@ -961,9 +995,15 @@ int nvb_gpu_revoke(struct nvb_gpu *g, uint64_t entry_id)
 	}
 	pthread_mutex_unlock(&g->lock);
 	nvb_gpu_names_forget(g, entry_id);
-	for (k = 0; k < n; k++) {
-		g->cu.cuCtxSetCurrent(g->d[ab[k].dev].ctx);
-		nvb_gpu_abort_flag(g, ab[k].addr);
+	if (n) {
+		CUcontext old = NULL;
+
+		g->cu.cuCtxGetCurrent(&old);
+		for (k = 0; k < n; k++) {
+			g->cu.cuCtxSetCurrent(g->d[ab[k].dev].ctx);
+			nvb_gpu_abort_flag(g, ab[k].addr);
+		}
+		g->cu.cuCtxSetCurrent(old);
 	}
 	if (destroy)
 		map_destroy(m);
@@ -1067,8 +1107,8 @@ static int copy_one(struct nvb_gpu *g, int dev, uint64_t dst, uint64_t src, size
 int nvb_gpu_copy(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len,
 		 void *const *streams, unsigned int nstreams, uint32_t flags)
 {
-	CUevent ev[17];
-	unsigned int k, nev = 0, nce, pct;
+	CUevent fork_ev;
+	unsigned int k, nce, pct;
 	int dev, sm, hybrid, err = 0;
 	size_t part, off, sm_len;
 
@@ -1099,12 +1139,11 @@ int nvb_gpu_copy(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len,
 	nce = hybrid ? nstreams - 1 : nstreams;
 
 	/* fork: the side streams wait for streams[0]'s prior work */
-	CU(g, cuEventCreate(&ev[nev], CU_EVENT_DISABLE_TIMING), "cuEventCreate");
-	nev++;
-	if (g->cu.cuEventRecord(ev[0], (CUstream)streams[0]) != CUDA_SUCCESS) {
-		err = seterr(-EIO, "cuEventRecord failed");
-		goto out;
-	}
+	err = dev_ready(g, dev);
+	if (err)
+		return err;
+	fork_ev = pool_event(&g->d[dev]);
+	CU(g, cuEventRecord(fork_ev, (CUstream)streams[0]), "cuEventRecord");
 	part = ((len - sm_len) / nce + 0xffff) & ~(size_t)0xffff;
 	for (k = 0, off = 0; k < nstreams && off < len; k++) {
 		size_t n = len - sm_len - off < part ? len - sm_len - off : part;
@@ -1119,31 +1158,21 @@ int nvb_gpu_copy(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len,
 		}
 		if (!n)
 			continue;
-		if (k && g->cu.cuStreamWaitEvent(st, ev[0], 0) != CUDA_SUCCESS) {
-			err = seterr(-EIO, "cuStreamWaitEvent failed");
-			goto out;
-		}
+		if (k)
+			CU(g, cuStreamWaitEvent(st, fork_ev, 0), "cuStreamWaitEvent (fork)");
 		err = copy_one(g, dev, dst + off, src + off, n, st, use_sm);
 		if (err)
-			goto out;
+			return err;
 		off += n;
 		if (k) {	/* join */
-			if (g->cu.cuEventCreate(&ev[nev], CU_EVENT_DISABLE_TIMING)) {
-				err = seterr(-EIO, "cuEventCreate failed");
-				goto out;
-			}
-			nev++;
-			if (g->cu.cuEventRecord(ev[nev - 1], st) ||
-			    g->cu.cuStreamWaitEvent((CUstream)streams[0], ev[nev - 1], 0)) {
-				err = seterr(-EIO, "stream join failed");
-				goto out;
-			}
+			CUevent join_ev = pool_event(&g->d[dev]);
+
+			CU(g, cuEventRecord(join_ev, st), "cuEventRecord (join)");
+			CU(g, cuStreamWaitEvent((CUstream)streams[0], join_ev, 0),
+			   "cuStreamWaitEvent (join)");
 		}
 	}
-out:
-	for (k = 0; k < nev; k++)
-		g->cu.cuEventDestroy(ev[k]);
-	return err;
+	return 0;
 }
 
 /* Average block length below which the SM kernel beats the copy engines. */
@@ -1210,12 +1239,19 @@ static int blocks_sm(struct nvb_gpu *g, int dev, const struct nvb_gpu_block *b, 
 			i++;
 			continue;
 		}
-		pthread_mutex_lock(&g->lock);
+		/*
+		 * Not g->lock: the wait for the slot's last use may depend on a
+		 * stream that only a revocation (which takes g->lock) releases.
+		 */
+		pthread_mutex_lock(&d->ring_lock);
 		slot = d->ring_next++ % NVB_RING_SLOTS;
-		if (d->ring_used[slot] &&
-		    g->cu.cuEventSynchronize(d->ring_ev[slot]) != CUDA_SUCCESS) {
-			pthread_mutex_unlock(&g->lock);
-			return seterr(-EIO, "descriptor ring: event wait failed");
+		if (d->ring_used[slot]) {
+			CUresult r = g->cu.cuEventSynchronize(d->ring_ev[slot]);
+
+			if (r != CUDA_SUCCESS) {
+				pthread_mutex_unlock(&d->ring_lock);
+				return cuerr(g, r, "descriptor ring: cuEventSynchronize");
+			}
 		}
 		d->ring_used[slot] = 0;
 		ring = d->ring + (size_t)slot * NVB_SLOT_BLOCKS;
@@ -1235,10 +1271,14 @@ static int blocks_sm(struct nvb_gpu *g, int dev, const struct nvb_gpu_block *b, 
 		}
 		err = launch_gather(g, dev, (CUdeviceptr)(uintptr_t)ring, cnt, 0, 0, 0,
 				    sm_grid(g, dev, cnt), st, i >= n ? flag : 0, flag_val);
-		if (!err && g->cu.cuEventRecord(d->ring_ev[slot], st) != CUDA_SUCCESS)
-			err = seterr(-EIO, "cuEventRecord failed");
+		if (!err) {
+			CUresult r = g->cu.cuEventRecord(d->ring_ev[slot], st);
+
+			if (r != CUDA_SUCCESS)
+				err = cuerr(g, r, "descriptor ring: cuEventRecord");
+		}
 		d->ring_used[slot] = !err;
-		pthread_mutex_unlock(&g->lock);
+		pthread_mutex_unlock(&d->ring_lock);
 		if (err)
 			return err;
 	}
@@ -1326,26 +1366,21 @@ int nvb_gpu_wait_spin(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t v
 	return wait_kernel(g, stream, flag, val, NULL);
 }
 
+static volatile uint32_t *map_abort_word(struct nvb_gpu *g, struct nvb_gpu_map *m);
+
 int nvb_gpu_wait_abortable(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t val,
 			   struct nvb_gpu_map *peer)
 {
+	volatile uint32_t *aw;
+
 	if (!peer)
 		return seterr(-EINVAL, "nvb_gpu_wait_abortable: no mapping");
-	pthread_mutex_lock(&g->lock);
-	if (!peer->abort_word) {
-		void *p = NULL;
-
-		if (g->cu.cuMemAllocHost(&p, 64) == CUDA_SUCCESS) {
-			*(volatile uint32_t *)p = peer->revoked;
-			peer->abort_word = p;
-		}
-	}
-	pthread_mutex_unlock(&g->lock);
-	if (!peer->abort_word)
+	aw = map_abort_word(g, peer);
+	if (!aw)
 		return seterr(-ENOMEM, "nvb_gpu_wait_abortable: no pinned memory");
 	if (!g->kernel_ok)
 		return seterr(-EOPNOTSUPP, "abortable waits need the SM kernel");
-	return wait_kernel(g, stream, flag, val, peer->abort_word);
+	return wait_kernel(g, stream, flag, val, aw);
 }
 
 static int wait_kernel(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t val,
@@ -1363,6 +1398,8 @@ static int wait_kernel(struct nvb_gpu *g, void *stream, uint64_t flag, uint32_t 
 	err = dev_ready(g, dev);
 	if (err)
 		return err;
+	if (!g->kernel_ok && abort_word)	/* the module failed to load just now */
+		return seterr(-EOPNOTSUPP, "abortable waits need the SM kernel");
 	if (!g->kernel_ok)
 		return nvb_gpu_wait(g, stream, flag, val);
 	CU(g, cuLaunchKernel(g->d[dev].fn_spin, 1, 1, 1, 1, 1, 1, 0, (CUstream)stream,
@@ -1430,7 +1467,7 @@ int nvb_gpu_copy_signal(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t le
 		 * current at the call, so re-recording a pooled event later is
 		 * safe.
 		 */
-		ev = d->evpool[__atomic_fetch_add(&d->ev_next, 1, __ATOMIC_RELAXED) % NVB_EVPOOL];
+		ev = pool_event(d);
 		CU(g, cuEventRecord(ev, cs), "cuEventRecord");
 		CU(g, cuStreamWaitEvent(fs, ev, 0), "cuStreamWaitEvent");
 	}

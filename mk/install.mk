@@ -180,8 +180,6 @@ dkms-uninstall:
 	rm -rf $(NVB_DKMS_SRC)
 
 # ---------------------------------------------------------------- suites
-nvb_suite = @mkdir -p $(RESULTS) && bash -o pipefail -c '$(1) 2>&1 | tee $(RESULTS)/$(2).log'
-
 udevtest:
 	-@$(MAKE) --no-print-directory $(NVB_KMOD_TARGET) >/dev/null 2>&1
 	@$(MAKE) --no-print-directory install-files DESTDIR=$(BUILD)/udev-stage PREFIX=/usr >/dev/null

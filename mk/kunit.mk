@@ -12,5 +12,4 @@ kunit:
 	./tests/kunit/run
 
 check-kunit:
-	@mkdir -p $(RESULTS)
-	@bash -o pipefail -c './tests/kunit/run 2>&1 | tee $(RESULTS)/kunit.log'
+	$(call nvb_suite,./tests/kunit/run,kunit)

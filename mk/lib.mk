@@ -129,22 +129,18 @@ $(LA)/nvbridgectl: tools/nvbridgectl.c $(LA)/libnvbridge.a
 LIB_CORE_BINS := $(LIB_CORE_A) $(LB)/nvbridged $(LB)/nvbridgectl $(LB)/nvb-example-events \
                  $(LB)/nvb-conformance $(LB)/nvb-unit $(LB)/nvb-bench
 check-lib-unit: $(LIB_CORE_BINS)
-	@mkdir -p $(RESULTS)
 	@$(MAKE) --no-print-directory $(LIB_SO) $(LIB_PC) >$(LB)/so-build.log 2>&1 || \
 		{ echo "libnvbridge.so did not build (see $(LB)/so-build.log):"; tail -5 $(LB)/so-build.log; }
-	@sh tests/unit/run-unit.sh $(LB) 2>&1 | tee $(RESULTS)/lib-unit.log
+	$(call nvb_suite,sh tests/unit/run-unit.sh $(LB),lib-unit)
 
 conformance check-conformance-broker: $(LIB_CORE_BINS)
-	@mkdir -p $(RESULTS)
-	@sh tests/conformance/run-broker.sh $(LB) 2>&1 | tee $(RESULTS)/conformance-broker.log
+	$(call nvb_suite,sh tests/conformance/run-broker.sh $(LB),conformance-broker)
 
 check-conformance-kernel: module $(LB)/nvb-conformance-static
-	@mkdir -p $(RESULTS)
-	@bash tests/conformance/run-kernel.sh $(LB) 2>&1 | tee $(RESULTS)/conformance-kernel.log
+	$(call nvb_suite,bash tests/conformance/run-kernel.sh $(LB),conformance-kernel)
 
 check-lib-asan: $(LA)/nvbridged $(LA)/nvb-conformance $(LA)/nvb-unit $(LA)/nvbridgectl
-	@mkdir -p $(RESULTS)
-	@sh tests/conformance/run-asan.sh $(LA) 2>&1 | tee $(RESULTS)/lib-asan.log
+	$(call nvb_suite,sh tests/conformance/run-asan.sh $(LA),lib-asan)
 
 lib-bench: $(LIB_CORE_BINS) lib-static
 	@sh tests/conformance/run-bench.sh $(LB)

@@ -12,5 +12,4 @@ lint:
 	./tests/lint/run
 
 check-lint:
-	@mkdir -p $(RESULTS)
-	@bash -o pipefail -c './tests/lint/run 2>&1 | tee $(RESULTS)/lint.log'
+	$(call nvb_suite,./tests/lint/run,lint)

@@ -16,6 +16,12 @@ grep -v -E '^[0-9]+ passed, [0-9]+ failed' "$out"
 if [ -z "$line" ]; then
 	echo "conformance-kernel: no result from the VM (status $rc)"
 	line="0 passed, 1 failed"
+elif [ "$rc" != 0 ] && [ "$rc" != 1 ]; then
+	# 126: the kernel log showed a WARNING/BUG/KASAN report; 124/125: the VM
+	# timed out or failed after the summary was printed
+	echo "# FAIL: the VM ended with status $rc after the suite (see above)"
+	p=${line%% passed*}; f=${line#*passed, }; f=${f%% failed*}
+	line="$p passed, $((f + 1)) failed"
 fi
 # the same case list as the broker run (when it ran first in this check)
 blog=${RESULTS:-$here/build/results}/conformance-broker.log

@@ -8,7 +8,7 @@ ASAN=${2:-0}
 pass=0
 fail=0
 ok() { echo "ok   $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1${2:+: $2}"; fail=$((fail + 1)); }
+bad() { echo "FAIL $1${2:+: $2}"; fail=$((fail + 1)); return 1; }
 t() { name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
 
 tmp=$(mktemp -d /tmp/nvb-unit.XXXXXX)
@@ -34,7 +34,8 @@ elif [ "$ASAN" = 0 ]; then
 	syms=$(nm -D --defined-only "$B/libnvbridge.so" | awk '$2 == "T" {print $3}')
 	nonapi=$(echo "$syms" | grep -v '^nvb_' | grep -v '^$')
 	unver=$(echo "$syms" | grep -v '@@LIBNVBRIDGE_1.0$')
-	t "so_exports_only_nvb_api" [ -z "$nonapi" ] && [ -z "$unver" ] && [ -n "$syms" ]
+	t "so_exports_only_nvb_api" sh -c '[ -z "$1" ] && [ -z "$2" ] && [ -n "$3" ]' _ \
+		"$nonapi" "$unver" "$syms"
 	t "so_soname" sh -c "readelf -d '$B/libnvbridge.so' | grep -q 'SONAME.*libnvbridge.so.1'"
 	t "so_no_liburing_dependency" sh -c "! readelf -d '$B/libnvbridge.so' | grep -q 'liburing'"
 	t "pc_file" grep -q '^Libs: -L${libdir} -lnvbridge' "$B/libnvbridge.pc"
