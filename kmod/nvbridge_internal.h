@@ -61,6 +61,13 @@ struct nvb_scope {
 	struct nvb_publish_bucket publish[NVB_PUBLISH_BUCKETS];
 };
 
+/* A published blob: never changed, shared by its entry and its fetchers. */
+struct nvb_blob {
+	refcount_t ref;
+	u32 len;
+	u8 data[];
+};
+
 /* One published name. */
 struct nvb_entry {
 	struct list_head scope_node;
@@ -70,8 +77,7 @@ struct nvb_entry {
 	u64 id;
 	char name[NVBRIDGE_NAME_MAX];
 	struct file *file;		/* NULL when none; a reference */
-	void *blob;
-	u32 blob_len;
+	struct nvb_blob *blob;		/* NULL when none; a reference */
 	u32 access;
 	kuid_t acl_uid;			/* NVBRIDGE_ACCESS_UID */
 	kgid_t acl_gid;			/* NVBRIDGE_ACCESS_GID */

@@ -99,7 +99,7 @@ static DEFINE_MUTEX(nvb_lock);
 static LIST_HEAD(nvb_scopes);
 static DEFINE_HASHTABLE(nvb_users, 6);
 static unsigned int nvb_nr_entries;
-static atomic64_t nvb_last_id = ATOMIC64_INIT(0);
+static u64 nvb_last_id;		/* under nvb_lock: ids follow list order */
 
 static const struct file_operations nvb_fops;
 
@@ -444,24 +444,47 @@ static void nvb_notify(struct nvb_scope *s, const struct nvb_entry *e,
 /* ------------------------------------------------------------------ */
 /* Entries                                                            */
 
+/* A blob of @len bytes, one reference, its data still to be filled. */
+static struct nvb_blob *nvb_blob_alloc(u32 len)
+{
+	struct nvb_blob *b;
+
+	b = kmalloc(struct_size(b, data, len), GFP_KERNEL_ACCOUNT);
+	if (b) {
+		refcount_set(&b->ref, 1);
+		b->len = len;
+	}
+	return b;
+}
+
+static void nvb_blob_put(struct nvb_blob *b)
+{
+	if (b && refcount_dec_and_test(&b->ref))
+		kfree(b);
+}
+
+static u32 nvb_entry_blob_len(const struct nvb_entry *e)
+{
+	return e->blob ? e->blob->len : 0;
+}
+
 static void nvb_entry_free(struct nvb_entry *e)
 {
 	if (e->file)
 		fput(e->file);
 	put_pid(e->pub_pid);
-	kfree(e->blob);
+	nvb_blob_put(e->blob);
 	kfree(e);
 }
 
 /*
- * A new entry published through @f, not yet linked.  Takes over @file (a
- * reference, may be NULL) and @blob (kmalloc'ed, may be NULL) only on
- * success.
+ * A new entry published through @f, not yet linked.  Takes over @file and
+ * @blob (references, each may be NULL) only on success.
  */
 static struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
-				       struct file *file, void *blob,
-				       u32 blob_len, u32 access,
-				       kuid_t acl_uid, kgid_t acl_gid)
+				       struct file *file, struct nvb_blob *blob,
+				       u32 access, kuid_t acl_uid,
+				       kgid_t acl_gid)
 {
 	struct nvb_entry *e;
 
@@ -474,7 +497,6 @@ static struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
 	strscpy(e->name, name, sizeof(e->name));
 	e->file = file;
 	e->blob = blob;
-	e->blob_len = blob_len;
 	e->access = access;
 	e->acl_uid = acl_uid;
 	e->acl_gid = acl_gid;
@@ -538,7 +560,7 @@ static int nvb_entry_publish(struct nvb_file *f, struct nvb_entry *e, u64 *id)
 	ret = nvb_quota_charge(e->pub_uid);
 	if (ret)
 		goto out_unlock;
-	e->id = atomic64_inc_return(&nvb_last_id);
+	e->id = ++nvb_last_id;
 	*id = e->id;
 	e->owner = f;
 	list_add_tail(&e->scope_node, &s->entries);
@@ -596,7 +618,7 @@ static int nvb_unpublish(struct nvb_file *f, u64 id, const char *name)
 /* What a fetch takes away from the registry, so it can drop nvb_lock. */
 struct nvb_fetched {
 	struct file *file;		/* a reference, or NULL */
-	void *blob;			/* a copy, or NULL */
+	struct nvb_blob *blob;		/* a reference, or NULL */
 	u32 blob_len;
 	u64 id;
 	u32 pid, uid, gid, access, entry_flags;
@@ -606,7 +628,7 @@ static void nvb_fetched_release(struct nvb_fetched *r)
 {
 	if (r->file)
 		fput(r->file);
-	kfree(r->blob);
+	nvb_blob_put(r->blob);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -641,20 +663,18 @@ static int nvb_fetch_once(struct nvb_file *f, const char *name, u32 blob_cap,
 	}
 	r->id = e->id;
 	r->access = e->access;
-	r->blob_len = e->blob_len;
+	r->blob_len = nvb_entry_blob_len(e);
 	r->entry_flags = (e->file ? NVBRIDGE_ENTRY_HAS_FD : 0) |
 			 (e->owner == f ? NVBRIDGE_ENTRY_OWN : 0);
 	nvb_peer_ids(f, e, &r->pid, &r->uid, &r->gid);
-	if (e->blob_len > blob_cap) {
+	if (r->blob_len > blob_cap) {
 		ret = -EMSGSIZE;
 		goto out_unlock;
 	}
-	if (e->blob_len) {
-		r->blob = kmemdup(e->blob, e->blob_len, GFP_KERNEL_ACCOUNT);
-		if (!r->blob) {
-			ret = -ENOMEM;
-			goto out_unlock;
-		}
+	/* published blobs never change: a reference, no copy under the lock */
+	if (e->blob) {
+		refcount_inc(&e->blob->ref);
+		r->blob = e->blob;
 	}
 	if (e->file)
 		r->file = get_file(e->file);
@@ -873,8 +893,8 @@ static long nvb_ioctl_publish(struct nvb_file *f,
 {
 	struct nvbridge_publish arg;
 	struct file *file = NULL;
+	struct nvb_blob *blob = NULL;
 	struct nvb_entry *e;
-	void *blob = NULL;
 	kuid_t acl_uid;
 	kgid_t acl_gid;
 	u32 usize;
@@ -900,10 +920,10 @@ static long nvb_ioctl_publish(struct nvb_file *f,
 		return -EMSGSIZE;
 
 	if (arg.blob_len) {
-		blob = kmalloc(arg.blob_len, GFP_KERNEL_ACCOUNT);
+		blob = nvb_blob_alloc(arg.blob_len);
 		if (!blob)
 			return -ENOMEM;
-		if (copy_from_user(blob, u64_to_user_ptr(arg.blob),
+		if (copy_from_user(blob->data, u64_to_user_ptr(arg.blob),
 				   arg.blob_len)) {
 			ret = -EFAULT;
 			goto err_free_blob;
@@ -920,8 +940,8 @@ static long nvb_ioctl_publish(struct nvb_file *f,
 			goto err_put_file;
 		}
 	}
-	e = nvb_entry_new(f, arg.name, file, blob, arg.blob_len, arg.access,
-			  acl_uid, acl_gid);
+	e = nvb_entry_new(f, arg.name, file, blob, arg.access, acl_uid,
+			  acl_gid);
 	if (!e) {
 		ret = -ENOMEM;
 		goto err_put_file;
@@ -943,7 +963,7 @@ err_put_file:
 	if (file)
 		fput(file);
 err_free_blob:
-	kfree(blob);
+	nvb_blob_put(blob);
 	return ret;
 }
 
@@ -987,8 +1007,8 @@ static long nvb_ioctl_fetch(struct nvb_file *f,
 	arg.gid = r.gid;
 	arg.access = r.access;
 	arg.entry_flags = r.entry_flags;
-	if (!ret && r.blob_len &&
-	    copy_to_user(u64_to_user_ptr(arg.blob), r.blob, r.blob_len))
+	if (!ret && r.blob &&
+	    copy_to_user(u64_to_user_ptr(arg.blob), r.blob->data, r.blob_len))
 		ret = -EFAULT;
 	if (ret != -EFAULT && nvb_copy_out(uarg, &arg, sizeof(arg), usize))
 		ret = -EFAULT;
@@ -1089,7 +1109,7 @@ static unsigned int nvb_list_collect(struct nvb_file *f, u64 cursor,
 		i->id = e->id;
 		nvb_peer_ids(f, e, &i->pid, &i->uid, &i->gid);
 		i->access = e->access;
-		i->blob_len = e->blob_len;
+		i->blob_len = nvb_entry_blob_len(e);
 		i->flags = (e->file ? NVBRIDGE_ENTRY_HAS_FD : 0) |
 			   (e->owner == f ? NVBRIDGE_ENTRY_OWN : 0);
 		strscpy(i->name, e->name, sizeof(i->name));
