@@ -29,10 +29,17 @@ if [ -f "$blog" ]; then
 	cases() { grep -E '^(ok|FAIL|skip) +[0-9]+ ' "$1" | awk '{print $2, $3}'; }
 	if [ "$(cases "$out")" = "$(cases "$blog")" ]; then
 		echo "# case list identical to conformance-broker's ($(cases "$out" | wc -l) cases)"
-		echo "# results that differ (status kernel / broker):"
-		paste -d' ' <(grep -E '^(ok|FAIL|skip) +[0-9]+ ' "$out" | awk '{print $3, $1}') \
+		# Documentation/module-vs-broker.rst: the same answers on both
+		# backends; only broker_restart has no kernel counterpart
+		diffs=$(paste -d' ' <(grep -E '^(ok|FAIL|skip) +[0-9]+ ' "$out" | awk '{print $3, $1}') \
 			<(grep -E '^(ok|FAIL|skip) +[0-9]+ ' "$blog" | awk '{print $1}') 2>/dev/null |
-			awk '$2 != $3 {print "#   " $1 ": " $2 " / " $3}'
+			awk '$2 != $3 && $1 != "broker_restart" {print "#   " $1 ": " $2 " / " $3}')
+		if [ -n "$diffs" ]; then
+			echo "# FAIL: results that differ (status kernel / broker):"
+			echo "$diffs"
+			p=${line%% passed*}; f=${line#*passed, }; f=${f%% failed*}
+			line="$p passed, $((f + 1)) failed"
+		fi
 	else
 		echo "# FAIL: the case list differs from conformance-broker's"
 		p=${line%% passed*}; f=${line#*passed, }; f=${f%% failed*}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks that Documentation/abi.rst documents the whole UAPI header: every
 NVBRIDGE_* constant, enum value and ioctl, every struct and every struct
-field, and every errno that SEMANTICS.md names.  Prints one PASS/FAIL line
+field, and every errno that Documentation/semantics.md names.  Prints one PASS/FAIL line
 per struct / group and exits 1 on any gap."""
 import re
 import sys

@@ -641,7 +641,7 @@ static int t_open_info(void)
 
 	SYS(stat(NVB_DEV, &st));
 	CHECK(S_ISCHR(st.st_mode), "%s is not a character device", NVB_DEV);
-	CHECK((st.st_mode & 07777) == 0666, "%s mode %o, want 0666 (DESIGN.md)",
+	CHECK((st.st_mode & 07777) == 0666, "%s mode %o, want 0666 (the misc device mode)",
 	      NVB_DEV, st.st_mode & 07777);
 	OKV(dfd, nvb_open(0));
 	WANT(nvb_info(dfd, &info), 0);
