@@ -38,10 +38,9 @@
 #include "../libnvbridge/nvbridge.h"
 #include "../libnvbridge/nvbridge_gpu.h"
 #include "multi.h"
+#include "bench_util.h"
 #include "png.h"
 
-#define MiB (1ull << 20)
-#define GiB (1ull << 30)
 #define CHUNK (64 * MiB)
 
 enum {
@@ -80,13 +79,6 @@ struct mrep {
 static char tag[32];
 static const struct multi_opts *O;
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void spin_until(double t)
 {
@@ -1055,16 +1047,6 @@ static void ratio_range(double m[MULTI_MAXG][MULTI_MAXG], double b[MULTI_MAXG][M
 				*lo = fmin(*lo, m[i][j] / b[i][j]);
 				*hi = fmax(*hi, m[i][j] / b[i][j]);
 			}
-}
-
-static void fmt_size(char *buf, size_t len, uint64_t s)
-{
-	if (s >= GiB && !(s % GiB))
-		snprintf(buf, len, "%llu GiB", (unsigned long long)(s / GiB));
-	else if (s >= MiB && !(s % MiB))
-		snprintf(buf, len, "%llu MiB", (unsigned long long)(s / MiB));
-	else
-		snprintf(buf, len, "%llu KiB", (unsigned long long)(s >> 10));
 }
 
 static void print_text(FILE *f)

@@ -30,14 +30,13 @@
 
 #include "../libnvbridge/cuda_api.h"
 #include "../libnvbridge/nvbridge_gpu.h"
+#include "bench_util.h"
 #include "png.h"
 #include "multi.h"
 #ifdef NVB_BENCH_LIB
 #include "../libnvbridge/nvbridge.h"
 #endif
 
-#define MiB (1ull << 20)
-#define GiB (1ull << 30)
 #define FLAGS_BYTES (2 * MiB)
 #define NSTREAMS 4
 
@@ -76,13 +75,6 @@ struct result {
 static struct result results[2048];
 static int nresults;
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ------------------------------------------------------------ child side */
 
@@ -1410,16 +1402,6 @@ static void invalidate_impossible(void)
 			strcat(r->method, "!");
 		}
 	}
-}
-
-static void fmt_size(char *buf, size_t len, uint64_t s)
-{
-	if (s >= GiB)
-		snprintf(buf, len, "%llu GiB", (unsigned long long)(s / GiB));
-	else if (s >= MiB)
-		snprintf(buf, len, "%llu MiB", (unsigned long long)(s / MiB));
-	else
-		snprintf(buf, len, "%llu KiB", (unsigned long long)(s >> 10));
 }
 
 struct goal_row {

@@ -53,7 +53,7 @@ $(GPU_B)/%.o: libnvbridge/%.c $(GPU_HDRS)
 
 bench: $(BENCH_BIN)
 BENCH_SRCS := bench/nvbridge-bench.c bench/multi.c bench/png.c
-$(BENCH_BIN): $(BENCH_SRCS) bench/png.h bench/multi.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
+$(BENCH_BIN): $(BENCH_SRCS) bench/png.h bench/multi.h bench/bench_util.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(GPU_CFLAGS) -DNVB_BENCH_LIB -o $@ $(BENCH_SRCS) $(GPU_LINK)
 
