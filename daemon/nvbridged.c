@@ -473,13 +473,15 @@ static void reply(struct client *c, uint32_t type, uint32_t cmd, uint32_t seq, i
 		drop_client(c, "out of memory for a reply");
 		return;
 	}
+	o->fd = pass_fd >= 0 ? fcntl(pass_fd, F_DUPFD_CLOEXEC, 0) : -1;
+	if (pass_fd >= 0 && o->fd < 0 && !h.result)
+		h.result = -errno;	/* out of fds: say so rather than drop the fd */
 	memcpy(o->buf, &h, NVBRIDGE_WIRE_HDR_SIZE);
 	if (arg_size)
 		memcpy(o->buf + NVBRIDGE_WIRE_HDR_SIZE, arg, arg_size);
 	if (data_len)
 		memcpy(o->buf + NVBRIDGE_WIRE_HDR_SIZE + arg_size, data, data_len);
 	o->len = len;
-	o->fd = pass_fd >= 0 ? fcntl(pass_fd, F_DUPFD_CLOEXEC, 0) : -1;
 	o->next = NULL;
 	*c->outq_tail = o;
 	c->outq_tail = &o->next;

@@ -31,6 +31,7 @@ struct nvb_pending {
 	uint32_t cmd;
 	bool done;
 	bool cloexec;
+	bool waiting;		/* asleep behind the reader (not still sending) */
 	int result;
 	void *arg;		/* the caller's struct */
 	uint32_t arg_size;
@@ -38,6 +39,7 @@ struct nvb_pending {
 	size_t data_cap;
 	int fd;			/* received fd */
 	int efd;		/* a FETCH_WAIT sleeping behind another reader, or -1 */
+	pthread_cond_t cv;	/* any other request sleeping behind the reader */
 };
 
 static int do_connect(const char *path, char *why, size_t whylen)
@@ -69,6 +71,12 @@ static int do_connect(const char *path, char *why, size_t whylen)
 		int one = 1;
 
 		setsockopt(s, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
+	}
+	{
+		/* a receive timeout makes a signal end recvmsg() even under SA_RESTART */
+		struct timeval tv = { .tv_sec = 86400 };
+
+		setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	}
 	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		ret = -errno;
@@ -186,8 +194,13 @@ static ssize_t recv_msg_flags(int s, void *buf, size_t len, int *fd, bool *ctrun
 	}
 	if (m.msg_flags & MSG_CTRUNC)
 		*ctrunc = true;
-	if (m.msg_flags & MSG_TRUNC)
+	if (m.msg_flags & MSG_TRUNC) {
+		if (*fd >= 0) {	/* the caller gives up on the message: not leaked */
+			close(*fd);
+			*fd = -1;
+		}
 		return -EPROTO;
+	}
 	return n;
 }
 
@@ -314,7 +327,7 @@ void nvb_broker_close(struct nvb *h)
 			bool ct;
 			ssize_t n;
 
-			if (poll(&p, 1, 100) == 0) {
+			if (poll(&p, 1, 100) <= 0) {	/* EINTR too: keep the bound */
 				left_ms -= 100;
 				continue;
 			}
@@ -332,8 +345,8 @@ void nvb_broker_close(struct nvb *h)
 	free(h->rxbuf);
 }
 
-/* With h->lock held: hand one received message to its pending request. */
-static void dispatch(struct nvb *h, ssize_t n, int fd, bool ctrunc)
+/* With h->lock held: hand one received message to its pending request (returned). */
+static struct nvb_pending *dispatch(struct nvb *h, ssize_t n, int fd, bool ctrunc)
 {
 	struct nvbridge_wire_hdr *rh = h->rxbuf;
 	const char *arg = (const char *)h->rxbuf + NVBRIDGE_WIRE_HDR_SIZE;
@@ -346,7 +359,7 @@ static void dispatch(struct nvb *h, ssize_t n, int fd, bool ctrunc)
 		h->dead = true;
 		if (fd >= 0)
 			close(fd);
-		return;
+		return NULL;
 	}
 	for (p = h->pending; p; p = p->next)
 		if (p->seq == rh->seq && !p->done)
@@ -355,7 +368,7 @@ static void dispatch(struct nvb *h, ssize_t n, int fd, bool ctrunc)
 		/* the requester is gone (cancelled): drop */
 		if (fd >= 0)
 			close(fd);
-		return;
+		return NULL;
 	}
 	p->result = rh->result;
 	if (rh->arg_size)
@@ -380,21 +393,28 @@ static void dispatch(struct nvb *h, ssize_t n, int fd, bool ctrunc)
 	if (fd >= 0)
 		close(fd);
 	p->done = true;
+	return p;
 }
 
-/* Wakes every thread waiting on the handle (h->lock held). */
-static void wake_all(struct nvb *h)
+/* Wakes the thread of one request (h->lock held). */
+static void wake(struct nvb_pending *q)
 {
 	static const uint64_t one = 1;
 
-	pthread_cond_broadcast(&h->cv);
-	for (struct nvb_pending *q = h->pending; q; q = q->next) {
-		if (q->efd >= 0) {
-			ssize_t r = write(q->efd, &one, sizeof(one));
+	if (q->efd >= 0) {
+		ssize_t r = write(q->efd, &one, sizeof(one));
 
-			(void)r;	/* EAGAIN: the counter is full, it is awake */
-		}
+		(void)r;	/* EAGAIN: the counter is full, it is awake */
+	} else {
+		pthread_cond_signal(&q->cv);
 	}
+}
+
+/* Wakes every thread waiting on the handle (h->lock held): the connection is gone. */
+static void wake_all(struct nvb *h)
+{
+	for (struct nvb_pending *q = h->pending; q; q = q->next)
+		wake(q);
 }
 
 /*
@@ -413,7 +433,7 @@ static bool sleep_interruptible(struct nvb *h, struct nvb_pending *p)
 	if (p->efd < 0)
 		p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (p->efd < 0) {
-		pthread_cond_wait(&h->cv, &h->lock);	/* no eventfd: as before */
+		pthread_cond_wait(&p->cv, &h->lock);	/* no eventfd: as before */
 		return false;
 	}
 	pthread_mutex_unlock(&h->lock);
@@ -458,7 +478,7 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 		.type = NVBRIDGE_WIRE_REQUEST, .cmd = (uint32_t)cmd,
 	};
 	struct nvb_pending p = { .cmd = (uint32_t)cmd, .arg = arg, .fd = -1, .efd = -1,
-				 .cloexec = true };
+				 .cloexec = true, .cv = PTHREAD_COND_INITIALIZER };
 	const void *data = NULL;
 	int sendfd = -1, ret;
 	bool cancelled = false, wait_fetch = false;
@@ -534,11 +554,15 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 	}
 	while (!p.done && !h->dead) {
 		if (h->reader) {
-			if (!wait_fetch) {
-				pthread_cond_wait(&h->cv, &h->lock);
-				continue;
-			}
-			if (sleep_interruptible(h, &p) && !p.done && !cancelled) {
+			bool intr = false;
+
+			p.waiting = true;
+			if (!wait_fetch)
+				pthread_cond_wait(&p.cv, &h->lock);
+			else
+				intr = sleep_interruptible(h, &p);
+			p.waiting = false;
+			if (intr && !p.done && !cancelled) {
 				cancelled = true;
 				pthread_mutex_unlock(&h->lock);
 				send_cancel(h, &hdr);
@@ -547,32 +571,47 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 			continue;
 		}
 		h->reader = true;
-		pthread_mutex_unlock(&h->lock);
-		int fd;
-		bool ctrunc;
-		ssize_t n = recv_reply(h->fd, h->rxbuf, RXBUF_SIZE, &fd, &ctrunc,
-				       wait_fetch ? 0 : h->spin_ns);
+		while (!p.done && !h->dead) {
+			struct nvb_pending *q;
+			int fd;
+			bool ctrunc;
+			ssize_t n;
 
-		pthread_mutex_lock(&h->lock);
-		h->reader = false;
-		if (n == -EINTR) {
-			if (cmd == NVBRIDGE_IOC_FETCH && !cancelled) {
-				cancelled = true;
-				pthread_mutex_unlock(&h->lock);	/* as above */
-				send_cancel(h, &hdr);
-				pthread_mutex_lock(&h->lock);
+			pthread_mutex_unlock(&h->lock);
+			n = recv_reply(h->fd, h->rxbuf, RXBUF_SIZE, &fd, &ctrunc,
+				       wait_fetch ? 0 : h->spin_ns);
+			pthread_mutex_lock(&h->lock);
+			if (n == -EINTR || n == -EAGAIN) {
+				if (n == -EINTR && wait_fetch && !cancelled) {
+					cancelled = true;
+					pthread_mutex_unlock(&h->lock);
+					send_cancel(h, &hdr);
+					pthread_mutex_lock(&h->lock);
+				}
+			} else if (n <= 0) {
+				if (fd >= 0)
+					close(fd);
+				h->dead = true;
+			} else if ((q = dispatch(h, n, fd, ctrunc)) && q != &p) {
+				wake(q);
 			}
-		} else if (n <= 0) {
-			h->dead = true;
-		} else {
-			dispatch(h, n, fd, ctrunc);
 		}
-		wake_all(h);
+		h->reader = false;
+		if (h->dead) {
+			wake_all(h);
+		} else {
+			for (struct nvb_pending *q = h->pending; q; q = q->next)
+				if (q->waiting && !q->done) {
+					wake(q);	/* the next reader */
+					break;
+				}
+		}
 	}
 	unlink_pending(h, &p);
 	if (p.efd >= 0)
 		close(p.efd);
 	ret = p.done ? p.result : -ECONNRESET;
 	pthread_mutex_unlock(&h->lock);
+	pthread_cond_destroy(&p.cv);
 	return ret;
 }

@@ -224,7 +224,6 @@ NVB_API int nvb_open(const struct nvb_opts *opts, struct nvb **out)
 	}
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_mutex_init(&h->evlock, NULL);
-	pthread_cond_init(&h->cv, NULL);
 
 	if (backend == NVB_BACKEND_KERNEL || backend == NVB_BACKEND_AUTO) {
 		err = nvb_kernel_open(h, o.device_path, why, sizeof(why));
@@ -251,7 +250,6 @@ fail:
 fail_why:
 	pthread_mutex_destroy(&h->lock);
 	pthread_mutex_destroy(&h->evlock);
-	pthread_cond_destroy(&h->cv);
 	free(h);
 	return err;
 ok:
@@ -294,7 +292,6 @@ NVB_API void nvb_close(struct nvb *h)
 		close(h->fd);
 	pthread_mutex_destroy(&h->lock);
 	pthread_mutex_destroy(&h->evlock);
-	pthread_cond_destroy(&h->cv);
 	free(h);
 }
 
@@ -763,19 +760,21 @@ static int ev_wait(struct nvb *h, int64_t timeout_ns)
 	if (ret < 0)
 		return ret;
 	h->ev_inflight = true;
-	if (timeout_ns < 0) {
-		ret = io_uring_wait_cqe(&h->ring, &cqe);
-	} else {
-		ts.tv_sec = timeout_ns / 1000000000;
-		ts.tv_nsec = timeout_ns % 1000000000;
-		ret = io_uring_wait_cqe_timeout(&h->ring, &cqe, &ts);
+	ts.tv_sec = timeout_ns / 1000000000;
+	ts.tv_nsec = timeout_ns % 1000000000;
+	for (;;) {
+		ret = timeout_ns < 0 ? io_uring_wait_cqe(&h->ring, &cqe) :
+				       io_uring_wait_cqe_timeout(&h->ring, &cqe, &ts);
+		if (ret || cqe->user_data == 1)
+			break;
+		/* an earlier call's cancel, completed after its read: not ours */
+		io_uring_cqe_seen(&h->ring, cqe);
 	}
 	if (ret == 0) {
 		res = cqe->res;
-		h->ev_inflight = cqe->user_data != 1;
+		h->ev_inflight = false;
 		io_uring_cqe_seen(&h->ring, cqe);
-		if (!h->ev_inflight)
-			return res;
+		return res;
 	}
 	/* timed out or interrupted: cancel, and take what may have come */
 	sqe = io_uring_get_sqe(&h->ring);

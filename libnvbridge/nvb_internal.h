@@ -27,7 +27,6 @@ struct nvb {
 	char path[108];
 
 	/* broker */
-	pthread_cond_t cv;
 	struct nvb_pending *pending;
 	uint32_t seq;
 	bool reader;			/* a thread is in recvmsg */

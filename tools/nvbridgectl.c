@@ -409,11 +409,22 @@ int main(int argc, char **argv)
 		   *blob_out = NULL, *cmd;
 	double hold = -1, timeout = -1;
 	long count = -1;
-	int wait = 0, o, ret;
+	const char *pos[3] = { NULL, NULL, NULL };
+	int wait = 0, o, ret, np = 0;
 	struct nvb *h;
 	struct sigaction sa = { .sa_handler = on_sig };
 
-	while ((o = getopt_long(argc, argv, "+jh", lo, NULL)) != -1) {
+	/* options anywhere: before the command, between and after its operands */
+	while (optind < argc) {
+		o = getopt_long(argc, argv, "+jh", lo, NULL);
+		if (o == -1) {	/* the command, then at most two operands */
+			if (np >= 3) {
+				usage(stderr);
+				return EX_USAGE;
+			}
+			pos[np++] = argv[optind++];
+			continue;
+		}
 		switch (o) {
 		case 'j': json = 1; break;
 		case 'B':
@@ -442,47 +453,14 @@ int main(int argc, char **argv)
 		default: usage(stderr); return EX_USAGE;
 		}
 	}
-	if (optind >= argc) {
+	if (!np) {
 		usage(stderr);
 		return EX_USAGE;
 	}
-	cmd = argv[optind++];
-	/* options may also follow the command */
-	{
-		const char *pos[2] = { NULL, NULL };
-		int np = 0;
-
-		while (optind < argc) {
-			o = getopt_long(argc, argv, "+jh", lo, NULL);
-			if (o == -1) {
-				if (np >= 2) {
-					usage(stderr);
-					return EX_USAGE;
-				}
-				pos[np++] = argv[optind++];
-				continue;
-			}
-			switch (o) {
-			case 'j': json = 1; break;
-			case 'f': file = optarg; break;
-			case 'b': blob = optarg; break;
-			case 'F': blob_file = optarg; break;
-			case 'a': access = optarg; break;
-			case 'H': hold = atof(optarg); break;
-			case 'w': wait = 1; break;
-			case 't': timeout = atof(optarg); break;
-			case 'c': count = atol(optarg); break;
-			case 'o': out = optarg; break;
-			case 'O': blob_out = optarg; break;
-			case 'U': if (parse_uid(optarg)) return EX_USAGE; break;
-			case 'S': opts.socket_path = optarg; break;
-			default: usage(stderr); return EX_USAGE;
-			}
-		}
-		argv[0] = (char *)pos[0];
-		argv[1] = (char *)pos[1];
-		argc = np;
-	}
+	cmd = pos[0];
+	argv[0] = (char *)pos[1];
+	argv[1] = (char *)pos[2];
+	argc = np - 1;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);

@@ -64,6 +64,7 @@ export NVBRIDGE_BACKEND=broker NVBRIDGE_SOCKET=$sock
 
 # 4. nvbridgectl against it
 t "ctl_info" sh -c "'$C' info | grep -q '^backend *broker'"
+t "ctl_global_options_after_command" sh -c "'$C' info --backend broker --socket '$sock' | grep -q '^backend *broker'"
 t "ctl_info_json" sh -c "'$C' --json info | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"backend\"]==\"broker\" and d[\"abi_version\"]==1'"
 head -c 3000 /dev/urandom >"$tmp/data"
 "$C" publish ctl/a --file "$tmp/data" --blob hello --access scope --for 10 >"$tmp/pub.out" &
