@@ -21,6 +21,24 @@ struct nvb_blk {
 
 #define NVB_UNROLL 8
 
+/*
+ * Copies the bytes before d's next A-aligned address (one per thread) and
+ * advances d, s and len past them.
+ */
+template <unsigned int A>
+__device__ __forceinline__ void nvb_peel_head(char *&d, const char *&s, unsigned long long &len)
+{
+	unsigned long long head = (A - ((unsigned long long)d & (A - 1))) & (A - 1);
+
+	if (head > len)
+		head = len;
+	for (unsigned int t = threadIdx.x; t < head; t += blockDim.x)
+		d[t] = s[t];
+	d += head;
+	s += head;
+	len -= head;
+}
+
 __device__ __forceinline__ void nvb_copy_one(const nvb_blk &b)
 {
 	char *d = (char *)b.dst;
@@ -29,15 +47,7 @@ __device__ __forceinline__ void nvb_copy_one(const nvb_blk &b)
 	const unsigned int bd = blockDim.x;
 
 	if (((b.dst ^ b.src) & 15) == 0) {
-		unsigned long long head = (16 - (b.dst & 15)) & 15;
-
-		if (head > len)
-			head = len;
-		for (unsigned int t = threadIdx.x; t < head; t += bd)
-			d[t] = s[t];
-		d += head;
-		s += head;
-		len -= head;
+		nvb_peel_head<16>(d, s, len);
 
 		unsigned long long nv = len / 16;
 		uint4 *dv = (uint4 *)d;
@@ -59,15 +69,8 @@ __device__ __forceinline__ void nvb_copy_one(const nvb_blk &b)
 		for (unsigned long long t = nv * 16 + threadIdx.x; t < len; t += bd)
 			d[t] = s[t];
 	} else if (((b.dst ^ b.src) & 3) == 0) {
-		unsigned long long head = (4 - (b.dst & 3)) & 3;
+		nvb_peel_head<4>(d, s, len);
 
-		if (head > len)
-			head = len;
-		for (unsigned int t = threadIdx.x; t < head; t += bd)
-			d[t] = s[t];
-		d += head;
-		s += head;
-		len -= head;
 		unsigned long long nw = len / 4;
 		for (unsigned long long v = threadIdx.x; v < nw; v += bd)
 			((uint32_t *)d)[v] = ((const uint32_t *)s)[v];

@@ -17,11 +17,6 @@
 #include "nvbridge.h"
 #include "nvbridge_gpu.h"
 
-static void names_forget_all(struct nvb_gpu *g)
-{
-	nvb_gpu_names_forget(g, 0);
-}
-
 static uint64_t names_lookup(struct nvb_gpu *g, const char *name)
 {
 	struct nvb_gpu_name *n;
@@ -110,12 +105,12 @@ static int watch_all(struct nvb_gpu *g, struct nvb *h)
 		err = 0;
 		__atomic_store_n(&h->gpu_watch_all, true, __ATOMIC_RELEASE);
 	}
+	if (!id)	/* the name was forgotten already: nothing to look up again */
+		return err;
 	memset(&fo, 0, sizeof(fo));
 	fo.sz = sizeof(fo);
 	memset(&ent, 0, sizeof(ent));
 	err2 = nvb_fetch(h, name, &fo, NULL, 0, &ent, NULL);
-	if (!id)
-		return err;
 	if (((err2 == 0 || err2 == -EMSGSIZE) && ent.id != id) ||
 	    err2 == -ENOENT || err2 == -EACCES || err2 == -EPERM)
 		nvb_gpu_revoke(g, id);	/* gone (or replaced) meanwhile */
@@ -192,7 +187,7 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h)
 			if (ev[i].type == NVB_EVENT_REVOKED)
 				nvb_gpu_revoke(g, ev[i].id);
 			else if (ev[i].type == NVB_EVENT_OVERFLOW)
-				names_forget_all(g);	/* lost events: trust nothing */
+				nvb_gpu_names_forget(g, 0);	/* lost events: trust nothing */
 		}
 		total += n;
 	}
