@@ -229,15 +229,30 @@ static int read_all(const char *path, unsigned char **buf, size_t *len)
 	*buf = malloc(cap);
 	*len = 0;
 	for (;;) {
-		ssize_t n;
+		ssize_t n = -1;
+		int err = ENOMEM;
 
-		if (*len == cap)
-			*buf = realloc(*buf, cap *= 2);
-		n = read(fd, *buf + *len, cap - *len);
+		if (*len == cap) {
+			unsigned char *nb = *buf ? realloc(*buf, cap * 2) : NULL;
+
+			if (nb) {
+				*buf = nb;
+				cap *= 2;
+			} else {
+				free(*buf);
+				*buf = NULL;
+			}
+		}
+		if (*buf) {
+			n = read(fd, *buf + *len, cap - *len);
+			err = errno;
+		}
 		if (n < 0) {
 			if (fd)
 				close(fd);
-			return -errno;
+			free(*buf);
+			*buf = NULL;
+			return -err;
 		}
 		if (n == 0)
 			break;
@@ -272,6 +287,10 @@ static int cmd_publish(struct nvb *h, const char *name, const char *file, const 
 	}
 	if (blob) {
 		b = (unsigned char *)strdup(blob);
+		if (!b) {
+			fprintf(stderr, "nvbridgectl: out of memory\n");
+			return EX_ERR;
+		}
 		blen = strlen(blob);
 	} else if (blob_file && (ret = read_all(blob_file, &b, &blen))) {
 		fprintf(stderr, "nvbridgectl: %s: %s\n", blob_file, strerror(-ret));
@@ -335,6 +354,10 @@ static int cmd_fetch(struct nvb *h, const char *name, int wait, double timeout, 
 	if (nvb_info(h, &i))
 		i.max_blob_size = 65536;
 	b = malloc(i.max_blob_size + 1);
+	if (!b) {
+		fprintf(stderr, "nvbridgectl: out of memory\n");
+		return EX_ERR;
+	}
 	ret = nvb_fetch(h, name, &o, b, i.max_blob_size, &e, &fd);
 	if (ret) {
 		free(b);
@@ -352,12 +375,20 @@ static int cmd_fetch(struct nvb *h, const char *name, int wait, double timeout, 
 			return EX_ERR;
 		}
 		while ((n = pread(fd, buf, sizeof(buf), off)) > 0) {
-			if (write(ofd, buf, (size_t)n) != n)
+			if (write(ofd, buf, (size_t)n) != n) {
+				n = -1;
 				break;
+			}
 			off += n;
 		}
 		if (ofd != 1)
 			close(ofd);
+		if (n < 0) {	/* a short copy is an error, not a smaller file */
+			fprintf(stderr, "nvbridgectl: %s: %s\n", out, strerror(errno));
+			free(b);
+			close(fd);
+			return EX_ERR;
+		}
 	}
 	if (blob_out) {
 		int bfd = strcmp(blob_out, "-") ? open(blob_out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : 1;
