@@ -21,7 +21,7 @@ export BUILD RESULTS NVB_CACHE
 
 CHECK_SUITES :=
 
-.PHONY: all check run deps clean
+.PHONY: all check check-fresh run deps clean
 all:
 
 # $(call nvb_suite,COMMAND,NAME): a check-NAME recipe that runs COMMAND and
@@ -41,6 +41,11 @@ check: deps
 		$(MAKE) --no-print-directory check-$$s || true; \
 	done
 	@./scripts/summary $(RESULTS) $(CHECK_SUITES)
+
+# make check on a pristine Debian 12 root (debootstrap, cached in
+# $(NVB_CACHE)/fresh), entered with pivot_root; see scripts/check-fresh.
+check-fresh:
+	@./scripts/check-fresh check
 
 clean:
 	rm -rf $(BUILD)

@@ -180,8 +180,12 @@ dkms-uninstall:
 	rm -rf $(NVB_DKMS_SRC)
 
 # ---------------------------------------------------------------- suites
+# The module build's output goes to a log that is shown when it fails, so
+# that the suite's own log says why "module built" failed.
 udevtest:
-	-@$(MAKE) --no-print-directory $(NVB_KMOD_TARGET) >/dev/null 2>&1
+	@mkdir -p $(BUILD)
+	@$(MAKE) --no-print-directory $(NVB_KMOD_TARGET) >$(BUILD)/udev-module-build.log 2>&1 || \
+		{ echo "udev: building the module failed:"; sed 's/^/     /' $(BUILD)/udev-module-build.log; }
 	@$(MAKE) --no-print-directory install-files DESTDIR=$(BUILD)/udev-stage PREFIX=/usr >/dev/null
 	NVB_KO=$(NVB_KO) ./tests/install/udev-test $(BUILD)/udev-stage
 check-udev:

@@ -614,8 +614,11 @@ static int t_event_overflow(void)
 	OPEN(h);
 	OPEN(w);
 	OK(nvb_info(w, &i));
-	if (i.max_events > 8192)
+	if (i.max_events > 8192) {
+		nvb_close(w);
+		nvb_close(h);
 		SKIP("max_events %u too large to fill quickly", i.max_events);
+	}
 	OK(nvb_watch(w, nm("ovf"), 0, NULL));
 	total = i.max_events + 20;
 	for (uint64_t k = 0; k < total / 2; k++) {
@@ -884,8 +887,10 @@ static int t_ipc_namespace(void)
 	OPEN(h);
 	OK(nvb_publish(h, nm("ipc"), -1, NULL, 0, pol(NVB_ACCESS_SCOPE, 0, 0), NULL));
 	r = reap(spawn(ipc_child, (void *)nm("ipc")));
-	if (r == 77)
+	if (r == 77) {
+		nvb_close(h);
 		SKIP("no IPC namespaces here");
+	}
 	EXPECT(r, 0);
 	OK(nvb_fetch(h, nm("ipc"), NULL, NULL, 0, NULL, NULL));
 	nvb_close(h);
@@ -951,6 +956,7 @@ static int t_user_namespace(void)
 	p = spawn(userns_child, &s);
 	if (sync_wait(s.a[0])) {
 		r = reap(p);
+		nvb_close(h);
 		if (r == 77)
 			SKIP("no user namespaces here");
 		FAIL("child failed (%d)", r);
@@ -1011,6 +1017,7 @@ static int t_pid_namespace(void)
 	struct sync s;
 	pid_t p, g;
 	char c;
+	int r;
 
 	OPEN(h);
 	OK(nvb_publish(h, nm("pn-outer"), -1, NULL, 0, NULL, NULL));
@@ -1021,9 +1028,11 @@ static int t_pid_namespace(void)
 	p = spawn(pidns_child, &ps);
 	close(ps.gp[1]);
 	if (read(ps.gp[0], &g, sizeof(g)) != sizeof(g)) {
-		if (reap(p) == 77)
+		r = reap(p);
+		nvb_close(h);
+		if (r == 77)
 			SKIP("no pid namespaces here");
-		FAIL("no grandchild");
+		FAIL("no grandchild (%d)", r);
 	}
 	if (read(s.a[0], &c, 1) != 1)
 		FAIL("grandchild failed (%d)", reap(p));
@@ -1229,8 +1238,11 @@ static int quota_child(void *p)
 	OPEN(h);
 	OPEN(g);
 	OK(nvb_info(h, &i));
-	if (i.max_entries_per_user > 20000)
+	if (i.max_entries_per_user > 20000) {
+		nvb_close(g);
+		nvb_close(h);
 		SKIP("quota %u too large to fill quickly", i.max_entries_per_user);
+	}
 	for (k = 0; k < i.max_entries_per_user; k++) {
 		snprintf(n, sizeof(n), "%sq%u", pfx, k);
 		OK(nvb_publish(k & 1 ? h : g, n, -1, NULL, 0, NULL, NULL));	/* counted per user */
@@ -1329,8 +1341,10 @@ static int t_io_uring_refused(void)
 	struct nvb *h;
 
 	OPEN(h);
-	if (io_uring_queue_init(4, &r, 0))
+	if (io_uring_queue_init(4, &r, 0)) {
+		nvb_close(h);
 		SKIP("io_uring unavailable");
+	}
 	EXPECT(nvb_publish(h, nm("ring"), r.ring_fd, NULL, 0, NULL, NULL), -EINVAL);
 	io_uring_queue_exit(&r);
 	nvb_close(h);
@@ -1536,8 +1550,10 @@ static int expect_userns_child(void *p)
 	OPEN(h);
 	OK(nvb_publish(h, nm("eu"), memfd_rand(16, NULL), NULL, 0, pol(NVB_ACCESS_SCOPE, 0, 0), NULL));
 	prctl(PR_SET_DUMPABLE, 1);
-	if (unshare(CLONE_NEWUSER))
+	if (unshare(CLONE_NEWUSER)) {
+		nvb_close(h);
 		SKIP("unshare(CLONE_NEWUSER): %s", strerror(errno));
+	}
 	if (write_file("/proc/self/uid_map", "100 2210 1") ||
 	    write_file("/proc/self/setgroups", "deny") ||
 	    write_file("/proc/self/gid_map", "200 3210 1"))
@@ -1910,8 +1926,11 @@ static int t_events_app_ring(void)
 
 	OPEN(h);
 	OPEN(w);
-	if (io_uring_queue_init(8, &ring, 0))
+	if (io_uring_queue_init(8, &ring, 0)) {
+		nvb_close(w);
+		nvb_close(h);
 		SKIP("io_uring unavailable");
+	}
 	OK(nvb_watch(w, nm("ar"), NVB_WATCH_PREFIX, NULL));
 	struct io_uring_sqe scratch;
 
