@@ -10,7 +10,7 @@ LIB_SONAME    := libnvbridge.so.1
 LB            := $(BUILD)/lib
 LIB_WARN      := -Wall -Wextra -Werror -Wno-missing-field-initializers -Wno-format-truncation
 LIB_CFLAGS    := -std=c11 -O2 -g $(LIB_WARN) -pthread $(UAPI_INC) -I$(CURDIR)/libnvbridge
-LIB_SRCS      := libnvbridge/core.c libnvbridge/kernel.c libnvbridge/broker.c
+LIB_SRCS      := libnvbridge/core.c libnvbridge/kernel.c libnvbridge/broker.c libnvbridge/reply.c
 LIB_HDRS      := libnvbridge/nvbridge.h libnvbridge/nvbridge_uring.h libnvbridge/nvb_internal.h \
                  include/uapi/linux/nvbridge.h
 URING_STATIC  := -l:liburing.a

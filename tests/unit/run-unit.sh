@@ -123,7 +123,9 @@ wait $gpid
 # client's namespaces: run the identity-sensitive conformance cases on it
 if [ "$(id -u)" = 0 ]; then
 	usock=$tmp/u/u.sock
-	mkdir -p "$tmp/u" && chmod 777 "$tmp/u"
+	# the broker's own directory, as RuntimeDirectory= gives a DynamicUser:
+	# clients trust a broker that owns the socket's directory (libnvbridge)
+	mkdir -p "$tmp/u" && chown 61999:61999 "$tmp/u" && chmod 755 "$tmp/u"
 	setpriv --reuid 61999 --regid 61999 --clear-groups --inh-caps +sys_ptrace \
 		--ambient-caps +sys_ptrace "$D" --socket "$usock" 2>>"$tmp/d.log" &
 	upid=$!
