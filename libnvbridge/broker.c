@@ -512,13 +512,13 @@ static bool read_one(struct nvb *h, struct nvb_pending *p, int64_t deadline,
 	}
 	if (n <= 0) {
 		nvb_rx_close(&rx);
-		snprintf(h->errmsg, sizeof(h->errmsg), "broker connection lost");
+		snprintf(h->txerr, sizeof(h->txerr), "broker connection lost");
 		kill_conn(h, -ECONNRESET);
 		return true;
 	}
 	ret = nvb_reply_dispatch(h->pending, &rx, &q, why, sizeof(why));
 	if (ret < 0) {
-		snprintf(h->errmsg, sizeof(h->errmsg), "%s", why);
+		snprintf(h->txerr, sizeof(h->txerr), "%s", why);
 		if (q && !q->done) {
 			q->result = ret;
 			q->done = true;
@@ -616,10 +616,10 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 		pthread_mutex_lock(&h->lock);
 		if (n < 0 && !p.done) {
 			if (n == -EPIPE || n == -ECONNRESET || n == -ENOTCONN) {
-				snprintf(h->errmsg, sizeof(h->errmsg), "broker connection lost");
+				snprintf(h->txerr, sizeof(h->txerr), "broker connection lost");
 				kill_conn(h, -ECONNRESET);
 			} else if (n == -ETIMEDOUT) {
-				snprintf(h->errmsg, sizeof(h->errmsg),
+				snprintf(h->txerr, sizeof(h->txerr),
 					 "broker did not take the request within the timeout");
 				kill_conn(h, -ETIMEDOUT);
 			} else {
@@ -667,7 +667,7 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 			}
 	}
 	if (timed_out && !p.done) {
-		snprintf(h->errmsg, sizeof(h->errmsg), "broker did not answer within %lld ms",
+		snprintf(h->txerr, sizeof(h->txerr), "broker did not answer within %lld ms",
 			 (long long)(h->timeout_ns / 1000000));
 		kill_conn(h, -ETIMEDOUT);
 	}

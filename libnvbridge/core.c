@@ -34,7 +34,15 @@ int nvb_fail(struct nvb *h, int err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	nvb_seterr(h, "%s: %s", buf, nvb_strerror(err));
+	pthread_mutex_lock(&h->lock);
+	if (h->txerr[0]) {	/* the broker connection ended: say why, once */
+		snprintf(h->errmsg, sizeof(h->errmsg), "%s: %s (%s)", buf, nvb_strerror(err),
+			 h->txerr);
+		h->txerr[0] = 0;
+	} else {
+		snprintf(h->errmsg, sizeof(h->errmsg), "%s: %s", buf, nvb_strerror(err));
+	}
+	pthread_mutex_unlock(&h->lock);
 	return err;
 }
 

@@ -70,6 +70,7 @@ struct nvb {
 	int evfd;			/* event fd: device fd, or broker event socket */
 	pthread_mutex_t lock;		/* errmsg, broker state */
 	char errmsg[NVB_ERRLEN];
+	char txerr[NVB_ERRLEN];		/* broker: why the connection ended, for the next nvb_fail() */
 	char path[108];
 
 	/* broker */

@@ -210,7 +210,6 @@ int nvb_reply_dispatch(struct nvb_pending *list, struct nvb_rx *rx, struct nvb_p
 			if (has_fd && rx->ctrunc) {
 				p->result = -EMFILE;	/* ours: no room for the fd */
 			} else {
-				p->done = true;
 				return bad(rx, -EPROTO, why, whylen,
 					   "broker FETCH reply says %d fd, carries %u",
 					   has_fd, rx->nfds);

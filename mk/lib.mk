@@ -3,7 +3,7 @@
 #   make lib            libnvbridge.{so,a}, libnvbridge.pc, nvbridged, nvbridgectl, examples
 #   make conformance    the conformance suite against a private nvbridged
 #   make lib-bench      publish+fetch+close and event latency (not a test)
-#   suites: lib-unit, conformance-broker, conformance-kernel, lib-asan
+#   suites: lib-unit, conformance-broker, conformance-kernel, lib-asan, lib-hostile
 
 LIB_VERSION   := 1.0.0
 LIB_SONAME    := libnvbridge.so.1
@@ -24,11 +24,11 @@ LIB_ASAN_FL   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omi
 LA            := $(BUILD)/lib-asan
 
 .PHONY: lib conformance lib-bench check-lib-unit check-conformance-broker \
-        check-conformance-kernel check-lib-asan lib-static
+        check-conformance-kernel check-lib-asan lib-static check-lib-hostile
 all: lib
 lib: $(LIB_SO) $(LIB_A) $(LIB_PC) $(LIB_BINS)
 
-CHECK_SUITES += lib-unit conformance-broker conformance-kernel lib-asan
+CHECK_SUITES += lib-unit conformance-broker conformance-kernel lib-asan lib-hostile
 
 # ---- library ----
 $(LB)/obj/%.o: libnvbridge/%.c $(LIB_HDRS)
@@ -88,7 +88,10 @@ $(LB)/nvb-example-events: examples/events.c $(LIB_CORE_A)
 $(LB)/nvb-conformance: tests/conformance/conformance.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
-$(LB)/nvb-unit: tests/unit/unit.c $(LIB_CORE_A)
+$(LB)/nvb-unit: tests/unit/unit.c tests/unit/cases.h $(LIB_CORE_A)
+	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
+
+$(LB)/nvb-hostile: tests/unit/hostile.c tests/unit/cases.h $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
 $(LB)/nvb-bench: tests/conformance/bench.c $(LIB_CORE_A)
@@ -120,7 +123,9 @@ $(LA)/nvbridged: daemon/nvbridged.c include/uapi/linux/nvbridge.h
 $(LA)/%: $(LA)/libnvbridge.a
 $(LA)/nvb-conformance: tests/conformance/conformance.c $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
-$(LA)/nvb-unit: tests/unit/unit.c $(LA)/libnvbridge.a
+$(LA)/nvb-unit: tests/unit/unit.c tests/unit/cases.h $(LA)/libnvbridge.a
+	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
+$(LA)/nvb-hostile: tests/unit/hostile.c tests/unit/cases.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
 $(LA)/nvbridgectl: tools/nvbridgectl.c $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
@@ -141,6 +146,9 @@ check-conformance-kernel: module $(LB)/nvb-conformance-static
 
 check-lib-asan: $(LA)/nvbridged $(LA)/nvb-conformance $(LA)/nvb-unit $(LA)/nvbridgectl
 	$(call nvb_suite,sh tests/conformance/run-asan.sh $(LA),lib-asan)
+
+check-lib-hostile: $(LB)/nvb-hostile $(LB)/nvbridged $(LA)/nvb-hostile
+	$(call nvb_suite,sh tests/unit/run-hostile.sh $(LB) $(LA),lib-hostile)
 
 lib-bench: $(LIB_CORE_BINS) lib-static
 	@sh tests/conformance/run-bench.sh $(LB)
