@@ -3,7 +3,7 @@
 #   make lib            libnvbridge.{so,a}, libnvbridge.pc, nvbridged, nvbridgectl, examples
 #   make conformance    the conformance suite against a private nvbridged
 #   make lib-bench      publish+fetch+close and event latency (not a test)
-#   suites: lib-unit, conformance-broker, conformance-kernel, lib-asan, lib-hostile
+#   suites: lib-unit, conformance-broker, conformance-kernel, lib-asan, lib-hostile, fuzz-lib
 
 LIB_VERSION   := 1.0.0
 LIB_SONAME    := libnvbridge.so.1
@@ -24,11 +24,11 @@ LIB_ASAN_FL   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omi
 LA            := $(BUILD)/lib-asan
 
 .PHONY: lib conformance lib-bench check-lib-unit check-conformance-broker \
-        check-conformance-kernel check-lib-asan lib-static check-lib-hostile
+        check-conformance-kernel check-lib-asan lib-static check-lib-hostile check-fuzz-lib
 all: lib
 lib: $(LIB_SO) $(LIB_A) $(LIB_PC) $(LIB_BINS)
 
-CHECK_SUITES += lib-unit conformance-broker conformance-kernel lib-asan lib-hostile
+CHECK_SUITES += lib-unit conformance-broker conformance-kernel lib-asan lib-hostile fuzz-lib
 
 # ---- library ----
 $(LB)/obj/%.o: libnvbridge/%.c $(LIB_HDRS)
@@ -149,6 +149,20 @@ check-lib-asan: $(LA)/nvbridged $(LA)/nvb-conformance $(LA)/nvb-unit $(LA)/nvbri
 
 check-lib-hostile: $(LB)/nvb-hostile $(LB)/nvbridged $(LA)/nvb-hostile
 	$(call nvb_suite,sh tests/unit/run-hostile.sh $(LB) $(LA),lib-hostile)
+
+# ---- libFuzzer: the library's reply parser (tests/fuzz/README) ----
+FUZZ_CC       ?= clang-14
+FUZZ_FL       := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+LIB_FUZZ      := $(BUILD)/fuzz/fuzz-lib-reply
+$(LIB_FUZZ): tests/fuzz/fuzz_lib_reply.c libnvbridge/reply.c $(LIB_HDRS)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FL) $(LIB_WARN) $(UAPI_INC) -I$(CURDIR)/libnvbridge -o $@ \
+		tests/fuzz/fuzz_lib_reply.c libnvbridge/reply.c
+
+check-fuzz-lib:
+	@$(MAKE) --no-print-directory $(LIB_FUZZ) >$(BUILD)/fuzz-lib-build.log 2>&1 || \
+		tail -5 $(BUILD)/fuzz-lib-build.log
+	$(call nvb_suite,sh tests/fuzz/run-fuzz-lib.sh $(LIB_FUZZ),fuzz-lib)
 
 lib-bench: $(LIB_CORE_BINS) lib-static
 	@sh tests/conformance/run-bench.sh $(LB)
