@@ -487,12 +487,19 @@ static bool read_one(struct nvb *h, struct nvb_pending *p, int64_t deadline,
 	int ret;
 
 	if (deadline) {
-		int64_t left = deadline - mono_ns();
+		int64_t left = deadline - mono_ns(), slack = h->timeout_ns / 8;
 
 		if (left <= 0)
 			return false;
-		/* shorten SO_RCVTIMEO only when this wait would overshoot (rare) */
-		if (left < h->rcvtimeo_ns || (h->rcvtimeo_ns < h->timeout_ns && left >= h->timeout_ns)) {
+		/*
+		 * SO_RCVTIMEO is the request timeout; a recvmsg() that started
+		 * after this request was sent is reset to what is left only when
+		 * it would overshoot by more than an eighth (a reader that took
+		 * over late, or the last wait of a FETCH_WAIT), and set back once
+		 * a full timeout is left again: no setsockopt() per request.
+		 */
+		if (left + slack < h->rcvtimeo_ns ||
+		    (h->rcvtimeo_ns < h->timeout_ns && left >= h->timeout_ns)) {
 			h->rcvtimeo_ns = left < h->timeout_ns ? left : h->timeout_ns;
 			set_timeo(h->fd, SO_RCVTIMEO, h->rcvtimeo_ns);
 		}
@@ -589,6 +596,7 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 	}
 	}
 	deadline = deadline_of(h, cmd, arg);
+	/* the condition variable, for waits behind another reader (timed on CLOCK_MONOTONIC) */
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&p.cv, &ca);
@@ -628,12 +636,12 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 			}
 		}
 	}
-	while (!p.done) {
-		if (deadline && mono_ns() >= deadline) {
-			timed_out = true;
-			break;
-		}
+	while (!p.done && !timed_out) {
 		if (h->reader) {
+			if (deadline && mono_ns() >= deadline) {
+				timed_out = true;
+				break;
+			}
 			bool intr = false;
 
 			p.waiting = true;
