@@ -189,7 +189,11 @@ struct nvb_fetch_opts {
  * another publisher), -ETIMEDOUT, -EINTR, -EMSGSIZE (blob_cap too small:
  * entry->blob_len says how much is needed; no fd), -EMFILE, -ECONNRESET
  * (broker gone), -EINVAL (flags, name, or expect_uid unmapped / set without
- * the flag).
+ * the flag).  Any call, broker backend: -ETIMEDOUT (no answer within the
+ * request timeout), -EPROTO / -EBADMSG / -EOVERFLOW (the broker's reply
+ * answers no request in flight, is malformed, or holds more than asked for;
+ * nothing is written past the caller's buffers).  Any call on a handle
+ * inherited through fork(): -ECHILD.
  */
 int nvb_fetch(struct nvb *h, const char *name,
 	      const struct nvb_fetch_opts *opts, void *blob, size_t blob_cap,
