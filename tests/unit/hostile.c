@@ -50,6 +50,7 @@ enum mode {
 	M_WRONG_SEQ, M_WRONG_CMD, M_LIST_OVER, M_BLOB_OVER, M_ARG_OVER, M_SHORT,
 	M_ARG_LIE, M_BAD_RESULT, M_FD_ON_INFO, M_TWO_FDS_FETCH, M_FD_NOT_SAID,
 	M_HELLO_PIPE, M_HELLO_2FDS, M_HELLO_SHORT, M_OK_INFO,
+	M_HELLO_DEAF,	/* answers HELLO, then neither reads nor closes */
 };
 
 struct rogue {
@@ -230,6 +231,9 @@ static void rogue_main(struct rogue *r, enum mode m, int ready, uid_t uid)
 			goto next;
 		}
 		hello(c, m);
+		if (m == M_HELLO_DEAF)
+			for (;;)
+				pause();
 		while ((n = recv_req(c, buf, sizeof(buf))) > 0) {
 			if (m == M_HELLO_ONLY)
 				continue;
@@ -509,6 +513,26 @@ static int t_timeout_each_call(void)
 	return 0;
 }
 
+/* nvb_close() waits for the broker to revoke our entries, but not forever. */
+static int t_timeout_close(void)
+{
+	struct rogue r;
+	struct nvb_opts o;
+	struct nvb *h;
+	int64_t t0;
+	int before = proc_fds(0);
+
+	CHECK(!rogue_start(&r, M_HELLO_DEAF, 0), "rogue");
+	o = at(r.path, TIMEOUT_MS);
+	EXPECT(nvb_open(&o, &h), 0);
+	t0 = now_ms();
+	nvb_close(h);
+	CHECK(now_ms() - t0 < TIMEOUT_MS + 300, "nvb_close took %lld ms", (long long)(now_ms() - t0));
+	rogue_stop(&r);
+	EXPECT(proc_fds(0), before);
+	return 0;
+}
+
 struct waiter {
 	struct nvb *h;
 	int ret;
@@ -600,10 +624,15 @@ static int daemon_up(struct daemon *d, bool fresh)
 		execl(bin, bin, "--socket", d->path, (char *)NULL);
 		_exit(127);
 	}
-	for (int i = 0; i < 200; i++) {
-		struct stat st;
+	for (int i = 0; i < 200; i++) {	/* until it accepts (bind comes before listen) */
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0), ok;
 
-		if (stat(d->path, &st) == 0 && S_ISSOCK(st.st_mode))
+		strcpy(sa.sun_path, d->path);
+		ok = s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		if (s >= 0)
+			close(s);
+		if (ok)
 			return 0;
 		usleep(10000);
 	}
@@ -775,6 +804,7 @@ static const struct nvb_case cases[] = {
 	{ "timeout_open_silent_env", t_timeout_open_silent_env },
 	{ "timeout_each_call", t_timeout_each_call },
 	{ "timeout_behind_reader", t_timeout_behind_reader },
+	{ "timeout_close", t_timeout_close },
 	{ "open_opts_sizes", t_open_opts_sizes },
 	{ "broker_restart", t_broker_restart },
 	{ "fork_child_calls", t_fork_child_calls },
