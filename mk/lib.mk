@@ -104,7 +104,12 @@ $(LB)/nvb-conformance-static: tests/conformance/conformance.c $(LIB_A_STATIC)
 $(LB)/nvb-bench-static: tests/conformance/bench.c $(LIB_A_STATIC)
 	$(CC) $(LIB_CFLAGS) -static -o $@ $< $(LIB_A_STATIC) $(URING_STATIC) -pthread
 
-lib-static: $(LB)/nvb-conformance-static $(LB)/nvb-bench-static
+# the fork cases of lib-hostile on the kernel backend in the VM:
+#   NVB_HOSTILE_ANY_BACKEND=1 nvb-hostile-static fork_child_calls fork_child_outlives_parent
+$(LB)/nvb-hostile-static: tests/unit/hostile.c tests/unit/cases.h $(LIB_A_STATIC)
+	$(CC) $(LIB_CFLAGS) -static -o $@ $< $(LIB_A_STATIC) $(URING_STATIC) -pthread
+
+lib-static: $(LB)/nvb-conformance-static $(LB)/nvb-bench-static $(LB)/nvb-hostile-static
 
 # ---- ASan + UBSan builds ----
 $(LA)/libnvbridge.a: $(LIB_SRCS) $(LIB_HDRS)
