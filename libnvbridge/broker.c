@@ -7,6 +7,11 @@
  * waiting FETCH does not block the others): each request carries a seq;
  * whichever waiting thread finds no reader becomes the reader, receives
  * replies and hands each to the thread whose seq it carries.
+ *
+ * Every wait is bounded by the handle's request timeout (SO_SNDTIMEO and
+ * SO_RCVTIMEO on the socket, a deadline per request): a broker that stops
+ * answering makes the request fail with -ETIMEDOUT and the connection is
+ * shut down, since a late reply could carry an fd nobody waits for.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,32 +25,41 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <libgen.h>
 #include "nvb_internal.h"
 
 #define RXBUF_SIZE (NVBRIDGE_WIRE_HDR_SIZE + NVBRIDGE_WIRE_ARG_MAX + NVBRIDGE_WIRE_DATA_MAX)
 
-struct nvb_pending {
-	struct nvb_pending *next;
-	uint32_t seq;
-	uint32_t cmd;
-	bool done;
-	bool cloexec;
-	bool waiting;		/* asleep behind the reader (not still sending) */
-	int result;
-	void *arg;		/* the caller's struct */
-	uint32_t arg_size;
-	void *data;		/* FETCH: blob buffer; LIST: records */
-	size_t data_cap;
-	int fd;			/* received fd */
-	int efd;		/* a FETCH_WAIT sleeping behind another reader, or -1 */
-	pthread_cond_t cv;	/* any other request sleeping behind the reader */
-};
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
 
-static int do_connect(const char *path, char *why, size_t whylen)
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* No timeout: a day, so that a signal still ends recvmsg() under SA_RESTART. */
+#define NO_TIMEOUT_NS (86400LL * 1000000000)
+
+static void set_timeo(int s, int opt, int64_t ns)
+{
+	struct timeval tv;
+
+	if (ns <= 0 || ns > NO_TIMEOUT_NS)
+		ns = NO_TIMEOUT_NS;
+	if (ns < 1000)
+		ns = 1000;	/* 0 would mean "forever" */
+	tv.tv_sec = ns / 1000000000;
+	tv.tv_usec = (ns % 1000000000) / 1000;
+	setsockopt(s, SOL_SOCKET, opt, &tv, sizeof(tv));
+}
+
+static int do_connect(const char *path, int64_t timeout_ns, char *why, size_t whylen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int s, ret;
+	int s, ret, one = 1;
 
 	if (strlen(path) >= sizeof(sa.sun_path)) {
 		snprintf(why, whylen, "broker backend: socket path too long: %s", path);
@@ -67,25 +81,58 @@ static int do_connect(const char *path, char *why, size_t whylen)
 	 * on the accepted socket arrives with pid 0 unless the sender has it).
 	 * Cleared again once HELLO is sent, so replies carry no credentials.
 	 */
-	{
-		int one = 1;
-
-		setsockopt(s, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
-	}
-	{
-		/* a receive timeout makes a signal end recvmsg() even under SA_RESTART */
-		struct timeval tv = { .tv_sec = 86400 };
-
-		setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	}
+	setsockopt(s, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
+	/* connect() to a full backlog waits SO_SNDTIMEO, sends too */
+	set_timeo(s, SO_SNDTIMEO, timeout_ns);
+	set_timeo(s, SO_RCVTIMEO, timeout_ns);
 	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		ret = -errno;
-		snprintf(why, whylen, "broker backend: connect %s: %s%s", path, strerror(errno),
+		ret = errno == EAGAIN ? -ETIMEDOUT : -errno;
+		snprintf(why, whylen, "broker backend: connect %s: %s%s", path, strerror(-ret),
 			 errno == ECONNREFUSED || errno == ENOENT ? " (is nvbridged running?)" : "");
 		close(s);
 		return ret;
 	}
 	return s;
+}
+
+/*
+ * Who may answer on the socket: before our pidfd and requests go out, the
+ * server (SO_PEERCRED: the uid that called listen(), so systemd's root for
+ * an activated socket) must be the uid asked for, or else root, ourselves,
+ * or the owner of the socket's directory, who could replace the socket
+ * anyway.  A socket planted in a shared directory (/tmp) by another user
+ * fails this.  Ids are as seen in our user namespace (an unmapped broker
+ * and an unmapped directory owner both read as the overflow uid).
+ */
+static int check_peer(int s, const char *path, int64_t want, char *why, size_t whylen)
+{
+	struct ucred cr;
+	socklen_t l = sizeof(cr);
+	char dir[108];
+	struct stat st;
+
+	if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &l)) {
+		int e = errno;
+
+		snprintf(why, whylen, "broker backend: %s: SO_PEERCRED: %s", path, strerror(e));
+		return -e;
+	}
+	if (want >= 0) {
+		if (cr.uid == (uid_t)want)
+			return 0;
+		snprintf(why, whylen, "broker backend: %s is served by uid %u, expected uid %lld",
+			 path, cr.uid, (long long)want);
+		return -EPERM;
+	}
+	if (cr.uid == 0 || cr.uid == geteuid())
+		return 0;
+	snprintf(dir, sizeof(dir), "%s", path);
+	if (stat(dirname(dir), &st) == 0 && st.st_uid == cr.uid)
+		return 0;
+	snprintf(why, whylen,
+		 "broker backend: %s is served by uid %u: not root, not us, not the owner of its directory (set NVBRIDGE_BROKER_UID to trust it)",
+		 path, cr.uid);
+	return -EPERM;
 }
 
 static ssize_t send_msg(int s, const struct nvbridge_wire_hdr *hdr, const void *arg,
@@ -121,104 +168,96 @@ static ssize_t send_msg(int s, const struct nvbridge_wire_hdr *hdr, const void *
 	do
 		n = sendmsg(s, &m, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
-	return n < 0 ? -errno : n;
-}
-
-/* Receives one message into buf; *fd gets the passed fd or -1. */
-static ssize_t recv_msg_flags(int s, void *buf, size_t len, int *fd, bool *ctrunc, int flags);
-
-static ssize_t recv_msg(int s, void *buf, size_t len, int *fd, bool *ctrunc)
-{
-	return recv_msg_flags(s, buf, len, fd, ctrunc, 0);
-}
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	if (n < 0)
+		return errno == EAGAIN ? -ETIMEDOUT : -errno;
+	return n;
 }
 
 /*
- * Waits for a reply: polls without sleeping for up to spin_ns first (the
- * broker usually answers within a few microseconds, and a sleep + wake-up
- * costs more than that), then blocks.
+ * Receives one message into rx (buf/len in, len and fds out).  Returns the
+ * length, 0 at the end of the connection, or -errno (-EAGAIN: SO_RCVTIMEO
+ * passed, or nothing there with MSG_DONTWAIT).
  */
-static ssize_t recv_reply(int s, void *buf, size_t len, int *fd, bool *ctrunc, int64_t spin_ns)
+static ssize_t recv_msg(int s, void *buf, size_t cap, struct nvb_rx *rx, int flags)
 {
-	if (spin_ns > 0) {
-		int64_t end = mono_ns() + spin_ns;
-
-		do {
-			ssize_t n = recv_msg_flags(s, buf, len, fd, ctrunc, MSG_DONTWAIT);
-
-			if (n != -EAGAIN)
-				return n;
-		} while (mono_ns() < end);
-	}
-	return recv_msg(s, buf, len, fd, ctrunc);
-}
-
-static ssize_t recv_msg_flags(int s, void *buf, size_t len, int *fd, bool *ctrunc, int flags)
-{
-	struct iovec iov = { buf, len };
+	struct iovec iov = { buf, cap };
 	union {
 		struct cmsghdr c;
-		char buf[CMSG_SPACE(4 * sizeof(int))];
+		char buf[CMSG_SPACE(NVB_RX_MAXFD * sizeof(int))];
 	} cm;
 	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
 			    .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf) };
 	struct cmsghdr *c;
 	ssize_t n;
 
-	*fd = -1;
-	*ctrunc = false;
+	rx->buf = buf;
+	rx->len = 0;
+	rx->nfds = 0;
+	rx->ctrunc = rx->trunc = false;
 	n = recvmsg(s, &m, MSG_CMSG_CLOEXEC | flags);
 	if (n < 0)
 		return -errno;
 	for (c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-			int nfd = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; CMSG_LEN((i + 1) * sizeof(int)) <= c->cmsg_len; i++) {
+			int f;
 
-			for (int i = 0; i < nfd; i++) {
-				int f;
-
-				memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-				if (*fd < 0)
-					*fd = f;
-				else
-					close(f);
-			}
+			memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (rx->nfds < NVB_RX_MAXFD)
+				rx->fds[rx->nfds++] = f;
+			else
+				close(f);
 		}
 	}
-	if (m.msg_flags & MSG_CTRUNC)
-		*ctrunc = true;
-	if (m.msg_flags & MSG_TRUNC) {
-		if (*fd >= 0) {	/* the caller gives up on the message: not leaked */
-			close(*fd);
-			*fd = -1;
-		}
-		return -EPROTO;
-	}
+	rx->len = (size_t)n;
+	rx->ctrunc = m.msg_flags & MSG_CTRUNC;
+	rx->trunc = m.msg_flags & MSG_TRUNC;
 	return n;
 }
 
-int nvb_broker_open(struct nvb *h, const char *path, char *why, size_t whylen)
+/*
+ * Waits for a reply: polls without sleeping for up to spin_ns first (the
+ * broker usually answers within a few microseconds, and a sleep + wake-up
+ * costs more than that), then blocks (SO_RCVTIMEO bounds it).
+ */
+static ssize_t recv_reply(int s, void *buf, size_t cap, struct nvb_rx *rx, int64_t spin_ns)
+{
+	if (spin_ns > 0) {
+		int64_t end = mono_ns() + spin_ns;
+
+		do {
+			ssize_t n = recv_msg(s, buf, cap, rx, MSG_DONTWAIT);
+
+			if (n != -EAGAIN)
+				return n;
+		} while (mono_ns() < end);
+	}
+	return recv_msg(s, buf, cap, rx, 0);
+}
+
+int nvb_broker_open(struct nvb *h, const char *path, int64_t broker_uid, char *why,
+		    size_t whylen)
 {
 	struct nvbridge_wire_hdr hdr = {
 		.magic = NVBRIDGE_WIRE_MAGIC, .version = NVBRIDGE_WIRE_VERSION,
 		.type = NVBRIDGE_WIRE_HELLO, .arg_size = NVBRIDGE_WIRE_HELLO_SIZE,
 	};
 	struct nvbridge_wire_hello hello = { .abi_version = NVBRIDGE_ABI_VERSION };
-	struct nvbridge_wire_hdr *rh;
-	int s, pidfd, evfd = -1, ret;
-	bool ctrunc;
+	char pwhy[NVB_ERRLEN];
+	struct nvb_rx rx;
+	int s, pidfd, evfd = -1, ret, zero = 0;
+	int64_t deadline = h->timeout_ns > 0 ? mono_ns() + h->timeout_ns : 0;
 	ssize_t n;
 
-	s = do_connect(path, why, whylen);
+	s = do_connect(path, h->timeout_ns, why, whylen);
 	if (s < 0)
 		return s;
+	ret = check_peer(s, path, broker_uid, why, whylen);
+	if (ret) {
+		close(s);
+		return ret;
+	}
 	h->rxbuf = malloc(RXBUF_SIZE);
 	if (!h->rxbuf) {
 		close(s);
@@ -232,66 +271,38 @@ int nvb_broker_open(struct nvb *h, const char *path, char *why, size_t whylen)
 	}
 	n = send_msg(s, &hdr, &hello, NULL, pidfd);
 	close(pidfd);
-	{
-		int zero = 0;
-
-		setsockopt(s, SOL_SOCKET, SO_PASSCRED, &zero, sizeof(zero));
-	}
+	setsockopt(s, SOL_SOCKET, SO_PASSCRED, &zero, sizeof(zero));
 	if (n < 0) {
 		ret = (int)n;
 		snprintf(why, whylen, "broker backend: %s: sending HELLO: %s", path, strerror((int)-n));
 		goto fail;
 	}
-	do
-		n = recv_msg(s, h->rxbuf, RXBUF_SIZE, &evfd, &ctrunc);
-	while (n == -EINTR);
-	rh = h->rxbuf;
+	for (;;) {
+		if (deadline)
+			set_timeo(s, SO_RCVTIMEO, deadline - mono_ns());
+		n = recv_msg(s, h->rxbuf, RXBUF_SIZE, &rx, 0);
+		if (n != -EINTR && !(n == -EAGAIN && deadline && mono_ns() < deadline))
+			break;
+	}
 	if (n == 0) {
 		ret = -ECONNRESET;
 		snprintf(why, whylen, "broker backend: %s: broker closed the connection during HELLO", path);
 		goto fail;
 	}
 	if (n < 0) {
-		ret = (int)n;
-		snprintf(why, whylen, "broker backend: %s: HELLO: %s", path, strerror((int)-n));
+		ret = n == -EAGAIN ? -ETIMEDOUT : (int)n;
+		snprintf(why, whylen, "broker backend: %s: HELLO: %s", path, strerror(-ret));
 		goto fail;
 	}
-	if ((size_t)n < NVBRIDGE_WIRE_HDR_SIZE || rh->magic != NVBRIDGE_WIRE_MAGIC ||
-	    rh->type != NVBRIDGE_WIRE_HELLO) {
-		ret = -EPROTO;
-		snprintf(why, whylen, "broker backend: %s: not an nvbridged socket (bad HELLO)", path);
-		goto fail;
-	}
-	if (rh->version != NVBRIDGE_WIRE_VERSION || rh->result == -EPROTO) {
-		ret = -EPROTO;
-		snprintf(why, whylen,
-			 "broker backend: nvbridged speaks wire version %u, this libnvbridge speaks ABI version %d wire version %d",
-			 rh->version, NVBRIDGE_ABI_VERSION, NVBRIDGE_WIRE_VERSION);
-		goto fail;
-	}
-	if (rh->result < 0) {
-		ret = rh->result;
-		snprintf(why, whylen, "broker backend: %s: HELLO refused: %s", path, strerror(-ret));
-		goto fail;
-	}
-	memset(&h->binfo, 0, sizeof(h->binfo));
-	memcpy(&h->binfo, (char *)h->rxbuf + NVBRIDGE_WIRE_HDR_SIZE,
-	       rh->arg_size < sizeof(h->binfo) ? rh->arg_size : sizeof(h->binfo));
-	if (h->binfo.abi_version != NVBRIDGE_ABI_VERSION) {
-		ret = -EPROTO;
-		snprintf(why, whylen,
-			 "broker backend: nvbridged speaks ABI version %u, this libnvbridge was built for ABI version %d",
-			 h->binfo.abi_version, NVBRIDGE_ABI_VERSION);
-		goto fail;
-	}
-	if (evfd < 0) {
-		ret = -EPROTO;
-		snprintf(why, whylen, "broker backend: %s: HELLO without event socket", path);
+	ret = nvb_hello_parse(&rx, &h->binfo, &evfd, pwhy, sizeof(pwhy));
+	if (ret) {
+		snprintf(why, whylen, "broker backend: %s: %s", path, pwhy);
 		goto fail;
 	}
 	h->fd = s;
 	h->evfd = evfd;
-	h->opener = getpid();
+	h->rcvtimeo_ns = h->timeout_ns;
+	set_timeo(s, SO_RCVTIMEO, h->timeout_ns);
 	{
 		/* NVBRIDGE_SPIN_US: how long to poll for a reply before sleeping */
 		const char *e = getenv("NVBRIDGE_SPIN_US");
@@ -301,8 +312,6 @@ int nvb_broker_open(struct nvb *h, const char *path, char *why, size_t whylen)
 	snprintf(h->path, sizeof(h->path), "%s", path);
 	return 0;
 fail:
-	if (evfd >= 0)
-		close(evfd);
 	close(s);
 	free(h->rxbuf);
 	h->rxbuf = NULL;
@@ -311,29 +320,30 @@ fail:
 
 /*
  * Closing is synchronous, as close() on the device is: we shut our side
- * down and wait (bounded) until the broker has processed the end of the
- * connection, i.e. revoked our entries, and closes its side.  A handle
- * inherited through fork() is just closed (its parent still owns it).
+ * down and wait (bounded by the request timeout, at most 5 s) until the
+ * broker has processed the end of the connection, i.e. revoked our
+ * entries, and closes its side.  A handle inherited through fork() has no
+ * fds left (see core.c).
  */
 void nvb_broker_close(struct nvb *h)
 {
-	if (h->fd >= 0 && h->opener == getpid() && !h->dead) {
+	if (h->fd >= 0 && !h->dead) {
 		int64_t left_ms = 5000;
 
+		if (h->timeout_ns > 0 && h->timeout_ns / 1000000 < left_ms)
+			left_ms = h->timeout_ns / 1000000 + 1;
 		shutdown(h->fd, SHUT_WR);
 		while (left_ms > 0) {
 			struct pollfd p = { .fd = h->fd, .events = POLLIN };
-			int fd;
-			bool ct;
+			struct nvb_rx rx;
 			ssize_t n;
 
 			if (poll(&p, 1, 100) <= 0) {	/* EINTR too: keep the bound */
 				left_ms -= 100;
 				continue;
 			}
-			n = recv_msg(h->fd, h->rxbuf, RXBUF_SIZE, &fd, &ct);
-			if (fd >= 0)
-				close(fd);
+			n = recv_msg(h->fd, h->rxbuf, RXBUF_SIZE, &rx, MSG_DONTWAIT);
+			nvb_rx_close(&rx);
 			if (n == 0 || (n < 0 && n != -EINTR && n != -EAGAIN))
 				break;
 		}
@@ -343,57 +353,6 @@ void nvb_broker_close(struct nvb *h)
 	if (h->fd >= 0)
 		close(h->fd);
 	free(h->rxbuf);
-}
-
-/* With h->lock held: hand one received message to its pending request (returned). */
-static struct nvb_pending *dispatch(struct nvb *h, ssize_t n, int fd, bool ctrunc)
-{
-	struct nvbridge_wire_hdr *rh = h->rxbuf;
-	const char *arg = (const char *)h->rxbuf + NVBRIDGE_WIRE_HDR_SIZE;
-	struct nvb_pending *p;
-
-	if ((size_t)n < NVBRIDGE_WIRE_HDR_SIZE || rh->magic != NVBRIDGE_WIRE_MAGIC ||
-	    rh->type != NVBRIDGE_WIRE_REPLY ||
-	    (size_t)n != NVBRIDGE_WIRE_HDR_SIZE + (size_t)rh->arg_size + rh->data_len) {
-		snprintf(h->errmsg, sizeof(h->errmsg), "broker sent a malformed message (%zd bytes)", n);
-		h->dead = true;
-		if (fd >= 0)
-			close(fd);
-		return NULL;
-	}
-	for (p = h->pending; p; p = p->next)
-		if (p->seq == rh->seq && !p->done)
-			break;
-	if (!p) {
-		/* the requester is gone (cancelled): drop */
-		if (fd >= 0)
-			close(fd);
-		return NULL;
-	}
-	p->result = rh->result;
-	if (rh->arg_size)
-		memcpy(p->arg, arg, rh->arg_size < p->arg_size ? rh->arg_size : p->arg_size);
-	if (rh->data_len && p->data)
-		memcpy(p->data, arg + rh->arg_size,
-		       rh->data_len < p->data_cap ? rh->data_len : p->data_cap);
-	if (p->cmd == NVBRIDGE_IOC_FETCH && p->result >= 0) {
-		struct nvbridge_fetch *f = p->arg;
-
-		if (f->entry_flags & NVBRIDGE_ENTRY_HAS_FD) {
-			if (fd < 0) {
-				p->result = ctrunc ? -EMFILE : -EPROTO;
-			} else {
-				if (!p->cloexec)
-					fcntl(fd, F_SETFD, 0);
-				p->result = fd;
-				fd = -1;
-			}
-		}
-	}
-	if (fd >= 0)
-		close(fd);
-	p->done = true;
-	return p;
 }
 
 /* Wakes the thread of one request (h->lock held). */
@@ -410,37 +369,61 @@ static void wake(struct nvb_pending *q)
 	}
 }
 
-/* Wakes every thread waiting on the handle (h->lock held): the connection is gone. */
-static void wake_all(struct nvb *h)
+/*
+ * The connection is over (h->lock held): every request still in flight
+ * fails with err, later calls with -ECONNRESET.  Shutting the socket down
+ * ends a reader's recvmsg() in another thread and tells the broker to
+ * revoke our entries now, not when it next reads.
+ */
+static void kill_conn(struct nvb *h, int err)
 {
-	for (struct nvb_pending *q = h->pending; q; q = q->next)
+	if (!h->dead) {
+		h->dead = true;
+		shutdown(h->fd, SHUT_RDWR);
+	}
+	for (struct nvb_pending *q = h->pending; q; q = q->next) {
+		if (!q->done) {
+			q->result = err;
+			q->done = true;
+		}
 		wake(q);
+	}
 }
 
 /*
  * A FETCH that waits for its name while another thread reads the replies
  * must still end with -EINTR when a signal reaches it, as the ioctl does:
- * it sleeps in poll() on its own eventfd, which wake_all() kicks, rather
- * than in pthread_cond_wait(), which no signal ends.  Returns true when a
+ * it sleeps in poll() on its own eventfd, which wake() kicks, rather than
+ * in pthread_cond_wait(), which no signal ends.  Returns true when a
  * signal ended the sleep.  Called and returns with h->lock held.
  */
-static bool sleep_interruptible(struct nvb *h, struct nvb_pending *p)
+static bool sleep_interruptible(struct nvb *h, struct nvb_pending *p, int64_t deadline)
 {
 	struct pollfd pf;
 	uint64_t v;
-	int r, e;
+	int r, e, ms = -1;
 
 	if (p->efd < 0)
 		p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (deadline) {
+		int64_t left = deadline - mono_ns();
+
+		ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+	}
 	if (p->efd < 0) {
-		pthread_cond_wait(&p->cv, &h->lock);	/* no eventfd: as before */
+		struct timespec ts = { deadline / 1000000000, deadline % 1000000000 };
+
+		if (deadline)
+			pthread_cond_timedwait(&p->cv, &h->lock, &ts);
+		else
+			pthread_cond_wait(&p->cv, &h->lock);
 		return false;
 	}
 	pthread_mutex_unlock(&h->lock);
 	pf.fd = p->efd;
 	pf.events = POLLIN;
 	pf.revents = 0;
-	r = poll(&pf, 1, -1);
+	r = poll(&pf, 1, ms);
 	e = errno;
 	if (read(p->efd, &v, sizeof(v)) < 0)
 		v = 0;	/* nothing to clear */
@@ -471,6 +454,93 @@ static void unlink_pending(struct nvb *h, struct nvb_pending *p)
 		}
 }
 
+/* The deadline of a request: 0 for none. */
+static int64_t deadline_of(const struct nvb *h, unsigned long cmd, const void *arg)
+{
+	int64_t t = h->timeout_ns;
+
+	if (t <= 0)
+		return 0;
+	if (cmd == NVBRIDGE_IOC_FETCH) {
+		const struct nvbridge_fetch *f = arg;
+
+		if (f->flags & NVBRIDGE_FETCH_WAIT) {
+			if (f->timeout_ns < 0 || f->timeout_ns > NO_TIMEOUT_NS)
+				return 0;
+			t += f->timeout_ns;
+		}
+	}
+	return mono_ns() + t;
+}
+
+/*
+ * The reader's side (h->lock held, dropped while receiving): receives one
+ * message and hands it out.  Returns false when p's deadline has passed.
+ */
+static bool read_one(struct nvb *h, struct nvb_pending *p, int64_t deadline,
+		     bool wait_fetch, bool *cancelled, const struct nvbridge_wire_hdr *hdr)
+{
+	struct nvb_pending *q;
+	struct nvb_rx rx;
+	char why[NVB_ERRLEN];
+	ssize_t n;
+	int ret;
+
+	if (deadline) {
+		int64_t left = deadline - mono_ns(), slack = h->timeout_ns / 8;
+
+		if (left <= 0)
+			return false;
+		/*
+		 * SO_RCVTIMEO is the request timeout; a recvmsg() that started
+		 * after this request was sent is reset to what is left only when
+		 * it would overshoot by more than an eighth (a reader that took
+		 * over late, or the last wait of a FETCH_WAIT), and set back once
+		 * a full timeout is left again: no setsockopt() per request.
+		 */
+		if (left + slack < h->rcvtimeo_ns ||
+		    (h->rcvtimeo_ns < h->timeout_ns && left >= h->timeout_ns)) {
+			h->rcvtimeo_ns = left < h->timeout_ns ? left : h->timeout_ns;
+			set_timeo(h->fd, SO_RCVTIMEO, h->rcvtimeo_ns);
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	n = recv_reply(h->fd, h->rxbuf, RXBUF_SIZE, &rx, wait_fetch ? 0 : h->spin_ns);
+	pthread_mutex_lock(&h->lock);
+	if (n == -EINTR || n == -EAGAIN) {
+		nvb_rx_close(&rx);
+		if (n == -EINTR && wait_fetch && !*cancelled) {
+			*cancelled = true;
+			pthread_mutex_unlock(&h->lock);
+			send_cancel(h, hdr);
+			pthread_mutex_lock(&h->lock);
+		}
+		return true;
+	}
+	if (n <= 0) {
+		nvb_rx_close(&rx);
+		snprintf(h->txerr, sizeof(h->txerr), "broker connection lost");
+		kill_conn(h, -ECONNRESET);
+		return true;
+	}
+	ret = nvb_reply_dispatch(h->pending, &rx, &q, why, sizeof(why));
+	if (ret < 0) {
+		snprintf(h->txerr, sizeof(h->txerr), "%s", why);
+		if (q && !q->done) {
+			q->result = ret;
+			q->done = true;
+		}
+		if (!p->done) {	/* the reader learns why the connection broke */
+			p->result = ret;
+			p->done = true;
+		}
+		kill_conn(h, -ECONNRESET);
+	} else if (q != p) {
+		wake(q);
+	}
+	return true;
+}
+
 int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 {
 	struct nvbridge_wire_hdr hdr = {
@@ -478,10 +548,12 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 		.type = NVBRIDGE_WIRE_REQUEST, .cmd = (uint32_t)cmd,
 	};
 	struct nvb_pending p = { .cmd = (uint32_t)cmd, .arg = arg, .fd = -1, .efd = -1,
-				 .cloexec = true, .cv = PTHREAD_COND_INITIALIZER };
+				 .cloexec = true };
+	pthread_condattr_t ca;
 	const void *data = NULL;
 	int sendfd = -1, ret;
-	bool cancelled = false, wait_fetch = false;
+	bool cancelled = false, wait_fetch = false, timed_out = false;
+	int64_t deadline;
 	uint32_t size;
 
 	memcpy(&size, arg, sizeof(size));
@@ -508,7 +580,7 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 		struct nvbridge_fetch *f = arg;
 
 		p.data = (void *)(uintptr_t)f->blob;
-		p.data_cap = f->blob_cap;
+		p.data_cap = f->blob ? f->blob_cap : 0;
 		p.cloexec = !(f->flags & NVBRIDGE_FETCH_NO_CLOEXEC);
 		wait_fetch = f->flags & NVBRIDGE_FETCH_WAIT;
 		break;
@@ -517,14 +589,23 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 		struct nvbridge_list *l = arg;
 
 		p.data = (void *)(uintptr_t)l->entries;
-		p.data_cap = (size_t)l->count * l->entry_size;
+		p.list_count = l->entries ? l->count : 0;
+		p.entry_size = l->entry_size;
+		p.data_cap = (size_t)p.list_count * l->entry_size;
 		break;
 	}
 	}
+	deadline = deadline_of(h, cmd, arg);
+	/* the condition variable, for waits behind another reader (timed on CLOCK_MONOTONIC) */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&p.cv, &ca);
+	pthread_condattr_destroy(&ca);
 
 	pthread_mutex_lock(&h->lock);
 	if (h->dead) {
 		pthread_mutex_unlock(&h->lock);
+		pthread_cond_destroy(&p.cv);
 		return -ECONNRESET;
 	}
 	p.seq = ++h->seq;
@@ -534,33 +615,46 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 	pthread_mutex_unlock(&h->lock);
 	/*
 	 * Not under the lock: when the broker stops reading us until we read
-	 * its replies, this send blocks, and the thread that reads them needs
-	 * the lock to hand them out.
+	 * its replies, this send blocks (SO_SNDTIMEO bounds it), and the
+	 * thread that reads them needs the lock to hand them out.
 	 */
 	{
 		ssize_t n = send_msg(h->fd, &hdr, arg, data, sendfd);
 
 		pthread_mutex_lock(&h->lock);
-		if (n < 0) {
-			unlink_pending(h, &p);
+		if (n < 0 && !p.done) {
 			if (n == -EPIPE || n == -ECONNRESET || n == -ENOTCONN) {
-				h->dead = true;
-				wake_all(h);
-				n = -ECONNRESET;
+				snprintf(h->txerr, sizeof(h->txerr), "broker connection lost");
+				kill_conn(h, -ECONNRESET);
+			} else if (n == -ETIMEDOUT) {
+				snprintf(h->txerr, sizeof(h->txerr),
+					 "broker did not take the request within the timeout");
+				kill_conn(h, -ETIMEDOUT);
+			} else {
+				p.result = (int)n;	/* -EBADF: fd not open */
+				p.done = true;
 			}
-			pthread_mutex_unlock(&h->lock);
-			return (int)n;	/* -EBADF: fd not open */
 		}
 	}
-	while (!p.done && !h->dead) {
+	while (!p.done && !timed_out) {
 		if (h->reader) {
+			if (deadline && mono_ns() >= deadline) {
+				timed_out = true;
+				break;
+			}
 			bool intr = false;
 
 			p.waiting = true;
-			if (!wait_fetch)
-				pthread_cond_wait(&p.cv, &h->lock);
-			else
-				intr = sleep_interruptible(h, &p);
+			if (!wait_fetch) {
+				struct timespec ts = { deadline / 1000000000, deadline % 1000000000 };
+
+				if (deadline)
+					pthread_cond_timedwait(&p.cv, &h->lock, &ts);
+				else
+					pthread_cond_wait(&p.cv, &h->lock);
+			} else {
+				intr = sleep_interruptible(h, &p, deadline);
+			}
 			p.waiting = false;
 			if (intr && !p.done && !cancelled) {
 				cancelled = true;
@@ -571,46 +665,24 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 			continue;
 		}
 		h->reader = true;
-		while (!p.done && !h->dead) {
-			struct nvb_pending *q;
-			int fd;
-			bool ctrunc;
-			ssize_t n;
-
-			pthread_mutex_unlock(&h->lock);
-			n = recv_reply(h->fd, h->rxbuf, RXBUF_SIZE, &fd, &ctrunc,
-				       wait_fetch ? 0 : h->spin_ns);
-			pthread_mutex_lock(&h->lock);
-			if (n == -EINTR || n == -EAGAIN) {
-				if (n == -EINTR && wait_fetch && !cancelled) {
-					cancelled = true;
-					pthread_mutex_unlock(&h->lock);
-					send_cancel(h, &hdr);
-					pthread_mutex_lock(&h->lock);
-				}
-			} else if (n <= 0) {
-				if (fd >= 0)
-					close(fd);
-				h->dead = true;
-			} else if ((q = dispatch(h, n, fd, ctrunc)) && q != &p) {
-				wake(q);
-			}
-		}
+		while (!p.done && !timed_out)
+			timed_out = !read_one(h, &p, deadline, wait_fetch, &cancelled, &hdr);
 		h->reader = false;
-		if (h->dead) {
-			wake_all(h);
-		} else {
-			for (struct nvb_pending *q = h->pending; q; q = q->next)
-				if (q->waiting && !q->done) {
-					wake(q);	/* the next reader */
-					break;
-				}
-		}
+		for (struct nvb_pending *q = h->pending; q; q = q->next)
+			if (q->waiting && !q->done) {
+				wake(q);	/* the next reader */
+				break;
+			}
+	}
+	if (timed_out && !p.done) {
+		snprintf(h->txerr, sizeof(h->txerr), "broker did not answer within %lld ms",
+			 (long long)(h->timeout_ns / 1000000));
+		kill_conn(h, -ETIMEDOUT);
 	}
 	unlink_pending(h, &p);
 	if (p.efd >= 0)
 		close(p.efd);
-	ret = p.done ? p.result : -ECONNRESET;
+	ret = p.result;
 	pthread_mutex_unlock(&h->lock);
 	pthread_cond_destroy(&p.cv);
 	return ret;

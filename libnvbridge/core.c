@@ -34,7 +34,15 @@ int nvb_fail(struct nvb *h, int err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	nvb_seterr(h, "%s: %s", buf, nvb_strerror(err));
+	pthread_mutex_lock(&h->lock);
+	if (h->txerr[0]) {	/* the broker connection ended: say why, once */
+		snprintf(h->errmsg, sizeof(h->errmsg), "%s: %s (%s)", buf, nvb_strerror(err),
+			 h->txerr);
+		h->txerr[0] = 0;
+	} else {
+		snprintf(h->errmsg, sizeof(h->errmsg), "%s: %s", buf, nvb_strerror(err));
+	}
+	pthread_mutex_unlock(&h->lock);
 	return err;
 }
 
@@ -65,10 +73,13 @@ NVB_API const char *nvb_strerror(int err)
 	case EPERM: return "not permitted (another handle's entry, or not the expected publisher)";
 	case EDQUOT: return "per-user entry quota exhausted";
 	case EMSGSIZE: return "blob too large for the limit or the buffer";
-	case ETIMEDOUT: return "timed out waiting for the name";
+	case ETIMEDOUT: return "timed out (waiting for the name, or for the broker to answer)";
+	case ECHILD: return "handle inherited through fork(): it belongs to the parent";
+	case EBADMSG: return "broker sent a malformed or truncated message";
+	case EOVERFLOW: return "broker answered with more than was asked for";
 	case EINTR: return "interrupted by a signal";
 	case ENOSPC: return "too many watches on this handle";
-	case EPROTO: return "nvbridge ABI or protocol mismatch";
+	case EPROTO: return "nvbridge ABI or protocol mismatch (or a reply that answers no request)";
 	case ECONNRESET: return "broker connection lost";
 	case ENOTCONN: return "broker not connected";
 	case ECONNREFUSED: return "broker not running (connection refused)";
@@ -101,6 +112,8 @@ NVB_API int nvb_backend(const struct nvb *h)
 
 static inline int nvb_xfer(struct nvb *h, unsigned long cmd, void *arg)
 {
+	if (h->forked)
+		return -ECHILD;
 	if (h->backend == NVB_BACKEND_KERNEL)
 		return nvb_kernel_xfer(h, cmd, arg);
 	return nvb_broker_xfer(h, cmd, arg);
@@ -156,6 +169,96 @@ static const char *envstr(const char *k)
 	return v && *v ? v : NULL;
 }
 
+/*
+ * fork(): a handle belongs to the process that opened it.  The child gets
+ * copies of its fds, which would keep the parent's entries alive after the
+ * parent dies (the device file and the broker connection are shared, and
+ * entries live until the last copy is closed), and on the broker backend
+ * would let both processes read each other's replies and fds.  So the
+ * child closes its copies at once, in a pthread_atfork() child handler
+ * (Linux has no close-on-fork), and every call on the handle then fails
+ * with -ECHILD.  A child made by a raw clone()/fork syscall, which skips
+ * the handlers, is not covered.
+ */
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct nvb *handles;
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&handles_lock);
+}
+
+static void fork_parent(void)
+{
+	pthread_mutex_unlock(&handles_lock);
+}
+
+static void fork_child(void)
+{
+	for (struct nvb *h = handles; h; h = h->fork_next) {
+		h->forked = true;
+		/* other threads are gone: whatever they held is free again */
+		pthread_mutex_init(&h->lock, NULL);
+		pthread_mutex_init(&h->evlock, NULL);
+		if (h->ring_ok) {
+			io_uring_queue_exit(&h->ring);	/* an armed read holds the file */
+			h->ring_ok = false;
+		}
+		if (h->evfd >= 0 && h->evfd != h->fd)
+			close(h->evfd);
+		if (h->fd >= 0)
+			close(h->fd);
+		h->fd = h->evfd = -1;
+	}
+	handles = NULL;
+	pthread_mutex_init(&handles_lock, NULL);
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_register(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static void handle_add(struct nvb *h)
+{
+	pthread_once(&atfork_once, atfork_register);
+	pthread_mutex_lock(&handles_lock);
+	h->fork_next = handles;
+	if (handles)
+		handles->fork_prev = h;
+	handles = h;
+	pthread_mutex_unlock(&handles_lock);
+}
+
+static void handle_del(struct nvb *h)
+{
+	if (h->forked)
+		return;	/* the child's list was emptied */
+	pthread_mutex_lock(&handles_lock);
+	if (h->fork_prev)
+		h->fork_prev->fork_next = h->fork_next;
+	else if (handles == h)
+		handles = h->fork_next;
+	if (h->fork_next)
+		h->fork_next->fork_prev = h->fork_prev;
+	pthread_mutex_unlock(&handles_lock);
+}
+
+/* "N" -> *v; false when not a number in [0, max] */
+static bool env_num(const char *k, long long max, long long *v)
+{
+	const char *e = getenv(k);
+	char *end;
+
+	if (!e || !*e)
+		return false;
+	errno = 0;
+	*v = strtoll(e, &end, 10);
+	return !errno && !*end && *v >= 0 && *v <= max;
+}
+
 NVB_API int nvb_open(const struct nvb_opts *opts, struct nvb **out)
 {
 	struct nvb_opts o = { .sz = sizeof(o) };
@@ -163,6 +266,7 @@ NVB_API int nvb_open(const struct nvb_opts *opts, struct nvb **out)
 	char why[NVB_ERRLEN] = "";
 	struct nvb *h;
 	int backend, err;
+	int64_t broker_uid, timeout_ns;
 
 	nvb_open_why[0] = 0;
 	if (!out) {
@@ -186,10 +290,40 @@ NVB_API int nvb_open(const struct nvb_opts *opts, struct nvb **out)
 				return -E2BIG;
 			}
 	}
-	if (o.flags) {
+	if (o.flags & ~(uint32_t)NVB_OPEN_BROKER_UID) {
 		snprintf(nvb_open_why, NVB_ERRLEN, "nvb_open: opts->flags 0x%x unknown", o.flags);
 		return -EINVAL;
 	}
+	if (o.__pad || (!(o.flags & NVB_OPEN_BROKER_UID) && o.broker_uid)) {
+		snprintf(nvb_open_why, NVB_ERRLEN,
+			 "nvb_open: opts->broker_uid without NVB_OPEN_BROKER_UID, or __pad not 0");
+		return -EINVAL;
+	}
+	broker_uid = o.flags & NVB_OPEN_BROKER_UID ? (int64_t)o.broker_uid : -1;
+	if (broker_uid < 0 && envstr("NVBRIDGE_BROKER_UID")) {
+		long long v;
+
+		if (!env_num("NVBRIDGE_BROKER_UID", UINT32_MAX - 1, &v)) {
+			snprintf(nvb_open_why, NVB_ERRLEN, "NVBRIDGE_BROKER_UID=%s: not a uid",
+				 getenv("NVBRIDGE_BROKER_UID"));
+			return -EINVAL;
+		}
+		broker_uid = v;
+	}
+	timeout_ns = o.timeout_ns;
+	if (timeout_ns == 0 && envstr("NVBRIDGE_TIMEOUT_MS")) {
+		long long v;
+
+		/* 0 ms: no timeout, as a negative .timeout_ns */
+		if (!env_num("NVBRIDGE_TIMEOUT_MS", INT64_MAX / 1000000, &v)) {
+			snprintf(nvb_open_why, NVB_ERRLEN, "NVBRIDGE_TIMEOUT_MS=%s: not a number of ms",
+				 getenv("NVBRIDGE_TIMEOUT_MS"));
+			return -EINVAL;
+		}
+		timeout_ns = v ? v * 1000000 : -1;
+	}
+	if (timeout_ns == 0)
+		timeout_ns = NVB_DEFAULT_TIMEOUT_NS;
 	backend = o.backend;
 	if (backend == NVB_BACKEND_AUTO && (env = envstr("NVBRIDGE_BACKEND"))) {
 		if (!strcmp(env, "kernel"))
@@ -217,6 +351,7 @@ NVB_API int nvb_open(const struct nvb_opts *opts, struct nvb **out)
 	}
 	h->fd = -1;
 	h->evfd = -1;
+	h->timeout_ns = timeout_ns;
 	{
 		static uint64_t serials;
 
@@ -234,7 +369,7 @@ NVB_API int nvb_open(const struct nvb_opts *opts, struct nvb **out)
 		if (backend == NVB_BACKEND_KERNEL || err != -ENOENT)
 			goto fail;
 	}
-	err = nvb_broker_open(h, sock, why, sizeof(why));
+	err = nvb_broker_open(h, sock, broker_uid, why, sizeof(why));
 	if (err == 0) {
 		h->backend = NVB_BACKEND_BROKER;
 		goto ok;
@@ -253,6 +388,7 @@ fail_why:
 	free(h);
 	return err;
 ok:
+	handle_add(h);
 	*out = h;
 	return 0;
 }
@@ -261,6 +397,7 @@ NVB_API void nvb_close(struct nvb *h)
 {
 	if (!h)
 		return;
+	handle_del(h);
 	if (h->ring_ok) {
 		/*
 		 * An armed read holds a reference to the device file: cancel it
@@ -538,6 +675,8 @@ NVB_API int nvb_list(struct nvb *h, uint64_t *cursor, struct nvb_entry *out,
 		ret = nvb_xfer(h, NVBRIDGE_IOC_LIST, &l);
 		if (ret < 0)
 			return nvb_fail(h, ret, "list");
+		if ((unsigned int)ret > want)	/* never more than asked: out[] ends at max */
+			return nvb_fail(h, -EOVERFLOW, "list: %d entries for %u asked", ret, want);
 		for (int i = 0; i < ret; i++) {
 			struct nvb_entry *e = &out[done + i];
 
@@ -597,6 +736,8 @@ NVB_API int nvb_event_fd(struct nvb *h)
 {
 	if (!h)
 		return -EINVAL;
+	if (h->forked)
+		return -ECHILD;
 	return h->evfd >= 0 ? h->evfd : -ENOTCONN;
 }
 
@@ -668,6 +809,8 @@ NVB_API int nvb_prep_event_read(struct io_uring_sqe *sqe, struct nvb *h, void *b
 	if (len < NVBRIDGE_EVENT_SIZE)
 		return nvb_fail(h, -EINVAL, "prep_event_read: len %zu < one record (%d)",
 				len, NVBRIDGE_EVENT_SIZE);
+	if (h->forked)
+		return nvb_fail(h, -ECHILD, "prep_event_read");
 	if (h->evfd < 0)
 		return nvb_fail(h, -ENOTCONN, "prep_event_read");
 	if (len > (1U << 30))
@@ -799,6 +942,8 @@ NVB_API int nvb_event_read(struct nvb *h, struct nvb_event *ev, unsigned int max
 		return -EINVAL;
 	if (max == 0)
 		return 0;
+	if (h->forked)
+		return nvb_fail(h, -ECHILD, "event_read");
 	if (h->evfd < 0)
 		return nvb_fail(h, -ENOTCONN, "event_read");
 	pthread_mutex_lock(&h->evlock);

@@ -27,7 +27,7 @@ extern "C" {
 #endif
 
 #define NVB_VERSION_MAJOR	1
-#define NVB_VERSION_MINOR	0
+#define NVB_VERSION_MINOR	1
 
 /* Names: 1..63 bytes of [A-Za-z0-9._:/-]. */
 #define NVB_NAME_MAX		64
@@ -50,19 +50,54 @@ enum nvb_backend {
  * .socket_path is NULL, NVBRIDGE_SOCKET (else NVB_DEFAULT_SOCKET) is used.
  * Broker only: NVBRIDGE_SPIN_US=N polls for a reply for up to N us before
  * sleeping (default 0: trades CPU for latency on hosts with spare cores).
+ *
+ * Broker request timeout (.timeout_ns; 0: NVBRIDGE_TIMEOUT_MS, else 30 s;
+ * < 0: none): nvb_open() and every call that waits for the broker fail with
+ * -ETIMEDOUT when it has not answered in time.  A FETCH with NVB_FETCH_WAIT
+ * and a finite timeout_ns T may take T + this timeout (the broker answers
+ * -ETIMEDOUT itself at T); one that waits forever has no bound.  A timeout
+ * shuts the connection down (see nvb_open(3): the handle is dead).
+ *
+ * Broker identity: before anything is sent, the socket's server (its
+ * SO_PEERCRED uid) must be root, the caller's own euid, or the owner of the
+ * directory holding the socket (who can replace the socket anyway), else
+ * nvb_open() fails with -EPERM.  NVB_OPEN_BROKER_UID (or NVBRIDGE_BROKER_UID)
+ * names the one uid it must be instead.
  */
+/* bit 0 stays unassigned: callers and tests use it as "an unknown flag" */
+#define NVB_OPEN_BROKER_UID	(1U << 1)	/* the broker must run as .broker_uid */
+
 struct nvb_opts {
 	size_t sz;		/* sizeof(struct nvb_opts) */
 	uint32_t backend;	/* enum nvb_backend */
-	uint32_t flags;		/* none defined: 0 */
+	uint32_t flags;		/* NVB_OPEN_* */
 	const char *socket_path;	/* broker socket, or NULL */
 	const char *device_path;	/* device node, or NULL: found with libudev */
+	/* since 1.1: callers built before pass a smaller .sz and get the defaults */
+	int64_t timeout_ns;	/* broker request timeout: 0 default, < 0 none */
+	uint32_t broker_uid;	/* with NVB_OPEN_BROKER_UID */
+	uint32_t __pad;		/* 0 */
 };
 
 /*
  * Opens a handle.  Errors: -ENOENT (no device and no broker), -EPROTO (ABI
- * version mismatch; nvb_open_error() names both versions), -ECONNREFUSED,
- * -EACCES, -EINVAL (bad options).
+ * version mismatch or not an nvbridged; nvb_open_error() names both
+ * versions), -ECONNREFUSED, -EACCES, -EPERM (the broker socket is served by
+ * an unexpected uid), -ETIMEDOUT (the broker did not answer), -EINVAL (bad
+ * options).
+ *
+ * A handle belongs to the process that opened it.  In a child created with
+ * fork() (either backend) the library closes the handle's fds at once, so
+ * the child neither holds the parent's entries alive nor shares its
+ * connection, and every call on the inherited handle fails with -ECHILD;
+ * nvb_close() in the child only frees it.  The child opens its own handle.
+ *
+ * Broker backend: when the broker goes away (restart, crash) or breaks the
+ * protocol, the call that finds out fails (-ECONNRESET, or the protocol
+ * error) and so does every later call on the handle (-ECONNRESET); there is
+ * no transparent reconnect, since every entry published through the
+ * connection was revoked with it: close the handle, open a new one and
+ * publish again.
  */
 int nvb_open(const struct nvb_opts *opts, struct nvb **out);
 
@@ -154,7 +189,11 @@ struct nvb_fetch_opts {
  * another publisher), -ETIMEDOUT, -EINTR, -EMSGSIZE (blob_cap too small:
  * entry->blob_len says how much is needed; no fd), -EMFILE, -ECONNRESET
  * (broker gone), -EINVAL (flags, name, or expect_uid unmapped / set without
- * the flag).
+ * the flag).  Any call, broker backend: -ETIMEDOUT (no answer within the
+ * request timeout), -EPROTO / -EBADMSG / -EOVERFLOW (the broker's reply
+ * answers no request in flight, is malformed, or holds more than asked for;
+ * nothing is written past the caller's buffers).  Any call on a handle
+ * inherited through fork(): -ECHILD.
  */
 int nvb_fetch(struct nvb *h, const char *name,
 	      const struct nvb_fetch_opts *opts, void *blob, size_t blob_cap,

@@ -3,14 +3,14 @@
 #   make lib            libnvbridge.{so,a}, libnvbridge.pc, nvbridged, nvbridgectl, examples
 #   make conformance    the conformance suite against a private nvbridged
 #   make lib-bench      publish+fetch+close and event latency (not a test)
-#   suites: lib-unit, conformance-broker, conformance-kernel, lib-asan
+#   suites: lib-unit, conformance-broker, conformance-kernel, lib-asan, lib-hostile, fuzz-lib
 
 LIB_VERSION   := 1.0.0
 LIB_SONAME    := libnvbridge.so.1
 LB            := $(BUILD)/lib
 LIB_WARN      := -Wall -Wextra -Werror -Wno-missing-field-initializers -Wno-format-truncation
 LIB_CFLAGS    := -std=c11 -O2 -g $(LIB_WARN) -pthread $(UAPI_INC) -I$(CURDIR)/libnvbridge
-LIB_SRCS      := libnvbridge/core.c libnvbridge/kernel.c libnvbridge/broker.c
+LIB_SRCS      := libnvbridge/core.c libnvbridge/kernel.c libnvbridge/broker.c libnvbridge/reply.c
 LIB_HDRS      := libnvbridge/nvbridge.h libnvbridge/nvbridge_uring.h libnvbridge/nvb_internal.h \
                  include/uapi/linux/nvbridge.h
 URING_STATIC  := -l:liburing.a
@@ -24,11 +24,11 @@ LIB_ASAN_FL   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omi
 LA            := $(BUILD)/lib-asan
 
 .PHONY: lib conformance lib-bench check-lib-unit check-conformance-broker \
-        check-conformance-kernel check-lib-asan lib-static
+        check-conformance-kernel check-lib-asan lib-static check-lib-hostile check-fuzz-lib
 all: lib
 lib: $(LIB_SO) $(LIB_A) $(LIB_PC) $(LIB_BINS)
 
-CHECK_SUITES += lib-unit conformance-broker conformance-kernel lib-asan
+CHECK_SUITES += lib-unit conformance-broker conformance-kernel lib-asan lib-hostile fuzz-lib
 
 # ---- library ----
 $(LB)/obj/%.o: libnvbridge/%.c $(LIB_HDRS)
@@ -88,7 +88,10 @@ $(LB)/nvb-example-events: examples/events.c $(LIB_CORE_A)
 $(LB)/nvb-conformance: tests/conformance/conformance.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
-$(LB)/nvb-unit: tests/unit/unit.c $(LIB_CORE_A)
+$(LB)/nvb-unit: tests/unit/unit.c tests/unit/cases.h $(LIB_CORE_A)
+	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
+
+$(LB)/nvb-hostile: tests/unit/hostile.c tests/unit/cases.h $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
 $(LB)/nvb-bench: tests/conformance/bench.c $(LIB_CORE_A)
@@ -101,7 +104,12 @@ $(LB)/nvb-conformance-static: tests/conformance/conformance.c $(LIB_A_STATIC)
 $(LB)/nvb-bench-static: tests/conformance/bench.c $(LIB_A_STATIC)
 	$(CC) $(LIB_CFLAGS) -static -o $@ $< $(LIB_A_STATIC) $(URING_STATIC) -pthread
 
-lib-static: $(LB)/nvb-conformance-static $(LB)/nvb-bench-static
+# the fork cases of lib-hostile on the kernel backend in the VM:
+#   NVB_HOSTILE_ANY_BACKEND=1 nvb-hostile-static fork_child_calls fork_child_outlives_parent
+$(LB)/nvb-hostile-static: tests/unit/hostile.c tests/unit/cases.h $(LIB_A_STATIC)
+	$(CC) $(LIB_CFLAGS) -static -o $@ $< $(LIB_A_STATIC) $(URING_STATIC) -pthread
+
+lib-static: $(LB)/nvb-conformance-static $(LB)/nvb-bench-static $(LB)/nvb-hostile-static
 
 # ---- ASan + UBSan builds ----
 $(LA)/libnvbridge.a: $(LIB_SRCS) $(LIB_HDRS)
@@ -120,7 +128,9 @@ $(LA)/nvbridged: daemon/nvbridged.c include/uapi/linux/nvbridge.h
 $(LA)/%: $(LA)/libnvbridge.a
 $(LA)/nvb-conformance: tests/conformance/conformance.c $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
-$(LA)/nvb-unit: tests/unit/unit.c $(LA)/libnvbridge.a
+$(LA)/nvb-unit: tests/unit/unit.c tests/unit/cases.h $(LA)/libnvbridge.a
+	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
+$(LA)/nvb-hostile: tests/unit/hostile.c tests/unit/cases.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
 $(LA)/nvbridgectl: tools/nvbridgectl.c $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
@@ -141,6 +151,23 @@ check-conformance-kernel: module $(LB)/nvb-conformance-static
 
 check-lib-asan: $(LA)/nvbridged $(LA)/nvb-conformance $(LA)/nvb-unit $(LA)/nvbridgectl
 	$(call nvb_suite,sh tests/conformance/run-asan.sh $(LA),lib-asan)
+
+check-lib-hostile: $(LB)/nvb-hostile $(LB)/nvbridged $(LA)/nvb-hostile
+	$(call nvb_suite,sh tests/unit/run-hostile.sh $(LB) $(LA),lib-hostile)
+
+# ---- libFuzzer: the library's reply parser (tests/fuzz/README) ----
+FUZZ_CC       ?= clang-14
+FUZZ_FL       := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+LIB_FUZZ      := $(BUILD)/fuzz/fuzz-lib-reply
+$(LIB_FUZZ): tests/fuzz/fuzz_lib_reply.c libnvbridge/reply.c $(LIB_HDRS)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FL) $(LIB_WARN) $(UAPI_INC) -I$(CURDIR)/libnvbridge -o $@ \
+		tests/fuzz/fuzz_lib_reply.c libnvbridge/reply.c
+
+check-fuzz-lib:
+	@$(MAKE) --no-print-directory $(LIB_FUZZ) >$(BUILD)/fuzz-lib-build.log 2>&1 || \
+		tail -5 $(BUILD)/fuzz-lib-build.log
+	$(call nvb_suite,sh tests/fuzz/run-fuzz-lib.sh $(LIB_FUZZ),fuzz-lib)
 
 lib-bench: $(LIB_CORE_BINS) lib-static
 	@sh tests/conformance/run-bench.sh $(LB)

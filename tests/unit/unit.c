@@ -27,12 +27,7 @@
 #include <linux/nvbridge.h>
 #include "nvbridge.h"
 #include "nvbridge_uring.h"
-
-#define FAIL(...) do { printf("    %s:%d: ", __func__, __LINE__); printf(__VA_ARGS__); \
-		       printf("\n"); return 1; } while (0)
-#define CHECK(c, ...) do { if (!(c)) FAIL("check failed: " #c " " __VA_ARGS__); } while (0)
-#define EXPECT(expr, want) do { long _r = (long)(expr), _w = (long)(want); \
-		if (_r != _w) FAIL("%s = %ld, want %ld", #expr, _r, _w); } while (0)
+#include "cases.h"
 
 /* ---- the ABI layout: sizes and no implicit padding ---- */
 #define SUMCHECK(T, sum) _Static_assert(sizeof(T) == (sum), #T " has padding")
@@ -577,23 +572,6 @@ static int closed_within(int s, int ms)
 	return 0;
 }
 
-static int proc_fds(pid_t pid)
-{
-	char path[64];
-	struct dirent *e;
-	DIR *d;
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	d = opendir(path);
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		n += e->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
-
 /* the daemon's fd count settles back to want within 2 s */
 static int fds_settle(pid_t pid, int want)
 {
@@ -818,7 +796,7 @@ static int t_daemon_conns_per_user(void)
 	return 0;
 }
 
-static const struct { const char *name; int (*fn)(void); } cases[] = {
+static const struct nvb_case cases[] = {
 	{ "strerror", t_strerror },
 	{ "open_args", t_open_args },
 	{ "env_overrides", t_env_overrides },
@@ -834,33 +812,19 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "daemon_conns_per_user", t_daemon_conns_per_user },
 };
 
+static void stop_cur_daemon(void)
+{
+	if (cur_daemon) {
+		kill(cur_daemon->pid, SIGKILL);
+		waitpid(cur_daemon->pid, NULL, 0);
+		unlink(cur_daemon->path);
+		unlink(cur_daemon->log);
+		cur_daemon = NULL;
+	}
+}
+
 int main(int argc, char **argv)
 {
-	int pass = 0, fail = 0;
-
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		int r, sel = argc < 2;
-
-		for (int a = 1; a < argc; a++)
-			sel |= !strcmp(argv[a], cases[i].name);
-		if (!sel)
-			continue;
-		r = cases[i].fn();
-		if (cur_daemon) {
-			kill(cur_daemon->pid, SIGKILL);
-			waitpid(cur_daemon->pid, NULL, 0);
-			unlink(cur_daemon->path);
-			unlink(cur_daemon->log);
-			cur_daemon = NULL;
-		}
-
-		printf("%s unit %s\n", r ? "FAIL" : "ok  ", cases[i].name);
-		if (r)
-			fail++;
-		else
-			pass++;
-	}
-	printf("%d passed, %d failed\n", pass, fail);
-	return fail != 0;
+	return run_cases("unit", cases, sizeof(cases) / sizeof(cases[0]), argc, argv, false,
+			 stop_cur_daemon);
 }
