@@ -21,7 +21,7 @@ vm-progs: $(VM_PROGS)
 
 $(VM_BUILD)/%: tests/vm/%.c tests/vm/nvbtest.h include/uapi/linux/nvbridge.h
 	@mkdir -p $(@D)
-	$(CC) $(VM_CFLAGS) $(UAPI_INC) -static -o $@ $< -luring
+	$(CC) $(VM_CFLAGS) $(UAPI_INC) -static -o $@ $< -luring -lpthread
 
 CHECK_SUITES += vmtest
 check-vmtest: module $(VM_BUILD)/e2e

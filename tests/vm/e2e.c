@@ -19,6 +19,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -2931,6 +2933,736 @@ static int t_rmmod(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* contract v2: scopes, owned names, identity, allowlist, inputs       */
+
+/* Run fn(arg) as w in a fresh process; its result, or -EPLUMB. */
+struct as_job {
+	struct who w;
+	long (*fn)(void *);
+	void *arg;
+};
+
+static int as_kid(void *arg, int sock)
+{
+	struct as_job *j = arg;
+	long r = become(&j->w);
+
+	if (!r)
+		r = j->fn(j->arg);
+	return tell(sock, r);
+}
+
+static long run_as(const struct who *w, long (*fn)(void *), void *arg,
+		   int keep)
+{
+	struct as_job j = { *w, fn, arg };
+	int sock;
+	long r;
+	pid_t pid = spawn(as_kid, &j, &sock, keep);
+
+	if (pid < 0)
+		return -EPLUMB;
+	r = hear(sock, 50000);
+	close(sock);
+	if (reap(pid, 5000) != 0 || r == LONG_MIN)
+		return -EPLUMB;
+	return r;
+}
+
+struct fx {
+	const char *name;
+	uint32_t flags;
+	int64_t timeout_ns;
+	uint32_t expect_uid;
+	struct nvbridge_fetch *out;	/* shared mapping or NULL */
+};
+
+/* FETCH in the calling (helper) process; closes the fd it gets */
+static long fx_fetch(void *arg)
+{
+	struct fx *x = arg;
+	struct nvbridge_fetch f;
+	int dfd = nvb_open(0);
+	long r;
+
+	if (dfd < 0)
+		return dfd;
+	memset(&f, 0, sizeof(f));
+	f.size = sizeof(f);
+	f.flags = x->flags;
+	f.timeout_ns = x->timeout_ns;
+	f.expect_uid = x->expect_uid;
+	nvb_set_name(f.name, x->name);
+	r = nvb_ioctl(dfd, NVBRIDGE_IOC_FETCH, &f);
+	if (x->out)
+		*x->out = f;
+	if (r > 0) {
+		close((int)r);
+		r = 0;
+	}
+	close(dfd);
+	return r;
+}
+
+static void *shared_page(void)
+{
+	void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static int send_fd(int sock, int fd)
+{
+	char c = 'F';
+	struct iovec iov = { &c, 1 };
+	union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } u;
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+			    .msg_control = u.b, .msg_controllen = sizeof(u.b) };
+	struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+
+	h->cmsg_level = SOL_SOCKET;
+	h->cmsg_type = SCM_RIGHTS;
+	h->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(h), &fd, sizeof(int));
+	return sendmsg(sock, &m, MSG_NOSIGNAL) == 1 ? 0 : -errno;
+}
+
+static int recv_fd(int sock, int timeout_ms)
+{
+	char c;
+	struct iovec iov = { &c, 1 };
+	union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } u;
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+			    .msg_control = u.b, .msg_controllen = sizeof(u.b) };
+	struct pollfd p = { .fd = sock, .events = POLLIN };
+	struct cmsghdr *h;
+	int fd;
+
+	if (poll(&p, 1, timeout_ms) != 1 || recvmsg(sock, &m, MSG_CMSG_CLOEXEC) != 1)
+		return -EPIPE;
+	h = CMSG_FIRSTHDR(&m);
+	if (!h || h->cmsg_type != SCM_RIGHTS)
+		return -EPIPE;
+	memcpy(&fd, CMSG_DATA(h), sizeof(int));
+	return fd;
+}
+
+/*
+ * C6: uid 1000 opens the device and hands the file to a uid 1001 process,
+ * which publishes its own memfd through it.  The importer sees the
+ * opener whole: uid 1000 and the opener's pid, not the passer's.
+ */
+static int opener_kid(void *arg, int sock)
+{
+	struct who u1000 = user(1000);
+	int dfd;
+
+	(void)arg;
+	if (become(&u1000))
+		return 1;
+	dfd = nvb_open(0);
+	if (dfd < 0 || send_fd(sock, dfd))
+		return 1;
+	close(dfd);
+	hear(sock, 50000);	/* stay alive until told */
+	return 0;
+}
+
+static long passed_fd_publish(void *arg)
+{
+	int dfd = *(int *)arg, mfd = new_memfd("x", 1);
+
+	if (mfd < 0)
+		return mfd;
+	return nvb_publish(dfd, "id.one", mfd, NVBRIDGE_ACCESS_SCOPE, NULL);
+}
+
+static int t_identity_one_task(void)
+{
+	struct who u1001 = user(1001), u1002 = user(1002);
+	struct nvbridge_fetch *f = shared_page();
+	struct fx x = { "id.one", NVBRIDGE_FETCH_EXPECT_UID, 0, 1000, f };
+	int osock, dfd;
+	pid_t opener;
+
+	CHECK(f, "mmap");
+	OKV(opener, spawn(opener_kid, NULL, &osock, -1));
+	OKV(dfd, recv_fd(osock, 30000));
+	WANT(run_as(&u1001, passed_fd_publish, &dfd, dfd), 0);
+	WANT(run_as(&u1002, fx_fetch, &x, -1), 0);
+	WANT(f->uid, 1000);
+	WANT(f->pid, opener);
+	/* the passer's uid does not own it */
+	x.expect_uid = 1001;
+	WANT(run_as(&u1002, fx_fetch, &x, -1), -ENOENT);
+	close(dfd);
+	tell(osock, 0);
+	WANT(reap(opener, 10000), 0);
+	close(osock);
+	return 0;
+}
+
+/*
+ * C3: a name is (scope, owner, name).  uid 1001 takes "sq/rank0" first;
+ * uid 1000 still publishes it, a fetcher naming 1000 gets 1000's entry,
+ * one naming nobody gets -ENOTUNIQ, and a waiting fetcher naming 1000 is
+ * neither failed nor served by the squatter.
+ */
+static int t_names_owned(void)
+{
+	struct who u1000 = user(1000), u1001 = user(1001), u1002 = user(1002);
+	struct pubspec sq = spec(&u1001, "sq/rank0", NVBRIDGE_ACCESS_SCOPE);
+	struct pubspec real = spec(&u1000, "sq/rank0", NVBRIDGE_ACCESS_SCOPE);
+	struct nvbridge_fetch *f = shared_page();
+	struct fx x = { "sq/rank0", NVBRIDGE_FETCH_EXPECT_UID | NVBRIDGE_FETCH_WAIT,
+			300000000ll, 1000, f };
+	struct pubkid ks, kr;
+	uint64_t t0;
+
+	CHECK(f, "mmap");
+	WANT(pub_start(&sq, &ks), 0);
+	/* waits for 1000 although 1001's entry of that name is there */
+	t0 = nvb_now_ns();
+	WANT(run_as(&u1002, fx_fetch, &x, -1), -ETIMEDOUT);
+	CHECK(nvb_now_ns() - t0 >= 250000000ull, "did not wait");
+	WANT(pub_start(&real, &kr), 0);
+	WANT(run_as(&u1002, fx_fetch, &x, -1), 0);
+	WANT(f->uid, 1000);
+	WANT(f->id, kr.id);
+	x.expect_uid = 1001;
+	WANT(run_as(&u1002, fx_fetch, &x, -1), 0);
+	WANT(f->id, ks.id);
+	/* no owner named: ambiguous, at once even with WAIT */
+	x.flags = NVBRIDGE_FETCH_WAIT;
+	x.expect_uid = 0;
+	x.timeout_ns = -1;
+	WANT(run_as(&u1002, fx_fetch, &x, -1), -ENOTUNIQ);
+	/* same owner twice is still -EEXIST */
+	{
+		struct pubkid k2;
+
+		WANT(pub_start(&real, &k2), -EEXIST);
+		WANT(pub_stop(&k2), 0);
+	}
+	WANT(pub_stop(&ks), 0);
+	x.flags = 0;
+	x.timeout_ns = 0;
+	WANT(run_as(&u1002, fx_fetch, &x, -1), 0);
+	WANT(f->id, kr.id);
+	WANT(pub_stop(&kr), 0);
+	return 0;
+}
+
+/* UNPUBLISH by name addresses the caller's own entry only */
+static long unpub_other(void *arg)
+{
+	int dfd = nvb_open(0);
+	long r;
+
+	(void)arg;
+	if (dfd < 0)
+		return dfd;
+	r = nvb_unpublish(dfd, 0, "sq/un");
+	close(dfd);
+	return r;
+}
+
+static int t_unpublish_owned(void)
+{
+	struct who u1000 = user(1000), u1001 = user(1001);
+	struct pubspec s = spec(&u1000, "sq/un", NVBRIDGE_ACCESS_SCOPE);
+	struct pubkid k;
+
+	WANT(pub_start(&s, &k), 0);
+	WANT(run_as(&u1001, unpub_other, NULL, -1), -ENOENT);
+	WANT(run_as(&u1000, unpub_other, NULL, -1), -EPERM);
+	WANT(pub_stop(&k), 0);
+	return 0;
+}
+
+/*
+ * C2: an entry the caller may not use does not exist for it: -ENOENT,
+ * FETCH_WAIT keeps waiting, INFO.entries does not count it.
+ */
+static long info_entries(void *arg)
+{
+	struct nvbridge_info i;
+	int dfd = nvb_open(0);
+	long r;
+
+	(void)arg;
+	if (dfd < 0)
+		return dfd;
+	r = nvb_info(dfd, &i);
+	close(dfd);
+	return r ? r : (long)i.entries;
+}
+
+static int t_denied_is_absent(void)
+{
+	struct who u1000 = user(1000), u1001 = user(1001);
+	struct pubspec s = spec(&u1000, "priv/x", NVBRIDGE_ACCESS_OWNER);
+	struct pubspec s2 = spec(&u1000, "priv/y", NVBRIDGE_ACCESS_SCOPE);
+	struct fx x = { "priv/x", 0, 0, 0, NULL };
+	struct pubkid k, k2;
+	uint64_t t0;
+
+	WANT(pub_start(&s, &k), 0);
+	WANT(pub_start(&s2, &k2), 0);
+	WANT(run_as(&u1001, fx_fetch, &x, -1), -ENOENT);
+	x.flags = NVBRIDGE_FETCH_WAIT;
+	x.timeout_ns = 300000000ll;
+	t0 = nvb_now_ns();
+	WANT(run_as(&u1001, fx_fetch, &x, -1), -ETIMEDOUT);
+	CHECK(nvb_now_ns() - t0 >= 250000000ull, "denied FETCH_WAIT returned early");
+	WANT(run_as(&u1001, info_entries, NULL, -1), 1);
+	WANT(run_as(&u1000, info_entries, NULL, -1), 2);
+	WANT(pub_stop(&k2), 0);
+	WANT(pub_stop(&k), 0);
+	return 0;
+}
+
+/*
+ * C8: ids count per scope: another IPC namespace's publishes do not move
+ * them; the sysfs count is not world-readable.
+ */
+static long ns_publish_two(void *arg)
+{
+	int dfd, *sock = arg;
+	uint64_t a, b;
+	long r;
+
+	if (unshare(CLONE_NEWIPC) < 0)
+		return -errno;
+	dfd = nvb_open(0);
+	if (dfd < 0)
+		return dfd;
+	r = nvb_publish(dfd, "ids.a", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, &a);
+	if (r)
+		return r;
+	if (tell(*sock, 1) || hear(*sock, 30000) != 2)
+		return -EPLUMB;
+	r = nvb_publish(dfd, "ids.b", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, &b);
+	if (r)
+		return r;
+	close(dfd);
+	return (long)(b - a);
+}
+
+static int ids_kid(void *arg, int sock)
+{
+	(void)arg;
+	return tell(sock, ns_publish_two(&sock));
+}
+
+static int t_ids_per_scope(void)
+{
+	struct stat st;
+	int sock, dfd;
+	pid_t pid;
+
+	OKV(pid, spawn(ids_kid, NULL, &sock, -1));
+	WANT(hear(sock, 30000), 1);
+	OKV(dfd, nvb_open(0));
+	for (int i = 0; i < 5; i++) {
+		char n[32];
+
+		snprintf(n, sizeof(n), "ids.host%d", i);
+		OK(nvb_publish(dfd, n, NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, NULL));
+	}
+	tell(sock, 2);
+	WANT(hear(sock, 30000), 1);	/* b = a + 1 */
+	WANT(reap(pid, 10000), 0);
+	close(sock);
+	close(dfd);
+	if (stat(SYSFS_DIR "entries", &st) == 0)
+		WANT(st.st_mode & 0077, 0);
+	return 0;
+}
+
+/* C4: -ENOSPC for the entry and the byte quota */
+static int t_byte_quota(void)
+{
+	static unsigned char blob[65536];
+	long before, after;
+	int dfd;
+
+	WANT(param_set("max_blob_size", 65536), 0);
+	WANT(param_set("max_bytes_per_user", 3 * 65536), 0);
+	OKV(dfd, nvb_open(0));
+	for (int i = 0; i < 3; i++) {
+		char n[32];
+
+		snprintf(n, sizeof(n), "bq.%d", i);
+		WANT(nvb_publish_ex(dfd, n, NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_OWNER,
+				    0, 0, blob, sizeof(blob), NULL), 0);
+	}
+	WANT(nvb_publish_ex(dfd, "bq.3", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_OWNER,
+			    0, 0, blob, 1, NULL), -ENOSPC);
+	OK(nvb_publish(dfd, "bq.noblob", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_OWNER, NULL));
+	WANT(nvb_unpublish(dfd, 0, "bq.0"), 0);
+	WANT(nvb_publish_ex(dfd, "bq.3", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_OWNER,
+			    0, 0, blob, sizeof(blob), NULL), 0);
+	close(dfd);
+	/* blob memory: 100 x 64 KiB costs about 6.4 MB, not twice that */
+	WANT(param_set("max_bytes_per_user", 200 * 65536), 0);
+	OKV(dfd, nvb_open(0));
+	nvb_sleep_ms(100);
+	before = meminfo_kb("MemFree");
+	for (int i = 0; i < 100; i++) {
+		char n[32];
+
+		snprintf(n, sizeof(n), "bm.%d", i);
+		WANT(nvb_publish_ex(dfd, n, NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_OWNER,
+				    0, 0, blob, sizeof(blob), NULL), 0);
+	}
+	after = meminfo_kb("MemFree");
+	vlog("100 x 64 KiB blobs: %ld KiB", before - after);
+	CHECK(before - after < 9600, "100 x 64 KiB blobs took %ld KiB", before - after);
+	close(dfd);
+	return 0;
+}
+
+/*
+ * C7: only regular files (memfd, shmem), dma-bufs and chrdevs of allowed
+ * majors.  A real cycle attempt: a socket, nvbridge file, io_uring ring,
+ * eventfd or pipe could hold (or be) the publishing file.
+ */
+static int t_publish_allowlist(void)
+{
+	struct io_uring ring;
+	int dfd, d2, sv[2], pfd[2], efd, ep, inet, mfd, null;
+
+	OKV(dfd, nvb_open(0));
+	OKV(d2, nvb_open(0));
+	SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+	SYS(pipe2(pfd, O_CLOEXEC));
+	OKV(efd, syscall(SYS_eventfd2, 0, O_CLOEXEC));
+	SYS(ep = epoll_create1(EPOLL_CLOEXEC));
+	SYS(inet = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+	OK(io_uring_queue_init(4, &ring, 0));
+	/* the cycle: d2's entry holds a socket that carries d2 in flight */
+	OK(send_fd(sv[0], d2));
+	WANT(nvb_publish(d2, "al.sock", sv[1], NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(nvb_publish(dfd, "al.nvb", d2, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(nvb_publish(dfd, "al.self", dfd, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(nvb_publish(dfd, "al.ring", ring.ring_fd, NVBRIDGE_ACCESS_SCOPE, NULL),
+	     -EINVAL);
+	WANT(nvb_publish(dfd, "al.efd", efd, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(nvb_publish(dfd, "al.ep", ep, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(nvb_publish(dfd, "al.pipe", pfd[0], NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(nvb_publish(dfd, "al.inet", inet, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	{
+		int dir = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		WANT(nvb_publish(dfd, "al.dir", dir, NVBRIDGE_ACCESS_SCOPE, NULL),
+		     -EINVAL);
+		close(dir);
+	}
+	/* /dev/null is char 1:3: refused by default, admitted when listed */
+	OKV(null, open("/dev/null", O_RDWR | O_CLOEXEC));
+	WANT(nvb_publish(dfd, "al.null", null, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(write_file(PARAM_DIR "publish_chrdev_majors", "195,1"), 0);
+	WANT(nvb_publish(dfd, "al.null", null, NVBRIDGE_ACCESS_SCOPE, NULL), 0);
+	WANT(write_file(PARAM_DIR "publish_chrdev_majors", "195"), 0);
+	WANT(nvb_publish(dfd, "al.null2", null, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	/* regular files: a memfd and a tmpfs-less regular file */
+	OKV(mfd, new_memfd("m", 1));
+	WANT(nvb_publish(dfd, "al.memfd", mfd, NVBRIDGE_ACCESS_SCOPE, NULL), 0);
+	io_uring_queue_exit(&ring);
+	close(null);
+	close(mfd);
+	close(inet);
+	close(ep);
+	close(efd);
+	close(pfd[0]);
+	close(pfd[1]);
+	close(sv[0]);
+	close(sv[1]);
+	close(d2);
+	close(dfd);
+	return 0;
+}
+
+/* C1: ABI 2, a new magic, the whole command number is matched */
+static int t_abi_v2(void)
+{
+	struct nvbridge_info info;
+	unsigned char buf[256];
+	int dfd;
+
+	OKV(dfd, nvb_open(0));
+	WANT(nvb_info(dfd, &info), 0);
+	WANT(info.abi_version, 2);
+	WANT(read_long_file(SYSFS_DIR "abi_version"), 2);
+	/* the old magic 0xB8 belongs to mshv */
+	memset(buf, 0, sizeof(buf));
+	*(uint32_t *)buf = NVBRIDGE_INFO_SIZE_VER0;
+	WANT(nvb_ioctl(dfd, _IOWR(0xB8, 0x07, struct nvbridge_info), buf), -ENOTTY);
+	/* same number, other size or direction */
+	WANT(nvb_ioctl(dfd, _IOC(_IOC_READ | _IOC_WRITE, NVBRIDGE_IOC_MAGIC, 0x07, 48),
+		       buf), -ENOTTY);
+	WANT(nvb_ioctl(dfd, _IOC(_IOC_WRITE, NVBRIDGE_IOC_MAGIC, 0x07,
+				 NVBRIDGE_INFO_SIZE_VER0), buf), -ENOTTY);
+	WANT(nvb_ioctl(dfd, NVBRIDGE_IOC_INFO, buf), 0);
+	close(dfd);
+	return 0;
+}
+
+/* C5: inputs that would be ignored are refused before any lookup */
+static int t_ignored_inputs(void)
+{
+	struct nvbridge_fetch f;
+	struct nvbridge_unpublish u;
+	struct nvbridge_list l;
+	char blob[8];
+	int dfd;
+
+	OKV(dfd, nvb_open(0));
+	WANT(nvb_fetch_ex(dfd, "ig.none", 0, 5, NULL, 0, NULL), -EINVAL);
+	WANT(nvb_fetch_ex(dfd, "ig.none", 0, 0, NULL, 8, NULL), -EFAULT);
+	WANT(nvb_fetch_ex(dfd, "ig.none", 0, 0, blob, 0, NULL), -EINVAL);
+	WANT(nvb_fetch_ex(dfd, "ig.none", 0, 0, NULL, 0, &f), -ENOENT);
+	memset(&u, 0, sizeof(u));
+	u.size = sizeof(u);
+	u.id = 5;
+	nvb_set_name(u.name, "ig.none");
+	WANT(nvb_ioctl(dfd, NVBRIDGE_IOC_UNPUBLISH, &u), -EINVAL);
+	memset(&l, 0, sizeof(l));
+	l.size = sizeof(l);
+	l.count = 4;
+	l.entry_size = sizeof(struct nvbridge_entry_info);
+	WANT(nvb_ioctl(dfd, NVBRIDGE_IOC_LIST, &l), -EFAULT);
+	l.entries = (uintptr_t)blob;
+	l.entry_size = 8192;
+	WANT(nvb_ioctl(dfd, NVBRIDGE_IOC_LIST, &l), -E2BIG);
+	close(dfd);
+	return 0;
+}
+
+/* PUBLISH and UNPUBLISH need a file opened for writing (-EBADF) */
+static int t_rdonly_open(void)
+{
+	int ro, rw;
+
+	ro = open(NVB_DEV, O_RDONLY | O_CLOEXEC);
+	SYS(ro);
+	OKV(rw, nvb_open(0));
+	WANT(nvb_publish(ro, "ro.x", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, NULL),
+	     -EBADF);
+	OK(nvb_publish(rw, "ro.x", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, NULL));
+	WANT(nvb_unpublish(ro, 0, "ro.x"), -EBADF);
+	WANT(nvb_fetch(ro, "ro.x", NULL), 0);
+	WANT(nvb_watch(ro, "ro.", NVBRIDGE_WATCH_PREFIX, NULL), 0);
+	close(ro);
+	close(rw);
+	return 0;
+}
+
+/* C10: SIGSTOP/SIGCONT (no handler) does not end a waiting FETCH */
+static int t_wait_stop_cont(void)
+{
+	struct wait_job j = { "wait.stop", 20000000000ll, false };
+	long reply[2];
+	int sock, dfd;
+	pid_t pid;
+
+	OKV(pid, spawn(wait_kid, &j, &sock, -1));
+	WANT(hear(sock, 30000), 1);
+	WANT(wait_blocked(pid, SYS_ioctl), 0);
+	kill(pid, SIGSTOP);
+	nvb_sleep_ms(100);
+	kill(pid, SIGCONT);
+	WANT(wait_blocked(pid, SYS_ioctl), 0);
+	OKV(dfd, nvb_open(0));
+	OK(nvb_publish(dfd, "wait.stop", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, NULL));
+	CHECK(xrecv(sock, reply, sizeof(reply), 10000) == 0, "waiter never answered");
+	WANT(reply[0], 0);
+	WANT(reap(pid, 5000), 0);
+	close(sock);
+	close(dfd);
+	return 0;
+}
+
+/*
+ * A PUBLISH that fails with -EFAULT was never visible: a thread flips the
+ * struct's page read-only while another publishes; every PUBLISHED event
+ * a watcher sees belongs to a publish that returned 0.
+ */
+struct efault_ctx {
+	struct nvbridge_publish *p;	/* flipped read-only and back */
+	struct nvbridge_publish *w;	/* the same page, always writable */
+	volatile int stop;
+};
+
+static void *flip_thread(void *arg)
+{
+	struct efault_ctx *c = arg;
+
+	while (!c->stop) {
+		mprotect(c->p, 4096, PROT_READ);
+		mprotect(c->p, 4096, PROT_READ | PROT_WRITE);
+	}
+	return NULL;
+}
+
+static int t_publish_efault_invisible(void)
+{
+	struct efault_ctx c;
+	struct nvbridge_event ev;
+	pthread_t th;
+	long ok = 0, published = 0;
+	int dfd, w, mfd;
+
+	WANT(param_set("max_events", 65536), 0);
+	OKV(mfd, new_memfd(NULL, 4096));
+	c.p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	c.w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	CHECK(c.p != MAP_FAILED && c.w != MAP_FAILED, "mmap");
+	c.stop = 0;
+	OKV(dfd, nvb_open(0));
+	OKV(w, nvb_open(O_NONBLOCK));
+	OK(nvb_watch(w, "ef.", NVBRIDGE_WATCH_PREFIX, NULL));
+	CHECK(pthread_create(&th, NULL, flip_thread, &c) == 0, "pthread_create");
+	for (int i = 0; i < 3000; i++) {
+		struct nvbridge_publish q;
+		long r;
+
+		memset(&q, 0, sizeof(q));
+		q.size = sizeof(q);
+		q.fd = NVBRIDGE_NO_FD;
+		q.access = NVBRIDGE_ACCESS_SCOPE;
+		nvb_set_name(q.name, "ef.x");
+		memcpy(c.w, &q, sizeof(q));
+		r = nvb_ioctl(dfd, NVBRIDGE_IOC_PUBLISH, c.p);
+		if (r == 0) {
+			ok++;
+			OK(nvb_unpublish(dfd, 0, "ef.x"));
+		} else if (r != -EFAULT) {
+			FAIL("publish = %s", ename(r));
+		}
+	}
+	c.stop = 1;
+	pthread_join(th, NULL);
+	while (read(w, &ev, sizeof(ev)) == (ssize_t)sizeof(ev))
+		if (ev.type == NVBRIDGE_EVENT_PUBLISHED)
+			published++;
+		else
+			CHECK(ev.type == NVBRIDGE_EVENT_REVOKED, "event type %u", ev.type);
+	vlog("%ld publishes succeeded, %ld PUBLISHED events", ok, published);
+	WANT(published, ok);
+	close(w);
+	close(dfd);
+	return 0;
+}
+
+/*
+ * Scopes do not contend: uid 2000 in its own user + IPC namespace floods
+ * watches and publish/unpublish; the host-scope INFO's worst case stays
+ * within LAT_RATIO x the unloaded worst case measured in the same boot
+ * (or LAT_FLOOR_MS, for an unloaded figure below the scheduler's slice).
+ */
+#define LAT_FILES	3000
+#define LAT_WATCHES	61	/* the prefixes of LAT_NAME, "" and itself included */
+#define LAT_NAME	"flood/0123456789abcdef0123456789abcdef0123456789abcdef012345"
+#define LAT_SAMPLES	1500
+#define LAT_RATIO	10
+#define LAT_FLOOR_MS	40
+
+static long flood(void *arg)
+{
+	int *fds, ready = *(int *)arg;
+	char n[NVBRIDGE_NAME_MAX];
+	long r;
+
+	if (unshare(CLONE_NEWUSER | CLONE_NEWIPC) < 0)
+		return -errno;
+	fds = calloc(LAT_FILES, sizeof(int));
+	if (!fds)
+		return -ENOMEM;
+	for (int i = 0; i < LAT_FILES; i++) {
+		fds[i] = nvb_open(O_NONBLOCK);
+		if (fds[i] < 0)
+			return fds[i];
+		for (int k = 0; k < LAT_WATCHES; k++) {
+			/* every watch matches every publish */
+			snprintf(n, sizeof(n), "%.*s", k, LAT_NAME);
+			r = nvb_watch(fds[i], n, NVBRIDGE_WATCH_PREFIX, NULL);
+			if (r)
+				return r;
+		}
+	}
+	if (tell(ready, 1))
+		return -EPLUMB;
+	for (;;) {
+		r = nvb_publish(fds[0], LAT_NAME, NVBRIDGE_NO_FD,
+				NVBRIDGE_ACCESS_SCOPE, NULL);
+		if (r)
+			return r;
+		r = nvb_unpublish(fds[0], 0, LAT_NAME);
+		if (r)
+			return r;
+	}
+}
+
+static int flood_kid(void *arg, int sock)
+{
+	struct who u2000 = user(2000);
+	struct rlimit rl = { LAT_FILES + 64, LAT_FILES + 64 };
+
+	(void)arg;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || become(&u2000))
+		return 1;
+	return tell(sock, flood(&sock));
+}
+
+static uint64_t info_worst_ns(int dfd, int n)
+{
+	struct nvbridge_info info;
+	uint64_t worst = 0;
+
+	for (int i = 0; i < n; i++) {
+		uint64_t t0 = nvb_now_ns(), dt;
+
+		if (nvb_info(dfd, &info))
+			return UINT64_MAX;
+		dt = nvb_now_ns() - t0;
+		if (dt > worst)
+			worst = dt;
+	}
+	return worst;
+}
+
+static int t_scope_latency(void)
+{
+	uint64_t idle, loaded, bound;
+	int dfd, sock;
+	pid_t pid;
+
+	OKV(dfd, nvb_open(0));
+	idle = info_worst_ns(dfd, LAT_SAMPLES);
+	OKV(pid, spawn(flood_kid, NULL, &sock, -1));
+	WANT(hear(sock, 50000), 1);
+	nvb_sleep_ms(200);
+	loaded = info_worst_ns(dfd, LAT_SAMPLES);
+	kill(pid, SIGKILL);
+	reap(pid, 10000);
+	close(sock);
+	close(dfd);
+	bound = idle * LAT_RATIO;
+	if (bound < LAT_FLOOR_MS * 1000000ull)
+		bound = LAT_FLOOR_MS * 1000000ull;
+	printf("# scope latency: INFO worst %.3f ms idle, %.3f ms under a "
+	       "flood in another scope (ratio %.1f, bound %.1f ms)\n",
+	       idle / 1e6, loaded / 1e6, (double)loaded / (double)idle,
+	       bound / 1e6);
+	CHECK(loaded <= bound, "INFO worst case %.3f ms under another scope's "
+	      "flood, %.3f ms idle", loaded / 1e6, idle / 1e6);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* runner                                                               */
 
 static const struct tcase {
@@ -2978,6 +3710,19 @@ static const struct tcase {
 	{ "errno_flags_reserved_ioctl_pointer", t_flags_reserved },
 	{ "errno_names", t_names },
 	{ "errno_publish_fetch_args", t_publish_args },
+	{ "scope_isolation_info_latency", t_scope_latency },
+	{ "names_owned_no_squatting", t_names_owned },
+	{ "unpublish_by_name_owned", t_unpublish_owned },
+	{ "denied_is_absent", t_denied_is_absent },
+	{ "ids_per_scope_sysfs_private", t_ids_per_scope },
+	{ "byte_quota_enospc_blob_memory", t_byte_quota },
+	{ "identity_of_the_opener_whole", t_identity_one_task },
+	{ "publish_allowlist_cycle_attempts", t_publish_allowlist },
+	{ "abi_v2_magic_full_command", t_abi_v2 },
+	{ "ignored_inputs_rejected", t_ignored_inputs },
+	{ "rdonly_open_cannot_publish", t_rdonly_open },
+	{ "fetch_wait_survives_sigstop", t_wait_stop_cont },
+	{ "publish_efault_never_visible", t_publish_efault_invisible },
 	{ "concurrent_publish_fetch_stress", t_stress },
 	{ "rmmod_busy_while_open_then_reload", t_rmmod },	/* must stay last */
 };
