@@ -4,11 +4,12 @@
  * rendezvous for file descriptors and small opaque blobs.
  *
  * A process publishes a file and/or a blob under a name with an access
- * policy; others in the same IPC namespace fetch it by name.  An entry
- * belongs to the open file that published it and is revoked when that file
- * is released.  Watchers read fixed-size event records.
+ * policy; others in the same IPC namespace fetch it by name and owner.
+ * An entry belongs to the open file that published it and is revoked when
+ * that file is released.  Watchers read fixed-size event records.
  *
- * See Documentation/abi.rst and include/uapi/linux/nvbridge.h.
+ * See Documentation/abi.rst, Documentation/security-model.rst and
+ * include/uapi/linux/nvbridge.h; nvbridge_internal.h has the locking.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -20,12 +21,13 @@
 #include <linux/hash.h>
 #include <linux/hrtimer.h>
 #include <linux/ipc_namespace.h>
+#include <linux/kdev_t.h>
 #include <linux/memcontrol.h>
 #include <linux/kernel.h>
 #include <linux/miscdevice.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
-#include <linux/net.h>
 #include <linux/nsproxy.h>
 #include <linux/pid_namespace.h>
 #include <linux/poll.h>
@@ -36,10 +38,12 @@
 #include <linux/stringhash.h>
 #include <linux/uaccess.h>
 #include <linux/uio.h>
-#include <net/sock.h>
 #include <uapi/linux/magic.h>
 
 #include "nvbridge_internal.h"
+
+/* Largest argument struct accepted, on every architecture and backend. */
+#define NVB_ARG_MAX	4096
 
 /* ------------------------------------------------------------------ */
 /* Limits                                                             */
@@ -72,6 +76,7 @@ static const struct kernel_param_ops nvb_limit_ops = {
 };
 
 static struct nvb_limit nvb_max_entries_per_user = { 1024, 1, 1048576 };
+static struct nvb_limit nvb_max_bytes_per_user = { 1048576, 0, 1073741824 };
 static struct nvb_limit nvb_max_blob_size = { 4096, 0, NVBRIDGE_BLOB_MAX };
 static struct nvb_limit nvb_max_events = { 1024, 1, 65536 };
 static struct nvb_limit nvb_max_watches = { 64, 1, 4096 };
@@ -80,6 +85,10 @@ module_param_cb(max_entries_per_user, &nvb_limit_ops,
 		&nvb_max_entries_per_user, 0644);
 MODULE_PARM_DESC(max_entries_per_user,
 		 "Entries one user may own, over all scopes (default 1024)");
+module_param_cb(max_bytes_per_user, &nvb_limit_ops,
+		&nvb_max_bytes_per_user, 0644);
+MODULE_PARM_DESC(max_bytes_per_user,
+		 "Blob bytes one user may own, over all scopes (default 1 MiB)");
 module_param_cb(max_blob_size, &nvb_limit_ops, &nvb_max_blob_size, 0644);
 MODULE_PARM_DESC(max_blob_size, "Largest blob in bytes (default 4096, max 65536)");
 module_param_cb(max_events, &nvb_limit_ops, &nvb_max_events, 0644);
@@ -92,14 +101,80 @@ static unsigned int nvb_limit(const struct nvb_limit *l)
 	return READ_ONCE(l->val);
 }
 
-/* ------------------------------------------------------------------ */
-/* Global state                                                       */
+/*
+ * Character-device majors whose files may be published.  Readers test
+ * single bits without a lock; a write replaces the set bit by bit, so a
+ * publish racing it sees each major either before or after the change.
+ */
+#define NVB_MAJORS	4096	/* MAJOR() of a 32-bit dev_t is 12 bits */
+#define NVB_NVIDIA_MAJOR	195
+static unsigned long nvb_chrdev_majors[BITS_TO_LONGS(NVB_MAJORS)] = {
+	[NVB_NVIDIA_MAJOR / BITS_PER_LONG] = BIT(NVB_NVIDIA_MAJOR % BITS_PER_LONG),
+};
+static DEFINE_MUTEX(nvb_majors_lock);
 
-static DEFINE_MUTEX(nvb_lock);
-static LIST_HEAD(nvb_scopes);
+static int nvb_majors_set(const char *val, const struct kernel_param *kp)
+{
+	DECLARE_BITMAP(set, NVB_MAJORS);
+	char *buf, *p, *tok;
+	unsigned int m;
+	int ret = 0;
+
+	buf = kstrdup(val, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	bitmap_zero(set, NVB_MAJORS);
+	p = strim(buf);
+	while ((tok = strsep(&p, ",")) != NULL) {
+		if (!*tok)
+			continue;
+		ret = kstrtouint(tok, 10, &m);
+		if (!ret && m >= NVB_MAJORS)
+			ret = -ERANGE;
+		if (ret)
+			break;
+		__set_bit(m, set);
+	}
+	kfree(buf);
+	if (ret)
+		return ret;
+	mutex_lock(&nvb_majors_lock);
+	for (m = 0; m < NVB_MAJORS; m++)
+		assign_bit(m, nvb_chrdev_majors, test_bit(m, set));
+	mutex_unlock(&nvb_majors_lock);
+	return 0;
+}
+
+static int nvb_majors_get(char *buf, const struct kernel_param *kp)
+{
+	unsigned int m;
+	int n = 0;
+
+	mutex_lock(&nvb_majors_lock);
+	for_each_set_bit(m, nvb_chrdev_majors, NVB_MAJORS)
+		n += scnprintf(buf + n, PAGE_SIZE - n, "%s%u", n ? "," : "", m);
+	mutex_unlock(&nvb_majors_lock);
+	n += scnprintf(buf + n, PAGE_SIZE - n, "\n");
+	return n;
+}
+
+static const struct kernel_param_ops nvb_majors_ops = {
+	.set = nvb_majors_set,
+	.get = nvb_majors_get,
+};
+
+module_param_cb(publish_chrdev_majors, &nvb_majors_ops, NULL, 0644);
+MODULE_PARM_DESC(publish_chrdev_majors,
+		 "Character-device majors whose files may be published, comma-separated (default 195: NVIDIA)");
+
+/* ------------------------------------------------------------------ */
+/* Global state: only open() and release() take these locks            */
+
+static DEFINE_MUTEX(nvb_scopes_lock);
+static DEFINE_HASHTABLE(nvb_scopes, 6);
+static DEFINE_SPINLOCK(nvb_users_lock);
 static DEFINE_HASHTABLE(nvb_users, 6);
-static unsigned int nvb_nr_entries;
-static u64 nvb_last_id;		/* under nvb_lock: ids follow list order */
+static atomic_t nvb_nr_entries = ATOMIC_INIT(0);	/* sysfs, root only */
 
 static const struct file_operations nvb_fops;
 
@@ -134,7 +209,22 @@ static int nvb_name_check(const char *name, bool prefix)
 	return len;
 }
 
-/* @gid is @cred's egid or one of its supplementary groups (sorted). */
+static u32 nvb_hash(const char *name, size_t len)
+{
+	return full_name_hash(NULL, name, len);
+}
+
+static u32 nvb_name_hash(const char *name)
+{
+	return nvb_hash(name, strlen(name));
+}
+
+/*
+ * @gid is @cred's egid or one of its supplementary groups: in_group_p()
+ * for a credential that is not current's (the file's, judged when another
+ * task uses the file).  groups_search() is not exported, so the sorted
+ * group_info is searched here the same way.
+ */
 static bool nvb_cred_has_gid(const struct cred *cred, kgid_t gid)
 {
 	const struct group_info *gi = cred->group_info;
@@ -181,18 +271,19 @@ static bool nvb_policy_allows(const struct cred *cred,
 /*
  * May the opener of @f use @e?  The policy, or CAP_IPC_OWNER in the user
  * namespace owning the scope's IPC namespace, as for SysV IPC.  Both are
- * judged on the credentials captured at open (f->ipc_owner is computed
- * once there, without auditing, so that denials do not flood the log).
+ * judged on what the opener proved at open (f->ipc_owner).  An entry the
+ * opener may not use does not exist for it: no errno, event, count or
+ * timing tells it apart from an absent one.
  */
 static bool nvb_may_access(const struct nvb_file *f, const struct nvb_entry *e)
 {
-	return f->ipc_owner || nvb_policy_allows(f->cred, e);
+	return e->live && (f->ipc_owner || nvb_policy_allows(f->cred, e));
 }
 
 static void nvb_peer_ids(const struct nvb_file *f, const struct nvb_entry *e,
 			 u32 *pid, u32 *uid, u32 *gid)
 {
-	/* A dead publisher's number may belong to someone else by now. */
+	/* A dead opener's number may belong to someone else by now. */
 	*pid = pid_has_task(e->pub_pid, PIDTYPE_TGID) ?
 	       pid_nr_ns(e->pub_pid, f->pid_ns) : 0;
 	*uid = from_kuid_munged(f->cred->user_ns, e->pub_uid);
@@ -200,7 +291,7 @@ static void nvb_peer_ids(const struct nvb_file *f, const struct nvb_entry *e,
 }
 
 /* ------------------------------------------------------------------ */
-/* Scopes                                                             */
+/* Scopes and users: open() and release() only                         */
 
 static void nvb_put_ipc_ns(struct ipc_namespace *ns)
 {
@@ -210,48 +301,55 @@ static void nvb_put_ipc_ns(struct ipc_namespace *ns)
 #endif
 }
 
-/* Called with nvb_lock held.  Returns a counted scope or NULL. */
+/* A counted scope for @ns, or NULL. */
 static struct nvb_scope *nvb_scope_get(struct ipc_namespace *ns)
 {
-	struct nvb_scope *s;
+	struct nvb_scope *s, *new;
 	int i;
 
-	lockdep_assert_held(&nvb_lock);
-	list_for_each_entry(s, &nvb_scopes, node) {
+	new = kvzalloc(sizeof(*new), GFP_KERNEL_ACCOUNT);
+	if (!new)
+		return NULL;
+	mutex_lock(&nvb_scopes_lock);
+	hash_for_each_possible(nvb_scopes, s, node, hash_ptr(ns, 32)) {
 		if (s->ipc_ns == ns) {
 			s->nr_files++;
+			mutex_unlock(&nvb_scopes_lock);
+			kvfree(new);
 			return s;
 		}
 	}
-	s = kzalloc(sizeof(*s), GFP_KERNEL_ACCOUNT);
-	if (!s)
-		return NULL;
+	s = new;
 	s->ipc_ns = get_ipc_ns(ns);
 	s->nr_files = 1;
-	INIT_LIST_HEAD(&s->entries);
+	mutex_init(&s->lock);
+	xa_init(&s->ids);
 	hash_init(s->names);
-	INIT_LIST_HEAD(&s->watchers);
+	hash_init(s->exact);
+	hash_init(s->prefix);
 	for (i = 0; i < NVB_PUBLISH_BUCKETS; i++)
 		init_waitqueue_head(&s->publish[i].wq);
-	list_add(&s->node, &nvb_scopes);
+	hash_add(nvb_scopes, &s->node, hash_ptr(ns, 32));
+	mutex_unlock(&nvb_scopes_lock);
 	return s;
 }
 
-/* Called with nvb_lock held, after the file's entries are gone. */
+/* After the file's entries and watches are gone. */
 static void nvb_scope_put(struct nvb_scope *s)
 {
-	lockdep_assert_held(&nvb_lock);
-	if (--s->nr_files)
+	mutex_lock(&nvb_scopes_lock);
+	if (--s->nr_files) {
+		mutex_unlock(&nvb_scopes_lock);
 		return;
-	WARN_ON(s->nr_entries || !list_empty(&s->entries) ||
-		!list_empty(&s->watchers));
-	list_del(&s->node);
+	}
+	hash_del(&s->node);
+	mutex_unlock(&nvb_scopes_lock);
+	WARN_ON(s->nr_entries || !xa_empty(&s->ids));
+	xa_destroy(&s->ids);
+	mutex_destroy(&s->lock);
 	nvb_put_ipc_ns(s->ipc_ns);
-	kfree(s);
+	kvfree(s);
 }
-
-/* ------------------------------------------------------------------ */
-/* Per-user quota                                                     */
 
 static struct nvb_user *nvb_user_find(kuid_t uid)
 {
@@ -263,46 +361,63 @@ static struct nvb_user *nvb_user_find(kuid_t uid)
 	return NULL;
 }
 
-static unsigned int nvb_user_entries(kuid_t uid)
+static struct nvb_user *nvb_user_get(kuid_t uid)
 {
-	struct nvb_user *u = nvb_user_find(uid);
+	struct nvb_user *u, *new;
 
-	return u ? u->entries : 0;
-}
-
-static int nvb_quota_charge(kuid_t uid)
-{
-	struct nvb_user *u;
-
-	lockdep_assert_held(&nvb_lock);
+	new = kzalloc(sizeof(*new), GFP_KERNEL_ACCOUNT);
+	if (!new)
+		return NULL;
+	spin_lock(&nvb_users_lock);
 	u = nvb_user_find(uid);
-	if (u) {
-		if (u->entries >= nvb_limit(&nvb_max_entries_per_user))
-			return -EDQUOT;
-		u->entries++;
-		return 0;
+	if (!u) {
+		u = new;
+		new = NULL;
+		u->uid = uid;
+		hash_add(nvb_users, &u->node, __kuid_val(uid));
 	}
-	u = kzalloc(sizeof(*u), GFP_KERNEL_ACCOUNT);
-	if (!u)
-		return -ENOMEM;
-	u->uid = uid;
-	u->entries = 1;
-	hash_add(nvb_users, &u->node, __kuid_val(uid));
-	return 0;
+	u->nr_files++;
+	spin_unlock(&nvb_users_lock);
+	kfree(new);
+	return u;
 }
 
-static void nvb_quota_uncharge(kuid_t uid)
+/* After the file's entries are gone: they were charged to @u. */
+static void nvb_user_put(struct nvb_user *u)
 {
-	struct nvb_user *u;
-
-	lockdep_assert_held(&nvb_lock);
-	u = nvb_user_find(uid);
-	if (WARN_ON(!u))
+	spin_lock(&nvb_users_lock);
+	if (--u->nr_files) {
+		spin_unlock(&nvb_users_lock);
 		return;
-	if (--u->entries)
-		return;
+	}
 	hash_del(&u->node);
+	spin_unlock(&nvb_users_lock);
+	WARN_ON(atomic_read(&u->entries) || atomic_long_read(&u->bytes));
 	kfree(u);
+}
+
+/* Charge one entry of @bytes blob bytes to @u, or -ENOSPC. */
+static int nvb_quota_charge(struct nvb_user *u, u32 bytes)
+{
+	if (atomic_inc_return(&u->entries) >
+	    nvb_limit(&nvb_max_entries_per_user))
+		goto err_entries;
+	if (atomic_long_add_return(bytes, &u->bytes) >
+	    nvb_limit(&nvb_max_bytes_per_user))
+		goto err_bytes;
+	return 0;
+
+err_bytes:
+	atomic_long_sub(bytes, &u->bytes);
+err_entries:
+	atomic_dec(&u->entries);
+	return -ENOSPC;
+}
+
+static void nvb_quota_uncharge(struct nvb_user *u, u32 bytes)
+{
+	atomic_long_sub(bytes, &u->bytes);
+	atomic_dec(&u->entries);
 }
 
 /* ------------------------------------------------------------------ */
@@ -324,11 +439,15 @@ static void nvb_event_queue(struct nvb_file *f, const struct nvb_entry *e,
 	struct nvb_event_node *n = NULL;
 	struct mem_cgroup *old_memcg;
 
-	/* Charged to the watcher, who decides how much it queues. */
+	/*
+	 * Charged to the watcher, who decides how much it queues.  Called
+	 * under the scope's lock: no reclaim there; a failed allocation is
+	 * a lost event, reported as such.
+	 */
 	if (!READ_ONCE(f->lost) &&
 	    READ_ONCE(f->nr_events) < nvb_limit(&nvb_max_events)) {
 		old_memcg = set_active_memcg(f->memcg);
-		n = kzalloc(sizeof(*n), GFP_KERNEL_ACCOUNT);
+		n = kzalloc(sizeof(*n), GFP_NOWAIT | __GFP_ACCOUNT | __GFP_NOWARN);
 		set_active_memcg(old_memcg);
 	}
 	if (n) {
@@ -417,6 +536,9 @@ static void nvb_events_free(struct nvb_file *f)
 	f->nr_events = 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* Watches: indexed by exact name, and by prefix length and hash       */
+
 static bool nvb_watch_matches(const struct nvb_watch *w, const char *name)
 {
 	if (w->flags & NVBRIDGE_WATCH_PREFIX)
@@ -424,330 +546,64 @@ static bool nvb_watch_matches(const struct nvb_watch *w, const char *name)
 	return !strcmp(w->name, name);
 }
 
-/* Tell every watcher of @e's scope that may see @e.  nvb_lock held. */
+/* The bucket key: a prefix's length is part of its identity. */
+static u32 nvb_watch_key(u32 hash, u32 len, u32 flags)
+{
+	return (flags & NVBRIDGE_WATCH_PREFIX) ? hash + len * GOLDEN_RATIO_32 :
+						 hash;
+}
+
+static void nvb_notify_one(struct nvb_watch *w, const struct nvb_entry *e,
+			   u16 type, u16 reason)
+{
+	if (nvb_may_access(w->file, e))
+		nvb_event_queue(w->file, e, w->id, type, reason);
+}
+
+/*
+ * Tell every watcher that may see @e.  Visits the exact-name bucket of
+ * @e's name and, for each of its prefixes ("" included), that prefix's
+ * bucket: work in proportion to the matching watches, not to all.
+ */
 static void nvb_notify(struct nvb_scope *s, const struct nvb_entry *e,
 		       u16 type, u16 reason)
 {
-	struct nvb_file *wf;
+	size_t len = strlen(e->name), l;
 	struct nvb_watch *w;
+	u32 key;
 
-	lockdep_assert_held(&nvb_lock);
-	list_for_each_entry(wf, &s->watchers, watcher_node) {
-		if (!nvb_may_access(wf, e))
-			continue;
-		list_for_each_entry(w, &wf->watches, node)
-			if (nvb_watch_matches(w, e->name))
-				nvb_event_queue(wf, e, w->id, type, reason);
+	lockdep_assert_held(&s->lock);
+	hash_for_each_possible(s->exact, w, index_node, e->hash)
+		if (w->hash == e->hash && nvb_watch_matches(w, e->name))
+			nvb_notify_one(w, e, type, reason);
+	for (l = 0; l <= len; l++) {
+		u32 h = nvb_hash(e->name, l);
+
+		key = nvb_watch_key(h, l, NVBRIDGE_WATCH_PREFIX);
+		hash_for_each_possible(s->prefix, w, index_node, key)
+			if (w->len == l && w->hash == h &&
+			    nvb_watch_matches(w, e->name))
+				nvb_notify_one(w, e, type, reason);
 	}
 }
-
-/* ------------------------------------------------------------------ */
-/* Entries                                                            */
-
-/* A blob of @len bytes, one reference, its data still to be filled. */
-static struct nvb_blob *nvb_blob_alloc(u32 len)
-{
-	struct nvb_blob *b;
-
-	b = kmalloc(struct_size(b, data, len), GFP_KERNEL_ACCOUNT);
-	if (b) {
-		refcount_set(&b->ref, 1);
-		b->len = len;
-	}
-	return b;
-}
-
-static void nvb_blob_put(struct nvb_blob *b)
-{
-	if (b && refcount_dec_and_test(&b->ref))
-		kfree(b);
-}
-
-static u32 nvb_entry_blob_len(const struct nvb_entry *e)
-{
-	return e->blob ? e->blob->len : 0;
-}
-
-static void nvb_entry_free(struct nvb_entry *e)
-{
-	if (e->file)
-		fput(e->file);
-	put_pid(e->pub_pid);
-	nvb_blob_put(e->blob);
-	kfree(e);
-}
-
-/*
- * A new entry published through @f, not yet linked.  Takes over @file and
- * @blob (references, each may be NULL) only on success.
- */
-static struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
-				       struct file *file, struct nvb_blob *blob,
-				       u32 access, kuid_t acl_uid,
-				       kgid_t acl_gid)
-{
-	struct nvb_entry *e;
-
-	e = kzalloc(sizeof(*e), GFP_KERNEL_ACCOUNT);
-	if (!e)
-		return NULL;
-	INIT_LIST_HEAD(&e->scope_node);
-	INIT_HLIST_NODE(&e->name_node);
-	INIT_LIST_HEAD(&e->owner_node);
-	strscpy(e->name, name, sizeof(e->name));
-	e->file = file;
-	e->blob = blob;
-	e->access = access;
-	e->acl_uid = acl_uid;
-	e->acl_gid = acl_gid;
-	e->pub_uid = f->cred->euid;
-	e->pub_gid = f->cred->egid;
-	e->pub_pid = get_pid(task_tgid(current));
-	return e;
-}
-
-static u32 nvb_name_hash(const char *name)
-{
-	return full_name_hash(NULL, name, strlen(name));
-}
-
-static struct nvb_publish_bucket *nvb_publish_bucket(struct nvb_scope *s,
-						     const char *name)
-{
-	return &s->publish[hash_32(nvb_name_hash(name),
-				   NVB_PUBLISH_BUCKETS_BITS)];
-}
-
-static struct nvb_entry *nvb_scope_find(struct nvb_scope *s, const char *name)
-{
-	struct nvb_entry *e;
-
-	hash_for_each_possible(s->names, e, name_node, nvb_name_hash(name))
-		if (!strcmp(e->name, name))
-			return e;
-	return NULL;
-}
-
-static struct nvb_entry *nvb_scope_find_id(struct nvb_scope *s, u64 id)
-{
-	struct nvb_entry *e;
-
-	list_for_each_entry(e, &s->entries, scope_node)
-		if (e->id == id)
-			return e;
-	return NULL;
-}
-
-/*
- * Link @e into @f's scope under a fresh id, allocated under nvb_lock so
- * that the scope's list stays in id order (LIST's cursor relies on it),
- * and stored in *@id.  -EEXIST if the name is taken, -EDQUOT if the
- * publisher is at its quota.  On success the entry belongs to @f (and may
- * be gone as soon as the lock is dropped); on failure the caller still
- * owns it.
- */
-static int nvb_entry_publish(struct nvb_file *f, struct nvb_entry *e, u64 *id)
-{
-	struct nvb_scope *s = f->scope;
-	struct nvb_publish_bucket *b;
-	int ret;
-
-	mutex_lock(&nvb_lock);
-	if (nvb_scope_find(s, e->name)) {
-		ret = -EEXIST;
-		goto out_unlock;
-	}
-	ret = nvb_quota_charge(e->pub_uid);
-	if (ret)
-		goto out_unlock;
-	e->id = ++nvb_last_id;
-	*id = e->id;
-	e->owner = f;
-	list_add_tail(&e->scope_node, &s->entries);
-	hash_add(s->names, &e->name_node, nvb_name_hash(e->name));
-	list_add_tail(&e->owner_node, &f->entries);
-	s->nr_entries++;
-	WRITE_ONCE(nvb_nr_entries, nvb_nr_entries + 1);
-	nvb_notify(s, e, NVBRIDGE_EVENT_PUBLISHED, NVBRIDGE_REVOKE_NONE);
-	b = nvb_publish_bucket(s, e->name);
-	WRITE_ONCE(b->seq, b->seq + 1);
-	wake_up_all(&b->wq);
-out_unlock:
-	mutex_unlock(&nvb_lock);
-	return ret;
-}
-
-/* Unlink @e and tell watchers why.  nvb_lock held; caller frees @e. */
-static void nvb_entry_revoke(struct nvb_entry *e, u16 reason)
-{
-	struct nvb_scope *s = e->owner->scope;
-
-	lockdep_assert_held(&nvb_lock);
-	list_del_init(&e->scope_node);
-	hash_del(&e->name_node);
-	list_del_init(&e->owner_node);
-	s->nr_entries--;
-	WRITE_ONCE(nvb_nr_entries, nvb_nr_entries - 1);
-	nvb_quota_uncharge(e->pub_uid);
-	nvb_notify(s, e, NVBRIDGE_EVENT_REVOKED, reason);
-}
-
-/* Withdraw an entry of @f by @id, or by @name when @id is 0. */
-static int nvb_unpublish(struct nvb_file *f, u64 id, const char *name)
-{
-	struct nvb_entry *e;
-	int ret = 0;
-
-	mutex_lock(&nvb_lock);
-	if (id)
-		e = nvb_scope_find_id(f->scope, id);
-	else
-		e = nvb_scope_find(f->scope, name);
-	if (!e)
-		ret = -ENOENT;
-	else if (e->owner != f)
-		ret = -EPERM;
-	else
-		nvb_entry_revoke(e, NVBRIDGE_REVOKE_UNPUBLISHED);
-	mutex_unlock(&nvb_lock);
-	if (!ret)
-		nvb_entry_free(e);
-	return ret;
-}
-
-/* What a fetch takes away from the registry, so it can drop nvb_lock. */
-struct nvb_fetched {
-	struct file *file;		/* a reference, or NULL */
-	struct nvb_blob *blob;		/* a reference, or NULL */
-	u32 blob_len;
-	u64 id;
-	u32 pid, uid, gid, access, entry_flags;
-};
-
-static void nvb_fetched_release(struct nvb_fetched *r)
-{
-	if (r->file)
-		fput(r->file);
-	nvb_blob_put(r->blob);
-	memset(r, 0, sizeof(*r));
-}
-
-/*
- * Look @name up for @f.  -ENOENT, -EACCES, -EPERM when @expect is a valid
- * uid and not the publisher's, or -EMSGSIZE when the blob is larger than
- * @blob_cap (with r->blob_len set); 0 with @r filled.
- * @seq receives the publish counter of @name's bucket as seen under the
- * lock.
- */
-static int nvb_fetch_once(struct nvb_file *f, const char *name, u32 blob_cap,
-			  kuid_t expect, struct nvb_fetched *r,
-			  unsigned long *seq)
-{
-	struct nvb_entry *e;
-	int ret = 0;
-
-	mutex_lock(&nvb_lock);
-	*seq = nvb_publish_bucket(f->scope, name)->seq;
-	e = nvb_scope_find(f->scope, name);
-	if (!e) {
-		ret = -ENOENT;
-		goto out_unlock;
-	}
-	if (!nvb_may_access(f, e)) {
-		ret = -EACCES;
-		goto out_unlock;
-	}
-	if (uid_valid(expect) && !uid_eq(expect, e->pub_uid)) {
-		ret = -EPERM;
-		goto out_unlock;
-	}
-	r->id = e->id;
-	r->access = e->access;
-	r->blob_len = nvb_entry_blob_len(e);
-	r->entry_flags = (e->file ? NVBRIDGE_ENTRY_HAS_FD : 0) |
-			 (e->owner == f ? NVBRIDGE_ENTRY_OWN : 0);
-	nvb_peer_ids(f, e, &r->pid, &r->uid, &r->gid);
-	if (r->blob_len > blob_cap) {
-		ret = -EMSGSIZE;
-		goto out_unlock;
-	}
-	/* published blobs never change: a reference, no copy under the lock */
-	if (e->blob) {
-		refcount_inc(&e->blob->ref);
-		r->blob = e->blob;
-	}
-	if (e->file)
-		r->file = get_file(e->file);
-out_unlock:
-	mutex_unlock(&nvb_lock);
-	return ret;
-}
-
-static bool nvb_published_since(struct nvb_publish_bucket *b,
-				unsigned long seq)
-{
-	return READ_ONCE(b->seq) != seq;
-}
-
-/*
- * nvb_fetch_once(), waiting for the name to appear when @wait is set:
- * forever when @timeout_ns < 0.  -ETIMEDOUT, -EINTR.  @expect: the
- * publisher's required euid, or INVALID_UID for any.
- */
-static int nvb_fetch_expect(struct nvb_file *f, const char *name,
-			    u32 blob_cap, kuid_t expect, bool wait,
-			    s64 timeout_ns, struct nvb_fetched *r)
-{
-	struct nvb_publish_bucket *b = nvb_publish_bucket(f->scope, name);
-	ktime_t deadline = 0;
-	unsigned long seq;
-	int ret;
-
-	if (wait && timeout_ns >= 0) {
-		ktime_t now = ktime_get();
-
-		deadline = timeout_ns > KTIME_MAX - now ? KTIME_MAX :
-			   ktime_add_ns(now, timeout_ns);
-	}
-	for (;;) {
-		ret = nvb_fetch_once(f, name, blob_cap, expect, r, &seq);
-		if (ret != -ENOENT || !wait)
-			return ret;
-		if (timeout_ns >= 0) {
-			ktime_t left = ktime_sub(deadline, ktime_get());
-
-			if (left <= 0)
-				return -ETIMEDOUT;
-			ret = wait_event_interruptible_hrtimeout(b->wq,
-								 nvb_published_since(b, seq),
-								 left);
-			if (ret == -ETIME)
-				return -ETIMEDOUT;
-		} else {
-			ret = wait_event_interruptible(b->wq,
-						       nvb_published_since(b, seq));
-		}
-		if (ret)
-			return -EINTR;
-	}
-}
-
-/* ------------------------------------------------------------------ */
-/* Watches                                                            */
 
 static int nvb_watch_add(struct nvb_file *f, u32 flags, const char *name,
 			 u64 *id)
 {
+	struct nvb_scope *s = f->scope;
 	struct nvb_watch *w, *new;
 	int ret = 0;
 
 	new = kzalloc(sizeof(*new), GFP_KERNEL_ACCOUNT);
 	if (!new)
 		return -ENOMEM;
+	new->file = f;
 	new->flags = flags;
 	new->len = strscpy(new->name, name, sizeof(new->name));
+	new->hash = nvb_hash(new->name, new->len);
 
-	mutex_lock(&nvb_lock);
+	mutex_lock(&s->lock);
+	/* at most max_watches of this file's own */
 	list_for_each_entry(w, &f->watches, node) {
 		if (w->flags == flags && !strcmp(w->name, name)) {
 			ret = -EEXIST;
@@ -760,29 +616,33 @@ static int nvb_watch_add(struct nvb_file *f, u32 flags, const char *name,
 	}
 	new->id = ++f->next_watch_id;
 	*id = new->id;
-	if (!f->nr_watches++)
-		list_add_tail(&f->watcher_node, &f->scope->watchers);
+	f->nr_watches++;
 	list_add_tail(&new->node, &f->watches);
+	if (flags & NVBRIDGE_WATCH_PREFIX)
+		hash_add(s->prefix, &new->index_node,
+			 nvb_watch_key(new->hash, new->len, flags));
+	else
+		hash_add(s->exact, &new->index_node, new->hash);
 	new = NULL;
 out_unlock:
-	mutex_unlock(&nvb_lock);
+	mutex_unlock(&s->lock);
 	kfree(new);
 	return ret;
 }
 
 static void nvb_watch_unlink(struct nvb_file *f, struct nvb_watch *w)
 {
-	lockdep_assert_held(&nvb_lock);
+	lockdep_assert_held(&f->scope->lock);
 	list_del(&w->node);
-	if (!--f->nr_watches)
-		list_del_init(&f->watcher_node);
+	hash_del(&w->index_node);
+	f->nr_watches--;
 }
 
 static int nvb_watch_del(struct nvb_file *f, u64 id)
 {
 	struct nvb_watch *w, *found = NULL;
 
-	mutex_lock(&nvb_lock);
+	mutex_lock(&f->scope->lock);
 	list_for_each_entry(w, &f->watches, node) {
 		if (w->id == id) {
 			found = w;
@@ -790,7 +650,7 @@ static int nvb_watch_del(struct nvb_file *f, u64 id)
 			break;
 		}
 	}
-	mutex_unlock(&nvb_lock);
+	mutex_unlock(&f->scope->lock);
 	if (!found)
 		return -ENOENT;
 	kfree(found);
@@ -798,11 +658,338 @@ static int nvb_watch_del(struct nvb_file *f, u64 id)
 }
 
 /* ------------------------------------------------------------------ */
-/* Argument copying                                                   */
+/* Entries                                                            */
+
+static void nvb_entry_put(struct nvb_entry *e)
+{
+	if (!refcount_dec_and_test(&e->ref))
+		return;
+	if (e->file)
+		fput(e->file);
+	put_pid(e->pub_pid);
+	kvfree(e->blob);
+	kfree(e);
+}
 
 /*
- * Read an extensible argument: its leading size must be at least @ver0;
- * bytes beyond @ksize must be zero (-E2BIG otherwise).
+ * A new entry published through @f, not yet linked.  Takes over @file
+ * (a reference) and @blob (kvmalloc'ed, @blob_len bytes), each may be
+ * NULL, only on success.  The publisher's identity is the opener's.
+ */
+static struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
+				       struct file *file, void *blob,
+				       u32 blob_len, u32 access,
+				       kuid_t acl_uid, kgid_t acl_gid)
+{
+	struct nvb_entry *e;
+
+	e = kzalloc(sizeof(*e), GFP_KERNEL_ACCOUNT);
+	if (!e)
+		return NULL;
+	refcount_set(&e->ref, 1);
+	INIT_HLIST_NODE(&e->name_node);
+	INIT_LIST_HEAD(&e->owner_node);
+	strscpy(e->name, name, sizeof(e->name));
+	e->hash = nvb_name_hash(e->name);
+	e->file = file;
+	e->blob = blob;
+	e->blob_len = blob_len;
+	e->access = access;
+	e->acl_uid = acl_uid;
+	e->acl_gid = acl_gid;
+	e->pub_uid = f->cred->euid;
+	e->pub_gid = f->cred->egid;
+	e->pub_pid = get_pid(f->pid);
+	return e;
+}
+
+static struct nvb_publish_bucket *nvb_publish_bucket(struct nvb_scope *s,
+						     const char *name)
+{
+	return &s->publish[hash_32(nvb_name_hash(name),
+				   NVB_PUBLISH_BUCKETS_BITS)];
+}
+
+/* @owner's entry called @name, live or pending, or NULL. */
+static struct nvb_entry *nvb_find_owned(struct nvb_scope *s, const char *name,
+					kuid_t owner)
+{
+	u32 hash = nvb_name_hash(name);
+	struct nvb_entry *e;
+
+	lockdep_assert_held(&s->lock);
+	hash_for_each_possible(s->names, e, name_node, hash)
+		if (e->hash == hash && uid_eq(e->pub_uid, owner) &&
+		    !strcmp(e->name, name))
+			return e;
+	return NULL;
+}
+
+/*
+ * The entry called @name that @f may use: owned by @expect when that is
+ * a valid uid, else the only one (-ENOTUNIQ when several).  -ENOENT when
+ * none: denied and absent are the same answer.
+ */
+static struct nvb_entry *nvb_lookup(struct nvb_file *f, const char *name,
+				    kuid_t expect)
+{
+	struct nvb_scope *s = f->scope;
+	u32 hash = nvb_name_hash(name);
+	struct nvb_entry *e, *found = NULL;
+
+	lockdep_assert_held(&s->lock);
+	if (uid_valid(expect)) {
+		e = nvb_find_owned(s, name, expect);
+		return e && nvb_may_access(f, e) ? e : ERR_PTR(-ENOENT);
+	}
+	hash_for_each_possible(s->names, e, name_node, hash) {
+		if (e->hash != hash || strcmp(e->name, name) ||
+		    !nvb_may_access(f, e))
+			continue;
+		if (found)
+			return ERR_PTR(-ENOTUNIQ);
+		found = e;
+	}
+	return found ?: ERR_PTR(-ENOENT);
+}
+
+/* Remove @e from its scope's indexes.  The caller drops the index's ref. */
+static void nvb_entry_unlink(struct nvb_scope *s, struct nvb_entry *e)
+{
+	lockdep_assert_held(&s->lock);
+	xa_erase(&s->ids, e->id);
+	hash_del(&e->name_node);
+	list_del_init(&e->owner_node);
+	nvb_quota_uncharge(e->owner->user, e->blob_len);
+}
+
+/*
+ * Step one of a publish: link @e into @f's scope under a fresh id, still
+ * invisible (pending), so that the id can be copied out before anyone
+ * can see the entry.  -EEXIST if the opener's euid already has the name
+ * in the scope, -ENOSPC at the quota or out of ids.  On failure the
+ * caller still owns @e.
+ */
+static int nvb_entry_reserve(struct nvb_file *f, struct nvb_entry *e)
+{
+	struct nvb_scope *s = f->scope;
+	int ret;
+
+	ret = nvb_quota_charge(f->user, e->blob_len);
+	if (ret)
+		return ret;
+	mutex_lock(&s->lock);
+	if (nvb_find_owned(s, e->name, e->pub_uid)) {
+		ret = -EEXIST;
+		goto err_unlock;
+	}
+	if (s->last_id >= ULONG_MAX) {
+		ret = -ENOSPC;
+		goto err_unlock;
+	}
+	e->id = s->last_id + 1;
+	ret = xa_insert(&s->ids, e->id, e, GFP_KERNEL_ACCOUNT);
+	if (ret)
+		goto err_unlock;
+	s->last_id = e->id;
+	e->owner = f;
+	hash_add(s->names, &e->name_node, e->hash);
+	list_add_tail(&e->owner_node, &f->entries);
+	mutex_unlock(&s->lock);
+	return 0;
+
+err_unlock:
+	mutex_unlock(&s->lock);
+	nvb_quota_uncharge(f->user, e->blob_len);
+	return ret;
+}
+
+/* Step two: make a reserved entry visible, tell watchers and waiters. */
+static void nvb_entry_commit(struct nvb_file *f, struct nvb_entry *e)
+{
+	struct nvb_scope *s = f->scope;
+	struct nvb_publish_bucket *b;
+
+	mutex_lock(&s->lock);
+	e->live = true;
+	s->nr_entries++;
+	atomic_inc(&nvb_nr_entries);
+	nvb_notify(s, e, NVBRIDGE_EVENT_PUBLISHED, NVBRIDGE_REVOKE_NONE);
+	b = nvb_publish_bucket(s, e->name);
+	WRITE_ONCE(b->seq, b->seq + 1);
+	wake_up_all(&b->wq);
+	mutex_unlock(&s->lock);
+}
+
+/* Undo nvb_entry_reserve(): nobody saw it. */
+static void nvb_entry_abort(struct nvb_file *f, struct nvb_entry *e)
+{
+	mutex_lock(&f->scope->lock);
+	nvb_entry_unlink(f->scope, e);
+	mutex_unlock(&f->scope->lock);
+	nvb_entry_put(e);
+}
+
+/* Unlink a live @e and tell watchers why.  The caller puts @e. */
+static void nvb_entry_revoke(struct nvb_scope *s, struct nvb_entry *e,
+			     u16 reason)
+{
+	nvb_entry_unlink(s, e);
+	if (!e->live)
+		return;
+	s->nr_entries--;
+	atomic_dec(&nvb_nr_entries);
+	nvb_notify(s, e, NVBRIDGE_EVENT_REVOKED, reason);
+	e->live = false;
+}
+
+/*
+ * Withdraw an entry published through @f: by @id, or else by @name, which
+ * addresses the opener's own (euid, name).  -ENOENT for what @f cannot
+ * see, -EPERM for a visible entry published through another file.
+ */
+static int nvb_unpublish(struct nvb_file *f, u64 id, const char *name)
+{
+	struct nvb_scope *s = f->scope;
+	struct nvb_entry *e;
+	int ret = 0;
+
+	mutex_lock(&s->lock);
+	if (id)
+		e = id <= ULONG_MAX ? xa_load(&s->ids, id) : NULL;
+	else
+		e = nvb_find_owned(s, name, f->cred->euid);
+	if (!e || !e->live)
+		ret = -ENOENT;
+	else if (e->owner == f)
+		nvb_entry_revoke(s, e, NVBRIDGE_REVOKE_UNPUBLISHED);
+	else if (uid_eq(e->pub_uid, f->cred->euid) || nvb_may_access(f, e))
+		ret = -EPERM;
+	else
+		ret = -ENOENT;
+	mutex_unlock(&s->lock);
+	if (!ret)
+		nvb_entry_put(e);
+	return ret;
+}
+
+/* What a fetch takes away from the registry, so it can drop the lock. */
+struct nvb_fetched {
+	struct nvb_entry *e;		/* a reference, or NULL */
+	struct file *file;		/* e->file, borrowed */
+	const void *blob;		/* e->blob, borrowed */
+	u32 blob_len;
+	u64 id;
+	u32 pid, uid, gid, access, entry_flags;
+};
+
+static void nvb_fetched_release(struct nvb_fetched *r)
+{
+	if (r->e)
+		nvb_entry_put(r->e);
+	memset(r, 0, sizeof(*r));
+}
+
+/*
+ * Look @name up for @f.  -ENOENT, -ENOTUNIQ, or -EMSGSIZE when the blob
+ * is larger than @blob_cap (with @r filled but holding nothing); 0 with
+ * @r filled.  @seq receives the publish counter of @name's bucket as seen
+ * under the lock.
+ */
+static int nvb_fetch_once(struct nvb_file *f, const char *name, u32 blob_cap,
+			  kuid_t expect, struct nvb_fetched *r,
+			  unsigned long *seq)
+{
+	struct nvb_scope *s = f->scope;
+	struct nvb_entry *e;
+	int ret = 0;
+
+	mutex_lock(&s->lock);
+	*seq = nvb_publish_bucket(s, name)->seq;
+	e = nvb_lookup(f, name, expect);
+	if (IS_ERR(e)) {
+		ret = PTR_ERR(e);
+		goto out_unlock;
+	}
+	r->id = e->id;
+	r->access = e->access;
+	r->blob_len = e->blob_len;
+	r->entry_flags = (e->file ? NVBRIDGE_ENTRY_HAS_FD : 0) |
+			 (e->owner == f ? NVBRIDGE_ENTRY_OWN : 0);
+	nvb_peer_ids(f, e, &r->pid, &r->uid, &r->gid);
+	if (r->blob_len > blob_cap) {
+		ret = -EMSGSIZE;
+		goto out_unlock;
+	}
+	/* file and blob never change: a reference, no copy under the lock */
+	refcount_inc(&e->ref);
+	r->e = e;
+	r->file = e->file;
+	r->blob = e->blob;
+out_unlock:
+	mutex_unlock(&s->lock);
+	return ret;
+}
+
+static bool nvb_published_since(struct nvb_publish_bucket *b,
+				unsigned long seq)
+{
+	return READ_ONCE(b->seq) != seq;
+}
+
+/*
+ * nvb_fetch_once(), waiting for the name to appear when @wait is set:
+ * until *@timeout_ns has passed, or forever when it is negative.
+ * -ETIMEDOUT; -ERESTARTSYS on a signal, with *@timeout_ns lowered to
+ * what is left, so that a restarted call waits no longer in total.
+ * @expect: the publisher's required euid, or INVALID_UID for any.
+ */
+static int nvb_fetch_expect(struct nvb_file *f, const char *name,
+			    u32 blob_cap, kuid_t expect, bool wait,
+			    s64 *timeout_ns, struct nvb_fetched *r)
+{
+	struct nvb_publish_bucket *b = nvb_publish_bucket(f->scope, name);
+	ktime_t deadline = 0, left = 0;
+	unsigned long seq;
+	int ret;
+
+	if (wait && *timeout_ns >= 0) {
+		ktime_t now = ktime_get();
+
+		deadline = *timeout_ns > KTIME_MAX - now ? KTIME_MAX :
+			   ktime_add_ns(now, *timeout_ns);
+	}
+	for (;;) {
+		ret = nvb_fetch_once(f, name, blob_cap, expect, r, &seq);
+		if (ret != -ENOENT || !wait)
+			return ret;
+		if (*timeout_ns >= 0) {
+			left = ktime_sub(deadline, ktime_get());
+			if (left <= 0)
+				return -ETIMEDOUT;
+			ret = wait_event_interruptible_hrtimeout(b->wq,
+								 nvb_published_since(b, seq),
+								 left);
+			if (ret == -ETIME)
+				return -ETIMEDOUT;
+		} else {
+			ret = wait_event_interruptible(b->wq,
+						       nvb_published_since(b, seq));
+		}
+		if (ret)
+			break;
+	}
+	if (*timeout_ns >= 0)
+		*timeout_ns = max_t(s64, ktime_sub(deadline, ktime_get()), 0);
+	return -ERESTARTSYS;
+}
+
+/* ------------------------------------------------------------------ */
+/* Argument copying and file checks                                   */
+
+/*
+ * Read an extensible argument: its leading size must be at least @ver0
+ * and at most NVB_ARG_MAX; bytes beyond @ksize must be zero (-E2BIG).
  */
 static int nvb_copy_in(void *karg, size_t ksize, size_t ver0,
 		       const void __user *uarg, u32 *usize)
@@ -814,7 +1001,7 @@ static int nvb_copy_in(void *karg, size_t ksize, size_t ver0,
 		return -EFAULT;
 	if (size < ver0)
 		return -EINVAL;
-	if (size > PAGE_SIZE)
+	if (size > NVB_ARG_MAX)
 		return -E2BIG;
 	ret = copy_struct_from_user(karg, ksize, uarg, size);
 	if (ret)
@@ -832,22 +1019,25 @@ static int nvb_copy_out(void __user *uarg, const void *karg, size_t ksize,
 	return 0;
 }
 
-/* Files that must not be published: they could own or pin the entry. */
-static bool nvb_file_refused(struct file *file)
+/*
+ * May @file be published?  An allowlist of what exporters hand out, none
+ * of which can hold an nvbridge file (so no reference cycle can form):
+ * regular files (memfd, shmem and tmpfs files included), dma-bufs (found
+ * by their pseudo filesystem, since is_dma_buf_file() is not exported),
+ * and character devices whose major is in publish_chrdev_majors.  An
+ * nvbridge file is refused even if an admin lists the misc major.
+ */
+static bool nvb_file_publishable(struct file *file)
 {
-	struct socket *sock;
+	struct inode *inode = file_inode(file);
 
 	if (file->f_op == &nvb_fops)
+		return false;
+	if (S_ISREG(inode->i_mode))
 		return true;
-	/* io_uring files can hold registered files, this one included. */
-	if (file_inode(file)->i_sb->s_magic == ANON_INODE_FS_MAGIC &&
-	    !strcmp(file->f_path.dentry->d_name.name, "[io_uring]"))
-		return true;
-	/* Unix sockets can carry this file in flight. */
-	sock = sock_from_file(file);
-	if (sock && sock->sk && sock->sk->sk_family == AF_UNIX)
-		return true;
-	return false;
+	if (S_ISCHR(inode->i_mode))
+		return test_bit(imajor(inode), nvb_chrdev_majors);
+	return inode->i_sb->s_magic == DMA_BUF_MAGIC;
 }
 
 static int nvb_receive_fd(struct file *file, unsigned int o_flags)
@@ -888,17 +1078,33 @@ static int nvb_policy_ids(const struct nvb_file *f,
 	}
 }
 
+/* The blob of a PUBLISH, exactly @len bytes, or NULL/ERR_PTR. */
+static void *nvb_blob_copy_in(u64 uptr, u32 len)
+{
+	void *blob;
+
+	if (!len)
+		return NULL;
+	blob = kvmalloc(len, GFP_KERNEL_ACCOUNT);
+	if (!blob)
+		return ERR_PTR(-ENOMEM);
+	if (copy_from_user(blob, u64_to_user_ptr(uptr), len)) {
+		kvfree(blob);
+		return ERR_PTR(-EFAULT);
+	}
+	return blob;
+}
+
 static long nvb_ioctl_publish(struct nvb_file *f,
 			      struct nvbridge_publish __user *uarg)
 {
 	struct nvbridge_publish arg;
 	struct file *file = NULL;
-	struct nvb_blob *blob = NULL;
 	struct nvb_entry *e;
 	kuid_t acl_uid;
 	kgid_t acl_gid;
+	void *blob;
 	u32 usize;
-	u64 id;
 	int ret;
 
 	ret = nvb_copy_in(&arg, sizeof(arg), NVBRIDGE_PUBLISH_SIZE_VER0,
@@ -919,51 +1125,44 @@ static long nvb_ioctl_publish(struct nvb_file *f,
 	if (arg.blob_len > nvb_limit(&nvb_max_blob_size))
 		return -EMSGSIZE;
 
-	if (arg.blob_len) {
-		blob = nvb_blob_alloc(arg.blob_len);
-		if (!blob)
-			return -ENOMEM;
-		if (copy_from_user(blob->data, u64_to_user_ptr(arg.blob),
-				   arg.blob_len)) {
-			ret = -EFAULT;
-			goto err_free_blob;
-		}
-	}
+	blob = nvb_blob_copy_in(arg.blob, arg.blob_len);
+	if (IS_ERR(blob))
+		return PTR_ERR(blob);
 	if (arg.fd != NVBRIDGE_NO_FD) {
 		file = arg.fd >= 0 ? fget(arg.fd) : NULL;
 		if (!file) {
 			ret = -EBADF;
 			goto err_free_blob;
 		}
-		if (nvb_file_refused(file)) {
+		if (!nvb_file_publishable(file)) {
 			ret = -EINVAL;
 			goto err_put_file;
 		}
 	}
-	e = nvb_entry_new(f, arg.name, file, blob, arg.access, acl_uid,
-			  acl_gid);
+	e = nvb_entry_new(f, arg.name, file, blob, arg.blob_len, arg.access,
+			  acl_uid, acl_gid);
 	if (!e) {
 		ret = -ENOMEM;
 		goto err_put_file;
 	}
-	ret = nvb_entry_publish(f, e, &id);
-	if (ret)
-		goto err_free_entry;
-	/* The struct was writable a moment ago; if not now, take it back. */
-	if (put_user(id, &uarg->id)) {
-		nvb_unpublish(f, id, NULL);
+	ret = nvb_entry_reserve(f, e);
+	if (ret) {
+		nvb_entry_put(e);	/* drops @file and @blob too */
+		return ret;
+	}
+	/* Every copy-out before the entry becomes visible. */
+	if (put_user(e->id, &uarg->id)) {
+		nvb_entry_abort(f, e);
 		return -EFAULT;
 	}
+	nvb_entry_commit(f, e);
 	return 0;
 
-err_free_entry:
-	nvb_entry_free(e);		/* drops @file and @blob too */
-	return ret;
 err_put_file:
 	if (file)
 		fput(file);
 err_free_blob:
-	nvb_blob_put(blob);
+	kvfree(blob);
 	return ret;
 }
 
@@ -983,6 +1182,12 @@ static long nvb_ioctl_fetch(struct nvb_file *f,
 		return ret;
 	if (arg.flags & ~NVBRIDGE_FETCH_FLAGS_ALL)
 		return -EINVAL;
+	if (!(arg.flags & NVBRIDGE_FETCH_WAIT) && arg.timeout_ns)
+		return -EINVAL;
+	if (!arg.blob && arg.blob_cap)
+		return -EFAULT;
+	if (arg.blob && !arg.blob_cap)
+		return -EINVAL;
 	if (arg.flags & NVBRIDGE_FETCH_EXPECT_UID) {
 		expect = make_kuid(f->cred->user_ns, arg.expect_uid);
 		if (!uid_valid(expect))
@@ -995,8 +1200,17 @@ static long nvb_ioctl_fetch(struct nvb_file *f,
 		return ret;
 
 	ret = nvb_fetch_expect(f, arg.name, arg.blob_cap, expect,
-			       arg.flags & NVBRIDGE_FETCH_WAIT, arg.timeout_ns,
+			       arg.flags & NVBRIDGE_FETCH_WAIT, &arg.timeout_ns,
 			       &r);
+	if (ret == -ERESTARTSYS) {
+		/*
+		 * Restarted only when no handler ran (SIGSTOP, SIGCONT...),
+		 * with the time left; a handled signal gives -EINTR.
+		 */
+		if (put_user(arg.timeout_ns, &uarg->timeout_ns))
+			return -EINTR;
+		return -ERESTARTNOHAND;
+	}
 	if (ret && ret != -EMSGSIZE)
 		return ret;
 
@@ -1008,7 +1222,7 @@ static long nvb_ioctl_fetch(struct nvb_file *f,
 	arg.access = r.access;
 	arg.entry_flags = r.entry_flags;
 	if (!ret && r.blob &&
-	    copy_to_user(u64_to_user_ptr(arg.blob), r.blob->data, r.blob_len))
+	    copy_to_user(u64_to_user_ptr(arg.blob), r.blob, r.blob_len))
 		ret = -EFAULT;
 	if (ret != -EFAULT && nvb_copy_out(uarg, &arg, sizeof(arg), usize))
 		ret = -EFAULT;
@@ -1036,7 +1250,10 @@ static long nvb_ioctl_unpublish(struct nvb_file *f,
 		return ret;
 	if (arg.flags)
 		return -EINVAL;
-	if (!arg.id) {
+	if (arg.id) {
+		if (memchr_inv(arg.name, 0, sizeof(arg.name)))
+			return -EINVAL;
+	} else {
 		ret = nvb_name_check(arg.name, false);
 		if (ret < 0)
 			return ret;
@@ -1093,29 +1310,32 @@ static unsigned int nvb_list_collect(struct nvb_file *f, u64 cursor,
 				     struct nvbridge_entry_info *out,
 				     unsigned int max)
 {
+	struct nvb_scope *s = f->scope;
 	struct nvb_entry *e;
+	unsigned long idx;
 	unsigned int n = 0;
 
-	mutex_lock(&nvb_lock);
-	list_for_each_entry(e, &f->scope->entries, scope_node) {
+	if (cursor >= ULONG_MAX || !max)
+		return 0;
+	mutex_lock(&s->lock);
+	xa_for_each_start(&s->ids, idx, e, (unsigned long)cursor + 1) {
 		struct nvbridge_entry_info *i;
 
-		if (n == max)
-			break;
-		if (e->id <= cursor || !nvb_may_access(f, e))
+		if (!nvb_may_access(f, e))
 			continue;
 		i = &out[n];
 		memset(i, 0, sizeof(*i));
 		i->id = e->id;
 		nvb_peer_ids(f, e, &i->pid, &i->uid, &i->gid);
 		i->access = e->access;
-		i->blob_len = nvb_entry_blob_len(e);
+		i->blob_len = e->blob_len;
 		i->flags = (e->file ? NVBRIDGE_ENTRY_HAS_FD : 0) |
 			   (e->owner == f ? NVBRIDGE_ENTRY_OWN : 0);
 		strscpy(i->name, e->name, sizeof(i->name));
-		n++;
+		if (++n == max)
+			break;
 	}
-	mutex_unlock(&nvb_lock);
+	mutex_unlock(&s->lock);
 	return n;
 }
 
@@ -1137,8 +1357,10 @@ static long nvb_ioctl_list(struct nvb_file *f,
 		return -EINVAL;
 	if (arg.entry_size < NVBRIDGE_ENTRY_INFO_SIZE_VER0)
 		return -EINVAL;
-	if (arg.entry_size > PAGE_SIZE)
+	if (arg.entry_size > NVB_ARG_MAX)
 		return -E2BIG;
+	if (!arg.entries && arg.count)
+		return -EFAULT;
 	if (!arg.count)
 		return 0;
 
@@ -1169,6 +1391,25 @@ out_free:
 	return ret;
 }
 
+/* Entries of @f's scope that @f may fetch: what it may know of. */
+static unsigned int nvb_visible_entries(struct nvb_file *f)
+{
+	struct nvb_scope *s = f->scope;
+	struct nvb_entry *e;
+	unsigned long idx;
+	unsigned int n = 0;
+
+	mutex_lock(&s->lock);
+	if (f->ipc_owner) {
+		n = s->nr_entries;
+	} else {
+		xa_for_each(&s->ids, idx, e)
+			n += nvb_may_access(f, e);
+	}
+	mutex_unlock(&s->lock);
+	return n;
+}
+
 static long nvb_ioctl_info(struct nvb_file *f,
 			   struct nvbridge_info __user *uarg)
 {
@@ -1188,37 +1429,39 @@ static long nvb_ioctl_info(struct nvb_file *f,
 	arg.max_entries_per_user = nvb_limit(&nvb_max_entries_per_user);
 	arg.max_events = nvb_limit(&nvb_max_events);
 	arg.max_watches = nvb_limit(&nvb_max_watches);
-	mutex_lock(&nvb_lock);
-	arg.entries = f->scope->nr_entries;
-	arg.user_entries = nvb_user_entries(f->cred->euid);
-	mutex_unlock(&nvb_lock);
+	arg.entries = nvb_visible_entries(f);
+	arg.user_entries = atomic_read(&f->user->entries);
 	return nvb_copy_out(uarg, &arg, sizeof(arg), usize);
 }
 
-/* Commands are matched on type, number and direction: the size in the
- * command number is that of the first version of each struct.
+/*
+ * The whole command number is matched, size and direction included; the
+ * struct's own .size field is the extension mechanism.  Changing the
+ * registry needs a file opened for writing.
  */
-#define NVB_CMD_KEY(cmd)	((cmd) & ~(_IOC_SIZEMASK << _IOC_SIZESHIFT))
-
 static long nvb_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 {
 	struct nvb_file *f = filp->private_data;
 	void __user *uarg = (void __user *)arg;
 
-	switch (NVB_CMD_KEY(cmd)) {
-	case NVB_CMD_KEY(NVBRIDGE_IOC_PUBLISH):
+	switch (cmd) {
+	case NVBRIDGE_IOC_PUBLISH:
+		if (!(filp->f_mode & FMODE_WRITE))
+			return -EBADF;
 		return nvb_ioctl_publish(f, uarg);
-	case NVB_CMD_KEY(NVBRIDGE_IOC_FETCH):
+	case NVBRIDGE_IOC_FETCH:
 		return nvb_ioctl_fetch(f, uarg);
-	case NVB_CMD_KEY(NVBRIDGE_IOC_UNPUBLISH):
+	case NVBRIDGE_IOC_UNPUBLISH:
+		if (!(filp->f_mode & FMODE_WRITE))
+			return -EBADF;
 		return nvb_ioctl_unpublish(f, uarg);
-	case NVB_CMD_KEY(NVBRIDGE_IOC_WATCH):
+	case NVBRIDGE_IOC_WATCH:
 		return nvb_ioctl_watch(f, uarg);
-	case NVB_CMD_KEY(NVBRIDGE_IOC_UNWATCH):
+	case NVBRIDGE_IOC_UNWATCH:
 		return nvb_ioctl_unwatch(f, uarg);
-	case NVB_CMD_KEY(NVBRIDGE_IOC_LIST):
+	case NVBRIDGE_IOC_LIST:
 		return nvb_ioctl_list(f, uarg);
-	case NVB_CMD_KEY(NVBRIDGE_IOC_INFO):
+	case NVBRIDGE_IOC_INFO:
 		return nvb_ioctl_info(f, uarg);
 	default:
 		return -ENOTTY;
@@ -1285,19 +1528,19 @@ static __poll_t nvb_poll(struct file *filp, poll_table *wait)
 }
 
 /*
- * CAP_IPC_OWNER over the scope, judged on @cred (the file's, which is not
- * always the caller's) and not audited: it is a check, not a request.
+ * CAP_IPC_OWNER over @s, for the opener: called from ->open(), where the
+ * file's f_cred is the calling task's own credential, and not audited
+ * (a check, not a request).  A file opened on someone else's behalf
+ * (f_cred not current's) gets no override.
  */
-static bool nvb_cred_ipc_owner(const struct cred *cred, struct nvb_scope *s)
+static bool nvb_opener_ipc_owner(struct file *filp, struct nvb_scope *s)
 {
-	const struct cred *old = override_creds(cred);
-	bool ret = ns_capable_noaudit(s->ipc_ns->user_ns, CAP_IPC_OWNER);
-
-	revert_creds(old);
-	return ret;
+	if (filp->f_cred != current_cred())
+		return false;
+	return ns_capable_noaudit(s->ipc_ns->user_ns, CAP_IPC_OWNER);
 }
 
-/* The state of an open file, as if opened by the current task. */
+/* The state of an open file: everything about its opener, now. */
 static struct nvb_file *nvb_file_create(struct file *filp)
 {
 	struct nvb_file *f;
@@ -1308,56 +1551,68 @@ static struct nvb_file *nvb_file_create(struct file *filp)
 	f->cred = filp->f_cred;
 	INIT_LIST_HEAD(&f->entries);
 	INIT_LIST_HEAD(&f->watches);
-	INIT_LIST_HEAD(&f->watcher_node);
 	INIT_LIST_HEAD(&f->events);
 	mutex_init(&f->read_mutex);
 	spin_lock_init(&f->ev_lock);
 	init_waitqueue_head(&f->read_wq);
 
-	mutex_lock(&nvb_lock);
 	f->scope = nvb_scope_get(current->nsproxy->ipc_ns);
-	mutex_unlock(&nvb_lock);
 	if (!f->scope)
 		goto err_free;
+	f->user = nvb_user_get(f->cred->euid);
+	if (!f->user)
+		goto err_scope;
+	f->pid = get_pid(task_tgid(current));
 	f->pid_ns = get_pid_ns(task_active_pid_ns(current));
 	f->memcg = get_mem_cgroup_from_mm(current->mm);
-	f->ipc_owner = nvb_cred_ipc_owner(filp->f_cred, f->scope);
+	f->ipc_owner = nvb_opener_ipc_owner(filp, f->scope);
 	return f;
 
+err_scope:
+	nvb_scope_put(f->scope);
 err_free:
+	mutex_destroy(&f->read_mutex);
 	kfree(f);
 	return NULL;
 }
 
 /*
- * Revoke everything @f owns (why: the releasing task exits, or not), drop
- * its watches, events and scope.
+ * Revoke everything @f owns, drop its watches, events and scope.  The
+ * reason is EXITED when the task dropping the last reference is exiting
+ * (the usual end of a publisher killed or exiting with the file open),
+ * else CLOSED; see Documentation/abi.rst for what that can and cannot
+ * tell.
  */
 static void nvb_file_destroy(struct nvb_file *f)
 {
 	u16 reason = (current->flags & PF_EXITING) ? NVBRIDGE_REVOKE_EXITED :
 						     NVBRIDGE_REVOKE_CLOSED;
+	struct nvb_scope *s = f->scope;
 	struct nvb_entry *e, *etmp;
 	struct nvb_watch *w, *wtmp;
 	LIST_HEAD(dead);
 
-	mutex_lock(&nvb_lock);
+	mutex_lock(&s->lock);
 	list_for_each_entry_safe(w, wtmp, &f->watches, node) {
 		nvb_watch_unlink(f, w);
 		kfree(w);
 	}
 	list_for_each_entry_safe(e, etmp, &f->entries, owner_node) {
-		nvb_entry_revoke(e, reason);
+		nvb_entry_revoke(s, e, reason);
 		list_add_tail(&e->owner_node, &dead);
 	}
-	nvb_scope_put(f->scope);
-	mutex_unlock(&nvb_lock);
+	mutex_unlock(&s->lock);
 
-	list_for_each_entry_safe(e, etmp, &dead, owner_node)
-		nvb_entry_free(e);
+	list_for_each_entry_safe(e, etmp, &dead, owner_node) {
+		list_del(&e->owner_node);
+		nvb_entry_put(e);
+	}
 	nvb_events_free(f);
+	nvb_user_put(f->user);
+	nvb_scope_put(s);
 	mem_cgroup_put(f->memcg);
 	put_pid_ns(f->pid_ns);
+	put_pid(f->pid);
 	mutex_destroy(&f->read_mutex);
 	kfree(f);
 }
@@ -1395,7 +1650,7 @@ static const struct file_operations nvb_fops = {
 };
 
 /* ------------------------------------------------------------------ */
-/* sysfs: /sys/class/misc/nvbridge/                                   */
+/* sysfs: /sys/class/misc/nvbridge/ (Documentation/ABI/testing/)       */
 
 static ssize_t abi_version_show(struct device *dev,
 				struct device_attribute *attr, char *buf)
@@ -1404,12 +1659,13 @@ static ssize_t abi_version_show(struct device *dev,
 }
 static DEVICE_ATTR_RO(abi_version);
 
+/* Every scope's entries: root only, it would tell of other containers. */
 static ssize_t entries_show(struct device *dev, struct device_attribute *attr,
 			    char *buf)
 {
-	return sysfs_emit(buf, "%u\n", READ_ONCE(nvb_nr_entries));
+	return sysfs_emit(buf, "%d\n", atomic_read(&nvb_nr_entries));
 }
-static DEVICE_ATTR_RO(entries);
+static DEVICE_ATTR_ADMIN_RO(entries);
 
 #define NVB_LIMIT_ATTR(name)						\
 static ssize_t name##_show(struct device *dev,				\
@@ -1420,6 +1676,7 @@ static ssize_t name##_show(struct device *dev,				\
 static DEVICE_ATTR_RO(name)
 
 NVB_LIMIT_ATTR(max_entries_per_user);
+NVB_LIMIT_ATTR(max_bytes_per_user);
 NVB_LIMIT_ATTR(max_blob_size);
 NVB_LIMIT_ATTR(max_events);
 NVB_LIMIT_ATTR(max_watches);
@@ -1428,6 +1685,7 @@ static struct attribute *nvb_attrs[] = {
 	&dev_attr_abi_version.attr,
 	&dev_attr_entries.attr,
 	&dev_attr_max_entries_per_user.attr,
+	&dev_attr_max_bytes_per_user.attr,
 	&dev_attr_max_blob_size.attr,
 	&dev_attr_max_events.attr,
 	&dev_attr_max_watches.attr,
@@ -1445,15 +1703,7 @@ static struct miscdevice nvb_misc = {
 
 static int __init nvb_init(void)
 {
-	int ret;
-
-	ret = misc_register(&nvb_misc);
-	if (ret) {
-		pr_err("cannot register /dev/nvbridge: %d\n", ret);
-		return ret;
-	}
-	pr_info("ABI %u ready\n", NVBRIDGE_ABI_VERSION);
-	return 0;
+	return misc_register(&nvb_misc);
 }
 
 static void __exit nvb_exit(void)

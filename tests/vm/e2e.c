@@ -838,12 +838,12 @@ static int t_owner_policy(void)
 	s.len = 4096;
 	WANT(pub_start(&s, &k), 0);
 	/* another uid is refused */
-	WANT(fetch_as(&u1001, "own.secret", 0, 0, NULL), -EACCES);
-	/* even when waiting: denied at once, not after the timeout */
+	WANT(fetch_as(&u1001, "own.secret", 0, 0, NULL), -ENOENT);
+	/* even when waiting: denied is absent, it waits out its timeout */
 	t0 = nvb_now_ns();
-	WANT(fetch_as(&u1001, "own.secret", NVBRIDGE_FETCH_WAIT, 20000000000ll, NULL),
-	     -EACCES);
-	CHECK(nvb_now_ns() - t0 < 10000000000ull, "denied FETCH_WAIT waited");
+	WANT(fetch_as(&u1001, "own.secret", NVBRIDGE_FETCH_WAIT, 300000000ll, NULL),
+	     -ETIMEDOUT);
+	CHECK(nvb_now_ns() - t0 >= 250000000ull, "denied FETCH_WAIT returned early");
 	/* the same uid in another process may */
 	CHECK(fetch_as(&u1000, "own.secret", 0, 0, &f) > 0, "owner fetch failed");
 	WANT(f.uid, 1000);
@@ -855,7 +855,7 @@ static int t_owner_policy(void)
 	{
 		struct who g = { 1001, 1000, 1, { 1000 } };
 
-		WANT(fetch_as(&g, "own.secret", 0, 0, NULL), -EACCES);
+		WANT(fetch_as(&g, "own.secret", 0, 0, NULL), -ENOENT);
 	}
 	WANT(pub_stop(&k), 0);
 	return 0;
@@ -880,7 +880,7 @@ static int t_group_policy(void)
 	WANT(f.access, NVBRIDGE_ACCESS_GROUP);
 	CHECK(fetch_as(&egid, "grp.buf", 0, 0, NULL) > 0,
 	      "a member through its egid was refused");
-	WANT(fetch_as(&none, "grp.buf", 0, 0, NULL), -EACCES);
+	WANT(fetch_as(&none, "grp.buf", 0, 0, NULL), -ENOENT);
 	WANT(pub_stop(&k), 0);
 	return 0;
 }
@@ -898,7 +898,7 @@ static int t_uid_policy(void)
 	WANT(pub_start(&s, &k), 0);
 	CHECK(fetch_as(&u1001, "uid.buf", 0, 0, &f) > 0, "the named uid was refused");
 	WANT(f.access, NVBRIDGE_ACCESS_UID);
-	WANT(fetch_as(&u1002, "uid.buf", 0, 0, NULL), -EACCES);
+	WANT(fetch_as(&u1002, "uid.buf", 0, 0, NULL), -ENOENT);
 	CHECK(fetch_as(&u1000, "uid.buf", 0, 0, NULL) > 0, "the owner was refused");
 	WANT(pub_stop(&k), 0);
 	return 0;
@@ -921,7 +921,7 @@ static int t_gid_policy(void)
 	      "a supplementary member of the gid was refused");
 	CHECK(fetch_as(&egid, "gid.buf", 0, 0, NULL) > 0,
 	      "a process with egid == gid was refused");
-	WANT(fetch_as(&none, "gid.buf", 0, 0, NULL), -EACCES);
+	WANT(fetch_as(&none, "gid.buf", 0, 0, NULL), -ENOENT);
 	WANT(pub_stop(&k), 0);
 	return 0;
 }
@@ -943,7 +943,7 @@ static int t_scope_policy(void)
 	return 0;
 }
 
-/* FETCH with an expected publisher: a squatter's entry is -EPERM, no fd */
+/* FETCH with an expected publisher: another owner's entry is absent */
 static long fetch_expect(int dfd, const char *name, uint32_t flags,
 			 uint32_t expect_uid)
 {
@@ -973,10 +973,10 @@ static int t_expect_uid(void)
 	OKV(fd, fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID, 1000));
 	CHECK(fd > 0, "expected publisher refused");
 	close((int)fd);
-	/* someone else holds the name: refused at once, even with WAIT */
-	WANT(fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID, 1001), -EPERM);
+	/* other owners' entries of the name do not exist for such a fetch */
+	WANT(fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID, 1001), -ENOENT);
 	WANT(fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID |
-			  NVBRIDGE_FETCH_WAIT, 0), -EPERM);
+			  NVBRIDGE_FETCH_WAIT, 0), -ETIMEDOUT);
 	WANT(count_fds(), before);
 	/* an unmapped uid, and expect_uid without the flag */
 	WANT(fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID, (uint32_t)-1),
@@ -1041,7 +1041,7 @@ static int t_creds_at_open(void)
 	CHECK(fd > 0, "no fd");
 	close((int)fd);
 	OKV(duser, nvb_open(0));	/* opened as 1001 */
-	WANT(nvb_fetch(duser, "cred.buf", NULL), -EACCES);
+	WANT(nvb_fetch(duser, "cred.buf", NULL), -ENOENT);
 	/* the quota is charged to the opener's euid too */
 	{
 		struct nvbridge_info i;
@@ -1253,7 +1253,7 @@ static int t_userns_ids(void)
 	WANT(r.ev_rc, 0);
 	WANT(r.ev_uid, 0);		/* event ids translated for the reader too */
 	WANT(r.ev_gid, 0);
-	WANT(r.fetch_private, -EACCES);
+	WANT(r.fetch_private, -ENOENT);
 	WANT(r.fetch_1000, 0);
 	WANT(r.uid_1000, 0);		/* kuid 1000 is uid 0 in there */
 	WANT(r.gid_1000, 0);
@@ -1273,7 +1273,7 @@ static int t_userns_ids(void)
 		struct who u1001 = user(1001);
 		struct who u1000b = { 1000, 1500, 0, { 0 } };
 
-		WANT(fetch_as(&u1001, "uns.fromns", 0, 0, NULL), -EACCES);
+		WANT(fetch_as(&u1001, "uns.fromns", 0, 0, NULL), -ENOENT);
 		WANT(fetch_as(&u1000b, "uns.fromns", 0, 0, NULL), 0);
 	}
 	tell(sock, 0);
@@ -1338,9 +1338,9 @@ static int t_userns_policy_ids(void)
 	WANT(r.pub_gid, 0);
 	WANT(fetch_as(&u2000, "map.uid", 0, 0, &f), 0);
 	WANT(f.uid, 1000);
-	WANT(fetch_as(&u1001, "map.uid", 0, 0, NULL), -EACCES);
+	WANT(fetch_as(&u1001, "map.uid", 0, 0, NULL), -ENOENT);
 	WANT(fetch_as(&g3000, "map.gid", 0, 0, NULL), 0);
-	WANT(fetch_as(&g3001, "map.gid", 0, 0, NULL), -EACCES);
+	WANT(fetch_as(&g3001, "map.gid", 0, 0, NULL), -ENOENT);
 	tell(sock, 0);
 	WANT(reap(pid, 10000), 0);
 	close(sock);
@@ -1430,10 +1430,10 @@ static int t_capns(void)
 	tell(sock, 2);
 	CHECK(xrecv(sock, &r, sizeof(r), 30000) == 0, "helper died");
 	WANT(r.setup, 0);
-	WANT(r.fetch_init, -EACCES);	/* no CAP_IPC_OWNER over the initial IPC ns */
+	WANT(r.fetch_init, -ENOENT);	/* no CAP_IPC_OWNER over the initial IPC ns */
 	WANT(r.unshare_ipc, 0);
 	WANT(r.fetch_own_scope, 0);	/* CAP_IPC_OWNER over its own IPC ns */
-	WANT(r.fetch_init_old, -EACCES);
+	WANT(r.fetch_init_old, -ENOENT);
 	WANT(reap(pid, 10000), 0);
 	close(sock);
 	close(dfd);
@@ -1637,8 +1637,9 @@ static int t_unpublish(void)
 	WANT(wait_event_for(w, ida, NVBRIDGE_EVENT_REVOKED, &ev, 5000), 0);
 	WANT(ev.reason, NVBRIDGE_REVOKE_UNPUBLISHED);
 	WANT(nvb_fetch(d2, "unp.a", NULL), -ENOENT);
-	/* by id; the name is ignored then */
-	WANT(nvb_unpublish(dfd, idb, "whatever"), 0);
+	/* by id; a name as well is refused, not ignored */
+	WANT(nvb_unpublish(dfd, idb, "whatever"), -EINVAL);
+	WANT(nvb_unpublish(dfd, idb, NULL), 0);
 	WANT(wait_event_for(w, idb, NVBRIDGE_EVENT_REVOKED, &ev, 5000), 0);
 	WANT(ev.reason, NVBRIDGE_REVOKE_UNPUBLISHED);
 	/* gone, never existed */
@@ -1735,8 +1736,9 @@ static int t_wait_timeout(void)
 	WANT(nvb_fetch_ex(dfd, "wait.never", NVBRIDGE_FETCH_WAIT, 0, NULL, 0, NULL),
 	     -ETIMEDOUT);
 	CHECK(nvb_now_ns() - t0 < 2000000000ull, "timeout 0 waited");
-	/* no WAIT: not found */
-	WANT(nvb_fetch_ex(dfd, "wait.never", 0, 300000000ll, NULL, 0, NULL), -ENOENT);
+	/* no WAIT: a timeout is refused, not ignored; without one, not found */
+	WANT(nvb_fetch_ex(dfd, "wait.never", 0, 300000000ll, NULL, 0, NULL), -EINVAL);
+	WANT(nvb_fetch_ex(dfd, "wait.never", 0, 0, NULL, 0, NULL), -ENOENT);
 	close(dfd);
 	return 0;
 }
@@ -1877,12 +1879,12 @@ static int t_quota(void)
 	WANT(r.a1, 0);
 	WANT(r.a2, 0);
 	WANT(r.b1, 0);
-	WANT(r.b2, -EDQUOT);
+	WANT(r.b2, -ENOSPC);
 	WANT(r.user_entries, 3);
-	WANT(r.other_ns, -EDQUOT);
+	WANT(r.other_ns, -ENOSPC);
 	WANT(r.after_close[0], 0);	/* a1, a2 revoked: room for two */
 	WANT(r.after_close[1], 0);
-	WANT(r.after_close[2], -EDQUOT);
+	WANT(r.after_close[2], -ENOSPC);
 	WANT(reap(pid, 10000), 0);
 	close(sock);
 	/* another user has its own quota */
@@ -1906,7 +1908,7 @@ static int t_quota(void)
 		WANT(pub_start(&s2, &k2), 0);
 		SYS(unshare(CLONE_NEWIPC));	/* helpers forked now are elsewhere */
 		WANT(pub_start(&s3, &k3), 0);
-		WANT(pub_start(&s4, &k4), -EDQUOT);
+		WANT(pub_start(&s4, &k4), -ENOSPC);
 		WANT(pub_stop(&k4), 0);
 		WANT(pub_stop(&k3), 0);
 		WANT(pub_stop(&k2), 0);
@@ -2027,7 +2029,7 @@ static int t_fd_leak(void)
 		}
 	}
 	/* a denied fetch in another process leaks nothing there either */
-	WANT(fetch_as(&u1001, "leak.buf", 0, 0, NULL), -EACCES);
+	WANT(fetch_as(&u1001, "leak.buf", 0, 0, NULL), -ENOENT);
 	/* no free fd: -EMFILE, and the entry is still there */
 	SYS(getrlimit(RLIMIT_NOFILE, &old));
 	lim = old;
@@ -2206,7 +2208,7 @@ static int denied_watcher(void *arg, int sock)
 	WANT(n, 2);
 	CHECK(!strcmp(recs[0].name, "d.2") && !strcmp(recs[1].name, "d.3"),
 	      "LIST gave '%s' and '%s'", recs[0].name, recs[1].name);
-	WANT(nvb_fetch(w, "d.1", NULL), -EACCES);
+	WANT(nvb_fetch(w, "d.1", NULL), -ENOENT);
 	if (tell(sock, 3) || hear(sock, 30000) != 4)
 		FAIL("no go 2");
 	n = drain_events(w, ev, 8, 300);

@@ -16,7 +16,8 @@
  *    have zeroes in the fields the kernel does not know (else -E2BIG).
  *    Output fields are written back only up to the caller's size.
  *  - The size encoded in the ioctl command number is that of VER0; the
- *    kernel dispatches on type, number and direction only.
+ *    kernel matches the whole command number (any other size or
+ *    direction is -ENOTTY); .size is the extension mechanism.
  *  - Pointers are __u64.  There is no implicit padding.
  *  - Unknown flag bits are rejected with -EINVAL.
  */
@@ -26,7 +27,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define NVBRIDGE_ABI_VERSION	1
+#define NVBRIDGE_ABI_VERSION	2
 
 /* Names: 1..NVBRIDGE_NAME_MAX-1 bytes of [A-Za-z0-9._:/-], NUL-terminated. */
 #define NVBRIDGE_NAME_MAX	64
@@ -218,7 +219,12 @@ struct nvbridge_event {
 
 #define NVBRIDGE_EVENT_SIZE		112
 
-#define NVBRIDGE_IOC_MAGIC	0xB8
+/*
+ * 0xBD: free in Documentation/userspace-api/ioctl/ioctl-number.rst of 6.1
+ * and of later kernels (0xB8, used until ABI 1, belongs to mshv and
+ * mrvl_cn10k_dpi).
+ */
+#define NVBRIDGE_IOC_MAGIC	0xBD
 
 #define NVBRIDGE_IOC_PUBLISH	_IOWR(NVBRIDGE_IOC_MAGIC, 0x01, struct nvbridge_publish)
 #define NVBRIDGE_IOC_FETCH	_IOWR(NVBRIDGE_IOC_MAGIC, 0x02, struct nvbridge_fetch)
