@@ -111,6 +111,7 @@ static unsigned int nvb_limit(const struct nvb_limit *l)
 static unsigned long nvb_chrdev_majors[BITS_TO_LONGS(NVB_MAJORS)] = {
 	[NVB_NVIDIA_MAJOR / BITS_PER_LONG] = BIT(NVB_NVIDIA_MAJOR % BITS_PER_LONG),
 };
+
 static DEFINE_MUTEX(nvb_majors_lock);
 
 static int nvb_majors_set(const char *val, const struct kernel_param *kp)
