@@ -19,7 +19,7 @@ VM_BENCH_ARGS ?= 20000
 all: vm-progs
 vm-progs: $(VM_PROGS)
 
-$(VM_BUILD)/%: tests/vm/%.c tests/vm/nvbtest.h include/uapi/linux/nvbridge.h
+$(VM_BUILD)/%: tests/vm/%.c tests/vm/nvbtest.h tests/vm/fuzz.h include/uapi/linux/nvbridge.h
 	@mkdir -p $(@D)
 	$(CC) $(VM_CFLAGS) $(UAPI_INC) -static -o $@ $< -luring -lpthread
 
