@@ -42,6 +42,9 @@
 
 #include "nvbridge_internal.h"
 
+#define CREATE_TRACE_POINTS
+#include "nvbridge_trace.h"
+
 /* Largest argument struct accepted, on every architecture and backend. */
 #define NVB_ARG_MAX	4096
 
@@ -290,6 +293,18 @@ static void nvb_peer_ids(const struct nvb_file *f, const struct nvb_entry *e,
 	*uid = from_kuid_munged(f->cred->user_ns, e->pub_uid);
 	*gid = from_kgid_munged(f->cred->user_ns, e->pub_gid);
 }
+
+/* Tracepoint arguments: what @f did to @e, ids in the initial namespaces. */
+#define nvb_trace(event, f, e, arg) do {				\
+	const struct nvb_file *__f = (f);				\
+	const struct nvb_entry *__e = (e);				\
+									\
+	trace_nvbridge_##event(__e->owner->scope->ipc_ns->ns.inum,	\
+			       __e->id, __e->name,			\
+			       from_kuid(&init_user_ns, __e->pub_uid),	\
+			       from_kuid(&init_user_ns, __f->cred->euid), \
+			       pid_nr(__f->pid), (arg));		\
+} while (0)
 
 /* ------------------------------------------------------------------ */
 /* Scopes and users: open() and release() only                         */
@@ -741,12 +756,21 @@ static struct nvb_entry *nvb_lookup(struct nvb_file *f, const char *name,
 	lockdep_assert_held(&s->lock);
 	if (uid_valid(expect)) {
 		e = nvb_find_owned(s, name, expect);
-		return e && nvb_may_access(f, e) ? e : ERR_PTR(-ENOENT);
+		if (!e || !e->live)
+			return ERR_PTR(-ENOENT);
+		if (!nvb_may_access(f, e)) {
+			nvb_trace(denial, f, e, e->access);
+			return ERR_PTR(-ENOENT);
+		}
+		return e;
 	}
 	hash_for_each_possible(s->names, e, name_node, hash) {
-		if (e->hash != hash || strcmp(e->name, name) ||
-		    !nvb_may_access(f, e))
+		if (e->hash != hash || strcmp(e->name, name) || !e->live)
 			continue;
+		if (!nvb_may_access(f, e)) {
+			nvb_trace(denial, f, e, e->access);
+			continue;
+		}
 		if (found)
 			return ERR_PTR(-ENOTUNIQ);
 		found = e;
@@ -813,6 +837,7 @@ static void nvb_entry_commit(struct nvb_file *f, struct nvb_entry *e)
 
 	mutex_lock(&s->lock);
 	e->live = true;
+	nvb_trace(publish, f, e, e->access);
 	s->nr_entries++;
 	atomic_inc(&nvb_nr_entries);
 	nvb_notify(s, e, NVBRIDGE_EVENT_PUBLISHED, NVBRIDGE_REVOKE_NONE);
@@ -840,6 +865,7 @@ static void nvb_entry_revoke(struct nvb_scope *s, struct nvb_entry *e,
 		return;
 	s->nr_entries--;
 	atomic_dec(&nvb_nr_entries);
+	nvb_trace(revoke, e->owner, e, reason);
 	nvb_notify(s, e, NVBRIDGE_EVENT_REVOKED, reason);
 	e->live = false;
 }
@@ -1234,6 +1260,8 @@ static long nvb_ioctl_fetch(struct nvb_file *f,
 	o_flags = (arg.flags & NVBRIDGE_FETCH_NO_CLOEXEC) ? 0 : O_CLOEXEC;
 	ret = nvb_receive_fd(r.file, o_flags);
 out_release:
+	if (ret >= 0)
+		nvb_trace(fetch, f, r.e, ret > 0);
 	nvb_fetched_release(&r);
 	return ret;
 }
