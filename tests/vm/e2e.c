@@ -3763,6 +3763,22 @@ static int t_tracepoints(void)
 	return 0;
 }
 
+/* The ioctls from an i386 process (compat32.c, put on PATH by the harness) */
+static int t_compat32(void)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		execlp("compat32", "compat32", (char *)NULL);
+		_exit(100);
+	}
+	CHECK(pid > 0, "fork");
+	WANT(reap(pid, 20000), 0);	/* else: the step that failed; 100: no binary */
+	return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* runner                                                               */
 
@@ -3826,6 +3842,7 @@ static const struct tcase {
 	{ "publish_efault_never_visible", t_publish_efault_invisible },
 	{ "concurrent_publish_fetch_stress", t_stress },
 	{ "tracepoints", t_tracepoints },
+	{ "compat_ioctl_32bit", t_compat32 },
 	{ "ioctl_fuzz", t_fuzz },
 	{ "rmmod_busy_while_open_then_reload", t_rmmod },	/* must stay last */
 };
