@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * nvbridge: internal structures shared by nvbridge_main.c and its KUnit
- * suite (nvbridge_kunit.c, compiled into the same unit).
+ * suite (nvbridge_kunit.c, linked into the same module).
  *
  * Locking.  There is no lock shared by all scopes on any ioctl, read or
  * poll path:
@@ -21,8 +21,12 @@
 #ifndef _NVBRIDGE_INTERNAL_H
 #define _NVBRIDGE_INTERNAL_H
 
+#include <kunit/visibility.h>
+#include <linux/atomic.h>
 #include <linux/cred.h>
 #include <linux/bits.h>
+#include <linux/fs.h>
+#include <linux/poll.h>
 #include <linux/hashtable.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
@@ -153,5 +157,57 @@ struct nvb_file {
 	u64 ev_seq;
 	wait_queue_head_t read_wq;
 };
+
+/* What a fetch takes away from the registry, so it can drop the lock. */
+struct nvb_fetched {
+	struct nvb_entry *e;		/* a reference, or NULL */
+	struct file *file;		/* e->file, borrowed */
+	const void *blob;		/* e->blob, borrowed */
+	u32 blob_len;
+	u64 id;
+	u32 pid, uid, gid, access, entry_flags;
+};
+
+/*
+ * What the KUnit suite (nvbridge_kunit.c, linked into the same module)
+ * reaches: static unless CONFIG_KUNIT.  Nothing is exported; the suite
+ * is part of nvbridge.ko, so EXPORT_SYMBOL_IF_KUNIT is not needed.
+ */
+#if IS_ENABLED(CONFIG_KUNIT)
+extern struct nvb_limit nvb_max_entries_per_user, nvb_max_bytes_per_user,
+	nvb_max_blob_size, nvb_max_events, nvb_max_watches;
+extern spinlock_t nvb_users_lock;
+extern atomic_t nvb_nr_entries;
+extern const struct file_operations nvb_fops;
+
+unsigned int nvb_limit(const struct nvb_limit *l);
+int nvb_name_check(const char *name, bool prefix);
+int nvb_policy_ids(const struct nvb_file *f,
+		   const struct nvbridge_publish *arg, kuid_t *uid,
+		   kgid_t *gid);
+struct nvb_user *nvb_user_find(kuid_t uid);
+bool nvb_watch_matches(const struct nvb_watch *w, const char *name);
+int nvb_watch_add(struct nvb_file *f, u32 flags, const char *name, u64 *id);
+int nvb_watch_del(struct nvb_file *f, u64 id);
+struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
+				struct file *file, void *blob, u32 blob_len,
+				u32 access, kuid_t acl_uid, kgid_t acl_gid);
+int nvb_entry_reserve(struct nvb_file *f, struct nvb_entry *e);
+void nvb_entry_commit(struct nvb_file *f, struct nvb_entry *e);
+void nvb_entry_put(struct nvb_entry *e);
+int nvb_unpublish(struct nvb_file *f, u64 id, const char *name);
+struct nvb_publish_bucket *nvb_publish_bucket(struct nvb_scope *s,
+					      const char *name);
+int nvb_fetch_expect(struct nvb_file *f, const char *name, u32 blob_cap,
+		     kuid_t expect, bool wait, s64 *timeout_ns,
+		     struct nvb_fetched *r);
+void nvb_fetched_release(struct nvb_fetched *r);
+unsigned int nvb_list_collect(struct nvb_file *f, u64 cursor,
+			      struct nvbridge_entry_info *out,
+			      unsigned int max);
+int nvb_open(struct inode *inode, struct file *filp);
+long nvb_ioctl(struct file *filp, unsigned int cmd, unsigned long arg);
+__poll_t nvb_poll(struct file *filp, poll_table *wait);
+#endif /* CONFIG_KUNIT */
 
 #endif /* _NVBRIDGE_INTERNAL_H */

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * KUnit suites for nvbridge.  This file is #included at the end of
- * nvbridge_main.c (when CONFIG_NVBRIDGE_KUNIT_TEST is enabled), so the
- * cases call the module's static functions directly.
+ * KUnit suites for nvbridge, linked into nvbridge.ko when
+ * CONFIG_NVBRIDGE_KUNIT_TEST is enabled.  The cases call the module's
+ * internal functions, which are VISIBLE_IF_KUNIT (static otherwise) and
+ * declared in nvbridge_internal.h.
  *
  * Test files are anonymous-inode files with nvbridge's own file operations,
  * set up exactly as nvb_open() sets up /dev/nvbridge, opened under crafted
@@ -20,6 +21,12 @@
  */
 
 #include <kunit/test.h>
+#include <linux/cred.h>
+#include <linux/file.h>
+#include <linux/ipc_namespace.h>
+#include <linux/pid_namespace.h>
+#include <linux/uaccess.h>
+#include <linux/user_namespace.h>
 #include <linux/anon_inodes.h>
 #include <linux/delay.h>
 #include <linux/fdtable.h>
@@ -31,6 +38,8 @@
 #include <linux/sched/signal.h>
 #include <linux/shmem_fs.h>
 #include <linux/syscalls.h>
+
+#include "nvbridge_internal.h"
 
 /* nvb_fetch_expect() from any publisher. */
 static int nvb_fetch_wait(struct nvb_file *f, const char *name, u32 blob_cap,
@@ -1445,7 +1454,11 @@ static void nvb_test_revoke_on_release(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, nvb_t_fetch(keep, mine), 0);
 }
 
-/* FETCH copies the blob and takes a file reference; the entry stays. */
+/*
+ * FETCH pins the entry (not a copy of its blob, not a file reference of
+ * its own) until released; receive_fd() takes the file reference.  The
+ * entry stays published.
+ */
 static void nvb_test_fetch_copies(struct kunit *test)
 {
 	struct file *pub = nvb_t_open(test, NULL);
@@ -1470,13 +1483,14 @@ static void nvb_test_fetch_copies(struct kunit *test)
 			-EMSGSIZE);
 	KUNIT_EXPECT_EQ(test, r.blob_len, (u32)sizeof(blob));
 	KUNIT_EXPECT_NULL(test, r.file);
-	KUNIT_EXPECT_EQ(test, file_count(payload), refs);
+	KUNIT_EXPECT_NULL(test, r.e);
 	nvb_fetched_release(&r);
 
 	KUNIT_ASSERT_EQ(test, nvb_fetch_wait(nvb_t_f(fet), name, sizeof(blob),
 					     false, 0, &r), 0);
 	KUNIT_EXPECT_PTR_EQ(test, r.file, payload);
-	KUNIT_EXPECT_EQ(test, file_count(payload), refs + 1);
+	KUNIT_EXPECT_EQ(test, file_count(payload), refs);
+	KUNIT_EXPECT_EQ(test, refcount_read(&r.e->ref), 2U);
 	KUNIT_EXPECT_EQ(test, r.id, id);
 	KUNIT_EXPECT_EQ(test, r.entry_flags, NVBRIDGE_ENTRY_HAS_FD);
 	KUNIT_ASSERT_NOT_NULL(test, r.blob);
@@ -1509,14 +1523,17 @@ static int nvb_t_pubthread_fn(void *data)
 	return 0;
 }
 
-/* The publisher's pid while its thread group lives, 0 once it is gone. */
-static void nvb_test_pid_of_dead_publisher(struct kunit *test)
+/*
+ * The publisher's pid is the opener's, taken at open: a thread that
+ * publishes through the file, and is gone since, does not show.
+ */
+static void nvb_test_pid_is_openers(struct kunit *test)
 {
 	struct file *pub = nvb_t_open(test, NULL);
 	struct nvb_t_pubthread *p;
 	struct nvb_fetched r = {};
 	struct task_struct *t;
-	u32 alive_pid, dead_pid = 1;
+	u32 alive_pid, dead_pid;
 	pid_t tgid;
 	int i, ret;
 
@@ -1537,21 +1554,19 @@ static void nvb_test_pid_of_dead_publisher(struct kunit *test)
 	nvb_fetched_release(&r);
 	complete(&p->go);
 	kthread_stop(t);
-	put_task_struct(t);
 	KUNIT_ASSERT_EQ(test, p->ret, 0);
 	KUNIT_ASSERT_EQ(test, ret, 0);
-	KUNIT_EXPECT_EQ(test, alive_pid, (u32)tgid);
-	KUNIT_EXPECT_NE(test, alive_pid, (u32)task_tgid_nr(current));
-	/* the thread is reaped shortly after it exits */
-	for (i = 0; i < NVB_T_WAIT_MS / 2 && dead_pid; i++) {
-		KUNIT_ASSERT_EQ(test, nvb_fetch_wait(nvb_t_f(pub), p->name, 0,
-						     false, 0, &r), 0);
-		dead_pid = r.pid;
-		nvb_fetched_release(&r);
-		if (dead_pid)
-			usleep_range(1000, 2000);
-	}
-	KUNIT_EXPECT_EQ(test, dead_pid, 0U);
+	KUNIT_EXPECT_EQ(test, alive_pid, (u32)task_tgid_nr(current));
+	KUNIT_EXPECT_NE(test, alive_pid, (u32)tgid);
+	/* the publishing thread is reaped: still the opener's pid */
+	for (i = 0; i < NVB_T_WAIT_MS / 2 && pid_alive(t); i++)
+		usleep_range(1000, 2000);
+	KUNIT_ASSERT_EQ(test, nvb_fetch_wait(nvb_t_f(pub), p->name, 0,
+					     false, 0, &r), 0);
+	dead_pid = r.pid;
+	nvb_fetched_release(&r);
+	KUNIT_EXPECT_EQ(test, dead_pid, (u32)task_tgid_nr(current));
+	put_task_struct(t);
 }
 
 static struct kunit_case nvb_registry_cases[] = {
@@ -1560,7 +1575,7 @@ static struct kunit_case nvb_registry_cases[] = {
 	KUNIT_CASE(nvb_test_unpublish_errors),
 	KUNIT_CASE(nvb_test_revoke_on_release),
 	KUNIT_CASE(nvb_test_fetch_copies),
-	KUNIT_CASE(nvb_test_pid_of_dead_publisher),
+	KUNIT_CASE(nvb_test_pid_is_openers),
 	{}
 };
 
@@ -1827,14 +1842,20 @@ static void nvb_test_uapi_flags_and_commands(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, nvb_t_ioctl(filp, NVBRIDGE_IOC_INFO,
 					  (void __user *)16), -EFAULT);
 
-	/* a newer binary's command number (larger size) still dispatches */
+	/*
+	 * The whole command number is matched: another size or direction is
+	 * -ENOTTY; a newer struct keeps the VER0 number and grows .size.
+	 */
 	p.access = NVBRIDGE_ACCESS_OWNER;
 	p.size = sizeof(p) + 8;
 	KUNIT_ASSERT_EQ(test, clear_user(u, sizeof(p) + 8), 0UL);
 	KUNIT_ASSERT_EQ(test, copy_to_user(u, &p, sizeof(p)), 0UL);
 	cmd = _IOC(_IOC_READ | _IOC_WRITE, NVBRIDGE_IOC_MAGIC, 0x01,
 		   sizeof(p) + 8);
-	KUNIT_EXPECT_EQ(test, nvb_t_ioctl(filp, cmd, u), 0);
+	KUNIT_EXPECT_EQ(test, nvb_t_ioctl(filp, cmd, u), -ENOTTY);
+	cmd = _IOC(_IOC_WRITE, NVBRIDGE_IOC_MAGIC, 0x01, sizeof(p));
+	KUNIT_EXPECT_EQ(test, nvb_t_ioctl(filp, cmd, u), -ENOTTY);
+	KUNIT_EXPECT_EQ(test, nvb_t_ioctl(filp, NVBRIDGE_IOC_PUBLISH, u), 0);
 	KUNIT_EXPECT_EQ(test, nvb_t_fetch(filp, p.name), 0);
 }
 

@@ -78,11 +78,11 @@ static const struct kernel_param_ops nvb_limit_ops = {
 	.get = nvb_limit_get,
 };
 
-static struct nvb_limit nvb_max_entries_per_user = { 1024, 1, 1048576 };
-static struct nvb_limit nvb_max_bytes_per_user = { 1048576, 0, 1073741824 };
-static struct nvb_limit nvb_max_blob_size = { 4096, 0, NVBRIDGE_BLOB_MAX };
-static struct nvb_limit nvb_max_events = { 1024, 1, 65536 };
-static struct nvb_limit nvb_max_watches = { 64, 1, 4096 };
+VISIBLE_IF_KUNIT struct nvb_limit nvb_max_entries_per_user = { 1024, 1, 1048576 };
+VISIBLE_IF_KUNIT struct nvb_limit nvb_max_bytes_per_user = { 1048576, 0, 1073741824 };
+VISIBLE_IF_KUNIT struct nvb_limit nvb_max_blob_size = { 4096, 0, NVBRIDGE_BLOB_MAX };
+VISIBLE_IF_KUNIT struct nvb_limit nvb_max_events = { 1024, 1, 65536 };
+VISIBLE_IF_KUNIT struct nvb_limit nvb_max_watches = { 64, 1, 4096 };
 
 module_param_cb(max_entries_per_user, &nvb_limit_ops,
 		&nvb_max_entries_per_user, 0644);
@@ -99,7 +99,7 @@ MODULE_PARM_DESC(max_events, "Event queue depth per open file (default 1024)");
 module_param_cb(max_watches, &nvb_limit_ops, &nvb_max_watches, 0644);
 MODULE_PARM_DESC(max_watches, "Watches per open file (default 64)");
 
-static unsigned int nvb_limit(const struct nvb_limit *l)
+VISIBLE_IF_KUNIT unsigned int nvb_limit(const struct nvb_limit *l)
 {
 	return READ_ONCE(l->val);
 }
@@ -176,11 +176,11 @@ MODULE_PARM_DESC(publish_chrdev_majors,
 
 static DEFINE_MUTEX(nvb_scopes_lock);
 static DEFINE_HASHTABLE(nvb_scopes, 6);
-static DEFINE_SPINLOCK(nvb_users_lock);
+VISIBLE_IF_KUNIT DEFINE_SPINLOCK(nvb_users_lock);
 static DEFINE_HASHTABLE(nvb_users, 6);
-static atomic_t nvb_nr_entries = ATOMIC_INIT(0);	/* sysfs, root only */
+VISIBLE_IF_KUNIT atomic_t nvb_nr_entries = ATOMIC_INIT(0);	/* sysfs, root only */
 
-static const struct file_operations nvb_fops;
+VISIBLE_IF_KUNIT const struct file_operations nvb_fops;
 
 /* ------------------------------------------------------------------ */
 /* Names and policies                                                 */
@@ -198,7 +198,7 @@ static bool nvb_name_char_ok(char c)
  * which may be empty), or -EINVAL: unterminated within NVBRIDGE_NAME_MAX
  * bytes, empty, or a byte outside [A-Za-z0-9._:/-].
  */
-static int nvb_name_check(const char *name, bool prefix)
+VISIBLE_IF_KUNIT int nvb_name_check(const char *name, bool prefix)
 {
 	size_t len = strnlen(name, NVBRIDGE_NAME_MAX);
 	size_t i;
@@ -317,23 +317,42 @@ static void nvb_put_ipc_ns(struct ipc_namespace *ns)
 #endif
 }
 
+/* @ns's scope with one more file counted, or NULL.  nvb_scopes_lock. */
+static struct nvb_scope *nvb_scope_find(struct ipc_namespace *ns)
+{
+	struct nvb_scope *s;
+
+	lockdep_assert_held(&nvb_scopes_lock);
+	hash_for_each_possible(nvb_scopes, s, node, hash_ptr(ns, 32)) {
+		if (s->ipc_ns == ns) {
+			s->nr_files++;
+			return s;
+		}
+	}
+	return NULL;
+}
+
 /* A counted scope for @ns, or NULL. */
 static struct nvb_scope *nvb_scope_get(struct ipc_namespace *ns)
 {
 	struct nvb_scope *s, *new;
 	int i;
 
+	mutex_lock(&nvb_scopes_lock);
+	s = nvb_scope_find(ns);
+	mutex_unlock(&nvb_scopes_lock);
+	if (s)
+		return s;
+
 	new = kvzalloc(sizeof(*new), GFP_KERNEL_ACCOUNT);
 	if (!new)
 		return NULL;
 	mutex_lock(&nvb_scopes_lock);
-	hash_for_each_possible(nvb_scopes, s, node, hash_ptr(ns, 32)) {
-		if (s->ipc_ns == ns) {
-			s->nr_files++;
-			mutex_unlock(&nvb_scopes_lock);
-			kvfree(new);
-			return s;
-		}
+	s = nvb_scope_find(ns);
+	if (s) {
+		mutex_unlock(&nvb_scopes_lock);
+		kvfree(new);
+		return s;
 	}
 	s = new;
 	s->ipc_ns = get_ipc_ns(ns);
@@ -367,7 +386,7 @@ static void nvb_scope_put(struct nvb_scope *s)
 	kvfree(s);
 }
 
-static struct nvb_user *nvb_user_find(kuid_t uid)
+VISIBLE_IF_KUNIT struct nvb_user *nvb_user_find(kuid_t uid)
 {
 	struct nvb_user *u;
 
@@ -555,7 +574,7 @@ static void nvb_events_free(struct nvb_file *f)
 /* ------------------------------------------------------------------ */
 /* Watches: indexed by exact name, and by prefix length and hash       */
 
-static bool nvb_watch_matches(const struct nvb_watch *w, const char *name)
+VISIBLE_IF_KUNIT bool nvb_watch_matches(const struct nvb_watch *w, const char *name)
 {
 	if (w->flags & NVBRIDGE_WATCH_PREFIX)
 		return !strncmp(w->name, name, w->len);
@@ -577,9 +596,10 @@ static void nvb_notify_one(struct nvb_watch *w, const struct nvb_entry *e,
 }
 
 /*
- * Tell every watcher that may see @e.  Visits the exact-name bucket of
- * @e's name and, for each of its prefixes ("" included), that prefix's
- * bucket: work in proportion to the matching watches, not to all.
+ * Tell every watcher that may see @e.  Visits, for each prefix of @e's
+ * name ("" included, shortest first), that prefix's bucket, then the
+ * exact-name bucket: work in proportion to the matching watches, not to
+ * all of them.
  */
 static void nvb_notify(struct nvb_scope *s, const struct nvb_entry *e,
 		       u16 type, u16 reason)
@@ -589,9 +609,6 @@ static void nvb_notify(struct nvb_scope *s, const struct nvb_entry *e,
 	u32 key;
 
 	lockdep_assert_held(&s->lock);
-	hash_for_each_possible(s->exact, w, index_node, e->hash)
-		if (w->hash == e->hash && nvb_watch_matches(w, e->name))
-			nvb_notify_one(w, e, type, reason);
 	for (l = 0; l <= len; l++) {
 		u32 h = nvb_hash(e->name, l);
 
@@ -601,10 +618,13 @@ static void nvb_notify(struct nvb_scope *s, const struct nvb_entry *e,
 			    nvb_watch_matches(w, e->name))
 				nvb_notify_one(w, e, type, reason);
 	}
+	hash_for_each_possible(s->exact, w, index_node, e->hash)
+		if (w->hash == e->hash && nvb_watch_matches(w, e->name))
+			nvb_notify_one(w, e, type, reason);
 }
 
-static int nvb_watch_add(struct nvb_file *f, u32 flags, const char *name,
-			 u64 *id)
+VISIBLE_IF_KUNIT int nvb_watch_add(struct nvb_file *f, u32 flags, const char *name,
+				   u64 *id)
 {
 	struct nvb_scope *s = f->scope;
 	struct nvb_watch *w, *new;
@@ -654,7 +674,7 @@ static void nvb_watch_unlink(struct nvb_file *f, struct nvb_watch *w)
 	f->nr_watches--;
 }
 
-static int nvb_watch_del(struct nvb_file *f, u64 id)
+VISIBLE_IF_KUNIT int nvb_watch_del(struct nvb_file *f, u64 id)
 {
 	struct nvb_watch *w, *found = NULL;
 
@@ -676,7 +696,7 @@ static int nvb_watch_del(struct nvb_file *f, u64 id)
 /* ------------------------------------------------------------------ */
 /* Entries                                                            */
 
-static void nvb_entry_put(struct nvb_entry *e)
+VISIBLE_IF_KUNIT void nvb_entry_put(struct nvb_entry *e)
 {
 	if (!refcount_dec_and_test(&e->ref))
 		return;
@@ -692,10 +712,10 @@ static void nvb_entry_put(struct nvb_entry *e)
  * (a reference) and @blob (kvmalloc'ed, @blob_len bytes), each may be
  * NULL, only on success.  The publisher's identity is the opener's.
  */
-static struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
-				       struct file *file, void *blob,
-				       u32 blob_len, u32 access,
-				       kuid_t acl_uid, kgid_t acl_gid)
+VISIBLE_IF_KUNIT struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
+						 struct file *file, void *blob,
+						 u32 blob_len, u32 access,
+						 kuid_t acl_uid, kgid_t acl_gid)
 {
 	struct nvb_entry *e;
 
@@ -719,8 +739,8 @@ static struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
 	return e;
 }
 
-static struct nvb_publish_bucket *nvb_publish_bucket(struct nvb_scope *s,
-						     const char *name)
+VISIBLE_IF_KUNIT struct nvb_publish_bucket *nvb_publish_bucket(struct nvb_scope *s,
+							       const char *name)
 {
 	return &s->publish[hash_32(nvb_name_hash(name),
 				   NVB_PUBLISH_BUCKETS_BITS)];
@@ -795,7 +815,7 @@ static void nvb_entry_unlink(struct nvb_scope *s, struct nvb_entry *e)
  * in the scope, -ENOSPC at the quota or out of ids.  On failure the
  * caller still owns @e.
  */
-static int nvb_entry_reserve(struct nvb_file *f, struct nvb_entry *e)
+VISIBLE_IF_KUNIT int nvb_entry_reserve(struct nvb_file *f, struct nvb_entry *e)
 {
 	struct nvb_scope *s = f->scope;
 	int ret;
@@ -830,7 +850,7 @@ err_unlock:
 }
 
 /* Step two: make a reserved entry visible, tell watchers and waiters. */
-static void nvb_entry_commit(struct nvb_file *f, struct nvb_entry *e)
+VISIBLE_IF_KUNIT void nvb_entry_commit(struct nvb_file *f, struct nvb_entry *e)
 {
 	struct nvb_scope *s = f->scope;
 	struct nvb_publish_bucket *b;
@@ -875,7 +895,7 @@ static void nvb_entry_revoke(struct nvb_scope *s, struct nvb_entry *e,
  * addresses the opener's own (euid, name).  -ENOENT for what @f cannot
  * see, -EPERM for a visible entry published through another file.
  */
-static int nvb_unpublish(struct nvb_file *f, u64 id, const char *name)
+VISIBLE_IF_KUNIT int nvb_unpublish(struct nvb_file *f, u64 id, const char *name)
 {
 	struct nvb_scope *s = f->scope;
 	struct nvb_entry *e;
@@ -900,17 +920,7 @@ static int nvb_unpublish(struct nvb_file *f, u64 id, const char *name)
 	return ret;
 }
 
-/* What a fetch takes away from the registry, so it can drop the lock. */
-struct nvb_fetched {
-	struct nvb_entry *e;		/* a reference, or NULL */
-	struct file *file;		/* e->file, borrowed */
-	const void *blob;		/* e->blob, borrowed */
-	u32 blob_len;
-	u64 id;
-	u32 pid, uid, gid, access, entry_flags;
-};
-
-static void nvb_fetched_release(struct nvb_fetched *r)
+VISIBLE_IF_KUNIT void nvb_fetched_release(struct nvb_fetched *r)
 {
 	if (r->e)
 		nvb_entry_put(r->e);
@@ -971,9 +981,9 @@ static bool nvb_published_since(struct nvb_publish_bucket *b,
  * what is left, so that a restarted call waits no longer in total.
  * @expect: the publisher's required euid, or INVALID_UID for any.
  */
-static int nvb_fetch_expect(struct nvb_file *f, const char *name,
-			    u32 blob_cap, kuid_t expect, bool wait,
-			    s64 *timeout_ns, struct nvb_fetched *r)
+VISIBLE_IF_KUNIT int nvb_fetch_expect(struct nvb_file *f, const char *name,
+				      u32 blob_cap, kuid_t expect, bool wait,
+				      s64 *timeout_ns, struct nvb_fetched *r)
 {
 	struct nvb_publish_bucket *b = nvb_publish_bucket(f->scope, name);
 	ktime_t deadline = 0, left = 0;
@@ -1079,9 +1089,9 @@ static int nvb_receive_fd(struct file *file, unsigned int o_flags)
 /* ------------------------------------------------------------------ */
 /* ioctls                                                             */
 
-static int nvb_policy_ids(const struct nvb_file *f,
-			  const struct nvbridge_publish *arg,
-			  kuid_t *uid, kgid_t *gid)
+VISIBLE_IF_KUNIT int nvb_policy_ids(const struct nvb_file *f,
+				    const struct nvbridge_publish *arg,
+				    kuid_t *uid, kgid_t *gid)
 {
 	*uid = INVALID_UID;
 	*gid = INVALID_GID;
@@ -1335,9 +1345,9 @@ static long nvb_ioctl_unwatch(struct nvb_file *f,
 #define NVB_LIST_BATCH	64
 
 /* Fill @out with up to @max entries @f may see, with ids above @cursor. */
-static unsigned int nvb_list_collect(struct nvb_file *f, u64 cursor,
-				     struct nvbridge_entry_info *out,
-				     unsigned int max)
+VISIBLE_IF_KUNIT unsigned int nvb_list_collect(struct nvb_file *f, u64 cursor,
+					       struct nvbridge_entry_info *out,
+					       unsigned int max)
 {
 	struct nvb_scope *s = f->scope;
 	struct nvb_entry *e;
@@ -1468,7 +1478,7 @@ static long nvb_ioctl_info(struct nvb_file *f,
  * struct's own .size field is the extension mechanism.  Changing the
  * registry needs a file opened for writing.
  */
-static long nvb_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
+VISIBLE_IF_KUNIT long nvb_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 {
 	struct nvb_file *f = filp->private_data;
 	void __user *uarg = (void __user *)arg;
@@ -1548,7 +1558,7 @@ static ssize_t nvb_read_iter(struct kiocb *iocb, struct iov_iter *to)
 	return done ? done : ret;
 }
 
-static __poll_t nvb_poll(struct file *filp, poll_table *wait)
+VISIBLE_IF_KUNIT __poll_t nvb_poll(struct file *filp, poll_table *wait)
 {
 	struct nvb_file *f = filp->private_data;
 
@@ -1646,7 +1656,7 @@ static void nvb_file_destroy(struct nvb_file *f)
 	kfree(f);
 }
 
-static int nvb_open(struct inode *inode, struct file *filp)
+VISIBLE_IF_KUNIT int nvb_open(struct inode *inode, struct file *filp)
 {
 	struct nvb_file *f;
 	int ret;
@@ -1668,7 +1678,7 @@ static int nvb_release(struct inode *inode, struct file *filp)
 	return 0;
 }
 
-static const struct file_operations nvb_fops = {
+VISIBLE_IF_KUNIT const struct file_operations nvb_fops = {
 	.owner		= THIS_MODULE,
 	.open		= nvb_open,
 	.release	= nvb_release,
@@ -1746,7 +1756,3 @@ module_exit(nvb_exit);
 MODULE_DESCRIPTION("nvbridge: namespace-aware fd and blob rendezvous");
 MODULE_AUTHOR("The nvbridge authors");
 MODULE_LICENSE("GPL");
-
-#if IS_ENABLED(CONFIG_NVBRIDGE_KUNIT_TEST)
-#include "nvbridge_kunit.c"
-#endif
