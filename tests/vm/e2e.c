@@ -3779,6 +3779,81 @@ static int t_compat32(void)
 	return 0;
 }
 
+/*
+ * read() that faults puts the record back: the next read gets it, same
+ * seq, nothing lost.
+ */
+static int t_read_efault_put_back(void)
+{
+	struct nvbridge_event ev;
+	void *bad;
+	int w, d;
+	ssize_t n;
+
+	bad = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(bad != MAP_FAILED, "mmap");
+	OKV(w, nvb_open(O_NONBLOCK));
+	OKV(d, nvb_open(0));
+	OK(nvb_watch(w, "pb.", NVBRIDGE_WATCH_PREFIX, NULL));
+	OK(nvb_publish(d, "pb.1", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, NULL));
+	n = read(w, bad, sizeof(ev));
+	WANT(n < 0 ? -errno : n, -EFAULT);
+	WANT(nvb_next_event(w, &ev, 1000), 0);
+	WANT(ev.seq, 1);
+	CHECK(!strcmp(ev.name, "pb.1"), "name '%s'", ev.name);
+	WANT(read(w, &ev, sizeof(ev)) < 0 ? -errno : 0, -EAGAIN);
+	close(d);
+	close(w);
+	munmap(bad, 4096);
+	return 0;
+}
+
+/*
+ * close() racing a FETCH_WAIT on the same file: the wait goes on (the
+ * ioctl holds the file) and ends by its timeout; the file's entries are
+ * revoked when the last reference goes, after the wait, not at close().
+ */
+struct close_race {
+	int dfd;
+	long rc;
+};
+
+static void *close_race_waiter(void *arg)
+{
+	struct close_race *c = arg;
+
+	c->rc = nvb_fetch_ex(c->dfd, "cr.never", NVBRIDGE_FETCH_WAIT,
+			     400000000ll, NULL, 0, NULL);
+	return NULL;
+}
+
+static int t_close_races_wait(void)
+{
+	struct close_race c = { -1, 1 };
+	struct nvbridge_event ev;
+	pthread_t th;
+	uint64_t id;
+	int w;
+
+	OKV(w, nvb_open(O_NONBLOCK));
+	OK(nvb_watch(w, "cr.", NVBRIDGE_WATCH_PREFIX, NULL));
+	OKV(c.dfd, nvb_open(0));
+	OK(nvb_publish(c.dfd, "cr.x", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, &id));
+	WANT(wait_event_for(w, id, NVBRIDGE_EVENT_PUBLISHED, &ev, 2000), 0);
+	CHECK(pthread_create(&th, NULL, close_race_waiter, &c) == 0, "pthread_create");
+	nvb_sleep_ms(100);
+	WANT(close(c.dfd), 0);
+	/* still published while the waiter holds the file */
+	WANT(nvb_fetch(w, "cr.x", NULL), 0);
+	pthread_join(th, NULL);
+	WANT(c.rc, -ETIMEDOUT);
+	WANT(wait_event_for(w, id, NVBRIDGE_EVENT_REVOKED, &ev, 2000), 0);
+	WANT(ev.reason, NVBRIDGE_REVOKE_CLOSED);
+	WANT(nvb_fetch(w, "cr.x", NULL), -ENOENT);
+	close(w);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* runner                                                               */
 
@@ -3841,6 +3916,8 @@ static const struct tcase {
 	{ "fetch_wait_survives_sigstop", t_wait_stop_cont },
 	{ "publish_efault_never_visible", t_publish_efault_invisible },
 	{ "concurrent_publish_fetch_stress", t_stress },
+	{ "read_efault_puts_the_record_back", t_read_efault_put_back },
+	{ "close_races_fetch_wait", t_close_races_wait },
 	{ "tracepoints", t_tracepoints },
 	{ "compat_ioctl_32bit", t_compat32 },
 	{ "ioctl_fuzz", t_fuzz },
