@@ -38,6 +38,8 @@
 #include <linux/sched/signal.h>
 #include <linux/shmem_fs.h>
 #include <linux/syscalls.h>
+#include <linux/net.h>
+#include <net/net_namespace.h>
 
 #include "nvbridge_internal.h"
 
@@ -1918,6 +1920,43 @@ static int nvb_t_ring_fn(void *data)
 	return 0;
 }
 
+/*
+ * The publish allowlist: a shmem file (what a memfd is) is admitted; an
+ * anonymous-inode file and an AF_UNIX socket (which could carry the
+ * publishing file in flight) are -EINVAL, as is any file type not listed.
+ */
+static const struct file_operations nvb_t_anon_fops = {
+	.owner	= THIS_MODULE,
+};
+
+static void nvb_test_uapi_allowlist(struct kunit *test)
+{
+	struct file *a = nvb_t_open(test, NULL);
+	void __user *u = nvb_t_umem(test, PAGE_SIZE);
+	struct file *anon, *sockf;
+	struct socket *sock;
+
+	KUNIT_EXPECT_EQ(test, nvb_t_publish_fd(a, u,
+					       nvb_t_install_fd(test, nvb_t_payload(test)),
+					       "al/shmem"), 0);
+
+	anon = anon_inode_getfile("[nvbridge-test]", &nvb_t_anon_fops, NULL,
+				  O_RDWR);
+	KUNIT_ASSERT_FALSE(test, IS_ERR(anon));
+	nvb_t_track(test, anon);
+	KUNIT_EXPECT_EQ(test, nvb_t_publish_fd(a, u, nvb_t_install_fd(test, anon),
+					       "al/anon"), -EINVAL);
+
+	KUNIT_ASSERT_EQ(test, sock_create_kern(&init_net, AF_UNIX, SOCK_STREAM,
+					       0, &sock), 0);
+	sockf = sock_alloc_file(sock, O_RDWR, NULL);
+	KUNIT_ASSERT_FALSE(test, IS_ERR(sockf));
+	nvb_t_track(test, sockf);
+	KUNIT_EXPECT_EQ(test, nvb_t_publish_fd(a, u, nvb_t_install_fd(test, sockf),
+					       "al/unix"), -EINVAL);
+	KUNIT_EXPECT_EQ(test, nvb_t_nr_entries(), 1U);
+}
+
 /* An io_uring file cannot be published (it can hold registered files). */
 static void nvb_test_uapi_io_uring_refused(struct kunit *test)
 {
@@ -2133,6 +2172,7 @@ static struct kunit_case nvb_uapi_cases[] = {
 	KUNIT_CASE(nvb_test_uapi_copy_out_bounded),
 	KUNIT_CASE(nvb_test_uapi_flags_and_commands),
 	KUNIT_CASE(nvb_test_uapi_self_publish_refused),
+	KUNIT_CASE(nvb_test_uapi_allowlist),
 	KUNIT_CASE(nvb_test_uapi_io_uring_refused),
 	KUNIT_CASE(nvb_test_uapi_publish_errors),
 	KUNIT_CASE(nvb_test_uapi_fetch_installs_fd),
