@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * nvbridge: internal structures shared by nvbridge_main.c and its KUnit
- * suite (nvbridge_kunit.c, linked into the same module).
+ * suite (nvbridge_kunit.c, linked into the same module), and the API
+ * between nvbridge_main.c (device, ioctls) and nvbridge_registry.c.
  *
  * Locking.  There is no lock shared by all scopes on any ioctl, read or
  * poll path:
@@ -168,25 +169,16 @@ struct nvb_fetched {
 	u32 pid, uid, gid, access, entry_flags;
 };
 
-/*
- * What the KUnit suite (nvbridge_kunit.c, linked into the same module)
- * reaches: static unless CONFIG_KUNIT.  Nothing is exported; the suite
- * is part of nvbridge.ko, so EXPORT_SYMBOL_IF_KUNIT is not needed.
- */
-#if IS_ENABLED(CONFIG_KUNIT)
+/* nvbridge_main.c */
 extern struct nvb_limit nvb_max_entries_per_user, nvb_max_bytes_per_user,
 	nvb_max_blob_size, nvb_max_events, nvb_max_watches;
-extern spinlock_t nvb_users_lock;
-extern atomic_t nvb_nr_entries;
-extern const struct file_operations nvb_fops;
-
 unsigned int nvb_limit(const struct nvb_limit *l);
+
+/* nvbridge_registry.c */
+extern atomic_t nvb_nr_entries;		/* every scope's, for root's sysfs */
 int nvb_name_check(const char *name, bool prefix);
-int nvb_policy_ids(const struct nvb_file *f,
-		   const struct nvbridge_publish *arg, kuid_t *uid,
-		   kgid_t *gid);
-struct nvb_user *nvb_user_find(kuid_t uid);
-bool nvb_watch_matches(const struct nvb_watch *w, const char *name);
+struct nvb_file *nvb_file_create(struct file *filp);
+void nvb_file_destroy(struct nvb_file *f);
 int nvb_watch_add(struct nvb_file *f, u32 flags, const char *name, u64 *id);
 int nvb_watch_del(struct nvb_file *f, u64 id);
 struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
@@ -194,10 +186,9 @@ struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
 				u32 access, kuid_t acl_uid, kgid_t acl_gid);
 int nvb_entry_reserve(struct nvb_file *f, struct nvb_entry *e);
 void nvb_entry_commit(struct nvb_file *f, struct nvb_entry *e);
+void nvb_entry_abort(struct nvb_file *f, struct nvb_entry *e);
 void nvb_entry_put(struct nvb_entry *e);
 int nvb_unpublish(struct nvb_file *f, u64 id, const char *name);
-struct nvb_publish_bucket *nvb_publish_bucket(struct nvb_scope *s,
-					      const char *name);
 int nvb_fetch_expect(struct nvb_file *f, const char *name, u32 blob_cap,
 		     kuid_t expect, bool wait, s64 *timeout_ns,
 		     struct nvb_fetched *r);
@@ -205,6 +196,44 @@ void nvb_fetched_release(struct nvb_fetched *r);
 unsigned int nvb_list_collect(struct nvb_file *f, u64 cursor,
 			      struct nvbridge_entry_info *out,
 			      unsigned int max);
+unsigned int nvb_visible_entries(struct nvb_file *f);
+bool nvb_events_ready(struct nvb_file *f);
+struct nvb_event_node *nvb_event_take(struct nvb_file *f,
+				      struct nvbridge_event *ev);
+void nvb_event_put_back(struct nvb_file *f, struct nvb_event_node *n);
+void nvb_event_commit_overflow(struct nvb_file *f, u32 lost);
+
+/*
+ * Tracepoint arguments (nvbridge_trace.h): what @f did to @e, ids in the
+ * initial namespaces.
+ */
+#define nvb_trace(event, f, e, arg) do {				\
+	const struct nvb_file *__f = (f);				\
+	const struct nvb_entry *__e = (e);				\
+									\
+	trace_nvbridge_##event(__e->owner->scope->ipc_ns->ns.inum,	\
+			       __e->id, __e->name,			\
+			       from_kuid(&init_user_ns, __e->pub_uid),	\
+			       from_kuid(&init_user_ns, __f->cred->euid), \
+			       pid_nr(__f->pid), (arg));		\
+} while (0)
+
+/*
+ * What only the KUnit suite (nvbridge_kunit.c, linked into the same
+ * module) reaches besides the above: static unless CONFIG_KUNIT.  Nothing
+ * is exported: the suite is part of nvbridge.ko.
+ */
+#if IS_ENABLED(CONFIG_KUNIT)
+extern spinlock_t nvb_users_lock;
+extern const struct file_operations nvb_fops;
+
+int nvb_policy_ids(const struct nvb_file *f,
+		   const struct nvbridge_publish *arg, kuid_t *uid,
+		   kgid_t *gid);
+struct nvb_user *nvb_user_find(kuid_t uid);
+bool nvb_watch_matches(const struct nvb_watch *w, const char *name);
+struct nvb_publish_bucket *nvb_publish_bucket(struct nvb_scope *s,
+					      const char *name);
 int nvb_open(struct inode *inode, struct file *filp);
 long nvb_ioctl(struct file *filp, unsigned int cmd, unsigned long arg);
 __poll_t nvb_poll(struct file *filp, poll_table *wait);
