@@ -3595,16 +3595,20 @@ static int t_publish_efault_invisible(void)
 
 /*
  * Scopes do not contend: uid 2000 in its own user + IPC namespace floods
- * watches and publish/unpublish; the host-scope INFO's worst case stays
- * within LAT_RATIO x the unloaded worst case measured in the same boot
- * (or LAT_FLOOR_MS, for an unloaded figure below the scheduler's slice).
+ * watches and publish/unpublish while a root process in the host scope
+ * times INFO.  The flooder is stopped and continued between batches, so
+ * idle and loaded batches interleave in one boot and host noise hits both
+ * alike; the verdict compares the medians of the batches' worst cases:
+ * loaded <= LAT_RATIO x idle, or LAT_FLOOR_MS when idle is below the
+ * scheduler's slice.  The worst single call is printed too.
  */
 #define LAT_FILES	3000
 #define LAT_WATCHES	61	/* the prefixes of LAT_NAME, "" and itself included */
 #define LAT_NAME	"flood/0123456789abcdef0123456789abcdef0123456789abcdef012345"
-#define LAT_SAMPLES	1500
+#define LAT_BATCHES	9
+#define LAT_SAMPLES	150	/* per batch */
 #define LAT_RATIO	10
-#define LAT_FLOOR_MS	100
+#define LAT_FLOOR_MS	20
 
 static long flood(void *arg)
 {
@@ -3670,31 +3674,53 @@ static uint64_t info_worst_ns(int dfd, int n)
 	return worst;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
 static int t_scope_latency(void)
 {
-	uint64_t idle, loaded, bound;
+	uint64_t idle[LAT_BATCHES], loaded[LAT_BATCHES], bound;
+	uint64_t idle_max = 0, loaded_max = 0;
 	int dfd, sock;
 	pid_t pid;
 
 	OKV(dfd, nvb_open(0));
-	idle = info_worst_ns(dfd, LAT_SAMPLES);
 	OKV(pid, spawn(flood_kid, NULL, &sock, -1));
 	WANT(hear(sock, 50000), 1);
-	nvb_sleep_ms(200);
-	loaded = info_worst_ns(dfd, LAT_SAMPLES);
+	for (int b = 0; b < LAT_BATCHES; b++) {
+		kill(pid, SIGSTOP);
+		nvb_sleep_ms(20);
+		idle[b] = info_worst_ns(dfd, LAT_SAMPLES);
+		kill(pid, SIGCONT);
+		nvb_sleep_ms(50);
+		loaded[b] = info_worst_ns(dfd, LAT_SAMPLES);
+		if (idle[b] > idle_max)
+			idle_max = idle[b];
+		if (loaded[b] > loaded_max)
+			loaded_max = loaded[b];
+	}
 	kill(pid, SIGKILL);
 	reap(pid, 10000);
 	close(sock);
 	close(dfd);
-	bound = idle * LAT_RATIO;
+	qsort(idle, LAT_BATCHES, sizeof(idle[0]), cmp_u64);
+	qsort(loaded, LAT_BATCHES, sizeof(loaded[0]), cmp_u64);
+	bound = idle[LAT_BATCHES / 2] * LAT_RATIO;
 	if (bound < LAT_FLOOR_MS * 1000000ull)
 		bound = LAT_FLOOR_MS * 1000000ull;
-	printf("# scope latency: INFO worst %.3f ms idle, %.3f ms under a "
-	       "flood in another scope (ratio %.1f, bound %.1f ms)\n",
-	       idle / 1e6, loaded / 1e6, (double)loaded / (double)idle,
-	       bound / 1e6);
-	CHECK(loaded <= bound, "INFO worst case %.3f ms under another scope's "
-	      "flood, %.3f ms idle", loaded / 1e6, idle / 1e6);
+	printf("# scope latency: INFO worst per batch, median %.3f ms idle, "
+	       "%.3f ms under a flood in another scope (ratio %.1f, bound %.1f ms); "
+	       "worst single call %.3f ms idle, %.3f ms loaded\n",
+	       idle[LAT_BATCHES / 2] / 1e6, loaded[LAT_BATCHES / 2] / 1e6,
+	       (double)loaded[LAT_BATCHES / 2] / (double)idle[LAT_BATCHES / 2],
+	       bound / 1e6, idle_max / 1e6, loaded_max / 1e6);
+	CHECK(loaded[LAT_BATCHES / 2] <= bound,
+	      "INFO median worst case %.3f ms under another scope's flood, %.3f ms idle",
+	      loaded[LAT_BATCHES / 2] / 1e6, idle[LAT_BATCHES / 2] / 1e6);
 	return 0;
 }
 
