@@ -1716,6 +1716,50 @@ static int t_wait_publish(void)
 	return 0;
 }
 
+/*
+ * Waiters on 17 names: the module wakes FETCH_WAIT sleepers by one of 16
+ * buckets per scope, so at least two of them share a bucket.  Each
+ * publish must end exactly its own name's wait; a bucket-mate woken with
+ * it must go back to sleep, not return.
+ */
+#define WB_N	17
+
+static int t_wait_bucket_mates(void)
+{
+	struct wait_job j[WB_N];
+	char names[WB_N][16];
+	int sock[WB_N], dfd;
+	pid_t pid[WB_N];
+	long reply[2];
+
+	OKV(dfd, nvb_open(0));
+	for (int i = 0; i < WB_N; i++) {
+		snprintf(names[i], sizeof(names[i]), "wb.%d", i);
+		j[i].name = names[i];
+		j[i].timeout_ns = 30000000000ll;
+		j[i].catch_sig = false;
+		OKV(pid[i], spawn(wait_kid, &j[i], &sock[i], -1));
+		WANT(hear(sock[i], 30000), 1);
+	}
+	for (int i = 0; i < WB_N; i++)
+		WANT(wait_blocked(pid[i], SYS_ioctl), 0);
+	for (int i = 0; i < WB_N; i++) {
+		OK(nvb_publish(dfd, names[i], NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE,
+			       NULL));
+		CHECK(xrecv(sock[i], reply, sizeof(reply), 10000) == 0,
+		      "waiter for %s was not woken", names[i]);
+		WANT(reply[0], 0);
+		WANT(reap(pid[i], 5000), 0);
+		close(sock[i]);
+		for (int k = i + 1; k < WB_N; k++)
+			CHECK(hear(sock[k], 0) == LONG_MIN,
+			      "the waiter for %s returned on the publish of %s",
+			      names[k], names[i]);
+	}
+	close(dfd);
+	return 0;
+}
+
 static int t_wait_timeout(void)
 {
 	struct wait_job j = { "wait.never", 300000000ll, false };
@@ -3911,6 +3955,7 @@ static const struct tcase {
 	{ "unpublish_by_id_and_name", t_unpublish },
 	{ "entry_belongs_to_the_open_file", t_file_owner },
 	{ "fetch_wait_wakes_on_publish", t_wait_publish },
+	{ "fetch_wait_bucket_mates_sleep_on", t_wait_bucket_mates },
 	{ "fetch_wait_timeout", t_wait_timeout },
 	{ "fetch_wait_interrupted_by_signal", t_wait_signal },
 	{ "quota_per_user", t_quota },
@@ -3954,14 +3999,17 @@ static const struct tcase {
 
 static const char *const param_names[] = {
 	"max_blob_size", "max_entries_per_user", "max_events", "max_watches",
+	"max_bytes_per_user",
 };
-static long saved_params[4];
+#define NPARAMS (sizeof(param_names) / sizeof(param_names[0]))
+static long saved_params[NPARAMS];
 
 static void restore_params(void)
 {
-	for (int i = 0; i < 4; i++)
+	for (size_t i = 0; i < NPARAMS; i++)
 		if (saved_params[i] > 0 && param_get(param_names[i]) != saved_params[i])
 			param_set(param_names[i], saved_params[i]);
+	write_file(PARAM_DIR "publish_chrdev_majors", "195");
 }
 
 /* entries left in the initial scope (INFO) and overall (sysfs) */
@@ -4081,7 +4129,7 @@ int main(int argc, char **argv)
 		return 2;
 	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 	signal(SIGPIPE, SIG_IGN);
-	for (int i = 0; i < 4; i++)
+	for (size_t i = 0; i < NPARAMS; i++)
 		saved_params[i] = param_get(param_names[i]);
 	if (getuid() != 0)
 		printf("# warning: not root; most cases need root\n");
