@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <linux/dma-heap.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -99,6 +100,9 @@ static void vlog(const char *fmt, ...)
 }
 
 #define FAIL(...) do { failf(__LINE__, __VA_ARGS__); return 1; } while (0)
+/* the facility the case needs is missing: "ok N name # SKIP reason" */
+#define SKIP_RC 77
+#define SKIP(...) do { snprintf(g_reason, REASON_MAX, __VA_ARGS__); return SKIP_RC; } while (0)
 #define CHECK(c, ...) do { if (!(c)) FAIL(__VA_ARGS__); } while (0)
 /* expr must give exactly want (an errno as -EXXX, or a value) */
 #define WANT(expr, want) do {						\
@@ -3811,6 +3815,12 @@ static int t_tracepoints(void)
 	    mount("nodev", "/sys/kernel/tracing", "tracefs", 0, NULL))
 		FAIL("mount tracefs: %s", ename(-errno));
 	WANT(write_file(TRACING "trace", ""), 0);
+	/*
+	 * No comm recording: it hooks sched_switch, and patching that jump
+	 * label in __schedule while the other vCPU runs it trips a qemu TCG
+	 * bug (an int3 oops seen on 6.12), unrelated to nvbridge.
+	 */
+	WANT(write_file(TRACING "options/record-cmd", "0"), 0);
 	WANT(write_file(TRACING "events/nvbridge/enable", "1"), 0);
 	OKV(dfd, nvb_open(0));
 	OK(nvb_publish(dfd, "tp.secret", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_OWNER, &id));
@@ -3924,6 +3934,29 @@ static int t_close_races_wait(void)
 	return 0;
 }
 
+/* A dma-buf (from the system DMA heap, where the kernel has one) is admitted */
+static int t_publish_dmabuf(void)
+{
+	struct dma_heap_allocation_data a;
+	int heap, dfd;
+
+	heap = open("/dev/dma_heap/system", O_RDONLY | O_CLOEXEC);
+	if (heap < 0)
+		SKIP("no dma-buf exporter in this kernel (/dev/dma_heap/system: %s)",
+		     ename(-errno));
+	memset(&a, 0, sizeof(a));
+	a.len = 4096;
+	a.fd_flags = O_RDWR | O_CLOEXEC;
+	SYS(ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &a));
+	OKV(dfd, nvb_open(0));
+	WANT(nvb_publish(dfd, "dmabuf.x", (int)a.fd, NVBRIDGE_ACCESS_SCOPE, NULL), 0);
+	CHECK(nvb_fetch(dfd, "dmabuf.x", NULL) > 0, "no fd fetched");
+	close(dfd);
+	close((int)a.fd);
+	close(heap);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* runner                                                               */
 
@@ -3981,6 +4014,7 @@ static const struct tcase {
 	{ "byte_quota_enospc_blob_memory", t_byte_quota },
 	{ "identity_of_the_opener_whole", t_identity_one_task },
 	{ "publish_allowlist_cycle_attempts", t_publish_allowlist },
+	{ "publish_dmabuf_admitted", t_publish_dmabuf },
 	{ "abi_v2_magic_full_command", t_abi_v2 },
 	{ "ignored_inputs_rejected", t_ignored_inputs },
 	{ "rdonly_open_cannot_publish", t_rdonly_open },
@@ -4053,7 +4087,7 @@ static int run_case(int num, const struct tcase *c)
 		vlog("case %s", c->name);
 		rc = c->fn();
 		fflush(NULL);
-		_exit(rc ? 1 : 0);
+		_exit(rc == SKIP_RC ? SKIP_RC : rc ? 1 : 0);
 	}
 	setpgid(pid, pid);
 	end = nvb_now_ns() + (uint64_t)CASE_TIMEOUT_MS * 1000000ull;
@@ -4088,7 +4122,10 @@ static int run_case(int num, const struct tcase *c)
 		snprintf(g_reason + strlen(g_reason), REASON_MAX - strlen(g_reason),
 			 "%scase process killed by signal %d", g_reason[0] ? "; " : "",
 			 WTERMSIG(st));
-	else if (WEXITSTATUS(st) && !g_reason[0])
+	else if (WEXITSTATUS(st) == SKIP_RC && !leftover_entries()) {
+		printf("ok %d %s # SKIP %s\n", num, c->name, g_reason);
+		return 2;
+	} else if (WEXITSTATUS(st) && !g_reason[0])
 		snprintf(g_reason, REASON_MAX, "exit status %d, no reason recorded",
 			 WEXITSTATUS(st));
 	left = leftover_entries();
@@ -4105,7 +4142,7 @@ static int run_case(int num, const struct tcase *c)
 
 int main(int argc, char **argv)
 {
-	int passed = 0, failed = 0, num = 0, first = 1;
+	int passed = 0, failed = 0, skipped = 0, num = 0, first = 1;
 	bool list = false;
 
 	if (argc == 3 && !strcmp(argv[1], "--check-fd")) {
@@ -4147,13 +4184,21 @@ int main(int argc, char **argv)
 			printf("%d %s\n", num, cases[i].name);
 			continue;
 		}
-		if (run_case(num, &cases[i]))
-			failed++;
-		else
+		switch (run_case(num, &cases[i])) {
+		case 0:
 			passed++;
+			break;
+		case 2:
+			skipped++;
+			break;
+		default:
+			failed++;
+		}
 	}
 	if (list)
 		return 0;
+	if (skipped)
+		printf("# %d skipped\n", skipped);
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
