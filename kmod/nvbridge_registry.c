@@ -65,14 +65,19 @@ int nvb_name_check(const char *name, bool prefix)
 	return len;
 }
 
-static u32 nvb_hash(const char *name, size_t len)
+/*
+ * Name hashes are salted with the scope's address: nobody can compute in
+ * advance which names (or watch prefixes) share an index bucket with
+ * someone else's, to make that bucket long.
+ */
+static u32 nvb_hash(const struct nvb_scope *s, const char *name, size_t len)
 {
-	return full_name_hash(NULL, name, len);
+	return full_name_hash(s, name, len);
 }
 
-static u32 nvb_name_hash(const char *name)
+static u32 nvb_name_hash(const struct nvb_scope *s, const char *name)
 {
-	return nvb_hash(name, strlen(name));
+	return nvb_hash(s, name, strlen(name));
 }
 
 /*
@@ -450,7 +455,7 @@ static void nvb_notify(struct nvb_scope *s, const struct nvb_entry *e,
 
 	lockdep_assert_held(&s->lock);
 	for (l = 0; l <= len; l++) {
-		u32 h = nvb_hash(e->name, l);
+		u32 h = nvb_hash(s, e->name, l);
 
 		key = nvb_watch_key(h, l, NVBRIDGE_WATCH_PREFIX);
 		hash_for_each_possible(s->prefix, w, index_node, key)
@@ -476,7 +481,7 @@ int nvb_watch_add(struct nvb_file *f, u32 flags, const char *name,
 	new->file = f;
 	new->flags = flags;
 	new->len = strscpy(new->name, name, sizeof(new->name));
-	new->hash = nvb_hash(new->name, new->len);
+	new->hash = nvb_hash(s, new->name, new->len);
 
 	mutex_lock(&s->lock);
 	/* at most max_watches of this file's own */
@@ -566,7 +571,7 @@ struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
 	INIT_HLIST_NODE(&e->name_node);
 	INIT_LIST_HEAD(&e->owner_node);
 	strscpy(e->name, name, sizeof(e->name));
-	e->hash = nvb_name_hash(e->name);
+	e->hash = nvb_name_hash(f->scope, e->name);
 	e->file = file;
 	e->blob = blob;
 	e->blob_len = blob_len;
@@ -582,7 +587,7 @@ struct nvb_entry *nvb_entry_new(struct nvb_file *f, const char *name,
 VISIBLE_IF_KUNIT struct nvb_publish_bucket *nvb_publish_bucket(struct nvb_scope *s,
 							       const char *name)
 {
-	return &s->publish[hash_32(nvb_name_hash(name),
+	return &s->publish[hash_32(nvb_name_hash(s, name),
 				   NVB_PUBLISH_BUCKETS_BITS)];
 }
 
@@ -590,7 +595,7 @@ VISIBLE_IF_KUNIT struct nvb_publish_bucket *nvb_publish_bucket(struct nvb_scope 
 static struct nvb_entry *nvb_find_owned(struct nvb_scope *s, const char *name,
 					kuid_t owner)
 {
-	u32 hash = nvb_name_hash(name);
+	u32 hash = nvb_name_hash(s, name);
 	struct nvb_entry *e;
 
 	lockdep_assert_held(&s->lock);
@@ -610,7 +615,7 @@ static struct nvb_entry *nvb_lookup(struct nvb_file *f, const char *name,
 				    kuid_t expect)
 {
 	struct nvb_scope *s = f->scope;
-	u32 hash = nvb_name_hash(name);
+	u32 hash = nvb_name_hash(s, name);
 	struct nvb_entry *e, *found = NULL;
 
 	lockdep_assert_held(&s->lock);
