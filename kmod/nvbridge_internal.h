@@ -89,6 +89,7 @@ struct nvb_user {
 	unsigned int nr_files;		/* nvb_users_lock */
 	atomic_t entries;
 	atomic_long_t bytes;
+	atomic_t watches;
 };
 
 /*
@@ -171,7 +172,8 @@ struct nvb_fetched {
 
 /* nvbridge_main.c */
 extern struct nvb_limit nvb_max_entries_per_user, nvb_max_bytes_per_user,
-	nvb_max_blob_size, nvb_max_events, nvb_max_watches;
+	nvb_max_blob_size, nvb_max_events, nvb_max_watches,
+	nvb_max_watches_per_user;
 unsigned int nvb_limit(const struct nvb_limit *l);
 
 /* nvbridge_registry.c */

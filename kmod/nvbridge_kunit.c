@@ -66,12 +66,12 @@ struct nvb_t_ctx {
 	struct nvb_t_waiter *waiters[4];
 	int fds[NVB_T_MAX_FDS];
 	unsigned int nr_fds;
-	unsigned int saved[5];
+	unsigned int saved[6];
 };
 
-static struct nvb_limit *const nvb_t_limits[5] = {
+static struct nvb_limit *const nvb_t_limits[6] = {
 	&nvb_max_entries_per_user, &nvb_max_bytes_per_user, &nvb_max_blob_size,
-	&nvb_max_events, &nvb_max_watches,
+	&nvb_max_events, &nvb_max_watches, &nvb_max_watches_per_user,
 };
 
 static int nvb_t_init(struct kunit *test)

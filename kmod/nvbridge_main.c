@@ -85,6 +85,7 @@ struct nvb_limit nvb_max_bytes_per_user = { 1048576, 0, 1073741824 };
 struct nvb_limit nvb_max_blob_size = { 4096, 0, NVBRIDGE_BLOB_MAX };
 struct nvb_limit nvb_max_events = { 1024, 1, 65536 };
 struct nvb_limit nvb_max_watches = { 64, 1, 4096 };
+struct nvb_limit nvb_max_watches_per_user = { 65536, 1, 1048576 };
 
 module_param_cb(max_entries_per_user, &nvb_limit_ops,
 		&nvb_max_entries_per_user, 0644);
@@ -100,6 +101,10 @@ module_param_cb(max_events, &nvb_limit_ops, &nvb_max_events, 0644);
 MODULE_PARM_DESC(max_events, "Event queue depth per open file (default 1024)");
 module_param_cb(max_watches, &nvb_limit_ops, &nvb_max_watches, 0644);
 MODULE_PARM_DESC(max_watches, "Watches per open file (default 64)");
+module_param_cb(max_watches_per_user, &nvb_limit_ops,
+		&nvb_max_watches_per_user, 0644);
+MODULE_PARM_DESC(max_watches_per_user,
+		 "Watches one user may hold, over all files and scopes (default 65536)");
 
 unsigned int nvb_limit(const struct nvb_limit *l)
 {
@@ -728,6 +733,7 @@ NVB_LIMIT_ATTR(max_bytes_per_user);
 NVB_LIMIT_ATTR(max_blob_size);
 NVB_LIMIT_ATTR(max_events);
 NVB_LIMIT_ATTR(max_watches);
+NVB_LIMIT_ATTR(max_watches_per_user);
 
 static struct attribute *nvb_attrs[] = {
 	&dev_attr_abi_version.attr,
@@ -737,6 +743,7 @@ static struct attribute *nvb_attrs[] = {
 	&dev_attr_max_blob_size.attr,
 	&dev_attr_max_events.attr,
 	&dev_attr_max_watches.attr,
+	&dev_attr_max_watches_per_user.attr,
 	NULL
 };
 ATTRIBUTE_GROUPS(nvb);

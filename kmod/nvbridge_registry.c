@@ -272,7 +272,8 @@ static void nvb_user_put(struct nvb_user *u)
 	}
 	hash_del(&u->node);
 	spin_unlock(&nvb_users_lock);
-	WARN_ON(atomic_read(&u->entries) || atomic_long_read(&u->bytes));
+	WARN_ON(atomic_read(&u->entries) || atomic_long_read(&u->bytes) ||
+		atomic_read(&u->watches));
 	kfree(u);
 }
 
@@ -495,6 +496,17 @@ int nvb_watch_add(struct nvb_file *f, u32 flags, const char *name,
 		ret = -ENOSPC;
 		goto out_unlock;
 	}
+	/*
+	 * Every publish in the scope visits the watches that match it, under
+	 * the scope's lock: what one user can add to that is bounded per user
+	 * (as inotify's max_user_watches), not only per file.
+	 */
+	if (atomic_inc_return(&f->user->watches) >
+	    nvb_limit(&nvb_max_watches_per_user)) {
+		atomic_dec(&f->user->watches);
+		ret = -ENOSPC;
+		goto out_unlock;
+	}
 	new->id = ++f->next_watch_id;
 	*id = new->id;
 	f->nr_watches++;
@@ -517,6 +529,7 @@ static void nvb_watch_unlink(struct nvb_file *f, struct nvb_watch *w)
 	list_del(&w->node);
 	hash_del(&w->index_node);
 	f->nr_watches--;
+	atomic_dec(&f->user->watches);
 }
 
 int nvb_watch_del(struct nvb_file *f, u64 id)

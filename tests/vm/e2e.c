@@ -675,7 +675,8 @@ static int t_open_info(void)
 static int t_sysfs_params(void)
 {
 	static const char *const lim[] = {
-		"max_blob_size", "max_entries_per_user", "max_events", "max_watches"
+		"max_blob_size", "max_entries_per_user", "max_events", "max_watches",
+		"max_bytes_per_user", "max_watches_per_user",
 	};
 	struct nvbridge_info info;
 	char path[128];
@@ -705,6 +706,20 @@ static int t_sysfs_params(void)
 	      "max_entries_per_user=0 accepted");
 	CHECK(param_set("max_blob_size", NVBRIDGE_BLOB_MAX + 1) < 0,
 	      "max_blob_size > NVBRIDGE_BLOB_MAX accepted");
+	CHECK(param_set("max_watches_per_user", 0) < 0,
+	      "max_watches_per_user=0 accepted");
+	CHECK(write_file(PARAM_DIR "publish_chrdev_majors", "4096") < 0,
+	      "major 4096 accepted");
+	CHECK(write_file(PARAM_DIR "publish_chrdev_majors", "1,x") < 0,
+	      "a bad major list accepted");
+	{
+		char buf[32] = "";
+		int fd = open(PARAM_DIR "publish_chrdev_majors", O_RDONLY | O_CLOEXEC);
+
+		CHECK(fd >= 0 && read(fd, buf, sizeof(buf) - 1) > 0, "read majors");
+		close(fd);
+		CHECK(!strcmp(buf, "195\n"), "publish_chrdev_majors = '%s'", buf);
+	}
 	WANT(param_get("max_blob_size"), 8192);
 	/* and only root may write them */
 	{
@@ -3525,6 +3540,48 @@ static int t_ignored_inputs(void)
 	return 0;
 }
 
+/* Watches are bounded per user over all files, not only per file */
+static long watch_many(void *arg)
+{
+	int a = nvb_open(0), b = nvb_open(0), n = 0;
+	char name[32];
+	long r = 0;
+
+	(void)arg;
+	if (a < 0 || b < 0)
+		return -EPLUMB;
+	for (int i = 0; i < 64; i++) {
+		snprintf(name, sizeof(name), "wu.a%d", i);
+		if (nvb_watch(a, name, 0, NULL))
+			return -EPLUMB;
+	}
+	for (int i = 0; i < 64 && !r; i++) {
+		snprintf(name, sizeof(name), "wu.b%d", i);
+		r = nvb_watch(b, name, 0, NULL);
+		n += !r;
+	}
+	if (r != -ENOSPC || n != 36)
+		return r ? r : -EPLUMB;
+	close(a);		/* its 64 go back to the user */
+	for (int i = n; i < 64; i++) {
+		snprintf(name, sizeof(name), "wu.b%d", i);
+		if (nvb_watch(b, name, 0, NULL))
+			return -EPLUMB;
+	}
+	close(b);
+	return 0;
+}
+
+static int t_watches_per_user(void)
+{
+	struct who u1000 = user(1000), u1001 = user(1001);
+
+	WANT(param_set("max_watches_per_user", 100), 0);
+	WANT(run_as(&u1000, watch_many, NULL, -1), 0);
+	WANT(run_as(&u1001, watch_many, NULL, -1), 0);	/* its own count */
+	return 0;
+}
+
 /* PUBLISH and UNPUBLISH need a file opened for writing (-EBADF) */
 static int t_rdonly_open(void)
 {
@@ -3700,7 +3757,9 @@ static int flood_kid(void *arg, int sock)
 	struct rlimit rl = { LAT_FILES + 64, LAT_FILES + 64 };
 
 	(void)arg;
-	if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || become(&u2000))
+	/* the extreme case: far above the default max_watches_per_user */
+	if (param_set("max_watches_per_user", LAT_FILES * LAT_WATCHES) ||
+	    setrlimit(RLIMIT_NOFILE, &rl) < 0 || become(&u2000))
 		return 1;
 	return tell(sock, flood(&sock));
 }
@@ -4018,6 +4077,7 @@ static const struct tcase {
 	{ "abi_v2_magic_full_command", t_abi_v2 },
 	{ "ignored_inputs_rejected", t_ignored_inputs },
 	{ "rdonly_open_cannot_publish", t_rdonly_open },
+	{ "watches_bounded_per_user", t_watches_per_user },
 	{ "fetch_wait_survives_sigstop", t_wait_stop_cont },
 	{ "publish_efault_never_visible", t_publish_efault_invisible },
 	{ "concurrent_publish_fetch_stress", t_stress },
@@ -4033,7 +4093,7 @@ static const struct tcase {
 
 static const char *const param_names[] = {
 	"max_blob_size", "max_entries_per_user", "max_events", "max_watches",
-	"max_bytes_per_user",
+	"max_bytes_per_user", "max_watches_per_user",
 };
 #define NPARAMS (sizeof(param_names) / sizeof(param_names[0]))
 static long saved_params[NPARAMS];
