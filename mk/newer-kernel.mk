@@ -5,7 +5,7 @@
 
 CHECK_SUITES += vmtest-newer
 .PHONY: check-vmtest-newer vmtest-newer
-check-vmtest-newer: $(BUILD)/vm/e2e
+check-vmtest-newer: $(BUILD)/vm/e2e $(BUILD)/vm/compat32
 	@mkdir -p $(RESULTS)
 	@tests/vm/newer-kernel $(RESULTS)/vmtest-newer.log $(BUILD)/vm/e2e
 

@@ -12,21 +12,31 @@
 VM_BUILD   := $(BUILD)/vm
 VM_RUN     := $(CURDIR)/tests/vm/run
 VM_CFLAGS  ?= -std=c11 -O2 -g -Wall -Wextra -Werror
-VM_PROGS   := $(VM_BUILD)/e2e $(VM_BUILD)/bench-latency $(VM_BUILD)/demo
+VM_PROGS   := $(VM_BUILD)/e2e $(VM_BUILD)/bench-latency $(VM_BUILD)/demo \
+	      $(VM_BUILD)/compat32
 VM_BENCH_ARGS ?= 20000
 
 .PHONY: vm-progs vmtest check-vmtest vm-bench vm-demo
 all: vm-progs
 vm-progs: $(VM_PROGS)
 
-$(VM_BUILD)/%: tests/vm/%.c tests/vm/nvbtest.h include/uapi/linux/nvbridge.h
+$(VM_BUILD)/%: tests/vm/%.c tests/vm/nvbtest.h tests/vm/fuzz.h include/uapi/linux/nvbridge.h
 	@mkdir -p $(@D)
-	$(CC) $(VM_CFLAGS) $(UAPI_INC) -static -o $@ $< -luring
+	$(CC) $(VM_CFLAGS) $(UAPI_INC) -static -o $@ $< -luring -lpthread
+
+# The ioctls from an i386 process (e2e case compat_ioctl_32bit): built
+# freestanding, since the build host has no 32-bit C library.
+$(VM_BUILD)/compat32: tests/vm/compat32.c include/uapi/linux/nvbridge.h
+	@mkdir -p $(@D)
+	$(CC) -m32 -static -nostdlib -ffreestanding -fno-pie -no-pie \
+		-fno-stack-protector -O2 -Wall -Wextra -Werror $(UAPI_INC) \
+		-I/usr/include/$(shell $(CC) -dumpmachine) -o $@ $<
 
 CHECK_SUITES += vmtest
-check-vmtest: module $(VM_BUILD)/e2e
+check-vmtest: module $(VM_BUILD)/e2e $(VM_BUILD)/compat32
 	@mkdir -p $(RESULTS)
 	@tests/vm/suite $(RESULTS)/vmtest.log $(VM_RUN) --rmmod-check \
+		-P $(VM_BUILD)/compat32 \
 		--klog $(VM_BUILD)/vmtest-kernel.log $(VM_BUILD)/e2e
 
 vmtest: check-vmtest

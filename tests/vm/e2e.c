@@ -19,6 +19,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -27,7 +28,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <linux/dma-heap.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -40,6 +44,7 @@
 #include <liburing.h>
 
 #include "nvbtest.h"
+#include "fuzz.h"
 
 #define REASON_MAX 1024
 #define CASE_TIMEOUT_MS 60000
@@ -95,6 +100,9 @@ static void vlog(const char *fmt, ...)
 }
 
 #define FAIL(...) do { failf(__LINE__, __VA_ARGS__); return 1; } while (0)
+/* the facility the case needs is missing: "ok N name # SKIP reason" */
+#define SKIP_RC 77
+#define SKIP(...) do { snprintf(g_reason, REASON_MAX, __VA_ARGS__); return SKIP_RC; } while (0)
 #define CHECK(c, ...) do { if (!(c)) FAIL(__VA_ARGS__); } while (0)
 /* expr must give exactly want (an errno as -EXXX, or a value) */
 #define WANT(expr, want) do {						\
@@ -667,7 +675,8 @@ static int t_open_info(void)
 static int t_sysfs_params(void)
 {
 	static const char *const lim[] = {
-		"max_blob_size", "max_entries_per_user", "max_events", "max_watches"
+		"max_blob_size", "max_entries_per_user", "max_events", "max_watches",
+		"max_bytes_per_user", "max_watches_per_user",
 	};
 	struct nvbridge_info info;
 	char path[128];
@@ -697,6 +706,20 @@ static int t_sysfs_params(void)
 	      "max_entries_per_user=0 accepted");
 	CHECK(param_set("max_blob_size", NVBRIDGE_BLOB_MAX + 1) < 0,
 	      "max_blob_size > NVBRIDGE_BLOB_MAX accepted");
+	CHECK(param_set("max_watches_per_user", 0) < 0,
+	      "max_watches_per_user=0 accepted");
+	CHECK(write_file(PARAM_DIR "publish_chrdev_majors", "4096") < 0,
+	      "major 4096 accepted");
+	CHECK(write_file(PARAM_DIR "publish_chrdev_majors", "1,x") < 0,
+	      "a bad major list accepted");
+	{
+		char buf[32] = "";
+		int fd = open(PARAM_DIR "publish_chrdev_majors", O_RDONLY | O_CLOEXEC);
+
+		CHECK(fd >= 0 && read(fd, buf, sizeof(buf) - 1) > 0, "read majors");
+		close(fd);
+		CHECK(!strcmp(buf, "195\n"), "publish_chrdev_majors = '%s'", buf);
+	}
 	WANT(param_get("max_blob_size"), 8192);
 	/* and only root may write them */
 	{
@@ -836,12 +859,12 @@ static int t_owner_policy(void)
 	s.len = 4096;
 	WANT(pub_start(&s, &k), 0);
 	/* another uid is refused */
-	WANT(fetch_as(&u1001, "own.secret", 0, 0, NULL), -EACCES);
-	/* even when waiting: denied at once, not after the timeout */
+	WANT(fetch_as(&u1001, "own.secret", 0, 0, NULL), -ENOENT);
+	/* even when waiting: denied is absent, it waits out its timeout */
 	t0 = nvb_now_ns();
-	WANT(fetch_as(&u1001, "own.secret", NVBRIDGE_FETCH_WAIT, 20000000000ll, NULL),
-	     -EACCES);
-	CHECK(nvb_now_ns() - t0 < 10000000000ull, "denied FETCH_WAIT waited");
+	WANT(fetch_as(&u1001, "own.secret", NVBRIDGE_FETCH_WAIT, 300000000ll, NULL),
+	     -ETIMEDOUT);
+	CHECK(nvb_now_ns() - t0 >= 250000000ull, "denied FETCH_WAIT returned early");
 	/* the same uid in another process may */
 	CHECK(fetch_as(&u1000, "own.secret", 0, 0, &f) > 0, "owner fetch failed");
 	WANT(f.uid, 1000);
@@ -853,7 +876,7 @@ static int t_owner_policy(void)
 	{
 		struct who g = { 1001, 1000, 1, { 1000 } };
 
-		WANT(fetch_as(&g, "own.secret", 0, 0, NULL), -EACCES);
+		WANT(fetch_as(&g, "own.secret", 0, 0, NULL), -ENOENT);
 	}
 	WANT(pub_stop(&k), 0);
 	return 0;
@@ -878,7 +901,7 @@ static int t_group_policy(void)
 	WANT(f.access, NVBRIDGE_ACCESS_GROUP);
 	CHECK(fetch_as(&egid, "grp.buf", 0, 0, NULL) > 0,
 	      "a member through its egid was refused");
-	WANT(fetch_as(&none, "grp.buf", 0, 0, NULL), -EACCES);
+	WANT(fetch_as(&none, "grp.buf", 0, 0, NULL), -ENOENT);
 	WANT(pub_stop(&k), 0);
 	return 0;
 }
@@ -896,7 +919,7 @@ static int t_uid_policy(void)
 	WANT(pub_start(&s, &k), 0);
 	CHECK(fetch_as(&u1001, "uid.buf", 0, 0, &f) > 0, "the named uid was refused");
 	WANT(f.access, NVBRIDGE_ACCESS_UID);
-	WANT(fetch_as(&u1002, "uid.buf", 0, 0, NULL), -EACCES);
+	WANT(fetch_as(&u1002, "uid.buf", 0, 0, NULL), -ENOENT);
 	CHECK(fetch_as(&u1000, "uid.buf", 0, 0, NULL) > 0, "the owner was refused");
 	WANT(pub_stop(&k), 0);
 	return 0;
@@ -919,7 +942,7 @@ static int t_gid_policy(void)
 	      "a supplementary member of the gid was refused");
 	CHECK(fetch_as(&egid, "gid.buf", 0, 0, NULL) > 0,
 	      "a process with egid == gid was refused");
-	WANT(fetch_as(&none, "gid.buf", 0, 0, NULL), -EACCES);
+	WANT(fetch_as(&none, "gid.buf", 0, 0, NULL), -ENOENT);
 	WANT(pub_stop(&k), 0);
 	return 0;
 }
@@ -941,7 +964,7 @@ static int t_scope_policy(void)
 	return 0;
 }
 
-/* FETCH with an expected publisher: a squatter's entry is -EPERM, no fd */
+/* FETCH with an expected publisher: another owner's entry is absent */
 static long fetch_expect(int dfd, const char *name, uint32_t flags,
 			 uint32_t expect_uid)
 {
@@ -971,10 +994,10 @@ static int t_expect_uid(void)
 	OKV(fd, fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID, 1000));
 	CHECK(fd > 0, "expected publisher refused");
 	close((int)fd);
-	/* someone else holds the name: refused at once, even with WAIT */
-	WANT(fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID, 1001), -EPERM);
+	/* other owners' entries of the name do not exist for such a fetch */
+	WANT(fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID, 1001), -ENOENT);
 	WANT(fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID |
-			  NVBRIDGE_FETCH_WAIT, 0), -EPERM);
+			  NVBRIDGE_FETCH_WAIT, 0), -ETIMEDOUT);
 	WANT(count_fds(), before);
 	/* an unmapped uid, and expect_uid without the flag */
 	WANT(fetch_expect(d, "exp.buf", NVBRIDGE_FETCH_EXPECT_UID, (uint32_t)-1),
@@ -1039,7 +1062,7 @@ static int t_creds_at_open(void)
 	CHECK(fd > 0, "no fd");
 	close((int)fd);
 	OKV(duser, nvb_open(0));	/* opened as 1001 */
-	WANT(nvb_fetch(duser, "cred.buf", NULL), -EACCES);
+	WANT(nvb_fetch(duser, "cred.buf", NULL), -ENOENT);
 	/* the quota is charged to the opener's euid too */
 	{
 		struct nvbridge_info i;
@@ -1251,7 +1274,7 @@ static int t_userns_ids(void)
 	WANT(r.ev_rc, 0);
 	WANT(r.ev_uid, 0);		/* event ids translated for the reader too */
 	WANT(r.ev_gid, 0);
-	WANT(r.fetch_private, -EACCES);
+	WANT(r.fetch_private, -ENOENT);
 	WANT(r.fetch_1000, 0);
 	WANT(r.uid_1000, 0);		/* kuid 1000 is uid 0 in there */
 	WANT(r.gid_1000, 0);
@@ -1271,7 +1294,7 @@ static int t_userns_ids(void)
 		struct who u1001 = user(1001);
 		struct who u1000b = { 1000, 1500, 0, { 0 } };
 
-		WANT(fetch_as(&u1001, "uns.fromns", 0, 0, NULL), -EACCES);
+		WANT(fetch_as(&u1001, "uns.fromns", 0, 0, NULL), -ENOENT);
 		WANT(fetch_as(&u1000b, "uns.fromns", 0, 0, NULL), 0);
 	}
 	tell(sock, 0);
@@ -1336,9 +1359,9 @@ static int t_userns_policy_ids(void)
 	WANT(r.pub_gid, 0);
 	WANT(fetch_as(&u2000, "map.uid", 0, 0, &f), 0);
 	WANT(f.uid, 1000);
-	WANT(fetch_as(&u1001, "map.uid", 0, 0, NULL), -EACCES);
+	WANT(fetch_as(&u1001, "map.uid", 0, 0, NULL), -ENOENT);
 	WANT(fetch_as(&g3000, "map.gid", 0, 0, NULL), 0);
-	WANT(fetch_as(&g3001, "map.gid", 0, 0, NULL), -EACCES);
+	WANT(fetch_as(&g3001, "map.gid", 0, 0, NULL), -ENOENT);
 	tell(sock, 0);
 	WANT(reap(pid, 10000), 0);
 	close(sock);
@@ -1428,10 +1451,10 @@ static int t_capns(void)
 	tell(sock, 2);
 	CHECK(xrecv(sock, &r, sizeof(r), 30000) == 0, "helper died");
 	WANT(r.setup, 0);
-	WANT(r.fetch_init, -EACCES);	/* no CAP_IPC_OWNER over the initial IPC ns */
+	WANT(r.fetch_init, -ENOENT);	/* no CAP_IPC_OWNER over the initial IPC ns */
 	WANT(r.unshare_ipc, 0);
 	WANT(r.fetch_own_scope, 0);	/* CAP_IPC_OWNER over its own IPC ns */
-	WANT(r.fetch_init_old, -EACCES);
+	WANT(r.fetch_init_old, -ENOENT);
 	WANT(reap(pid, 10000), 0);
 	close(sock);
 	close(dfd);
@@ -1635,8 +1658,9 @@ static int t_unpublish(void)
 	WANT(wait_event_for(w, ida, NVBRIDGE_EVENT_REVOKED, &ev, 5000), 0);
 	WANT(ev.reason, NVBRIDGE_REVOKE_UNPUBLISHED);
 	WANT(nvb_fetch(d2, "unp.a", NULL), -ENOENT);
-	/* by id; the name is ignored then */
-	WANT(nvb_unpublish(dfd, idb, "whatever"), 0);
+	/* by id; a name as well is refused, not ignored */
+	WANT(nvb_unpublish(dfd, idb, "whatever"), -EINVAL);
+	WANT(nvb_unpublish(dfd, idb, NULL), 0);
 	WANT(wait_event_for(w, idb, NVBRIDGE_EVENT_REVOKED, &ev, 5000), 0);
 	WANT(ev.reason, NVBRIDGE_REVOKE_UNPUBLISHED);
 	/* gone, never existed */
@@ -1711,6 +1735,50 @@ static int t_wait_publish(void)
 	return 0;
 }
 
+/*
+ * Waiters on 17 names: the module wakes FETCH_WAIT sleepers by one of 16
+ * buckets per scope, so at least two of them share a bucket.  Each
+ * publish must end exactly its own name's wait; a bucket-mate woken with
+ * it must go back to sleep, not return.
+ */
+#define WB_N	17
+
+static int t_wait_bucket_mates(void)
+{
+	struct wait_job j[WB_N];
+	char names[WB_N][16];
+	int sock[WB_N], dfd;
+	pid_t pid[WB_N];
+	long reply[2];
+
+	OKV(dfd, nvb_open(0));
+	for (int i = 0; i < WB_N; i++) {
+		snprintf(names[i], sizeof(names[i]), "wb.%d", i);
+		j[i].name = names[i];
+		j[i].timeout_ns = 30000000000ll;
+		j[i].catch_sig = false;
+		OKV(pid[i], spawn(wait_kid, &j[i], &sock[i], -1));
+		WANT(hear(sock[i], 30000), 1);
+	}
+	for (int i = 0; i < WB_N; i++)
+		WANT(wait_blocked(pid[i], SYS_ioctl), 0);
+	for (int i = 0; i < WB_N; i++) {
+		OK(nvb_publish(dfd, names[i], NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE,
+			       NULL));
+		CHECK(xrecv(sock[i], reply, sizeof(reply), 10000) == 0,
+		      "waiter for %s was not woken", names[i]);
+		WANT(reply[0], 0);
+		WANT(reap(pid[i], 5000), 0);
+		close(sock[i]);
+		for (int k = i + 1; k < WB_N; k++)
+			CHECK(hear(sock[k], 0) == LONG_MIN,
+			      "the waiter for %s returned on the publish of %s",
+			      names[k], names[i]);
+	}
+	close(dfd);
+	return 0;
+}
+
 static int t_wait_timeout(void)
 {
 	struct wait_job j = { "wait.never", 300000000ll, false };
@@ -1733,8 +1801,9 @@ static int t_wait_timeout(void)
 	WANT(nvb_fetch_ex(dfd, "wait.never", NVBRIDGE_FETCH_WAIT, 0, NULL, 0, NULL),
 	     -ETIMEDOUT);
 	CHECK(nvb_now_ns() - t0 < 2000000000ull, "timeout 0 waited");
-	/* no WAIT: not found */
-	WANT(nvb_fetch_ex(dfd, "wait.never", 0, 300000000ll, NULL, 0, NULL), -ENOENT);
+	/* no WAIT: a timeout is refused, not ignored; without one, not found */
+	WANT(nvb_fetch_ex(dfd, "wait.never", 0, 300000000ll, NULL, 0, NULL), -EINVAL);
+	WANT(nvb_fetch_ex(dfd, "wait.never", 0, 0, NULL, 0, NULL), -ENOENT);
 	close(dfd);
 	return 0;
 }
@@ -1875,12 +1944,12 @@ static int t_quota(void)
 	WANT(r.a1, 0);
 	WANT(r.a2, 0);
 	WANT(r.b1, 0);
-	WANT(r.b2, -EDQUOT);
+	WANT(r.b2, -ENOSPC);
 	WANT(r.user_entries, 3);
-	WANT(r.other_ns, -EDQUOT);
+	WANT(r.other_ns, -ENOSPC);
 	WANT(r.after_close[0], 0);	/* a1, a2 revoked: room for two */
 	WANT(r.after_close[1], 0);
-	WANT(r.after_close[2], -EDQUOT);
+	WANT(r.after_close[2], -ENOSPC);
 	WANT(reap(pid, 10000), 0);
 	close(sock);
 	/* another user has its own quota */
@@ -1904,7 +1973,7 @@ static int t_quota(void)
 		WANT(pub_start(&s2, &k2), 0);
 		SYS(unshare(CLONE_NEWIPC));	/* helpers forked now are elsewhere */
 		WANT(pub_start(&s3, &k3), 0);
-		WANT(pub_start(&s4, &k4), -EDQUOT);
+		WANT(pub_start(&s4, &k4), -ENOSPC);
 		WANT(pub_stop(&k4), 0);
 		WANT(pub_stop(&k3), 0);
 		WANT(pub_stop(&k2), 0);
@@ -2025,7 +2094,7 @@ static int t_fd_leak(void)
 		}
 	}
 	/* a denied fetch in another process leaks nothing there either */
-	WANT(fetch_as(&u1001, "leak.buf", 0, 0, NULL), -EACCES);
+	WANT(fetch_as(&u1001, "leak.buf", 0, 0, NULL), -ENOENT);
 	/* no free fd: -EMFILE, and the entry is still there */
 	SYS(getrlimit(RLIMIT_NOFILE, &old));
 	lim = old;
@@ -2204,7 +2273,7 @@ static int denied_watcher(void *arg, int sock)
 	WANT(n, 2);
 	CHECK(!strcmp(recs[0].name, "d.2") && !strcmp(recs[1].name, "d.3"),
 	      "LIST gave '%s' and '%s'", recs[0].name, recs[1].name);
-	WANT(nvb_fetch(w, "d.1", NULL), -EACCES);
+	WANT(nvb_fetch(w, "d.1", NULL), -ENOENT);
 	if (tell(sock, 3) || hear(sock, 30000) != 4)
 		FAIL("no go 2");
 	n = drain_events(w, ev, 8, 300);
@@ -2295,8 +2364,9 @@ static int t_queue_overflow(void)
 
 	/*
 	 * The OVERFLOW record comes before any later event: overflow, read
-	 * part of the queue, then cause a new event.  Allowed: the new event
-	 * after OVERFLOW, or counted as lost; not before it.
+	 * part of the queue, then cause a new event.  While a loss is
+	 * unreported every new event is lost too (so none can overtake the
+	 * OVERFLOW record): of2.late is the 7th loss.
 	 */
 	OKV(w, nvb_open(O_NONBLOCK));
 	OK(nvb_watch(w, "of2.", NVBRIDGE_WATCH_PREFIX, NULL));
@@ -2318,13 +2388,8 @@ static int t_queue_overflow(void)
 	CHECK(ev.type == NVBRIDGE_EVENT_OVERFLOW,
 	      "want OVERFLOW before later events, got type %u '%s' seq %llu",
 	      ev.type, ev.name, (unsigned long long)ev.seq);
-	if (ev.lost == 6) {
-		WANT(nvb_next_event(w, &ev, 1000), 0);
-		CHECK(!strcmp(ev.name, "of2.late"), "name '%s'", ev.name);
-		WANT(ev.seq, 11);
-	} else {
-		WANT(ev.lost, 7);
-	}
+	WANT(ev.lost, 7);
+	WANT(ev.seq, 11);
 	WANT(read(w, &ev, sizeof(ev)) < 0 ? -errno : 0, -EAGAIN);
 	close(p);
 	close(w);
@@ -2858,13 +2923,41 @@ static int stress_kid(void *arg, int sock)
 	return 0;
 }
 
+/* Events of the stress case: each entry published once and revoked once. */
+struct stress_tally {
+	long published, revoked;
+	uint64_t id_sum_pub, id_sum_rev, last_seq;
+	bool bad_seq, overflow;
+};
+
+static void stress_read(int w, struct stress_tally *t)
+{
+	struct nvbridge_event ev;
+
+	while (read(w, &ev, sizeof(ev)) == (ssize_t)sizeof(ev)) {
+		if (ev.seq != t->last_seq + 1)
+			t->bad_seq = true;
+		t->last_seq = ev.seq;
+		if (ev.type == NVBRIDGE_EVENT_PUBLISHED) {
+			t->published++;
+			t->id_sum_pub += ev.id;
+		} else if (ev.type == NVBRIDGE_EVENT_REVOKED) {
+			t->revoked++;
+			t->id_sum_rev += ev.id;
+		} else {
+			t->overflow = true;
+		}
+	}
+}
+
 static int t_stress(void)
 {
 	struct stress_job jobs[4];
-	struct nvbridge_event ev[16];
+	struct stress_tally t = { 0 };
 	pid_t pids[4];
 	int w, st;
 
+	WANT(param_set("max_events", 65536), 0);
 	OKV(w, nvb_open(O_NONBLOCK));
 	OK(nvb_watch(w, "st.", NVBRIDGE_WATCH_PREFIX, NULL));
 	for (int i = 0; i < 4; i++) {
@@ -2877,11 +2970,19 @@ static int t_stress(void)
 		/* keep reading events meanwhile */
 		while (waitpid(pids[i], &st, WNOHANG) == 0) {
 			CHECK(nvb_now_ns() < end, "stress helper %d hangs", i);
-			drain_events(w, ev, 16, 1);
+			stress_read(w, &t);
+			nvb_sleep_ms(1);
 		}
 		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "stress helper %d failed", i);
 	}
-	drain_events(w, ev, 16, 50);
+	nvb_sleep_ms(50);
+	stress_read(w, &t);
+	/* 4 helpers x 150 entries, every one withdrawn or revoked at close */
+	WANT(t.published, 600);
+	WANT(t.revoked, 600);
+	CHECK(t.id_sum_pub == t.id_sum_rev, "revoked ids are not the published ids");
+	CHECK(!t.bad_seq, "event seq has a gap or repeats");
+	CHECK(!t.overflow, "events were lost");
 	close(w);
 	return 0;
 }
@@ -2931,6 +3032,991 @@ static int t_rmmod(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* contract v2: scopes, owned names, identity, allowlist, inputs       */
+
+/* Run fn(arg) as w in a fresh process; its result, or -EPLUMB. */
+struct as_job {
+	struct who w;
+	long (*fn)(void *);
+	void *arg;
+};
+
+static int as_kid(void *arg, int sock)
+{
+	struct as_job *j = arg;
+	long r = become(&j->w);
+
+	if (!r)
+		r = j->fn(j->arg);
+	return tell(sock, r);
+}
+
+static long run_as(const struct who *w, long (*fn)(void *), void *arg,
+		   int keep)
+{
+	struct as_job j = { *w, fn, arg };
+	int sock;
+	long r;
+	pid_t pid = spawn(as_kid, &j, &sock, keep);
+
+	if (pid < 0)
+		return -EPLUMB;
+	r = hear(sock, 50000);
+	close(sock);
+	if (reap(pid, 5000) != 0 || r == LONG_MIN)
+		return -EPLUMB;
+	return r;
+}
+
+struct fx {
+	const char *name;
+	uint32_t flags;
+	int64_t timeout_ns;
+	uint32_t expect_uid;
+	struct nvbridge_fetch *out;	/* shared mapping or NULL */
+};
+
+/* FETCH in the calling (helper) process; closes the fd it gets */
+static long fx_fetch(void *arg)
+{
+	struct fx *x = arg;
+	struct nvbridge_fetch f;
+	int dfd = nvb_open(0);
+	long r;
+
+	if (dfd < 0)
+		return dfd;
+	memset(&f, 0, sizeof(f));
+	f.size = sizeof(f);
+	f.flags = x->flags;
+	f.timeout_ns = x->timeout_ns;
+	f.expect_uid = x->expect_uid;
+	nvb_set_name(f.name, x->name);
+	r = nvb_ioctl(dfd, NVBRIDGE_IOC_FETCH, &f);
+	if (x->out)
+		*x->out = f;
+	if (r > 0) {
+		close((int)r);
+		r = 0;
+	}
+	close(dfd);
+	return r;
+}
+
+static void *shared_page(void)
+{
+	void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static int send_fd(int sock, int fd)
+{
+	char c = 'F';
+	struct iovec iov = { &c, 1 };
+	union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } u;
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+			    .msg_control = u.b, .msg_controllen = sizeof(u.b) };
+	struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+
+	h->cmsg_level = SOL_SOCKET;
+	h->cmsg_type = SCM_RIGHTS;
+	h->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(h), &fd, sizeof(int));
+	return sendmsg(sock, &m, MSG_NOSIGNAL) == 1 ? 0 : -errno;
+}
+
+static int recv_fd(int sock, int timeout_ms)
+{
+	char c;
+	struct iovec iov = { &c, 1 };
+	union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } u;
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+			    .msg_control = u.b, .msg_controllen = sizeof(u.b) };
+	struct pollfd p = { .fd = sock, .events = POLLIN };
+	struct cmsghdr *h;
+	int fd;
+
+	if (poll(&p, 1, timeout_ms) != 1 || recvmsg(sock, &m, MSG_CMSG_CLOEXEC) != 1)
+		return -EPIPE;
+	h = CMSG_FIRSTHDR(&m);
+	if (!h || h->cmsg_type != SCM_RIGHTS)
+		return -EPIPE;
+	memcpy(&fd, CMSG_DATA(h), sizeof(int));
+	return fd;
+}
+
+/*
+ * C6: uid 1000 opens the device and hands the file to a uid 1001 process,
+ * which publishes its own memfd through it.  The importer sees the
+ * opener whole: uid 1000 and the opener's pid, not the passer's.
+ */
+static int opener_kid(void *arg, int sock)
+{
+	struct who u1000 = user(1000);
+	int dfd;
+
+	(void)arg;
+	if (become(&u1000))
+		return 1;
+	dfd = nvb_open(0);
+	if (dfd < 0 || send_fd(sock, dfd))
+		return 1;
+	close(dfd);
+	hear(sock, 50000);	/* stay alive until told */
+	return 0;
+}
+
+static long passed_fd_publish(void *arg)
+{
+	int dfd = *(int *)arg, mfd = new_memfd("x", 1);
+
+	if (mfd < 0)
+		return mfd;
+	return nvb_publish(dfd, "id.one", mfd, NVBRIDGE_ACCESS_SCOPE, NULL);
+}
+
+static int t_identity_one_task(void)
+{
+	struct who u1001 = user(1001), u1002 = user(1002);
+	struct nvbridge_fetch *f = shared_page();
+	struct fx x = { "id.one", NVBRIDGE_FETCH_EXPECT_UID, 0, 1000, f };
+	int osock, dfd;
+	pid_t opener;
+
+	CHECK(f, "mmap");
+	OKV(opener, spawn(opener_kid, NULL, &osock, -1));
+	OKV(dfd, recv_fd(osock, 30000));
+	WANT(run_as(&u1001, passed_fd_publish, &dfd, dfd), 0);
+	WANT(run_as(&u1002, fx_fetch, &x, -1), 0);
+	WANT(f->uid, 1000);
+	WANT(f->pid, opener);
+	/* the passer's uid does not own it */
+	x.expect_uid = 1001;
+	WANT(run_as(&u1002, fx_fetch, &x, -1), -ENOENT);
+	close(dfd);
+	tell(osock, 0);
+	WANT(reap(opener, 10000), 0);
+	close(osock);
+	return 0;
+}
+
+/*
+ * C3: a name is (scope, owner, name).  uid 1001 takes "sq/rank0" first;
+ * uid 1000 still publishes it, a fetcher naming 1000 gets 1000's entry,
+ * one naming nobody gets -ENOTUNIQ, and a waiting fetcher naming 1000 is
+ * neither failed nor served by the squatter.
+ */
+static int t_names_owned(void)
+{
+	struct who u1000 = user(1000), u1001 = user(1001), u1002 = user(1002);
+	struct pubspec sq = spec(&u1001, "sq/rank0", NVBRIDGE_ACCESS_SCOPE);
+	struct pubspec real = spec(&u1000, "sq/rank0", NVBRIDGE_ACCESS_SCOPE);
+	struct nvbridge_fetch *f = shared_page();
+	struct fx x = { "sq/rank0", NVBRIDGE_FETCH_EXPECT_UID | NVBRIDGE_FETCH_WAIT,
+			300000000ll, 1000, f };
+	struct pubkid ks, kr;
+	uint64_t t0;
+
+	CHECK(f, "mmap");
+	WANT(pub_start(&sq, &ks), 0);
+	/* waits for 1000 although 1001's entry of that name is there */
+	t0 = nvb_now_ns();
+	WANT(run_as(&u1002, fx_fetch, &x, -1), -ETIMEDOUT);
+	CHECK(nvb_now_ns() - t0 >= 250000000ull, "did not wait");
+	WANT(pub_start(&real, &kr), 0);
+	WANT(run_as(&u1002, fx_fetch, &x, -1), 0);
+	WANT(f->uid, 1000);
+	WANT(f->id, kr.id);
+	x.expect_uid = 1001;
+	WANT(run_as(&u1002, fx_fetch, &x, -1), 0);
+	WANT(f->id, ks.id);
+	/* no owner named: ambiguous, at once even with WAIT */
+	x.flags = NVBRIDGE_FETCH_WAIT;
+	x.expect_uid = 0;
+	x.timeout_ns = -1;
+	WANT(run_as(&u1002, fx_fetch, &x, -1), -ENOTUNIQ);
+	/* same owner twice is still -EEXIST */
+	{
+		struct pubkid k2;
+
+		WANT(pub_start(&real, &k2), -EEXIST);
+		WANT(pub_stop(&k2), 0);
+	}
+	WANT(pub_stop(&ks), 0);
+	x.flags = 0;
+	x.timeout_ns = 0;
+	WANT(run_as(&u1002, fx_fetch, &x, -1), 0);
+	WANT(f->id, kr.id);
+	WANT(pub_stop(&kr), 0);
+	return 0;
+}
+
+/* UNPUBLISH by name addresses the caller's own entry only */
+static long unpub_other(void *arg)
+{
+	int dfd = nvb_open(0);
+	long r;
+
+	(void)arg;
+	if (dfd < 0)
+		return dfd;
+	r = nvb_unpublish(dfd, 0, "sq/un");
+	close(dfd);
+	return r;
+}
+
+static int t_unpublish_owned(void)
+{
+	struct who u1000 = user(1000), u1001 = user(1001);
+	struct pubspec s = spec(&u1000, "sq/un", NVBRIDGE_ACCESS_SCOPE);
+	struct pubkid k;
+
+	WANT(pub_start(&s, &k), 0);
+	WANT(run_as(&u1001, unpub_other, NULL, -1), -ENOENT);
+	WANT(run_as(&u1000, unpub_other, NULL, -1), -EPERM);
+	WANT(pub_stop(&k), 0);
+	return 0;
+}
+
+/*
+ * C2: an entry the caller may not use does not exist for it: -ENOENT,
+ * FETCH_WAIT keeps waiting, INFO.entries does not count it.
+ */
+static long info_entries(void *arg)
+{
+	struct nvbridge_info i;
+	int dfd = nvb_open(0);
+	long r;
+
+	(void)arg;
+	if (dfd < 0)
+		return dfd;
+	r = nvb_info(dfd, &i);
+	close(dfd);
+	return r ? r : (long)i.entries;
+}
+
+static int t_denied_is_absent(void)
+{
+	struct who u1000 = user(1000), u1001 = user(1001);
+	struct pubspec s = spec(&u1000, "priv/x", NVBRIDGE_ACCESS_OWNER);
+	struct pubspec s2 = spec(&u1000, "priv/y", NVBRIDGE_ACCESS_SCOPE);
+	struct fx x = { "priv/x", 0, 0, 0, NULL };
+	struct pubkid k, k2;
+	uint64_t t0;
+
+	WANT(pub_start(&s, &k), 0);
+	WANT(pub_start(&s2, &k2), 0);
+	WANT(run_as(&u1001, fx_fetch, &x, -1), -ENOENT);
+	x.flags = NVBRIDGE_FETCH_WAIT;
+	x.timeout_ns = 300000000ll;
+	t0 = nvb_now_ns();
+	WANT(run_as(&u1001, fx_fetch, &x, -1), -ETIMEDOUT);
+	CHECK(nvb_now_ns() - t0 >= 250000000ull, "denied FETCH_WAIT returned early");
+	WANT(run_as(&u1001, info_entries, NULL, -1), 1);
+	WANT(run_as(&u1000, info_entries, NULL, -1), 2);
+	WANT(pub_stop(&k2), 0);
+	WANT(pub_stop(&k), 0);
+	return 0;
+}
+
+/*
+ * C8: ids count per scope: another IPC namespace's publishes do not move
+ * them; the sysfs count is not world-readable.
+ */
+static long ns_publish_two(void *arg)
+{
+	int dfd, *sock = arg;
+	uint64_t a, b;
+	long r;
+
+	if (unshare(CLONE_NEWIPC) < 0)
+		return -errno;
+	dfd = nvb_open(0);
+	if (dfd < 0)
+		return dfd;
+	r = nvb_publish(dfd, "ids.a", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, &a);
+	if (r)
+		return r;
+	if (tell(*sock, 1) || hear(*sock, 30000) != 2)
+		return -EPLUMB;
+	r = nvb_publish(dfd, "ids.b", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, &b);
+	if (r)
+		return r;
+	close(dfd);
+	return (long)(b - a);
+}
+
+static int ids_kid(void *arg, int sock)
+{
+	(void)arg;
+	return tell(sock, ns_publish_two(&sock));
+}
+
+static int t_ids_per_scope(void)
+{
+	struct stat st;
+	int sock, dfd;
+	pid_t pid;
+
+	OKV(pid, spawn(ids_kid, NULL, &sock, -1));
+	WANT(hear(sock, 30000), 1);
+	OKV(dfd, nvb_open(0));
+	for (int i = 0; i < 5; i++) {
+		char n[32];
+
+		snprintf(n, sizeof(n), "ids.host%d", i);
+		OK(nvb_publish(dfd, n, NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, NULL));
+	}
+	tell(sock, 2);
+	WANT(hear(sock, 30000), 1);	/* b = a + 1 */
+	WANT(reap(pid, 10000), 0);
+	close(sock);
+	close(dfd);
+	if (stat(SYSFS_DIR "entries", &st) == 0)
+		WANT(st.st_mode & 0077, 0);
+	return 0;
+}
+
+/* C4: -ENOSPC for the entry and the byte quota */
+static int t_byte_quota(void)
+{
+	static unsigned char blob[65536];
+	long before, after;
+	int dfd;
+
+	WANT(param_set("max_blob_size", 65536), 0);
+	WANT(param_set("max_bytes_per_user", 3 * 65536), 0);
+	OKV(dfd, nvb_open(0));
+	for (int i = 0; i < 3; i++) {
+		char n[32];
+
+		snprintf(n, sizeof(n), "bq.%d", i);
+		WANT(nvb_publish_ex(dfd, n, NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_OWNER,
+				    0, 0, blob, sizeof(blob), NULL), 0);
+	}
+	WANT(nvb_publish_ex(dfd, "bq.3", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_OWNER,
+			    0, 0, blob, 1, NULL), -ENOSPC);
+	OK(nvb_publish(dfd, "bq.noblob", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_OWNER, NULL));
+	WANT(nvb_unpublish(dfd, 0, "bq.0"), 0);
+	WANT(nvb_publish_ex(dfd, "bq.3", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_OWNER,
+			    0, 0, blob, sizeof(blob), NULL), 0);
+	close(dfd);
+	/* blob memory: 100 x 64 KiB costs about 6.4 MB, not twice that */
+	WANT(param_set("max_bytes_per_user", 200 * 65536), 0);
+	OKV(dfd, nvb_open(0));
+	nvb_sleep_ms(100);
+	before = meminfo_kb("MemFree");
+	for (int i = 0; i < 100; i++) {
+		char n[32];
+
+		snprintf(n, sizeof(n), "bm.%d", i);
+		WANT(nvb_publish_ex(dfd, n, NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_OWNER,
+				    0, 0, blob, sizeof(blob), NULL), 0);
+	}
+	after = meminfo_kb("MemFree");
+	vlog("100 x 64 KiB blobs: %ld KiB", before - after);
+	CHECK(before - after < 9600, "100 x 64 KiB blobs took %ld KiB", before - after);
+	close(dfd);
+	return 0;
+}
+
+/*
+ * C7: only regular files (memfd, shmem), dma-bufs and chrdevs of allowed
+ * majors.  A real cycle attempt: a socket, nvbridge file, io_uring ring,
+ * eventfd or pipe could hold (or be) the publishing file.
+ */
+static int t_publish_allowlist(void)
+{
+	struct io_uring ring;
+	int dfd, d2, sv[2], pfd[2], efd, ep, inet, mfd, null;
+
+	OKV(dfd, nvb_open(0));
+	OKV(d2, nvb_open(0));
+	SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+	SYS(pipe2(pfd, O_CLOEXEC));
+	OKV(efd, syscall(SYS_eventfd2, 0, O_CLOEXEC));
+	SYS(ep = epoll_create1(EPOLL_CLOEXEC));
+	SYS(inet = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+	OK(io_uring_queue_init(4, &ring, 0));
+	/* the cycle: d2's entry holds a socket that carries d2 in flight */
+	OK(send_fd(sv[0], d2));
+	WANT(nvb_publish(d2, "al.sock", sv[1], NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(nvb_publish(dfd, "al.nvb", d2, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(nvb_publish(dfd, "al.self", dfd, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(nvb_publish(dfd, "al.ring", ring.ring_fd, NVBRIDGE_ACCESS_SCOPE, NULL),
+	     -EINVAL);
+	WANT(nvb_publish(dfd, "al.efd", efd, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(nvb_publish(dfd, "al.ep", ep, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(nvb_publish(dfd, "al.pipe", pfd[0], NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(nvb_publish(dfd, "al.inet", inet, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	{
+		int dir = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		WANT(nvb_publish(dfd, "al.dir", dir, NVBRIDGE_ACCESS_SCOPE, NULL),
+		     -EINVAL);
+		close(dir);
+	}
+	/* /dev/null is char 1:3: refused by default, admitted when listed */
+	OKV(null, open("/dev/null", O_RDWR | O_CLOEXEC));
+	WANT(nvb_publish(dfd, "al.null", null, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	WANT(write_file(PARAM_DIR "publish_chrdev_majors", "195,1"), 0);
+	WANT(nvb_publish(dfd, "al.null", null, NVBRIDGE_ACCESS_SCOPE, NULL), 0);
+	WANT(write_file(PARAM_DIR "publish_chrdev_majors", "195"), 0);
+	WANT(nvb_publish(dfd, "al.null2", null, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
+	/* regular files: a memfd and a tmpfs-less regular file */
+	OKV(mfd, new_memfd("m", 1));
+	WANT(nvb_publish(dfd, "al.memfd", mfd, NVBRIDGE_ACCESS_SCOPE, NULL), 0);
+	io_uring_queue_exit(&ring);
+	close(null);
+	close(mfd);
+	close(inet);
+	close(ep);
+	close(efd);
+	close(pfd[0]);
+	close(pfd[1]);
+	close(sv[0]);
+	close(sv[1]);
+	close(d2);
+	close(dfd);
+	return 0;
+}
+
+/* C1: ABI 2, a new magic, the whole command number is matched */
+static int t_abi_v2(void)
+{
+	struct nvbridge_info info;
+	unsigned char buf[256];
+	int dfd;
+
+	OKV(dfd, nvb_open(0));
+	WANT(nvb_info(dfd, &info), 0);
+	WANT(info.abi_version, 2);
+	WANT(read_long_file(SYSFS_DIR "abi_version"), 2);
+	/* the old magic 0xB8 belongs to mshv */
+	memset(buf, 0, sizeof(buf));
+	*(uint32_t *)buf = NVBRIDGE_INFO_SIZE_VER0;
+	WANT(nvb_ioctl(dfd, _IOWR(0xB8, 0x07, struct nvbridge_info), buf), -ENOTTY);
+	/* same number, other size or direction */
+	WANT(nvb_ioctl(dfd, _IOC(_IOC_READ | _IOC_WRITE, NVBRIDGE_IOC_MAGIC, 0x07, 48),
+		       buf), -ENOTTY);
+	WANT(nvb_ioctl(dfd, _IOC(_IOC_WRITE, NVBRIDGE_IOC_MAGIC, 0x07,
+				 NVBRIDGE_INFO_SIZE_VER0), buf), -ENOTTY);
+	WANT(nvb_ioctl(dfd, NVBRIDGE_IOC_INFO, buf), 0);
+	close(dfd);
+	return 0;
+}
+
+/* C5: inputs that would be ignored are refused before any lookup */
+static int t_ignored_inputs(void)
+{
+	struct nvbridge_fetch f;
+	struct nvbridge_unpublish u;
+	struct nvbridge_list l;
+	char blob[8];
+	int dfd;
+
+	OKV(dfd, nvb_open(0));
+	WANT(nvb_fetch_ex(dfd, "ig.none", 0, 5, NULL, 0, NULL), -EINVAL);
+	WANT(nvb_fetch_ex(dfd, "ig.none", 0, 0, NULL, 8, NULL), -EFAULT);
+	WANT(nvb_fetch_ex(dfd, "ig.none", 0, 0, blob, 0, NULL), -EINVAL);
+	WANT(nvb_fetch_ex(dfd, "ig.none", 0, 0, NULL, 0, &f), -ENOENT);
+	memset(&u, 0, sizeof(u));
+	u.size = sizeof(u);
+	u.id = 5;
+	nvb_set_name(u.name, "ig.none");
+	WANT(nvb_ioctl(dfd, NVBRIDGE_IOC_UNPUBLISH, &u), -EINVAL);
+	memset(&l, 0, sizeof(l));
+	l.size = sizeof(l);
+	l.count = 4;
+	l.entry_size = sizeof(struct nvbridge_entry_info);
+	WANT(nvb_ioctl(dfd, NVBRIDGE_IOC_LIST, &l), -EFAULT);
+	l.entries = (uintptr_t)blob;
+	l.entry_size = 8192;
+	WANT(nvb_ioctl(dfd, NVBRIDGE_IOC_LIST, &l), -E2BIG);
+	close(dfd);
+	return 0;
+}
+
+/* Watches are bounded per user over all files, not only per file */
+static long watch_many(void *arg)
+{
+	int a = nvb_open(0), b = nvb_open(0), n = 0;
+	char name[32];
+	long r = 0;
+
+	(void)arg;
+	if (a < 0 || b < 0)
+		return -EPLUMB;
+	for (int i = 0; i < 64; i++) {
+		snprintf(name, sizeof(name), "wu.a%d", i);
+		if (nvb_watch(a, name, 0, NULL))
+			return -EPLUMB;
+	}
+	for (int i = 0; i < 64 && !r; i++) {
+		snprintf(name, sizeof(name), "wu.b%d", i);
+		r = nvb_watch(b, name, 0, NULL);
+		n += !r;
+	}
+	if (r != -ENOSPC || n != 36)
+		return r ? r : -EPLUMB;
+	close(a);		/* its 64 go back to the user */
+	for (int i = n; i < 64; i++) {
+		snprintf(name, sizeof(name), "wu.b%d", i);
+		if (nvb_watch(b, name, 0, NULL))
+			return -EPLUMB;
+	}
+	close(b);
+	return 0;
+}
+
+static int t_watches_per_user(void)
+{
+	struct who u1000 = user(1000), u1001 = user(1001);
+
+	WANT(param_set("max_watches_per_user", 100), 0);
+	WANT(run_as(&u1000, watch_many, NULL, -1), 0);
+	WANT(run_as(&u1001, watch_many, NULL, -1), 0);	/* its own count */
+	return 0;
+}
+
+/* PUBLISH and UNPUBLISH need a file opened for writing (-EBADF) */
+static int t_rdonly_open(void)
+{
+	int ro, rw;
+
+	ro = open(NVB_DEV, O_RDONLY | O_CLOEXEC);
+	SYS(ro);
+	OKV(rw, nvb_open(0));
+	WANT(nvb_publish(ro, "ro.x", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, NULL),
+	     -EBADF);
+	OK(nvb_publish(rw, "ro.x", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, NULL));
+	WANT(nvb_unpublish(ro, 0, "ro.x"), -EBADF);
+	WANT(nvb_fetch(ro, "ro.x", NULL), 0);
+	WANT(nvb_watch(ro, "ro.", NVBRIDGE_WATCH_PREFIX, NULL), 0);
+	close(ro);
+	close(rw);
+	return 0;
+}
+
+/* C10: SIGSTOP/SIGCONT (no handler) does not end a waiting FETCH */
+static int t_wait_stop_cont(void)
+{
+	struct wait_job j = { "wait.stop", 20000000000ll, false };
+	long reply[2];
+	int sock, dfd;
+	pid_t pid;
+
+	OKV(pid, spawn(wait_kid, &j, &sock, -1));
+	WANT(hear(sock, 30000), 1);
+	WANT(wait_blocked(pid, SYS_ioctl), 0);
+	kill(pid, SIGSTOP);
+	nvb_sleep_ms(100);
+	kill(pid, SIGCONT);
+	WANT(wait_blocked(pid, SYS_ioctl), 0);
+	OKV(dfd, nvb_open(0));
+	OK(nvb_publish(dfd, "wait.stop", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, NULL));
+	CHECK(xrecv(sock, reply, sizeof(reply), 10000) == 0, "waiter never answered");
+	WANT(reply[0], 0);
+	WANT(reap(pid, 5000), 0);
+	close(sock);
+	close(dfd);
+	return 0;
+}
+
+/*
+ * A PUBLISH that fails with -EFAULT was never visible: a thread flips the
+ * struct's page read-only while another publishes; every PUBLISHED event
+ * a watcher sees belongs to a publish that returned 0.
+ */
+struct efault_ctx {
+	struct nvbridge_publish *p;	/* flipped read-only and back */
+	struct nvbridge_publish *w;	/* the same page, always writable */
+	volatile int stop;
+};
+
+static void *flip_thread(void *arg)
+{
+	struct efault_ctx *c = arg;
+
+	while (!c->stop) {
+		mprotect(c->p, 4096, PROT_READ);
+		mprotect(c->p, 4096, PROT_READ | PROT_WRITE);
+	}
+	return NULL;
+}
+
+static int t_publish_efault_invisible(void)
+{
+	struct efault_ctx c;
+	struct nvbridge_event ev;
+	pthread_t th;
+	long ok = 0, published = 0;
+	int dfd, w, mfd;
+
+	WANT(param_set("max_events", 65536), 0);
+	OKV(mfd, new_memfd(NULL, 4096));
+	c.p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	c.w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	CHECK(c.p != MAP_FAILED && c.w != MAP_FAILED, "mmap");
+	c.stop = 0;
+	OKV(dfd, nvb_open(0));
+	OKV(w, nvb_open(O_NONBLOCK));
+	OK(nvb_watch(w, "ef.", NVBRIDGE_WATCH_PREFIX, NULL));
+	CHECK(pthread_create(&th, NULL, flip_thread, &c) == 0, "pthread_create");
+	for (int i = 0; i < 3000; i++) {
+		struct nvbridge_publish q;
+		long r;
+
+		memset(&q, 0, sizeof(q));
+		q.size = sizeof(q);
+		q.fd = NVBRIDGE_NO_FD;
+		q.access = NVBRIDGE_ACCESS_SCOPE;
+		nvb_set_name(q.name, "ef.x");
+		memcpy(c.w, &q, sizeof(q));
+		r = nvb_ioctl(dfd, NVBRIDGE_IOC_PUBLISH, c.p);
+		if (r == 0) {
+			ok++;
+			OK(nvb_unpublish(dfd, 0, "ef.x"));
+		} else if (r != -EFAULT) {
+			FAIL("publish = %s", ename(r));
+		}
+	}
+	c.stop = 1;
+	pthread_join(th, NULL);
+	while (read(w, &ev, sizeof(ev)) == (ssize_t)sizeof(ev))
+		if (ev.type == NVBRIDGE_EVENT_PUBLISHED)
+			published++;
+		else
+			CHECK(ev.type == NVBRIDGE_EVENT_REVOKED, "event type %u", ev.type);
+	vlog("%ld publishes succeeded, %ld PUBLISHED events", ok, published);
+	WANT(published, ok);
+	close(w);
+	close(dfd);
+	return 0;
+}
+
+/*
+ * Scopes do not contend: uid 2000 in its own user + IPC namespace floods
+ * watches and publish/unpublish while a root process in the host scope
+ * times INFO.  The flooder is stopped and continued between batches, so
+ * idle and loaded batches interleave in one boot and host noise hits both
+ * alike; the verdict compares the medians of the batches' worst cases:
+ * loaded <= LAT_RATIO x idle, or LAT_FLOOR_MS when idle is below the
+ * scheduler's slice.  The worst single call is printed too.
+ */
+#define LAT_FILES	3000
+#define LAT_WATCHES	61	/* the prefixes of LAT_NAME, "" and itself included */
+#define LAT_NAME	"flood/0123456789abcdef0123456789abcdef0123456789abcdef012345"
+#define LAT_BATCHES	9
+#define LAT_SAMPLES	150	/* per batch */
+#define LAT_RATIO	10
+#define LAT_FLOOR_MS	20
+
+static long flood(void *arg)
+{
+	int *fds, ready = *(int *)arg;
+	char n[NVBRIDGE_NAME_MAX];
+	long r;
+
+	if (unshare(CLONE_NEWUSER | CLONE_NEWIPC) < 0)
+		return -errno;
+	fds = calloc(LAT_FILES, sizeof(int));
+	if (!fds)
+		return -ENOMEM;
+	for (int i = 0; i < LAT_FILES; i++) {
+		fds[i] = nvb_open(O_NONBLOCK);
+		if (fds[i] < 0)
+			return fds[i];
+		for (int k = 0; k < LAT_WATCHES; k++) {
+			/* every watch matches every publish */
+			snprintf(n, sizeof(n), "%.*s", k, LAT_NAME);
+			r = nvb_watch(fds[i], n, NVBRIDGE_WATCH_PREFIX, NULL);
+			if (r)
+				return r;
+		}
+	}
+	if (tell(ready, 1))
+		return -EPLUMB;
+	for (;;) {
+		r = nvb_publish(fds[0], LAT_NAME, NVBRIDGE_NO_FD,
+				NVBRIDGE_ACCESS_SCOPE, NULL);
+		if (r)
+			return r;
+		r = nvb_unpublish(fds[0], 0, LAT_NAME);
+		if (r)
+			return r;
+	}
+}
+
+static int flood_kid(void *arg, int sock)
+{
+	struct who u2000 = user(2000);
+	struct rlimit rl = { LAT_FILES + 64, LAT_FILES + 64 };
+
+	(void)arg;
+	/* the extreme case: far above the default max_watches_per_user */
+	if (param_set("max_watches_per_user", LAT_FILES * LAT_WATCHES) ||
+	    setrlimit(RLIMIT_NOFILE, &rl) < 0 || become(&u2000))
+		return 1;
+	return tell(sock, flood(&sock));
+}
+
+static uint64_t info_worst_ns(int dfd, int n)
+{
+	struct nvbridge_info info;
+	uint64_t worst = 0;
+
+	for (int i = 0; i < n; i++) {
+		uint64_t t0 = nvb_now_ns(), dt;
+
+		if (nvb_info(dfd, &info))
+			return UINT64_MAX;
+		dt = nvb_now_ns() - t0;
+		if (dt > worst)
+			worst = dt;
+	}
+	return worst;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int t_scope_latency(void)
+{
+	uint64_t idle[LAT_BATCHES], loaded[LAT_BATCHES], bound;
+	uint64_t idle_max = 0, loaded_max = 0;
+	int dfd, sock;
+	pid_t pid;
+
+	OKV(dfd, nvb_open(0));
+	OKV(pid, spawn(flood_kid, NULL, &sock, -1));
+	WANT(hear(sock, 50000), 1);
+	for (int b = 0; b < LAT_BATCHES; b++) {
+		kill(pid, SIGSTOP);
+		nvb_sleep_ms(20);
+		idle[b] = info_worst_ns(dfd, LAT_SAMPLES);
+		kill(pid, SIGCONT);
+		nvb_sleep_ms(50);
+		loaded[b] = info_worst_ns(dfd, LAT_SAMPLES);
+		if (idle[b] > idle_max)
+			idle_max = idle[b];
+		if (loaded[b] > loaded_max)
+			loaded_max = loaded[b];
+	}
+	kill(pid, SIGKILL);
+	reap(pid, 10000);
+	close(sock);
+	close(dfd);
+	qsort(idle, LAT_BATCHES, sizeof(idle[0]), cmp_u64);
+	qsort(loaded, LAT_BATCHES, sizeof(loaded[0]), cmp_u64);
+	bound = idle[LAT_BATCHES / 2] * LAT_RATIO;
+	if (bound < LAT_FLOOR_MS * 1000000ull)
+		bound = LAT_FLOOR_MS * 1000000ull;
+	printf("# scope latency: INFO worst per batch, median %.3f ms idle, "
+	       "%.3f ms under a flood in another scope (ratio %.1f, bound %.1f ms); "
+	       "worst single call %.3f ms idle, %.3f ms loaded\n",
+	       idle[LAT_BATCHES / 2] / 1e6, loaded[LAT_BATCHES / 2] / 1e6,
+	       (double)loaded[LAT_BATCHES / 2] / (double)idle[LAT_BATCHES / 2],
+	       bound / 1e6, idle_max / 1e6, loaded_max / 1e6);
+	CHECK(loaded[LAT_BATCHES / 2] <= bound,
+	      "INFO median worst case %.3f ms under another scope's flood, %.3f ms idle",
+	      loaded[LAT_BATCHES / 2] / 1e6, idle[LAT_BATCHES / 2] / 1e6);
+	return 0;
+}
+
+/*
+ * The structure-aware ioctl fuzzer (fuzz.h): FZ_PROCS processes x
+ * FZ_THREADS threads x FZ_ITERS calls, seeded.  The verdict is the
+ * kernel log's (tests/vm/run) and the runner's leftover check; here only
+ * that every process finished.
+ */
+static int t_fuzz(void)
+{
+	const char *se = getenv("NVB_FUZZ_SEED"), *it = getenv("NVB_FUZZ_ITERS");
+	uint64_t seed = se ? strtoull(se, NULL, 0) : FZ_SEED;
+	unsigned int iters = it ? (unsigned int)strtoul(it, NULL, 0) : FZ_ITERS;
+	pid_t pids[FZ_PROCS];
+
+	printf("# fuzz: seed 0x%llx, %d processes x %d threads x %u calls\n",
+	       (unsigned long long)seed, FZ_PROCS, FZ_THREADS, iters);
+	for (int i = 0; i < FZ_PROCS; i++) {
+		fflush(NULL);
+		pids[i] = fork();
+		if (pids[i] == 0)
+			_exit(fz_process(seed + (uint64_t)i, iters) ? 1 : 0);
+		CHECK(pids[i] > 0, "fork");
+	}
+	for (int i = 0; i < FZ_PROCS; i++)
+		WANT(reap(pids[i], 50000), 0);
+	return 0;
+}
+
+/* Tracepoints: publish, fetch, denial and revoke reach the trace buffer */
+#define TRACING "/sys/kernel/tracing/"
+
+static int t_tracepoints(void)
+{
+	struct who u1001 = user(1001);
+	struct fx x = { "tp.secret", 0, 0, 0, NULL };
+	static char buf[65536];
+	int dfd, tfd;
+	ssize_t n;
+	uint64_t id;
+
+	if (access(TRACING "events", F_OK) &&
+	    mount("nodev", "/sys/kernel/tracing", "tracefs", 0, NULL))
+		FAIL("mount tracefs: %s", ename(-errno));
+	WANT(write_file(TRACING "trace", ""), 0);
+	/*
+	 * No comm recording: it hooks sched_switch, and patching that jump
+	 * label in __schedule while the other vCPU runs it trips a qemu TCG
+	 * bug (an int3 oops seen on 6.12), unrelated to nvbridge.
+	 */
+	WANT(write_file(TRACING "options/record-cmd", "0"), 0);
+	WANT(write_file(TRACING "events/nvbridge/enable", "1"), 0);
+	OKV(dfd, nvb_open(0));
+	OK(nvb_publish(dfd, "tp.secret", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_OWNER, &id));
+	WANT(nvb_fetch(dfd, "tp.secret", NULL), 0);
+	WANT(run_as(&u1001, fx_fetch, &x, -1), -ENOENT);
+	WANT(nvb_unpublish(dfd, id, NULL), 0);
+	close(dfd);
+	WANT(write_file(TRACING "events/nvbridge/enable", "0"), 0);
+	OKV(tfd, open(TRACING "trace", O_RDONLY | O_CLOEXEC));
+	n = read(tfd, buf, sizeof(buf) - 1);
+	close(tfd);
+	CHECK(n > 0, "empty trace");
+	buf[n] = 0;
+	vlog("%s", buf);
+	CHECK(strstr(buf, "nvbridge_publish:") && strstr(buf, "name=tp.secret owner=0 uid=0"),
+	      "no publish event");
+	CHECK(strstr(buf, "nvbridge_fetch:"), "no fetch event");
+	CHECK(strstr(buf, "nvbridge_denial:") && strstr(buf, "uid=1001"), "no denial event");
+	CHECK(strstr(buf, "nvbridge_revoke:") && strstr(buf, "arg=1\n"), "no revoke event");
+	return 0;
+}
+
+/* The ioctls from an i386 process (compat32.c, put on PATH by the harness) */
+static int t_compat32(void)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		execlp("compat32", "compat32", (char *)NULL);
+		_exit(100);
+	}
+	CHECK(pid > 0, "fork");
+	WANT(reap(pid, 20000), 0);	/* else: the step that failed; 100: no binary */
+	return 0;
+}
+
+/*
+ * read() that faults puts the record back: the next read gets it, same
+ * seq, nothing lost.
+ */
+static int t_read_efault_put_back(void)
+{
+	struct nvbridge_event ev;
+	void *bad;
+	int w, d;
+	ssize_t n;
+
+	bad = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(bad != MAP_FAILED, "mmap");
+	OKV(w, nvb_open(O_NONBLOCK));
+	OKV(d, nvb_open(0));
+	OK(nvb_watch(w, "pb.", NVBRIDGE_WATCH_PREFIX, NULL));
+	OK(nvb_publish(d, "pb.1", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, NULL));
+	n = read(w, bad, sizeof(ev));
+	WANT(n < 0 ? -errno : n, -EFAULT);
+	WANT(nvb_next_event(w, &ev, 1000), 0);
+	WANT(ev.seq, 1);
+	CHECK(!strcmp(ev.name, "pb.1"), "name '%s'", ev.name);
+	WANT(read(w, &ev, sizeof(ev)) < 0 ? -errno : 0, -EAGAIN);
+	close(d);
+	close(w);
+	munmap(bad, 4096);
+	return 0;
+}
+
+/*
+ * close() racing a FETCH_WAIT on the same file: the wait goes on (the
+ * ioctl holds the file) and ends by its timeout; the file's entries are
+ * revoked when the last reference goes, after the wait, not at close().
+ */
+struct close_race {
+	int dfd;
+	long rc;
+};
+
+static void *close_race_waiter(void *arg)
+{
+	struct close_race *c = arg;
+
+	c->rc = nvb_fetch_ex(c->dfd, "cr.never", NVBRIDGE_FETCH_WAIT,
+			     400000000ll, NULL, 0, NULL);
+	return NULL;
+}
+
+static int t_close_races_wait(void)
+{
+	struct close_race c = { -1, 1 };
+	struct nvbridge_event ev;
+	pthread_t th;
+	uint64_t id;
+	int w;
+
+	OKV(w, nvb_open(O_NONBLOCK));
+	OK(nvb_watch(w, "cr.", NVBRIDGE_WATCH_PREFIX, NULL));
+	OKV(c.dfd, nvb_open(0));
+	OK(nvb_publish(c.dfd, "cr.x", NVBRIDGE_NO_FD, NVBRIDGE_ACCESS_SCOPE, &id));
+	WANT(wait_event_for(w, id, NVBRIDGE_EVENT_PUBLISHED, &ev, 2000), 0);
+	CHECK(pthread_create(&th, NULL, close_race_waiter, &c) == 0, "pthread_create");
+	nvb_sleep_ms(100);
+	WANT(close(c.dfd), 0);
+	/* still published while the waiter holds the file */
+	WANT(nvb_fetch(w, "cr.x", NULL), 0);
+	pthread_join(th, NULL);
+	WANT(c.rc, -ETIMEDOUT);
+	WANT(wait_event_for(w, id, NVBRIDGE_EVENT_REVOKED, &ev, 2000), 0);
+	WANT(ev.reason, NVBRIDGE_REVOKE_CLOSED);
+	WANT(nvb_fetch(w, "cr.x", NULL), -ENOENT);
+	close(w);
+	return 0;
+}
+
+/* A dma-buf (from the system DMA heap, where the kernel has one) is admitted */
+static int t_publish_dmabuf(void)
+{
+	struct dma_heap_allocation_data a;
+	int heap, dfd;
+
+	heap = open("/dev/dma_heap/system", O_RDONLY | O_CLOEXEC);
+	if (heap < 0)
+		SKIP("no dma-buf exporter in this kernel (/dev/dma_heap/system: %s)",
+		     ename(-errno));
+	memset(&a, 0, sizeof(a));
+	a.len = 4096;
+	a.fd_flags = O_RDWR | O_CLOEXEC;
+	SYS(ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &a));
+	OKV(dfd, nvb_open(0));
+	WANT(nvb_publish(dfd, "dmabuf.x", (int)a.fd, NVBRIDGE_ACCESS_SCOPE, NULL), 0);
+	CHECK(nvb_fetch(dfd, "dmabuf.x", NULL) > 0, "no fd fetched");
+	close(dfd);
+	close((int)a.fd);
+	close(heap);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* runner                                                               */
 
 static const struct tcase {
@@ -2961,6 +4047,7 @@ static const struct tcase {
 	{ "unpublish_by_id_and_name", t_unpublish },
 	{ "entry_belongs_to_the_open_file", t_file_owner },
 	{ "fetch_wait_wakes_on_publish", t_wait_publish },
+	{ "fetch_wait_bucket_mates_sleep_on", t_wait_bucket_mates },
 	{ "fetch_wait_timeout", t_wait_timeout },
 	{ "fetch_wait_interrupted_by_signal", t_wait_signal },
 	{ "quota_per_user", t_quota },
@@ -2978,7 +4065,27 @@ static const struct tcase {
 	{ "errno_flags_reserved_ioctl_pointer", t_flags_reserved },
 	{ "errno_names", t_names },
 	{ "errno_publish_fetch_args", t_publish_args },
+	{ "scope_isolation_info_latency", t_scope_latency },
+	{ "names_owned_no_squatting", t_names_owned },
+	{ "unpublish_by_name_owned", t_unpublish_owned },
+	{ "denied_is_absent", t_denied_is_absent },
+	{ "ids_per_scope_sysfs_private", t_ids_per_scope },
+	{ "byte_quota_enospc_blob_memory", t_byte_quota },
+	{ "identity_of_the_opener_whole", t_identity_one_task },
+	{ "publish_allowlist_cycle_attempts", t_publish_allowlist },
+	{ "publish_dmabuf_admitted", t_publish_dmabuf },
+	{ "abi_v2_magic_full_command", t_abi_v2 },
+	{ "ignored_inputs_rejected", t_ignored_inputs },
+	{ "rdonly_open_cannot_publish", t_rdonly_open },
+	{ "watches_bounded_per_user", t_watches_per_user },
+	{ "fetch_wait_survives_sigstop", t_wait_stop_cont },
+	{ "publish_efault_never_visible", t_publish_efault_invisible },
 	{ "concurrent_publish_fetch_stress", t_stress },
+	{ "read_efault_puts_the_record_back", t_read_efault_put_back },
+	{ "close_races_fetch_wait", t_close_races_wait },
+	{ "tracepoints", t_tracepoints },
+	{ "compat_ioctl_32bit", t_compat32 },
+	{ "ioctl_fuzz", t_fuzz },
 	{ "rmmod_busy_while_open_then_reload", t_rmmod },	/* must stay last */
 };
 
@@ -2986,14 +4093,17 @@ static const struct tcase {
 
 static const char *const param_names[] = {
 	"max_blob_size", "max_entries_per_user", "max_events", "max_watches",
+	"max_bytes_per_user", "max_watches_per_user",
 };
-static long saved_params[4];
+#define NPARAMS (sizeof(param_names) / sizeof(param_names[0]))
+static long saved_params[NPARAMS];
 
 static void restore_params(void)
 {
-	for (int i = 0; i < 4; i++)
+	for (size_t i = 0; i < NPARAMS; i++)
 		if (saved_params[i] > 0 && param_get(param_names[i]) != saved_params[i])
 			param_set(param_names[i], saved_params[i]);
+	write_file(PARAM_DIR "publish_chrdev_majors", "195");
 }
 
 /* entries left in the initial scope (INFO) and overall (sysfs) */
@@ -3037,7 +4147,7 @@ static int run_case(int num, const struct tcase *c)
 		vlog("case %s", c->name);
 		rc = c->fn();
 		fflush(NULL);
-		_exit(rc ? 1 : 0);
+		_exit(rc == SKIP_RC ? SKIP_RC : rc ? 1 : 0);
 	}
 	setpgid(pid, pid);
 	end = nvb_now_ns() + (uint64_t)CASE_TIMEOUT_MS * 1000000ull;
@@ -3072,7 +4182,10 @@ static int run_case(int num, const struct tcase *c)
 		snprintf(g_reason + strlen(g_reason), REASON_MAX - strlen(g_reason),
 			 "%scase process killed by signal %d", g_reason[0] ? "; " : "",
 			 WTERMSIG(st));
-	else if (WEXITSTATUS(st) && !g_reason[0])
+	else if (WEXITSTATUS(st) == SKIP_RC && !leftover_entries()) {
+		printf("ok %d %s # SKIP %s\n", num, c->name, g_reason);
+		return 2;
+	} else if (WEXITSTATUS(st) && !g_reason[0])
 		snprintf(g_reason, REASON_MAX, "exit status %d, no reason recorded",
 			 WEXITSTATUS(st));
 	left = leftover_entries();
@@ -3089,7 +4202,7 @@ static int run_case(int num, const struct tcase *c)
 
 int main(int argc, char **argv)
 {
-	int passed = 0, failed = 0, num = 0, first = 1;
+	int passed = 0, failed = 0, skipped = 0, num = 0, first = 1;
 	bool list = false;
 
 	if (argc == 3 && !strcmp(argv[1], "--check-fd")) {
@@ -3113,7 +4226,7 @@ int main(int argc, char **argv)
 		return 2;
 	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 	signal(SIGPIPE, SIG_IGN);
-	for (int i = 0; i < 4; i++)
+	for (size_t i = 0; i < NPARAMS; i++)
 		saved_params[i] = param_get(param_names[i]);
 	if (getuid() != 0)
 		printf("# warning: not root; most cases need root\n");
@@ -3131,13 +4244,21 @@ int main(int argc, char **argv)
 			printf("%d %s\n", num, cases[i].name);
 			continue;
 		}
-		if (run_case(num, &cases[i]))
-			failed++;
-		else
+		switch (run_case(num, &cases[i])) {
+		case 0:
 			passed++;
+			break;
+		case 2:
+			skipped++;
+			break;
+		default:
+			failed++;
+		}
 	}
 	if (list)
 		return 0;
+	if (skipped)
+		printf("# %d skipped\n", skipped);
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }

@@ -16,7 +16,8 @@
  *    have zeroes in the fields the kernel does not know (else -E2BIG).
  *    Output fields are written back only up to the caller's size.
  *  - The size encoded in the ioctl command number is that of VER0; the
- *    kernel dispatches on type, number and direction only.
+ *    kernel matches the whole command number (any other size or
+ *    direction is -ENOTTY); .size is the extension mechanism.
  *  - Pointers are __u64.  There is no implicit padding.
  *  - Unknown flag bits are rejected with -EINVAL.
  */
@@ -26,7 +27,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define NVBRIDGE_ABI_VERSION	1
+#define NVBRIDGE_ABI_VERSION	2
 
 /* Names: 1..NVBRIDGE_NAME_MAX-1 bytes of [A-Za-z0-9._:/-], NUL-terminated. */
 #define NVBRIDGE_NAME_MAX	64
@@ -48,8 +49,12 @@ enum nvbridge_access {
 #define NVBRIDGE_NO_FD		(-1)
 
 /*
- * NVBRIDGE_IOC_PUBLISH: publish a file and/or a blob under a name.
- * Returns 0; .id receives the entry id.
+ * NVBRIDGE_IOC_PUBLISH: publish a file and/or a blob under a name, owned
+ * by the opener's euid: an entry is (scope, euid, name), -EEXIST only for
+ * the same euid.  Returns 0; .id receives the entry id.  The file must be
+ * a regular file (memfd, shmem), a dma-buf or a character device of an
+ * allowed major (else -EINVAL); the device file must be open for writing
+ * (else -EBADF).
  */
 struct nvbridge_publish {
 	__u32 size;		/* in: sizeof(struct nvbridge_publish) */
@@ -61,7 +66,7 @@ struct nvbridge_publish {
 	__u32 blob_len;		/* in: bytes at .blob (0..max_blob_size) */
 	__u32 __reserved;	/* must be 0 */
 	__u64 blob;		/* in: pointer to the blob */
-	__u64 id;		/* out: entry id, unique for the module's life */
+	__u64 id;		/* out: entry id, per scope, from 1 */
 	char name[NVBRIDGE_NAME_MAX];	/* in */
 };
 
@@ -70,7 +75,7 @@ struct nvbridge_publish {
 /* struct nvbridge_fetch.flags */
 #define NVBRIDGE_FETCH_WAIT		(1U << 0)	/* wait until published */
 #define NVBRIDGE_FETCH_NO_CLOEXEC	(1U << 1)	/* fd without O_CLOEXEC */
-#define NVBRIDGE_FETCH_EXPECT_UID	(1U << 2)	/* publisher must be .expect_uid */
+#define NVBRIDGE_FETCH_EXPECT_UID	(1U << 2)	/* the entry of owner .expect_uid */
 #define NVBRIDGE_FETCH_FLAGS_ALL	(NVBRIDGE_FETCH_WAIT | NVBRIDGE_FETCH_NO_CLOEXEC | \
 					 NVBRIDGE_FETCH_EXPECT_UID)
 
@@ -82,15 +87,16 @@ struct nvbridge_publish {
  * NVBRIDGE_IOC_FETCH: look a name up and receive its file and blob.
  * Returns the new fd when the entry has a file (entry_flags has
  * NVBRIDGE_ENTRY_HAS_FD), else 0.  The fd is installed last: if the call
- * fails, no fd was installed.  With NVBRIDGE_FETCH_EXPECT_UID an entry
- * published by any euid other than .expect_uid is refused with -EPERM, so
- * that a name taken first by someone else cannot hand the caller a file.
+ * fails, no fd was installed.  With NVBRIDGE_FETCH_EXPECT_UID the call
+ * addresses the entry of that name owned by .expect_uid only; without it,
+ * several owners' entries of the name are -ENOTUNIQ.  An entry the caller
+ * may not use is absent (-ENOENT, or waited for).
  */
 struct nvbridge_fetch {
 	__u32 size;		/* in */
 	__u32 flags;		/* in: NVBRIDGE_FETCH_* */
-	__s64 timeout_ns;	/* in: with FETCH_WAIT; < 0 waits forever */
-	__u64 blob;		/* in: buffer for the blob (may be 0 if blob_cap is 0) */
+	__s64 timeout_ns;	/* in: with FETCH_WAIT (< 0: forever), else 0 */
+	__u64 blob;		/* in: buffer for the blob, 0 iff blob_cap is 0 */
 	__u32 blob_cap;		/* in: bytes available at .blob */
 	__u32 blob_len;		/* out: the blob's length (also on -EMSGSIZE) */
 	__u64 id;		/* out: entry id */
@@ -112,7 +118,7 @@ struct nvbridge_fetch {
 struct nvbridge_unpublish {
 	__u32 size;		/* in */
 	__u32 flags;		/* in: must be 0 */
-	__u64 id;		/* in: entry id, or 0 to use .name */
+	__u64 id;		/* in: entry id (then .name all zero), or 0 */
 	char name[NVBRIDGE_NAME_MAX];	/* in */
 };
 
@@ -177,8 +183,8 @@ struct nvbridge_info {
 	__u32 max_entries_per_user;	/* out: the quota */
 	__u32 max_events;	/* out: event queue depth per open file */
 	__u32 max_watches;	/* out: per open file */
-	__u32 entries;		/* out: entries in the caller's scope */
-	__u32 user_entries;	/* out: entries counted against the caller's euid */
+	__u32 entries;		/* out: entries of the scope the caller may fetch */
+	__u32 user_entries;	/* out: entries counted against the opener's euid */
 };
 
 #define NVBRIDGE_INFO_SIZE_VER0		40
@@ -218,7 +224,12 @@ struct nvbridge_event {
 
 #define NVBRIDGE_EVENT_SIZE		112
 
-#define NVBRIDGE_IOC_MAGIC	0xB8
+/*
+ * 0xBD: free in Documentation/userspace-api/ioctl/ioctl-number.rst of 6.1
+ * and of later kernels (0xB8, used until ABI 1, belongs to mshv and
+ * mrvl_cn10k_dpi).
+ */
+#define NVBRIDGE_IOC_MAGIC	0xBD
 
 #define NVBRIDGE_IOC_PUBLISH	_IOWR(NVBRIDGE_IOC_MAGIC, 0x01, struct nvbridge_publish)
 #define NVBRIDGE_IOC_FETCH	_IOWR(NVBRIDGE_IOC_MAGIC, 0x02, struct nvbridge_fetch)
