@@ -67,18 +67,18 @@ NVB_API const char *nvb_strerror(int err)
 		err = -err;
 	switch (err) {
 	case 0: return "success";
-	case ENOENT: return "no such entry (or no nvbridge backend)";
-	case EEXIST: return "name already published in this scope";
-	case EACCES: return "entry exists but access is denied";
-	case EPERM: return "not permitted (another handle's entry, or not the expected publisher)";
-	case EDQUOT: return "per-user entry quota exhausted";
+	case ENOENT: return "no such entry visible to the caller (or no nvbridge backend)";
+	case EEXIST: return "the caller already published this name in this scope";
+	case ENOTUNIQ: return "several owners publish this name: say whose (expect_uid)";
+	case EACCES: return "access denied";
+	case EPERM: return "not permitted (the caller's entry, published through another handle)";
 	case EMSGSIZE: return "blob too large for the limit or the buffer";
 	case ETIMEDOUT: return "timed out (waiting for the name, or for the broker to answer)";
 	case ECHILD: return "handle inherited through fork(): it belongs to the parent";
 	case EBADMSG: return "broker sent a malformed or truncated message";
 	case EOVERFLOW: return "broker answered with more than was asked for";
 	case EINTR: return "interrupted by a signal";
-	case ENOSPC: return "too many watches on this handle";
+	case ENOSPC: return "a limit is reached (entries or bytes per user, watches)";
 	case EPROTO: return "nvbridge ABI or protocol mismatch (or a reply that answers no request)";
 	case ECONNRESET: return "broker connection lost";
 	case ENOTCONN: return "broker not connected";
@@ -564,9 +564,9 @@ NVB_API int nvb_fetch(struct nvb *h, const char *name,
 					name, o.expect_uid);
 		if (ret == -EINVAL)
 			return nvb_fail(h, ret, "fetch '%s'", name);
-		if (ret == -EPERM)
-			return nvb_fail(h, ret, "fetch '%s': its publisher is not uid %u (expect_uid)",
-					name, o.expect_uid);
+		if (ret == -ENOTUNIQ)
+			return nvb_fail(h, ret, "fetch '%s': published by several owners the caller "
+					"may use; name the owner with NVB_FETCH_EXPECT_UID", name);
 		if (ret == -EMSGSIZE)
 			return nvb_fail(h, ret, "fetch '%s': blob is %u bytes, blob_cap %zu",
 					name, f.blob_len, blob_cap);
