@@ -9,10 +9,10 @@ LIB_VERSION   := 1.0.0
 LIB_SONAME    := libnvbridge.so.1
 LB            := $(BUILD)/lib
 LIB_WARN      := -Wall -Wextra -Werror -Wno-missing-field-initializers -Wno-format-truncation
-LIB_CFLAGS    := -std=c11 -O2 -g $(LIB_WARN) -pthread $(UAPI_INC) -I$(CURDIR)/libnvbridge
+LIB_CFLAGS    := -std=c11 -O2 -g $(LIB_WARN) -pthread $(UAPI_INC) -I$(CURDIR)/common -I$(CURDIR)/libnvbridge
 LIB_SRCS      := libnvbridge/core.c libnvbridge/kernel.c libnvbridge/broker.c
 LIB_HDRS      := libnvbridge/nvbridge.h libnvbridge/nvbridge_uring.h libnvbridge/nvb_internal.h \
-                 include/uapi/linux/nvbridge.h
+                 include/uapi/linux/nvbridge.h common/nvb_wire.h common/nvb_name.h
 URING_STATIC  := -l:liburing.a
 LIB_SO        := $(LB)/libnvbridge.so.$(LIB_VERSION)
 LIB_A         := $(LB)/libnvbridge.a
