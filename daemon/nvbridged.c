@@ -64,6 +64,7 @@
 #include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <linux/nvbridge.h>
+#include "nvb_wire.h"
 
 #define CAP_IPC_OWNER_BIT 15
 #define MAX_WAITERS 1024

@@ -75,7 +75,7 @@ $(LIB_PC): libnvbridge/libnvbridge.pc.in
 # ---- programs (libnvbridge.a + liburing.a: they run on hosts without liburing) ----
 LIB_LINK := $(LIB_CORE_A) $(URING_STATIC) -ldl -pthread
 
-$(LB)/nvbridged: daemon/nvbridged.c include/uapi/linux/nvbridge.h
+$(LB)/nvbridged: daemon/nvbridged.c $(LIB_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(LIB_CFLAGS) -o $@ $<
 
@@ -113,7 +113,7 @@ $(LA)/libnvbridge.a: $(LIB_SRCS) $(LIB_HDRS)
 
 LA_LINK := $(LA)/libnvbridge.a $(URING_STATIC) -ldl -pthread
 
-$(LA)/nvbridged: daemon/nvbridged.c include/uapi/linux/nvbridge.h
+$(LA)/nvbridged: daemon/nvbridged.c $(LIB_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $<
 
