@@ -75,9 +75,11 @@ $(LIB_PC): libnvbridge/libnvbridge.pc.in
 # ---- programs (libnvbridge.a + liburing.a: they run on hosts without liburing) ----
 LIB_LINK := $(LIB_CORE_A) $(URING_STATIC) -ldl -pthread
 
-$(LB)/nvbridged: daemon/nvbridged.c $(LIB_HDRS)
+DAEMON_SRCS   := $(sort $(wildcard daemon/*.c))
+DAEMON_HDRS   := $(wildcard daemon/*.h) $(LIB_HDRS)
+$(LB)/nvbridged: $(DAEMON_SRCS) $(DAEMON_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(LIB_CFLAGS) -o $@ $<
+	$(CC) $(LIB_CFLAGS) -o $@ $(DAEMON_SRCS) $(URING_STATIC)
 
 $(LB)/nvbridgectl: tools/nvbridgectl.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
@@ -113,9 +115,9 @@ $(LA)/libnvbridge.a: $(LIB_SRCS) $(LIB_HDRS)
 
 LA_LINK := $(LA)/libnvbridge.a $(URING_STATIC) -ldl -pthread
 
-$(LA)/nvbridged: daemon/nvbridged.c $(LIB_HDRS)
+$(LA)/nvbridged: $(DAEMON_SRCS) $(DAEMON_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $<
+	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $(DAEMON_SRCS) $(URING_STATIC)
 
 $(LA)/%: $(LA)/libnvbridge.a
 $(LA)/nvb-conformance: tests/conformance/conformance.c $(LA)/libnvbridge.a
