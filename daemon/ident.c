@@ -1,42 +1,38 @@
 // SPDX-License-Identifier: MIT
 /*
- * nvbridged: peer identity.  Same semantics as the kernel
- * module (Documentation/semantics.md, Documentation), over a SOCK_SEQPACKET
- * Unix socket speaking the UAPI structs (see "Broker wire framing" in
- * <linux/nvbridge.h>).  Single-threaded, epoll driven.
+ * nvbridged: who a peer is.  Everything here is decided once, in
+ * accept_client(), from what the kernel captured at connect() and from the
+ * connecting process itself, and never read again:
  *
- * Identity of a client (what the kernel captures at open()):
- *   - euid, egid: SO_PEERCRED, captured by the kernel at connect();
- *     supplementary groups: SO_PEERGROUPS (also captured at connect()).
- *   - scope (IPC ns), user ns (uid_map/gid_map), pid ns, CapEff: read from
- *     /proc/<pid> when the client's HELLO arrives.
+ *   - euid, egid, pid: SO_PEERCRED (the kernel's copy of the connecting
+ *     task's credentials at connect()).
+ *   - supplementary groups: SO_PEERGROUPS (the same credentials).
+ *   - the process: SO_PEERPIDFD, the kernel's pidfd of the connecting
+ *     process (Linux 6.5+; older kernels: pidfd_open(SO_PEERCRED pid),
+ *     checked below).  Its fdinfo gives the pid in every pid namespace
+ *     (NSpid), from our own /proc/self/fdinfo, not from the peer's /proc.
+ *   - scope (IPC namespace), user namespace id maps, pid namespaces: read
+ *     from /proc/<pid>, then the pidfd is checked to be still alive: a live
+ *     pidfd means /proc/<pid> was that process, not a reuse of its number.
+ *   - the policy override (every access policy admits the peer): only a
+ *     peer whose SO_PEERCRED euid is 0 in our user namespace.  No
+ *     capability is read: a capability read after connect() is what a
+ *     setuid exec racing HELLO used to change (issue 11).
  *
- * The race: SO_PEERCRED's pid is only a number.  If the client exited and
- * the number were reused before we read /proc/<pid>/ns/ipc, we would put the
- * connection in another process's scope.  It is closed like this: HELLO
- * must carry (SCM_RIGHTS) a pidfd of the sending process, and the kernel
- * attaches SCM_CREDENTIALS (SO_PASSCRED) with the sender's pid, which it
- * verifies.  We require SO_PEERCRED pid == SCM_CREDENTIALS pid == the
- * pidfd's pid (fdinfo "Pid:"), read /proc/<pid>/..., and then check through
- * the pidfd that the process has not exited.  The pidfd was opened by the
- * sender while it owned that pid, so it names the sender; if the sender is
- * still alive after the reads, /proc/<pid> was the sender's.  What remains:
- * a client may call unshare()/setns() between connect() and HELLO (the
- * library sends HELLO right after connect), which only lets it choose a
- * namespace it is already in; a client that forks and lets the child send
- * HELLO is refused (pid mismatch).
- *
- * Where the kernel has SO_PEERPIDFD (Linux 6.5+), the broker also takes
- * the kernel's own pidfd of the connecting process at accept() and uses
- * it for the liveness check instead of the one the client sent: a client
- * able to forge SCM_CREDENTIALS (root in its user namespace) cannot then
- * pass off a process that took over the pid of one that connected and
- * exited, since the kernel's pidfd says the connecting process is gone.
+ * A peer that unshare()s or setns()es between connect() and our reads can
+ * only pick namespaces it is already allowed into.  The client's HELLO
+ * may still carry a pidfd (older libraries send one); it is ignored.
  */
 #include "nvbridged.h"
+#include <fcntl.h>
+#include <poll.h>
+#include <linux/nsfs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 
 /* ---- id and pid translation ---- */
-int read_idmap(int procfd, const char *file, struct idmap *m)
+static int read_idmap(int procfd, const char *file, struct idmap *m)
 {
 	char line[128];
 	FILE *f;
@@ -85,13 +81,12 @@ int64_t map_from(const struct idmap *m, uint32_t id)
 }
 
 /*
- * Has the publisher's process (the one that connected; its pidfd came with
- * HELLO) not yet been reaped?  The module reports pid 0 once the publishing
- * thread group is gone (pid_has_task(TGID)), because the number may be
- * reused.  pidfd_send_signal(sig 0) answers exactly that question: it finds
- * a zombie (0, or -EPERM without CAP_KILL) and fails with -ESRCH once the
- * process is reaped.  Cached for the message being handled, so that a LIST
- * or a burst of events costs one syscall per publisher.
+ * Has the publisher's process not yet been reaped?  The module reports pid
+ * 0 once the publishing thread group is gone, because the number may be
+ * reused.  pidfd_send_signal(sig 0) answers exactly that: it finds a zombie
+ * and fails with -ESRCH once the process is reaped.  Cached for the message
+ * being handled, so that a LIST or a burst of events costs one syscall per
+ * publisher.
  */
 bool pub_alive(struct client *pub)
 {
@@ -130,68 +125,55 @@ uint32_t pid_for(const struct client *viewer, struct client *pub)
 	return 0;
 }
 
-
-/* ---- HELLO: who is the client ---- */
-int fdinfo_pid(int fd)
+/* EXITED when the process that connected is gone or exiting, else CLOSED */
+uint16_t exit_reason(struct client *c)
 {
-	char path[64], line[128];
+	struct pollfd pfd = { .fd = c->pidfd, .events = POLLIN };
+	char path[64], buf[512];
+	unsigned long flags = 0;
+	ssize_t n;
+	int fd;
+
+	if (c->pidfd < 0)
+		return NVBRIDGE_REVOKE_CLOSED;
+	if (poll(&pfd, 1, 0) > 0)
+		return NVBRIDGE_REVOKE_EXITED;
+	snprintf(path, sizeof(path), "/proc/%d/stat", c->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n > 0) {
+			char *p;
+
+			buf[n] = 0;
+			p = strrchr(buf, ')');
+			/* ") S ppid pgrp session tty tpgid flags" */
+			if (p && sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %lu", &flags) == 1 &&
+			    (flags & 0x4))	/* PF_EXITING */
+				return NVBRIDGE_REVOKE_EXITED;
+		}
+	}
+	return poll(&pfd, 1, 0) > 0 ? NVBRIDGE_REVOKE_EXITED : NVBRIDGE_REVOKE_CLOSED;
+}
+
+/* ---- at accept ---- */
+/* "Pid:" and "NSpid:" of a pidfd, from our own fdinfo: -1 when it is not a live pidfd */
+static int pidfd_pids(int pidfd, struct client *c)
+{
+	char path[64], line[512];
 	FILE *f;
 	int pid = -1;
 
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
 	f = fopen(path, "re");
 	if (!f)
 		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "Pid:", 4)) {
-			pid = atoi(line + 4);
-			break;
-		}
-	fclose(f);
-	return pid;
-}
-
-int ns_ino(int procfd, const char *ns, struct stat *st)
-{
-	char p[32];
-
-	snprintf(p, sizeof(p), "ns/%s", ns);
-	return fstatat(procfd, p, st, 0) ? -errno : 0;
-}
-
-int identify(struct client *c, int procfd)
-{
-	char line[512];
-	struct stat st;
-	FILE *f;
-	int fd, ret;
-	uint64_t capeff = 0;
-	ino_t userns_ino;
-
-	ret = ns_ino(procfd, "ipc", &st);
-	if (ret)
-		return ret;
-	c->ipc_dev = st.st_dev;
-	c->ipc_ino = st.st_ino;
-	ret = ns_ino(procfd, "user", &st);
-	if (ret)
-		return ret;
-	userns_ino = st.st_ino;
-	if ((ret = read_idmap(procfd, "uid_map", &c->uidmap)) ||
-	    (ret = read_idmap(procfd, "gid_map", &c->gidmap)))
-		return ret;
-	/* NSpid and CapEff */
-	fd = openat(procfd, "status", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	f = fdopen(fd, "r");
-	if (!f) {
-		close(fd);
-		return -ENOMEM;
-	}
 	c->npidns = 0;
 	while (fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, "NSpid:", 6)) {
+		if (!strncmp(line, "Pid:", 4)) {
+			pid = atoi(line + 4);
+		} else if (!strncmp(line, "NSpid:", 6)) {
 			char *s = line + 6, *end;
 
 			while (c->npidns < MAX_PIDNS) {
@@ -202,14 +184,39 @@ int identify(struct client *c, int procfd)
 				c->nspid[c->npidns++] = (pid_t)v;
 				s = end;
 			}
-		} else if (!strncmp(line, "CapEff:", 7)) {
-			capeff = strtoull(line + 7, NULL, 16);
 		}
 	}
 	fclose(f);
-	if (c->npidns == 0)
-		return -EIO;
-	/* pid ns inos: innermost from ns/pid, then parents */
+	if (c->npidns == 0 && pid > 0) {
+		c->nspid[0] = pid;	/* a kernel without NSpid: our view only */
+		c->npidns = 1;
+	}
+	return pid;
+}
+
+static int ns_ino(int procfd, const char *ns, struct stat *st)
+{
+	char p[32];
+
+	snprintf(p, sizeof(p), "ns/%s", ns);
+	return fstatat(procfd, p, st, 0) ? -errno : 0;
+}
+
+static int read_namespaces(struct client *c, int procfd)
+{
+	struct stat st;
+	int fd, ret;
+
+	ret = ns_ino(procfd, "ipc", &st);
+	if (ret)
+		return ret;
+	c->scope = scope_get(st.st_dev, st.st_ino);
+	if (!c->scope)
+		return -ENOMEM;
+	if ((ret = read_idmap(procfd, "uid_map", &c->uidmap)) ||
+	    (ret = read_idmap(procfd, "gid_map", &c->gidmap)))
+		return ret;
+	/* pid ns inos: innermost from ns/pid, then its parents */
 	fd = openat(procfd, "ns/pid", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -230,26 +237,67 @@ int identify(struct client *c, int procfd)
 		fd = parent;
 	}
 	close(fd);
-	/* CAP_IPC_OWNER counts in the user ns owning the scope, or above it */
-	c->cap_ipc_owner = false;
-	if (capeff & (1ULL << CAP_IPC_OWNER_BIT)) {
-		fd = openat(procfd, "ns/ipc", O_RDONLY | O_CLOEXEC);
-		int u = fd >= 0 ? ioctl(fd, NS_GET_USERNS) : -1;
-
-		if (fd >= 0)
-			close(fd);
-		while (u >= 0) {
-			int parent;
-
-			if (!fstat(u, &st) && st.st_ino == userns_ino) {
-				c->cap_ipc_owner = true;
-				close(u);
-				break;
-			}
-			parent = ioctl(u, NS_GET_PARENT);
-			close(u);
-			u = parent;
-		}
-	}
 	return 0;
+}
+
+static int peer_groups(struct client *c, int fd)
+{
+	socklen_t gl = 64 * sizeof(gid_t);
+
+	/* ERANGE tells the size needed */
+	for (int tries = 0; tries < 3; tries++) {
+		gid_t *g = malloc(gl ? gl : sizeof(gid_t));
+
+		if (!g)
+			return -ENOMEM;
+		if (!getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &gl)) {
+			c->groups = g;
+			c->ngroups = (int)(gl / sizeof(gid_t));
+			return 0;
+		}
+		free(g);
+		if (errno != ERANGE)
+			return -errno;
+	}
+	return -ERANGE;
+}
+
+/* Fills c's identity from the accepted socket fd: 0 or -errno (the peer is then refused). */
+int ident_at_accept(struct client *c, int fd)
+{
+	struct ucred cr;
+	socklen_t l = sizeof(cr);
+	struct pollfd pfd;
+	char path[32];
+	int procfd, ret, pp = -1;
+	socklen_t pl = sizeof(pp);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l))
+		return -errno;
+	c->pid = cr.pid;
+	c->euid = cr.uid;
+	c->egid = cr.gid;
+	c->override = cr.uid == 0;
+	ret = peer_groups(c, fd);
+	if (ret)
+		return ret;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pp, &pl) || pp < 0)
+		pp = (int)syscall(SYS_pidfd_open, cr.pid, 0);	/* pre-6.5: checked below */
+	c->pidfd = pp;
+	if (pp < 0)
+		return -ESRCH;
+	fcntl(pp, F_SETFD, FD_CLOEXEC);
+	if (pidfd_pids(pp, c) != cr.pid)
+		return -ESRCH;	/* gone already: its pid may name another process */
+	snprintf(path, sizeof(path), "/proc/%d", c->pid);
+	procfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	ret = procfd < 0 ? -errno : read_namespaces(c, procfd);
+	if (procfd >= 0)
+		close(procfd);
+	/* still alive after the reads: /proc/<pid> was the connecting process */
+	pfd.fd = pp;
+	pfd.events = POLLIN;
+	if (!ret && poll(&pfd, 1, 0) != 0)
+		ret = -ESRCH;
+	return ret;
 }

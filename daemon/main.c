@@ -3,52 +3,98 @@
  * nvbridged: the user-space nvbridge broker.  Same semantics as the kernel
  * module (Documentation/semantics.md), over a SOCK_SEQPACKET Unix socket
  * speaking the UAPI structs inside the framing of common/nvb_wire.h.
- * Single-threaded, epoll driven.  main.c: options, setup, the loop;
- * conn.c: connections, framing, replies; ident.c: who a peer is;
- * registry.c: entries and access; events.c: watches and events.
+ * Single-threaded, epoll driven; nothing a client sends can block the loop
+ * (closer.c) or make it walk more than the work the message names.
+ *
+ * main.c: options, the listening socket, the loop.  conn.c: connections,
+ * framing, replies and their bounds; ident.c: who a peer is (fixed at
+ * accept); registry.c: entries, access, waiters; events.c: watches and
+ * events; closer.c: closing client files off the loop.
  */
 #include "nvbridged.h"
+#include <getopt.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/fsuid.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
 
 struct config cfg = {
 	.socket = "/run/nvbridge/nvbridged.sock",
 	.mode = 0666,
 	.max_entries_per_user = 1024,
+	.max_bytes_per_user = 1 << 20,
 	.max_blob_size = 4096,
 	.max_events = 1024,
 	.max_watches = 64,
-	.max_conns_per_user = 1024,
+	.max_watches_per_user = 1024,
+	.max_waiters = 256,
+	.max_waiters_per_user = 1024,
+	.max_waiters_total = 65536,
+	.max_conns_per_user = 256,
+	.max_queued = 256,
+	.max_fds_in_flight = 64,
+	.max_fds_in_flight_per_user = 256,
+	.max_memory_mb = 1024,
 	.hello_timeout_ms = 5000,
+	.chrdev_majors = { 195 },
+	.nchrdev_majors = 1,
 };
 
 uint32_t overflowuid = 65534, overflowgid = 65534;
-size_t ev_truesize;	/* SIOCOUTQ bytes per queued event record */
-int listen_fd = -1, ep = -1, sig_fd = -1;
-bool socket_activated;
-uint64_t next_entry_id = 1;
-struct stat listen_st;
-dev_t nvbridge_rdev;	/* /dev/nvbridge's device number, if any */
-dev_t anon_dev;		/* st_dev of anonymous-inode files (io_uring, eventfd...) */
-unsigned int total_waiters;
+int ep = -1;
 uint64_t msg_gen = 1;	/* bumped per message handled (see pub_alive) */
 bool have_pidfd_signal;	/* pidfd_send_signal(sig 0) works here (probed at start) */
-unsigned int lost_clients;	/* clients owing an OVERFLOW record */
-unsigned int pre_hello;		/* connections that have not said HELLO yet */
-int reserve_fd = -1;		/* spent to shed a connection at EMFILE */
-int64_t listen_paused_until;	/* no reserve either: accept() again after this */
-int64_t last_shed_log;
-struct client *clients;
-struct entry *entries, **entries_tail = &entries;
-unsigned int nclients;
+size_t mem_used;
+static int listen_fd = -1, sig_fd = -1;
+static bool socket_activated;
+
+static void vlog(const char *fmt, va_list ap)
+{
+	fprintf(stderr, "nvbridged: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
 
 void logmsg(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "nvbridged: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vlog(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+}
+
+/* 20 lines a second with bursts of 50; then one line saying how many were left out */
+void logmsg_rl(const char *fmt, ...)
+{
+	static int64_t last;
+	static double tokens = 50;
+	static unsigned long suppressed;
+	int64_t now = now_ns();
+	va_list ap;
+
+	tokens += (double)(now - last) * 20 / 1e9;
+	if (tokens > 50)
+		tokens = 50;
+	last = now;
+	if (tokens < 1) {
+		suppressed++;
+		return;
+	}
+	tokens--;
+	if (suppressed) {
+		logmsg("(%lu messages about clients left out: rate limit)", suppressed);
+		suppressed = 0;
+	}
+	va_start(ap, fmt);
+	vlog(fmt, ap);
+	va_end(ap);
 }
 
 int64_t now_ns(void)
@@ -59,21 +105,20 @@ int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* ---- setup ---- */
-void measure_truesize(void)
+bool mem_charge(size_t n)
 {
-	int sv[2], q = 0;
-	struct nvbridge_event r = { .size = NVBRIDGE_EVENT_SIZE };
-
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
-		return;
-	if (send(sv[0], &r, sizeof(r), 0) == sizeof(r) && !ioctl(sv[0], SIOCOUTQ, &q) && q > 0)
-		ev_truesize = (size_t)q;
-	close(sv[0]);
-	close(sv[1]);
+	if (mem_used + n > (size_t)cfg.max_memory_mb << 20)
+		return false;
+	mem_used += n;
+	return true;
 }
 
-void read_u32(const char *path, uint32_t *v)
+void mem_uncharge(size_t n)
+{
+	mem_used -= n;
+}
+
+static void read_u32(const char *path, uint32_t *v)
 {
 	FILE *f = fopen(path, "re");
 
@@ -86,101 +131,100 @@ void read_u32(const char *path, uint32_t *v)
 	}
 }
 
-int setup_listener(void)
+static int socket_activation(void)
 {
-	const char *lp = getenv("LISTEN_PID"), *lf = getenv("LISTEN_FDS");
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int one = 1, type = 0;
+	struct sockaddr_un a;
+	socklen_t al = sizeof(a);
+	static char path[sizeof(a.sun_path) + 1];
+	int type = 0;
 	socklen_t tl = sizeof(type);
 
-	if (lp && lf && atoi(lp) == getpid() && atoi(lf) >= 1) {
-		listen_fd = 3;	/* SD_LISTEN_FDS_START */
-		if (getsockopt(listen_fd, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_SEQPACKET) {
-			logmsg("LISTEN_FDS: fd 3 is not a SOCK_SEQPACKET socket");
-			return -1;
-		}
-		fcntl(listen_fd, F_SETFD, FD_CLOEXEC);
-		socket_activated = true;
-		unsetenv("LISTEN_PID");
-		unsetenv("LISTEN_FDS");
-		unsetenv("LISTEN_FDNAMES");
-		{
-			struct sockaddr_un a;
-			socklen_t al = sizeof(a);
-			static char path[sizeof(a.sun_path) + 1];
-
-			if (!getsockname(listen_fd, (struct sockaddr *)&a, &al) &&
-			    al > offsetof(struct sockaddr_un, sun_path) && a.sun_path[0]) {
-				snprintf(path, sizeof(path), "%s", a.sun_path);
-				cfg.socket = path;
-			}
-		}
-		if (cfg.verbose)
-			logmsg("socket activated: %s", cfg.socket);
-	} else {
-		char dir[sizeof(sa.sun_path)];
-		char *slash;
-
-		if (strlen(cfg.socket) >= sizeof(sa.sun_path)) {
-			logmsg("socket path too long: %s", cfg.socket);
-			return -1;
-		}
-		strcpy(sa.sun_path, cfg.socket);
-		strcpy(dir, cfg.socket);
-		slash = strrchr(dir, '/');
-		if (slash && slash != dir) {
-			*slash = 0;
-			if (mkdir(dir, 0755) && errno != EEXIST) {
-				logmsg("mkdir %s: %s", dir, strerror(errno));
-				return -1;
-			}
-		}
-		listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		if (listen_fd < 0)
-			return -1;
-		/* a stale socket from a dead broker: replace it; a live one: refuse */
-		{
-			int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-			if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-				logmsg("%s: another nvbridged is listening", cfg.socket);
-				close(probe);
-				return -1;
-			}
-			if (probe >= 0)
-				close(probe);
-		}
-		unlink(cfg.socket);
-		mode_t old = umask(0777);	/* no window where the socket is too open */
-
-		if (bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa))) {
-			umask(old);
-			logmsg("bind %s: %s", cfg.socket, strerror(errno));
-			return -1;
-		}
-		umask(old);
-		if (cfg.have_group && chown(cfg.socket, (uid_t)-1, cfg.group)) {
-			logmsg("chown %s: %s", cfg.socket, strerror(errno));
-			return -1;
-		}
-		if (chmod(cfg.socket, cfg.mode)) {
-			logmsg("chmod %s: %s", cfg.socket, strerror(errno));
-			return -1;
-		}
-		/* before listen(): connections inherit the listener's flag at connect() */
-		setsockopt(listen_fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
-		if (listen(listen_fd, 512)) {
-			logmsg("listen: %s", strerror(errno));
-			return -1;
-		}
+	listen_fd = 3;	/* SD_LISTEN_FDS_START */
+	if (getsockopt(listen_fd, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_SEQPACKET) {
+		logmsg("LISTEN_FDS: fd 3 is not a SOCK_SEQPACKET socket");
+		return -1;
 	}
-	/* activated: set it too (accept_client sets it on every connection anyway) */
-	setsockopt(listen_fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
-	fstat(listen_fd, &listen_st);
+	fcntl(listen_fd, F_SETFD, FD_CLOEXEC);
+	socket_activated = true;
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	if (!getsockname(listen_fd, (struct sockaddr *)&a, &al) &&
+	    al > offsetof(struct sockaddr_un, sun_path) && a.sun_path[0]) {
+		snprintf(path, sizeof(path), "%s", a.sun_path);
+		cfg.socket = path;
+	}
+	if (cfg.verbose)
+		logmsg("socket activated: %s", cfg.socket);
 	return 0;
 }
 
-void usage(FILE *f)
+/*
+ * The socket is created with its final mode and group, with no path
+ * operation after bind(): bind() takes the mode from the socket inode
+ * (fchmod() before bind) minus the umask (0 meanwhile) and the group from
+ * the fsgid.  A chmod()/chown() by path afterwards would follow a symlink
+ * that another user planted at the path in a shared directory.
+ */
+static int bind_listener(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char dir[sizeof(sa.sun_path)];
+	char *slash;
+	mode_t old;
+	int probe, ret;
+	uid_t oldgid = 0;
+
+	if (strlen(cfg.socket) >= sizeof(sa.sun_path)) {
+		logmsg("socket path too long: %s", cfg.socket);
+		return -1;
+	}
+	strcpy(sa.sun_path, cfg.socket);
+	strcpy(dir, cfg.socket);
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = 0;
+		if (mkdir(dir, 0755) && errno != EEXIST) {
+			logmsg("mkdir %s: %s", dir, strerror(errno));
+			return -1;
+		}
+	}
+	listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (listen_fd < 0)
+		return -1;
+	/* a stale socket from a dead broker: replace it; a live one: refuse */
+	probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		logmsg("%s: another nvbridged is listening", cfg.socket);
+		close(probe);
+		return -1;
+	}
+	if (probe >= 0)
+		close(probe);
+	unlink(cfg.socket);	/* removes a symlink itself, never its target */
+	if (fchmod(listen_fd, cfg.mode)) {
+		logmsg("fchmod: %s", strerror(errno));
+		return -1;
+	}
+	if (cfg.have_group)
+		oldgid = (uid_t)setfsgid(cfg.group);
+	old = umask(0);
+	ret = bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (cfg.have_group)
+		setfsgid(oldgid);
+	if (ret) {
+		logmsg("bind %s: %s", cfg.socket, strerror(errno));
+		return -1;
+	}
+	if (listen(listen_fd, 512)) {
+		logmsg("listen: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: nvbridged [options]\n"
@@ -189,17 +233,28 @@ void usage(FILE *f)
 		"  --mode OCTAL             socket mode (default 0666: every request is checked per\n"
 		"                           entry, like /dev/nvbridge; 0660 + --group to narrow)\n"
 		"  --group NAME|GID         socket group\n"
-		"  --max-entries-per-user N (default 1024)\n"
+		"  --publish-chrdev-majors LIST  character devices that may be published, by major\n"
+		"                           (comma-separated, default 195: /dev/nvidia*; \"\" for none)\n"
+		"limits (per connection, per uid, in total):\n"
+		"  --max-entries-per-user N (default 1024)      --max-bytes-per-user N (default 1048576)\n"
 		"  --max-blob-size N        (default 4096, at most %d)\n"
-		"  --max-events N           (default 1024)\n"
-		"  --max-watches N          (default 64)\n"
-		"  --max-connections-per-user N  connections one non-root euid may hold (default 1024)\n"
+		"  --max-events N           event queue per connection (default 1024)\n"
+		"  --max-watches N          per connection (default 64)\n"
+		"  --max-watches-per-user N (default 1024)\n"
+		"  --max-waiters N          parked FETCH_WAITs per connection (default 256)\n"
+		"  --max-waiters-per-user N (default 1024)      --max-waiters-total N (default 65536)\n"
+		"  --max-connections-per-user N  for a non-root euid (default 256)\n"
+		"  --max-connections N      in total (default (RLIMIT_NOFILE - 128) / 4)\n"
+		"  --max-queued-replies N   per connection, then it is dropped (default 256)\n"
+		"  --max-fds-in-flight N    sent and not yet received, per connection (default 64)\n"
+		"  --max-fds-in-flight-per-user N (default 256)\n"
+		"  --max-memory-mb N        queued replies, blobs, event queues (default 1024)\n"
 		"  --hello-timeout-ms N     drop a connection that sends no HELLO by then (default 5000)\n"
 		"  -v, --verbose\n"
 		"  -h, --help\n", NVBRIDGE_BLOB_MAX);
 }
 
-int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
+static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 {
 	char *end;
 	unsigned long v = strtoul(s, &end, 0);
@@ -210,41 +265,72 @@ int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 	return 0;
 }
 
-int main(int argc, char **argv)
+static int parse_majors(char *s)
+{
+	cfg.nchrdev_majors = 0;
+	for (char *t = strtok(s, ","); t; t = strtok(NULL, ",")) {
+		if (cfg.nchrdev_majors == sizeof(cfg.chrdev_majors) / sizeof(cfg.chrdev_majors[0]) ||
+		    parse_u32(t, 0, 4095, &cfg.chrdev_majors[cfg.nchrdev_majors]))
+			return -1;
+		cfg.nchrdev_majors++;
+	}
+	return 0;
+}
+
+static int parse_options(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "mode", required_argument, NULL, 'm' },
 		{ "group", required_argument, NULL, 'g' },
+		{ "publish-chrdev-majors", required_argument, NULL, 'J' },
 		{ "max-entries-per-user", required_argument, NULL, 'E' },
+		{ "max-bytes-per-user", required_argument, NULL, 'Y' },
 		{ "max-blob-size", required_argument, NULL, 'B' },
 		{ "max-events", required_argument, NULL, 'V' },
 		{ "max-watches", required_argument, NULL, 'W' },
+		{ "max-watches-per-user", required_argument, NULL, 'X' },
+		{ "max-waiters", required_argument, NULL, 'a' },
+		{ "max-waiters-per-user", required_argument, NULL, 'b' },
+		{ "max-waiters-total", required_argument, NULL, 'c' },
 		{ "max-connections-per-user", required_argument, NULL, 'C' },
+		{ "max-connections", required_argument, NULL, 'D' },
+		{ "max-queued-replies", required_argument, NULL, 'Q' },
+		{ "max-fds-in-flight", required_argument, NULL, 'F' },
+		{ "max-fds-in-flight-per-user", required_argument, NULL, 'G' },
+		{ "max-memory-mb", required_argument, NULL, 'M' },
 		{ "hello-timeout-ms", required_argument, NULL, 'H' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	/* the numeric limits, with the module parameters' ranges */
+	/* the numeric limits, with the module parameters' ranges where it has them */
 	static const struct limit_opt {
 		int opt;
 		uint32_t min, max;
 		uint32_t *val;
 	} limit_opts[] = {
 		{ 'E', 1, 1048576, &cfg.max_entries_per_user },
+		{ 'Y', 0, UINT32_MAX, &cfg.max_bytes_per_user },
 		{ 'B', 0, NVBRIDGE_BLOB_MAX, &cfg.max_blob_size },
 		{ 'V', 1, 65536, &cfg.max_events },
 		{ 'W', 1, 4096, &cfg.max_watches },
+		{ 'X', 1, 1048576, &cfg.max_watches_per_user },
+		{ 'a', 1, 1048576, &cfg.max_waiters },
+		{ 'b', 1, 1048576, &cfg.max_waiters_per_user },
+		{ 'c', 1, 16777216, &cfg.max_waiters_total },
 		{ 'C', 1, 1048576, &cfg.max_conns_per_user },
+		{ 'D', 1, 1048576, &cfg.max_conns },
+		{ 'Q', 1, 65536, &cfg.max_queued },
+		{ 'F', 1, 65536, &cfg.max_fds_in_flight },
+		{ 'G', 1, 1048576, &cfg.max_fds_in_flight_per_user },
+		{ 'M', 1, 1048576, &cfg.max_memory_mb },
 		{ 'H', 1, 3600000, &cfg.hello_timeout_ms },
 	};
-	struct epoll_event ev;
-	sigset_t ss;
 	int o;
-	bool stop = false;
 
 	while ((o = getopt_long(argc, argv, "s:m:g:vh", lo, NULL)) != -1) {
+		const struct limit_opt *l = limit_opts;
 		uint32_t v;
 
 		switch (o) {
@@ -272,135 +358,92 @@ int main(int argc, char **argv)
 			cfg.have_group = true;
 			break;
 		}
-		case 'E': case 'B': case 'V': case 'W': case 'C': case 'H': {
-			const struct limit_opt *l = limit_opts;
-
-			while (l->opt != o)
-				l++;
-			if (parse_u32(optarg, l->min, l->max, l->val))
-				goto badval;
+		case 'J':
+			if (parse_majors(optarg)) {
+				logmsg("--publish-chrdev-majors wants up to 16 numbers, comma-separated");
+				return 2;
+			}
 			break;
-		}
 		case 'v':
 			cfg.verbose++;
 			break;
 		case 'h':
 			usage(stdout);
-			return 0;
-		default:
+			return 1;
+		case '?':
 			usage(stderr);
 			return 2;
+		default:
+			while (l < limit_opts + sizeof(limit_opts) / sizeof(limit_opts[0]) && l->opt != o)
+				l++;
+			if (l == limit_opts + sizeof(limit_opts) / sizeof(limit_opts[0]) ||
+			    parse_u32(optarg, l->min, l->max, l->val)) {
+				logmsg("bad value: %s", optarg);
+				return 2;
+			}
+			break;
 		}
-		continue;
-badval:
-		logmsg("bad value: %s", optarg);
-		return 2;
 	}
 	if (optind < argc) {
 		usage(stderr);
 		return 2;
 	}
-	signal(SIGPIPE, SIG_IGN);
-	{
-		/* every client costs ~3 fds and every published file one: use what we may */
-		struct rlimit rl;
+	return 0;
+}
 
-		if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
-			rl.rlim_cur = rl.rlim_max;
-			setrlimit(RLIMIT_NOFILE, &rl);
-		}
+static void probe_host(void)
+{
+	struct rlimit rl;
+	int self;
+
+	/* every client costs ~3 fds and every published file one: use what we may */
+	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	read_u32("/proc/sys/kernel/overflowuid", &overflowuid);
 	read_u32("/proc/sys/kernel/overflowgid", &overflowgid);
-	{
-		uint32_t maj = 0, min = 0;
-		FILE *f = fopen("/sys/class/misc/nvbridge/dev", "re");
+	/* sig 0 to ourselves must succeed; a seccomp EPERM/ENOSYS would be ambiguous later */
+	self = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	have_pidfd_signal = self >= 0 && syscall(SYS_pidfd_send_signal, self, 0, NULL, 0) == 0;
+	if (self >= 0)
+		close(self);
+	if (!have_pidfd_signal)
+		logmsg("pidfd_send_signal unavailable: a publisher's pid reads 0 from its exit, not its reaping");
+}
 
-		if (f) {
-			if (fscanf(f, "%u:%u", &maj, &min) == 2)
-				nvbridge_rdev = makedev(maj, min);
-			fclose(f);
-		}
-	}
-	measure_truesize();
-	{
-		/* sig 0 to ourselves must succeed; a seccomp EPERM/ENOSYS would be ambiguous later */
-		int self = (int)syscall(SYS_pidfd_open, getpid(), 0);
+static void loop(void)
+{
+	struct epoll_event ev;
+	bool stop = false;
 
-		have_pidfd_signal = self >= 0 && syscall(SYS_pidfd_send_signal, self, 0, NULL, 0) == 0;
-		if (self >= 0)
-			close(self);
-		if (!have_pidfd_signal)
-			logmsg("pidfd_send_signal unavailable: a publisher's pid reads 0 from its exit, not its reaping");
-	}
-	{
-		struct stat st;
-		int efd = eventfd(0, EFD_CLOEXEC);
-
-		if (efd >= 0 && !fstat(efd, &st))
-			anon_dev = st.st_dev;
-		if (efd >= 0)
-			close(efd);
-	}
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	if (ep < 0 || setup_listener())
-		return 1;
-	sigemptyset(&ss);
-	sigaddset(&ss, SIGTERM);
-	sigaddset(&ss, SIGINT);
-	sigprocmask(SIG_BLOCK, &ss, NULL);
-	sig_fd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
 	ev.events = EPOLLIN;
 	ev.data.u64 = TAG_LISTEN;
 	epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev);
 	ev.data.u64 = TAG_SIGNAL;
 	epoll_ctl(ep, EPOLL_CTL_ADD, sig_fd, &ev);
-	if (cfg.verbose)
-		logmsg("listening on %s (mode %04o)", cfg.socket, (unsigned int)cfg.mode);
-
 	while (!stop) {
 		struct epoll_event evs[64];
-		int64_t now = now_ns(), next = -1;
+		int64_t now = now_ns(), next = waiters_next_deadline();
 		int timeout = -1, n;
-		bool overflow_pending = false;
 
-		for (struct client *c = total_waiters || lost_clients ? clients : NULL; c; c = c->next) {
-			for (struct waiter *w = c->waiters; w; w = w->next)
-				if (w->deadline >= 0 && (next < 0 || w->deadline < next))
-					next = w->deadline;
-			if (c->lost)
-				overflow_pending = true;
-		}
+		conns_tick(now, &next);
+		closer_run();	/* after conns_tick: the files of clients it freed */
 		if (next >= 0) {
 			int64_t ms = next <= now ? 0 : (next - now) / 1000000 + 1;
 
 			timeout = ms > INT32_MAX ? INT32_MAX : (int)ms;
 		}
-		if (overflow_pending && (timeout < 0 || timeout > 5))
+		/* OVERFLOW records and fds held back wait for the client's reader: look again soon */
+		if ((ev_overflow_pending() || conns_throttled()) && (timeout < 0 || timeout > 5))
 			timeout = 5;
-		if (pre_hello || listen_paused_until) {
-			int64_t t = listen_paused_until ? listen_paused_until : INT64_MAX;
-
-			for (struct client *c = pre_hello ? clients : NULL; c; c = c->next)
-				if (!c->hello && !c->dead && c->hello_deadline < t)
-					t = c->hello_deadline;
-			if (t != INT64_MAX) {
-				int64_t ms = t <= now ? 0 : (t - now) / 1000000 + 1;
-
-				if (timeout < 0 || ms < timeout)
-					timeout = (int)ms;
-			}
-		}
 		n = epoll_wait(ep, evs, 64, timeout);
 		for (int i = 0; i < n; i++) {
 			uint64_t tag = evs[i].data.u64;
+			struct client *c = (struct client *)(uintptr_t)(tag & ~(uint64_t)TAG_EV);
 
-			if (tag != TAG_LISTEN && tag != TAG_SIGNAL &&
-			    ((struct client *)(uintptr_t)(tag & ~(uint64_t)4))->dead)
-				continue;
 			if (tag == TAG_LISTEN) {
-				accept_client();
+				accept_client(listen_fd);
 			} else if (tag == TAG_SIGNAL) {
 				struct signalfd_siginfo si;
 
@@ -408,64 +451,58 @@ badval:
 					logmsg("signal %u: shutting down", si.ssi_signo);
 					stop = true;
 				}
-			} else if (tag & 4) {
-				struct client *c = (struct client *)(uintptr_t)(tag & ~(uint64_t)4);
-
+			} else if (c->dead) {
+				continue;
+			} else if (tag & TAG_EV) {
 				ev_flush(c);
 			} else {
-				struct client *c = evs[i].data.ptr;
-
 				if (evs[i].events & EPOLLOUT)
-					flush_out(c);
-				else if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+					client_write(c);
+				if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 					client_read(c);
 			}
 		}
-		/* timeouts and overflow records */
 		now = now_ns();
-		if (listen_paused_until && listen_paused_until <= now) {
-			struct epoll_event lev = { .events = EPOLLIN, .data.u64 = TAG_LISTEN };
-
-			epoll_ctl(ep, EPOLL_CTL_MOD, listen_fd, &lev);
-			listen_paused_until = 0;
-		}
-		for (struct client *c = pre_hello ? clients : NULL; c; c = c->next)
-			if (!c->hello && !c->dead && c->hello_deadline <= now)
-				drop_client(c, "no HELLO within %u ms", cfg.hello_timeout_ms);
-		for (struct client *c = total_waiters || lost_clients ? clients : NULL; c; c = c->next) {
-			struct waiter *w, *nx;
-
-			for (w = c->waiters; w; w = nx) {
-				nx = w->next;
-				if (w->deadline >= 0 && w->deadline <= now) {
-					reply(c, NVBRIDGE_WIRE_REPLY, NVBRIDGE_IOC_FETCH, w->seq,
-					      -ETIMEDOUT, NULL, 0, NULL, 0, -1);
-					waiter_free(c, w);
-				}
-			}
-			if (c->lost)
-				ev_check_overflow(c);
-		}
-		for (struct client *c = clients, *nx; c; c = nx) {
-			nx = c->next;
-			if (c->dead)
-				client_free(c);
-		}
+		waiters_expire(now);
+		ev_overflows();
+		throttled_tick();
 	}
-	while (clients)
-		client_free(clients);
-	while (entries) {
-		struct entry *e = entries;
+}
 
-		entries = e->next;
-		entry_free(e);
-	}
+int main(int argc, char **argv)
+{
+	const char *lp = getenv("LISTEN_PID"), *lf = getenv("LISTEN_FDS");
+	sigset_t ss;
+	int r = parse_options(argc, argv);
+
+	if (r)
+		return r == 1 ? 0 : r;
+	signal(SIGPIPE, SIG_IGN);
+	probe_host();
+	conn_limits_init();
+	events_init();
+	closer_init();
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0)
+		return 1;
+	if (lp && lf && atoi(lp) == getpid() && atoi(lf) >= 1 ? socket_activation() : bind_listener())
+		return 1;
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGTERM);
+	sigaddset(&ss, SIGINT);
+	sigprocmask(SIG_BLOCK, &ss, NULL);
+	sig_fd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (cfg.verbose)
+		logmsg("listening on %s (mode %04o), at most %u connections", cfg.socket,
+		       (unsigned int)cfg.mode, cfg.max_conns);
+	loop();
+	conns_exit();
+	registry_exit();
+	closer_exit();
 	close(listen_fd);
 	if (!socket_activated)
 		unlink(cfg.socket);
 	close(sig_fd);
 	close(ep);
-	if (reserve_fd >= 0)
-		close(reserve_fd);
 	return 0;
 }

@@ -400,9 +400,10 @@ NVB_API int nvb_fetch(struct nvb *h, const char *name,
 	memset(&f, 0, sizeof(f));
 	f.size = sizeof(f);
 	f.flags = o.flags;
-	f.timeout_ns = o.timeout_ns;
+	/* the ioctl refuses inputs it would ignore (contract C5): send none */
+	f.timeout_ns = (o.flags & NVB_FETCH_WAIT) ? o.timeout_ns : 0;
 	f.expect_uid = o.expect_uid;
-	f.blob = (uintptr_t)blob;
+	f.blob = blob && blob_cap ? (uintptr_t)blob : 0;
 	f.blob_cap = blob ? (uint32_t)blob_cap : 0;
 	put_name(f.name, name);
 	ret = nvb_xfer(h, NVBRIDGE_IOC_FETCH, &f);

@@ -1,3 +1,4 @@
+# (named to sort after lib.mk, whose variables it uses)
 # hostile: attacks on nvbridged by unprivileged local users (tests/hostile/),
 # against the broker as built and against its ASan+UBSan build.
 #
