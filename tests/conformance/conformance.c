@@ -2484,6 +2484,8 @@ static int t_backend_select(void)
 }
 
 /* ================= runner ================= */
+#include "contract.c"
+
 static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "open_info", t_open_info },
 	{ "backend_select", t_backend_select },
@@ -2543,6 +2545,19 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "unix_socket_refused", t_unix_socket_refused },
 	{ "opath_fd_ebadf", t_opath_fd },
 	{ "pid_zero_after_exit", t_pid_after_exit },
+	/* contract v2 (contract.c) */
+	{ "cmd_full_number_enotty", t_cmd_full_number },
+	{ "quota_bytes_enospc", t_quota_bytes },
+	{ "fetch_rejects_ignored_inputs", t_fetch_rejects },
+	{ "unpublish_id_and_name_einval", t_unpublish_rejects },
+	{ "list_rejects", t_list_rejects },
+	{ "struct_4097_e2big", t_struct_page_plus_one },
+	{ "denied_is_absent", t_denied_is_absent },
+	{ "names_owned", t_names_owned },
+	{ "unpublish_invisible_id", t_unpublish_invisible_id },
+	{ "publish_allowlist", t_publish_allowlist },
+	{ "ids_per_scope", t_ids_per_scope },
+	{ "override_by_capability", t_override_by_capability },
 };
 
 int main(int argc, char **argv)
