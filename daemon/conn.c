@@ -615,6 +615,9 @@ static void client_gone(struct client *c)
 		return;
 	c->dead = true;
 	prehello_del(c);
+	nclients--;	/* the bounds count live connections */
+	if (c->user)
+		c->user->conns--;
 	*c->pprev = c->next;
 	if (c->next)
 		c->next->pprev = c->pprev;
@@ -642,9 +645,6 @@ void client_free(struct client *c)
 	uint16_t reason = exit_reason(c);
 
 	msg_gen++;
-	nclients--;
-	if (c->user)
-		c->user->conns--;
 	watches_release(c);
 	client_release_registry(c, reason);
 	while (c->outq) {
@@ -746,52 +746,29 @@ static bool evict_for(uint32_t mine)
 	return true;
 }
 
-void accept_client(int lfd)
+/* A client on connected socket fd of uid u (whose conns it counts in): NULL if refused. */
+struct client *client_new(int fd, struct user *u)
 {
-	struct client *c;
-	struct ucred cr;
-	socklen_t l = sizeof(cr);
 	struct epoll_event ev;
-	struct user *u;
-	int fd, ret;
+	struct client *c = calloc(1, sizeof(*c));
+	int ret;
 
-	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	if (fd < 0) {
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-			shed_connection(lfd, errno);
-		return;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) || !(u = user_get(cr.uid))) {
-		close(fd);
-		return;
-	}
-	if (cr.uid != 0 && u->conns >= cfg.max_conns_per_user) {
-		logmsg_rl("uid %u (pid %d) has %u connections (--max-connections-per-user): refused",
-			  cr.uid, cr.pid, u->conns);
-		goto refuse;
-	}
-	if (nclients - (dead_list ? 1 : 0) >= cfg.max_conns && !evict_for(u->conns)) {
-		logmsg_rl("%u connections (--max-connections): uid %u (pid %d) refused",
-			  nclients, cr.uid, cr.pid);
-		goto refuse;
-	}
-	c = calloc(1, sizeof(*c));
 	if (!c)
-		goto refuse;
+		return NULL;
 	c->fd = fd;
 	c->evfd = -1;
 	c->pidfd = -1;
 	c->outq_tail = &c->outq;
 	ret = ident_at_accept(c, fd);
 	if (ret) {
-		logmsg_rl("uid %u pid %d: cannot establish its identity: %s", cr.uid, cr.pid,
+		logmsg_rl("uid %u pid %d: cannot establish its identity: %s", c->euid, c->pid,
 			  strerror(-ret));
 		if (c->pidfd >= 0)
 			close(c->pidfd);
 		scope_put(c->scope);
 		free(c->groups);
 		free(c);
-		goto refuse;
+		return NULL;
 	}
 	c->user = u;
 	u->conns++;
@@ -808,7 +785,38 @@ void accept_client(int lfd)
 	c->pprev = &clients;
 	clients = c;
 	nclients++;
-	return;
+	return c;
+}
+
+void accept_client(int lfd)
+{
+	struct ucred cr;
+	socklen_t l = sizeof(cr);
+	struct user *u;
+	int fd;
+
+	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0) {
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			shed_connection(lfd, errno);
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) || !(u = user_get(cr.uid))) {
+		close(fd);
+		return;
+	}
+	if (cr.uid != 0 && u->conns >= cfg.max_conns_per_user) {
+		logmsg_rl("uid %u (pid %d) has %u connections (--max-connections-per-user): refused",
+			  cr.uid, cr.pid, u->conns);
+		goto refuse;
+	}
+	if (nclients >= cfg.max_conns && !evict_for(u->conns)) {
+		logmsg_rl("%u connections (--max-connections): uid %u (pid %d) refused",
+			  nclients, cr.uid, cr.pid);
+		goto refuse;
+	}
+	if (client_new(fd, u))
+		return;
 refuse:
 	close(fd);
 	user_put(u);

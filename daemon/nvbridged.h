@@ -264,6 +264,7 @@ void client_read(struct client *c);
 void client_write(struct client *c);
 void client_free(struct client *c);
 void accept_client(int listen_fd);
+struct client *client_new(int fd, struct user *u);
 void conns_tick(int64_t now, int64_t *next);
 void throttled_tick(void);
 bool conns_throttled(void);
