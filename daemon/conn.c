@@ -29,7 +29,6 @@
 #include <linux/sockios.h>
 
 #define USER_BUCKETS 1024
-#define MAX_MSGS_PER_WAKEUP 16
 
 struct client *clients;
 unsigned int nclients, pre_hello;
@@ -87,7 +86,7 @@ void user_put(struct user *u)
 {
 	struct user **pp;
 
-	if (!u || u->conns || u->entries || u->watches || u->waiters || u->fds_in_flight)
+	if (!u || u->refs || u->conns || u->entries || u->watches || u->waiters || u->fds_in_flight)
 		return;
 	for (pp = &users[u->uid % USER_BUCKETS]; *pp; pp = &(*pp)->next)
 		if (*pp == u) {
@@ -562,7 +561,9 @@ void client_read(struct client *c)
 		char b[CMSG_SPACE(8 * sizeof(int)) + CMSG_SPACE(sizeof(struct ucred))];
 	} cm;
 
-	for (int k = 0; k < MAX_MSGS_PER_WAKEUP && !c->dead; k++) {
+	/* one message per readiness: level-triggered epoll comes back for the next,
+	 * and a second recvmsg() would mostly be an -EAGAIN costing a syscall */
+	{
 		struct iovec iov = { buf, sizeof(buf) };
 		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
 				    .msg_controllen = sizeof(cm.b) };
@@ -656,6 +657,7 @@ void client_free(struct client *c)
 	if (c->user) {
 		c->user->fds_in_flight -= c->fds_in_flight;
 		fds_in_flight_total -= c->fds_in_flight;
+		c->user->refs--;
 		user_put(c->user);
 	}
 	epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
@@ -664,8 +666,10 @@ void client_free(struct client *c)
 		epoll_ctl(ep, EPOLL_CTL_DEL, c->evfd, NULL);
 		close(c->evfd);
 	}
-	if (c->pidfd >= 0)
+	if (c->pidfd >= 0) {
+		epoll_ctl(ep, EPOLL_CTL_DEL, c->pidfd, NULL);
 		close(c->pidfd);
+	}
 	scope_put(c->scope);
 	free(c->groups);
 	free(c);
@@ -772,6 +776,7 @@ struct client *client_new(int fd, struct user *u)
 	}
 	c->user = u;
 	u->conns++;
+	u->refs++;
 	c->serial = ++next_serial;
 	c->hello_deadline = now_ns() + (int64_t)cfg.hello_timeout_ms * 1000000;
 	prehello_add(c);
@@ -779,6 +784,10 @@ struct client *client_new(int fd, struct user *u)
 	ev.data.ptr = c;
 	c->epoll_events = EPOLLIN;
 	epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+	ev.events = EPOLLIN | EPOLLONESHOT;	/* readable once the process exits */
+	ev.data.u64 = (uint64_t)(uintptr_t)c | TAG_PID;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, c->pidfd, &ev))
+		c->exited = true;	/* cannot watch it: ask every time, as before */
 	c->next = clients;
 	if (clients)
 		clients->pprev = &c->next;

@@ -83,10 +83,11 @@ int64_t map_from(const struct idmap *m, uint32_t id)
 /*
  * Has the publisher's process not yet been reaped?  The module reports pid
  * 0 once the publishing thread group is gone, because the number may be
- * reused.  pidfd_send_signal(sig 0) answers exactly that: it finds a zombie
- * and fails with -ESRCH once the process is reaped.  Cached for the message
- * being handled, so that a LIST or a burst of events costs one syscall per
- * publisher.
+ * reused.  The pidfd sits in the epoll set and marks the client exited
+ * when it becomes readable; from then on pidfd_send_signal(sig 0) answers
+ * whether it is reaped: it finds a zombie and fails with -ESRCH once the
+ * process is reaped.  Cached for the message being handled, so that a LIST
+ * or a burst of events costs one syscall per exited publisher.
  */
 bool pub_alive(struct client *pub)
 {
@@ -94,7 +95,8 @@ bool pub_alive(struct client *pub)
 
 	if (pub->reaped)
 		return false;
-	if (pub->pidfd < 0 || pub->alive_gen == msg_gen)
+	/* until its pidfd reported the exit (main.c), it is alive: no syscall per message */
+	if (pub->pidfd < 0 || !pub->exited || pub->alive_gen == msg_gen)
 		return true;
 	if (have_pidfd_signal) {
 		r = syscall(SYS_pidfd_send_signal, pub->pidfd, 0, NULL, 0);

@@ -347,6 +347,14 @@ static void loop(void)
 		if ((ev_overflow_pending() || conns_throttled()) && (timeout < 0 || timeout > 5))
 			timeout = 5;
 		n = epoll_wait(ep, evs, 64, timeout);
+		/* exits first: a FETCH in the same batch must see its publisher gone */
+		for (int i = 0; i < n; i++)
+			if (evs[i].data.u64 > TAG_SIGNAL && (evs[i].data.u64 & TAG_PID)) {
+				struct client *c = (void *)(uintptr_t)(evs[i].data.u64 & ~(uint64_t)TAG_PID);
+
+				c->exited = true;
+				msg_gen++;
+			}
 		for (int i = 0; i < n; i++) {
 			uint64_t tag = evs[i].data.u64;
 			struct client *c = (struct client *)(uintptr_t)(tag & ~(uint64_t)TAG_EV);
@@ -360,7 +368,7 @@ static void loop(void)
 					logmsg("signal %u: shutting down", si.ssi_signo);
 					stop = true;
 				}
-			} else if (c->dead) {
+			} else if ((tag & TAG_PID) || c->dead) {
 				continue;
 			} else if (tag & TAG_EV) {
 				ev_flush(c);

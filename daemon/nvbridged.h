@@ -30,6 +30,7 @@
 #define TAG_LISTEN 1
 #define TAG_SIGNAL 2
 #define TAG_EV 4
+#define TAG_PID 8	/* the client's pidfd: its process has exited */
 
 /* Every limit, per client, per uid and global (see usage() and nvbridged(8)). */
 struct config {
@@ -82,7 +83,9 @@ void closer_exit(void);
 struct user {
 	struct user *next;
 	uid_t uid;
-	uint32_t conns, entries, watches, waiters, fds_in_flight;
+	uint32_t conns;		/* live connections (the bound) */
+	uint32_t refs;		/* client structs, dropped ones included */
+	uint32_t entries, watches, waiters, fds_in_flight;
 	uint64_t bytes;
 };
 struct user *user_get(uid_t uid);
@@ -144,6 +147,7 @@ struct client {
 	struct client *ph_next, **ph_pprev;	/* on the pre-HELLO list */
 	int64_t hello_deadline;		/* CLOCK_MONOTONIC ns: HELLO must come by then */
 	bool dead;
+	bool exited;			/* its pidfd became readable (epoll): ask about reaping */
 	bool reaped;			/* its process is gone: report pid 0 */
 	uint64_t alive_gen;		/* msg_gen when last seen alive */
 	uint64_t serial;		/* accept order, for eviction */
