@@ -80,7 +80,20 @@ int rsend(int s, uint16_t type, uint32_t cmd, uint32_t seq, const void *arg, uin
 		cm.c.cmsg_len = CMSG_LEN(sizeof(int));
 		memcpy(CMSG_DATA(&cm.c), &fd, sizeof(int));
 	}
-	return sendmsg(s, &m, MSG_NOSIGNAL) < 0 ? -errno : 0;
+	/*
+	 * A datagram socket queues only net.unix.max_dgram_qlen (often 10)
+	 * messages at the receiver: on a non-blocking socket, wait up to
+	 * 100 ms for the broker to take them, so that an attack really
+	 * sends what it says (the broker reading them is the point).
+	 */
+	for (int tries = 0;; tries++) {
+		struct pollfd p = { s, POLLOUT, 0 };
+
+		if (sendmsg(s, &m, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
+			return 0;
+		if (errno != EAGAIN || tries == 1 || poll(&p, 1, 100) != 1)
+			return -errno;
+	}
 }
 
 /* One message; *fd gets a passed fd or -1.  -ETIMEDOUT, -ECONNRESET on EOF. */
