@@ -7,8 +7,9 @@
  *   - connections: per uid, and in total; at the total, a newcomer whose
  *     uid holds fewer connections than the largest holder takes the
  *     largest holder's newest one, so no set of uids can lock others out.
- *   - queued replies per connection (max_queued): a connection with half
- *     that many replies queued is not read until it reads its replies
+ *   - queued replies per connection (max_queued, and max_queued_kb bytes;
+ *     per uid max_queued_kb_per_user bytes): a connection with half that
+ *     many (or half the bytes) queued is not read until it reads its replies
  *     (backpressure: a multi-threaded client that pipelines is not
  *     punished); replies that complete on their own (woken FETCH_WAITs)
  *     still queue, and past max_queued the connection is dropped.
@@ -118,7 +119,8 @@ static void set_epoll(struct client *c)
 {
 	struct epoll_event ev = { .data.ptr = c };
 
-	ev.events = (c->outq_len < cfg.max_queued / 2 ? EPOLLIN : 0) |
+	ev.events = (c->outq_len < cfg.max_queued / 2 &&
+		     c->outq_bytes < (size_t)cfg.max_queued_kb << 9 ? EPOLLIN : 0) |
 		    (c->outq && !c->fd_throttled ? EPOLLOUT : 0);
 	if (ev.events != c->epoll_events) {
 		epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
@@ -192,6 +194,7 @@ static void outmsg_free(struct client *c, struct outmsg *o)
 	if (o->fd_entry)
 		entry_put(o->fd_entry);
 	c->outq_bytes -= o->len;
+	c->user->queued -= o->len;
 	mem_uncharge(sizeof(*o) + o->len);
 	free(o);
 }
@@ -293,8 +296,14 @@ void reply(struct client *c, uint32_t type, uint32_t cmd, uint32_t seq, int32_t 
 	} else if (fd_entry && !c->outq) {
 		throttle(c);
 	}
-	if (c->outq_len >= cfg.max_queued) {
-		drop_client(c, "does not read its replies (%u queued)", c->outq_len);
+	if (c->outq_len >= cfg.max_queued || c->outq_bytes + len > (size_t)cfg.max_queued_kb << 10) {
+		drop_client(c, "does not read its replies (%u queued, %zu bytes)", c->outq_len,
+			    c->outq_bytes);
+		return;
+	}
+	if (c->user->queued + len > (size_t)cfg.max_queued_kb_per_user << 10) {
+		drop_client(c, "its uid's connections do not read their replies (%zu bytes queued)",
+			    c->user->queued);
 		return;
 	}
 	if (!mem_charge(sizeof(*o) + len) || !(o = malloc(sizeof(*o) + len))) {
@@ -316,6 +325,7 @@ void reply(struct client *c, uint32_t type, uint32_t cmd, uint32_t seq, int32_t 
 	c->outq_tail = &o->next;
 	c->outq_len++;
 	c->outq_bytes += len;
+	c->user->queued += len;
 	set_epoll(c);
 }
 

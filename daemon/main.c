@@ -155,6 +155,8 @@ static void usage(FILE *f)
 		"  --max-connections-per-user N  for a non-root euid (default 256)\n"
 		"  --max-connections N      in total (default (RLIMIT_NOFILE - 128) / 4)\n"
 		"  --max-queued-replies N   per connection, then it is dropped (default 256)\n"
+		"  --max-queued-kb N        their bytes per connection (default 1024)\n"
+		"  --max-queued-kb-per-user N  of all connections of a uid (default 16384)\n"
 		"  --max-fds-in-flight N    sent and not yet received, per connection (default 64)\n"
 		"  --max-fds-in-flight-per-user N (default 256)\n"
 		"  --max-memory-mb N        queued replies, blobs, event queues (default 1024)\n"
@@ -205,6 +207,8 @@ static int parse_options(int argc, char **argv)
 		{ "max-connections-per-user", required_argument, NULL, 'C' },
 		{ "max-connections", required_argument, NULL, 'D' },
 		{ "max-queued-replies", required_argument, NULL, 'Q' },
+		{ "max-queued-kb", required_argument, NULL, 'K' },
+		{ "max-queued-kb-per-user", required_argument, NULL, 'k' },
 		{ "max-fds-in-flight", required_argument, NULL, 'F' },
 		{ "max-fds-in-flight-per-user", required_argument, NULL, 'G' },
 		{ "max-memory-mb", required_argument, NULL, 'M' },
@@ -231,6 +235,8 @@ static int parse_options(int argc, char **argv)
 		{ 'C', 1, 1048576, &cfg.max_conns_per_user },
 		{ 'D', 1, 1048576, &cfg.max_conns },
 		{ 'Q', 1, 65536, &cfg.max_queued },
+		{ 'K', 128, 1048576, &cfg.max_queued_kb },
+		{ 'k', 128, 16777216, &cfg.max_queued_kb_per_user },
 		{ 'F', 1, 65536, &cfg.max_fds_in_flight },
 		{ 'G', 1, 1048576, &cfg.max_fds_in_flight_per_user },
 		{ 'M', 1, 1048576, &cfg.max_memory_mb },

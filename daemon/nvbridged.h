@@ -50,6 +50,8 @@ struct config {
 	uint32_t max_conns_per_user;
 	uint32_t max_conns;		/* 0: from RLIMIT_NOFILE at start */
 	uint32_t max_queued;		/* replies queued per connection */
+	uint32_t max_queued_kb;		/* their bytes, per connection */
+	uint32_t max_queued_kb_per_user;
 	uint32_t max_fds_in_flight;	/* per connection: sent, not yet received */
 	uint32_t max_fds_in_flight_per_user;
 	uint32_t max_memory_mb;		/* queued replies, blobs, event queues */
@@ -86,7 +88,8 @@ struct user {
 	uint32_t conns;		/* live connections (the bound) */
 	uint32_t refs;		/* client structs, dropped ones included */
 	uint32_t entries, watches, waiters, fds_in_flight;
-	uint64_t bytes;
+	uint64_t bytes;		/* blob bytes of its entries */
+	size_t queued;		/* bytes of its connections' queued replies */
 };
 struct user *user_get(uid_t uid);
 void user_put(struct user *u);

@@ -910,6 +910,76 @@ static int t_slow_readers(void)
 	return ok ? 0 : 1;
 }
 
+/* connections that pipeline FETCHes of a 4 KiB blob and read nothing: the broker's memory */
+static long broker_rss_kb(void)
+{
+	char p[64], l[256];
+	long kb = -1;
+	FILE *f;
+
+	snprintf(p, sizeof(p), "/proc/%d/status", broker);
+	f = fopen(p, "re");
+	while (f && fgets(l, sizeof(l), f))
+		if (sscanf(l, "VmRSS: %ld", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb;
+}
+
+static int reply_flood(void *a)
+{
+	static unsigned char blob[4096];
+	struct nvbridge_publish p = { .size = sizeof(p), .fd = NVBRIDGE_NO_FD,
+				      .access = NVBRIDGE_ACCESS_SCOPE, .blob_len = sizeof(blob), .blob = 1 };
+	struct nvbridge_fetch f = { .size = sizeof(f), .blob = 1, .blob_cap = sizeof(blob) };
+	struct nvbridge_wire_hdr h;
+	int pub = rconnect(), fd;
+
+	(void)a;
+	if (pub < 0 || rhello(pub, -1))
+		return 1;
+	snprintf(p.name, sizeof(p.name), "ha.mem");
+	snprintf(f.name, sizeof(f.name), "ha.mem");
+	rsend(pub, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, 1, &p, sizeof(p), blob,
+	      sizeof(blob), -1);
+	if (rrecv(pub, &h, NULL, 0, &fd, 3000) || h.result)
+		return 2;
+	for (int c = 0; c < 200; c++) {
+		int s = rconnect();
+
+		if (s < 0 || rhello(s, -1))
+			break;
+		fcntl(s, F_SETFL, O_NONBLOCK);
+		for (int i = 0; i < 300; i++)
+			if (rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_FETCH, (uint32_t)i + 1, &f,
+				  sizeof(f), NULL, 0, -1))
+				break;
+	}
+	return 0;
+}
+
+static int t_reply_memory(void)
+{
+	int ok = 1, res, base = broker_fds();
+	long r0 = broker_rss_kb(), r1;
+	pid_t att = start_holder(UID_ATTACK, 4096, reply_flood, NULL, &res);
+
+	if (res)
+		FAIL("attack did not run (%d)", res);
+	r1 = broker_rss_kb();
+	printf("    broker RSS: %ld KiB before, %ld KiB with 200 connections not reading 4 KiB "
+	       "replies\n", r0, r1);
+	if (r1 - r0 > 48 * 1024)
+		FAIL("one uid's unread replies grow the broker without a per-uid bound");
+	if (!honest_ok("beside the unread replies"))
+		ok = 0;
+	stop(att);
+	if (!check_fds(base))
+		ok = 0;
+	return ok ? 0 : 1;
+}
+
 /* garbage and truncated frames */
 static int garbage(void *a)
 {
@@ -1057,6 +1127,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "watch_flood", t_watch_flood },
 	{ "waiter_flood", t_waiter_flood },
 	{ "slow_readers", t_slow_readers },
+	{ "reply_memory", t_reply_memory },
 	{ "garbage_frames", t_garbage_frames },
 	{ "socket_symlink", t_socket_symlink },
 };
