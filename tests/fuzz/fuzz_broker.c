@@ -8,8 +8,11 @@
  *
  * Input: a sequence of messages, each [u16 length][u8 flags][bytes]; flag
  * bit 0 attaches a memfd (SCM_RIGHTS as the broker would receive it), bit 1
- * a second one.  A first byte with bit 0 set starts with a valid HELLO, so
- * that the fuzzer reaches the requests without having to find one.
+ * a second one, bit 2 marks it truncated, bit 3 sends it on the second
+ * client.  A first byte with bit 0 set starts with a valid HELLO, so that
+ * the fuzzer reaches the requests without having to find one.  The second
+ * client has said HELLO and watches every name ("" prefix), so that the
+ * event paths run too.
  *
  *   make fuzz-broker && build/fuzz/fuzz-broker -runs=1000000 tests/fuzz/corpus/broker
  */
@@ -64,30 +67,68 @@ static void drain(int s)
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static struct client *new_client(int *peer)
 {
-	static unsigned char msg[MSG_MAX + 1];
-	struct user *u;
+	struct user *u = user_get(geteuid());
 	struct client *c;
 	int sv[2];
-	int64_t next = -1;
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv))
-		return 0;
-	u = user_get(geteuid());
+		return NULL;
 	c = u ? client_new(sv[0], u) : NULL;
 	if (!c) {
 		close(sv[0]);
 		close(sv[1]);
+		return NULL;
+	}
+	*peer = sv[1];
+	return c;
+}
+
+static void hello(struct client *c)
+{
+	struct { struct nvbridge_wire_hdr h; struct nvbridge_wire_hello w; } m = {
+		{ .magic = NVBRIDGE_WIRE_MAGIC, .version = NVBRIDGE_WIRE_VERSION,
+		  .type = NVBRIDGE_WIRE_HELLO, .arg_size = NVBRIDGE_WIRE_HELLO_SIZE },
+		{ .abi_version = NVBRIDGE_ABI_VERSION } };
+
+	handle_message(c, (void *)&m, sizeof(m), NULL, 0, false);
+}
+
+static void watch_all(struct client *c)
+{
+	struct { struct nvbridge_wire_hdr h; struct nvbridge_watch w; } m = {
+		{ .magic = NVBRIDGE_WIRE_MAGIC, .version = NVBRIDGE_WIRE_VERSION,
+		  .type = NVBRIDGE_WIRE_REQUEST, .cmd = NVBRIDGE_IOC_WATCH, .seq = 1,
+		  .arg_size = sizeof(struct nvbridge_watch) },
+		{ .size = sizeof(struct nvbridge_watch), .flags = NVBRIDGE_WATCH_PREFIX } };
+
+	handle_message(c, (void *)&m, sizeof(m), NULL, 0, false);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static unsigned char msg[MSG_MAX + 1];
+	struct client *c, *w;
+	int peer = -1, wpeer = -1;
+	int64_t next = -1;
+
+	c = new_client(&peer);
+	w = new_client(&wpeer);
+	if (!c || !w) {
+		if (c)
+			drop_client(c, "fuzz setup");
+		if (w)
+			drop_client(w, "fuzz setup");
+		conns_tick(now_ns(), &next);
+		close(peer);
+		close(wpeer);
 		return 0;
 	}
+	hello(w);
+	watch_all(w);
 	if (size && (data[0] & 1)) {
-		struct { struct nvbridge_wire_hdr h; struct nvbridge_wire_hello w; } hello = {
-			{ .magic = NVBRIDGE_WIRE_MAGIC, .version = NVBRIDGE_WIRE_VERSION,
-			  .type = NVBRIDGE_WIRE_HELLO, .arg_size = NVBRIDGE_WIRE_HELLO_SIZE },
-			{ .abi_version = NVBRIDGE_ABI_VERSION } };
-
-		handle_message(c, (void *)&hello, sizeof(hello), NULL, 0, false);
+		hello(c);
 		data++;
 		size--;
 	}
@@ -107,16 +148,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fds[nfds++] = one_fd();
 		if (fl & 2)
 			fds[nfds++] = one_fd();
-		handle_message(c, msg, len, fds, nfds, (fl & 4) != 0);
+		handle_message((fl & 8) && !w->dead ? w : c, msg, len, fds, nfds, (fl & 4) != 0);
 		data += len;
 		size -= len;
-		drain(sv[1]);
+		drain(peer);
+		drain(wpeer);
 		throttled_tick();
+		ev_overflows();
 	}
-	drain(sv[1]);
-	close(sv[1]);
+	drain(peer);
+	close(peer);
+	close(wpeer);
 	if (!c->dead)
 		drop_client(c, "fuzz input done");
+	if (!w->dead)
+		drop_client(w, "fuzz input done");
 	conns_tick(now_ns(), &next);
 	closer_run();
 	return 0;
