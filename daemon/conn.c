@@ -149,6 +149,17 @@ static int send_iov(int fd, struct iovec *iov, size_t niov, int pass_fd)
 	return sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 ? -errno : 0;
 }
 
+static void client_gone(struct client *c);
+
+/* The peer went away (a normal close, not worth a line) or the send failed otherwise. */
+static void send_failed(struct client *c, int err)
+{
+	if (err == -EPIPE || err == -ECONNRESET)
+		client_gone(c);
+	else
+		drop_client(c, "send: %s", strerror(-err));
+}
+
 /* Everything this connection was sent has been received: its fds are no longer in flight. */
 static void fds_received(struct client *c)
 {
@@ -218,7 +229,7 @@ static void flush_out(struct client *c)
 			break;
 		}
 		if (ret < 0) {
-			drop_client(c, "send: %s", strerror(-ret));
+			send_failed(c, ret);
 			break;
 		}
 		if (o->fd_entry)
@@ -288,7 +299,7 @@ void reply(struct client *c, uint32_t type, uint32_t cmd, uint32_t seq, int32_t 
 			return;
 		}
 		if (ret != -EAGAIN && ret != -ETOOMANYREFS) {
-			drop_client(c, "send: %s", strerror(-ret));
+			send_failed(c, ret);
 			return;
 		}
 		if (ret == -ETOOMANYREFS)
@@ -306,7 +317,12 @@ void reply(struct client *c, uint32_t type, uint32_t cmd, uint32_t seq, int32_t 
 			    c->user->queued);
 		return;
 	}
-	if (!mem_charge(sizeof(*o) + len) || !(o = malloc(sizeof(*o) + len))) {
+	if (!mem_charge(sizeof(*o) + len)) {
+		drop_client(c, "the memory budget is spent (%zu bytes queued for it)", c->outq_bytes);
+		return;
+	}
+	o = malloc(sizeof(*o) + len);
+	if (!o) {
 		mem_uncharge(sizeof(*o) + len);
 		drop_client(c, "no memory for its replies (%zu bytes queued)", c->outq_bytes);
 		return;
@@ -560,8 +576,6 @@ out:
 	for (int i = 0; i < nfds; i++)
 		closer_close(fds[i]);
 }
-
-static void client_gone(struct client *c);
 
 void client_read(struct client *c)
 {
