@@ -22,5 +22,6 @@ $(HB)/nvb-hostile-suid: tests/hostile/suid_sleep.c
 check-hostile: $(LB)/nvbridged $(HOSTILE_BINS)
 	$(call nvb_suite,bash tests/hostile/run-hostile.sh $(LB)/nvbridged $(HB),hostile)
 
+# a small quarantine: reply_memory measures the broker's RSS
 check-hostile-asan: $(LA)/nvbridged $(HOSTILE_BINS)
-	$(call nvb_suite,bash tests/hostile/run-hostile.sh $(LA)/nvbridged $(HB),hostile-asan)
+	$(call nvb_suite,ASAN_OPTIONS=quarantine_size_mb=8:detect_leaks=1 bash tests/hostile/run-hostile.sh $(LA)/nvbridged $(HB),hostile-asan)
