@@ -115,8 +115,14 @@ static int bind_listener(void)
 		logmsg("fchmod: %s", strerror(errno));
 		return -1;
 	}
-	if (cfg.have_group)
+	if (cfg.have_group) {
 		oldgid = (uid_t)setfsgid(cfg.group);
+		if ((gid_t)setfsgid((uid_t)-1) != cfg.group) {	/* the way to ask whether it took */
+			logmsg("--group %u: cannot create the socket with that group (not a member, "
+			       "no CAP_SETGID)", (unsigned int)cfg.group);
+			return -1;
+		}
+	}
 	old = umask(0);
 	ret = bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa));
 	umask(old);
