@@ -413,8 +413,8 @@ static int race_attempt(bool pause)
 		if (fd >= 0)
 			close(fd);
 		if (rfetch_req(s, 7, "hv.owner", 0, 0) || rrecv(s, &h, NULL, 0, &fd, 5000))
-			_exit(4);
-		_exit(h.result == 0 && fd >= 0 ? 42 : h.result < 0 && h.result > -30 ? 10 - h.result : h.result == 0 ? 5 : 6);
+			_exit(4);	/* no answer: the attack was not even judged */
+		_exit(h.result == 0 && fd >= 0 ? 42 : 0);	/* 42: the victim's file came */
 	}
 	close(sv[0]);
 	if (pause)
@@ -456,19 +456,19 @@ static int t_setuid_exec_race(void)
 
 		tries[pause]++;
 		won[pause] += r == 42;
-		refused += r == 3;
-		if (getenv("NVB_RACE_DEBUG"))
-			printf("%d%s ", r, pause ? "p" : ""), fflush(stdout);
+		refused += r == 3 || r == 4;
 		drain_busy();
 	}
 	for (int i = 0; i < NBUSY; i++)
 		if (busy[i] >= 0)
 			close(busy[i]);
 	printf("    uid %d fetched uid %d's OWNER entry: %d of %d races at full speed, "
-	       "%d of %d with the broker paused over the exec (%d HELLOs refused)\n",
+	       "%d of %d with the broker paused over the exec (%d unanswered)\n",
 	       UID_ATTACK, UID_VICTIM, won[0], tries[0], won[1], tries[1], refused);
 	if (won[0] || won[1])
 		FAIL("identity changed after connect: the setuid exec's capabilities were used");
+	if (refused > n / 10)
+		FAIL("%d of %d attempts were not answered: the race was not run", refused, n);
 	if (!honest_ok("after"))
 		ok = 0;
 	return ok ? 0 : 1;
