@@ -29,6 +29,7 @@
 #include <sys/un.h>
 #include <libgen.h>
 #include "nvb_internal.h"
+#include "nvb_wire.h"
 
 #define RXBUF_SIZE (NVBRIDGE_WIRE_HDR_SIZE + NVBRIDGE_WIRE_ARG_MAX + NVBRIDGE_WIRE_DATA_MAX)
 

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include "nvb_internal.h"
 #include "nvbridge_uring.h"
+#include "nvb_name.h"
 
 static __thread char nvb_open_why[NVB_ERRLEN];
 static __thread char nvb_err_copy[NVB_ERRLEN];
@@ -128,29 +129,23 @@ int nvb__xfer(struct nvb *h, unsigned long cmd, void *arg)
 
 int nvb_name_check(const char *name, bool prefix, char *why, size_t len)
 {
-	size_t n;
+	size_t at = 0;
 
-	n = strnlen(name, NVB_NAME_MAX);
-	if (n == NVB_NAME_MAX) {
+	switch (nvb_name_fault(name, prefix, &at)) {
+	case NVB_NAME_OK:
+		return 0;
+	case NVB_NAME_TOO_LONG:
 		snprintf(why, len, "name longer than %d bytes", NVB_NAME_MAX - 1);
-		return -EINVAL;
-	}
-	if (n == 0 && !prefix) {
+		break;
+	case NVB_NAME_EMPTY:
 		snprintf(why, len, "name is empty");
-		return -EINVAL;
-	}
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = name[i];
-
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-		    c == ':' || c == '/' || c == '-')
-			continue;
+		break;
+	case NVB_NAME_BAD_BYTE:
 		snprintf(why, len, "name has byte 0x%02x at %zu (allowed: [A-Za-z0-9._:/-])",
-			 c, i);
-		return -EINVAL;
+			 (unsigned char)name[at], at);
+		break;
 	}
-	return 0;
+	return -EINVAL;
 }
 
 /* Copies a C string into a UAPI name field as-is (unterminated if too long). */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include "nvb_internal.h"
+#include "nvb_wire.h"
 
 #define ERRNO_MAX 4095	/* results below -ERRNO_MAX are not errnos */
 

@@ -9,10 +9,10 @@ LIB_VERSION   := 1.0.0
 LIB_SONAME    := libnvbridge.so.1
 LB            := $(BUILD)/lib
 LIB_WARN      := -Wall -Wextra -Werror -Wno-missing-field-initializers -Wno-format-truncation
-LIB_CFLAGS    := -std=c11 -O2 -g $(LIB_WARN) -pthread $(UAPI_INC) -I$(CURDIR)/libnvbridge
+LIB_CFLAGS    := -std=c11 -O2 -g $(LIB_WARN) -pthread $(UAPI_INC) -I$(CURDIR)/common -I$(CURDIR)/libnvbridge
 LIB_SRCS      := libnvbridge/core.c libnvbridge/kernel.c libnvbridge/broker.c libnvbridge/reply.c
 LIB_HDRS      := libnvbridge/nvbridge.h libnvbridge/nvbridge_uring.h libnvbridge/nvb_internal.h \
-                 include/uapi/linux/nvbridge.h
+                 include/uapi/linux/nvbridge.h common/nvb_wire.h common/nvb_name.h
 URING_STATIC  := -l:liburing.a
 LIB_SO        := $(LB)/libnvbridge.so.$(LIB_VERSION)
 LIB_A         := $(LB)/libnvbridge.a
@@ -75,9 +75,11 @@ $(LIB_PC): libnvbridge/libnvbridge.pc.in
 # ---- programs (libnvbridge.a + liburing.a: they run on hosts without liburing) ----
 LIB_LINK := $(LIB_CORE_A) $(URING_STATIC) -ldl -pthread
 
-$(LB)/nvbridged: daemon/nvbridged.c include/uapi/linux/nvbridge.h
+DAEMON_SRCS   := $(sort $(wildcard daemon/*.c))
+DAEMON_HDRS   := $(wildcard daemon/*.h) $(LIB_HDRS)
+$(LB)/nvbridged: $(DAEMON_SRCS) $(DAEMON_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(LIB_CFLAGS) -o $@ $<
+	$(CC) $(LIB_CFLAGS) -o $@ $(DAEMON_SRCS) $(URING_STATIC)
 
 $(LB)/nvbridgectl: tools/nvbridgectl.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
@@ -85,7 +87,7 @@ $(LB)/nvbridgectl: tools/nvbridgectl.c $(LIB_CORE_A)
 $(LB)/nvb-example-events: examples/events.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
-$(LB)/nvb-conformance: tests/conformance/conformance.c $(LIB_CORE_A)
+$(LB)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
 $(LB)/nvb-unit: tests/unit/unit.c tests/unit/cases.h $(LIB_CORE_A)
@@ -98,7 +100,7 @@ $(LB)/nvb-bench: tests/conformance/bench.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
 # static conformance binary for the kernel backend in the VM
-$(LB)/nvb-conformance-static: tests/conformance/conformance.c $(LIB_A_STATIC)
+$(LB)/nvb-conformance-static: tests/conformance/conformance.c tests/conformance/contract.c $(LIB_A_STATIC)
 	$(CC) $(LIB_CFLAGS) -static -o $@ $< $(LIB_A_STATIC) $(URING_STATIC) -pthread
 
 $(LB)/nvb-bench-static: tests/conformance/bench.c $(LIB_A_STATIC)
@@ -121,12 +123,12 @@ $(LA)/libnvbridge.a: $(LIB_SRCS) $(LIB_HDRS)
 
 LA_LINK := $(LA)/libnvbridge.a $(URING_STATIC) -ldl -pthread
 
-$(LA)/nvbridged: daemon/nvbridged.c include/uapi/linux/nvbridge.h
+$(LA)/nvbridged: $(DAEMON_SRCS) $(DAEMON_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $<
+	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $(DAEMON_SRCS) $(URING_STATIC)
 
 $(LA)/%: $(LA)/libnvbridge.a
-$(LA)/nvb-conformance: tests/conformance/conformance.c $(LA)/libnvbridge.a
+$(LA)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
 $(LA)/nvb-unit: tests/unit/unit.c tests/unit/cases.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
@@ -161,7 +163,7 @@ FUZZ_FL       := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recove
 LIB_FUZZ      := $(BUILD)/fuzz/fuzz-lib-reply
 $(LIB_FUZZ): tests/fuzz/fuzz_lib_reply.c libnvbridge/reply.c $(LIB_HDRS)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FL) $(LIB_WARN) $(UAPI_INC) -I$(CURDIR)/libnvbridge -o $@ \
+	$(FUZZ_CC) $(FUZZ_FL) $(LIB_WARN) $(UAPI_INC) -I$(CURDIR)/common -I$(CURDIR)/libnvbridge -o $@ \
 		tests/fuzz/fuzz_lib_reply.c libnvbridge/reply.c
 
 check-fuzz-lib:

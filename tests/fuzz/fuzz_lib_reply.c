@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include "nvb_internal.h"
+#include "nvb_wire.h"
 
 #define PRE 8
 

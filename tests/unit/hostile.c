@@ -30,6 +30,7 @@
 #include <sys/wait.h>
 #include <linux/nvbridge.h>
 #include "nvbridge.h"
+#include "nvb_wire.h"
 #include "cases.h"
 
 #define TIMEOUT_MS 300

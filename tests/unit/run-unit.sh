@@ -76,7 +76,7 @@ t "ctl_fetch_file_roundtrip" sh -c "'$C' fetch ctl/a --out '$tmp/got' >/dev/null
 t "ctl_fetch_blob" sh -c "[ \"\$('$C' fetch ctl/a --blob-out -)\" = hello ]"
 t "ctl_fetch_json" sh -c "'$C' --json fetch ctl/a | python3 -c 'import json,sys; e=json.load(sys.stdin); assert e[\"blob_len\"]==5'"
 t "ctl_fetch_expect_uid_match" sh -c "'$C' fetch ctl/a --expect-uid $(id -u) >/dev/null"
-t "ctl_fetch_expect_uid_other_4" sh -c "'$C' fetch ctl/a --expect-uid 4321 2>/dev/null; [ \$? = 4 ]"
+t "ctl_fetch_expect_uid_other_3" sh -c "'$C' fetch ctl/a --expect-uid 4321 2>/dev/null; [ \$? = 3 ]"
 t "ctl_exit_not_found_3" sh -c "'$C' fetch ctl/none 2>/dev/null; [ \$? = 3 ]"
 t "ctl_exit_timeout_5" sh -c "'$C' fetch ctl/none --wait --timeout 0.2 2>/dev/null; [ \$? = 5 ]"
 t "ctl_exit_exists_6" sh -c "'$C' publish ctl/a --for 0 >/dev/null 2>&1; [ \$? = 6 ]"

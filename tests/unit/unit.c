@@ -25,6 +25,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <linux/nvbridge.h>
+#include "nvb_wire.h"
 #include "nvbridge.h"
 #include "nvbridge_uring.h"
 #include "cases.h"

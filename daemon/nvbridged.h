@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: MIT */
+/* nvbridged internals shared by its files (main.c has the overview). */
+#ifndef NVBRIDGED_H
+#define NVBRIDGED_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <linux/nvbridge.h>
+#include "nvb_wire.h"
+
+#define MAX_MAP 340
+#define MAX_PIDNS 33
+#define MSG_MAX (NVBRIDGE_WIRE_HDR_SIZE + NVBRIDGE_WIRE_ARG_MAX + NVBRIDGE_WIRE_DATA_MAX)
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77		/* Linux 6.5 */
+#endif
+/* epoll tags: a client pointer, | TAG_EV for its event socket; or these */
+#define TAG_LISTEN 1
+#define TAG_SIGNAL 2
+#define TAG_EV 4
+#define TAG_PID 8	/* the client's pidfd: its process has exited */
+
+/* Every limit, per client, per uid and global (see usage() and nvbridged(8)). */
+struct config {
+	const char *socket;
+	mode_t mode;
+	gid_t group;
+	bool have_group;
+	uint32_t max_entries_per_user;
+	uint32_t max_bytes_per_user;	/* blob bytes */
+	uint32_t max_blob_size;
+	uint32_t max_events;
+	uint32_t max_watches;		/* per connection */
+	uint32_t max_watches_per_user;
+	uint32_t max_waiters;		/* parked FETCH_WAITs per connection */
+	uint32_t max_waiters_per_user;
+	uint32_t max_waiters_total;
+	uint32_t max_conns_per_user;
+	uint32_t max_conns;		/* 0: from RLIMIT_NOFILE at start */
+	uint32_t max_queued;		/* replies queued per connection */
+	uint32_t max_queued_kb;		/* their bytes, per connection */
+	uint32_t max_queued_kb_per_user;
+	uint32_t max_fds_in_flight;	/* per connection: sent, not yet received */
+	uint32_t max_fds_in_flight_per_user;
+	uint32_t max_memory_mb;		/* queued replies, blobs, event queues */
+	uint32_t hello_timeout_ms;
+	uint32_t chrdev_majors[16];	/* publishable character devices */
+	uint32_t nchrdev_majors;
+	int verbose;
+};
+
+extern struct config cfg;
+extern uint32_t overflowuid, overflowgid;
+extern int ep;
+extern uint64_t msg_gen;
+extern bool have_pidfd_signal;
+extern size_t mem_used;		/* bytes counted against max_memory_mb */
+
+void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* rate-limited: what a client can make the broker say */
+void logmsg_rl(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int64_t now_ns(void);
+bool mem_charge(size_t n);
+void mem_uncharge(size_t n);
+
+/* ---- closer.c: closing client-supplied files off the loop ---- */
+int closer_init(void);
+void closer_close(int fd);
+void closer_run(void);
+void closer_exit(void);
+
+/* ---- per uid accounting (conn.c) ---- */
+struct user {
+	struct user *next;
+	uid_t uid;
+	uint32_t conns;		/* live connections (the bound) */
+	uint32_t refs;		/* client structs, dropped ones included */
+	uint32_t entries, watches, waiters, fds_in_flight;
+	uint64_t bytes;		/* blob bytes of its entries */
+	size_t queued;		/* bytes of its connections' queued replies */
+};
+struct user *user_get(uid_t uid);
+void user_put(struct user *u);
+
+/* ---- scopes (registry.c): one per IPC namespace seen ---- */
+struct scope {
+	struct scope *next;
+	dev_t dev;
+	ino_t ino;
+	uint32_t refs;
+	uint64_t next_id;
+	struct entry *entries, **tail;	/* in id order */
+};
+struct scope *scope_get(dev_t dev, ino_t ino);
+void scope_put(struct scope *s);
+
+/* ---- data ---- */
+struct idmap {
+	uint32_t n;
+	struct { uint32_t in, out, count; } e[MAX_MAP];
+};
+
+struct entry;
+struct outmsg {
+	struct outmsg *next;
+	size_t len;
+	struct entry *fd_entry;	/* its file goes with the message (a reference) */
+	unsigned char buf[];
+};
+
+struct waiter {
+	struct waiter *next, **pprev;	/* in its name bucket */
+	struct waiter *cnext;		/* the client's list */
+	struct client *c;
+	size_t heap_idx;		/* in the deadline heap, or SIZE_MAX */
+	uint32_t seq;
+	uint32_t size;		/* request's struct size */
+	uint32_t hash;
+	struct nvbridge_fetch f;
+	int64_t deadline;	/* CLOCK_MONOTONIC ns, or -1 */
+};
+
+struct watch {
+	struct watch *next, **pprev;	/* in its index bucket */
+	struct watch *cnext;		/* the client's list */
+	struct client *c;
+	uint64_t id;
+	uint32_t flags;
+	uint32_t hash;
+	char name[NVBRIDGE_NAME_MAX];
+};
+
+struct client {
+	struct client *next, **pprev;
+	int fd, evfd;
+	int pidfd;		/* the kernel's pidfd of the connecting process (SO_PEERPIDFD) */
+	bool hello;
+	struct client *ph_next, **ph_pprev;	/* on the pre-HELLO list */
+	int64_t hello_deadline;		/* CLOCK_MONOTONIC ns: HELLO must come by then */
+	bool dead;
+	bool exited;			/* its pidfd became readable (epoll): ask about reaping */
+	bool reaped;			/* its process is gone: report pid 0 */
+	uint64_t alive_gen;		/* msg_gen when last seen alive */
+	uint64_t serial;		/* accept order, for eviction */
+	/* identity, fixed at accept (ident.c) */
+	pid_t pid;
+	uid_t euid;
+	gid_t egid;
+	gid_t *groups;
+	int ngroups;
+	bool override;			/* euid 0 in our user ns: every policy admits it */
+	struct scope *scope;
+	ino_t pidns[MAX_PIDNS];		/* pid ns inos, outermost (ours) first */
+	pid_t nspid[MAX_PIDNS];
+	int npidns;
+	struct idmap uidmap, gidmap;
+	struct user *user;
+	/* watches and events (events.c) */
+	struct watch *watches;
+	uint32_t nwatches;
+	uint64_t next_watch_id;
+	struct nvbridge_event *evq;	/* ring of max_events + 1, allocated at the first WATCH */
+	uint32_t evq_head, evq_len;
+	uint32_t ev_sent_bound;		/* >= records sent and not yet read by the client */
+	uint64_t ev_seq;
+	uint32_t lost;
+	uint64_t lost_seq;
+	bool ev_epollout;
+	struct client *lost_next;	/* on the list of clients owing an OVERFLOW record */
+	bool on_lost_list;
+	/* replies (conn.c) */
+	struct outmsg *outq, **outq_tail;
+	uint32_t outq_len;
+	size_t outq_bytes;
+	uint32_t fds_in_flight;		/* sent with a reply, maybe not yet received */
+	bool fd_throttled;		/* on the throttled list: waits for its reader */
+	struct client *throttle_next;
+	uint32_t epoll_events;
+	struct waiter *waiters;
+	uint32_t nwaiters;
+};
+
+struct entry {
+	struct entry *next;		/* in its scope, id order */
+	struct entry *hnext;		/* in its name bucket */
+	uint32_t refs;			/* the registry's, plus queued replies' */
+	bool revoked;
+	uint64_t id;
+	uint32_t hash;
+	char name[NVBRIDGE_NAME_MAX];
+	struct scope *scope;
+	struct client *owner;
+	int fd;
+	void *blob;
+	uint32_t blob_len;
+	uint32_t access;
+	uid_t puid;		/* policy ids, in our namespace */
+	gid_t pgid;
+	uid_t euid;
+	gid_t egid;
+};
+
+extern struct client *clients;
+extern unsigned int nclients, pre_hello;
+
+/* ---- ident.c ---- */
+int ident_at_accept(struct client *c, int fd);
+uint32_t map_to(const struct idmap *m, uint32_t id, uint32_t over);
+int64_t map_from(const struct idmap *m, uint32_t id);
+bool pub_alive(struct client *pub);
+uint32_t pid_for(const struct client *viewer, struct client *pub);
+uint16_t exit_reason(struct client *c);
+
+/* ---- registry.c ---- */
+/* FNV-1a over the scope and the name's bytes, one step per byte (events.c hashes prefixes) */
+static inline uint32_t name_hash_seed(const struct scope *s)
+{
+	return 2166136261u ^ (uint32_t)(uintptr_t)s;
+}
+
+static inline uint32_t name_hash_step(uint32_t h, char c)
+{
+	return (h ^ (unsigned char)c) * 16777619u;
+}
+
+uint32_t name_hash(const struct scope *s, const char *name, size_t len);
+bool may_use(const struct client *c, const struct entry *e);
+void entry_put(struct entry *e);
+int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
+	       uint32_t data_len, int *fdp);
+void do_fetch(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_fetch *f);
+int do_unpublish(struct client *c, struct nvbridge_unpublish *u);
+void do_list(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_list *l);
+void fill_info(struct client *c, struct nvbridge_info *i);
+void waiters_expire(int64_t now);
+int64_t waiters_next_deadline(void);
+void waiter_cancel(struct client *c, uint32_t seq);
+void client_release_registry(struct client *c, uint16_t reason);
+void registry_exit(void);
+
+/* ---- events.c ---- */
+int do_watch(struct client *c, struct nvbridge_watch *w);
+int do_unwatch(struct client *c, struct nvbridge_watch *w);
+void notify(const struct entry *e, uint16_t type, uint16_t reason, const struct client *skip);
+void ev_flush(struct client *c);
+void ev_overflows(void);
+bool ev_overflow_pending(void);
+void watches_release(struct client *c);
+void events_init(void);
+
+/* ---- conn.c ---- */
+void reply(struct client *c, uint32_t type, uint32_t cmd, uint32_t seq, int32_t result,
+	   const void *arg, uint32_t arg_size, const void *data, uint32_t data_len,
+	   struct entry *fd_entry);
+void drop_client(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void handle_message(struct client *c, const unsigned char *buf, size_t n, int *fds, int nfds,
+		    bool truncated);
+void client_read(struct client *c);
+void client_write(struct client *c);
+void client_free(struct client *c);
+void accept_client(int listen_fd);
+struct client *client_new(int fd, struct user *u);
+void conns_tick(int64_t now, int64_t *next);
+void throttled_tick(void);
+bool conns_throttled(void);
+void conn_limits_init(void);
+void conns_exit(void);
+
+#endif /* NVBRIDGED_H */

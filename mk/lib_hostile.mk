@@ -1,0 +1,27 @@
+# (named to sort after lib.mk, whose variables it uses)
+# hostile: attacks on nvbridged by unprivileged local users (tests/hostile/),
+# against the broker as built and against its ASan+UBSan build.
+#
+#   suites: hostile, hostile-asan
+
+HB            := $(BUILD)/hostile
+HOSTILE_SRCS  := tests/hostile/hostile.c tests/hostile/util.c tests/hostile/fuse_hang.c
+HOSTILE_BINS  := $(HB)/nvb-hostile $(HB)/nvb-hostile-suid
+
+.PHONY: check-hostile check-hostile-asan
+CHECK_SUITES += hostile hostile-asan
+
+$(HB)/nvb-hostile: $(HOSTILE_SRCS) tests/hostile/hostile.h $(LIB_HDRS) $(LIB_CORE_A)
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) -o $@ $(HOSTILE_SRCS) $(LIB_LINK)
+
+$(HB)/nvb-hostile-suid: tests/hostile/suid_sleep.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -Werror -static -o $@ $<
+
+check-hostile: $(LB)/nvbridged $(HOSTILE_BINS)
+	$(call nvb_suite,bash tests/hostile/run-hostile.sh $(LB)/nvbridged $(HB),hostile)
+
+# a small quarantine: reply_memory measures the broker's RSS
+check-hostile-asan: $(LA)/nvbridged $(HOSTILE_BINS)
+	$(call nvb_suite,ASAN_OPTIONS=quarantine_size_mb=8:detect_leaks=1 bash tests/hostile/run-hostile.sh $(LA)/nvbridged $(HB),hostile-asan)

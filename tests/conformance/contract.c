@@ -1,0 +1,407 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Conformance cases for contract v2 (/work/contract.md, summarised in
+ * Documentation/semantics.md): both backends, errno for errno.  Included
+ * by conformance.c, whose helpers (EXPECT, nm, spawn, become...) they use.
+ */
+#include <linux/capability.h>
+#include <sys/eventfd.h>
+
+/* C1: dispatch on the full command number */
+static int t_cmd_full_number(void)
+{
+	unsigned char buf[256];
+	struct nvbridge_info *in = (void *)buf;
+	struct nvb *h;
+
+	OPEN(h);
+	memset(buf, 0, sizeof(buf));
+	in->size = sizeof(*in);
+	/* INFO's number with another size, another direction, no direction */
+	EXPECT(nvb__xfer(h, _IOWR(NVBRIDGE_IOC_MAGIC, 0x07, char[48]), in), -ENOTTY);
+	EXPECT(nvb__xfer(h, _IOR(NVBRIDGE_IOC_MAGIC, 0x07, struct nvbridge_info), in), -ENOTTY);
+	EXPECT(nvb__xfer(h, _IO(NVBRIDGE_IOC_MAGIC, 0x07), in), -ENOTTY);
+	EXPECT(nvb__xfer(h, _IOWR(NVBRIDGE_IOC_MAGIC, 0x02, char[100]), in), -ENOTTY);
+	OK(nvb__xfer(h, NVBRIDGE_IOC_INFO, in));
+	nvb_close(h);
+	return 0;
+}
+
+/* C4: the per-user byte quota, -ENOSPC like the entry quota */
+static int bytes_child(void *p)
+{
+	struct nvb_info i = { .sz = sizeof(i) };
+	static unsigned char blob[NVBRIDGE_BLOB_MAX];
+	uint32_t n, k;
+	struct nvb *h;
+	char name[40];
+
+	(void)p;
+	if (become(2040, 2040, 0, NULL))
+		FAIL("become");
+	OPEN(h);
+	OK(nvb_info(h, &i));
+	if (i.max_blob_size == 0)
+		SKIP("blobs are disabled here");
+	n = (1u << 20) / i.max_blob_size;	/* the default max_bytes_per_user: 1 MiB */
+	if (n >= i.max_entries_per_user)
+		SKIP("the entry quota (%u) comes before 1 MiB of %u-byte blobs",
+		     i.max_entries_per_user, i.max_blob_size);
+	for (k = 0; k < n; k++) {
+		snprintf(name, sizeof(name), "%s%u", nm("by"), k);
+		EXPECT(nvb_publish(h, name, -1, blob, i.max_blob_size, NULL, NULL), 0);
+	}
+	snprintf(name, sizeof(name), "%s%u", nm("by"), k);
+	EXPECT(nvb_publish(h, name, -1, blob, i.max_blob_size, NULL, NULL), -ENOSPC);
+	OK(nvb_publish(h, name, -1, NULL, 0, NULL, NULL));	/* no bytes: fine */
+	snprintf(name, sizeof(name), "%s0", nm("by"));
+	OK(nvb_unpublish(h, 0, name));
+	OK(nvb_publish(h, name, -1, blob, i.max_blob_size, NULL, NULL));
+	nvb_close(h);
+	return 0;
+}
+
+static int t_quota_bytes(void)
+{
+	return reap(spawn(bytes_child, NULL));
+}
+
+/* C5: inputs an operation would ignore are refused before any lookup */
+static int t_fetch_rejects(void)
+{
+	struct nvbridge_fetch f;
+	unsigned char b[8];
+	struct nvb *h;
+
+	OPEN(h);
+	OK(nvb_publish(h, nm("nb"), -1, NULL, 0, NULL, NULL));	/* an entry without a blob */
+	for (int exists = 0; exists < 2; exists++) {
+		memset(&f, 0, sizeof(f));
+		f.size = sizeof(f);
+		snprintf(f.name, sizeof(f.name), "%s", exists ? nm("nb") : nm("absent"));
+		f.timeout_ns = 5;	/* without FETCH_WAIT */
+		EXPECT(nvb__xfer(h, NVBRIDGE_IOC_FETCH, &f), -EINVAL);
+		f.timeout_ns = 0;
+		f.blob_cap = 8;		/* capacity, no buffer */
+		EXPECT(nvb__xfer(h, NVBRIDGE_IOC_FETCH, &f), -EFAULT);
+		f.blob_cap = 0;
+		f.blob = (uintptr_t)b;	/* a buffer, no capacity */
+		EXPECT(nvb__xfer(h, NVBRIDGE_IOC_FETCH, &f), -EINVAL);
+		f.blob = 0;
+		EXPECT(nvb__xfer(h, NVBRIDGE_IOC_FETCH, &f), exists ? 0 : -ENOENT);
+	}
+	nvb_close(h);
+	return 0;
+}
+
+static int t_unpublish_rejects(void)
+{
+	struct nvbridge_unpublish u;
+	uint64_t id;
+	struct nvb *h;
+
+	OPEN(h);
+	OK(nvb_publish(h, nm("ux"), -1, NULL, 0, NULL, &id));
+	memset(&u, 0, sizeof(u));
+	u.size = sizeof(u);
+	u.id = id;
+	snprintf(u.name, sizeof(u.name), "%s", nm("ux"));	/* both: which one? */
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_UNPUBLISH, &u), -EINVAL);
+	memset(u.name, 0, sizeof(u.name));
+	OK(nvb__xfer(h, NVBRIDGE_IOC_UNPUBLISH, &u));
+	nvb_close(h);
+	return 0;
+}
+
+static int t_list_rejects(void)
+{
+	struct nvbridge_list l;
+	struct nvbridge_entry_info e[2];
+	struct nvb *h;
+
+	OPEN(h);
+	memset(&l, 0, sizeof(l));
+	l.size = sizeof(l);
+	l.entry_size = sizeof(e[0]);
+	l.count = 4;	/* no buffer: -EFAULT even with nothing to list */
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_LIST, &l), -EFAULT);
+	l.entries = (uintptr_t)e;
+	l.count = 2;
+	l.entry_size = 100000;	/* never "listing complete" */
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_LIST, &l), -E2BIG);
+	l.entry_size = 4097;
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_LIST, &l), -E2BIG);
+	l.entry_size = NVBRIDGE_ENTRY_INFO_SIZE_VER0 - 1;
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_LIST, &l), -EINVAL);
+	l.entry_size = sizeof(e[0]);
+	CHECK(nvb__xfer(h, NVBRIDGE_IOC_LIST, &l) >= 0, "a good LIST fails");
+	nvb_close(h);
+	return 0;
+}
+
+/* a struct of 4097 bytes with a zero tail: -E2BIG as an answer, the handle still works */
+static int t_struct_page_plus_one(void)
+{
+	static unsigned char big[4200];
+	struct nvbridge_publish *p = (void *)big;
+	struct nvb *h;
+
+	OPEN(h);
+	memset(big, 0, sizeof(big));
+	p->size = 4097;
+	p->fd = -1;
+	snprintf(p->name, sizeof(p->name), "%s", nm("pg"));
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_PUBLISH, p), -E2BIG);
+	p->size = 4096;
+	OK(nvb__xfer(h, NVBRIDGE_IOC_PUBLISH, p));
+	OK(nvb_fetch(h, nm("pg"), NULL, NULL, 0, NULL, NULL));
+	nvb_close(h);
+	return 0;
+}
+
+/* C2: what a user may not fetch is not counted, listed or announced to it */
+struct absent { struct sync s; };
+
+static int absent_publisher(void *p)
+{
+	struct absent *a = p;
+	struct nvb *h;
+
+	if (become(2051, 2051, 0, NULL))
+		FAIL("become");
+	OPEN(h);
+	CHECK(sync_wait(a->s.a[0]) == 0, "parent gone");
+	OK(nvb_publish(h, nm("hidden"), -1, NULL, 0, NULL, NULL));	/* OWNER */
+	OK(nvb_publish(h, nm("shown"), -1, NULL, 0, pol(NVB_ACCESS_SCOPE, 0, 0), NULL));
+	sync_post(a->s.b[1]);
+	CHECK(sync_wait(a->s.a[0]) == 0, "parent gone");
+	nvb_close(h);
+	return 0;
+}
+
+static int t_denied_is_absent(void)
+{
+	struct nvb_info i0 = { .sz = sizeof(i0) }, i1 = { .sz = sizeof(i1) };
+	struct nvb_entry l[64];
+	struct nvb_event ev;
+	struct absent a;
+	uint64_t cur = 0;
+	struct nvb *h;
+	pid_t p;
+	int n, seen = 0;
+
+	sync_init(&a.s);
+	p = spawn(absent_publisher, &a);
+	if (become(2050, 2050, 0, NULL))
+		FAIL("become");
+	OPEN(h);
+	OK(nvb_watch(h, pfx, NVB_WATCH_PREFIX, NULL));
+	OK(nvb_info(h, &i0));
+	sync_post(a.s.a[1]);
+	CHECK(sync_wait(a.s.b[0]) == 0, "publisher failed");
+	OK(nvb_info(h, &i1));
+	EXPECT(i1.entries, i0.entries + 1);	/* "shown" only */
+	EXPECT(nvb_fetch(h, nm("hidden"), NULL, NULL, 0, NULL, NULL), -ENOENT);
+	OK(nvb_fetch(h, nm("shown"), NULL, NULL, 0, NULL, NULL));
+	while ((n = nvb_list(h, &cur, l, 64)) > 0)
+		for (int k = 0; k < n; k++) {
+			CHECK(strcmp(l[k].name, nm("hidden")), "LIST shows a denied entry");
+			seen += !strcmp(l[k].name, nm("shown"));
+		}
+	EXPECT(seen, 1);
+	CHECK(ev1(h, &ev) == 1, "no event for the entry it may use");
+	CHECK(!strcmp(ev.name, nm("shown")), "first event is for %s", ev.name);
+	EXPECT(nvb_event_read(h, &ev, 1, 100000000LL), -ETIMEDOUT);	/* nothing about "hidden" */
+	sync_post(a.s.a[1]);
+	EXPECT(reap(p), 0);
+	nvb_close(h);
+	return 0;
+}
+
+/* C3: names are owned; UNPUBLISH addresses the caller's own */
+static int owned_other(void *p)
+{
+	struct sync *s = p;
+	struct nvb *h;
+
+	if (become(2061, 2061, 0, NULL))
+		FAIL("become");
+	OPEN(h);
+	OK(nvb_publish(h, nm("same"), -1, NULL, 0, pol(NVB_ACCESS_SCOPE, 0, 0), NULL));
+	OK(nvb_publish(h, nm("mine"), -1, NULL, 0, NULL, NULL));	/* OWNER: invisible */
+	sync_post(s->b[1]);
+	CHECK(sync_wait(s->a[0]) == 0, "parent gone");
+	nvb_close(h);
+	return 0;
+}
+
+static int t_names_owned(void)
+{
+	struct nvb_entry e, l[64];
+	struct sync s;
+	struct nvb *h, *h2;
+	uint64_t mine_id = 0, cur = 0;
+	pid_t p;
+	int n;
+
+	sync_init(&s);
+	p = spawn(owned_other, &s);
+	CHECK(sync_wait(s.b[0]) == 0, "the other user did not publish");
+	OPEN(h);
+	OPEN(h2);
+	OK(nvb_publish(h, nm("same"), -1, NULL, 0, NULL, NULL));	/* another owner: fine */
+	EXPECT(nvb_publish(h2, nm("same"), -1, NULL, 0, NULL, NULL), -EEXIST);	/* same euid */
+	OK(nvb_fetch(h, nm("same"), fexp(0, geteuid(), 0), NULL, 0, &e, NULL));
+	EXPECT(e.uid, geteuid());
+	/* ours and the other's SCOPE entry: two candidates without EXPECT_UID */
+	EXPECT(nvb_fetch(h, nm("same"), NULL, NULL, 0, NULL, NULL), -ENOTUNIQ);
+	/* UNPUBLISH by name: own only, and only through the publishing handle */
+	EXPECT(nvb_unpublish(h2, 0, nm("same")), -EPERM);
+	EXPECT(nvb_unpublish(h, 0, nm("mine")), -ENOENT);	/* only the other owner has one */
+	/* by id: another's entry: -EPERM where visible, -ENOENT where not */
+	while ((n = nvb_list(h2, &cur, l, 64)) > 0)
+		for (int k = 0; k < n; k++)
+			if (!strcmp(l[k].name, nm("mine")))
+				mine_id = l[k].id;
+	CHECK(mine_id, "root does not list the other's OWNER entry");
+	EXPECT(nvb_unpublish(h2, mine_id, NULL), -EPERM);
+	OK(nvb_unpublish(h, 0, nm("same")));
+	OK(nvb_fetch(h, nm("same"), NULL, NULL, 0, &e, NULL));	/* one left: the other's */
+	EXPECT(e.uid, 2061);
+	sync_post(s.a[1]);
+	EXPECT(reap(p), 0);
+	nvb_close(h2);
+	nvb_close(h);
+	return 0;
+}
+
+static int invisible_unpublish(void *p)
+{
+	uint64_t id = *(uint64_t *)p;
+	struct nvb *h;
+
+	if (become(2062, 2062, 0, NULL))
+		FAIL("become");
+	OPEN(h);
+	EXPECT(nvb_unpublish(h, id, NULL), -ENOENT);	/* root's OWNER entry: not there for us */
+	nvb_close(h);
+	return 0;
+}
+
+static int t_unpublish_invisible_id(void)
+{
+	uint64_t id;
+	struct nvb *h;
+
+	OPEN(h);
+	OK(nvb_publish(h, nm("own"), -1, NULL, 0, NULL, &id));
+	EXPECT(reap(spawn(invisible_unpublish, &id)), 0);
+	OK(nvb_fetch(h, nm("own"), NULL, NULL, 0, NULL, NULL));
+	nvb_close(h);
+	return 0;
+}
+
+/* C7: publishable files are an allowlist */
+static int t_publish_allowlist(void)
+{
+	char dir[] = "/tmp/nvb-cf-allow.XXXXXX";
+	int fd, ep, efd;
+	struct nvb *h;
+
+	OPEN(h);
+	fd = memfd_rand(16, NULL);
+	OK(nvb_publish(h, nm("memfd"), fd, NULL, 0, NULL, NULL));
+	close(fd);
+	fd = open("/tmp", O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		OK(nvb_publish(h, nm("tmpfile"), fd, NULL, 0, NULL, NULL));
+		close(fd);
+	}
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);	/* chrdev 1:3, not allowed */
+	EXPECT(nvb_publish(h, nm("null"), fd, NULL, 0, NULL, NULL), -EINVAL);
+	close(fd);
+	efd = eventfd(0, EFD_CLOEXEC);
+	EXPECT(nvb_publish(h, nm("eventfd"), efd, NULL, 0, NULL, NULL), -EINVAL);
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	EXPECT(nvb_publish(h, nm("epoll"), ep, NULL, 0, NULL, NULL), -EINVAL);
+	close(ep);
+	close(efd);
+	fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (fd >= 0) {
+		EXPECT(nvb_publish(h, nm("pidfd"), fd, NULL, 0, NULL, NULL), -EINVAL);
+		close(fd);
+	}
+	fd = open(mkdtemp(dir) ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	EXPECT(nvb_publish(h, nm("dir"), fd, NULL, 0, NULL, NULL), -EINVAL);
+	close(fd);
+	rmdir(dir);
+	nvb_close(h);
+	return 0;
+}
+
+/* C8: ids are counted per scope, from 1 */
+static int scope_ids_child(void *p)
+{
+	uint64_t id;
+	struct nvb *h;
+
+	(void)p;
+	if (unshare(CLONE_NEWIPC))
+		SKIP("unshare(CLONE_NEWIPC): %s", strerror(errno));
+	OPEN(h);
+	OK(nvb_publish(h, nm("first"), -1, NULL, 0, NULL, &id));
+	EXPECT(id, 1);
+	OK(nvb_publish(h, nm("second"), -1, NULL, 0, NULL, &id));
+	EXPECT(id, 2);
+	nvb_close(h);
+	return 0;
+}
+
+static int t_ids_per_scope(void)
+{
+	struct nvb *h;
+	int r;
+
+	OPEN(h);
+	OK(nvb_publish(h, nm("outer"), -1, NULL, 0, NULL, NULL));	/* moves only our scope */
+	r = reap(spawn(scope_ids_child, NULL));
+	nvb_close(h);
+	return r;
+}
+
+/* C6: the override of every policy: the module honours CAP_IPC_OWNER, the broker euid 0 */
+static int cap_child(void *p)
+{
+	struct __user_cap_header_struct hd = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+	struct nvb *h;
+	int fd = -1;
+
+	(void)p;
+	if (prctl(PR_SET_KEEPCAPS, 1) || become(2070, 2070, 0, NULL))
+		FAIL("become");
+	memset(d, 0, sizeof(d));
+	d[0].effective = d[0].permitted = 1u << CAP_IPC_OWNER;
+	if (syscall(SYS_capset, &hd, d))
+		FAIL("capset: %s", strerror(errno));
+	OPEN(h);
+	OK(nvb_fetch(h, nm("capown"), NULL, NULL, 0, NULL, &fd));
+	CHECK(fd >= 0, "no fd");
+	nvb_close(h);
+	return 0;
+}
+
+static int t_override_by_capability(void)
+{
+	struct nvb *h;
+	int r;
+
+	if (backend == NVB_BACKEND_BROKER)
+		SKIP("the broker's override is SO_PEERCRED euid 0 only, no capability is read "
+		     "(Documentation/security-model.rst)");
+	OPEN(h);
+	OK(nvb_publish(h, nm("capown"), memfd_rand(8, NULL), NULL, 0, NULL, NULL));	/* OWNER */
+	r = reap(spawn(cap_child, NULL));
+	nvb_close(h);
+	return r;
+}

@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: MIT
+/*
+ * A FUSE file system served from raw /dev/fuse (no libfuse needed) with one
+ * regular file, "f", mode 0666, whose FLUSH is never answered: whoever
+ * close()s it waits for this server.  Killing the server aborts the
+ * connection and releases every waiter.  Needs root (mount(2)).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/fuse.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include "hostile.h"
+
+static void fill_attr(struct fuse_attr *a, uint64_t ino)
+{
+	memset(a, 0, sizeof(*a));
+	a->ino = ino;
+	a->mode = ino == FUSE_ROOT_ID ? (S_IFDIR | 0755) : (S_IFREG | 0666);
+	a->nlink = 1;
+	a->blksize = 4096;
+}
+
+static void answer(int fd, uint64_t unique, int err, const void *arg, size_t len)
+{
+	unsigned char buf[512];
+	struct fuse_out_header o = { .len = (uint32_t)(sizeof(o) + len), .error = err,
+				     .unique = unique };
+
+	memcpy(buf, &o, sizeof(o));
+	if (len)
+		memcpy(buf + sizeof(o), arg, len);
+	if (write(fd, buf, o.len) < 0) {
+		/* the kernel dropped the request (interrupted): nothing to do */
+	}
+}
+
+static void serve(int fd)
+{
+	static unsigned char buf[FUSE_MIN_READ_BUFFER + 65536];
+
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		struct fuse_in_header *in = (void *)buf;
+
+		if (n < 0 && (errno == EINTR || errno == ENOENT))
+			continue;
+		if (n < (ssize_t)sizeof(*in))
+			_exit(0);
+		switch (in->opcode) {
+		case FUSE_INIT: {
+			struct fuse_init_out o = { .major = FUSE_KERNEL_VERSION, .minor = 31,
+						   .max_readahead = 65536, .max_write = 4096,
+						   .max_background = 16, .congestion_threshold = 12 };
+
+			answer(fd, in->unique, 0, &o, sizeof(o));
+			break;
+		}
+		case FUSE_LOOKUP: {
+			struct fuse_entry_out o = { .nodeid = 2, .generation = 1,
+						    .entry_valid = 3600, .attr_valid = 3600 };
+
+			if (strcmp((char *)(in + 1), "f")) {
+				answer(fd, in->unique, -ENOENT, NULL, 0);
+				break;
+			}
+			fill_attr(&o.attr, 2);
+			answer(fd, in->unique, 0, &o, sizeof(o));
+			break;
+		}
+		case FUSE_GETATTR: {
+			struct fuse_attr_out o = { .attr_valid = 3600 };
+
+			if (in->nodeid != FUSE_ROOT_ID)
+				break;	/* the file's attributes come from LOOKUP only: never answered */
+			fill_attr(&o.attr, FUSE_ROOT_ID);
+			answer(fd, in->unique, 0, &o, sizeof(o));
+			break;
+		}
+		case FUSE_OPEN: {
+			struct fuse_open_out o = { .fh = 1 };
+
+			answer(fd, in->unique, 0, &o, sizeof(o));
+			break;
+		}
+		case FUSE_FLUSH:
+		case FUSE_INTERRUPT:
+		case FUSE_FORGET:
+		case FUSE_BATCH_FORGET:
+			break;	/* FLUSH: never answered, the point of this server */
+		case FUSE_RELEASE:
+			answer(fd, in->unique, 0, NULL, 0);
+			break;
+		default:
+			answer(fd, in->unique, -ENOSYS, NULL, 0);
+			break;
+		}
+	}
+}
+
+int fuse_hang_start(const char *mnt, pid_t *server)
+{
+	char opts[128];
+	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	mkdir(mnt, 0755);
+	snprintf(opts, sizeof(opts), "fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other", fd);
+	if (mount("nvbhang", mnt, "fuse.nvbhang", MS_NOSUID | MS_NODEV, opts)) {
+		int e = -errno;
+
+		close(fd);
+		return e;
+	}
+	*server = fork();
+	if (*server == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		serve(fd);
+		_exit(0);
+	}
+	close(fd);
+	return *server < 0 ? -EAGAIN : 0;
+}
+
+/* Aborts the connection (every FLUSH waiter gets -ENOTCONN) and detaches the mount. */
+void fuse_hang_stop(const char *mnt, pid_t server)
+{
+	kill(server, SIGKILL);
+	waitpid(server, NULL, 0);
+	umount2(mnt, MNT_DETACH);
+	rmdir(mnt);
+}

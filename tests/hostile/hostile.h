@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared helpers of the hostile suite (tests/hostile/): raw broker clients. */
+#ifndef NVB_HOSTILE_H
+#define NVB_HOSTILE_H
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "nvb_wire.h"
+
+#define UID_HONEST 2001
+#define UID_VICTIM 2002
+#define UID_ATTACK 2003
+#define UID_MANY   3000	/* 3000.. for floods from many uids */
+
+int64_t now_ns(void);
+int become(uid_t uid);
+int raise_nofile(unsigned int n);
+int rconnect(void);
+int rhello(int s, int fd);
+int rsend(int s, uint16_t type, uint32_t cmd, uint32_t seq, const void *arg, uint32_t asz,
+	  const void *data, uint32_t dlen, int fd);
+int rrecv(int s, struct nvbridge_wire_hdr *h, void *arg, size_t cap, int *fd, int timeout_ms);
+int rfetch_req(int s, uint32_t seq, const char *name, uint32_t flags, int64_t timeout_ns);
+int rwatch(int s, uint32_t seq, const char *name, uint32_t flags);
+int rpublish(int s, uint32_t seq, const char *name, int fd, uint32_t access);
+
+/* fuse_hang.c: a FUSE mount whose FLUSH never answers */
+int fuse_hang_start(const char *mnt, pid_t *server);
+void fuse_hang_stop(const char *mnt, pid_t server);
+#endif

@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: MIT
+/* Raw broker clients for the hostile suite: the wire framing by hand. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include "hostile.h"
+
+int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int become(uid_t uid)
+{
+	gid_t g = (gid_t)uid;
+
+	if (setgroups(1, &g) || setgid(g) || setuid(uid))
+		return -errno;
+	return 0;
+}
+
+/* before become(): an unprivileged user may not raise its hard limit */
+int raise_nofile(unsigned int n)
+{
+	struct rlimit rl = { n, n };
+
+	return setrlimit(RLIMIT_NOFILE, &rl) ? -errno : 0;
+}
+
+int rconnect(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	const char *path = getenv("NVBRIDGE_SOCKET");
+	int one = 1, s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	if (s < 0)
+		return -errno;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path ? path : "");
+	/* what the library does: today's and older brokers want SCM_CREDENTIALS with HELLO */
+	setsockopt(s, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa))) {
+		int e = -errno;
+
+		close(s);
+		return e;
+	}
+	return s;
+}
+
+int rsend(int s, uint16_t type, uint32_t cmd, uint32_t seq, const void *arg, uint32_t asz,
+	  const void *data, uint32_t dlen, int fd)
+{
+	struct nvbridge_wire_hdr h = { .magic = NVBRIDGE_WIRE_MAGIC, .version = NVBRIDGE_WIRE_VERSION,
+				       .type = type, .cmd = cmd, .seq = seq, .arg_size = asz,
+				       .data_len = dlen };
+	struct iovec iov[3] = { { &h, sizeof(h) }, { (void *)arg, asz }, { (void *)data, dlen } };
+	union { struct cmsghdr c; char b[CMSG_SPACE(sizeof(int))]; } cm;
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 3 };
+
+	if (fd >= 0) {
+		memset(&cm, 0, sizeof(cm));
+		m.msg_control = cm.b;
+		m.msg_controllen = sizeof(cm.b);
+		cm.c.cmsg_level = SOL_SOCKET;
+		cm.c.cmsg_type = SCM_RIGHTS;
+		cm.c.cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(&cm.c), &fd, sizeof(int));
+	}
+	/*
+	 * A datagram socket queues only net.unix.max_dgram_qlen (often 10)
+	 * messages at the receiver: on a non-blocking socket, wait up to
+	 * 100 ms for the broker to take them, so that an attack really
+	 * sends what it says (the broker reading them is the point).
+	 */
+	for (int tries = 0;; tries++) {
+		struct pollfd p = { s, POLLOUT, 0 };
+
+		if (sendmsg(s, &m, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
+			return 0;
+		if (errno != EAGAIN || tries == 1 || poll(&p, 1, 100) != 1)
+			return -errno;
+	}
+}
+
+/* One message; *fd gets a passed fd or -1.  -ETIMEDOUT, -ECONNRESET on EOF. */
+int rrecv(int s, struct nvbridge_wire_hdr *h, void *arg, size_t cap, int *fd, int timeout_ms)
+{
+	static __thread unsigned char buf[NVBRIDGE_WIRE_HDR_SIZE + NVBRIDGE_WIRE_ARG_MAX +
+					  NVBRIDGE_WIRE_DATA_MAX];
+	/* room for the credentials too: SO_PASSCRED stays on (see rconnect) */
+	union { struct cmsghdr c; char b[CMSG_SPACE(4 * sizeof(int)) +
+					 CMSG_SPACE(sizeof(struct ucred))]; } cm;
+	struct iovec iov = { buf, sizeof(buf) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
+			    .msg_controllen = sizeof(cm.b) };
+	struct pollfd p = { s, POLLIN, 0 };
+	ssize_t n;
+
+	*fd = -1;
+	if (poll(&p, 1, timeout_ms) != 1)
+		return -ETIMEDOUT;
+	n = recvmsg(s, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	if (n < 0)
+		return -errno;
+	if (n == 0)
+		return -ECONNRESET;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			memcpy(fd, CMSG_DATA(c), sizeof(int));
+	if ((size_t)n < sizeof(*h))
+		return -EPROTO;
+	memcpy(h, buf, sizeof(*h));
+	if (arg && cap)
+		memcpy(arg, buf + sizeof(*h), h->arg_size < cap ? h->arg_size : cap);
+	return 0;
+}
+
+/* HELLO carrying fd (a pidfd of ours when fd is -1): the broker's answer, or -errno */
+int rhello(int s, int fd)
+{
+	struct nvbridge_wire_hello hello = { .abi_version = NVBRIDGE_ABI_VERSION };
+	struct nvbridge_wire_hdr h;
+	int own = -1, r, evfd;
+
+	if (fd < 0)
+		fd = own = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	r = rsend(s, NVBRIDGE_WIRE_HELLO, 0, 0, &hello, sizeof(hello), NULL, 0, fd);
+	if (own >= 0)
+		close(own);
+	if (r)
+		return r;
+	r = rrecv(s, &h, NULL, 0, &evfd, 5000);
+	if (evfd >= 0)
+		close(evfd);
+	return r ? r : h.result;
+}
+
+int rfetch_req(int s, uint32_t seq, const char *name, uint32_t flags, int64_t timeout_ns)
+{
+	struct nvbridge_fetch f = { .size = sizeof(f), .flags = flags, .timeout_ns = timeout_ns };
+
+	snprintf(f.name, sizeof(f.name), "%s", name);
+	return rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_FETCH, seq, &f, sizeof(f), NULL, 0, -1);
+}
+
+int rwatch(int s, uint32_t seq, const char *name, uint32_t flags)
+{
+	struct nvbridge_watch w = { .size = sizeof(w), .flags = flags };
+
+	snprintf(w.name, sizeof(w.name), "%s", name);
+	return rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_WATCH, seq, &w, sizeof(w), NULL, 0, -1);
+}
+
+int rpublish(int s, uint32_t seq, const char *name, int fd, uint32_t access)
+{
+	struct nvbridge_publish p = { .size = sizeof(p), .fd = fd >= 0 ? fd : NVBRIDGE_NO_FD,
+				      .access = access };
+
+	snprintf(p.name, sizeof(p.name), "%s", name);
+	return rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, seq, &p, sizeof(p), NULL, 0, fd);
+}
