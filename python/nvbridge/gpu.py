@@ -17,7 +17,7 @@ from ._lib import NvbridgeError
 from .dlpack import DLDeviceType
 from .meta import TensorDesc, contiguous_strides
 from .rendezvous import Event, EventType, Fetched, Handle
-from .tensor import SharedTensor
+from .tensor import SharedTensor, _Memory
 
 __all__ = ["Gpu", "COPY_AUTO", "COPY_CE", "COPY_SM", "COPY_BATCH", "COPY_LOOP",
            "IMPORT_NO_FABRIC", "IMPORT_LOCAL_ONLY", "HANDLE_POSIX_FD", "HANDLE_FABRIC",
@@ -34,10 +34,11 @@ def _gpu_check(ret: int, fn: str) -> int:
     return _lib.check(ret, fn, _lib.lib().nvb_gpu_last_error)
 
 
-class _GpuBuffer:
+class _GpuBuffer(_Memory):
     """An nvb_gpu_alloc() buffer, mapped in this process."""
 
     def __init__(self, gpu: "Gpu", buf: int, dev: int) -> None:
+        super().__init__()
         l = _lib.lib()
         self.gpu, self._b = gpu, buf
         self.ptr = int(l.nvb_gpu_buf_ptr(buf))
@@ -53,17 +54,18 @@ class _GpuBuffer:
                    "nvb_gpu_export")
         return fd.value, ctypes.string_at(ctypes.addressof(m), ctypes.sizeof(m))
 
-    def release(self) -> None:
+    def _free(self) -> None:
         b, self._b = self._b, None
         if b:
             _lib.lib().nvb_gpu_free(b)
             self.ptr = 0
 
 
-class _GpuMapping:
+class _GpuMapping(_Memory):
     """An imported allocation (struct nvb_gpu_map); one reference."""
 
     def __init__(self, gpu: "Gpu", m: int, dev: int) -> None:
+        super().__init__()
         l = _lib.lib()
         self.gpu, self._m = gpu, m
         self.ptr = int(l.nvb_gpu_map_ptr(m))
@@ -76,7 +78,7 @@ class _GpuMapping:
     def revoked(self) -> bool:
         return bool(self._m) and bool(_lib.lib().nvb_gpu_map_revoked(self._m))
 
-    def release(self) -> None:
+    def _free(self) -> None:
         m, self._m = self._m, None
         if m:
             _lib.lib().nvb_gpu_unmap(m)

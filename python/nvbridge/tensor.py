@@ -36,12 +36,42 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
 
-class _HostMemory:
+class _Memory:
+    """Mapped memory shared by the SharedTensors that view it (as_strided):
+    freed (_free) when the last one releases it."""
+
+    ptr = 0
+    size = 0
+    device = (int(DLDeviceType.CPU), 0)
+
+    def __init__(self) -> None:
+        self._refs = 1
+        self._rlock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._rlock:
+            if self._refs <= 0:
+                raise ValueError("memory already released")
+            self._refs += 1
+
+    def release(self) -> None:
+        with self._rlock:
+            self._refs -= 1
+            last = self._refs == 0
+        if last:
+            self._free()
+
+    def _free(self) -> None:
+        raise NotImplementedError
+
+
+class _HostMemory(_Memory):
     """A MAP_SHARED mapping of a memfd (or other regular file) and its fd."""
 
     device = (int(DLDeviceType.CPU), 0)
 
     def __init__(self, fd: int, size: int, writable: bool) -> None:
+        super().__init__()
         prot = _PROT_READ | (_PROT_WRITE if writable else 0)
         p = _libc.mmap(None, max(size, 1), prot, _MAP_SHARED, fd, 0)
         if p in (None, _MAP_FAILED):
@@ -50,7 +80,7 @@ class _HostMemory:
             raise NvbridgeError(e, "mmap", f"{size} bytes of the shared file")
         self.fd, self.ptr, self.size, self.writable = fd, int(p), size, writable
 
-    def release(self) -> None:
+    def _free(self) -> None:
         if self.ptr:
             _libc.munmap(self.ptr, max(self.size, 1))
             self.ptr = 0
@@ -69,7 +99,7 @@ class SharedTensor:
     array) is alive; ``close()`` gives it back once they are all gone.
     """
 
-    def __init__(self, memory: Any, desc: TensorDesc, entry: Optional[Entry] = None) -> None:
+    def __init__(self, memory: "_Memory", desc: TensorDesc, entry: Optional[Entry] = None) -> None:
         desc.fits(memory.size)
         self._mem = memory
         self._desc = desc
@@ -77,6 +107,7 @@ class SharedTensor:
         self._lock = threading.Lock()
         self._exports = 0
         self._closing = False
+        self._released = False
         self._revoked = False
 
     # ---- description ----
@@ -113,7 +144,7 @@ class SharedTensor:
     @property
     def ptr(self) -> int:
         """Address of element 0."""
-        if not self._mem.ptr:
+        if self._released:
             raise ValueError("tensor is closed")
         return self._mem.ptr + self._desc.offset
 
@@ -145,23 +176,39 @@ class SharedTensor:
     def __repr__(self) -> str:
         kind = "cuda" if self.is_cuda else "cpu"
         return (f"<nvbridge.SharedTensor {kind} {self.dtype.name}{list(self.shape)}"
-                f"{' closed' if not self._mem.ptr else ''}>")
+                f"{' closed' if self._released else ''}>")
 
     # ---- lifetime ----
     def close(self) -> None:
         """Unmaps now, or when the last DLPack consumer lets go."""
         with self._lock:
             self._closing = True
-            free = self._exports == 0
+            free = self._exports == 0 and not self._released
+            self._released |= free
         if free:
             self._mem.release()
+
+    @property
+    def closed(self) -> bool:
+        return self._released
 
     def _export_done(self) -> None:
         with self._lock:
             self._exports -= 1
-            free = self._closing and self._exports == 0
+            free = self._closing and self._exports == 0 and not self._released
+            self._released |= free
         if free:
             self._mem.release()
+
+    def as_strided(self, shape: Sequence[int], strides: Sequence[int], offset: int = 0,
+                   dtype: Any = None) -> "SharedTensor":
+        """Another view of the same memory (strides in elements, offset in
+        bytes from the start of the memory); it may be published as well."""
+        d = TensorDesc(self._desc.device_type, dlpack.dtype(dtype) if dtype else self.dtype,
+                       tuple(int(s) for s in shape), tuple(int(s) for s in strides), int(offset))
+        d.fits(self._mem.size)
+        self._mem.acquire()
+        return SharedTensor(self._mem, d, self.entry)
 
     def __enter__(self) -> "SharedTensor":
         return self
@@ -171,9 +218,9 @@ class SharedTensor:
 
     def __del__(self) -> None:
         # no live export can hold a reference here (they keep self alive)
-        mem = getattr(self, "_mem", None)
-        if mem is not None:
-            mem.release()
+        if getattr(self, "_mem", None) is not None and not self._released:
+            self._released = True
+            self._mem.release()
 
     # ---- zero-copy protocols ----
     def __dlpack_device__(self) -> Tuple[int, int]:
@@ -192,7 +239,7 @@ class SharedTensor:
         if dl_device is not None and tuple(dl_device) != tuple(self._mem.device):
             raise BufferError(f"tensor lives on {self._mem.device}, not {tuple(dl_device)}")
         with self._lock:
-            if self._closing or not self._mem.ptr:
+            if self._closing or self._released:
                 raise BufferError("tensor is closed")
             self._exports += 1
         versioned = max_version is not None and tuple(max_version)[0] >= 1
