@@ -121,14 +121,16 @@ def dtype_from_code(code: int, bits: int) -> DType:
 
 
 # ---- capsules ----
-_pyapi = ctypes.pythonapi
+# Private prototypes: the function objects of ctypes.pythonapi are shared by
+# the whole process, and another module setting their argtypes must not
+# change what these calls do.
 _CapsuleDestructor = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-_pyapi.PyCapsule_New.restype = ctypes.py_object
-_pyapi.PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, _CapsuleDestructor]
-_pyapi.PyCapsule_IsValid.restype = ctypes.c_int
-_pyapi.PyCapsule_IsValid.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-_pyapi.PyCapsule_GetPointer.restype = ctypes.c_void_p
-_pyapi.PyCapsule_GetPointer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+_PyCapsule_New = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p,
+                                   _CapsuleDestructor)(("PyCapsule_New", ctypes.pythonapi))
+_PyCapsule_IsValid = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p)(
+    ("PyCapsule_IsValid", ctypes.pythonapi))
+_PyCapsule_GetPointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", ctypes.pythonapi))
 
 # The capsule keeps a pointer to its name: these bytes objects live as long as the module.
 _NAME = b"dltensor"
@@ -181,8 +183,8 @@ def _deleter_v(ptr: Optional[int]) -> None:
 def _capsule_destructor(cap: int) -> None:
     # Consumed capsules are renamed "used_dltensor[_versioned]": their deleter is the consumer's job.
     for name, versioned in ((_NAME, False), (_NAME_V, True)):
-        if _pyapi.PyCapsule_IsValid(cap, name):
-            _release(_read_ctx(_pyapi.PyCapsule_GetPointer(cap, name), versioned))
+        if _PyCapsule_IsValid(cap, name):
+            _release(_read_ctx(_PyCapsule_GetPointer(cap, name), versioned))
             return
 
 
@@ -206,5 +208,5 @@ def export_capsule(owner: Any, data: int, device: Tuple[int, int], dt: DType,
         m = _DLManagedTensor(t, key, _deleter)
     with _live_lock:
         _live[key] = (on_release, owner, m, shp, std)
-    return _pyapi.PyCapsule_New(ctypes.addressof(m), _NAME_V if versioned else _NAME,
+    return _PyCapsule_New(ctypes.addressof(m), _NAME_V if versioned else _NAME,
                                 _capsule_destructor)

@@ -37,7 +37,7 @@ import struct
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
-from ._lib import GPU_META_MAGIC, NvbridgeError
+from ._lib import GPU_META_MAGIC, GpuMeta, NvbridgeError
 from .dlpack import DLDeviceType, DType, dtype_from_code
 
 MAGIC = b"NVBT"
@@ -45,7 +45,7 @@ VERSION = 1
 HEADER = struct.Struct("<4sHHBBBBIQQ")
 MAX_NDIM = 32
 FLAG_READONLY = 1
-_GPU_META_MIN = 128  # offsetof(struct nvb_gpu_meta, owner_pid)
+_GPU_META_MIN = GpuMeta.owner_pid.offset  # what nvb_gpu_import_fd() requires
 
 
 def _bad(why: str) -> NvbridgeError:
