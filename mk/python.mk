@@ -4,7 +4,7 @@
 #   make check-python   tests/python against a private nvbridged (pytest when
 #                       installed, else unittest); numpy/torch cases skip
 #                       without python3-numpy / python3-torch
-#   make python-example the producer/consumer pair in examples/python
+#   make python-example the producer/consumer pair in examples/python (its tests)
 #   suite: python
 #
 # Debian's interpreter (/usr/bin/python3) is used when present: it is the one
@@ -20,4 +20,4 @@ check-python: $(LIB_SO) $(LB)/nvbridged
 	$(call nvb_suite,$(NVB_PY_ENV) timeout 900 $(NVB_PYTHON) tests/python/run.py,python)
 
 python-example: $(LIB_SO) $(LB)/nvbridged
-	$(NVB_PY_ENV) PYTHONPATH=$(CURDIR)/python $(NVB_PYTHON) tests/python/run_example.py
+	$(NVB_PY_ENV) $(NVB_PYTHON) tests/python/run.py -s -k KvExample
