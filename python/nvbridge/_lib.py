@@ -13,7 +13,7 @@ import ctypes.util
 import errno as _errno
 import os
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 __all__ = ["NvbridgeError", "lib", "load", "check"]
 
@@ -106,11 +106,12 @@ _lock = threading.Lock()
 _lib: Optional[ctypes.CDLL] = None
 
 
-def _candidates() -> list:
+def _candidates() -> List[str]:
     env = os.environ.get("NVBRIDGE_LIB")
     if env:
         return [env]
-    out = []
+    from ._paths import LIBDIR
+    out = [os.path.join(LIBDIR, "libnvbridge.so.1")] if LIBDIR else []
     found = ctypes.util.find_library("nvbridge")
     if found:
         out.append(found)
