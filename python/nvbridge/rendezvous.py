@@ -268,6 +268,10 @@ class Handle:
         ``uid`` goes with ``Access.UID``, ``gid`` with ``Access.GID``.
         """
         acc = int(access)
+        if acc == Access.UID and uid is None:
+            raise ValueError("Access.UID needs uid=")
+        if acc == Access.GID and gid is None:
+            raise ValueError("Access.GID needs gid=")
         po = _lib.PublishOpts(ctypes.sizeof(_lib.PublishOpts), acc,
                               0 if uid is None else uid, 0 if gid is None else gid, 0)
         data = bytes(blob)
@@ -384,9 +388,12 @@ class Handle:
         n = self._check(ret, "nvb_event_read")
         evs = [Event._from_c(arr[i]) for i in range(n)]
         for ev in evs:
-            for obj in list(self._hooks):
-                obj._on_event(ev)
+            self._deliver(ev)
         return evs
+
+    def _deliver(self, ev: Event) -> None:
+        for obj in list(self._hooks):
+            obj._on_event(ev)
 
     def events(self, timeout: Optional[float] = None) -> Iterator[Event]:
         """Yields events as they come; ends when none arrives within

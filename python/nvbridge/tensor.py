@@ -20,7 +20,7 @@ from . import dlpack
 from ._lib import NvbridgeError
 from .dlpack import DLDeviceType, DType
 from .meta import TensorDesc, contiguous_strides
-from .rendezvous import Access, Entry, Event, EventType, Fetched, Handle
+from .rendezvous import Access, Entry, Event, EventType, Fetched, Handle, RevokeReason
 
 __all__ = ["SharedTensor", "empty", "publish_tensor", "import_tensor"]
 
@@ -341,7 +341,62 @@ def _host_from_fetched(f: Fetched, desc: TensorDesc, writable: bool,
     if writable and (fcntl.fcntl(f.fd, fcntl.F_GETFL) & os.O_ACCMODE) == os.O_RDONLY:
         raise NvbridgeError(errno.EACCES, "import_tensor", "the file is read-only: pass writable=False")
     desc.fits(st.st_size)
-    return _HostMemory(f.detach(), st.st_size, writable)
+    # map what the tensor needs, not whatever size the publisher's file has
+    size = min(st.st_size, (desc.extent + _PAGE - 1) // _PAGE * _PAGE)
+    return _HostMemory(f.detach(), size, writable)
+
+
+class _Watches:
+    """The watches import_tensor holds on one handle."""
+
+    def __init__(self) -> None:
+        self.names: Dict[str, int] = {}
+        self.all = False
+
+
+def _watch(h: Handle, name: str) -> None:
+    """Watches name before the fetch, so that no revocation slips between.
+    With every watch slot taken, one of ours makes way for a single
+    scope-wide watch (as the C GPU layer does)."""
+    st = h.__dict__.setdefault("_tensor_watches", _Watches())
+    if st.all:
+        return
+    for n, prefix in ((name, False), ("", True)):
+        try:
+            wid = h.watch(n, prefix=prefix)
+        except NvbridgeError as e:
+            if e.errno == errno.EEXIST:
+                st.all |= prefix
+                return
+            if e.errno != errno.ENOSPC or (prefix and not st.names):
+                raise
+            continue
+        if prefix:
+            st.all = True
+        else:
+            st.names[name] = wid
+        return
+    old, wid = st.names.popitem()
+    h.unwatch(wid)
+    try:
+        h.watch("", prefix=True)
+    except NvbridgeError:
+        st.names[old] = h.watch(old)
+        raise
+    st.all = True
+    # a revocation of old between the unwatch and the watch went unseen: look again
+    for obj in list(h._hooks):
+        ent = getattr(obj, "entry", None)
+        if isinstance(obj, SharedTensor) and ent is not None and ent.name == old:
+            try:
+                with h.fetch(old) as f:
+                    same = f.id == ent.id
+            except NvbridgeError as e:
+                if e.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM):
+                    raise
+                same = False
+            if not same:
+                h._deliver(Event(EventType.REVOKED, RevokeReason.NONE, 0, ent.id, 0, 0, 0, 0, 0, old))
 
 
 def import_tensor(h: Handle, name: str, wait: bool = False, timeout: Optional[float] = None,
@@ -356,11 +411,7 @@ def import_tensor(h: Handle, name: str, wait: bool = False, timeout: Optional[fl
     """
     from .meta import split_blob
     if watch:
-        try:
-            h.watch(name)
-        except NvbridgeError as e:
-            if e.errno != errno.EEXIST:
-                raise
+        _watch(h, name)
     with h.fetch(name, wait=wait, timeout=timeout, expect_uid=expect_uid) as f:
         gpu_meta, desc = split_blob(f.blob)
         if gpu_meta is None:

@@ -144,6 +144,12 @@ class PublishFetch(unittest.TestCase):
             s2.close()
             with self.assertRaises(TypeError):
                 h.publish(b"bytes-name", blob=b"x")  # type: ignore[arg-type]
+            with self.assertRaises(ValueError):
+                h.publish(uniq("nouid"), blob=b"x", access=Access.UID)  # not silently uid 0
+            with self.assertRaises(ValueError):
+                h.publish(uniq("nogid"), blob=b"x", access=Access.GID)
+            self.assertEqual(errno_of(lambda: h.publish(uniq("uid-owner"), blob=b"x", uid=5)),
+                             errno.EINVAL)  # a uid the policy would ignore
             self.assertEqual(h.fetch(name).blob, b"1")  # the duplicate changed nothing
 
     def test_fetch_errors_and_wait(self) -> None:

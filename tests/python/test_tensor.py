@@ -315,6 +315,41 @@ class HostImports(unittest.TestCase):
             self.assertEqual(bytes(u.memoryview()), b"x" * 16)  # the pages outlive the entry
             u.close()
 
+    def test_maps_only_what_the_tensor_needs(self) -> None:
+        fd = os.memfd_create("big", os.MFD_ALLOW_SEALING)
+        os.ftruncate(fd, 1 << 30)  # sparse; an importer must not map it all
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+        name = uniq("big")
+        self.serve(_publish_raw, name, fd, host_desc((3,), "int64", offset=8192).pack())
+        with handle() as h:
+            u = h.import_tensor(name)
+            self.assertEqual(u._mem.size, 3 * 4096)
+            u.close()
+        os.close(fd)
+
+    def test_watch_slots_exhausted(self) -> None:
+        """With every watch slot taken, imports watch the scope instead and
+        revocations still reach the tensors."""
+        from helpers import Broker
+        b = Broker("--max-watches", "1")
+        try:
+            with b.open() as p, b.open() as h:
+                ts = [nvbridge.empty(4) for _ in range(3)]
+                for i, t in enumerate(ts):
+                    p.publish_tensor(f"w/{i}", t)
+                us = [h.import_tensor("w/0")]
+                p.unpublish(name="w/0")  # unseen yet: the event waits in the queue
+                us += [h.import_tensor(f"w/{i}") for i in (1, 2)]
+                self.assertEqual(errno_of(lambda: h.watch("other")), errno.ENOSPC)
+                p.unpublish(name="w/2")
+                evs = list(h.events(timeout=1))
+                self.assertIn(("w/2", nvbridge.EventType.REVOKED), [(e.name, e.type) for e in evs])
+                self.assertEqual([u.revoked for u in us], [True, False, True])
+                for x in us + ts:
+                    x.close()
+        finally:
+            self.assertEqual(b.stop(), 0)
+
     @unittest.skipUnless(is_root(), NEED_ROOT)
     def test_denied_import(self) -> None:
         t = nvbridge.empty(4)
