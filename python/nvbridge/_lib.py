@@ -207,7 +207,7 @@ def lib() -> ctypes.CDLL:
 
 def strerror(err: int) -> str:
     """nvb_strerror()'s wording once the library is loaded, else the C library's."""
-    s = _lib.nvb_strerror(-abs(err)) if _lib is not None else None
+    s: Optional[bytes] = _lib.nvb_strerror(-abs(err)) if _lib is not None else None
     return s.decode(errors="replace") if s else os.strerror(abs(err))
 
 

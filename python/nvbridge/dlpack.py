@@ -164,28 +164,30 @@ def _release(key: Optional[int]) -> None:
 def _read_ctx(ptr: Optional[int], versioned: bool) -> Optional[int]:
     if not ptr:
         return None
-    if versioned:
-        return _DLManagedTensorVersioned.from_address(ptr).manager_ctx
-    return _DLManagedTensor.from_address(ptr).manager_ctx
+    m: Any = (_DLManagedTensorVersioned if versioned else _DLManagedTensor).from_address(ptr)
+    return int(m.manager_ctx) if m.manager_ctx else None
 
 
-@_Deleter
-def _deleter(ptr: Optional[int]) -> None:
+def _deleter_py(ptr: Optional[int]) -> None:
     _release(_read_ctx(ptr, False))
 
 
-@_Deleter
-def _deleter_v(ptr: Optional[int]) -> None:
+def _deleter_v_py(ptr: Optional[int]) -> None:
     _release(_read_ctx(ptr, True))
 
 
-@_CapsuleDestructor
-def _capsule_destructor(cap: int) -> None:
+def _capsule_destructor_py(cap: int) -> None:
     # Consumed capsules are renamed "used_dltensor[_versioned]": their deleter is the consumer's job.
     for name, versioned in ((_NAME, False), (_NAME_V, True)):
         if _PyCapsule_IsValid(cap, name):
             _release(_read_ctx(_PyCapsule_GetPointer(cap, name), versioned))
             return
+
+
+# C callables, alive as long as the module (a consumer may call a deleter at any time)
+_deleter = _Deleter(_deleter_py)
+_deleter_v = _Deleter(_deleter_v_py)
+_capsule_destructor = _CapsuleDestructor(_capsule_destructor_py)
 
 
 def export_capsule(owner: Any, data: int, device: Tuple[int, int], dt: DType,

@@ -40,7 +40,7 @@ class _GpuBuffer(_Memory):
     def __init__(self, gpu: "Gpu", buf: int, dev: int) -> None:
         super().__init__()
         l = _lib.lib()
-        self.gpu, self._b = gpu, buf
+        self.gpu, self._b = gpu, buf  # type: Gpu, Optional[int]
         self.ptr = int(l.nvb_gpu_buf_ptr(buf))
         self.size = int(l.nvb_gpu_buf_size(buf))
         self.handle_types = int(l.nvb_gpu_buf_handle_types(buf))
@@ -67,7 +67,7 @@ class _GpuMapping(_Memory):
     def __init__(self, gpu: "Gpu", m: int, dev: int) -> None:
         super().__init__()
         l = _lib.lib()
-        self.gpu, self._m = gpu, m
+        self.gpu, self._m = gpu, m  # type: Gpu, Optional[int]
         self.ptr = int(l.nvb_gpu_map_ptr(m))
         self.size = int(l.nvb_gpu_map_size(m))
         self.id = int(l.nvb_gpu_map_id(m))
@@ -142,7 +142,7 @@ class Gpu:
         return buf.value.decode(errors="replace")
 
     def has_kernel(self) -> bool:
-        return self._l.nvb_gpu_has_kernel(self._ptr) == 1
+        return bool(self._l.nvb_gpu_has_kernel(self._ptr) == 1)
 
     def mem_info(self) -> Tuple[int, int]:
         """(free, total) bytes of the current device."""
@@ -181,6 +181,7 @@ class Gpu:
         _gpu_check(self._l.nvb_gpu_alloc(self._ptr, device, max(desc.extent, 1),
                                          ALLOC_NO_FABRIC if no_fabric else 0, ctypes.byref(b)),
                    "nvb_gpu_alloc")
+        assert b.value, "nvb_gpu_alloc returned 0 without a buffer"
         return SharedTensor(_GpuBuffer(self, b.value, device), desc)
 
     def _import(self, h: Handle, f: Fetched, gpu_meta: bytes, flags: int = 0) -> _GpuMapping:
@@ -188,6 +189,7 @@ class Gpu:
         meta = _lib.GpuMeta.from_buffer_copy(gpu_meta.ljust(ctypes.sizeof(_lib.GpuMeta), b"\0"))
         _gpu_check(self._l.nvb_gpu_import_fd(self._ptr, f.id, f.fd, gpu_meta, len(gpu_meta),
                                              flags, ctypes.byref(m)), "nvb_gpu_import_fd")
+        assert m.value, "nvb_gpu_import_fd returned 0 without a mapping"
         h._add_hook(self)
         return _GpuMapping(self, m.value, self._device_of(bytes(meta.uuid)))
 

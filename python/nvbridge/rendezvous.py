@@ -69,17 +69,18 @@ class Entry:
     pid: int          #: publisher's pid in our pid namespace (0: not visible / exited)
     uid: int          #: publisher's euid in our user namespace
     gid: int
-    access: Access
+    access: int       #: an Access value (a plain int for one this package does not know)
     has_fd: bool
     own: bool         #: published through this handle
     blob_len: int
 
     @classmethod
     def _from_c(cls, e: _lib.CEntry) -> "Entry":
+        acc: int = e.access
         try:
             acc = Access(e.access)
         except ValueError:
-            acc = e.access  # type: ignore[assignment]
+            pass
         return cls(id=e.id, name=e.name.decode(errors="replace"), pid=e.pid, uid=e.uid,
                    gid=e.gid, access=acc, has_fd=bool(e.flags & ENTRY_HAS_FD),
                    own=bool(e.flags & ENTRY_OWN), blob_len=e.blob_len)
@@ -225,7 +226,11 @@ class Handle:
         return self._h
 
     def _check(self, ret: int, fn: str) -> int:
-        return _lib.check(ret, fn, lambda: self._l.nvb_last_error(self._h))
+        return _lib.check(ret, fn, self._last_error)
+
+    def _last_error(self) -> Optional[bytes]:
+        r: Optional[bytes] = self._l.nvb_last_error(self._h)
+        return r
 
     def close(self) -> None:
         """Closes the handle: every entry published through it is revoked."""

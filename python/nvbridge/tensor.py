@@ -64,6 +64,11 @@ class _Memory:
     def _free(self) -> None:
         raise NotImplementedError
 
+    def export(self) -> Tuple[int, bytes]:
+        """(fd to publish, what precedes the descriptor in the blob)."""
+        raise NvbridgeError(errno.EINVAL, "publish_tensor",
+                            "an imported GPU tensor cannot be published again (publish the original)")
+
 
 class _HostMemory(_Memory):
     """A MAP_SHARED mapping of a memfd (or other regular file) and its fd."""
@@ -79,6 +84,9 @@ class _HostMemory(_Memory):
             os.close(fd)
             raise NvbridgeError(e, "mmap", f"{size} bytes of the shared file")
         self.fd, self.ptr, self.size, self.writable = fd, int(p), size, writable
+
+    def export(self) -> Tuple[int, bytes]:
+        return self.fd, b""
 
     def _free(self) -> None:
         if self.ptr:
@@ -313,13 +321,10 @@ def empty(shape: Union[int, Sequence[int]], dtype: Any = "float32", name: str = 
 def publish_tensor(h: Handle, name: str, t: SharedTensor, access: Union[Access, int] = Access.OWNER,
                    uid: Optional[int] = None, gid: Optional[int] = None) -> int:
     """Publishes t's memory and its descriptor under name; returns the entry id."""
-    mem = t._mem
-    if t.is_cuda:
-        fd, gpu_meta = mem.export()
-        blob = gpu_meta + t.desc.pack()
-    else:
-        fd, blob = mem.fd, t.desc.pack()
-    return h.publish(name, fd=fd, blob=blob, access=access, uid=uid, gid=gid)
+    if t.closed:
+        raise ValueError("tensor is closed")
+    fd, head = t._mem.export()
+    return h.publish(name, fd=fd, blob=head + t.desc.pack(), access=access, uid=uid, gid=gid)
 
 
 def _host_from_fetched(f: Fetched, desc: TensorDesc, writable: bool,

@@ -11,7 +11,7 @@ import tempfile
 import textwrap
 import unittest
 
-from helpers import REPO, sock
+from helpers import BUILD, REPO, sock
 
 PKG = os.path.join(REPO, "python")
 SMOKE = """
@@ -36,9 +36,9 @@ def py(code: str, **env: str) -> subprocess.CompletedProcess:
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
 
 
-def have_pip_build() -> bool:
+def have(*modules: str) -> bool:
     import importlib.util
-    return all(importlib.util.find_spec(m) for m in ("pip", "setuptools", "wheel"))
+    return all(importlib.util.find_spec(m) for m in modules)
 
 
 class Packaging(unittest.TestCase):
@@ -62,7 +62,15 @@ class Packaging(unittest.TestCase):
     def test_typed(self) -> None:
         self.assertTrue(os.path.exists(os.path.join(PKG, "nvbridge", "py.typed")))
 
-    @unittest.skipUnless(have_pip_build(), "pip, setuptools or wheel missing (python3-pip, python3-wheel)")
+    @unittest.skipUnless(have("mypy"), "mypy is not installed (Debian: mypy)")
+    def test_mypy_strict(self) -> None:
+        cache = os.path.join(BUILD, "mypy-cache")  # a cold one costs ~2 minutes (typeshed)
+        r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", cache,
+                            os.path.join(PKG, "nvbridge")], text=True, timeout=500,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.assertEqual(r.returncode, 0, r.stdout)
+
+    @unittest.skipUnless(have("pip", "setuptools", "wheel"), "pip, setuptools or wheel missing (python3-pip, python3-wheel)")
     def test_pip_install(self) -> None:
         """pip install ./python (offline: the build backend of the host)."""
         with tempfile.TemporaryDirectory() as tmp:
