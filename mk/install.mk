@@ -149,6 +149,7 @@ install-files: install-gen
 		sed -i 's|^LIBDIR: Optional\[str\] = None$$|LIBDIR: Optional[str] = "$(LIBDIR)"|' \
 			"$(D)$(PYTHONDIR)/nvbridge/_paths.py"; \
 		echo "  $(PYTHONDIR)/nvbridge/ (Python package, libnvbridge from $(LIBDIR))"; \
+		$(INSTALL) -m 0644 python/README.md "$(D)$(DOCDIR)/python.md"; \
 	fi
 
 uninstall:
