@@ -10,7 +10,7 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, List, Optional, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, List, Optional, Tuple, Union
 
 from . import _lib
 from ._lib import NvbridgeError
@@ -216,32 +216,55 @@ class Handle:
         self._l = l
         self._hooks: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._max_blob: Optional[int] = None
-        self._close_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._busy = 0          # C calls in flight on this handle
+        self._closing = False
 
     # ---- plumbing ----
-    @property
-    def _ptr(self) -> int:
-        if self._h is None:
-            raise NvbridgeError(_errno.EBADF, "nvbridge", "handle is closed")
-        return self._h
-
-    def _check(self, ret: int, fn: str) -> int:
-        return _lib.check(ret, fn, self._last_error)
-
-    def _last_error(self) -> Optional[bytes]:
-        r: Optional[bytes] = self._l.nvb_last_error(self._h)
-        return r
+    def _call(self, fn: str, *args: Any, quiet: Tuple[int, ...] = ()) -> int:
+        """fn(handle, *args); -errno raises NvbridgeError with the library's
+        detail, unless errno is in quiet (then -errno is returned).  The handle
+        is pinned meanwhile: a close() from another thread takes effect when
+        the last call in flight returns, never under it."""
+        with self._lock:
+            if self._closing or self._h is None:
+                raise NvbridgeError(_errno.EBADF, fn, "handle is closed")
+            self._busy += 1
+            h = self._h
+        try:
+            ret: int = getattr(self._l, fn)(h, *args)
+            detail: Optional[bytes] = None
+            if ret < 0 and -ret not in quiet:
+                detail = self._l.nvb_last_error(h)
+        finally:
+            with self._lock:
+                self._busy -= 1
+                last = self._closing and self._busy == 0 and self._h is not None
+                if last:
+                    self._h = None
+            if last:
+                self._l.nvb_close(h)
+        if ret < 0 and -ret in quiet:
+            return ret
+        return _lib.check(ret, fn, lambda: detail)
 
     def close(self) -> None:
-        """Closes the handle: every entry published through it is revoked."""
-        with self._close_lock:
-            h, self._h = self._h, None
+        """Closes the handle: every entry published through it is revoked.
+        With calls in flight in other threads (a blocking read_events, say)
+        it takes effect when the last of them returns."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            h = self._h if self._busy == 0 else None
+            if h is not None:
+                self._h = None
         if h is not None:
             self._l.nvb_close(h)
 
     @property
     def closed(self) -> bool:
-        return self._h is None
+        return self._closing
 
     def __enter__(self) -> "Handle":
         return self
@@ -256,7 +279,7 @@ class Handle:
     @property
     def backend(self) -> Backend:
         """The backend in use (never AUTO)."""
-        return Backend(self._check(self._l.nvb_backend(self._ptr), "nvb_backend"))
+        return Backend(self._call("nvb_backend"))
 
     def __repr__(self) -> str:
         if self._h is None:
@@ -281,10 +304,8 @@ class Handle:
                               0 if uid is None else uid, 0 if gid is None else gid, 0)
         data = bytes(blob)
         eid = ctypes.c_uint64()
-        ret = self._l.nvb_publish(self._ptr, _name(name), -1 if fd is None else int(fd),
-                                  data if data else None, len(data), ctypes.byref(po),
-                                  ctypes.byref(eid))
-        self._check(ret, "nvb_publish")
+        self._call("nvb_publish", _name(name), -1 if fd is None else int(fd),
+                   data if data else None, len(data), ctypes.byref(po), ctypes.byref(eid))
         return eid.value
 
     def _blob_cap(self) -> int:
@@ -311,17 +332,15 @@ class Handle:
         buf = ctypes.create_string_buffer(max(cap, 1))
         ent = _lib.CEntry()
         fd = ctypes.c_int(-1)
-        ret = self._l.nvb_fetch(self._ptr, _name(name), ctypes.byref(fo), buf, cap,
-                                ctypes.byref(ent), ctypes.byref(fd))
-        self._check(ret, "nvb_fetch")
+        self._call("nvb_fetch", _name(name), ctypes.byref(fo), buf, cap, ctypes.byref(ent),
+                   ctypes.byref(fd))
         return Fetched(Entry._from_c(ent), buf.raw[:ent.blob_len], fd.value)
 
     def unpublish(self, id: Optional[int] = None, name: Optional[str] = None) -> None:
         """Withdraws an entry published through this handle, by id or by name."""
         if (id is None) == (name is None):
             raise ValueError("give exactly one of id and name")
-        ret = self._l.nvb_unpublish(self._ptr, id or 0, None if name is None else _name(name))
-        self._check(ret, "nvb_unpublish")
+        self._call("nvb_unpublish", id or 0, None if name is None else _name(name))
 
     def list(self, batch: int = 64) -> List[Entry]:
         """Every entry the caller may fetch, in id order."""
@@ -329,7 +348,7 @@ class Handle:
         arr = (_lib.CEntry * batch)()
         out: List[Entry] = []
         while True:
-            n = self._check(self._l.nvb_list(self._ptr, ctypes.byref(cur), arr, batch), "nvb_list")
+            n = self._call("nvb_list", ctypes.byref(cur), arr, batch)
             if n == 0:
                 return out
             out.extend(Entry._from_c(arr[i]) for i in range(n))
@@ -337,7 +356,7 @@ class Handle:
     def info(self) -> Info:
         ci = _lib.CInfo()
         ci.sz = ctypes.sizeof(ci)
-        self._check(self._l.nvb_info(self._ptr, ctypes.byref(ci)), "nvb_info")
+        self._call("nvb_info", ctypes.byref(ci))
         return Info(backend=Backend(ci.backend), abi_version=ci.abi_version, name_max=ci.name_max,
                     max_blob_size=ci.max_blob_size, max_entries_per_user=ci.max_entries_per_user,
                     max_events=ci.max_events, max_watches=ci.max_watches, entries=ci.entries,
@@ -362,18 +381,16 @@ class Handle:
         when ``prefix``; "" is all); returns the watch id.  Entries that exist
         already are not reported: call list() after watch()."""
         wid = ctypes.c_uint64()
-        ret = self._l.nvb_watch(self._ptr, _name(name), _WATCH_PREFIX if prefix else 0,
-                                ctypes.byref(wid))
-        self._check(ret, "nvb_watch")
+        self._call("nvb_watch", _name(name), _WATCH_PREFIX if prefix else 0, ctypes.byref(wid))
         return wid.value
 
     def unwatch(self, watch_id: int) -> None:
-        self._check(self._l.nvb_unwatch(self._ptr, watch_id), "nvb_unwatch")
+        self._call("nvb_unwatch", watch_id)
 
     def fileno(self) -> int:
         """The non-blocking descriptor events arrive on: poll it for POLLIN (or
         hand it to asyncio's add_reader), then call read_events(timeout=0)."""
-        return self._check(self._l.nvb_event_fd(self._ptr), "nvb_event_fd")
+        return self._call("nvb_event_fd")
 
     def _add_hook(self, obj: Any) -> None:
         """Calls obj._on_event(event) for every event read through this handle
@@ -387,10 +404,10 @@ class Handle:
         if max <= 0:
             raise ValueError("max must be > 0")
         arr = (_lib.CEvent * max)()
-        ret = self._l.nvb_event_read(self._ptr, arr, max, _timeout_ns(timeout))
-        if ret in (-_errno.EAGAIN, -_errno.ETIMEDOUT):
+        n = self._call("nvb_event_read", arr, max, _timeout_ns(timeout),
+                       quiet=(_errno.EAGAIN, _errno.ETIMEDOUT))
+        if n < 0:
             return []
-        n = self._check(ret, "nvb_event_read")
         evs = [Event._from_c(arr[i]) for i in range(n)]
         for ev in evs:
             self._deliver(ev)

@@ -309,6 +309,30 @@ class Events(unittest.TestCase):
         evs = asyncio.run(main())
         self.assertEqual([e.type for e in evs], [EventType.PUBLISHED] * 3 + [EventType.REVOKED] * 3)
 
+    def test_close_while_another_thread_reads(self) -> None:
+        """close() under a blocked read_events() must not free the C handle
+        beneath it: the close waits for the read, which a publish ends."""
+        import threading
+        name = uniq("busy")
+        h = handle()
+        own = uniq("busy-own")
+        h.publish(own, blob=b"x", access=Access.SCOPE)
+        h.watch(name)
+        got: list = []
+        t = threading.Thread(target=lambda: got.extend(h.read_events(8, timeout=None)))
+        t.start()
+        time.sleep(0.2)
+        h.close()
+        self.assertTrue(h.closed)
+        self.assertEqual(errno_of(h.info), errno.EBADF)
+        with handle() as p:
+            self.assertEqual(p.fetch(own).blob, b"x")  # not closed yet: the read pins it
+            p.publish(name, blob=b"wake", access=Access.SCOPE)
+            t.join(10)
+            self.assertFalse(t.is_alive())
+            self.assertEqual([e.name for e in got], [name])
+            self.assertEqual(errno_of(lambda: p.fetch(own)), errno.ENOENT)  # closed now
+
     def test_broker_gone(self) -> None:
         b = Broker()
         try:
