@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import threading
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from . import _lib, dlpack
@@ -41,6 +42,7 @@ class _GpuBuffer(_Memory):
         super().__init__()
         l = _lib.lib()
         self.gpu, self._b = gpu, buf  # type: Gpu, Optional[int]
+        gpu._adopt()
         self.ptr = int(l.nvb_gpu_buf_ptr(buf))
         self.size = int(l.nvb_gpu_buf_size(buf))
         self.handle_types = int(l.nvb_gpu_buf_handle_types(buf))
@@ -59,6 +61,7 @@ class _GpuBuffer(_Memory):
         if b:
             _lib.lib().nvb_gpu_free(b)
             self.ptr = 0
+            self.gpu._drop()
 
 
 class _GpuMapping(_Memory):
@@ -68,6 +71,7 @@ class _GpuMapping(_Memory):
         super().__init__()
         l = _lib.lib()
         self.gpu, self._m = gpu, m  # type: Gpu, Optional[int]
+        gpu._adopt()
         self.ptr = int(l.nvb_gpu_map_ptr(m))
         self.size = int(l.nvb_gpu_map_size(m))
         self.id = int(l.nvb_gpu_map_id(m))
@@ -83,6 +87,7 @@ class _GpuMapping(_Memory):
         if m:
             _lib.lib().nvb_gpu_unmap(m)
             self.ptr = 0
+            self.gpu._drop()
 
 
 def _streams(streams: Union[int, Sequence[int], None]) -> Tuple[Any, int]:
@@ -107,18 +112,43 @@ class Gpu:
         self._g: Optional[int] = g.value
         self._l = l
         self._uuids: Optional[List[bytes]] = None
+        self._lock = threading.Lock()
+        self._live = 0          # buffers and mappings not yet freed
+        self._closing = False
 
     @property
     def _ptr(self) -> int:
-        if self._g is None:
+        if self._closing or self._g is None:
             raise NvbridgeError(errno.EBADF, "nvbridge.Gpu", "closed")
         return self._g
 
-    def close(self) -> None:
-        """Closes the layer; tensors from it must be closed first."""
-        g, self._g = self._g, None
+    def _adopt(self) -> None:
+        with self._lock:
+            self._live += 1
+
+    def _drop(self) -> None:
+        with self._lock:
+            self._live -= 1
+            g = self._g if self._closing and self._live == 0 else None
+            if g:
+                self._g = None
         if g:
             self._l.nvb_gpu_close(g)
+
+    def close(self) -> None:
+        """Closes the layer, at once or, while tensors from it are still
+        mapped (by this object or by DLPack consumers), when the last goes."""
+        with self._lock:
+            self._closing = True
+            g = self._g if self._live == 0 else None
+            if g:
+                self._g = None
+        if g:
+            self._l.nvb_gpu_close(g)
+
+    def __del__(self) -> None:
+        if getattr(self, "_g", None):
+            self.close()
 
     def __enter__(self) -> "Gpu":
         return self

@@ -167,6 +167,22 @@ class GpuAcrossProcesses(unittest.TestCase):
                 p.kill()
                 p.wait()
 
+    def test_close_waits_for_tensors(self) -> None:
+        g = nvbridge.Gpu()
+        t = g.empty(1 << 20, "uint8")
+        x = torch.from_dlpack(t)
+        t.close()
+        g.close()  # deferred: x still maps the buffer
+        self.assertEqual(errno_of(g.device_count), 9)  # EBADF for new calls
+        x.fill_(1)
+        torch.cuda.synchronize()
+        self.assertEqual(int(x.sum()), 1 << 20)
+        del x
+        import gc
+        gc.collect()
+        self.assertTrue(t.closed)
+        self.assertIsNone(g._g)  # the last buffer took the layer with it
+
     def test_copy_and_flags(self) -> None:
         n = 1 << 20
         src, dst, flag = GPU.empty(n, "uint8"), GPU.empty(n, "uint8"), GPU.empty(1, "uint32")
