@@ -48,7 +48,7 @@ def run_unittest() -> tuple:
     suite = unittest.defaultTestLoader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)
     r = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
     failed = len(r.failures) + len(r.errors) + len(r.unexpectedSuccesses)
-    return r.testsRun - failed - len(r.skipped), failed, [(str(t), why) for t, why in r.skipped]
+    return max(0, r.testsRun - failed - len(r.skipped)), failed, [(str(t), why) for t, why in r.skipped]
 
 
 def main() -> int:
