@@ -169,7 +169,7 @@ uninstall:
 	@if [ -n "$(DESTDIR)" ]; then \
 		for d in "$(PKGCONFIGDIR)" "$(LIBDIR)" "$(INCLUDEDIR)/linux" "$(BINDIR)" "$(SBINDIR)" \
 			"$(UDEVRULESDIR)" "$(MODULESLOADDIR)" "$(SYSUSERSDIR)" "$(SYSTEMDUNITDIR)" \
-			$(foreach s,1 3 4 8,"$(MANDIR)/man$(s)") "$(DOCDIR)" "$(NVB_DATADIR)" "$(PYTHONDIR)"; do \
+			$(foreach s,1 3 4 7 8,"$(MANDIR)/man$(s)") "$(DOCDIR)" "$(NVB_DATADIR)" "$(PYTHONDIR)"; do \
 			while [ -n "$$d" ] && [ "$$d" != / ] && [ "$$d" != . ]; do \
 				if [ -d "$(D)$$d" ]; then rmdir "$(D)$$d" 2>/dev/null || break; fi; \
 				d=$$(dirname "$$d"); done; \

@@ -1,34 +1,14 @@
 # SPDX-License-Identifier: MIT
 """The tensor descriptor that travels in an entry's blob ("NVBT", version 1).
 
-One small, versioned, little-endian format; this module is its only
-implementation (README.md in python/ documents it):
+python/README.md ("The descriptor") documents the format; this module is
+its only implementation.  For GPU memory the C GPU layer's struct
+nvb_gpu_meta comes first and the descriptor follows at meta.size; a blob
+without a descriptor after the GPU metadata is a plain byte buffer.
 
-====== ====== =====================================================
-offset bytes  field
-====== ====== =====================================================
-0      4      magic ``b"NVBT"``
-4      2      version (1)
-6      2      header length (32): where shape starts
-8      1      DLPack device type (1 CPU: a memfd; 2 CUDA)
-9      1      DLPack dtype code (0 int, 1 uint, 2 float, 4 bfloat, 5 complex, 6 bool)
-10     1      dtype bits
-11     1      ndim (0..32)
-12     4      flags (bit 0: the producer asks for read-only use; others 0)
-16     8      offset: bytes from the start of the shared memory to element 0
-24     8      extent: bytes of shared memory the tensor needs (offset + span)
-32     8*ndim shape (int64)
-...    8*ndim strides in elements (int64; may be negative)
-====== ====== =====================================================
-
-The blob is exactly 32 + 16 * ndim bytes.  For GPU memory the C GPU layer's
-``struct nvb_gpu_meta`` comes first (so that C's nvb_gpu_import() can use
-the same entry) and the descriptor follows at ``meta.size``.  A blob without
-a descriptor after the GPU metadata is a plain byte buffer.
-
-parse() treats the blob as hostile: every field is checked, and the tensor
-must lie inside the memory that was actually received (checked against the
-file's size or the mapping's size by the caller through ``fits()``).
+parse() treats the blob as hostile: every field is checked (EBADMSG), and
+the caller checks with TensorDesc.fits() that the tensor lies inside the
+memory it actually received.
 """
 from __future__ import annotations
 
