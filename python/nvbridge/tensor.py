@@ -14,6 +14,7 @@ import fcntl
 import os
 import stat
 import threading
+import weakref
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from . import dlpack
@@ -117,6 +118,7 @@ class SharedTensor:
         self._closing = False
         self._released = False
         self._revoked = False
+        self._handle: Optional["weakref.ReferenceType[Handle]"] = None  # the importing handle
 
     # ---- description ----
     @property
@@ -180,6 +182,10 @@ class SharedTensor:
     def _on_event(self, ev: Event) -> None:
         if ev.type == EventType.REVOKED and self.entry is not None and ev.id == self.entry.id:
             self._revoked = True
+        elif ev.type == EventType.OVERFLOW and not self._revoked:
+            h = self._handle() if self._handle is not None else None
+            if h is not None and not h.closed:
+                _recheck(h, self)  # the lost events may have held our revocation
 
     def __repr__(self) -> str:
         kind = "cuda" if self.is_cuda else "cpu"
@@ -391,17 +397,23 @@ def _watch(h: Handle, name: str) -> None:
     st.all = True
     # a revocation of old between the unwatch and the watch went unseen: look again
     for obj in list(h._hooks):
-        ent = getattr(obj, "entry", None)
-        if isinstance(obj, SharedTensor) and ent is not None and ent.name == old:
-            try:
-                with h.fetch(old) as f:
-                    same = f.id == ent.id
-            except NvbridgeError as e:
-                if e.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM):
-                    raise
-                same = False
-            if not same:
-                h._deliver(Event(EventType.REVOKED, RevokeReason.NONE, 0, ent.id, 0, 0, 0, 0, 0, old))
+        if isinstance(obj, SharedTensor) and obj.entry is not None and obj.entry.name == old:
+            _recheck(h, obj)
+
+
+def _recheck(h: Handle, t: SharedTensor) -> None:
+    """Fetches t's name again; if its entry is gone (or replaced), every hook
+    of h gets the REVOKED event it missed."""
+    ent = t.entry
+    assert ent is not None
+    try:
+        with h.fetch(ent.name, expect_uid=ent.uid) as f:
+            if f.id == ent.id:
+                return
+    except NvbridgeError as e:
+        if e.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOTUNIQ):
+            raise
+    h._deliver(Event(EventType.REVOKED, RevokeReason.NONE, 0, ent.id, 0, 0, ent.uid, 0, 0, ent.name))
 
 
 def import_tensor(h: Handle, name: str, wait: bool = False, timeout: Optional[float] = None,
@@ -441,5 +453,6 @@ def import_tensor(h: Handle, name: str, wait: bool = False, timeout: Optional[fl
             mem.release()
             raise
     if watch:
+        t._handle = weakref.ref(h)
         h._add_hook(t)
     return t

@@ -350,6 +350,30 @@ class HostImports(unittest.TestCase):
         finally:
             self.assertEqual(b.stop(), 0)
 
+    def test_revocation_lost_in_an_overflow(self) -> None:
+        """The event queue overflows and drops the revocation: the OVERFLOW
+        record makes the tensor look its entry up again."""
+        from helpers import Broker
+        b = Broker("--max-events", "2")
+        try:
+            with b.open() as p, b.open() as h:
+                t, other = nvbridge.empty(4), nvbridge.empty(4)
+                p.publish_tensor("o/t", t)
+                p.publish_tensor("o/keep", other)
+                u, keep = h.import_tensor("o/t"), h.import_tensor("o/keep")
+                h.watch("noise/", prefix=True)
+                for i in range(4):
+                    p.publish(f"noise/{i}", blob=b"x")
+                p.unpublish(name="o/t")  # its event is one of those dropped
+                evs = list(h.events(timeout=1))
+                self.assertIn(nvbridge.EventType.OVERFLOW, [e.type for e in evs])
+                self.assertNotIn(("o/t", nvbridge.EventType.REVOKED), [(e.name, e.type) for e in evs])
+                self.assertEqual((u.revoked, keep.revoked), (True, False))
+                for x in (u, keep, t, other):
+                    x.close()
+        finally:
+            self.assertEqual(b.stop(), 0)
+
     @unittest.skipUnless(is_root(), NEED_ROOT)
     def test_denied_import(self) -> None:
         t = nvbridge.empty(4)
