@@ -37,13 +37,24 @@ class Broker:
         self.log = open(os.path.join(self.dir, "daemon.log"), "w")
         self.proc = subprocess.Popen([DAEMON, "--socket", self.sock, *args],
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(200):
-            if os.path.exists(self.sock):
+        for _ in range(400):  # the socket file exists from bind(), connections from listen()
+            if os.path.exists(self.sock) and self._accepts():
                 return
             if self.proc.poll() is not None:
                 break
             time.sleep(0.025)
         raise RuntimeError(f"nvbridged did not start (see {self.log.name})")
+
+    def _accepts(self) -> bool:
+        import socket
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            s.connect(self.sock)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
 
     def open(self) -> "nvbridge.Handle":
         return nvbridge.open("broker", socket=self.sock)
