@@ -321,7 +321,11 @@ class Events(unittest.TestCase):
         got: list = []
         t = threading.Thread(target=lambda: got.extend(h.read_events(8, timeout=None)))
         t.start()
-        time.sleep(0.2)
+        for _ in range(500):  # until the reader is inside the C call
+            if h._busy:
+                break
+            time.sleep(0.01)
+        time.sleep(0.05)
         h.close()
         self.assertTrue(h.closed)
         self.assertEqual(errno_of(h.info), errno.EBADF)

@@ -293,21 +293,22 @@ class HostImports(unittest.TestCase):
 
     def test_revoked_visible(self) -> None:
         name = uniq("rev")
-        ready = Sync()
+        ready, go = Sync(), Sync()
 
-        def pub(ready: Sync) -> None:
+        def pub(ready: Sync, go: Sync) -> None:
             with handle() as h2:
                 t = nvbridge.empty(16, "uint8")
                 t.memoryview()[:] = b"x" * 16
                 h2.publish_tensor(name, t, access=Access.SCOPE)
                 ready.post()
-                Sync().wait(0.5) if False else __import__("time").sleep(0.5)
-        c = Child(pub, ready)
+                go.wait()
+        c = Child(pub, ready, go)
         ready.wait()
         with handle() as h:
             u = h.import_tensor(name)
             self.assertFalse(u.revoked)
             self.assertEqual(u.entry.pid, c.pid)
+            go.post()
             c.result()
             evs = list(h.events(timeout=2))
             self.assertTrue(any(e.type == nvbridge.EventType.REVOKED for e in evs))
