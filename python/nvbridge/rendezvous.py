@@ -329,12 +329,13 @@ class Handle:
                             _timeout_ns(timeout) if wait else 0,
                             0 if expect_uid is None else expect_uid, 0)
         cap = self._blob_cap()
-        buf = ctypes.create_string_buffer(max(cap, 1))
+        buf = ctypes.create_string_buffer(cap) if cap else None  # no buffer with no capacity
         ent = _lib.CEntry()
         fd = ctypes.c_int(-1)
         self._call("nvb_fetch", _name(name), ctypes.byref(fo), buf, cap, ctypes.byref(ent),
                    ctypes.byref(fd))
-        return Fetched(Entry._from_c(ent), buf.raw[:ent.blob_len], fd.value)
+        blob = buf.raw[:ent.blob_len] if buf is not None else b""
+        return Fetched(Entry._from_c(ent), blob, fd.value)
 
     def unpublish(self, id: Optional[int] = None, name: Optional[str] = None) -> None:
         """Withdraws an entry published through this handle, by id or by name."""

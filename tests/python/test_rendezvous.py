@@ -337,6 +337,22 @@ class Events(unittest.TestCase):
             self.assertEqual([e.name for e in got], [name])
             self.assertEqual(errno_of(lambda: p.fetch(own)), errno.ENOENT)  # closed now
 
+    def test_broker_without_blobs(self) -> None:
+        """max_blob_size 0: fetches pass no buffer (contract C5: a buffer
+        with no capacity is EINVAL)."""
+        b = Broker("--max-blob-size", "0")
+        try:
+            with b.open() as h:
+                self.assertEqual(h.info().max_blob_size, 0)
+                fd = memfd_with(b"only a file")
+                h.publish("noblob", fd=fd)
+                os.close(fd)
+                with h.fetch("noblob") as f:
+                    self.assertEqual((f.blob, read_fd(f.fd)), (b"", b"only a file"))
+                self.assertEqual(errno_of(lambda: h.publish("b", blob=b"x")), errno.EMSGSIZE)
+        finally:
+            self.assertEqual(b.stop(), 0)
+
     def test_broker_gone(self) -> None:
         b = Broker()
         try:
