@@ -193,8 +193,9 @@ class Gpu:
                 if cu.cuDeviceGetCount(ctypes.byref(n)) == 0:
                     for i in range(n.value):
                         d, u = ctypes.c_int(), (ctypes.c_char * 16)()
-                        if cu.cuDeviceGet(ctypes.byref(d), i) == 0 and \
-                                cu.cuDeviceGetUuid(u, d) == 0:
+                        # the _v2 UUID, as the C layer records it (MIG instances differ)
+                        get_uuid = getattr(cu, "cuDeviceGetUuid_v2", None) or cu.cuDeviceGetUuid
+                        if cu.cuDeviceGet(ctypes.byref(d), i) == 0 and get_uuid(u, d) == 0:
                             self._uuids.append(u.raw)
             except OSError:
                 pass

@@ -171,6 +171,21 @@ class Sync:
         return os.read(self.r, 64)
 
 
+def publishing_child(name: str, make: Callable[[], Any]) -> "tuple[Child, Sync]":
+    """A child that publishes the tensor make() returns under name (SCOPE)
+    and holds it until the returned Sync is posted."""
+    ready, go = Sync(), Sync()
+
+    def pub() -> None:
+        with handle() as h:
+            h.publish_tensor(name, make(), access=nvbridge.Access.SCOPE)
+            ready.post()
+            go.wait()
+    c = Child(pub)
+    ready.wait()
+    return c, go
+
+
 def uniq(prefix: str) -> str:
     uniq.n = getattr(uniq, "n", 0) + 1  # type: ignore[attr-defined]
     return f"py/{prefix}/{os.getpid()}.{uniq.n}"  # type: ignore[attr-defined]

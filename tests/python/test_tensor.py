@@ -13,7 +13,7 @@ import signal
 import struct
 import unittest
 
-from helpers import UID0, Child, Sync, errno_of, handle, is_root, run_as, uniq
+from helpers import UID0, Child, Sync, errno_of, handle, is_root, publishing_child, run_as, uniq
 
 import nvbridge
 from nvbridge import Access, NvbridgeError, dlpack, meta
@@ -293,17 +293,12 @@ class HostImports(unittest.TestCase):
 
     def test_revoked_visible(self) -> None:
         name = uniq("rev")
-        ready, go = Sync(), Sync()
 
-        def pub(ready: Sync, go: Sync) -> None:
-            with handle() as h2:
-                t = nvbridge.empty(16, "uint8")
-                t.memoryview()[:] = b"x" * 16
-                h2.publish_tensor(name, t, access=Access.SCOPE)
-                ready.post()
-                go.wait()
-        c = Child(pub, ready, go)
-        ready.wait()
+        def make() -> nvbridge.SharedTensor:
+            t = nvbridge.empty(16, "uint8")
+            t.memoryview()[:] = b"x" * 16
+            return t
+        c, go = publishing_child(name, make)
         with handle() as h:
             u = h.import_tensor(name)
             self.assertFalse(u.revoked)
