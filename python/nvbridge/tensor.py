@@ -418,11 +418,13 @@ def _recheck(h: Handle, t: SharedTensor) -> None:
 
 def import_tensor(h: Handle, name: str, wait: bool = False, timeout: Optional[float] = None,
                   expect_uid: Optional[int] = None, gpu: Any = None, writable: bool = True,
-                  allow_unsealed: bool = False, watch: bool = True) -> SharedTensor:
+                  allow_unsealed: bool = False, watch: bool = True,
+                  gpu_flags: int = 0) -> SharedTensor:
     """Fetches name and maps its memory as a SharedTensor (no copy).
 
     Host entries map the memfd (writable unless ``writable=False``); GPU
-    entries need ``gpu`` (an nvbridge.Gpu) and come back as kDLCUDA tensors.
+    entries need ``gpu`` (an nvbridge.Gpu) and come back as kDLCUDA tensors
+    (``gpu_flags``: nvbridge.gpu.IMPORT_NO_FABRIC, IMPORT_LOCAL_ONLY).
     With ``watch`` the name is watched first, so that ``t.revoked`` turns
     True when a revocation is read through h.
     """
@@ -444,7 +446,7 @@ def import_tensor(h: Handle, name: str, wait: bool = False, timeout: Optional[fl
             if desc is not None and desc.device_type != DLDeviceType.CUDA:
                 raise NvbridgeError(errno.EBADMSG, "import_tensor",
                                     "GPU metadata with a host descriptor")
-            mem = gpu._import(h, f, gpu_meta)
+            mem = gpu._import(h, f, gpu_meta, gpu_flags)
             if desc is None:
                 desc = TensorDesc(DLDeviceType.CUDA, dlpack.dtype("uint8"), (mem.size,), (1,))
         try:

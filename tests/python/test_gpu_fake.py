@@ -165,6 +165,11 @@ class FakeGpu(unittest.TestCase):
             u = h.import_tensor(name, gpu=self.g)
             self.assertEqual(errno_of(lambda: h.publish_tensor(uniq("again"), u)), errno.EINVAL)
             self.assertEqual(errno_of(lambda: h.import_tensor(name)), errno.ENODEV)  # no gpu=
+            self.assertEqual(errno_of(lambda: h.import_tensor(name, gpu=self.g, gpu_flags=0x80)),
+                             errno.EINVAL)  # unknown import flags reach the C layer
+            v = h.import_tensor(name, gpu=self.g, gpu_flags=gpu.IMPORT_NO_FABRIC | gpu.IMPORT_LOCAL_ONLY)
+            self.assertEqual(v._mem.handle_type, gpu.HANDLE_POSIX_FD)
+            v.close()
             u.close()
         t.close()
 
