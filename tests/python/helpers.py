@@ -27,6 +27,20 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+def others_can_read(path: str) -> bool:
+    """Whether another uid can reach path (every directory above it o+x)
+    and read it (o+r): test-uid subprocesses import the package from here."""
+    import stat
+    p = os.path.abspath(path)
+    if not os.stat(p).st_mode & stat.S_IROTH:
+        return False
+    while p != "/":
+        p = os.path.dirname(p)
+        if not os.stat(p).st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
 class Broker:
     """A private nvbridged on a socket in a fresh 0755 directory."""
 
@@ -169,6 +183,16 @@ class Sync:
         if not select.select([self.r], [], [], timeout)[0]:
             raise TimeoutError("no signal from the peer")
         return os.read(self.r, 64)
+
+
+def tree_readable_by_test_uids() -> bool:
+    return all(others_can_read(p) for p in (
+        os.path.join(REPO, "python", "nvbridge", "__init__.py"),
+        os.path.join(REPO, "examples", "python", "kv_consumer.py"),
+        os.path.realpath(os.environ["NVBRIDGE_LIB"])))
+
+
+UNREADABLE = "the source tree or the library is not readable by the test uids"
 
 
 def publishing_child(name: str, make: Callable[[], Any]) -> "tuple[Child, Sync]":

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import unittest
 
-from helpers import REPO, UID0, is_root
+from helpers import REPO, UID0, UNREADABLE, is_root, tree_readable_by_test_uids
 
 try:
     import numpy  # noqa: F401
@@ -45,6 +45,7 @@ class KvExample(unittest.TestCase):
         self.run_pair(None)
 
     @unittest.skipUnless(is_root(), "needs root: the denial cases setuid to the test uids 2300-2399")
+    @unittest.skipUnless(tree_readable_by_test_uids(), UNREADABLE)
     def test_consumer_other_uid(self) -> None:
         self.run_pair(UID0 + 30)
 

@@ -15,7 +15,7 @@ import sys
 import textwrap
 import unittest
 
-from helpers import REPO, UID0, errno_of, handle, is_root, uniq
+from helpers import REPO, UID0, UNREADABLE, errno_of, handle, is_root, tree_readable_by_test_uids, uniq
 
 import nvbridge
 from nvbridge import Access, EventType, NvbridgeError, dlpack
@@ -130,6 +130,7 @@ class GpuAcrossProcesses(unittest.TestCase):
         self.roundtrip(None, Access.OWNER)
 
     @unittest.skipUnless(is_root(), "needs root: the denial cases setuid to the test uids 2300-2399")
+    @unittest.skipUnless(tree_readable_by_test_uids(), UNREADABLE)
     def test_other_uid(self) -> None:
         self.roundtrip(UID0 + 40, Access.UID)
 
