@@ -21,6 +21,7 @@ os.environ.setdefault("NVBRIDGE_LIB", os.path.join(BUILD, "lib", "libnvbridge.so
 import nvbridge  # noqa: E402  (after NVBRIDGE_LIB is set)
 
 UID0 = 2300  # the test uids: 2300-2399
+NEED_ROOT = "needs root: the denial cases setuid to the test uids 2300-2399"
 
 
 def is_root() -> bool:

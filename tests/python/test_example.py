@@ -8,7 +8,7 @@ import subprocess
 import sys
 import unittest
 
-from helpers import REPO, UID0, UNREADABLE, is_root, tree_readable_by_test_uids
+from helpers import NEED_ROOT, REPO, UID0, UNREADABLE, is_root, tree_readable_by_test_uids
 
 try:
     import numpy  # noqa: F401
@@ -44,7 +44,7 @@ class KvExample(unittest.TestCase):
     def test_same_user(self) -> None:
         self.run_pair(None)
 
-    @unittest.skipUnless(is_root(), "needs root: the denial cases setuid to the test uids 2300-2399")
+    @unittest.skipUnless(is_root(), NEED_ROOT)
     @unittest.skipUnless(tree_readable_by_test_uids(), UNREADABLE)
     def test_consumer_other_uid(self) -> None:
         self.run_pair(UID0 + 30)

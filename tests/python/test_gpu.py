@@ -15,7 +15,7 @@ import sys
 import textwrap
 import unittest
 
-from helpers import REPO, UID0, UNREADABLE, errno_of, handle, is_root, tree_readable_by_test_uids, uniq
+from helpers import NEED_ROOT, REPO, UID0, UNREADABLE, errno_of, handle, is_root, tree_readable_by_test_uids, uniq
 
 import nvbridge
 from nvbridge import Access, EventType, NvbridgeError, dlpack
@@ -129,7 +129,7 @@ class GpuAcrossProcesses(unittest.TestCase):
     def test_same_user(self) -> None:
         self.roundtrip(None, Access.OWNER)
 
-    @unittest.skipUnless(is_root(), "needs root: the denial cases setuid to the test uids 2300-2399")
+    @unittest.skipUnless(is_root(), NEED_ROOT)
     @unittest.skipUnless(tree_readable_by_test_uids(), UNREADABLE)
     def test_other_uid(self) -> None:
         self.roundtrip(UID0 + 40, Access.UID)

@@ -14,7 +14,7 @@ import struct
 import time
 import unittest
 
-from helpers import BUILD, UID0, errno_of, handle, is_root, publishing_child, run_as, uniq
+from helpers import BUILD, NEED_ROOT, UID0, errno_of, handle, is_root, publishing_child, run_as, uniq
 
 import nvbridge
 from nvbridge import Access, NvbridgeError, gpu
@@ -79,7 +79,7 @@ class FakeGpu(unittest.TestCase):
     def test_across_processes(self) -> None:
         self.roundtrip(None)
 
-    @unittest.skipUnless(is_root(), "needs root: the denial cases setuid to the test uids 2300-2399")
+    @unittest.skipUnless(is_root(), NEED_ROOT)
     def test_across_uids(self) -> None:
         self.roundtrip(UID0 + 41)
 

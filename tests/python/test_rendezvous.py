@@ -13,12 +13,11 @@ import time
 import unittest
 from typing import Any, Optional
 
-from helpers import UID0, Broker, Child, Sync, errno_of, handle, is_root, run_as, sock, uniq
+from helpers import NEED_ROOT, UID0, Broker, Child, Sync, errno_of, handle, is_root, run_as, sock, uniq
 
 import nvbridge
 from nvbridge import Access, EventType, NvbridgeError, RevokeReason
 
-NEED_ROOT = "needs root: the denial cases setuid to the test uids 2300-2399"
 DENIED = (errno.ENOENT, errno.EACCES)  # contract v2: ENOENT; before it: EACCES
 
 

@@ -13,7 +13,7 @@ import signal
 import struct
 import unittest
 
-from helpers import UID0, Child, Sync, errno_of, handle, is_root, publishing_child, run_as, uniq
+from helpers import NEED_ROOT, UID0, Child, Sync, errno_of, handle, is_root, publishing_child, run_as, uniq
 
 import nvbridge
 from nvbridge import Access, NvbridgeError, dlpack, meta
@@ -30,7 +30,6 @@ except ImportError:
 
 NO_NUMPY = "python3-numpy is not installed"
 NO_TORCH = "python3-torch is not installed"
-NEED_ROOT = "needs root: the denial cases setuid to the test uids 2300-2399"
 
 _api = ctypes.pythonapi
 _api.PyCapsule_IsValid.restype = ctypes.c_int
