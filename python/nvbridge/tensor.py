@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 import weakref
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from . import dlpack
 from ._lib import NvbridgeError

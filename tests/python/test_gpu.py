@@ -8,7 +8,6 @@ use it in a forked child.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import unittest
 from helpers import NEED_ROOT, REPO, UID0, UNREADABLE, errno_of, handle, is_root, tree_readable_by_test_uids, uniq
 
 import nvbridge
-from nvbridge import Access, EventType, NvbridgeError, dlpack
+from nvbridge import Access, EventType, NvbridgeError
 
 try:
     GPU = nvbridge.Gpu()

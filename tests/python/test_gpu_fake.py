@@ -17,7 +17,7 @@ import unittest
 from helpers import BUILD, NEED_ROOT, UID0, errno_of, handle, is_root, publishing_child, run_as, uniq
 
 import nvbridge
-from nvbridge import Access, NvbridgeError, gpu
+from nvbridge import Access, gpu
 from nvbridge._lib import GpuMeta, lib
 
 FAKE = os.environ.get("NVB_FAKE_CUDA", os.path.join(BUILD, "python", "libfakecuda.so"))
