@@ -186,6 +186,23 @@ class Sync:
         return os.read(self.r, 64)
 
 
+def open_gpu() -> "tuple[Optional[nvbridge.Gpu], str]":
+    """(the GPU layer, "") or (None, why not): one reason for every GPU variant."""
+    try:
+        return nvbridge.Gpu(), ""
+    except nvbridge.NvbridgeError as e:
+        return None, f"no usable GPU: {e}"
+
+
+def torch_cuda() -> "tuple[Any, str]":
+    """(torch, "") when torch sees a CUDA device, else (torch or None, why not)."""
+    try:
+        import torch
+    except ImportError:
+        return None, "torch is not installed"
+    return torch, "" if torch.cuda.is_available() else "torch sees no CUDA device"
+
+
 def tree_readable_by_test_uids() -> bool:
     return all(others_can_read(p) for p in (
         os.path.join(REPO, "python", "nvbridge", "__init__.py"),

@@ -14,23 +14,14 @@ import sys
 import textwrap
 import unittest
 
-from helpers import NEED_ROOT, REPO, UID0, UNREADABLE, errno_of, handle, is_root, tree_readable_by_test_uids, uniq
+from helpers import (NEED_ROOT, REPO, UID0, UNREADABLE, errno_of, handle, is_root, open_gpu,
+                     torch_cuda, tree_readable_by_test_uids, uniq)
 
 import nvbridge
-from nvbridge import Access, EventType, NvbridgeError
+from nvbridge import Access, EventType
 
-try:
-    GPU = nvbridge.Gpu()
-    NO_GPU = ""
-except NvbridgeError as e:
-    GPU = None
-    NO_GPU = f"no usable GPU: {e}"
-try:
-    import torch
-    NO_TORCH_CUDA = "" if torch.cuda.is_available() else "torch sees no CUDA device"
-except ImportError:
-    torch = None
-    NO_TORCH_CUDA = "torch is not installed"
+GPU, NO_GPU = open_gpu()
+torch, NO_TORCH_CUDA = torch_cuda()
 
 SHAPE = (4, 8, 16, 64)  # layers x blocks x tokens x dim
 
@@ -87,7 +78,7 @@ class Gpu(unittest.TestCase):
 
 
 @unittest.skipIf(GPU is None, NO_GPU)
-@unittest.skipIf(torch is None or NO_TORCH_CUDA, NO_TORCH_CUDA or "torch is not installed")
+@unittest.skipIf(bool(NO_TORCH_CUDA), NO_TORCH_CUDA)
 class GpuAcrossProcesses(unittest.TestCase):
     CONSUMER = """
         import torch, nvbridge, test_gpu
