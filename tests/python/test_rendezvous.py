@@ -352,6 +352,22 @@ class Events(unittest.TestCase):
         finally:
             self.assertEqual(b.stop(), 0)
 
+    def test_entry_quota(self) -> None:
+        b = Broker("--max-entries-per-user", "2")
+        try:
+            with b.open() as h:
+                h.publish("q/1", blob=b"x")
+                h.publish("q/2", blob=b"x")
+                with self.assertRaises(NvbridgeError) as cm:
+                    h.publish("q/3", blob=b"x")
+                # contract v2: ENOSPC; before it: EDQUOT
+                self.assertIn(cm.exception.errno, (errno.ENOSPC, errno.EDQUOT))
+                self.assertTrue(cm.exception.detail)
+                h.unpublish(name="q/1")
+                h.publish("q/3", blob=b"x")
+        finally:
+            self.assertEqual(b.stop(), 0)
+
     def test_broker_gone(self) -> None:
         b = Broker()
         try:
