@@ -58,11 +58,12 @@ class FakeGpu(unittest.TestCase):
         t = self.g.empty((64, 32), "int32")
         data = fill(t, 3)
         name = uniq("fgpu")
+        owner = os.geteuid()
 
         def consumer() -> tuple:
             g = nvbridge.Gpu(FAKE)
             with handle() as h:
-                u = h.import_tensor(name, expect_uid=0, gpu=g)
+                u = h.import_tensor(name, expect_uid=owner, gpu=g)
                 seen = (u.is_cuda, u.shape, u.dtype.name, u.entry.uid,
                         ctypes.string_at(u.ptr, u.nbytes) == data)
                 ctypes.memmove(u.ptr, bytes(b ^ 0xFF for b in data), len(data))
@@ -72,7 +73,7 @@ class FakeGpu(unittest.TestCase):
         with handle() as h:
             h.publish_tensor(name, t, access=Access.UID if uid else Access.OWNER, uid=uid)
             seen = run_as(consumer, uid=uid)
-        self.assertEqual(seen, (True, (64, 32), "int32", 0, True))
+        self.assertEqual(seen, (True, (64, 32), "int32", owner, True))
         self.assertEqual(ctypes.string_at(t.ptr, t.nbytes), bytes(b ^ 0xFF for b in data))
         t.close()
 

@@ -386,11 +386,11 @@ class HostImports(unittest.TestCase):
         t.close()
 
 
-def _numpy_consumer(name: str, ready: Sync) -> list:
+def _numpy_consumer(name: str, owner: int, ready: Sync) -> list:
     """Imports, checks against the expected sum, writes back through torch
     when present (else numpy), returns what it saw."""
     with handle() as h:
-        u = h.import_tensor(name, wait=True, timeout=10, expect_uid=0)
+        u = h.import_tensor(name, wait=True, timeout=10, expect_uid=owner)
         a = numpy.from_dlpack(u)
         seen = [a.shape, a.strides, str(a.dtype), float(a.sum()), bool(a.flags.writeable)]
         if torch is not None:
@@ -417,7 +417,7 @@ class ZeroCopy(unittest.TestCase):
         ready = Sync()
         with handle() as h:
             h.publish_tensor(name, view, access=access, uid=uid)
-            seen = Child(_numpy_consumer, name, ready, uid=uid).result(60)
+            seen = Child(_numpy_consumer, name, os.geteuid(), ready, uid=uid).result(60)
             ready.wait()
         self.assertEqual(seen[0], expect.shape)
         self.assertEqual(seen[1], expect_strides)
