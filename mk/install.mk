@@ -45,6 +45,12 @@ NVB_SOCKET_PATH ?= /run/nvbridge/nvbridged.sock
 DESTDIR     ?=
 
 NVB_LIB_FILES = $(wildcard $(BUILD)/lib/libnvbridge.a $(BUILD)/lib/libnvbridge.so*)
+# The Python package: Debian's interpreter reads /usr/lib/python3/dist-packages
+# (PREFIX=/usr) and /usr/local/lib/python3.X/dist-packages (PREFIX=/usr/local).
+# LIBDIR is recorded in the installed nvbridge/_paths.py.
+NVB_PY_FILES = $(wildcard python/nvbridge/*.py python/nvbridge/py.typed)
+NVB_PYVER = $(shell $(or $(NVB_PYTHON),python3) -c 'import sys; print("python%d.%d" % sys.version_info[:2])' 2>/dev/null || echo python3)
+PYTHONDIR ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages,$(PREFIX)/lib/$(NVB_PYVER)/dist-packages)
 NVB_PUBLIC_HEADERS = $(wildcard libnvbridge/nvbridge.h libnvbridge/nvbridge_uring.h \
 	libnvbridge/nvbridge_gpu.h)
 NVB_BIN_PROGRAMS = $(wildcard $(BUILD)/lib/nvbridgectl $(BUILD)/bench/nvbridge-bench)
@@ -136,7 +142,15 @@ install-files: install-gen
 	inst 0644 $(SYSTEMDUNITDIR) $(NVB_GEN)/nvbridged.service $(NVB_GEN)/nvbridged.socket; \
 	inst 0644 $(NVB_DATADIR) udev/60-nvbridge-group.rules systemd/nvbridged-socket-group.conf; \
 	for m in $(NVB_MANPAGES); do s=$${m##*.}; inst 0644 $(MANDIR)/man$$s $$m; done; \
-	inst 0644 $(DOCDIR) $(wildcard README.md Documentation/*.rst)
+	inst 0644 $(DOCDIR) $(wildcard README.md Documentation/*.rst); \
+	if [ -n "$(strip $(NVB_PY_FILES))" ]; then \
+		$(INSTALL) -d -m 0755 "$(D)$(PYTHONDIR)/nvbridge"; \
+		$(INSTALL) -m 0644 $(NVB_PY_FILES) "$(D)$(PYTHONDIR)/nvbridge/"; \
+		sed -i 's|^LIBDIR: Optional\[str\] = None$$|LIBDIR: Optional[str] = "$(LIBDIR)"|' \
+			"$(D)$(PYTHONDIR)/nvbridge/_paths.py"; \
+		echo "  $(PYTHONDIR)/nvbridge/ (Python package, libnvbridge from $(LIBDIR))"; \
+		$(INSTALL) -m 0644 python/README.md "$(D)$(DOCDIR)/python.md"; \
+	fi
 
 uninstall:
 	@for f in $(notdir $(NVB_LIB_FILES)); do rm -f "$(D)$(LIBDIR)/$$f"; done
@@ -148,14 +162,14 @@ uninstall:
 	@rm -f "$(D)$(UDEVRULESDIR)/60-nvbridge.rules" "$(D)$(MODULESLOADDIR)/nvbridge.conf" \
 		"$(D)$(SYSUSERSDIR)/nvbridge.conf"
 	@rm -f "$(D)$(SYSTEMDUNITDIR)/nvbridged.service" "$(D)$(SYSTEMDUNITDIR)/nvbridged.socket"
-	@rm -rf "$(D)$(NVB_DATADIR)" "$(D)$(DOCDIR)"
+	@rm -rf "$(D)$(NVB_DATADIR)" "$(D)$(DOCDIR)" "$(D)$(PYTHONDIR)/nvbridge"
 	@for m in $(notdir $(NVB_MANPAGES)); do rm -f "$(D)$(MANDIR)/man$${m##*.}/$$m"; done
 	@# In a staging tree (DESTDIR set) also remove the directories that are
 	@# empty now, up to DESTDIR; on a live system shared directories stay.
 	@if [ -n "$(DESTDIR)" ]; then \
 		for d in "$(PKGCONFIGDIR)" "$(LIBDIR)" "$(INCLUDEDIR)/linux" "$(BINDIR)" "$(SBINDIR)" \
 			"$(UDEVRULESDIR)" "$(MODULESLOADDIR)" "$(SYSUSERSDIR)" "$(SYSTEMDUNITDIR)" \
-			$(foreach s,1 3 4 8,"$(MANDIR)/man$(s)") "$(DOCDIR)" "$(NVB_DATADIR)"; do \
+			$(foreach s,1 3 4 7 8,"$(MANDIR)/man$(s)") "$(DOCDIR)" "$(NVB_DATADIR)" "$(PYTHONDIR)"; do \
 			while [ -n "$$d" ] && [ "$$d" != / ] && [ "$$d" != . ]; do \
 				if [ -d "$(D)$$d" ]; then rmdir "$(D)$$d" 2>/dev/null || break; fi; \
 				d=$$(dirname "$$d"); done; \
