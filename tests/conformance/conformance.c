@@ -2611,6 +2611,9 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "publish_allowlist", t_publish_allowlist },
 	{ "ids_per_scope", t_ids_per_scope },
 	{ "override_by_capability", t_override_by_capability },
+	{ "check_order", t_check_order },
+	{ "ids_restart_with_scope", t_ids_restart_with_scope },
+	{ "wait_signal_restart", t_wait_signal_restart },
 };
 
 int main(int argc, char **argv)
