@@ -26,8 +26,10 @@
 extern "C" {
 #endif
 
+/* The package's version: the Makefile reads it from here (NVB_VERSION). */
 #define NVB_VERSION_MAJOR	1
 #define NVB_VERSION_MINOR	1
+#define NVB_VERSION_PATCH	0
 
 /* Names: 1..63 bytes of [A-Za-z0-9._:/-]. */
 #define NVB_NAME_MAX		64
