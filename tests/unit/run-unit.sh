@@ -84,6 +84,19 @@ t "ctl_exit_timeout_5" sh -c "'$C' fetch ctl/none --wait --timeout 0.2 2>/dev/nu
 t "ctl_exit_exists_6" sh -c "'$C' publish ctl/a --for 0 >/dev/null 2>&1; [ \$? = 6 ]"
 t "ctl_exit_usage_2" sh -c "'$C' frobnicate 2>/dev/null; [ \$? = 2 ]"
 t "ctl_exit_denied_4" sh -c "'$C' publish ctl/own --for 5 >/dev/null & sleep 0.3; setpriv --reuid 4321 --regid 4321 --clear-groups '$C' fetch ctl/own 2>/dev/null; r=\$?; wait; [ \$r = 4 ]"
+# two users publish one name: a clear message and exit 9 until --expect-uid says whose
+# (a second broker with a socket other users may reach)
+"$D" --socket "$tmp/run2/d.sock" 2>"$tmp/d2.log" &
+d2pid=$!
+i=0; while [ ! -S "$tmp/run2/d.sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+NVBRIDGE_SOCKET=$tmp/run2/d.sock "$C" publish ctl/two --access scope --for 3 >/dev/null &
+NVBRIDGE_SOCKET=$tmp/run2/d.sock setpriv --reuid 4321 --regid 4321 --clear-groups \
+	"$C" publish ctl/two --access scope --for 3 >/dev/null &
+sleep 0.4
+t "ctl_exit_notuniq_9" sh -c "NVBRIDGE_SOCKET='$tmp/run2/d.sock' '$C' fetch ctl/two 2>'$tmp/nu.err'; [ \$? = 9 ] && grep -q -- --expect-uid '$tmp/nu.err'"
+t "ctl_notuniq_expect_uid" sh -c "NVBRIDGE_SOCKET='$tmp/run2/d.sock' '$C' fetch ctl/two --expect-uid 4321 >/dev/null"
+kill "$d2pid" 2>/dev/null
+wait "$d2pid" 2>/dev/null
 t "ctl_error_json" sh -c "'$C' --json fetch ctl/none | python3 -c 'import json,sys; e=json.load(sys.stdin); assert e[\"errno\"]==2'"
 "$C" watch ctl/w --count 2 --json --timeout 10 >"$tmp/watch.out" &
 wpid=$!
