@@ -2614,6 +2614,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "check_order", t_check_order },
 	{ "ids_restart_with_scope", t_ids_restart_with_scope },
 	{ "wait_signal_restart", t_wait_signal_restart },
+	{ "watches_per_user", t_watches_per_user },
 };
 
 int main(int argc, char **argv)

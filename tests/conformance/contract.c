@@ -572,3 +572,53 @@ static int t_wait_signal_restart(void)
 	nvb_close(h);
 	return 0;
 }
+
+/*
+ * Watches per user: max_watches_per_user (module parameter, broker
+ * --max-watches-per-user; default 65536 on both) over all of a euid's
+ * files or connections, -ENOSPC beyond, as the per-file max_watches.
+ * Run as root: the broker bounds connections per non-root uid first.
+ */
+static int t_watches_per_user(void)
+{
+	struct rlimit rl = { 8192, 8192 };
+	struct nvb_info i = { .sz = sizeof(i) };
+	unsigned int max = 65536, total = 0, nh = 0, k;
+	struct nvb **hs;
+	char n[NVB_NAME_MAX];
+	FILE *f;
+	int r = 0;
+
+	f = fopen("/sys/module/nvbridge/parameters/max_watches_per_user", "r");
+	if (f) {
+		if (backend == NVB_BACKEND_KERNEL && fscanf(f, "%u", &max) != 1)
+			max = 65536;
+		fclose(f);
+	}
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		SKIP("RLIMIT_NOFILE %u: %s", (unsigned int)rl.rlim_cur, strerror(errno));
+	hs = calloc(max / 8 + 2, sizeof(*hs));
+	CHECK(hs, "calloc");
+	OPEN(hs[0]);
+	OK(nvb_info(hs[0], &i));
+	CHECK(max / i.max_watches + 2 <= max / 8 + 2, "max_watches %u too small", i.max_watches);
+	for (nh = 1; r == 0; nh++) {
+		for (k = 0; k < i.max_watches && r == 0; k++) {
+			snprintf(n, sizeof(n), "%su%u", pfx, k);
+			r = nvb_watch(hs[nh - 1], n, 0, NULL);
+			total += r == 0;
+		}
+		if (r == 0)
+			OPEN(hs[nh]);
+	}
+	nh--;
+	EXPECT(r, -ENOSPC);
+	EXPECT(total, max);		/* the file's own bound was not the one reached */
+	nvb_close(hs[0]);		/* frees max_watches of them */
+	OPEN(hs[0]);
+	OK(nvb_watch(hs[0], nm("again"), 0, NULL));
+	for (k = 0; k < nh; k++)
+		nvb_close(hs[k]);
+	free(hs);
+	return 0;
+}
