@@ -16,8 +16,12 @@ RESULTS   := $(BUILD)/results
 NVB_CACHE ?= $(HOME)/.cache/nvbridge
 CC        ?= gcc
 UAPI_INC  := -I$(CURDIR)/include/uapi
+# one version for the library, pkg-config, DKMS and the tests: the public
+# header's NVB_VERSION_MAJOR.MINOR.PATCH
+NVB_VERSION := $(shell sed -n 's/^\#define NVB_VERSION_\(MAJOR\|MINOR\|PATCH\)[[:space:]]*\([0-9]*\).*/\2/p' \
+	libnvbridge/nvbridge.h | paste -sd.)
 
-export BUILD RESULTS NVB_CACHE
+export BUILD RESULTS NVB_CACHE NVB_VERSION
 
 CHECK_SUITES :=
 

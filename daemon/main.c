@@ -155,7 +155,7 @@ static void usage(FILE *f)
 		"  --max-blob-size N        (default 4096, at most %d)\n"
 		"  --max-events N           event queue per connection (default 1024)\n"
 		"  --max-watches N          per connection (default 64)\n"
-		"  --max-watches-per-user N (default 1024)\n"
+		"  --max-watches-per-user N (default 65536)\n"
 		"  --max-waiters N          parked FETCH_WAITs per connection (default 256)\n"
 		"  --max-waiters-per-user N (default 1024)      --max-waiters-total N (default 65536)\n"
 		"  --max-connections-per-user N  for a non-root euid (default 256)\n"

@@ -378,10 +378,6 @@ static long nvb_ioctl_fetch(struct nvb_file *f,
 		return -EINVAL;
 	if (!(arg.flags & NVBRIDGE_FETCH_WAIT) && arg.timeout_ns)
 		return -EINVAL;
-	if (!arg.blob && arg.blob_cap)
-		return -EFAULT;
-	if (arg.blob && !arg.blob_cap)
-		return -EINVAL;
 	if (arg.flags & NVBRIDGE_FETCH_EXPECT_UID) {
 		expect = make_kuid(f->cred->user_ns, arg.expect_uid);
 		if (!uid_valid(expect))
@@ -392,6 +388,11 @@ static long nvb_ioctl_fetch(struct nvb_file *f,
 	ret = nvb_name_check(arg.name, false);
 	if (ret < 0)
 		return ret;
+	if (arg.blob && !arg.blob_cap)
+		return -EINVAL;
+	/* Every value is checked before the pointer, as the broker does. */
+	if (!arg.blob && arg.blob_cap)
+		return -EFAULT;
 
 	ret = nvb_fetch_expect(f, arg.name, arg.blob_cap, expect,
 			       arg.flags & NVBRIDGE_FETCH_WAIT, &arg.timeout_ns,

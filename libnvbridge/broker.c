@@ -222,6 +222,32 @@ static ssize_t recv_msg(int s, void *buf, size_t cap, struct nvb_rx *rx, int fla
  * broker usually answers within a few microseconds, and a sleep + wake-up
  * costs more than that), then blocks (SO_RCVTIMEO bounds it).
  */
+/*
+ * A FETCH_WAIT sleeps in poll(), not in recvmsg(): after a stop and a
+ * SIGCONT with no handler, recvmsg() on a socket with SO_RCVTIMEO fails
+ * with EINTR (signal(7)), which would end the wait; poll() is restarted
+ * then, and fails with EINTR exactly when a handler ran, SA_RESTART or
+ * not, as the ioctl (-ERESTARTNOHAND).  -EAGAIN when @deadline passed.
+ */
+static ssize_t recv_wait(int s, void *buf, size_t cap, struct nvb_rx *rx, int64_t deadline)
+{
+	struct pollfd pf = { .fd = s, .events = POLLIN };
+	int ms = -1, r;
+
+	rx->nfds = 0;
+	if (deadline) {
+		int64_t left = deadline - mono_ns();
+
+		ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+	}
+	r = poll(&pf, 1, ms);
+	if (r < 0)
+		return -errno;
+	if (r == 0)
+		return -EAGAIN;
+	return recv_msg(s, buf, cap, rx, MSG_DONTWAIT);
+}
+
 static ssize_t recv_reply(int s, void *buf, size_t cap, struct nvb_rx *rx, int64_t spin_ns)
 {
 	if (spin_ns > 0) {
@@ -506,7 +532,10 @@ static bool read_one(struct nvb *h, struct nvb_pending *p, int64_t deadline,
 		}
 	}
 	pthread_mutex_unlock(&h->lock);
-	n = recv_reply(h->fd, h->rxbuf, RXBUF_SIZE, &rx, wait_fetch ? 0 : h->spin_ns);
+	if (wait_fetch)
+		n = recv_wait(h->fd, h->rxbuf, RXBUF_SIZE, &rx, deadline);
+	else
+		n = recv_reply(h->fd, h->rxbuf, RXBUF_SIZE, &rx, h->spin_ns);
 	pthread_mutex_lock(&h->lock);
 	if (n == -EINTR || n == -EAGAIN) {
 		nvb_rx_close(&rx);
@@ -554,7 +583,7 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 	const void *data = NULL;
 	int sendfd = -1, ret;
 	bool cancelled = false, wait_fetch = false, timed_out = false;
-	int64_t deadline;
+	int64_t deadline, wait_end = 0;
 	uint32_t size;
 
 	memcpy(&size, arg, sizeof(size));
@@ -567,13 +596,16 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 		struct nvbridge_publish *pb = arg;
 
 		pb->id = 0;	/* as the module: the id only on success */
-		if (pb->blob_len && !pb->blob)
-			return -EFAULT;
-		if (pb->blob_len <= h->binfo.max_blob_size && pb->blob_len <= NVBRIDGE_WIRE_DATA_MAX) {
+		/*
+		 * A missing blob or fd is the broker's to answer (-EFAULT,
+		 * -EBADF), after it has checked every value, as the ioctl does.
+		 */
+		if (pb->blob && pb->blob_len <= h->binfo.max_blob_size &&
+		    pb->blob_len <= NVBRIDGE_WIRE_DATA_MAX) {
 			hdr.data_len = pb->blob_len;
 			data = (const void *)(uintptr_t)pb->blob;
 		}
-		if (pb->fd >= 0)
+		if (pb->fd >= 0 && fcntl(pb->fd, F_GETFD) >= 0)
 			sendfd = pb->fd;
 		break;
 	}
@@ -584,6 +616,8 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 		p.data_cap = f->blob ? f->blob_cap : 0;
 		p.cloexec = !(f->flags & NVBRIDGE_FETCH_NO_CLOEXEC);
 		wait_fetch = f->flags & NVBRIDGE_FETCH_WAIT;
+		if (wait_fetch && f->timeout_ns >= 0)
+			wait_end = mono_ns() + (f->timeout_ns < NO_TIMEOUT_NS ? f->timeout_ns : NO_TIMEOUT_NS);
 		break;
 	}
 	case NVBRIDGE_IOC_LIST: {
@@ -686,5 +720,11 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 	ret = p.result;
 	pthread_mutex_unlock(&h->lock);
 	pthread_cond_destroy(&p.cv);
+	if (ret == -EINTR && wait_end) {
+		/* as the ioctl: a FETCH_WAIT ended by a signal says how long was left */
+		int64_t left = wait_end - mono_ns();
+
+		((struct nvbridge_fetch *)arg)->timeout_ns = left > 0 ? left : 0;
+	}
 	return ret;
 }

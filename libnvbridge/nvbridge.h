@@ -26,8 +26,10 @@
 extern "C" {
 #endif
 
+/* The package's version: the Makefile reads it from here (NVB_VERSION). */
 #define NVB_VERSION_MAJOR	1
 #define NVB_VERSION_MINOR	1
+#define NVB_VERSION_PATCH	0
 
 /* Names: 1..63 bytes of [A-Za-z0-9._:/-]. */
 #define NVB_NAME_MAX		64
@@ -130,12 +132,17 @@ struct nvb_publish_opts {
 
 /*
  * Publishes fd (or -1 for none) and/or blob[0..blob_len) under name.  The
- * entry lives until nvb_unpublish() or until the handle is closed (or the
- * process dies).  *id (may be NULL) receives the entry id.
- * Errors: -EINVAL (name, access, uid/gid, or a refused file: an nvbridge
- * handle, an io_uring or any AF_UNIX socket, which could carry the handle
- * in flight), -EBADF (not open, or an O_PATH fd), -EEXIST, -EMSGSIZE,
- * -EDQUOT, -EFAULT.
+ * entry is (scope, caller's euid, name): another user may publish the same
+ * name.  It lives until nvb_unpublish() or until the handle is closed (or
+ * the process dies).  *id (may be NULL) receives the entry id, counted per
+ * scope from 1.
+ * Errors: -EINVAL (name, access, uid/gid, flags, or a file that may not be
+ * published: only regular files (memfd, shmem), dma-bufs and character
+ * devices of the allowed majors may), -EBADF (not open, or an O_PATH fd),
+ * -EEXIST (the caller's euid already has name in this scope), -EMSGSIZE
+ * (blob larger than max_blob_size), -ENOSPC (the caller's euid is at its
+ * entry or blob-byte quota), -EFAULT.  Values are checked before the blob
+ * pointer, the blob before the fd.
  */
 int nvb_publish(struct nvb *h, const char *name, int fd, const void *blob,
 		size_t blob_len, const struct nvb_publish_opts *opts,
@@ -173,9 +180,10 @@ struct nvb_fetch_opts {
 	int64_t timeout_ns;	/* with NVB_FETCH_WAIT: < 0 forever */
 	/*
 	 * With NVB_FETCH_EXPECT_UID: the euid (in the caller's user namespace)
-	 * the entry's publisher must have, else -EPERM at once (even with
-	 * NVB_FETCH_WAIT) and no fd: a name taken first by another user cannot
-	 * hand the caller a file.  Must be 0 without the flag.
+	 * whose entry of that name is fetched; other users' entries of the
+	 * name do not exist for this fetch (-ENOENT, or NVB_FETCH_WAIT goes on
+	 * waiting): nobody else can hand the caller a file or make it fail.
+	 * Must be 0 without the flag.
 	 */
 	uint32_t expect_uid;
 	uint32_t __pad2;	/* 0 */
@@ -185,11 +193,16 @@ struct nvb_fetch_opts {
  * Fetches name: copies its blob into blob[0..blob_cap), fills *entry (may
  * be NULL) and stores the received fd in *fd (may be NULL only for entries
  * without a file), or -1 when the entry has none.  The entry stays
- * published.  Errors: -ENOENT, -EACCES, -EPERM (NVB_FETCH_EXPECT_UID and
- * another publisher), -ETIMEDOUT, -EINTR, -EMSGSIZE (blob_cap too small:
+ * published.  An entry the caller may not use does not exist for it.
+ * Errors: -ENOENT (none the caller may use), -ENOTUNIQ (without
+ * NVB_FETCH_EXPECT_UID, more than one user has an entry of that name the
+ * caller may use: name the owner; at once, also with NVB_FETCH_WAIT),
+ * -ETIMEDOUT, -EINTR (a handled signal, SA_RESTART or not; a stop and
+ * continue does not end the wait), -EMSGSIZE (blob_cap too small:
  * entry->blob_len says how much is needed; no fd), -EMFILE, -ECONNRESET
- * (broker gone), -EINVAL (flags, name, or expect_uid unmapped / set without
- * the flag).  Any call, broker backend: -ETIMEDOUT (no answer within the
+ * (broker gone), -EINVAL (flags, name, timeout_ns without NVB_FETCH_WAIT,
+ * or expect_uid unmapped / set without the flag), -EFAULT (blob NULL with
+ * a blob_cap).  Any call, broker backend: -ETIMEDOUT (no answer within the
  * request timeout), -EPROTO / -EBADMSG / -EOVERFLOW (the broker's reply
  * answers no request in flight, is malformed, or holds more than asked for;
  * nothing is written past the caller's buffers).  Any call on a handle

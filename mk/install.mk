@@ -23,7 +23,6 @@
 # A component's mk file may set them (they are expanded when the recipes
 # run, so the order of the mk files does not matter).
 
-NVB_VERSION ?= 1.0.0
 
 PREFIX      ?= /usr/local
 EXEC_PREFIX ?= $(PREFIX)

@@ -5,7 +5,7 @@
 #   make lib-bench      publish+fetch+close and event latency (not a test)
 #   suites: lib-unit, conformance-broker, conformance-kernel, lib-asan, lib-hostile, fuzz-lib
 
-LIB_VERSION   := 1.0.0
+LIB_VERSION   := $(NVB_VERSION)
 LIB_SONAME    := libnvbridge.so.1
 LB            := $(BUILD)/lib
 LIB_WARN      := -Wall -Wextra -Werror -Wno-missing-field-initializers -Wno-format-truncation

@@ -33,11 +33,18 @@ $(VM_BUILD)/compat32: tests/vm/compat32.c include/uapi/linux/nvbridge.h
 		-I/usr/include/$(shell $(CC) -dumpmachine) -o $@ $<
 
 CHECK_SUITES += vmtest
-check-vmtest: module $(VM_BUILD)/e2e $(VM_BUILD)/compat32
+# then, in a second boot, lib-hostile's fork cases on the kernel backend
+# (tests/vm/fork-cases), counted in the same log
+check-vmtest: module $(VM_BUILD)/e2e $(VM_BUILD)/compat32 $(LB)/nvb-hostile-static
 	@mkdir -p $(RESULTS)
-	@tests/vm/suite $(RESULTS)/vmtest.log $(VM_RUN) --rmmod-check \
+	@rc=0; tests/vm/suite $(RESULTS)/vmtest.log $(VM_RUN) --rmmod-check \
 		-P $(VM_BUILD)/compat32 \
-		--klog $(VM_BUILD)/vmtest-kernel.log $(VM_BUILD)/e2e
+		--klog $(VM_BUILD)/vmtest-kernel.log $(VM_BUILD)/e2e || rc=1; \
+	tests/vm/suite $(VM_BUILD)/vmtest-fork.log $(VM_RUN) --rmmod-check \
+		-P $(LB)/nvb-hostile-static \
+		--klog $(VM_BUILD)/vmtest-fork-kernel.log tests/vm/fork-cases >/dev/null || rc=1; \
+	tests/vm/merge-results $(RESULTS)/vmtest.log $(VM_BUILD)/vmtest-fork.log fork-cases || rc=1; \
+	exit $$rc
 
 vmtest: check-vmtest
 

@@ -15,7 +15,7 @@
 /* exit codes: documented in usage() and the man page */
 enum {
 	EX_OK = 0, EX_ERR = 1, EX_USAGE = 2, EX_NOENT = 3, EX_ACCES = 4, EX_TIMEOUT = 5,
-	EX_EXIST = 6, EX_NOBACKEND = 7, EX_ABI = 8,
+	EX_EXIST = 6, EX_NOBACKEND = 7, EX_ABI = 8, EX_NOTUNIQ = 9,
 };
 
 static int json;
@@ -41,10 +41,12 @@ static void usage(FILE *f)
 "  fetch NAME [--wait] [--timeout SEC] [--expect-uid UID] [--out PATH]\n"
 "        [--blob-out PATH|-]\n"
 "                           fetch; --out copies the file's contents to PATH;\n"
-"                           --expect-uid: refuse (exit 4) unless UID published it\n"
+"                           --expect-uid: UID's entry of NAME only (others' are not seen)\n"
 "\n"
-"exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 access denied,\n"
-"            5 timed out, 6 name exists, 7 no nvbridge backend, 8 ABI mismatch\n");
+"exit codes: 0 ok, 1 other error, 2 usage, 3 not found (or not yours to fetch),\n"
+"            4 permission denied (device or broker socket), 5 timed out,\n"
+"            6 name exists (yours), 7 no nvbridge backend, 8 ABI mismatch,\n"
+"            9 several users publish NAME (choose with --expect-uid)\n");
 }
 
 static int code_for(int err)
@@ -55,6 +57,7 @@ static int code_for(int err)
 	case -EACCES: case -EPERM: return EX_ACCES;
 	case -ETIMEDOUT: return EX_TIMEOUT;
 	case -EEXIST: return EX_EXIST;
+	case -ENOTUNIQ: return EX_NOTUNIQ;
 	case -EPROTO: return EX_ABI;
 	default: return EX_ERR;
 	}
@@ -359,6 +362,12 @@ static int cmd_fetch(struct nvb *h, const char *name, int wait, double timeout, 
 		return EX_ERR;
 	}
 	ret = nvb_fetch(h, name, &o, b, i.max_blob_size, &e, &fd);
+	if (ret == -ENOTUNIQ && !json) {
+		free(b);
+		fprintf(stderr, "nvbridgectl: fetch: several users publish '%s' that you may fetch; "
+			"say whose with --expect-uid UID ('nvbridgectl list' shows their uids)\n", name);
+		return EX_NOTUNIQ;
+	}
 	if (ret) {
 		free(b);
 		return fail(h, "fetch", ret);

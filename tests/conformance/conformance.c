@@ -1811,62 +1811,95 @@ static int t_opath_fd(void)
 
 /*
  * ---- pid 0 once the publisher's process is gone ----
- * The entry must outlive its publisher's process, the same way on both
- * backends: P opens the handle and publishes, forks G which inherits the
- * handle's descriptors (device file or broker connection) and only holds
- * them, then P exits.  The entry belongs to the open file / connection, so
- * it stays while G lives; its pid must read 0 once P is reaped (a zombie
- * still owns its pid, so it is reported until then).
+ * An entry belongs to the open file / connection, not to a process, and the
+ * pid an importer sees is the publisher's (the opener's, C6) while that
+ * process exists.  P opens a handle, publishes, and hands every descriptor
+ * the handle opened (device file, or broker connection and its event
+ * channel) to an unrelated holder G over SCM_RIGHTS, then exits without
+ * closing: the library's fork rule (a forked child's copy is closed, calls
+ * give -ECHILD) does not come into it.  The entry must live on while G
+ * holds the descriptors, its pid read P's while P is a zombie and 0 once P
+ * is reaped, and G's death must revoke it as EXITED, with pid 0.
  */
+struct pidexit { struct sync s; int sp[2]; };
+
+static int pidexit_holder(void *p)
+{
+	struct pidexit *x = p;
+	union { struct cmsghdr c; char b[CMSG_SPACE(16 * sizeof(int))]; } cm;
+	char c;
+	struct iovec io = { &c, 1 };
+	struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1,
+			    .msg_control = cm.b, .msg_controllen = sizeof(cm.b) };
+
+	close(x->sp[0]);
+	CHECK(recvmsg(x->sp[1], &m, MSG_CMSG_CLOEXEC) == 1, "no descriptors from P");
+	CHECK(CMSG_FIRSTHDR(&m) && CMSG_FIRSTHDR(&m)->cmsg_type == SCM_RIGHTS, "no SCM_RIGHTS");
+	sync_post(x->s.b[1]);		/* holding them */
+	sync_wait(x->s.a[0]);		/* until told; exiting closes them */
+	return 0;
+}
+
 static int pidexit_pub(void *p)
 {
-	struct sync *s = p;
+	struct pidexit *x = p;
+	union { struct cmsghdr c; char b[CMSG_SPACE(16 * sizeof(int))]; } cm;
+	int fds[16], n = 0, lo;
+	char c = 1;
+	struct iovec io = { &c, 1 };
+	struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = cm.b };
 	struct nvb *h;
-	pid_t g;
 
+	close(x->sp[1]);
+	lo = dup(0);		/* the handle's descriptors are those from here up */
+	close(lo);
 	OPEN(h);
 	OK(nvb_publish(h, nm("pe"), memfd_rand(16, NULL), NULL, 0, pol(NVB_ACCESS_SCOPE, 0, 0), NULL));
-	g = fork();
-	if (g == 0) {
-		sync_wait(s->b[0]);	/* hold the handle until told */
-		_exit(0);
-	}
-	if (write(s->a[1], &g, sizeof(g)) != sizeof(g))
-		return 1;
-	return 0;	/* exits without closing the handle: G holds it */
+	for (int fd = lo; fd < lo + 64 && n < 16; fd++)
+		if (fd != x->sp[0] && fcntl(fd, F_GETFD) >= 0)
+			fds[n++] = fd;
+	CHECK(n > 0, "the handle has no descriptors");
+	memset(&cm, 0, sizeof(cm));
+	m.msg_controllen = CMSG_SPACE(n * sizeof(int));
+	cm.c.cmsg_level = SOL_SOCKET;
+	cm.c.cmsg_type = SCM_RIGHTS;
+	cm.c.cmsg_len = CMSG_LEN(n * sizeof(int));
+	memcpy(CMSG_DATA(&cm.c), fds, n * sizeof(int));
+	CHECK(sendmsg(x->sp[0], &m, MSG_NOSIGNAL) == 1, "sendmsg: %s", strerror(errno));
+	return 0;	/* exits without nvb_close(): G holds the descriptors */
 }
 
 static int t_pid_after_exit(void)
 {
 	struct nvb_entry e, l[64];
 	struct nvb_event ev;
+	struct pidexit x;
 	struct nvb *w;
-	struct sync s;
 	siginfo_t si;
 	uint64_t cur = 0, id;
 	int fd = -1, n, seen = 0;
 	pid_t p, g;
 
-	CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0, "subreaper");	/* G comes back to us */
+	sync_init(&x.s);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, x.sp) == 0, "socketpair");
+	g = spawn(pidexit_holder, &x);
 	OPEN(w);
 	OK(nvb_watch(w, nm("pe"), 0, NULL));
-	sync_init(&s);
-	p = spawn(pidexit_pub, &s);
-	CHECK(read(s.a[0], &g, sizeof(g)) == sizeof(g), "publisher failed (%d)", reap(p));
+	p = spawn(pidexit_pub, &x);
+	close(x.sp[0]);
+	close(x.sp[1]);
 	EXPECT(ev1(w, &ev), 1);
 	EXPECT(ev.type, NVB_EVENT_PUBLISHED);
 	EXPECT(ev.pid, p);
 	id = ev.id;
-	OK(nvb_fetch(w, nm("pe"), NULL, NULL, 0, &e, &fd));
-	EXPECT(e.pid, p);
-	close(fd);
+	CHECK(sync_wait(x.s.b[0]) == 0, "the holder did not get the descriptors");
 	/* P has exited but is not reaped: a zombie still has its pid */
 	CHECK(waitid(P_PID, (id_t)p, &si, WEXITED | WNOWAIT) == 0, "waitid");
 	OK(nvb_fetch(w, nm("pe"), NULL, NULL, 0, &e, &fd));
 	EXPECT(e.pid, p);
 	close(fd);
 	EXPECT(reap(p), 0);
-	/* reaped: the number may be anyone's now; the entry lives on (G holds the handle) */
+	/* reaped: the number may be anyone's now; the entry lives on (G holds it) */
 	OK(nvb_fetch(w, nm("pe"), NULL, NULL, 0, &e, &fd));
 	EXPECT(e.id, id);
 	EXPECT(e.pid, 0);
@@ -1880,8 +1913,9 @@ static int t_pid_after_exit(void)
 				seen++;
 			}
 	EXPECT(seen, 1);
-	/* G exits: the entry goes, reported with pid 0 as well */
-	sync_post(s.b[1]);
+	EXPECT(nvb_event_read(w, &ev, 1, 0), -EAGAIN);	/* nothing revoked so far */
+	/* G exits: the entry goes, as EXITED, reported with pid 0 as well */
+	sync_post(x.s.a[1]);
 	EXPECT(reap(g), 0);
 	EXPECT(ev1(w, &ev), 1);
 	EXPECT(ev.type, NVB_EVENT_REVOKED);
@@ -2577,6 +2611,10 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "publish_allowlist", t_publish_allowlist },
 	{ "ids_per_scope", t_ids_per_scope },
 	{ "override_by_capability", t_override_by_capability },
+	{ "check_order", t_check_order },
+	{ "ids_restart_with_scope", t_ids_restart_with_scope },
+	{ "wait_signal_restart", t_wait_signal_restart },
+	{ "watches_per_user", t_watches_per_user },
 };
 
 int main(int argc, char **argv)

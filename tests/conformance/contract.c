@@ -405,3 +405,220 @@ static int t_override_by_capability(void)
 	nvb_close(h);
 	return r;
 }
+
+/*
+ * Check order, where one call has several faults: the size first (-E2BIG),
+ * then every value (-EINVAL, -EMSGSIZE), then the pointers (-EFAULT), then
+ * the fd (-EBADF, what may be published), then the registry (-EEXIST
+ * before -ENOSPC): what a kernel engineer expects of an ioctl, whose
+ * -EFAULT comes from the copy that follows validation.
+ */
+static int t_check_order(void)
+{
+	static unsigned char big[4200];
+	struct nvbridge_publish *bp = (void *)big;
+	struct nvbridge_publish p;
+	struct nvbridge_fetch f;
+	struct nvb_info i = { .sz = sizeof(i) };
+	struct nvb *h;
+	int nul;
+
+	OPEN(h);
+	OK(nvb_info(h, &i));
+	OK(nvb_publish(h, nm("co"), -1, NULL, 0, NULL, NULL));
+	/* FETCH: a NULL blob with a capacity is -EFAULT only when all else is valid */
+	memset(&f, 0, sizeof(f));
+	f.size = sizeof(f);
+	f.blob_cap = 8;
+	snprintf(f.name, sizeof(f.name), "bad name");
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_FETCH, &f), -EINVAL);
+	snprintf(f.name, sizeof(f.name), "%s", nm("co"));
+	f.timeout_ns = 5;				/* without WAIT */
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_FETCH, &f), -EINVAL);
+	f.timeout_ns = 0;
+	f.expect_uid = 1;				/* without EXPECT_UID */
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_FETCH, &f), -EINVAL);
+	f.expect_uid = 0;
+	f.flags = 1u << 31;				/* unknown flag */
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_FETCH, &f), -EINVAL);
+	f.flags = 0;
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_FETCH, &f), -EFAULT);
+	/* PUBLISH: size, then values, then the blob pointer, then the fd, then the name's owner */
+	memset(big, 0, sizeof(big));
+	bp->size = 4097;
+	bp->flags = 1;
+	snprintf(bp->name, sizeof(bp->name), "bad name");
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_PUBLISH, bp), -E2BIG);
+	memset(&p, 0, sizeof(p));
+	p.size = sizeof(p);
+	p.fd = 1 << 30;					/* not an open fd */
+	p.blob_len = i.max_blob_size + 1;		/* too large, and no pointer */
+	snprintf(p.name, sizeof(p.name), "bad name");
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_PUBLISH, &p), -EINVAL);
+	snprintf(p.name, sizeof(p.name), "%s", nm("co"));	/* ours already */
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_PUBLISH, &p), -EMSGSIZE);
+	p.blob_len = 1;
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_PUBLISH, &p), -EFAULT);
+	p.blob_len = 0;
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_PUBLISH, &p), -EBADF);
+	nul = open("/dev/null", O_RDWR | O_CLOEXEC);	/* not publishable */
+	p.fd = nul;
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_PUBLISH, &p), -EINVAL);
+	close(nul);
+	p.fd = NVBRIDGE_NO_FD;
+	EXPECT(nvb__xfer(h, NVBRIDGE_IOC_PUBLISH, &p), -EEXIST);
+	nvb_close(h);
+	return 0;
+}
+
+/*
+ * C8: a scope lives while a file (module) or connection (broker) is open in
+ * its IPC namespace; ids are never reused while it lives, and a new scope
+ * counts from 1 again (nobody is left who could hold an old id).
+ */
+static int scope_restart_child(void *p)
+{
+	uint64_t id;
+	struct nvb *h, *keep;
+
+	(void)p;
+	if (unshare(CLONE_NEWIPC))
+		SKIP("unshare(CLONE_NEWIPC): %s", strerror(errno));
+	OPEN(keep);
+	OPEN(h);
+	OK(nvb_publish(h, nm("r1"), -1, NULL, 0, NULL, &id));
+	EXPECT(id, 1);
+	nvb_close(h);			/* the scope lives on: "keep" is open */
+	OPEN(h);
+	OK(nvb_publish(h, nm("r1"), -1, NULL, 0, NULL, &id));
+	EXPECT(id, 2);			/* not reused */
+	nvb_close(h);
+	nvb_close(keep);		/* the last one: the scope goes */
+	OPEN(h);
+	OK(nvb_publish(h, nm("r1"), -1, NULL, 0, NULL, &id));
+	EXPECT(id, 1);
+	nvb_close(h);
+	return 0;
+}
+
+static int t_ids_restart_with_scope(void)
+{
+	return reap(spawn(scope_restart_child, NULL));
+}
+
+/*
+ * C10: a handled signal ends a waiting FETCH with -EINTR even under
+ * SA_RESTART (as select() and poll() do; the ioctl gives -ERESTARTNOHAND),
+ * with the time left written back to timeout_ns; a stop and continue with
+ * no handler does not end it.
+ */
+static int sig_sender(void *p)
+{
+	pid_t parent = getppid();
+
+	(void)p;
+	usleep(200000);
+	kill(parent, SIGUSR1);
+	return 0;
+}
+
+static int stop_cont_publisher(void *p)
+{
+	pid_t parent = getppid();
+	struct nvb *h;
+
+	(void)p;
+	OPEN(h);
+	usleep(150000);
+	kill(parent, SIGSTOP);
+	usleep(150000);
+	kill(parent, SIGCONT);
+	usleep(150000);
+	OK(nvb_publish(h, nm("sc"), -1, NULL, 0, NULL, NULL));
+	usleep(500000);		/* the entry lives until the fetch has it */
+	nvb_close(h);
+	return 0;
+}
+
+static int t_wait_signal_restart(void)
+{
+	struct sigaction sa = { .sa_handler = on_usr1, .sa_flags = SA_RESTART }, old;
+	struct nvbridge_fetch f;
+	struct nvb *h;
+	int64_t t0;
+	pid_t p;
+	int r;
+
+	sigaction(SIGUSR1, &sa, &old);
+	OPEN(h);
+	memset(&f, 0, sizeof(f));
+	f.size = sizeof(f);
+	f.flags = NVBRIDGE_FETCH_WAIT;
+	f.timeout_ns = 10000000000LL;
+	snprintf(f.name, sizeof(f.name), "%s", nm("sr"));
+	p = spawn(sig_sender, NULL);
+	t0 = now_ns();
+	r = nvb__xfer(h, NVBRIDGE_IOC_FETCH, &f);
+	reap(p);
+	EXPECT(r, -EINTR);
+	CHECK(now_ns() - t0 < 5000000000LL, "a handled SA_RESTART signal did not end the wait");
+	CHECK(f.timeout_ns > 5000000000LL && f.timeout_ns < 10000000000LL,
+	      "time left not written back: %lld", (long long)f.timeout_ns);
+	/* no handler: stopped and continued, the wait goes on and gets the entry */
+	p = spawn(stop_cont_publisher, NULL);
+	EXPECT(nvb_fetch(h, nm("sc"), fwait(5000000000LL, 0), NULL, 0, NULL, NULL), 0);
+	EXPECT(reap(p), 0);
+	sigaction(SIGUSR1, &old, NULL);
+	nvb_close(h);
+	return 0;
+}
+
+/*
+ * Watches per user: max_watches_per_user (module parameter, broker
+ * --max-watches-per-user; default 65536 on both) over all of a euid's
+ * files or connections, -ENOSPC beyond, as the per-file max_watches.
+ * Run as root: the broker bounds connections per non-root uid first.
+ */
+static int t_watches_per_user(void)
+{
+	struct rlimit rl = { 8192, 8192 };
+	struct nvb_info i = { .sz = sizeof(i) };
+	unsigned int max = 65536, total = 0, nh = 0, k;
+	struct nvb **hs;
+	char n[NVB_NAME_MAX];
+	FILE *f;
+	int r = 0;
+
+	f = fopen("/sys/module/nvbridge/parameters/max_watches_per_user", "r");
+	if (f) {
+		if (backend == NVB_BACKEND_KERNEL && fscanf(f, "%u", &max) != 1)
+			max = 65536;
+		fclose(f);
+	}
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		SKIP("RLIMIT_NOFILE %u: %s", (unsigned int)rl.rlim_cur, strerror(errno));
+	hs = calloc(max / 8 + 2, sizeof(*hs));
+	CHECK(hs, "calloc");
+	OPEN(hs[0]);
+	OK(nvb_info(hs[0], &i));
+	CHECK(max / i.max_watches + 2 <= max / 8 + 2, "max_watches %u too small", i.max_watches);
+	for (nh = 1; r == 0; nh++) {
+		for (k = 0; k < i.max_watches && r == 0; k++) {
+			snprintf(n, sizeof(n), "%su%u", pfx, k);
+			r = nvb_watch(hs[nh - 1], n, 0, NULL);
+			total += r == 0;
+		}
+		if (r == 0)
+			OPEN(hs[nh]);
+	}
+	nh--;
+	EXPECT(r, -ENOSPC);
+	EXPECT(total, max);		/* the file's own bound was not the one reached */
+	nvb_close(hs[0]);		/* frees max_watches of them */
+	OPEN(hs[0]);
+	OK(nvb_watch(hs[0], nm("again"), 0, NULL));
+	for (k = 0; k < nh; k++)
+		nvb_close(hs[k]);
+	free(hs);
+	return 0;
+}

@@ -14,6 +14,8 @@ t() { name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
 tmp=$(mktemp -d /tmp/nvb-unit.XXXXXX)
 chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
+# the ABI version nvbridgectl reports: the UAPI header's
+abi=$(awk '$2 == "NVBRIDGE_ABI_VERSION" { print $3 }' "$(dirname "$0")/../../include/uapi/linux/nvbridge.h")
 
 # 1. the C unit tests
 NVB_TEST_DAEMON="$B/nvbridged" "$B/nvb-unit" >"$tmp/unit.out" 2>&1
@@ -65,7 +67,7 @@ export NVBRIDGE_BACKEND=broker NVBRIDGE_SOCKET=$sock
 # 4. nvbridgectl against it
 t "ctl_info" sh -c "'$C' info | grep -q '^backend *broker'"
 t "ctl_global_options_after_command" sh -c "'$C' info --backend broker --socket '$sock' | grep -q '^backend *broker'"
-t "ctl_info_json" sh -c "'$C' --json info | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"backend\"]==\"broker\" and d[\"abi_version\"]==1'"
+t "ctl_info_json" sh -c "'$C' --json info | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"backend\"]==\"broker\" and d[\"abi_version\"]==$abi'"
 head -c 3000 /dev/urandom >"$tmp/data"
 "$C" publish ctl/a --file "$tmp/data" --blob hello --access scope --for 10 >"$tmp/pub.out" &
 ppid=$!
@@ -82,6 +84,19 @@ t "ctl_exit_timeout_5" sh -c "'$C' fetch ctl/none --wait --timeout 0.2 2>/dev/nu
 t "ctl_exit_exists_6" sh -c "'$C' publish ctl/a --for 0 >/dev/null 2>&1; [ \$? = 6 ]"
 t "ctl_exit_usage_2" sh -c "'$C' frobnicate 2>/dev/null; [ \$? = 2 ]"
 t "ctl_exit_denied_4" sh -c "'$C' publish ctl/own --for 5 >/dev/null & sleep 0.3; setpriv --reuid 4321 --regid 4321 --clear-groups '$C' fetch ctl/own 2>/dev/null; r=\$?; wait; [ \$r = 4 ]"
+# two users publish one name: a clear message and exit 9 until --expect-uid says whose
+# (a second broker with a socket other users may reach)
+"$D" --socket "$tmp/run2/d.sock" 2>"$tmp/d2.log" &
+d2pid=$!
+i=0; while [ ! -S "$tmp/run2/d.sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+NVBRIDGE_SOCKET=$tmp/run2/d.sock "$C" publish ctl/two --access scope --for 3 >/dev/null &
+NVBRIDGE_SOCKET=$tmp/run2/d.sock setpriv --reuid 4321 --regid 4321 --clear-groups \
+	"$C" publish ctl/two --access scope --for 3 >/dev/null &
+sleep 0.4
+t "ctl_exit_notuniq_9" sh -c "NVBRIDGE_SOCKET='$tmp/run2/d.sock' '$C' fetch ctl/two 2>'$tmp/nu.err'; [ \$? = 9 ] && grep -q -- --expect-uid '$tmp/nu.err'"
+t "ctl_notuniq_expect_uid" sh -c "NVBRIDGE_SOCKET='$tmp/run2/d.sock' '$C' fetch ctl/two --expect-uid 4321 >/dev/null"
+kill "$d2pid" 2>/dev/null
+wait "$d2pid" 2>/dev/null
 t "ctl_error_json" sh -c "'$C' --json fetch ctl/none | python3 -c 'import json,sys; e=json.load(sys.stdin); assert e[\"errno\"]==2'"
 "$C" watch ctl/w --count 2 --json --timeout 10 >"$tmp/watch.out" &
 wpid=$!

@@ -68,7 +68,7 @@ static void rnd(void *p, size_t n)
 }
 
 /* ---- fake broker ---- */
-enum fake_mode { FAKE_ABI2, FAKE_CLOSE, FAKE_GARBAGE, FAKE_DIE_ON_REQUEST, FAKE_EVENTS };
+enum fake_mode { FAKE_ABI_OTHER, FAKE_CLOSE, FAKE_GARBAGE, FAKE_DIE_ON_REQUEST, FAKE_EVENTS };
 
 struct fake {
 	enum fake_mode mode;
@@ -141,7 +141,7 @@ static void *fake_main(void *arg)
 	r.h.type = NVBRIDGE_WIRE_HELLO;
 	r.h.arg_size = sizeof(r.i);
 	r.i.size = sizeof(r.i);
-	r.i.abi_version = f->mode == FAKE_ABI2 ? 2 : NVBRIDGE_ABI_VERSION;
+	r.i.abi_version = f->mode == FAKE_ABI_OTHER ? NVBRIDGE_ABI_VERSION + 1 : NVBRIDGE_ABI_VERSION;
 	r.i.max_blob_size = 4096;
 	socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv);
 	send_fd(c, &r, sizeof(r), sv[1]);
@@ -288,10 +288,10 @@ static int t_broker_abi_mismatch(void)
 	struct nvb_opts o;
 	char want[64];
 
-	CHECK(!fake_start(&f, FAKE_ABI2), "fake");
+	CHECK(!fake_start(&f, FAKE_ABI_OTHER), "fake");
 	o = broker_at(f.path);
 	EXPECT(nvb_open(&o, &h), -EPROTO);
-	snprintf(want, sizeof(want), "ABI version 2");
+	snprintf(want, sizeof(want), "ABI version %d", NVBRIDGE_ABI_VERSION + 1);
 	CHECK(strstr(nvb_open_error(), want), "%s", nvb_open_error());
 	snprintf(want, sizeof(want), "ABI version %d", NVBRIDGE_ABI_VERSION);
 	CHECK(strstr(nvb_open_error(), want), "both versions not named: %s", nvb_open_error());
