@@ -163,7 +163,7 @@ FUZZ_FL       := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recove
 LIB_FUZZ      := $(BUILD)/fuzz/fuzz-lib-reply
 $(LIB_FUZZ): tests/fuzz/fuzz_lib_reply.c libnvbridge/reply.c $(LIB_HDRS)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FL) $(LIB_WARN) $(UAPI_INC) -I$(CURDIR)/common -I$(CURDIR)/libnvbridge -o $@ \
+	$(FUZZ_CC) $(FUZZ_FL) $(filter-out -Wno-format-truncation,$(LIB_WARN)) $(UAPI_INC) -I$(CURDIR)/common -I$(CURDIR)/libnvbridge -o $@ \
 		tests/fuzz/fuzz_lib_reply.c libnvbridge/reply.c
 
 check-fuzz-lib:
