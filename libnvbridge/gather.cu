@@ -13,6 +13,8 @@
  */
 #include <stdint.h>
 
+#include "gpu/proxy_layout.h"
+
 struct nvb_blk {
 	unsigned long long dst;
 	unsigned long long src;
@@ -169,49 +171,12 @@ extern "C" __global__ void nvb_spin_wait(unsigned int *flag, unsigned int val,
  * count into host memory.
  *
  * Every loop checks a stop word (host-pinned, written by the library) so a
- * proxy can always be stopped, whatever it is waiting for.  Layouts match
- * struct nvb_proxy_* in gpu.c.
+ * proxy can always be stopped, whatever it is waiting for.  The layout is
+ * gpu/proxy_layout.h, shared with the library.
  * ---------------------------------------------------------------------- */
 
-struct nvb_pdesc {		/* host ring slot, 64 bytes */
-	unsigned long long dst, src, len, flag, wait_flag, abort_word;
-	unsigned int flag_val, wait_val, rsv, seq;	/* seq = ticket + 1, written last */
-};
-
-struct nvb_phost {		/* host-pinned control block */
-	unsigned int stop;
-	unsigned int pad0[15];
-	unsigned long long done;	/* ops completed (in ticket order) */
-	unsigned long long aborted;	/* ops whose wait was aborted */
-	unsigned long long pad1[6];
-};
-
-struct nvb_pop {		/* device ring entry, 64 bytes */
-	unsigned long long dst, src, len, flag, chunk;
-	unsigned int flag_val, nch, start, skip;
-	unsigned long long pad;
-};
-
-struct nvb_pdev {		/* device control block, 384 bytes */
-	unsigned long long pad0[16];
-	unsigned long long completed;	/* ops completed, in order */
-	unsigned long long aborted;	/* ops whose wait was aborted */
-	unsigned long long pad1[14];
-	unsigned int dstop;
-	unsigned int pad2[31];
-};
-
-struct nvb_pcta {		/* one CTA's inbox counters, 256 bytes */
-	unsigned long long tail;	/* written by the leader */
-	unsigned long long pad0[15];
-	unsigned long long head;	/* written by the CTA */
-	unsigned long long pad1[15];
-};
-
-#define NVB_INB		256		/* inbox slots per CTA (op indices) */
 #define NVB_PSMALL	(64ull << 10)	/* up to this, one CTA does the op */
 #define NVB_PMINCHUNK	(64ull << 10)	/* large ops: at least this per CTA */
-#define NVB_PMAXCTA	1024
 
 __device__ __forceinline__ unsigned long long nvb_gtimer(void)
 {
@@ -253,7 +218,7 @@ __device__ __forceinline__ unsigned long long ld_vol64(const void *p)
  * CTA swamp the PCIe path the leader needs for the descriptor ring (seen on
  * the lent H100 VM: ~2 us per CTA per op).
  */
-__device__ __forceinline__ int nvb_stop_due(const struct nvb_phost *ph, const struct nvb_pdev *pd,
+__device__ __forceinline__ int nvb_stop_due(const struct nvb_proxy_host *ph, const struct nvb_proxy_dev *pd,
 					    unsigned long long *last)
 {
 	unsigned long long now;
@@ -270,11 +235,11 @@ __device__ __forceinline__ int nvb_stop_due(const struct nvb_phost *ph, const st
 }
 
 struct nvb_pctx {
-	struct nvb_phost *ph;
-	struct nvb_pdev *pd;
-	struct nvb_pop *dring;
+	struct nvb_proxy_host *ph;
+	struct nvb_proxy_dev *pd;
+	struct nvb_proxy_op *dring;
 	unsigned int *done_ctr;
-	struct nvb_pcta *pcta;
+	struct nvb_proxy_cta *pcta;
 	unsigned long long *inbox;
 	unsigned int R, G;
 };
@@ -320,7 +285,7 @@ __device__ int nvb_op_done(const struct nvb_pctx &x, unsigned long long i, unsig
 __device__ int nvb_run_inbox(const struct nvb_pctx &x, unsigned int b, unsigned long long *head,
 			     unsigned long long tail, unsigned long long *last)
 {
-	__shared__ struct nvb_pop so;
+	__shared__ struct nvb_proxy_op so;
 	__shared__ unsigned long long si;
 	__shared__ int s_stop;
 	const unsigned int tid = threadIdx.x, G = x.G;
@@ -328,8 +293,8 @@ __device__ int nvb_run_inbox(const struct nvb_pctx &x, unsigned int b, unsigned 
 	while (*head < tail) {
 		__syncthreads();
 		if (tid == 0) {
-			unsigned long long i = x.inbox[(unsigned long long)b * NVB_INB + *head % NVB_INB];
-			const volatile struct nvb_pop *e = &x.dring[i % x.R];
+			unsigned long long i = x.inbox[(unsigned long long)b * NVB_PROXY_INB + *head % NVB_PROXY_INB];
+			const volatile struct nvb_proxy_op *e = &x.dring[i % x.R];
 
 			si = i;
 			so.dst = e->dst;
@@ -410,7 +375,7 @@ __device__ int nvb_wait_room(const struct nvb_pctx &x, const unsigned long long 
 		for (unsigned int c = threadIdx.x; c < ntg; c += blockDim.x) {
 			unsigned int tg = W0 + (first + c) % Gw;
 
-			if (s_tail[tg] - ld_vol64(&x.pcta[tg].head) >= NVB_INB)
+			if (s_tail[tg] - ld_vol64(&x.pcta[tg].head) >= NVB_PROXY_INB)
 				ok = 0;
 		}
 		if (__syncthreads_and(ok))
@@ -426,12 +391,12 @@ __device__ int nvb_wait_room(const struct nvb_pctx &x, const unsigned long long 
 }
 
 extern "C" __global__ void __launch_bounds__(512, 2)
-nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
-	  struct nvb_pdev *pd, struct nvb_pop *dring, unsigned int *done_ctr,
-	  unsigned int R, struct nvb_pcta *pcta, unsigned long long *inbox)
+nvb_proxy(struct nvb_proxy_desc *hring, unsigned int H, struct nvb_proxy_host *ph,
+	  struct nvb_proxy_dev *pd, struct nvb_proxy_op *dring, unsigned int *done_ctr,
+	  unsigned int R, struct nvb_proxy_cta *pcta, unsigned long long *inbox)
 {
-	__shared__ struct nvb_pdesc sdesc[32];
-	__shared__ unsigned long long s_tail[NVB_PMAXCTA];
+	__shared__ struct nvb_proxy_desc sdesc[32];
+	__shared__ unsigned long long s_tail[NVB_PROXY_MAXCTA];
 	__shared__ unsigned long long s_seen, s_chunk;
 	__shared__ unsigned int s_nch, s_start;
 	__shared__ int s_k, s_stop, s_wait;
@@ -492,8 +457,8 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 				unsigned int stop = tid == 0 ? ld_acq_sys32(&ph->stop) : 0;
 
 				if (tid < k) {
-					const volatile struct nvb_pdesc *d = &hring[(t + tid) % H];
-					struct nvb_pdesc v;
+					const volatile struct nvb_proxy_desc *d = &hring[(t + tid) % H];
+					struct nvb_proxy_desc v;
 
 					v.dst = d->dst;
 					v.src = d->src;
@@ -515,7 +480,7 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 			if (s_stop)
 				break;
 			for (int j = 0; j < s_k; j++) {
-				const struct nvb_pdesc &d = sdesc[j];
+				const struct nvb_proxy_desc &d = sdesc[j];
 				unsigned int ntg, m;
 
 				if (!d.wait_flag && d.len <= NVB_PSMALL) {
@@ -529,8 +494,8 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 					if (nvb_wait_room(x, s_tail, t + m - 1, rot, m, W0, Gw, &head, &last))
 						goto out;
 					if (tid < m) {
-						const struct nvb_pdesc &q = sdesc[j + tid];
-						volatile struct nvb_pop *e = &dring[(t + tid) % R];
+						const struct nvb_proxy_desc &q = sdesc[j + tid];
+						volatile struct nvb_proxy_op *e = &dring[(t + tid) % R];
 						unsigned int tg = W0 + (rot + tid) % Gw;
 						unsigned long long k = s_tail[tg];
 
@@ -543,7 +508,7 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 						e->nch = 1;
 						e->start = tg - W0;
 						e->skip = 0;
-						inbox[(unsigned long long)tg * NVB_INB + k % NVB_INB] = t + tid;
+						inbox[(unsigned long long)tg * NVB_PROXY_INB + k % NVB_PROXY_INB] = t + tid;
 						st_rel_gpu64(&pcta[tg].tail, k + 1);	/* orders the entry */
 						s_tail[tg] = k + 1;
 					}
@@ -639,7 +604,7 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 				if (nvb_wait_room(x, s_tail, t, s_start, ntg, W0, Gw, &head, &last))
 					goto out;
 				if (tid == 0) {
-					volatile struct nvb_pop *e = &dring[t % R];
+					volatile struct nvb_proxy_op *e = &dring[t % R];
 
 					e->dst = d.dst;
 					e->src = d.src;
@@ -657,7 +622,7 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 					unsigned int tg = W0 + (s_start + c) % Gw;
 					unsigned long long k = s_tail[tg];
 
-					inbox[(unsigned long long)tg * NVB_INB + k % NVB_INB] = t;
+					inbox[(unsigned long long)tg * NVB_PROXY_INB + k % NVB_PROXY_INB] = t;
 					st_rel_gpu64(&pcta[tg].tail, k + 1);
 					s_tail[tg] = k + 1;
 				}

@@ -1,4 +1,4 @@
-# The GPU layer (libnvbridge/gpu*.c, cuda_*.c, gather.cu), nvbridge-bench and
+# The GPU layer (libnvbridge/gpu/*.c, gpu_nvb.c, cuda_*.c, gather.cu), nvbridge-bench and
 # the GPU tests.
 #
 #   make gpu-objs     PIC objects that mk/lib.mk puts into libnvbridge.{a,so}
@@ -19,8 +19,10 @@ NVCC       ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/l
 GPU_B      := $(BUILD)/gpu
 GPU_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -pthread -I$(CURDIR)/libnvbridge $(UAPI_INC)
 GPU_HDRS   := libnvbridge/cuda_api.h libnvbridge/gpu_internal.h libnvbridge/nvbridge_gpu.h \
-              libnvbridge/nvbridge.h
-NVB_GPU_OBJS := $(GPU_B)/cuda_load.o $(GPU_B)/gpu.o $(GPU_B)/gpu_nvb.o $(GPU_B)/gpu_fatbin.o
+              libnvbridge/nvbridge.h libnvbridge/gpu/gpu_priv.h libnvbridge/gpu/proxy_layout.h
+GPU_CORE_SRCS := $(addprefix libnvbridge/gpu/,dev.c mem.c copy.c proxy.c)
+GPU_C_SRCS := libnvbridge/cuda_load.c $(GPU_CORE_SRCS) libnvbridge/gpu_nvb.c
+NVB_GPU_OBJS := $(patsubst libnvbridge/%.c,$(GPU_B)/%.o,$(GPU_C_SRCS)) $(GPU_B)/gpu_fatbin.o
 GPU_LIB_A  ?= $(BUILD)/lib/libnvbridge.a
 GPU_LINK   := $(GPU_LIB_A) -l:liburing.a -ldl -lm -pthread
 BENCH_BIN  := $(BUILD)/bench/nvbridge-bench
@@ -38,14 +40,18 @@ CHECK_SUITES += gpu-build gpu
 all: bench
 gpu-objs: $(NVB_GPU_OBJS)
 
-$(GPU_B)/gather.fatbin: libnvbridge/gather.cu
+$(GPU_B)/gather.fatbin: libnvbridge/gather.cu libnvbridge/gpu/proxy_layout.h
 	@mkdir -p $(@D)
-	$(NVCC) -fatbin -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
+	$(NVCC) -Ilibnvbridge -fatbin -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
 		-o $@ $<
 
 $(GPU_B)/gpu_fatbin.o: libnvbridge/gpu_fatbin.S $(GPU_FATBIN)
 	@mkdir -p $(@D)
 	$(CC) -c $(GPU_FATBIN_DEF) -o $@ $<
+
+$(GPU_B)/gpu/%.o: libnvbridge/gpu/%.c $(GPU_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(GPU_CFLAGS) -c $< -o $@
 
 $(GPU_B)/%.o: libnvbridge/%.c $(GPU_HDRS)
 	@mkdir -p $(@D)
@@ -97,8 +103,8 @@ check-gpu-build:
 	@mkdir -p $(RESULTS)
 	@( p=0; f=0; \
 	ok() { echo "ok   $$1"; p=$$((p+1)); }; ko() { echo "FAIL $$1"; f=$$((f+1)); }; \
-	for src in cuda_load gpu gpu_nvb; do \
-		if $(CC) $(GPU_CFLAGS) -fsyntax-only libnvbridge/$$src.c; then ok "compile libnvbridge/$$src.c"; else ko "compile libnvbridge/$$src.c"; fi; \
+	for src in $(GPU_C_SRCS); do \
+		if $(CC) $(GPU_CFLAGS) -fsyntax-only $$src; then ok "compile $$src"; else ko "compile $$src"; fi; \
 	done; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only -DNVB_BENCH_LIB bench/nvbridge-bench.c && \
 	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/multi.c && \
@@ -119,7 +125,7 @@ check-gpu-build:
 		if [ -z "$$miss" ]; then ok "every driver symbol exists in libcuda stub"; else ko "libcuda stub lacks:$$miss"; fi; \
 	fi; \
 	if $(MAKE) --no-print-directory gpu-objs >/dev/null; then \
-		if nm -D --undefined-only $(GPU_B)/gpu.o 2>/dev/null | grep -q ' cu[A-Z]'; then ko "no link-time libcuda symbols"; \
+		if nm --undefined-only $(filter %.o,$(NVB_GPU_OBJS)) 2>/dev/null | grep -q ' cu[A-Z]'; then ko "no link-time libcuda symbols"; \
 		else ok "no link-time libcuda symbols"; fi; \
 	else ko "build gpu-objs"; fi; \
 	if $(MAKE) --no-print-directory $(BENCH_BIN) >/dev/null; then \
