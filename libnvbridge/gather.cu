@@ -219,11 +219,11 @@ __device__ __forceinline__ unsigned long long ld_vol64(const void *p)
  * the lent H100 VM: ~2 us per CTA per op).
  */
 __device__ __forceinline__ int nvb_stop_due(const struct nvb_proxy_host *ph, const struct nvb_proxy_dev *pd,
-					    unsigned long long *last)
+					    unsigned int epoch, unsigned long long *last)
 {
 	unsigned long long now;
 
-	if (*(volatile const unsigned int *)&pd->dstop)
+	if (*(volatile const unsigned int *)&pd->dstop == epoch)
 		return 1;
 	if (blockIdx.x != 0)
 		return 0;
@@ -242,6 +242,7 @@ struct nvb_pctx {
 	struct nvb_proxy_cta *pcta;
 	unsigned long long *inbox;
 	unsigned int R, G;
+	unsigned int epoch;	/* this launch; pd->dstop == epoch ends it */
 };
 
 /*
@@ -265,7 +266,7 @@ __device__ int nvb_op_done(const struct nvb_pctx &x, unsigned long long i, unsig
 	}
 	/* complete in ticket order */
 	while (ld_vol64(&x.pd->completed) != i) {
-		if (nvb_stop_due(x.ph, x.pd, last))
+		if (nvb_stop_due(x.ph, x.pd, x.epoch, last))
 			return 1;
 		if (ns < 256)
 			ns += 16;
@@ -383,7 +384,7 @@ __device__ int nvb_wait_room(const struct nvb_pctx &x, const unsigned long long 
 		if (nvb_drain_own(x, 0, head, last))
 			return 1;
 		if (threadIdx.x == 0)
-			stop = nvb_stop_due(x.ph, x.pd, last);
+			stop = nvb_stop_due(x.ph, x.pd, x.epoch, last);
 		__syncthreads();
 		if (stop)
 			return 1;
@@ -393,17 +394,19 @@ __device__ int nvb_wait_room(const struct nvb_pctx &x, const unsigned long long 
 extern "C" __global__ void __launch_bounds__(512, 2)
 nvb_proxy(struct nvb_proxy_desc *hring, unsigned int H, struct nvb_proxy_host *ph,
 	  struct nvb_proxy_dev *pd, struct nvb_proxy_op *dring, unsigned int *done_ctr,
-	  unsigned int R, struct nvb_proxy_cta *pcta, unsigned long long *inbox)
+	  unsigned int R, struct nvb_proxy_cta *pcta, unsigned long long *inbox,
+	  unsigned int epoch, unsigned long long idle_ns)
 {
 	__shared__ struct nvb_proxy_desc sdesc[32];
 	__shared__ unsigned long long s_tail[NVB_PROXY_MAXCTA];
 	__shared__ unsigned long long s_seen, s_chunk;
 	__shared__ unsigned int s_nch, s_start;
-	__shared__ int s_k, s_stop, s_wait;
+	__shared__ int s_k, s_stop, s_wait, s_exit;
 	const unsigned int G = gridDim.x - 1, tid = threadIdx.x, b = blockIdx.x;
 	/* the leader only publishes (and runs gated small ops): chunks go to 1..G-1 */
 	const unsigned int Gw = G > 1 ? G - 1 : 1, W0 = G > 1 ? 1 : 0;
-	unsigned long long head = 0, last = nvb_gtimer();
+	/* a launch resumes where the last one ended: every count is in memory */
+	unsigned long long head = b < G ? ld_vol64(&pcta[b].head) : 0, last = nvb_gtimer();
 	struct nvb_pctx x;
 
 	x.ph = ph;
@@ -414,6 +417,7 @@ nvb_proxy(struct nvb_proxy_desc *hring, unsigned int H, struct nvb_proxy_host *p
 	x.inbox = inbox;
 	x.R = R;
 	x.G = G;
+	x.epoch = epoch;
 
 	if (b == G) {	/* the reporter: completion count -> host, no fences */
 		unsigned long long c = 0, a = 0, nc, na;
@@ -421,8 +425,9 @@ nvb_proxy(struct nvb_proxy_desc *hring, unsigned int H, struct nvb_proxy_host *p
 		if (tid)
 			return;
 		for (;;) {
-			int stop = *(volatile unsigned int *)&pd->dstop != 0;
+			int stop = *(volatile unsigned int *)&pd->dstop == epoch;
 
+			__threadfence();	/* the leader saw its last completion before dstop */
 			nc = ld_vol64(&pd->completed);
 			na = ld_vol64(&pd->aborted);
 			if (na != a) {
@@ -433,17 +438,24 @@ nvb_proxy(struct nvb_proxy_desc *hring, unsigned int H, struct nvb_proxy_host *p
 				c = nc;
 				*(volatile unsigned long long *)&ph->done = c;
 			}
-			if (stop)
+			if (stop) {
+				__threadfence_system();
 				return;
+			}
 		}
 	}
 
 	if (b == 0) {
-		unsigned long long t = 0;	/* next ticket */
+		unsigned long long t = ld_vol64(&pd->completed);	/* next ticket */
+		unsigned long long last_act = nvb_gtimer();
 		unsigned int rot = 0, idle = 0;
 
 		for (unsigned int k = tid; k < G; k += blockDim.x)
-			s_tail[k] = 0;
+			s_tail[k] = ld_vol64(&pcta[k].tail);
+		if (tid == 0) {
+			*(volatile unsigned int *)&ph->state = 1;
+			*(volatile unsigned int *)&ph->launches += 1;
+		}
 		for (;;) {
 			__syncthreads();
 			if (tid < 32) {
@@ -478,6 +490,32 @@ nvb_proxy(struct nvb_proxy_desc *hring, unsigned int H, struct nvb_proxy_host *p
 			__syncthreads();
 			idle = s_k == 0;
 			if (s_stop)
+				break;
+			/*
+			 * Nothing posted for idle_ns and nothing in flight: leave
+			 * the GPU.  Handshake with the library's post (proxy.c):
+			 * we store state = 0, fence, read the next slot; it stores
+			 * the slot, fences, reads state.  One of us sees the
+			 * other, so a posted op is never left without a launch.
+			 */
+			if (tid == 0) {
+				unsigned long long now = nvb_gtimer();
+
+				s_exit = 0;
+				if (s_k) {
+					last_act = now;
+				} else if (idle_ns && now - last_act > idle_ns &&
+					   ld_vol64(&pd->completed) == t) {
+					*(volatile unsigned int *)&ph->state = 0;
+					__threadfence_system();
+					if (ld_acq_sys32(&hring[t % H].seq) == (unsigned int)(t + 1))
+						*(volatile unsigned int *)&ph->state = 1;
+					else
+						s_exit = 1;
+				}
+			}
+			__syncthreads();
+			if (s_exit)
 				break;
 			for (int j = 0; j < s_k; j++) {
 				const struct nvb_proxy_desc &d = sdesc[j];
@@ -525,7 +563,7 @@ nvb_proxy(struct nvb_proxy_desc *hring, unsigned int H, struct nvb_proxy_host *p
 					if (nvb_drain_own(x, 0, &head, &last))
 						goto out;
 					if (tid == 0) {
-						unsigned long long lc = nvb_gtimer();
+						unsigned long long lc = nvb_gtimer(), w0 = lc;
 
 						for (;;) {
 							unsigned int v = ld_acq_sys32((const void *)d.wait_flag);
@@ -544,6 +582,19 @@ nvb_proxy(struct nvb_proxy_desc *hring, unsigned int H, struct nvb_proxy_host *p
 								*(volatile unsigned int *)d.wait_flag = 0x7fffffffu;
 								__threadfence_system();
 								s_wait = 1;
+								break;
+							}
+							/*
+							 * Waited idle_ns with nothing else in flight:
+							 * park.  The op stays in the host ring
+							 * (ticket t); the library relaunches when
+							 * called (post, sync, kick) and we wait again.
+							 */
+							if (idle_ns && lc - w0 > idle_ns &&
+							    ld_vol64(&pd->completed) == t) {
+								*(volatile unsigned int *)&ph->state = 0;
+								__threadfence_system();
+								s_wait = 2;
 								break;
 							}
 						}
@@ -634,7 +685,7 @@ nvb_proxy(struct nvb_proxy_desc *hring, unsigned int H, struct nvb_proxy_host *p
 		}
 out:
 		if (tid == 0) {
-			*(volatile unsigned int *)&pd->dstop = 1;
+			*(volatile unsigned int *)&pd->dstop = epoch;
 			__threadfence();
 		}
 		return;
@@ -652,7 +703,7 @@ out:
 				tl = ld_vol64(&pcta[b].tail);
 				if (tl > head)
 					break;
-				if (nvb_stop_due(ph, pd, &last)) {
+				if (nvb_stop_due(ph, pd, epoch, &last)) {
 					s_stop = 1;
 					break;
 				}

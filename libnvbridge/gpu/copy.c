@@ -67,6 +67,8 @@ static unsigned int sm_grid(struct nvb_gpu *g, int dev, uint64_t items)
 
 	if (!max)
 		max = 64;
+	if (max > g->sm_ctas)
+		max = g->sm_ctas;	/* the budget (nvb_gpu_opts.sm_ctas) */
 	return (unsigned int)(items < max ? (items ? items : 1) : max);
 }
 
@@ -289,10 +291,11 @@ int nvb_gpu_copy_blocks(struct nvb_gpu *g, const struct nvb_gpu_block *blocks,
 		total += blocks[i].len;
 	mode = (int)flags;
 	if (!mode) {
-		if (g->kernel_ok && n && total / n <= NVB_SM_BLOCK_MAX)
-			mode = NVB_GPU_COPY_SM;
-		else if (g->cu.cuMemcpyBatchAsync && n > 1)
+		/* copy engines first: the SMs are the application's */
+		if (g->cu.cuMemcpyBatchAsync && n > 1)
 			mode = NVB_GPU_COPY_BATCH;
+		else if (g->kernel_ok && n && total / n <= NVB_SM_BLOCK_MAX)
+			mode = NVB_GPU_COPY_SM;
 		else
 			mode = NVB_GPU_COPY_LOOP;
 	}

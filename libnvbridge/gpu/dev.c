@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -53,6 +54,7 @@ int cuerr(struct nvb_gpu *g, CUresult r, const char *what)
 int nvb_gpu_open(struct nvb_gpu **out, const struct nvb_gpu_opts *opts)
 {
 	struct nvb_gpu *g;
+	CUcontext old = NULL;
 	char msg[256];
 	int n = 0, err, i, j;
 	CUresult r;
@@ -64,13 +66,15 @@ int nvb_gpu_open(struct nvb_gpu **out, const struct nvb_gpu_opts *opts)
 	g = calloc(1, sizeof(*g));
 	if (!g)
 		return seterr(-ENOMEM, "nvb_gpu_open: out of memory");
-	err = nvb_cuda_load(&g->cu, opts && opts->size >= sizeof(*opts) ?
+	err = nvb_cuda_load(&g->cu, opts && opts->size >= offsetof(struct nvb_gpu_opts, sm_ctas) ?
 			    opts->libcuda : NULL, msg, sizeof(msg));
 	if (err) {
 		free(g);
 		return seterr(err, "%s", msg);
 	}
 	r = g->cu.cuInit(0);
+	if (r == CUDA_SUCCESS)
+		r = g->cu.cuCtxGetCurrent(&old);	/* given back on every return */
 	if (r == CUDA_SUCCESS)
 		r = g->cu.cuDeviceGetCount(&n);
 	if (r != CUDA_SUCCESS || n <= 0) {
@@ -106,7 +110,8 @@ int nvb_gpu_open(struct nvb_gpu **out, const struct nvb_gpu_opts *opts)
 			err = cuerr(g, r, "device setup");
 			g->ndev = i + (d->ctx != NULL);
 			nvb_gpu_close(g);
-			return err;
+			g = NULL;
+			goto out;
 		}
 	}
 	for (i = 0; i < n; i++)
@@ -119,9 +124,15 @@ int nvb_gpu_open(struct nvb_gpu **out, const struct nvb_gpu_opts *opts)
 			g->peer[i][j] = !!can;
 		}
 	g->kernel_ok = &nvb_gpu_fatbin_end[0] > &nvb_gpu_fatbin[0];
-	g->cu.cuCtxSetCurrent(g->d[0].ctx);
+	g->sm_ctas = opts && opts->size >= offsetof(struct nvb_gpu_opts, sm_ctas) + 4 &&
+		     opts->sm_ctas ? opts->sm_ctas : NVB_GPU_SM_CTAS_DEFAULT;
 	*out = g;
-	return 0;
+	err = 0;
+out:
+	/* cuDevicePrimaryCtxRetain made nothing current; be explicit anyway */
+	if (g)
+		g->cu.cuCtxSetCurrent(old);
+	return err;
 }
 
 
@@ -129,8 +140,13 @@ void nvb_gpu_close(struct nvb_gpu *g)
 {
 	int i, k;
 
+	CUcontext old = NULL;
+	unsigned int pflags;
+	int active;
+
 	if (!g)
 		return;
+	g->cu.cuCtxGetCurrent(&old);
 	while (g->proxies)
 		if (nvb_gpu_proxy_stop(g->proxies, 5000000000LL))
 			break;	/* a proxy that would not stop: leak it rather than hang */
@@ -177,8 +193,12 @@ void nvb_gpu_close(struct nvb_gpu *g)
 		if (d->mod)
 			g->cu.cuModuleUnload(d->mod);
 		g->cu.cuDevicePrimaryCtxRelease(d->dev);
+		/* the caller's context was this primary one and we held the last reference */
+		if (old == d->ctx && (g->cu.cuDevicePrimaryCtxGetState(d->dev, &pflags, &active) ||
+				      !active))
+			old = NULL;
 	}
-	g->cu.cuCtxSetCurrent(NULL);
+	g->cu.cuCtxSetCurrent(old);
 	pthread_mutex_destroy(&g->lock);
 	for (i = 0; i < NVB_GPU_MAX_DEV; i++)
 		pthread_mutex_destroy(&g->d[i].ring_lock);
@@ -221,6 +241,25 @@ int nvb_gpu_mem_info(struct nvb_gpu *g, size_t *free_b, size_t *total_b)
 {
 	CU(g, cuMemGetInfo(free_b, total_b), "cuMemGetInfo");
 	return 0;
+}
+
+CUcontext ctx_push(struct nvb_gpu *g, int dev)
+{
+	CUcontext old = NULL;
+
+	g->cu.cuCtxGetCurrent(&old);
+	if (old != g->d[dev].ctx)
+		g->cu.cuCtxSetCurrent(g->d[dev].ctx);
+	return old;
+}
+
+void ctx_pop(struct nvb_gpu *g, CUcontext old)
+{
+	CUcontext cur = NULL;
+
+	g->cu.cuCtxGetCurrent(&cur);
+	if (cur != old)
+		g->cu.cuCtxSetCurrent(old);
 }
 
 uint64_t ns_now(void)

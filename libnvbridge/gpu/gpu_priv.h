@@ -76,6 +76,7 @@ struct nvb_gpu {
 	struct nvb_gpu_name *names;	/* name cache (gpu_nvb.c) */
 	struct nvb_gpu_proxy *proxies;	/* running proxies */
 	int kernel_ok;
+	unsigned int sm_ctas;	/* SM budget of transient kernels */
 };
 
 struct nvb_gpu_buf {
@@ -119,8 +120,10 @@ struct nvb_gpu_proxy {
 	int dev;
 	unsigned int nctas;
 	struct nvb_proxy_mem *mem;
-	pthread_mutex_t lock;
+	pthread_mutex_t lock;	/* tail, launches */
 	uint64_t tail;		/* next ticket - 1 */
+	uint64_t idle_ns;	/* 0: persistent */
+	uint32_t epoch;		/* last launch's number */
 };
 
 
