@@ -33,6 +33,7 @@
 #include "bench_util.h"
 #include "png.h"
 #include "multi.h"
+#include "corun.h"
 #ifdef NVB_BENCH_LIB
 #include "../libnvbridge/nvbridge.h"
 #endif
@@ -60,16 +61,24 @@ static struct {
 	int timeout_s;
 	const char *socket;
 	unsigned int proxy_ctas;
-} opt = { 0, 1, 1, 4096, GiB, 64 * 1024, 1024, 0, NULL, NULL, NULL, 0, 0, 600, NULL, 0 };
+	int gpus_given;		/* --gpus / --same-gpu: no automatic choice */
+	unsigned int trials;	/* samples of every figure (median and spread) */
+	int no_corun;
+	const char *cublas;
+} opt = { 0, 1, 1, 4096, GiB, 64 * 1024, 1024, 0, NULL, NULL, NULL, 0, 0, 600, NULL, 0, 0, 0, 0, NULL };
 
 /* ------------------------------------------------------------ results */
 
+#define MAX_SAMPLES 64
 struct result {
 	char key[48];		/* metric */
 	char method[40];	/* nvbridge-ce, same-process, nccl, ... */
 	uint64_t size;
-	double value;
+	double value;		/* the median of the samples */
 	char unit[8];
+	int n;			/* samples: one per trial */
+	double min, max;
+	double v[MAX_SAMPLES];
 };
 
 static struct result results[2048];
@@ -728,7 +737,7 @@ static void same_process(struct side *s, const uint64_t *sizes, int nsizes)
 	NV(s, nvb_gpu_set_device(s->g, s->dev));
 	CK(s, cuMemAlloc(&pb, GiB));
 	CK(s, cuStreamCreate(&sb, CU_STREAM_NON_BLOCKING));
-	{
+	if (s->dev != s->peer_dev) {
 		CUcontext ca, cb;
 
 		NV(s, nvb_gpu_set_device(s->g, s->peer_dev));
@@ -813,8 +822,11 @@ static void report_import_stages(struct side *s, struct nvb_gpu_map *m, double t
  * A first import of a fresh 1 GiB entry at the same point of the run as the
  * legacy IPC baseline (contexts and peer paths equally warm for both).
  */
+static unsigned int late_seq;	/* one name per call: no revocation of the last in the way */
+
 static void late_import(struct side *s)
 {
+	unsigned int seq = late_seq++;
 	struct nvb_gpu_buf *b = NULL;
 	struct nvb_gpu_map *m = NULL;
 	char name[80];
@@ -825,7 +837,7 @@ static void late_import(struct side *s)
 		NV(s, nvb_gpu_alloc(s->g, s->dev, GiB, 0, &b));
 #ifdef NVB_BENCH_LIB
 		if (opt.use_lib) {
-			snprintf(name, sizeof(name), "%s.late", s->name_self);
+			snprintf(name, sizeof(name), "%s.late%u", s->name_self, seq);
 			NV(s, nvb_gpu_publish(s->g, s->h, name, b, NVB_ACCESS_OWNER, &id));
 			barrier(s);	/* published: the importer's clock starts now */
 		} else
@@ -849,7 +861,7 @@ static void late_import(struct side *s)
 	barrier(s);
 #ifdef NVB_BENCH_LIB
 	if (opt.use_lib) {
-		snprintf(name, sizeof(name), "%s.late", s->name_peer);
+		snprintf(name, sizeof(name), "%s.late%u", s->name_peer, seq);
 		/*
 		 * Handle revocations left by earlier phases first: releasing
 		 * those mappings is real work, but not this import's.
@@ -894,6 +906,7 @@ static void late_import(struct side *s)
 	}
 	(void)id;
 	(void)name;
+	(void)seq;
 	report(s, "import_ms", "nvbridge-late", nvb_gpu_map_size(m), (t1 - t0) * 1e3, "ms");
 	report_import_stages(s, m, t1 - t0, "nvbridge-late");
 	nvb_gpu_unmap(m);
@@ -994,9 +1007,12 @@ static void nccl_bench(struct side *s, const uint64_t *sizes, int nsizes)
 	int rank = s->role == 0 ? 0 : 1;
 
 	memset(&n, 0, sizeof(n));
-	ok = !opt.no_nccl && nccl_load(&n, why, sizeof(why)) == 0;
-	if (opt.no_nccl)
+	if (s->dev == s->peer_dev)
+		snprintf(why, sizeof(why), "both processes are on GPU %d and NCCL runs one rank "
+			 "per GPU", s->dev);
+	else if (opt.no_nccl)
 		snprintf(why, sizeof(why), "--no-nccl");
+	ok = !why[0] && nccl_load(&n, why, sizeof(why)) == 0;
 	ctl_send(s, &ok, 1, -1);
 	ctl_recv(s, &peer_ok, 1, NULL);
 	if (!ok || !peer_ok) {
@@ -1090,11 +1106,50 @@ static void nccl_bench(struct side *s, const uint64_t *sizes, int nsizes)
 	n.CommDestroy(comm);
 }
 
+static void corun_report(void *ctx, const char *key, const char *method, uint64_t size,
+			 double value, const char *unit)
+{
+	report(ctx, key, method, size, value, unit);
+}
+
+static void corun_progress(void *ctx, const char *what)
+{
+	progress(ctx, what);
+}
+
+/* The co-run phase (corun.c) on the importer's GPU; why it could not run goes to the parent. */
+static void corun_run(struct side *s)
+{
+	struct corun_env e;
+	char why[300], msg[320];
+
+	memset(&e, 0, sizeof(e));
+	e.cu = &s->cu;
+	e.g = s->g;
+	e.dev = s->dev;
+	e.local = s->ldata;
+	e.remote = s->rdata;
+	e.quick = opt.quick;
+	e.trials = opt.trials;
+	e.proxy_ctas = opt.proxy_ctas;
+	e.cublas = opt.cublas;
+	e.ctx = s;
+	e.report = corun_report;
+	e.progress = corun_progress;
+	if (corun_phase(&e, why, sizeof(why))) {
+		snprintf(msg, sizeof(msg), "C %s\n", why);
+		if (write(s->res, msg, strlen(msg)) < 0)
+			_exit(1);
+	}
+	NV(s, nvb_gpu_set_device(s->g, s->dev));
+}
+
 static void child(int role, int ctl, int res, const char *tag)
 {
 	struct side S, *s = &S;
 	uint64_t sizes[16], size;
 	int nsizes = 0, i;
+	unsigned int trial;
 	double t;
 	char dname[128];
 
@@ -1122,9 +1177,18 @@ static void child(int role, int ctl, int res, const char *tag)
 		if (role == 1)
 			report(s, "gpu_open_ms", "nvbridge", 0, (now_s() - t0) * 1e3, "ms");
 	}
+	if (!opt.gpus_given && nvb_gpu_device_count(s->g) == 1)
+		s->dev = s->peer_dev = 0;	/* one GPU: both processes on it */
 	if (s->dev >= nvb_gpu_device_count(s->g) || s->peer_dev >= nvb_gpu_device_count(s->g))
 		die(s, "need GPUs %d and %d, have %d", opt.gpu_a, opt.gpu_b,
 		    nvb_gpu_device_count(s->g));
+	if (role == 1) {
+		char msg[64];
+
+		snprintf(msg, sizeof(msg), "I gpus %d %d\n", s->peer_dev, s->dev);
+		if (write(res, msg, strlen(msg)) < 0)
+			_exit(1);
+	}
 	NV(s, nvb_gpu_set_device(s->g, s->dev));
 	for (i = 0; i < NSTREAMS; i++)
 		CK(s, cuStreamCreate(&s->st[i], CU_STREAM_NON_BLOCKING));
@@ -1223,94 +1287,106 @@ static void child(int role, int ctl, int res, const char *tag)
 	}
 	barrier(s);
 
-	/* bulk write / read, importer only; the exporter idles */
-	if (role == 1) {
-		for (i = 0; i < nsizes; i++) {
-			char p[64];
+	/*
+	 * Every phase runs opt.trials times, the cheap ones and the costly
+	 * ones alike: the parent reports the median and the spread.
+	 */
+	for (trial = 0; trial < opt.trials; trial++) {
+		char tp[48];
 
-			snprintf(p, sizeof(p), "write/read %llu KiB", (unsigned long long)sizes[i] >> 10);
-			progress(s, p);
-			bw_one_side(s, "write", s->rdata, s->ldata, sizes[i], NVB_GPU_COPY_CE, 1, "nvbridge-ce");
-			bw_one_side(s, "read", s->ldata, s->rdata, sizes[i], NVB_GPU_COPY_CE, 1, "nvbridge-ce");
-			if (sizes[i] >= 8 * MiB) {
-				bw_one_side(s, "write", s->rdata, s->ldata, sizes[i], NVB_GPU_COPY_CE,
-					    NSTREAMS, "nvbridge-ce-4streams");
-				bw_one_side(s, "read", s->ldata, s->rdata, sizes[i], NVB_GPU_COPY_CE,
-					    NSTREAMS, "nvbridge-ce-4streams");
-			}
-			if (nvb_gpu_has_kernel(s->g) && sizes[i] >= 16 * MiB) {
-				static const unsigned int pcts[] = { 10, 20, 30 };
-				unsigned int q;
+		snprintf(tp, sizeof(tp), "trial %u of %u", trial + 1, opt.trials);
+		progress(s, tp);
+		/* bulk write / read, importer only; the exporter idles */
+		if (role == 1) {
+			for (i = 0; i < nsizes; i++) {
+				char p[64];
 
-				for (q = 0; q < 3; q++) {
-					char mname[40];
-					uint32_t fl = NVB_GPU_COPY_CE | NVB_GPU_COPY_SM |
-						      NVB_GPU_COPY_SM_PCT(pcts[q]);
+				snprintf(p, sizeof(p), "write/read %llu KiB", (unsigned long long)sizes[i] >> 10);
+				progress(s, p);
+				bw_one_side(s, "write", s->rdata, s->ldata, sizes[i], NVB_GPU_COPY_CE, 1, "nvbridge-ce");
+				bw_one_side(s, "read", s->ldata, s->rdata, sizes[i], NVB_GPU_COPY_CE, 1, "nvbridge-ce");
+				if (sizes[i] >= 8 * MiB) {
+					bw_one_side(s, "write", s->rdata, s->ldata, sizes[i], NVB_GPU_COPY_CE,
+						    NSTREAMS, "nvbridge-ce-4streams");
+					bw_one_side(s, "read", s->ldata, s->rdata, sizes[i], NVB_GPU_COPY_CE,
+						    NSTREAMS, "nvbridge-ce-4streams");
+				}
+				if (nvb_gpu_has_kernel(s->g) && sizes[i] >= 16 * MiB) {
+					static const unsigned int pcts[] = { 10, 20, 30 };
+					unsigned int q;
 
-					snprintf(mname, sizeof(mname), "nvbridge-hybrid%u", pcts[q]);
-					bw_one_side(s, "write", s->rdata, s->ldata, sizes[i], fl, NSTREAMS, mname);
-					bw_one_side(s, "read", s->ldata, s->rdata, sizes[i], fl, NSTREAMS, mname);
+					for (q = 0; q < 3; q++) {
+						char mname[40];
+						uint32_t fl = NVB_GPU_COPY_CE | NVB_GPU_COPY_SM |
+							      NVB_GPU_COPY_SM_PCT(pcts[q]);
+
+						snprintf(mname, sizeof(mname), "nvbridge-hybrid%u", pcts[q]);
+						bw_one_side(s, "write", s->rdata, s->ldata, sizes[i], fl, NSTREAMS, mname);
+						bw_one_side(s, "read", s->ldata, s->rdata, sizes[i], fl, NSTREAMS, mname);
+					}
+				}
+				if (nvb_gpu_has_kernel(s->g)) {
+					bw_one_side(s, "write", s->rdata, s->ldata, sizes[i], NVB_GPU_COPY_SM, 1, "nvbridge-sm");
+					bw_one_side(s, "read", s->ldata, s->rdata, sizes[i], NVB_GPU_COPY_SM, 1, "nvbridge-sm");
 				}
 			}
-			if (nvb_gpu_has_kernel(s->g)) {
-				bw_one_side(s, "write", s->rdata, s->ldata, sizes[i], NVB_GPU_COPY_SM, 1, "nvbridge-sm");
-				bw_one_side(s, "read", s->ldata, s->rdata, sizes[i], NVB_GPU_COPY_SM, 1, "nvbridge-sm");
-			}
-		}
-		progress(s, "pipelined 4 KiB puts");
-		pipelined_puts(s);
-		progress(s, "scattered blocks");
-		{
-			static const uint64_t bs[] = { 4096, 16384, 65536, 262144, 1048576 };
-			unsigned int k;
+			progress(s, "pipelined 4 KiB puts");
+			pipelined_puts(s);
+			progress(s, "scattered blocks");
+			{
+				static const uint64_t bs[] = { 4096, 16384, 65536, 262144, 1048576 };
+				unsigned int k;
 
-			for (k = 0; k < sizeof(bs) / sizeof(bs[0]); k++) {
-				if (bs[k] * opt.blk_count * 2 > s->data_size)
-					continue;
-				blocks(s, bs[k], opt.blk_count, 1);
-				blocks(s, bs[k], opt.blk_count, 0);
+				for (k = 0; k < sizeof(bs) / sizeof(bs[0]); k++) {
+					if (bs[k] * opt.blk_count * 2 > s->data_size)
+						continue;
+					blocks(s, bs[k], opt.blk_count, 1);
+					blocks(s, bs[k], opt.blk_count, 0);
+				}
+				if (opt.blk_size != 65536 && opt.blk_size * opt.blk_count * 2 <= s->data_size) {
+					blocks(s, opt.blk_size, opt.blk_count, 1);
+					blocks(s, opt.blk_size, opt.blk_count, 0);
+				}
 			}
-			if (opt.blk_size != 65536 && opt.blk_size * opt.blk_count * 2 <= s->data_size) {
-				blocks(s, opt.blk_size, opt.blk_count, 1);
-				blocks(s, opt.blk_size, opt.blk_count, 0);
-			}
+			progress(s, "same-process baseline");
+			same_process(s, sizes, nsizes);
 		}
-		progress(s, "same-process baseline");
-		same_process(s, sizes, nsizes);
-	}
-	barrier(s);
-	/* bidirectional: both push */
-	for (i = 0; i < nsizes; i++) {
-		if (sizes[i] < MiB)
-			continue;
-		progress(s, "bidirectional");
-		bw_bidir(s, sizes[i], "nvbridge-ce", NVB_GPU_COPY_CE);
-		if (nvb_gpu_has_kernel(s->g) && sizes[i] >= 64 * MiB)
-			bw_bidir(s, sizes[i], "nvbridge-hybrid20", NVB_GPU_COPY_CE | NVB_GPU_COPY_SM |
-				 NVB_GPU_COPY_SM_PCT(20));
-	}
-	progress(s, "put + completion latency");
-	pingpong(s, 4096, 0, "nvbridge-ce+memop");
-	if (nvb_gpu_has_kernel(s->g)) {
-		pingpong(s, 4096, 1, "nvbridge-sm+memop");
-		pingpong(s, 4096, 2, "nvbridge-sm+spin");
-	}
-	for (i = 0; i < nsizes; i++) {
-		progress(s, "transfers with completion");
-		xfer(s, sizes[i], 0, "nvbridge-ce");
-		if (sizes[i] >= 64 * 1024)
-			xfer(s, sizes[i], 4, "nvbridge-ce-pipe");
+		barrier(s);
+		/* bidirectional: both push */
+		for (i = 0; i < nsizes; i++) {
+			if (sizes[i] < MiB)
+				continue;
+			progress(s, "bidirectional");
+			bw_bidir(s, sizes[i], "nvbridge-ce", NVB_GPU_COPY_CE);
+			if (nvb_gpu_has_kernel(s->g) && sizes[i] >= 64 * MiB)
+				bw_bidir(s, sizes[i], "nvbridge-hybrid20", NVB_GPU_COPY_CE | NVB_GPU_COPY_SM |
+					 NVB_GPU_COPY_SM_PCT(20));
+		}
+		progress(s, "put + completion latency");
+		pingpong(s, 4096, 0, "nvbridge-ce+memop");
 		if (nvb_gpu_has_kernel(s->g)) {
-			if (sizes[i] <= 16 * MiB)
-				xfer(s, sizes[i], 1, "nvbridge-sm");
-			if (sizes[i] >= 16 * MiB)
-				xfer(s, sizes[i], 2, "nvbridge-hybrid20");
+			pingpong(s, 4096, 1, "nvbridge-sm+memop");
+			pingpong(s, 4096, 2, "nvbridge-sm+spin");
 		}
+		for (i = 0; i < nsizes; i++) {
+			progress(s, "transfers with completion");
+			xfer(s, sizes[i], 0, "nvbridge-ce");
+			if (sizes[i] >= 64 * 1024)
+				xfer(s, sizes[i], 4, "nvbridge-ce-pipe");
+			if (nvb_gpu_has_kernel(s->g)) {
+				if (sizes[i] <= 16 * MiB)
+					xfer(s, sizes[i], 1, "nvbridge-sm");
+				if (sizes[i] >= 16 * MiB)
+					xfer(s, sizes[i], 2, "nvbridge-hybrid20");
+			}
+		}
+		proxy_phase(s, sizes, nsizes);
+		progress(s, "legacy CUDA IPC");
+		late_import(s);
+		legacy_ipc(s);
 	}
-	proxy_phase(s, sizes, nsizes);
-	progress(s, "legacy CUDA IPC");
-	late_import(s);
-	legacy_ipc(s);
+	if (role == 1 && !opt.no_corun)
+		corun_run(s);
 	nccl_bench(s, sizes, nsizes);
 	barrier(s);
 	nvb_gpu_unmap(s->map);
@@ -1334,6 +1410,7 @@ static struct {
 	char alloc[128];
 	char import[16];
 	char nccl_note[256];
+	char corun_note[256];
 	int driver, kernel;
 } info;
 
@@ -1345,6 +1422,61 @@ static void scopy(char *d, size_t n, const char *s)
 		l = n - 1;
 	memcpy(d, s, l);
 	d[l] = 0;
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* r (in the free slot) is one sample: a new figure or one more sample of one. */
+static void add_sample(struct result *r)
+{
+	struct result *e = NULL;
+	int i;
+
+	for (i = 0; i < nresults; i++)
+		if (!strcmp(results[i].key, r->key) && !strcmp(results[i].method, r->method) &&
+		    results[i].size == r->size) {
+			e = &results[i];
+			break;
+		}
+	if (!e) {
+		e = r;
+		e->n = 0;
+		nresults++;
+	}
+	if (e->n < MAX_SAMPLES)
+		e->v[e->n++] = r->value;
+}
+
+/* value = median of the samples; min and max kept for the spread. */
+static void finish_samples(void)
+{
+	int i;
+
+	for (i = 0; i < nresults; i++) {
+		struct result *r = &results[i];
+		double t[MAX_SAMPLES];
+
+		memcpy(t, r->v, sizeof(double) * (size_t)r->n);
+		qsort(t, (size_t)r->n, sizeof(double), cmp_dbl);
+		r->min = t[0];
+		r->max = t[r->n - 1];
+		r->value = r->n % 2 ? t[r->n / 2] : (t[r->n / 2 - 1] + t[r->n / 2]) / 2;
+	}
+}
+
+/* "1.23 (1.1-1.4)": median and the range of the samples. */
+static const char *med_spread(const struct result *r, char *buf, size_t n)
+{
+	if (r->n > 1)
+		snprintf(buf, n, "%.3g (%.3g-%.3g)", r->value, r->min, r->max);
+	else
+		snprintf(buf, n, "%.3g", r->value);
+	return buf;
 }
 
 static const struct result *find(const char *key, const char *method, uint64_t size)
@@ -1418,19 +1550,22 @@ static void print_goals(FILE *f, struct goal_row *rows, int n)
 {
 	int i;
 
-	fprintf(f, "%-40s %-28s %12s  %-22s %12s %8s  %-22s %s\n", "metric", "nvbridge (method)",
+	fprintf(f, "values: median (min-max) of %u trials\n", opt.trials);
+	fprintf(f, "%-40s %-28s %26s  %-22s %26s %8s  %-22s %s\n", "metric", "nvbridge (method)",
 		"value", "baseline", "value", "ratio", "goal", "met");
 	for (i = 0; i < n; i++) {
 		struct goal_row *r = &rows[i];
-		char nv[24] = "-", bv[24] = "-", ra[16] = "-";
+		char nv[56] = "-", bv[56] = "-", ra[16] = "-";
+
+		char t[40];
 
 		if (r->nvb)
-			snprintf(nv, sizeof(nv), "%.2f %s", r->nvb->value, r->nvb->unit);
+			snprintf(nv, sizeof(nv), "%s %s", med_spread(r->nvb, t, sizeof(t)), r->nvb->unit);
 		if (r->base)
-			snprintf(bv, sizeof(bv), "%.2f %s", r->base->value, r->base->unit);
+			snprintf(bv, sizeof(bv), "%s %s", med_spread(r->base, t, sizeof(t)), r->base->unit);
 		if (r->ratio > 0)
 			snprintf(ra, sizeof(ra), "%.2fx", r->ratio);
-		fprintf(f, "%-40s %-28s %12s  %-22s %12s %8s  %-22s %s\n", r->metric,
+		fprintf(f, "%-40s %-28s %26s  %-22s %26s %8s  %-22s %s\n", r->metric,
 			r->nvb ? r->nvb->method : "-", nv, r->base_name, bv, ra, r->goal,
 			r->met < 0 ? "n/a" : r->met ? "yes" : "NO");
 	}
@@ -1534,7 +1669,9 @@ static void print_blocks(FILE *f)
 {
 	int i;
 
-	fprintf(f, "\nscattered blocks (%u per call), GB/s\n", opt.blk_count);
+	char t[40];
+
+	fprintf(f, "\nscattered blocks (%u per call), GB/s, median (min-max)\n", opt.blk_count);
 	fprintf(f, "%-22s %-10s %-22s %10s\n", "direction", "block", "method", "GB/s");
 	for (i = 0; i < nresults; i++) {
 		char b[32];
@@ -1542,15 +1679,50 @@ static void print_blocks(FILE *f)
 		if (strncmp(results[i].key, "blocks_", 7))
 			continue;
 		fmt_size(b, sizeof(b), results[i].size);
-		fprintf(f, "%-22s %-10s %-22s %10.1f\n", results[i].key + 7, b, results[i].method,
-			results[i].value);
+		fprintf(f, "%-22s %-10s %-22s %24s\n", results[i].key + 7, b, results[i].method,
+			med_spread(&results[i], t, sizeof(t)));
 	}
 	fprintf(f, "\nlatencies\n");
 	for (i = 0; i < nresults; i++)
 		if (!strcmp(results[i].unit, "us") || !strcmp(results[i].unit, "ms"))
 			if (strcmp(results[i].key, "xfer_us"))
-				fprintf(f, "%-22s %-24s %10.2f %s\n", results[i].key,
-					results[i].method, results[i].value, results[i].unit);
+				fprintf(f, "%-22s %-24s %24s %s\n", results[i].key,
+					results[i].method, med_spread(&results[i], t, sizeof(t)),
+					results[i].unit);
+}
+
+/* Both sides of the co-run phase: what the transfer gets, what it costs the GEMM. */
+static void print_corun(FILE *f)
+{
+	const struct result *solo = find("corun_gemm_tflops", "solo", 0);
+	char a[40], b[56], c[56];
+	int i;
+
+	if (!solo)
+		return;
+	fprintf(f, "\nco-run: a bf16 GEMM (8192^3, cuBLAS) on the importer's GPU beside each method\n"
+		"GEMM alone: %s TFLOP/s; median (min-max) of %u trials\n",
+		med_spread(solo, a, sizeof(a)), opt.trials);
+	fprintf(f, "%-34s %24s %24s %24s %s\n", "method", "GEMM vs alone", "transfer alone",
+		"transfer beside GEMM", "goal GEMM >= 0.95x");
+	for (i = 0; i < nresults; i++) {
+		const struct result *r = &results[i], *x, *y;
+		int lat;
+
+		if (strcmp(r->key, "corun_gemm_ratio"))
+			continue;
+		lat = find("solo_lat_us", r->method, 0) != NULL;
+		x = find(lat ? "solo_lat_us" : "solo_xfer_GBs", r->method, 0);
+		y = find(lat ? "corun_lat_us" : "corun_xfer_GBs", r->method, 0);
+		strcpy(b, "-");
+		strcpy(c, "-");
+		if (x)
+			snprintf(b, sizeof(b), "%s %s", med_spread(x, a, sizeof(a)), x->unit);
+		if (y)
+			snprintf(c, sizeof(c), "%s %s", med_spread(y, a, sizeof(a)), y->unit);
+		fprintf(f, "%-34s %24s %24s %24s %s\n", r->method, med_spread(r, a, sizeof(a)), b, c,
+			r->value >= 0.95 ? "yes" : "NO");
+	}
 }
 
 static void print_json(FILE *f, struct goal_row *rows, int n)
@@ -1563,8 +1735,10 @@ static void print_json(FILE *f, struct goal_row *rows, int n)
 	fprintf(f, "{\n  \"device\": \"%s\",\n  \"driver\": %d,\n  \"date\": \"%s\",\n"
 		"  \"backend\": \"%s\",\n  \"alloc\": \"%s\",\n  \"import\": \"%s\",\n"
 		"  \"gpus\": [%d, %d],\n  \"sm_kernel\": %d,\n  \"nccl_note\": \"%s\",\n"
+		"  \"trials\": %u,\n  \"corun_note\": \"%s\",\n"
 		"  \"goals\": [\n", info.device, info.driver, date, info.backend, info.alloc,
-		info.import, opt.gpu_a, opt.gpu_b, info.kernel, info.nccl_note);
+		info.import, opt.gpu_a, opt.gpu_b, info.kernel, info.nccl_note, opt.trials,
+		info.corun_note);
 	for (i = 0; i < n; i++)
 		fprintf(f, "    {\"metric\": \"%s\", \"method\": \"%s\", \"value\": %.6g, "
 			"\"baseline\": \"%s\", \"baseline_value\": %.6g, \"ratio\": %.4g, "
@@ -1576,9 +1750,10 @@ static void print_json(FILE *f, struct goal_row *rows, int n)
 	fprintf(f, "  ],\n  \"results\": [\n");
 	for (i = 0; i < nresults; i++)
 		fprintf(f, "    {\"metric\": \"%s\", \"method\": \"%s\", \"size\": %llu, "
-			"\"value\": %.6g, \"unit\": \"%s\"}%s\n", results[i].key, results[i].method,
-			(unsigned long long)results[i].size, results[i].value, results[i].unit,
-			i + 1 < nresults ? "," : "");
+			"\"value\": %.6g, \"min\": %.6g, \"max\": %.6g, \"n\": %d, \"unit\": \"%s\"}%s\n",
+			results[i].key, results[i].method,
+			(unsigned long long)results[i].size, results[i].value, results[i].min,
+			results[i].max, results[i].n, results[i].unit, i + 1 < nresults ? "," : "");
 	fprintf(f, "  ]\n}\n");
 }
 
@@ -1636,7 +1811,12 @@ static void usage(void)
 	       "  --json-out FILE     also write the JSON to FILE\n"
 	       "  --png FILE          write a bandwidth-vs-size plot\n"
 	       "  --quick             fewer iterations\n"
-	       "  --proxy-ctas N      CTAs of the put proxy (default 0: one per SM)\n"
+	       "  --proxy-ctas N      CTAs of the put proxy (default 0: the library's default)\n"
+	       "  --trials N          samples of every figure: median and spread (default 5, --quick 3)\n"
+	       "  --same-gpu G        both processes on GPU G (the default on a one-GPU host)\n"
+	       "  --no-corun          skip the co-run phase (a bf16 GEMM beside each transfer method)\n"
+	       "  --cublas PATH       libcublas to dlopen for the co-run GEMM (default: NVB_CUBLAS_LIB,\n"
+	       "                      libcublas.so.13, libcublas.so.12)\n"
 	       "  --timeout S         kill the run after S seconds (default 600)\n"
 
 	       "any number of GPUs (one process per GPU; combine freely):\n"
@@ -1695,6 +1875,8 @@ int main(int argc, char **argv)
 		{ "timeout", 1, 0, 't' }, { "json-out", 1, 0, 'J' }, { "help", 0, 0, 'h' },
 		{ "proxy-ctas", 1, 0, 'P' }, { "all-pairs", 0, 0, 'A' }, { "fan-out", 1, 0, 'F' },
 		{ "many-publishers", 1, 0, 'Y' }, { "pair-size", 1, 0, 'Z' }, { "pub-size", 1, 0, 'U' },
+		{ "trials", 1, 0, 'T' }, { "same-gpu", 1, 0, 'G' }, { "no-corun", 0, 0, 'C' },
+		{ "cublas", 1, 0, 'B' },
 		{ 0, 0, 0, 0 },
 	};
 	int c, ctl[2], resp[2], st, failed = 0, nrows;
@@ -1765,6 +1947,19 @@ int main(int argc, char **argv)
 		case 'q': opt.quick = 1; break;
 		case 't': opt.timeout_s = atoi(optarg); break;
 		case 'P': opt.proxy_ctas = (unsigned int)atoi(optarg); break;
+		case 'T':
+			opt.trials = (unsigned int)atoi(optarg);
+			if (opt.trials < 1 || opt.trials > MAX_SAMPLES) {
+				fprintf(stderr, "--trials: 1 to %d\n", MAX_SAMPLES);
+				return 2;
+			}
+			break;
+		case 'G':
+			opt.gpu_a = opt.gpu_b = atoi(optarg);
+			opt.gpus_given = 1;
+			break;
+		case 'C': opt.no_corun = 1; break;
+		case 'B': opt.cublas = optarg; break;
 		default:
 			usage();
 			return c == 'h' ? 0 : 2;
@@ -1809,7 +2004,10 @@ int main(int argc, char **argv)
 		}
 		opt.gpu_a = mo.gpus[0];
 		opt.gpu_b = mo.gpus[1];
+		opt.gpus_given = 1;
 	}
+	if (!opt.trials)
+		opt.trials = opt.quick ? 3 : 5;
 	if (opt.min_size < 4 || opt.max_size < opt.min_size || opt.max_size > 4 * GiB ||
 	    !opt.blk_size || !opt.blk_count) {
 		fprintf(stderr, "bad sizes\n");
@@ -1848,7 +2046,9 @@ int main(int argc, char **argv)
 		if (line[0] == 'R' && nresults < (int)(sizeof(results) / sizeof(results[0])) &&
 		    sscanf(line, "R %47s %39s %llu %lf %7s", r->key, r->method, &sz, &r->value, r->unit) >= 4) {
 			r->size = sz;
-			nresults++;
+			add_sample(r);
+		} else if (!strncmp(line, "I gpus ", 7)) {
+			sscanf(line + 7, "%d %d", &opt.gpu_a, &opt.gpu_b);
 		} else if (line[0] == 'P') {
 			fprintf(stderr, "\r[%5.1fs] %-40s results: %d   ", now_s() - t0, line + 2, nresults);
 		} else if (line[0] == 'I') {
@@ -1866,6 +2066,8 @@ int main(int argc, char **argv)
 				scopy(info.import, sizeof(info.import), line + 9);
 		} else if (line[0] == 'N') {
 			scopy(info.nccl_note, sizeof(info.nccl_note), line + 2);
+		} else if (line[0] == 'C') {
+			scopy(info.corun_note, sizeof(info.corun_note), line + 2);
 		} else if (line[0] == 'E') {
 			fprintf(stderr, "\nnvbridge-bench: %s\n", line + 2);
 			failed = 1;
@@ -1887,6 +2089,7 @@ int main(int argc, char **argv)
 		failed = 1;
 	if (!info.backend[0])
 		snprintf(info.backend, sizeof(info.backend), "socketpair stand-in");
+	finish_samples();
 	invalidate_impossible();
 	nrows = build_goals(rows);
 	if (opt.json) {
@@ -1896,19 +2099,23 @@ int main(int argc, char **argv)
 		time_t t = time(NULL);
 
 		strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&t));
-		printf("nvbridge-bench: %s, GPU %d (exporter) <-> GPU %d (importer), driver %d.%d, %s\n",
-		       info.device, opt.gpu_a, opt.gpu_b, info.driver / 1000,
-		       (info.driver % 1000) / 10, date);
+		printf("nvbridge-bench: %s, GPU %d (exporter) <-> GPU %d (importer)%s, driver %d.%d, %s\n",
+		       info.device, opt.gpu_a, opt.gpu_b,
+		       opt.gpu_a == opt.gpu_b ? " (two processes on one GPU)" : "",
+		       info.driver / 1000, (info.driver % 1000) / 10, date);
 		printf("rendezvous: %s; allocation: %s; import via %s; SM kernel: %s\n",
 		       info.backend, info.alloc, info.import, info.kernel ? "yes" : "no");
 		if (info.nccl_note[0])
 			printf("%s\n", info.nccl_note);
+		if (info.corun_note[0])
+			printf("%s\n", info.corun_note);
 		if (invalid_note[0])
 			printf("INVALID (above the link's copy rate, excluded): %s\n", invalid_note);
 		printf("\n");
 		print_goals(stdout, rows, nrows);
 		print_sweep(stdout);
 		print_blocks(stdout);
+		print_corun(stdout);
 	}
 	if (opt.json_out) {
 		FILE *jf = fopen(opt.json_out, "w");
@@ -1922,5 +2129,14 @@ int main(int argc, char **argv)
 	}
 	if (opt.png)
 		plot(opt.png);
+	if (!opt.no_corun && !failed && !find("corun_gemm_tflops", "solo", 0)) {
+		fprintf(stderr, "nvbridge-bench: the co-run phase did not run: %s\n",
+			info.corun_note[0] ? info.corun_note : "no reason reported");
+		failed = 1;
+	}
+	if (!nresults && !failed) {
+		fprintf(stderr, "nvbridge-bench: no results\n");
+		failed = 1;
+	}
 	return failed;
 }

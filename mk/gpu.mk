@@ -3,9 +3,11 @@
 #
 #   make gpu-objs     PIC objects that mk/lib.mk puts into libnvbridge.{a,so}
 #   make bench        $(BUILD)/bench/nvbridge-bench
-#   make gputest      GPU tests (2 GPUs + a backend; starts a private nvbridged
-#                     when /dev/nvbridge is absent); skipped without a GPU
-#   make bench-run    the cross-process bench with all baselines (make run uses it)
+#   make gputest      GPU tests (1 GPU or more + a backend; starts a private
+#                     nvbridged when /dev/nvbridge is absent); skipped without a GPU
+#   make bench-run    the cross-process bench with all baselines and the co-run
+#                     phase (make run uses it); JSON in build/bench, plots by
+#                     bench/plot when python3-matplotlib is installed
 #   make bench-multi  every GPU: --all-pairs --fan-out all --many-publishers 64
 #                     (NVB_MULTI_ARGS; make run adds it on hosts with 3 GPUs or more)
 #   suites: gpu-build (compile-only, -Werror, always), gpu (gputest; skips without GPUs)
@@ -58,8 +60,8 @@ $(GPU_B)/%.o: libnvbridge/%.c $(GPU_HDRS)
 	$(CC) $(GPU_CFLAGS) -c $< -o $@
 
 bench: $(BENCH_BIN)
-BENCH_SRCS := bench/nvbridge-bench.c bench/multi.c bench/png.c
-$(BENCH_BIN): $(BENCH_SRCS) bench/png.h bench/multi.h bench/bench_util.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
+BENCH_SRCS := bench/nvbridge-bench.c bench/multi.c bench/png.c bench/corun.c
+$(BENCH_BIN): $(BENCH_SRCS) bench/png.h bench/multi.h bench/corun.h bench/bench_util.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(GPU_CFLAGS) -DNVB_BENCH_LIB -o $@ $(BENCH_SRCS) $(GPU_LINK)
 
@@ -88,8 +90,14 @@ check-gpu: $(GPUTEST_BIN) lib
 bench-run: $(BENCH_BIN) lib
 	@nccl=$${NVB_NCCL_LIB:-$$(python3 -c 'import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)}; \
 	[ -n "$$nccl" ] && [ -e "$$nccl" ] || nccl=libnccl.so.2; \
+	cublas=$$(sh scripts/find-cublas); \
 	export NCCL_NVLS_ENABLE=0; \
-	$(call gpu_with_backend,$(BENCH_BIN) --nccl $$nccl --png $(BUILD)/bench/nvbridge-bench.png $(NVB_BENCH_ARGS))
+	( $(call gpu_with_backend,$(BENCH_BIN) --nccl $$nccl $${cublas:+--cublas $$cublas} \
+		--json-out $(BUILD)/bench/nvbridge-bench.json $(NVB_BENCH_ARGS)) ); rc=$$?; \
+	if python3 -c 'import matplotlib' 2>/dev/null; then \
+		python3 bench/plot $(BUILD)/bench/nvbridge-bench.json $(BUILD)/bench/nvbridge-bench; \
+	else echo "bench-run: no plots (python3-matplotlib is not installed)"; fi; \
+	exit $$rc
 
 # Every GPU of the host: all pairs, fan-out, many publishers (make run on >= 3 GPUs).
 NVB_MULTI_ARGS ?= --all-pairs --fan-out all --many-publishers 64
@@ -108,7 +116,8 @@ check-gpu-build:
 	done; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only -DNVB_BENCH_LIB bench/nvbridge-bench.c && \
 	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/multi.c && \
-	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/png.c; then ok "compile bench"; else ko "compile bench"; fi; \
+	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/png.c && \
+	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/corun.c; then ok "compile bench"; else ko "compile bench"; fi; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only bench/nvbridge-bench.c; then ok "compile bench (socketpair only)"; else ko "compile bench (socketpair only)"; fi; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only tests/gpu/gputest.c; then ok "compile tests/gpu/gputest.c"; else ko "compile tests/gpu/gputest.c"; fi; \
 	if $(CC) -c -o /dev/null libnvbridge/gpu_fatbin.S; then ok "assemble empty fatbin (no nvcc)"; else ko "assemble empty fatbin"; fi; \
