@@ -31,7 +31,6 @@
 #include "../libnvbridge/cuda_api.h"
 #include "../libnvbridge/nvbridge_gpu.h"
 #include "bench_util.h"
-#include "png.h"
 #include "multi.h"
 #include "corun.h"
 #ifdef NVB_BENCH_LIB
@@ -54,7 +53,6 @@ static struct {
 	unsigned int blk_count;
 	int json;
 	const char *json_out;
-	const char *png;
 	const char *nccl;
 	int no_nccl;
 	int quick;
@@ -65,7 +63,8 @@ static struct {
 	unsigned int trials;	/* samples of every figure (median and spread) */
 	int no_corun;
 	const char *cublas;
-} opt = { 0, 1, 1, 4096, GiB, 64 * 1024, 1024, 0, NULL, NULL, NULL, 0, 0, 600, NULL, 0, 0, 0, 0, NULL };
+} opt = { .gpu_a = 0, .gpu_b = 1, .use_lib = 1, .min_size = 4096, .max_size = GiB,
+	.blk_size = 64 * 1024, .blk_count = 1024, .timeout_s = 600 };
 
 /* ------------------------------------------------------------ results */
 
@@ -1757,46 +1756,6 @@ static void print_json(FILE *f, struct goal_row *rows, int n)
 	fprintf(f, "  ]\n}\n");
 }
 
-static void plot(const char *path)
-{
-	static const char *sel[][3] = {
-		{ "write", "nvbridge-ce", "NVB WRITE CE" }, { "write", "nvbridge-sm", "NVB WRITE SM" },
-		{ "read", "nvbridge-ce", "NVB READ CE" }, { "bidir", "nvbridge-ce", "NVB BIDIR" },
-		{ "write", "same-process", "SAME-PROC WRITE" }, { "bidir", "same-process", "SAME-PROC BIDIR" },
-		{ "xfer", "nvbridge-ce", "NVB XFER+FLAG" }, { "xfer", "nccl", "NCCL SEND/RECV" },
-	};
-	struct plot_series ps[8];
-	static double xs_[8][16], ys_[8][16];
-	char title[200];
-	int k, ns = 0;
-
-	for (k = 0; k < 8; k++) {
-		uint64_t s;
-		int n = 0;
-
-		for (s = opt.min_size; s <= opt.max_size && n < 16; s *= 4) {
-			const struct result *r = find(sel[k][0], sel[k][1], s);
-
-			if (r) {
-				xs_[ns][n] = (double)s;
-				ys_[ns][n] = r->value;
-				n++;
-			}
-		}
-		if (n) {
-			ps[ns].label = sel[k][2];
-			ps[ns].n = n;
-			ps[ns].x = xs_[ns];
-			ps[ns].y = ys_[ns];
-			ns++;
-		}
-	}
-	snprintf(title, sizeof(title), "NVBRIDGE-BENCH: GPU %d <-> GPU %d, %s", opt.gpu_a,
-		 opt.gpu_b, info.device);
-	if (png_plot(path, title, ps, ns))
-		fprintf(stderr, "nvbridge-bench: could not write %s\n", path);
-}
-
 static void usage(void)
 {
 	printf("usage: nvbridge-bench [options]\n"
@@ -1809,7 +1768,7 @@ static void usage(void)
 	       "  --nccl PATH | --no-nccl   libnccl.so.2 to dlopen (default: libnccl.so.2, NVB_NCCL_LIB)\n"
 	       "  --json              JSON on stdout instead of the table\n"
 	       "  --json-out FILE     also write the JSON to FILE\n"
-	       "  --png FILE          write a bandwidth-vs-size plot\n"
+	       "  (plots: bench/plot FILE.json PREFIX, from --json-out)\n"
 	       "  --quick             fewer iterations\n"
 	       "  --proxy-ctas N      CTAs of the put proxy (default 0: the library's default)\n"
 	       "  --trials N          samples of every figure: median and spread (default 5, --quick 3)\n"
@@ -1943,7 +1902,10 @@ int main(int argc, char **argv)
 		case 'N': opt.no_nccl = 1; break;
 		case 'j': opt.json = 1; break;
 		case 'J': opt.json_out = optarg; break;
-		case 'p': opt.png = optarg; break;
+		case 'p':
+			fprintf(stderr, "--png: gone; write --json-out FILE and draw it with bench/plot "
+				"(matplotlib)\n");
+			return 2;
 		case 'q': opt.quick = 1; break;
 		case 't': opt.timeout_s = atoi(optarg); break;
 		case 'P': opt.proxy_ctas = (unsigned int)atoi(optarg); break;
@@ -1989,7 +1951,6 @@ int main(int argc, char **argv)
 		mo.socket = opt.socket;
 		mo.json = opt.json;
 		mo.json_out = opt.json_out;
-		mo.png = opt.png;
 		mo.quick = opt.quick;
 		mo.timeout_s = opt.timeout_s;
 #ifdef NVB_BENCH_LIB
@@ -2127,8 +2088,6 @@ int main(int argc, char **argv)
 			perror(opt.json_out);
 		}
 	}
-	if (opt.png)
-		plot(opt.png);
 	if (!opt.no_corun && !failed && !find("corun_gemm_tflops", "solo", 0)) {
 		fprintf(stderr, "nvbridge-bench: the co-run phase did not run: %s\n",
 			info.corun_note[0] ? info.corun_note : "no reason reported");

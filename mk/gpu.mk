@@ -60,8 +60,8 @@ $(GPU_B)/%.o: libnvbridge/%.c $(GPU_HDRS)
 	$(CC) $(GPU_CFLAGS) -c $< -o $@
 
 bench: $(BENCH_BIN)
-BENCH_SRCS := bench/nvbridge-bench.c bench/multi.c bench/png.c bench/corun.c
-$(BENCH_BIN): $(BENCH_SRCS) bench/png.h bench/multi.h bench/corun.h bench/bench_util.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
+BENCH_SRCS := bench/nvbridge-bench.c bench/multi.c bench/corun.c
+$(BENCH_BIN): $(BENCH_SRCS) bench/multi.h bench/corun.h bench/bench_util.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(GPU_CFLAGS) -DNVB_BENCH_LIB -o $@ $(BENCH_SRCS) $(GPU_LINK)
 
@@ -103,7 +103,11 @@ bench-run: $(BENCH_BIN) lib
 NVB_MULTI_ARGS ?= --all-pairs --fan-out all --many-publishers 64
 bench-multi: $(BENCH_BIN) lib
 	@export NCCL_NVLS_ENABLE=0; \
-	$(call gpu_with_backend,$(BENCH_BIN) $(NVB_MULTI_ARGS) --png $(BUILD)/bench/nvbridge-bench-multi.png)
+	( $(call gpu_with_backend,$(BENCH_BIN) $(NVB_MULTI_ARGS) \
+		--json-out $(BUILD)/bench/nvbridge-bench-multi.json) ); rc=$$?; \
+	if python3 -c 'import matplotlib' 2>/dev/null; then \
+		python3 bench/plot $(BUILD)/bench/nvbridge-bench-multi.json $(BUILD)/bench/nvbridge-bench-multi; \
+	fi; exit $$rc
 
 # Compile-only proof that the GPU code builds with -Werror on any host,
 # and that our driver-API declarations match cuda.h where it exists.
@@ -116,7 +120,6 @@ check-gpu-build:
 	done; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only -DNVB_BENCH_LIB bench/nvbridge-bench.c && \
 	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/multi.c && \
-	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/png.c && \
 	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/corun.c; then ok "compile bench"; else ko "compile bench"; fi; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only bench/nvbridge-bench.c; then ok "compile bench (socketpair only)"; else ko "compile bench (socketpair only)"; fi; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only tests/gpu/gputest.c; then ok "compile tests/gpu/gputest.c"; else ko "compile tests/gpu/gputest.c"; fi; \

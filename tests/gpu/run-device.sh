@@ -6,7 +6,7 @@
 #   NVB_BENCH2_ARGS  when set, a second two-GPU run with these (bench2.txt/json)
 #   NVB_SKIP_GPUTEST, NVB_SKIP_BENCH, NVB_SKIP_TORCH  skip those steps
 #   NVB_MULTI_ARGS   when set, a multi-GPU run (multi.txt, multi.json,
-#                    multi.png) with these arguments, e.g.
+#                    multi-pairs.png) with these arguments, e.g.
 #                    "--all-pairs --fan-out all --many-publishers 64"
 out=${1:-.}
 export NCCL_NVLS_ENABLE=0
@@ -28,8 +28,9 @@ if [ -z "$NVB_SKIP_TORCH" ]; then
 fi
 if [ -n "$NVB_MULTI_ARGS" ]; then
 	timeout ${NVB_MULTI_TIMEOUT:-400} ./build/bench/nvbridge-bench $NVB_MULTI_ARGS \
-		--png "$out/multi.png" --json-out "$out/multi.json" > "$out/multi.txt" 2> "$out/multi.err"
+		--json-out "$out/multi.json" > "$out/multi.txt" 2> "$out/multi.err"
 	echo "multi rc=$?" >> "$out/multi.txt"
+	python3 bench/plot "$out/multi.json" "$out/multi" >> "$out/multi.err" 2>&1
 fi
 nccl=$(python3 -c 'import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)
 cublas=$(sh scripts/find-cublas 2>/dev/null)
