@@ -60,8 +60,9 @@ $(GPU_B)/%.o: libnvbridge/%.c $(GPU_HDRS)
 	$(CC) $(GPU_CFLAGS) -c $< -o $@
 
 bench: $(BENCH_BIN)
-BENCH_SRCS := bench/nvbridge-bench.c bench/multi.c bench/corun.c
-$(BENCH_BIN): $(BENCH_SRCS) bench/multi.h bench/corun.h bench/bench_util.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
+BENCH_SRCS := $(addprefix bench/,nvbridge-bench.c report.c child.c side.c phase_copy.c phase_flags.c \
+              phase_import.c phase_nccl.c multi.c corun.c)
+$(BENCH_BIN): $(BENCH_SRCS) bench/bench.h bench/multi.h bench/corun.h bench/bench_util.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(GPU_CFLAGS) -DNVB_BENCH_LIB -o $@ $(BENCH_SRCS) $(GPU_LINK)
 
@@ -118,10 +119,10 @@ check-gpu-build:
 	for src in $(GPU_C_SRCS); do \
 		if $(CC) $(GPU_CFLAGS) -fsyntax-only $$src; then ok "compile $$src"; else ko "compile $$src"; fi; \
 	done; \
-	if $(CC) $(GPU_CFLAGS) -fsyntax-only -DNVB_BENCH_LIB bench/nvbridge-bench.c && \
-	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/multi.c && \
-	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/corun.c; then ok "compile bench"; else ko "compile bench"; fi; \
-	if $(CC) $(GPU_CFLAGS) -fsyntax-only bench/nvbridge-bench.c; then ok "compile bench (socketpair only)"; else ko "compile bench (socketpair only)"; fi; \
+	all=1; for bsrc in $(BENCH_SRCS); do $(CC) $(GPU_CFLAGS) -fsyntax-only -DNVB_BENCH_LIB $$bsrc || all=0; done; \
+	if [ $$all = 1 ]; then ok "compile bench"; else ko "compile bench"; fi; \
+	all=1; for bsrc in $(BENCH_SRCS); do $(CC) $(GPU_CFLAGS) -fsyntax-only $$bsrc || all=0; done; \
+	if [ $$all = 1 ]; then ok "compile bench (socketpair only)"; else ko "compile bench (socketpair only)"; fi; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only tests/gpu/gputest.c; then ok "compile tests/gpu/gputest.c"; else ko "compile tests/gpu/gputest.c"; fi; \
 	if $(CC) -c -o /dev/null libnvbridge/gpu_fatbin.S; then ok "assemble empty fatbin (no nvcc)"; else ko "assemble empty fatbin"; fi; \
 	if [ -n "$(CUDA_INC)" ]; then \
