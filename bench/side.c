@@ -23,18 +23,6 @@ void die(struct side *s, const char *fmt, ...)
 	_exit(1);
 }
 
-#define CK(s, call) do {						\
-	CUresult r_ = (s)->cu.call;					\
-	if (r_ != CUDA_SUCCESS)						\
-		die((s), "%s: %s", #call, nvb_cuda_errname(&(s)->cu, r_)); \
-} while (0)
-
-#define NV(s, call) do {						\
-	int e_ = (call);						\
-	if (e_ < 0)							\
-		die((s), "%s: %s (%s)", #call, strerror(-e_), nvb_gpu_last_error()); \
-} while (0)
-
 void report(struct side *s, const char *key, const char *method, uint64_t size,
 		   double value, const char *unit)
 {
