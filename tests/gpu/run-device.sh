@@ -23,8 +23,8 @@ if [ -z "$NVB_SKIP_GPUTEST" ]; then
 fi
 if [ -z "$NVB_SKIP_TORCH" ]; then
 	timeout ${NVB_TORCH_TIMEOUT:-200} python3 tests/gpu/torch_coexist.py "$PWD/build/lib/libnvbridge.so.1" \
-		> "$out/torch.log" 2>&1
-	echo "torch_coexist rc=$?" >> "$out/torch.log"
+		>> "$out/gputest.log" 2>&1
+	echo "torch_coexist rc=$?" >> "$out/gputest.log"
 fi
 if [ -n "$NVB_MULTI_ARGS" ]; then
 	timeout ${NVB_MULTI_TIMEOUT:-400} ./build/bench/nvbridge-bench $NVB_MULTI_ARGS \
@@ -42,8 +42,9 @@ if [ -z "$NVB_SKIP_BENCH" ]; then
 	python3 bench/plot "$out/nvbridge-bench.json" "$out/nvb" >> "$out/bench.err" 2>&1
 fi
 if [ -n "$NVB_BENCH2_ARGS" ]; then
-	timeout ${NVB_BENCH_TIMEOUT:-300} ./build/bench/nvbridge-bench --nccl "${nccl:-libnccl.so.2}" \
-		--json-out "$out/bench2.json" $NVB_BENCH2_ARGS > "$out/bench2.txt" 2>> "$out/bench.err"
+	timeout ${NVB_BENCH2_TIMEOUT:-300} ./build/bench/nvbridge-bench --nccl "${nccl:-libnccl.so.2}" \
+		${cublas:+--cublas "$cublas"} --json-out "$out/bench2.json" $NVB_BENCH2_ARGS \
+		> "$out/bench2.txt" 2>> "$out/bench.err"
 	echo "bench2 rc=$?" >> "$out/bench2.txt"
 fi
 kill $dpid; wait $dpid 2>/dev/null
