@@ -95,9 +95,8 @@ bench-run: $(BENCH_BIN) lib
 	export NCCL_NVLS_ENABLE=0; \
 	( $(call gpu_with_backend,$(BENCH_BIN) --nccl $$nccl $${cublas:+--cublas $$cublas} \
 		--json-out $(BUILD)/bench/nvbridge-bench.json $(NVB_BENCH_ARGS)) ); rc=$$?; \
-	if python3 -c 'import matplotlib' 2>/dev/null; then \
-		python3 bench/plot $(BUILD)/bench/nvbridge-bench.json $(BUILD)/bench/nvbridge-bench; \
-	else echo "bench-run: no plots (python3-matplotlib is not installed)"; fi; \
+	python3 bench/plot $(BUILD)/bench/nvbridge-bench.json $(BUILD)/bench/nvbridge-bench || \
+		echo "bench-run: tables only (python3-matplotlib is not installed)"; \
 	exit $$rc
 
 # Every GPU of the host: all pairs, fan-out, many publishers (make run on >= 3 GPUs).

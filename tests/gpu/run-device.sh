@@ -39,7 +39,7 @@ if [ -z "$NVB_SKIP_BENCH" ]; then
 		${cublas:+--cublas "$cublas"} --json-out "$out/nvbridge-bench.json" $NVB_BENCH_ARGS \
 		> "$out/bench.txt" 2>> "$out/bench.err"
 	echo "bench rc=$?" >> "$out/bench.txt"
-	python3 bench/plot "$out/nvbridge-bench.json" "$out/nvb" >> "$out/bench.err" 2>&1
+	NVB_PLOT_NO_TABLES=1 python3 bench/plot "$out/nvbridge-bench.json" "$out/nvb" >> "$out/bench.err" 2>&1
 fi
 if [ -n "$NVB_BENCH2_ARGS" ]; then
 	timeout ${NVB_BENCH2_TIMEOUT:-300} ./build/bench/nvbridge-bench --nccl "${nccl:-libnccl.so.2}" \
