@@ -49,11 +49,11 @@ struct nvb_gpu_opts {
 
 /*
  * What the library puts on the application's SMs, by default:
- *  - copies (nvb_gpu_copy AUTO/CE, nvb_gpu_copy_signal, nvb_gpu_copy_blocks
- *    AUTO when cuMemcpyBatchAsync exists), flags and waits (nvb_gpu_signal,
- *    nvb_gpu_wait): copy engines and stream memory operations, no SM.
- *  - SM copies (NVB_GPU_COPY_SM, hybrid, nvb_gpu_put_signal, blocks with
- *    NVB_GPU_COPY_SM): at most sm_ctas CTAs, only while the copy runs.
+ *  - copies (nvb_gpu_copy AUTO/CE, nvb_gpu_copy_signal), flags and waits
+ *    (nvb_gpu_signal, nvb_gpu_wait): copy engines and stream memory
+ *    operations, no SM.
+ *  - SM copies (NVB_GPU_COPY_SM, hybrid, nvb_gpu_put_signal, small
+ *    scattered blocks): at most sm_ctas CTAs, only while the copy runs.
  *  - nvb_gpu_wait_spin / nvb_gpu_wait_abortable: one CTA of one thread on
  *    the caller's stream while it waits (a wait the caller queued: stream
  *    and device synchronization wait for it like for any queued work).
@@ -197,9 +197,9 @@ struct nvb_gpu_block {
 };
 
 /*
- * Many scattered blocks in one call.  AUTO picks cuMemcpyBatchAsync (copy
- * engines: no SM) when the driver has it, else the SM kernel for small
- * blocks, else a loop.  When flag is non-zero the 32-bit word
+ * Many scattered blocks in one call.  AUTO picks the SM kernel (within the
+ * sm_ctas budget) when it is loaded and the blocks are small (<= 128 KiB on
+ * average), else cuMemcpyBatchAsync (copy engines), else a loop.  When flag is non-zero the 32-bit word
  * at flag is set to flag_val after every byte is visible (system scope).
  */
 int nvb_gpu_copy_blocks(struct nvb_gpu *g, const struct nvb_gpu_block *blocks,

@@ -291,11 +291,16 @@ int nvb_gpu_copy_blocks(struct nvb_gpu *g, const struct nvb_gpu_block *blocks,
 		total += blocks[i].len;
 	mode = (int)flags;
 	if (!mode) {
-		/* copy engines first: the SMs are the application's */
-		if (g->cu.cuMemcpyBatchAsync && n > 1)
-			mode = NVB_GPU_COPY_BATCH;
-		else if (g->kernel_ok && n && total / n <= NVB_SM_BLOCK_MAX)
+		/*
+		 * The SM kernel within its budget (sm_ctas) for small blocks:
+		 * measured on one H100 (bench/RESULTS.md) it cost a co-running
+		 * GEMM nothing measurable and moved 6x what cuMemcpyBatchAsync
+		 * did for 1024 x 64 KiB.
+		 */
+		if (g->kernel_ok && n && total / n <= NVB_SM_BLOCK_MAX)
 			mode = NVB_GPU_COPY_SM;
+		else if (g->cu.cuMemcpyBatchAsync && n > 1)
+			mode = NVB_GPU_COPY_BATCH;
 		else
 			mode = NVB_GPU_COPY_LOOP;
 	}
