@@ -39,7 +39,6 @@
 #include "../libnvbridge/nvbridge_gpu.h"
 #include "multi.h"
 #include "bench_util.h"
-#include "png.h"
 
 #define CHUNK (64 * MiB)
 
@@ -1201,27 +1200,6 @@ static void print_json(FILE *f)
 	fprintf(f, "\n}\n");
 }
 
-static void heatmap(const char *path)
-{
-	static double v[3][MULTI_MAXG * MULTI_MAXG];
-	struct heat_map hm[3] = {
-		{ "WRITE GB/S", R.n, v[0] }, { "READ GB/S", R.n, v[1] },
-		{ "BIDIR GB/S", R.n, v[2] },
-	};
-	char title[160];
-	int i, j;
-
-	for (i = 0; i < R.n; i++)
-		for (j = 0; j < R.n; j++) {
-			v[0][i * R.n + j] = i == j ? NAN : R.wr[i][j];
-			v[1][i * R.n + j] = i == j ? NAN : R.rd[i][j];
-			v[2][i * R.n + j] = i == j ? NAN : R.bi[i][j];
-		}
-	snprintf(title, sizeof(title), "NVBRIDGE-BENCH ALL PAIRS: %d X %s", R.n, R.device);
-	if (png_heatmap(path, title, hm, 3, R.gpu))
-		fprintf(stderr, "nvbridge-bench: could not write %s\n", path);
-}
-
 int multi_main(const struct multi_opts *o)
 {
 	static struct mrep r;
@@ -1310,8 +1288,6 @@ int multi_main(const struct multi_opts *o)
 			perror(o->json_out);	/* as the two-GPU form: reported only */
 		}
 	}
-	if (o->png && o->all_pairs)
-		heatmap(o->png);
 	if (R.ap_bad)
 		return 1;
 	for (i = 0; i < R.nk; i++)

@@ -19,7 +19,6 @@ struct multi_opts {
 	int gpus[MULTI_MAXG];
 	const char *socket;
 	const char *json_out;
-	const char *png;
 	int json;
 	int quick;
 	int timeout_s;

@@ -127,6 +127,7 @@ typedef struct {
 	X(cuDeviceCanAccessPeer, "cuDeviceCanAccessPeer", (int *can, CUdevice d, CUdevice peer)) \
 	X(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", (CUcontext *c, CUdevice d)) \
 	X(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2", (CUdevice d)) \
+	X(cuDevicePrimaryCtxGetState, "cuDevicePrimaryCtxGetState", (CUdevice d, unsigned int *flags, int *active)) \
 	X(cuCtxSetCurrent, "cuCtxSetCurrent", (CUcontext c))		\
 	X(cuCtxGetCurrent, "cuCtxGetCurrent", (CUcontext *c))		\
 	X(cuCtxGetDevice, "cuCtxGetDevice", (CUdevice *d))		\

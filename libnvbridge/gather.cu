@@ -13,6 +13,8 @@
  */
 #include <stdint.h>
 
+#include "gpu/proxy_layout.h"
+
 struct nvb_blk {
 	unsigned long long dst;
 	unsigned long long src;
@@ -169,49 +171,12 @@ extern "C" __global__ void nvb_spin_wait(unsigned int *flag, unsigned int val,
  * count into host memory.
  *
  * Every loop checks a stop word (host-pinned, written by the library) so a
- * proxy can always be stopped, whatever it is waiting for.  Layouts match
- * struct nvb_proxy_* in gpu.c.
+ * proxy can always be stopped, whatever it is waiting for.  The layout is
+ * gpu/proxy_layout.h, shared with the library.
  * ---------------------------------------------------------------------- */
 
-struct nvb_pdesc {		/* host ring slot, 64 bytes */
-	unsigned long long dst, src, len, flag, wait_flag, abort_word;
-	unsigned int flag_val, wait_val, rsv, seq;	/* seq = ticket + 1, written last */
-};
-
-struct nvb_phost {		/* host-pinned control block */
-	unsigned int stop;
-	unsigned int pad0[15];
-	unsigned long long done;	/* ops completed (in ticket order) */
-	unsigned long long aborted;	/* ops whose wait was aborted */
-	unsigned long long pad1[6];
-};
-
-struct nvb_pop {		/* device ring entry, 64 bytes */
-	unsigned long long dst, src, len, flag, chunk;
-	unsigned int flag_val, nch, start, skip;
-	unsigned long long pad;
-};
-
-struct nvb_pdev {		/* device control block, 384 bytes */
-	unsigned long long pad0[16];
-	unsigned long long completed;	/* ops completed, in order */
-	unsigned long long aborted;	/* ops whose wait was aborted */
-	unsigned long long pad1[14];
-	unsigned int dstop;
-	unsigned int pad2[31];
-};
-
-struct nvb_pcta {		/* one CTA's inbox counters, 256 bytes */
-	unsigned long long tail;	/* written by the leader */
-	unsigned long long pad0[15];
-	unsigned long long head;	/* written by the CTA */
-	unsigned long long pad1[15];
-};
-
-#define NVB_INB		256		/* inbox slots per CTA (op indices) */
 #define NVB_PSMALL	(64ull << 10)	/* up to this, one CTA does the op */
 #define NVB_PMINCHUNK	(64ull << 10)	/* large ops: at least this per CTA */
-#define NVB_PMAXCTA	1024
 
 __device__ __forceinline__ unsigned long long nvb_gtimer(void)
 {
@@ -253,12 +218,12 @@ __device__ __forceinline__ unsigned long long ld_vol64(const void *p)
  * CTA swamp the PCIe path the leader needs for the descriptor ring (seen on
  * the lent H100 VM: ~2 us per CTA per op).
  */
-__device__ __forceinline__ int nvb_stop_due(const struct nvb_phost *ph, const struct nvb_pdev *pd,
-					    unsigned long long *last)
+__device__ __forceinline__ int nvb_stop_due(const struct nvb_proxy_host *ph, const struct nvb_proxy_dev *pd,
+					    unsigned int epoch, unsigned long long *last)
 {
 	unsigned long long now;
 
-	if (*(volatile const unsigned int *)&pd->dstop)
+	if (*(volatile const unsigned int *)&pd->dstop == epoch)
 		return 1;
 	if (blockIdx.x != 0)
 		return 0;
@@ -270,13 +235,14 @@ __device__ __forceinline__ int nvb_stop_due(const struct nvb_phost *ph, const st
 }
 
 struct nvb_pctx {
-	struct nvb_phost *ph;
-	struct nvb_pdev *pd;
-	struct nvb_pop *dring;
+	struct nvb_proxy_host *ph;
+	struct nvb_proxy_dev *pd;
+	struct nvb_proxy_op *dring;
 	unsigned int *done_ctr;
-	struct nvb_pcta *pcta;
+	struct nvb_proxy_cta *pcta;
 	unsigned long long *inbox;
 	unsigned int R, G;
+	unsigned int epoch;	/* this launch; pd->dstop == epoch ends it */
 };
 
 /*
@@ -300,7 +266,7 @@ __device__ int nvb_op_done(const struct nvb_pctx &x, unsigned long long i, unsig
 	}
 	/* complete in ticket order */
 	while (ld_vol64(&x.pd->completed) != i) {
-		if (nvb_stop_due(x.ph, x.pd, last))
+		if (nvb_stop_due(x.ph, x.pd, x.epoch, last))
 			return 1;
 		if (ns < 256)
 			ns += 16;
@@ -320,7 +286,7 @@ __device__ int nvb_op_done(const struct nvb_pctx &x, unsigned long long i, unsig
 __device__ int nvb_run_inbox(const struct nvb_pctx &x, unsigned int b, unsigned long long *head,
 			     unsigned long long tail, unsigned long long *last)
 {
-	__shared__ struct nvb_pop so;
+	__shared__ struct nvb_proxy_op so;
 	__shared__ unsigned long long si;
 	__shared__ int s_stop;
 	const unsigned int tid = threadIdx.x, G = x.G;
@@ -328,8 +294,8 @@ __device__ int nvb_run_inbox(const struct nvb_pctx &x, unsigned int b, unsigned 
 	while (*head < tail) {
 		__syncthreads();
 		if (tid == 0) {
-			unsigned long long i = x.inbox[(unsigned long long)b * NVB_INB + *head % NVB_INB];
-			const volatile struct nvb_pop *e = &x.dring[i % x.R];
+			unsigned long long i = x.inbox[(unsigned long long)b * NVB_PROXY_INB + *head % NVB_PROXY_INB];
+			const volatile struct nvb_proxy_op *e = &x.dring[i % x.R];
 
 			si = i;
 			so.dst = e->dst;
@@ -410,7 +376,7 @@ __device__ int nvb_wait_room(const struct nvb_pctx &x, const unsigned long long 
 		for (unsigned int c = threadIdx.x; c < ntg; c += blockDim.x) {
 			unsigned int tg = W0 + (first + c) % Gw;
 
-			if (s_tail[tg] - ld_vol64(&x.pcta[tg].head) >= NVB_INB)
+			if (s_tail[tg] - ld_vol64(&x.pcta[tg].head) >= NVB_PROXY_INB)
 				ok = 0;
 		}
 		if (__syncthreads_and(ok))
@@ -418,7 +384,7 @@ __device__ int nvb_wait_room(const struct nvb_pctx &x, const unsigned long long 
 		if (nvb_drain_own(x, 0, head, last))
 			return 1;
 		if (threadIdx.x == 0)
-			stop = nvb_stop_due(x.ph, x.pd, last);
+			stop = nvb_stop_due(x.ph, x.pd, x.epoch, last);
 		__syncthreads();
 		if (stop)
 			return 1;
@@ -426,19 +392,21 @@ __device__ int nvb_wait_room(const struct nvb_pctx &x, const unsigned long long 
 }
 
 extern "C" __global__ void __launch_bounds__(512, 2)
-nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
-	  struct nvb_pdev *pd, struct nvb_pop *dring, unsigned int *done_ctr,
-	  unsigned int R, struct nvb_pcta *pcta, unsigned long long *inbox)
+nvb_proxy(struct nvb_proxy_desc *hring, unsigned int H, struct nvb_proxy_host *ph,
+	  struct nvb_proxy_dev *pd, struct nvb_proxy_op *dring, unsigned int *done_ctr,
+	  unsigned int R, struct nvb_proxy_cta *pcta, unsigned long long *inbox,
+	  unsigned int epoch, unsigned long long idle_ns)
 {
-	__shared__ struct nvb_pdesc sdesc[32];
-	__shared__ unsigned long long s_tail[NVB_PMAXCTA];
+	__shared__ struct nvb_proxy_desc sdesc[32];
+	__shared__ unsigned long long s_tail[NVB_PROXY_MAXCTA];
 	__shared__ unsigned long long s_seen, s_chunk;
 	__shared__ unsigned int s_nch, s_start;
-	__shared__ int s_k, s_stop, s_wait;
+	__shared__ int s_k, s_stop, s_wait, s_exit;
 	const unsigned int G = gridDim.x - 1, tid = threadIdx.x, b = blockIdx.x;
 	/* the leader only publishes (and runs gated small ops): chunks go to 1..G-1 */
 	const unsigned int Gw = G > 1 ? G - 1 : 1, W0 = G > 1 ? 1 : 0;
-	unsigned long long head = 0, last = nvb_gtimer();
+	/* a launch resumes where the last one ended: every count is in memory */
+	unsigned long long head = b < G ? ld_vol64(&pcta[b].head) : 0, last = nvb_gtimer();
 	struct nvb_pctx x;
 
 	x.ph = ph;
@@ -449,6 +417,7 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 	x.inbox = inbox;
 	x.R = R;
 	x.G = G;
+	x.epoch = epoch;
 
 	if (b == G) {	/* the reporter: completion count -> host, no fences */
 		unsigned long long c = 0, a = 0, nc, na;
@@ -456,8 +425,9 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 		if (tid)
 			return;
 		for (;;) {
-			int stop = *(volatile unsigned int *)&pd->dstop != 0;
+			int stop = *(volatile unsigned int *)&pd->dstop == epoch;
 
+			__threadfence();	/* the leader saw its last completion before dstop */
 			nc = ld_vol64(&pd->completed);
 			na = ld_vol64(&pd->aborted);
 			if (na != a) {
@@ -468,17 +438,24 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 				c = nc;
 				*(volatile unsigned long long *)&ph->done = c;
 			}
-			if (stop)
+			if (stop) {
+				__threadfence_system();
 				return;
+			}
 		}
 	}
 
 	if (b == 0) {
-		unsigned long long t = 0;	/* next ticket */
+		unsigned long long t = ld_vol64(&pd->completed);	/* next ticket */
+		unsigned long long last_act = nvb_gtimer();
 		unsigned int rot = 0, idle = 0;
 
 		for (unsigned int k = tid; k < G; k += blockDim.x)
-			s_tail[k] = 0;
+			s_tail[k] = ld_vol64(&pcta[k].tail);
+		if (tid == 0) {
+			*(volatile unsigned int *)&ph->state = 1;
+			*(volatile unsigned int *)&ph->launches += 1;
+		}
 		for (;;) {
 			__syncthreads();
 			if (tid < 32) {
@@ -492,8 +469,8 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 				unsigned int stop = tid == 0 ? ld_acq_sys32(&ph->stop) : 0;
 
 				if (tid < k) {
-					const volatile struct nvb_pdesc *d = &hring[(t + tid) % H];
-					struct nvb_pdesc v;
+					const volatile struct nvb_proxy_desc *d = &hring[(t + tid) % H];
+					struct nvb_proxy_desc v;
 
 					v.dst = d->dst;
 					v.src = d->src;
@@ -514,8 +491,34 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 			idle = s_k == 0;
 			if (s_stop)
 				break;
+			/*
+			 * Nothing posted for idle_ns and nothing in flight: leave
+			 * the GPU.  Handshake with the library's post (proxy.c):
+			 * we store state = 0, fence, read the next slot; it stores
+			 * the slot, fences, reads state.  One of us sees the
+			 * other, so a posted op is never left without a launch.
+			 */
+			if (tid == 0) {
+				unsigned long long now = nvb_gtimer();
+
+				s_exit = 0;
+				if (s_k) {
+					last_act = now;
+				} else if (idle_ns && now - last_act > idle_ns &&
+					   ld_vol64(&pd->completed) == t) {
+					*(volatile unsigned int *)&ph->state = 0;
+					__threadfence_system();
+					if (ld_acq_sys32(&hring[t % H].seq) == (unsigned int)(t + 1))
+						*(volatile unsigned int *)&ph->state = 1;
+					else
+						s_exit = 1;
+				}
+			}
+			__syncthreads();
+			if (s_exit)
+				break;
 			for (int j = 0; j < s_k; j++) {
-				const struct nvb_pdesc &d = sdesc[j];
+				const struct nvb_proxy_desc &d = sdesc[j];
 				unsigned int ntg, m;
 
 				if (!d.wait_flag && d.len <= NVB_PSMALL) {
@@ -529,8 +532,8 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 					if (nvb_wait_room(x, s_tail, t + m - 1, rot, m, W0, Gw, &head, &last))
 						goto out;
 					if (tid < m) {
-						const struct nvb_pdesc &q = sdesc[j + tid];
-						volatile struct nvb_pop *e = &dring[(t + tid) % R];
+						const struct nvb_proxy_desc &q = sdesc[j + tid];
+						volatile struct nvb_proxy_op *e = &dring[(t + tid) % R];
 						unsigned int tg = W0 + (rot + tid) % Gw;
 						unsigned long long k = s_tail[tg];
 
@@ -543,7 +546,7 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 						e->nch = 1;
 						e->start = tg - W0;
 						e->skip = 0;
-						inbox[(unsigned long long)tg * NVB_INB + k % NVB_INB] = t + tid;
+						inbox[(unsigned long long)tg * NVB_PROXY_INB + k % NVB_PROXY_INB] = t + tid;
 						st_rel_gpu64(&pcta[tg].tail, k + 1);	/* orders the entry */
 						s_tail[tg] = k + 1;
 					}
@@ -560,7 +563,7 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 					if (nvb_drain_own(x, 0, &head, &last))
 						goto out;
 					if (tid == 0) {
-						unsigned long long lc = nvb_gtimer();
+						unsigned long long lc = nvb_gtimer(), w0 = lc;
 
 						for (;;) {
 							unsigned int v = ld_acq_sys32((const void *)d.wait_flag);
@@ -579,6 +582,19 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 								*(volatile unsigned int *)d.wait_flag = 0x7fffffffu;
 								__threadfence_system();
 								s_wait = 1;
+								break;
+							}
+							/*
+							 * Waited idle_ns with nothing else in flight:
+							 * park.  The op stays in the host ring
+							 * (ticket t); the library relaunches when
+							 * called (post, sync, kick) and we wait again.
+							 */
+							if (idle_ns && lc - w0 > idle_ns &&
+							    ld_vol64(&pd->completed) == t) {
+								*(volatile unsigned int *)&ph->state = 0;
+								__threadfence_system();
+								s_wait = 2;
 								break;
 							}
 						}
@@ -639,7 +655,7 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 				if (nvb_wait_room(x, s_tail, t, s_start, ntg, W0, Gw, &head, &last))
 					goto out;
 				if (tid == 0) {
-					volatile struct nvb_pop *e = &dring[t % R];
+					volatile struct nvb_proxy_op *e = &dring[t % R];
 
 					e->dst = d.dst;
 					e->src = d.src;
@@ -657,7 +673,7 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 					unsigned int tg = W0 + (s_start + c) % Gw;
 					unsigned long long k = s_tail[tg];
 
-					inbox[(unsigned long long)tg * NVB_INB + k % NVB_INB] = t;
+					inbox[(unsigned long long)tg * NVB_PROXY_INB + k % NVB_PROXY_INB] = t;
 					st_rel_gpu64(&pcta[tg].tail, k + 1);
 					s_tail[tg] = k + 1;
 				}
@@ -669,7 +685,7 @@ nvb_proxy(struct nvb_pdesc *hring, unsigned int H, struct nvb_phost *ph,
 		}
 out:
 		if (tid == 0) {
-			*(volatile unsigned int *)&pd->dstop = 1;
+			*(volatile unsigned int *)&pd->dstop = epoch;
 			__threadfence();
 		}
 		return;
@@ -687,7 +703,7 @@ out:
 				tl = ld_vol64(&pcta[b].tail);
 				if (tl > head)
 					break;
-				if (nvb_stop_due(ph, pd, &last)) {
+				if (nvb_stop_due(ph, pd, epoch, &last)) {
 					s_stop = 1;
 					break;
 				}

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Internal glue between gpu.c and gpu_nvb.c.  Not installed. */
+/* Internal glue between the gpu/ files and gpu_nvb.c.  Not installed. */
 #ifndef NVB_GPU_INTERNAL_H
 #define NVB_GPU_INTERNAL_H
 

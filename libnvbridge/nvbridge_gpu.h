@@ -38,9 +38,35 @@ struct nvb_gpu_opts {
 	uint32_t size;		/* sizeof(struct nvb_gpu_opts) */
 	uint32_t flags;		/* none yet: 0 */
 	const char *libcuda;	/* NULL: "libcuda.so.1" */
+	/*
+	 * SM budget of the library's transient kernels (SM copies, gathers,
+	 * put_signal): at most this many CTAs of 512 threads per launch.
+	 * 0: NVB_GPU_SM_CTAS_DEFAULT.  The proxy has its own (nctas).
+	 */
+	uint32_t sm_ctas;
+	uint32_t __reserved;
 };
 
+/*
+ * What the library puts on the application's SMs, by default:
+ *  - copies (nvb_gpu_copy AUTO/CE, nvb_gpu_copy_signal), flags and waits
+ *    (nvb_gpu_signal, nvb_gpu_wait): copy engines and stream memory
+ *    operations, no SM.
+ *  - SM copies (NVB_GPU_COPY_SM, hybrid, nvb_gpu_put_signal, small
+ *    scattered blocks): at most sm_ctas CTAs, only while the copy runs.
+ *  - nvb_gpu_wait_spin / nvb_gpu_wait_abortable: one CTA of one thread on
+ *    the caller's stream while it waits (a wait the caller queued: stream
+ *    and device synchronization wait for it like for any queued work).
+ *  - the put proxy: see below.
+ * Nothing runs when nothing was asked for; nothing stays resident.
+ */
+#define NVB_GPU_SM_CTAS_DEFAULT	4
+
 /* -ENOENT: no libcuda; -ENODEV: no usable GPU; -ENOSYS: driver too old. */
+/*
+ * Both leave the calling thread's current CUDA context as they found it
+ * (close: unless that was a primary context only this handle retained).
+ */
 int nvb_gpu_open(struct nvb_gpu **out, const struct nvb_gpu_opts *opts);
 void nvb_gpu_close(struct nvb_gpu *g);
 const char *nvb_gpu_last_error(void);
@@ -171,9 +197,9 @@ struct nvb_gpu_block {
 };
 
 /*
- * Many scattered blocks in one call.  AUTO picks the SM kernel when it is
- * loaded and the blocks are small enough for it to win, else
- * cuMemcpyBatchAsync (else a loop).  When flag is non-zero the 32-bit word
+ * Many scattered blocks in one call.  AUTO picks the SM kernel (within the
+ * sm_ctas budget) when it is loaded and the blocks are small (<= 128 KiB on
+ * average), else cuMemcpyBatchAsync (copy engines), else a loop.  When flag is non-zero the 32-bit word
  * at flag is set to flag_val after every byte is visible (system scope).
  */
 int nvb_gpu_copy_blocks(struct nvb_gpu *g, const struct nvb_gpu_block *blocks,
@@ -232,22 +258,37 @@ int nvb_gpu_put_signal(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len
 int nvb_gpu_copy_signal(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len,
 			void *const *streams, unsigned int nstreams, uint64_t flag, uint32_t val);
 
-/* ---- the persistent put proxy ----
+/* ---- the put proxy ----
  *
- * A kernel that stays resident on one GPU and serves puts the host posts
- * into a ring in pinned memory: one put costs a few host stores instead of
- * a kernel launch or a copy-engine submission.  Each op may first wait for
- * a flag ((int32_t)(*wait_flag - wait_val) >= 0, acquire loads at system
- * scope, typically a flag a peer process writes over NVLink or one your
- * stream sets with nvb_gpu_signal), then copies len bytes with SM loads and
+ * A kernel that serves puts the host posts into a ring in pinned memory:
+ * while it runs, one put costs a few host stores instead of a kernel launch
+ * or a copy-engine submission.  Each op may first wait for a flag
+ * ((int32_t)(*wait_flag - wait_val) >= 0, acquire loads at system scope,
+ * typically a flag a peer process writes over NVLink or one your stream
+ * sets with nvb_gpu_signal), then copies len bytes with SM loads and
  * stores (spread over the proxy's CTAs when large), then publishes flag =
  * flag_val with a system-scope release store.  Ops complete in post order:
  * an op's flag, and the completion count, imply every earlier op's data is
  * visible.  Copies of different ops may overlap.
  *
- * Rules while a proxy runs on a device: do not cuCtxSynchronize() /
- * cudaDeviceSynchronize() there (the kernel never ends on its own), and do
- * not free or unmap memory an unfinished op uses.  nvb_gpu_proxy_stop()
+ * A guest on the application's GPU (SM budget and residency):
+ *  - the proxy is launched by the first post after it went idle and EXITS
+ *    once nothing was posted for its idle time (default 100 us) and every
+ *    op is complete.  An op whose wait is not satisfied within the idle time
+ *    (and has nothing before it in flight) is parked: the kernel exits and
+ *    the next nvb_gpu_proxy_post/_sync/_kick relaunches it.  So the
+ *    application's cuCtxSynchronize / cudaDeviceSynchronize, cuMemFree /
+ *    cudaFree and torch.cuda.empty_cache() wait at most for the ops posted
+ *    so far plus the idle time, never for an idle or parked proxy.
+ *  - it uses nctas + 1 CTAs of 512 threads (the leader and nctas - 1 copy
+ *    CTAs, plus one reporter), only while running.  The default (nctas 0)
+ *    is NVB_GPU_PROXY_CTAS_DEFAULT: 4 CTAs in all, about 3 % of an H100's
+ *    SMs; measured cost to a co-running GEMM: bench/RESULTS.md.
+ *  - NVB_GPU_PROXY_PERSISTENT keeps the kernel resident between ops (lowest
+ *    latency, for a GPU dedicated to transfers).  Then cuCtxSynchronize()
+ *    and the frees that synchronize BLOCK until nvb_gpu_proxy_stop().
+ *
+ * Do not free or unmap memory an unfinished op uses.  nvb_gpu_proxy_stop()
  * always ends the kernel: every loop in it, waits included, watches the
  * stop word.  A wait with wait_peer set also ends when that mapping is
  * revoked: NVB_GPU_FLAG_ABORTED is written into wait_flag, the op's copy
@@ -266,13 +307,29 @@ struct nvb_gpu_put {
 	struct nvb_gpu_map *wait_peer;	/* NULL, or abort the wait on its revocation */
 };
 
+#define NVB_GPU_PROXY_CTAS_DEFAULT	3	/* + the reporter: 4 CTAs */
+#define NVB_GPU_PROXY_IDLE_US_DEFAULT	100
+/* Flags of nvb_gpu_proxy_start(). */
+#define NVB_GPU_PROXY_IDLE_US(us)	((uint32_t)(us) & 0xffffU)	/* 1..65535; 0: default */
+#define NVB_GPU_PROXY_PERSISTENT	(1U << 16)	/* never exit on idle (blocks synchronize) */
+
 /*
- * Starts a proxy on device dev with nctas copy CTAs of 512 threads plus one
- * that reports completions (0: one CTA per SM in all; -EINVAL beyond what
- * can be resident at once).  At most 4 per device.
+ * Prepares a proxy on device dev (memory only: nothing runs until the first
+ * post) with nctas CTAs of 512 threads plus one that reports completions
+ * (0: NVB_GPU_PROXY_CTAS_DEFAULT; -EINVAL beyond what can be resident at
+ * once).  At most 4 per device.  The caller's current context is left as
+ * it was.
  */
 int nvb_gpu_proxy_start(struct nvb_gpu *g, int dev, unsigned int nctas, uint32_t flags,
 			struct nvb_gpu_proxy **out);
+/*
+ * Relaunches the kernel if it exited while ops are pending (a parked wait):
+ * for callers that poll nvb_gpu_proxy_done() instead of calling
+ * nvb_gpu_proxy_sync().  0 or -errno.
+ */
+int nvb_gpu_proxy_kick(struct nvb_gpu_proxy *p);
+/* Launches so far (each ends on idle): how often the proxy came and went. */
+uint64_t nvb_gpu_proxy_launches(const struct nvb_gpu_proxy *p);
 /*
  * Posts an op; *ticket (1, 2, ...) completes when nvb_gpu_proxy_done() >=
  * it.  Thread-safe.  -EAGAIN when the ring (4096 ops) stays full.
@@ -285,8 +342,9 @@ int nvb_gpu_proxy_put(struct nvb_gpu_proxy *p, uint64_t dst, uint64_t src, size_
 uint64_t nvb_gpu_proxy_done(const struct nvb_gpu_proxy *p);
 uint64_t nvb_gpu_proxy_aborted(const struct nvb_gpu_proxy *p);
 /*
- * Spins until ticket (0: everything posted) completed.  -ETIMEDOUT after
- * timeout_ns (< 0: no limit), -ECANCELED if the proxy is gone.
+ * Spins until ticket (0: everything posted) completed, relaunching a
+ * parked proxy.  -ETIMEDOUT after timeout_ns (< 0: no limit), -ECANCELED if
+ * the proxy was stopped or its kernel failed.
  */
 int nvb_gpu_proxy_sync(struct nvb_gpu_proxy *p, uint64_t ticket, int64_t timeout_ns);
 /*

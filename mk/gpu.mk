@@ -1,11 +1,13 @@
-# The GPU layer (libnvbridge/gpu*.c, cuda_*.c, gather.cu), nvbridge-bench and
+# The GPU layer (libnvbridge/gpu/*.c, gpu_nvb.c, cuda_*.c, gather.cu), nvbridge-bench and
 # the GPU tests.
 #
 #   make gpu-objs     PIC objects that mk/lib.mk puts into libnvbridge.{a,so}
 #   make bench        $(BUILD)/bench/nvbridge-bench
-#   make gputest      GPU tests (2 GPUs + a backend; starts a private nvbridged
-#                     when /dev/nvbridge is absent); skipped without a GPU
-#   make bench-run    the cross-process bench with all baselines (make run uses it)
+#   make gputest      GPU tests (1 GPU or more + a backend; starts a private
+#                     nvbridged when /dev/nvbridge is absent); skipped without a GPU
+#   make bench-run    the cross-process bench with all baselines and the co-run
+#                     phase (make run uses it); JSON in build/bench, plots by
+#                     bench/plot when python3-matplotlib is installed
 #   make bench-multi  every GPU: --all-pairs --fan-out all --many-publishers 64
 #                     (NVB_MULTI_ARGS; make run adds it on hosts with 3 GPUs or more)
 #   suites: gpu-build (compile-only, -Werror, always), gpu (gputest; skips without GPUs)
@@ -19,8 +21,10 @@ NVCC       ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/l
 GPU_B      := $(BUILD)/gpu
 GPU_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -pthread -I$(CURDIR)/libnvbridge $(UAPI_INC)
 GPU_HDRS   := libnvbridge/cuda_api.h libnvbridge/gpu_internal.h libnvbridge/nvbridge_gpu.h \
-              libnvbridge/nvbridge.h
-NVB_GPU_OBJS := $(GPU_B)/cuda_load.o $(GPU_B)/gpu.o $(GPU_B)/gpu_nvb.o $(GPU_B)/gpu_fatbin.o
+              libnvbridge/nvbridge.h libnvbridge/gpu/gpu_priv.h libnvbridge/gpu/proxy_layout.h
+GPU_CORE_SRCS := $(addprefix libnvbridge/gpu/,dev.c mem.c copy.c proxy.c)
+GPU_C_SRCS := libnvbridge/cuda_load.c $(GPU_CORE_SRCS) libnvbridge/gpu_nvb.c
+NVB_GPU_OBJS := $(patsubst libnvbridge/%.c,$(GPU_B)/%.o,$(GPU_C_SRCS)) $(GPU_B)/gpu_fatbin.o
 GPU_LIB_A  ?= $(BUILD)/lib/libnvbridge.a
 GPU_LINK   := $(GPU_LIB_A) -l:liburing.a -ldl -lm -pthread
 BENCH_BIN  := $(BUILD)/bench/nvbridge-bench
@@ -38,22 +42,27 @@ CHECK_SUITES += gpu-build gpu
 all: bench
 gpu-objs: $(NVB_GPU_OBJS)
 
-$(GPU_B)/gather.fatbin: libnvbridge/gather.cu
+$(GPU_B)/gather.fatbin: libnvbridge/gather.cu libnvbridge/gpu/proxy_layout.h
 	@mkdir -p $(@D)
-	$(NVCC) -fatbin -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
+	$(NVCC) -Ilibnvbridge -fatbin -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
 		-o $@ $<
 
 $(GPU_B)/gpu_fatbin.o: libnvbridge/gpu_fatbin.S $(GPU_FATBIN)
 	@mkdir -p $(@D)
 	$(CC) -c $(GPU_FATBIN_DEF) -o $@ $<
 
+$(GPU_B)/gpu/%.o: libnvbridge/gpu/%.c $(GPU_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(GPU_CFLAGS) -c $< -o $@
+
 $(GPU_B)/%.o: libnvbridge/%.c $(GPU_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(GPU_CFLAGS) -c $< -o $@
 
 bench: $(BENCH_BIN)
-BENCH_SRCS := bench/nvbridge-bench.c bench/multi.c bench/png.c
-$(BENCH_BIN): $(BENCH_SRCS) bench/png.h bench/multi.h bench/bench_util.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
+BENCH_SRCS := $(addprefix bench/,nvbridge-bench.c report.c child.c side.c phase_copy.c phase_flags.c \
+              phase_import.c phase_nccl.c multi.c corun.c)
+$(BENCH_BIN): $(BENCH_SRCS) bench/bench.h bench/multi.h bench/corun.h bench/bench_util.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(GPU_CFLAGS) -DNVB_BENCH_LIB -o $@ $(BENCH_SRCS) $(GPU_LINK)
 
@@ -82,14 +91,23 @@ check-gpu: $(GPUTEST_BIN) lib
 bench-run: $(BENCH_BIN) lib
 	@nccl=$${NVB_NCCL_LIB:-$$(python3 -c 'import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)}; \
 	[ -n "$$nccl" ] && [ -e "$$nccl" ] || nccl=libnccl.so.2; \
+	cublas=$$(sh scripts/find-cublas); \
 	export NCCL_NVLS_ENABLE=0; \
-	$(call gpu_with_backend,$(BENCH_BIN) --nccl $$nccl --png $(BUILD)/bench/nvbridge-bench.png $(NVB_BENCH_ARGS))
+	( $(call gpu_with_backend,$(BENCH_BIN) --nccl $$nccl $${cublas:+--cublas $$cublas} \
+		--json-out $(BUILD)/bench/nvbridge-bench.json $(NVB_BENCH_ARGS)) ); rc=$$?; \
+	python3 bench/plot $(BUILD)/bench/nvbridge-bench.json $(BUILD)/bench/nvbridge-bench || \
+		echo "bench-run: tables only (python3-matplotlib is not installed)"; \
+	exit $$rc
 
 # Every GPU of the host: all pairs, fan-out, many publishers (make run on >= 3 GPUs).
 NVB_MULTI_ARGS ?= --all-pairs --fan-out all --many-publishers 64
 bench-multi: $(BENCH_BIN) lib
 	@export NCCL_NVLS_ENABLE=0; \
-	$(call gpu_with_backend,$(BENCH_BIN) $(NVB_MULTI_ARGS) --png $(BUILD)/bench/nvbridge-bench-multi.png)
+	( $(call gpu_with_backend,$(BENCH_BIN) $(NVB_MULTI_ARGS) \
+		--json-out $(BUILD)/bench/nvbridge-bench-multi.json) ); rc=$$?; \
+	if python3 -c 'import matplotlib' 2>/dev/null; then \
+		python3 bench/plot $(BUILD)/bench/nvbridge-bench-multi.json $(BUILD)/bench/nvbridge-bench-multi; \
+	fi; exit $$rc
 
 # Compile-only proof that the GPU code builds with -Werror on any host,
 # and that our driver-API declarations match cuda.h where it exists.
@@ -97,13 +115,13 @@ check-gpu-build:
 	@mkdir -p $(RESULTS)
 	@( p=0; f=0; \
 	ok() { echo "ok   $$1"; p=$$((p+1)); }; ko() { echo "FAIL $$1"; f=$$((f+1)); }; \
-	for src in cuda_load gpu gpu_nvb; do \
-		if $(CC) $(GPU_CFLAGS) -fsyntax-only libnvbridge/$$src.c; then ok "compile libnvbridge/$$src.c"; else ko "compile libnvbridge/$$src.c"; fi; \
+	for src in $(GPU_C_SRCS); do \
+		if $(CC) $(GPU_CFLAGS) -fsyntax-only $$src; then ok "compile $$src"; else ko "compile $$src"; fi; \
 	done; \
-	if $(CC) $(GPU_CFLAGS) -fsyntax-only -DNVB_BENCH_LIB bench/nvbridge-bench.c && \
-	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/multi.c && \
-	   $(CC) $(GPU_CFLAGS) -fsyntax-only bench/png.c; then ok "compile bench"; else ko "compile bench"; fi; \
-	if $(CC) $(GPU_CFLAGS) -fsyntax-only bench/nvbridge-bench.c; then ok "compile bench (socketpair only)"; else ko "compile bench (socketpair only)"; fi; \
+	all=1; for bsrc in $(BENCH_SRCS); do $(CC) $(GPU_CFLAGS) -fsyntax-only -DNVB_BENCH_LIB $$bsrc || all=0; done; \
+	if [ $$all = 1 ]; then ok "compile bench"; else ko "compile bench"; fi; \
+	all=1; for bsrc in $(BENCH_SRCS); do $(CC) $(GPU_CFLAGS) -fsyntax-only $$bsrc || all=0; done; \
+	if [ $$all = 1 ]; then ok "compile bench (socketpair only)"; else ko "compile bench (socketpair only)"; fi; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only tests/gpu/gputest.c; then ok "compile tests/gpu/gputest.c"; else ko "compile tests/gpu/gputest.c"; fi; \
 	if $(CC) -c -o /dev/null libnvbridge/gpu_fatbin.S; then ok "assemble empty fatbin (no nvcc)"; else ko "assemble empty fatbin"; fi; \
 	if [ -n "$(CUDA_INC)" ]; then \
@@ -119,7 +137,7 @@ check-gpu-build:
 		if [ -z "$$miss" ]; then ok "every driver symbol exists in libcuda stub"; else ko "libcuda stub lacks:$$miss"; fi; \
 	fi; \
 	if $(MAKE) --no-print-directory gpu-objs >/dev/null; then \
-		if nm -D --undefined-only $(GPU_B)/gpu.o 2>/dev/null | grep -q ' cu[A-Z]'; then ko "no link-time libcuda symbols"; \
+		if nm --undefined-only $(filter %.o,$(NVB_GPU_OBJS)) 2>/dev/null | grep -q ' cu[A-Z]'; then ko "no link-time libcuda symbols"; \
 		else ok "no link-time libcuda symbols"; fi; \
 	else ko "build gpu-objs"; fi; \
 	if $(MAKE) --no-print-directory $(BENCH_BIN) >/dev/null; then \

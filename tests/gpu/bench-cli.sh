@@ -28,3 +28,10 @@ if [ -e /dev/nvidiactl ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; 
 else
 	t no-driver 1 "no usable CUDA driver" --all-pairs
 fi
+t trials-zero 2 "--trials: 1 to 64" --trials 0
+t trials-too-many 2 "--trials: 1 to 64" --trials 65
+if [ -e /dev/nvidiactl ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
+	echo "skip bench-cli no-driver-pair: this host has a CUDA driver"
+else
+	t no-driver-pair 1 "libcuda.so.1" --quick --no-corun --rdv socketpair --timeout 20
+fi

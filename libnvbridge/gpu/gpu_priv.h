@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internal to the GPU layer (the files of libnvbridge/gpu/): the handle, device,
+ * buffer, mapping and proxy structures and the helpers the files share.
+ * Not installed.
+ *
+ *   dev.c    open/close, devices and their contexts, lazy per-device setup
+ *   mem.c    allocation, export, import, the mapping cache, revocation
+ *   copy.c   copies, scattered blocks, completion flags, waits
+ *   proxy.c  the put proxy (ring layout: proxy_layout.h)
+ */
+#ifndef NVB_GPU_PRIV_H
+#define NVB_GPU_PRIV_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "../cuda_api.h"
+#include "../gpu_internal.h"
+#include "../nvbridge_gpu.h"
+#include "proxy_layout.h"
+
+#define NVB_HIDDEN __attribute__((visibility("hidden")))
+
+#define NVB_GPU_MAX_DEV		32
+#define NVB_RING_SLOTS		16
+#define NVB_SLOT_BLOCKS		8192
+#define NVB_COUNTERS		1024
+#define NVB_SM_CHUNK		(256u << 10)
+#define NVB_SPLIT_MIN		(8u << 20)
+#define NVB_MAX_ABORT_FLAGS	8
+#define NVB_EVPOOL		64	/* events for nvb_gpu_copy_signal */
+#define NVB_MAX_PROXIES		4	/* per device */
+
+/* Memory of one proxy slot: allocated once, reused, freed by nvb_gpu_close. */
+struct nvb_proxy_mem {
+	int in_use;
+	struct nvb_proxy_desc *ring;	/* pinned host */
+	struct nvb_proxy_host *ph;	/* pinned host */
+	CUdeviceptr dmem;		/* control block, device ring, counters */
+	CUstream st;
+};
+
+struct nvb_gpu_dev {
+	CUdevice dev;
+	CUcontext ctx;
+	CUuuid uuid;
+	int sm_count;
+	int cc_major;
+	int ready;		/* module/ring initialised */
+	CUmodule mod;
+	CUfunction fn_gather;
+	CUfunction fn_spin;
+	CUfunction fn_proxy;	/* NULL: not in the embedded image */
+	int proxy_max_ctas;	/* co-resident proxy CTAs on this device */
+	CUevent evpool[NVB_EVPOOL];
+	unsigned int ev_next;
+	unsigned int rot;
+	struct nvb_proxy_mem pmem[NVB_MAX_PROXIES];
+	struct nvb_gpu_block *ring;	/* pinned host: NVB_RING_SLOTS * NVB_SLOT_BLOCKS */
+	CUevent ring_ev[NVB_RING_SLOTS];
+	int ring_used[NVB_RING_SLOTS];
+	unsigned int ring_next;
+	CUdeviceptr counters;	/* NVB_COUNTERS words, zeroed */
+	unsigned int counter_next;
+	pthread_mutex_t ring_lock;	/* ring_next, ring_used, ring_ev */
+};
+
+struct nvb_gpu {
+	struct nvb_cuda cu;
+	int ndev;
+	struct nvb_gpu_dev d[NVB_GPU_MAX_DEV];
+	unsigned char peer[NVB_GPU_MAX_DEV][NVB_GPU_MAX_DEV];	/* i can access j */
+	pthread_mutex_t lock;
+	struct nvb_gpu_map *maps;	/* all live mappings */
+	struct nvb_gpu_name *names;	/* name cache (gpu_nvb.c) */
+	struct nvb_gpu_proxy *proxies;	/* running proxies */
+	int kernel_ok;
+	unsigned int sm_ctas;	/* SM budget of transient kernels */
+};
+
+struct nvb_gpu_buf {
+	struct nvb_gpu *g;
+	int dev;
+	CUmemGenericAllocationHandle h;
+	CUdeviceptr ptr;
+	size_t size;
+	size_t gran;
+	uint32_t types;
+	int fabric_err;
+	int fd;
+	int fabric_ok;
+	CUmemFabricHandle fabric;
+};
+
+struct nvb_gpu_map {
+	struct nvb_gpu *g;
+	struct nvb_gpu_map *next;
+	uint64_t id;
+	int refs;
+	int cached;		/* findable by id */
+	int revoked;
+	int owner_dev;		/* -1: not visible here */
+	CUmemGenericAllocationHandle h;
+	CUdeviceptr ptr;
+	size_t size;
+	uint32_t type;
+	volatile uint32_t *abort_word;	/* pinned host word, set on revoke */
+	int nabort;
+	struct {
+		int dev;
+		CUdeviceptr addr;
+	} abort[NVB_MAX_ABORT_FLAGS];
+	struct nvb_gpu_map_stats stats;
+};
+
+struct nvb_gpu_proxy {
+	struct nvb_gpu *g;
+	struct nvb_gpu_proxy *next;
+	int dev;
+	unsigned int nctas;
+	struct nvb_proxy_mem *mem;
+	pthread_mutex_t lock;	/* tail, launches */
+	uint64_t tail;		/* next ticket - 1 */
+	uint64_t idle_ns;	/* 0: persistent */
+	uint32_t epoch;		/* last launch's number */
+};
+
+
+/* The embedded fatbin (gpu_fatbin.S); empty when nvcc was not available. */
+extern const unsigned char nvb_gpu_fatbin[];
+extern const unsigned char nvb_gpu_fatbin_end[];
+
+/* Shared helpers; the names are prefixed so a static link cannot clash. */
+#define seterr		nvb_gpu__seterr
+#define cuerr		nvb_gpu__cuerr
+#define ns_now		nvb_gpu__ns_now
+#define cur_dev		nvb_gpu__cur_dev
+#define dev_ready	nvb_gpu__dev_ready
+#define pool_event	nvb_gpu__pool_event
+#define map_destroy	nvb_gpu__map_destroy
+#define map_abort_word	nvb_gpu__map_abort_word
+#define ctx_push	nvb_gpu__ctx_push
+#define ctx_pop		nvb_gpu__ctx_pop
+
+NVB_HIDDEN __attribute__((format(printf, 2, 3))) int seterr(int err, const char *fmt, ...);
+/* A CUDA failure: -EIO (-ENOMEM for OUT_OF_MEMORY, ...) and a message. */
+NVB_HIDDEN int cuerr(struct nvb_gpu *g, CUresult r, const char *what);
+NVB_HIDDEN uint64_t ns_now(void);
+/* Ordinal of the current context's device, or -errno. */
+NVB_HIDDEN int cur_dev(struct nvb_gpu *g);
+NVB_HIDDEN int dev_ready(struct nvb_gpu *g, int i);
+NVB_HIDDEN CUevent pool_event(struct nvb_gpu_dev *d);
+NVB_HIDDEN void map_destroy(struct nvb_gpu_map *m);
+NVB_HIDDEN volatile uint32_t *map_abort_word(struct nvb_gpu *g, struct nvb_gpu_map *m);
+/* Makes dev's context current, remembering the caller's; ctx_pop gives it back. */
+NVB_HIDDEN CUcontext ctx_push(struct nvb_gpu *g, int dev);
+NVB_HIDDEN void ctx_pop(struct nvb_gpu *g, CUcontext old);
+
+#define CU(g, call, what) do {					\
+	CUresult r_ = (g)->cu.call;				\
+	if (r_ != CUDA_SUCCESS)					\
+		return cuerr((g), r_, (what));			\
+} while (0)
+
+#endif
