@@ -101,9 +101,17 @@ def _streams(streams: Union[int, Sequence[int], None]) -> Tuple[Any, int]:
 
 class Gpu:
     """An open GPU layer (struct nvb_gpu).  Raises NvbridgeError with ENOENT
-    (no libcuda) or ENODEV (no usable GPU) on hosts without one."""
+    (no libcuda) or ENODEV (no usable GPU) on hosts without one.
 
-    def __init__(self, libcuda: Optional[str] = None) -> None:
+    Work on streams (copies, flags) runs in the calling thread's current CUDA
+    context, which the C layer never changes behind the caller's back.  So
+    that a script without PyTorch works, the constructor makes ``device``'s
+    primary context current in the calling thread, as
+    ``torch.cuda.set_device(device)`` does (the same context PyTorch uses);
+    pass ``device=None`` to leave the thread's context alone, and
+    ``set_device()`` to switch later."""
+
+    def __init__(self, libcuda: Optional[str] = None, device: Optional[int] = 0) -> None:
         l = _lib.lib()
         self._libcuda = os.fsencode(libcuda) if libcuda else None
         o = _lib.GpuOpts(ctypes.sizeof(_lib.GpuOpts), 0, self._libcuda)
@@ -115,6 +123,13 @@ class Gpu:
         self._lock = threading.Lock()
         self._live = 0          # buffers and mappings not yet freed
         self._closing = False
+        if device is not None:
+            try:
+                self.set_device(device)
+            except BaseException:
+                l.nvb_gpu_close(g.value)
+                self._g = None
+                raise
 
     @property
     def _ptr(self) -> int:

@@ -35,8 +35,10 @@ API cuDeviceGetUuid_v2(CUuuid *u, CUdevice d) { return uuid(u, d); }
 API cuDeviceGetUuid(CUuuid *u, CUdevice d) { return uuid(u, d); }
 API cuDeviceGetAttribute(int *v, int a, CUdevice d) { (void)d; *v = a == CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR ? 9 : 1; return CUDA_SUCCESS; }
 API cuDeviceCanAccessPeer(int *c, CUdevice d, CUdevice p) { (void)d; (void)p; *c = 1; return CUDA_SUCCESS; }
-API cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) { (void)d; *c = (CUcontext)(uintptr_t)0x1000; return CUDA_SUCCESS; }
-API cuDevicePrimaryCtxRelease_v2(CUdevice d) { (void)d; return CUDA_SUCCESS; }
+static int primary_refs;
+API cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) { (void)d; primary_refs++; *c = (CUcontext)(uintptr_t)0x1000; return CUDA_SUCCESS; }
+API cuDevicePrimaryCtxRelease_v2(CUdevice d) { (void)d; if (primary_refs) primary_refs--; return CUDA_SUCCESS; }
+API cuDevicePrimaryCtxGetState(CUdevice d, unsigned int *f, int *active) { (void)d; *f = 0; *active = primary_refs > 0; return CUDA_SUCCESS; }
 API cuCtxSetCurrent(CUcontext c) { cur = c; return CUDA_SUCCESS; }
 API cuCtxGetCurrent(CUcontext *c) { *c = cur; return CUDA_SUCCESS; }
 API cuCtxGetDevice(CUdevice *d) { if (!cur) return 201; *d = 0; return CUDA_SUCCESS; }
