@@ -1115,6 +1115,68 @@ static int t_socket_symlink(void)
 	return ok ? 0 : 1;
 }
 
+/*
+ * closer.c hands each FUSE close to an io-wq worker; past its 64 workers
+ * the closes queue in io-wq, each holding its fd in the broker's table,
+ * with no per-uid or global bound (only a log line).  One uid sends one
+ * FUSE file 2,100 times, each on a PUBLISH the broker refuses before it
+ * looks at the file: the broker's 2048-fd table fills with fds waiting
+ * for a FLUSH the attacker never answers, and no one else gets in.
+ */
+static int fuse_many(void *a)
+{
+	struct fuse_arg *f = a;
+	int fd = open(f->file, O_RDWR | O_CLOEXEC), s = rconnect(), sent = 0;
+
+	if (fd < 0 || s < 0 || rhello(s, -1))
+		return 1;
+	for (int i = 0; i < 2100; i++) {
+		struct nvbridge_publish p = { .size = sizeof(p), .fd = fd, .access = 0xffff };
+		struct nvbridge_wire_hdr h;
+		int rfd;
+
+		snprintf(p.name, sizeof(p.name), "hb.fuse");
+		if (rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, (uint32_t)i + 1, &p,
+			  sizeof(p), NULL, 0, fd) ||
+		    rrecv(s, &h, NULL, 0, &rfd, 2000))
+			break;
+		sent++;
+	}
+	printf("    %d PUBLISHes carrying the FUSE file answered\n", sent);
+	return 0;	/* the holder keeps fd and s open */
+}
+
+static int t_fuse_close_flood(void)
+{
+	char mnt[256], file[300];
+	struct fuse_arg a = { file, 2 };
+	pid_t srv, att;
+	int ok = 1, res, base = broker_fds(), r, peak;
+
+	snprintf(mnt, sizeof(mnt), "%s/fusemany", dir);
+	snprintf(file, sizeof(file), "%s/f", mnt);
+	r = fuse_hang_start(mnt, &srv);
+	if (r) {
+		printf("    skip: cannot mount FUSE (%s)\n", strerror(-r));
+		return 77;
+	}
+	att = start_holder(UID_ATTACK, 0, fuse_many, &a, &res);
+	if (res)
+		FAIL("attack did not run (%d)", res);
+	usleep(200000);
+	peak = broker_fds();
+	printf("    broker fds with the FLUSHes pending: %d (baseline %d)\n", peak, base);
+	if (peak > base + 1024)
+		FAIL("one uid's pending FUSE closes hold %d of the broker's fds", peak - base);
+	if (!honest_ok("while 2100 closes wait for FLUSH"))
+		ok = 0;
+	fuse_hang_stop(mnt, srv);
+	stop(att);
+	if (!check_fds(base))
+		ok = 0;
+	return ok ? 0 : 1;
+}
+
 static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "setuid_exec_race", t_setuid_exec_race },
 	{ "fuse_file_in_hello", t_fuse_in_hello },
@@ -1130,6 +1192,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "reply_memory", t_reply_memory },
 	{ "garbage_frames", t_garbage_frames },
 	{ "socket_symlink", t_socket_symlink },
+	{ "fuse_close_flood", t_fuse_close_flood },
 };
 
 int main(int argc, char **argv)
