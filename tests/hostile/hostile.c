@@ -1177,6 +1177,51 @@ static int t_fuse_close_flood(void)
 	return ok ? 0 : 1;
 }
 
+/*
+ * A rootless container's owner has a subuid range (65,536 uids is the
+ * usual grant) and its root may become any of them: each uid holds one
+ * connection, below every per-uid bound, and evict_for() never evicts a
+ * uid holding one connection.  600 such uids (one tenant) fill the
+ * broker's connection bound (480 at this 2048-fd limit) and everyone else
+ * is refused.  Done as root with a saved uid of 0, which is what such a
+ * container's root can do inside its user namespace.
+ */
+static int subuid_conns(void *a)
+{
+	int n = *(int *)a, got = 0;
+
+	for (int i = 0; i < n; i++) {
+		uid_t u = UID_MANY + 100 + (uid_t)i;
+		int s;
+
+		if (setresgid((gid_t)-1, u, 0) || setresuid((uid_t)-1, u, 0))
+			return 1;
+		s = rconnect();
+		if (s >= 0 && !rhello(s, -1))
+			got++;
+		if (setresuid((uid_t)-1, 0, 0) || setresgid((gid_t)-1, 0, 0))
+			return 2;
+	}
+	printf("    %d uids of one tenant hold one connection each\n", got);
+	return 0;
+}
+
+static int t_conn_flood_subuids(void)
+{
+	int ok = 1, res, n = 600, base = broker_fds();
+	pid_t att = start_holder(0, 4096, subuid_conns, &n, &res);
+
+	if (res)
+		FAIL("attack did not run (%d)", res);
+	printf("    broker fds: %d\n", broker_fds());
+	if (!honest_ok("while 600 uids of one tenant hold one connection each"))
+		ok = 0;
+	stop(att);
+	if (!check_fds(base))
+		ok = 0;
+	return ok ? 0 : 1;
+}
+
 static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "setuid_exec_race", t_setuid_exec_race },
 	{ "fuse_file_in_hello", t_fuse_in_hello },
@@ -1193,6 +1238,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "garbage_frames", t_garbage_frames },
 	{ "socket_symlink", t_socket_symlink },
 	{ "fuse_close_flood", t_fuse_close_flood },
+	{ "conn_flood_subuids", t_conn_flood_subuids },
 };
 
 int main(int argc, char **argv)
