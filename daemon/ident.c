@@ -221,10 +221,10 @@ static int read_namespaces(struct client *c, int procfd)
 	struct stat st;
 	int fd, ret;
 
-	ret = ns_ino(procfd, "ipc", &st);
-	if (ret)
-		return ret;
-	c->scope = scope_get(st.st_dev, st.st_ino);
+	fd = openat(procfd, "ns/ipc", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	c->scope = scope_get(fd);
 	if (!c->scope)
 		return -ENOMEM;
 	/*
