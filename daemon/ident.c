@@ -204,20 +204,47 @@ static int ns_ino(int procfd, const char *ns, struct stat *st)
 	return fstatat(procfd, p, st, 0) ? -errno : 0;
 }
 
+/* is st (a peer's ns/user) our own user namespace? */
+static bool same_userns(const struct stat *st)
+{
+	static struct stat self;
+	static bool have;
+
+	if (!have && stat("/proc/self/ns/user", &self))
+		return false;
+	have = true;
+	return st->st_dev == self.st_dev && st->st_ino == self.st_ino;
+}
+
 static int read_namespaces(struct client *c, int procfd)
 {
 	struct stat st;
 	int fd, ret;
 
-	ret = ns_ino(procfd, "ipc", &st);
-	if (ret)
-		return ret;
-	c->scope = scope_get(st.st_dev, st.st_ino);
+	fd = openat(procfd, "ns/ipc", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	c->scope = scope_get(fd);
 	if (!c->scope)
 		return -ENOMEM;
-	if ((ret = read_idmap(procfd, "uid_map", &c->uidmap)) ||
-	    (ret = read_idmap(procfd, "gid_map", &c->gidmap)))
+	/*
+	 * A peer in our own user namespace uses our ids.  Its uid_map would
+	 * not say so: read by a process of the same namespace, it shows the
+	 * map to the parent namespace (user_namespaces(7)), which would shift
+	 * every id such a peer names when we run in a user namespace.
+	 */
+	ret = ns_ino(procfd, "user", &st);
+	if (ret)
 		return ret;
+	if (same_userns(&st)) {
+		c->uidmap.n = c->gidmap.n = 1;
+		c->uidmap.e[0].in = c->uidmap.e[0].out = 0;
+		c->uidmap.e[0].count = UINT32_MAX;
+		c->gidmap.e[0] = c->uidmap.e[0];
+	} else if ((ret = read_idmap(procfd, "uid_map", &c->uidmap)) ||
+		   (ret = read_idmap(procfd, "gid_map", &c->gidmap))) {
+		return ret;
+	}
 	/* pid ns inos: innermost from ns/pid, then its parents */
 	fd = openat(procfd, "ns/pid", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)

@@ -99,11 +99,12 @@ struct scope {
 	struct scope *next;
 	dev_t dev;
 	ino_t ino;
+	int nsfd;		/* pins the namespace: its inode number is not reused meanwhile */
 	uint32_t refs;
 	uint64_t next_id;
 	struct entry *entries, **tail;	/* in id order */
 };
-struct scope *scope_get(dev_t dev, ino_t ino);
+struct scope *scope_get(int nsfd);
 void scope_put(struct scope *s);
 
 /* ---- data ---- */

@@ -25,20 +25,37 @@ static size_t heap_len, heap_cap;
 static unsigned int total_waiters;
 
 /* ---- scopes ---- */
-struct scope *scope_get(dev_t dev, ino_t ino)
+/*
+ * A scope is an IPC namespace, named by its nsfs inode.  Inode numbers of
+ * dead namespaces are handed out again, so the scope holds an fd of its
+ * namespace for as long as it lives: otherwise a connection kept open
+ * after its namespace died would share a scope with the next namespace to
+ * get that number (another user's container).  Takes nsfd (an open ns/ipc
+ * file) in every case.
+ */
+struct scope *scope_get(int nsfd)
 {
 	struct scope *s;
+	struct stat st;
 
+	if (fstat(nsfd, &st)) {
+		close(nsfd);
+		return NULL;
+	}
 	for (s = scopes; s; s = s->next)
-		if (s->dev == dev && s->ino == ino) {
+		if (s->dev == st.st_dev && s->ino == st.st_ino) {
 			s->refs++;
+			close(nsfd);
 			return s;
 		}
 	s = calloc(1, sizeof(*s));
-	if (!s)
+	if (!s) {
+		close(nsfd);
 		return NULL;
-	s->dev = dev;
-	s->ino = ino;
+	}
+	s->dev = st.st_dev;
+	s->ino = st.st_ino;
+	s->nsfd = nsfd;
 	s->refs = 1;
 	s->next_id = 1;
 	s->tail = &s->entries;
@@ -58,6 +75,7 @@ void scope_put(struct scope *s)
 			*pp = s->next;
 			break;
 		}
+	close(s->nsfd);
 	free(s);
 }
 

@@ -1115,6 +1115,113 @@ static int t_socket_symlink(void)
 	return ok ? 0 : 1;
 }
 
+/*
+ * closer.c hands each FUSE close to an io-wq worker; past its 64 workers
+ * the closes queue in io-wq, each holding its fd in the broker's table,
+ * with no per-uid or global bound (only a log line).  One uid sends one
+ * FUSE file 2,100 times, each on a PUBLISH the broker refuses before it
+ * looks at the file: the broker's 2048-fd table fills with fds waiting
+ * for a FLUSH the attacker never answers, and no one else gets in.
+ */
+static int fuse_many(void *a)
+{
+	struct fuse_arg *f = a;
+	int fd = open(f->file, O_RDWR | O_CLOEXEC), s = rconnect(), sent = 0;
+
+	if (fd < 0 || s < 0 || rhello(s, -1))
+		return 1;
+	for (int i = 0; i < 2100; i++) {
+		struct nvbridge_publish p = { .size = sizeof(p), .fd = fd, .access = 0xffff };
+		struct nvbridge_wire_hdr h;
+		int rfd;
+
+		snprintf(p.name, sizeof(p.name), "hb.fuse");
+		if (rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, (uint32_t)i + 1, &p,
+			  sizeof(p), NULL, 0, fd) ||
+		    rrecv(s, &h, NULL, 0, &rfd, 2000))
+			break;
+		sent++;
+	}
+	printf("    %d PUBLISHes carrying the FUSE file answered\n", sent);
+	return 0;	/* the holder keeps fd and s open */
+}
+
+static int t_fuse_close_flood(void)
+{
+	char mnt[256], file[300];
+	struct fuse_arg a = { file, 2 };
+	pid_t srv, att;
+	int ok = 1, res, base = broker_fds(), r, peak;
+
+	snprintf(mnt, sizeof(mnt), "%s/fusemany", dir);
+	snprintf(file, sizeof(file), "%s/f", mnt);
+	r = fuse_hang_start(mnt, &srv);
+	if (r) {
+		printf("    skip: cannot mount FUSE (%s)\n", strerror(-r));
+		return 77;
+	}
+	att = start_holder(UID_ATTACK, 0, fuse_many, &a, &res);
+	if (res)
+		FAIL("attack did not run (%d)", res);
+	usleep(200000);
+	peak = broker_fds();
+	printf("    broker fds with the FLUSHes pending: %d (baseline %d)\n", peak, base);
+	if (peak > base + 1024)
+		FAIL("one uid's pending FUSE closes hold %d of the broker's fds", peak - base);
+	if (!honest_ok("while 2100 closes wait for FLUSH"))
+		ok = 0;
+	fuse_hang_stop(mnt, srv);
+	stop(att);
+	if (!check_fds(base))
+		ok = 0;
+	return ok ? 0 : 1;
+}
+
+/*
+ * A rootless container's owner has a subuid range (65,536 uids is the
+ * usual grant) and its root may become any of them: each uid holds one
+ * connection, below every per-uid bound, and evict_for() never evicts a
+ * uid holding one connection.  600 such uids (one tenant) fill the
+ * broker's connection bound (480 at this 2048-fd limit) and everyone else
+ * is refused.  Done as root with a saved uid of 0, which is what such a
+ * container's root can do inside its user namespace.
+ */
+static int subuid_conns(void *a)
+{
+	int n = *(int *)a, got = 0;
+
+	for (int i = 0; i < n; i++) {
+		uid_t u = UID_MANY + 100 + (uid_t)i;
+		int s;
+
+		if (setresgid((gid_t)-1, u, 0) || setresuid((uid_t)-1, u, 0))
+			return 1;
+		s = rconnect();
+		if (s >= 0 && !rhello(s, -1))
+			got++;
+		if (setresuid((uid_t)-1, 0, 0) || setresgid((gid_t)-1, 0, 0))
+			return 2;
+	}
+	printf("    %d uids of one tenant hold one connection each\n", got);
+	return 0;
+}
+
+static int t_conn_flood_subuids(void)
+{
+	int ok = 1, res, n = 600, base = broker_fds();
+	pid_t att = start_holder(0, 4096, subuid_conns, &n, &res);
+
+	if (res)
+		FAIL("attack did not run (%d)", res);
+	printf("    broker fds: %d\n", broker_fds());
+	if (!honest_ok("while 600 uids of one tenant hold one connection each"))
+		ok = 0;
+	stop(att);
+	if (!check_fds(base))
+		ok = 0;
+	return ok ? 0 : 1;
+}
+
 static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "setuid_exec_race", t_setuid_exec_race },
 	{ "fuse_file_in_hello", t_fuse_in_hello },
@@ -1130,6 +1237,8 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "reply_memory", t_reply_memory },
 	{ "garbage_frames", t_garbage_frames },
 	{ "socket_symlink", t_socket_symlink },
+	{ "fuse_close_flood", t_fuse_close_flood },
+	{ "conn_flood_subuids", t_conn_flood_subuids },
 };
 
 int main(int argc, char **argv)
