@@ -34,6 +34,7 @@
 #include <linux/proc_ns.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
+#include <linux/shmem_fs.h>
 #include <linux/slab.h>
 #include <linux/stringhash.h>
 #include <linux/uaccess.h>
@@ -220,6 +221,12 @@ static int nvb_copy_out(void __user *uarg, const void *karg, size_t ksize,
  * by their pseudo filesystem, since is_dma_buf_file() is not exported),
  * and character devices whose major is in publish_chrdev_majors.  An
  * nvbridge file is refused even if an admin lists the misc major.
+ *
+ * "Regular" means a file of a filesystem that can be mounted, or shmem's
+ * internal mount (memfd, SysV shm): since Linux 6.15 anonymous inodes
+ * (eventfd, epoll, io_uring...) are S_IFREG inside the kernel, on pseudo
+ * filesystems that are mounted nowhere (SB_NOUSER), and an io_uring can
+ * hold files.
  */
 static bool nvb_file_publishable(struct file *file)
 {
@@ -228,7 +235,8 @@ static bool nvb_file_publishable(struct file *file)
 	if (file->f_op == &nvb_fops)
 		return false;
 	if (S_ISREG(inode->i_mode))
-		return true;
+		return shmem_mapping(file->f_mapping) ||
+		       !(inode->i_sb->s_flags & SB_NOUSER);
 	if (S_ISCHR(inode->i_mode))
 		return test_bit(imajor(inode), nvb_chrdev_majors);
 	return inode->i_sb->s_magic == DMA_BUF_MAGIC;
