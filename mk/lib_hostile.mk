@@ -2,14 +2,23 @@
 # hostile: attacks on nvbridged by unprivileged local users (tests/hostile/),
 # against the broker as built and against its ASan+UBSan build.
 #
-#   suites: hostile, hostile-asan
+#   suites: hostile, hostile-asan, attacks (whole-scenario attack programs)
 
 HB            := $(BUILD)/hostile
 HOSTILE_SRCS  := tests/hostile/hostile.c tests/hostile/util.c tests/hostile/fuse_hang.c
 HOSTILE_BINS  := $(HB)/nvb-hostile $(HB)/nvb-hostile-suid
 
-.PHONY: check-hostile check-hostile-asan
-CHECK_SUITES += hostile hostile-asan
+ATTACK_BINS   := $(patsubst tests/hostile/%.c,$(HB)/%,$(wildcard tests/hostile/attack_*.c))
+
+.PHONY: check-hostile check-hostile-asan check-attacks
+CHECK_SUITES += hostile hostile-asan attacks
+
+$(HB)/attack_%: tests/hostile/attack_%.c tests/hostile/util.c tests/hostile/hostile.h $(LIB_HDRS) $(LIB_CORE_A)
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) -I$(CURDIR)/tests/hostile -o $@ $< tests/hostile/util.c $(LIB_LINK)
+
+check-attacks: $(LB)/nvbridged $(ATTACK_BINS)
+	$(call nvb_suite,bash tests/hostile/run-attacks.sh $(LB)/nvbridged $(HB),attacks)
 
 $(HB)/nvb-hostile: $(HOSTILE_SRCS) tests/hostile/hostile.h $(LIB_HDRS) $(LIB_CORE_A)
 	@mkdir -p $(@D)

@@ -8,9 +8,8 @@
  * taken as 100000+1000, which is another user of the same namespace: a
  * fetcher naming uid 1000 receives uid 101000's file, reported as uid 1000.
  *
- * Build: cc -O2 -I../include/uapi -I../common -I../libnvbridge -I../tests/hostile
- *          -o userns_idmap userns_idmap.c ../tests/hostile/util.c
- * Run as root on the host: ./userns_idmap ../build/lib/nvbridged
+ * Build and run: make check-attacks (tests/hostile/run-attacks.sh).
+ * Runs as root (it becomes test uids), against the broker named in argv[1].
  * Exit 0: the attack worked (the hole is there); 1: it did not; 2: setup failed.
  */
 #define _GNU_SOURCE

@@ -10,10 +10,9 @@
  * still-open scope: the attacker fetches what the victim published for
  * its own container only (NVB_ACCESS_SCOPE), watches it, squats its names.
  *
- * Build: cc -O2 -I../include/uapi -I../common -I../libnvbridge -I../tests/hostile
- *          -o ipcns_reuse ipcns_reuse.c ../tests/hostile/util.c
- * Run as root on the host (it becomes uids 2003 and 2002):
- *   ./ipcns_reuse ../build/lib/nvbridged
+ * Build and run: make check-attacks (tests/hostile/run-attacks.sh).
+ * Runs as root (it becomes uids 2003 and 2002), against the broker named
+ * in argv[1].
  * Exit 0: the attacker got the victim's file (the hole); 1: not; 2: setup failed.
  */
 #define _GNU_SOURCE
