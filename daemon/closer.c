@@ -46,20 +46,24 @@ int closer_init(void)
 	return 0;
 }
 
-static void reap(void)
+/* the number of closes completed */
+static unsigned int reap(void)
 {
 	struct io_uring_cqe *cqe;
+	unsigned int n = 0;
 
 	while (io_uring_peek_cqe(&ring, &cqe) == 0) {
 		struct user *u = (struct user *)(uintptr_t)io_uring_cqe_get_data64(cqe);
 
 		pending--;
+		n++;
 		io_uring_cqe_seen(&ring, cqe);
 		if (u) {
 			u->closes--;
 			user_put(u);
 		}
 	}
+	return n;
 }
 
 unsigned int closer_pending(void)
@@ -98,21 +102,14 @@ void closer_close(int fd, struct user *u)
 /* Submits the closes queued during one loop iteration (one syscall) and reaps finished ones. */
 void closer_run(void)
 {
-	static bool throttling;
-	static unsigned int seen;
-
 	if (!ring_ok)
 		return;
 	if (queued) {
 		io_uring_submit(&ring);
 		queued = 0;
 	}
-	reap();
-	/* a uid can only be over a bound with this many pending: look at connections then */
-	if (pending != seen &&
-	    (throttling || pending >= cfg.max_closes_per_user || pending >= cfg.max_closes))
-		throttling = conns_closes_recheck();
-	seen = pending;
+	if (reap())
+		conns_closes_resume();
 	if (pending > IOWQ_MAX_WORKERS) {
 		int64_t now = now_ns();
 

@@ -37,6 +37,7 @@ static uint64_t next_serial;
 static struct user *users[USER_BUCKETS];
 static struct client *dead_list;
 static struct client *throttled;
+static struct client *close_paused;	/* not read while their uid's closes are pending */
 static uint32_t fds_in_flight_total, fds_in_flight_max;
 static int reserve_fd = -1;		/* spent to shed a connection at EMFILE */
 static int64_t listen_paused_until;	/* no reserve either: accept() again after this */
@@ -135,26 +136,37 @@ bool user_closes_paused(const struct user *u)
 
 static void set_epoll(struct client *c);
 
-/* sets every connection's EPOLLIN from its uid's pending closes; true if any is paused */
-bool conns_closes_recheck(void)
+/* after closes completed: reads again from the paused connections whose uid is under bound */
+void conns_closes_resume(void)
 {
-	bool any = false;
+	struct client **pp = &close_paused;
 
-	for (struct client *c = clients; c; c = c->next) {
+	while (*pp) {
+		struct client *c = *pp;
+
+		if (user_closes_paused(c->user)) {
+			pp = &c->cpause_next;
+			continue;
+		}
+		*pp = c->cpause_next;
+		c->close_paused = false;
 		set_epoll(c);
-		any |= user_closes_paused(c->user);
 	}
-	return any;
 }
 
 /* ---- output ---- */
 static void set_epoll(struct client *c)
 {
 	struct epoll_event ev = { .data.ptr = c };
+	bool paused = user_closes_paused(c->user);
 
+	if (paused && !c->close_paused) {
+		c->close_paused = true;
+		c->cpause_next = close_paused;
+		close_paused = c;
+	}
 	ev.events = (c->outq_len < cfg.max_queued / 2 &&
-		     c->outq_bytes < (size_t)cfg.max_queued_kb << 9 &&
-		     !user_closes_paused(c->user) ? EPOLLIN : 0) |
+		     c->outq_bytes < (size_t)cfg.max_queued_kb << 9 && !paused ? EPOLLIN : 0) |
 		    (c->outq && !c->fd_throttled ? EPOLLOUT : 0);
 	if (ev.events != c->epoll_events) {
 		epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
@@ -629,7 +641,13 @@ void client_read(struct client *c)
 		ssize_t n;
 
 		if (user_closes_paused(c->user)) {
-			set_epoll(c);	/* ready in the same epoll batch as the close that paused it */
+			struct pollfd pf = { .fd = c->fd };
+
+			/* here with EPOLLIN off only for a hangup, which epoll reports regardless */
+			if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLERR)))
+				client_gone(c);	/* what it left unread goes with the socket */
+			else
+				set_epoll(c);	/* readable in the batch whose close paused it */
 			return;
 		}
 		msg_gen++;
@@ -748,6 +766,12 @@ static void free_dead(void)
 		for (struct client **pp = &throttled; *pp; pp = &(*pp)->throttle_next)
 			if (*pp == c) {
 				*pp = c->throttle_next;
+				break;
+			}
+		for (struct client **pp = &close_paused; c->close_paused && *pp;
+		     pp = &(*pp)->cpause_next)
+			if (*pp == c) {
+				*pp = c->cpause_next;
 				break;
 			}
 		client_free(c);

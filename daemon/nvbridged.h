@@ -193,6 +193,8 @@ struct client {
 	uint32_t fds_in_flight;		/* sent with a reply, maybe not yet received */
 	bool fd_throttled;		/* on the throttled list: waits for its reader */
 	struct client *throttle_next;
+	bool close_paused;		/* on the list of those not read for their uid's closes */
+	struct client *cpause_next;
 	uint32_t epoll_events;
 	struct waiter *waiters;
 	uint32_t nwaiters;
@@ -282,7 +284,7 @@ void conns_tick(int64_t now, int64_t *next);
 void throttled_tick(void);
 bool conns_throttled(void);
 bool user_closes_paused(const struct user *u);
-bool conns_closes_recheck(void);
+void conns_closes_resume(void);
 void conn_limits_init(void);
 void conns_exit(void);
 
