@@ -10,7 +10,11 @@
  * ->flush to an io-wq worker (io_close() returns -EAGAIN under
  * IO_URING_F_NONBLOCK), where a hung server holds a worker, not the loop.
  * The workers are bounded (IOWQ_MAX_WORKERS); closes beyond them wait in
- * io-wq, holding their fd, which the pending count reports.
+ * io-wq, each holding its fd in our table.  So every close is charged to
+ * the uid that sent the file until it completes: a uid at
+ * --max-pending-closes-per-user, or any uid with closes pending while the
+ * total is at --max-pending-closes, is not read from and not accepted
+ * (conn.c) until its closes complete, which keeps fds for everyone else.
  *
  * Files the broker opened itself (sockets, pidfds, /proc) are closed with
  * close(): none has a ->flush that a client controls.
@@ -42,17 +46,33 @@ int closer_init(void)
 	return 0;
 }
 
-static void reap(void)
+/* the number of closes completed */
+static unsigned int reap(void)
 {
 	struct io_uring_cqe *cqe;
+	unsigned int n = 0;
 
 	while (io_uring_peek_cqe(&ring, &cqe) == 0) {
+		struct user *u = (struct user *)(uintptr_t)io_uring_cqe_get_data64(cqe);
+
 		pending--;
+		n++;
 		io_uring_cqe_seen(&ring, cqe);
+		if (u) {
+			u->closes--;
+			user_put(u);
+		}
 	}
+	return n;
 }
 
-void closer_close(int fd)
+unsigned int closer_pending(void)
+{
+	return pending;
+}
+
+/* Closes fd off the loop, charged to u (the uid that sent the file; may be NULL). */
+void closer_close(int fd, struct user *u)
 {
 	struct io_uring_sqe *sqe;
 
@@ -72,7 +92,9 @@ void closer_close(int fd)
 		return;
 	}
 	io_uring_prep_close(sqe, fd);
-	io_uring_sqe_set_data64(sqe, (uint64_t)fd);
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)u);
+	if (u)
+		u->closes++;	/* keeps u: user_put() frees none with closes pending */
 	queued++;
 	pending++;
 }
@@ -86,7 +108,8 @@ void closer_run(void)
 		io_uring_submit(&ring);
 		queued = 0;
 	}
-	reap();
+	if (reap())
+		conns_closes_resume();
 	if (pending > IOWQ_MAX_WORKERS) {
 		int64_t now = now_ns();
 

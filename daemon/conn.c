@@ -37,6 +37,7 @@ static uint64_t next_serial;
 static struct user *users[USER_BUCKETS];
 static struct client *dead_list;
 static struct client *throttled;
+static struct client *close_paused;	/* not read while their uid's closes are pending */
 static uint32_t fds_in_flight_total, fds_in_flight_max;
 static int reserve_fd = -1;		/* spent to shed a connection at EMFILE */
 static int64_t listen_paused_until;	/* no reserve either: accept() again after this */
@@ -87,7 +88,8 @@ void user_put(struct user *u)
 {
 	struct user **pp;
 
-	if (!u || u->refs || u->conns || u->entries || u->watches || u->waiters || u->fds_in_flight)
+	if (!u || u->refs || u->conns || u->entries || u->watches || u->waiters || u->fds_in_flight ||
+	    u->closes)
 		return;
 	for (pp = &users[u->uid % USER_BUCKETS]; *pp; pp = &(*pp)->next)
 		if (*pp == u) {
@@ -112,15 +114,59 @@ void conn_limits_init(void)
 	/* the kernel refuses SCM_RIGHTS beyond RLIMIT_NOFILE fds in flight per sending user */
 	fds_in_flight_max = rl.rlim_cur / 2 > UINT32_MAX ? UINT32_MAX : (uint32_t)(rl.rlim_cur / 2);
 	reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	/* what the connections leave of the fd table, less a reserve for accept and identity */
+	if (!cfg.max_closes) {
+		unsigned long n = rl.rlim_cur / 8 < 64 ? 64 : rl.rlim_cur / 8;
+
+		cfg.max_closes = n > 1048576 ? 1048576 : (uint32_t)n;
+	}
+}
+
+/*
+ * A uid whose closes of files it sent wait (a FUSE FLUSH nobody answers)
+ * is not read from while it is at its bound, or while the total is at
+ * --max-pending-closes and it has any pending: each read may bring
+ * another file to close.  closer.c calls the recheck when counts move.
+ */
+bool user_closes_paused(const struct user *u)
+{
+	return u && (u->closes >= cfg.max_closes_per_user ||
+		     (u->closes && closer_pending() >= cfg.max_closes));
+}
+
+static void set_epoll(struct client *c);
+
+/* after closes completed: reads again from the paused connections whose uid is under bound */
+void conns_closes_resume(void)
+{
+	struct client **pp = &close_paused;
+
+	while (*pp) {
+		struct client *c = *pp;
+
+		if (user_closes_paused(c->user)) {
+			pp = &c->cpause_next;
+			continue;
+		}
+		*pp = c->cpause_next;
+		c->close_paused = false;
+		set_epoll(c);
+	}
 }
 
 /* ---- output ---- */
 static void set_epoll(struct client *c)
 {
 	struct epoll_event ev = { .data.ptr = c };
+	bool paused = user_closes_paused(c->user);
 
+	if (paused && !c->close_paused) {
+		c->close_paused = true;
+		c->cpause_next = close_paused;
+		close_paused = c;
+	}
 	ev.events = (c->outq_len < cfg.max_queued / 2 &&
-		     c->outq_bytes < (size_t)cfg.max_queued_kb << 9 ? EPOLLIN : 0) |
+		     c->outq_bytes < (size_t)cfg.max_queued_kb << 9 && !paused ? EPOLLIN : 0) |
 		    (c->outq && !c->fd_throttled ? EPOLLOUT : 0);
 	if (ev.events != c->epoll_events) {
 		epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
@@ -570,11 +616,11 @@ void handle_message(struct client *c, const unsigned char *buf, size_t n, int *f
 	}
 out:
 	if (nfds == 1) {
-		closer_close(fd);	/* -1 when an entry took it */
+		closer_close(fd, c->user);	/* -1 when an entry took it */
 		return;
 	}
 	for (int i = 0; i < nfds; i++)
-		closer_close(fds[i]);
+		closer_close(fds[i], c->user);
 }
 
 void client_read(struct client *c)
@@ -594,6 +640,16 @@ void client_read(struct client *c)
 		int fds[8], nfds = 0;
 		ssize_t n;
 
+		if (user_closes_paused(c->user)) {
+			struct pollfd pf = { .fd = c->fd };
+
+			/* here with EPOLLIN off only for a hangup, which epoll reports regardless */
+			if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLERR)))
+				client_gone(c);	/* what it left unread goes with the socket */
+			else
+				set_epoll(c);	/* readable in the batch whose close paused it */
+			return;
+		}
 		msg_gen++;
 		n = recvmsg(c->fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		if (n < 0) {
@@ -612,7 +668,7 @@ void client_read(struct client *c)
 				if (nfds < 8)
 					fds[nfds++] = f;
 				else
-					closer_close(f);
+					closer_close(f, c->user);
 			}
 		}
 		if (n == 0 && !nfds && !(m.msg_flags & MSG_CTRUNC)) {
@@ -622,7 +678,7 @@ void client_read(struct client *c)
 		if (n == 0) {
 			drop_client(c, "empty message carrying %d fds", nfds);
 			for (int i = 0; i < nfds; i++)
-				closer_close(fds[i]);
+				closer_close(fds[i], c->user);
 			return;
 		}
 		handle_message(c, buf, (size_t)n, fds, nfds,
@@ -712,6 +768,12 @@ static void free_dead(void)
 				*pp = c->throttle_next;
 				break;
 			}
+		for (struct client **pp = &close_paused; c->close_paused && *pp;
+		     pp = &(*pp)->cpause_next)
+			if (*pp == c) {
+				*pp = c->cpause_next;
+				break;
+			}
 		client_free(c);
 	}
 }
@@ -751,7 +813,13 @@ static void shed_connection(int lfd, int err)
 /*
  * At the total connection bound: the newcomer's uid (holding mine
  * connections) takes the newest connection of the uid holding the most,
- * if that uid holds more than mine + 1.  true when room was made.
+ * if that uid holds more than mine + 1.  Else, when every uid holds at
+ * most one more than the newcomer, a newcomer holding none takes the
+ * newest connection of all: many uids of one connection each (a subuid
+ * range, root switching uids) then displace each other, while a uid's
+ * first connection is always served and established connections (a
+ * long-lived publisher, idle, whose entries die with it) are kept.
+ * true when room was made.
  */
 static bool evict_for(uint32_t mine)
 {
@@ -762,15 +830,17 @@ static bool evict_for(uint32_t mine)
 		for (struct user *u = users[b]; u; u = u->next)
 			if (!top || u->conns > top->conns)
 				top = u;
-	if (!top || top->conns <= mine + 1)
+	if (!top || (top->conns <= mine + 1 && mine))
 		return false;
 	for (struct client *c = clients; c; c = c->next)
-		if (c->user == top && (!victim || c->serial > victim->serial))
+		if ((top->conns <= mine + 1 || c->user == top) &&
+		    (!victim || c->serial > victim->serial))
 			victim = c;
 	if (!victim)
 		return false;
 	drop_client(victim, "evicted: %u connections in total (--max-connections), its uid "
-		    "holds the most (%u)", nclients, top->conns);
+		    "holds %u, the most held is %u; a uid holding %u connected", nclients,
+		    victim->user->conns, top->conns, mine);
 	return true;
 }
 
@@ -841,6 +911,12 @@ void accept_client(int lfd)
 	if (cr.uid != 0 && u->conns >= cfg.max_conns_per_user) {
 		logmsg_rl("uid %u (pid %d) has %u connections (--max-connections-per-user): refused",
 			  cr.uid, cr.pid, u->conns);
+		goto refuse;
+	}
+	if (user_closes_paused(u)) {
+		logmsg_rl("uid %u (pid %d) has %u closes of its files pending "
+			  "(--max-pending-closes-per-user, --max-pending-closes): refused",
+			  cr.uid, cr.pid, u->closes);
 		goto refuse;
 	}
 	if (nclients >= cfg.max_conns && !evict_for(u->conns)) {

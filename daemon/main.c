@@ -165,6 +165,10 @@ static void usage(FILE *f)
 		"  --max-queued-kb-per-user N  of all connections of a uid (default 16384)\n"
 		"  --max-fds-in-flight N    sent and not yet received, per connection (default 64)\n"
 		"  --max-fds-in-flight-per-user N (default 256)\n"
+		"  --max-pending-closes-per-user N  closes of files a uid sent, not completed: at this\n"
+		"                           its connections are not read, new ones refused (default 64)\n"
+		"  --max-pending-closes N   in total; uids with closes pending are paused at this\n"
+		"                           (default RLIMIT_NOFILE / 8, at least 64)\n"
 		"  --max-memory-mb N        queued replies, blobs, event queues (default 1024)\n"
 		"  --hello-timeout-ms N     drop a connection that sends no HELLO by then (default 5000)\n"
 		"  -v, --verbose\n"
@@ -217,6 +221,8 @@ static int parse_options(int argc, char **argv)
 		{ "max-queued-kb-per-user", required_argument, NULL, 'k' },
 		{ "max-fds-in-flight", required_argument, NULL, 'F' },
 		{ "max-fds-in-flight-per-user", required_argument, NULL, 'G' },
+		{ "max-pending-closes-per-user", required_argument, NULL, 'P' },
+		{ "max-pending-closes", required_argument, NULL, 'p' },
 		{ "max-memory-mb", required_argument, NULL, 'M' },
 		{ "hello-timeout-ms", required_argument, NULL, 'H' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -245,6 +251,8 @@ static int parse_options(int argc, char **argv)
 		{ 'k', 128, 16777216, &cfg.max_queued_kb_per_user },
 		{ 'F', 1, 65536, &cfg.max_fds_in_flight },
 		{ 'G', 1, 1048576, &cfg.max_fds_in_flight_per_user },
+		{ 'P', 1, 1048576, &cfg.max_closes_per_user },
+		{ 'p', 1, 1048576, &cfg.max_closes },
 		{ 'M', 1, 1048576, &cfg.max_memory_mb },
 		{ 'H', 1, 3600000, &cfg.hello_timeout_ms },
 	};

@@ -54,6 +54,8 @@ struct config {
 	uint32_t max_queued_kb_per_user;
 	uint32_t max_fds_in_flight;	/* per connection: sent, not yet received */
 	uint32_t max_fds_in_flight_per_user;
+	uint32_t max_closes_per_user;	/* client files whose close has not completed */
+	uint32_t max_closes;		/* in total; 0: from RLIMIT_NOFILE at start */
 	uint32_t max_memory_mb;		/* queued replies, blobs, event queues */
 	uint32_t hello_timeout_ms;
 	uint32_t chrdev_majors[16];	/* publishable character devices */
@@ -77,8 +79,10 @@ void mem_uncharge(size_t n);
 
 /* ---- closer.c: closing client-supplied files off the loop ---- */
 int closer_init(void);
-void closer_close(int fd);
+struct user;
+void closer_close(int fd, struct user *u);
 void closer_run(void);
+unsigned int closer_pending(void);
 void closer_exit(void);
 
 /* ---- per uid accounting (conn.c) ---- */
@@ -88,6 +92,7 @@ struct user {
 	uint32_t conns;		/* live connections (the bound) */
 	uint32_t refs;		/* client structs, dropped ones included */
 	uint32_t entries, watches, waiters, fds_in_flight;
+	uint32_t closes;	/* closes of files it sent, submitted and not completed */
 	uint64_t bytes;		/* blob bytes of its entries */
 	size_t queued;		/* bytes of its connections' queued replies */
 };
@@ -188,6 +193,8 @@ struct client {
 	uint32_t fds_in_flight;		/* sent with a reply, maybe not yet received */
 	bool fd_throttled;		/* on the throttled list: waits for its reader */
 	struct client *throttle_next;
+	bool close_paused;		/* on the list of those not read for their uid's closes */
+	struct client *cpause_next;
 	uint32_t epoll_events;
 	struct waiter *waiters;
 	uint32_t nwaiters;
@@ -276,6 +283,8 @@ struct client *client_new(int fd, struct user *u);
 void conns_tick(int64_t now, int64_t *next);
 void throttled_tick(void);
 bool conns_throttled(void);
+bool user_closes_paused(const struct user *u);
+void conns_closes_resume(void);
 void conn_limits_init(void);
 void conns_exit(void);
 
