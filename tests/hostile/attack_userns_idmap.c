@@ -78,12 +78,15 @@ int main(int argc, char **argv)
 	setenv("NVBRIDGE_SOCKET", sock, 1);
 	broker = fork();
 	if (broker == 0) {
+		char *bargv[] = { argv[1], "--socket", sock, NULL };
+		/* opened before the ids change: the tree may not be searchable by them */
+		int bin = open(argv[1], O_RDONLY | O_CLOEXEC);
 		char c;
 
-		if (unshare(CLONE_NEWUSER) || read(go[0], &c, 1) != 1 ||
+		if (bin < 0 || unshare(CLONE_NEWUSER) || read(go[0], &c, 1) != 1 ||
 		    setresgid(0, 0, 0) || setresuid(0, 0, 0))
 			_exit(2);
-		execl(argv[1], argv[1], "--socket", sock, (char *)NULL);
+		fexecve(bin, bargv, environ);
 		_exit(2);
 	}
 	usleep(100000);
