@@ -1362,6 +1362,52 @@ static int write_file(pid_t pid, const char *file, const char *text)
 	return ok ? 0 : -1;
 }
 
+/* lines of the broker's log past its first from lines that contain needle */
+static int log_count_after(long from, const char *needle)
+{
+	const char *p = getenv("NVB_BROKER_LOG");
+	FILE *f = p ? fopen(p, "re") : NULL;
+	char line[512];
+	int n = 0;
+
+	if (!f)
+		return -1;
+	for (long l = 0; fgets(line, sizeof(line), f); l += strchr(line, '\n') != NULL)
+		n += l >= from && strstr(line, needle);
+	fclose(f);
+	return n;
+}
+
+/*
+ * Two uids of 150 connections each then fill the broker to --max-connections
+ * (480 here): at the bound a newcomer must take from the tenant holding the
+ * most, the namespace's owner, not from either of them.  The log's
+ * rate limit (bursts of 50, 20/s) is given time to refill first.
+ */
+static int tenant_evicted_at_total(void)
+{
+	struct conns fc = { .n = 150, .hello = 1 };
+	pid_t f[2];
+	int res, ok = 1, n;
+	long mark;
+	char needle[64];
+
+	sleep(3);
+	mark = log_lines();
+	for (int i = 0; i < 2; i++)
+		f[i] = start_holder(UID_MANY + 700 + (uid_t)i, 4096, conn_flood, &fc, &res);
+	if (!honest_ok("at --max-connections, one tenant holding the most"))
+		ok = 0;
+	snprintf(needle, sizeof(needle), "its tenant (uid %d) holds", UID_TENANT);
+	n = log_count_after(mark, needle);
+	printf("    evictions logged from tenant uid %d at the total bound: %d\n", UID_TENANT, n);
+	if (n < 1)
+		FAIL("at --max-connections nothing was evicted from the tenant holding the most");
+	for (int i = 0; i < 2; i++)
+		stop(f[i]);
+	return ok;
+}
+
 static int t_tenant_userns(void)
 {
 	int ok = 1, base = broker_fds(), rp[2], gp[2], cp[2];
@@ -1420,6 +1466,8 @@ static int t_tenant_userns(void)
 	if (tot.conns < TN_TENANT_CONNS / 2)
 		FAIL("the tenant was served only %d connections: the attack did not run", tot.conns);
 	if (!honest_ok("while one tenant's 600 namespace uids connect and publish"))
+		ok = 0;
+	if (!tenant_evicted_at_total())
 		ok = 0;
 	kill(-t, SIGKILL);
 	stop(t);
