@@ -4,9 +4,10 @@
  * common/nvb_wire.h, request dispatch, and the reply queue.
  *
  * Bounds a client cannot pass (all configurable, see usage()):
- *   - connections: per uid, and in total; at the total, a newcomer whose
- *     uid holds fewer connections than the largest holder takes the
- *     largest holder's newest one, so no set of uids can lock others out.
+ *   - connections: per uid, per tenant (ident.c: a subuid range is one
+ *     tenant), and in total; at the total, a newcomer whose tenant holds
+ *     fewer connections than the largest holder takes the largest holder's
+ *     newest one, so no set of uids can lock others out.
  *   - queued replies per connection (max_queued, and max_queued_kb bytes;
  *     per uid max_queued_kb_per_user bytes): a connection with half that
  *     many (or half the bytes) queued is not read until it reads its replies
@@ -34,7 +35,7 @@
 struct client *clients;
 unsigned int nclients, pre_hello;
 static uint64_t next_serial;
-static struct user *users[USER_BUCKETS];
+static struct user *users[USER_BUCKETS], *tenants[USER_BUCKETS];
 static struct client *dead_list;
 static struct client *throttled;
 static struct client *close_paused;	/* not read while their uid's closes are pending */
@@ -67,10 +68,10 @@ static void prehello_del(struct client *c)
 	pre_hello--;
 }
 
-/* ---- per uid ---- */
-struct user *user_get(uid_t uid)
+/* ---- per uid, per tenant ---- */
+static struct user *record_get(struct user **table, uid_t uid)
 {
-	struct user **b = &users[uid % USER_BUCKETS], *u;
+	struct user **b = &table[uid % USER_BUCKETS], *u;
 
 	for (u = *b; u; u = u->next)
 		if (u->uid == uid)
@@ -79,9 +80,20 @@ struct user *user_get(uid_t uid)
 	if (!u)
 		return NULL;
 	u->uid = uid;
+	u->is_tenant = table == tenants;
 	u->next = *b;
 	*b = u;
 	return u;
+}
+
+struct user *user_get(uid_t uid)
+{
+	return record_get(users, uid);
+}
+
+struct user *tenant_get(uid_t uid)
+{
+	return record_get(tenants, uid);
 }
 
 void user_put(struct user *u)
@@ -91,7 +103,7 @@ void user_put(struct user *u)
 	if (!u || u->refs || u->conns || u->entries || u->watches || u->waiters || u->fds_in_flight ||
 	    u->closes)
 		return;
-	for (pp = &users[u->uid % USER_BUCKETS]; *pp; pp = &(*pp)->next)
+	for (pp = &(u->is_tenant ? tenants : users)[u->uid % USER_BUCKETS]; *pp; pp = &(*pp)->next)
 		if (*pp == u) {
 			*pp = u->next;
 			break;
@@ -699,6 +711,8 @@ static void client_gone(struct client *c)
 	nclients--;	/* the bounds count live connections */
 	if (c->user)
 		c->user->conns--;
+	if (c->tenant)
+		c->tenant->conns--;
 	*c->pprev = c->next;
 	if (c->next)
 		c->next->pprev = c->pprev;
@@ -739,6 +753,10 @@ void client_free(struct client *c)
 		fds_in_flight_total -= c->fds_in_flight;
 		c->user->refs--;
 		user_put(c->user);
+	}
+	if (c->tenant) {
+		c->tenant->refs--;
+		user_put(c->tenant);
 	}
 	epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
@@ -811,15 +829,16 @@ static void shed_connection(int lfd, int err)
 }
 
 /*
- * At the total connection bound: the newcomer's uid (holding mine
- * connections) takes the newest connection of the uid holding the most,
- * if that uid holds more than mine + 1.  Else, when every uid holds at
+ * At the total connection bound: the newcomer's tenant (holding mine
+ * connections) takes the newest connection of the tenant holding the
+ * most, if that tenant holds more than mine + 1.  Counted per tenant, not
+ * per uid: the uids of a subuid range are one tenant, so a rootless
+ * container holding one connection from each of many uids is the largest
+ * holder, not many holders of one.  Else, when every tenant holds at
  * most one more than the newcomer, a newcomer holding none takes the
- * newest connection of all: many uids of one connection each (a subuid
- * range, root switching uids) then displace each other, while a uid's
- * first connection is always served and established connections (a
- * long-lived publisher, idle, whose entries die with it) are kept.
- * true when room was made.
+ * newest connection of all, while a tenant's first connection is always
+ * served and established connections (a long-lived publisher, idle, whose
+ * entries die with it) are kept.  true when room was made.
  */
 static bool evict_for(uint32_t mine)
 {
@@ -827,24 +846,47 @@ static bool evict_for(uint32_t mine)
 	struct client *victim = NULL;
 
 	for (int b = 0; b < USER_BUCKETS; b++)
-		for (struct user *u = users[b]; u; u = u->next)
+		for (struct user *u = tenants[b]; u; u = u->next)
 			if (!top || u->conns > top->conns)
 				top = u;
 	if (!top || (top->conns <= mine + 1 && mine))
 		return false;
 	for (struct client *c = clients; c; c = c->next)
-		if ((top->conns <= mine + 1 || c->user == top) &&
+		if ((top->conns <= mine + 1 || c->tenant == top) &&
 		    (!victim || c->serial > victim->serial))
 			victim = c;
 	if (!victim)
 		return false;
-	drop_client(victim, "evicted: %u connections in total (--max-connections), its uid "
-		    "holds %u, the most held is %u; a uid holding %u connected", nclients,
-		    victim->user->conns, top->conns, mine);
+	drop_client(victim, "evicted: %u connections in total (--max-connections), its tenant "
+		    "(uid %u) holds %u, the most held is %u; a tenant holding %u connected",
+		    nclients, victim->tenant_uid, victim->tenant->conns, top->conns, mine);
 	return true;
 }
 
-/* A client on connected socket fd of uid u (whose conns it counts in): NULL if refused. */
+/* Refused (false, logged) when c's tenant is at its bound or no room is made at the total. */
+static bool tenant_admits(struct client *c)
+{
+	struct user *t = c->tenant;
+
+	if (!c->override && t->conns >= cfg.max_conns_per_tenant) {
+		logmsg_rl("tenant uid %u (uid %u pid %d) has %u connections "
+			  "(--max-connections-per-tenant): refused", c->tenant_uid, c->euid,
+			  c->pid, t->conns);
+		return false;
+	}
+	if (nclients >= cfg.max_conns && !evict_for(t->conns)) {
+		logmsg_rl("%u connections (--max-connections): uid %u (tenant %u, pid %d) refused",
+			  nclients, c->euid, c->tenant_uid, c->pid);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * A client on connected socket fd of uid u (whose conns it counts in):
+ * NULL if refused.  Its tenant is known only once its identity is read,
+ * so the tenant's bound and the total are checked here.
+ */
 struct client *client_new(int fd, struct user *u)
 {
 	struct epoll_event ev;
@@ -858,11 +900,15 @@ struct client *client_new(int fd, struct user *u)
 	c->pidfd = -1;
 	c->outq_tail = &c->outq;
 	ret = ident_at_accept(c, fd);
-	if (ret) {
+	if (ret)
 		logmsg_rl("uid %u pid %d: cannot establish its identity: %s", c->euid, c->pid,
 			  strerror(-ret));
+	else if (!(c->tenant = tenant_get(c->tenant_uid)))
+		ret = -ENOMEM;
+	if (ret || !tenant_admits(c)) {
 		if (c->pidfd >= 0)
 			close(c->pidfd);
+		user_put(c->tenant);
 		scope_put(c->scope);
 		free(c->groups);
 		free(c);
@@ -871,6 +917,8 @@ struct client *client_new(int fd, struct user *u)
 	c->user = u;
 	u->conns++;
 	u->refs++;
+	c->tenant->conns++;
+	c->tenant->refs++;
 	c->serial = ++next_serial;
 	c->hello_deadline = now_ns() + (int64_t)cfg.hello_timeout_ms * 1000000;
 	prehello_add(c);
@@ -917,11 +965,6 @@ void accept_client(int lfd)
 		logmsg_rl("uid %u (pid %d) has %u closes of its files pending "
 			  "(--max-pending-closes-per-user, --max-pending-closes): refused",
 			  cr.uid, cr.pid, u->closes);
-		goto refuse;
-	}
-	if (nclients >= cfg.max_conns && !evict_for(u->conns)) {
-		logmsg_rl("%u connections (--max-connections): uid %u (pid %d) refused",
-			  nclients, cr.uid, cr.pid);
 		goto refuse;
 	}
 	if (client_new(fd, u))

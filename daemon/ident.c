@@ -216,6 +216,50 @@ static bool same_userns(const struct stat *st)
 	return st->st_dev == self.st_dev && st->st_ino == self.st_ino;
 }
 
+/*
+ * The tenant of a peer outside our user namespace: the owner (in our ids)
+ * of its outermost user namespace below ours, walked up with NS_GET_PARENT
+ * from the peer's own.  Every uid a rootless container's root can become
+ * shares it.  A peer whose namespace is not below ours (we run in a user
+ * namespace, it does not) keeps its euid: the kernel refuses to show us the
+ * parents (EPERM), and its uid is already a uid of ours or the overflow uid.
+ */
+static int peer_tenant(struct client *c, int procfd)
+{
+	struct stat st;
+	int fd = openat(procfd, "ns/user", O_RDONLY | O_CLOEXEC), parent, ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	c->tenant_uid = c->euid;
+	for (int depth = 0; depth < 33; depth++) {	/* the kernel nests at most 32 */
+		uid_t owner;
+
+		parent = ioctl(fd, NS_GET_PARENT);
+		if (parent < 0) {
+			ret = errno == EPERM ? 0 : -errno;
+			break;
+		}
+		if (fstat(parent, &st)) {
+			ret = -errno;
+			close(parent);
+			break;
+		}
+		if (same_userns(&st)) {
+			close(parent);
+			if (ioctl(fd, NS_GET_OWNER_UID, &owner))
+				ret = -errno;
+			else
+				c->tenant_uid = owner;
+			break;
+		}
+		close(fd);
+		fd = parent;
+	}
+	close(fd);
+	return ret;
+}
+
 static int read_namespaces(struct client *c, int procfd)
 {
 	struct stat st;
@@ -241,8 +285,10 @@ static int read_namespaces(struct client *c, int procfd)
 		c->uidmap.e[0].in = c->uidmap.e[0].out = 0;
 		c->uidmap.e[0].count = UINT32_MAX;
 		c->gidmap.e[0] = c->uidmap.e[0];
+		c->tenant_uid = c->euid;
 	} else if ((ret = read_idmap(procfd, "uid_map", &c->uidmap)) ||
-		   (ret = read_idmap(procfd, "gid_map", &c->gidmap))) {
+		   (ret = read_idmap(procfd, "gid_map", &c->gidmap)) ||
+		   (ret = peer_tenant(c, procfd))) {
 		return ret;
 	}
 	/* pid ns inos: innermost from ns/pid, then its parents */

@@ -159,6 +159,11 @@ static void usage(FILE *f)
 		"  --max-waiters N          parked FETCH_WAITs per connection (default 256)\n"
 		"  --max-waiters-per-user N (default 1024)      --max-waiters-total N (default 65536)\n"
 		"  --max-connections-per-user N  for a non-root euid (default 256)\n"
+		"tenants (a uid and the uids of the user namespaces it owns: a rootless container's\n"
+		"subuid range; for peers of our own user namespace, the uid):\n"
+		"  --max-connections-per-tenant N  for a peer not euid 0 here (default 256)\n"
+		"  --max-bytes-per-tenant N  blob bytes (default 1048576)\n"
+		"  --max-waiters-per-tenant N (default 1024)\n"
 		"  --max-connections N      in total (default (RLIMIT_NOFILE - 128) / 4)\n"
 		"  --max-queued-replies N   per connection, then it is dropped (default 256)\n"
 		"  --max-queued-kb N        their bytes per connection (default 1024)\n"
@@ -215,6 +220,9 @@ static int parse_options(int argc, char **argv)
 		{ "max-waiters-per-user", required_argument, NULL, 'b' },
 		{ "max-waiters-total", required_argument, NULL, 'c' },
 		{ "max-connections-per-user", required_argument, NULL, 'C' },
+		{ "max-connections-per-tenant", required_argument, NULL, 'T' },
+		{ "max-bytes-per-tenant", required_argument, NULL, 'y' },
+		{ "max-waiters-per-tenant", required_argument, NULL, 'w' },
 		{ "max-connections", required_argument, NULL, 'D' },
 		{ "max-queued-replies", required_argument, NULL, 'Q' },
 		{ "max-queued-kb", required_argument, NULL, 'K' },
@@ -245,6 +253,9 @@ static int parse_options(int argc, char **argv)
 		{ 'b', 1, 1048576, &cfg.max_waiters_per_user },
 		{ 'c', 1, 16777216, &cfg.max_waiters_total },
 		{ 'C', 1, 1048576, &cfg.max_conns_per_user },
+		{ 'T', 1, 1048576, &cfg.max_conns_per_tenant },
+		{ 'y', 0, UINT32_MAX, &cfg.max_bytes_per_tenant },
+		{ 'w', 1, 1048576, &cfg.max_waiters_per_tenant },
 		{ 'D', 1, 1048576, &cfg.max_conns },
 		{ 'Q', 1, 65536, &cfg.max_queued },
 		{ 'K', 128, 1048576, &cfg.max_queued_kb },

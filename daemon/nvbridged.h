@@ -49,6 +49,10 @@ struct config {
 	uint32_t max_waiters_total;
 	uint32_t max_conns_per_user;
 	uint32_t max_conns;		/* 0: from RLIMIT_NOFILE at start */
+	/* per tenant (a uid and the user namespaces it owns, ident.c) */
+	uint32_t max_conns_per_tenant;
+	uint32_t max_bytes_per_tenant;
+	uint32_t max_waiters_per_tenant;
 	uint32_t max_queued;		/* replies queued per connection */
 	uint32_t max_queued_kb;		/* their bytes, per connection */
 	uint32_t max_queued_kb_per_user;
@@ -85,10 +89,16 @@ void closer_run(void);
 unsigned int closer_pending(void);
 void closer_exit(void);
 
-/* ---- per uid accounting (conn.c) ---- */
+/*
+ * ---- per uid and per tenant accounting (conn.c) ----
+ * A tenant is a uid of our user namespace together with every uid of the
+ * user namespaces it owns (a rootless container's subuid range): one
+ * record per uid, one per tenant, the same struct in two tables.
+ */
 struct user {
 	struct user *next;
-	uid_t uid;
+	uid_t uid;		/* the tenant's: its owner uid */
+	bool is_tenant;
 	uint32_t conns;		/* live connections (the bound) */
 	uint32_t refs;		/* client structs, dropped ones included */
 	uint32_t entries, watches, waiters, fds_in_flight;
@@ -97,6 +107,7 @@ struct user {
 	size_t queued;		/* bytes of its connections' queued replies */
 };
 struct user *user_get(uid_t uid);
+struct user *tenant_get(uid_t uid);
 void user_put(struct user *u);
 
 /* ---- scopes (registry.c): one per IPC namespace seen ---- */
@@ -173,6 +184,8 @@ struct client {
 	int npidns;
 	struct idmap uidmap, gidmap;
 	struct user *user;
+	uid_t tenant_uid;		/* the owner of its user ns below ours, or its euid */
+	struct user *tenant;
 	/* watches and events (events.c) */
 	struct watch *watches;
 	uint32_t nwatches;

@@ -190,6 +190,7 @@ static void entry_revoke(struct entry *e, uint16_t reason, const struct client *
 		}
 	e->owner->user->entries--;
 	e->owner->user->bytes -= e->blob_len;
+	e->owner->tenant->bytes -= e->blob_len;
 	e->revoked = true;
 	notify(e, NVBRIDGE_EVENT_REVOKED, reason, skip);
 	entry_put(e);
@@ -279,7 +280,8 @@ int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
 	if (find_own(c, p->name))
 		return -EEXIST;
 	if (c->user->entries >= cfg.max_entries_per_user ||
-	    c->user->bytes + p->blob_len > cfg.max_bytes_per_user)
+	    c->user->bytes + p->blob_len > cfg.max_bytes_per_user ||
+	    c->tenant->bytes + p->blob_len > cfg.max_bytes_per_tenant)
 		return -ENOSPC;
 	if (!mem_charge(sizeof(*e) + p->blob_len))
 		return -ENOMEM;
@@ -319,6 +321,7 @@ int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
 	ebucket[e->hash % NBUCKETS] = e;
 	c->user->entries++;
 	c->user->bytes += e->blob_len;
+	c->tenant->bytes += e->blob_len;
 	p->id = e->id;
 	notify(e, NVBRIDGE_EVENT_PUBLISHED, NVBRIDGE_REVOKE_NONE, NULL);
 	wake_waiters(e);
@@ -430,6 +433,7 @@ static void waiter_free(struct waiter *w)
 		}
 	c->nwaiters--;
 	c->user->waiters--;
+	c->tenant->waiters--;
 	total_waiters--;
 	mem_uncharge(sizeof(*w));
 	free(w);
@@ -500,6 +504,11 @@ static int park(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_f
 			    c->user->waiters);
 		return 0;
 	}
+	if (c->tenant->waiters >= cfg.max_waiters_per_tenant) {
+		drop_client(c, "its tenant (uid %u) has %u waiting FETCHes "
+			    "(--max-waiters-per-tenant)", c->tenant_uid, c->tenant->waiters);
+		return 0;
+	}
 	if (total_waiters >= cfg.max_waiters_total || !mem_charge(sizeof(*w)))
 		return -ENOSPC;
 	w = calloc(1, sizeof(*w));
@@ -530,6 +539,7 @@ static int park(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_f
 	c->waiters = w;
 	c->nwaiters++;
 	c->user->waiters++;
+	c->tenant->waiters++;
 	total_waiters++;
 	return 0;
 }

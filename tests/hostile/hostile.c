@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sched.h>
 #include "nvbridge.h"
 #include "hostile.h"
 
@@ -1222,6 +1223,259 @@ static int t_conn_flood_subuids(void)
 	return ok ? 0 : 1;
 }
 
+/*
+ * The same tenant, the way a rootless container is made: a user namespace
+ * owned by UID_TENANT whose root maps 1000 uids (200000..200999 here, as
+ * /etc/subuid grants).  Workers inside become 600 of those uids, each one
+ * connection publishing TN_BLOBS blobs and parking TN_WAITS FETCH_WAITs:
+ * each uid stays under every per-uid bound, and only the tenant's bounds
+ * (connections, blob bytes, waiters) stop the whole.  Root writes the maps from outside, as newuidmap does.
+ */
+#define UID_TENANT 2004
+#define TN_UIDS 600
+#define TN_WORKERS 4
+#define TN_BLOBS 4
+#define TN_WAITS 5
+#define TN_TENANT_CONNS 256		/* --max-connections-per-tenant's default */
+#define TN_TENANT_BYTES (1 << 20)	/* --max-bytes-per-tenant's default */
+#define TN_TENANT_WAITS 1024		/* --max-waiters-per-tenant's default */
+
+struct tn_count { int conns; long bytes; int waits; };
+
+/* FETCH_WAITs on names nobody publishes, then an INFO: how many of them are parked, or -1 */
+static int tenant_waits(int s, uid_t u)
+{
+	struct nvbridge_info i = { .size = sizeof(i) };
+	struct nvbridge_wire_hdr h;
+	int parked = TN_WAITS, fd;
+	char name[64];
+
+	for (int w = 0; w < TN_WAITS; w++) {
+		snprintf(name, sizeof(name), "tn.none.%u.%d", u, w);
+		if (rfetch_req(s, 100 + (uint32_t)w, name, NVBRIDGE_FETCH_WAIT, 60000000000LL))
+			return -1;
+	}
+	if (rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_INFO, 999, &i, sizeof(i), NULL, 0, -1))
+		return -1;
+	/* requests are answered in order: what came back before INFO's answer was not parked */
+	do {
+		if (rrecv(s, &h, NULL, 0, &fd, 3000))
+			return -1;
+		parked -= h.seq >= 100 && h.seq < 100 + TN_WAITS;
+	} while (h.seq != 999);
+	return parked;
+}
+
+/* in the namespace, as its root: connections from uids [lo, hi), each publishing blobs */
+static struct tn_count tenant_worker(int lo, int hi)
+{
+	static int socks[TN_UIDS];
+	static long held[TN_UIDS];
+	static int parked[TN_UIDS];
+	static char blob[4096];
+	struct tn_count r = { 0, 0, 0 };
+	int n = 0;
+
+	for (uid_t u = (uid_t)lo; u < (uid_t)hi; u++, n++) {
+		struct nvbridge_publish p = { .size = sizeof(p), .fd = NVBRIDGE_NO_FD,
+					      .access = NVBRIDGE_ACCESS_SCOPE,
+					      .blob_len = sizeof(blob),
+					      .blob = (uintptr_t)blob };
+		struct nvbridge_wire_hdr h;
+		int fd;
+
+		held[n] = 0;
+		socks[n] = -1;
+		if (setresgid((gid_t)-1, u, 0) || setresuid((uid_t)-1, u, 0))
+			_exit(3);
+		socks[n] = rconnect();
+		if (socks[n] >= 0 && rhello(socks[n], -1)) {
+			close(socks[n]);
+			socks[n] = -1;
+		}
+		for (int b = 0; socks[n] >= 0 && b < TN_BLOBS; b++) {
+			snprintf(p.name, sizeof(p.name), "tn.%u.%d", u, b);
+			if (rsend(socks[n], NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, (uint32_t)b + 1,
+				  &p, sizeof(p), blob, sizeof(blob), -1) ||
+			    rrecv(socks[n], &h, NULL, 0, &fd, 3000))
+				break;
+			if (!h.result)
+				held[n] += (long)sizeof(blob);
+		}
+		parked[n] = socks[n] >= 0 ? tenant_waits(socks[n], u) : -1;
+		if (setresuid((uid_t)-1, 0, 0) || setresgid((gid_t)-1, 0, 0))
+			_exit(4);
+	}
+	/* what the broker still holds: a refused or evicted connection hangs up */
+	for (int i = 0; i < n; i++) {
+		struct pollfd pf = { .fd = socks[i], .events = POLLIN };
+
+		if (socks[i] < 0 || parked[i] < 0 ||
+		    (poll(&pf, 1, 0) == 1 && (pf.revents & (POLLHUP | POLLERR))))
+			continue;
+		r.conns++;
+		r.bytes += held[i];
+		r.waits += parked[i];
+	}
+	return r;
+}
+
+/* UID_TENANT's process: a new user namespace; waits for its maps (go), then forks the workers */
+static int tenant_ns(int ready, int go, int report)
+{
+	char c;
+
+	if (setpgid(0, 0) || raise_nofile(4096) || become(UID_TENANT))
+		_exit(98);
+	c = unshare(CLONE_NEWUSER) ? 'n' : 'y';
+	if (write(ready, &c, 1) != 1 || c != 'y' || read(go, &c, 1) != 1)
+		_exit(97);
+	if (setresgid(0, 0, 0) || setresuid(0, 0, 0))
+		_exit(96);
+	for (int w = 0; w < TN_WORKERS; w++) {
+		if (fork() == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			struct tn_count r = tenant_worker(1 + w * TN_UIDS / TN_WORKERS,
+							  1 + (w + 1) * TN_UIDS / TN_WORKERS);
+
+			if (write(report, &r, sizeof(r)) != sizeof(r))
+				_exit(1);
+			pause();
+			_exit(0);
+		}
+	}
+	pause();
+	return 0;
+}
+
+static int write_file(pid_t pid, const char *file, const char *text)
+{
+	char p[64];
+	int fd, ok;
+
+	snprintf(p, sizeof(p), "/proc/%d/%s", pid, file);
+	fd = open(p, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	close(fd);
+	return ok ? 0 : -1;
+}
+
+/* lines of the broker's log past its first from lines that contain needle */
+static int log_count_after(long from, const char *needle)
+{
+	const char *p = getenv("NVB_BROKER_LOG");
+	FILE *f = p ? fopen(p, "re") : NULL;
+	char line[512];
+	int n = 0;
+
+	if (!f)
+		return -1;
+	for (long l = 0; fgets(line, sizeof(line), f); l += strchr(line, '\n') != NULL)
+		n += l >= from && strstr(line, needle);
+	fclose(f);
+	return n;
+}
+
+/*
+ * Two uids of 150 connections each then fill the broker to --max-connections
+ * (480 here): at the bound a newcomer must take from the tenant holding the
+ * most, the namespace's owner, not from either of them.  The log's
+ * rate limit (bursts of 50, 20/s) is given time to refill first.
+ */
+static int tenant_evicted_at_total(void)
+{
+	struct conns fc = { .n = 150, .hello = 1 };
+	pid_t f[2];
+	int res, ok = 1, n;
+	long mark;
+	char needle[64];
+
+	sleep(3);
+	mark = log_lines();
+	for (int i = 0; i < 2; i++)
+		f[i] = start_holder(UID_MANY + 700 + (uid_t)i, 4096, conn_flood, &fc, &res);
+	if (!honest_ok("at --max-connections, one tenant holding the most"))
+		ok = 0;
+	snprintf(needle, sizeof(needle), "its tenant (uid %d) holds", UID_TENANT);
+	n = log_count_after(mark, needle);
+	printf("    evictions logged from tenant uid %d at the total bound: %d\n", UID_TENANT, n);
+	if (n < 1)
+		FAIL("at --max-connections nothing was evicted from the tenant holding the most");
+	for (int i = 0; i < 2; i++)
+		stop(f[i]);
+	return ok;
+}
+
+static int t_tenant_userns(void)
+{
+	int ok = 1, base = broker_fds(), rp[2], gp[2], cp[2];
+	struct tn_count tot = { 0, 0, 0 };
+	pid_t t;
+	char c = 0;
+
+	if (pipe(rp) || pipe(gp) || pipe(cp))
+		return 1;
+	t = fork();
+	if (t == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(rp[0]);
+		close(gp[1]);
+		close(cp[0]);
+		_exit(tenant_ns(rp[1], gp[0], cp[1]));
+	}
+	close(rp[1]);
+	close(gp[0]);
+	close(cp[1]);
+	if (read(rp[0], &c, 1) != 1 || c != 'y') {
+		printf("    skip: no user namespaces here\n");
+		kill(t, SIGKILL);
+		waitpid(t, NULL, 0);
+		return 77;
+	}
+	/* gid_map from a parent with CAP_SETGID needs no "deny" in setgroups */
+	if (write_file(t, "uid_map", "0 200000 1000") || write_file(t, "gid_map", "0 200000 1000") ||
+	    write(gp[1], "g", 1) != 1) {
+		stop(t);
+		FAIL("cannot map the namespace's ids: %s", strerror(errno));
+		return 1;
+	}
+	for (int w = 0; w < TN_WORKERS; w++) {
+		struct tn_count r;
+		struct pollfd pf = { .fd = cp[0], .events = POLLIN };
+
+		if (poll(&pf, 1, 90000) != 1 || read(cp[0], &r, sizeof(r)) != sizeof(r)) {
+			FAIL("a worker did not report");
+			break;
+		}
+		tot.conns += r.conns;
+		tot.bytes += r.bytes;
+		tot.waits += r.waits;
+	}
+	printf("    tenant uid %d, %d uids of its namespace: %d connections, %ld blob bytes, "
+	       "%d FETCH_WAITs held (bounds %d, %d, %d); broker fds %d\n", UID_TENANT, TN_UIDS,
+	       tot.conns, tot.bytes, tot.waits, TN_TENANT_CONNS, TN_TENANT_BYTES, TN_TENANT_WAITS,
+	       broker_fds());
+	if (tot.conns > TN_TENANT_CONNS)
+		FAIL("the tenant holds %d connections, past its bound %d", tot.conns, TN_TENANT_CONNS);
+	if (tot.bytes > TN_TENANT_BYTES)
+		FAIL("the tenant holds %ld blob bytes, past its bound %d", tot.bytes, TN_TENANT_BYTES);
+	if (tot.waits > TN_TENANT_WAITS)
+		FAIL("the tenant parks %d FETCH_WAITs, past its bound %d", tot.waits, TN_TENANT_WAITS);
+	if (tot.conns < TN_TENANT_CONNS / 2)
+		FAIL("the tenant was served only %d connections: the attack did not run", tot.conns);
+	if (!honest_ok("while one tenant's 600 namespace uids connect and publish"))
+		ok = 0;
+	if (!tenant_evicted_at_total())
+		ok = 0;
+	kill(-t, SIGKILL);
+	stop(t);
+	if (!check_fds(base))
+		ok = 0;
+	return ok ? 0 : 1;
+}
+
 static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "setuid_exec_race", t_setuid_exec_race },
 	{ "fuse_file_in_hello", t_fuse_in_hello },
@@ -1239,6 +1493,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "socket_symlink", t_socket_symlink },
 	{ "fuse_close_flood", t_fuse_close_flood },
 	{ "conn_flood_subuids", t_conn_flood_subuids },
+	{ "tenant_userns", t_tenant_userns },
 };
 
 int main(int argc, char **argv)
