@@ -783,7 +783,8 @@ static int t_daemon_conns_per_user(void)
 			_exit(21);
 		_exit(0);
 	}
-	waitpid(p, &st, 0);
+	while (waitpid(p, &st, 0) < 0)
+		CHECK(errno == EINTR, "waitpid: %s", strerror(errno));
 	/* root is not limited */
 	struct nvb_opts o = broker_at(d.path);
 	struct nvb *r[4];
