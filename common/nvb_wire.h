@@ -2,6 +2,8 @@
 #ifndef NVB_WIRE_H
 #define NVB_WIRE_H
 
+#include <string.h>
+#include <sys/socket.h>
 #include <linux/nvbridge.h>
 
 /*
@@ -86,6 +88,24 @@ struct nvbridge_wire_hello {
 };
 
 #define NVBRIDGE_WIRE_HELLO_SIZE	8
+
+/* Control buffer for the one fd a framed message may carry. */
+union nvb_wire_cmsg {
+	struct cmsghdr c;
+	char buf[CMSG_SPACE(sizeof(int))];
+};
+
+/* Makes fd the only SCM_RIGHTS fd of m, in the caller's buffer cm. */
+static inline void nvb_wire_attach_fd(struct msghdr *m, union nvb_wire_cmsg *cm, int fd)
+{
+	memset(cm, 0, sizeof(*cm));
+	m->msg_control = cm->buf;
+	m->msg_controllen = sizeof(cm->buf);
+	cm->c.cmsg_level = SOL_SOCKET;
+	cm->c.cmsg_type = SCM_RIGHTS;
+	cm->c.cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(&cm->c), &fd, sizeof(int));
+}
 
 
 #endif /* NVB_WIRE_H */

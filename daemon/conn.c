@@ -189,21 +189,11 @@ static void set_epoll(struct client *c)
 /* One message from iov[0..niov), with pass_fd attached when >= 0.  0 or -errno. */
 static int send_iov(int fd, struct iovec *iov, size_t niov, int pass_fd)
 {
-	union {
-		struct cmsghdr c;
-		char b[CMSG_SPACE(sizeof(int))];
-	} cm;
+	union nvb_wire_cmsg cm;
 	struct msghdr m = { .msg_iov = iov, .msg_iovlen = niov };
 
-	if (pass_fd >= 0) {
-		memset(&cm, 0, sizeof(cm));
-		m.msg_control = cm.b;
-		m.msg_controllen = sizeof(cm.b);
-		cm.c.cmsg_level = SOL_SOCKET;
-		cm.c.cmsg_type = SCM_RIGHTS;
-		cm.c.cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(&cm.c), &pass_fd, sizeof(int));
-	}
+	if (pass_fd >= 0)
+		nvb_wire_attach_fd(&m, &cm, pass_fd);
 	return sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 ? -errno : 0;
 }
 

@@ -140,10 +140,7 @@ static ssize_t send_msg(int s, const struct nvbridge_wire_hdr *hdr, const void *
 			const void *data, int fd)
 {
 	struct iovec iov[3];
-	union {
-		struct cmsghdr c;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} cm;
+	union nvb_wire_cmsg cm;
 	struct msghdr m = { .msg_iov = iov };
 	ssize_t n;
 
@@ -157,15 +154,8 @@ static ssize_t send_msg(int s, const struct nvbridge_wire_hdr *hdr, const void *
 		iov[m.msg_iovlen].iov_base = (void *)data;
 		iov[m.msg_iovlen++].iov_len = hdr->data_len;
 	}
-	if (fd >= 0) {
-		memset(&cm, 0, sizeof(cm));
-		m.msg_control = cm.buf;
-		m.msg_controllen = sizeof(cm.buf);
-		cm.c.cmsg_level = SOL_SOCKET;
-		cm.c.cmsg_type = SCM_RIGHTS;
-		cm.c.cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(&cm.c), &fd, sizeof(int));
-	}
+	if (fd >= 0)
+		nvb_wire_attach_fd(&m, &cm, fd);
 	do
 		n = sendmsg(s, &m, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);

@@ -1014,18 +1014,11 @@ static int garbage(void *a)
 		if (i % 5 == 0)
 			fd = memfd_of("g");
 		struct iovec iov = { b, (size_t)len };
-		union { struct cmsghdr c; char cb[CMSG_SPACE(sizeof(int))]; } cm;
+		union nvb_wire_cmsg cm;
 		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
 
-		if (fd >= 0) {
-			memset(&cm, 0, sizeof(cm));
-			m.msg_control = cm.cb;
-			m.msg_controllen = sizeof(cm.cb);
-			cm.c.cmsg_level = SOL_SOCKET;
-			cm.c.cmsg_type = SCM_RIGHTS;
-			cm.c.cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(&cm.c), &fd, sizeof(int));
-		}
+		if (fd >= 0)
+			nvb_wire_attach_fd(&m, &cm, fd);
 		sendmsg(s, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (fd >= 0)
 			close(fd);

@@ -68,18 +68,11 @@ int rsend(int s, uint16_t type, uint32_t cmd, uint32_t seq, const void *arg, uin
 				       .type = type, .cmd = cmd, .seq = seq, .arg_size = asz,
 				       .data_len = dlen };
 	struct iovec iov[3] = { { &h, sizeof(h) }, { (void *)arg, asz }, { (void *)data, dlen } };
-	union { struct cmsghdr c; char b[CMSG_SPACE(sizeof(int))]; } cm;
+	union nvb_wire_cmsg cm;
 	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 3 };
 
-	if (fd >= 0) {
-		memset(&cm, 0, sizeof(cm));
-		m.msg_control = cm.b;
-		m.msg_controllen = sizeof(cm.b);
-		cm.c.cmsg_level = SOL_SOCKET;
-		cm.c.cmsg_type = SCM_RIGHTS;
-		cm.c.cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(&cm.c), &fd, sizeof(int));
-	}
+	if (fd >= 0)
+		nvb_wire_attach_fd(&m, &cm, fd);
 	/*
 	 * A datagram socket queues only net.unix.max_dgram_qlen (often 10)
 	 * messages at the receiver: on a non-blocking socket, wait up to

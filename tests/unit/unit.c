@@ -95,18 +95,11 @@ static int recv_one(int s, void *buf, size_t len, int *fd)
 static void send_fd(int s, const void *buf, size_t len, int fd)
 {
 	struct iovec iov = { (void *)buf, len };
-	union { struct cmsghdr c; char b[CMSG_SPACE(sizeof(int))]; } cm;
+	union nvb_wire_cmsg cm;
 	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
 
-	if (fd >= 0) {
-		memset(&cm, 0, sizeof(cm));
-		m.msg_control = cm.b;
-		m.msg_controllen = sizeof(cm.b);
-		cm.c.cmsg_level = SOL_SOCKET;
-		cm.c.cmsg_type = SCM_RIGHTS;
-		cm.c.cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(&cm.c), &fd, sizeof(int));
-	}
+	if (fd >= 0)
+		nvb_wire_attach_fd(&m, &cm, fd);
 	if (sendmsg(s, &m, MSG_NOSIGNAL) < 0)
 		perror("fake: sendmsg");
 }
