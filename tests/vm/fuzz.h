@@ -17,6 +17,7 @@
 #define NVB_VM_FUZZ_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,13 +37,20 @@
 struct fz_pool {
 	int dev[FZ_DEVS];	/* nvbridge files: RDWR, RDONLY, NONBLOCK... */
 	int other[8];		/* files of other kinds */
-	unsigned char *page;	/* two pages; the second is PROT_NONE */
 };
 
+/*
+ * Each thread has its own argument page: a page shared between threads
+ * would let one thread's random bytes land in another's FETCH between
+ * its setup and the ioctl, so a replay of a seed would not be the same
+ * run (and a wait could become one with no deadline).
+ */
 struct fz_thread {
 	struct fz_pool *pool;
+	unsigned char *page;	/* two pages; the second is PROT_NONE */
 	uint64_t rng;
 	unsigned int iters;
+	volatile int done;
 };
 
 static uint64_t fz_next(uint64_t *s)
@@ -95,7 +103,7 @@ static int fz_fd(struct fz_thread *t)
 /* A user pointer: valid, NULL, at the end of a page, unmapped, kernel. */
 static uint64_t fz_ptr(struct fz_thread *t, uint32_t len)
 {
-	unsigned char *p = t->pool->page;
+	unsigned char *p = t->page;
 
 	switch (fz_below(&t->rng, 6)) {
 	case 0:
@@ -165,7 +173,7 @@ static unsigned int fz_cmd(struct fz_thread *t, unsigned int *ver0)
 /* One call; its result is not judged. */
 static void fz_one(struct fz_thread *t)
 {
-	unsigned char *arg = t->pool->page;
+	unsigned char *arg = t->page;
 	int dev = t->pool->dev[fz_below(&t->rng, FZ_DEVS)];
 	unsigned int ver0, cmd;
 	uint32_t size;
@@ -260,7 +268,36 @@ static void *fz_thread_fn(void *arg)
 
 	for (unsigned int i = 0; i < t->iters; i++)
 		fz_one(t);
+	t->done = 1;
 	return NULL;
+}
+
+static void fz_wake(int sig)
+{
+	(void)sig;
+}
+
+/*
+ * A struct read from random bytes (an argument pointer into the page, a
+ * command with another size) can be a FETCH_WAIT with no deadline for a
+ * name nobody publishes.  The process's main thread interrupts its
+ * fuzzing threads every FZ_KICK_MS with a signal whose handler does not
+ * restart, so such a wait ends in -EINTR: the signal path of every
+ * blocking call is fuzzed too, and the run always ends.
+ */
+#define FZ_KICK_MS	50
+
+static int fz_alive(struct fz_thread *th, pthread_t *tid)
+{
+	int alive = 0;
+
+	for (int i = 0; i < FZ_THREADS; i++) {
+		if (th[i].done)
+			continue;
+		alive++;
+		pthread_kill(tid[i], SIGUSR1);
+	}
+	return alive;
 }
 
 /* One fuzzing process: its own files, FZ_THREADS threads. 0 or -errno. */
@@ -271,13 +308,19 @@ static int fz_process(uint64_t seed, unsigned int iters)
 	};
 	struct fz_thread th[FZ_THREADS];
 	pthread_t tid[FZ_THREADS];
+	struct sigaction sa = { .sa_handler = fz_wake };	/* no SA_RESTART */
 	struct fz_pool pool;
 	int sv[2], pfd[2];
 
-	pool.page = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (pool.page == MAP_FAILED || mprotect(pool.page + 4096, 4096, PROT_NONE))
+	if (sigaction(SIGUSR1, &sa, NULL))
 		return -errno;
+	for (int i = 0; i < FZ_THREADS; i++) {
+		th[i].page = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (th[i].page == MAP_FAILED ||
+		    mprotect(th[i].page + 4096, 4096, PROT_NONE))
+			return -errno;
+	}
 	for (int i = 0; i < FZ_DEVS; i++) {
 		pool.dev[i] = open(NVB_DEV, modes[i] | O_CLOEXEC);
 		if (pool.dev[i] < 0)
@@ -298,9 +341,12 @@ static int fz_process(uint64_t seed, unsigned int iters)
 		th[i].pool = &pool;
 		th[i].rng = seed * 0x9e3779b97f4a7c15ull + (uint64_t)i + 1;
 		th[i].iters = iters;
+		th[i].done = 0;
 		if (pthread_create(&tid[i], NULL, fz_thread_fn, &th[i]))
 			return -EAGAIN;
 	}
+	while (fz_alive(th, tid))
+		nvb_sleep_ms(FZ_KICK_MS);
 	for (int i = 0; i < FZ_THREADS; i++)
 		pthread_join(tid[i], NULL);
 	return 0;
