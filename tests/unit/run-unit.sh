@@ -5,6 +5,7 @@
 # usage: run-unit.sh BUILD_LIB_DIR [ASAN]   (ASAN=1: sanitizer build, no .so checks)
 B=${1:?build dir}
 ASAN=${2:-0}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 pass=0
 fail=0
 ok() { echo "ok   $1"; pass=$((pass + 1)); }
@@ -35,9 +36,18 @@ if [ "$ASAN" = 0 ] && [ ! -e "$B/libnvbridge.so" ]; then
 elif [ "$ASAN" = 0 ]; then
 	syms=$(nm -D --defined-only "$B/libnvbridge.so" | awk '$2 == "T" {print $3}')
 	nonapi=$(echo "$syms" | grep -v '^nvb_' | grep -v '^$')
-	unver=$(echo "$syms" | grep -v '@@LIBNVBRIDGE_1.0$')
+	unver=$(echo "$syms" | grep -Ev '@@LIBNVBRIDGE_1\.[0-9]+$')
 	t "so_exports_only_nvb_api" sh -c '[ -z "$1" ] && [ -z "$2" ] && [ -n "$3" ]' _ \
 		"$nonapi" "$unver" "$syms"
+	# exactly the functions the public headers declare: no internal
+	# helper exported, no declared function missing from the map
+	decl=$(cat "$ROOT"/libnvbridge/nvbridge.h "$ROOT"/libnvbridge/nvbridge_gpu.h \
+		"$ROOT"/libnvbridge/nvbridge_uring.h |
+		grep -oE '^[a-z][a-z0-9_ ]*[ *](nvb_[a-z0-9_]+)\(' | grep -v '^static' |
+		grep -oE 'nvb_[a-z0-9_]+' | sort -u)
+	expo=$(echo "$syms" | sed 's/@.*//' | sort -u)
+	t "so_exports_match_public_headers" bash -c '[ "$1" = "$2" ] || { echo "declared vs exported:"; diff <(echo "$1") <(echo "$2"); false; }' _ \
+		"$decl" "$expo"
 	t "so_soname" sh -c "readelf -d '$B/libnvbridge.so' | grep -q 'SONAME.*libnvbridge.so.1'"
 	t "so_no_liburing_dependency" sh -c "! readelf -d '$B/libnvbridge.so' | grep -q 'liburing'"
 	t "pc_file" grep -q '^Libs: -L${libdir} -lnvbridge' "$B/libnvbridge.pc"
