@@ -73,7 +73,7 @@ void child(int role, int ctl, int res, const char *tag)
 	{
 		double t0 = now_s();
 
-		NV(s, nvb_gpu_open(&s->g, NULL));
+		NV(s, nvb_gpu_open(NULL, &s->g));
 		if (role == 1)
 			report(s, "gpu_open_ms", "nvbridge", 0, (now_s() - t0) * 1e3, "ms");
 	}

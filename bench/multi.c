@@ -223,7 +223,7 @@ static void w_init(const struct mcmd *c)
 	if (nvb_cuda_load(&W.cu, NULL, msg, sizeof(msg)))
 		wfail("%s", msg);
 	t0 = now_s();
-	NV(nvb_gpu_open(&W.g, NULL));
+	NV(nvb_gpu_open(NULL, &W.g));
 	open_ms = (now_s() - t0) * 1e3;
 	if (W.dev >= nvb_gpu_device_count(W.g))
 		wfail("no such GPU (have %d)", nvb_gpu_device_count(W.g));
@@ -275,7 +275,7 @@ static void w_import(const struct mcmd *c)
 	NV(nvb_gpu_import(W.g, W.h, name, 10 * 1000000000LL, 0, &W.map[c->peer]));
 	t = now_s() - t0;
 	memset(&st, 0, sizeof(st));
-	st.size = sizeof(st);
+	st.sz = sizeof(st);
 	W.rep.v[0] = t * 1e3;
 	if (!nvb_gpu_map_stats(W.map[c->peer], &st)) {
 		double cuda_ns = (double)st.import_ns + st.reserve_ns + st.map_ns;

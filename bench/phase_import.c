@@ -16,7 +16,7 @@ void report_import_stages(struct side *s, struct nvb_gpu_map *m, double total_s,
 	unsigned int k;
 
 	memset(&st, 0, sizeof(st));
-	st.size = sizeof(st);
+	st.sz = sizeof(st);
 	if (nvb_gpu_map_stats(m, &st))
 		return;
 	report(s, "import_import_us", method, nvb_gpu_map_size(m), st.import_ns / 1e3, "us");

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include "nvb_internal.h"
+#include "opts.h"
 #include "nvbridge_uring.h"
 #include "nvb_name.h"
 
@@ -270,20 +271,16 @@ NVB_API int nvb_open(const struct nvb_opts *opts, struct nvb **out)
 	}
 	*out = NULL;
 	if (opts) {
-		if (opts->sz < offsetof(struct nvb_opts, socket_path) ||
-		    opts->sz > 4096) {
-			snprintf(nvb_open_why, NVB_ERRLEN,
-				 "nvb_open: opts->sz %zu unsupported", opts->sz);
-			return -EINVAL;
+		int err = nvb_opts_in(&o, sizeof(o), opts, opts->sz,
+				      offsetof(struct nvb_opts, socket_path));
+
+		if (err) {
+			snprintf(nvb_open_why, NVB_ERRLEN, err == -E2BIG ?
+				 "nvb_open: unknown non-zero options past byte %zu" :
+				 "nvb_open: opts->sz %zu unsupported",
+				 err == -E2BIG ? sizeof(o) : opts->sz);
+			return err;
 		}
-		memcpy(&o, opts, opts->sz < sizeof(o) ? opts->sz : sizeof(o));
-		for (size_t i = sizeof(o); i < opts->sz; i++)
-			if (((const unsigned char *)opts)[i]) {
-				snprintf(nvb_open_why, NVB_ERRLEN,
-					 "nvb_open: unknown non-zero options past byte %zu",
-					 sizeof(o));
-				return -E2BIG;
-			}
 	}
 	if (o.flags & ~(uint32_t)NVB_OPEN_BROKER_UID) {
 		snprintf(nvb_open_why, NVB_ERRLEN, "nvb_open: opts->flags 0x%x unknown", o.flags);
@@ -448,10 +445,12 @@ NVB_API int nvb_publish(struct nvb *h, const char *name, int fd, const void *blo
 	if (!name)
 		return nvb_fail(h, -EINVAL, "publish: name is NULL");
 	if (opts) {
-		if (opts->sz < offsetof(struct nvb_publish_opts, flags) + sizeof(uint32_t) ||
-		    opts->sz > sizeof(o) + 256)
-			return nvb_fail(h, -EINVAL, "publish: opts->sz %zu unsupported", opts->sz);
-		memcpy(&o, opts, sizeof(o) < opts->sz ? sizeof(o) : opts->sz);
+		int err = nvb_opts_in(&o, sizeof(o), opts, opts->sz,
+				      offsetof(struct nvb_publish_opts, flags) + sizeof(uint32_t));
+
+		if (err)
+			return nvb_fail(h, err, "publish: opts->sz %zu %s", opts->sz,
+					err == -E2BIG ? "with unknown non-zero options" : "unsupported");
 	}
 	if (blob_len > UINT32_MAX)
 		return nvb_fail(h, -EMSGSIZE, "publish '%s': blob_len %zu", name, blob_len);
@@ -527,10 +526,12 @@ NVB_API int nvb_fetch(struct nvb *h, const char *name,
 	if (!name)
 		return nvb_fail(h, -EINVAL, "fetch: name is NULL");
 	if (opts) {
-		if (opts->sz < offsetof(struct nvb_fetch_opts, timeout_ns) + sizeof(int64_t) ||
-		    opts->sz > sizeof(o) + 256)
-			return nvb_fail(h, -EINVAL, "fetch: opts->sz %zu unsupported", opts->sz);
-		memcpy(&o, opts, sizeof(o) < opts->sz ? sizeof(o) : opts->sz);
+		int err = nvb_opts_in(&o, sizeof(o), opts, opts->sz,
+				      offsetof(struct nvb_fetch_opts, timeout_ns) + sizeof(int64_t));
+
+		if (err)
+			return nvb_fail(h, err, "fetch: opts->sz %zu %s", opts->sz,
+					err == -E2BIG ? "with unknown non-zero options" : "unsupported");
 	}
 	if (blob_cap > UINT32_MAX)
 		blob_cap = UINT32_MAX;

@@ -34,17 +34,17 @@ struct nvb_gpu;
 struct nvb_gpu_buf;
 struct nvb_gpu_map;
 
+/* Options structs start with size_t sz = sizeof(the struct), as nvbridge.h's. */
 struct nvb_gpu_opts {
-	uint32_t size;		/* sizeof(struct nvb_gpu_opts) */
+	size_t sz;		/* sizeof(struct nvb_gpu_opts) */
 	uint32_t flags;		/* none yet: 0 */
-	const char *libcuda;	/* NULL: "libcuda.so.1" */
 	/*
 	 * SM budget of the library's transient kernels (SM copies, gathers,
 	 * put_signal): at most this many CTAs of 512 threads per launch.
 	 * 0: NVB_GPU_SM_CTAS_DEFAULT.  The proxy has its own (nctas).
 	 */
 	uint32_t sm_ctas;
-	uint32_t __reserved;
+	const char *libcuda;	/* NULL: "libcuda.so.1" */
 };
 
 /*
@@ -62,12 +62,13 @@ struct nvb_gpu_opts {
  */
 #define NVB_GPU_SM_CTAS_DEFAULT	4
 
-/* -ENOENT: no libcuda; -ENODEV: no usable GPU; -ENOSYS: driver too old. */
 /*
+ * opts may be NULL (the defaults).  -ENOENT: no libcuda; -ENODEV: no usable
+ * GPU; -ENOSYS: driver too old; -EINVAL / -E2BIG: bad options.
  * Both leave the calling thread's current CUDA context as they found it
  * (close: unless that was a primary context only this handle retained).
  */
-int nvb_gpu_open(struct nvb_gpu **out, const struct nvb_gpu_opts *opts);
+int nvb_gpu_open(const struct nvb_gpu_opts *opts, struct nvb_gpu **out);
 void nvb_gpu_close(struct nvb_gpu *g);
 const char *nvb_gpu_last_error(void);
 
@@ -355,8 +356,9 @@ int nvb_gpu_proxy_stop(struct nvb_gpu_proxy *p, int64_t timeout_ns);
 
 /* Where a first import's time went (nvb_gpu_map_stats). */
 struct nvb_gpu_map_stats {
-	uint32_t size;		/* sizeof(struct nvb_gpu_map_stats) */
+	size_t sz;		/* in: sizeof(struct nvb_gpu_map_stats); out: bytes filled */
 	uint32_t naccess;	/* devices granted access */
+	uint32_t __pad;
 	uint64_t import_ns;	/* cuMemImportFromShareableHandle */
 	uint64_t reserve_ns;	/* cuMemAddressReserve */
 	uint64_t map_ns;	/* cuMemMap */

@@ -12,7 +12,8 @@ LIB_WARN      := -Wall -Wextra -Werror -Wno-missing-field-initializers -Wno-form
 LIB_CFLAGS    := -std=c11 -O2 -g $(LIB_WARN) -pthread $(UAPI_INC) -I$(CURDIR)/common -I$(CURDIR)/libnvbridge
 LIB_SRCS      := libnvbridge/core.c libnvbridge/kernel.c libnvbridge/broker.c libnvbridge/reply.c
 LIB_HDRS      := libnvbridge/nvbridge.h libnvbridge/nvbridge_uring.h libnvbridge/nvb_internal.h \
-                 include/uapi/linux/nvbridge.h common/nvb_wire.h common/nvb_name.h
+                 include/uapi/linux/nvbridge.h common/nvb_wire.h common/nvb_name.h \
+                 libnvbridge/opts.h
 URING_STATIC  := -l:liburing.a
 LIB_SO        := $(LB)/libnvbridge.so.$(LIB_VERSION)
 LIB_A         := $(LB)/libnvbridge.a

@@ -5,7 +5,7 @@
 #                       installed, else unittest); numpy/torch cases skip
 #                       without python3-numpy / python3-torch; the GPU path
 #                       runs over the real GPU layer with a stand-in libcuda
-#                       (tests/python/fakecuda.c), and on a GPU (test_gpu.py)
+#                       (tests/fakecuda/fakecuda.c), and on a GPU (test_gpu.py)
 #   make python-example the producer/consumer pair in examples/python (its tests)
 #   suite: python
 #
@@ -17,13 +17,6 @@ NVB_PY_ENV := PYTHONDONTWRITEBYTECODE=1 NVBRIDGE_LIB=$(LB)/libnvbridge.so.1 NVB_
 
 .PHONY: check-python python-example
 CHECK_SUITES += python
-
-# A stand-in libcuda (host memory) so the GPU path's plumbing runs without a GPU.
-NVB_FAKE_CUDA := $(BUILD)/python/libfakecuda.so
-$(NVB_FAKE_CUDA): tests/python/fakecuda.c libnvbridge/cuda_api.h
-	@mkdir -p $(@D)
-	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden \
-		-I$(CURDIR)/libnvbridge -o $@ $<
 
 check-python: $(LIB_SO) $(LB)/nvbridged $(NVB_FAKE_CUDA)
 	$(call nvb_suite,$(NVB_PY_ENV) NVB_FAKE_CUDA=$(NVB_FAKE_CUDA) timeout 900 $(NVB_PYTHON) tests/python/run.py,python)

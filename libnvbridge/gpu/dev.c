@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "gpu_priv.h"
+#include "../opts.h"
 
 static __thread char nvb_gpu_err[320];
 
@@ -51,23 +52,33 @@ int cuerr(struct nvb_gpu *g, CUresult r, const char *what)
 }
 
 
-int nvb_gpu_open(struct nvb_gpu **out, const struct nvb_gpu_opts *opts)
+int nvb_gpu_open_v12(const struct nvb_gpu_opts *opts, struct nvb_gpu **out);
+int nvb_gpu_open_v12(const struct nvb_gpu_opts *opts, struct nvb_gpu **out)
 {
+	struct nvb_gpu_opts o = { .sz = sizeof(o) };
 	struct nvb_gpu *g;
 	CUcontext old = NULL;
 	char msg[256];
 	int n = 0, err, i, j;
 	CUresult r;
 
+	if (!out)
+		return seterr(-EINVAL, "nvb_gpu_open: out is NULL");
 	*out = NULL;
-	if (opts && (opts->size < sizeof(uint32_t) * 2 || opts->flags))
-		return seterr(-EINVAL, "nvb_gpu_open: bad opts (size %u, flags %#x)",
-			      opts->size, opts->flags);
+	if (opts) {
+		err = nvb_opts_in(&o, sizeof(o), opts, opts->sz,
+				  offsetof(struct nvb_gpu_opts, flags) + sizeof(uint32_t));
+		if (err)
+			return seterr(err, "nvb_gpu_open: opts->sz %zu %s", opts->sz,
+				      err == -E2BIG ? "with unknown non-zero options" :
+				      "unsupported");
+	}
+	if (o.flags)
+		return seterr(-EINVAL, "nvb_gpu_open: unknown flags %#x", o.flags);
 	g = calloc(1, sizeof(*g));
 	if (!g)
 		return seterr(-ENOMEM, "nvb_gpu_open: out of memory");
-	err = nvb_cuda_load(&g->cu, opts && opts->size >= offsetof(struct nvb_gpu_opts, sm_ctas) ?
-			    opts->libcuda : NULL, msg, sizeof(msg));
+	err = nvb_cuda_load(&g->cu, o.libcuda, msg, sizeof(msg));
 	if (err) {
 		free(g);
 		return seterr(err, "%s", msg);
@@ -124,8 +135,7 @@ int nvb_gpu_open(struct nvb_gpu **out, const struct nvb_gpu_opts *opts)
 			g->peer[i][j] = !!can;
 		}
 	g->kernel_ok = &nvb_gpu_fatbin_end[0] > &nvb_gpu_fatbin[0];
-	g->sm_ctas = opts && opts->size >= offsetof(struct nvb_gpu_opts, sm_ctas) + 4 &&
-		     opts->sm_ctas ? opts->sm_ctas : NVB_GPU_SM_CTAS_DEFAULT;
+	g->sm_ctas = o.sm_ctas ? o.sm_ctas : NVB_GPU_SM_CTAS_DEFAULT;
 	*out = g;
 	err = 0;
 out:
@@ -135,6 +145,38 @@ out:
 	return err;
 }
 
+__asm__(".symver nvb_gpu_open_v12, nvb_gpu_open@@LIBNVBRIDGE_1.2");
+
+/*
+ * Binaries built against 1.0 / 1.1 call nvb_gpu_open@LIBNVBRIDGE_1.0:
+ * (out, opts) with a struct that began with uint32_t size, flags, then
+ * libcuda, sm_ctas.  Translated here so that they keep working.
+ */
+struct nvb_gpu_opts_v10 {
+	uint32_t size;
+	uint32_t flags;
+	const char *libcuda;
+	uint32_t sm_ctas;
+	uint32_t __reserved;
+};
+
+int nvb_gpu_open_v10(struct nvb_gpu **out, const struct nvb_gpu_opts_v10 *opts);
+__asm__(".symver nvb_gpu_open_v10, nvb_gpu_open@LIBNVBRIDGE_1.0");
+int nvb_gpu_open_v10(struct nvb_gpu **out, const struct nvb_gpu_opts_v10 *opts)
+{
+	struct nvb_gpu_opts o = { .sz = sizeof(o) };
+
+	if (opts) {
+		if (opts->size < sizeof(uint32_t) * 2)
+			return seterr(-EINVAL, "nvb_gpu_open: bad opts (size %u)", opts->size);
+		o.flags = opts->flags;
+		if (opts->size >= offsetof(struct nvb_gpu_opts_v10, sm_ctas))
+			o.libcuda = opts->libcuda;
+		if (opts->size >= offsetof(struct nvb_gpu_opts_v10, sm_ctas) + sizeof(uint32_t))
+			o.sm_ctas = opts->sm_ctas;
+	}
+	return nvb_gpu_open_v12(&o, out);
+}
 
 void nvb_gpu_close(struct nvb_gpu *g)
 {

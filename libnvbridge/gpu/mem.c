@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "gpu_priv.h"
+#include "../opts.h"
 
 static void prop_init(CUmemAllocationProp *p, int devid, int types)
 {
@@ -315,7 +316,7 @@ int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
 		if (!memcmp(&g->d[i].uuid, meta.uuid, sizeof(meta.uuid)))
 			m->owner_dev = i;
 
-	m->stats.size = sizeof(m->stats);
+	m->stats.sz = sizeof(m->stats);
 	t0 = ns_now();
 	r = CUDA_ERROR_NOT_SUPPORTED;
 	if ((meta.handle_types & NVB_GPU_HANDLE_FABRIC) && !(flags & NVB_GPU_IMPORT_NO_FABRIC)) {
@@ -434,16 +435,39 @@ void nvb_gpu_unmap(struct nvb_gpu_map *m)
 		map_destroy(m);
 }
 
-int nvb_gpu_map_stats(const struct nvb_gpu_map *m, struct nvb_gpu_map_stats *out)
+/* out->sz bytes at most; out->sz becomes what was filled. */
+int nvb_gpu_map_stats_v12(const struct nvb_gpu_map *m, struct nvb_gpu_map_stats *out);
+__asm__(".symver nvb_gpu_map_stats_v12, nvb_gpu_map_stats@@LIBNVBRIDGE_1.2");
+int nvb_gpu_map_stats_v12(const struct nvb_gpu_map *m, struct nvb_gpu_map_stats *out)
 {
-	uint32_t sz;
+	size_t sz;
 
-	if (!m || !out || out->size < sizeof(uint32_t) * 2)
+	if (!m || !out || out->sz < offsetof(struct nvb_gpu_map_stats, import_ns) ||
+	    out->sz > NVB_OPTS_MAX)
 		return seterr(-EINVAL, "nvb_gpu_map_stats: bad arguments");
-	sz = out->size < sizeof(m->stats) ? out->size : (uint32_t)sizeof(m->stats);
-	memcpy((char *)out + sizeof(uint32_t), (const char *)&m->stats + sizeof(uint32_t),
-	       sz - sizeof(uint32_t));
-	out->size = sz;
+	sz = out->sz < sizeof(m->stats) ? out->sz : sizeof(m->stats);
+	memcpy(out, &m->stats, sz);
+	out->sz = sz;
+	return 0;
+}
+
+/* The 1.0 layout: uint32_t size, naccess, then the same fields. */
+int nvb_gpu_map_stats_v10(const struct nvb_gpu_map *m, void *out);
+__asm__(".symver nvb_gpu_map_stats_v10, nvb_gpu_map_stats@LIBNVBRIDGE_1.0");
+int nvb_gpu_map_stats_v10(const struct nvb_gpu_map *m, void *out)
+{
+	const size_t tail = offsetof(struct nvb_gpu_map_stats, import_ns);
+	uint32_t size, sz;
+
+	if (!m || !out)
+		return seterr(-EINVAL, "nvb_gpu_map_stats: bad arguments");
+	memcpy(&size, out, sizeof(size));
+	if (size < sizeof(uint32_t) * 2)
+		return seterr(-EINVAL, "nvb_gpu_map_stats: bad arguments");
+	sz = size < 8 + sizeof(m->stats) - tail ? size : (uint32_t)(8 + sizeof(m->stats) - tail);
+	memcpy((char *)out + 4, &m->stats.naccess, sizeof(uint32_t));
+	memcpy((char *)out + 8, (const char *)&m->stats + tail, sz - 8);
+	memcpy(out, &sz, sizeof(sz));
 	return 0;
 }
 

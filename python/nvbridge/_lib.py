@@ -64,7 +64,8 @@ class CEvent(ctypes.Structure):
 
 
 class GpuOpts(ctypes.Structure):
-    _fields_ = [("size", c_u32), ("flags", c_u32), ("libcuda", c_char_p)]
+    """struct nvb_gpu_opts (size_t sz first, as every options struct)."""
+    _fields_ = [("sz", c_size), ("flags", c_u32), ("sm_ctas", c_u32), ("libcuda", c_char_p)]
 
 
 class GpuMeta(ctypes.Structure):
@@ -150,7 +151,7 @@ def _declare(l: ctypes.CDLL) -> None:
     _proto(l, "nvb_strerror", c_char_p, c_int)
     _proto(l, "nvb_last_error", c_char_p, c_vp)
     # GPU layer (present in every build; fails at run time without libcuda)
-    _proto(l, "nvb_gpu_open", c_int, P(c_vp), P(GpuOpts))
+    _proto(l, "nvb_gpu_open", c_int, P(GpuOpts), P(c_vp))
     _proto(l, "nvb_gpu_close", None, c_vp)
     _proto(l, "nvb_gpu_last_error", c_char_p)
     _proto(l, "nvb_gpu_device_count", c_int, c_vp)

@@ -114,9 +114,9 @@ class Gpu:
     def __init__(self, libcuda: Optional[str] = None, device: Optional[int] = 0) -> None:
         l = _lib.lib()
         self._libcuda = os.fsencode(libcuda) if libcuda else None
-        o = _lib.GpuOpts(ctypes.sizeof(_lib.GpuOpts), 0, self._libcuda)
+        o = _lib.GpuOpts(ctypes.sizeof(_lib.GpuOpts), 0, 0, self._libcuda)
         g = ctypes.c_void_p()
-        _gpu_check(l.nvb_gpu_open(ctypes.byref(g), ctypes.byref(o)), "nvb_gpu_open")
+        _gpu_check(l.nvb_gpu_open(ctypes.byref(o), ctypes.byref(g)), "nvb_gpu_open")
         self._g: Optional[int] = g.value
         self._l = l
         self._uuids: Optional[List[bytes]] = None

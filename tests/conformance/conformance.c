@@ -269,6 +269,51 @@ static int t_share_memfd(void)
 	return 0;
 }
 
+/*
+ * Options structs follow one rule (libnvbridge/opts.h): a newer caller's
+ * larger struct is accepted when its unknown tail is zero and refused with
+ * E2BIG when not; a struct too small to hold the fields every version has,
+ * or over 4096 bytes, is EINVAL.  Nothing is published by a refused call.
+ */
+static int t_opts_sz_convention(void)
+{
+	unsigned char big[sizeof(struct nvb_publish_opts) + 64];
+	unsigned char fbig[sizeof(struct nvb_fetch_opts) + 64];
+	struct nvb_publish_opts *po = (void *)big;
+	struct nvb_fetch_opts *fo = (void *)fbig;
+	struct nvb_entry e;
+	struct nvb *h;
+	uint64_t id;
+	char out[8];
+
+	OPEN(h);
+	memset(big, 0, sizeof(big));
+	po->sz = sizeof(big);
+	po->access = NVB_ACCESS_OWNER;
+	OK(nvb_publish(h, nm("opts.zero"), -1, "x", 1, po, &id));
+	big[sizeof(*po) + 7] = 1;
+	EXPECT(nvb_publish(h, nm("opts.tail"), -1, "x", 1, po, &id), -E2BIG);
+	big[sizeof(*po) + 7] = 0;
+	po->sz = 4097;
+	EXPECT(nvb_publish(h, nm("opts.huge"), -1, "x", 1, po, &id), -EINVAL);
+	po->sz = 2;
+	EXPECT(nvb_publish(h, nm("opts.tiny"), -1, "x", 1, po, &id), -EINVAL);
+	EXPECT(nvb_fetch(h, nm("opts.tail"), NULL, NULL, 0, &e, NULL), -ENOENT);
+	EXPECT(nvb_fetch(h, nm("opts.huge"), NULL, NULL, 0, &e, NULL), -ENOENT);
+
+	memset(fbig, 0, sizeof(fbig));
+	fo->sz = sizeof(fbig);
+	OK(nvb_fetch(h, nm("opts.zero"), fo, out, sizeof(out), &e, NULL));
+	EXPECT(e.id, id);
+	fbig[sizeof(*fo) + 3] = 9;
+	EXPECT(nvb_fetch(h, nm("opts.zero"), fo, out, sizeof(out), &e, NULL), -E2BIG);
+	fbig[sizeof(*fo) + 3] = 0;
+	fo->sz = 4;
+	EXPECT(nvb_fetch(h, nm("opts.zero"), fo, out, sizeof(out), &e, NULL), -EINVAL);
+	nvb_close(h);
+	return 0;
+}
+
 static int t_blob_roundtrip(void)
 {
 	struct nvb_info i = { .sz = sizeof(i) };
@@ -2544,6 +2589,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "backend_select", t_backend_select },
 	{ "share_memfd_two_processes", t_share_memfd },
 	{ "blob_roundtrip", t_blob_roundtrip },
+	{ "opts_sz_convention", t_opts_sz_convention },
 	{ "name_marker_no_fd_no_blob", t_name_marker },
 	{ "name_validation", t_name_validation },
 	{ "duplicate_name", t_duplicate },

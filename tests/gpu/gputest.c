@@ -210,7 +210,7 @@ static int exporter_main(const char *name, int cmd_r, int ack_w, int unpublish_o
 
 	if (nvb_cuda_load(&cu, NULL, msg, sizeof(msg)))
 		return 2;
-	if (nvb_gpu_open(&cg, NULL) || nvb_gpu_set_device(cg, 0) ||
+	if (nvb_gpu_open(NULL, &cg) || nvb_gpu_set_device(cg, 0) ||
 	    nvb_gpu_alloc(cg, 0, BUFSZ, 0, &b))
 		return 2;
 	host = malloc(BUFSZ);
@@ -938,7 +938,7 @@ static void t_context_as_found(void)
 	for (k = 0; k < 2; k++) {
 		memset(c, 0xff, sizeof(c));
 		cu.cuCtxSetCurrent(want[k]);
-		err = nvb_gpu_open(&g2, NULL);
+		err = nvb_gpu_open(NULL, &g2);
 		cu.cuCtxGetCurrent(&c[0]);
 		if (!err)
 			err = nvb_gpu_alloc(g2, 0, 2 * MiB, 0, &b);
@@ -997,7 +997,7 @@ static int coexist_main(int persistent, int out)
 	double t0, t_sync, t_free;
 	int i;
 
-	if (nvb_cuda_load(&cu, NULL, msg, sizeof(msg)) || nvb_gpu_open(&cg, NULL) ||
+	if (nvb_cuda_load(&cu, NULL, msg, sizeof(msg)) || nvb_gpu_open(NULL, &cg) ||
 	    nvb_gpu_set_device(cg, 0) || nvb_gpu_alloc(cg, 0, 64 * MiB, 0, &b) ||
 	    nvb_gpu_alloc(cg, 0, 2 * MiB, 0, &b2) || cu.cuStreamCreate(&st, CU_STREAM_NON_BLOCKING))
 		return 2;
@@ -1208,7 +1208,7 @@ int main(int argc, char **argv)
 		printf("SKIP gputest: no usable libcuda (%s)\n0 passed, 0 failed\n", msg);
 		return 0;
 	}
-	err = nvb_gpu_open(&g, NULL);
+	err = nvb_gpu_open(NULL, &g);
 	n = err ? 0 : nvb_gpu_device_count(g);
 	if (n < 1) {
 		printf("SKIP gputest: %s\n0 passed, 0 failed\n",

@@ -40,7 +40,7 @@ def child(lib_path, persistent):
     def ck(rc, what):
         if rc != 0:
             raise SystemExit(f"FAIL setup: {what}: {rc} {lib.nvb_gpu_last_error().decode()}")
-    ck(lib.nvb_gpu_open(ctypes.byref(g), None), "nvb_gpu_open")
+    ck(lib.nvb_gpu_open(None, ctypes.byref(g)), "nvb_gpu_open")
     ck(lib.nvb_gpu_set_device(g, 0), "nvb_gpu_set_device")
     ck(lib.nvb_gpu_alloc(g, 0, ctypes.c_size_t(64 << 20), 0, ctypes.byref(b)), "nvb_gpu_alloc")
     base = lib.nvb_gpu_buf_ptr(b)

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 """The GPU path of the package over the real C GPU layer with a stand-in
-libcuda (tests/python/fakecuda.c: "device memory" is a memfd in host
+libcuda (tests/fakecuda/fakecuda.c: "device memory" is a memfd in host
 memory).  Proves the plumbing a GPU run relies on (metadata, fds, mappings,
 lifetimes, revocation, C interoperability) on hosts without a GPU; what
 only CUDA can prove is in test_gpu.py."""

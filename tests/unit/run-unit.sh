@@ -36,7 +36,7 @@ if [ "$ASAN" = 0 ] && [ ! -e "$B/libnvbridge.so" ]; then
 elif [ "$ASAN" = 0 ]; then
 	syms=$(nm -D --defined-only "$B/libnvbridge.so" | awk '$2 == "T" {print $3}')
 	nonapi=$(echo "$syms" | grep -v '^nvb_' | grep -v '^$')
-	unver=$(echo "$syms" | grep -Ev '@@LIBNVBRIDGE_1\.[0-9]+$')
+	unver=$(echo "$syms" | grep -Ev '@@?LIBNVBRIDGE_1\.[0-9]+$')
 	t "so_exports_only_nvb_api" sh -c '[ -z "$1" ] && [ -z "$2" ] && [ -n "$3" ]' _ \
 		"$nonapi" "$unver" "$syms"
 	# exactly the functions the public headers declare: no internal
