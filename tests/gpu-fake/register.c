@@ -663,6 +663,36 @@ static int t_hostile_blobs(void)
 	return 0;
 }
 
+/*
+ * examples/register.c against the stand-in: built next door (build/gpu)
+ * where cuda.h exists; the example is the two processes and the checks.
+ */
+static int t_example(void)
+{
+	char exe[4096], path[4200];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	int st;
+	pid_t c;
+
+	CHECK(n > 0);
+	exe[n] = 0;
+	*strrchr(exe, '/') = 0;
+	snprintf(path, sizeof(path), "%s/../gpu/nvb-example-register", exe);
+	if (access(path, X_OK)) {
+		printf("    skipped: %s not built (no cuda.h on this host)\n", path);
+		return 0;
+	}
+	c = fork();
+	if (c == 0) {
+		setenv("NVBRIDGE_BACKEND", "broker", 1);
+		setenv("NVBRIDGE_SOCKET", fake_sock, 1);
+		execl(path, path, (char *)NULL);
+		_exit(127);
+	}
+	CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0, "example: status %d", st);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "vmm_single_allocation", t_vmm_single },
 	{ "vmm_subrange", t_vmm_subrange },
@@ -675,6 +705,7 @@ static const struct nvb_case cases[] = {
 	{ "export_and_metadata_versions", t_export_versions },
 	{ "swapped_chunk_entry", t_chunk_swapped },
 	{ "hostile_range_blobs", t_hostile_blobs },
+	{ "example_program", t_example },
 };
 
 int main(int argc, char **argv)
