@@ -5,10 +5,12 @@
  *   nvb-example-register
  *
  * The exporter allocates as an application does, with the CUDA driver API:
- * a VMM allocation (cuMemCreate, mapped by itself) and a cuMemAlloc buffer
- * (what cudaMalloc gives).  It fills both with pseudo-random bytes,
- * registers a sub-range of the first (as a tensor inside an allocator's
- * segment) and the second with nvb_gpu_register(), and publishes them.
+ * two VMM allocations (cuMemCreate) mapped back to back by itself, as
+ * PyTorch's expandable segments are, and a cuMemAlloc buffer (what
+ * cudaMalloc gives).  It fills both with pseudo-random bytes, registers a
+ * range that starts inside the first VMM allocation and ends inside the
+ * second (a tensor inside an allocator's segment), and the whole cuMemAlloc
+ * buffer, with nvb_gpu_register(), and publishes them.
  * The importer, a second process, imports both by name, copies each into
  * a buffer of its own (nvb_gpu_copy), checks every byte, and writes the
  * complement back; the exporter checks that it sees it.
@@ -31,8 +33,7 @@
 #include <nvbridge.h>
 #include <nvbridge_gpu.h>
 
-#define VMM_OFF	4096			/* the registered sub-range of the VMM allocation */
-#define VMM_LEN	(3u << 20)
+#define VMM_LEN	(3u << 20)			/* registered: 1.5 MiB each side of the seam */
 #define LEG_LEN	((1u << 20) + 123)	/* the whole cuMemAlloc buffer */
 
 static int cu_ok(CUresult r, const char *what)
@@ -131,8 +132,11 @@ static int importer(int rfd, const char *vname, const char *lname)
 	return 0;
 }
 
-/* The application's own VMM allocation: cuMemCreate + reserve + map + access. */
-static int vmm_alloc(size_t *size, CUmemGenericAllocationHandle *mh, CUdeviceptr *va)
+/*
+ * The application's own VMM memory: two allocations of *chunk bytes
+ * (cuMemCreate) mapped back to back in one reservation, each given access.
+ */
+static int vmm_alloc(size_t *chunk, CUmemGenericAllocationHandle mh[2], CUdeviceptr *va)
 {
 	CUmemAllocationProp prop = { 0 };
 	CUmemAccessDesc acc = { 0 };
@@ -143,13 +147,15 @@ static int vmm_alloc(size_t *size, CUmemGenericAllocationHandle *mh, CUdeviceptr
 	prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
 	prop.location.id = 0;
 	CU(cuMemGetAllocationGranularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED));
-	*size = (VMM_OFF + VMM_LEN + gran - 1) / gran * gran;
-	CU(cuMemCreate(mh, *size, &prop, 0));
-	CU(cuMemAddressReserve(va, *size, gran, 0, 0));
-	CU(cuMemMap(*va, *size, 0, *mh, 0));
+	*chunk = (VMM_LEN / 2 + 1 + gran - 1) / gran * gran;
+	CU(cuMemAddressReserve(va, 2 * *chunk, gran, 0, 0));
 	acc.location = prop.location;
 	acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-	CU(cuMemSetAccess(*va, *size, &acc, 1));
+	for (int i = 0; i < 2; i++) {
+		CU(cuMemCreate(&mh[i], *chunk, &prop, 0));
+		CU(cuMemMap(*va + i * *chunk, *chunk, 0, mh[i], 0));
+		CU(cuMemSetAccess(*va + i * *chunk, *chunk, &acc, 1));
+	}
 	return 0;
 }
 
@@ -193,23 +199,24 @@ static int check_back(const char *name, CUdeviceptr ptr, size_t len, uint64_t se
 
 static int exporter(int wfd, pid_t child, const char *vname, const char *lname)
 {
-	CUmemGenericAllocationHandle mh;
+	CUmemGenericAllocationHandle mh[2];
 	struct nvb_gpu_buf *vb, *lb;
 	struct nvb_gpu *g;
 	struct nvb *h;
-	CUdeviceptr va, dp;
+	CUdeviceptr va, vp, dp;
 	CUcontext ctx;
 	uint64_t seed, vid, lid;
-	size_t vsize;
+	size_t chunk;
 	int st;
 
 	if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed) || context(&ctx) ||
-	    vmm_alloc(&vsize, &mh, &va))
+	    vmm_alloc(&chunk, mh, &va))
 		return 1;
+	vp = va + chunk - VMM_LEN / 2;	/* the "tensor": across the seam of the two allocations */
 	CU(cuMemAlloc(&dp, LEG_LEN));
 	NVB(nvb_gpu_open(NULL, &g));
 	NVB(nvb_open(NULL, &h));
-	if (share(g, h, vname, va + VMM_OFF, VMM_LEN, seed, &vid, &vb) ||
+	if (share(g, h, vname, vp, VMM_LEN, seed, &vid, &vb) ||
 	    share(g, h, lname, dp, LEG_LEN, seed + 1, &lid, &lb))
 		return 1;
 	if (write(wfd, &seed, sizeof(seed)) != sizeof(seed))
@@ -218,7 +225,7 @@ static int exporter(int wfd, pid_t child, const char *vname, const char *lname)
 		fprintf(stderr, "importer failed\n");
 		return 1;
 	}
-	if (check_back(vname, va + VMM_OFF, VMM_LEN, seed) || check_back(lname, dp, LEG_LEN, seed + 1))
+	if (check_back(vname, vp, VMM_LEN, seed) || check_back(lname, dp, LEG_LEN, seed + 1))
 		return 1;
 	/* withdraw, then unregister: the application's memory stays, it frees it itself */
 	NVB(nvb_gpu_unpublish(g, h, vid));
@@ -227,9 +234,11 @@ static int exporter(int wfd, pid_t child, const char *vname, const char *lname)
 	nvb_gpu_free(lb);
 	nvb_close(h);
 	nvb_gpu_close(g);
-	CU(cuMemUnmap(va, vsize));
-	CU(cuMemAddressFree(va, vsize));
-	CU(cuMemRelease(mh));
+	for (int i = 0; i < 2; i++) {
+		CU(cuMemUnmap(va + i * chunk, chunk));
+		CU(cuMemRelease(mh[i]));
+	}
+	CU(cuMemAddressFree(va, 2 * chunk));
 	CU(cuMemFree(dp));
 	return 0;
 }
