@@ -6,7 +6,8 @@
  *
  *   dev.c    open/close, devices and their contexts, lazy per-device setup
  *   mem.c    allocation, export, import, the mapping cache, revocation
- *   register.c  registering existing memory: discovery, range metadata, import
+ *   register.c  registering existing memory: what backs a range, its metadata
+ *   range.c  importing registered ranges: the metadata parser, mapping, IPC opens
  *   copy.c   copies, scattered blocks, completion flags, waits
  *   proxy.c  the put proxy (ring layout: proxy_layout.h)
  */
