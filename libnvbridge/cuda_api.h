@@ -175,7 +175,8 @@ typedef struct {
 	X(cuLaunchKernel, "cuLaunchKernel", (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int smem, CUstream s, void **params, void **extra)) \
 	X(cuIpcGetMemHandle, "cuIpcGetMemHandle", (CUipcMemHandle *h, CUdeviceptr p)) \
 	X(cuIpcOpenMemHandle, "cuIpcOpenMemHandle_v2", (CUdeviceptr *p, CUipcMemHandle h, unsigned int flags)) \
-	X(cuIpcCloseMemHandle, "cuIpcCloseMemHandle", (CUdeviceptr p))
+	X(cuIpcCloseMemHandle, "cuIpcCloseMemHandle", (CUdeviceptr p)) \
+	X(cuLaunchHostFunc, "cuLaunchHostFunc", (CUstream s, void (*fn)(void *), void *arg))
 
 struct nvb_cuda {
 	void *lib;

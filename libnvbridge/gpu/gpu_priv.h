@@ -8,6 +8,7 @@
  *   mem.c    allocation, export, import, the mapping cache, revocation
  *   copy.c   copies, scattered blocks, completion flags, waits
  *   proxy.c  the put proxy (ring layout: proxy_layout.h)
+ *   segment.c, xfer.c  segments and transfer batches (seg_priv.h)
  */
 #ifndef NVB_GPU_PRIV_H
 #define NVB_GPU_PRIV_H
@@ -77,6 +78,7 @@ struct nvb_gpu {
 	struct nvb_gpu_proxy *proxies;	/* running proxies */
 	int kernel_ok;
 	unsigned int sm_ctas;	/* SM budget of transient kernels */
+	struct seg_engine *seg;	/* segments and transfers (segment.c), or NULL */
 };
 
 struct nvb_gpu_buf {
@@ -156,6 +158,9 @@ NVB_HIDDEN volatile uint32_t *map_abort_word(struct nvb_gpu *g, struct nvb_gpu_m
 /* Makes dev's context current, remembering the caller's; ctx_pop gives it back. */
 NVB_HIDDEN CUcontext ctx_push(struct nvb_gpu *g, int dev);
 NVB_HIDDEN void ctx_pop(struct nvb_gpu *g, CUcontext old);
+
+/* nvb_gpu_close(): ends the segment engine first (segment.c). */
+NVB_HIDDEN void nvb_gpu__seg_shutdown(struct nvb_gpu *g);
 
 #define CU(g, call, what) do {					\
 	CUresult r_ = (g)->cu.call;				\
