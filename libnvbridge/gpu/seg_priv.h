@@ -113,6 +113,7 @@ struct seg_engine {
 #define seg_events	nvb_gpu__seg_events
 #define xfer_reap	nvb_gpu__xfer_reap
 #define xfer_shutdown	nvb_gpu__xfer_shutdown
+#define batch_free	nvb_gpu__batch_free
 
 /* The engine of g, created (thread started) on first use; NULL and seterr on failure. */
 NVB_HIDDEN struct seg_engine *seg_engine_get(struct nvb_gpu *g);
@@ -125,6 +126,7 @@ NVB_HIDDEN int seg_dead(const struct nvb_gpu_seg *s);
 NVB_HIDDEN void seg_events(struct seg_engine *e, struct seg_handle *hd);
 /* Completes every batch whose GPU work is done (thread; takes e->lock). */
 NVB_HIDDEN void xfer_reap(struct seg_engine *e);
+NVB_HIDDEN void batch_free(struct nvb_gpu_batch *b);
 /* nvb_gpu_close(): waits (bounded) for GPU work of batches in flight; 0 or -ETIMEDOUT. */
 NVB_HIDDEN int xfer_shutdown(struct seg_engine *e);
 

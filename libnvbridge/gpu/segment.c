@@ -406,9 +406,11 @@ void nvb_gpu__seg_shutdown(struct nvb_gpu *g)
 		return;
 	while ((b = e->inflight)) {	/* none should be left; free anyway */
 		e->inflight = b->next;
-		free(b->segs);
-		free(b->status);
-		free(b);
+		batch_free(b);
+	}
+	while ((b = e->done)) {	/* completed, never freed by the application */
+		e->done = b->next;
+		batch_free(b);
 	}
 	while ((s = e->segs)) {	/* the application's leftovers: no unpublish (h may be gone) */
 		e->segs = s->next;

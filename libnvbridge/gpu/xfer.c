@@ -42,7 +42,7 @@ static void host_done(void *arg)
 	__atomic_sub_fetch(&e->inflight_gpu, 1, __ATOMIC_RELEASE);
 }
 
-static void batch_free(struct nvb_gpu_batch *b)
+void batch_free(struct nvb_gpu_batch *b)
 {
 	free(b->segs);
 	free(b->status);

@@ -105,6 +105,27 @@ def _l() -> ctypes.CDLL:
     return l
 
 
+def _pin(h: Handle) -> int:
+    """Holds h open (its close() takes effect once unpinned): the C layer uses
+    the handle for as long as a segment from it is open."""
+    with h._lock:
+        if h._closing or h._h is None:
+            raise NvbridgeError(errno.EBADF, "nvbridge.TransferEngine", "handle is closed")
+        h._busy += 1
+        return h._h
+
+
+def _unpin(h: Handle) -> None:
+    with h._lock:
+        h._busy -= 1
+        last = h._closing and h._busy == 0 and h._h is not None
+        ptr = h._h if last else None
+        if last:
+            h._h = None
+    if ptr is not None:
+        h._l.nvb_close(ptr)
+
+
 def _as_dict(s: ctypes.Structure) -> Dict[str, int]:
     return {f[0]: int(getattr(s, f[0])) for f in s._fields_ if not f[0].startswith("_") and f[0] != "sz"}
 
@@ -130,6 +151,7 @@ class Segment:
         self._eng, self._s, self.local = eng, s, local  # type: TransferEngine, Optional[int], bool
         self._keep = keep  # the registered tensor stays alive with the segment
         eng.gpu._adopt()
+        _pin(eng.handle)  # closed after the segment
         self.ptr = int(l.nvb_gpu_seg_ptr(s))
         self.size = int(l.nvb_gpu_seg_size(s))
         self.id = int(l.nvb_gpu_seg_id(s))
@@ -155,6 +177,7 @@ class Segment:
         if s:
             _l().nvb_gpu_seg_close(s)
             self._keep = None
+            _unpin(self._eng.handle)
             self._eng.gpu._drop()
 
     def __enter__(self) -> "Segment":
@@ -226,17 +249,20 @@ class TransferEngine:
     """Segments and batches of one Gpu, rendezvous through one Handle.  The
     library reads that handle's events while segments opened through it
     are open (revocations): keep another Handle for events of your own.
-    Thread-safe, as the C layer is."""
+    The handle stays open while a segment from it is (its close() takes
+    effect after the last segment's); a prefetch() also uses it until the
+    name is opened or the Gpu is closed.  Thread-safe, as the C layer is."""
 
     def __init__(self, gpu: Gpu, handle: Handle) -> None:
         self.gpu, self.handle = gpu, handle
 
-    @property
-    def _h(self) -> int:
-        h = self.handle._h
-        if h is None or self.handle.closed:
-            raise NvbridgeError(errno.EBADF, "nvbridge.TransferEngine", "handle is closed")
-        return h
+    def _call(self, fn: str, *args: Any) -> None:
+        """fn(gpu, handle, *args) with the handle pinned meanwhile."""
+        h = _pin(self.handle)
+        try:
+            _gpu_check(getattr(_l(), fn)(self.gpu._ptr, h, *args), fn)
+        finally:
+            _unpin(self.handle)
 
     def register(self, name: str, tensor: SharedTensor, access: Union[Access, int] = Access.OWNER,
                  uid: Optional[int] = None, gid: Optional[int] = None) -> Segment:
@@ -251,9 +277,8 @@ class TransferEngine:
             raise ValueError("Access.GID needs gid=")
         o = SegPublishOpts(ctypes.sizeof(SegPublishOpts), acc, uid or 0, gid or 0, 0)
         s = c_vp()
-        _gpu_check(_l().nvb_gpu_seg_publish(self.gpu._ptr, self._h, os.fsencode(name), mem._b,
-                                            ctypes.byref(o), ctypes.byref(s)),
-                   "nvb_gpu_seg_publish")
+        self._call("nvb_gpu_seg_publish", os.fsencode(name), mem._b, ctypes.byref(o),
+                   ctypes.byref(s))
         return Segment(self, s.value or 0, True, keep=tensor)
 
     def open_segment(self, name: str, owner_uid: Optional[int] = None, any_owner: bool = False,
@@ -263,8 +288,7 @@ class TransferEngine:
         timeout: seconds to wait for it to be published (None: forever)."""
         o = _open_opts(owner_uid, any_owner, timeout, local_only)
         s = c_vp()
-        _gpu_check(_l().nvb_gpu_seg_open(self.gpu._ptr, self._h, os.fsencode(name),
-                                         ctypes.byref(o), ctypes.byref(s)), "nvb_gpu_seg_open")
+        self._call("nvb_gpu_seg_open", os.fsencode(name), ctypes.byref(o), ctypes.byref(s))
         return Segment(self, s.value or 0, False)
 
     def prefetch(self, name: str, owner_uid: Optional[int] = None, any_owner: bool = False,
@@ -272,8 +296,7 @@ class TransferEngine:
         """Imports name in the background as soon as it is published, so that
         open_segment() costs one broker round trip."""
         o = _open_opts(owner_uid, any_owner, 0.0, local_only)
-        _gpu_check(_l().nvb_gpu_seg_prefetch(self.gpu._ptr, self._h, os.fsencode(name),
-                                             ctypes.byref(o)), "nvb_gpu_seg_prefetch")
+        self._call("nvb_gpu_seg_prefetch", os.fsencode(name), ctypes.byref(o))
 
     def submit(self, requests: Sequence[Request], stream: Optional[int] = None, method: int = 0,
                flag: int = 0, flag_val: int = 0, eventfd: Optional[int] = None,
