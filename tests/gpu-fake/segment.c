@@ -515,8 +515,8 @@ static int t_eventfd_and_flag(void)
 	CHECK(read(efd, &v, sizeof(v)) < 0 && errno == EAGAIN, "eventfd ready too early");
 	pf[0] = (struct pollfd){ .fd = efd, .events = POLLIN };
 	pf[1] = (struct pollfd){ .fd = lfd, .events = POLLIN };
-	CHECK(poll(pf, 2, 5000) >= 1);
-	CHECK(poll(pf, 2, 5000) == 2, "both eventfds readable");
+	CHECK(poll(&pf[0], 1, 5000) == 1, "the caller's eventfd readable");
+	CHECK(poll(&pf[1], 1, 5000) == 1, "the library's eventfd readable");
 	EXPECT(read(efd, &v, sizeof(v)), sizeof(v));
 	EXPECT(v, 1);
 	EXPECT(read(lfd, &v, sizeof(v)), sizeof(v));
