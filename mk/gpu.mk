@@ -71,6 +71,12 @@ $(GPUTEST_BIN): tests/gpu/gputest.c $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(GPU_CFLAGS) -o $@ tests/gpu/gputest.c $(GPU_LINK)
 
+# segments and transfer batches (tests/gpu/segtest.c), run after gputest
+SEGTEST_BIN := $(GPU_B)/segtest
+$(SEGTEST_BIN): tests/gpu/segtest.c $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(GPU_CFLAGS) -o $@ tests/gpu/segtest.c $(GPU_LINK)
+
 # Runs $(1) with a backend: /dev/nvbridge if present, else a private nvbridged.
 gpu_with_backend = set -e; \
 	if [ -e /dev/nvbridge ]; then $(1); exit $$?; fi; \
@@ -80,12 +86,14 @@ gpu_with_backend = set -e; \
 	set +e; NVBRIDGE_BACKEND=broker NVBRIDGE_SOCKET=$$sock $(1); rc=$$?; \
 	kill $$dpid; wait $$dpid 2>/dev/null; exit $$rc
 
-gputest: $(GPUTEST_BIN) lib
-	@$(call gpu_with_backend,$(GPUTEST_BIN))
+gputest: $(GPUTEST_BIN) $(SEGTEST_BIN) lib
+	@$(call gpu_with_backend,sh -c '$(GPUTEST_BIN) && $(SEGTEST_BIN)')
 
-check-gpu: $(GPUTEST_BIN) lib
+check-gpu: $(GPUTEST_BIN) $(SEGTEST_BIN) lib
 	@mkdir -p $(RESULTS)
-	@( $(call gpu_with_backend,timeout 600 $(GPUTEST_BIN)) ) > $(RESULTS)/gpu.log 2>&1; rc=$$?; \
+	@( $(call gpu_with_backend,sh -c 'timeout 600 $(GPUTEST_BIN); r1=$$?; \
+	   timeout 300 $(SEGTEST_BIN); r2=$$?; [ $$r1 = 0 ] && [ $$r2 = 0 ]') ) > $(RESULTS)/gpu.log 2>&1; \
+	rc=$$?; \
 	cat $(RESULTS)/gpu.log; exit $$rc
 
 # NCCL for the baseline: NVB_NCCL_LIB, else PyTorch's wheel (nvidia-nccl), else libnccl.so.2.
@@ -124,6 +132,7 @@ check-gpu-build:
 	all=1; for bsrc in $(BENCH_SRCS); do $(CC) $(GPU_CFLAGS) -fsyntax-only $$bsrc || all=0; done; \
 	if [ $$all = 1 ]; then ok "compile bench (socketpair only)"; else ko "compile bench (socketpair only)"; fi; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only tests/gpu/gputest.c; then ok "compile tests/gpu/gputest.c"; else ko "compile tests/gpu/gputest.c"; fi; \
+	if $(CC) $(GPU_CFLAGS) -fsyntax-only tests/gpu/segtest.c; then ok "compile tests/gpu/segtest.c"; else ko "compile tests/gpu/segtest.c"; fi; \
 	if $(CC) -c -o /dev/null libnvbridge/gpu_fatbin.S; then ok "assemble empty fatbin (no nvcc)"; else ko "assemble empty fatbin"; fi; \
 	if [ -n "$(CUDA_INC)" ]; then \
 		if $(CC) $(GPU_CFLAGS) -I$(CUDA_INC) -fsyntax-only tests/gpu/abi_check.c; then ok "cuda_api.h matches cuda.h"; else ko "cuda_api.h matches cuda.h"; fi; \
