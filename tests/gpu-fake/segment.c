@@ -9,6 +9,7 @@
  * delayed by NVB_FAKE_HOSTFN_DELAY_MS) must end its batch with -ENOLINK.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -744,7 +745,29 @@ static int t_stats_and_prefetch(void)
 	return 0;
 }
 
+/* Every new entry point is in the LIBNVBRIDGE_1.2 node, none in 1.0. */
+static int t_symbol_versions(void)
+{
+	static const char *const fns[] = {
+		"nvb_gpu_seg_publish", "nvb_gpu_seg_open", "nvb_gpu_seg_prefetch",
+		"nvb_gpu_seg_close", "nvb_gpu_seg_ptr", "nvb_gpu_seg_size", "nvb_gpu_seg_id",
+		"nvb_gpu_seg_revoked", "nvb_gpu_seg_stats", "nvb_gpu_xfer_submit",
+		"nvb_gpu_batch_status", "nvb_gpu_batch_wait", "nvb_gpu_batch_method",
+		"nvb_gpu_batch_user_data", "nvb_gpu_batch_free", "nvb_gpu_xfer_fd",
+		"nvb_gpu_xfer_stats",
+	};
+	void *l = dlopen("libnvbridge.so.1", RTLD_NOW | RTLD_NOLOAD);
+
+	CHECK(l != NULL, "%s", dlerror());
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+		CHECK(dlvsym(l, fns[i], "LIBNVBRIDGE_1.2") != NULL, "%s@LIBNVBRIDGE_1.2", fns[i]);
+		CHECK(dlvsym(l, fns[i], "LIBNVBRIDGE_1.0") == NULL, "%s@LIBNVBRIDGE_1.0", fns[i]);
+	}
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
+	{ "symbol_versions", t_symbol_versions },
 	{ "random_batches_every_byte", t_random_batches },
 	{ "rejected_before_copy", t_rejected_before_copy },
 	{ "revoked_at_submit", t_revoked_at_submit },
