@@ -465,7 +465,10 @@ struct nvb_gpu_seg_open_opts {
 /*
  * Opens a peer's segment: watches name on h (once per handle and name),
  * fetches it (one broker round trip), imports it unless the mapping cache
- * has it (an earlier open, or nvb_gpu_seg_prefetch()).  opts may be NULL.
+ * has it (an earlier open).  After nvb_gpu_seg_prefetch() of the name with
+ * the same opts flags and owner, once its import is done: no request and
+ * no CUDA call at all (the prefetch's watch carries the revocation).
+ * opts may be NULL.
  * -ENOENT / -ETIMEDOUT (not published by that owner), -EINVAL, and the
  * errors of nvb_fetch() and nvb_gpu_import_fd().
  */
@@ -476,7 +479,8 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
  * Import ahead: watches name on h now and, whenever the library thread
  * sees it published (already, or a PUBLISHED event later), imports it into
  * the mapping cache in the background, so that nvb_gpu_seg_open() of that
- * name costs one broker round trip and no CUDA call.  The registration
+ * name with the same expectations costs no request and no CUDA call
+ * (round_trips 0 in its stats).  The registration
  * ends when nvb_gpu_seg_open() opens the name (or at nvb_gpu_close()); h
  * must stay open until then.  opts->timeout_ns is ignored.
  */

@@ -46,6 +46,8 @@ struct seg_prefetch {
 	uint32_t flags;		/* NVB_GPU_SEG_* */
 	uint32_t owner_uid;
 	int pending;		/* try a fetch at the next wake-up */
+	uint64_t id;		/* entry imported into the cache (0: none yet) */
+	uint32_t uid;		/* its publisher */
 	char name[64];
 };
 

@@ -281,6 +281,9 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 				pthread_mutex_lock(&e->lock);
 				e->revoked_ids[e->revoked_next++ % 256] = ev[i].id;
 				mark_revoked(e, hd, ev[i].id);
+				for (p = e->prefetch; p; p = p->next)
+					if (p->id == ev[i].id)
+						p->id = 0;	/* a republish brings a new one */
 				pthread_mutex_unlock(&e->lock);
 			} else if (ev[i].type == NVB_EVENT_PUBLISHED) {
 				pthread_mutex_lock(&e->lock);
@@ -324,12 +327,17 @@ static void prefetch_run(struct seg_engine *e)
 			return;
 		/* p stays valid: only the holder of e->hlock unlinks prefetches */
 		err = fetch(p->hd->h, p->name, p->flags, p->owner_uid, 0, blob, &ent, &fd);
-		if (!err && nvb_gpu_import_cached(e->g, ent.id, &m) == 0) {
-			nvb_gpu_unmap(m);	/* mapped already */
-		} else if (!err && !nvb_gpu_import_fd(e->g, ent.id, fd, blob, ent.blob_len,
-						      (p->flags & NVB_GPU_SEG_LOCAL_ONLY) ?
-						      NVB_GPU_IMPORT_LOCAL_ONLY : 0, &m)) {
+		if (!err && nvb_gpu_import_cached(e->g, ent.id, &m) &&
+		    nvb_gpu_import_fd(e->g, ent.id, fd, blob, ent.blob_len,
+				      (p->flags & NVB_GPU_SEG_LOCAL_ONLY) ?
+				      NVB_GPU_IMPORT_LOCAL_ONLY : 0, &m))
+			err = -1;
+		if (!err) {
 			nvb_gpu_unmap(m);	/* unreferenced, it stays in the cache, mapped */
+			pthread_mutex_lock(&e->lock);
+			p->id = ent.id;	/* what nvb_gpu_seg_open() may use without a request */
+			p->uid = ent.uid;
+			pthread_mutex_unlock(&e->lock);
 		}
 		if (fd >= 0)
 			close(fd);
@@ -634,19 +642,89 @@ static int seg_begin(const char *fn, struct nvb_gpu *g, struct nvb *h, const cha
 	return *hd ? 0 : -ENOMEM;
 }
 
+/*
+ * A prefetch of (hd, name) with the same expectations already imported the
+ * entry and still holds its watch: the open needs no request at all.  A
+ * revocation the thread has not read yet is no worse than one that comes
+ * right after a fetch: its event marks the segment when it is read.
+ */
+static int open_prefetched(struct seg_engine *e, struct seg_handle *hd, const char *name,
+			   const struct nvb_gpu_seg_open_opts *o, struct nvb_entry *ent,
+			   struct nvb_gpu_map **m)
+{
+	struct seg_prefetch *p;
+	int hit = 0;
+
+	pthread_mutex_lock(&e->hlock);
+	pthread_mutex_lock(&e->lock);
+	for (p = e->prefetch; p; p = p->next)
+		if (p->hd == hd && !strcmp(p->name, name))
+			break;
+	if (p && p->id && p->flags == o->flags && p->owner_uid == o->owner_uid &&
+	    !nvb_gpu_import_cached(e->g, p->id, m)) {
+		memset(ent, 0, sizeof(*ent));
+		ent->id = p->id;
+		ent->uid = p->uid;
+		hit = 1;
+	}
+	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_unlock(&e->hlock);
+	return hit;
+}
+
+/* Watch (once), fetch, import unless cached; the costs go into s->stats. */
+static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *name,
+		      const struct nvb_gpu_seg_open_opts *o, struct nvb_gpu_seg *s,
+		      struct nvb_entry *ent, struct nvb_gpu_map **m)
+{
+	unsigned char blob[SEG_BLOB];
+	struct nvb_gpu_map_stats ms;
+	uint64_t t0 = ns_now(), t1;
+	int err, fd = -1, k;
+
+	/* the watch comes first, so no revocation can fall between fetch and import */
+	err = watch_once(e, hd, name);
+	if (err < 0)
+		return err;
+	t1 = ns_now();
+	s->stats.round_trips = (uint32_t)err;
+	s->stats.watch_ns = err ? t1 - t0 : 0;
+	err = fetch(hd->h, name, o->flags, o->owner_uid, o->timeout_ns, blob, ent, &fd);
+	s->stats.fetch_ns = ns_now() - t1;
+	s->stats.round_trips++;
+	if (err)
+		return seterr(err, "nvb_gpu_seg_open: %s: %s", name, nvb_last_error(hd->h));
+	s->stats.cached = nvb_gpu_import_cached(e->g, ent->id, m) == 0;
+	if (!s->stats.cached) {
+		err = nvb_gpu_import_fd(e->g, ent->id, fd, blob, ent->blob_len,
+					(o->flags & NVB_GPU_SEG_LOCAL_ONLY) ?
+					NVB_GPU_IMPORT_LOCAL_ONLY : 0, m);
+		memset(&ms, 0, sizeof(ms));
+		ms.sz = sizeof(ms);
+		if (!err && !nvb_gpu_map_stats(*m, &ms)) {
+			s->stats.import_ns = ms.import_ns;
+			s->stats.reserve_ns = ms.reserve_ns;
+			s->stats.map_ns = ms.map_ns;
+			for (k = 0; k < (int)ms.naccess && k < 4; k++)
+				s->stats.access_ns += ms.access_ns[k];
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	return err;
+}
+
 int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 		     const struct nvb_gpu_seg_open_opts *opts, struct nvb_gpu_seg **out)
 {
-	unsigned char blob[SEG_BLOB];
 	struct nvb_gpu_seg_open_opts o;
-	struct nvb_gpu_map_stats ms;
 	struct nvb_gpu_seg *s = NULL;
 	struct nvb_gpu_map *m = NULL;
 	struct seg_handle *hd;
 	struct seg_engine *e;
 	struct nvb_entry ent;
-	uint64_t t0, t1, start = ns_now();
-	int err, fd = -1, cached, k;
+	uint64_t start = ns_now();
+	int err, k;
 
 	if (!out)
 		return seterr(-EINVAL, "nvb_gpu_seg_open: out is NULL");
@@ -659,40 +737,16 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 		handle_drop(e, hd);
 		return seterr(-ENOMEM, "nvb_gpu_seg_open: out of memory");
 	}
-	/* the watch comes first, so no revocation can fall between fetch and import */
-	t0 = ns_now();
-	err = watch_once(e, hd, name);
-	if (err < 0)
-		goto fail;
-	t1 = ns_now();
-	s->stats.round_trips = (uint32_t)err;
-	s->stats.watch_ns = err ? t1 - t0 : 0;
-	err = fetch(h, name, o.flags, o.owner_uid, o.timeout_ns, blob, &ent, &fd);
-	s->stats.fetch_ns = ns_now() - t1;
-	s->stats.round_trips++;
-	if (err) {
-		seterr(err, "nvb_gpu_seg_open: %s: %s", name, nvb_last_error(h));
-		goto fail;
-	}
-	cached = nvb_gpu_import_cached(g, ent.id, &m) == 0;
-	if (!cached) {
-		err = nvb_gpu_import_fd(g, ent.id, fd, blob, ent.blob_len,
-					(o.flags & NVB_GPU_SEG_LOCAL_ONLY) ?
-					NVB_GPU_IMPORT_LOCAL_ONLY : 0, &m);
-		if (err)
-			goto fail;
-		memset(&ms, 0, sizeof(ms));
-		ms.sz = sizeof(ms);
-		if (!nvb_gpu_map_stats(m, &ms)) {
-			s->stats.import_ns = ms.import_ns;
-			s->stats.reserve_ns = ms.reserve_ns;
-			s->stats.map_ns = ms.map_ns;
-			for (k = 0; k < (int)ms.naccess && k < 4; k++)
-				s->stats.access_ns += ms.access_ns[k];
+	if (open_prefetched(e, hd, name, &o, &ent, &m)) {
+		s->stats.cached = 1;	/* no request, no CUDA call */
+	} else {
+		err = open_fetch(e, hd, name, &o, s, &ent, &m);
+		if (err) {
+			handle_drop(e, hd);
+			free(s);
+			return err;
 		}
 	}
-	close(fd);
-	fd = -1;
 	s->e = e;
 	s->hd = hd;
 	s->refs = 1;
@@ -704,7 +758,6 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	s->owner_uid = o.owner_uid;
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	s->stats.sz = sizeof(s->stats);
-	s->stats.cached = (uint32_t)cached;
 	s->stats.owner_uid = ent.uid;
 	pthread_mutex_lock(&e->hlock);
 	pthread_mutex_lock(&e->lock);
@@ -726,12 +779,6 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	s->stats.total_ns = ns_now() - start;
 	*out = s;
 	return 0;
-fail:
-	if (fd >= 0)
-		close(fd);
-	handle_drop(e, hd);
-	free(s);
-	return err;
 }
 
 int nvb_gpu_seg_prefetch(struct nvb_gpu *g, struct nvb *h, const char *name,

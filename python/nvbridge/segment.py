@@ -294,7 +294,8 @@ class TransferEngine:
     def prefetch(self, name: str, owner_uid: Optional[int] = None, any_owner: bool = False,
                  local_only: bool = False) -> None:
         """Imports name in the background as soon as it is published, so that
-        open_segment() costs one broker round trip."""
+        open_segment() with the same owner arguments costs no request and no
+        CUDA call."""
         o = _open_opts(owner_uid, any_owner, 0.0, local_only)
         self._call("nvb_gpu_seg_prefetch", os.fsencode(name), ctypes.byref(o))
 

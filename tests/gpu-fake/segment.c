@@ -735,8 +735,32 @@ static int t_stats_and_prefetch(void)
 		usleep(20000);
 	}
 	EXPECT(st.cached, 1);
-	EXPECT(st.round_trips, 1);	/* the watch came with the prefetch */
+	EXPECT(st.round_trips, 0);	/* the prefetch fetched and watched already */
+	EXPECT(st.fetch_ns, 0);
 	EXPECT(st.import_ns, 0);
+	EXPECT(st.owner_uid, geteuid());
+	/* no request of its own, yet its revocation reaches it through the prefetch's watch */
+	EXPECT(nvb_gpu_seg_revoked(pre), 0);
+	CHECK(peer_cmd(&q, 'c') == 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!nvb_gpu_seg_revoked(pre) && ms_since(&t0) < 5000)
+		usleep(1000);
+	EXPECT(nvb_gpu_seg_revoked(pre), 1);
+	nvb_gpu_seg_close(pre);
+
+	/* a prefetch made with other owner expectations never serves an open */
+	struct nvb_gpu_seg_open_opts any = { .sz = sizeof(any), .flags = NVB_GPU_SEG_ANY_OWNER };
+	struct nvb_gpu_seg_open_opts other = { .sz = sizeof(other), .flags = NVB_GPU_SEG_OWNER_UID,
+					       .owner_uid = geteuid() + 4242 };
+
+	OK(nvb_gpu_seg_prefetch(me.g, me.h, "seg.st", &any));
+	usleep(200000);	/* the thread imports it (it is cached already anyway) */
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.st", &other, &pre), -ENOENT);
+	OK(nvb_gpu_seg_prefetch(me.g, me.h, "seg.st", &any));
+	usleep(200000);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.st", NULL, &pre));	/* default: own euid */
+	OK(nvb_gpu_seg_stats(pre, &st));
+	EXPECT(st.round_trips, 1);	/* fetched with its own expectation */
 	nvb_gpu_seg_close(pre);
 	nvb_gpu_seg_close(ls);
 	nvb_gpu_seg_close(seg);
