@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,8 @@ struct seg_engine *seg_engine_get(struct nvb_gpu *g)
 {
 	struct seg_engine *e = __atomic_load_n(&g->seg, __ATOMIC_ACQUIRE);
 	pthread_condattr_t ca;
+	sigset_t all, old;
+	int rc;
 
 	if (e)
 		return e;
@@ -125,7 +128,12 @@ struct seg_engine *seg_engine_get(struct nvb_gpu *g)
 	pthread_cond_init(&e->cv, &ca);
 	pthread_condattr_destroy(&ca);
 	e->xs.sz = sizeof(e->xs);
-	if (pthread_create(&e->thr, NULL, seg_thread, e)) {
+	/* the application's signals are not for the library's thread */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&e->thr, NULL, seg_thread, e);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc) {
 		seterr(-EAGAIN, "segment: cannot start the library thread");
 		pthread_cond_destroy(&e->cv);
 		pthread_mutex_destroy(&e->lock);
@@ -262,7 +270,7 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 
 	while (fd_readable(hd->evfd)) {
 		n = nvb_event_read(hd->h, ev, 32, 0);
-		if (n == -EAGAIN || n == -ETIMEDOUT || n == 0)
+		if (n == -EAGAIN || n == -ETIMEDOUT || n == -EINTR || n == 0)
 			break;
 		if (n < 0) {
 			/*
