@@ -412,8 +412,8 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h);
  * requests on the dead peer's segment.  The batch's own completion is then
  * observable in three ways, none of which needs the caller to poll CUDA:
  *   - nvb_gpu_xfer_fd(g): an eventfd the thread adds 1 to per completed
- *     batch (poll it, or read 8 bytes from it on your own io_uring:
- *     io_uring_prep_read(sqe, fd, &u64, 8, 0));
+ *     batch (poll it, or read it on your own io_uring:
+ *     nvb_gpu_prep_xfer_read() in <nvbridge_uring.h>);
  *   - .efd of the submit options: your own eventfd, +1 for this batch;
  *   - .flag: a 32-bit word in device memory (e.g. in a peer's segment) set
  *     to .flag_val on the stream after the batch's copies (the

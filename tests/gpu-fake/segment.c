@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "fake.h"
+#include "nvbridge_uring.h"
 
 #define SEG_SIZE	(4u << 20)	/* two fake granules */
 
@@ -535,6 +536,50 @@ static int t_eventfd_and_flag(void)
 	return 0;
 }
 
+/* Completions on the application's own io_uring, in the style of nvb_prep_event_read(). */
+static int t_io_uring(void)
+{
+	struct __kernel_timespec ts = { .tv_sec = 5 };
+	struct nvb_gpu_xfer_req r;
+	struct io_uring_cqe *cqe;
+	struct io_uring_sqe *sqe;
+	struct nvb_gpu_seg *seg;
+	struct nvb_gpu_batch *b;
+	struct io_uring ring;
+	struct side me;
+	struct peer p;
+	uint64_t count = 0;
+
+	CHECK(peer_start(&p, "seg.uring", SEG_SIZE) == 0);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.uring", NULL, &seg));
+	OK(io_uring_queue_init(4, &ring, 0));
+	sqe = io_uring_get_sqe(&ring);
+	EXPECT(nvb_gpu_prep_xfer_read(NULL, me.g, &count), -EINVAL);
+	EXPECT(nvb_gpu_prep_xfer_read(sqe, me.g, NULL), -EINVAL);
+	OK(nvb_gpu_prep_xfer_read(sqe, me.g, &count));
+	EXPECT(io_uring_submit(&ring), 1);
+	setenv("NVB_FAKE_HOSTFN_DELAY_MS", "100", 1);
+	r = (struct nvb_gpu_xfer_req){ NVB_GPU_XFER_WRITE, 0, (uint64_t)(uintptr_t)me.local,
+				       seg, 100, 5000 };
+	OK(nvb_gpu_xfer_submit(me.g, &r, 1, NULL, &b));
+	EXPECT(io_uring_peek_cqe(&ring, &cqe), -EAGAIN);	/* the batch is still running */
+	OK(io_uring_wait_cqe_timeout(&ring, &cqe, &ts));
+	CHECK(nvb_gpu_cqe_is_xfer(me.g, cqe), "user_data %#llx", (unsigned long long)cqe->user_data);
+	CHECK(!nvb_cqe_is_event(me.h, cqe), "tags of events and transfers differ");
+	EXPECT(cqe->res, sizeof(count));
+	EXPECT(count, 1);
+	io_uring_cqe_seen(&ring, cqe);
+	OK(nvb_gpu_batch_status(b, NULL, 0));	/* final once the completion is seen */
+	CHECK(!memcmp(me.local, (unsigned char *)(uintptr_t)nvb_gpu_seg_ptr(seg) + 100, 5000));
+	nvb_gpu_batch_free(b);
+	unsetenv("NVB_FAKE_HOSTFN_DELAY_MS");
+	io_uring_queue_exit(&ring);
+	nvb_gpu_seg_close(seg);
+	side_close(&me);
+	return 0;
+}
+
 /* nvb_gpu_close() with batches in flight (some freed, some not): no hang, no leak of fds. */
 static int t_close_in_flight(void)
 {
@@ -778,7 +823,8 @@ static int t_symbol_versions(void)
 		"nvb_gpu_seg_revoked", "nvb_gpu_seg_stats", "nvb_gpu_xfer_submit",
 		"nvb_gpu_batch_status", "nvb_gpu_batch_wait", "nvb_gpu_batch_method",
 		"nvb_gpu_batch_user_data", "nvb_gpu_batch_free", "nvb_gpu_xfer_fd",
-		"nvb_gpu_xfer_stats",
+		"nvb_gpu_xfer_stats", "nvb_gpu_prep_xfer_read", "nvb_gpu_xfer_tag",
+		"nvb_gpu_cqe_is_xfer",
 	};
 	void *l = dlopen("libnvbridge.so.1", RTLD_NOW | RTLD_NOLOAD);
 
@@ -798,6 +844,7 @@ static const struct nvb_case cases[] = {
 	{ "exporter_killed_mid_batch", t_killed_mid_batch },
 	{ "threads_submit_at_once", t_threads },
 	{ "eventfd_and_device_flag", t_eventfd_and_flag },
+	{ "io_uring_completion", t_io_uring },
 	{ "close_with_batches_in_flight", t_close_in_flight },
 	{ "owner_and_arguments", t_owner_and_args },
 	{ "setup_stats_and_prefetch", t_stats_and_prefetch },
