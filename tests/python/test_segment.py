@@ -182,6 +182,23 @@ class Segments(unittest.TestCase):
         self.assertEqual(errno_of(lambda: eng2.open_segment(self.name)), errno.EBADF)
         s3.close()
         self.assertIsNone(h2._h)
+        # import ahead: prefetched before it is published, opened without a request
         later = uniq("segp")
         self.eng.prefetch(later)
         self.assertEqual(errno_of(lambda: self.eng.open_segment(later)), errno.ENOENT)
+        self.eng.prefetch(later)  # the failed open left it; a second call replaces it
+        ready, go = Sync(), Sync()
+        c = Child(exporter, later, ready, go)
+        ready.wait()
+        end = time.monotonic() + 5
+        while True:
+            with self.eng.open_segment(later) as s4:
+                st = s4.stats()
+                if st["round_trips"] == 0 or time.monotonic() > end:
+                    break
+            self.g.cache_trim()
+            self.eng.prefetch(later)
+            time.sleep(0.02)
+        self.assertEqual((st["cached"], st["round_trips"], st["import_ns"]), (1, 0, 0))
+        go.post(b"q")
+        c.result()
