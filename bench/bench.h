@@ -11,6 +11,7 @@
  *   phase_flags.c     completion flags, transfers, the put proxy
  *   phase_import.c    import cost, legacy CUDA IPC
  *   phase_nccl.c      NCCL send/recv
+ *   phase_seg.c       segments and transfer batches vs legacy IPC (--segments; seg.h)
  *   corun.c           a GEMM beside each transfer method
  *   multi.c           the modes for any number of GPUs
  */

@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "bench.h"
+#include "seg.h"
 
 struct bench_opt opt = { .gpu_a = 0, .gpu_b = 1, .use_lib = 1, .min_size = 4096, .max_size = GiB,
 	.blk_size = 64 * 1024, .blk_count = 1024, .timeout_s = 600 };
@@ -45,7 +46,12 @@ static void usage(void)
 	       "  --fan-out K,...|all one exporter, K importers reading it at once (all: 1,2,4,..,N-1)\n"
 	       "  --many-publishers N each process publishes N buffers, all others import them all\n"
 	       "  --pair-size N       bytes per copy for --all-pairs/--fan-out (default 1 GiB)\n"
-	       "  --pub-size N        bytes per buffer for --many-publishers (default 16 MiB)\n");
+	       "  --pub-size N        bytes per buffer for --many-publishers (default 16 MiB)\n"
+	       "segments and transfer batches against legacy IPC (bench/phase_seg.c):\n"
+	       "  --segments N        N processes (2..16), one segment each, all open all; then\n"
+	       "                      process 0 moves batches to process 1's segment\n"
+	       "  --seg-size N --seg-batch B --seg-block S --seg-threads T --seg-read-pct R\n"
+	       "  --seg-batches K     (defaults 1 GiB, 1024, 64 KiB, 4, 50, 50)\n");
 }
 
 /* "a,b,c" into v (at most MULTI_MAXG), each >= min, distinct if asked. */
@@ -98,6 +104,9 @@ int main(int argc, char **argv)
 		{ "many-publishers", 1, 0, 'Y' }, { "pair-size", 1, 0, 'Z' }, { "pub-size", 1, 0, 'U' },
 		{ "trials", 1, 0, 'T' }, { "same-gpu", 1, 0, 'G' }, { "no-corun", 0, 0, 'C' },
 		{ "cublas", 1, 0, 'B' },
+		{ "segments", 1, 0, 1000 }, { "seg-size", 1, 0, 1001 }, { "seg-batch", 1, 0, 1002 },
+		{ "seg-block", 1, 0, 1003 }, { "seg-threads", 1, 0, 1004 },
+		{ "seg-read-pct", 1, 0, 1005 }, { "seg-batches", 1, 0, 1006 },
 		{ 0, 0, 0, 0 },
 	};
 	int c, ctl[2], resp[2], st, failed = 0, nrows;
@@ -107,6 +116,8 @@ int main(int argc, char **argv)
 	double t0 = now_s(), deadline;
 	FILE *rf;
 	struct multi_opts mo;
+	struct seg_opts so = { .seg_size = GiB, .batch = 1024, .block = 64 << 10,
+			       .threads = 4, .read_pct = 50, .batches = 50 };
 	int multi = 0;
 
 	memset(&mo, 0, sizeof(mo));
@@ -184,10 +195,37 @@ int main(int argc, char **argv)
 			break;
 		case 'C': opt.no_corun = 1; break;
 		case 'B': opt.cublas = optarg; break;
+		case 1000: so.nproc = atoi(optarg); break;
+		case 1001: so.seg_size = parse_size(optarg); break;
+		case 1002: so.batch = (unsigned int)atoi(optarg); break;
+		case 1003: so.block = parse_size(optarg); break;
+		case 1004: so.threads = (unsigned int)atoi(optarg); break;
+		case 1005: so.read_pct = (unsigned int)atoi(optarg); break;
+		case 1006: so.batches = (unsigned int)atoi(optarg); break;
 		default:
 			usage();
 			return c == 'h' ? 0 : 2;
 		}
+	}
+	if (so.nproc) {
+		if (so.nproc < 2 || so.nproc > 16 || so.seg_size < 4096 || so.seg_size > 16 * GiB ||
+		    !so.block || so.block > so.seg_size || !so.batch || so.batch > 65536 ||
+		    !so.threads || so.threads > SEG_MAXT || so.read_pct > 100 || !so.batches) {
+			fprintf(stderr, "--segments: 2..16 processes, --seg-size 4 KiB..16 GiB, "
+				"--seg-block within it, --seg-batch 1..65536, --seg-threads 1..%d, "
+				"--seg-read-pct 0..100\n", SEG_MAXT);
+			return 2;
+		}
+		if (!opt.use_lib) {
+			fprintf(stderr, "--segments: segments rendezvous through libnvbridge only\n");
+			return 2;
+		}
+		so.ngpus = mo.ngpus;
+		memcpy(so.gpus, mo.gpus, sizeof(so.gpus));
+		so.socket = opt.socket;
+		so.json = opt.json;
+		so.timeout_s = opt.timeout_s;
+		return seg_main(&so);
 	}
 	if (multi) {
 		if (!opt.use_lib) {

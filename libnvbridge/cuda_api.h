@@ -190,7 +190,8 @@ typedef struct {
 	X(cuPointerGetAttribute, "cuPointerGetAttribute", (void *data, int attr, CUdeviceptr p)) \
 	X(cuMemGetAddressRange, "cuMemGetAddressRange_v2", (CUdeviceptr *base, size_t *size, CUdeviceptr p)) \
 	X(cuMemRetainAllocationHandle, "cuMemRetainAllocationHandle", (CUmemGenericAllocationHandle *h, void *addr)) \
-	X(cuMemGetAllocationPropertiesFromHandle, "cuMemGetAllocationPropertiesFromHandle", (CUmemAllocationProp *prop, CUmemGenericAllocationHandle h))
+	X(cuMemGetAllocationPropertiesFromHandle, "cuMemGetAllocationPropertiesFromHandle", (CUmemAllocationProp *prop, CUmemGenericAllocationHandle h)) \
+	X(cuLaunchHostFunc, "cuLaunchHostFunc", (CUstream s, void (*fn)(void *), void *arg))
 
 struct nvb_cuda {
 	void *lib;

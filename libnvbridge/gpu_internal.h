@@ -39,6 +39,21 @@ int nvb_gpu_range_ids(const void *blob, size_t len, uint64_t *ids, unsigned int 
 int nvb_gpu_import_fds(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned int nfds,
 		       const void *blob, size_t blob_len, uint32_t flags, struct nvb_gpu_map **out);
 
+/*
+ * nvb_gpu_publish() with a whole publish policy (segments pass uid/gid),
+ * and nvb_gpu_import()'s import of an entry already fetched under name
+ * (fd: its file, or -1; blob: ent->blob_len bytes): chunk entries are
+ * fetched through h.  Both set the GPU layer's last error.
+ */
+struct nvb;
+struct nvb_entry;
+struct nvb_publish_opts;
+int nvb_gpu_publish_with(struct nvb_gpu *g, struct nvb *h, const char *name,
+			 struct nvb_gpu_buf *b, const struct nvb_publish_opts *po, uint64_t *id);
+int nvb_gpu_import_entry(struct nvb_gpu *g, struct nvb *h, const char *name,
+			 const struct nvb_entry *ent, int fd, const void *blob, uint32_t flags,
+			 struct nvb_gpu_map **out);
+
 /* What nvb_gpu_unpublish() withdraws besides the entry itself (gpu_nvb.c). */
 struct nvb_gpu_pub {
 	struct nvb_gpu_pub *next;

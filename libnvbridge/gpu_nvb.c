@@ -203,29 +203,36 @@ static int publish_range(struct nvb_gpu *g, struct nvb *h, const char *name, str
 	return 0;
 }
 
+int nvb_gpu_publish_with(struct nvb_gpu *g, struct nvb *h, const char *name,
+			 struct nvb_gpu_buf *b, const struct nvb_publish_opts *po, uint64_t *id)
+{
+	int fds[NVB_GPU_REGISTER_MAX_CHUNKS];
+	struct nvb_gpu_meta meta;
+	int fd, n, err;
+
+	n = nvb_gpu_range_fds(b, fds, NVB_GPU_REGISTER_MAX_CHUNKS);
+	if (n >= 0)
+		return publish_range(g, h, name, b, po, n, fds, id);
+	err = nvb_gpu_export(b, &fd, &meta);
+	if (err)
+		return err;
+	err = nvb_publish(h, name, fd, &meta, sizeof(meta), po, id);
+	if (err)
+		return nvb_gpu_seterr(err, nvb_last_error(h));
+	return 0;
+}
+
 int nvb_gpu_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
 		    struct nvb_gpu_buf *b, uint32_t access, uint64_t *id)
 {
-	int fds[NVB_GPU_REGISTER_MAX_CHUNKS];
 	struct nvb_publish_opts po;
-	struct nvb_gpu_meta meta;
-	int fd, n, err;
 
 	if (!g || !h || !name || !b)
 		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_publish: NULL argument");
 	memset(&po, 0, sizeof(po));
 	po.sz = sizeof(po);
 	po.access = access;
-	n = nvb_gpu_range_fds(b, fds, NVB_GPU_REGISTER_MAX_CHUNKS);
-	if (n >= 0)
-		return publish_range(g, h, name, b, &po, n, fds, id);
-	err = nvb_gpu_export(b, &fd, &meta);
-	if (err)
-		return err;
-	err = nvb_publish(h, name, fd, &meta, sizeof(meta), &po, id);
-	if (err)
-		return nvb_gpu_seterr(err, nvb_last_error(h));
-	return 0;
+	return nvb_gpu_publish_with(g, h, name, b, &po, id);
 }
 
 int nvb_gpu_unpublish(struct nvb_gpu *g, struct nvb *h, uint64_t id)
@@ -339,7 +346,7 @@ static int fetch_chunks(struct nvb *h, const char *name, const struct nvb_entry 
 }
 
 /* A fetched entry's import: its own fd for chunk 0, its chunk entries' for the rest. */
-static int import_entry(struct nvb_gpu *g, struct nvb *h, const char *name, const struct nvb_entry *ent,
+int nvb_gpu_import_entry(struct nvb_gpu *g, struct nvb *h, const char *name, const struct nvb_entry *ent,
 			int fd, const void *blob, uint32_t flags, struct nvb_gpu_map **out)
 {
 	uint64_t *ids;
@@ -425,7 +432,7 @@ int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
 		return nvb_gpu_seterr(err, err == -ENOMEM ? "nvb_gpu_import: out of memory" :
 				      nvb_last_error(h));
 	}
-	err = import_entry(g, h, name, &ent, fd, blob, flags, out);
+	err = nvb_gpu_import_entry(g, h, name, &ent, fd, blob, flags, out);
 	if (fd >= 0)
 		close(fd);
 	if (blob != small)

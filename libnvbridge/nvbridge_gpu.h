@@ -488,6 +488,225 @@ int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
 /* Reads pending nvbridge events without blocking and applies revocations. */
 int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h);
 
+/* ---- segments and transfers (a transfer engine: Mooncake's shape) ----
+ *
+ * A segment is a region published once under a name (nvb_gpu_seg_publish:
+ * any struct nvb_gpu_buf, allocated or registered) or a peer's region opened
+ * by name and expected owner (nvb_gpu_seg_open).  Transfers are batches of
+ * requests {READ or WRITE, local address, segment, offset, length}; the
+ * segment owns bounds, lifetime and revocation:
+ *
+ *   -ERANGE   a request reaches outside its segment (offset + len beyond
+ *             the segment's size, or the sum wraps);
+ *   -ENOLINK  the segment's entry was revoked (unpublished, its publisher's
+ *             handle closed or its process died);
+ *   -EINVAL   zero length, unknown opcode, NULL segment or local address.
+ *
+ * Every request of a batch is checked before anything is queued: a batch
+ * with one bad request is refused whole (nvb_gpu_last_error() names the
+ * request) and no GPU work is queued for it.
+ *
+ * Completion without a thread per batch: the copies are followed on the
+ * stream by a host function (cuLaunchHostFunc) that wakes ONE library
+ * thread per struct nvb_gpu; that thread also reads the revocation events
+ * of the handles segments were opened through, so a peer that dies while a
+ * batch is in flight makes that batch complete with -ENOLINK for its
+ * requests on the dead peer's segment.  The batch's own completion is then
+ * observable in three ways, none of which needs the caller to poll CUDA:
+ *   - nvb_gpu_xfer_fd(g): an eventfd the thread adds 1 to per completed
+ *     batch (poll it, or read it on your own io_uring:
+ *     nvb_gpu_prep_xfer_read() in <nvbridge_uring.h>);
+ *   - .efd of the submit options: your own eventfd, +1 for this batch;
+ *   - .flag: a 32-bit word in device memory (e.g. in a peer's segment) set
+ *     to .flag_val on the stream after the batch's copies (the
+ *     nvb_gpu_signal machinery), for a peer or a kernel waiting on it.
+ * The thread is started by the first segment call and stopped by
+ * nvb_gpu_close().
+ *
+ * The library reads the events of a handle while a segment opened (or a
+ * prefetch registered) through it is open: keep another handle for events
+ * of your own.  Close those segments before nvb_close() of the handle.
+ */
+struct nvb_gpu_seg;
+struct nvb_gpu_batch;
+
+struct nvb_gpu_seg_publish_opts {
+	size_t sz;		/* sizeof(struct nvb_gpu_seg_publish_opts) */
+	uint32_t access;	/* enum nvb_access (default NVB_ACCESS_OWNER) */
+	uint32_t uid;		/* with NVB_ACCESS_UID */
+	uint32_t gid;		/* with NVB_ACCESS_GID */
+	uint32_t flags;		/* none yet: 0 */
+};
+
+/*
+ * Exports b (once: the fd is kept with the buffer) and publishes it under
+ * name on h.  b must outlive the segment.  opts may be NULL.
+ * nvb_gpu_seg_close() unpublishes it (the peers' segments are revoked).
+ */
+int nvb_gpu_seg_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
+			struct nvb_gpu_buf *b, const struct nvb_gpu_seg_publish_opts *opts,
+			struct nvb_gpu_seg **out);
+
+/* Flags of nvb_gpu_seg_open_opts / nvb_gpu_seg_prefetch. */
+#define NVB_GPU_SEG_OWNER_UID	(1U << 0)	/* the publisher must be .owner_uid */
+#define NVB_GPU_SEG_ANY_OWNER	(1U << 1)	/* any publisher the policy lets in */
+#define NVB_GPU_SEG_LOCAL_ONLY	(1U << 2)	/* NVB_GPU_IMPORT_LOCAL_ONLY */
+
+/*
+ * Without NVB_GPU_SEG_OWNER_UID or _ANY_OWNER the publisher must be the
+ * caller's own euid: nobody else can hand a segment of that name to the
+ * caller.
+ */
+struct nvb_gpu_seg_open_opts {
+	size_t sz;		/* sizeof(struct nvb_gpu_seg_open_opts) */
+	uint32_t flags;		/* NVB_GPU_SEG_* */
+	uint32_t owner_uid;	/* with NVB_GPU_SEG_OWNER_UID */
+	int64_t timeout_ns;	/* 0: fail at once if unpublished; < 0: wait forever */
+};
+
+/*
+ * Opens a peer's segment: watches name on h (once per handle and name),
+ * fetches it (one broker round trip), imports it unless the mapping cache
+ * has it (an earlier open).  After nvb_gpu_seg_prefetch() of the name with
+ * the same opts flags and owner, once its import is done: no request and
+ * no CUDA call at all (the prefetch's watch carries the revocation).
+ * opts may be NULL.
+ * -ENOENT / -ETIMEDOUT (not published by that owner), -EINVAL, and the
+ * errors of nvb_fetch() and nvb_gpu_import_fd().
+ */
+int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
+		     const struct nvb_gpu_seg_open_opts *opts, struct nvb_gpu_seg **out);
+
+/*
+ * Import ahead: watches name on h now and, whenever the library thread
+ * sees it published (already, or a PUBLISHED event later), imports it into
+ * the mapping cache in the background, so that nvb_gpu_seg_open() of that
+ * name with the same expectations costs no request and no CUDA call
+ * (round_trips 0 in its stats).  The registration
+ * ends when nvb_gpu_seg_open() opens the name (or at nvb_gpu_close()); h
+ * must stay open until then.  opts->timeout_ns is ignored.
+ */
+int nvb_gpu_seg_prefetch(struct nvb_gpu *g, struct nvb *h, const char *name,
+			 const struct nvb_gpu_seg_open_opts *opts);
+
+/*
+ * Closes a segment: a published one is unpublished at once; the mapping of
+ * an opened one is released once no batch in flight uses it.
+ */
+void nvb_gpu_seg_close(struct nvb_gpu_seg *s);
+/* Address in this process (the buffer, or the peer mapping) and size. */
+uint64_t nvb_gpu_seg_ptr(const struct nvb_gpu_seg *s);
+size_t nvb_gpu_seg_size(const struct nvb_gpu_seg *s);
+/* Entry id of the published segment. */
+uint64_t nvb_gpu_seg_id(const struct nvb_gpu_seg *s);
+/* 1 once a revocation of the segment has been seen (transfers: -ENOLINK). */
+int nvb_gpu_seg_revoked(struct nvb_gpu_seg *s);
+
+/* Where the setup of one segment went (nvb_gpu_seg_stats). */
+struct nvb_gpu_seg_stats {
+	size_t sz;		/* in: sizeof(struct nvb_gpu_seg_stats); out: bytes filled */
+	uint32_t local;		/* 1: published here, 0: opened */
+	uint32_t cached;	/* opened: the mapping came from the cache (no CUDA call) */
+	uint32_t round_trips;	/* broker / device requests this setup made */
+	uint32_t owner_uid;	/* publisher's euid (opened) */
+	uint64_t export_ns;	/* published: cuMemExportToShareableHandle (0 when done before) */
+	uint64_t publish_ns;	/* published: nvb_publish */
+	uint64_t watch_ns;	/* opened: nvb_watch (0: the name was watched already) */
+	uint64_t fetch_ns;	/* opened: nvb_fetch */
+	uint64_t import_ns;	/* opened: cuMemImportFromShareableHandle (0 when cached) */
+	uint64_t reserve_ns;	/* cuMemAddressReserve */
+	uint64_t map_ns;	/* cuMemMap */
+	uint64_t access_ns;	/* cuMemSetAccess, every device together */
+	uint64_t total_ns;	/* the whole call */
+};
+int nvb_gpu_seg_stats(const struct nvb_gpu_seg *s, struct nvb_gpu_seg_stats *out);
+
+#define NVB_GPU_XFER_READ	0	/* segment -> local */
+#define NVB_GPU_XFER_WRITE	1	/* local -> segment */
+
+/* One request of a batch (an array element, not an options struct). */
+struct nvb_gpu_xfer_req {
+	uint32_t opcode;	/* NVB_GPU_XFER_READ / _WRITE */
+	uint32_t __pad;		/* 0 */
+	uint64_t local;		/* device address in this process (not checked) */
+	struct nvb_gpu_seg *seg;
+	uint64_t offset;	/* into seg */
+	uint64_t len;
+};
+
+/* Flags of nvb_gpu_xfer_opts. */
+#define NVB_GPU_XFER_EVENTFD	(1U << 0)	/* add 1 to .efd when the batch completes */
+
+struct nvb_gpu_xfer_opts {
+	size_t sz;		/* sizeof(struct nvb_gpu_xfer_opts) */
+	uint32_t flags;		/* NVB_GPU_XFER_* */
+	/*
+	 * 0: the library picks per batch (the SM gather kernel within the
+	 * sm_ctas budget for many blocks of <= 128 KiB on average,
+	 * cuMemcpyBatchAsync for other multi-block batches below 1 MiB a
+	 * block, one copy-engine copy per request otherwise); or force one of
+	 * NVB_GPU_COPY_SM / _BATCH / _LOOP.
+	 */
+	uint32_t method;
+	/*
+	 * NULL: the library's own stream on the device (one per device, waits
+	 * for nothing of yours).  Else your stream: the batch starts after its
+	 * prior work (which then must not wait forever on a peer).
+	 */
+	void *stream;
+	uint64_t flag;		/* 0, or a 4-byte aligned device word set to flag_val */
+	uint32_t flag_val;
+	int32_t efd;		/* with NVB_GPU_XFER_EVENTFD */
+	uint64_t user_data;	/* nvb_gpu_batch_user_data() gives it back */
+};
+
+/*
+ * Checks every request, then queues the batch on the current context's
+ * device (device 0 when the calling thread has none; the caller's context
+ * is left as found) and returns its handle in *out.  Thread-safe.
+ * Errors: -ERANGE, -ENOLINK, -EINVAL (see above), -EOPNOTSUPP (a forced
+ * method this driver / build lacks), -ENOMEM, -EIO (CUDA refused; nothing
+ * the batch queued is left running when submit returns).
+ */
+int nvb_gpu_xfer_submit(struct nvb_gpu *g, const struct nvb_gpu_xfer_req *reqs, size_t n,
+			const struct nvb_gpu_xfer_opts *opts, struct nvb_gpu_batch **out);
+/*
+ * Per-request status into status[0 .. min(n, batch size)) (status may be
+ * NULL): 0 done, -EINPROGRESS, -ENOLINK (its segment was revoked before
+ * the batch completed: the data is not to be trusted), -EIO (a CUDA
+ * failure).  Returns -EINPROGRESS while the batch runs, then 0 or the
+ * first request's error.  Reads memory only: no CUDA call.
+ */
+int nvb_gpu_batch_status(const struct nvb_gpu_batch *b, int *status, size_t n);
+/* Waits up to timeout_ns (< 0: forever); the batch's result, or -ETIMEDOUT. */
+int nvb_gpu_batch_wait(struct nvb_gpu_batch *b, int64_t timeout_ns);
+/* NVB_GPU_COPY_SM / _BATCH / _LOOP: what the batch ran on. */
+uint32_t nvb_gpu_batch_method(const struct nvb_gpu_batch *b);
+uint64_t nvb_gpu_batch_user_data(const struct nvb_gpu_batch *b);
+/* Frees the handle; a batch still running is freed when it completes. */
+void nvb_gpu_batch_free(struct nvb_gpu_batch *b);
+
+/* The eventfd counting completed batches (non-blocking, owned by g), or -errno. */
+int nvb_gpu_xfer_fd(struct nvb_gpu *g);
+
+/* Counters of the transfer engine since nvb_gpu_open (nvb_gpu_xfer_stats). */
+struct nvb_gpu_xfer_stats {
+	size_t sz;		/* in: sizeof(struct nvb_gpu_xfer_stats); out: bytes filled */
+	uint64_t batches;	/* submitted */
+	uint64_t requests;
+	uint64_t bytes;
+	uint64_t rejected;	/* batches refused before queueing */
+	uint64_t completed;	/* batches completed */
+	uint64_t failed;	/* of which with an error status */
+	uint64_t sm_batches;	/* per method */
+	uint64_t batch_batches;
+	uint64_t loop_batches;
+	uint32_t last_method;	/* NVB_GPU_COPY_* of the latest batch */
+	uint32_t inflight;	/* batches not completed */
+	uint64_t busy_ns;	/* sum over batches of submit -> completion seen */
+};
+int nvb_gpu_xfer_stats(struct nvb_gpu *g, struct nvb_gpu_xfer_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -40,6 +40,21 @@ uint64_t nvb_event_tag(const struct nvb *h);
 /* Non-zero when cqe completes an nvb_prep_event_read() of h. */
 int nvb_cqe_is_event(const struct nvb *h, const struct io_uring_cqe *cqe);
 
+/*
+ * Transfer batches of the GPU layer (nvbridge_gpu.h, nvb_gpu_xfer_submit):
+ * the same style for batch completions.  nvb_gpu_prep_xfer_read() prepares
+ * an 8-byte IORING_OP_READ of nvb_gpu_xfer_fd(g) into *count (how many
+ * batches completed since the last read; then look at their
+ * nvb_gpu_batch_status()) with user_data nvb_gpu_xfer_tag(g).  count must
+ * stay valid until the completion; at most one such read per g in flight.
+ * Returns 0 or -errno (-EINVAL: a NULL argument).
+ */
+struct nvb_gpu;
+int nvb_gpu_prep_xfer_read(struct io_uring_sqe *sqe, struct nvb_gpu *g, uint64_t *count);
+uint64_t nvb_gpu_xfer_tag(const struct nvb_gpu *g);
+/* Non-zero when cqe completes an nvb_gpu_prep_xfer_read() of g. */
+int nvb_gpu_cqe_is_xfer(const struct nvb_gpu *g, const struct io_uring_cqe *cqe);
+
 #ifdef __cplusplus
 }
 #endif

@@ -21,9 +21,9 @@ NVCC       ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/l
 GPU_B      := $(BUILD)/gpu
 GPU_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -pthread -I$(CURDIR)/libnvbridge $(UAPI_INC)
 GPU_HDRS   := libnvbridge/cuda_api.h libnvbridge/gpu_internal.h libnvbridge/nvbridge_gpu.h \
-              libnvbridge/nvbridge.h libnvbridge/gpu/gpu_priv.h libnvbridge/gpu/proxy_layout.h \
-              libnvbridge/opts.h
-GPU_CORE_SRCS := $(addprefix libnvbridge/gpu/,dev.c mem.c copy.c proxy.c register.c range.c)
+              libnvbridge/nvbridge.h libnvbridge/gpu/gpu_priv.h libnvbridge/gpu/proxy_layout.h libnvbridge/gpu/seg_priv.h \
+              libnvbridge/opts.h libnvbridge/nvbridge_uring.h
+GPU_CORE_SRCS := $(addprefix libnvbridge/gpu/,dev.c mem.c copy.c proxy.c register.c range.c segment.c xfer.c xfer_uring.c)
 GPU_C_SRCS := libnvbridge/cuda_load.c $(GPU_CORE_SRCS) libnvbridge/gpu_nvb.c
 NVB_GPU_OBJS := $(patsubst libnvbridge/%.c,$(GPU_B)/%.o,$(GPU_C_SRCS)) $(GPU_B)/gpu_fatbin.o
 GPU_LIB_A  ?= $(BUILD)/lib/libnvbridge.a
@@ -62,8 +62,8 @@ $(GPU_B)/%.o: libnvbridge/%.c $(GPU_HDRS)
 
 bench: $(BENCH_BIN)
 BENCH_SRCS := $(addprefix bench/,nvbridge-bench.c report.c child.c side.c phase_copy.c phase_flags.c \
-              phase_import.c phase_nccl.c multi.c corun.c)
-$(BENCH_BIN): $(BENCH_SRCS) bench/bench.h bench/multi.h bench/corun.h bench/bench_util.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
+              phase_import.c phase_nccl.c phase_seg.c multi.c corun.c)
+$(BENCH_BIN): $(BENCH_SRCS) bench/bench.h bench/multi.h bench/corun.h bench/seg.h bench/bench_util.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(GPU_CFLAGS) -DNVB_BENCH_LIB -o $@ $(BENCH_SRCS) $(GPU_LINK)
 
@@ -85,6 +85,11 @@ $(EXAMPLE_REGISTER): examples/register.c $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS
 	$(CC) $(GPU_CFLAGS) -I$(CUDA_INC) -o $@ $< $(GPU_LINK) -L$(CUDA_STUBS) -lcuda
 endif
 endif
+# segments and transfer batches (tests/gpu/segtest.c), run after gputest
+SEGTEST_BIN := $(GPU_B)/segtest
+$(SEGTEST_BIN): tests/gpu/segtest.c $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(GPU_CFLAGS) -o $@ tests/gpu/segtest.c $(GPU_LINK)
 
 # Runs $(1) with a backend: /dev/nvbridge if present, else a private nvbridged.
 gpu_with_backend = set -e; \
@@ -95,12 +100,14 @@ gpu_with_backend = set -e; \
 	set +e; NVBRIDGE_BACKEND=broker NVBRIDGE_SOCKET=$$sock $(1); rc=$$?; \
 	kill $$dpid; wait $$dpid 2>/dev/null; exit $$rc
 
-gputest: $(GPUTEST_BIN) lib
-	@$(call gpu_with_backend,$(GPUTEST_BIN))
+gputest: $(GPUTEST_BIN) $(SEGTEST_BIN) lib
+	@$(call gpu_with_backend,sh -c '$(GPUTEST_BIN) && $(SEGTEST_BIN)')
 
-check-gpu: $(GPUTEST_BIN) lib
+check-gpu: $(GPUTEST_BIN) $(SEGTEST_BIN) lib
 	@mkdir -p $(RESULTS)
-	@( $(call gpu_with_backend,timeout 600 $(GPUTEST_BIN)) ) > $(RESULTS)/gpu.log 2>&1; rc=$$?; \
+	@( $(call gpu_with_backend,sh -c 'timeout 600 $(GPUTEST_BIN); r1=$$?; \
+	   timeout 300 $(SEGTEST_BIN); r2=$$?; [ $$r1 = 0 ] && [ $$r2 = 0 ]') ) > $(RESULTS)/gpu.log 2>&1; \
+	rc=$$?; \
 	cat $(RESULTS)/gpu.log; exit $$rc
 
 # NCCL for the baseline: NVB_NCCL_LIB, else PyTorch's wheel (nvidia-nccl), else libnccl.so.2.
@@ -142,6 +149,7 @@ check-gpu-build:
 	if [ -n "$(CUDA_INC)" ]; then \
 		if $(CC) $(GPU_CFLAGS) -I$(CUDA_INC) -fsyntax-only examples/register.c; then ok "compile examples/register.c"; else ko "compile examples/register.c"; fi; \
 	else echo "skip examples/register.c: no CUDA headers on this host"; fi; \
+	if $(CC) $(GPU_CFLAGS) -fsyntax-only tests/gpu/segtest.c; then ok "compile tests/gpu/segtest.c"; else ko "compile tests/gpu/segtest.c"; fi; \
 	if $(CC) -c -o /dev/null libnvbridge/gpu_fatbin.S; then ok "assemble empty fatbin (no nvcc)"; else ko "assemble empty fatbin"; fi; \
 	if [ -n "$(CUDA_INC)" ]; then \
 		if $(CC) $(GPU_CFLAGS) -I$(CUDA_INC) -fsyntax-only tests/gpu/abi_check.c; then ok "cuda_api.h matches cuda.h"; else ko "cuda_api.h matches cuda.h"; fi; \

@@ -26,7 +26,7 @@ $(NVB_FAKE_CUDA): tests/fakecuda/fakecuda.c libnvbridge/cuda_api.h
 $(NVB_FAKE_DIR)/%: tests/gpu-fake/%.c tests/gpu-fake/fake.h tests/unit/cases.h $(LIB_SO)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 -g $(LIB_WARN) -pthread $(UAPI_INC) -I$(CURDIR)/libnvbridge \
-		-I$(CURDIR)/tests/unit -o $@ $< -L$(LB) -l:libnvbridge.so.1 -ldl
+		-I$(CURDIR)/tests/unit -o $@ $< -L$(LB) -l:libnvbridge.so.1 -ldl -l:liburing.a
 
 # GPU_EXAMPLES (mk/gpu.mk, where cuda.h exists): register.c runs them too
 check-gpu-fake: $(NVB_FAKE_CUDA) $(GPU_FAKE_BINS) $(LB)/nvbridged $(GPU_EXAMPLES)

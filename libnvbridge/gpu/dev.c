@@ -189,6 +189,7 @@ void nvb_gpu_close(struct nvb_gpu *g)
 	if (!g)
 		return;
 	g->cu.cuCtxGetCurrent(&old);
+	nvb_gpu__seg_shutdown(g);	/* its thread and batches use what follows */
 	while (g->proxies)
 		if (nvb_gpu_proxy_stop(g->proxies, 5000000000LL))
 			break;	/* a proxy that would not stop: leak it rather than hang */

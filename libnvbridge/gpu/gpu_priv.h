@@ -10,6 +10,7 @@
  *   range.c  importing registered ranges: the metadata parser, mapping, IPC opens
  *   copy.c   copies, scattered blocks, completion flags, waits
  *   proxy.c  the put proxy (ring layout: proxy_layout.h)
+ *   segment.c, xfer.c  segments and transfer batches (seg_priv.h)
  */
 #ifndef NVB_GPU_PRIV_H
 #define NVB_GPU_PRIV_H
@@ -81,6 +82,7 @@ struct nvb_gpu {
 	unsigned int sm_ctas;	/* SM budget of transient kernels */
 	struct nvb_gpu_pub *pubs;	/* multi-allocation publications (gpu_nvb.c) */
 	struct nvb_gpu_ipc *ipcs;	/* legacy IPC handles open here (range.c), under lock */
+	struct seg_engine *seg;	/* segments and transfers (segment.c), or NULL */
 };
 
 /*
@@ -232,6 +234,9 @@ NVB_HIDDEN void range_unmap(struct nvb_gpu_map *m);
 NVB_HIDDEN void reg_free(struct nvb_gpu_buf *b);
 /* register.c: nvb_gpu_export of a registered buffer (a whole single allocation only). */
 NVB_HIDDEN int reg_export_v1(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta);
+
+/* nvb_gpu_close(): ends the segment engine first (segment.c). */
+NVB_HIDDEN void nvb_gpu__seg_shutdown(struct nvb_gpu *g);
 
 #define CU(g, call, what) do {					\
 	CUresult r_ = (g)->cu.call;				\

@@ -22,6 +22,7 @@ from .rendezvous import (Access, Backend, Entry, Event, EventType, Fetched, Hand
                          RevokeReason, open)
 from .tensor import SharedTensor, empty, import_tensor, publish_tensor
 from .gpu import Gpu
+from .segment import Batch, Segment, TransferEngine
 
 __version__ = "1.0.0"
 
@@ -29,4 +30,4 @@ __version__ = "1.0.0"
 __all__ = ["NvbridgeError", "Access", "Backend", "Entry", "Event", "EventType", "Fetched",
            "Handle", "Info", "RevokeReason", "open", "SharedTensor", "TensorDesc", "empty",
            "import_tensor", "publish_tensor", "DLDeviceType", "DType", "dtype",
-           "live_exports", "Gpu", "__version__"]
+           "live_exports", "Gpu", "TransferEngine", "Segment", "Batch", "__version__"]

@@ -448,3 +448,63 @@ __attribute__((visibility("default"))) int fakecuda_mark(uint64_t p, size_t n, i
 	pthread_mutex_unlock(&fake_lock);
 	return ret;
 }
+
+/*
+ * Segments and transfers (libnvbridge/gpu/segment.c, xfer.c): host
+ * functions and batched copies.  A host function runs at once, as when the
+ * stream is idle; with NVB_FAKE_HOSTFN_DELAY_MS=N in the environment it
+ * runs N ms later on a thread of its own, as the driver's callback thread
+ * would once the copies before it are done: the window in which a test
+ * kills a peer "mid-batch" or closes the GPU layer with batches in flight.
+ */
+#include <pthread.h>
+
+struct fake_hostfn {
+	void (*fn)(void *);
+	void *arg;
+	unsigned int ms;
+};
+
+static void *fake_hostfn_run(void *p)
+{
+	struct fake_hostfn *h = p;
+
+	usleep(h->ms * 1000u);
+	h->fn(h->arg);
+	free(h);
+	return NULL;
+}
+
+API cuLaunchHostFunc(CUstream s, void (*fn)(void *), void *arg)
+{
+	const char *d = getenv("NVB_FAKE_HOSTFN_DELAY_MS");
+	struct fake_hostfn *h;
+	pthread_t t;
+
+	(void)s;
+	if (!d || !atoi(d)) {
+		fn(arg);
+		return CUDA_SUCCESS;
+	}
+	h = malloc(sizeof(*h));
+	if (!h)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	h->fn = fn;
+	h->arg = arg;
+	h->ms = (unsigned int)atoi(d);
+	if (pthread_create(&t, NULL, fake_hostfn_run, h)) {
+		free(h);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	pthread_detach(t);
+	return CUDA_SUCCESS;
+}
+
+API cuMemcpyBatchAsync_v2(CUdeviceptr *dsts, CUdeviceptr *srcs, size_t *sizes, size_t count,
+			  CUmemcpyAttributes *attrs, size_t *attrsIdxs, size_t numAttrs, CUstream st)
+{
+	(void)attrs; (void)attrsIdxs; (void)numAttrs; (void)st;
+	for (size_t i = 0; i < count; i++)
+		memmove(PTR(dsts[i]), PTR(srcs[i]), sizes[i]);
+	return CUDA_SUCCESS;
+}

@@ -738,6 +738,119 @@ static int t_example(void)
 	return 0;
 }
 
+/*
+ * A registered range as a transfer segment: the peer opens it by name and
+ * moves it with READ and WRITE batches (chunk entries, legacy handles and
+ * range offsets behind nvb_gpu_seg_open), and a request past the range's
+ * end is refused before any copy.
+ */
+static int seg_peer(const char *name, const unsigned char *want, size_t len)
+{
+	struct nvb_gpu_xfer_req r[2];
+	struct nvb_gpu_batch *bt;
+	struct nvb_gpu_seg *sg;
+	struct nvb_gpu_buf *lb;
+	struct nvb_gpu *g2;
+	struct nvb *h2;
+	unsigned char *p;
+	int st[2];
+
+	OK(nvb_gpu_open(NULL, &g2));
+	OK(fake_nvb_open(&h2));
+	struct nvb_gpu_seg_open_opts oo = { .sz = sizeof(oo), .timeout_ns = 5000000000LL };
+
+	if (nvb_gpu_seg_open(g2, h2, name, &oo, &sg))
+		FAIL("seg_open %s: %s", name, nvb_gpu_last_error());
+	EXPECT(nvb_gpu_seg_size(sg), len);
+	OK(nvb_gpu_alloc(g2, 0, len, 0, &lb));
+	p = P(nvb_gpu_buf_ptr(lb));
+	memset(p, 0xa5, len);				/* poisoned */
+	/* split in two requests at an odd offset */
+	r[0] = (struct nvb_gpu_xfer_req){ .opcode = NVB_GPU_XFER_READ, .local = nvb_gpu_buf_ptr(lb),
+					  .seg = sg, .offset = 0, .len = 4097 };
+	r[1] = (struct nvb_gpu_xfer_req){ .opcode = NVB_GPU_XFER_READ,
+					  .local = nvb_gpu_buf_ptr(lb) + 4097, .seg = sg,
+					  .offset = 4097, .len = len - 4097 };
+	OK(nvb_gpu_xfer_submit(g2, r, 2, NULL, &bt));
+	OK(nvb_gpu_batch_wait(bt, 5000000000LL));
+	OK(nvb_gpu_batch_status(bt, st, 2));
+	CHECK(st[0] == 0 && st[1] == 0, "status %d %d", st[0], st[1]);
+	nvb_gpu_batch_free(bt);
+	for (size_t i = 0; i < len; i++)
+		if (p[i] != want[i])
+			FAIL("read byte %zu of %zu: %#x, want %#x", i, len, p[i], want[i]);
+	for (size_t i = 0; i < len; i++)
+		p[i] = (unsigned char)~want[i];
+	r[0] = (struct nvb_gpu_xfer_req){ .opcode = NVB_GPU_XFER_WRITE, .local = nvb_gpu_buf_ptr(lb),
+					  .seg = sg, .offset = 0, .len = len };
+	OK(nvb_gpu_xfer_submit(g2, r, 1, NULL, &bt));
+	OK(nvb_gpu_batch_wait(bt, 5000000000LL));
+	OK(nvb_gpu_batch_status(bt, st, 1));
+	EXPECT(st[0], 0);
+	nvb_gpu_batch_free(bt);
+	/* one byte past the registered range: refused, nothing queued */
+	r[0].offset = 1;
+	bt = (void *)1;
+	EXPECT(nvb_gpu_xfer_submit(g2, r, 1, NULL, &bt), -ERANGE);
+	CHECK(bt == NULL, "a refused batch handed out");
+	nvb_gpu_seg_close(sg);
+	nvb_gpu_free(lb);
+	nvb_close(h2);
+	nvb_gpu_close(g2);
+	return 0;
+}
+
+static int seg_roundtrip(const char *name, uint64_t lo, size_t span, uint64_t ptr, size_t len)
+{
+	unsigned char *before = malloc(span);
+	struct nvb_gpu_seg *sg;
+	struct nvb_gpu_buf *b;
+	pid_t c;
+	int st;
+
+	CHECK(before != NULL);
+	fake_random(P(lo), span);
+	memcpy(before, P(lo), span);
+	if (nvb_gpu_register(g, ptr, len, 0, &b))
+		FAIL("register: %s", nvb_gpu_last_error());
+	if (nvb_gpu_seg_publish(g, h, name, b, NULL, &sg))
+		FAIL("seg_publish: %s", nvb_gpu_last_error());
+	c = fork();
+	if (c == 0)
+		_exit(seg_peer(name, P(ptr), len));
+	CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0, "peer failed");
+	for (size_t i = 0; i < span; i++) {
+		uint64_t a = lo + i;
+		unsigned char want = (a >= ptr && a - ptr < len) ? (unsigned char)~before[i] : before[i];
+
+		if (P(lo)[i] != want)
+			FAIL("exporter byte %zu: %#x, want %#x", i, P(lo)[i], want);
+	}
+	nvb_gpu_seg_close(sg);
+	nvb_gpu_free(b);
+	free(before);
+	return 0;
+}
+
+static int t_seg_vmm_multi(void)
+{
+	struct vmm v;
+
+	CHECK(setup() == 0);
+	/* 8 allocations: a range blob larger than a segment open's first fetch buffer */
+	CHECK(vmm_make(&v, 8, GRAN, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) == 0);
+	return seg_roundtrip("reg/seg.multi", v.va, v.total, v.va + 333, 7 * GRAN + 4444);
+}
+
+static int t_seg_legacy(void)
+{
+	CUdeviceptr p;
+
+	CHECK(setup() == 0);
+	CHECK(cu.alloc(&p, 2 * MiB) == 0);
+	return seg_roundtrip("reg/seg.legacy", p, 2 * MiB, p + 64, MiB + 3);
+}
+
 static const struct nvb_case cases[] = {
 	{ "vmm_single_allocation", t_vmm_single },
 	{ "vmm_subrange", t_vmm_subrange },
@@ -752,6 +865,8 @@ static const struct nvb_case cases[] = {
 	{ "swapped_chunk_entry", t_chunk_swapped },
 	{ "hostile_range_blobs", t_hostile_blobs },
 	{ "example_program", t_example },
+	{ "segment_over_vmm_range", t_seg_vmm_multi },
+	{ "segment_over_legacy_memory", t_seg_legacy },
 };
 
 int main(int argc, char **argv)

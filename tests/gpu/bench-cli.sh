@@ -28,6 +28,15 @@ if [ -e /dev/nvidiactl ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; 
 else
 	t no-driver 1 "no usable CUDA driver" --all-pairs
 fi
+t segments-one 2 "--segments: 2..16 processes" --segments 1
+t segments-read-pct 2 "--seg-read-pct 0..100" --segments 2 --seg-read-pct 101
+t segments-block-too-big 2 "--seg-block within it" --segments 2 --seg-size 1M --seg-block 2M
+t segments-socketpair 2 "through libnvbridge only" --segments 2 --rdv socketpair
+if [ -e /dev/nvidiactl ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
+	echo "skip bench-cli segments-no-driver: this host has a CUDA driver"
+else
+	t segments-no-driver 1 "no usable CUDA driver" --segments 3 --timeout 20
+fi
 t trials-zero 2 "--trials: 1 to 64" --trials 0
 t trials-too-many 2 "--trials: 1 to 64" --trials 65
 if [ -e /dev/nvidiactl ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then

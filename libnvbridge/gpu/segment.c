@@ -1,0 +1,929 @@
+// SPDX-License-Identifier: MIT
+/*
+ * libnvbridge GPU layer: segments (published or opened regions with bounds,
+ * lifetime and revocation) and the one library thread that serves them and
+ * the batches of xfer.c.  The design and lock order: seg_priv.h.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "seg_priv.h"
+#include "../nvbridge.h"
+#include "../opts.h"
+
+#define SEG_MAX_POLL	64	/* handles polled by the thread at once */
+#define SEG_BLOB	512
+
+static void wake(struct seg_engine *e)
+{
+	uint64_t one = 1;
+
+	if (write(e->wake, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is saturated, the thread will wake anyway */
+	}
+}
+
+/* ---- handles ---- */
+
+/* A reference on h's record (e->hlock held). */
+static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h)
+{
+	struct seg_handle *hd;
+	int fd;
+
+	pthread_mutex_lock(&e->lock);
+	for (hd = e->handles; hd; hd = hd->next)
+		if (hd->h == h) {
+			hd->refs++;
+			pthread_mutex_unlock(&e->lock);
+			return hd;
+		}
+	pthread_mutex_unlock(&e->lock);
+	fd = nvb_event_fd(h);
+	if (fd < 0) {
+		seterr(fd, "segment: nvb_event_fd: %s", nvb_last_error(h));
+		return NULL;
+	}
+	hd = calloc(1, sizeof(*hd));
+	if (!hd) {
+		seterr(-ENOMEM, "segment: out of memory");
+		return NULL;
+	}
+	hd->h = h;
+	hd->refs = 1;
+	hd->evfd = fd;
+	pthread_mutex_lock(&e->lock);
+	hd->next = e->handles;
+	e->handles = hd;
+	pthread_mutex_unlock(&e->lock);
+	wake(e);	/* into the thread's poll set */
+	return hd;
+}
+
+/* Drops a reference (e->hlock and e->lock held); the last one forgets h. */
+static void handle_put(struct seg_engine *e, struct seg_handle *hd)
+{
+	struct seg_handle **pp;
+	struct seg_watch **wp, *w;
+
+	if (!hd || --hd->refs > 0)
+		return;
+	for (pp = &e->handles; *pp; pp = &(*pp)->next)
+		if (*pp == hd) {
+			*pp = hd->next;
+			break;
+		}
+	for (wp = &e->watches; (w = *wp);) {
+		if (w->hd == hd) {
+			*wp = w->next;
+			free(w);
+		} else {
+			wp = &w->next;
+		}
+	}
+	free(hd);
+}
+
+/* ---- the engine ---- */
+
+static void *seg_thread(void *arg);
+
+struct seg_engine *seg_engine_get(struct nvb_gpu *g)
+{
+	struct seg_engine *e = __atomic_load_n(&g->seg, __ATOMIC_ACQUIRE);
+	pthread_condattr_t ca;
+	sigset_t all, old;
+	int rc;
+
+	if (e)
+		return e;
+	pthread_mutex_lock(&g->lock);
+	e = g->seg;
+	if (e)
+		goto out;
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		seterr(-ENOMEM, "segment: out of memory");
+		goto out;
+	}
+	e->g = g;
+	e->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	e->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (e->wake < 0 || e->done_fd < 0) {
+		seterr(-errno, "segment: eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	pthread_mutex_init(&e->hlock, NULL);
+	pthread_mutex_init(&e->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&e->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	e->xs.sz = sizeof(e->xs);
+	/* the application's signals are not for the library's thread */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&e->thr, NULL, seg_thread, e);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc) {
+		seterr(-EAGAIN, "segment: cannot start the library thread");
+		pthread_cond_destroy(&e->cv);
+		pthread_mutex_destroy(&e->lock);
+		pthread_mutex_destroy(&e->hlock);
+		goto fail;
+	}
+	e->thr_ok = 1;
+	__atomic_store_n(&g->seg, e, __ATOMIC_RELEASE);
+	goto out;
+fail:
+	if (e->wake >= 0)
+		close(e->wake);
+	if (e->done_fd >= 0)
+		close(e->done_fd);
+	free(e);
+	e = NULL;
+out:
+	pthread_mutex_unlock(&g->lock);
+	return e;
+}
+
+int seg_dead(const struct nvb_gpu_seg *s)
+{
+	return s->revoked || (s->map && nvb_gpu_map_revoked(s->map));
+}
+
+struct nvb_gpu_seg *seg_put(struct nvb_gpu_seg *s)
+{
+	struct nvb_gpu_seg **pp;
+
+	if (--s->refs > 0)
+		return NULL;
+	for (pp = &s->e->segs; *pp; pp = &(*pp)->next)
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	s->next = NULL;
+	return s;
+}
+
+void nvb_gpu__seg_destroy(struct nvb_gpu_seg *s)
+{
+	if (s->map)
+		nvb_gpu_unmap(s->map);
+	free(s);
+}
+
+/* ---- events ---- */
+
+static int fd_readable(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));
+}
+
+/* Marks the open segments of entry id (or, id 0, every one on hd) revoked (e->lock). */
+static void mark_revoked(struct seg_engine *e, struct seg_handle *hd, uint64_t id)
+{
+	struct nvb_gpu_seg *s;
+
+	for (s = e->segs; s; s = s->next)
+		if (!s->local && s->hd == hd && (!id || s->id == id))
+			s->revoked = 1;
+}
+
+/*
+ * Fetches name into small (SEG_BLOB bytes) or, when the entry's blob is
+ * larger (a registered range over many allocations), into a malloc'd
+ * buffer: *blob is where it is; the caller frees it when it is not small.
+ */
+static int fetch(struct nvb *h, const char *name, uint32_t flags, uint32_t owner_uid,
+		 int64_t timeout_ns, unsigned char *small, unsigned char **blob,
+		 struct nvb_entry *ent, int *fd)
+{
+	struct nvb_fetch_opts fo;
+	int err;
+
+	memset(&fo, 0, sizeof(fo));
+	fo.sz = sizeof(fo);
+	if (!(flags & NVB_GPU_SEG_ANY_OWNER)) {
+		fo.flags |= NVB_FETCH_EXPECT_UID;
+		fo.expect_uid = (flags & NVB_GPU_SEG_OWNER_UID) ? owner_uid : (uint32_t)geteuid();
+	}
+	if (timeout_ns) {
+		fo.flags |= NVB_FETCH_WAIT;
+		fo.timeout_ns = timeout_ns;
+	}
+	memset(ent, 0, sizeof(*ent));
+	*fd = -1;
+	*blob = small;
+	err = nvb_fetch(h, name, &fo, small, SEG_BLOB, ent, fd);
+	if (err != -EMSGSIZE || ent->blob_len <= SEG_BLOB)
+		return err;
+	*blob = malloc(ent->blob_len);
+	if (!*blob) {
+		*blob = small;
+		return -ENOMEM;
+	}
+	fo.flags &= ~NVB_FETCH_WAIT;	/* the entry is there now */
+	fo.timeout_ns = 0;
+	err = nvb_fetch(h, name, &fo, *blob, ent->blob_len, ent, fd);
+	if (err) {
+		free(*blob);
+		*blob = small;
+	}
+	return err;
+}
+
+/*
+ * Events were lost (OVERFLOW): a revocation may be among them.  Each open
+ * segment on hd is fetched again; gone or replaced means revoked
+ * (e->hlock held).
+ */
+static void verify(struct seg_engine *e, struct seg_handle *hd)
+{
+	unsigned char blob[SEG_BLOB];
+	struct nvb_gpu_seg *s;
+	struct nvb_entry ent;
+	uint64_t ids[32];
+	char names[32][64];
+	uint32_t fl[32], uid[32];
+	int n = 0, i, fd, err;
+
+	pthread_mutex_lock(&e->lock);
+	for (s = e->segs; s && n < 32; s = s->next)
+		if (!s->local && s->hd == hd && !s->revoked) {
+			ids[n] = s->id;
+			fl[n] = s->flags;
+			uid[n] = s->owner_uid;
+			snprintf(names[n], sizeof(names[n]), "%s", s->name);
+			n++;
+		}
+	pthread_mutex_unlock(&e->lock);
+	for (i = 0; i < n; i++) {
+		unsigned char *b;
+
+		err = fetch(hd->h, names[i], fl[i], uid[i], 0, blob, &b, &ent, &fd);
+		if (b != blob)
+			free(b);
+		if (fd >= 0)
+			close(fd);
+		if ((err == 0 || err == -EMSGSIZE) && ent.id == ids[i])
+			continue;
+		if (err && err != -ENOENT && err != -EACCES && err != -EPERM &&
+		    err != -ECONNRESET && err != -ECHILD)
+			continue;	/* unknown: keep it */
+		nvb_gpu_revoke(e->g, ids[i]);
+		pthread_mutex_lock(&e->lock);
+		mark_revoked(e, hd, ids[i]);
+		pthread_mutex_unlock(&e->lock);
+	}
+}
+
+void seg_events(struct seg_engine *e, struct seg_handle *hd)
+{
+	struct nvb_event ev[32];
+	struct seg_prefetch *p;
+	int n, i, lost = 0;
+
+	while (fd_readable(hd->evfd)) {
+		n = nvb_event_read(hd->h, ev, 32, 0);
+		if (n == -EAGAIN || n == -ETIMEDOUT || n == -EINTR || n == 0)
+			break;
+		if (n < 0) {
+			/*
+			 * The connection is gone: no revocation can reach us any
+			 * more and every entry it carried is gone with it.
+			 */
+			pthread_mutex_lock(&e->lock);
+			mark_revoked(e, hd, 0);
+			hd->evfd = -1;
+			pthread_mutex_unlock(&e->lock);
+			return;
+		}
+		for (i = 0; i < n; i++) {
+			if (ev[i].type == NVB_EVENT_REVOKED) {
+				nvb_gpu_revoke(e->g, ev[i].id);
+				pthread_mutex_lock(&e->lock);
+				e->revoked_ids[e->revoked_next++ % 256] = ev[i].id;
+				mark_revoked(e, hd, ev[i].id);
+				for (p = e->prefetch; p; p = p->next)
+					if (p->id == ev[i].id)
+						p->id = 0;	/* a republish brings a new one */
+				pthread_mutex_unlock(&e->lock);
+			} else if (ev[i].type == NVB_EVENT_PUBLISHED) {
+				pthread_mutex_lock(&e->lock);
+				for (p = e->prefetch; p; p = p->next)
+					if (p->hd == hd && !strcmp(p->name, ev[i].name))
+						p->pending = 1;
+				pthread_mutex_unlock(&e->lock);
+			} else if (ev[i].type == NVB_EVENT_OVERFLOW) {
+				lost = 1;
+			}
+		}
+	}
+	if (lost) {
+		nvb_gpu_names_forget(e->g, 0);
+		pthread_mutex_lock(&e->lock);
+		for (p = e->prefetch; p; p = p->next)
+			if (p->hd == hd)
+				p->pending = 1;
+		pthread_mutex_unlock(&e->lock);
+		verify(e, hd);
+	}
+}
+
+/* Imports pending prefetches into the mapping cache (thread, e->hlock held). */
+static void prefetch_run(struct seg_engine *e)
+{
+	unsigned char blob[SEG_BLOB], *b;
+	struct seg_prefetch *p;
+	struct nvb_gpu_map *m;
+	struct nvb_entry ent;
+	int fd, err;
+
+	for (;;) {
+		pthread_mutex_lock(&e->lock);
+		for (p = e->prefetch; p && !p->pending; p = p->next)
+			;
+		if (p)
+			p->pending = 0;
+		pthread_mutex_unlock(&e->lock);
+		if (!p)
+			return;
+		/* p stays valid: only the holder of e->hlock unlinks prefetches */
+		err = fetch(p->hd->h, p->name, p->flags, p->owner_uid, 0, blob, &b, &ent, &fd);
+		if (!err && nvb_gpu_import_cached(e->g, ent.id, &m) &&
+		    nvb_gpu_import_entry(e->g, p->hd->h, p->name, &ent, fd, b,
+					 (p->flags & NVB_GPU_SEG_LOCAL_ONLY) ?
+					 NVB_GPU_IMPORT_LOCAL_ONLY : 0, &m))
+			err = -1;
+		if (b != blob)
+			free(b);
+		if (!err) {
+			nvb_gpu_unmap(m);	/* unreferenced, it stays in the cache, mapped */
+			pthread_mutex_lock(&e->lock);
+			p->id = ent.id;	/* what nvb_gpu_seg_open() may use without a request */
+			p->uid = ent.uid;
+			pthread_mutex_unlock(&e->lock);
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
+static void *seg_thread(void *arg)
+{
+	struct seg_engine *e = arg;
+	struct pollfd pf[SEG_MAX_POLL + 1];
+	struct seg_handle *hd;
+	uint64_t v;
+	int n;
+
+	for (;;) {
+		pthread_mutex_lock(&e->lock);
+		if (e->stop) {
+			pthread_mutex_unlock(&e->lock);
+			break;
+		}
+		pf[0].fd = e->wake;
+		pf[0].events = POLLIN;
+		n = 1;
+		for (hd = e->handles; hd && n <= SEG_MAX_POLL; hd = hd->next)
+			if (hd->evfd >= 0) {
+				pf[n].fd = hd->evfd;
+				pf[n++].events = POLLIN;
+			}
+		pthread_mutex_unlock(&e->lock);
+		/*
+		 * Beyond SEG_MAX_POLL handles the rest are read on every wake-up
+		 * and at least every 10 ms.
+		 */
+		if (poll(pf, (nfds_t)n, hd ? 10 : -1) < 0 && errno != EINTR)
+			usleep(1000);
+		if (pf[0].revents & POLLIN) {
+			if (read(e->wake, &v, sizeof(v)) < 0) {
+				/* EAGAIN: another reader took it */
+			}
+		}
+		pthread_mutex_lock(&e->hlock);
+		/* the records may have gone meanwhile: use only those still listed */
+		for (hd = e->handles; hd; hd = hd->next)
+			if (hd->evfd >= 0 && fd_readable(hd->evfd))
+				seg_events(e, hd);
+		prefetch_run(e);
+		pthread_mutex_unlock(&e->hlock);
+		xfer_reap(e);
+	}
+	return NULL;
+}
+
+void nvb_gpu__seg_shutdown(struct nvb_gpu *g)
+{
+	struct seg_engine *e = g->seg;
+	struct nvb_gpu_batch *b;
+	struct seg_prefetch *p;
+	struct seg_watch *w;
+	struct seg_handle *hd;
+	struct nvb_gpu_seg *s;
+	int i, leak;
+
+	if (!e)
+		return;
+	leak = xfer_shutdown(e) != 0;
+	pthread_mutex_lock(&e->lock);
+	e->stop = 1;
+	pthread_mutex_unlock(&e->lock);
+	wake(e);
+	if (e->thr_ok)
+		pthread_join(e->thr, NULL);
+	g->seg = NULL;
+	if (leak)	/* host functions may still run: keep what they touch */
+		return;
+	while ((b = e->inflight)) {	/* none should be left; free anyway */
+		e->inflight = b->next;
+		batch_free(b);
+	}
+	while ((b = e->done)) {	/* completed, never freed by the application */
+		e->done = b->next;
+		batch_free(b);
+	}
+	while ((s = e->segs)) {	/* the application's leftovers: no unpublish (h may be gone) */
+		e->segs = s->next;
+		nvb_gpu__seg_destroy(s);
+	}
+	while ((p = e->prefetch)) {
+		e->prefetch = p->next;
+		free(p);
+	}
+	while ((w = e->watches)) {
+		e->watches = w->next;
+		free(w);
+	}
+	while ((hd = e->handles)) {
+		e->handles = hd->next;
+		free(hd);
+	}
+	for (i = 0; i < g->ndev; i++)
+		if (e->st[i]) {
+			CUcontext old = ctx_push(g, i);
+
+			g->cu.cuStreamDestroy(e->st[i]);
+			ctx_pop(g, old);
+		}
+	close(e->wake);
+	close(e->done_fd);
+	pthread_cond_destroy(&e->cv);
+	pthread_mutex_destroy(&e->lock);
+	pthread_mutex_destroy(&e->hlock);
+	free(e);
+}
+
+/* ---- publish, open, prefetch, close ---- */
+
+static int name_ok(const char *fn, const char *name)
+{
+	if (!name || !*name || strlen(name) >= 64)
+		return seterr(-EINVAL, "%s: name must be 1..63 bytes", fn);
+	return 0;
+}
+
+int nvb_gpu_seg_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
+			struct nvb_gpu_buf *b, const struct nvb_gpu_seg_publish_opts *opts,
+			struct nvb_gpu_seg **out)
+{
+	struct nvb_gpu_seg_publish_opts o = { .sz = sizeof(o) };
+	struct nvb_publish_opts po;
+	struct nvb_gpu_meta meta;
+	struct nvb_gpu_seg *s;
+	struct seg_engine *e;
+	uint64_t t0, t1, id = 0;
+	int err, fd, was;
+
+	if (!out)
+		return seterr(-EINVAL, "nvb_gpu_seg_publish: out is NULL");
+	*out = NULL;
+	if (!g || !h || !b)
+		return seterr(-EINVAL, "nvb_gpu_seg_publish: NULL handle or buffer");
+	if (opts) {
+		err = nvb_opts_in(&o, sizeof(o), opts, opts->sz,
+				  offsetof(struct nvb_gpu_seg_publish_opts, access) + sizeof(uint32_t));
+		if (err)
+			return seterr(err, "nvb_gpu_seg_publish: opts->sz %zu %s", opts->sz,
+				      err == -E2BIG ? "with unknown non-zero options" : "unsupported");
+	}
+	if (o.flags)
+		return seterr(-EINVAL, "nvb_gpu_seg_publish: unknown flags %#x", o.flags);
+	err = name_ok("nvb_gpu_seg_publish", name);
+	if (err)
+		return err;
+	e = seg_engine_get(g);
+	if (!e)
+		return -EAGAIN;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return seterr(-ENOMEM, "nvb_gpu_seg_publish: out of memory");
+	t0 = ns_now();
+	was = b->fd >= 0;
+	/*
+	 * Once per buffer: the fd stays with it.  A registered range that
+	 * does not fit struct nvb_gpu_meta (a sub-range, several allocations,
+	 * a legacy handle) has its fds already; the publish below moves them.
+	 */
+	err = nvb_gpu_export(b, &fd, &meta);
+	if (err && nvb_gpu_buf_kind(b) == NVB_GPU_KIND_ALLOC) {
+		free(s);
+		return err;
+	}
+	t1 = ns_now();
+	s->stats.export_ns = was || err ? 0 : t1 - t0;
+	memset(&po, 0, sizeof(po));
+	po.sz = sizeof(po);
+	po.access = o.access;
+	po.uid = o.uid;
+	po.gid = o.gid;
+	err = nvb_gpu_publish_with(g, h, name, b, &po, &id);
+	if (err) {
+		free(s);
+		return err;
+	}
+	s->stats.publish_ns = ns_now() - t1;
+	s->stats.total_ns = ns_now() - t0;
+	s->stats.sz = sizeof(s->stats);
+	s->stats.local = 1;
+	s->stats.round_trips = 1;
+	s->stats.owner_uid = (uint32_t)geteuid();
+	s->e = e;
+	s->local = 1;
+	s->refs = 1;
+	s->id = id;
+	s->ptr = nvb_gpu_buf_ptr(b);
+	s->size = nvb_gpu_buf_size(b);
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	s->pub_h = h;
+	pthread_mutex_lock(&e->lock);
+	s->next = e->segs;
+	e->segs = s;
+	pthread_mutex_unlock(&e->lock);
+	*out = s;
+	return 0;
+}
+
+static int open_opts(const char *fn, const struct nvb_gpu_seg_open_opts *opts,
+		     struct nvb_gpu_seg_open_opts *o)
+{
+	int err;
+
+	memset(o, 0, sizeof(*o));
+	o->sz = sizeof(*o);
+	if (opts) {
+		err = nvb_opts_in(o, sizeof(*o), opts, opts->sz,
+				  offsetof(struct nvb_gpu_seg_open_opts, flags) + sizeof(uint32_t));
+		if (err)
+			return seterr(err, "%s: opts->sz %zu %s", fn, opts->sz,
+				      err == -E2BIG ? "with unknown non-zero options" : "unsupported");
+	}
+	if (o->flags & ~(NVB_GPU_SEG_OWNER_UID | NVB_GPU_SEG_ANY_OWNER | NVB_GPU_SEG_LOCAL_ONLY))
+		return seterr(-EINVAL, "%s: unknown flags %#x", fn, o->flags);
+	if ((o->flags & NVB_GPU_SEG_OWNER_UID) && (o->flags & NVB_GPU_SEG_ANY_OWNER))
+		return seterr(-EINVAL, "%s: OWNER_UID and ANY_OWNER exclude each other", fn);
+	if (!(o->flags & NVB_GPU_SEG_OWNER_UID) && o->owner_uid)
+		return seterr(-EINVAL, "%s: owner_uid without NVB_GPU_SEG_OWNER_UID", fn);
+	return 0;
+}
+
+/*
+ * Watches name on hd once (e->hlock not needed: nvb_watch is thread-safe).
+ * 1 when a request was made, 0 when the watch was known, or -errno.
+ */
+static int watch_once(struct seg_engine *e, struct seg_handle *hd, const char *name)
+{
+	struct seg_watch *w;
+	uint64_t wid;
+	int err;
+
+	pthread_mutex_lock(&e->lock);
+	for (w = e->watches; w; w = w->next)
+		if (w->hd == hd && (!w->name[0] || !strcmp(w->name, name)))
+			break;
+	pthread_mutex_unlock(&e->lock);
+	if (w)
+		return 0;
+	err = nvb_watch(hd->h, name, 0, &wid);
+	if (err == -ENOSPC) {
+		/* the handle's watch table is full: one scope-wide watch covers all */
+		name = "";
+		err = nvb_watch(hd->h, "", NVB_WATCH_PREFIX, &wid);
+	}
+	if (err && err != -EEXIST)
+		return seterr(err, "segment: nvb_watch: %s", nvb_last_error(hd->h));
+	w = calloc(1, sizeof(*w));
+	if (w) {
+		w->hd = hd;
+		snprintf(w->name, sizeof(w->name), "%s", name);
+		pthread_mutex_lock(&e->lock);
+		w->next = e->watches;
+		e->watches = w;
+		pthread_mutex_unlock(&e->lock);
+	}
+	return 1;
+}
+
+/* Ends the prefetch of (hd, name), if any (e->hlock and e->lock held). */
+static void prefetch_claim(struct seg_engine *e, struct seg_handle *hd, const char *name)
+{
+	struct seg_prefetch **pp, *p;
+
+	for (pp = &e->prefetch; (p = *pp); pp = &p->next)
+		if (p->hd == hd && !strcmp(p->name, name)) {
+			*pp = p->next;
+			handle_put(e, hd);
+			free(p);
+			return;
+		}
+}
+
+static void handle_drop(struct seg_engine *e, struct seg_handle *hd)
+{
+	pthread_mutex_lock(&e->hlock);
+	pthread_mutex_lock(&e->lock);
+	handle_put(e, hd);
+	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_unlock(&e->hlock);
+}
+
+/* What open and prefetch begin with: options, name, the engine, a reference on h's record. */
+static int seg_begin(const char *fn, struct nvb_gpu *g, struct nvb *h, const char *name,
+		     const struct nvb_gpu_seg_open_opts *opts, struct nvb_gpu_seg_open_opts *o,
+		     struct seg_engine **e, struct seg_handle **hd)
+{
+	int err;
+
+	if (!g || !h)
+		return seterr(-EINVAL, "%s: NULL handle", fn);
+	err = open_opts(fn, opts, o);
+	if (!err)
+		err = name_ok(fn, name);
+	if (err)
+		return err;
+	*e = seg_engine_get(g);
+	if (!*e)
+		return -EAGAIN;
+	pthread_mutex_lock(&(*e)->hlock);
+	*hd = handle_get(*e, h);
+	pthread_mutex_unlock(&(*e)->hlock);
+	return *hd ? 0 : -ENOMEM;
+}
+
+/*
+ * A prefetch of (hd, name) with the same expectations already imported the
+ * entry and still holds its watch: the open needs no request at all.  A
+ * revocation the thread has not read yet is no worse than one that comes
+ * right after a fetch: its event marks the segment when it is read.
+ */
+static int open_prefetched(struct seg_engine *e, struct seg_handle *hd, const char *name,
+			   const struct nvb_gpu_seg_open_opts *o, struct nvb_entry *ent,
+			   struct nvb_gpu_map **m)
+{
+	struct seg_prefetch *p;
+	int hit = 0;
+
+	pthread_mutex_lock(&e->hlock);
+	pthread_mutex_lock(&e->lock);
+	for (p = e->prefetch; p; p = p->next)
+		if (p->hd == hd && !strcmp(p->name, name))
+			break;
+	if (p && p->id && p->flags == o->flags && p->owner_uid == o->owner_uid &&
+	    !nvb_gpu_import_cached(e->g, p->id, m)) {
+		memset(ent, 0, sizeof(*ent));
+		ent->id = p->id;
+		ent->uid = p->uid;
+		hit = 1;
+	}
+	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_unlock(&e->hlock);
+	return hit;
+}
+
+/* Watch (once), fetch, import unless cached; the costs go into s->stats. */
+static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *name,
+		      const struct nvb_gpu_seg_open_opts *o, struct nvb_gpu_seg *s,
+		      struct nvb_entry *ent, struct nvb_gpu_map **m)
+{
+	unsigned char blob[SEG_BLOB], *b;
+	struct nvb_gpu_map_stats ms;
+	uint64_t t0 = ns_now(), t1;
+	int err, fd = -1, k;
+
+	/* the watch comes first, so no revocation can fall between fetch and import */
+	err = watch_once(e, hd, name);
+	if (err < 0)
+		return err;
+	t1 = ns_now();
+	s->stats.round_trips = (uint32_t)err;
+	s->stats.watch_ns = err ? t1 - t0 : 0;
+	err = fetch(hd->h, name, o->flags, o->owner_uid, o->timeout_ns, blob, &b, ent, &fd);
+	s->stats.fetch_ns = ns_now() - t1;
+	s->stats.round_trips++;
+	if (err)
+		return seterr(err, "nvb_gpu_seg_open: %s: %s", name, nvb_last_error(hd->h));
+	s->stats.cached = nvb_gpu_import_cached(e->g, ent->id, m) == 0;
+	if (!s->stats.cached) {
+		/* chunk entries of a registered range: one more request each */
+		err = nvb_gpu_import_entry(e->g, hd->h, name, ent, fd, b,
+					   (o->flags & NVB_GPU_SEG_LOCAL_ONLY) ?
+					   NVB_GPU_IMPORT_LOCAL_ONLY : 0, m);
+		memset(&ms, 0, sizeof(ms));
+		ms.sz = sizeof(ms);
+		if (!err && !nvb_gpu_map_stats(*m, &ms)) {
+			s->stats.import_ns = ms.import_ns;
+			s->stats.reserve_ns = ms.reserve_ns;
+			s->stats.map_ns = ms.map_ns;
+			for (k = 0; k < (int)ms.naccess && k < 4; k++)
+				s->stats.access_ns += ms.access_ns[k];
+		}
+	}
+	if (b != blob)
+		free(b);
+	if (fd >= 0)
+		close(fd);
+	return err;
+}
+
+int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
+		     const struct nvb_gpu_seg_open_opts *opts, struct nvb_gpu_seg **out)
+{
+	struct nvb_gpu_seg_open_opts o;
+	struct nvb_gpu_seg *s = NULL;
+	struct nvb_gpu_map *m = NULL;
+	struct seg_handle *hd;
+	struct seg_engine *e;
+	struct nvb_entry ent;
+	uint64_t start = ns_now();
+	int err, k;
+
+	if (!out)
+		return seterr(-EINVAL, "nvb_gpu_seg_open: out is NULL");
+	*out = NULL;
+	err = seg_begin("nvb_gpu_seg_open", g, h, name, opts, &o, &e, &hd);
+	if (err)
+		return err;
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		handle_drop(e, hd);
+		return seterr(-ENOMEM, "nvb_gpu_seg_open: out of memory");
+	}
+	if (open_prefetched(e, hd, name, &o, &ent, &m)) {
+		s->stats.cached = 1;	/* no request, no CUDA call */
+	} else {
+		err = open_fetch(e, hd, name, &o, s, &ent, &m);
+		if (err) {
+			handle_drop(e, hd);
+			free(s);
+			return err;
+		}
+	}
+	s->e = e;
+	s->hd = hd;
+	s->refs = 1;
+	s->id = ent.id;
+	s->map = m;
+	s->ptr = nvb_gpu_map_ptr(m);
+	s->size = nvb_gpu_map_size(m);
+	s->flags = o.flags;
+	s->owner_uid = o.owner_uid;
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	s->stats.sz = sizeof(s->stats);
+	s->stats.owner_uid = ent.uid;
+	pthread_mutex_lock(&e->hlock);
+	pthread_mutex_lock(&e->lock);
+	prefetch_claim(e, hd, name);
+	/*
+	 * A revocation the thread applied between our fetch and our import
+	 * found no mapping and no segment to mark: its id is in the ring.
+	 * Later ones find the segment (same lock).
+	 */
+	for (k = 0; k < 256; k++)
+		if (e->revoked_ids[k] == ent.id)
+			s->revoked = 1;
+	s->next = e->segs;
+	e->segs = s;
+	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_unlock(&e->hlock);
+	if (s->revoked)
+		nvb_gpu_revoke(g, ent.id);	/* drop the stale cache entry */
+	s->stats.total_ns = ns_now() - start;
+	*out = s;
+	return 0;
+}
+
+int nvb_gpu_seg_prefetch(struct nvb_gpu *g, struct nvb *h, const char *name,
+			 const struct nvb_gpu_seg_open_opts *opts)
+{
+	struct nvb_gpu_seg_open_opts o;
+	struct seg_prefetch *p;
+	struct seg_handle *hd;
+	struct seg_engine *e;
+	int err;
+
+	err = seg_begin("nvb_gpu_seg_prefetch", g, h, name, opts, &o, &e, &hd);
+	if (err)
+		return err;
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		handle_drop(e, hd);
+		return seterr(-ENOMEM, "nvb_gpu_seg_prefetch: out of memory");
+	}
+	err = watch_once(e, hd, name);
+	pthread_mutex_lock(&e->hlock);
+	pthread_mutex_lock(&e->lock);
+	if (err < 0) {
+		handle_put(e, hd);
+		free(p);
+	} else {
+		err = 0;
+		prefetch_claim(e, hd, name);	/* a second call replaces the first */
+		p->hd = hd;
+		p->flags = o.flags;
+		p->owner_uid = o.owner_uid;
+		p->pending = 1;		/* maybe published already */
+		snprintf(p->name, sizeof(p->name), "%s", name);
+		p->next = e->prefetch;
+		e->prefetch = p;
+	}
+	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_unlock(&e->hlock);
+	if (!err)
+		wake(e);
+	return err;
+}
+
+void nvb_gpu_seg_close(struct nvb_gpu_seg *s)
+{
+	struct seg_engine *e;
+	struct nvb_gpu_seg *d;
+
+	if (!s)
+		return;
+	e = s->e;
+	if (s->local)	/* the peers' segments are revoked now, not when batches end */
+		nvb_gpu_unpublish(e->g, s->pub_h, s->id);
+	pthread_mutex_lock(&e->hlock);
+	pthread_mutex_lock(&e->lock);
+	s->closed = 1;
+	if (!s->local)
+		handle_put(e, s->hd);
+	s->hd = NULL;	/* the handle may be closed from now on */
+	d = seg_put(s);
+	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_unlock(&e->hlock);
+	if (d)
+		nvb_gpu__seg_destroy(d);
+}
+
+uint64_t nvb_gpu_seg_ptr(const struct nvb_gpu_seg *s)
+{
+	return s->ptr;
+}
+
+size_t nvb_gpu_seg_size(const struct nvb_gpu_seg *s)
+{
+	return s->size;
+}
+
+uint64_t nvb_gpu_seg_id(const struct nvb_gpu_seg *s)
+{
+	return s->id;
+}
+
+int nvb_gpu_seg_revoked(struct nvb_gpu_seg *s)
+{
+	int r;
+
+	pthread_mutex_lock(&s->e->lock);
+	r = seg_dead(s);
+	pthread_mutex_unlock(&s->e->lock);
+	return r;
+}
+
+int nvb_gpu_seg_stats(const struct nvb_gpu_seg *s, struct nvb_gpu_seg_stats *out)
+{
+	size_t sz;
+
+	if (!s || !out || out->sz < offsetof(struct nvb_gpu_seg_stats, export_ns) ||
+	    out->sz > NVB_OPTS_MAX)
+		return seterr(-EINVAL, "nvb_gpu_seg_stats: bad arguments");
+	sz = out->sz < sizeof(s->stats) ? out->sz : sizeof(s->stats);
+	memcpy(out, &s->stats, sz);
+	out->sz = sz;
+	return 0;
+}

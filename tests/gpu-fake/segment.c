@@ -1,0 +1,866 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Segments and transfer batches (nvb_gpu_seg_*, nvb_gpu_xfer_*, nvb_gpu_batch_*)
+ * against the stand-in libcuda: exporter processes publish segments of
+ * random bytes, this process opens them and moves random blocks in random
+ * batches, every byte checked against a shadow copy, destinations poisoned
+ * first.  Bad requests and revoked segments must be refused before any
+ * copy (nothing changes anywhere); a peer killed mid-batch (host functions
+ * delayed by NVB_FAKE_HOSTFN_DELAY_MS) must end its batch with -ENOLINK.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <sys/eventfd.h>
+#include <time.h>
+
+#include "fake.h"
+#include "nvbridge_uring.h"
+
+#define SEG_SIZE	(4u << 20)	/* two fake granules */
+
+struct peer {
+	pid_t pid;
+	int rd, wr;
+};
+
+/* An exporter process: publishes name (size bytes of random data) and obeys 'c'lose / 'q'uit. */
+static int peer_start(struct peer *p, const char *name, size_t size)
+{
+	int up[2], down[2];
+	char c = 0;
+
+	if (pipe(up) || pipe(down))
+		return -1;
+	p->pid = fork();
+	if (p->pid == 0) {
+		struct nvb_gpu *g;
+		struct nvb *h;
+		struct nvb_gpu_buf *b;
+		struct nvb_gpu_seg *s;
+
+		close(up[0]);
+		close(down[1]);
+		if (nvb_gpu_open(NULL, &g) || fake_nvb_open(&h) || nvb_gpu_alloc(g, 0, size, 0, &b)) {
+			c = 'E';
+		} else {
+			fake_random((void *)(uintptr_t)nvb_gpu_buf_ptr(b), nvb_gpu_buf_size(b));
+			c = nvb_gpu_seg_publish(g, h, name, b, NULL, &s) ? 'E' : 'R';
+		}
+		if (write(up[1], &c, 1) != 1 || c != 'R')
+			_exit(1);
+		while (read(down[0], &c, 1) == 1) {
+			if (c == 'c') {
+				nvb_gpu_seg_close(s);
+				if (write(up[1], "C", 1) != 1)
+					_exit(1);
+			} else if (c == 'q') {
+				break;
+			}
+		}
+		_exit(0);
+	}
+	close(up[1]);
+	close(down[0]);
+	p->rd = up[0];
+	p->wr = down[1];
+	if (p->pid < 0 || read(p->rd, &c, 1) != 1 || c != 'R')
+		return -1;
+	return 0;
+}
+
+static int peer_cmd(struct peer *p, char c)
+{
+	char r = 0;
+
+	if (write(p->wr, &c, 1) != 1)
+		return -1;
+	return c == 'c' ? (read(p->rd, &r, 1) == 1 && r == 'C' ? 0 : -1) : 0;
+}
+
+static uint64_t rnd(uint64_t n)
+{
+	uint64_t v;
+
+	fake_random(&v, sizeof(v));
+	return n ? v % n : v;
+}
+
+static int64_t ms_since(struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* This process's side: a GPU layer, a handle, a local buffer. */
+struct side {
+	struct nvb_gpu *g;
+	struct nvb *h;
+	struct nvb_gpu_buf *lb;
+	unsigned char *local;
+	size_t lsize;
+};
+
+static int side_open(struct side *s, size_t lsize)
+{
+	if (nvb_gpu_open(NULL, &s->g) || fake_nvb_open(&s->h) ||
+	    nvb_gpu_alloc(s->g, 0, lsize, 0, &s->lb))
+		return -1;
+	s->local = (unsigned char *)(uintptr_t)nvb_gpu_buf_ptr(s->lb);
+	s->lsize = nvb_gpu_buf_size(s->lb);
+	fake_random(s->local, s->lsize);
+	return 0;
+}
+
+static void side_close(struct side *s)
+{
+	nvb_gpu_free(s->lb);
+	nvb_gpu_close(s->g);
+	nvb_close(s->h);
+}
+
+/*
+ * n random requests in disjoint slots of [0, lspan) locally and
+ * [0, rspan) in the segment, lengths up to maxlen, applied to the shadows.
+ * Destinations are poisoned (random bytes, in memory and shadow alike).
+ */
+static void random_batch(struct nvb_gpu_xfer_req *r, size_t n, struct nvb_gpu_seg *seg,
+			 unsigned char *local, unsigned char *lshadow, size_t lbase, size_t lspan,
+			 unsigned char *remote, unsigned char *rshadow, size_t rspan, size_t maxlen)
+{
+	size_t lslot = lspan / n, rslot = rspan / n, i;
+
+	for (i = 0; i < n; i++) {
+		size_t cap = lslot < rslot ? lslot : rslot, len, lo, ro;
+
+		if (cap > maxlen)
+			cap = maxlen;
+		len = 1 + rnd(cap);
+		lo = lbase + i * lslot + rnd(lslot - len + 1);
+		ro = i * rslot + rnd(rslot - len + 1);
+		r[i] = (struct nvb_gpu_xfer_req){ .opcode = (uint32_t)rnd(2), .seg = seg,
+			.local = (uint64_t)(uintptr_t)(local + lo), .offset = ro, .len = len };
+		if (r[i].opcode == NVB_GPU_XFER_READ) {
+			fake_random(local + lo, len);
+			memcpy(lshadow + lo, remote + ro, len);
+		} else {
+			fake_random(remote + ro, len);
+			memcpy(rshadow + ro, local + lo, len);
+		}
+	}
+}
+
+/* Random batches in both directions, every byte checked, per method. */
+static int t_random_batches(void)
+{
+	static const uint32_t methods[] = { 0, NVB_GPU_COPY_LOOP, NVB_GPU_COPY_BATCH };
+	struct nvb_gpu_xfer_stats xs = { .sz = sizeof(xs) };
+	struct nvb_gpu_xfer_req r[64];
+	struct nvb_gpu_seg *seg;
+	struct nvb_gpu_batch *b;
+	unsigned char *remote, *lsh, *rsh;
+	struct side me;
+	struct peer p;
+	int st[64], round;
+	uint64_t batches = 0;
+
+	CHECK(peer_start(&p, "seg.rand", SEG_SIZE) == 0);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.rand", NULL, &seg));
+	EXPECT(nvb_gpu_seg_size(seg), SEG_SIZE);
+	remote = (unsigned char *)(uintptr_t)nvb_gpu_seg_ptr(seg);
+	lsh = malloc(me.lsize);
+	rsh = malloc(SEG_SIZE);
+	CHECK(lsh && rsh);
+	for (round = 0; round < 60; round++) {
+		struct nvb_gpu_xfer_opts o = { .sz = sizeof(o), .method = methods[round % 3],
+					       .user_data = 1000 + (uint64_t)round };
+		size_t n = 1 + rnd(64), maxlen = round % 5 == 4 ? (4u << 20) : (64u << 10);
+		uint64_t total = 0;
+
+		memcpy(lsh, me.local, me.lsize);
+		memcpy(rsh, remote, SEG_SIZE);
+		random_batch(r, n, seg, me.local, lsh, 0, me.lsize, remote, rsh, SEG_SIZE, maxlen);
+		for (size_t i = 0; i < n; i++)
+			total += r[i].len;
+		OK(nvb_gpu_xfer_submit(me.g, r, n, &o, &b));
+		batches++;
+		OK(nvb_gpu_batch_wait(b, 5000000000LL));
+		memset(st, 0x5a, sizeof(st));
+		OK(nvb_gpu_batch_status(b, st, n));
+		for (size_t i = 0; i < n; i++)
+			EXPECT(st[i], 0);
+		EXPECT(nvb_gpu_batch_user_data(b), 1000 + (uint64_t)round);
+		if (o.method)
+			EXPECT(nvb_gpu_batch_method(b), o.method);
+		else	/* no SM kernel in the fake: BATCH for many blocks, else one copy each */
+			EXPECT(nvb_gpu_batch_method(b), n > 1 && total / n < (1u << 20) ?
+			       NVB_GPU_COPY_BATCH : NVB_GPU_COPY_LOOP);
+		nvb_gpu_batch_free(b);
+		CHECK(!memcmp(me.local, lsh, me.lsize), "round %d: local bytes differ", round);
+		CHECK(!memcmp(remote, rsh, SEG_SIZE), "round %d: segment bytes differ", round);
+	}
+	OK(nvb_gpu_xfer_stats(me.g, &xs));
+	EXPECT(xs.batches, batches);
+	EXPECT(xs.completed, batches);
+	EXPECT(xs.failed, 0);
+	EXPECT(xs.rejected, 0);
+	EXPECT(xs.inflight, 0);
+	EXPECT(xs.sm_batches + xs.batch_batches + xs.loop_batches, batches);
+	CHECK(xs.loop_batches >= 20 && xs.batch_batches >= 20, "loop %llu batch %llu",
+	      (unsigned long long)xs.loop_batches, (unsigned long long)xs.batch_batches);
+	nvb_gpu_seg_close(seg);
+	side_close(&me);
+	free(lsh);
+	free(rsh);
+	return 0;
+}
+
+/* The request at index last of a valid batch is bad: refused, nothing copied. */
+static int refused(struct side *me, struct nvb_gpu_seg *seg, unsigned char *remote,
+		   struct nvb_gpu_xfer_req bad, int want)
+{
+	struct nvb_gpu_xfer_stats a = { .sz = sizeof(a) }, z = { .sz = sizeof(z) };
+	struct nvb_gpu_xfer_req r[3];
+	struct nvb_gpu_batch *b = (void *)1;
+	unsigned char *lsnap = malloc(me->lsize), *rsnap = malloc(SEG_SIZE);
+
+	CHECK(lsnap && rsnap);
+	r[0] = (struct nvb_gpu_xfer_req){ NVB_GPU_XFER_READ, 0, (uint64_t)(uintptr_t)me->local,
+					  seg, 0, 4096 };
+	r[1] = (struct nvb_gpu_xfer_req){ NVB_GPU_XFER_WRITE, 0,
+					  (uint64_t)(uintptr_t)me->local + 8192, seg, 8192, 4096 };
+	r[2] = bad;
+	fake_random(me->local, me->lsize);	/* poison: anything copied would show */
+	fake_random(remote, SEG_SIZE);
+	memcpy(lsnap, me->local, me->lsize);
+	memcpy(rsnap, remote, SEG_SIZE);
+	OK(nvb_gpu_xfer_stats(me->g, &a));
+	EXPECT(nvb_gpu_xfer_submit(me->g, r, 3, NULL, &b), want);
+	CHECK(b == NULL, "out not cleared");
+	/* a revoked segment is named by the first request on it */
+	CHECK(strstr(nvb_gpu_last_error(), want == -ENOLINK ? "request 0" : "request 2"), "%s",
+	      nvb_gpu_last_error());
+	OK(nvb_gpu_xfer_stats(me->g, &z));
+	EXPECT(z.rejected, a.rejected + 1);
+	EXPECT(z.batches, a.batches);
+	CHECK(!memcmp(me->local, lsnap, me->lsize), "local memory changed");
+	CHECK(!memcmp(remote, rsnap, SEG_SIZE), "segment changed");
+	free(lsnap);
+	free(rsnap);
+	return 0;
+}
+
+static int t_rejected_before_copy(void)
+{
+	struct nvb_gpu_seg *seg;
+	struct nvb_gpu_batch *b;
+	struct timespec t0;
+	unsigned char *remote;
+	struct side me;
+	struct peer p;
+	uint64_t loc;
+	struct nvb_gpu_xfer_req ok;
+
+	CHECK(peer_start(&p, "seg.rej", SEG_SIZE) == 0);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.rej", NULL, &seg));
+	remote = (unsigned char *)(uintptr_t)nvb_gpu_seg_ptr(seg);
+	loc = (uint64_t)(uintptr_t)me.local + 65536;
+	ok = (struct nvb_gpu_xfer_req){ NVB_GPU_XFER_READ, 0, loc, seg, 0, 1 };
+
+	/* each as the last request of an otherwise good batch */
+	static const struct {
+		uint32_t opcode, pad;
+		int null_seg;
+		uint64_t offset, len;
+		int want;
+	} bads[] = {
+		{ NVB_GPU_XFER_READ, 0, 0, SEG_SIZE - 100, 101, -ERANGE },	/* a byte past the end */
+		{ NVB_GPU_XFER_READ, 0, 0, SEG_SIZE, 1, -ERANGE },
+		{ NVB_GPU_XFER_READ, 0, 0, UINT64_MAX - 10, 100, -ERANGE },	/* offset + len wraps */
+		{ NVB_GPU_XFER_WRITE, 0, 0, 16, UINT64_MAX - 8, -ERANGE },
+		{ NVB_GPU_XFER_READ, 0, 0, 0, 0, -EINVAL },			/* zero length */
+		{ 7, 0, 0, 0, 1, -EINVAL },					/* unknown opcode */
+		{ NVB_GPU_XFER_READ, 0, 1, 0, 1, -EINVAL },			/* no segment */
+		{ NVB_GPU_XFER_READ, 1, 0, 0, 1, -EINVAL },			/* __pad */
+	};
+	struct nvb_gpu_xfer_req bad;
+
+	for (size_t i = 0; i < sizeof(bads) / sizeof(bads[0]); i++) {
+		bad = (struct nvb_gpu_xfer_req){ bads[i].opcode, bads[i].pad, loc,
+			bads[i].null_seg ? NULL : seg, bads[i].offset, bads[i].len };
+		if (refused(&me, seg, remote, bad, bads[i].want))
+			FAIL("bad request %zu", i);
+	}
+
+	/* exactly up to the end is fine */
+	ok.offset = SEG_SIZE - 4096;
+	ok.len = 4096;
+	OK(nvb_gpu_xfer_submit(me.g, &ok, 1, NULL, &b));
+	OK(nvb_gpu_batch_wait(b, 5000000000LL));
+	CHECK(!memcmp(me.local + 65536, remote + SEG_SIZE - 4096, 4096));
+	nvb_gpu_batch_free(b);
+
+	/* revoked: the exporter closes its segment; the library thread sees the event */
+	EXPECT(nvb_gpu_seg_revoked(seg), 0);
+	CHECK(peer_cmd(&p, 'c') == 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!nvb_gpu_seg_revoked(seg) && ms_since(&t0) < 5000)
+		usleep(1000);
+	EXPECT(nvb_gpu_seg_revoked(seg), 1);
+	bad = ok;
+	bad.offset = 0;
+	if (refused(&me, seg, remote, bad, -ENOLINK))
+		return 1;
+	nvb_gpu_seg_close(seg);
+	side_close(&me);
+	return 0;
+}
+
+/* Revocation noticed at submit even when it arrived just before (no thread race). */
+static int t_revoked_at_submit(void)
+{
+	struct nvb_gpu_xfer_req r;
+	struct nvb_gpu_seg *seg;
+	struct nvb_gpu_batch *b;
+	struct side me;
+	struct peer p;
+	unsigned char before[4096];
+
+	CHECK(peer_start(&p, "seg.rv", SEG_SIZE) == 0);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.rv", NULL, &seg));
+	CHECK(peer_cmd(&p, 'c') == 0);
+	usleep(50000);	/* the broker has sent the event; thread or submit reads it */
+	memcpy(before, me.local, sizeof(before));
+	r = (struct nvb_gpu_xfer_req){ NVB_GPU_XFER_READ, 0, (uint64_t)(uintptr_t)me.local,
+				       seg, 0, sizeof(before) };
+	EXPECT(nvb_gpu_xfer_submit(me.g, &r, 1, NULL, &b), -ENOLINK);
+	CHECK(!memcmp(before, me.local, sizeof(before)));
+	nvb_gpu_seg_close(seg);
+	side_close(&me);
+	return 0;
+}
+
+/* Exporter killed while its batch is in flight: -ENOLINK for its requests, no hang. */
+static int t_killed_mid_batch(void)
+{
+	struct nvb_gpu_xfer_req r[4];
+	struct nvb_gpu_seg *dead, *live, *mine;
+	struct nvb_gpu_batch *b;
+	struct nvb_gpu_buf *own;
+	struct timespec t0;
+	struct side me;
+	struct peer p1, p2;
+	int st[4], i;
+
+	CHECK(peer_start(&p1, "seg.dies", SEG_SIZE) == 0);
+	CHECK(peer_start(&p2, "seg.lives", SEG_SIZE) == 0);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.dies", NULL, &dead));
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.lives", NULL, &live));
+	OK(nvb_gpu_alloc(me.g, 0, 1 << 20, 0, &own));
+	OK(nvb_gpu_seg_publish(me.g, me.h, "seg.mine", own, NULL, &mine));	/* loopback */
+	for (i = 0; i < 4; i++)
+		r[i] = (struct nvb_gpu_xfer_req){ i & 1 ? NVB_GPU_XFER_WRITE : NVB_GPU_XFER_READ, 0,
+			(uint64_t)(uintptr_t)me.local + (uint64_t)i * 65536,
+			i < 2 ? dead : i == 2 ? live : mine, (uint64_t)i * 4096, 4096 };
+	setenv("NVB_FAKE_HOSTFN_DELAY_MS", "400", 1);
+	OK(nvb_gpu_xfer_submit(me.g, r, 4, NULL, &b));
+	EXPECT(nvb_gpu_batch_status(b, st, 4), -EINPROGRESS);
+	EXPECT(st[0], -EINPROGRESS);
+	kill(p1.pid, SIGKILL);
+	waitpid(p1.pid, NULL, 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	EXPECT(nvb_gpu_batch_wait(b, 10000000000LL), -ENOLINK);
+	CHECK(ms_since(&t0) < 5000, "took %lld ms", (long long)ms_since(&t0));
+	EXPECT(nvb_gpu_batch_status(b, st, 4), -ENOLINK);
+	EXPECT(st[0], -ENOLINK);
+	EXPECT(st[1], -ENOLINK);
+	EXPECT(st[2], 0);
+	EXPECT(st[3], 0);
+	EXPECT(nvb_gpu_seg_revoked(dead), 1);
+	EXPECT(nvb_gpu_seg_revoked(live), 0);
+	nvb_gpu_batch_free(b);
+	unsetenv("NVB_FAKE_HOSTFN_DELAY_MS");
+	{
+		struct nvb_gpu_xfer_stats xs = { .sz = sizeof(xs) };
+
+		OK(nvb_gpu_xfer_stats(me.g, &xs));
+		EXPECT(xs.failed, 1);
+		EXPECT(xs.completed, 1);
+	}
+	nvb_gpu_seg_close(dead);
+	nvb_gpu_seg_close(live);
+	nvb_gpu_seg_close(mine);
+	nvb_gpu_free(own);
+	side_close(&me);
+	return 0;
+}
+
+/* Several threads submit at once into disjoint quarters; every byte checked. */
+struct thr_arg {
+	struct nvb_gpu *g;
+	struct nvb_gpu_seg *seg;
+	unsigned char *local, *lsh, *remote, *rsh;
+	size_t base, span;
+	int err;
+};
+
+static void *submitter(void *p)
+{
+	struct thr_arg *a = p;
+	struct nvb_gpu_xfer_req r[16];
+	struct nvb_gpu_batch *b;
+
+	for (int k = 0; k < 40 && !a->err; k++) {
+		size_t n = 1 + rnd(16), lslot = a->span / n, i;
+
+		for (i = 0; i < n; i++) {
+			size_t len = 1 + rnd(lslot < 8192 ? lslot : 8192);
+			size_t off = a->base + i * lslot + rnd(lslot - len + 1);
+
+			r[i] = (struct nvb_gpu_xfer_req){ (uint32_t)rnd(2), 0,
+				(uint64_t)(uintptr_t)(a->local + off), a->seg, off, len };
+			/* the same offsets on both sides: quarters stay disjoint */
+			if (r[i].opcode == NVB_GPU_XFER_READ) {
+				fake_random(a->local + off, len);
+				memcpy(a->lsh + off, a->remote + off, len);
+			} else {
+				fake_random(a->remote + off, len);
+				memcpy(a->rsh + off, a->local + off, len);
+			}
+		}
+		a->err = nvb_gpu_xfer_submit(a->g, r, n, NULL, &b);
+		if (!a->err) {
+			a->err = nvb_gpu_batch_wait(b, 5000000000LL);
+			nvb_gpu_batch_free(b);
+		}
+	}
+	return NULL;
+}
+
+static int t_threads(void)
+{
+	struct nvb_gpu_xfer_stats xs = { .sz = sizeof(xs) };
+	struct thr_arg a[4];
+	pthread_t t[4];
+	struct nvb_gpu_seg *seg;
+	unsigned char *remote, *lsh, *rsh;
+	struct side me;
+	struct peer p;
+	int i;
+
+	CHECK(peer_start(&p, "seg.thr", SEG_SIZE) == 0);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.thr", NULL, &seg));
+	remote = (unsigned char *)(uintptr_t)nvb_gpu_seg_ptr(seg);
+	lsh = malloc(SEG_SIZE);
+	rsh = malloc(SEG_SIZE);
+	CHECK(lsh && rsh);
+	memcpy(lsh, me.local, SEG_SIZE);
+	memcpy(rsh, remote, SEG_SIZE);
+	for (i = 0; i < 4; i++) {
+		a[i] = (struct thr_arg){ me.g, seg, me.local, lsh, remote, rsh,
+					 (size_t)i * (SEG_SIZE / 4), SEG_SIZE / 4, 0 };
+		CHECK(pthread_create(&t[i], NULL, submitter, &a[i]) == 0);
+	}
+	for (i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		EXPECT(a[i].err, 0);
+	}
+	CHECK(!memcmp(me.local, lsh, SEG_SIZE), "local bytes differ");
+	CHECK(!memcmp(remote, rsh, SEG_SIZE), "segment bytes differ");
+	OK(nvb_gpu_xfer_stats(me.g, &xs));
+	EXPECT(xs.batches, 160);
+	EXPECT(xs.completed, 160);
+	nvb_gpu_seg_close(seg);
+	side_close(&me);
+	free(lsh);
+	free(rsh);
+	return 0;
+}
+
+/* Completion through the caller's eventfd and the library's, and a device flag. */
+static int t_eventfd_and_flag(void)
+{
+	struct nvb_gpu_xfer_req r;
+	struct nvb_gpu_seg *seg;
+	struct nvb_gpu_batch *b;
+	struct pollfd pf[2];
+	struct side me;
+	struct peer p;
+	uint64_t v = 0;
+	uint32_t *flag;
+	int efd, lfd;
+
+	CHECK(peer_start(&p, "seg.efd", SEG_SIZE) == 0);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.efd", NULL, &seg));
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	lfd = nvb_gpu_xfer_fd(me.g);
+	CHECK(efd >= 0 && lfd >= 0);
+	flag = (uint32_t *)(me.local + SEG_SIZE - 64);	/* a word of device memory */
+	*flag = 0;
+	r = (struct nvb_gpu_xfer_req){ NVB_GPU_XFER_READ, 0, (uint64_t)(uintptr_t)me.local,
+				       seg, 4096, 100000 };
+	struct nvb_gpu_xfer_opts o = { .sz = sizeof(o), .flags = NVB_GPU_XFER_EVENTFD, .efd = efd,
+				       .flag = (uint64_t)(uintptr_t)flag, .flag_val = 77 };
+	setenv("NVB_FAKE_HOSTFN_DELAY_MS", "100", 1);
+	OK(nvb_gpu_xfer_submit(me.g, &r, 1, &o, &b));
+	EXPECT(nvb_gpu_batch_status(b, NULL, 0), -EINPROGRESS);
+	CHECK(read(efd, &v, sizeof(v)) < 0 && errno == EAGAIN, "eventfd ready too early");
+	pf[0] = (struct pollfd){ .fd = efd, .events = POLLIN };
+	pf[1] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+	CHECK(poll(&pf[0], 1, 5000) == 1, "the caller's eventfd readable");
+	CHECK(poll(&pf[1], 1, 5000) == 1, "the library's eventfd readable");
+	EXPECT(read(efd, &v, sizeof(v)), sizeof(v));
+	EXPECT(v, 1);
+	EXPECT(read(lfd, &v, sizeof(v)), sizeof(v));
+	EXPECT(v, 1);
+	OK(nvb_gpu_batch_status(b, NULL, 0));
+	EXPECT(*flag, 77);
+	CHECK(!memcmp(me.local, (unsigned char *)(uintptr_t)nvb_gpu_seg_ptr(seg) + 4096, 100000));
+	nvb_gpu_batch_free(b);
+	o.efd = -1;
+	EXPECT(nvb_gpu_xfer_submit(me.g, &r, 1, &o, &b), -EBADF);
+	unsetenv("NVB_FAKE_HOSTFN_DELAY_MS");
+	close(efd);
+	nvb_gpu_seg_close(seg);
+	side_close(&me);
+	return 0;
+}
+
+/* Completions on the application's own io_uring, in the style of nvb_prep_event_read(). */
+static int t_io_uring(void)
+{
+	struct __kernel_timespec ts = { .tv_sec = 5 };
+	struct nvb_gpu_xfer_req r;
+	struct io_uring_cqe *cqe;
+	struct io_uring_sqe *sqe;
+	struct nvb_gpu_seg *seg;
+	struct nvb_gpu_batch *b;
+	struct io_uring ring;
+	struct side me;
+	struct peer p;
+	uint64_t count = 0;
+
+	CHECK(peer_start(&p, "seg.uring", SEG_SIZE) == 0);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.uring", NULL, &seg));
+	OK(io_uring_queue_init(4, &ring, 0));
+	sqe = io_uring_get_sqe(&ring);
+	EXPECT(nvb_gpu_prep_xfer_read(NULL, me.g, &count), -EINVAL);
+	EXPECT(nvb_gpu_prep_xfer_read(sqe, me.g, NULL), -EINVAL);
+	OK(nvb_gpu_prep_xfer_read(sqe, me.g, &count));
+	EXPECT(io_uring_submit(&ring), 1);
+	setenv("NVB_FAKE_HOSTFN_DELAY_MS", "100", 1);
+	r = (struct nvb_gpu_xfer_req){ NVB_GPU_XFER_WRITE, 0, (uint64_t)(uintptr_t)me.local,
+				       seg, 100, 5000 };
+	OK(nvb_gpu_xfer_submit(me.g, &r, 1, NULL, &b));
+	EXPECT(io_uring_peek_cqe(&ring, &cqe), -EAGAIN);	/* the batch is still running */
+	OK(io_uring_wait_cqe_timeout(&ring, &cqe, &ts));
+	CHECK(nvb_gpu_cqe_is_xfer(me.g, cqe), "user_data %#llx", (unsigned long long)cqe->user_data);
+	CHECK(!nvb_cqe_is_event(me.h, cqe), "tags of events and transfers differ");
+	EXPECT(cqe->res, sizeof(count));
+	EXPECT(count, 1);
+	io_uring_cqe_seen(&ring, cqe);
+	OK(nvb_gpu_batch_status(b, NULL, 0));	/* final once the completion is seen */
+	CHECK(!memcmp(me.local, (unsigned char *)(uintptr_t)nvb_gpu_seg_ptr(seg) + 100, 5000));
+	nvb_gpu_batch_free(b);
+	unsetenv("NVB_FAKE_HOSTFN_DELAY_MS");
+	io_uring_queue_exit(&ring);
+	nvb_gpu_seg_close(seg);
+	side_close(&me);
+	return 0;
+}
+
+/* nvb_gpu_close() with batches in flight (some freed, some not): no hang, no leak of fds. */
+static int t_close_in_flight(void)
+{
+	struct nvb_gpu_xfer_req r;
+	struct nvb_gpu_seg *seg;
+	struct nvb_gpu_batch *b;
+	struct timespec t0;
+	struct side me;
+	struct peer p;
+	int fds, i;
+
+	CHECK(peer_start(&p, "seg.close", SEG_SIZE) == 0);
+	CHECK(fake_nvb_open(&me.h) == 0);
+	OK(nvb_gpu_open(NULL, &me.g));
+	OK(nvb_gpu_alloc(me.g, 0, SEG_SIZE, 0, &me.lb));	/* the application's: stays */
+	fds = proc_fds(0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.close", NULL, &seg));
+	setenv("NVB_FAKE_HOSTFN_DELAY_MS", "300", 1);
+	for (i = 0; i < 8; i++) {
+		r = (struct nvb_gpu_xfer_req){ NVB_GPU_XFER_READ, 0,
+			nvb_gpu_buf_ptr(me.lb) + (uint64_t)i * 4096, seg, (uint64_t)i * 4096, 4096 };
+		OK(nvb_gpu_xfer_submit(me.g, &r, 1, NULL, &b));
+		if (i & 1)
+			nvb_gpu_batch_free(b);	/* freed in flight: the library frees it */
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	nvb_gpu_close(me.g);	/* segment, buffer and batches left open on purpose */
+	CHECK(ms_since(&t0) < 3000, "close took %lld ms", (long long)ms_since(&t0));
+	usleep(50000);
+	EXPECT(proc_fds(0), fds);
+	nvb_close(me.h);
+	return 0;
+}
+
+/* Owner expectations, option conventions, argument errors. */
+static int t_owner_and_args(void)
+{
+	struct nvb_gpu_seg_open_opts oo = { .sz = sizeof(oo) };
+	unsigned char big[sizeof(struct nvb_gpu_xfer_opts) + 16];
+	struct nvb_gpu_xfer_opts *xo = (void *)big;
+	struct nvb_gpu_xfer_req r;
+	struct nvb_gpu_seg *seg = (void *)1;
+	struct nvb_gpu_batch *b;
+	struct side me;
+	struct peer p;
+	char longname[80];
+
+	CHECK(peer_start(&p, "seg.own", SEG_SIZE) == 0);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	oo.flags = NVB_GPU_SEG_OWNER_UID;
+	oo.owner_uid = geteuid() + 4242;	/* somebody else: their entry does not exist */
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.own", &oo, &seg), -ENOENT);
+	CHECK(seg == NULL);
+	oo.timeout_ns = 100000000;	/* waiting for them times out */
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.own", &oo, &seg), -ETIMEDOUT);
+	oo.timeout_ns = 0;
+	oo.flags = NVB_GPU_SEG_OWNER_UID | NVB_GPU_SEG_ANY_OWNER;
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.own", &oo, &seg), -EINVAL);
+	oo.flags = 0;			/* owner_uid without the flag */
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.own", &oo, &seg), -EINVAL);
+	oo.owner_uid = 0;
+	oo.flags = 1u << 9;
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.own", &oo, &seg), -EINVAL);
+	oo.flags = 0;
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.none", &oo, &seg), -ENOENT);
+	memset(longname, 'a', sizeof(longname));
+	longname[79] = 0;
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, longname, NULL, &seg), -EINVAL);
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, NULL, NULL, &seg), -EINVAL);
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.own", NULL, NULL), -EINVAL);
+	oo.flags = NVB_GPU_SEG_OWNER_UID;
+	oo.owner_uid = geteuid();
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.own", &oo, &seg));
+	nvb_gpu_seg_close(seg);
+	oo.flags = NVB_GPU_SEG_ANY_OWNER;
+	oo.owner_uid = 0;
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.own", &oo, &seg));
+
+	/* publish: flags, name, NULLs */
+	struct nvb_gpu_seg_publish_opts po = { .sz = sizeof(po), .flags = 1 };
+	struct nvb_gpu_seg *ls;
+
+	EXPECT(nvb_gpu_seg_publish(me.g, me.h, "seg.pub", me.lb, &po, &ls), -EINVAL);
+	po.flags = 0;
+	EXPECT(nvb_gpu_seg_publish(me.g, me.h, "", me.lb, &po, &ls), -EINVAL);
+	EXPECT(nvb_gpu_seg_publish(me.g, me.h, "seg.pub", NULL, &po, &ls), -EINVAL);
+	OK(nvb_gpu_seg_publish(me.g, me.h, "seg.pub", me.lb, &po, &ls));
+	EXPECT(nvb_gpu_seg_publish(me.g, me.h, "seg.pub", me.lb, &po, &ls), -EEXIST);
+
+	/* submit's options: the size convention, flags, method, alignment, counts */
+	r = (struct nvb_gpu_xfer_req){ NVB_GPU_XFER_READ, 0, (uint64_t)(uintptr_t)me.local, seg, 0, 64 };
+	memset(big, 0, sizeof(big));
+	xo->sz = sizeof(big);			/* a newer caller, zero tail */
+	OK(nvb_gpu_xfer_submit(me.g, &r, 1, xo, &b));
+	OK(nvb_gpu_batch_wait(b, -1));
+	nvb_gpu_batch_free(b);
+	big[sizeof(*xo) + 3] = 1;		/* an option this library does not know */
+	EXPECT(nvb_gpu_xfer_submit(me.g, &r, 1, xo, &b), -E2BIG);
+	big[sizeof(*xo) + 3] = 0;
+	xo->sz = offsetof(struct nvb_gpu_xfer_opts, flags) + sizeof(uint32_t);	/* older */
+	OK(nvb_gpu_xfer_submit(me.g, &r, 1, xo, &b));
+	OK(nvb_gpu_batch_wait(b, -1));
+	nvb_gpu_batch_free(b);
+	xo->sz = 4;
+	EXPECT(nvb_gpu_xfer_submit(me.g, &r, 1, xo, &b), -EINVAL);
+	xo->sz = sizeof(*xo);
+	xo->flags = 1u << 7;
+	EXPECT(nvb_gpu_xfer_submit(me.g, &r, 1, xo, &b), -EINVAL);
+	xo->flags = 0;
+	xo->method = NVB_GPU_COPY_CE;
+	EXPECT(nvb_gpu_xfer_submit(me.g, &r, 1, xo, &b), -EINVAL);
+	xo->method = NVB_GPU_COPY_SM;		/* no kernel in the fake */
+	EXPECT(nvb_gpu_xfer_submit(me.g, &r, 1, xo, &b), -EOPNOTSUPP);
+	xo->method = 0;
+	xo->flag = 2;
+	EXPECT(nvb_gpu_xfer_submit(me.g, &r, 1, xo, &b), -EINVAL);
+	xo->flag = 0;
+	EXPECT(nvb_gpu_xfer_submit(me.g, &r, 0, xo, &b), -EINVAL);
+	EXPECT(nvb_gpu_xfer_submit(me.g, NULL, 1, xo, &b), -EINVAL);
+	EXPECT(nvb_gpu_xfer_submit(me.g, &r, 1, xo, NULL), -EINVAL);
+	EXPECT(nvb_gpu_batch_status(NULL, NULL, 0), -EINVAL);
+	EXPECT(nvb_gpu_batch_wait(NULL, 0), -EINVAL);
+
+	nvb_gpu_seg_close(ls);
+	nvb_gpu_seg_close(seg);
+	side_close(&me);
+	return 0;
+}
+
+/* Where an open's time goes; a prefetched segment opens from the cache. */
+static int t_stats_and_prefetch(void)
+{
+	struct nvb_gpu_seg_stats st, small;
+	struct nvb_gpu_seg *seg, *ls, *pre;
+	struct nvb_gpu_buf *own;
+	struct timespec t0;
+	struct side me;
+	struct peer p, q;
+
+	CHECK(peer_start(&p, "seg.st", SEG_SIZE) == 0);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_prefetch(me.g, me.h, "seg.later", NULL));	/* not published yet */
+
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.st", NULL, &seg));
+	memset(&st, 0x5a, sizeof(st));
+	st.sz = sizeof(st);
+	OK(nvb_gpu_seg_stats(seg, &st));
+	EXPECT(st.sz, sizeof(st));
+	EXPECT(st.local, 0);
+	EXPECT(st.cached, 0);
+	EXPECT(st.round_trips, 2);	/* watch + fetch */
+	EXPECT(st.owner_uid, geteuid());
+	CHECK(st.watch_ns > 0 && st.fetch_ns > 0 && st.import_ns > 0, "timings missing");
+	CHECK(st.total_ns >= st.watch_ns + st.fetch_ns + st.import_ns + st.map_ns, "total");
+	EXPECT(st.export_ns, 0);
+	nvb_gpu_seg_close(seg);
+
+	/* the same name again: the watch is held and the mapping cached */
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.st", NULL, &seg));
+	OK(nvb_gpu_seg_stats(seg, &st));
+	EXPECT(st.round_trips, 1);
+	EXPECT(st.cached, 1);
+	EXPECT(st.watch_ns, 0);
+	EXPECT(st.import_ns, 0);
+
+	memset(&small, 0x5a, sizeof(small));
+	small.sz = offsetof(struct nvb_gpu_seg_stats, publish_ns);
+	OK(nvb_gpu_seg_stats(seg, &small));
+	EXPECT(small.sz, offsetof(struct nvb_gpu_seg_stats, publish_ns));
+	EXPECT(small.round_trips, 1);
+	EXPECT(small.publish_ns, 0x5a5a5a5a5a5a5a5aull);
+	small.sz = 4;
+	EXPECT(nvb_gpu_seg_stats(seg, &small), -EINVAL);
+	EXPECT(nvb_gpu_seg_stats(NULL, &st), -EINVAL);
+
+	OK(nvb_gpu_alloc(me.g, 0, 1 << 20, 0, &own));
+	OK(nvb_gpu_seg_publish(me.g, me.h, "seg.local", own, NULL, &ls));
+	OK(nvb_gpu_seg_stats(ls, &st));
+	EXPECT(st.local, 1);
+	EXPECT(st.round_trips, 1);
+	CHECK(st.export_ns > 0 && st.publish_ns > 0, "publish timings missing");
+	EXPECT(nvb_gpu_seg_size(ls), nvb_gpu_buf_size(own));
+	EXPECT(nvb_gpu_seg_ptr(ls), nvb_gpu_buf_ptr(own));
+	CHECK(nvb_gpu_seg_id(ls) > 0);
+
+	/* published after the prefetch: the thread imports it ahead of the open */
+	CHECK(peer_start(&q, "seg.later", SEG_SIZE) == 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		OK(nvb_gpu_seg_open(me.g, me.h, "seg.later", NULL, &pre));
+		OK(nvb_gpu_seg_stats(pre, &st));
+		if (st.cached || ms_since(&t0) > 3000)
+			break;
+		/* opened before the thread got to it: not what is measured; retry */
+		nvb_gpu_seg_close(pre);
+		nvb_gpu_cache_trim(me.g);
+		OK(nvb_gpu_seg_prefetch(me.g, me.h, "seg.later", NULL));
+		usleep(20000);
+	}
+	EXPECT(st.cached, 1);
+	EXPECT(st.round_trips, 0);	/* the prefetch fetched and watched already */
+	EXPECT(st.fetch_ns, 0);
+	EXPECT(st.import_ns, 0);
+	EXPECT(st.owner_uid, geteuid());
+	/* no request of its own, yet its revocation reaches it through the prefetch's watch */
+	EXPECT(nvb_gpu_seg_revoked(pre), 0);
+	CHECK(peer_cmd(&q, 'c') == 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!nvb_gpu_seg_revoked(pre) && ms_since(&t0) < 5000)
+		usleep(1000);
+	EXPECT(nvb_gpu_seg_revoked(pre), 1);
+	nvb_gpu_seg_close(pre);
+
+	/* a prefetch made with other owner expectations never serves an open */
+	struct nvb_gpu_seg_open_opts any = { .sz = sizeof(any), .flags = NVB_GPU_SEG_ANY_OWNER };
+	struct nvb_gpu_seg_open_opts other = { .sz = sizeof(other), .flags = NVB_GPU_SEG_OWNER_UID,
+					       .owner_uid = geteuid() + 4242 };
+
+	OK(nvb_gpu_seg_prefetch(me.g, me.h, "seg.st", &any));
+	usleep(200000);	/* the thread imports it (it is cached already anyway) */
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.st", &other, &pre), -ENOENT);
+	OK(nvb_gpu_seg_prefetch(me.g, me.h, "seg.st", &any));
+	usleep(200000);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.st", NULL, &pre));	/* default: own euid */
+	OK(nvb_gpu_seg_stats(pre, &st));
+	EXPECT(st.round_trips, 1);	/* fetched with its own expectation */
+	nvb_gpu_seg_close(pre);
+	nvb_gpu_seg_close(ls);
+	nvb_gpu_seg_close(seg);
+	nvb_gpu_free(own);
+	side_close(&me);
+	return 0;
+}
+
+/* Every new entry point is in the LIBNVBRIDGE_1.2 node, none in 1.0. */
+static int t_symbol_versions(void)
+{
+	static const char *const fns[] = {
+		"nvb_gpu_seg_publish", "nvb_gpu_seg_open", "nvb_gpu_seg_prefetch",
+		"nvb_gpu_seg_close", "nvb_gpu_seg_ptr", "nvb_gpu_seg_size", "nvb_gpu_seg_id",
+		"nvb_gpu_seg_revoked", "nvb_gpu_seg_stats", "nvb_gpu_xfer_submit",
+		"nvb_gpu_batch_status", "nvb_gpu_batch_wait", "nvb_gpu_batch_method",
+		"nvb_gpu_batch_user_data", "nvb_gpu_batch_free", "nvb_gpu_xfer_fd",
+		"nvb_gpu_xfer_stats", "nvb_gpu_prep_xfer_read", "nvb_gpu_xfer_tag",
+		"nvb_gpu_cqe_is_xfer",
+	};
+	void *l = dlopen("libnvbridge.so.1", RTLD_NOW | RTLD_NOLOAD);
+
+	CHECK(l != NULL, "%s", dlerror());
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+		CHECK(dlvsym(l, fns[i], "LIBNVBRIDGE_1.2") != NULL, "%s@LIBNVBRIDGE_1.2", fns[i]);
+		CHECK(dlvsym(l, fns[i], "LIBNVBRIDGE_1.0") == NULL, "%s@LIBNVBRIDGE_1.0", fns[i]);
+	}
+	return 0;
+}
+
+static const struct nvb_case cases[] = {
+	{ "symbol_versions", t_symbol_versions },
+	{ "random_batches_every_byte", t_random_batches },
+	{ "rejected_before_copy", t_rejected_before_copy },
+	{ "revoked_at_submit", t_revoked_at_submit },
+	{ "exporter_killed_mid_batch", t_killed_mid_batch },
+	{ "threads_submit_at_once", t_threads },
+	{ "eventfd_and_device_flag", t_eventfd_and_flag },
+	{ "io_uring_completion", t_io_uring },
+	{ "close_with_batches_in_flight", t_close_in_flight },
+	{ "owner_and_arguments", t_owner_and_args },
+	{ "setup_stats_and_prefetch", t_stats_and_prefetch },
+};
+
+int main(int argc, char **argv)
+{
+	int rc;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (!fake_broker_start()) {
+		printf("no broker (NVB_TEST_DAEMON)\n0 passed, 1 failed\n");
+		return 1;
+	}
+	rc = run_cases("gpu-segment", cases, sizeof(cases) / sizeof(cases[0]), argc, argv,
+		       true, NULL);
+	fake_broker_stop();
+	return rc;
+}
