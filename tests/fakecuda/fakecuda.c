@@ -153,3 +153,56 @@ API cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int 
 API cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p) { (void)h; (void)p; return CUDA_ERROR_NOT_SUPPORTED; }
 API cuIpcOpenMemHandle_v2(CUdeviceptr *p, CUipcMemHandle h, unsigned int f) { (void)p; (void)h; (void)f; return CUDA_ERROR_NOT_SUPPORTED; }
 API cuIpcCloseMemHandle(CUdeviceptr p) { (void)p; return CUDA_ERROR_NOT_SUPPORTED; }
+
+/*
+ * ---- torch allocator (alloc/): cuMemRetainAllocationHandle ----
+ * The handle of the allocation mapped at addr: /proc/self/maps names the
+ * memfd's inode there, and the process still holds that memfd open (the
+ * allocation's own handle), so a dup of it is a new reference to the same
+ * "device memory".  Released with cuMemRelease, as a real retained handle.
+ */
+#include <stdio.h>
+#include <dirent.h>
+#include <sys/stat.h>
+
+API cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *h, void *addr)
+{
+	unsigned long lo, hi, ino = 0, a = (unsigned long)(uintptr_t)addr;
+	CUresult r = CUDA_ERROR_INVALID_VALUE;
+	char line[512], path[64];
+	struct dirent *e;
+	struct stat st;
+	FILE *f;
+	DIR *d;
+
+	f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return CUDA_ERROR_INVALID_VALUE;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &ino) == 3 && a >= lo && a < hi)
+			break;
+		else
+			ino = 0;
+	fclose(f);
+	if (!ino || !(d = opendir("/proc/self/fd")))
+		return CUDA_ERROR_INVALID_VALUE;
+	while (r != CUDA_SUCCESS && (e = readdir(d))) {
+		int fd = atoi(e->d_name);
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n = readlink(path, line, sizeof(line) - 1);
+		if (n <= 0 || fd == dirfd(d))
+			continue;
+		line[n] = 0;
+		if (strncmp(line, "/memfd:fakecuda", 15) || fstat(fd, &st) || st.st_ino != ino)
+			continue;
+		fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (fd >= 0) {
+			*h = (CUmemGenericAllocationHandle)fd + 1;
+			r = CUDA_SUCCESS;
+		}
+	}
+	closedir(d);
+	return r;
+}
