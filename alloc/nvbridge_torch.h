@@ -14,6 +14,8 @@
  * the same stream without a CUDA call; the cache is bounded
  * ($NVB_TORCH_CACHE_LIMIT bytes, default 4 GiB) and trimmed on demand and
  * before an allocation the driver refused for lack of memory.
+ * $NVB_TORCH_LIBCUDA names the driver library when libcuda.so.1 is not on
+ * the linker's path; $NVB_TORCH_NO_FABRIC skips the FABRIC trial.
  * man nvbridge-torch-alloc(3).
  */
 #ifndef NVBRIDGE_TORCH_H

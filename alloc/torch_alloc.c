@@ -115,6 +115,7 @@ static uint64_t env_limit(void)
 /* Opens the GPU layer once; a failure is retried by the next call. */
 static int init(void)
 {
+	struct nvb_gpu_opts o = { .sz = sizeof(o) };
 	CUmemAllocationProp prop;
 	char msg[160];
 	int i, n, err;
@@ -124,12 +125,16 @@ static int init(void)
 	pthread_mutex_lock(&I.lock);
 	if (I.ready)
 		goto out;
-	err = nvb_gpu_open(NULL, &I.g);
+	/* $NVB_TORCH_LIBCUDA: a driver library elsewhere than the linker's path */
+	o.libcuda = getenv("NVB_TORCH_LIBCUDA");
+	if (o.libcuda && !*o.libcuda)
+		o.libcuda = NULL;
+	err = nvb_gpu_open(&o, &I.g);
 	if (err) {
 		seterr("nvb_gpu_open: %s", nvb_gpu_last_error());
 		goto fail;
 	}
-	err = nvb_cuda_load(&I.cu, NULL, msg, sizeof(msg));
+	err = nvb_cuda_load(&I.cu, o.libcuda, msg, sizeof(msg));
 	if (err) {
 		seterr("%s", msg);
 		goto fail_close;

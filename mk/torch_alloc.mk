@@ -31,3 +31,5 @@ check-gpu-fake check-python: $(TORCH_ALLOC_SO)
 torch-alloc-bench: $(TORCH_ALLOC_SO)
 	NVBRIDGE_LIB=$(LB)/libnvbridge.so.1 PYTHONPATH=$(CURDIR)/python \
 		$(or $(NVB_PYTHON),python3) bench/torch_alloc_bench.py
+
+$(NVB_FAKE_DIR)/torch_alloc: alloc/nvbridge_torch.h

@@ -474,13 +474,16 @@ static int t_context_left_alone(void)
 }
 
 /*
- * Without a libcuda: NULL with the reason, and the next call tries again.
+ * Without a libcuda: NULL with the reason, and the next call tries again
+ * (here after $NVB_TORCH_LIBCUDA pointed at one).
  * Runs this program again with only the allocator's directory on the
  * library path (the stand-in libcuda is not there), as a host without a
  * driver would.
  */
 static int no_driver_child(void)
 {
+	void *p;
+
 	if (load())
 		return 10;
 	if (t_malloc(MiB, 0, S1) || !strstr(t_err(), "nvb_gpu_open"))
@@ -489,7 +492,16 @@ static int no_driver_child(void)
 	if (t_malloc(MiB, 0, S1) || !strstr(t_err(), "nvb_gpu_open"))
 		return 12;
 	t_free(S1, MiB, 0, S1);
-	return t_trim(-1, 0) == 0 && stats().failures == 2 ? 0 : 13;
+	if (t_trim(-1, 0) != 0 || stats().failures != 2 || stats().bad_frees != 1)
+		return 13;
+	/* $NVB_TORCH_LIBCUDA names a driver the linker would not find: the next call sets up */
+	if (!getenv("NVB_FAKE_CUDA") || setenv("NVB_TORCH_LIBCUDA", getenv("NVB_FAKE_CUDA"), 1))
+		return 14;
+	p = t_malloc(MiB, 0, S1);
+	if (!p)
+		return 15;
+	t_free(p, MiB, 0, S1);
+	return stats().cached_blocks == 1 ? 0 : 16;
 }
 
 static int t_no_driver(void)
