@@ -30,6 +30,7 @@ typedef struct CUfunc_st *CUfunction;
 #define CUDA_ERROR_DEINITIALIZED	4
 #define CUDA_ERROR_NO_DEVICE		100
 #define CUDA_ERROR_INVALID_DEVICE	101
+#define CUDA_ERROR_INVALID_CONTEXT	201
 #define CUDA_ERROR_INVALID_HANDLE	400
 #define CUDA_ERROR_NOT_FOUND		500
 #define CUDA_ERROR_NOT_READY		600
@@ -99,6 +100,16 @@ typedef struct {
 #define CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED	102
 #define CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED 103
 #define CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_FABRIC_SUPPORTED	128
+
+/* CUpointer_attribute, CUmemorytype (registration) */
+#define CU_POINTER_ATTRIBUTE_MEMORY_TYPE	2
+#define CU_POINTER_ATTRIBUTE_IS_MANAGED		8
+#define CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL	9
+#define CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE 10
+#define CU_POINTER_ATTRIBUTE_MAPPING_SIZE	18
+#define CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR	19
+#define CU_MEMORYTYPE_HOST			0x1
+#define CU_MEMORYTYPE_DEVICE			0x2
 
 #define CU_STREAM_NON_BLOCKING		0x1
 #define CU_EVENT_DEFAULT		0x0
@@ -175,7 +186,11 @@ typedef struct {
 	X(cuLaunchKernel, "cuLaunchKernel", (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int smem, CUstream s, void **params, void **extra)) \
 	X(cuIpcGetMemHandle, "cuIpcGetMemHandle", (CUipcMemHandle *h, CUdeviceptr p)) \
 	X(cuIpcOpenMemHandle, "cuIpcOpenMemHandle_v2", (CUdeviceptr *p, CUipcMemHandle h, unsigned int flags)) \
-	X(cuIpcCloseMemHandle, "cuIpcCloseMemHandle", (CUdeviceptr p))
+	X(cuIpcCloseMemHandle, "cuIpcCloseMemHandle", (CUdeviceptr p))	\
+	X(cuPointerGetAttribute, "cuPointerGetAttribute", (void *data, int attr, CUdeviceptr p)) \
+	X(cuMemGetAddressRange, "cuMemGetAddressRange_v2", (CUdeviceptr *base, size_t *size, CUdeviceptr p)) \
+	X(cuMemRetainAllocationHandle, "cuMemRetainAllocationHandle", (CUmemGenericAllocationHandle *h, void *addr)) \
+	X(cuMemGetAllocationPropertiesFromHandle, "cuMemGetAllocationPropertiesFromHandle", (CUmemAllocationProp *prop, CUmemGenericAllocationHandle h))
 
 struct nvb_cuda {
 	void *lib;

@@ -24,4 +24,30 @@ int nvb_gpu_seterr(int err, const char *msg);
 void nvb_gpu_names_free(struct nvb_gpu *g);
 void nvb_gpu_names_forget(struct nvb_gpu *g, uint64_t id);
 
+/*
+ * Registered ranges (gpu/register.c, gpu/range.c) as nvb_gpu_publish() and
+ * nvb_gpu_import() move them: one entry per extra allocation.
+ */
+struct nvb_gpu_buf;
+/* The chunks' fds (up to max) and their number (0: a legacy handle, no fd); -1: publish struct nvb_gpu_meta. */
+int nvb_gpu_range_fds(struct nvb_gpu_buf *b, int *fds, unsigned int max);
+/* The range metadata naming ids[i] as chunk i's entry (i >= 1); *blob is malloc'd. */
+int nvb_gpu_range_blob(struct nvb_gpu_buf *b, const uint64_t *ids, void **blob, size_t *len);
+/* A checked range blob's chunk count (0 for a legacy handle or another blob) and entry ids; or -errno. */
+int nvb_gpu_range_ids(const void *blob, size_t len, uint64_t *ids, unsigned int max);
+/* nvb_gpu_import_fd() with fds[i] for chunk i. */
+int nvb_gpu_import_fds(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned int nfds,
+		       const void *blob, size_t blob_len, uint32_t flags, struct nvb_gpu_map **out);
+
+/* What nvb_gpu_unpublish() withdraws besides the entry itself (gpu_nvb.c). */
+struct nvb_gpu_pub {
+	struct nvb_gpu_pub *next;
+	uint64_t serial;	/* of the handle it was published through */
+	uint64_t id;		/* the range's entry */
+	uint32_t n;
+	uint64_t ids[];		/* its chunk entries */
+};
+struct nvb_gpu_pub **nvb_gpu_pubs_head(struct nvb_gpu *g);
+void nvb_gpu_pubs_free(struct nvb_gpu *g);
+
 #endif

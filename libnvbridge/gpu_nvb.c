@@ -137,24 +137,130 @@ static int watch_name(struct nvb_gpu *g, struct nvb *h, const char *name, uint64
 	return err ? nvb_gpu_seterr(err, nvb_last_error(h)) : 0;
 }
 
+/* "<name>:c<i>": where chunk i >= 1 of a registered range travels. */
+static int chunk_name(char *out, const char *name, unsigned int i)
+{
+	int n = snprintf(out, NVB_NAME_MAX, "%s:c%u", name, i);
+
+	if (n < 0 || n >= NVB_NAME_MAX)
+		return nvb_gpu_seterr(-ENAMETOOLONG, "nvb_gpu_publish: the name leaves no room for the "
+				      "entries of the range's other allocations (\"<name>:c<i>\", 63 bytes at most)");
+	return 0;
+}
+
+/*
+ * A registered range: chunks 1..n-1 first, each under its derived name,
+ * then name with the metadata that lists their entry ids, so that an
+ * importer who sees name finds every chunk already there.
+ */
+static int publish_range(struct nvb_gpu *g, struct nvb *h, const char *name, struct nvb_gpu_buf *b,
+			 const struct nvb_publish_opts *po, int n, const int *fds, uint64_t *id)
+{
+	struct nvb_gpu_pub *pub;
+	char cname[NVB_NAME_MAX];
+	size_t len = 0;
+	void *blob = NULL;
+	uint64_t mid = 0;
+	int i, err = 0;
+
+	pub = calloc(1, sizeof(*pub) + (size_t)(n > 0 ? n : 1) * sizeof(uint64_t));
+	if (!pub)
+		return nvb_gpu_seterr(-ENOMEM, "nvb_gpu_publish: out of memory");
+	for (i = 1; i < n && !err; i++) {
+		err = chunk_name(cname, name, (unsigned int)i);
+		if (!err) {
+			err = nvb_publish(h, cname, fds[i], NULL, 0, po, &pub->ids[i]);
+			if (err)
+				nvb_gpu_seterr(err, nvb_last_error(h));
+			else
+				pub->n = (uint32_t)i + 1;
+		}
+	}
+	if (!err)
+		err = nvb_gpu_range_blob(b, pub->ids, &blob, &len);
+	if (!err) {
+		err = nvb_publish(h, name, n ? fds[0] : -1, blob, len, po, &mid);
+		if (err)
+			nvb_gpu_seterr(err, nvb_last_error(h));
+	}
+	free(blob);
+	if (err || n <= 1) {
+		for (i = 1; i < (int)pub->n; i++)
+			nvb_unpublish(h, pub->ids[i], NULL);
+		free(pub);
+		if (!err && id)
+			*id = mid;
+		return err;
+	}
+	pub->serial = h->serial;
+	pub->id = mid;
+	pthread_mutex_lock(nvb_gpu_lock(g));
+	pub->next = *nvb_gpu_pubs_head(g);
+	*nvb_gpu_pubs_head(g) = pub;
+	pthread_mutex_unlock(nvb_gpu_lock(g));
+	if (id)
+		*id = mid;
+	return 0;
+}
+
 int nvb_gpu_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
 		    struct nvb_gpu_buf *b, uint32_t access, uint64_t *id)
 {
+	int fds[NVB_GPU_REGISTER_MAX_CHUNKS];
 	struct nvb_publish_opts po;
 	struct nvb_gpu_meta meta;
-	int fd, err;
+	int fd, n, err;
 
-	(void)g;
-	err = nvb_gpu_export(b, &fd, &meta);
-	if (err)
-		return err;
+	if (!g || !h || !name || !b)
+		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_publish: NULL argument");
 	memset(&po, 0, sizeof(po));
 	po.sz = sizeof(po);
 	po.access = access;
+	n = nvb_gpu_range_fds(b, fds, NVB_GPU_REGISTER_MAX_CHUNKS);
+	if (n >= 0)
+		return publish_range(g, h, name, b, &po, n, fds, id);
+	err = nvb_gpu_export(b, &fd, &meta);
+	if (err)
+		return err;
 	err = nvb_publish(h, name, fd, &meta, sizeof(meta), &po, id);
 	if (err)
 		return nvb_gpu_seterr(err, nvb_last_error(h));
 	return 0;
+}
+
+int nvb_gpu_unpublish(struct nvb_gpu *g, struct nvb *h, uint64_t id)
+{
+	struct nvb_gpu_pub *pub, **pp;
+	uint32_t i;
+	int err;
+
+	if (!g || !h || !id)
+		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_unpublish: NULL handle or id 0");
+	pthread_mutex_lock(nvb_gpu_lock(g));
+	for (pp = nvb_gpu_pubs_head(g); (pub = *pp); pp = &pub->next)
+		if (pub->id == id && pub->serial == h->serial) {
+			*pp = pub->next;
+			break;
+		}
+	pthread_mutex_unlock(nvb_gpu_lock(g));
+	/* the range's own entry first: importers see its revocation, not a missing chunk */
+	err = nvb_unpublish(h, id, NULL);
+	if (err)
+		nvb_gpu_seterr(err, nvb_last_error(h));
+	for (i = 1; pub && i < pub->n; i++)
+		nvb_unpublish(h, pub->ids[i], NULL);
+	free(pub);
+	return err;
+}
+
+void nvb_gpu_pubs_free(struct nvb_gpu *g)
+{
+	struct nvb_gpu_pub **head = nvb_gpu_pubs_head(g), *p;
+
+	while ((p = *head)) {
+		*head = p->next;
+		free(p);
+	}
 }
 
 /* Cheap check for pending events: one poll() with a zero timeout. */
@@ -194,10 +300,80 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h)
 	return total;
 }
 
+/*
+ * Chunks 1..n-1 of a registered range: each from its derived name, from the
+ * user who published the range (nobody else can slip an entry in), and the
+ * very entry the range's metadata names (not an older or newer one).
+ */
+static int fetch_chunks(struct nvb *h, const char *name, const struct nvb_entry *ent,
+			const uint64_t *ids, int n, int *fds)
+{
+	char cname[NVB_NAME_MAX];
+	struct nvb_fetch_opts fo;
+	struct nvb_entry ce;
+	int i, err;
+
+	memset(&fo, 0, sizeof(fo));
+	fo.sz = sizeof(fo);
+	fo.flags = NVB_FETCH_EXPECT_UID;
+	fo.expect_uid = ent->uid;
+	for (i = 1; i < n; i++) {
+		err = chunk_name(cname, name, (unsigned int)i);
+		if (err)
+			return nvb_gpu_seterr(-EINVAL, "range metadata names more chunks than a name can carry");
+		if (!ids[i])
+			return nvb_gpu_seterr(-EINVAL, "range metadata: chunk without an entry id");
+		memset(&ce, 0, sizeof(ce));
+		err = nvb_fetch(h, cname, &fo, NULL, 0, &ce, &fds[i]);
+		if (err < 0)
+			return nvb_gpu_seterr(err, nvb_last_error(h));
+		if (ce.id != ids[i] || fds[i] < 0) {
+			char msg[160];
+
+			snprintf(msg, sizeof(msg), "%s is entry %llu, not the %llu that %s names (republished?)",
+				 cname, (unsigned long long)ce.id, (unsigned long long)ids[i], name);
+			return nvb_gpu_seterr(-ESTALE, msg);
+		}
+	}
+	return 0;
+}
+
+/* A fetched entry's import: its own fd for chunk 0, its chunk entries' for the rest. */
+static int import_entry(struct nvb_gpu *g, struct nvb *h, const char *name, const struct nvb_entry *ent,
+			int fd, const void *blob, uint32_t flags, struct nvb_gpu_map **out)
+{
+	uint64_t *ids;
+	int *fds, n, i, err;
+
+	n = nvb_gpu_range_ids(blob, ent->blob_len, NULL, 0);
+	if (n <= 1)	/* one fd (or none): the entry is all there is; bad blobs fail in the import */
+		return nvb_gpu_import_fd(g, ent->id, fd, blob, ent->blob_len, flags, out);
+	ids = calloc((size_t)n, sizeof(*ids));
+	fds = malloc((size_t)n * sizeof(*fds));
+	if (!ids || !fds) {
+		free(ids);
+		free(fds);
+		return nvb_gpu_seterr(-ENOMEM, "nvb_gpu_import: out of memory");
+	}
+	for (i = 0; i < n; i++)
+		fds[i] = -1;
+	fds[0] = fd;
+	nvb_gpu_range_ids(blob, ent->blob_len, ids, (unsigned int)n);
+	err = fetch_chunks(h, name, ent, ids, n, fds);
+	if (!err)
+		err = nvb_gpu_import_fds(g, ent->id, fds, (unsigned int)n, blob, ent->blob_len, flags, out);
+	for (i = 1; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	free(ids);
+	free(fds);
+	return err;
+}
+
 int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
 		   int64_t timeout_ns, uint32_t flags, struct nvb_gpu_map **out)
 {
-	unsigned char blob[512];
+	unsigned char small[512], *blob = small;
 	struct nvb_fetch_opts fo;
 	struct nvb_entry ent;
 	uint64_t id, wid;
@@ -226,15 +402,34 @@ int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
 		fo.timeout_ns = timeout_ns;
 	}
 	memset(&ent, 0, sizeof(ent));
-	err = nvb_fetch(h, name, &fo, blob, sizeof(blob), &ent, &fd);
+	err = nvb_fetch(h, name, &fo, blob, sizeof(small), &ent, &fd);
+	if (err == -EMSGSIZE && ent.blob_len > sizeof(small)) {
+		/* a range over many allocations: fetch again with room (the entry is there now) */
+		size_t cap = ent.blob_len;
+
+		blob = malloc(cap);
+		if (!blob) {
+			err = -ENOMEM;
+			blob = small;
+		} else {
+			fo.flags &= ~NVB_FETCH_WAIT;
+			fo.timeout_ns = 0;
+			err = nvb_fetch(h, name, &fo, blob, cap, &ent, &fd);
+		}
+	}
 	if (err < 0) {
 		if (wid)
 			names_set(g, name, 0, h, wid);	/* keep the watch known */
-		return nvb_gpu_seterr(err, nvb_last_error(h));
+		if (blob != small)
+			free(blob);
+		return nvb_gpu_seterr(err, err == -ENOMEM ? "nvb_gpu_import: out of memory" :
+				      nvb_last_error(h));
 	}
-	err = nvb_gpu_import_fd(g, ent.id, fd, blob, ent.blob_len, flags, out);
+	err = import_entry(g, h, name, &ent, fd, blob, flags, out);
 	if (fd >= 0)
 		close(fd);
+	if (blob != small)
+		free(blob);
 	names_set(g, name, err ? 0 : ent.id, h, wid);
 	return err;
 }

@@ -88,6 +88,7 @@ int nvb_gpu_has_kernel(struct nvb_gpu *g);
 /* Handle types (nvb_gpu_buf_handle_types, metadata). */
 #define NVB_GPU_HANDLE_POSIX_FD	(1U << 0)
 #define NVB_GPU_HANDLE_FABRIC	(1U << 3)
+#define NVB_GPU_HANDLE_LEGACY_IPC	(1U << 8)	/* cuIpcGetMemHandle (registered cuMemAlloc memory) */
 
 /*
  * cuMemCreate on device dev, size rounded up to the granularity, trying
@@ -129,6 +130,90 @@ struct nvb_gpu_meta {
  */
 int nvb_gpu_export(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta);
 
+/* ---- registering memory the application already has ----
+ *
+ * nvb_gpu_register() makes [ptr, ptr + len) of this process's device memory
+ * publishable without copying it: the returned buffer works with
+ * nvb_gpu_publish(), nvb_gpu_buf_ptr() (= ptr), nvb_gpu_buf_size() (= len)
+ * and everything else that takes a struct nvb_gpu_buf; nvb_gpu_free()
+ * unregisters it and never frees the application's memory.  ptr may lie
+ * inside an allocation (a tensor in a caching allocator's segment): the
+ * importer's nvb_gpu_map_ptr() is ptr's counterpart, nvb_gpu_map_size() len.
+ *
+ *  - VMM memory (cuMemCreate, POSIX_FD and/or FABRIC requested), also a
+ *    range over several physical allocations mapped back to back (PyTorch's
+ *    expandable segments): at most NVB_GPU_REGISTER_MAX_CHUNKS of them.
+ *  - cudaMalloc / cuMemAlloc memory: a legacy CUDA IPC handle, a bearer
+ *    token (see nvb_gpu_register(3)); NVB_GPU_REGISTER_NO_LEGACY refuses it.
+ *  - anything else: -EFAULT (not CUDA device memory, or the range runs
+ *    into unmapped addresses or past its allocation) or -EOPNOTSUPP (host,
+ *    managed or pool memory, an allocation without an exportable handle
+ *    type, a range mixing kinds); nvb_gpu_last_error() says which.
+ * Also -EINVAL (ptr 0, len 0, unknown flags), -EOVERFLOW (ptr + len wraps),
+ * -E2BIG (more allocations than NVB_GPU_REGISTER_MAX_CHUNKS).
+ */
+#define NVB_GPU_REGISTER_NO_LEGACY	(1U << 0)	/* VMM only: no legacy IPC handle */
+#define NVB_GPU_REGISTER_NO_FABRIC	(1U << 1)	/* do not export fabric handles */
+#define NVB_GPU_REGISTER_MAX_CHUNKS	512
+
+int nvb_gpu_register(struct nvb_gpu *g, uint64_t ptr, size_t len, uint32_t flags,
+		     struct nvb_gpu_buf **out);
+
+/* What backs a buffer (nvb_gpu_buf_kind). */
+#define NVB_GPU_KIND_ALLOC	1	/* nvb_gpu_alloc() */
+#define NVB_GPU_KIND_VMM	2	/* registered cuMemCreate memory */
+#define NVB_GPU_KIND_LEGACY_IPC	3	/* registered cuMemAlloc memory */
+uint32_t nvb_gpu_buf_kind(const struct nvb_gpu_buf *b);
+/* Physical allocations a buffer spans (1 for ALLOC, 0 for LEGACY_IPC). */
+uint32_t nvb_gpu_buf_chunks(const struct nvb_gpu_buf *b);
+
+/*
+ * The metadata of a registered range, published instead of struct
+ * nvb_gpu_meta when that cannot describe it (a sub-range, several
+ * allocations, a legacy handle; a whole single VMM allocation is published
+ * as struct nvb_gpu_meta, so older importers take it).  A different magic,
+ * so importers that predate it refuse it (-EINVAL) instead of mapping the
+ * wrong bytes.  Layout: this header (size bytes, the writer's sizeof), then
+ * nchunks records of chunk_size bytes each, at offset size.  Readers use the
+ * fields they know and skip the rest; a writer never gives an old field a
+ * new meaning (it would change the magic).
+ */
+#define NVB_GPU_RANGE_MAGIC	0x4e564252u	/* "NVBR" */
+struct nvb_gpu_meta_range {
+	uint32_t magic;		/* NVB_GPU_RANGE_MAGIC */
+	uint32_t size;		/* sizeof(struct nvb_gpu_meta_range) */
+	uint32_t kind;		/* NVB_GPU_KIND_VMM or _LEGACY_IPC */
+	uint32_t flags;		/* 0 */
+	uint64_t offset;	/* registered range's start from the first chunk's (IPC: the allocation's) */
+	uint64_t len;		/* registered bytes */
+	uint64_t granularity;	/* VMM: chunk sizes are multiples; 0 for IPC */
+	uint32_t nchunks;	/* VMM: 1..NVB_GPU_REGISTER_MAX_CHUNKS; IPC: 0 */
+	uint32_t chunk_size;	/* sizeof(struct nvb_gpu_meta_chunk) */
+	uint8_t uuid[16];	/* owning device's UUID */
+	uint32_t owner_pid;	/* informational */
+	uint32_t __reserved;
+	uint64_t ipc_size;	/* IPC: bytes of the cuMemAlloc allocation */
+	uint8_t ipc[64];	/* IPC: the CUipcMemHandle */
+};
+
+/*
+ * One physical allocation of a VMM range, mapped from its offset 0 at
+ * offset of the importer's reservation.  Chunks are back to back: chunk 0
+ * at offset 0, each next one where the previous ends; the registered range
+ * starts in the first and ends in the last.  Chunk 0's descriptor is the
+ * entry's own fd; chunk i >= 1 travels as the fd of the entry
+ * "<name>:c<i>" that the same user published, whose entry id is entry_id
+ * (nvb_gpu_import() checks both; see nvb_gpu_register(3)).
+ */
+struct nvb_gpu_meta_chunk {
+	uint64_t offset;
+	uint64_t size;
+	uint64_t entry_id;	/* chunk 0 and nvb_gpu_import_fd(): 0 */
+	uint32_t handle_types;	/* NVB_GPU_HANDLE_* exported */
+	uint32_t flags;		/* 0 */
+	uint8_t fabric[64];	/* CUmemFabricHandle when HANDLE_FABRIC */
+};
+
 /* ---- imports ---- */
 
 #define NVB_GPU_IMPORT_NO_FABRIC	(1U << 0)	/* use the fd even if a fabric handle is there */
@@ -155,7 +240,7 @@ void nvb_gpu_unmap(struct nvb_gpu_map *m);
 uint64_t nvb_gpu_map_ptr(const struct nvb_gpu_map *m);
 size_t nvb_gpu_map_size(const struct nvb_gpu_map *m);
 uint64_t nvb_gpu_map_id(const struct nvb_gpu_map *m);
-/* Handle type the import used (NVB_GPU_HANDLE_POSIX_FD or _FABRIC). */
+/* Handle type the import used (NVB_GPU_HANDLE_POSIX_FD, _FABRIC or _LEGACY_IPC). */
 uint32_t nvb_gpu_map_handle_type(const struct nvb_gpu_map *m);
 int nvb_gpu_map_revoked(const struct nvb_gpu_map *m);
 /*
@@ -373,9 +458,21 @@ int nvb_gpu_mem_info(struct nvb_gpu *g, size_t *free_b, size_t *total_b);
 /* ---- rendezvous through libnvbridge (struct nvb from nvbridge.h) ---- */
 struct nvb;
 
-/* Exports b and publishes fd + metadata under name with an access policy. */
+/*
+ * Exports b and publishes fd + metadata under name with an access policy.
+ * A registered range over n > 1 allocations first publishes one entry per
+ * extra allocation, "<name>:c1" .. "<name>:c<n-1>" (same policy, each
+ * holding that allocation's fd; -ENAMETOOLONG when name leaves no room),
+ * then name itself, whose metadata lists their entry ids.  A registered
+ * cuMemAlloc range publishes no fd, only the metadata with its handle.
+ */
 int nvb_gpu_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
 		    struct nvb_gpu_buf *b, uint32_t access, uint64_t *id);
+/*
+ * Withdraws entry id that nvb_gpu_publish() published through h, and the
+ * extra entries published with it (nvb_unpublish() would leave those).
+ */
+int nvb_gpu_unpublish(struct nvb_gpu *g, struct nvb *h, uint64_t id);
 /*
  * Fetches name (waiting up to timeout_ns, < 0 forever), imports it (cache
  * keyed by entry id; by name while no revoke event for it was seen), and

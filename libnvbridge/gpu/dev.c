@@ -193,6 +193,7 @@ void nvb_gpu_close(struct nvb_gpu *g)
 		if (nvb_gpu_proxy_stop(g->proxies, 5000000000LL))
 			break;	/* a proxy that would not stop: leak it rather than hang */
 	nvb_gpu_names_free(g);
+	nvb_gpu_pubs_free(g);
 	while (g->maps) {
 		struct nvb_gpu_map *m = g->maps;
 
@@ -457,6 +458,11 @@ void nvb_gpu_names_forget(struct nvb_gpu *g, uint64_t id)
 struct nvb_gpu_name **nvb_gpu_names_head(struct nvb_gpu *g)
 {
 	return &g->names;
+}
+
+struct nvb_gpu_pub **nvb_gpu_pubs_head(struct nvb_gpu *g)
+{
+	return &g->pubs;
 }
 
 pthread_mutex_t *nvb_gpu_lock(struct nvb_gpu *g)

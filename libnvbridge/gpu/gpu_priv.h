@@ -6,6 +6,7 @@
  *
  *   dev.c    open/close, devices and their contexts, lazy per-device setup
  *   mem.c    allocation, export, import, the mapping cache, revocation
+ *   register.c  registering existing memory: discovery, range metadata, import
  *   copy.c   copies, scattered blocks, completion flags, waits
  *   proxy.c  the put proxy (ring layout: proxy_layout.h)
  */
@@ -77,12 +78,13 @@ struct nvb_gpu {
 	struct nvb_gpu_proxy *proxies;	/* running proxies */
 	int kernel_ok;
 	unsigned int sm_ctas;	/* SM budget of transient kernels */
+	struct nvb_gpu_pub *pubs;	/* multi-allocation publications (gpu_nvb.c) */
 };
 
 struct nvb_gpu_buf {
 	struct nvb_gpu *g;
 	int dev;
-	CUmemGenericAllocationHandle h;
+	CUmemGenericAllocationHandle h;	/* nvb_gpu_alloc only */
 	CUdeviceptr ptr;
 	size_t size;
 	size_t gran;
@@ -91,6 +93,28 @@ struct nvb_gpu_buf {
 	int fd;
 	int fabric_ok;
 	CUmemFabricHandle fabric;
+	struct nvb_gpu_reg *reg;	/* nvb_gpu_register (register.c); NULL: nvb_gpu_alloc */
+};
+
+/* One physical allocation behind a registered VMM range. */
+struct nvb_gpu_chunk {
+	CUmemGenericAllocationHandle h;	/* retained: released on unregister */
+	CUdeviceptr base;		/* where it is mapped here (from its offset 0) */
+	size_t size;			/* bytes of that mapping */
+	uint32_t types;			/* NVB_GPU_HANDLE_* exported */
+	int fd;				/* its POSIX fd, owned */
+	CUmemFabricHandle fabric;	/* when types has FABRIC */
+};
+
+/* What nvb_gpu_register() found behind [ptr, ptr + len). */
+struct nvb_gpu_reg {
+	uint32_t kind;			/* NVB_GPU_KIND_VMM or _LEGACY_IPC */
+	uint32_t n;			/* chunks (VMM) */
+	uint64_t offset;		/* ptr - c[0].base, or ptr - ipc_base */
+	CUdeviceptr ipc_base;		/* LEGACY_IPC: the cuMemAlloc allocation */
+	size_t ipc_size;
+	CUipcMemHandle ipc;
+	struct nvb_gpu_chunk c[];
 };
 
 struct nvb_gpu_map {
@@ -112,6 +136,20 @@ struct nvb_gpu_map {
 		CUdeviceptr addr;
 	} abort[NVB_MAX_ABORT_FLAGS];
 	struct nvb_gpu_map_stats stats;
+	/*
+	 * An imported registered range (register.c): ptr/size are the range
+	 * inside the reservation [rbase, rbase + rsize) holding nh chunks back
+	 * to back, or inside ipc_base, the legacy IPC mapping.
+	 */
+	CUdeviceptr rbase;
+	size_t rsize;
+	uint32_t nh;		/* chunks imported */
+	struct nvb_gpu_map_chunk {
+		CUmemGenericAllocationHandle h;
+		uint64_t off, size;
+		int mapped;
+	} *hs;
+	CUdeviceptr ipc_base;
 };
 
 struct nvb_gpu_proxy {
@@ -142,6 +180,12 @@ extern const unsigned char nvb_gpu_fatbin_end[];
 #define map_abort_word	nvb_gpu__map_abort_word
 #define ctx_push	nvb_gpu__ctx_push
 #define ctx_pop		nvb_gpu__ctx_pop
+#define access_descs	nvb_gpu__access_descs
+#define map_insert	nvb_gpu__map_insert
+#define range_import	nvb_gpu__range_import
+#define range_unmap	nvb_gpu__range_unmap
+#define reg_free	nvb_gpu__reg_free
+#define reg_export_v1	nvb_gpu__reg_export_v1
 
 NVB_HIDDEN __attribute__((format(printf, 2, 3))) int seterr(int err, const char *fmt, ...);
 /* A CUDA failure: -EIO (-ENOMEM for OUT_OF_MEMORY, ...) and a message. */
@@ -156,6 +200,24 @@ NVB_HIDDEN volatile uint32_t *map_abort_word(struct nvb_gpu *g, struct nvb_gpu_m
 /* Makes dev's context current, remembering the caller's; ctx_pop gives it back. */
 NVB_HIDDEN CUcontext ctx_push(struct nvb_gpu *g, int dev);
 NVB_HIDDEN void ctx_pop(struct nvb_gpu *g, CUcontext old);
+/* Access descriptors for every device that can reach owner (or only device only). */
+NVB_HIDDEN size_t access_descs(struct nvb_gpu *g, int owner, int only, CUmemAccessDesc *desc);
+/*
+ * Makes a new mapping findable (cached under m->id when not 0) and returns
+ * it in *out; when another thread cached the same id first, m is destroyed
+ * and *out is that mapping, with a new reference.
+ */
+NVB_HIDDEN void map_insert(struct nvb_gpu *g, struct nvb_gpu_map *m, struct nvb_gpu_map **out);
+/* register.c: import a range blob (fds[i]: chunk i's fd, -1 if none). */
+NVB_HIDDEN int range_import(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned int nfds,
+			    const void *blob, size_t blob_len, uint32_t flags,
+			    struct nvb_gpu_map **out);
+/* register.c: map_destroy's half for an imported range. */
+NVB_HIDDEN void range_unmap(struct nvb_gpu_map *m);
+/* register.c: nvb_gpu_free's half for a registered buffer. */
+NVB_HIDDEN void reg_free(struct nvb_gpu_buf *b);
+/* register.c: nvb_gpu_export of a registered buffer (a whole single allocation only). */
+NVB_HIDDEN int reg_export_v1(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta);
 
 #define CU(g, call, what) do {					\
 	CUresult r_ = (g)->cu.call;				\

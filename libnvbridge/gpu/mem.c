@@ -26,8 +26,7 @@ static void prop_init(CUmemAllocationProp *p, int devid, int types)
 	p->location.id = devid;
 }
 
-/* Access descriptors for every device that can reach owner (or only cur). */
-static size_t access_descs(struct nvb_gpu *g, int owner, int only,
+size_t access_descs(struct nvb_gpu *g, int owner, int only,
 			   CUmemAccessDesc *desc)
 {
 	size_t n = 0;
@@ -142,6 +141,10 @@ void nvb_gpu_free(struct nvb_gpu_buf *b)
 
 	if (!b)
 		return;
+	if (b->reg) {		/* registered: never the application's memory */
+		reg_free(b);
+		return;
+	}
 	g = b->g;
 	{
 		CUcontext old = NULL;
@@ -182,6 +185,8 @@ int nvb_gpu_export(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta)
 {
 	struct nvb_gpu *g = b->g;
 
+	if (b->reg)
+		return reg_export_v1(b, fd, meta);
 	if (b->fd < 0) {
 		int f = -1;
 
@@ -227,9 +232,13 @@ void map_destroy(struct nvb_gpu_map *m)
 	 * would hang us.  Work using the mapping must be complete before the
 	 * last nvb_gpu_unmap() (documented).
 	 */
-	g->cu.cuMemUnmap(m->ptr, m->size);
-	g->cu.cuMemAddressFree(m->ptr, m->size);
-	g->cu.cuMemRelease(m->h);
+	if (m->hs || m->ipc_base) {
+		range_unmap(m);
+	} else {
+		g->cu.cuMemUnmap(m->ptr, m->size);
+		g->cu.cuMemAddressFree(m->ptr, m->size);
+		g->cu.cuMemRelease(m->h);
+	}
 	if (m->abort_word)
 		g->cu.cuMemFreeHost((void *)m->abort_word);
 	free(m);
@@ -255,6 +264,27 @@ static struct nvb_gpu_map *cache_find(struct nvb_gpu *g, uint64_t id)
 		if (m->cached && m->id == id)
 			return m;
 	return NULL;
+}
+
+void map_insert(struct nvb_gpu *g, struct nvb_gpu_map *m, struct nvb_gpu_map **out)
+{
+	pthread_mutex_lock(&g->lock);
+	if (m->id) {
+		struct nvb_gpu_map *old = cache_find(g, m->id);
+
+		if (old) {	/* lost a race with another thread: use its mapping */
+			old->refs++;
+			pthread_mutex_unlock(&g->lock);
+			map_destroy(m);
+			*out = old;
+			return;
+		}
+		m->cached = 1;
+	}
+	m->next = g->maps;
+	g->maps = m;
+	pthread_mutex_unlock(&g->lock);
+	*out = m;
 }
 
 int nvb_gpu_import_cached(struct nvb_gpu *g, uint64_t entry_id, struct nvb_gpu_map **out)
@@ -287,6 +317,13 @@ int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
 		return seterr(-EINVAL, "nvb_gpu_import_fd: unknown flags %#x", flags);
 	if (entry_id && nvb_gpu_import_cached(g, entry_id, out) == 0)
 		return 0;
+	if (blob && blob_len >= sizeof(uint32_t)) {
+		uint32_t magic;
+
+		memcpy(&magic, blob, sizeof(magic));
+		if (magic == NVB_GPU_RANGE_MAGIC)	/* a registered range */
+			return range_import(g, entry_id, &fd, 1, blob, blob_len, flags, out);
+	}
 	if (!blob || blob_len < offsetof(struct nvb_gpu_meta, owner_pid))
 		return seterr(-EMSGSIZE, "nvb_gpu_import_fd: metadata blob of %zu bytes is too short (need %zu)",
 			      blob_len, offsetof(struct nvb_gpu_meta, owner_pid));
@@ -386,26 +423,7 @@ int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
 			m->stats.naccess = (uint32_t)k + 1;
 		}
 	}
-	pthread_mutex_lock(&g->lock);
-	if (entry_id) {
-		struct nvb_gpu_map *old = cache_find(g, entry_id);
-
-		if (old) {	/* lost a race with another thread: use its mapping */
-			old->refs++;
-			pthread_mutex_unlock(&g->lock);
-			g->cu.cuMemUnmap(m->ptr, m->size);
-			g->cu.cuMemAddressFree(m->ptr, m->size);
-			g->cu.cuMemRelease(m->h);
-			free(m);
-			*out = old;
-			return 0;
-		}
-		m->cached = 1;
-	}
-	m->next = g->maps;
-	g->maps = m;
-	pthread_mutex_unlock(&g->lock);
-	*out = m;
+	map_insert(g, m, out);
 	return 0;
 
 fail_unmap:

@@ -45,8 +45,6 @@ API cuCtxGetDevice(CUdevice *d) { if (!cur) return 201; *d = 0; return CUDA_SUCC
 API cuCtxSynchronize(void) { return CUDA_SUCCESS; }
 API cuCtxEnablePeerAccess(CUcontext p, unsigned int f) { (void)p; (void)f; return CUDA_SUCCESS; }
 API cuMemGetInfo_v2(size_t *f, size_t *t) { *f = 1UL << 30; *t = 2UL << 30; return CUDA_SUCCESS; }
-API cuMemAlloc_v2(CUdeviceptr *p, size_t n) { void *m = calloc(1, n); *p = (CUdeviceptr)(uintptr_t)m; return m ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY; }
-API cuMemFree_v2(CUdeviceptr p) { free((void *)(uintptr_t)p); return CUDA_SUCCESS; }
 API cuMemAllocHost_v2(void **p, size_t n) { *p = calloc(1, n); return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY; }
 API cuMemFreeHost(void *p) { free(p); return CUDA_SUCCESS; }
 #define PTR(x) ((void *)(uintptr_t)(x))
@@ -57,23 +55,7 @@ API cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, CUstream st) { 
 API cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, CUstream st) { (void)st; memset(PTR(d), v, n); return CUDA_SUCCESS; }
 API cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream st) { (void)st; for (size_t i = 0; i < n; i++) ((uint32_t *)PTR(d))[i] = v; return CUDA_SUCCESS; }
 
-/* VMM: a handle is a memfd (+1, so that 0 is never a handle). */
-API cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, const CUmemAllocationProp *p, unsigned long long f)
-{
-	int fd;
-
-	(void)f;
-	if (p->requestedHandleTypes & CU_MEM_HANDLE_TYPE_FABRIC)
-		return CUDA_ERROR_NOT_PERMITTED;
-	fd = memfd_create("fakecuda", MFD_CLOEXEC);
-	if (fd < 0 || ftruncate(fd, (off_t)size)) {
-		if (fd >= 0)
-			close(fd);
-		return CUDA_ERROR_OUT_OF_MEMORY;
-	}
-	*h = (CUmemGenericAllocationHandle)fd + 1;
-	return CUDA_SUCCESS;
-}
+/* VMM: a handle is a memfd (+1, so that 0 is never a handle); cuMemCreate is below. */
 API cuMemRelease(CUmemGenericAllocationHandle h) { close((int)h - 1); return CUDA_SUCCESS; }
 API cuMemExportToShareableHandle(void *sh, CUmemGenericAllocationHandle h, int type, unsigned long long f)
 {
@@ -108,20 +90,6 @@ API cuMemAddressReserve(CUdeviceptr *p, size_t size, size_t align, CUdeviceptr a
 	return CUDA_SUCCESS;
 }
 API cuMemAddressFree(CUdeviceptr p, size_t size) { munmap(PTR(p), size); return CUDA_SUCCESS; }
-API cuMemMap(CUdeviceptr p, size_t size, size_t off, CUmemGenericAllocationHandle h, unsigned long long f)
-{
-	(void)f;
-	/* a size larger than the allocation fails here, as cuMemMap does */
-	if (lseek((int)h - 1, 0, SEEK_END) < (off_t)(off + size))
-		return CUDA_ERROR_INVALID_VALUE;
-	return mmap(PTR(p), size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, (int)h - 1, (off_t)off) == MAP_FAILED ?
-		CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
-}
-API cuMemUnmap(CUdeviceptr p, size_t size)
-{
-	return mmap(PTR(p), size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED ?
-		CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
-}
 API cuMemSetAccess(CUdeviceptr p, size_t s, const CUmemAccessDesc *d, size_t n) { (void)p; (void)s; (void)d; (void)n; return CUDA_SUCCESS; }
 
 /* Streams and events: everything is synchronous already. */
@@ -150,59 +118,333 @@ API cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int 
 	(void)f; (void)gx; (void)gy; (void)gz; (void)bx; (void)by; (void)bz; (void)smem; (void)s; (void)p; (void)e;
 	return CUDA_ERROR_NOT_SUPPORTED;
 }
-API cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p) { (void)h; (void)p; return CUDA_ERROR_NOT_SUPPORTED; }
-API cuIpcOpenMemHandle_v2(CUdeviceptr *p, CUipcMemHandle h, unsigned int f) { (void)p; (void)h; (void)f; return CUDA_ERROR_NOT_SUPPORTED; }
-API cuIpcCloseMemHandle(CUdeviceptr p) { (void)p; return CUDA_ERROR_NOT_SUPPORTED; }
 
 /*
- * ---- torch allocator (alloc/): cuMemRetainAllocationHandle ----
- * The handle of the allocation mapped at addr: /proc/self/maps names the
- * memfd's inode there, and the process still holds that memfd open (the
- * allocation's own handle), so a dup of it is a new reference to the same
- * "device memory".  Released with cuMemRelease, as a real retained handle.
+ * ---- registration of existing memory (nvb_gpu_register) ----
+ *
+ * What the GPU layer asks about memory it did not allocate: pointer
+ * attributes, address ranges, the allocation handle behind a VMM mapping
+ * and its properties, and legacy IPC handles for cuMemAlloc memory.  So
+ * the driver can answer, cuMemCreate remembers the requested handle types,
+ * cuMemMap / cuMemUnmap keep a table of mappings, and cuMemAlloc memory is
+ * a memfd whose IPC handle names /proc/<pid>/fd/<n>: a second process
+ * opening it really shares the bytes, as cuIpcOpenMemHandle does.
+ * fakecuda_mark() (tests only) makes a range look like pinned host or
+ * managed memory, which the registration must refuse.
  */
+#include <pthread.h>
 #include <stdio.h>
-#include <dirent.h>
 #include <sys/stat.h>
+
+#define FAKE_MAX 1024
+struct fake_range {
+	CUdeviceptr base;
+	size_t size;
+	int fd;		/* VMM map / cuMemAlloc: the memfd; IPC open, marks: -1 */
+	int kind;	/* 1 VMM map, 2 cuMemAlloc, 3 IPC open, 4 host mark, 5 managed mark */
+};
+static struct fake_range ranges[FAKE_MAX];
+static struct {
+	ino_t ino;
+	int types;
+} created[FAKE_MAX];
+static pthread_mutex_t fake_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct fake_ipc {
+	char magic[8];
+	int32_t pid;
+	int32_t fd;
+	uint64_t size;
+};
+
+static struct fake_range *range_add(CUdeviceptr base, size_t size, int fd, int kind)
+{
+	for (int i = 0; i < FAKE_MAX; i++)
+		if (!ranges[i].kind) {
+			ranges[i] = (struct fake_range){ base, size, fd, kind };
+			return &ranges[i];
+		}
+	return NULL;
+}
+
+/* The range containing p (marks first: they stand for other memory). */
+static struct fake_range *range_find(CUdeviceptr p)
+{
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < FAKE_MAX; i++)
+			if (ranges[i].kind && (ranges[i].kind >= 4) == !pass &&
+			    p >= ranges[i].base && p - ranges[i].base < ranges[i].size)
+				return &ranges[i];
+	return NULL;
+}
+
+static ino_t fd_ino(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) ? 0 : st.st_ino;
+}
+
+API cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, const CUmemAllocationProp *p, unsigned long long f)
+{
+	int fd;
+
+	(void)f;
+	if (p->requestedHandleTypes & CU_MEM_HANDLE_TYPE_FABRIC)
+		return CUDA_ERROR_NOT_PERMITTED;
+	fd = memfd_create("fakecuda", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, (off_t)size)) {
+		if (fd >= 0)
+			close(fd);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	pthread_mutex_lock(&fake_lock);
+	/* an inode number is reused once its memfd is gone: overwrite the old slot */
+	for (int i = 0, pass = 0; pass < 2; i = 0, pass++)
+		for (; i < FAKE_MAX; i++)
+			if (created[i].ino == (pass ? 0 : fd_ino(fd))) {
+				created[i].ino = fd_ino(fd);
+				created[i].types = p->requestedHandleTypes;
+				pass = 2;
+				break;
+			}
+	pthread_mutex_unlock(&fake_lock);
+	*h = (CUmemGenericAllocationHandle)fd + 1;
+	return CUDA_SUCCESS;
+}
+
+API cuMemMap(CUdeviceptr p, size_t size, size_t off, CUmemGenericAllocationHandle h, unsigned long long f)
+{
+	CUresult r = CUDA_SUCCESS;
+
+	(void)f;
+	/* a size larger than the allocation fails here, as cuMemMap does */
+	if (lseek((int)h - 1, 0, SEEK_END) < (off_t)(off + size))
+		return CUDA_ERROR_INVALID_VALUE;
+	if (mmap(PTR(p), size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, (int)h - 1, (off_t)off) == MAP_FAILED)
+		return CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&fake_lock);
+	if (!range_add(p, size, fcntl((int)h - 1, F_DUPFD_CLOEXEC, 0), 1))
+		r = CUDA_ERROR_OUT_OF_MEMORY;
+	pthread_mutex_unlock(&fake_lock);
+	return r;
+}
+
+API cuMemUnmap(CUdeviceptr p, size_t size)
+{
+	pthread_mutex_lock(&fake_lock);
+	for (int i = 0; i < FAKE_MAX; i++)
+		if (ranges[i].kind == 1 && ranges[i].base >= p && ranges[i].base - p < size) {
+			close(ranges[i].fd);
+			ranges[i].kind = 0;
+		}
+	pthread_mutex_unlock(&fake_lock);
+	return mmap(PTR(p), size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED ?
+		CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+}
+
+API cuMemAlloc_v2(CUdeviceptr *p, size_t n)
+{
+	size_t sz = (n + 4095) & ~(size_t)4095;
+	int fd = memfd_create("fakecuda-alloc", MFD_CLOEXEC);
+	void *m;
+
+	if (fd < 0 || !n || ftruncate(fd, (off_t)sz)) {
+		if (fd >= 0)
+			close(fd);
+		return n ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_ERROR_INVALID_VALUE;
+	}
+	m = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED) {
+		close(fd);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	pthread_mutex_lock(&fake_lock);
+	range_add((CUdeviceptr)(uintptr_t)m, n, fd, 2);
+	pthread_mutex_unlock(&fake_lock);
+	*p = (CUdeviceptr)(uintptr_t)m;
+	return CUDA_SUCCESS;
+}
+
+API cuMemFree_v2(CUdeviceptr p)
+{
+	struct fake_range *r;
+
+	pthread_mutex_lock(&fake_lock);
+	r = range_find(p);
+	if (!r || r->kind != 2 || r->base != p) {
+		pthread_mutex_unlock(&fake_lock);
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+	munmap(PTR(p), (r->size + 4095) & ~(size_t)4095);
+	close(r->fd);
+	r->kind = 0;
+	pthread_mutex_unlock(&fake_lock);
+	return CUDA_SUCCESS;
+}
+
+API cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p)
+{
+	struct fake_ipc ipc = { "fakeipc", (int32_t)getpid(), -1, 0 };
+	struct fake_range *r;
+
+	pthread_mutex_lock(&fake_lock);
+	r = range_find(p);
+	if (r && r->kind == 2 && r->base == p) {
+		ipc.fd = r->fd;
+		ipc.size = r->size;
+	}
+	pthread_mutex_unlock(&fake_lock);
+	if (ipc.fd < 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	memset(h, 0, sizeof(*h));
+	memcpy(h, &ipc, sizeof(ipc));
+	return CUDA_SUCCESS;
+}
+
+API cuIpcOpenMemHandle_v2(CUdeviceptr *p, CUipcMemHandle h, unsigned int f)
+{
+	struct fake_ipc ipc;
+	char path[64];
+	void *m;
+	int fd;
+
+	(void)f;
+	memcpy(&ipc, &h, sizeof(ipc));
+	if (memcmp(ipc.magic, "fakeipc", 8) || !ipc.size)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (ipc.pid == (int32_t)getpid())	/* as CUDA: not in the exporting process */
+		return CUDA_ERROR_INVALID_CONTEXT;
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)ipc.pid, (int)ipc.fd);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return CUDA_ERROR_INVALID_HANDLE;
+	m = mmap(NULL, ipc.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (m == MAP_FAILED)
+		return CUDA_ERROR_INVALID_HANDLE;
+	pthread_mutex_lock(&fake_lock);
+	range_add((CUdeviceptr)(uintptr_t)m, ipc.size, -1, 3);
+	pthread_mutex_unlock(&fake_lock);
+	*p = (CUdeviceptr)(uintptr_t)m;
+	return CUDA_SUCCESS;
+}
+
+API cuIpcCloseMemHandle(CUdeviceptr p)
+{
+	struct fake_range *r;
+
+	pthread_mutex_lock(&fake_lock);
+	r = range_find(p);
+	if (!r || r->kind != 3 || r->base != p) {
+		pthread_mutex_unlock(&fake_lock);
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+	munmap(PTR(p), r->size);
+	r->kind = 0;
+	pthread_mutex_unlock(&fake_lock);
+	return CUDA_SUCCESS;
+}
+
+API cuPointerGetAttribute(void *data, int attr, CUdeviceptr p)
+{
+	struct fake_range r0, *r;
+	uint64_t v;
+
+	pthread_mutex_lock(&fake_lock);
+	r = range_find(p);
+	if (r)
+		r0 = *r;
+	pthread_mutex_unlock(&fake_lock);
+	if (!r)
+		return CUDA_ERROR_INVALID_VALUE;	/* memory CUDA does not know */
+	switch (attr) {
+	case CU_POINTER_ATTRIBUTE_MEMORY_TYPE:
+		*(unsigned int *)data = r0.kind == 4 ? CU_MEMORYTYPE_HOST : CU_MEMORYTYPE_DEVICE;
+		return CUDA_SUCCESS;
+	case CU_POINTER_ATTRIBUTE_IS_MANAGED:	/* a bool: one byte, as the driver writes */
+		*(unsigned char *)data = r0.kind == 5;
+		return CUDA_SUCCESS;
+	case CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE:
+		*(unsigned char *)data = r0.kind == 2;
+		return CUDA_SUCCESS;
+	case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
+		*(int *)data = 0;
+		return CUDA_SUCCESS;
+	case CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR:
+	case CU_POINTER_ATTRIBUTE_MAPPING_SIZE:
+		if (r0.kind != 1)
+			return CUDA_ERROR_INVALID_VALUE;
+		v = attr == CU_POINTER_ATTRIBUTE_MAPPING_SIZE ? r0.size : r0.base;
+		memcpy(data, &v, sizeof(v));
+		return CUDA_SUCCESS;
+	}
+	return CUDA_ERROR_INVALID_VALUE;
+}
+
+API cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdeviceptr p)
+{
+	struct fake_range *r;
+	CUresult ret = CUDA_ERROR_NOT_FOUND;
+
+	pthread_mutex_lock(&fake_lock);
+	r = range_find(p);
+	if (r && r->kind <= 3) {
+		if (base)
+			*base = r->base;
+		if (size)
+			*size = r->size;
+		ret = CUDA_SUCCESS;
+	}
+	pthread_mutex_unlock(&fake_lock);
+	return ret;
+}
 
 API cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *h, void *addr)
 {
-	unsigned long lo, hi, ino = 0, a = (unsigned long)(uintptr_t)addr;
-	CUresult r = CUDA_ERROR_INVALID_VALUE;
-	char line[512], path[64];
-	struct dirent *e;
-	struct stat st;
-	FILE *f;
-	DIR *d;
+	struct fake_range *r;
+	int fd = -1;
 
-	f = fopen("/proc/self/maps", "re");
-	if (!f)
+	pthread_mutex_lock(&fake_lock);
+	r = range_find((CUdeviceptr)(uintptr_t)addr);
+	if (r && r->kind == 1)
+		fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 0);
+	pthread_mutex_unlock(&fake_lock);
+	if (fd < 0)
 		return CUDA_ERROR_INVALID_VALUE;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &ino) == 3 && a >= lo && a < hi)
-			break;
-		else
-			ino = 0;
-	fclose(f);
-	if (!ino || !(d = opendir("/proc/self/fd")))
-		return CUDA_ERROR_INVALID_VALUE;
-	while (r != CUDA_SUCCESS && (e = readdir(d))) {
-		int fd = atoi(e->d_name);
-		ssize_t n;
+	*h = (CUmemGenericAllocationHandle)fd + 1;
+	return CUDA_SUCCESS;
+}
 
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		n = readlink(path, line, sizeof(line) - 1);
-		if (n <= 0 || fd == dirfd(d))
-			continue;
-		line[n] = 0;
-		if (strncmp(line, "/memfd:fakecuda", 15) || fstat(fd, &st) || st.st_ino != ino)
-			continue;
-		fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-		if (fd >= 0) {
-			*h = (CUmemGenericAllocationHandle)fd + 1;
-			r = CUDA_SUCCESS;
-		}
-	}
-	closedir(d);
-	return r;
+API cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *prop, CUmemGenericAllocationHandle h)
+{
+	ino_t ino = fd_ino((int)h - 1);
+
+	if (!ino)
+		return CUDA_ERROR_INVALID_HANDLE;
+	memset(prop, 0, sizeof(*prop));
+	prop->type = CU_MEM_ALLOCATION_TYPE_PINNED;
+	prop->location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+	prop->requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;	/* imported */
+	pthread_mutex_lock(&fake_lock);
+	for (int i = 0; i < FAKE_MAX; i++)
+		if (created[i].ino == ino)
+			prop->requestedHandleTypes = created[i].types;
+	pthread_mutex_unlock(&fake_lock);
+	return CUDA_SUCCESS;
+}
+
+/* Tests only: [p, p + n) answers as pinned host (kind 4) or managed (5) memory; 0 clears. */
+__attribute__((visibility("default"))) int fakecuda_mark(uint64_t p, size_t n, int kind)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&fake_lock);
+	for (int i = 0; i < FAKE_MAX; i++)
+		if (ranges[i].kind >= 4 && ranges[i].base == p)
+			ranges[i].kind = 0;
+	if (kind && !range_add(p, n, -1, kind))
+		ret = -1;
+	pthread_mutex_unlock(&fake_lock);
+	return ret;
 }
