@@ -336,6 +336,82 @@ static int t_exportable(void)
 	return 0;
 }
 
+/*
+ * The path an application takes: a tensor inside an allocator block is
+ * registered (nvb_gpu_register, a sub-range at an odd offset, and the whole
+ * block), published through the broker, imported by another process,
+ * checked byte for byte and written back.
+ */
+static int share_range(struct nvb_gpu *g, struct nvb *h, const char *name, unsigned char *ptr,
+		       size_t len)
+{
+	struct nvb_gpu_buf *b;
+	unsigned char *want = malloc(len);
+	uint64_t id;
+	pid_t c;
+	int st;
+
+	CHECK(want != NULL);
+	fake_random(want, len);
+	memcpy(ptr, want, len);
+	if (nvb_gpu_register(g, (uint64_t)(uintptr_t)ptr, len, 0, &b))
+		FAIL("register: %s", nvb_gpu_last_error());
+	EXPECT(nvb_gpu_buf_kind(b), NVB_GPU_KIND_VMM);
+	if (nvb_gpu_publish(g, h, name, b, NVB_ACCESS_OWNER, &id))
+		FAIL("publish: %s", nvb_gpu_last_error());
+	c = fork();
+	if (c == 0) {
+		struct nvb_gpu_map *m;
+		struct nvb_gpu *g2;
+		struct nvb *h2;
+		unsigned char *q;
+
+		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2) ||
+		    nvb_gpu_import(g2, h2, name, 5000000000LL, 0, &m) || nvb_gpu_map_size(m) != len)
+			_exit(2);
+		q = (unsigned char *)(uintptr_t)nvb_gpu_map_ptr(m);
+		if (memcmp(q, want, len))
+			_exit(3);
+		for (size_t i = 0; i < len; i++)
+			q[i] = (unsigned char)~want[i];
+		nvb_gpu_unmap(m);
+		_exit(0);
+	}
+	CHECK(c > 0);
+	waitpid(c, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "importer status %#x", st);
+	for (size_t i = 0; i < len; i++)
+		CHECK(ptr[i] == (unsigned char)~want[i], "byte %zu not written back", i);
+	OK(nvb_gpu_unpublish(g, h, id));
+	nvb_gpu_free(b);
+	free(want);
+	return 0;
+}
+
+static int t_register_and_share(void)
+{
+	struct nvb_gpu *g;
+	struct nvb *h;
+	unsigned char *p;
+	int fds0;
+
+	CHECK(load() == 0);
+	OK(nvb_gpu_open(NULL, &g));
+	OK(fake_nvb_open(&h));
+	p = t_malloc(5 * MiB - 3, 0, S1);
+	CHECK(p != NULL, "%s", t_err());
+	fds0 = proc_fds(0);
+	if (share_range(g, h, "torch/sub", p + 4099, 3 * MiB + 5) ||
+	    share_range(g, h, "torch/whole", p, 6 * MiB))
+		return 1;
+	EXPECT(proc_fds(0), fds0);
+	t_free(p, 5 * MiB - 3, 0, S1);
+	nvb_close(h);
+	nvb_gpu_close(g);
+	EXPECT(t_trim(-1, 0), 6 * MiB);
+	return 0;
+}
+
 /* Many threads, shared and private streams: no block is ever handed out twice. */
 struct worker {
 	int id;
@@ -538,6 +614,7 @@ static const struct nvb_case cases[] = {
 	{ "no_cache", t_no_cache },
 	{ "oom_trims_cache_then_fails", t_oom_trims_cache_then_fails },
 	{ "exportable", t_exportable },
+	{ "register_and_share", t_register_and_share },
 	{ "threads", t_threads },
 	{ "bad_input", t_bad_input },
 	{ "context_left_alone", t_context_left_alone },
@@ -546,8 +623,16 @@ static const struct nvb_case cases[] = {
 
 int main(int argc, char **argv)
 {
+	int r;
+
 	if (argc == 2 && !strcmp(argv[1], "--no-driver-child"))
 		return no_driver_child();
-	return run_cases("torch-alloc", cases, sizeof(cases) / sizeof(cases[0]), argc, argv,
-			 true, NULL);
+	if (!fake_broker_start()) {
+		printf("no broker (NVB_TEST_DAEMON)\n0 passed, 1 failed\n");
+		return 1;
+	}
+	r = run_cases("torch-alloc", cases, sizeof(cases) / sizeof(cases[0]), argc, argv,
+		      true, NULL);
+	fake_broker_stop();
+	return r;
 }
