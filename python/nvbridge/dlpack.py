@@ -148,7 +148,8 @@ def peek_capsule(cap: Any) -> _DLTensor:
     p = _PyCapsule_GetPointer(id(cap), _NAME) if _PyCapsule_IsValid(id(cap), _NAME) else None
     if not p:
         raise TypeError("not an unconsumed DLPack capsule (\"dltensor\")")
-    return _DLManagedTensor.from_address(p).dl_tensor
+    t: _DLTensor = _DLManagedTensor.from_address(p).dl_tensor
+    return t
 
 
 def live_exports() -> int:

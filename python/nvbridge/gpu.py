@@ -70,6 +70,7 @@ class _GpuBuffer(_Memory):
             if e.errno != errno.EOPNOTSUPP or self.kind == 1:
                 raise
             from .registered import publish_range
+            assert self._b is not None  # export() succeeds or fails otherwise
             return publish_range(self.gpu, self._b, h, name, desc, access, uid, gid)
         return h.publish(name, fd=fd, blob=head + desc.pack(), access=access, uid=uid, gid=gid)
 
@@ -281,7 +282,7 @@ class Gpu:
             d = ctypes.c_int(-1)
             cu.cuPointerGetAttribute.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64]
             if cu.cuPointerGetAttribute(ctypes.byref(d), 9, ptr) == 0 and d.value >= 0:  # DEVICE_ORDINAL
-                return d.value
+                return int(d.value)
         except (OSError, AttributeError):
             pass
         return 0

@@ -53,7 +53,7 @@ def range_meta_len(blob: bytes) -> int:
     if size < _RANGE_HEAD.size or total > len(blob):
         raise NvbridgeError(errno.EBADMSG, "nvbridge GPU range metadata",
                             f"header {size} + {n} x {csize} bytes in a {len(blob)}-byte blob")
-    return total
+    return int(total)
 
 
 def range_chunks(meta: bytes) -> int:
@@ -69,7 +69,7 @@ def _register_buf(gpu: "Gpu", ptr: int, nbytes: int, flags: int) -> int:
     _lib.check(l.nvb_gpu_register(gpu._ptr, ptr, nbytes, flags, ctypes.byref(b)),
                "nvb_gpu_register", l.nvb_gpu_last_error)
     assert b.value, "nvb_gpu_register returned 0 without a buffer"
-    return b.value
+    return int(b.value)
 
 
 def register(gpu: "Gpu", ptr: int, nbytes: int, dtype: Any = "uint8",
@@ -178,7 +178,7 @@ def publish_range(gpu: "Gpu", buf: int, h: Handle, name: str, desc: TensorDesc,
         h.unpublish(did)
         raise
     h._gpu_pubs[eid.value] = (gpu, did, name)
-    return eid.value
+    return int(eid.value)
 
 
 def companion_desc(h: Handle, name: str, f: Fetched) -> Optional[TensorDesc]:

@@ -251,7 +251,7 @@ class Handle:
             return ret
         return _lib.check(ret, fn, lambda: detail)
 
-    def _call_gpu(self, call: Callable[[int], int], fn: str) -> int:
+    def _call_gpu(self, call: Callable[[int], Any], fn: str) -> int:
         """call(struct nvb *) for a GPU-layer function that takes the handle
         (not first), pinned as _call pins; errors carry nvb_gpu_last_error()."""
         with self._lock:
@@ -260,8 +260,8 @@ class Handle:
             self._busy += 1
             h = self._h
         try:
-            ret = call(h)
-            detail = self._l.nvb_gpu_last_error() if ret < 0 else None
+            ret = int(call(h))
+            detail: Optional[bytes] = self._l.nvb_gpu_last_error() if ret < 0 else None
         finally:
             with self._lock:
                 self._busy -= 1

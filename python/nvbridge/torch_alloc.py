@@ -75,7 +75,8 @@ def torch_allocator() -> Any:
     with _lock:
         if _alloc is None:
             import torch  # only here: nvbridge does not need torch otherwise
-            _alloc = torch.cuda.memory.CUDAPluggableAllocator(allocator_path(), MALLOC, FREE)
+            # getattr: older torch (and its type stubs) lack it
+            _alloc = getattr(torch.cuda.memory, "CUDAPluggableAllocator")(allocator_path(), MALLOC, FREE)
         return _alloc
 
 
@@ -85,7 +86,7 @@ def use_torch_allocator() -> Any:
     (RuntimeError otherwise).  Returns the allocator."""
     import torch
     a = torch_allocator()
-    torch.cuda.memory.change_current_allocator(a)
+    getattr(torch.cuda.memory, "change_current_allocator")(a)
     return a
 
 
@@ -96,7 +97,7 @@ def mempool() -> Any:
     PyTorch's caching allocator runs on top (tensors are sub-ranges of the
     pool's segments, which register_tensor() handles)."""
     import torch
-    return torch.cuda.MemPool(torch_allocator().allocator())
+    return getattr(torch.cuda, "MemPool")(torch_allocator().allocator())
 
 
 @dataclass(frozen=True)
@@ -157,5 +158,5 @@ def allocator_trim(device: int = -1, keep: int = 0) -> int:
 
 def last_error() -> str:
     """Why this thread's last allocation failed (nvb_torch_last_error)."""
-    s = _c().nvb_torch_last_error()
+    s: Optional[bytes] = _c().nvb_torch_last_error()
     return s.decode(errors="replace") if s else ""
