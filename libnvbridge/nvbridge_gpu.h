@@ -126,7 +126,9 @@ struct nvb_gpu_meta {
 
 /*
  * Exports the buffer: *fd gets the POSIX fd (owned by the buffer: do not
- * close it; it stays valid until nvb_gpu_free), meta is filled.
+ * close it; it stays valid until nvb_gpu_free), meta is filled.  A
+ * registered buffer other than a whole single VMM allocation does not fit
+ * struct nvb_gpu_meta: -EOPNOTSUPP (publish it with nvb_gpu_publish).
  */
 int nvb_gpu_export(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta);
 
@@ -223,7 +225,10 @@ struct nvb_gpu_meta_chunk {
  * Imports an allocation from its fd (not consumed: the caller closes it)
  * and metadata.  entry_id != 0 keys the mapping cache: a second import of
  * the same id returns the same mapping with its reference count raised,
- * without touching CUDA.  fd may be -1 for a cache hit.
+ * without touching CUDA.  fd may be -1 for a cache hit.  The blob is a
+ * struct nvb_gpu_meta, or a struct nvb_gpu_meta_range of one allocation
+ * (fd: its fd) or of a legacy IPC handle (fd: -1); a range over several
+ * allocations needs nvb_gpu_import() (-EOPNOTSUPP here).
  * -EINVAL: bad blob; -EMSGSIZE: blob too short; -ENODEV: owner GPU not
  * visible; -EIO: CUDA refused (see last error).
  */

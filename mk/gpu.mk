@@ -71,6 +71,21 @@ $(GPUTEST_BIN): tests/gpu/gputest.c $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(GPU_CFLAGS) -o $@ tests/gpu/gputest.c $(GPU_LINK)
 
+# The C example of registering existing memory (examples/register.c): the
+# application's own CUDA calls need cuda.h and libcuda (the toolkit's stub
+# to link; the driver, or the gpu-fake stand-in, at run time).
+EXAMPLE_REGISTER := $(GPU_B)/nvb-example-register
+CUDA_STUBS ?= $(firstword $(wildcard /usr/local/cuda/lib64/stubs))
+ifneq ($(CUDA_INC),)
+ifneq ($(CUDA_STUBS),)
+all: $(EXAMPLE_REGISTER)
+GPU_EXAMPLES += $(EXAMPLE_REGISTER)
+$(EXAMPLE_REGISTER): examples/register.c $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(GPU_CFLAGS) -I$(CUDA_INC) -o $@ $< $(GPU_LINK) -L$(CUDA_STUBS) -lcuda
+endif
+endif
+
 # Runs $(1) with a backend: /dev/nvbridge if present, else a private nvbridged.
 gpu_with_backend = set -e; \
 	if [ -e /dev/nvbridge ]; then $(1); exit $$?; fi; \
@@ -124,6 +139,9 @@ check-gpu-build:
 	all=1; for bsrc in $(BENCH_SRCS); do $(CC) $(GPU_CFLAGS) -fsyntax-only $$bsrc || all=0; done; \
 	if [ $$all = 1 ]; then ok "compile bench (socketpair only)"; else ko "compile bench (socketpair only)"; fi; \
 	if $(CC) $(GPU_CFLAGS) -fsyntax-only tests/gpu/gputest.c; then ok "compile tests/gpu/gputest.c"; else ko "compile tests/gpu/gputest.c"; fi; \
+	if [ -n "$(CUDA_INC)" ]; then \
+		if $(CC) $(GPU_CFLAGS) -I$(CUDA_INC) -fsyntax-only examples/register.c; then ok "compile examples/register.c"; else ko "compile examples/register.c"; fi; \
+	else echo "skip examples/register.c: no CUDA headers on this host"; fi; \
 	if $(CC) -c -o /dev/null libnvbridge/gpu_fatbin.S; then ok "assemble empty fatbin (no nvcc)"; else ko "assemble empty fatbin"; fi; \
 	if [ -n "$(CUDA_INC)" ]; then \
 		if $(CC) $(GPU_CFLAGS) -I$(CUDA_INC) -fsyntax-only tests/gpu/abi_check.c; then ok "cuda_api.h matches cuda.h"; else ko "cuda_api.h matches cuda.h"; fi; \

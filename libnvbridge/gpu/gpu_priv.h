@@ -6,7 +6,8 @@
  *
  *   dev.c    open/close, devices and their contexts, lazy per-device setup
  *   mem.c    allocation, export, import, the mapping cache, revocation
- *   register.c  registering existing memory: discovery, range metadata, import
+ *   register.c  registering existing memory: what backs a range, its metadata
+ *   range.c  importing registered ranges: the metadata parser, mapping, IPC opens
  *   copy.c   copies, scattered blocks, completion flags, waits
  *   proxy.c  the put proxy (ring layout: proxy_layout.h)
  */
@@ -79,6 +80,19 @@ struct nvb_gpu {
 	int kernel_ok;
 	unsigned int sm_ctas;	/* SM budget of transient kernels */
 	struct nvb_gpu_pub *pubs;	/* multi-allocation publications (gpu_nvb.c) */
+	struct nvb_gpu_ipc *ipcs;	/* legacy IPC handles open here (range.c), under lock */
+};
+
+/*
+ * One legacy IPC handle opened in this process: several entries (two
+ * tensors of one cudaMalloc segment) share it, as CUDA wants a handle
+ * opened once per context.
+ */
+struct nvb_gpu_ipc {
+	struct nvb_gpu_ipc *next;
+	CUipcMemHandle handle;
+	CUdeviceptr base;
+	int refs;
 };
 
 struct nvb_gpu_buf {

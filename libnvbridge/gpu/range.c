@@ -154,6 +154,60 @@ int nvb_gpu_import_fds(struct nvb_gpu *g, uint64_t entry_id, const int *fds, uns
 	return range_import(g, entry_id, fds, nfds, blob, blob_len, flags, out);
 }
 
+/* Opens handle, or takes another reference on it if this process has it open. */
+static CUresult ipc_open(struct nvb_gpu *g, const CUipcMemHandle *handle, CUdeviceptr *base)
+{
+	struct nvb_gpu_ipc *o;
+	CUresult res;
+
+	pthread_mutex_lock(&g->lock);	/* held across the open: two threads must not both open it */
+	for (o = g->ipcs; o; o = o->next)
+		if (!memcmp(&o->handle, handle, sizeof(*handle))) {
+			o->refs++;
+			*base = o->base;
+			pthread_mutex_unlock(&g->lock);
+			return CUDA_SUCCESS;
+		}
+	o = calloc(1, sizeof(*o));
+	if (!o) {
+		pthread_mutex_unlock(&g->lock);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	res = g->cu.cuIpcOpenMemHandle(&o->base, *handle, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS);
+	if (res == CUDA_SUCCESS) {
+		o->handle = *handle;
+		o->refs = 1;
+		o->next = g->ipcs;
+		g->ipcs = o;
+		*base = o->base;
+	} else {
+		free(o);
+	}
+	pthread_mutex_unlock(&g->lock);
+	return res;
+}
+
+/* Drops a reference; the last one closes the handle. */
+static void ipc_close(struct nvb_gpu *g, CUdeviceptr base)
+{
+	struct nvb_gpu_ipc *o, **pp;
+
+	pthread_mutex_lock(&g->lock);
+	for (pp = &g->ipcs; (o = *pp); pp = &o->next)
+		if (o->base == base) {
+			if (--o->refs == 0)
+				*pp = o->next;
+			else
+				o = NULL;
+			break;
+		}
+	pthread_mutex_unlock(&g->lock);
+	if (o) {
+		g->cu.cuIpcCloseMemHandle(base);
+		free(o);
+	}
+}
+
 /* Unmaps (one cuMemUnmap per cuMemMap, as CUDA wants), frees the reservation, releases. */
 void range_unmap(struct nvb_gpu_map *m)
 {
@@ -161,7 +215,7 @@ void range_unmap(struct nvb_gpu_map *m)
 	uint32_t i;
 
 	if (m->ipc_base)
-		g->cu.cuIpcCloseMemHandle(m->ipc_base);
+		ipc_close(g, m->ipc_base);
 	for (i = 0; i < m->nh; i++)
 		if (m->hs[i].mapped)
 			g->cu.cuMemUnmap(m->rbase + m->hs[i].off, m->hs[i].size);
@@ -182,7 +236,7 @@ static int import_legacy(struct nvb_gpu *g, struct nvb_gpu_map *m, const struct 
 	if (m->owner_dev < 0)
 		return seterr(-ENODEV, "the legacy IPC allocation's GPU is not visible to this process");
 	memcpy(&ipc, r->h.ipc, sizeof(ipc));
-	res = g->cu.cuIpcOpenMemHandle(&base, ipc, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS);
+	res = ipc_open(g, &ipc, &base);
 	if (res != CUDA_SUCCESS)
 		return cuerr(g, res, "cuIpcOpenMemHandle");
 	m->ipc_base = base;

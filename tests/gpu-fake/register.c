@@ -214,6 +214,51 @@ static int t_legacy(void)
 			 NVB_GPU_HANDLE_LEGACY_IPC);
 }
 
+/*
+ * Two tensors of one cudaMalloc segment, registered and published apart:
+ * the importer opens the segment's IPC handle once (CUDA wants one open
+ * per context) and both mappings live in it; either outlives the other.
+ */
+static int t_legacy_shared_open(void)
+{
+	struct nvb_gpu_buf *b1, *b2;
+	CUdeviceptr p;
+	int st;
+	pid_t c;
+
+	CHECK(setup() == 0);
+	CHECK(cu.alloc(&p, MiB) == 0);
+	fake_random(P(p), MiB);
+	OK(nvb_gpu_register(g, p + 512, 4096, 0, &b1));
+	OK(nvb_gpu_register(g, p + 65536, 8192, 0, &b2));
+	OK(nvb_gpu_publish(g, h, "reg/t1", b1, NVB_ACCESS_OWNER, NULL));
+	OK(nvb_gpu_publish(g, h, "reg/t2", b2, NVB_ACCESS_OWNER, NULL));
+	c = fork();
+	if (c == 0) {
+		struct nvb_gpu_map *m1, *m2;
+		struct nvb_gpu *g2;
+		struct nvb *h2;
+
+		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2) ||
+		    nvb_gpu_import(g2, h2, "reg/t1", 0, 0, &m1) || nvb_gpu_import(g2, h2, "reg/t2", 0, 0, &m2))
+			_exit(2);
+		if (nvb_gpu_map_ptr(m2) - nvb_gpu_map_ptr(m1) != 65536 - 512)
+			_exit(3);	/* opened twice */
+		nvb_gpu_unmap(m1);
+		nvb_gpu_cache_trim(g2);
+		if (memcmp(P(nvb_gpu_map_ptr(m2)), P(p + 65536), 8192))
+			_exit(4);	/* the first unmap closed the shared open */
+		nvb_gpu_unmap(m2);
+		nvb_gpu_cache_trim(g2);
+		_exit(0);
+	}
+	CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st), "importer: %d", st);
+	EXPECT(WEXITSTATUS(st), 0);
+	nvb_gpu_free(b1);
+	nvb_gpu_free(b2);
+	return 0;
+}
+
 /* The importer's side of a revocation: waits for it through events. */
 static int wait_revoked(struct nvb_gpu *g2, struct nvb *h2, struct nvb_gpu_map *m)
 {
@@ -663,11 +708,42 @@ static int t_hostile_blobs(void)
 	return 0;
 }
 
+/*
+ * examples/register.c against the stand-in: built next door (build/gpu)
+ * where cuda.h exists; the example is the two processes and the checks.
+ */
+static int t_example(void)
+{
+	char exe[4096], path[4200];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	int st;
+	pid_t c;
+
+	CHECK(n > 0);
+	exe[n] = 0;
+	*strrchr(exe, '/') = 0;
+	snprintf(path, sizeof(path), "%s/../gpu/nvb-example-register", exe);
+	if (access(path, X_OK)) {
+		printf("    skipped: %s not built (no cuda.h on this host)\n", path);
+		return 0;
+	}
+	c = fork();
+	if (c == 0) {
+		setenv("NVBRIDGE_BACKEND", "broker", 1);
+		setenv("NVBRIDGE_SOCKET", fake_sock, 1);
+		execl(path, path, (char *)NULL);
+		_exit(127);
+	}
+	CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0, "example: status %d", st);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "vmm_single_allocation", t_vmm_single },
 	{ "vmm_subrange", t_vmm_subrange },
 	{ "vmm_multi_allocation", t_vmm_multi },
 	{ "cumemalloc_legacy_ipc", t_legacy },
+	{ "cumemalloc_two_tensors_one_open", t_legacy_shared_open },
 	{ "revoke_on_unpublish", t_revoke_unpublish },
 	{ "revoke_on_exporter_exit", t_revoke_exit },
 	{ "register_errors", t_errors },
@@ -675,6 +751,7 @@ static const struct nvb_case cases[] = {
 	{ "export_and_metadata_versions", t_export_versions },
 	{ "swapped_chunk_entry", t_chunk_swapped },
 	{ "hostile_range_blobs", t_hostile_blobs },
+	{ "example_program", t_example },
 };
 
 int main(int argc, char **argv)
