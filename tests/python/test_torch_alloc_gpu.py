@@ -18,15 +18,13 @@ import sys
 import textwrap
 import unittest
 
-from helpers import REPO, open_gpu, torch_cuda, uniq
+from helpers import REPO, no_torch_pool, open_gpu, torch_cuda, uniq
 
 GPU, NO_GPU = open_gpu()
 torch, NO_TORCH_CUDA = torch_cuda()
 if GPU is not None:
     GPU.close()
-NO_POOL = "" if torch is not None and hasattr(torch.cuda, "MemPool") and \
-    hasattr(torch.cuda.memory, "CUDAPluggableAllocator") else \
-    "this torch has no torch.cuda.MemPool / CUDAPluggableAllocator (PyTorch >= 2.8)"
+NO_POOL = no_torch_pool(torch)
 
 SHAPE = (4, 2, 64, 16, 8, 64)  # layers x (k, v) x blocks x tokens x heads x dim
 
