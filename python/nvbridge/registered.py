@@ -140,15 +140,20 @@ def register_tensor(gpu: "Gpu", obj: Any, flags: int = 0) -> "SharedTensor":
     """Gpu.register_tensor: see there."""
     dev: Optional[int] = None
     keep: Any = obj
-    if hasattr(obj, "__cuda_array_interface__"):
+    try:
+        # torch raises TypeError here for dtypes the interface cannot name
+        # (bfloat16) and RuntimeError for tensors that require grad: DLPack then
         ptr, dt, shape, strides = _from_cai(obj)
         d = getattr(obj, "device", None)
         dev = getattr(d, "index", None) if d is not None and not isinstance(d, int) else d
-    elif hasattr(obj, "__dlpack__"):
+    except (AttributeError, TypeError, RuntimeError) as e:
+        if not hasattr(obj, "__dlpack__"):
+            if isinstance(e, AttributeError):
+                raise TypeError(f"{type(obj).__name__} has neither __cuda_array_interface__ "
+                                "nor __dlpack__") from None
+            raise
         ptr, dt, shape, strides, dev, cap = _from_dlpack(obj)
         keep = (obj, cap)
-    else:
-        raise TypeError(f"{type(obj).__name__} has neither __cuda_array_interface__ nor __dlpack__")
     st = contiguous_strides(shape) if strides is None else strides
     lo, hi = span(shape, st, dt.itemsize)
     if hi == lo:

@@ -24,6 +24,11 @@ import nvbridge  # noqa: E402
 from nvbridge import Access, registered  # noqa: E402
 from nvbridge.torch_alloc import _c as alloc_lib  # noqa: E402
 
+try:
+    import torch as torch_cpu
+except ImportError:
+    torch_cpu = None
+
 MiB = 1 << 20
 WHY = ""
 if not os.path.exists(FAKE):
@@ -61,6 +66,14 @@ class OnlyDLPack:
 
     def __dlpack_device__(self) -> tuple:
         return self.t.__dlpack_device__()
+
+
+class NoInterfaceDtype(OnlyDLPack):
+    """As a torch bfloat16 tensor: __cuda_array_interface__ raises TypeError."""
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        raise TypeError("dtype not supported by the interface")
 
 
 def consumer(name: str, owner: int, want: bytes, shape: tuple, strides: tuple, dtype: str) -> tuple:
@@ -144,6 +157,18 @@ class RegisterFake(unittest.TestCase):
         gc.collect()
         self.assertEqual(nvbridge.live_exports(), 0)
         src.close()
+
+    def test_dlpack_when_the_array_interface_refuses(self) -> None:
+        src = self.g.empty((64, 8), "bfloat16")
+        t = self.g.register_tensor(NoInterfaceDtype(src))
+        self.assertEqual((t.shape, t.dtype.name), ((64, 8), "bfloat16"))
+        t.close()
+        src.close()
+        gc.collect()
+
+    @unittest.skipIf(torch_cpu is None, "torch is not installed")
+    def test_torch_cpu_tensor_refused(self) -> None:
+        self.assertEqual(errno_of(lambda: self.g.register_tensor(torch_cpu.arange(16))), errno.EINVAL)
 
     def test_negative_strides(self) -> None:
         p = self.malloc(MiB)
