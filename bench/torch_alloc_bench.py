@@ -90,6 +90,13 @@ def main() -> int:
     ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=SIZES)
     ap.add_argument("--json", help="write every number here")
     a = ap.parse_args()
+    try:
+        import torch  # this process only looks: the modes run in children
+        if not torch.cuda.is_available():
+            raise ImportError("torch sees no CUDA device")
+    except ImportError as e:
+        print(f"torch_alloc_bench: nothing to measure here ({e})", file=sys.stderr)
+        return 2
     res = {m: run(m, a.sizes, a.n, a.reps) for m in ("default", "nvbridge", "mempool")}
     d = res["default"]
     print(f"{d['device']}, torch {d['torch']}, {time.strftime('%Y-%m-%d %H:%M %Z')}; "
