@@ -13,6 +13,7 @@ import errno
 import gc
 import os
 import random
+import time
 import unittest
 
 from helpers import BUILD, errno_of, handle, run_as, uniq
@@ -224,6 +225,27 @@ class RegisterFake(unittest.TestCase):
                                                           flags=registered.REGISTER_NO_LEGACY)),
                          errno.EOPNOTSUPP)
         cu.cuMemFree_v2(p.value)
+
+    def test_range_revocation_reaches_the_importer(self) -> None:
+        p = self.malloc(MiB)
+        t = self.g.register(p + 64, 8192, "int64")
+        name = uniq("rrev")
+        with handle() as h, handle() as h2:
+            eid = h.publish_tensor(name, t)
+            u = h2.import_tensor(name, gpu=self.g)
+            self.assertEqual((u.shape, u.dtype.name, u.entry.id), ((1024,), "int64", eid))
+            self.assertFalse(u.revoked)
+            h.unpublish(name=name)  # by name: the memory's entry and its descriptor's
+            for _ in range(50):
+                self.g.poll_events(h2)
+                if u.revoked:
+                    break
+                time.sleep(0.02)
+            self.assertTrue(u.revoked and u._mem.revoked())
+            self.assertEqual([e.name for e in h.list() if e.name.startswith(name)], [])
+            u.close()
+        t.close()
+        self.a.nvb_torch_free(p, MiB, 0, STREAM)
 
     def test_range_takes_no_uid_policy(self) -> None:
         p = self.malloc(MiB)
