@@ -159,11 +159,14 @@ static int init(void)
 		if (r != CUDA_SUCCESS || !I.gran[i] || (I.gran[i] & (I.gran[i] - 1))) {
 			seterr("device %d setup: %s (granularity %zu)", i,
 			       nvb_cuda_errname(&I.cu, r), I.gran[i]);
+			if (I.ctx[i])	/* retained before the granularity query failed */
+				i++;
 			while (i-- > 0) {
 				CUdevice dd;
 
 				if (I.cu.cuDeviceGet(&dd, i) == CUDA_SUCCESS)
 					I.cu.cuDevicePrimaryCtxRelease(dd);
+				I.ctx[i] = NULL;
 			}
 			nvb_cuda_unload(&I.cu);
 			goto fail_close;
