@@ -15,7 +15,8 @@
 # What is installed comes from the other components, by variable, so that
 # each piece is installed as soon as it exists (a missing one is skipped
 # with a note; the install suite requires the library and its header):
-#   NVB_LIB_FILES        libnvbridge.a and libnvbridge.so* (symlinks kept)
+#   NVB_LIB_FILES        libnvbridge.a, libnvbridge.so* (symlinks kept) and the
+#                        PyTorch allocator libnvbridge_torch.so beside them
 #   NVB_PUBLIC_HEADERS   the library's public headers
 #   NVB_BIN_PROGRAMS     programs for $(BINDIR) (nvbridgectl, nvbridge-bench)
 #   NVB_SBIN_PROGRAMS    programs for $(SBINDIR) (nvbridged)
@@ -43,7 +44,7 @@ MODULESLOADDIR ?= $(PREFIX)/lib/modules-load.d
 NVB_SOCKET_PATH ?= /run/nvbridge/nvbridged.sock
 DESTDIR     ?=
 
-NVB_LIB_FILES = $(wildcard $(BUILD)/lib/libnvbridge.a $(BUILD)/lib/libnvbridge.so*)
+NVB_LIB_FILES = $(wildcard $(BUILD)/lib/libnvbridge.a $(BUILD)/lib/libnvbridge.so* $(BUILD)/lib/libnvbridge_torch.so)
 # The Python package: Debian's interpreter reads /usr/lib/python3/dist-packages
 # (PREFIX=/usr) and /usr/local/lib/python3.X/dist-packages (PREFIX=/usr/local).
 # LIBDIR is recorded in the installed nvbridge/_paths.py.
@@ -51,7 +52,7 @@ NVB_PY_FILES = $(wildcard python/nvbridge/*.py python/nvbridge/py.typed)
 NVB_PYVER = $(shell $(or $(NVB_PYTHON),python3) -c 'import sys; print("python%d.%d" % sys.version_info[:2])' 2>/dev/null || echo python3)
 PYTHONDIR ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages,$(PREFIX)/lib/$(NVB_PYVER)/dist-packages)
 NVB_PUBLIC_HEADERS = $(wildcard libnvbridge/nvbridge.h libnvbridge/nvbridge_uring.h \
-	libnvbridge/nvbridge_gpu.h)
+	libnvbridge/nvbridge_gpu.h alloc/nvbridge_torch.h)
 NVB_BIN_PROGRAMS = $(wildcard $(BUILD)/lib/nvbridgectl $(BUILD)/bench/nvbridge-bench)
 NVB_SBIN_PROGRAMS = $(wildcard $(BUILD)/lib/nvbridged)
 # The library's own template (libnvbridge/libnvbridge.pc.in: @PREFIX@,
@@ -153,7 +154,8 @@ install-files: install-gen
 
 uninstall:
 	@for f in $(notdir $(NVB_LIB_FILES)); do rm -f "$(D)$(LIBDIR)/$$f"; done
-	@rm -f "$(D)$(LIBDIR)"/libnvbridge.a "$(D)$(LIBDIR)"/libnvbridge.so "$(D)$(LIBDIR)"/libnvbridge.so.*
+	@rm -f "$(D)$(LIBDIR)"/libnvbridge.a "$(D)$(LIBDIR)"/libnvbridge.so "$(D)$(LIBDIR)"/libnvbridge.so.* \
+		"$(D)$(LIBDIR)"/libnvbridge_torch.so
 	@rm -f "$(D)$(PKGCONFIGDIR)/libnvbridge.pc"
 	@rm -f $(foreach h,$(notdir $(NVB_PUBLIC_HEADERS)),"$(D)$(INCLUDEDIR)/$(h)")
 	@rm -f "$(D)$(INCLUDEDIR)/linux/nvbridge.h"

@@ -5,6 +5,9 @@ random float32) in shared memory, publishes it, waits for a consumer to
 check it and write it back negated, and checks the write-back.
 
 GPU memory when a GPU and torch with CUDA are usable, else host memory.
+On a GPU, --memory pool fills a torch tensor made in nvbridge.mempool()
+(--memory process: nvbridge.use_torch_allocator()) and shares it with
+Gpu.register_tensor; the consumer imports it with the same call.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import struct
 import sys
 
 import nvbridge
-from kvcommon import choose, equal, expected, options, store, view
+from kvcommon import choose, equal, expected, gpu_tensor, options, store, view
 
 
 def main() -> int:
@@ -20,7 +23,11 @@ def main() -> int:
     gpu, torch, which = choose(a.device)
     print(f"producer: using {which}", flush=True)
     with nvbridge.open("auto", socket=a.socket) as h:
-        t = gpu.empty(a.shape, "float32") if gpu else nvbridge.empty(a.shape, "float32")
+        if gpu:
+            t, keep = gpu_tensor(gpu, torch, a.shape, a.memory)
+            print(f"producer: {a.memory}: {t.nbytes} bytes at {t.ptr:#x}", flush=True)
+        else:
+            t, keep = nvbridge.empty(a.shape, "float32"), None
         want = expected(a.shape, a.seed)
         v = view(t, torch)
         store(v, want, torch)
@@ -43,6 +50,7 @@ def main() -> int:
         print(f"producer: write-back verified, all {want.size} elements", flush=True)
         del v
         t.close()
+        del keep
     return 0
 
 

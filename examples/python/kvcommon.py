@@ -23,6 +23,10 @@ def options(what: str) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=14)
     p.add_argument("--device", choices=("auto", "gpu", "cpu"), default="auto")
     p.add_argument("--access", choices=("owner", "group", "scope"), default="scope")
+    p.add_argument("--memory", choices=("alloc", "pool", "process"), default="alloc",
+                   help="producer, GPU: nvb_gpu_alloc (default), a torch tensor from "
+                   "nvbridge.mempool(), or from nvbridge.use_torch_allocator(); the torch "
+                   "tensors are shared with Gpu.register_tensor")
     p.add_argument("--expect-uid", type=int, default=None,
                    help="consumer: accept the cache only from this publisher euid")
     p.add_argument("--timeout", type=float, default=30.0)
@@ -71,3 +75,17 @@ def store(v: Any, src: "numpy.ndarray", torch: Optional[Any]) -> None:
         torch.cuda.synchronize()
     else:
         v[...] = src
+
+
+def gpu_tensor(gpu: Any, torch: Any, shape: Tuple[int, ...], memory: str) -> Tuple[nvbridge.SharedTensor, Any]:
+    """(the shared tensor, what must stay alive with it) for --memory."""
+    if memory == "alloc":
+        return gpu.empty(shape, "float32"), None
+    if memory == "process":
+        nvbridge.use_torch_allocator()  # before this process's first CUDA tensor
+        kv, pool = torch.empty(shape, dtype=torch.float32, device="cuda"), None
+    else:
+        pool = nvbridge.mempool()  # only the KV cache in exportable memory
+        with torch.cuda.use_mem_pool(pool):
+            kv = torch.empty(shape, dtype=torch.float32, device="cuda")
+    return gpu.register_tensor(kv), (kv, pool)

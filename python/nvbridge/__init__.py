@@ -9,6 +9,11 @@ memory, over libnvbridge.so.1 (ctypes; no compiler, no dependency).
 ...     # another process: u = h.import_tensor("job/kv", wait=True)
 ...     #                   torch.from_dlpack(u)  (no copy)
 
+GPU tensors: nvbridge.Gpu().empty(...) allocates exportable memory;
+Gpu.register_tensor(t) shares memory the application already has (a torch
+tensor, cupy, any CUDA DLPack object); nvbridge.mempool() /
+use_torch_allocator() make PyTorch allocate exportable memory.
+
 The library is found through $NVBRIDGE_LIB, else the dynamic linker's
 search path.  Every failure raises NvbridgeError (an OSError) with the errno
 and the library's own description of it.
@@ -23,6 +28,8 @@ from .rendezvous import (Access, Backend, Entry, Event, EventType, Fetched, Hand
 from .tensor import SharedTensor, empty, import_tensor, publish_tensor
 from .gpu import Gpu
 from .segment import Batch, Segment, TransferEngine
+from .torch_alloc import (AllocatorStats, allocator_path, allocator_stats, allocator_trim, mempool,
+                          torch_allocator, use_torch_allocator)
 
 __version__ = "1.0.0"
 
@@ -30,4 +37,6 @@ __version__ = "1.0.0"
 __all__ = ["NvbridgeError", "Access", "Backend", "Entry", "Event", "EventType", "Fetched",
            "Handle", "Info", "RevokeReason", "open", "SharedTensor", "TensorDesc", "empty",
            "import_tensor", "publish_tensor", "DLDeviceType", "DType", "dtype",
-           "live_exports", "Gpu", "TransferEngine", "Segment", "Batch", "__version__"]
+           "live_exports", "Gpu", "TransferEngine", "Segment", "Batch", "AllocatorStats",
+           "allocator_path", "allocator_stats", "allocator_trim", "mempool", "torch_allocator",
+           "use_torch_allocator", "__version__"]

@@ -180,6 +180,14 @@ def _declare(l: ctypes.CDLL) -> None:
     _proto(l, "nvb_gpu_wait", c_int, c_vp, c_vp, c_u64, c_u32)
     _proto(l, "nvb_gpu_wait_abortable", c_int, c_vp, c_vp, c_u64, c_u32, c_vp)
     _proto(l, "nvb_gpu_mem_info", c_int, c_vp, P(c_size), P(c_size))
+    _proto(l, "nvb_gpu_publish", c_int, c_vp, c_vp, c_char_p, c_vp, c_u32, P(c_u64))
+    _proto(l, "nvb_gpu_import", c_int, c_vp, c_vp, c_char_p, c_i64, c_u32, P(c_vp))
+    # 1.2 (registration): absent from older libraries, whose users get ENOSYS
+    if hasattr(l, "nvb_gpu_register"):
+        _proto(l, "nvb_gpu_register", c_int, c_vp, c_u64, c_size, c_u32, P(c_vp))
+        _proto(l, "nvb_gpu_buf_kind", c_u32, c_vp)
+        _proto(l, "nvb_gpu_buf_chunks", c_u32, c_vp)
+        _proto(l, "nvb_gpu_unpublish", c_int, c_vp, c_vp, c_u64)
 
 
 def load() -> ctypes.CDLL:

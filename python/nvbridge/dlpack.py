@@ -142,6 +142,16 @@ _keys = itertools.count(1)
 deleter_calls = 0  # how many exports were released (tests: each exactly once)
 
 
+def peek_capsule(cap: Any) -> _DLTensor:
+    """The DLTensor inside an unconsumed "dltensor" capsule (not copied: valid
+    while the capsule lives; the capsule keeps its producer's memory)."""
+    p = _PyCapsule_GetPointer(id(cap), _NAME) if _PyCapsule_IsValid(id(cap), _NAME) else None
+    if not p:
+        raise TypeError("not an unconsumed DLPack capsule (\"dltensor\")")
+    t: _DLTensor = _DLManagedTensor.from_address(p).dl_tensor
+    return t
+
+
 def live_exports() -> int:
     """Capsules handed out and not yet released by their consumers."""
     return len(_live)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import struct
 import threading
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -48,6 +49,9 @@ class _GpuBuffer(_Memory):
         self.handle_types = int(l.nvb_gpu_buf_handle_types(buf))
         self.device = (int(DLDeviceType.CUDA), dev)
 
+    owner: Any = None   #: registered memory: what keeps the application's memory alive
+    kind = 1            #: NVB_GPU_KIND_ALLOC, _VMM (registered), _LEGACY_IPC (registered)
+
     def export(self) -> Tuple[int, bytes]:
         """(fd owned by the buffer, struct nvb_gpu_meta bytes)."""
         fd = ctypes.c_int(-1)
@@ -56,11 +60,26 @@ class _GpuBuffer(_Memory):
                    "nvb_gpu_export")
         return fd.value, ctypes.string_at(ctypes.addressof(m), ctypes.sizeof(m))
 
+    def publish(self, h: Handle, name: str, desc: TensorDesc, access: int,
+                uid: Optional[int], gid: Optional[int]) -> int:
+        """One entry (struct nvb_gpu_meta + descriptor) when the buffer is a
+        whole allocation; else a registered range (nvbridge.registered)."""
+        try:
+            fd, head = self.export()
+        except NvbridgeError as e:
+            if e.errno != errno.EOPNOTSUPP or self.kind == 1:
+                raise
+            from .registered import publish_range
+            assert self._b is not None  # export() succeeds or fails otherwise
+            return publish_range(self.gpu, self._b, h, name, desc, access, uid, gid)
+        return h.publish(name, fd=fd, blob=head + desc.pack(), access=access, uid=uid, gid=gid)
+
     def _free(self) -> None:
         b, self._b = self._b, None
         if b:
             _lib.lib().nvb_gpu_free(b)
             self.ptr = 0
+            self.owner = None  # unregistered: the application's object may go
             self.gpu._drop()
 
 
@@ -230,14 +249,74 @@ class Gpu:
         assert b.value, "nvb_gpu_alloc returned 0 without a buffer"
         return SharedTensor(_GpuBuffer(self, b.value, device), desc)
 
-    def _import(self, h: Handle, f: Fetched, gpu_meta: bytes, flags: int = 0) -> _GpuMapping:
+    def _import(self, h: Handle, f: Fetched, gpu_meta: bytes, flags: int = 0,
+                name: str = "") -> _GpuMapping:
         m = ctypes.c_void_p()
-        meta = _lib.GpuMeta.from_buffer_copy(gpu_meta.ljust(ctypes.sizeof(_lib.GpuMeta), b"\0"))
-        _gpu_check(self._l.nvb_gpu_import_fd(self._ptr, f.id, f.fd, gpu_meta, len(gpu_meta),
-                                             flags, ctypes.byref(m)), "nvb_gpu_import_fd")
+        from .registered import RANGE_MAGIC, range_chunks
+        if struct.unpack_from("<I", gpu_meta)[0] == RANGE_MAGIC:
+            uuid = gpu_meta[48:64]  # struct nvb_gpu_meta_range.uuid
+            if range_chunks(gpu_meta) > 1:
+                # the other allocations travel as entries of their own: the C
+                # import fetches them (and checks their ids against f's blob)
+                h._call_gpu(lambda hp: self._l.nvb_gpu_import(self._ptr, hp, name.encode(), 0, flags,
+                                                              ctypes.byref(m)), "nvb_gpu_import")
+                if int(self._l.nvb_gpu_map_id(m.value)) != f.id:
+                    self._l.nvb_gpu_unmap(m.value)
+                    raise NvbridgeError(errno.ESTALE, "import_tensor",
+                                        f"{name!r} was republished during the import: import again")
+        else:
+            uuid = bytes(_lib.GpuMeta.from_buffer_copy(
+                gpu_meta.ljust(ctypes.sizeof(_lib.GpuMeta), b"\0")).uuid)
+        if not m.value:
+            _gpu_check(self._l.nvb_gpu_import_fd(self._ptr, f.id, f.fd, gpu_meta, len(gpu_meta),
+                                                 flags, ctypes.byref(m)), "nvb_gpu_import_fd")
         assert m.value, "nvb_gpu_import_fd returned 0 without a mapping"
         h._add_hook(self)
-        return _GpuMapping(self, m.value, self._device_of(bytes(meta.uuid)))
+        return _GpuMapping(self, m.value, self._device_of(uuid))
+
+    def _ptr_device(self, ptr: int) -> int:
+        """The device ordinal of the memory at ptr (cuPointerGetAttribute),
+        else 0."""
+        try:
+            cu = ctypes.CDLL(self._libcuda.decode() if self._libcuda else "libcuda.so.1")
+            d = ctypes.c_int(-1)
+            cu.cuPointerGetAttribute.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64]
+            if cu.cuPointerGetAttribute(ctypes.byref(d), 9, ptr) == 0 and d.value >= 0:  # DEVICE_ORDINAL
+                return int(d.value)
+        except (OSError, AttributeError):
+            pass
+        return 0
+
+    # ---- memory the application already has (nvbridge.registered) ----
+    def register(self, ptr: int, nbytes: int, dtype: Any = "uint8",
+                 shape: Optional[Sequence[int]] = None, strides: Optional[Sequence[int]] = None,
+                 flags: int = 0, device: Optional[int] = None, owner: Any = None) -> SharedTensor:
+        """[ptr, ptr + nbytes) of this process's device memory (nvb_gpu_register:
+        cuMemCreate memory, also inside an allocation or across several
+        mapped back to back, or cudaMalloc memory through a legacy IPC
+        handle), as a SharedTensor of dtype / shape / strides (in elements;
+        default: nbytes as a flat array) that publish_tensor() shares
+        without a copy.  The memory stays the application's: close() only
+        unregisters; keep it allocated (``owner`` is held for that) until
+        the tensor is closed and importers are done.  flags:
+        nvbridge.registered.REGISTER_NO_LEGACY / REGISTER_NO_FABRIC.
+        EFAULT / EOPNOTSUPP for memory that cannot be shared (the
+        exception's detail says why); ENOSYS with a libnvbridge older than
+        1.2."""
+        from .registered import register
+        return register(self, int(ptr), int(nbytes), dtype,
+                        None if shape is None else tuple(shape),
+                        None if strides is None else tuple(strides), flags, device, owner)
+
+    def register_tensor(self, obj: Any, flags: int = 0) -> SharedTensor:
+        """Registers the memory of a CUDA tensor: a torch tensor, or anything
+        with ``__cuda_array_interface__`` (cupy, numba) or a CUDA
+        ``__dlpack__``; dtype, shape and strides come from it and travel
+        with the entry.  The object is kept alive while registered.  With
+        nvbridge's PyTorch allocator (nvbridge.torch_allocator / mempool)
+        every tensor is registrable."""
+        from .registered import register_tensor
+        return register_tensor(self, obj, flags)
 
     def _on_event(self, ev: Event) -> None:
         if ev.type == EventType.REVOKED and self._g:

@@ -3,8 +3,10 @@
 
 python/README.md ("The descriptor") documents the format; this module is
 its only implementation.  For GPU memory the C GPU layer's struct
-nvb_gpu_meta comes first and the descriptor follows at meta.size; a blob
-without a descriptor after the GPU metadata is a plain byte buffer.
+nvb_gpu_meta comes first and the descriptor follows at meta.size (a
+registered range's struct nvb_gpu_meta_range and its chunk records take its
+place); a blob without a descriptor after the GPU metadata is a plain byte
+buffer.
 
 parse() treats the blob as hostile: every field is checked (EBADMSG), and
 the caller checks with TensorDesc.fits() that the tensor lies inside the
@@ -26,6 +28,7 @@ HEADER = struct.Struct("<4sHHBBBBIQQ")
 MAX_NDIM = 32
 FLAG_READONLY = 1
 _GPU_META_MIN = GpuMeta.owner_pid.offset  # what nvb_gpu_import_fd() requires
+RANGE_MAGIC = 0x4E564252  # "NVBR": a registered range (nvbridge.registered)
 
 
 def _bad(why: str) -> NvbridgeError:
@@ -128,6 +131,11 @@ def split_blob(blob: bytes) -> Tuple[Optional[bytes], Optional[TensorDesc]]:
         return None, parse(blob)
     if len(blob) >= 8:
         magic, size = struct.unpack_from("<II", blob)
+        if magic == RANGE_MAGIC:  # a registered range (nvb_gpu_meta_range + chunks)
+            from .registered import range_meta_len
+            n = range_meta_len(blob)
+            rest = blob[n:]
+            return blob[:n], (parse(rest) if rest else None)
         if magic == GPU_META_MAGIC:
             if size < _GPU_META_MIN or size > len(blob):
                 raise _bad(f"GPU metadata size {size} (blob {len(blob)} bytes)")

@@ -10,7 +10,7 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import _lib
 from ._lib import NvbridgeError
@@ -219,6 +219,9 @@ class Handle:
         self._lock = threading.Lock()
         self._busy = 0          # C calls in flight on this handle
         self._closing = False
+        # registered ranges published through nvb_gpu_publish(): entry id ->
+        # (the Gpu, the id of its descriptor entry, name), for unpublish()
+        self._gpu_pubs: Dict[int, Tuple[Any, int, str]] = {}
 
     # ---- plumbing ----
     def _call(self, fn: str, *args: Any, quiet: Tuple[int, ...] = ()) -> int:
@@ -246,6 +249,27 @@ class Handle:
                 self._l.nvb_close(h)
         if ret < 0 and -ret in quiet:
             return ret
+        return _lib.check(ret, fn, lambda: detail)
+
+    def _call_gpu(self, call: Callable[[int], Any], fn: str) -> int:
+        """call(struct nvb *) for a GPU-layer function that takes the handle
+        (not first), pinned as _call pins; errors carry nvb_gpu_last_error()."""
+        with self._lock:
+            if self._closing or self._h is None:
+                raise NvbridgeError(_errno.EBADF, fn, "handle is closed")
+            self._busy += 1
+            h = self._h
+        try:
+            ret = int(call(h))
+            detail: Optional[bytes] = self._l.nvb_gpu_last_error() if ret < 0 else None
+        finally:
+            with self._lock:
+                self._busy -= 1
+                last = self._closing and self._busy == 0 and self._h is not None
+                if last:
+                    self._h = None
+            if last:
+                self._l.nvb_close(h)
         return _lib.check(ret, fn, lambda: detail)
 
     def close(self) -> None:
@@ -338,9 +362,19 @@ class Handle:
         return Fetched(Entry._from_c(ent), blob, fd.value)
 
     def unpublish(self, id: Optional[int] = None, name: Optional[str] = None) -> None:
-        """Withdraws an entry published through this handle, by id or by name."""
+        """Withdraws an entry published through this handle, by id or by name
+        (a registered range with the entries that went with it)."""
         if (id is None) == (name is None):
             raise ValueError("give exactly one of id and name")
+        if name is not None:
+            id = next((e for e, p in self._gpu_pubs.items() if p[2] == name), None)
+        if id is not None and id in self._gpu_pubs:
+            gpu, did, _ = self._gpu_pubs.pop(id)
+            try:
+                self._call_gpu(lambda h: self._l.nvb_gpu_unpublish(gpu._ptr, h, id), "nvb_gpu_unpublish")
+            finally:
+                self._call("nvb_unpublish", did, None, quiet=(_errno.ENOENT,))
+            return
         self._call("nvb_unpublish", id or 0, None if name is None else _name(name))
 
     def list(self, batch: int = 64) -> List[Entry]:

@@ -329,6 +329,9 @@ def publish_tensor(h: Handle, name: str, t: SharedTensor, access: Union[Access, 
     """Publishes t's memory and its descriptor under name; returns the entry id."""
     if t.closed:
         raise ValueError("tensor is closed")
+    pub = getattr(t._mem, "publish", None)
+    if pub is not None:  # GPU buffers: registered ranges publish differently
+        return int(pub(h, name, t.desc, access, uid, gid))
     fd, head = t._mem.export()
     return h.publish(name, fd=fd, blob=head + t.desc.pack(), access=access, uid=uid, gid=gid)
 
@@ -446,7 +449,10 @@ def import_tensor(h: Handle, name: str, wait: bool = False, timeout: Optional[fl
             if desc is not None and desc.device_type != DLDeviceType.CUDA:
                 raise NvbridgeError(errno.EBADMSG, "import_tensor",
                                     "GPU metadata with a host descriptor")
-            mem = gpu._import(h, f, gpu_meta, gpu_flags)
+            if desc is None and gpu_meta[:4] == b"RBVN":  # a range: its descriptor has an entry of its own
+                from .registered import companion_desc
+                desc = companion_desc(h, name, f)
+            mem = gpu._import(h, f, gpu_meta, gpu_flags, name)
             if desc is None:
                 desc = TensorDesc(DLDeviceType.CUDA, dlpack.dtype("uint8"), (mem.size,), (1,))
         try:

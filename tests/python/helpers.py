@@ -203,6 +203,14 @@ def torch_cuda() -> "tuple[Any, str]":
     return torch, "" if torch.cuda.is_available() else "torch sees no CUDA device"
 
 
+def no_torch_pool(torch: Any) -> str:
+    """Why nvbridge's PyTorch allocator cannot be used with this torch ("" if it can)."""
+    if torch is None or not hasattr(torch.cuda, "MemPool") or \
+            not hasattr(torch.cuda.memory, "CUDAPluggableAllocator"):
+        return "this torch has no torch.cuda.MemPool / CUDAPluggableAllocator (PyTorch >= 2.8)"
+    return ""
+
+
 def tree_readable_by_test_uids() -> bool:
     return all(others_can_read(p) for p in (
         os.path.join(REPO, "python", "nvbridge", "__init__.py"),

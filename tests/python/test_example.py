@@ -8,7 +8,8 @@ import subprocess
 import sys
 import unittest
 
-from helpers import NEED_ROOT, REPO, UID0, UNREADABLE, is_root, open_gpu, torch_cuda, tree_readable_by_test_uids
+from helpers import (NEED_ROOT, REPO, UID0, UNREADABLE, is_root, no_torch_pool, open_gpu, torch_cuda,
+                     tree_readable_by_test_uids)
 
 try:
     import numpy  # noqa: F401
@@ -24,11 +25,12 @@ _torch, NO_TORCH_CUDA = torch_cuda()
 
 @unittest.skipIf(numpy is None, "python3-numpy is not installed")
 class KvExample(unittest.TestCase):
-    def run_pair(self, consumer_uid: "int | None", device: str = "cpu") -> None:
-        name = f"example/kv{os.getpid()}.{consumer_uid}.{device}"
+    def run_pair(self, consumer_uid: "int | None", device: str = "cpu", memory: str = "alloc") -> None:
+        name = f"example/kv{os.getpid()}.{consumer_uid}.{device}.{memory}"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(REPO, "python"), EX]))
         args = ["--name", name, "--shape", "2,8,16,4,32", "--timeout", "30", "--device", device]
-        prod = subprocess.Popen([sys.executable, os.path.join(EX, "kv_producer.py"), *args],
+        prod = subprocess.Popen([sys.executable, os.path.join(EX, "kv_producer.py"), *args,
+                                 "--memory", memory],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
         kw = {"user": consumer_uid, "group": consumer_uid, "extra_groups": []} if consumer_uid else {}
         cons = subprocess.run([sys.executable, os.path.join(EX, "kv_consumer.py"), *args,
@@ -53,6 +55,13 @@ class KvExample(unittest.TestCase):
     @unittest.skipIf(bool(NO_TORCH_CUDA), NO_TORCH_CUDA)
     def test_gpu(self) -> None:
         self.run_pair(None, "gpu")
+
+    @unittest.skipIf(bool(NO_GPU), NO_GPU)
+    @unittest.skipIf(bool(NO_TORCH_CUDA), NO_TORCH_CUDA)
+    @unittest.skipIf(bool(no_torch_pool(_torch)), no_torch_pool(_torch))
+    def test_gpu_torch_pool(self) -> None:
+        """The KV cache in nvbridge's MemPool, shared by registration."""
+        self.run_pair(None, "gpu", "pool")
 
     @unittest.skipUnless(is_root(), NEED_ROOT)
     @unittest.skipUnless(tree_readable_by_test_uids(), UNREADABLE)

@@ -1,0 +1,133 @@
+# SPDX-License-Identifier: MIT
+"""nvbridge's PyTorch allocator on a GPU: for the allocator as the whole
+process's allocator and as one torch.cuda.MemPool, a producer fills a
+KV-cache-shaped tensor with random values, registers a strided view of it
+(Gpu.register_tensor) and publishes it; a consumer process imports it,
+checks every element, negates it in place; the producer sees the negation.
+Skips without a GPU (same reason as test_gpu.py) or without a torch that
+has CUDAPluggableAllocator / MemPool.
+
+Children are spawned: the allocator must be chosen before a process's first
+CUDA allocation, and a process that initialised CUDA cannot fork.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import unittest
+
+from helpers import REPO, no_torch_pool, open_gpu, torch_cuda, uniq
+
+GPU, NO_GPU = open_gpu()
+torch, NO_TORCH_CUDA = torch_cuda()
+if GPU is not None:
+    GPU.close()
+NO_POOL = no_torch_pool(torch)
+
+SHAPE = (4, 2, 64, 16, 8, 64)  # layers x (k, v) x blocks x tokens x heads x dim
+
+
+def expected(seed: int) -> "torch.Tensor":
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(SHAPE, generator=g, dtype=torch.float32).to(torch.float16)
+
+
+PRODUCER = """
+    import sys, torch, nvbridge, test_torch_alloc_gpu as T
+    mode, name, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode == "process":
+        nvbridge.use_torch_allocator()
+    torch.cuda.set_device(0)
+    g = nvbridge.Gpu()
+    s0 = nvbridge.allocator_stats()
+    if mode == "pool":
+        pool = nvbridge.mempool()
+        with torch.cuda.use_mem_pool(pool):
+            kv = torch.empty(T.SHAPE, device="cuda", dtype=torch.float16)
+        s1 = nvbridge.allocator_stats()
+        other = torch.empty(1 << 20, device="cuda")   # outside the pool: PyTorch's allocator
+        assert nvbridge.allocator_stats().mallocs == s1.mallocs, "allocation outside the pool reached nvbridge"
+    else:
+        kv = torch.empty(T.SHAPE, device="cuda", dtype=torch.float16)
+        s1 = nvbridge.allocator_stats()
+    assert s1.mallocs > s0.mallocs and s1.live_bytes >= kv.numel() * 2, (s0, s1)
+    want = T.expected(seed)
+    kv.copy_(want)
+    view = kv[:, 1]                     # the V half: strided, inside the block
+    torch.cuda.synchronize()
+    t = g.register_tensor(view)
+    with nvbridge.open("broker") as h:
+        h.publish_tensor(name, t, access=nvbridge.Access.OWNER)
+        print("published", flush=True)
+        assert sys.stdin.readline().strip() == "done"
+        torch.cuda.synchronize()
+        assert torch.equal(kv[:, 1].cpu(), -want[:, 1]), "consumer's write not seen"
+        assert torch.equal(kv[:, 0].cpu(), want[:, 0]), "bytes outside the view changed"
+    t.close()
+    print("producer ok", nvbridge.allocator_stats(), flush=True)
+"""
+
+CONSUMER = """
+    import sys, os, torch, nvbridge, test_torch_alloc_gpu as T
+    name, seed = sys.argv[1], int(sys.argv[2])
+    g = nvbridge.Gpu()
+    with nvbridge.open("broker") as h:
+        u = h.import_tensor(name, wait=True, timeout=30, expect_uid=os.geteuid(), gpu=g)
+        x = torch.from_dlpack(u)
+        full = T.expected(seed)
+        want = full[:, 1]
+        assert x.shape == want.shape and x.stride() == full.stride()[:1] + full.stride()[2:], \\
+            (x.shape, x.stride())
+        assert x.device.type == "cuda" and x.dtype == torch.float16
+        assert torch.equal(x.cpu(), want), "contents differ"
+        x.neg_()
+        torch.cuda.synchronize()
+        del x
+        u.close()
+    g.close()
+    print("consumer ok", flush=True)
+"""
+
+
+def env() -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(REPO, "python"),
+                                                       os.path.dirname(__file__)]))
+
+
+@unittest.skipIf(GPU is None, NO_GPU)
+@unittest.skipIf(bool(NO_TORCH_CUDA), NO_TORCH_CUDA)
+@unittest.skipIf(bool(NO_POOL), NO_POOL)
+class TorchAllocatorAcrossProcesses(unittest.TestCase):
+    def roundtrip(self, mode: str) -> None:
+        name, seed = uniq("kv-" + mode), 11
+        prod = subprocess.Popen([sys.executable, "-c", textwrap.dedent(PRODUCER), mode, name, str(seed)],
+                                env=env(), text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        try:
+            line = prod.stdout.readline()
+            if line.strip() != "published":
+                self.fail("producer: " + line + prod.stdout.read())
+            cons = subprocess.run([sys.executable, "-c", textwrap.dedent(CONSUMER), name, str(seed)],
+                                  env=env(), text=True, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, timeout=120)
+            self.assertEqual(cons.returncode, 0, cons.stdout)
+            self.assertIn("consumer ok", cons.stdout)
+            out, _ = prod.communicate("done\n", timeout=120)
+        finally:
+            if prod.poll() is None:
+                prod.kill()
+                prod.wait()
+        self.assertEqual(prod.returncode, 0, out)
+        self.assertIn("producer ok", out)
+
+    def test_whole_process(self) -> None:
+        self.roundtrip("process")
+
+    def test_mempool(self) -> None:
+        self.roundtrip("pool")
+
+
+if __name__ == "__main__":
+    unittest.main()
