@@ -28,7 +28,7 @@ extern "C" {
 
 /* The package's version: the Makefile reads it from here (NVB_VERSION). */
 #define NVB_VERSION_MAJOR	1
-#define NVB_VERSION_MINOR	1
+#define NVB_VERSION_MINOR	2
 #define NVB_VERSION_PATCH	0
 
 /* Names: 1..63 bytes of [A-Za-z0-9._:/-]. */

@@ -31,7 +31,7 @@ from .segment import Batch, Segment, TransferEngine
 from .torch_alloc import (AllocatorStats, allocator_path, allocator_stats, allocator_trim, mempool,
                           torch_allocator, use_torch_allocator)
 
-__version__ = "1.0.0"
+__version__ = "1.2.0"
 
 
 __all__ = ["NvbridgeError", "Access", "Backend", "Entry", "Event", "EventType", "Fetched",
