@@ -301,9 +301,36 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h)
 }
 
 /*
+ * The uid both backends report for a publisher whose uid this process's
+ * user namespace does not map (the kernel's overflowuid, which nvbridged
+ * reads too).
+ */
+static uint32_t overflow_uid(void)
+{
+	unsigned int v = 65534;
+	FILE *f = fopen("/proc/sys/kernel/overflowuid", "re");
+
+	if (f) {
+		if (fscanf(f, "%u", &v) != 1)
+			v = 65534;
+		fclose(f);
+	}
+	return v;
+}
+
+/*
  * Chunks 1..n-1 of a registered range: each from its derived name, from the
  * user who published the range (nobody else can slip an entry in), and the
  * very entry the range's metadata names (not an older or newer one).
+ *
+ * The entry id is what binds a chunk to the range: ids are never reused in
+ * a scope, and only the range's publisher got these.  NVB_FETCH_EXPECT_UID
+ * only keeps other users' entries of the name out of the way.  An importer
+ * in a user namespace that does not map the publisher (a container sharing
+ * the IPC namespace) sees its uid as the overflow uid, which names nobody
+ * (-EINVAL) or somebody else: it fetches without the flag, as it fetched
+ * name itself, and the id check alone decides (a squatter visible to it can
+ * make the import fail, -ENOTUNIQ or -ESTALE, never hand it a file).
  */
 static int fetch_chunks(struct nvb *h, const char *name, const struct nvb_entry *ent,
 			const uint64_t *ids, int n, int *fds)
@@ -315,8 +342,10 @@ static int fetch_chunks(struct nvb *h, const char *name, const struct nvb_entry 
 
 	memset(&fo, 0, sizeof(fo));
 	fo.sz = sizeof(fo);
-	fo.flags = NVB_FETCH_EXPECT_UID;
-	fo.expect_uid = ent->uid;
+	if (ent->uid != overflow_uid()) {
+		fo.flags = NVB_FETCH_EXPECT_UID;
+		fo.expect_uid = ent->uid;
+	}
 	for (i = 1; i < n; i++) {
 		err = chunk_name(cname, name, (unsigned int)i);
 		if (err)
