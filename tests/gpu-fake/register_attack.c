@@ -429,10 +429,69 @@ static int t_malicious_exporter(void)
 	return 0;
 }
 
+/*
+ * A legacy IPC range's metadata claims an allocation larger than the one
+ * its handle opens.  The handle is the truth: when the importer cannot
+ * learn what opened (cuMemGetAddressRange fails; here: the stand-in's
+ * table of ranges is full, so it does not know the mapping it made), the
+ * import must fail, not trust the metadata and hand out a mapping that
+ * runs past what CUDA mapped.
+ */
+static int t_legacy_range_unchecked(void)
+{
+	struct nvb_fetch_opts fo = { .sz = sizeof(fo) };
+	struct nvb_gpu_meta_range hd;
+	struct nvb_gpu_buf *b;
+	struct nvb_entry ent;
+	unsigned char blob[512];
+	CUdeviceptr p;
+	pid_t c;
+
+	CHECK(setup() == 0);
+	CHECK(cu.alloc(&p, MiB) == 0);
+	OK(nvb_gpu_register(g, p, MiB, 0, &b));
+	OK(nvb_gpu_publish(g, h, "ra/legacy", b, NVB_ACCESS_OWNER, NULL));
+	OK(nvb_fetch(h, "ra/legacy", &fo, blob, sizeof(blob), &ent, NULL));
+	memcpy(&hd, blob, sizeof(hd));
+	hd.ipc_size = 1ULL << 40;
+	hd.len = 64 * MiB;
+	memcpy(blob, &hd, sizeof(hd));
+	c = fork();
+	if (c == 0) {	/* CUDA opens a handle only in another process */
+		struct nvb_gpu_map *m = NULL;
+		struct nvb_gpu *g2;
+		uint64_t at = 1ULL << 44;
+		int r;
+
+		if (nvb_gpu_open(NULL, &g2))
+			_exit(99);
+		/* the honest check first: the handle opened MiB bytes */
+		r = nvb_gpu_import_fd(g2, 0, -1, blob, ent.blob_len, 0, &m);
+		if (r != -EINVAL || m) {
+			printf("    with a working cuMemGetAddressRange: %d\n", r);
+			_exit(1);
+		}
+		while (cu.mark(at, 4096, 4) == 0)	/* fill the stand-in's table */
+			at += 4096;
+		r = nvb_gpu_import_fd(g2, 0, -1, blob, ent.blob_len, 0, &m);
+		if (r == 0) {
+			printf("    imported: %zu bytes mapped over a %lu-byte allocation\n",
+			       nvb_gpu_map_size(m), MiB);
+			_exit(2);
+		}
+		printf("    refused: %d %s\n", r, nvb_gpu_last_error());
+		_exit(0);
+	}
+	EXPECT(child_status(c), 0);
+	nvb_gpu_free(b);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "chunk_names_squatted_by_another_user", t_chunk_names_squatted },
 	{ "importer_in_another_user_namespace", t_userns_importer },
 	{ "malicious_exporter_entries", t_malicious_exporter },
+	{ "legacy_range_past_what_opened", t_legacy_range_unchecked },
 };
 
 int main(int argc, char **argv)
