@@ -487,11 +487,55 @@ static int t_legacy_range_unchecked(void)
 	return 0;
 }
 
+/*
+ * What an importer is given is whole allocations, whatever sub-range was
+ * registered (nvb_gpu_register(3), SECURITY): the bytes around the range
+ * (other tensors of the segment) are in its mapping of a VMM range, and
+ * in what its legacy IPC handle opened.  Checked so that the man page
+ * stays true.
+ */
+static int t_whole_allocation(void)
+{
+	struct nvb_gpu_buf *bv, *bl;
+	CUdeviceptr va, p;
+	pid_t c;
+
+	CHECK(setup() == 0);
+	CHECK((va = vmm(1)) != 0 && cu.alloc(&p, MiB) == 0);
+	fake_random(P(p), MiB);
+	OK(nvb_gpu_register(g, va + 12345, 1000, 0, &bv));
+	OK(nvb_gpu_register(g, p + 4096, 1000, 0, &bl));
+	OK(nvb_gpu_publish(g, h, "ra/wv", bv, NVB_ACCESS_OWNER, NULL));
+	OK(nvb_gpu_publish(g, h, "ra/wl", bl, NVB_ACCESS_OWNER, NULL));
+	c = fork();
+	if (c == 0) {
+		struct nvb_gpu_map *mv, *ml;
+		struct nvb_gpu *g2;
+		struct nvb *h2;
+
+		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2) ||
+		    nvb_gpu_import(g2, h2, "ra/wv", 0, 0, &mv) || nvb_gpu_import(g2, h2, "ra/wl", 0, 0, &ml))
+			_exit(2);
+		if (nvb_gpu_map_size(mv) != 1000 || nvb_gpu_map_size(ml) != 1000)
+			_exit(3);
+		/* the whole first allocation, and the whole cudaMalloc allocation */
+		if (memcmp(P(nvb_gpu_map_ptr(mv) - 12345), P(va), GRAN) ||
+		    memcmp(P(nvb_gpu_map_ptr(ml) - 4096), P(p), MiB))
+			_exit(4);
+		_exit(0);
+	}
+	EXPECT(child_status(c), 0);
+	nvb_gpu_free(bv);
+	nvb_gpu_free(bl);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "chunk_names_squatted_by_another_user", t_chunk_names_squatted },
 	{ "importer_in_another_user_namespace", t_userns_importer },
 	{ "malicious_exporter_entries", t_malicious_exporter },
 	{ "legacy_range_past_what_opened", t_legacy_range_unchecked },
+	{ "importer_gets_whole_allocations", t_whole_allocation },
 };
 
 int main(int argc, char **argv)
