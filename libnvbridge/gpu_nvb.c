@@ -183,6 +183,8 @@ static int publish_range(struct nvb_gpu *g, struct nvb *h, const char *name, str
 		if (err)
 			nvb_gpu_seterr(err, nvb_last_error(h));
 	}
+	if (blob)	/* a legacy range's holds a bearer token */
+		explicit_bzero(blob, len);
 	free(blob);
 	if (err || n <= 1) {
 		for (i = 1; i < (int)pub->n; i++)

@@ -204,6 +204,8 @@ static void ipc_close(struct nvb_gpu *g, CUdeviceptr base)
 	pthread_mutex_unlock(&g->lock);
 	if (o) {
 		g->cu.cuIpcCloseMemHandle(base);
+		/* a bearer token: not left for the next malloc (or a core dump) to find */
+		explicit_bzero(&o->handle, sizeof(o->handle));
 		free(o);
 	}
 }

@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <grp.h>
+#include <malloc.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -31,6 +32,7 @@ static struct {
 	CUresult (*map)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long);
 	CUresult (*alloc)(CUdeviceptr *, size_t);
 	int (*mark)(uint64_t, size_t, int);
+	CUresult (*ipcget)(CUipcMemHandle *, CUdeviceptr);
 } cu;
 
 static struct nvb_gpu *g;
@@ -50,7 +52,8 @@ static int setup(void)
 	*(void **)&cu.map = dlsym(l, "cuMemMap");
 	*(void **)&cu.alloc = dlsym(l, "cuMemAlloc_v2");
 	*(void **)&cu.mark = dlsym(l, "fakecuda_mark");
-	return cu.create && cu.reserve && cu.map && cu.alloc && cu.mark ? 0 : -1;
+	*(void **)&cu.ipcget = dlsym(l, "cuIpcGetMemHandle");
+	return cu.create && cu.reserve && cu.map && cu.alloc && cu.mark && cu.ipcget ? 0 : -1;
 }
 
 /* n VMM allocations of GRAN bytes mapped back to back, random contents: the base address. */
@@ -530,12 +533,80 @@ static int t_whole_allocation(void)
 	return 0;
 }
 
+/*
+ * Every block this program frees passes here: while a secret is armed,
+ * count the blocks that still hold it (libnvbridge and the stand-in
+ * resolve free() to this definition).
+ */
+extern void __libc_free(void *p);
+static unsigned char secret[24];
+static int secret_armed, secret_freed;
+
+void free(void *p)
+{
+	if (p && secret_armed && memmem(p, malloc_usable_size(p), secret, sizeof(secret)))
+		secret_freed++;
+	__libc_free(p);
+}
+
+/*
+ * A legacy IPC handle is a bearer token: no block the library gives back
+ * to the allocator may still hold it, where any later allocation of the
+ * process (and a core dump) would find it: not while the exporter
+ * registers, publishes, unpublishes and unregisters, nor while the
+ * importer imports, unmaps, trims its cache and closes its GPU handle.
+ */
+static int t_legacy_handle_wiped(void)
+{
+	struct nvb_gpu_buf *b;
+	CUipcMemHandle ipc;
+	CUdeviceptr p;
+	uint64_t id;
+	int st[1], exp;
+	pid_t c;
+
+	CHECK(setup() == 0);
+	CHECK(cu.alloc(&p, MiB) == 0 && cu.ipcget(&ipc, p) == 0);
+	memcpy(secret, &ipc, sizeof(secret));	/* the stand-in's handle: magic, pid, fd, size */
+	memset(&ipc, 0, sizeof(ipc));
+	secret_armed = 1;
+	OK(nvb_gpu_register(g, p + 64, 4096, 0, &b));
+	OK(nvb_gpu_publish(g, h, "ra/token", b, NVB_ACCESS_OWNER, &id));
+	c = fork();
+	if (c == 0) {
+		struct nvb_gpu_map *m;
+		struct nvb_gpu *g2;
+		struct nvb *h2;
+
+		secret_armed = 0;
+		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2))
+			_exit(99);
+		secret_freed = 0;
+		secret_armed = 1;
+		if (nvb_gpu_import(g2, h2, "ra/token", 0, 0, &m))
+			_exit(98);
+		nvb_gpu_unmap(m);
+		nvb_gpu_cache_trim(g2);
+		nvb_gpu_close(g2);
+		secret_armed = 0;
+		_exit(secret_freed);
+	}
+	st[0] = child_status(c);
+	OK(nvb_gpu_unpublish(g, h, id));
+	nvb_gpu_free(b);
+	secret_armed = 0;
+	exp = secret_freed;
+	CHECK(st[0] == 0 && exp == 0, "freed blocks holding the handle: importer %d, exporter %d", st[0], exp);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "chunk_names_squatted_by_another_user", t_chunk_names_squatted },
 	{ "importer_in_another_user_namespace", t_userns_importer },
 	{ "malicious_exporter_entries", t_malicious_exporter },
 	{ "legacy_range_past_what_opened", t_legacy_range_unchecked },
 	{ "importer_gets_whole_allocations", t_whole_allocation },
+	{ "legacy_handle_wiped_when_freed", t_legacy_handle_wiped },
 };
 
 int main(int argc, char **argv)
