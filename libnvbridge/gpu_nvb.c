@@ -361,8 +361,12 @@ static int fetch_chunks(struct nvb *h, const char *name, const struct nvb_entry 
 		if (ce.id != ids[i] || fds[i] < 0) {
 			char msg[160];
 
-			snprintf(msg, sizeof(msg), "%s is entry %llu, not the %llu that %s names (republished?)",
-				 cname, (unsigned long long)ce.id, (unsigned long long)ids[i], name);
+			if (ce.id != ids[i])
+				snprintf(msg, sizeof(msg), "%s is entry %llu, not the %llu that %s names (republished?)",
+					 cname, (unsigned long long)ce.id, (unsigned long long)ids[i], name);
+			else
+				snprintf(msg, sizeof(msg), "%s (entry %llu) holds no file: it is no allocation of %s",
+					 cname, (unsigned long long)ce.id, name);
 			return nvb_gpu_seterr(-ESTALE, msg);
 		}
 	}
