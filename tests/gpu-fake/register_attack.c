@@ -601,6 +601,115 @@ static int t_legacy_handle_wiped(void)
 	return 0;
 }
 
+/*
+ * nvb_gpu_publish() of a three-allocation range fails half way (the name,
+ * or one of its chunk names, already published by the same user): the
+ * chunk entries it did publish are withdrawn, and no descriptor is left.
+ */
+static int t_publish_fails_half_way(void)
+{
+	struct nvb_publish_opts po = { .sz = sizeof(po), .access = NVB_ACCESS_OWNER };
+	struct nvb_fetch_opts fo = { .sz = sizeof(fo) };
+	struct nvb_gpu_buf *b;
+	struct nvb_entry ent;
+	CUdeviceptr va;
+	uint64_t id;
+	int fds;
+
+	CHECK(setup() == 0);
+	CHECK((va = vmm(3)) != 0);
+	OK(nvb_gpu_register(g, va, 3 * GRAN, 0, &b));
+	OK(nvb_publish(h, "ra/pf", -1, &po, sizeof(po), &po, NULL));
+	OK(nvb_publish(h, "ra/pg:c2", -1, &po, sizeof(po), &po, NULL));
+	fds = proc_fds(0);
+	for (int i = 0; i < 10; i++) {
+		EXPECT(nvb_gpu_publish(g, h, "ra/pf", b, NVB_ACCESS_OWNER, &id), -EEXIST);
+		EXPECT(nvb_fetch(h, "ra/pf:c1", &fo, NULL, 0, &ent, NULL), -ENOENT);
+		EXPECT(nvb_fetch(h, "ra/pf:c2", &fo, NULL, 0, &ent, NULL), -ENOENT);
+		EXPECT(nvb_gpu_publish(g, h, "ra/pg", b, NVB_ACCESS_OWNER, &id), -EEXIST);
+		EXPECT(nvb_fetch(h, "ra/pg:c1", &fo, NULL, 0, &ent, NULL), -ENOENT);
+		EXPECT(nvb_fetch(h, "ra/pg", &fo, NULL, 0, &ent, NULL), -ENOENT);
+	}
+	EXPECT(proc_fds(0), fds);
+	OK(nvb_unpublish(h, 0, "ra/pg:c2"));
+	OK(nvb_gpu_publish(g, h, "ra/pg", b, NVB_ACCESS_OWNER, &id));	/* and then it works */
+	OK(nvb_gpu_unpublish(g, h, id));
+	EXPECT(proc_fds(0), fds);
+	nvb_gpu_free(b);
+	return 0;
+}
+
+/*
+ * The exporter republishes a name over and over, alternating between two
+ * three-allocation ranges, while an importer imports it in a loop: every
+ * import that succeeds holds one range whole (no chunk of the other slips
+ * in between the fetch of the name and those of its chunks); the others
+ * fail with -ESTALE or -ENOENT.
+ */
+static int t_republish_race(void)
+{
+	struct nvb_gpu_buf *b[2];
+	CUdeviceptr va[2];
+	size_t len = 3 * GRAN - 2;
+	int up[2], st, ok = 0, stale = 0;
+	pid_t c;
+	char x;
+
+	CHECK(setup() == 0 && pipe(up) == 0);
+	CHECK((va[0] = vmm(3)) != 0 && (va[1] = vmm(3)) != 0);
+	for (int k = 0; k < 2; k++)
+		OK(nvb_gpu_register(g, va[k] + 1, len, 0, &b[k]));
+	c = fork();
+	if (c == 0) {
+		struct nvb_gpu *g2;
+		struct nvb *h2;
+		int n[4] = { 0, 0, 0, 0 };
+
+		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2) || read(up[0], &x, 1) != 1)
+			_exit(99);
+		for (int i = 0; i < 300; i++) {
+			struct nvb_gpu_map *m;
+			int r = nvb_gpu_import(g2, h2, "ra/race", 100000000LL, 0, &m);
+
+			if (r == -ESTALE || r == -ENOENT || r == -ETIMEDOUT) {
+				n[r == -ESTALE ? 2 : 3]++;
+				continue;
+			}
+			if (r)
+				_exit(2);
+			if (nvb_gpu_map_size(m) != len)
+				_exit(3);
+			if (!memcmp(P(nvb_gpu_map_ptr(m)), P(va[0] + 1), len))
+				n[0]++;
+			else if (!memcmp(P(nvb_gpu_map_ptr(m)), P(va[1] + 1), len))
+				n[1]++;
+			else
+				_exit(4);	/* a mix of the two */
+			nvb_gpu_unmap(m);
+			nvb_gpu_cache_trim(g2);
+		}
+		printf("    importer: %d of A, %d of B, %d -ESTALE, %d gone\n", n[0], n[1], n[2], n[3]);
+		_exit(0);
+	}
+	CHECK(write(up[1], "g", 1) == 1);
+	for (int i = 0; waitpid(c, &st, WNOHANG) == 0; i++) {
+		uint64_t id;
+
+		if (nvb_gpu_publish(g, h, "ra/race", b[i & 1], NVB_ACCESS_OWNER, &id) == 0) {
+			ok++;
+			usleep(200);
+			nvb_gpu_unpublish(g, h, id);
+		} else {
+			stale++;
+		}
+	}
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "importer: status %#x", st);
+	CHECK(ok > 10, "%d publications, %d failed", ok, stale);
+	nvb_gpu_free(b[0]);
+	nvb_gpu_free(b[1]);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "chunk_names_squatted_by_another_user", t_chunk_names_squatted },
 	{ "importer_in_another_user_namespace", t_userns_importer },
@@ -608,6 +717,8 @@ static const struct nvb_case cases[] = {
 	{ "legacy_range_past_what_opened", t_legacy_range_unchecked },
 	{ "importer_gets_whole_allocations", t_whole_allocation },
 	{ "legacy_handle_wiped_when_freed", t_legacy_handle_wiped },
+	{ "publish_fails_half_way", t_publish_fails_half_way },
+	{ "republish_race", t_republish_race },
 };
 
 int main(int argc, char **argv)
