@@ -183,6 +183,8 @@ static int publish_range(struct nvb_gpu *g, struct nvb *h, const char *name, str
 		if (err)
 			nvb_gpu_seterr(err, nvb_last_error(h));
 	}
+	if (blob)	/* a legacy range's holds a bearer token */
+		explicit_bzero(blob, len);
 	free(blob);
 	if (err || n <= 1) {
 		for (i = 1; i < (int)pub->n; i++)
@@ -308,9 +310,36 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h)
 }
 
 /*
+ * The uid both backends report for a publisher whose uid this process's
+ * user namespace does not map (the kernel's overflowuid, which nvbridged
+ * reads too).
+ */
+static uint32_t overflow_uid(void)
+{
+	unsigned int v = 65534;
+	FILE *f = fopen("/proc/sys/kernel/overflowuid", "re");
+
+	if (f) {
+		if (fscanf(f, "%u", &v) != 1)
+			v = 65534;
+		fclose(f);
+	}
+	return v;
+}
+
+/*
  * Chunks 1..n-1 of a registered range: each from its derived name, from the
  * user who published the range (nobody else can slip an entry in), and the
  * very entry the range's metadata names (not an older or newer one).
+ *
+ * The entry id is what binds a chunk to the range: ids are never reused in
+ * a scope, and only the range's publisher got these.  NVB_FETCH_EXPECT_UID
+ * only keeps other users' entries of the name out of the way.  An importer
+ * in a user namespace that does not map the publisher (a container sharing
+ * the IPC namespace) sees its uid as the overflow uid, which names nobody
+ * (-EINVAL) or somebody else: it fetches without the flag, as it fetched
+ * name itself, and the id check alone decides (a squatter visible to it can
+ * make the import fail, -ENOTUNIQ or -ESTALE, never hand it a file).
  */
 static int fetch_chunks(struct nvb *h, const char *name, const struct nvb_entry *ent,
 			const uint64_t *ids, int n, int *fds)
@@ -322,8 +351,10 @@ static int fetch_chunks(struct nvb *h, const char *name, const struct nvb_entry 
 
 	memset(&fo, 0, sizeof(fo));
 	fo.sz = sizeof(fo);
-	fo.flags = NVB_FETCH_EXPECT_UID;
-	fo.expect_uid = ent->uid;
+	if (ent->uid != overflow_uid()) {
+		fo.flags = NVB_FETCH_EXPECT_UID;
+		fo.expect_uid = ent->uid;
+	}
 	for (i = 1; i < n; i++) {
 		err = chunk_name(cname, name, (unsigned int)i);
 		if (err)
@@ -337,8 +368,12 @@ static int fetch_chunks(struct nvb *h, const char *name, const struct nvb_entry 
 		if (ce.id != ids[i] || fds[i] < 0) {
 			char msg[160];
 
-			snprintf(msg, sizeof(msg), "%s is entry %llu, not the %llu that %s names (republished?)",
-				 cname, (unsigned long long)ce.id, (unsigned long long)ids[i], name);
+			if (ce.id != ids[i])
+				snprintf(msg, sizeof(msg), "%s is entry %llu, not the %llu that %s names (republished?)",
+					 cname, (unsigned long long)ce.id, (unsigned long long)ids[i], name);
+			else
+				snprintf(msg, sizeof(msg), "%s (entry %llu) holds no file: it is no allocation of %s",
+					 cname, (unsigned long long)ce.id, name);
 			return nvb_gpu_seterr(-ESTALE, msg);
 		}
 	}

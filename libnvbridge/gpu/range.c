@@ -204,6 +204,8 @@ static void ipc_close(struct nvb_gpu *g, CUdeviceptr base)
 	pthread_mutex_unlock(&g->lock);
 	if (o) {
 		g->cu.cuIpcCloseMemHandle(base);
+		/* a bearer token: not left for the next malloc (or a core dump) to find */
+		explicit_bzero(&o->handle, sizeof(o->handle));
 		free(o);
 	}
 }
@@ -240,9 +242,15 @@ static int import_legacy(struct nvb_gpu *g, struct nvb_gpu_map *m, const struct 
 	if (res != CUDA_SUCCESS)
 		return cuerr(g, res, "cuIpcOpenMemHandle");
 	m->ipc_base = base;
-	/* the handle is the truth, not the blob: the range must lie inside what opened */
+	/*
+	 * The handle is the truth, not the blob: the range must lie inside what
+	 * opened.  Not knowing what opened is a failure too: trusting ipc_size
+	 * would hand out a mapping that runs past CUDA's.
+	 */
 	res = g->cu.cuMemGetAddressRange(&abase, &asize, base);
-	if (res == CUDA_SUCCESS && (abase != base || r->h.offset + r->h.len > asize))
+	if (res != CUDA_SUCCESS)
+		return cuerr(g, res, "cuMemGetAddressRange (of the opened IPC handle)");
+	if (abase != base || r->h.offset + r->h.len > asize)
 		return seterr(-EINVAL, "range metadata: [%llu, +%llu) outside the %zu bytes the IPC handle opened",
 			      (unsigned long long)r->h.offset, (unsigned long long)r->h.len, asize);
 	m->ptr = base + r->h.offset;

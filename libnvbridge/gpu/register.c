@@ -53,6 +53,7 @@ static void reg_release(struct nvb_gpu *g, struct nvb_gpu_reg *reg)
 			close(reg->c[i].fd);
 		g->cu.cuMemRelease(reg->c[i].h);
 	}
+	explicit_bzero(&reg->ipc, sizeof(reg->ipc));	/* a bearer token (legacy IPC) */
 	free(reg);
 }
 
