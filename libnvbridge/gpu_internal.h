@@ -15,6 +15,7 @@ struct nvb_gpu_name {
 	uint64_t id;
 	uint64_t wserial;	/* serial of the handle holding a watch on it */
 	uint64_t wid;		/* its watch id (0: none) */
+	uint32_t uid;		/* the publisher of id, as the fetch reported it */
 	char name[64];
 };
 

@@ -12,12 +12,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <stddef.h>
+
 #include "gpu_internal.h"
+#include "opts.h"
 #include "nvb_internal.h"
 #include "nvbridge.h"
 #include "nvbridge_gpu.h"
 
-static uint64_t names_lookup(struct nvb_gpu *g, const char *name)
+/* The entry id an earlier import of name found, and its publisher's uid. */
+static uint64_t names_lookup(struct nvb_gpu *g, const char *name, uint32_t *uid)
 {
 	struct nvb_gpu_name *n;
 	uint64_t id = 0;
@@ -26,6 +30,7 @@ static uint64_t names_lookup(struct nvb_gpu *g, const char *name)
 	for (n = *nvb_gpu_names_head(g); n; n = n->next)
 		if (!strcmp(n->name, name)) {
 			id = n->id;
+			*uid = n->uid;
 			break;
 		}
 	pthread_mutex_unlock(nvb_gpu_lock(g));
@@ -37,8 +42,8 @@ static uint64_t names_lookup(struct nvb_gpu *g, const char *name)
  * when the fetch failed) and, when wid is not 0, the watch that handle h
  * (by serial: a pointer may be reused after nvb_close) now holds on it.
  */
-static void names_set(struct nvb_gpu *g, const char *name, uint64_t id, struct nvb *h,
-		      uint64_t wid)
+static void names_set(struct nvb_gpu *g, const char *name, uint64_t id, uint32_t uid,
+		      struct nvb *h, uint64_t wid)
 {
 	struct nvb_gpu_name *n, **pp;
 
@@ -56,6 +61,7 @@ static void names_set(struct nvb_gpu *g, const char *name, uint64_t id, struct n
 	}
 	if (n) {
 		n->id = id;
+		n->uid = uid;
 		if (wid) {
 			n->wserial = h->serial;
 			n->wid = wid;
@@ -77,6 +83,7 @@ static int watch_all(struct nvb_gpu *g, struct nvb *h)
 	struct nvb_entry ent;
 	char name[64];
 	uint64_t id = 0, wid = 0, all;
+	uint32_t uid = 0;
 	int err, err2;
 
 	pthread_mutex_lock(nvb_gpu_lock(g));
@@ -84,6 +91,7 @@ static int watch_all(struct nvb_gpu *g, struct nvb *h)
 		if (n->wid && n->wserial == h->serial) {
 			snprintf(name, sizeof(name), "%s", n->name);
 			id = n->id;
+			uid = n->uid;
 			wid = n->wid;
 			n->wid = 0;
 			break;
@@ -99,7 +107,7 @@ static int watch_all(struct nvb_gpu *g, struct nvb *h)
 	if (err && err != -EEXIST) {
 		/* as it was, if the slot is still free; the name is looked up again below */
 		err2 = nvb_watch(h, name, 0, &wid);
-		names_set(g, name, id, h, err2 ? 0 : wid);
+		names_set(g, name, id, uid, h, err2 ? 0 : wid);
 		nvb_gpu_seterr(err, nvb_last_error(h));
 	} else {
 		err = 0;
@@ -412,25 +420,29 @@ int nvb_gpu_import_entry(struct nvb_gpu *g, struct nvb *h, const char *name, con
 	return err;
 }
 
-int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
-		   int64_t timeout_ns, uint32_t flags, struct nvb_gpu_map **out)
+/*
+ * The import of name through h: from the cache when an earlier import of
+ * name found a live entry of a publisher this one accepts (owner: when
+ * expect), else watch, fetch (owner-checked by the backend when expect)
+ * and import.
+ */
+static int import_name(struct nvb_gpu *g, struct nvb *h, const char *name, int64_t timeout_ns,
+		       uint32_t flags, bool expect, uint32_t owner, struct nvb_gpu_map **out)
 {
 	unsigned char small[512], *blob = small;
 	struct nvb_fetch_opts fo;
 	struct nvb_entry ent;
 	uint64_t id, wid;
+	uint32_t uid = 0;
 	int fd = -1, err;
 
-	*out = NULL;
-	if (!name)
-		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_import: name is NULL");
 	if (events_pending(h)) {
 		err = nvb_gpu_poll_events(g, h);
 		if (err < 0)
 			return err;
 	}
-	id = names_lookup(g, name);
-	if (id && nvb_gpu_import_cached(g, id, out) == 0)
+	id = names_lookup(g, name, &uid);
+	if (id && (!expect || uid == owner) && nvb_gpu_import_cached(g, id, out) == 0)
 		return 0;
 
 	/* Watch before fetching so that no revocation can slip between. */
@@ -442,6 +454,10 @@ int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
 	if (timeout_ns) {
 		fo.flags = NVB_FETCH_WAIT;
 		fo.timeout_ns = timeout_ns;
+	}
+	if (expect) {
+		fo.flags |= NVB_FETCH_EXPECT_UID;
+		fo.expect_uid = owner;
 	}
 	memset(&ent, 0, sizeof(ent));
 	err = nvb_fetch(h, name, &fo, blob, sizeof(small), &ent, &fd);
@@ -461,7 +477,7 @@ int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
 	}
 	if (err < 0) {
 		if (wid)
-			names_set(g, name, 0, h, wid);	/* keep the watch known */
+			names_set(g, name, 0, 0, h, wid);	/* keep the watch known */
 		if (blob != small)
 			free(blob);
 		return nvb_gpu_seterr(err, err == -ENOMEM ? "nvb_gpu_import: out of memory" :
@@ -472,6 +488,46 @@ int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
 		close(fd);
 	if (blob != small)
 		free(blob);
-	names_set(g, name, err ? 0 : ent.id, h, wid);
+	names_set(g, name, err ? 0 : ent.id, ent.uid, h, wid);
 	return err;
+}
+
+int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
+		   int64_t timeout_ns, uint32_t flags, struct nvb_gpu_map **out)
+{
+	*out = NULL;
+	if (!name)
+		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_import: name is NULL");
+	return import_name(g, h, name, timeout_ns, flags, false, 0, out);
+}
+
+int nvb_gpu_import_with(struct nvb_gpu *g, struct nvb *h, const char *name,
+			const struct nvb_gpu_import_opts *opts, struct nvb_gpu_map **out)
+{
+	struct nvb_gpu_import_opts o = { .sz = sizeof(o) };
+	const uint32_t owner_flags = NVB_GPU_IMPORT_OWNER_UID | NVB_GPU_IMPORT_ANY_OWNER;
+	int err;
+
+	if (!out)
+		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_import_with: out is NULL");
+	*out = NULL;
+	if (!g || !h || !name)
+		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_import_with: NULL handle or name");
+	if (opts) {
+		err = nvb_opts_in(&o, sizeof(o), opts, opts->sz,
+				  offsetof(struct nvb_gpu_import_opts, flags) + sizeof(uint32_t));
+		if (err)
+			return nvb_gpu_seterr(err, err == -E2BIG ?
+					      "nvb_gpu_import_with: unknown non-zero options" :
+					      "nvb_gpu_import_with: opts->sz unsupported");
+	}
+	if (o.flags & ~(owner_flags | NVB_GPU_IMPORT_NO_FABRIC | NVB_GPU_IMPORT_LOCAL_ONLY))
+		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_import_with: unknown flags");
+	if ((o.flags & owner_flags) == owner_flags)
+		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_import_with: OWNER_UID and ANY_OWNER together");
+	if (!(o.flags & NVB_GPU_IMPORT_OWNER_UID) && o.owner_uid)
+		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_import_with: owner_uid without OWNER_UID");
+	return import_name(g, h, name, o.timeout_ns, o.flags & ~owner_flags,
+			   !(o.flags & NVB_GPU_IMPORT_ANY_OWNER),
+			   (o.flags & NVB_GPU_IMPORT_OWNER_UID) ? o.owner_uid : (uint32_t)geteuid(), out);
 }

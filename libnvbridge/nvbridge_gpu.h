@@ -481,10 +481,39 @@ int nvb_gpu_unpublish(struct nvb_gpu *g, struct nvb *h, uint64_t id);
 /*
  * Fetches name (waiting up to timeout_ns, < 0 forever), imports it (cache
  * keyed by entry id; by name while no revoke event for it was seen), and
- * watches the name so a revocation reaches nvb_gpu_revoke().
+ * watches the name so a revocation reaches nvb_gpu_revoke().  It takes the
+ * entry of whoever published name and the policy lets in: another user
+ * who published the name first is imported.  nvb_gpu_import_with() names
+ * the publisher it expects.
  */
 int nvb_gpu_import(struct nvb_gpu *g, struct nvb *h, const char *name,
 		   int64_t timeout_ns, uint32_t flags, struct nvb_gpu_map **out);
+
+/* Flags of nvb_gpu_import_opts besides NVB_GPU_IMPORT_NO_FABRIC / _LOCAL_ONLY. */
+#define NVB_GPU_IMPORT_OWNER_UID	(1U << 2)	/* the publisher must be .owner_uid */
+#define NVB_GPU_IMPORT_ANY_OWNER	(1U << 3)	/* any publisher (nvb_gpu_import's rule) */
+
+struct nvb_gpu_import_opts {
+	size_t sz;		/* sizeof(struct nvb_gpu_import_opts) */
+	uint32_t flags;		/* NVB_GPU_IMPORT_* */
+	uint32_t owner_uid;	/* with NVB_GPU_IMPORT_OWNER_UID, else 0 */
+	int64_t timeout_ns;	/* wait for the name: 0 no, < 0 forever */
+};
+
+/*
+ * nvb_gpu_import() that says whose entry it wants.  By default (opts NULL,
+ * or neither owner flag) the publisher must be the caller's euid; with
+ * NVB_GPU_IMPORT_OWNER_UID, owner_uid (as the caller's user namespace sees
+ * it).  The backend applies it before any file is handed over: entries of
+ * anybody else under the name are invisible to the call (-ENOENT, or with
+ * a timeout it waits for the expected publisher's), so a squatter can
+ * neither hand over its memory nor make the import fail; a mapping the
+ * cache holds for the name is used only when its publisher is the one
+ * expected.  -EINVAL: owner_uid without NVB_GPU_IMPORT_OWNER_UID, both
+ * owner flags, an owner_uid the caller's user namespace does not map.
+ */
+int nvb_gpu_import_with(struct nvb_gpu *g, struct nvb *h, const char *name,
+			const struct nvb_gpu_import_opts *opts, struct nvb_gpu_map **out);
 /* Reads pending nvbridge events without blocking and applies revocations. */
 int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h);
 

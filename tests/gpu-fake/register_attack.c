@@ -710,6 +710,92 @@ static int t_republish_race(void)
 	return 0;
 }
 
+/*
+ * uid 2205 publishes its own buffer under a name before the victim (uid
+ * 2204) does.  nvb_gpu_import(), which takes any publisher, hands an
+ * importer (uid 2203) the squatter's memory; nvb_gpu_import_with() naming
+ * the victim waits for and gets the victim's bytes, even when that
+ * importer's cache already holds the squatter's mapping under the name;
+ * its default (the importer's own euid) sees neither.
+ */
+static int squat_pub(uid_t uid, const char *name, unsigned char fill, int go, int done)
+{
+	struct nvb_gpu_buf *b;
+	struct nvb_gpu *gs;
+	struct nvb *hs;
+	char x;
+
+	if (become(uid) || read(go, &x, 1) != 1 || nvb_gpu_open(NULL, &gs) || fake_nvb_open(&hs) ||
+	    nvb_gpu_alloc(gs, 0, GRAN, 0, &b))
+		return 2;
+	memset(P(nvb_gpu_buf_ptr(b)), fill, GRAN);
+	if (nvb_gpu_publish(gs, hs, name, b, NVB_ACCESS_SCOPE, NULL) || write(done, "p", 1) != 1)
+		return 3;
+	pause();		/* the entry lives as long as this process */
+	return 0;
+}
+
+static int t_main_name_squatted(void)
+{
+	int sgo[2], sdone[2], vgo[2], vdone[2], st;
+	struct nvb_gpu_import_opts io = { .sz = sizeof(io) };
+	struct nvb_gpu_map *m, *m2;
+	struct nvb_gpu *gi;
+	struct nvb *hi;
+	pid_t sq, vic, imp;
+	char x;
+
+	CHECK(pipe(sgo) == 0 && pipe(sdone) == 0 && pipe(vgo) == 0 && pipe(vdone) == 0);
+	sq = fork();
+	if (sq == 0)
+		_exit(squat_pub(2205, "ra/main", 0x55, sgo[0], sdone[1]));
+	vic = fork();
+	if (vic == 0)
+		_exit(squat_pub(2204, "ra/main", 0x77, vgo[0], vdone[1]));
+	CHECK(write(sgo[1], "g", 1) == 1 && read(sdone[0], &x, 1) == 1, "squatter did not publish");
+	imp = fork();
+	if (imp == 0) {
+		if (become(2203) || nvb_gpu_open(NULL, &gi) || fake_nvb_open(&hi))
+			_exit(10);
+		/* any publisher: the squatter's memory, and now in the cache */
+		if (nvb_gpu_import(gi, hi, "ra/main", 0, 0, &m) || P(nvb_gpu_map_ptr(m))[0] != 0x55)
+			_exit(11);
+		/* the importer's own euid by default: nobody's */
+		if (nvb_gpu_import_with(gi, hi, "ra/main", NULL, &m2) != -ENOENT)
+			_exit(12);
+		if (write(vgo[1], "g", 1) != 1 || read(vdone[0], &x, 1) != 1)
+			_exit(13);
+		io.flags = NVB_GPU_IMPORT_OWNER_UID;
+		io.owner_uid = 2204;
+		io.timeout_ns = 5000000000LL;
+		if (nvb_gpu_import_with(gi, hi, "ra/main", &io, &m2)) {
+			printf("    import_with: %s\n", nvb_gpu_last_error());
+			_exit(14);
+		}
+		if (m2 == m || P(nvb_gpu_map_ptr(m2))[0] != 0x77 || P(nvb_gpu_map_ptr(m2))[GRAN - 1] != 0x77)
+			_exit(15);
+		/* argument checks */
+		io.flags = 0;
+		if (nvb_gpu_import_with(gi, hi, "ra/main", &io, &m2) != -EINVAL)
+			_exit(16);	/* owner_uid without OWNER_UID */
+		io.flags = NVB_GPU_IMPORT_OWNER_UID | NVB_GPU_IMPORT_ANY_OWNER;
+		if (nvb_gpu_import_with(gi, hi, "ra/main", &io, &m2) != -EINVAL)
+			_exit(17);
+		io.flags = 1U << 30;
+		io.owner_uid = 0;
+		if (nvb_gpu_import_with(gi, hi, "ra/main", &io, &m2) != -EINVAL)
+			_exit(18);
+		_exit(0);
+	}
+	st = child_status(imp);
+	kill(sq, SIGKILL);
+	kill(vic, SIGKILL);
+	waitpid(sq, NULL, 0);
+	waitpid(vic, NULL, 0);
+	EXPECT(st, 0);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "chunk_names_squatted_by_another_user", t_chunk_names_squatted },
 	{ "importer_in_another_user_namespace", t_userns_importer },
@@ -719,6 +805,7 @@ static const struct nvb_case cases[] = {
 	{ "legacy_handle_wiped_when_freed", t_legacy_handle_wiped },
 	{ "publish_fails_half_way", t_publish_fails_half_way },
 	{ "republish_race", t_republish_race },
+	{ "main_name_squatted_import_with", t_main_name_squatted },
 };
 
 int main(int argc, char **argv)
