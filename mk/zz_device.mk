@@ -20,6 +20,8 @@ DEVICE_BINS  := $(LIB_SO) $(LB)/nvbridged $(TORCH_ALLOC_SO) $(BENCH_BIN) $(GPUTE
 .PHONY: device-bundle device-dry-run
 
 device-bundle: $(DEVICE_BINS)
+	@[ "$(BUILD)" = "$(CURDIR)/build" ] || \
+		{ echo "device-bundle: tests/gpu/device-all.sh reads build/; BUILD=$(BUILD) is elsewhere"; exit 1; }
 	@[ -n "$(NVCC)" ] || { echo "device-bundle: nvcc not found: the SM copy kernel would be missing"; exit 1; }
 	@[ -n "$(CUDA_INC)" ] && [ -n "$(CUDA_STUBS)" ] || \
 		{ echo "device-bundle: CUDA headers or stubs missing: no register example"; exit 1; }

@@ -34,7 +34,8 @@
 # NVB_DEVICE_STEPS="bench segments" runs only those (for a rerun);
 # NVB_BENCH_ARGS / NVB_SEG_ARGS add arguments to the two bench runs.
 #
-# $OUT gets at most 8 files (the tool's limit): SUMMARY.txt, steps.tar.gz,
+# $OUT gets at most 8 files (the tool's limit): SUMMARY.txt, steps.tar.gz
+# (steps.txt, the logs alone, where tar or gzip is missing), and copies of
 # nvbridge-bench.json, bench-tables.md, nvb-bandwidth.png, nvb-corun.png,
 # torch-alloc.json.
 #
@@ -91,8 +92,12 @@ pack() {
 		done
 	} > "$SUM"
 	cp "$SUM" "$OUTDIR/SUMMARY.txt"
-	tar czf "$OUTDIR/steps.tar.gz.tmp" -C "$W" . 2>/dev/null &&
+	if tar czf "$OUTDIR/steps.tar.gz.tmp" -C "$W" . 2>/dev/null; then
 		mv "$OUTDIR/steps.tar.gz.tmp" "$OUTDIR/steps.tar.gz"
+	else	# no tar or gzip there: every step's log in one file
+		rm -f "$OUTDIR/steps.tar.gz.tmp"
+		for f in "$W"/[0-9]*/log; do echo "==== $f"; cat "$f"; done > "$OUTDIR/steps.txt"
+	fi
 }
 
 # A private nvbridged for one step (its log in the step's directory).
@@ -204,7 +209,6 @@ PY
 k_info() {
 	cat gpu.csv torch.txt 2>/dev/null | grep -v '^+ '
 	grep -E '^cuBLAS:|not found|NOT-PROVEN' log | grep -v '^+'
-	grep -A1 -F "cat $LB/device-bundle.txt" log | tail -n 1
 }
 
 s_bench() {
@@ -284,6 +288,7 @@ s_python() {
 	TO "$PY" "$REPO/tests/python/run.py" test_gpu.py test_torch_alloc_gpu.py test_example.py
 }
 k_python() {
+	grep -E '::test_[a-z_0-9]+ PASSED' log | sed 's|^.*tests/python/||; s/ *PASSED.*/ PASSED/' | awk '!seen[$0]++'
 	grep -E '^(SKIP:|FAILED|ERROR)|Error:|^[0-9]+ passed, [0-9]+ failed' log | cut -c1-300 | tail -n 30
 }
 
@@ -339,5 +344,7 @@ trap - EXIT
 broker_stop
 pack
 cat "$SUM"
+echo
+sed -n '/^step /,/^verdict:/p' "$SUM"	# the table again, last in the call's output
 rm -rf "$W"
 ! grep -qE '^[a-z]+ +(FAIL|TIMEOUT|SKIPPED|NOTRUN) ' "$OUTDIR/SUMMARY.txt"
