@@ -20,13 +20,13 @@
 # 540 = NVB_DEVICE_BUDGET's default; a step also gets what earlier steps left
 # unused, up to twice its nominal time, never the later steps' nominal time,
 # so the whole run ends within the budget):
-#   info        15  nvidia-smi, torch/python, cuBLAS, ldd of every binary
+#   info        25  nvidia-smi, torch/python, cuBLAS, ldd of every binary
 #   bench      110  nvbridge-bench one-GPU table + co-run GEMM phase (issue 13)
 #   segments    45  nvbridge-bench --segments 4 (issue 15: setup vs legacy IPC, batches)
-#   gputest     90  build/gpu/gputest, every one-GPU case (issues 13, 14)
+#   gputest     85  build/gpu/gputest, every one-GPU case (issues 13, 14)
 #   segtest     45  build/gpu/segtest (issue 15)
 #   coexist     60  tests/gpu/torch_coexist.py: synchronize/empty_cache with objects alive
-#   python     100  tests/python: test_gpu.py, test_torch_alloc_gpu.py (whole process
+#   python      95  tests/python: test_gpu.py, test_torch_alloc_gpu.py (whole process
 #                   and MemPool), test_example.py (kv_producer/kv_consumer pair)
 #   register    20  build/gpu/nvb-example-register (VMM range over 2 allocations + cuMemAlloc)
 #   torchalloc  45  bench/torch_alloc_bench.py: allocator vs PyTorch default (issue 14)
@@ -144,9 +144,10 @@ step() {
 	echo "== $name (timeout $t s)"
 	t0=$(date +%s)
 	# every command of a step is bounded: its main one by TO (timeout kills
-	# the whole process group, children included), the others by short
-	# timeouts; the broker is stopped within 5 s
-	( cd "$d" && STEP_T=$t "s_$name" ) > "$d/log" 2>&1
+	# the whole process group, children included, SIGKILL 5 s after SIGTERM:
+	# hence STEP_T = t - 6), the others by short timeouts; the broker is
+	# stopped within 5 s
+	( cd "$d" && STEP_T=$((t > 11 ? t - 6 : 5)) "s_$name" ) > "$d/log" 2>&1
 	rc=$?
 	secs=$(( $(date +%s) - t0 ))
 	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$d/log" | tail -n 1)
@@ -199,7 +200,7 @@ for m in ("pytest", "numpy", "matplotlib"):
         print(f"  {m}: {e}")
 PY
 	cat torch.txt
-	echo "cuBLAS: $(timeout 20 sh "$REPO/scripts/find-cublas" 2>/dev/null || echo none)"
+	echo "cuBLAS: $(timeout 10 sh "$REPO/scripts/find-cublas" 2>/dev/null || echo none)"
 	ls -l /dev/nvbridge 2>&1
 	ls -lL $bins
 	for b in $bins; do echo "-- $b"; ldd "$b"; done
@@ -213,12 +214,12 @@ k_info() {
 
 s_bench() {
 	local nccl cublas
-	nccl=$(timeout 20 "$PY" -c 'import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)
-	cublas=$(timeout 20 sh "$REPO/scripts/find-cublas" 2>/dev/null)
+	nccl=$(timeout 10 "$PY" -c 'import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)
+	cublas=$(timeout 10 sh "$REPO/scripts/find-cublas" 2>/dev/null)
 	broker_start "$PWD"
 	# the bench's own deadline first, so that it kills its children and
 	# still prints what it measured
-	TO "$REPO/build/bench/nvbridge-bench" --timeout $((STEP_T - 10)) --nccl "${nccl:-libnccl.so.2}" \
+	TO "$REPO/build/bench/nvbridge-bench" --timeout $((STEP_T > 20 ? STEP_T - 10 : 10)) --nccl "${nccl:-libnccl.so.2}" \
 		${cublas:+--cublas "$cublas"} --json-out "$PWD/nvbridge-bench.json" ${NVB_BENCH_ARGS:-}
 	local rc=$?
 	broker_stop
@@ -235,7 +236,7 @@ k_bench() {
 
 s_segments() {
 	broker_start "$PWD"
-	TO "$REPO/build/bench/nvbridge-bench" --timeout $((STEP_T - 8)) --segments 4 ${NVB_SEG_ARGS:-}
+	TO "$REPO/build/bench/nvbridge-bench" --timeout $((STEP_T > 18 ? STEP_T - 8 : 10)) --segments 4 ${NVB_SEG_ARGS:-}
 	local rc=$?
 	broker_stop
 	return $rc
@@ -315,8 +316,10 @@ s_plot() {
 k_plot() { ls; grep -iE 'error|matplotlib' log; }
 
 echo "nvbridge device run: $OUTDIR (staging $W), budget $BUDGET s${DRY:+; $DRY}"
+# exec bits may not survive the copy to the GPU host
+chmod u+x $bins "$REPO/bench/plot" 2>/dev/null
 # name:nominal timeout (s); NVB_T_<NAME> overrides one
-STEPS="info:15 bench:110 segments:45 gputest:90 segtest:45 coexist:60 python:100 register:20 torchalloc:45 plot:10"
+STEPS="info:25 bench:110 segments:45 gputest:85 segtest:45 coexist:60 python:95 register:20 torchalloc:45 plot:10"
 selected() { [ -z "${NVB_DEVICE_STEPS:-}" ] || echo " $NVB_DEVICE_STEPS " | grep -q " $1 "; }
 nominal() {	# nominal NAME DEFAULT
 	local var

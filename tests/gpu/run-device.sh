@@ -1,5 +1,6 @@
 #!/bin/sh
 # Runs gputest and nvbridge-bench on a GPU host from prebuilt binaries
+# (Issues 13-15 on one GPU in one call, with a summary: tests/gpu/device-all.sh.)
 # (build/lib/nvbridged, build/gpu/gputest, build/bench/nvbridge-bench), with a
 # private nvbridged.  Usage: tests/gpu/run-device.sh OUTDIR
 #   NVB_BENCH_ARGS   extra arguments of the two-GPU bench
