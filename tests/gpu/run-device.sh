@@ -2,6 +2,7 @@
 # Runs gputest and nvbridge-bench on a GPU host from prebuilt binaries
 # (build/lib/nvbridged, build/gpu/gputest, build/bench/nvbridge-bench), with a
 # private nvbridged.  Usage: tests/gpu/run-device.sh OUTDIR
+# (Issues 13-15 on one GPU in one call, with a summary: tests/gpu/device-all.sh.)
 #   NVB_BENCH_ARGS   extra arguments of the two-GPU bench
 #   NVB_BENCH2_ARGS  when set, a second two-GPU run with these (bench2.txt/json)
 #   NVB_SKIP_GPUTEST, NVB_SKIP_BENCH, NVB_SKIP_TORCH  skip those steps

@@ -55,6 +55,7 @@ def child(lib_path, persistent):
     op = Put(dst=base + (16 << 20), src=base + (1 << 20), len=4096, wait_flag=base + 128,
              wait_val=1)
     ck(lib.nvb_gpu_proxy_post(p, ctypes.byref(op), None), "proxy_post (a wait never satisfied)")
+    print("P posted", flush=True)   # the parent's deadline check counts only from here
     for _ in range(20):
         z = x @ y
     t0 = time.monotonic()
@@ -70,17 +71,29 @@ def child(lib_path, persistent):
     lib.nvb_gpu_close(g)
 
 
+def text(b):
+    return (b or b"").decode() if isinstance(b, bytes) else (b or "")
+
+
 def run(lib_path, persistent, deadline):
+    """(the R line's two times or None, the child's output, whether the
+    child was killed at the deadline after it had posted the wait)."""
     args = [sys.executable, __file__, lib_path, "--child"] + (["--persistent"] if persistent else [])
     try:
-        out = subprocess.run(args, capture_output=True, text=True, timeout=deadline).stdout
+        p = subprocess.run(args, capture_output=True, text=True, timeout=deadline)
+        out = p.stdout + p.stderr   # a child that failed says why on stderr
     except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        return None, out
+        out = text(e.stdout) + text(e.stderr)
+        return None, out, "P posted" in out
     for line in out.splitlines():
         if line.startswith("R "):
-            return tuple(float(v) for v in line.split()[1:3]), out
-    return None, out
+            return tuple(float(v) for v in line.split()[1:3]), out, False
+    return None, out, False
+
+
+def why(out):
+    """The child's last lines (a traceback's last line says what failed)."""
+    return " | ".join(out.strip().splitlines()[-2:])[-300:]
 
 
 def main():
@@ -89,15 +102,17 @@ def main():
         child(lib_path, "--persistent" in sys.argv)
         return 0
     fails = 0
-    r, out = run(lib_path, False, 60)
+    r, out, _ = run(lib_path, False, 60)
     ok = r is not None and r[0] < BOUND_S * 1e3 and r[1] < BOUND_S * 1e3
     print(("ok   " if ok else "FAIL ") + "torch_synchronize_and_empty_cache_return"
-          + (f" (synchronize {r[0]:.3f} ms, empty_cache {r[1]:.3f} ms)" if r else f": {out[-300:]}"))
+          + (f" (synchronize {r[0]:.3f} ms, empty_cache {r[1]:.3f} ms)" if r else f": {why(out)}"))
     fails += not ok
-    r, out = run(lib_path, True, 20)
-    ok = r is None
+    # passes only when the child got as far as the posted wait and then
+    # hung there until killed: a child that failed earlier proves nothing
+    r, out, killed = run(lib_path, True, 20)
+    ok = killed
     print(("ok   " if ok else "FAIL ") + "torch_deadline_catches_persistent_proxy"
-          + ("" if ok else f": returned {r}"))
+          + ("" if ok else f": returned {r}" if r else f": not killed at the wait: {why(out)}"))
     fails += not ok
     return 1 if fails else 0
 

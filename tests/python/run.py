@@ -2,9 +2,12 @@
 # SPDX-License-Identifier: MIT
 """Suite "python": the nvbridge package's tests against a private nvbridged.
 
-usage: run.py [pytest args...]   (last line: "N passed, M failed"; skips are
-listed with their reasons and count as neither).  Runs under pytest when it
-is installed, else unittest.  NVBRIDGE_LIB defaults to build/lib's library.
+usage: run.py [pytest args...] [test_X.py...]   (last line: "N passed, M
+failed"; skips are listed with their reasons and count as neither).  Runs
+under pytest when it is installed, else unittest.  Test files named on the
+command line (as paths or names in tests/python) replace the whole
+directory (tests/gpu/device-all.sh runs the GPU files alone).
+NVBRIDGE_LIB defaults to build/lib's library.
 """
 from __future__ import annotations
 
@@ -18,6 +21,18 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [os.path.join(REPO, "python"), HERE] + ([os.environ["PYTHONPATH"]] if "PYTHONPATH" in os.environ else []))
 
 from helpers import Broker  # noqa: E402  (sets NVBRIDGE_LIB)
+
+
+def split_files(args: list) -> tuple:
+    """(the test files named in args, resolved against HERE; the other args)."""
+    files, rest = [], []
+    for a in args:
+        cand = a if os.path.isfile(a) else os.path.join(HERE, a)
+        if a.endswith(".py") and os.path.isfile(cand):
+            files.append(os.path.abspath(cand))
+        else:
+            rest.append(a)
+    return files, rest
 
 
 def run_pytest(args: list) -> tuple:
@@ -37,15 +52,20 @@ def run_pytest(args: list) -> tuple:
                 self.skipped.append((report.nodeid, report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)))
 
     c = Count()
-    rc = pytest.main(["-v", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-rs", HERE, *args], plugins=[c])
+    files, rest = split_files(args)
+    rc = pytest.main(["-v", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-rs", *(files or [HERE]), *rest],
+                     plugins=[c])
     if rc not in (0, 1) and c.failed == 0:
         c.failed = 1  # collection or usage error
     return c.passed, c.failed, c.skipped
 
 
-def run_unittest() -> tuple:
+def run_unittest(args: list) -> tuple:
     import unittest
-    suite = unittest.defaultTestLoader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)
+    files, _ = split_files(args)
+    suite = unittest.TestSuite(
+        unittest.defaultTestLoader.discover(HERE, pattern=p, top_level_dir=HERE)
+        for p in ([os.path.basename(f) for f in files] or ["test_*.py"]))
     r = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
     failed = len(r.failures) + len(r.errors) + len(r.unexpectedSuccesses)
     return max(0, r.testsRun - failed - len(r.skipped)), failed, [(str(t), why) for t, why in r.skipped]
@@ -61,7 +81,7 @@ def main() -> int:
             passed, failed, skipped = run_pytest(sys.argv[1:])
         except ImportError:
             print("pytest not installed: running under unittest")
-            passed, failed, skipped = run_unittest()
+            passed, failed, skipped = run_unittest(sys.argv[1:])
     finally:
         drc = b.stop()
     with open(b.log.name) as f:
