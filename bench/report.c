@@ -313,8 +313,18 @@ void print_corun(FILE *f)
 	}
 }
 
+/* A JSON number, or null for what JSON cannot write (inf, nan: a rate timed at zero). */
+static const char *jnum(char *buf, size_t len, const char *fmt, double v)
+{
+	if (!isfinite(v))
+		return "null";
+	snprintf(buf, len, fmt, v);
+	return buf;
+}
+
 void print_json(FILE *f, struct goal_row *rows, int n)
 {
+	char j1[32], j2[32], j3[32];
 	char date[64];
 	time_t t = time(NULL);
 	int i;
@@ -328,19 +338,24 @@ void print_json(FILE *f, struct goal_row *rows, int n)
 		info.import, opt.gpu_a, opt.gpu_b, info.kernel, info.nccl_note, opt.trials,
 		info.corun_note);
 	for (i = 0; i < n; i++)
-		fprintf(f, "    {\"metric\": \"%s\", \"method\": \"%s\", \"value\": %.6g, "
-			"\"baseline\": \"%s\", \"baseline_value\": %.6g, \"ratio\": %.4g, "
+		fprintf(f, "    {\"metric\": \"%s\", \"method\": \"%s\", \"value\": %s, "
+			"\"baseline\": \"%s\", \"baseline_value\": %s, \"ratio\": %s, "
 			"\"goal\": \"%s\", \"met\": %s}%s\n", rows[i].metric,
-			rows[i].nvb ? rows[i].nvb->method : "", rows[i].nvb ? rows[i].nvb->value : 0,
-			rows[i].base_name, rows[i].base ? rows[i].base->value : 0, rows[i].ratio,
+			rows[i].nvb ? rows[i].nvb->method : "",
+			jnum(j1, sizeof(j1), "%.6g", rows[i].nvb ? rows[i].nvb->value : 0),
+			rows[i].base_name,
+			jnum(j2, sizeof(j2), "%.6g", rows[i].base ? rows[i].base->value : 0),
+			jnum(j3, sizeof(j3), "%.4g", rows[i].ratio),
 			rows[i].goal, rows[i].met < 0 ? "null" : rows[i].met ? "true" : "false",
 			i + 1 < n ? "," : "");
 	fprintf(f, "  ],\n  \"results\": [\n");
 	for (i = 0; i < nresults; i++)
 		fprintf(f, "    {\"metric\": \"%s\", \"method\": \"%s\", \"size\": %llu, "
-			"\"value\": %.6g, \"min\": %.6g, \"max\": %.6g, \"n\": %d, \"unit\": \"%s\"}%s\n",
-			results[i].key, results[i].method,
-			(unsigned long long)results[i].size, results[i].value, results[i].min,
-			results[i].max, results[i].n, results[i].unit, i + 1 < nresults ? "," : "");
+			"\"value\": %s, \"min\": %s, \"max\": %s, \"n\": %d, \"unit\": \"%s\"}%s\n",
+			results[i].key, results[i].method, (unsigned long long)results[i].size,
+			jnum(j1, sizeof(j1), "%.6g", results[i].value),
+			jnum(j2, sizeof(j2), "%.6g", results[i].min),
+			jnum(j3, sizeof(j3), "%.6g", results[i].max),
+			results[i].n, results[i].unit, i + 1 < nresults ? "," : "");
 	fprintf(f, "  ]\n}\n");
 }
