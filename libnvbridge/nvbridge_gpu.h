@@ -656,7 +656,7 @@ struct nvb_gpu_xfer_opts {
 	void *stream;
 	uint64_t flag;		/* 0, or a 4-byte aligned device word set to flag_val */
 	uint32_t flag_val;
-	int32_t efd;		/* with NVB_GPU_XFER_EVENTFD */
+	int32_t efd;		/* with NVB_GPU_XFER_EVENTFD (the library writes to its own dup) */
 	uint64_t user_data;	/* nvb_gpu_batch_user_data() gives it back */
 };
 

@@ -79,7 +79,7 @@ struct nvb_gpu_batch {
 	int done;		/* statuses final (e->lock) */
 	int freed;		/* nvb_gpu_batch_free() came first: free when done */
 	int err;		/* a CUDA failure after queueing began, else 0 */
-	int efd;		/* the caller's eventfd, or -1 */
+	int efd;		/* our duplicate of the caller's eventfd, or -1 */
 	uint32_t method;
 	uint64_t user_data;
 	uint64_t bytes;

@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -44,6 +45,8 @@ static void host_done(void *arg)
 
 void batch_free(struct nvb_gpu_batch *b)
 {
+	if (b->efd >= 0)
+		close(b->efd);
 	free(b->segs);
 	free(b->status);
 	free(b);
@@ -84,8 +87,12 @@ void xfer_reap(struct seg_engine *e)
 				break;
 			}
 		__atomic_store_n(&b->done, 1, __ATOMIC_RELEASE);
-		if (b->efd >= 0 && write(b->efd, &one, sizeof(one)) < 0) {
-			/* the caller's eventfd is full or gone: status still tells */
+		if (b->efd >= 0) {
+			if (write(b->efd, &one, sizeof(one)) < 0) {
+				/* the caller's eventfd is full: status still tells */
+			}
+			close(b->efd);	/* our duplicate: nothing more to tell */
+			b->efd = -1;
 		}
 		if (write(e->done_fd, &one, sizeof(one)) < 0) {
 			/* saturated: still readable */
@@ -312,6 +319,7 @@ int nvb_gpu_xfer_submit(struct nvb_gpu *g, const struct nvb_gpu_xfer_req *reqs, 
 		return -EAGAIN;
 	b = calloc(1, sizeof(*b));
 	if (b) {
+		b->efd = -1;	/* batch_free closes it */
 		b->segs = calloc(n, sizeof(*b->segs));
 		b->status = malloc(n * sizeof(*b->status));
 	}
@@ -322,7 +330,17 @@ int nvb_gpu_xfer_submit(struct nvb_gpu *g, const struct nvb_gpu_xfer_req *reqs, 
 	}
 	b->e = e;
 	b->n = n;
-	b->efd = (o.flags & NVB_GPU_XFER_EVENTFD) ? o.efd : -1;
+	/*
+	 * Our own duplicate: the application may close its eventfd once it no
+	 * longer cares (after nvb_gpu_batch_free of a running batch), and the
+	 * completion must not write 8 bytes into whatever file reuses the number.
+	 */
+	if ((o.flags & NVB_GPU_XFER_EVENTFD) &&
+	    (b->efd = fcntl(o.efd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		err = -errno;	/* EBADF, or EMFILE */
+		batch_free(b);
+		return seterr(err, "nvb_gpu_xfer_submit: efd %d: %s", o.efd, strerror(-err));
+	}
 	b->user_data = o.user_data;
 	refresh(e, reqs, n);
 
