@@ -521,7 +521,8 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h);
  *     to .flag_val on the stream after the batch's copies (the
  *     nvb_gpu_signal machinery), for a peer or a kernel waiting on it.
  * The thread is started by the first segment call and stopped by
- * nvb_gpu_close().
+ * nvb_gpu_close().  In a child of fork() the inherited g has no thread:
+ * its segment and transfer calls fail with -ECHILD.
  *
  * The library reads the events of a handle while a segment opened (or a
  * prefetch registered) through it is open: keep another handle for events

@@ -20,6 +20,7 @@
 #define NVB_SEG_PRIV_H
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <stdint.h>
 
 #include "gpu_priv.h"
@@ -93,6 +94,7 @@ struct seg_engine {
 	pthread_cond_t cv;		/* a batch completed */
 	pthread_t thr;
 	int thr_ok;
+	pid_t pid;			/* the process its thread runs in */
 	int stop;
 	int wake;			/* eventfd: host functions, new handles, stop */
 	int done_fd;			/* eventfd for the application: +1 per batch */
@@ -110,6 +112,7 @@ struct seg_engine {
 };
 
 #define seg_engine_get	nvb_gpu__seg_engine_get
+#define seg_forked	nvb_gpu__seg_forked
 #define seg_put		nvb_gpu__seg_put
 #define seg_dead	nvb_gpu__seg_dead
 #define seg_events	nvb_gpu__seg_events
@@ -117,8 +120,14 @@ struct seg_engine {
 #define xfer_shutdown	nvb_gpu__xfer_shutdown
 #define batch_free	nvb_gpu__batch_free
 
-/* The engine of g, created (thread started) on first use; NULL and seterr on failure. */
-NVB_HIDDEN struct seg_engine *seg_engine_get(struct nvb_gpu *g);
+/*
+ * The engine of g, created (thread started) on first use; NULL and *err
+ * (also seterr) on failure: -ECHILD in a child of fork() (the thread stayed
+ * in the parent: nothing would ever complete here), -ENOMEM, -EAGAIN.
+ */
+NVB_HIDDEN struct seg_engine *seg_engine_get(struct nvb_gpu *g, int *err);
+/* 1 in a child of fork() of the engine's process: its thread and locks are the parent's. */
+NVB_HIDDEN int seg_forked(const struct seg_engine *e);
 /* Drops a reference (e->lock held); returns s when it must be destroyed (after unlock). */
 NVB_HIDDEN struct nvb_gpu_seg *seg_put(struct nvb_gpu_seg *s);
 NVB_HIDDEN void nvb_gpu__seg_destroy(struct nvb_gpu_seg *s);

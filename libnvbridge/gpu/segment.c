@@ -96,7 +96,20 @@ static void handle_put(struct seg_engine *e, struct seg_handle *hd)
 
 static void *seg_thread(void *arg);
 
-struct seg_engine *seg_engine_get(struct nvb_gpu *g)
+int seg_forked(const struct seg_engine *e)
+{
+	/* a syscall per call (glibc caches no pid): cheap next to a submission's own */
+	return e->pid != getpid();
+}
+
+static struct seg_engine *forked(int *err)
+{
+	*err = seterr(-ECHILD, "segment: inherited through fork(): the library thread runs in "
+		      "the parent, nothing would complete here");
+	return NULL;
+}
+
+struct seg_engine *seg_engine_get(struct nvb_gpu *g, int *err)
 {
 	struct seg_engine *e = __atomic_load_n(&g->seg, __ATOMIC_ACQUIRE);
 	pthread_condattr_t ca;
@@ -104,21 +117,25 @@ struct seg_engine *seg_engine_get(struct nvb_gpu *g)
 	int rc;
 
 	if (e)
-		return e;
+		return seg_forked(e) ? forked(err) : e;
 	pthread_mutex_lock(&g->lock);
 	e = g->seg;
-	if (e)
+	if (e) {
+		if (seg_forked(e))
+			e = forked(err);
 		goto out;
+	}
 	e = calloc(1, sizeof(*e));
 	if (!e) {
-		seterr(-ENOMEM, "segment: out of memory");
+		*err = seterr(-ENOMEM, "segment: out of memory");
 		goto out;
 	}
 	e->g = g;
+	e->pid = getpid();
 	e->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	e->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (e->wake < 0 || e->done_fd < 0) {
-		seterr(-errno, "segment: eventfd: %s", strerror(errno));
+		*err = seterr(-errno, "segment: eventfd: %s", strerror(errno));
 		goto fail;
 	}
 	pthread_mutex_init(&e->hlock, NULL);
@@ -134,7 +151,7 @@ struct seg_engine *seg_engine_get(struct nvb_gpu *g)
 	rc = pthread_create(&e->thr, NULL, seg_thread, e);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc) {
-		seterr(-EAGAIN, "segment: cannot start the library thread");
+		*err = seterr(-EAGAIN, "segment: cannot start the library thread");
 		pthread_cond_destroy(&e->cv);
 		pthread_mutex_destroy(&e->lock);
 		pthread_mutex_destroy(&e->hlock);
@@ -435,17 +452,25 @@ void nvb_gpu__seg_shutdown(struct nvb_gpu *g)
 	struct seg_watch *w;
 	struct seg_handle *hd;
 	struct nvb_gpu_seg *s;
-	int i, leak;
+	int i, leak = 0, child;
 
 	if (!e)
 		return;
-	leak = xfer_shutdown(e) != 0;
-	pthread_mutex_lock(&e->lock);
-	e->stop = 1;
-	pthread_mutex_unlock(&e->lock);
-	wake(e);
-	if (e->thr_ok)
-		pthread_join(e->thr, NULL);
+	/*
+	 * A child of fork() has the engine's memory, not its thread, and its
+	 * locks as the parent's threads left them: free the child's copies
+	 * without a lock, a join or a CUDA call on the parent's streams.
+	 */
+	child = seg_forked(e);
+	if (!child) {
+		leak = xfer_shutdown(e) != 0;
+		pthread_mutex_lock(&e->lock);
+		e->stop = 1;
+		pthread_mutex_unlock(&e->lock);
+		wake(e);
+		if (e->thr_ok)
+			pthread_join(e->thr, NULL);
+	}
 	g->seg = NULL;
 	if (leak)	/* host functions may still run: keep what they touch */
 		return;
@@ -473,7 +498,7 @@ void nvb_gpu__seg_shutdown(struct nvb_gpu *g)
 		e->handles = hd->next;
 		free(hd);
 	}
-	for (i = 0; i < g->ndev; i++)
+	for (i = 0; i < g->ndev && !child; i++)
 		if (e->st[i]) {
 			CUcontext old = ctx_push(g, i);
 
@@ -482,9 +507,11 @@ void nvb_gpu__seg_shutdown(struct nvb_gpu *g)
 		}
 	close(e->wake);
 	close(e->done_fd);
-	pthread_cond_destroy(&e->cv);
-	pthread_mutex_destroy(&e->lock);
-	pthread_mutex_destroy(&e->hlock);
+	if (!child) {
+		pthread_cond_destroy(&e->cv);
+		pthread_mutex_destroy(&e->lock);
+		pthread_mutex_destroy(&e->hlock);
+	}
 	free(e);
 }
 
@@ -526,9 +553,9 @@ int nvb_gpu_seg_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
 	err = name_ok("nvb_gpu_seg_publish", name);
 	if (err)
 		return err;
-	e = seg_engine_get(g);
+	e = seg_engine_get(g, &err);
 	if (!e)
-		return -EAGAIN;
+		return err;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return seterr(-ENOMEM, "nvb_gpu_seg_publish: out of memory");
@@ -675,9 +702,9 @@ static int seg_begin(const char *fn, struct nvb_gpu *g, struct nvb *h, const cha
 		err = name_ok(fn, name);
 	if (err)
 		return err;
-	*e = seg_engine_get(g);
+	*e = seg_engine_get(g, &err);
 	if (!*e)
-		return -EAGAIN;
+		return err;
 	pthread_mutex_lock(&(*e)->hlock);
 	*hd = handle_get(*e, h);
 	pthread_mutex_unlock(&(*e)->hlock);
@@ -875,6 +902,8 @@ void nvb_gpu_seg_close(struct nvb_gpu_seg *s)
 	if (!s)
 		return;
 	e = s->e;
+	if (seg_forked(e))	/* the parent's: nvb_gpu_close() frees the child's copy */
+		return;
 	if (s->local)	/* the peers' segments are revoked now, not when batches end */
 		nvb_gpu_unpublish(e->g, s->pub_h, s->id);
 	pthread_mutex_lock(&e->hlock);
@@ -909,6 +938,8 @@ int nvb_gpu_seg_revoked(struct nvb_gpu_seg *s)
 {
 	int r;
 
+	if (seg_forked(s->e))	/* no lock: the parent's threads may have held it */
+		return seg_dead(s);
 	pthread_mutex_lock(&s->e->lock);
 	r = seg_dead(s);
 	pthread_mutex_unlock(&s->e->lock);

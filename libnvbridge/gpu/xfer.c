@@ -314,9 +314,9 @@ int nvb_gpu_xfer_submit(struct nvb_gpu *g, const struct nvb_gpu_xfer_req *reqs, 
 			      (unsigned long long)o.flag);
 	if (!n || n > XFER_MAX_REQS || !reqs)
 		return seterr(-EINVAL, "nvb_gpu_xfer_submit: 1..%u requests required", XFER_MAX_REQS);
-	e = seg_engine_get(g);
+	e = seg_engine_get(g, &err);
 	if (!e)
-		return -EAGAIN;
+		return err;
 	b = calloc(1, sizeof(*b));
 	if (b) {
 		b->efd = -1;	/* batch_free closes it */
@@ -438,6 +438,8 @@ int nvb_gpu_batch_wait(struct nvb_gpu_batch *b, int64_t timeout_ns)
 	if (!b)
 		return seterr(-EINVAL, "nvb_gpu_batch_wait: b is NULL");
 	e = b->e;
+	if (!b->done && seg_forked(e))	/* the thread that would complete it is the parent's */
+		return seterr(-ECHILD, "nvb_gpu_batch_wait: batch inherited through fork()");
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	if (timeout_ns >= 0) {
 		ts.tv_sec += timeout_ns / 1000000000;
@@ -476,6 +478,8 @@ void nvb_gpu_batch_free(struct nvb_gpu_batch *b)
 	if (!b)
 		return;
 	e = b->e;
+	if (seg_forked(e))	/* the parent's: nvb_gpu_close() frees the child's copy */
+		return;
 	pthread_mutex_lock(&e->lock);
 	if (b->done) {
 		for (pp = &e->done; *pp; pp = &(*pp)->next)
@@ -495,11 +499,12 @@ void nvb_gpu_batch_free(struct nvb_gpu_batch *b)
 int nvb_gpu_xfer_fd(struct nvb_gpu *g)
 {
 	struct seg_engine *e;
+	int err;
 
 	if (!g)
 		return seterr(-EINVAL, "nvb_gpu_xfer_fd: g is NULL");
-	e = seg_engine_get(g);
-	return e ? e->done_fd : -EAGAIN;
+	e = seg_engine_get(g, &err);
+	return e ? e->done_fd : err;
 }
 
 int nvb_gpu_xfer_stats(struct nvb_gpu *g, struct nvb_gpu_xfer_stats *out)
@@ -515,11 +520,15 @@ int nvb_gpu_xfer_stats(struct nvb_gpu *g, struct nvb_gpu_xfer_stats *out)
 	memset(&st, 0, sizeof(st));
 	e = __atomic_load_n(&g->seg, __ATOMIC_ACQUIRE);
 	if (e) {
-		pthread_mutex_lock(&e->lock);
+		int locked = !seg_forked(e);	/* a child must not wait for the parent's lock */
+
+		if (locked)
+			pthread_mutex_lock(&e->lock);
 		st = e->xs;
 		for (b = e->inflight; b; b = b->next)
 			st.inflight++;
-		pthread_mutex_unlock(&e->lock);
+		if (locked)
+			pthread_mutex_unlock(&e->lock);
 	}
 	st.sz = sizeof(st);
 	sz = out->sz < sizeof(st) ? out->sz : sizeof(st);

@@ -228,7 +228,7 @@ static int wait_child(pid_t pid, int ms)
  * those on an inherited struct nvb do, and nvb_gpu_close() returns without
  * touching the parent's thread.  The parent is unaffected.
  */
-static int __attribute__((unused)) t_fork_child(void)
+static int t_fork_child(void)
 {
 	struct nvb_gpu_batch *b;
 	struct loop l;
@@ -378,6 +378,7 @@ static int __attribute__((unused)) t_prefetch_after_connection_lost(void)
 
 static const struct nvb_case cases[] = {
 	{ "eventfd_closed_and_reused_in_flight", t_efd_closed_and_reused },
+	{ "fork_child_close_and_submit", t_fork_child },
 };
 
 int main(int argc, char **argv)
