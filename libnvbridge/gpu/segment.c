@@ -261,49 +261,70 @@ static int fetch(struct nvb *h, const char *name, uint32_t flags, uint32_t owner
 	return err;
 }
 
+/* What verify() fetches again for one open segment. */
+struct seg_check {
+	uint64_t id;
+	uint32_t flags, owner_uid;
+	char name[64];
+};
+
 /*
  * Events were lost (OVERFLOW): a revocation may be among them.  Each open
- * segment on hd is fetched again; gone or replaced means revoked
- * (e->hlock held).
+ * segment on hd (every one: an unchecked one would stay usable for ever)
+ * is fetched again; gone or replaced means revoked (e->hlock held).
  */
 static void verify(struct seg_engine *e, struct seg_handle *hd)
 {
 	unsigned char blob[SEG_BLOB];
+	struct seg_check *c = NULL;
 	struct nvb_gpu_seg *s;
 	struct nvb_entry ent;
-	uint64_t ids[32];
-	char names[32][64];
-	uint32_t fl[32], uid[32];
-	int n = 0, i, fd, err;
+	size_t n = 0, cap = 0, i;
+	int fd, err;
 
 	pthread_mutex_lock(&e->lock);
-	for (s = e->segs; s && n < 32; s = s->next)
-		if (!s->local && s->hd == hd && !s->revoked) {
-			ids[n] = s->id;
-			fl[n] = s->flags;
-			uid[n] = s->owner_uid;
-			snprintf(names[n], sizeof(names[n]), "%s", s->name);
-			n++;
+	for (s = e->segs; s; s = s->next)
+		cap += !s->local && s->hd == hd && !s->revoked;
+	/* no lock across malloc: new segments after this one are fetched after the loss anyway */
+	pthread_mutex_unlock(&e->lock);
+	if (!cap)
+		return;
+	c = calloc(cap, sizeof(*c));
+	pthread_mutex_lock(&e->lock);
+	for (s = e->segs; s; s = s->next) {
+		if (s->local || s->hd != hd || s->revoked)
+			continue;
+		if (!c || n == cap) {
+			/* out of memory, or segments the count missed: unverifiable is revoked */
+			s->revoked = 1;
+			continue;
 		}
+		c[n].id = s->id;
+		c[n].flags = s->flags;
+		c[n].owner_uid = s->owner_uid;
+		snprintf(c[n].name, sizeof(c[n].name), "%s", s->name);
+		n++;
+	}
 	pthread_mutex_unlock(&e->lock);
 	for (i = 0; i < n; i++) {
 		unsigned char *b;
 
-		err = fetch(hd->h, names[i], fl[i], uid[i], 0, blob, &b, &ent, &fd);
+		err = fetch(hd->h, c[i].name, c[i].flags, c[i].owner_uid, 0, blob, &b, &ent, &fd);
 		if (b != blob)
 			free(b);
 		if (fd >= 0)
 			close(fd);
-		if ((err == 0 || err == -EMSGSIZE) && ent.id == ids[i])
+		if ((err == 0 || err == -EMSGSIZE) && ent.id == c[i].id)
 			continue;
 		if (err && err != -ENOENT && err != -EACCES && err != -EPERM &&
 		    err != -ECONNRESET && err != -ECHILD)
 			continue;	/* unknown: keep it */
-		nvb_gpu_revoke(e->g, ids[i]);
+		nvb_gpu_revoke(e->g, c[i].id);
 		pthread_mutex_lock(&e->lock);
-		mark_revoked(e, hd, ids[i]);
+		mark_revoked(e, hd, c[i].id);
 		pthread_mutex_unlock(&e->lock);
 	}
+	free(c);
 }
 
 void seg_events(struct seg_engine *e, struct seg_handle *hd)

@@ -283,7 +283,7 @@ static int t_fork_child(void)
  * open segment again.  Before the fix only the 32 newest were checked:
  * the oldest stayed "alive" (transfers 0 instead of -ENOLINK, forever).
  */
-static int __attribute__((unused)) t_overflow_many_segments(void)
+static int t_overflow_many_segments(void)
 {
 	struct nvb_gpu_seg *seg[40];
 	struct nvb_gpu_buf *lb;
@@ -379,6 +379,7 @@ static int __attribute__((unused)) t_prefetch_after_connection_lost(void)
 static const struct nvb_case cases[] = {
 	{ "eventfd_closed_and_reused_in_flight", t_efd_closed_and_reused },
 	{ "fork_child_close_and_submit", t_fork_child },
+	{ "overflow_with_40_segments_open", t_overflow_many_segments },
 };
 
 int main(int argc, char **argv)
