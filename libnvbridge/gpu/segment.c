@@ -344,6 +344,12 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 			 */
 			pthread_mutex_lock(&e->lock);
 			mark_revoked(e, hd, 0);
+			/* nor may a prefetch on it serve an open (open_prefetched) */
+			for (p = e->prefetch; p; p = p->next)
+				if (p->hd == hd) {
+					p->id = 0;
+					p->pending = 0;
+				}
 			hd->evfd = -1;
 			pthread_mutex_unlock(&e->lock);
 			return;
@@ -750,7 +756,8 @@ static int open_prefetched(struct seg_engine *e, struct seg_handle *hd, const ch
 	for (p = e->prefetch; p; p = p->next)
 		if (p->hd == hd && !strcmp(p->name, name))
 			break;
-	if (p && p->id && p->flags == o->flags && p->owner_uid == o->owner_uid &&
+	/* a handle whose connection ended (evfd -1) carries no revocation any more */
+	if (p && p->id && hd->evfd >= 0 && p->flags == o->flags && p->owner_uid == o->owner_uid &&
 	    !nvb_gpu_import_cached(e->g, p->id, m)) {
 		memset(ent, 0, sizeof(*ent));
 		ent->id = p->id;

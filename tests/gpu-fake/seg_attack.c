@@ -338,7 +338,7 @@ static int t_overflow_many_segments(void)
  * no error) and gave a segment that was not revoked, on which transfers
  * succeeded, with no revocation able to reach it any more.
  */
-static int __attribute__((unused)) t_prefetch_after_connection_lost(void)
+static int t_prefetch_after_connection_lost(void)
 {
 	struct nvb_gpu_seg *seg = NULL;
 	struct nvb_gpu_buf *lb;
@@ -380,6 +380,7 @@ static const struct nvb_case cases[] = {
 	{ "eventfd_closed_and_reused_in_flight", t_efd_closed_and_reused },
 	{ "fork_child_close_and_submit", t_fork_child },
 	{ "overflow_with_40_segments_open", t_overflow_many_segments },
+	{ "prefetch_after_connection_lost", t_prefetch_after_connection_lost },
 };
 
 int main(int argc, char **argv)
