@@ -471,6 +471,35 @@ static void *seg_thread(void *arg)
 	return NULL;
 }
 
+/*
+ * nvb_gpu_close() gave up waiting for batches in flight: their copies may
+ * still run on the GPU.  Their peer mappings leave g's list, so that the
+ * teardown that follows does not unmap them under the copies (a
+ * use-after-unmap on the GPU); they are leaked with the engine.
+ */
+static void keep_inflight_maps(struct seg_engine *e)
+{
+	struct nvb_gpu *g = e->g;
+	struct nvb_gpu_map **pp;
+	struct nvb_gpu_batch *b;
+	size_t i;
+
+	pthread_mutex_lock(&g->lock);
+	for (b = e->inflight; b; b = b->next)
+		for (i = 0; i < b->n; i++) {
+			struct nvb_gpu_map *m = b->segs[i] ? b->segs[i]->map : NULL;
+
+			for (pp = &g->maps; m && *pp; pp = &(*pp)->next)
+				if (*pp == m) {
+					*pp = m->next;
+					m->next = NULL;
+					m->cached = 0;
+					break;
+				}
+		}
+	pthread_mutex_unlock(&g->lock);
+}
+
 void nvb_gpu__seg_shutdown(struct nvb_gpu *g)
 {
 	struct seg_engine *e = g->seg;
@@ -499,8 +528,10 @@ void nvb_gpu__seg_shutdown(struct nvb_gpu *g)
 			pthread_join(e->thr, NULL);
 	}
 	g->seg = NULL;
-	if (leak)	/* host functions may still run: keep what they touch */
+	if (leak) {	/* host functions may still run: keep what they touch */
+		keep_inflight_maps(e);
 		return;
+	}
 	while ((b = e->inflight)) {	/* none should be left; free anyway */
 		e->inflight = b->next;
 		batch_free(b);

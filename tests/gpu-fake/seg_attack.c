@@ -376,11 +376,58 @@ static int t_prefetch_after_connection_lost(void)
 	return 0;
 }
 
+/*
+ * nvb_gpu_close() while a batch's copies cannot finish within its 5 s
+ * bound (a batch on the caller's stream behind work that waits, here a
+ * host function delayed 7 s): the engine is leaked on purpose, since the
+ * GPU may still run the copies.  Before the fix nvb_gpu_close() then went
+ * on to unmap every mapping of the layer, those copies' peer segment
+ * included: a use-after-unmap on the GPU (a fault, or another mapping's
+ * bytes once the address range is reused).  Now the mappings of batches
+ * still in flight are left mapped (leaked with the engine).
+ */
+static int t_close_timeout_keeps_mappings(void)
+{
+	struct nvb_gpu_seg *seg;
+	struct nvb_gpu_batch *b;
+	struct nvb_gpu *g2;
+	struct timespec t0, t1;
+	struct loop l;
+	int pfd[2];
+	char c;
+
+	CHECK(loop_open(&l, "atk.close") == 0);
+	OK(nvb_gpu_open(NULL, &g2));	/* the importer: another layer in this process */
+	OK(nvb_gpu_seg_open(g2, l.h, "atk.close", NULL, &seg));
+	struct nvb_gpu_xfer_req r = { NVB_GPU_XFER_READ, 0, nvb_gpu_buf_ptr(l.lb), seg, 0, 4096 };
+
+	setenv("NVB_FAKE_HOSTFN_DELAY_MS", "7000", 1);
+	OK(nvb_gpu_xfer_submit(g2, &r, 1, NULL, &b));
+	unsetenv("NVB_FAKE_HOSTFN_DELAY_MS");
+	nvb_gpu_batch_free(b);
+	nvb_gpu_seg_close(seg);		/* the batch holds it */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	nvb_gpu_close(g2);		/* gives up after 5 s */
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	CHECK(t1.tv_sec - t0.tv_sec < 7, "close waited for the batch");
+	CHECK(pipe(pfd) == 0);
+	/* the kernel reads the peer mapping: EFAULT if it is gone */
+	EXPECT(write(pfd[1], (void *)(uintptr_t)r.local, 1), 1);
+	EXPECT(write(pfd[1], (void *)(uintptr_t)nvb_gpu_seg_ptr(seg), 1), 1);	/* before: -1 */
+	CHECK(read(pfd[0], &c, 1) == 1);
+	close(pfd[0]);
+	close(pfd[1]);
+	usleep(2500000);		/* the host function runs on what was kept */
+	loop_close(&l);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "eventfd_closed_and_reused_in_flight", t_efd_closed_and_reused },
 	{ "fork_child_close_and_submit", t_fork_child },
 	{ "overflow_with_40_segments_open", t_overflow_many_segments },
 	{ "prefetch_after_connection_lost", t_prefetch_after_connection_lost },
+	{ "close_timeout_keeps_mappings_in_use", t_close_timeout_keeps_mappings },
 };
 
 int main(int argc, char **argv)
