@@ -33,8 +33,8 @@ static void wake(struct seg_engine *e)
 
 /* ---- handles ---- */
 
-/* A reference on h's record (e->hlock held). */
-static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h)
+/* A reference on h's record (e->hlock held); NULL and *err on failure. */
+static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *err)
 {
 	struct seg_handle *hd;
 	int fd;
@@ -49,12 +49,13 @@ static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h)
 	pthread_mutex_unlock(&e->lock);
 	fd = nvb_event_fd(h);
 	if (fd < 0) {
-		seterr(fd, "segment: nvb_event_fd: %s", nvb_last_error(h));
+		/* the handle's own errno (-ECHILD inherited, -ENOTCONN...), not -ENOMEM */
+		*err = seterr(fd, "segment: nvb_event_fd: %s", nvb_last_error(h));
 		return NULL;
 	}
 	hd = calloc(1, sizeof(*hd));
 	if (!hd) {
-		seterr(-ENOMEM, "segment: out of memory");
+		*err = seterr(-ENOMEM, "segment: out of memory");
 		return NULL;
 	}
 	hd->h = h;
@@ -764,9 +765,9 @@ static int seg_begin(const char *fn, struct nvb_gpu *g, struct nvb *h, const cha
 	if (!*e)
 		return err;
 	pthread_mutex_lock(&(*e)->hlock);
-	*hd = handle_get(*e, h);
+	*hd = handle_get(*e, h, &err);
 	pthread_mutex_unlock(&(*e)->hlock);
-	return *hd ? 0 : -ENOMEM;
+	return *hd ? 0 : err;
 }
 
 /*

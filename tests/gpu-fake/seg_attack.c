@@ -422,12 +422,49 @@ static int t_close_timeout_keeps_mappings(void)
 	return 0;
 }
 
+/*
+ * An open through a handle nvb_event_fd() refuses (here one inherited
+ * through fork(): -ECHILD) said -ENOMEM before the fix, whatever the
+ * handle's error was; now the handle's errno comes back.
+ */
+static int t_open_on_refused_handle(void)
+{
+	struct nvb_gpu_seg *seg;
+	struct nvb *h;
+	pid_t pid;
+	int st;
+
+	OK(fake_nvb_open(&h));
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		struct nvb_gpu *g;
+		int rc;
+
+		if (nvb_gpu_open(NULL, &g))
+			_exit(2);
+		rc = nvb_gpu_seg_open(g, h, "atk.any", NULL, &seg);
+		if (rc == 0 || seg)
+			_exit(3);
+		rc = rc == -ECHILD ? 0 : rc == -ENOMEM ? 10 : 11;
+		if (!rc && nvb_gpu_seg_prefetch(g, h, "atk.any", NULL) != -ECHILD)
+			rc = 12;
+		nvb_gpu_close(g);
+		_exit(rc);
+	}
+	st = wait_child(pid, 5000);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x (10: -ENOMEM)", st);
+	nvb_close(h);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "eventfd_closed_and_reused_in_flight", t_efd_closed_and_reused },
 	{ "fork_child_close_and_submit", t_fork_child },
 	{ "overflow_with_40_segments_open", t_overflow_many_segments },
 	{ "prefetch_after_connection_lost", t_prefetch_after_connection_lost },
 	{ "close_timeout_keeps_mappings_in_use", t_close_timeout_keeps_mappings },
+	{ "open_on_refused_handle_errno", t_open_on_refused_handle },
 };
 
 int main(int argc, char **argv)
