@@ -31,6 +31,7 @@ struct seg_handle {
 	struct nvb *h;
 	int refs;		/* segments + prefetches on it */
 	int evfd;		/* nvb_event_fd(h) */
+	uint64_t gen;		/* which handle: entry ids are per broker (and restart), not global */
 };
 
 /* A name watched on a handle by this layer (one nvb_watch per name and handle). */
@@ -105,8 +106,12 @@ struct seg_engine {
 	struct nvb_gpu_seg *segs;
 	struct nvb_gpu_batch *inflight;
 	struct nvb_gpu_batch *done;	/* completed, not freed by the application */
-	uint64_t revoked_ids[256];	/* the latest revocations seen (see seg_open) */
+	struct {
+		uint64_t gen;		/* the handle it came through (seg_handle.gen) */
+		uint64_t id;
+	} revoked_ids[256];		/* the latest revocations seen (see seg_open) */
 	unsigned int revoked_next;
+	uint64_t next_gen;		/* handle records created so far */
 	CUstream st[NVB_GPU_MAX_DEV];	/* the library's own, one per device */
 	struct nvb_gpu_xfer_stats xs;	/* e->lock */
 };

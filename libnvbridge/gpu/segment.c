@@ -62,6 +62,7 @@ static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *e
 	hd->refs = 1;
 	hd->evfd = fd;
 	pthread_mutex_lock(&e->lock);
+	hd->gen = ++e->next_gen;
 	hd->next = e->handles;
 	e->handles = hd;
 	pthread_mutex_unlock(&e->lock);
@@ -328,10 +329,53 @@ static void verify(struct seg_engine *e, struct seg_handle *hd)
 	free(c);
 }
 
+/*
+ * hd's connection is gone: no revocation can reach us any more and every
+ * entry it carried is gone with it.  Their mappings leave the cache too:
+ * entry ids are counted per broker from 1 again after a restart, and a
+ * new publication with an old id must not be served the old mapping
+ * (e->hlock held).
+ */
+static void connection_lost(struct seg_engine *e, struct seg_handle *hd)
+{
+	struct nvb_gpu_seg *s;
+	struct seg_prefetch *p;
+	uint64_t *ids;
+	size_t n = 0, cap = 0, i;
+
+	pthread_mutex_lock(&e->lock);
+	mark_revoked(e, hd, 0);
+	for (s = e->segs; s; s = s->next)
+		cap += !s->local && s->hd == hd;
+	for (p = e->prefetch; p; p = p->next)
+		cap += p->hd == hd && p->id;
+	ids = cap ? malloc(cap * sizeof(*ids)) : NULL;
+	for (s = e->segs; ids && s; s = s->next)
+		if (!s->local && s->hd == hd)
+			ids[n++] = s->id;
+	/* nor may a prefetch on it serve an open (open_prefetched) */
+	for (p = e->prefetch; p; p = p->next)
+		if (p->hd == hd) {
+			if (ids && p->id)
+				ids[n++] = p->id;
+			p->id = 0;
+			p->pending = 0;
+		}
+	hd->evfd = -1;
+	pthread_mutex_unlock(&e->lock);
+	/* outside e->lock: a revocation may write abort flags (CUDA copies) */
+	for (i = 0; i < n; i++)
+		nvb_gpu_revoke(e->g, ids[i]);
+	free(ids);
+	/* segments closed earlier left their mappings cached, unreferenced, by id */
+	nvb_gpu_cache_trim(e->g);
+}
+
 void seg_events(struct seg_engine *e, struct seg_handle *hd)
 {
 	struct nvb_event ev[32];
 	struct seg_prefetch *p;
+	unsigned int k;
 	int n, i, lost = 0;
 
 	while (fd_readable(hd->evfd)) {
@@ -339,27 +383,16 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 		if (n == -EAGAIN || n == -ETIMEDOUT || n == -EINTR || n == 0)
 			break;
 		if (n < 0) {
-			/*
-			 * The connection is gone: no revocation can reach us any
-			 * more and every entry it carried is gone with it.
-			 */
-			pthread_mutex_lock(&e->lock);
-			mark_revoked(e, hd, 0);
-			/* nor may a prefetch on it serve an open (open_prefetched) */
-			for (p = e->prefetch; p; p = p->next)
-				if (p->hd == hd) {
-					p->id = 0;
-					p->pending = 0;
-				}
-			hd->evfd = -1;
-			pthread_mutex_unlock(&e->lock);
+			connection_lost(e, hd);
 			return;
 		}
 		for (i = 0; i < n; i++) {
 			if (ev[i].type == NVB_EVENT_REVOKED) {
 				nvb_gpu_revoke(e->g, ev[i].id);
 				pthread_mutex_lock(&e->lock);
-				e->revoked_ids[e->revoked_next++ % 256] = ev[i].id;
+				k = e->revoked_next++ % 256;
+				e->revoked_ids[k].gen = hd->gen;
+				e->revoked_ids[k].id = ev[i].id;
 				mark_revoked(e, hd, ev[i].id);
 				for (p = e->prefetch; p; p = p->next)
 					if (p->id == ev[i].id)
@@ -900,7 +933,7 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	 * Later ones find the segment (same lock).
 	 */
 	for (k = 0; k < 256; k++)
-		if (e->revoked_ids[k] == ent.id)
+		if (e->revoked_ids[k].id == ent.id && e->revoked_ids[k].gen == hd->gen)
 			s->revoked = 1;
 	s->next = e->segs;
 	e->segs = s;

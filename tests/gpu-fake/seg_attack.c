@@ -458,6 +458,116 @@ static int t_open_on_refused_handle(void)
 	return 0;
 }
 
+/* A fresh private broker and one exporter of "<prefix>.0" on it; the exporter's pid or -1. */
+static pid_t broker_and_peer(const char *prefix)
+{
+	if (own_broker_start("1024"))
+		return -1;
+	return peer_many(prefix, 1);
+}
+
+/*
+ * The broker restarts (a crash, systemd brings it back): entry ids start
+ * again at 1, so the new publication of a name may carry the id an old
+ * one had.  The mapping cache is keyed by entry id: before the fix, the
+ * lost connection left the old entry's mapping cached (the open segment
+ * was only marked revoked), and an open of the republished name on a new
+ * handle got the OLD mapping: transfers went to the previous exporter's
+ * memory (here the old bytes came back), silently.  Now a lost
+ * connection drops the mappings of what was imported through it.
+ */
+static int t_broker_restart_id_reuse(void)
+{
+	unsigned char old[64];
+	struct nvb_gpu_seg *s1, *s2;
+	struct nvb *h1, *h2;
+	struct nvb_gpu *g;
+	pid_t a, b;
+
+	a = broker_and_peer("atk.rs");
+	CHECK(a > 0);
+	OK(nvb_gpu_open(NULL, &g));
+	OK(own_nvb_open(&h1));
+	OK(nvb_gpu_seg_open(g, h1, "atk.rs.0", NULL, &s1));
+	memcpy(old, (void *)(uintptr_t)nvb_gpu_seg_ptr(s1), sizeof(old));
+	own_broker_stop();		/* before any revocation could be sent */
+	kill(a, SIGKILL);
+	waitpid(a, NULL, 0);
+	usleep(300000);			/* the thread sees the connection end */
+	EXPECT(nvb_gpu_seg_revoked(s1), 1);
+
+	b = broker_and_peer("atk.rs");	/* new bytes, the same entry id */
+	CHECK(b > 0);
+	OK(own_nvb_open(&h2));
+	OK(nvb_gpu_seg_open(g, h2, "atk.rs.0", NULL, &s2));
+	EXPECT(nvb_gpu_seg_id(s2), nvb_gpu_seg_id(s1));	/* the premise: the id came back */
+	EXPECT(nvb_gpu_seg_revoked(s2), 0);
+	CHECK(nvb_gpu_seg_ptr(s2) != nvb_gpu_seg_ptr(s1), "the old entry's mapping was reused");
+	CHECK(memcmp(old, (void *)(uintptr_t)nvb_gpu_seg_ptr(s2), sizeof(old)),
+	      "the old exporter's bytes came back");
+	nvb_gpu_seg_close(s2);
+	nvb_gpu_seg_close(s1);
+	kill(b, SIGKILL);
+	waitpid(b, NULL, 0);
+	nvb_gpu_close(g);
+	nvb_close(h2);
+	nvb_close(h1);
+	own_broker_stop();
+	return 0;
+}
+
+/*
+ * The same restart after a revocation was seen: the id sat in the ring of
+ * recent revocations (which covers a revocation read between an open's
+ * fetch and its import).  Before the fix the ring was not tied to the
+ * handle, and the new publication's open on the new handle was born
+ * revoked: -ENOLINK for every transfer, for good.
+ */
+static int t_broker_restart_ring(void)
+{
+	struct nvb_gpu_seg *s1, *s2;
+	struct nvb_gpu_batch *bt;
+	struct nvb_gpu_buf *lb;
+	struct nvb *h1, *h2;
+	struct nvb_gpu *g;
+	pid_t a, b;
+
+	a = broker_and_peer("atk.rq");
+	CHECK(a > 0);
+	OK(nvb_gpu_open(NULL, &g));
+	OK(nvb_gpu_alloc(g, 0, SEG_SIZE, 0, &lb));
+	OK(own_nvb_open(&h1));
+	OK(nvb_gpu_seg_open(g, h1, "atk.rq.0", NULL, &s1));
+	kill(a, SIGKILL);		/* the broker revokes: the event is read */
+	waitpid(a, NULL, 0);
+	usleep(300000);
+	EXPECT(nvb_gpu_seg_revoked(s1), 1);
+	own_broker_stop();
+	usleep(100000);
+
+	b = broker_and_peer("atk.rq");
+	CHECK(b > 0);
+	OK(own_nvb_open(&h2));
+	OK(nvb_gpu_seg_open(g, h2, "atk.rq.0", NULL, &s2));
+	EXPECT(nvb_gpu_seg_id(s2), nvb_gpu_seg_id(s1));	/* the premise */
+	EXPECT(nvb_gpu_seg_revoked(s2), 0);		/* before the fix: 1 */
+	struct nvb_gpu_xfer_req r = { NVB_GPU_XFER_READ, 0, nvb_gpu_buf_ptr(lb), s2, 0, 64 };
+
+	OK(nvb_gpu_xfer_submit(g, &r, 1, NULL, &bt));
+	OK(nvb_gpu_batch_wait(bt, 5000000000LL));
+	nvb_gpu_batch_free(bt);
+	nvb_gpu_seg_close(s2);
+	nvb_gpu_seg_close(s1);
+	kill(b, SIGKILL);
+	waitpid(b, NULL, 0);
+	nvb_gpu_free(lb);
+	nvb_gpu_close(g);
+	nvb_close(h2);
+	nvb_close(h1);
+	own_broker_stop();
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "eventfd_closed_and_reused_in_flight", t_efd_closed_and_reused },
 	{ "fork_child_close_and_submit", t_fork_child },
@@ -465,6 +575,8 @@ static const struct nvb_case cases[] = {
 	{ "prefetch_after_connection_lost", t_prefetch_after_connection_lost },
 	{ "close_timeout_keeps_mappings_in_use", t_close_timeout_keeps_mappings },
 	{ "open_on_refused_handle_errno", t_open_on_refused_handle },
+	{ "broker_restart_reuses_entry_ids", t_broker_restart_id_reuse },
+	{ "broker_restart_after_revocation", t_broker_restart_ring },
 };
 
 int main(int argc, char **argv)
