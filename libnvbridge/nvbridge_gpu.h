@@ -500,7 +500,8 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h);
  *             the segment's size, or the sum wraps);
  *   -ENOLINK  the segment's entry was revoked (unpublished, its publisher's
  *             handle closed or its process died);
- *   -EINVAL   zero length, unknown opcode, NULL segment or local address.
+ *   -EINVAL   zero length, unknown opcode, NULL segment or local address,
+ *             a segment of another struct nvb_gpu.
  *
  * Every request of a batch is checked before anything is queued: a batch
  * with one bad request is refused whole (nvb_gpu_last_error() names the

@@ -133,7 +133,7 @@ int xfer_shutdown(struct seg_engine *e)
 }
 
 /* Checks request i against its segment (e->lock held). */
-static int check_req(const struct nvb_gpu_xfer_req *r, size_t i)
+static int check_req(const struct seg_engine *e, const struct nvb_gpu_xfer_req *r, size_t i)
 {
 	const struct nvb_gpu_seg *s = r->seg;
 
@@ -145,6 +145,13 @@ static int check_req(const struct nvb_gpu_xfer_req *r, size_t i)
 		return seterr(-EINVAL, "request %zu: NULL segment or local address", i);
 	if (!r->len)
 		return seterr(-EINVAL, "request %zu: zero length", i);
+	/*
+	 * Another struct nvb_gpu's segment is guarded by another lock and freed
+	 * by that layer's close whatever this batch holds: refuse it.
+	 */
+	if (s->e != e)
+		return seterr(-EINVAL, "request %zu: segment %s belongs to another struct nvb_gpu",
+			      i, s->name);
 	if (s->closed)
 		return seterr(-EBADF, "request %zu: segment %s is closed", i, s->name);
 	if (seg_dead(s))
@@ -347,7 +354,7 @@ int nvb_gpu_xfer_submit(struct nvb_gpu *g, const struct nvb_gpu_xfer_req *reqs, 
 	/* every request is checked, and its segment held, under one lock */
 	pthread_mutex_lock(&e->lock);
 	for (i = 0; i < n; i++) {
-		err = check_req(&reqs[i], i);
+		err = check_req(e, &reqs[i], i);
 		if (err) {
 			e->xs.rejected++;
 			pthread_mutex_unlock(&e->lock);

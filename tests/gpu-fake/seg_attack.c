@@ -568,6 +568,41 @@ static int t_broker_restart_ring(void)
 	return 0;
 }
 
+/*
+ * A segment of another struct nvb_gpu in a request (two layers in one
+ * process: a library and the application each open one).  Before the fix
+ * the batch was accepted: the segment's reference count was raised under
+ * the wrong engine's lock, and the other layer's nvb_gpu_close() freed the
+ * segment under the batch still holding it (a use-after-free at
+ * completion).  Now -EINVAL, nothing queued.
+ */
+static int t_segment_of_another_layer(void)
+{
+	struct nvb_gpu_batch *b = NULL;
+	struct nvb_gpu_seg *seg;
+	struct nvb_gpu *g2;
+	struct loop l;
+	int fds;
+
+	CHECK(loop_open(&l, "atk.other") == 0);
+	OK(nvb_gpu_open(NULL, &g2));
+	OK(nvb_gpu_seg_open(g2, l.h, "atk.other", NULL, &seg));
+	fds = proc_fds(0);
+	struct nvb_gpu_xfer_req r = { NVB_GPU_XFER_READ, 0, nvb_gpu_buf_ptr(l.lb), seg, 0, 64 };
+
+	EXPECT(nvb_gpu_xfer_submit(l.g, &r, 1, NULL, &b), -EINVAL);	/* before: 0 */
+	CHECK(!b);
+	CHECK(strstr(nvb_gpu_last_error(), "another struct nvb_gpu"), "%s", nvb_gpu_last_error());
+	EXPECT(proc_fds(0), fds);
+	OK(nvb_gpu_xfer_submit(g2, &r, 1, NULL, &b));	/* its own layer takes it */
+	OK(nvb_gpu_batch_wait(b, 5000000000LL));
+	nvb_gpu_batch_free(b);
+	nvb_gpu_seg_close(seg);
+	nvb_gpu_close(g2);
+	loop_close(&l);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "eventfd_closed_and_reused_in_flight", t_efd_closed_and_reused },
 	{ "fork_child_close_and_submit", t_fork_child },
@@ -577,6 +612,7 @@ static const struct nvb_case cases[] = {
 	{ "open_on_refused_handle_errno", t_open_on_refused_handle },
 	{ "broker_restart_reuses_entry_ids", t_broker_restart_id_reuse },
 	{ "broker_restart_after_revocation", t_broker_restart_ring },
+	{ "segment_of_another_layer", t_segment_of_another_layer },
 };
 
 int main(int argc, char **argv)
