@@ -174,7 +174,9 @@ static void refresh(struct seg_engine *e, const struct nvb_gpu_xfer_req *reqs, s
 	int pending = 0;
 
 	for (i = 0; i < n && ns < 8; i++) {
-		if (!reqs[i].seg || reqs[i].seg->local || !(hd = reqs[i].seg->hd))
+		/* another layer's segment is refused by check_req: never touch its records */
+		if (!reqs[i].seg || reqs[i].seg->e != e || reqs[i].seg->local ||
+		    !(hd = reqs[i].seg->hd))
 			continue;
 		for (k = 0; k < ns && seen[k] != hd; k++)
 			;
