@@ -556,8 +556,8 @@ int nvb_gpu_seg_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
 
 /*
  * Without NVB_GPU_SEG_OWNER_UID or _ANY_OWNER the publisher must be the
- * caller's own euid: nobody else can hand a segment of that name to the
- * caller.
+ * caller's own euid (at the call: a prefetch keeps the one it was made
+ * with): nobody else can hand a segment of that name to the caller.
  */
 struct nvb_gpu_seg_open_opts {
 	size_t sz;		/* sizeof(struct nvb_gpu_seg_open_opts) */

@@ -717,6 +717,15 @@ static int open_opts(const char *fn, const struct nvb_gpu_seg_open_opts *opts,
 		return seterr(-EINVAL, "%s: OWNER_UID and ANY_OWNER exclude each other", fn);
 	if (!(o->flags & NVB_GPU_SEG_OWNER_UID) && o->owner_uid)
 		return seterr(-EINVAL, "%s: owner_uid without NVB_GPU_SEG_OWNER_UID", fn);
+	/*
+	 * The default owner is the caller's euid now, at the call: a prefetch
+	 * run later, a prefetched open and a re-check after lost events must
+	 * not read another euid the process switched to meanwhile.
+	 */
+	if (!(o->flags & (NVB_GPU_SEG_OWNER_UID | NVB_GPU_SEG_ANY_OWNER))) {
+		o->flags |= NVB_GPU_SEG_OWNER_UID;
+		o->owner_uid = (uint32_t)geteuid();
+	}
 	return 0;
 }
 

@@ -603,6 +603,51 @@ static int t_segment_of_another_layer(void)
 	return 0;
 }
 
+/*
+ * The default owner is "the caller's own euid", and a process may change
+ * its euid (a root service that drops to the user it serves).  Before the
+ * fix the euid was read when the fetch ran, not when the caller asked:
+ * a prefetch made as root served a later default open made as uid 2300
+ * with root's segment (no request, the expectations "looked" equal), and
+ * the lost-events check of a segment opened as root fetched it as 2300
+ * (-ENOENT: revoked for nothing).  Now the default is the euid of the
+ * call, recorded with the prefetch or segment.
+ */
+static int t_euid_change(void)
+{
+	struct nvb_gpu_seg *seg = NULL;
+	struct nvb_gpu *g;
+	struct loop l;
+	pid_t pid;
+	int st;
+
+	if (geteuid() != 0) {
+		printf("    skip: needs root (seteuid to a test uid)\n");
+		return 0;
+	}
+	CHECK(loop_open(&l, "atk.euid") == 0);	/* root publishes atk.euid */
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		struct nvb *h;
+		int rc;
+
+		if (nvb_gpu_open(NULL, &g) || fake_nvb_open(&h) ||
+		    nvb_gpu_seg_prefetch(g, h, "atk.euid", NULL))
+			_exit(2);
+		usleep(300000);			/* imported as root's */
+		if (seteuid(2300))
+			_exit(3);
+		rc = nvb_gpu_seg_open(g, h, "atk.euid", NULL, &seg);
+		_exit(rc == 0 ? 10 : rc == -ENOENT ? 0 : 11);
+	}
+	st = wait_child(pid, 5000);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "child status %#x (10: root's segment served to a uid-2300 default open)", st);
+	loop_close(&l);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "eventfd_closed_and_reused_in_flight", t_efd_closed_and_reused },
 	{ "fork_child_close_and_submit", t_fork_child },
@@ -613,6 +658,7 @@ static const struct nvb_case cases[] = {
 	{ "broker_restart_reuses_entry_ids", t_broker_restart_id_reuse },
 	{ "broker_restart_after_revocation", t_broker_restart_ring },
 	{ "segment_of_another_layer", t_segment_of_another_layer },
+	{ "default_owner_is_the_callers_euid", t_euid_change },
 };
 
 int main(int argc, char **argv)
