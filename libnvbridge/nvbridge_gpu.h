@@ -508,7 +508,8 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h);
  * request) and no GPU work is queued for it.
  *
  * Completion without a thread per batch: the copies are followed on the
- * stream by a host function (cuLaunchHostFunc) that wakes ONE library
+ * stream by a callback (cuStreamAddCallback: it also runs after a CUDA
+ * context error, the batch then completes with -EIO) that wakes ONE library
  * thread per struct nvb_gpu; that thread also reads the revocation events
  * of the handles segments were opened through, so a peer that dies while a
  * batch is in flight makes that batch complete with -ENOLINK for its

@@ -43,6 +43,21 @@ static void host_done(void *arg)
 	__atomic_sub_fetch(&e->inflight_gpu, 1, __ATOMIC_RELEASE);
 }
 
+/*
+ * The same, from cuStreamAddCallback: also called when the context hit an
+ * error (a fault, an ECC error), which cuLaunchHostFunc's function is not
+ * (CUDA's documentation), so that the batch still completes, with -EIO.
+ */
+static void stream_done(CUstream st, CUresult r, void *arg)
+{
+	struct nvb_gpu_batch *b = arg;
+
+	(void)st;
+	if (r != CUDA_SUCCESS)
+		b->err = -EIO;	/* published by host_done's release store */
+	host_done(arg);
+}
+
 void batch_free(struct nvb_gpu_batch *b)
 {
 	if (b->efd >= 0)
@@ -275,7 +290,17 @@ static int submit_checked(struct seg_engine *e, const struct nvb_gpu_xfer_req *r
 	free(blk);
 	if (!err) {
 		__atomic_add_fetch(&e->inflight_gpu, 1, __ATOMIC_ACQ_REL);
-		r = g->cu.cuLaunchHostFunc(st, host_done, b);
+		/*
+		 * A callback that runs even after a context error: with a host
+		 * function only, such a batch would never complete (a wait with
+		 * no timeout hangs).  cuStreamAddCallback refuses a capturing
+		 * stream: the host function then.
+		 */
+		r = CUDA_ERROR_NOT_SUPPORTED;
+		if (g->cu.cuStreamAddCallback)
+			r = g->cu.cuStreamAddCallback(st, stream_done, b, 0);
+		if (r != CUDA_SUCCESS)
+			r = g->cu.cuLaunchHostFunc(st, host_done, b);
 		if (r != CUDA_SUCCESS) {
 			__atomic_sub_fetch(&e->inflight_gpu, 1, __ATOMIC_ACQ_REL);
 			err = cuerr(g, r, "cuLaunchHostFunc");

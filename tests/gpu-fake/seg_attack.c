@@ -648,6 +648,40 @@ static int t_euid_change(void)
 	return 0;
 }
 
+/*
+ * The CUDA context hits an error (a fault or an ECC error anywhere in it)
+ * while a batch is queued.  CUDA does not call a cuLaunchHostFunc function
+ * after a context error (cuda.h says so; the stand-in does the same under
+ * NVB_FAKE_STREAM_ERROR), and that host function was the batch's only
+ * completion: before the fix the batch never completed (a wait with no
+ * timeout hung for ever, nothing came on the eventfds) and the documented
+ * -EIO status was never produced (nothing set it).  Completion now comes
+ * from cuStreamAddCallback, which CUDA calls with the error: -EIO.
+ */
+static int t_context_error_completes(void)
+{
+	struct nvb_gpu_xfer_stats xs = { .sz = sizeof(xs) };
+	struct nvb_gpu_batch *b;
+	struct loop l;
+	int st[1] = { 0 };
+
+	CHECK(loop_open(&l, "atk.ctxerr") == 0);
+	setenv("NVB_FAKE_STREAM_ERROR", "700", 1);	/* CUDA_ERROR_ILLEGAL_ADDRESS */
+	setenv("NVB_FAKE_HOSTFN_DELAY_MS", "100", 1);
+	OK(nvb_gpu_xfer_submit(l.g, &l.r, 1, NULL, &b));
+	EXPECT(nvb_gpu_batch_wait(b, 3000000000LL), -EIO);	/* before: -ETIMEDOUT */
+	EXPECT(nvb_gpu_batch_status(b, st, 1), -EIO);
+	EXPECT(st[0], -EIO);
+	OK(nvb_gpu_xfer_stats(l.g, &xs));
+	EXPECT(xs.failed, 1);
+	EXPECT(xs.inflight, 0);
+	nvb_gpu_batch_free(b);
+	unsetenv("NVB_FAKE_STREAM_ERROR");
+	unsetenv("NVB_FAKE_HOSTFN_DELAY_MS");
+	loop_close(&l);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "eventfd_closed_and_reused_in_flight", t_efd_closed_and_reused },
 	{ "fork_child_close_and_submit", t_fork_child },
@@ -659,6 +693,7 @@ static const struct nvb_case cases[] = {
 	{ "broker_restart_after_revocation", t_broker_restart_ring },
 	{ "segment_of_another_layer", t_segment_of_another_layer },
 	{ "default_owner_is_the_callers_euid", t_euid_change },
+	{ "context_error_completes_with_eio", t_context_error_completes },
 };
 
 int main(int argc, char **argv)
