@@ -191,7 +191,8 @@ typedef struct {
 	X(cuMemGetAddressRange, "cuMemGetAddressRange_v2", (CUdeviceptr *base, size_t *size, CUdeviceptr p)) \
 	X(cuMemRetainAllocationHandle, "cuMemRetainAllocationHandle", (CUmemGenericAllocationHandle *h, void *addr)) \
 	X(cuMemGetAllocationPropertiesFromHandle, "cuMemGetAllocationPropertiesFromHandle", (CUmemAllocationProp *prop, CUmemGenericAllocationHandle h)) \
-	X(cuLaunchHostFunc, "cuLaunchHostFunc", (CUstream s, void (*fn)(void *), void *arg))
+	X(cuLaunchHostFunc, "cuLaunchHostFunc", (CUstream s, void (*fn)(void *), void *arg)) \
+	X(cuStreamAddCallback, "cuStreamAddCallback", (CUstream s, void (*cb)(CUstream, CUresult, void *), void *arg, unsigned int flags))
 
 struct nvb_cuda {
 	void *lib;
@@ -199,14 +200,17 @@ struct nvb_cuda {
 #define NVB_CUDA_MEMBER(name, sym, params) CUresult (*name) params;
 	NVB_CUDA_FUNCS(NVB_CUDA_MEMBER)
 #undef NVB_CUDA_MEMBER
-	/* optional: NULL when the driver is older than 12.8 */
+	/*
+	 * optional: cuMemcpyBatchAsync is NULL when the driver is older than
+	 * 12.8; cuStreamAddCallback (slated for deprecation) may go one day
+	 */
 };
 
 /*
  * Loads libcuda (path NULL: "libcuda.so.1") and resolves every symbol
- * except the optional ones (cuMemcpyBatchAsync may be NULL).  Returns 0,
- * -ENOENT when the library is missing, -ENOSYS when a required symbol is
- * missing; errbuf gets a message.
+ * except the optional ones (cuMemcpyBatchAsync and cuStreamAddCallback
+ * may be NULL).  Returns 0, -ENOENT when the library is missing, -ENOSYS
+ * when a required symbol is missing; errbuf gets a message.
  */
 int nvb_cuda_load(struct nvb_cuda *cu, const char *path, char *errbuf, size_t errlen);
 void nvb_cuda_unload(struct nvb_cuda *cu);

@@ -529,14 +529,16 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h);
  *             the segment's size, or the sum wraps);
  *   -ENOLINK  the segment's entry was revoked (unpublished, its publisher's
  *             handle closed or its process died);
- *   -EINVAL   zero length, unknown opcode, NULL segment or local address.
+ *   -EINVAL   zero length, unknown opcode, NULL segment or local address,
+ *             a segment of another struct nvb_gpu.
  *
  * Every request of a batch is checked before anything is queued: a batch
  * with one bad request is refused whole (nvb_gpu_last_error() names the
  * request) and no GPU work is queued for it.
  *
  * Completion without a thread per batch: the copies are followed on the
- * stream by a host function (cuLaunchHostFunc) that wakes ONE library
+ * stream by a callback (cuStreamAddCallback: it also runs after a CUDA
+ * context error, the batch then completes with -EIO) that wakes ONE library
  * thread per struct nvb_gpu; that thread also reads the revocation events
  * of the handles segments were opened through, so a peer that dies while a
  * batch is in flight makes that batch complete with -ENOLINK for its
@@ -550,7 +552,8 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h);
  *     to .flag_val on the stream after the batch's copies (the
  *     nvb_gpu_signal machinery), for a peer or a kernel waiting on it.
  * The thread is started by the first segment call and stopped by
- * nvb_gpu_close().
+ * nvb_gpu_close().  In a child of fork() the inherited g has no thread:
+ * its segment and transfer calls fail with -ECHILD.
  *
  * The library reads the events of a handle while a segment opened (or a
  * prefetch registered) through it is open: keep another handle for events
@@ -583,8 +586,8 @@ int nvb_gpu_seg_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
 
 /*
  * Without NVB_GPU_SEG_OWNER_UID or _ANY_OWNER the publisher must be the
- * caller's own euid: nobody else can hand a segment of that name to the
- * caller.
+ * caller's own euid (at the call: a prefetch keeps the one it was made
+ * with): nobody else can hand a segment of that name to the caller.
  */
 struct nvb_gpu_seg_open_opts {
 	size_t sz;		/* sizeof(struct nvb_gpu_seg_open_opts) */
@@ -685,7 +688,7 @@ struct nvb_gpu_xfer_opts {
 	void *stream;
 	uint64_t flag;		/* 0, or a 4-byte aligned device word set to flag_val */
 	uint32_t flag_val;
-	int32_t efd;		/* with NVB_GPU_XFER_EVENTFD */
+	int32_t efd;		/* with NVB_GPU_XFER_EVENTFD (the library writes to its own dup) */
 	uint64_t user_data;	/* nvb_gpu_batch_user_data() gives it back */
 };
 

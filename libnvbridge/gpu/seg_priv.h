@@ -7,9 +7,10 @@
  * poll(2) on a wake eventfd and on the event fds of the handles that open
  * segments came through.  It applies revocations, imports ahead
  * (nvb_gpu_seg_prefetch), and completes batches: the GPU tells it that a
- * batch's copies are done through a host function (cuLaunchHostFunc) queued
- * after them, which only sets a word and writes the wake eventfd (no CUDA
- * call, no lock: it runs on the driver's thread).
+ * batch's copies are done through a stream callback (cuStreamAddCallback,
+ * also called after a context error; cuLaunchHostFunc where that is
+ * refused) queued after them, which only sets a word and writes the wake
+ * eventfd (no CUDA call, no lock: it runs on the driver's thread).
  *
  * Locks, in this order: e->hlock (any use of a struct nvb *), e->lock
  * (lists, batches, counters), g->lock (the GPU layer's; taken inside
@@ -20,6 +21,7 @@
 #define NVB_SEG_PRIV_H
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <stdint.h>
 
 #include "gpu_priv.h"
@@ -30,6 +32,7 @@ struct seg_handle {
 	struct nvb *h;
 	int refs;		/* segments + prefetches on it */
 	int evfd;		/* nvb_event_fd(h) */
+	uint64_t gen;		/* which handle: entry ids are per broker (and restart), not global */
 };
 
 /* A name watched on a handle by this layer (one nvb_watch per name and handle). */
@@ -79,7 +82,7 @@ struct nvb_gpu_batch {
 	int done;		/* statuses final (e->lock) */
 	int freed;		/* nvb_gpu_batch_free() came first: free when done */
 	int err;		/* a CUDA failure after queueing began, else 0 */
-	int efd;		/* the caller's eventfd, or -1 */
+	int efd;		/* our duplicate of the caller's eventfd, or -1 */
 	uint32_t method;
 	uint64_t user_data;
 	uint64_t bytes;
@@ -93,6 +96,7 @@ struct seg_engine {
 	pthread_cond_t cv;		/* a batch completed */
 	pthread_t thr;
 	int thr_ok;
+	pid_t pid;			/* the process its thread runs in */
 	int stop;
 	int wake;			/* eventfd: host functions, new handles, stop */
 	int done_fd;			/* eventfd for the application: +1 per batch */
@@ -103,13 +107,18 @@ struct seg_engine {
 	struct nvb_gpu_seg *segs;
 	struct nvb_gpu_batch *inflight;
 	struct nvb_gpu_batch *done;	/* completed, not freed by the application */
-	uint64_t revoked_ids[256];	/* the latest revocations seen (see seg_open) */
+	struct {
+		uint64_t gen;		/* the handle it came through (seg_handle.gen) */
+		uint64_t id;
+	} revoked_ids[256];		/* the latest revocations seen (see seg_open) */
 	unsigned int revoked_next;
+	uint64_t next_gen;		/* handle records created so far */
 	CUstream st[NVB_GPU_MAX_DEV];	/* the library's own, one per device */
 	struct nvb_gpu_xfer_stats xs;	/* e->lock */
 };
 
 #define seg_engine_get	nvb_gpu__seg_engine_get
+#define seg_forked	nvb_gpu__seg_forked
 #define seg_put		nvb_gpu__seg_put
 #define seg_dead	nvb_gpu__seg_dead
 #define seg_events	nvb_gpu__seg_events
@@ -117,8 +126,14 @@ struct seg_engine {
 #define xfer_shutdown	nvb_gpu__xfer_shutdown
 #define batch_free	nvb_gpu__batch_free
 
-/* The engine of g, created (thread started) on first use; NULL and seterr on failure. */
-NVB_HIDDEN struct seg_engine *seg_engine_get(struct nvb_gpu *g);
+/*
+ * The engine of g, created (thread started) on first use; NULL and *err
+ * (also seterr) on failure: -ECHILD in a child of fork() (the thread stayed
+ * in the parent: nothing would ever complete here), -ENOMEM, -EAGAIN.
+ */
+NVB_HIDDEN struct seg_engine *seg_engine_get(struct nvb_gpu *g, int *err);
+/* 1 in a child of fork() of the engine's process: its thread and locks are the parent's. */
+NVB_HIDDEN int seg_forked(const struct seg_engine *e);
 /* Drops a reference (e->lock held); returns s when it must be destroyed (after unlock). */
 NVB_HIDDEN struct nvb_gpu_seg *seg_put(struct nvb_gpu_seg *s);
 NVB_HIDDEN void nvb_gpu__seg_destroy(struct nvb_gpu_seg *s);

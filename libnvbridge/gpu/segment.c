@@ -33,8 +33,8 @@ static void wake(struct seg_engine *e)
 
 /* ---- handles ---- */
 
-/* A reference on h's record (e->hlock held). */
-static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h)
+/* A reference on h's record (e->hlock held); NULL and *err on failure. */
+static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *err)
 {
 	struct seg_handle *hd;
 	int fd;
@@ -49,18 +49,20 @@ static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h)
 	pthread_mutex_unlock(&e->lock);
 	fd = nvb_event_fd(h);
 	if (fd < 0) {
-		seterr(fd, "segment: nvb_event_fd: %s", nvb_last_error(h));
+		/* the handle's own errno (-ECHILD inherited, -ENOTCONN...), not -ENOMEM */
+		*err = seterr(fd, "segment: nvb_event_fd: %s", nvb_last_error(h));
 		return NULL;
 	}
 	hd = calloc(1, sizeof(*hd));
 	if (!hd) {
-		seterr(-ENOMEM, "segment: out of memory");
+		*err = seterr(-ENOMEM, "segment: out of memory");
 		return NULL;
 	}
 	hd->h = h;
 	hd->refs = 1;
 	hd->evfd = fd;
 	pthread_mutex_lock(&e->lock);
+	hd->gen = ++e->next_gen;
 	hd->next = e->handles;
 	e->handles = hd;
 	pthread_mutex_unlock(&e->lock);
@@ -96,7 +98,20 @@ static void handle_put(struct seg_engine *e, struct seg_handle *hd)
 
 static void *seg_thread(void *arg);
 
-struct seg_engine *seg_engine_get(struct nvb_gpu *g)
+int seg_forked(const struct seg_engine *e)
+{
+	/* a syscall per call (glibc caches no pid): cheap next to a submission's own */
+	return e->pid != getpid();
+}
+
+static struct seg_engine *forked(int *err)
+{
+	*err = seterr(-ECHILD, "segment: inherited through fork(): the library thread runs in "
+		      "the parent, nothing would complete here");
+	return NULL;
+}
+
+struct seg_engine *seg_engine_get(struct nvb_gpu *g, int *err)
 {
 	struct seg_engine *e = __atomic_load_n(&g->seg, __ATOMIC_ACQUIRE);
 	pthread_condattr_t ca;
@@ -104,21 +119,25 @@ struct seg_engine *seg_engine_get(struct nvb_gpu *g)
 	int rc;
 
 	if (e)
-		return e;
+		return seg_forked(e) ? forked(err) : e;
 	pthread_mutex_lock(&g->lock);
 	e = g->seg;
-	if (e)
+	if (e) {
+		if (seg_forked(e))
+			e = forked(err);
 		goto out;
+	}
 	e = calloc(1, sizeof(*e));
 	if (!e) {
-		seterr(-ENOMEM, "segment: out of memory");
+		*err = seterr(-ENOMEM, "segment: out of memory");
 		goto out;
 	}
 	e->g = g;
+	e->pid = getpid();
 	e->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	e->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (e->wake < 0 || e->done_fd < 0) {
-		seterr(-errno, "segment: eventfd: %s", strerror(errno));
+		*err = seterr(-errno, "segment: eventfd: %s", strerror(errno));
 		goto fail;
 	}
 	pthread_mutex_init(&e->hlock, NULL);
@@ -134,7 +153,7 @@ struct seg_engine *seg_engine_get(struct nvb_gpu *g)
 	rc = pthread_create(&e->thr, NULL, seg_thread, e);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc) {
-		seterr(-EAGAIN, "segment: cannot start the library thread");
+		*err = seterr(-EAGAIN, "segment: cannot start the library thread");
 		pthread_cond_destroy(&e->cv);
 		pthread_mutex_destroy(&e->lock);
 		pthread_mutex_destroy(&e->hlock);
@@ -244,55 +263,119 @@ static int fetch(struct nvb *h, const char *name, uint32_t flags, uint32_t owner
 	return err;
 }
 
+/* What verify() fetches again for one open segment. */
+struct seg_check {
+	uint64_t id;
+	uint32_t flags, owner_uid;
+	char name[64];
+};
+
 /*
  * Events were lost (OVERFLOW): a revocation may be among them.  Each open
- * segment on hd is fetched again; gone or replaced means revoked
- * (e->hlock held).
+ * segment on hd (every one: an unchecked one would stay usable for ever)
+ * is fetched again; gone or replaced means revoked (e->hlock held).
  */
 static void verify(struct seg_engine *e, struct seg_handle *hd)
 {
 	unsigned char blob[SEG_BLOB];
+	struct seg_check *c = NULL;
 	struct nvb_gpu_seg *s;
 	struct nvb_entry ent;
-	uint64_t ids[32];
-	char names[32][64];
-	uint32_t fl[32], uid[32];
-	int n = 0, i, fd, err;
+	size_t n = 0, cap = 0, i;
+	int fd, err;
 
 	pthread_mutex_lock(&e->lock);
-	for (s = e->segs; s && n < 32; s = s->next)
-		if (!s->local && s->hd == hd && !s->revoked) {
-			ids[n] = s->id;
-			fl[n] = s->flags;
-			uid[n] = s->owner_uid;
-			snprintf(names[n], sizeof(names[n]), "%s", s->name);
-			n++;
+	for (s = e->segs; s; s = s->next)
+		cap += !s->local && s->hd == hd && !s->revoked;
+	/* no lock across malloc: new segments after this one are fetched after the loss anyway */
+	pthread_mutex_unlock(&e->lock);
+	if (!cap)
+		return;
+	c = calloc(cap, sizeof(*c));
+	pthread_mutex_lock(&e->lock);
+	for (s = e->segs; s; s = s->next) {
+		if (s->local || s->hd != hd || s->revoked)
+			continue;
+		if (!c || n == cap) {
+			/* out of memory, or segments the count missed: unverifiable is revoked */
+			s->revoked = 1;
+			continue;
 		}
+		c[n].id = s->id;
+		c[n].flags = s->flags;
+		c[n].owner_uid = s->owner_uid;
+		snprintf(c[n].name, sizeof(c[n].name), "%s", s->name);
+		n++;
+	}
 	pthread_mutex_unlock(&e->lock);
 	for (i = 0; i < n; i++) {
 		unsigned char *b;
 
-		err = fetch(hd->h, names[i], fl[i], uid[i], 0, blob, &b, &ent, &fd);
+		err = fetch(hd->h, c[i].name, c[i].flags, c[i].owner_uid, 0, blob, &b, &ent, &fd);
 		if (b != blob)
 			free(b);
 		if (fd >= 0)
 			close(fd);
-		if ((err == 0 || err == -EMSGSIZE) && ent.id == ids[i])
+		if ((err == 0 || err == -EMSGSIZE) && ent.id == c[i].id)
 			continue;
 		if (err && err != -ENOENT && err != -EACCES && err != -EPERM &&
 		    err != -ECONNRESET && err != -ECHILD)
 			continue;	/* unknown: keep it */
-		nvb_gpu_revoke(e->g, ids[i]);
+		nvb_gpu_revoke(e->g, c[i].id);
 		pthread_mutex_lock(&e->lock);
-		mark_revoked(e, hd, ids[i]);
+		mark_revoked(e, hd, c[i].id);
 		pthread_mutex_unlock(&e->lock);
 	}
+	free(c);
+}
+
+/*
+ * hd's connection is gone: no revocation can reach us any more and every
+ * entry it carried is gone with it.  Their mappings leave the cache too:
+ * entry ids are counted per broker from 1 again after a restart, and a
+ * new publication with an old id must not be served the old mapping
+ * (e->hlock held).
+ */
+static void connection_lost(struct seg_engine *e, struct seg_handle *hd)
+{
+	struct nvb_gpu_seg *s;
+	struct seg_prefetch *p;
+	uint64_t *ids;
+	size_t n = 0, cap = 0, i;
+
+	pthread_mutex_lock(&e->lock);
+	mark_revoked(e, hd, 0);
+	for (s = e->segs; s; s = s->next)
+		cap += !s->local && s->hd == hd;
+	for (p = e->prefetch; p; p = p->next)
+		cap += p->hd == hd && p->id;
+	ids = cap ? malloc(cap * sizeof(*ids)) : NULL;
+	for (s = e->segs; ids && s; s = s->next)
+		if (!s->local && s->hd == hd)
+			ids[n++] = s->id;
+	/* nor may a prefetch on it serve an open (open_prefetched) */
+	for (p = e->prefetch; p; p = p->next)
+		if (p->hd == hd) {
+			if (ids && p->id)
+				ids[n++] = p->id;
+			p->id = 0;
+			p->pending = 0;
+		}
+	hd->evfd = -1;
+	pthread_mutex_unlock(&e->lock);
+	/* outside e->lock: a revocation may write abort flags (CUDA copies) */
+	for (i = 0; i < n; i++)
+		nvb_gpu_revoke(e->g, ids[i]);
+	free(ids);
+	/* segments closed earlier left their mappings cached, unreferenced, by id */
+	nvb_gpu_cache_trim(e->g);
 }
 
 void seg_events(struct seg_engine *e, struct seg_handle *hd)
 {
 	struct nvb_event ev[32];
 	struct seg_prefetch *p;
+	unsigned int k;
 	int n, i, lost = 0;
 
 	while (fd_readable(hd->evfd)) {
@@ -300,21 +383,16 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 		if (n == -EAGAIN || n == -ETIMEDOUT || n == -EINTR || n == 0)
 			break;
 		if (n < 0) {
-			/*
-			 * The connection is gone: no revocation can reach us any
-			 * more and every entry it carried is gone with it.
-			 */
-			pthread_mutex_lock(&e->lock);
-			mark_revoked(e, hd, 0);
-			hd->evfd = -1;
-			pthread_mutex_unlock(&e->lock);
+			connection_lost(e, hd);
 			return;
 		}
 		for (i = 0; i < n; i++) {
 			if (ev[i].type == NVB_EVENT_REVOKED) {
 				nvb_gpu_revoke(e->g, ev[i].id);
 				pthread_mutex_lock(&e->lock);
-				e->revoked_ids[e->revoked_next++ % 256] = ev[i].id;
+				k = e->revoked_next++ % 256;
+				e->revoked_ids[k].gen = hd->gen;
+				e->revoked_ids[k].id = ev[i].id;
 				mark_revoked(e, hd, ev[i].id);
 				for (p = e->prefetch; p; p = p->next)
 					if (p->id == ev[i].id)
@@ -427,6 +505,35 @@ static void *seg_thread(void *arg)
 	return NULL;
 }
 
+/*
+ * nvb_gpu_close() gave up waiting for batches in flight: their copies may
+ * still run on the GPU.  Their peer mappings leave g's list, so that the
+ * teardown that follows does not unmap them under the copies (a
+ * use-after-unmap on the GPU); they are leaked with the engine.
+ */
+static void keep_inflight_maps(struct seg_engine *e)
+{
+	struct nvb_gpu *g = e->g;
+	struct nvb_gpu_map **pp;
+	struct nvb_gpu_batch *b;
+	size_t i;
+
+	pthread_mutex_lock(&g->lock);
+	for (b = e->inflight; b; b = b->next)
+		for (i = 0; i < b->n; i++) {
+			struct nvb_gpu_map *m = b->segs[i] ? b->segs[i]->map : NULL;
+
+			for (pp = &g->maps; m && *pp; pp = &(*pp)->next)
+				if (*pp == m) {
+					*pp = m->next;
+					m->next = NULL;
+					m->cached = 0;
+					break;
+				}
+		}
+	pthread_mutex_unlock(&g->lock);
+}
+
 void nvb_gpu__seg_shutdown(struct nvb_gpu *g)
 {
 	struct seg_engine *e = g->seg;
@@ -435,20 +542,30 @@ void nvb_gpu__seg_shutdown(struct nvb_gpu *g)
 	struct seg_watch *w;
 	struct seg_handle *hd;
 	struct nvb_gpu_seg *s;
-	int i, leak;
+	int i, leak = 0, child;
 
 	if (!e)
 		return;
-	leak = xfer_shutdown(e) != 0;
-	pthread_mutex_lock(&e->lock);
-	e->stop = 1;
-	pthread_mutex_unlock(&e->lock);
-	wake(e);
-	if (e->thr_ok)
-		pthread_join(e->thr, NULL);
+	/*
+	 * A child of fork() has the engine's memory, not its thread, and its
+	 * locks as the parent's threads left them: free the child's copies
+	 * without a lock, a join or a CUDA call on the parent's streams.
+	 */
+	child = seg_forked(e);
+	if (!child) {
+		leak = xfer_shutdown(e) != 0;
+		pthread_mutex_lock(&e->lock);
+		e->stop = 1;
+		pthread_mutex_unlock(&e->lock);
+		wake(e);
+		if (e->thr_ok)
+			pthread_join(e->thr, NULL);
+	}
 	g->seg = NULL;
-	if (leak)	/* host functions may still run: keep what they touch */
+	if (leak) {	/* host functions may still run: keep what they touch */
+		keep_inflight_maps(e);
 		return;
+	}
 	while ((b = e->inflight)) {	/* none should be left; free anyway */
 		e->inflight = b->next;
 		batch_free(b);
@@ -473,7 +590,7 @@ void nvb_gpu__seg_shutdown(struct nvb_gpu *g)
 		e->handles = hd->next;
 		free(hd);
 	}
-	for (i = 0; i < g->ndev; i++)
+	for (i = 0; i < g->ndev && !child; i++)
 		if (e->st[i]) {
 			CUcontext old = ctx_push(g, i);
 
@@ -482,9 +599,11 @@ void nvb_gpu__seg_shutdown(struct nvb_gpu *g)
 		}
 	close(e->wake);
 	close(e->done_fd);
-	pthread_cond_destroy(&e->cv);
-	pthread_mutex_destroy(&e->lock);
-	pthread_mutex_destroy(&e->hlock);
+	if (!child) {
+		pthread_cond_destroy(&e->cv);
+		pthread_mutex_destroy(&e->lock);
+		pthread_mutex_destroy(&e->hlock);
+	}
 	free(e);
 }
 
@@ -526,9 +645,9 @@ int nvb_gpu_seg_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
 	err = name_ok("nvb_gpu_seg_publish", name);
 	if (err)
 		return err;
-	e = seg_engine_get(g);
+	e = seg_engine_get(g, &err);
 	if (!e)
-		return -EAGAIN;
+		return err;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return seterr(-ENOMEM, "nvb_gpu_seg_publish: out of memory");
@@ -598,6 +717,15 @@ static int open_opts(const char *fn, const struct nvb_gpu_seg_open_opts *opts,
 		return seterr(-EINVAL, "%s: OWNER_UID and ANY_OWNER exclude each other", fn);
 	if (!(o->flags & NVB_GPU_SEG_OWNER_UID) && o->owner_uid)
 		return seterr(-EINVAL, "%s: owner_uid without NVB_GPU_SEG_OWNER_UID", fn);
+	/*
+	 * The default owner is the caller's euid now, at the call: a prefetch
+	 * run later, a prefetched open and a re-check after lost events must
+	 * not read another euid the process switched to meanwhile.
+	 */
+	if (!(o->flags & (NVB_GPU_SEG_OWNER_UID | NVB_GPU_SEG_ANY_OWNER))) {
+		o->flags |= NVB_GPU_SEG_OWNER_UID;
+		o->owner_uid = (uint32_t)geteuid();
+	}
 	return 0;
 }
 
@@ -675,13 +803,13 @@ static int seg_begin(const char *fn, struct nvb_gpu *g, struct nvb *h, const cha
 		err = name_ok(fn, name);
 	if (err)
 		return err;
-	*e = seg_engine_get(g);
+	*e = seg_engine_get(g, &err);
 	if (!*e)
-		return -EAGAIN;
+		return err;
 	pthread_mutex_lock(&(*e)->hlock);
-	*hd = handle_get(*e, h);
+	*hd = handle_get(*e, h, &err);
 	pthread_mutex_unlock(&(*e)->hlock);
-	return *hd ? 0 : -ENOMEM;
+	return *hd ? 0 : err;
 }
 
 /*
@@ -702,7 +830,8 @@ static int open_prefetched(struct seg_engine *e, struct seg_handle *hd, const ch
 	for (p = e->prefetch; p; p = p->next)
 		if (p->hd == hd && !strcmp(p->name, name))
 			break;
-	if (p && p->id && p->flags == o->flags && p->owner_uid == o->owner_uid &&
+	/* a handle whose connection ended (evfd -1) carries no revocation any more */
+	if (p && p->id && hd->evfd >= 0 && p->flags == o->flags && p->owner_uid == o->owner_uid &&
 	    !nvb_gpu_import_cached(e->g, p->id, m)) {
 		memset(ent, 0, sizeof(*ent));
 		ent->id = p->id;
@@ -813,7 +942,7 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	 * Later ones find the segment (same lock).
 	 */
 	for (k = 0; k < 256; k++)
-		if (e->revoked_ids[k] == ent.id)
+		if (e->revoked_ids[k].id == ent.id && e->revoked_ids[k].gen == hd->gen)
 			s->revoked = 1;
 	s->next = e->segs;
 	e->segs = s;
@@ -875,6 +1004,8 @@ void nvb_gpu_seg_close(struct nvb_gpu_seg *s)
 	if (!s)
 		return;
 	e = s->e;
+	if (seg_forked(e))	/* the parent's: nvb_gpu_close() frees the child's copy */
+		return;
 	if (s->local)	/* the peers' segments are revoked now, not when batches end */
 		nvb_gpu_unpublish(e->g, s->pub_h, s->id);
 	pthread_mutex_lock(&e->hlock);
@@ -909,6 +1040,8 @@ int nvb_gpu_seg_revoked(struct nvb_gpu_seg *s)
 {
 	int r;
 
+	if (seg_forked(s->e))	/* no lock: the parent's threads may have held it */
+		return seg_dead(s);
 	pthread_mutex_lock(&s->e->lock);
 	r = seg_dead(s);
 	pthread_mutex_unlock(&s->e->lock);

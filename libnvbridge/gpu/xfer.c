@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -42,8 +43,25 @@ static void host_done(void *arg)
 	__atomic_sub_fetch(&e->inflight_gpu, 1, __ATOMIC_RELEASE);
 }
 
+/*
+ * The same, from cuStreamAddCallback: also called when the context hit an
+ * error (a fault, an ECC error), which cuLaunchHostFunc's function is not
+ * (CUDA's documentation), so that the batch still completes, with -EIO.
+ */
+static void stream_done(CUstream st, CUresult r, void *arg)
+{
+	struct nvb_gpu_batch *b = arg;
+
+	(void)st;
+	if (r != CUDA_SUCCESS)
+		b->err = -EIO;	/* published by host_done's release store */
+	host_done(arg);
+}
+
 void batch_free(struct nvb_gpu_batch *b)
 {
+	if (b->efd >= 0)
+		close(b->efd);
 	free(b->segs);
 	free(b->status);
 	free(b);
@@ -84,8 +102,12 @@ void xfer_reap(struct seg_engine *e)
 				break;
 			}
 		__atomic_store_n(&b->done, 1, __ATOMIC_RELEASE);
-		if (b->efd >= 0 && write(b->efd, &one, sizeof(one)) < 0) {
-			/* the caller's eventfd is full or gone: status still tells */
+		if (b->efd >= 0) {
+			if (write(b->efd, &one, sizeof(one)) < 0) {
+				/* the caller's eventfd is full: status still tells */
+			}
+			close(b->efd);	/* our duplicate: nothing more to tell */
+			b->efd = -1;
 		}
 		if (write(e->done_fd, &one, sizeof(one)) < 0) {
 			/* saturated: still readable */
@@ -126,7 +148,7 @@ int xfer_shutdown(struct seg_engine *e)
 }
 
 /* Checks request i against its segment (e->lock held). */
-static int check_req(const struct nvb_gpu_xfer_req *r, size_t i)
+static int check_req(const struct seg_engine *e, const struct nvb_gpu_xfer_req *r, size_t i)
 {
 	const struct nvb_gpu_seg *s = r->seg;
 
@@ -138,6 +160,13 @@ static int check_req(const struct nvb_gpu_xfer_req *r, size_t i)
 		return seterr(-EINVAL, "request %zu: NULL segment or local address", i);
 	if (!r->len)
 		return seterr(-EINVAL, "request %zu: zero length", i);
+	/*
+	 * Another struct nvb_gpu's segment is guarded by another lock and freed
+	 * by that layer's close whatever this batch holds: refuse it.
+	 */
+	if (s->e != e)
+		return seterr(-EINVAL, "request %zu: segment %s belongs to another struct nvb_gpu",
+			      i, s->name);
 	if (s->closed)
 		return seterr(-EBADF, "request %zu: segment %s is closed", i, s->name);
 	if (seg_dead(s))
@@ -160,7 +189,9 @@ static void refresh(struct seg_engine *e, const struct nvb_gpu_xfer_req *reqs, s
 	int pending = 0;
 
 	for (i = 0; i < n && ns < 8; i++) {
-		if (!reqs[i].seg || reqs[i].seg->local || !(hd = reqs[i].seg->hd))
+		/* another layer's segment is refused by check_req: never touch its records */
+		if (!reqs[i].seg || reqs[i].seg->e != e || reqs[i].seg->local ||
+		    !(hd = reqs[i].seg->hd))
 			continue;
 		for (k = 0; k < ns && seen[k] != hd; k++)
 			;
@@ -259,7 +290,17 @@ static int submit_checked(struct seg_engine *e, const struct nvb_gpu_xfer_req *r
 	free(blk);
 	if (!err) {
 		__atomic_add_fetch(&e->inflight_gpu, 1, __ATOMIC_ACQ_REL);
-		r = g->cu.cuLaunchHostFunc(st, host_done, b);
+		/*
+		 * A callback that runs even after a context error: with a host
+		 * function only, such a batch would never complete (a wait with
+		 * no timeout hangs).  cuStreamAddCallback refuses a capturing
+		 * stream: the host function then.
+		 */
+		r = CUDA_ERROR_NOT_SUPPORTED;
+		if (g->cu.cuStreamAddCallback)
+			r = g->cu.cuStreamAddCallback(st, stream_done, b, 0);
+		if (r != CUDA_SUCCESS)
+			r = g->cu.cuLaunchHostFunc(st, host_done, b);
 		if (r != CUDA_SUCCESS) {
 			__atomic_sub_fetch(&e->inflight_gpu, 1, __ATOMIC_ACQ_REL);
 			err = cuerr(g, r, "cuLaunchHostFunc");
@@ -307,11 +348,12 @@ int nvb_gpu_xfer_submit(struct nvb_gpu *g, const struct nvb_gpu_xfer_req *reqs, 
 			      (unsigned long long)o.flag);
 	if (!n || n > XFER_MAX_REQS || !reqs)
 		return seterr(-EINVAL, "nvb_gpu_xfer_submit: 1..%u requests required", XFER_MAX_REQS);
-	e = seg_engine_get(g);
+	e = seg_engine_get(g, &err);
 	if (!e)
-		return -EAGAIN;
+		return err;
 	b = calloc(1, sizeof(*b));
 	if (b) {
+		b->efd = -1;	/* batch_free closes it */
 		b->segs = calloc(n, sizeof(*b->segs));
 		b->status = malloc(n * sizeof(*b->status));
 	}
@@ -322,14 +364,24 @@ int nvb_gpu_xfer_submit(struct nvb_gpu *g, const struct nvb_gpu_xfer_req *reqs, 
 	}
 	b->e = e;
 	b->n = n;
-	b->efd = (o.flags & NVB_GPU_XFER_EVENTFD) ? o.efd : -1;
+	/*
+	 * Our own duplicate: the application may close its eventfd once it no
+	 * longer cares (after nvb_gpu_batch_free of a running batch), and the
+	 * completion must not write 8 bytes into whatever file reuses the number.
+	 */
+	if ((o.flags & NVB_GPU_XFER_EVENTFD) &&
+	    (b->efd = fcntl(o.efd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		err = -errno;	/* EBADF, or EMFILE */
+		batch_free(b);
+		return seterr(err, "nvb_gpu_xfer_submit: efd %d: %s", o.efd, strerror(-err));
+	}
 	b->user_data = o.user_data;
 	refresh(e, reqs, n);
 
 	/* every request is checked, and its segment held, under one lock */
 	pthread_mutex_lock(&e->lock);
 	for (i = 0; i < n; i++) {
-		err = check_req(&reqs[i], i);
+		err = check_req(e, &reqs[i], i);
 		if (err) {
 			e->xs.rejected++;
 			pthread_mutex_unlock(&e->lock);
@@ -420,6 +472,8 @@ int nvb_gpu_batch_wait(struct nvb_gpu_batch *b, int64_t timeout_ns)
 	if (!b)
 		return seterr(-EINVAL, "nvb_gpu_batch_wait: b is NULL");
 	e = b->e;
+	if (!b->done && seg_forked(e))	/* the thread that would complete it is the parent's */
+		return seterr(-ECHILD, "nvb_gpu_batch_wait: batch inherited through fork()");
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	if (timeout_ns >= 0) {
 		ts.tv_sec += timeout_ns / 1000000000;
@@ -458,6 +512,8 @@ void nvb_gpu_batch_free(struct nvb_gpu_batch *b)
 	if (!b)
 		return;
 	e = b->e;
+	if (seg_forked(e))	/* the parent's: nvb_gpu_close() frees the child's copy */
+		return;
 	pthread_mutex_lock(&e->lock);
 	if (b->done) {
 		for (pp = &e->done; *pp; pp = &(*pp)->next)
@@ -477,11 +533,12 @@ void nvb_gpu_batch_free(struct nvb_gpu_batch *b)
 int nvb_gpu_xfer_fd(struct nvb_gpu *g)
 {
 	struct seg_engine *e;
+	int err;
 
 	if (!g)
 		return seterr(-EINVAL, "nvb_gpu_xfer_fd: g is NULL");
-	e = seg_engine_get(g);
-	return e ? e->done_fd : -EAGAIN;
+	e = seg_engine_get(g, &err);
+	return e ? e->done_fd : err;
 }
 
 int nvb_gpu_xfer_stats(struct nvb_gpu *g, struct nvb_gpu_xfer_stats *out)
@@ -497,11 +554,15 @@ int nvb_gpu_xfer_stats(struct nvb_gpu *g, struct nvb_gpu_xfer_stats *out)
 	memset(&st, 0, sizeof(st));
 	e = __atomic_load_n(&g->seg, __ATOMIC_ACQUIRE);
 	if (e) {
-		pthread_mutex_lock(&e->lock);
+		int locked = !seg_forked(e);	/* a child must not wait for the parent's lock */
+
+		if (locked)
+			pthread_mutex_lock(&e->lock);
 		st = e->xs;
 		for (b = e->inflight; b; b = b->next)
 			st.inflight++;
-		pthread_mutex_unlock(&e->lock);
+		if (locked)
+			pthread_mutex_unlock(&e->lock);
 	}
 	st.sz = sizeof(st);
 	sz = out->sz < sizeof(st) ? out->sz : sizeof(st);

@@ -142,6 +142,7 @@ class Gpu:
         self._lock = threading.Lock()
         self._live = 0          # buffers and mappings not yet freed
         self._closing = False
+        self._after_close: List[Any] = []  # callables run once nvb_gpu_close() returned
         if device is not None:
             try:
                 self.set_device(device)
@@ -160,6 +161,14 @@ class Gpu:
         with self._lock:
             self._live += 1
 
+    def _close_now(self, g: int) -> None:
+        self._l.nvb_gpu_close(g)
+        # what the C layer used until now may go (a prefetch's handle)
+        with self._lock:
+            hooks, self._after_close = self._after_close, []
+        for fn in hooks:
+            fn()
+
     def _drop(self) -> None:
         with self._lock:
             self._live -= 1
@@ -167,7 +176,7 @@ class Gpu:
             if g:
                 self._g = None
         if g:
-            self._l.nvb_gpu_close(g)
+            self._close_now(g)
 
     def close(self) -> None:
         """Closes the layer, at once or, while tensors from it are still
@@ -178,7 +187,7 @@ class Gpu:
             if g:
                 self._g = None
         if g:
-            self._l.nvb_gpu_close(g)
+            self._close_now(g)
 
     def __del__(self) -> None:
         if getattr(self, "_g", None):

@@ -146,10 +146,14 @@ class Segment:
     handle it came through; a segment in use by batches in flight is
     released when they complete."""
 
-    def __init__(self, eng: "TransferEngine", s: int, local: bool, keep: Any = None) -> None:
+    def __init__(self, eng: "TransferEngine", s: int, local: bool, keep: Any = None,
+                 mem: Any = None) -> None:
         l = _l()
         self._eng, self._s, self.local = eng, s, local  # type: TransferEngine, Optional[int], bool
         self._keep = keep  # the registered tensor stays alive with the segment
+        # a reference on its buffer: the tensor's close() must not free the
+        # memory a published segment (and batches on it) still address
+        self._mem = mem
         eng.gpu._adopt()
         _pin(eng.handle)  # closed after the segment
         self.ptr = int(l.nvb_gpu_seg_ptr(s))
@@ -176,6 +180,9 @@ class Segment:
         s, self._s = self._s, None
         if s:
             _l().nvb_gpu_seg_close(s)
+            mem, self._mem = self._mem, None
+            if mem is not None:
+                mem.release()  # the buffer goes now if its tensor was closed
             self._keep = None
             _unpin(self._eng.handle)
             self._eng.gpu._drop()
@@ -250,11 +257,29 @@ class TransferEngine:
     library reads that handle's events while segments opened through it
     are open (revocations): keep another Handle for events of your own.
     The handle stays open while a segment from it is (its close() takes
-    effect after the last segment's); a prefetch() also uses it until the
-    name is opened or the Gpu is closed.  Thread-safe, as the C layer is."""
+    effect after the last segment's), and while a prefetch() on it lasts:
+    until the name is opened or the Gpu is closed.  A registered tensor's
+    buffer stays allocated until its segment is closed, even if the tensor
+    is closed first.  Thread-safe, as the C layer is."""
 
     def __init__(self, gpu: Gpu, handle: Handle) -> None:
         self.gpu, self.handle = gpu, handle
+        # names prefetched and not opened yet: each pins the handle, which
+        # the C layer reads until the name is opened or the Gpu is closed
+        self._prefetched: Dict[str, bool] = {}
+        self._pf_lock = threading.Lock()
+        self._pf_hooked = False
+
+    def _prefetch_done(self, name: Optional[str]) -> None:
+        """Unpins the handle for name (None: every name, the Gpu closed)."""
+        with self._pf_lock:
+            names = list(self._prefetched) if name is None else \
+                [name] if self._prefetched.pop(name, None) else []
+            if name is None:
+                self._prefetched.clear()
+                self._pf_hooked = False
+        for _ in names:
+            _unpin(self.handle)
 
     def _call(self, fn: str, *args: Any) -> None:
         """fn(gpu, handle, *args) with the handle pinned meanwhile."""
@@ -270,6 +295,10 @@ class TransferEngine:
         mem = getattr(tensor, "_mem", None)
         if not isinstance(mem, _GpuBuffer) or not mem._b:
             raise ValueError("register needs an open tensor from Gpu.empty()")
+        try:
+            mem.acquire()  # held by the segment (released by its close)
+        except ValueError:
+            raise ValueError("register needs an open tensor from Gpu.empty()") from None
         acc = int(access)
         if acc == Access.UID and uid is None:
             raise ValueError("Access.UID needs uid=")
@@ -277,9 +306,13 @@ class TransferEngine:
             raise ValueError("Access.GID needs gid=")
         o = SegPublishOpts(ctypes.sizeof(SegPublishOpts), acc, uid or 0, gid or 0, 0)
         s = c_vp()
-        self._call("nvb_gpu_seg_publish", os.fsencode(name), mem._b, ctypes.byref(o),
-                   ctypes.byref(s))
-        return Segment(self, s.value or 0, True, keep=tensor)
+        try:
+            self._call("nvb_gpu_seg_publish", os.fsencode(name), mem._b, ctypes.byref(o),
+                       ctypes.byref(s))
+        except BaseException:
+            mem.release()
+            raise
+        return Segment(self, s.value or 0, True, keep=tensor, mem=mem)
 
     def open_segment(self, name: str, owner_uid: Optional[int] = None, any_owner: bool = False,
                      timeout: Optional[float] = 0.0, local_only: bool = False) -> Segment:
@@ -289,7 +322,9 @@ class TransferEngine:
         o = _open_opts(owner_uid, any_owner, timeout, local_only)
         s = c_vp()
         self._call("nvb_gpu_seg_open", os.fsencode(name), ctypes.byref(o), ctypes.byref(s))
-        return Segment(self, s.value or 0, False)
+        seg = Segment(self, s.value or 0, False)  # pins the handle itself
+        self._prefetch_done(name)  # the open ended the C prefetch of name
+        return seg
 
     def prefetch(self, name: str, owner_uid: Optional[int] = None, any_owner: bool = False,
                  local_only: bool = False) -> None:
@@ -297,7 +332,20 @@ class TransferEngine:
         open_segment() with the same owner arguments costs no request and no
         CUDA call."""
         o = _open_opts(owner_uid, any_owner, 0.0, local_only)
-        self._call("nvb_gpu_seg_prefetch", os.fsencode(name), ctypes.byref(o))
+        with self._pf_lock:
+            new = name not in self._prefetched
+            if new:
+                _pin(self.handle)  # until open_segment(name) or the Gpu's close
+                self._prefetched[name] = True
+            if not self._pf_hooked:
+                self.gpu._after_close.append(lambda: self._prefetch_done(None))
+                self._pf_hooked = True
+        try:
+            self._call("nvb_gpu_seg_prefetch", os.fsencode(name), ctypes.byref(o))
+        except BaseException:
+            if new:
+                self._prefetch_done(name)
+            raise
 
     def submit(self, requests: Sequence[Request], stream: Optional[int] = None, method: int = 0,
                flag: int = 0, flag_val: int = 0, eventfd: Optional[int] = None,

@@ -482,6 +482,8 @@ API cuLaunchHostFunc(CUstream s, void (*fn)(void *), void *arg)
 	pthread_t t;
 
 	(void)s;
+	if (getenv("NVB_FAKE_STREAM_ERROR"))	/* as CUDA: never called after a context error */
+		return CUDA_SUCCESS;
 	if (!d || !atoi(d)) {
 		fn(arg);
 		return CUDA_SUCCESS;
@@ -506,5 +508,54 @@ API cuMemcpyBatchAsync_v2(CUdeviceptr *dsts, CUdeviceptr *srcs, size_t *sizes, s
 	(void)attrs; (void)attrsIdxs; (void)numAttrs; (void)st;
 	for (size_t i = 0; i < count; i++)
 		memmove(PTR(dsts[i]), PTR(srcs[i]), sizes[i]);
+	return CUDA_SUCCESS;
+}
+
+/*
+ * ---- stream callbacks (segments: batch completion after a context error) ----
+ * cuStreamAddCallback: called with $NVB_FAKE_STREAM_ERROR (a CUresult) as
+ * its status when set, as CUDA calls it after a device error; delayed by
+ * NVB_FAKE_HOSTFN_DELAY_MS like cuLaunchHostFunc.
+ */
+struct fake_cb {
+	void (*cb)(CUstream, CUresult, void *);
+	CUstream s;
+	void *arg;
+	CUresult r;
+	unsigned int ms;
+};
+
+static void *fake_cb_run(void *p)
+{
+	struct fake_cb *c = p;
+
+	usleep(c->ms * 1000u);
+	c->cb(c->s, c->r, c->arg);
+	free(c);
+	return NULL;
+}
+
+API cuStreamAddCallback(CUstream s, void (*cb)(CUstream, CUresult, void *), void *arg, unsigned int f)
+{
+	const char *d = getenv("NVB_FAKE_HOSTFN_DELAY_MS"), *e = getenv("NVB_FAKE_STREAM_ERROR");
+	CUresult r = e ? (CUresult)atoi(e) : CUDA_SUCCESS;
+	struct fake_cb *c;
+	pthread_t t;
+
+	if (f)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (!d || !atoi(d)) {
+		cb(s, r, arg);
+		return CUDA_SUCCESS;
+	}
+	c = malloc(sizeof(*c));
+	if (!c)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	*c = (struct fake_cb){ cb, s, arg, r, (unsigned int)atoi(d) };
+	if (pthread_create(&t, NULL, fake_cb_run, c)) {
+		free(c);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	pthread_detach(t);
 	return CUDA_SUCCESS;
 }
