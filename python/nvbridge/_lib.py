@@ -68,6 +68,15 @@ class GpuOpts(ctypes.Structure):
     _fields_ = [("sz", c_size), ("flags", c_u32), ("sm_ctas", c_u32), ("libcuda", c_char_p)]
 
 
+class GpuImportOpts(ctypes.Structure):
+    """struct nvb_gpu_import_opts."""
+    _fields_ = [("sz", c_size), ("flags", c_u32), ("owner_uid", c_u32), ("timeout_ns", c_i64)]
+
+
+GPU_IMPORT_OWNER_UID = 1 << 2
+GPU_IMPORT_ANY_OWNER = 1 << 3
+
+
 class GpuMeta(ctypes.Structure):
     """struct nvb_gpu_meta: the C GPU layer's metadata blob."""
     _fields_ = [("magic", c_u32), ("size", c_u32), ("alloc_size", c_u64),
@@ -182,6 +191,7 @@ def _declare(l: ctypes.CDLL) -> None:
     _proto(l, "nvb_gpu_mem_info", c_int, c_vp, P(c_size), P(c_size))
     _proto(l, "nvb_gpu_publish", c_int, c_vp, c_vp, c_char_p, c_vp, c_u32, P(c_u64))
     _proto(l, "nvb_gpu_import", c_int, c_vp, c_vp, c_char_p, c_i64, c_u32, P(c_vp))
+    _proto(l, "nvb_gpu_import_with", c_int, c_vp, c_vp, c_char_p, P(GpuImportOpts), P(c_vp))
     # 1.2 (registration): absent from older libraries, whose users get ENOSYS
     if hasattr(l, "nvb_gpu_register"):
         _proto(l, "nvb_gpu_register", c_int, c_vp, c_u64, c_size, c_u32, P(c_vp))

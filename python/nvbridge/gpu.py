@@ -21,6 +21,19 @@ from .meta import TensorDesc, contiguous_strides
 from .rendezvous import Event, EventType, Fetched, Handle
 from .tensor import SharedTensor, _Memory
 
+
+def _overflow_uid() -> int:
+    """The uid a publisher that this user namespace does not map reads as."""
+    try:
+        with open("/proc/sys/kernel/overflowuid") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 65534
+
+
+_OVERFLOW_UID = _overflow_uid()
+
+
 __all__ = ["Gpu", "COPY_AUTO", "COPY_CE", "COPY_SM", "COPY_BATCH", "COPY_LOOP",
            "IMPORT_NO_FABRIC", "IMPORT_LOCAL_ONLY", "HANDLE_POSIX_FD", "HANDLE_FABRIC",
            "FLAG_ABORTED"]
@@ -266,9 +279,18 @@ class Gpu:
             uuid = gpu_meta[48:64]  # struct nvb_gpu_meta_range.uuid
             if range_chunks(gpu_meta) > 1:
                 # the other allocations travel as entries of their own: the C
-                # import fetches them (and checks their ids against f's blob)
-                h._call_gpu(lambda hp: self._l.nvb_gpu_import(self._ptr, hp, name.encode(), 0, flags,
-                                                              ctypes.byref(m)), "nvb_gpu_import")
+                # import fetches them (and checks their ids against f's blob),
+                # from f's publisher, so that another user's entry of the same
+                # name can neither stand in for it nor make it fail (ENOTUNIQ);
+                # a publisher this user namespace does not map (the overflow
+                # uid) cannot be named: the id check below binds it to f
+                o = _lib.GpuImportOpts(ctypes.sizeof(_lib.GpuImportOpts),
+                                       flags | (_lib.GPU_IMPORT_ANY_OWNER if f.uid == _OVERFLOW_UID
+                                                else _lib.GPU_IMPORT_OWNER_UID),
+                                       0 if f.uid == _OVERFLOW_UID else f.uid, 0)
+                h._call_gpu(lambda hp: self._l.nvb_gpu_import_with(self._ptr, hp, name.encode(),
+                                                                   ctypes.byref(o), ctypes.byref(m)),
+                            "nvb_gpu_import_with")
                 if int(self._l.nvb_gpu_map_id(m.value)) != f.id:
                     self._l.nvb_gpu_unmap(m.value)
                     raise NvbridgeError(errno.ESTALE, "import_tensor",

@@ -16,7 +16,7 @@ import random
 import time
 import unittest
 
-from helpers import BUILD, errno_of, handle, run_as, uniq
+from helpers import BUILD, Child, Sync, errno_of, handle, run_as, uniq
 
 FAKE = os.environ.get("NVB_FAKE_CUDA", os.path.join(BUILD, "gpu-fake", "libfakecuda.so"))
 os.environ["NVB_TORCH_LIBCUDA"] = FAKE  # the allocator loads the same stand-in as Gpu(FAKE)
@@ -107,11 +107,25 @@ class RegisterFake(unittest.TestCase):
         self.assertTrue(p, nvbridge.torch_alloc.last_error())
         return int(p)
 
-    def share(self, t: nvbridge.SharedTensor, span: int, access: Access = Access.OWNER) -> None:
-        """Random contents, publish, a child imports and writes back, check."""
+    def share(self, t: nvbridge.SharedTensor, span: int, access: Access = Access.OWNER,
+              squatter: bool = False) -> None:
+        """Random contents, publish, a child imports and writes back, check.
+        squatter: another uid publishes the same name first (SCOPE) and
+        holds it throughout; the importer names the owner it expects."""
         want = rand_bytes(span)
         ctypes.memmove(t.ptr, want, span)
         name = uniq("reg")
+        sq = go = None
+        if squatter:
+            ready, go = Sync(), Sync()
+
+            def squat() -> None:
+                with handle() as hs:
+                    hs.publish(name, blob=b"squatted", access=Access.SCOPE)
+                    ready.post()
+                    go.wait(30)
+            sq = Child(squat, uid=2311, gid=2311)
+            ready.wait()
         with handle() as h:
             eid = h.publish_tensor(name, t, access=access)
             seen, same, (shape, strides, dt) = run_as(consumer, name, os.geteuid(), want,
@@ -120,8 +134,11 @@ class RegisterFake(unittest.TestCase):
             self.assertTrue(same, "importer saw other bytes")
             self.assertEqual(ctypes.string_at(t.ptr, span), bytes(b ^ 0xFF for b in want))
             h.unpublish(eid)
-            left = [e.name for e in h.list() if e.name.startswith(name)]
+            left = [e.name for e in h.list() if e.name.startswith(name) and e.uid == os.geteuid()]
             self.assertEqual(left, [], "unpublish left entries behind")
+        if sq is not None and go is not None:
+            go.post()
+            sq.wait()
 
     def test_allocator_block_subrange_strided(self) -> None:
         p = self.malloc(5 * MiB)
@@ -205,6 +222,8 @@ class RegisterFake(unittest.TestCase):
         t = self.g.register(va.value + MiB, 4 * MiB + 8, "uint64", (MiB // 2 + 1,))
         self.assertEqual(nvbridge._lib.lib().nvb_gpu_buf_chunks(t._mem._b), 3)
         self.share(t, 4 * MiB + 8)
+        # another user holding the same name: the chunks still come from the owner
+        self.share(t, 4 * MiB + 8, squatter=True)
         t.close()
         for i, h in enumerate(hs):
             cu.cuMemUnmap(va.value + i * 2 * MiB, 2 * MiB)
