@@ -31,3 +31,32 @@ $(NVB_FAKE_DIR)/%: tests/gpu-fake/%.c tests/gpu-fake/fake.h tests/unit/cases.h $
 # GPU_EXAMPLES (mk/gpu.mk, where cuda.h exists): register.c runs them too
 check-gpu-fake: $(NVB_FAKE_CUDA) $(GPU_FAKE_BINS) $(LB)/nvbridged $(GPU_EXAMPLES)
 	$(call nvb_suite,tests/gpu-fake/run $(NVB_FAKE_DIR) $(LB) $(GPU_FAKE_BINS),gpu-fake)
+
+# gpu-fake-asan: the same programs over an AddressSanitizer + UBSan build of
+# the whole library (rendezvous and GPU layer), LeakSanitizer included: the
+# registration parser, segments and their completion thread run under it.
+GFA_DIR   := $(BUILD)/gpu-fake-asan
+GFA_SO    := $(GFA_DIR)/libnvbridge.so.1
+GFA_FLAGS := $(LIB_ASAN_FL)
+GFA_OBJS  := $(patsubst libnvbridge/%.c,$(GFA_DIR)/obj/%.o,$(LIB_SRCS) $(GPU_C_SRCS))
+GFA_BINS  := $(patsubst tests/gpu-fake/%.c,$(GFA_DIR)/%,$(GPU_FAKE_SRCS))
+
+.PHONY: check-gpu-fake-asan
+CHECK_SUITES += gpu-fake-asan
+
+$(GFA_DIR)/obj/%.o: libnvbridge/%.c $(LIB_HDRS) $(GPU_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) $(GFA_FLAGS) -fPIC -c $< -o $@
+
+$(GFA_SO): $(GFA_OBJS) $(GPU_B)/gpu_fatbin.o libnvbridge/libnvbridge.map
+	$(CC) -shared -pthread $(GFA_FLAGS) -Wl,-soname,$(LIB_SONAME) \
+		-Wl,--version-script=libnvbridge/libnvbridge.map -o $@ \
+		$(GFA_OBJS) $(GPU_B)/gpu_fatbin.o $(URING_STATIC) -ldl -lpthread
+
+$(GFA_DIR)/%: tests/gpu-fake/%.c tests/gpu-fake/fake.h tests/unit/cases.h $(GFA_SO)
+	$(CC) -std=gnu11 -O1 -g $(GFA_FLAGS) $(LIB_WARN) -pthread $(UAPI_INC) -I$(CURDIR)/libnvbridge \
+		-I$(CURDIR)/tests/unit -o $@ $< -L$(GFA_DIR) -l:libnvbridge.so.1 -ldl -l:liburing.a
+
+check-gpu-fake-asan: $(NVB_FAKE_CUDA) $(GFA_BINS) $(LB)/nvbridged $(LB)/libnvbridge_torch.so
+	$(call nvb_suite,ASAN_OPTIONS=abort_on_error=0:detect_leaks=1 NVB_TEST_DAEMON=$(LB)/nvbridged \
+		tests/gpu-fake/run $(NVB_FAKE_DIR) $(GFA_DIR):$(LB) $(GFA_BINS),gpu-fake-asan)

@@ -74,7 +74,17 @@ static CUdeviceptr vmm(int n)
 	return va;
 }
 
-/* Mappings of the stand-in's "device memory" (memfds) and reservations in this process. */
+/*
+ * Mappings of the stand-in's "device memory" (memfds) and reservations in
+ * this process.  AddressSanitizer's allocator maps PROT_NONE guard regions
+ * as it goes, so under it only the memfd mappings are counted (the plain
+ * run counts reservations too).
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define ASAN_GUARDS 1
+#else
+#define ASAN_GUARDS 0
+#endif
 static int live_maps(void)
 {
 	FILE *f = fopen("/proc/self/maps", "r");
@@ -84,7 +94,7 @@ static int live_maps(void)
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f))
-		n += strstr(line, "memfd:") != NULL || strstr(line, " ---p ") != NULL;
+		n += strstr(line, "memfd:") != NULL || (!ASAN_GUARDS && strstr(line, " ---p ") != NULL);
 	fclose(f);
 	return n;
 }
@@ -539,9 +549,18 @@ static int t_whole_allocation(void)
  * count the blocks that still hold it (libnvbridge and the stand-in
  * resolve free() to this definition).
  */
-extern void __libc_free(void *p);
 static unsigned char secret[24];
 static int secret_armed, secret_freed;
+
+/*
+ * AddressSanitizer owns free() (and poisons freed blocks, so reading them
+ * is what it reports): the gpu-fake-asan run skips this case.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define FREE_HOOK_SKIP "free() interposition does not combine with AddressSanitizer"
+#else
+#define FREE_HOOK_SKIP NULL
+extern void __libc_free(void *p);
 
 void free(void *p)
 {
@@ -549,6 +568,7 @@ void free(void *p)
 		secret_freed++;
 	__libc_free(p);
 }
+#endif
 
 /*
  * A legacy IPC handle is a bearer token: no block the library gives back
@@ -566,6 +586,10 @@ static int t_legacy_handle_wiped(void)
 	int st[1], exp;
 	pid_t c;
 
+	if (FREE_HOOK_SKIP) {
+		printf("    %s\n", FREE_HOOK_SKIP);
+		return NVB_CASE_SKIP;
+	}
 	CHECK(setup() == 0);
 	CHECK(cu.alloc(&p, MiB) == 0 && cu.ipcget(&ipc, p) == 0);
 	memcpy(secret, &ipc, sizeof(secret));	/* the stand-in's handle: magic, pid, fd, size */

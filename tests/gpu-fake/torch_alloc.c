@@ -436,9 +436,9 @@ static void *work(void *arg)
 			break;
 		}
 		p[0] = tag;
-		((uint64_t *)((char *)p + sz))[-1] = tag;
+		memcpy((char *)p + sz - sizeof(tag), &tag, sizeof(tag));	/* sz need not be a multiple of 8 */
 		sched_yield();
-		if (p[0] != tag || ((uint64_t *)((char *)p + sz))[-1] != tag) {
+		if (p[0] != tag || memcmp((char *)p + sz - sizeof(tag), &tag, sizeof(tag))) {
 			w->bad = 1;
 			snprintf(w->why, sizeof(w->why), "block %p shared with another thread", (void *)p);
 		}
