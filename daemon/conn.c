@@ -20,7 +20,7 @@
  *     queue, they do not fail, and nobody else is affected.  Queued replies
  *     hold a reference to the entry, not a duplicated fd.
  *   - memory (max_memory_mb): replies, blobs, event rings, waiters.
- * Every fd a client sends is closed through closer.c, never on this thread.
+ * Every fd a client sends is closed through closer.c, never in this process.
  */
 #include "nvbridged.h"
 #include <fcntl.h>
@@ -135,15 +135,25 @@ void conn_limits_init(void)
 }
 
 /*
- * A uid whose closes of files it sent wait (a FUSE FLUSH nobody answers)
- * is not read from while it is at its bound, or while the total is at
+ * A uid or tenant whose closes of files it sent wait (a FUSE FLUSH nobody
+ * answers) is not read from while it is at its bound, or while the total is at
  * --max-pending-closes and it has any pending: each read may bring
  * another file to close.  closer.c calls the recheck when counts move.
  */
+static bool closes_over(const struct user *r, uint32_t bound)
+{
+	return r && (r->closes >= bound || (r->closes && closer_pending() >= cfg.max_closes));
+}
+
 bool user_closes_paused(const struct user *u)
 {
-	return u && (u->closes >= cfg.max_closes_per_user ||
-		     (u->closes && closer_pending() >= cfg.max_closes));
+	return closes_over(u, cfg.max_closes_per_user);
+}
+
+/* ... and the same for its tenant (a subuid range's uids under their own bound each) */
+bool client_closes_paused(const struct client *c)
+{
+	return user_closes_paused(c->user) || closes_over(c->tenant, cfg.max_closes_per_tenant);
 }
 
 static void set_epoll(struct client *c);
@@ -156,7 +166,7 @@ void conns_closes_resume(void)
 	while (*pp) {
 		struct client *c = *pp;
 
-		if (user_closes_paused(c->user)) {
+		if (client_closes_paused(c)) {
 			pp = &c->cpause_next;
 			continue;
 		}
@@ -170,7 +180,7 @@ void conns_closes_resume(void)
 static void set_epoll(struct client *c)
 {
 	struct epoll_event ev = { .data.ptr = c };
-	bool paused = user_closes_paused(c->user);
+	bool paused = client_closes_paused(c);
 
 	if (paused && !c->close_paused) {
 		c->close_paused = true;
@@ -618,11 +628,11 @@ void handle_message(struct client *c, const unsigned char *buf, size_t n, int *f
 	}
 out:
 	if (nfds == 1) {
-		closer_close(fd, c->user);	/* -1 when an entry took it */
+		closer_close(fd, c->user, c->tenant);	/* -1 when an entry took it */
 		return;
 	}
 	for (int i = 0; i < nfds; i++)
-		closer_close(fds[i], c->user);
+		closer_close(fds[i], c->user, c->tenant);
 }
 
 void client_read(struct client *c)
@@ -642,7 +652,7 @@ void client_read(struct client *c)
 		int fds[8], nfds = 0;
 		ssize_t n;
 
-		if (user_closes_paused(c->user)) {
+		if (client_closes_paused(c)) {
 			struct pollfd pf = { .fd = c->fd };
 
 			/* here with EPOLLIN off only for a hangup, which epoll reports regardless */
@@ -670,7 +680,7 @@ void client_read(struct client *c)
 				if (nfds < 8)
 					fds[nfds++] = f;
 				else
-					closer_close(f, c->user);
+					closer_close(f, c->user, c->tenant);
 			}
 		}
 		if (n == 0 && !nfds && !(m.msg_flags & MSG_CTRUNC)) {
@@ -680,7 +690,7 @@ void client_read(struct client *c)
 		if (n == 0) {
 			drop_client(c, "empty message carrying %d fds", nfds);
 			for (int i = 0; i < nfds; i++)
-				closer_close(fds[i], c->user);
+				closer_close(fds[i], c->user, c->tenant);
 			return;
 		}
 		handle_message(c, buf, (size_t)n, fds, nfds,
@@ -862,6 +872,12 @@ static bool tenant_admits(struct client *c)
 		logmsg_rl("tenant uid %u (uid %u pid %d) has %u connections "
 			  "(--max-connections-per-tenant): refused", c->tenant_uid, c->euid,
 			  c->pid, t->conns);
+		return false;
+	}
+	if (closes_over(t, cfg.max_closes_per_tenant)) {
+		logmsg_rl("tenant uid %u (uid %u pid %d) has %u closes of its files pending "
+			  "(--max-pending-closes-per-tenant, --max-pending-closes): refused",
+			  c->tenant_uid, c->euid, c->pid, t->closes);
 		return false;
 	}
 	if (nclients >= cfg.max_conns && !evict_for(t->conns)) {

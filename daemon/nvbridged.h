@@ -31,6 +31,7 @@
 #define TAG_SIGNAL 2
 #define TAG_EV 4
 #define TAG_PID 8	/* the client's pidfd: its process has exited */
+#define TAG_CLOSER 3	/* closer.c: closes completed */
 
 /* Every limit, per client, per uid and global (see usage() and nvbridged(8)). */
 struct config {
@@ -59,6 +60,7 @@ struct config {
 	uint32_t max_fds_in_flight;	/* per connection: sent, not yet received */
 	uint32_t max_fds_in_flight_per_user;
 	uint32_t max_closes_per_user;	/* client files whose close has not completed */
+	uint32_t max_closes_per_tenant;
 	uint32_t max_closes;		/* in total; 0: from RLIMIT_NOFILE at start */
 	uint32_t max_memory_mb;		/* queued replies, blobs, event queues */
 	uint32_t hello_timeout_ms;
@@ -81,13 +83,14 @@ int64_t now_ns(void);
 bool mem_charge(size_t n);
 void mem_uncharge(size_t n);
 
-/* ---- closer.c: closing client-supplied files off the loop ---- */
+/* ---- closer.c: closing client-supplied files in closer processes ---- */
 int closer_init(void);
 struct user;
-void closer_close(int fd, struct user *u);
-void closer_run(void);
+void closer_close(int fd, struct user *u, struct user *t);
+void closer_completions(void);
+void closer_reap(void);
+void closer_tick(int64_t now, int64_t *next);
 unsigned int closer_pending(void);
-void closer_exit(void);
 
 /*
  * ---- per uid and per tenant accounting (conn.c) ----
@@ -103,6 +106,11 @@ struct user {
 	uint32_t refs;		/* client structs, dropped ones included */
 	uint32_t entries, watches, waiters, fds_in_flight;
 	uint32_t closes;	/* closes of files it sent, submitted and not completed */
+	/* a tenant's closes (closer.c): queued, running, its place in the round */
+	struct close_req *cq, **cq_tail;
+	uint32_t closing;
+	bool cq_ready;
+	struct user *ready_next;
 	uint64_t bytes;		/* blob bytes of its entries */
 	size_t queued;		/* bytes of its connections' queued replies */
 };
@@ -231,6 +239,7 @@ struct entry {
 	gid_t pgid;
 	uid_t euid;
 	gid_t egid;
+	uid_t tuid;		/* its publisher's tenant: pays for its close */
 };
 
 extern struct client *clients;
@@ -297,6 +306,7 @@ void conns_tick(int64_t now, int64_t *next);
 void throttled_tick(void);
 bool conns_throttled(void);
 bool user_closes_paused(const struct user *u);
+bool client_closes_paused(const struct client *c);
 void conns_closes_resume(void);
 void conn_limits_init(void);
 void conns_exit(void);

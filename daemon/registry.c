@@ -164,8 +164,9 @@ void entry_put(struct entry *e)
 {
 	if (--e->refs)
 		return;
-	/* its publisher's uid pays for a slow close, as it paid for the entry */
-	closer_close(e->fd, e->fd >= 0 ? user_get(e->euid) : NULL);
+	/* its publisher's uid and tenant pay for a slow close, as they paid for the entry */
+	if (e->fd >= 0)
+		closer_close(e->fd, user_get(e->euid), tenant_get(e->tuid));
 	free(e->blob);
 	mem_uncharge(sizeof(*e) + e->blob_len);
 	scope_put(e->scope);
@@ -315,6 +316,7 @@ int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
 	e->pgid = (gid_t)pgid;
 	e->euid = c->euid;
 	e->egid = c->egid;
+	e->tuid = c->tenant_uid;
 	*c->scope->tail = e;
 	c->scope->tail = &e->next;
 	e->hnext = ebucket[e->hash % NBUCKETS];

@@ -28,6 +28,7 @@ struct config cfg = {
 	.max_fds_in_flight = 64,
 	.max_fds_in_flight_per_user = 256,
 	.max_closes_per_user = 64,
+	.max_closes_per_tenant = 64,
 	.max_memory_mb = 1024,
 	.hello_timeout_ms = 5000,
 	.chrdev_majors = { 195 },

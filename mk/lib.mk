@@ -79,7 +79,7 @@ DAEMON_SRCS   := $(sort $(wildcard daemon/*.c))
 DAEMON_HDRS   := $(wildcard daemon/*.h) $(LIB_HDRS)
 $(LB)/nvbridged: $(DAEMON_SRCS) $(DAEMON_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(LIB_CFLAGS) -o $@ $(DAEMON_SRCS) $(URING_STATIC)
+	$(CC) $(LIB_CFLAGS) -o $@ $(DAEMON_SRCS)
 
 $(LB)/nvbridgectl: tools/nvbridgectl.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
@@ -125,7 +125,7 @@ LA_LINK := $(LA)/libnvbridge.a $(URING_STATIC) -ldl -pthread
 
 $(LA)/nvbridged: $(DAEMON_SRCS) $(DAEMON_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $(DAEMON_SRCS) $(URING_STATIC)
+	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $(DAEMON_SRCS)
 
 $(LA)/%: $(LA)/libnvbridge.a
 $(LA)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c $(LA)/libnvbridge.a
