@@ -1469,6 +1469,116 @@ static int t_tenant_userns(void)
 	return ok ? 0 : 1;
 }
 
+/*
+ * Pending closes per tenant: the same FUSE file sent by 8 uids of one
+ * user namespace (one tenant, UID_TENANT's), each on refused PUBLISHes
+ * until the broker stops reading it (its HELLO's pidfd, queued behind the
+ * tenant's two hung closes, counts too).  Each uid stays under
+ * --max-pending-closes-per-user (64); only the tenant's bound (64) keeps
+ * the files queued for closers, each an fd of the broker, from reaching
+ * the total bound (256 here) as 8 x 64.
+ */
+#define TC_UIDS 8
+#define TC_BOUND 64	/* --max-pending-closes-per-tenant's default */
+
+static int tenant_closer_uid(const char *file, uid_t u)
+{
+	int fd, s, sent = 0;
+
+	if (setresgid(u, u, u) || setresuid(u, u, u))
+		return -1;
+	fd = open(file, O_RDWR | O_CLOEXEC);
+	s = rconnect();
+	if (fd < 0 || s < 0 || rhello(s, -1))
+		return -1;
+	for (int i = 0; i < 200; i++) {
+		struct nvbridge_publish p = { .size = sizeof(p), .fd = fd, .access = 0xffff };
+		struct nvbridge_wire_hdr h;
+		int rfd;
+
+		snprintf(p.name, sizeof(p.name), "tc.fuse");
+		if (rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, (uint32_t)i + 1, &p,
+			  sizeof(p), NULL, 0, fd) || rrecv(s, &h, NULL, 0, &rfd, 300))
+			break;
+		sent++;
+	}
+	return sent;	/* fd and s stay open in this process until it is killed */
+}
+
+static int t_fuse_close_flood_tenant(void)
+{
+	char mnt[256], file[300], c = 0;
+	int ok = 1, base = broker_fds(), rp[2], gp[2], cp[2], r, peak, total = 0;
+	pid_t srv, t;
+
+	snprintf(mnt, sizeof(mnt), "%s/fusetenant", dir);
+	snprintf(file, sizeof(file), "%s/f", mnt);
+	r = fuse_hang_start(mnt, &srv);
+	if (r) {
+		printf("    skip: cannot mount FUSE (%s)\n", strerror(-r));
+		return 77;
+	}
+	if (pipe(rp) || pipe(gp) || pipe(cp))
+		return 1;
+	t = fork();
+	if (t == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (setpgid(0, 0) || become(UID_TENANT))
+			_exit(98);
+		c = unshare(CLONE_NEWUSER) ? 'n' : 'y';
+		if (write(rp[1], &c, 1) != 1 || c != 'y' || read(gp[0], &c, 1) != 1 ||
+		    setresgid(0, 0, 0) || setresuid(0, 0, 0))
+			_exit(97);
+		for (uid_t u = 1; u <= TC_UIDS; u++)
+			if (fork() == 0) {
+				int n = tenant_closer_uid(file, u);
+
+				if (write(cp[1], &n, sizeof(n)) != sizeof(n))
+					_exit(1);
+				pause();
+				_exit(0);
+			}
+		pause();
+		_exit(0);
+	}
+	if (read(rp[0], &c, 1) != 1 || c != 'y') {
+		printf("    skip: no user namespaces here\n");
+		stop(t);
+		fuse_hang_stop(mnt, srv);
+		return 77;
+	}
+	if (write_file(t, "uid_map", "0 200000 1000") || write_file(t, "gid_map", "0 200000 1000") ||
+	    write(gp[1], "g", 1) != 1)
+		FAIL("cannot map the namespace's ids: %s", strerror(errno));
+	for (int i = 0; ok && i < TC_UIDS; i++) {
+		struct pollfd pf = { .fd = cp[0], .events = POLLIN };
+
+		if (poll(&pf, 1, 30000) != 1 || read(cp[0], &r, sizeof(r)) != sizeof(r) || r < 0) {
+			FAIL("a uid of the namespace could not run its attack");
+			break;
+		}
+		total += r;
+	}
+	usleep(200000);
+	peak = broker_fds();
+	printf("    %d uids of tenant uid %d: %d PUBLISHes carrying the FUSE file answered; broker "
+	       "fds %d (baseline %d)\n", TC_UIDS, UID_TENANT, total, peak, base);
+	/* its files queued for closers, and its connections (socket, event socket, pidfd) */
+	if (peak > base + TC_BOUND + 3 * TC_UIDS + 8)
+		FAIL("one tenant's pending FUSE closes hold %d of the broker's fds (tenant bound %d)",
+		     peak - base, TC_BOUND);
+	if (total < TC_BOUND / 2)
+		FAIL("only %d PUBLISHes were answered: the attack did not run", total);
+	if (!honest_ok("while one tenant's closes wait for FLUSH"))
+		ok = 0;
+	fuse_hang_stop(mnt, srv);
+	kill(-t, SIGKILL);
+	stop(t);
+	if (!check_fds(base))
+		ok = 0;
+	return ok ? 0 : 1;
+}
+
 static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "setuid_exec_race", t_setuid_exec_race },
 	{ "fuse_file_in_hello", t_fuse_in_hello },
@@ -1487,6 +1597,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "fuse_close_flood", t_fuse_close_flood },
 	{ "conn_flood_subuids", t_conn_flood_subuids },
 	{ "tenant_userns", t_tenant_userns },
+	{ "fuse_close_flood_tenant", t_fuse_close_flood_tenant },
 };
 
 int main(int argc, char **argv)
