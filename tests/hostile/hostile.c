@@ -1117,14 +1117,14 @@ static int t_socket_symlink(void)
  * looks at the file: the broker's 2048-fd table fills with fds waiting
  * for a FLUSH the attacker never answers, and no one else gets in.
  */
-static int fuse_many(void *a)
+/* n PUBLISHes carrying file, each refused (bad access): how many were answered within ms each */
+static int fuse_refused_publishes(const char *file, int n, int ms)
 {
-	struct fuse_arg *f = a;
-	int fd = open(f->file, O_RDWR | O_CLOEXEC), s = rconnect(), sent = 0;
+	int fd = open(file, O_RDWR | O_CLOEXEC), s = rconnect(), sent = 0;
 
 	if (fd < 0 || s < 0 || rhello(s, -1))
-		return 1;
-	for (int i = 0; i < 2100; i++) {
+		return -1;
+	for (int i = 0; i < n; i++) {
 		struct nvbridge_publish p = { .size = sizeof(p), .fd = fd, .access = 0xffff };
 		struct nvbridge_wire_hdr h;
 		int rfd;
@@ -1132,10 +1132,19 @@ static int fuse_many(void *a)
 		snprintf(p.name, sizeof(p.name), "hb.fuse");
 		if (rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, (uint32_t)i + 1, &p,
 			  sizeof(p), NULL, 0, fd) ||
-		    rrecv(s, &h, NULL, 0, &rfd, 2000))
+		    rrecv(s, &h, NULL, 0, &rfd, ms))
 			break;
 		sent++;
 	}
+	return sent;	/* fd and s stay open in this process until it ends */
+}
+
+static int fuse_many(void *a)
+{
+	int sent = fuse_refused_publishes(((struct fuse_arg *)a)->file, 2100, 2000);
+
+	if (sent < 0)
+		return 1;
 	printf("    %d PUBLISHes carrying the FUSE file answered\n", sent);
 	return 0;	/* the holder keeps fd and s open */
 }
@@ -1483,26 +1492,9 @@ static int t_tenant_userns(void)
 
 static int tenant_closer_uid(const char *file, uid_t u)
 {
-	int fd, s, sent = 0;
-
 	if (setresgid(u, u, u) || setresuid(u, u, u))
 		return -1;
-	fd = open(file, O_RDWR | O_CLOEXEC);
-	s = rconnect();
-	if (fd < 0 || s < 0 || rhello(s, -1))
-		return -1;
-	for (int i = 0; i < 200; i++) {
-		struct nvbridge_publish p = { .size = sizeof(p), .fd = fd, .access = 0xffff };
-		struct nvbridge_wire_hdr h;
-		int rfd;
-
-		snprintf(p.name, sizeof(p.name), "tc.fuse");
-		if (rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, (uint32_t)i + 1, &p,
-			  sizeof(p), NULL, 0, fd) || rrecv(s, &h, NULL, 0, &rfd, 300))
-			break;
-		sent++;
-	}
-	return sent;	/* fd and s stay open in this process until it is killed */
+	return fuse_refused_publishes(file, 200, 300);
 }
 
 static int t_fuse_close_flood_tenant(void)
