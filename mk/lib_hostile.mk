@@ -5,7 +5,8 @@
 #   suites: hostile, hostile-asan, attacks (whole-scenario attack programs)
 
 HB            := $(BUILD)/hostile
-HOSTILE_SRCS  := tests/hostile/hostile.c tests/hostile/util.c tests/hostile/fuse_hang.c
+HOSTILE_SRCS  := tests/hostile/hostile.c tests/hostile/util.c tests/hostile/fuse_hang.c \
+                 tests/hostile/evict.c
 HOSTILE_BINS  := $(HB)/nvb-hostile $(HB)/nvb-hostile-suid
 
 ATTACK_BINS   := $(patsubst tests/hostile/%.c,$(HB)/%,$(wildcard tests/hostile/attack_*.c))

@@ -1590,6 +1590,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "conn_flood_subuids", t_conn_flood_subuids },
 	{ "tenant_userns", t_tenant_userns },
 	{ "fuse_close_flood_tenant", t_fuse_close_flood_tenant },
+	{ "newest_not_evicted", t_newest_not_evicted },
 };
 
 int main(int argc, char **argv)
