@@ -5,9 +5,10 @@
  *
  * Bounds a client cannot pass (all configurable, see usage()):
  *   - connections: per uid, per tenant (ident.c: a subuid range is one
- *     tenant), and in total; at the total, a newcomer whose tenant holds
- *     fewer connections than the largest holder takes the largest holder's
- *     newest one, so no set of uids can lock others out.
+ *     tenant), and in total; at the total, a newcomer takes the newest
+ *     connection of the largest holder if that tenant is over its fair
+ *     share, so no tenant can lock others out, and none within its share
+ *     loses a connection.
  *   - queued replies per connection (max_queued, and max_queued_kb bytes;
  *     per uid max_queued_kb_per_user bytes): a connection with half that
  *     many (or half the bytes) queued is not read until it reads its replies
@@ -35,6 +36,7 @@
 struct client *clients;
 unsigned int nclients, pre_hello;
 static uint64_t next_serial;
+static uint32_t tenants_connected;	/* tenants holding a connection: fair shares */
 static struct user *users[USER_BUCKETS], *tenants[USER_BUCKETS];
 static struct client *dead_list;
 static struct client *throttled;
@@ -711,8 +713,8 @@ static void client_gone(struct client *c)
 	nclients--;	/* the bounds count live connections */
 	if (c->user)
 		c->user->conns--;
-	if (c->tenant)
-		c->tenant->conns--;
+	if (c->tenant && !--c->tenant->conns)
+		tenants_connected--;
 	*c->pprev = c->next;
 	if (c->next)
 		c->next->pprev = c->pprev;
@@ -829,37 +831,43 @@ static void shed_connection(int lfd, int err)
 }
 
 /*
- * At the total connection bound: the newcomer's tenant (holding mine
- * connections) takes the newest connection of the tenant holding the
- * most, if that tenant holds more than mine + 1.  Counted per tenant, not
- * per uid: the uids of a subuid range are one tenant, so a rootless
- * container holding one connection from each of many uids is the largest
- * holder, not many holders of one.  Else, when every tenant holds at
- * most one more than the newcomer, a newcomer holding none takes the
- * newest connection of all, while a tenant's first connection is always
- * served and established connections (a long-lived publisher, idle, whose
- * entries die with it) are kept.  true when room was made.
+ * At the total connection bound: room is made only at the expense of a
+ * tenant holding more than its fair share, the bound divided among the
+ * tenants holding connections (the newcomer's included), and at least
+ * one: the tenant holding the most loses its newest connection if it is
+ * over that share and holds more than the newcomer's tenant + 1.
+ * Counted per tenant, not per uid: the uids of a subuid range are one
+ * tenant, so a rootless container holding one connection from each of
+ * many uids is the largest holder, not many holders of one.  When every
+ * tenant holds its share (as many tenants as the bound, one connection
+ * each: only root or that many users can do it), the newcomer is
+ * refused: no connection is taken from a tenant within its share, so an
+ * honest client that connected last is not the one to go (hostile case
+ * newest_not_evicted).  true when room was made.
  */
-static bool evict_for(uint32_t mine)
+static bool evict_for(const struct user *t)
 {
+	uint32_t holders = tenants_connected + (t->conns == 0);
+	uint32_t fair = cfg.max_conns / (holders ? holders : 1);
 	struct user *top = NULL;
 	struct client *victim = NULL;
 
+	if (fair < 1)
+		fair = 1;
 	for (int b = 0; b < USER_BUCKETS; b++)
 		for (struct user *u = tenants[b]; u; u = u->next)
 			if (!top || u->conns > top->conns)
 				top = u;
-	if (!top || (top->conns <= mine + 1 && mine))
+	if (!top || top->conns <= fair || top->conns <= t->conns + 1)
 		return false;
 	for (struct client *c = clients; c; c = c->next)
-		if ((top->conns <= mine + 1 || c->tenant == top) &&
-		    (!victim || c->serial > victim->serial))
+		if (c->tenant == top && (!victim || c->serial > victim->serial))
 			victim = c;
 	if (!victim)
 		return false;
 	drop_client(victim, "evicted: %u connections in total (--max-connections), its tenant "
-		    "(uid %u) holds %u, the most held is %u; a tenant holding %u connected",
-		    nclients, victim->tenant_uid, victim->tenant->conns, top->conns, mine);
+		    "(uid %u) holds %u, over its fair share %u; a tenant holding %u connected",
+		    nclients, victim->tenant_uid, top->conns, fair, t->conns);
 	return true;
 }
 
@@ -880,7 +888,7 @@ static bool tenant_admits(struct client *c)
 			  c->tenant_uid, c->euid, c->pid, t->closes);
 		return false;
 	}
-	if (nclients >= cfg.max_conns && !evict_for(t->conns)) {
+	if (nclients >= cfg.max_conns && !evict_for(t)) {
 		logmsg_rl("%u connections (--max-connections): uid %u (tenant %u, pid %d) refused",
 			  nclients, c->euid, c->tenant_uid, c->pid);
 		return false;
@@ -923,7 +931,8 @@ struct client *client_new(int fd, struct user *u)
 	c->user = u;
 	u->conns++;
 	u->refs++;
-	c->tenant->conns++;
+	if (!c->tenant->conns++)
+		tenants_connected++;
 	c->tenant->refs++;
 	c->serial = ++next_serial;
 	c->hello_deadline = now_ns() + (int64_t)cfg.hello_timeout_ms * 1000000;
