@@ -217,6 +217,36 @@ static void dispatch(void)
 	}
 }
 
+/*
+ * Not one closer could start (clone refused): the old way rather than
+ * never.  The queues are taken first: complete() may free a tenant.
+ */
+static void close_all_here(void)
+{
+	struct close_req *all = NULL;
+
+	logmsg_rl("closer: no closer process: closing on the loop");
+	while (ready) {
+		struct user *q = ready;
+
+		ready = q->ready_next;
+		q->cq_ready = false;
+		*q->cq_tail = all;
+		all = q->cq;
+		q->cq = NULL;
+		q->cq_tail = &q->cq;
+	}
+	ready_tail = &ready;
+	while (all) {
+		struct close_req *x = all;
+
+		all = x->next;
+		close(x->fd);
+		x->t->closing++;	/* complete() counts it out */
+		complete(x);
+	}
+}
+
 /* Closes fd off the loop, charged to u and t (the uid and tenant that sent it; either may be NULL). */
 void closer_close(int fd, struct user *u, struct user *t)
 {
@@ -246,26 +276,8 @@ void closer_close(int fd, struct user *u, struct user *t)
 	pending++;
 	ready_add(t);
 	dispatch();
-	if (!nclosers && pending) {
-		/* not one closer could start (clone refused): the old way rather than never */
-		logmsg_rl("closer: no closer process: closing on the loop");
-		while (ready) {
-			struct user *q = ready;
-
-			ready = q->ready_next;
-			q->cq_ready = false;
-			while (q->cq) {
-				struct close_req *x = q->cq;
-
-				q->cq = x->next;
-				close(x->fd);
-				q->closing++;
-				complete(x);
-			}
-			q->cq_tail = &q->cq;
-		}
-		ready_tail = &ready;
-	}
+	if (!nclosers && pending)
+		close_all_here();
 }
 
 /* done_r is readable: closes completed. */
