@@ -31,8 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -40,6 +38,7 @@
 #include <sys/wait.h>
 #include "nvbridge.h"
 #include "hostile.h"
+#include "../seccomp_refuse.h"
 
 #define HONEST_MS 1000
 #define EXIT_MS 2000
@@ -52,16 +51,7 @@ static pid_t start_broker(const char *bin, bool no_uring)
 	pid_t p = fork();
 
 	if (p == 0) {
-		struct sock_filter f[] = {
-			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		};
-		struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
-
-		if (no_uring && (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
-				 prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)))
+		if (no_uring && seccomp_refuse(__NR_io_uring_setup, ENOSYS))
 			_exit(2);
 		execl(bin, bin, "--socket", sock, (char *)NULL);
 		_exit(2);

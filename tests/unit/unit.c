@@ -24,14 +24,12 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <linux/filter.h>
 #include <linux/nvbridge.h>
-#include <linux/seccomp.h>
-#include <sys/prctl.h>
 #include "nvb_wire.h"
 #include "nvbridge.h"
 #include "nvbridge_uring.h"
 #include "cases.h"
+#include "../seccomp_refuse.h"
 
 /* ---- the ABI layout: sizes and no implicit padding ---- */
 #define SUMCHECK(T, sum) _Static_assert(sizeof(T) == (sum), #T " has padding")
@@ -420,22 +418,8 @@ struct daemon {
 	char log[128];
 };
 static struct daemon *cur_daemon;	/* killed after a case that failed early */
-static bool daemon_no_clone;		/* the next daemon_start: clone() fails EAGAIN */
+static bool daemon_no_clone;		/* the next daemon_start: clone() fails EAGAIN (a pids limit) */
 
-/* a seccomp filter: clone() fails EAGAIN, as at a pids.max or RLIMIT_NPROC limit */
-static int refuse_clone(void)
-{
-	struct sock_filter f[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
-
-	return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
-	       prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
-}
 
 /* starts nvbridged with extra args; nofile > 0: RLIMIT_NOFILE soft = hard = nofile */
 static int daemon_start(struct daemon *d, int nofile, const char *a1, const char *a2)
@@ -461,8 +445,17 @@ static int daemon_start(struct daemon *d, int nofile, const char *a1, const char
 
 			setrlimit(RLIMIT_NOFILE, &rl);
 		}
-		if (daemon_no_clone && refuse_clone())
-			_exit(126);
+		if (daemon_no_clone) {
+			/* an ASan build's LeakSanitizer stops the world with clone(), refused here */
+			const char *ao = getenv("ASAN_OPTIONS");
+			char buf[512];
+
+			snprintf(buf, sizeof(buf), "%s%sdetect_leaks=0", ao ? ao : "",
+				 ao && *ao ? ":" : "");
+			setenv("ASAN_OPTIONS", buf, 1);
+			if (seccomp_refuse(__NR_clone, EAGAIN))
+				_exit(126);
+		}
 		execl(bin, bin, "--socket", d->path, a1, a2, (char *)NULL);
 		_exit(127);
 	}
