@@ -14,8 +14,9 @@
  *     whose own process (an io-wq worker, a thread) sits in it does not
  *     finish exiting on SIGTERM, nor on SIGKILL, so systemd cannot restart
  *     it.  Checked: the broker's process is reaped within EXIT_MS of
- *     SIGTERM, and a new broker on the same socket serves the honest uid,
- *     all while the FLUSH still hangs.
+ *     SIGTERM, a new broker on the same socket serves the honest uid, and
+ *     that one, given the same file to close, is reaped within EXIT_MS of
+ *     SIGKILL, all while the FLUSH still hangs.
  *
  * Runs as root (mounts FUSE, becomes uids 2003 and 2001) against the
  * broker named in argv[1].  Exit 0: an attack worked (a hole); 1: neither
@@ -156,7 +157,7 @@ static int served(const char *when)
 int main(int argc, char **argv)
 {
 	char dir[] = "/tmp/nvb-fuseflush.XXXXXX", mnt[160], file[170], c = 0;
-	pid_t b1, b2 = -1, att, srv;
+	pid_t b1, b2 = -1, att, att2 = -1, srv;
 	int rp[2], worked = 0, r;
 	double t;
 
@@ -198,11 +199,32 @@ int main(int argc, char **argv)
 		b2 = start_broker(argv[1], false);
 		if (!served("from a new broker on the same socket, the FLUSH still hanging"))
 			worked = 1;
+		/* the same file hung in the new broker too, then the kill systemd sends last */
+		att2 = attacker(file, rp[1]);
+		if (read(rp[0], &c, 1) != 1 || c != 'y') {
+			printf("setup: the attacker could not publish to the second broker\n");
+			worked = worked ? worked : -1;
+			goto out;
+		}
+		usleep(200000);
+		t = exit_ms(b2, SIGKILL);
+		printf("   the second broker, closing the same file: %s%.0f ms after SIGKILL\n",
+		       t < 0 ? "NOT REAPED " : "reaped ", t < 0 ? (double)EXIT_MS : t);
+		if (t < 0)
+			worked = 1;
+		else
+			b2 = -1;
 	}
 out:
 	fuse_hang_stop(mnt, srv);	/* aborts the connection: every FLUSH returns */
-	kill(att, SIGKILL);
-	waitpid(att, NULL, 0);
+	for (int i = 0; i < 2; i++) {
+		pid_t a = i ? att2 : att;
+
+		if (a > 0) {
+			kill(a, SIGKILL);
+			waitpid(a, NULL, 0);
+		}
+	}
 	for (int i = 0; i < 2; i++) {
 		pid_t b = i ? b2 : b1;
 
