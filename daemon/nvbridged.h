@@ -219,11 +219,14 @@ struct client {
 	uint32_t epoll_events;
 	struct waiter *waiters;
 	uint32_t nwaiters;
+	struct entry *owned, **owned_tail;	/* its entries, id order (registry.c) */
 };
 
 struct entry {
-	struct entry *next;		/* in its scope, id order */
-	struct entry *hnext;		/* in its name bucket */
+	/* unlinked in O(1): a walk per revocation made a disconnect quadratic */
+	struct entry *next, **pprev;	/* in its scope, id order */
+	struct entry *hnext, **hpprev;	/* in its name bucket */
+	struct entry *onext, **opprev;	/* in its owner's, id order */
 	uint32_t refs;			/* the registry's, plus queued replies' */
 	bool revoked;
 	uint64_t id;

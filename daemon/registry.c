@@ -175,20 +175,21 @@ void entry_put(struct entry *e)
 
 static void entry_revoke(struct entry *e, uint16_t reason, const struct client *skip)
 {
-	struct entry **pp;
+	struct client *o = e->owner;
 
-	for (pp = &e->scope->entries; *pp; pp = &(*pp)->next)
-		if (*pp == e) {
-			*pp = e->next;
-			if (e->scope->tail == &e->next)
-				e->scope->tail = pp;
-			break;
-		}
-	for (pp = &ebucket[e->hash % NBUCKETS]; *pp; pp = &(*pp)->hnext)
-		if (*pp == e) {
-			*pp = e->hnext;
-			break;
-		}
+	*e->pprev = e->next;
+	if (e->next)
+		e->next->pprev = e->pprev;
+	else
+		e->scope->tail = e->pprev;
+	*e->hpprev = e->hnext;
+	if (e->hnext)
+		e->hnext->hpprev = e->hpprev;
+	*e->opprev = e->onext;
+	if (e->onext)
+		e->onext->opprev = e->opprev;
+	else
+		o->owned_tail = e->opprev;
 	e->owner->user->entries--;
 	e->owner->user->bytes -= e->blob_len;
 	e->owner->tenant->bytes -= e->blob_len;
@@ -317,10 +318,19 @@ int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
 	e->euid = c->euid;
 	e->egid = c->egid;
 	e->tuid = c->tenant_uid;
+	e->pprev = c->scope->tail;
 	*c->scope->tail = e;
 	c->scope->tail = &e->next;
-	e->hnext = ebucket[e->hash % NBUCKETS];
-	ebucket[e->hash % NBUCKETS] = e;
+	e->hpprev = &ebucket[e->hash % NBUCKETS];
+	e->hnext = *e->hpprev;
+	if (e->hnext)
+		e->hnext->hpprev = &e->hnext;
+	*e->hpprev = e;
+	if (!c->owned_tail)
+		c->owned_tail = &c->owned;
+	e->opprev = c->owned_tail;
+	*c->owned_tail = e;
+	c->owned_tail = &e->onext;
 	c->user->entries++;
 	c->user->bytes += e->blob_len;
 	c->tenant->bytes += e->blob_len;
@@ -691,11 +701,8 @@ void client_release_registry(struct client *c, uint16_t reason)
 		waiter_free(c->waiters);
 	if (!c->scope)
 		return;
-	for (struct entry *e = c->scope->entries, *nx; e; e = nx) {
-		nx = e->next;
-		if (e->owner == c)
-			entry_revoke(e, reason, c);
-	}
+	while (c->owned)
+		entry_revoke(c->owned, reason, c);
 }
 
 void registry_exit(void)

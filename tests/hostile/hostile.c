@@ -60,7 +60,7 @@ static int broker_fds(void)
 }
 
 /* ms of CPU the broker has used */
-static double broker_cpu_ms(void)
+double broker_cpu_ms(void)
 {
 	char p[64], b[1024];
 	unsigned long ut = 0, st = 0;
@@ -161,7 +161,7 @@ static void start_victim(void)
 }
 
 /* One honest round (open, publish, fetch another uid's entry, close) as UID_HONEST: ms, or -1. */
-static double honest_once(void)
+double honest_once(void)
 {
 	int p[2];
 	pid_t c;
@@ -1602,6 +1602,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "tenant_userns", t_tenant_userns },
 	{ "fuse_close_flood_tenant", t_fuse_close_flood_tenant },
 	{ "newest_not_evicted", t_newest_not_evicted },
+	{ "disconnect_many_entries", t_disconnect_many_entries },
 };
 
 int main(int argc, char **argv)
