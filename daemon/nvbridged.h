@@ -82,6 +82,7 @@ void logmsg_rl(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int64_t now_ns(void);
 bool mem_charge(size_t n);
 void mem_uncharge(size_t n);
+void *mem_calloc(size_t n);
 
 /* ---- closer.c: closing client-supplied files in closer processes ---- */
 int closer_init(void);
@@ -282,6 +283,11 @@ int64_t waiters_next_deadline(void);
 void waiter_cancel(struct client *c, uint32_t seq);
 void client_release_registry(struct client *c, uint16_t reason);
 void registry_exit(void);
+
+/* ---- visible.c: INFO's count, kept per scope ---- */
+int visible_add(const struct entry *e);
+void visible_del(const struct entry *e);
+int64_t visible_count(const struct client *c);
 
 /* ---- events.c ---- */
 int do_watch(struct client *c, struct nvbridge_watch *w);

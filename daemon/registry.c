@@ -177,6 +177,7 @@ static void entry_revoke(struct entry *e, uint16_t reason, const struct client *
 {
 	struct client *o = e->owner;
 
+	visible_del(e);
 	*e->pprev = e->next;
 	if (e->next)
 		e->next->pprev = e->pprev;
@@ -318,6 +319,15 @@ int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
 	e->euid = c->euid;
 	e->egid = c->egid;
 	e->tuid = c->tenant_uid;
+	if (visible_add(e)) {
+		if (e->fd >= 0)
+			*fdp = e->fd;	/* the caller's again, closed with the message */
+		scope_put(e->scope);
+		free(e->blob);
+		mem_uncharge(sizeof(*e) + p->blob_len);
+		free(e);
+		return -ENOMEM;
+	}
 	e->pprev = c->scope->tail;
 	*c->scope->tail = e;
 	c->scope->tail = &e->next;
@@ -686,10 +696,13 @@ void fill_info(struct client *c, struct nvbridge_info *i)
 	i->max_events = cfg.max_events;
 	i->max_watches = cfg.max_watches;
 	if (c) {
-		/* only what the caller may fetch counts (C2) */
-		for (struct entry *e = c->scope->entries; e; e = e->next)
-			n += may_use(c, e);
-		i->entries = n;
+		/* only what the caller may fetch counts (C2): counted (visible.c), else walked */
+		int64_t v = visible_count(c);
+
+		if (v < 0)
+			for (struct entry *e = c->scope->entries; e; e = e->next)
+				n += may_use(c, e);
+		i->entries = v < 0 ? n : (uint32_t)v;
 		i->user_entries = c->user->entries;
 	}
 }

@@ -104,3 +104,16 @@ void mem_uncharge(size_t n)
 {
 	mem_used -= n;
 }
+
+/* calloc(1, n) counted against --max-memory-mb: NULL when over it or out of memory */
+void *mem_calloc(size_t n)
+{
+	void *p;
+
+	if (!mem_charge(n))
+		return NULL;
+	p = calloc(1, n);
+	if (!p)
+		mem_uncharge(n);
+	return p;
+}

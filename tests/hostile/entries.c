@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * hostile case disconnect_many_entries: what a disconnect costs the
+ * hostile case many_entries: what a disconnect or an INFO costs the
  * broker's loop must not grow with the entries of others.
  *
  * Revoking an entry used to walk its scope's list (and its name bucket)
@@ -12,6 +12,11 @@
  * sat over 6 s at 100% for 100 x 1024 (measured), serving no one.
  * Checked: an honest round right after the hang-ups is served within
  * DE_MS, and the broker uses less than DE_CPU_MS of CPU in that second.
+ *
+ * Before that, with the entries in place: INFO's count of what the caller
+ * may fetch used to walk the scope (1 ms of the loop per INFO here).
+ * Checked: DE_INFOS INFOs from another uid cost the broker less than
+ * DE_CPU_MS.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -25,6 +30,29 @@
 #define DE_ENTRIES 1024		/* --max-entries-per-user's default */
 #define DE_MS 500.0
 #define DE_CPU_MS 400.0
+#define DE_INFOS 1000
+
+/* DE_INFOS INFOs, one at a time, as UID_HONEST: 0 when all were answered */
+static int infos(void)
+{
+	pid_t p = fork();
+	int st;
+
+	if (p == 0) {
+		struct nvbridge_info i = { .size = sizeof(i) };
+		struct nvbridge_wire_hdr h;
+		int s, fd;
+
+		if (become(UID_HONEST) || (s = rconnect()) < 0 || rhello(s, -1))
+			_exit(1);
+		for (int k = 0; k < DE_INFOS; k++)
+			if (rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_INFO, 1, &i, sizeof(i), NULL, 0,
+				  -1) || rrecv(s, &h, &i, sizeof(i), &fd, 3000) || h.result)
+				_exit(2);
+		_exit(0);
+	}
+	return p < 0 || waitpid(p, &st, 0) != p || !WIFEXITED(st) ? -1 : WEXITSTATUS(st);
+}
 
 /* one uid's publisher: 'k' on the pipe once its entries are in, then waits to be killed */
 static void publisher(uid_t u, int ready)
@@ -52,7 +80,7 @@ static void publisher(uid_t u, int ready)
 	_exit(0);
 }
 
-int t_disconnect_many_entries(void)
+int t_many_entries(void)
 {
 	pid_t kids[DE_UIDS];
 	int p[2], ok = 1, got = 0;
@@ -75,6 +103,14 @@ int t_disconnect_many_entries(void)
 		printf("    the publishers did not all run\n");
 		ok = 0;
 	}
+	c0 = broker_cpu_ms();
+	if (infos())
+		ok = 0;
+	c1 = broker_cpu_ms();
+	printf("    %d INFOs from uid %d: broker CPU %.0f ms (bound %.0f)\n", DE_INFOS, UID_HONEST,
+	       c1 - c0, DE_CPU_MS);
+	if (c1 - c0 > DE_CPU_MS)
+		ok = 0;
 	c0 = broker_cpu_ms();
 	for (int u = 0; u < DE_UIDS; u++)
 		kill(kids[u], SIGKILL);

@@ -1602,7 +1602,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "tenant_userns", t_tenant_userns },
 	{ "fuse_close_flood_tenant", t_fuse_close_flood_tenant },
 	{ "newest_not_evicted", t_newest_not_evicted },
-	{ "disconnect_many_entries", t_disconnect_many_entries },
+	{ "many_entries", t_many_entries },
 };
 
 int main(int argc, char **argv)

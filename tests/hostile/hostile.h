@@ -30,8 +30,8 @@ double honest_once(void);
 
 /* evict.c: the hostile case newest_not_evicted */
 int t_newest_not_evicted(void);
-/* entries.c: the hostile case disconnect_many_entries */
-int t_disconnect_many_entries(void);
+/* entries.c: the hostile case many_entries */
+int t_many_entries(void);
 
 /* fuse_hang.c: a FUSE mount whose FLUSH never answers */
 int fuse_hang_start(const char *mnt, pid_t *server);
