@@ -1,69 +1,89 @@
 // SPDX-License-Identifier: MIT
 /*
- * nvbridged: closing files that clients sent, without blocking the loop.
+ * nvbridged: closing files that clients sent, outside the broker's process.
  *
- * close() runs the file's ->flush, and a FUSE file's flush waits for its
- * server, which a client can control: one such close on the loop thread
- * stops the broker for everyone, and a kill -9 leaves it in D state.  So
- * every client-supplied fd is closed through io_uring's IORING_OP_CLOSE:
- * the kernel closes a file without ->flush inline, and punts one with
- * ->flush to an io-wq worker (io_close() returns -EAGAIN under
- * IO_URING_F_NONBLOCK), where a hung server holds a worker, not the loop.
- * The workers are bounded (IOWQ_MAX_WORKERS); closes beyond them wait in
- * io-wq, each holding its fd in our table.  So every close is charged to
- * the uid that sent the file until it completes: a uid at
- * --max-pending-closes-per-user, or any uid with closes pending while the
- * total is at --max-pending-closes, is not read from and not accepted
- * (conn.c) until its closes complete, which keeps fds for everyone else.
+ * close() runs the file's ->flush, and a FUSE file's flush (FLUSH is a
+ * forced request) waits uninterruptibly for its server, which a client can
+ * control.  Whoever runs that close sleeps until the server answers or its
+ * connection ends: on the loop thread it stops the broker for everyone;
+ * in a thread of the broker, an io-wq worker included, it keeps the
+ * broker's process from being reaped after SIGTERM or SIGKILL (attack
+ * fuse_flush), so systemd cannot restart it.
+ *
+ * So every client-supplied fd is closed by a closer: a child process that
+ * shares the broker's fd table (clone(CLONE_FILES), not a thread) and does
+ * nothing but read an fd number from its pipe, close() it and report.  A
+ * hung FLUSH holds a closer, never the loop, and the broker's own process
+ * exits at once: the closers die with it (PR_SET_PDEATHSIG), a hung one
+ * when its FLUSH returns, holding nothing but the fd table's leftovers.
+ * This needs no io_uring, which seccomp profiles and
+ * kernel.io_uring_disabled often refuse.
+ *
+ * Closes queue per tenant (conn.c: a uid and the user namespaces it owns)
+ * and are handed out round-robin; a tenant has at most
+ * CLOSING_PER_TENANT closes running, so one tenant's hung FLUSHes hold
+ * at most that many of the CLOSERS_MAX closers and other tenants' files
+ * are closed meanwhile.  Closers start on demand and end after
+ * CLOSER_IDLE_NS idle.  Every close is charged to the uid and the tenant
+ * that sent the file until it completes: one at
+ * --max-pending-closes-per-user / -per-tenant, or with any pending while
+ * the total is at --max-pending-closes, is not read from and not accepted
+ * (conn.c) until they complete, which bounds the fds waiting here.
  *
  * Files the broker opened itself (sockets, pidfds, /proc) are closed with
  * close(): none has a ->flush that a client controls.
  */
 #include "nvbridged.h"
-#include <liburing.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 
-#define RING_ENTRIES 256
-#define IOWQ_MAX_WORKERS 64
+#define CLOSERS_MAX 32
+#define CLOSING_PER_TENANT 2
+#define CLOSER_IDLE_NS 1000000000LL
+#define CLOSER_STACK 16384
 
-static struct io_uring ring;
-static bool ring_ok;
-static unsigned int pending, queued;
+struct close_req {
+	struct close_req *next;
+	int fd;
+	struct user *u, *t;	/* charged; t is never NULL (orphans) */
+};
+
+static struct closer {
+	pid_t pid;		/* 0: a free slot */
+	int req_w, req_r;	/* fd numbers, one per message */
+	bool retiring;		/* its pipe is closed: it exits, waiting to be reaped */
+	struct close_req *busy;
+	int64_t idle_since;
+} closers[CLOSERS_MAX];
+
+struct done_msg {
+	int32_t slot;
+	int32_t pid;
+};
+
+static int done_r = -1, done_w = -1;
+static unsigned int nclosers, pending;
+static struct user *ready, **ready_tail = &ready;	/* tenants with closes that may start */
+static struct user orphans = { .is_tenant = true };	/* no record could be had */
 static int64_t last_warn;
 
 int closer_init(void)
 {
-	unsigned int workers[2] = { IOWQ_MAX_WORKERS, IOWQ_MAX_WORKERS };
-	struct io_uring_params p = { .flags = IORING_SETUP_CQSIZE, .cq_entries = 16 * RING_ENTRIES };
-	int ret = io_uring_queue_init_params(RING_ENTRIES, &ring, &p);
+	int p[2];
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_CLOSER };
 
-	if (ret) {
-		logmsg("io_uring unavailable (%s): client files are closed on the loop thread, "
-		       "where a FUSE file can stall the broker", strerror(-ret));
-		return ret;
+	if (pipe2(p, O_CLOEXEC)) {
+		logmsg("closer: pipe: %s", strerror(errno));
+		return -errno;
 	}
-	io_uring_register_iowq_max_workers(&ring, workers);
-	ring_ok = true;
-	return 0;
-}
-
-/* the number of closes completed */
-static unsigned int reap(void)
-{
-	struct io_uring_cqe *cqe;
-	unsigned int n = 0;
-
-	while (io_uring_peek_cqe(&ring, &cqe) == 0) {
-		struct user *u = (struct user *)(uintptr_t)io_uring_cqe_get_data64(cqe);
-
-		pending--;
-		n++;
-		io_uring_cqe_seen(&ring, cqe);
-		if (u) {
-			u->closes--;
-			user_put(u);
-		}
-	}
-	return n;
+	done_r = p[0];
+	done_w = p[1];
+	fcntl(done_r, F_SETFL, O_NONBLOCK);
+	orphans.cq_tail = &orphans.cq;
+	return epoll_ctl(ep, EPOLL_CTL_ADD, done_r, &ev) ? -errno : 0;
 }
 
 unsigned int closer_pending(void)
@@ -71,61 +91,274 @@ unsigned int closer_pending(void)
 	return pending;
 }
 
-/* Closes fd off the loop, charged to u (the uid that sent the file; may be NULL). */
-void closer_close(int fd, struct user *u)
+/* ---- the closer process: runs in a copy of our memory, sharing our fd table ---- */
+struct child_arg {
+	int req_r, done_w, slot;
+	pid_t parent;
+};
+
+__attribute__((no_sanitize_address))
+static int closer_main(void *p)
 {
-	struct io_uring_sqe *sqe;
+	struct child_arg a = *(struct child_arg *)p;
+	struct done_msg d = { .slot = a.slot, .pid = (int32_t)getpid() };
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != a.parent)
+		return 0;
+	for (;;) {
+		int32_t fd;
+		ssize_t n = read(a.req_r, &fd, sizeof(fd));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n != sizeof(fd))
+			return 0;	/* the broker closed our pipe: retired */
+		close(fd);
+		if (write(a.done_w, &d, sizeof(d)) != sizeof(d))
+			return 0;
+	}
+}
+
+static struct closer *spawn(void)
+{
+	static char stack[CLOSER_STACK] __attribute__((aligned(16)));
+	struct closer *k = NULL;
+	struct child_arg a;
+	int p[2];
+
+	for (int i = 0; i < CLOSERS_MAX && !k; i++)
+		if (!closers[i].pid)
+			k = &closers[i];
+	if (!k || pipe2(p, O_CLOEXEC))
+		return NULL;
+	a = (struct child_arg){ p[0], done_w, (int)(k - closers), getpid() };
+	/* no CLONE_VM: the child has its own copy of memory, so no lock is shared with it */
+	k->pid = clone(closer_main, stack + sizeof(stack), CLONE_FILES | SIGCHLD, &a);
+	if (k->pid <= 0) {
+		logmsg_rl("closer: clone: %s", strerror(errno));
+		k->pid = 0;
+		close(p[0]);
+		close(p[1]);
+		return NULL;
+	}
+	fcntl(p[1], F_SETFL, O_NONBLOCK);
+	k->req_r = p[0];
+	k->req_w = p[1];
+	k->retiring = false;
+	k->busy = NULL;
+	k->idle_since = now_ns();
+	nclosers++;
+	return k;
+}
+
+static struct closer *idle_closer(void)
+{
+	for (int i = 0; i < CLOSERS_MAX; i++)
+		if (closers[i].pid && !closers[i].retiring && !closers[i].busy)
+			return &closers[i];
+	return nclosers < CLOSERS_MAX ? spawn() : NULL;
+}
+
+static void ready_add(struct user *t)
+{
+	if (t->cq_ready || !t->cq || t->closing >= CLOSING_PER_TENANT)
+		return;
+	t->cq_ready = true;
+	t->ready_next = NULL;
+	*ready_tail = t;
+	ready_tail = &t->ready_next;
+}
+
+static void complete(struct close_req *r)
+{
+	pending--;
+	r->t->closing--;
+	r->t->closes--;
+	ready_add(r->t);
+	if (r->u) {
+		r->u->closes--;
+		user_put(r->u);
+	}
+	if (r->t != &orphans)
+		user_put(r->t);
+	free(r);
+}
+
+/* Hands queued closes to idle closers, one tenant at a time. */
+static void dispatch(void)
+{
+	while (ready) {
+		struct user *t = ready;
+		struct close_req *r = t->cq;
+		struct closer *k = idle_closer();
+		int32_t fd;
+
+		if (!k)
+			return;
+		ready = t->ready_next;
+		if (!ready)
+			ready_tail = &ready;
+		t->cq_ready = false;
+		t->cq = r->next;
+		if (!t->cq)
+			t->cq_tail = &t->cq;
+		t->closing++;
+		fd = r->fd;
+		if (write(k->req_w, &fd, sizeof(fd)) == sizeof(fd)) {
+			k->busy = r;
+		} else {
+			/* an empty pipe that its reader holds open: cannot happen; never leak */
+			logmsg_rl("closer: write: %s: closing fd %d on the loop", strerror(errno), fd);
+			close(fd);
+			complete(r);
+		}
+		ready_add(t);
+	}
+}
+
+/*
+ * Not one closer could start (clone refused): the old way rather than
+ * never.  The queues are taken first: complete() may free a tenant.
+ */
+static void close_all_here(void)
+{
+	struct close_req *all = NULL;
+
+	logmsg_rl("closer: no closer process: closing on the loop");
+	while (ready) {
+		struct user *q = ready;
+
+		ready = q->ready_next;
+		q->cq_ready = false;
+		*q->cq_tail = all;
+		all = q->cq;
+		q->cq = NULL;
+		q->cq_tail = &q->cq;
+	}
+	ready_tail = &ready;
+	while (all) {
+		struct close_req *x = all;
+
+		all = x->next;
+		close(x->fd);
+		x->t->closing++;	/* complete() counts it out */
+		complete(x);
+	}
+}
+
+/* Closes fd off the loop, charged to u and t (the uid and tenant that sent it; either may be NULL). */
+void closer_close(int fd, struct user *u, struct user *t)
+{
+	struct close_req *r;
 
 	if (fd < 0)
 		return;
-	if (!ring_ok) {
+	r = malloc(sizeof(*r));
+	if (!r) {
+		logmsg_rl("closer: out of memory: closing fd %d on the loop", fd);
 		close(fd);
 		return;
 	}
-	sqe = io_uring_get_sqe(&ring);
-	if (!sqe) {
-		closer_run();
-		sqe = io_uring_get_sqe(&ring);
-	}
-	if (!sqe) {
-		close(fd);	/* cannot happen with a CQ 16x the SQ, but never leak */
-		return;
-	}
-	io_uring_prep_close(sqe, fd);
-	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)u);
+	if (!t)
+		t = &orphans;
+	else if (!t->cq_tail)
+		t->cq_tail = &t->cq;
+	r->next = NULL;
+	r->fd = fd;
+	r->u = u;
+	r->t = t;
+	*t->cq_tail = r;
+	t->cq_tail = &r->next;
 	if (u)
-		u->closes++;	/* keeps u: user_put() frees none with closes pending */
-	queued++;
+		u->closes++;	/* keeps u and t: user_put() frees none with closes pending */
+	t->closes++;
 	pending++;
+	ready_add(t);
+	dispatch();
+	if (!nclosers && pending)
+		close_all_here();
 }
 
-/* Submits the closes queued during one loop iteration (one syscall) and reaps finished ones. */
-void closer_run(void)
+/* done_r is readable: closes completed. */
+void closer_completions(void)
 {
-	if (!ring_ok)
-		return;
-	if (queued) {
-		io_uring_submit(&ring);
-		queued = 0;
-	}
-	if (reap())
-		conns_closes_resume();
-	if (pending > IOWQ_MAX_WORKERS) {
-		int64_t now = now_ns();
+	struct done_msg d[64];
+	ssize_t n;
+	bool any = false;
 
-		if (now - last_warn > 10000000000LL) {
-			logmsg("%u closes of client files pending (a file system not answering FLUSH?)",
-			       pending);
-			last_warn = now;
+	while ((n = read(done_r, d, sizeof(d))) > 0) {
+		for (size_t i = 0; i < (size_t)n / sizeof(d[0]); i++) {
+			struct closer *k = d[i].slot >= 0 && d[i].slot < CLOSERS_MAX ?
+					   &closers[d[i].slot] : NULL;
+
+			/* a closer reaped (and its slot reused) before its message was read: stale */
+			if (!k || k->pid != d[i].pid || !k->busy)
+				continue;
+			complete(k->busy);
+			k->busy = NULL;
+			k->idle_since = now_ns();
+			any = true;
 		}
 	}
+	dispatch();
+	if (any)
+		conns_closes_resume();
 }
 
-void closer_exit(void)
+/*
+ * SIGCHLD: closers that ended (retired, or killed by someone else).  One
+ * killed while busy may have died before its close() took the fd from the
+ * table; that fd number is not closed here, as the loop may have reused
+ * it.
+ */
+void closer_reap(void)
 {
-	if (!ring_ok)
-		return;
-	closer_run();
-	io_uring_queue_exit(&ring);
-	ring_ok = false;
+	pid_t pid;
+	bool any = false;
+
+	while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
+		for (int i = 0; i < CLOSERS_MAX; i++) {
+			struct closer *k = &closers[i];
+
+			if (k->pid != pid)
+				continue;
+			if (k->busy) {
+				complete(k->busy);
+				any = true;
+			}
+			if (!k->retiring) {
+				close(k->req_w);
+				close(k->req_r);
+			}
+			memset(k, 0, sizeof(*k));
+			nclosers--;
+		}
+	dispatch();
+	if (any)
+		conns_closes_resume();
+}
+
+/* Retires closers idle for CLOSER_IDLE_NS; *next: when to look again. */
+void closer_tick(int64_t now, int64_t *next)
+{
+	for (int i = 0; i < CLOSERS_MAX; i++) {
+		struct closer *k = &closers[i];
+
+		if (!k->pid || k->retiring || k->busy)
+			continue;
+		if (now - k->idle_since >= CLOSER_IDLE_NS) {
+			/* no writer left: its read() returns 0 and it exits */
+			close(k->req_w);
+			close(k->req_r);
+			k->retiring = true;
+		} else if (*next < 0 || k->idle_since + CLOSER_IDLE_NS < *next) {
+			*next = k->idle_since + CLOSER_IDLE_NS;
+		}
+	}
+	if (pending > CLOSERS_MAX && now - last_warn > 10000000000LL) {
+		logmsg("%u closes of client files pending (a file system not answering FLUSH?)",
+		       pending);
+		last_warn = now;
+	}
 }

@@ -5,9 +5,10 @@
  *
  * Bounds a client cannot pass (all configurable, see usage()):
  *   - connections: per uid, per tenant (ident.c: a subuid range is one
- *     tenant), and in total; at the total, a newcomer whose tenant holds
- *     fewer connections than the largest holder takes the largest holder's
- *     newest one, so no set of uids can lock others out.
+ *     tenant), and in total; at the total, a newcomer takes the newest
+ *     connection of the largest holder if that tenant is over its fair
+ *     share, so no tenant can lock others out, and none within its share
+ *     loses a connection.
  *   - queued replies per connection (max_queued, and max_queued_kb bytes;
  *     per uid max_queued_kb_per_user bytes): a connection with half that
  *     many (or half the bytes) queued is not read until it reads its replies
@@ -20,7 +21,7 @@
  *     queue, they do not fail, and nobody else is affected.  Queued replies
  *     hold a reference to the entry, not a duplicated fd.
  *   - memory (max_memory_mb): replies, blobs, event rings, waiters.
- * Every fd a client sends is closed through closer.c, never on this thread.
+ * Every fd a client sends is closed through closer.c, never in this process.
  */
 #include "nvbridged.h"
 #include <fcntl.h>
@@ -35,6 +36,7 @@
 struct client *clients;
 unsigned int nclients, pre_hello;
 static uint64_t next_serial;
+static uint32_t tenants_connected;	/* tenants holding a connection: fair shares */
 static struct user *users[USER_BUCKETS], *tenants[USER_BUCKETS];
 static struct client *dead_list;
 static struct client *throttled;
@@ -135,15 +137,25 @@ void conn_limits_init(void)
 }
 
 /*
- * A uid whose closes of files it sent wait (a FUSE FLUSH nobody answers)
- * is not read from while it is at its bound, or while the total is at
+ * A uid or tenant whose closes of files it sent wait (a FUSE FLUSH nobody
+ * answers) is not read from while it is at its bound, or while the total is at
  * --max-pending-closes and it has any pending: each read may bring
  * another file to close.  closer.c calls the recheck when counts move.
  */
+static bool closes_over(const struct user *r, uint32_t bound)
+{
+	return r && (r->closes >= bound || (r->closes && closer_pending() >= cfg.max_closes));
+}
+
 bool user_closes_paused(const struct user *u)
 {
-	return u && (u->closes >= cfg.max_closes_per_user ||
-		     (u->closes && closer_pending() >= cfg.max_closes));
+	return closes_over(u, cfg.max_closes_per_user);
+}
+
+/* ... and the same for its tenant (a subuid range's uids under their own bound each) */
+bool client_closes_paused(const struct client *c)
+{
+	return user_closes_paused(c->user) || closes_over(c->tenant, cfg.max_closes_per_tenant);
 }
 
 static void set_epoll(struct client *c);
@@ -156,7 +168,7 @@ void conns_closes_resume(void)
 	while (*pp) {
 		struct client *c = *pp;
 
-		if (user_closes_paused(c->user)) {
+		if (client_closes_paused(c)) {
 			pp = &c->cpause_next;
 			continue;
 		}
@@ -170,7 +182,7 @@ void conns_closes_resume(void)
 static void set_epoll(struct client *c)
 {
 	struct epoll_event ev = { .data.ptr = c };
-	bool paused = user_closes_paused(c->user);
+	bool paused = client_closes_paused(c);
 
 	if (paused && !c->close_paused) {
 		c->close_paused = true;
@@ -618,11 +630,11 @@ void handle_message(struct client *c, const unsigned char *buf, size_t n, int *f
 	}
 out:
 	if (nfds == 1) {
-		closer_close(fd, c->user);	/* -1 when an entry took it */
+		closer_close(fd, c->user, c->tenant);	/* -1 when an entry took it */
 		return;
 	}
 	for (int i = 0; i < nfds; i++)
-		closer_close(fds[i], c->user);
+		closer_close(fds[i], c->user, c->tenant);
 }
 
 void client_read(struct client *c)
@@ -642,7 +654,7 @@ void client_read(struct client *c)
 		int fds[8], nfds = 0;
 		ssize_t n;
 
-		if (user_closes_paused(c->user)) {
+		if (client_closes_paused(c)) {
 			struct pollfd pf = { .fd = c->fd };
 
 			/* here with EPOLLIN off only for a hangup, which epoll reports regardless */
@@ -670,7 +682,7 @@ void client_read(struct client *c)
 				if (nfds < 8)
 					fds[nfds++] = f;
 				else
-					closer_close(f, c->user);
+					closer_close(f, c->user, c->tenant);
 			}
 		}
 		if (n == 0 && !nfds && !(m.msg_flags & MSG_CTRUNC)) {
@@ -680,7 +692,7 @@ void client_read(struct client *c)
 		if (n == 0) {
 			drop_client(c, "empty message carrying %d fds", nfds);
 			for (int i = 0; i < nfds; i++)
-				closer_close(fds[i], c->user);
+				closer_close(fds[i], c->user, c->tenant);
 			return;
 		}
 		handle_message(c, buf, (size_t)n, fds, nfds,
@@ -701,8 +713,8 @@ static void client_gone(struct client *c)
 	nclients--;	/* the bounds count live connections */
 	if (c->user)
 		c->user->conns--;
-	if (c->tenant)
-		c->tenant->conns--;
+	if (c->tenant && !--c->tenant->conns)
+		tenants_connected--;
 	*c->pprev = c->next;
 	if (c->next)
 		c->next->pprev = c->pprev;
@@ -819,37 +831,43 @@ static void shed_connection(int lfd, int err)
 }
 
 /*
- * At the total connection bound: the newcomer's tenant (holding mine
- * connections) takes the newest connection of the tenant holding the
- * most, if that tenant holds more than mine + 1.  Counted per tenant, not
- * per uid: the uids of a subuid range are one tenant, so a rootless
- * container holding one connection from each of many uids is the largest
- * holder, not many holders of one.  Else, when every tenant holds at
- * most one more than the newcomer, a newcomer holding none takes the
- * newest connection of all, while a tenant's first connection is always
- * served and established connections (a long-lived publisher, idle, whose
- * entries die with it) are kept.  true when room was made.
+ * At the total connection bound: room is made only at the expense of a
+ * tenant holding more than its fair share, the bound divided among the
+ * tenants holding connections (the newcomer's included), and at least
+ * one: the tenant holding the most loses its newest connection if it is
+ * over that share and holds more than the newcomer's tenant + 1.
+ * Counted per tenant, not per uid: the uids of a subuid range are one
+ * tenant, so a rootless container holding one connection from each of
+ * many uids is the largest holder, not many holders of one.  When every
+ * tenant holds its share (as many tenants as the bound, one connection
+ * each: only root or that many users can do it), the newcomer is
+ * refused: no connection is taken from a tenant within its share, so an
+ * honest client that connected last is not the one to go (hostile case
+ * newest_not_evicted).  true when room was made.
  */
-static bool evict_for(uint32_t mine)
+static bool evict_for(const struct user *t)
 {
+	uint32_t holders = tenants_connected + (t->conns == 0);
+	uint32_t fair = cfg.max_conns / (holders ? holders : 1);
 	struct user *top = NULL;
 	struct client *victim = NULL;
 
+	if (fair < 1)
+		fair = 1;
 	for (int b = 0; b < USER_BUCKETS; b++)
 		for (struct user *u = tenants[b]; u; u = u->next)
 			if (!top || u->conns > top->conns)
 				top = u;
-	if (!top || (top->conns <= mine + 1 && mine))
+	if (!top || top->conns <= fair || top->conns <= t->conns + 1)
 		return false;
 	for (struct client *c = clients; c; c = c->next)
-		if ((top->conns <= mine + 1 || c->tenant == top) &&
-		    (!victim || c->serial > victim->serial))
+		if (c->tenant == top && (!victim || c->serial > victim->serial))
 			victim = c;
 	if (!victim)
 		return false;
 	drop_client(victim, "evicted: %u connections in total (--max-connections), its tenant "
-		    "(uid %u) holds %u, the most held is %u; a tenant holding %u connected",
-		    nclients, victim->tenant_uid, victim->tenant->conns, top->conns, mine);
+		    "(uid %u) holds %u, over its fair share %u; a tenant holding %u connected",
+		    nclients, victim->tenant_uid, top->conns, fair, t->conns);
 	return true;
 }
 
@@ -864,7 +882,13 @@ static bool tenant_admits(struct client *c)
 			  c->pid, t->conns);
 		return false;
 	}
-	if (nclients >= cfg.max_conns && !evict_for(t->conns)) {
+	if (closes_over(t, cfg.max_closes_per_tenant)) {
+		logmsg_rl("tenant uid %u (uid %u pid %d) has %u closes of its files pending "
+			  "(--max-pending-closes-per-tenant, --max-pending-closes): refused",
+			  c->tenant_uid, c->euid, c->pid, t->closes);
+		return false;
+	}
+	if (nclients >= cfg.max_conns && !evict_for(t)) {
 		logmsg_rl("%u connections (--max-connections): uid %u (tenant %u, pid %d) refused",
 			  nclients, c->euid, c->tenant_uid, c->pid);
 		return false;
@@ -907,7 +931,8 @@ struct client *client_new(int fd, struct user *u)
 	c->user = u;
 	u->conns++;
 	u->refs++;
-	c->tenant->conns++;
+	if (!c->tenant->conns++)
+		tenants_connected++;
 	c->tenant->refs++;
 	c->serial = ++next_serial;
 	c->hello_deadline = now_ns() + (int64_t)cfg.hello_timeout_ms * 1000000;

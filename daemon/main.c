@@ -4,7 +4,7 @@
  * module (Documentation/semantics.md), over a SOCK_SEQPACKET Unix socket
  * speaking the UAPI structs inside the framing of common/nvb_wire.h.
  * Single-threaded, epoll driven; nothing a client sends can block the loop
- * (closer.c) or make it walk more than the work the message names.
+ * (closer.c closes client files in child processes) or make it walk more than the work the message names.
  *
  * main.c: options, the listening socket, the loop.  conn.c: connections,
  * framing, replies and their bounds; ident.c: who a peer is (fixed at
@@ -164,6 +164,8 @@ static void usage(FILE *f)
 		"  --max-connections-per-tenant N  for a peer not euid 0 here (default 256)\n"
 		"  --max-bytes-per-tenant N  blob bytes (default 1048576)\n"
 		"  --max-waiters-per-tenant N (default 1024)\n"
+		"  --max-pending-closes-per-tenant N  closes of files a tenant sent, not completed\n"
+		"                           (default 64; as --max-pending-closes-per-user)\n"
 		"  --max-connections N      in total (default (RLIMIT_NOFILE - 128) / 4)\n"
 		"  --max-queued-replies N   per connection, then it is dropped (default 256)\n"
 		"  --max-queued-kb N        their bytes per connection (default 1024)\n"
@@ -231,6 +233,7 @@ static int parse_options(int argc, char **argv)
 		{ "max-fds-in-flight-per-user", required_argument, NULL, 'G' },
 		{ "max-pending-closes-per-user", required_argument, NULL, 'P' },
 		{ "max-pending-closes", required_argument, NULL, 'p' },
+		{ "max-pending-closes-per-tenant", required_argument, NULL, 'q' },
 		{ "max-memory-mb", required_argument, NULL, 'M' },
 		{ "hello-timeout-ms", required_argument, NULL, 'H' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -264,6 +267,7 @@ static int parse_options(int argc, char **argv)
 		{ 'G', 1, 1048576, &cfg.max_fds_in_flight_per_user },
 		{ 'P', 1, 1048576, &cfg.max_closes_per_user },
 		{ 'p', 1, 1048576, &cfg.max_closes },
+		{ 'q', 1, 1048576, &cfg.max_closes_per_tenant },
 		{ 'M', 1, 1048576, &cfg.max_memory_mb },
 		{ 'H', 1, 3600000, &cfg.hello_timeout_ms },
 	};
@@ -368,7 +372,7 @@ static void loop(void)
 		int timeout = -1, n;
 
 		conns_tick(now, &next);
-		closer_run();	/* after conns_tick: the files of clients it freed */
+		closer_tick(now, &next);
 		if (next >= 0) {
 			int64_t ms = next <= now ? 0 : (next - now) / 1000000 + 1;
 
@@ -392,10 +396,16 @@ static void loop(void)
 
 			if (tag == TAG_LISTEN) {
 				accept_client(listen_fd);
+			} else if (tag == TAG_CLOSER) {
+				closer_completions();
 			} else if (tag == TAG_SIGNAL) {
 				struct signalfd_siginfo si;
 
-				if (read(sig_fd, &si, sizeof(si)) == sizeof(si)) {
+				if (read(sig_fd, &si, sizeof(si)) != sizeof(si))
+					continue;
+				if (si.ssi_signo == SIGCHLD) {
+					closer_reap();
+				} else {
 					logmsg("signal %u: shutting down", si.ssi_signo);
 					stop = true;
 				}
@@ -429,15 +439,15 @@ int main(int argc, char **argv)
 	probe_host();
 	conn_limits_init();
 	events_init();
-	closer_init();
 	ep = epoll_create1(EPOLL_CLOEXEC);
-	if (ep < 0)
+	if (ep < 0 || closer_init())
 		return 1;
 	if (lp && lf && atoi(lp) == getpid() && atoi(lf) >= 1 ? socket_activation() : bind_listener())
 		return 1;
 	sigemptyset(&ss);
 	sigaddset(&ss, SIGTERM);
 	sigaddset(&ss, SIGINT);
+	sigaddset(&ss, SIGCHLD);	/* a closer process ended (closer.c) */
 	sigprocmask(SIG_BLOCK, &ss, NULL);
 	sig_fd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (cfg.verbose)
@@ -445,8 +455,8 @@ int main(int argc, char **argv)
 		       (unsigned int)cfg.mode, cfg.max_conns);
 	loop();
 	conns_exit();
+	/* closes still pending are the closers': they end with us (closer.c) */
 	registry_exit();
-	closer_exit();
 	close(listen_fd);
 	if (!socket_activated)
 		unlink(cfg.socket);

@@ -31,6 +31,7 @@
 #define TAG_SIGNAL 2
 #define TAG_EV 4
 #define TAG_PID 8	/* the client's pidfd: its process has exited */
+#define TAG_CLOSER 3	/* closer.c: closes completed */
 
 /* Every limit, per client, per uid and global (see usage() and nvbridged(8)). */
 struct config {
@@ -59,6 +60,7 @@ struct config {
 	uint32_t max_fds_in_flight;	/* per connection: sent, not yet received */
 	uint32_t max_fds_in_flight_per_user;
 	uint32_t max_closes_per_user;	/* client files whose close has not completed */
+	uint32_t max_closes_per_tenant;
 	uint32_t max_closes;		/* in total; 0: from RLIMIT_NOFILE at start */
 	uint32_t max_memory_mb;		/* queued replies, blobs, event queues */
 	uint32_t hello_timeout_ms;
@@ -80,14 +82,16 @@ void logmsg_rl(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int64_t now_ns(void);
 bool mem_charge(size_t n);
 void mem_uncharge(size_t n);
+void *mem_calloc(size_t n);
 
-/* ---- closer.c: closing client-supplied files off the loop ---- */
+/* ---- closer.c: closing client-supplied files in closer processes ---- */
 int closer_init(void);
 struct user;
-void closer_close(int fd, struct user *u);
-void closer_run(void);
+void closer_close(int fd, struct user *u, struct user *t);
+void closer_completions(void);
+void closer_reap(void);
+void closer_tick(int64_t now, int64_t *next);
 unsigned int closer_pending(void);
-void closer_exit(void);
 
 /*
  * ---- per uid and per tenant accounting (conn.c) ----
@@ -103,6 +107,11 @@ struct user {
 	uint32_t refs;		/* client structs, dropped ones included */
 	uint32_t entries, watches, waiters, fds_in_flight;
 	uint32_t closes;	/* closes of files it sent, submitted and not completed */
+	/* a tenant's closes (closer.c): queued, running, its place in the round */
+	struct close_req *cq, **cq_tail;
+	uint32_t closing;
+	bool cq_ready;
+	struct user *ready_next;
 	uint64_t bytes;		/* blob bytes of its entries */
 	size_t queued;		/* bytes of its connections' queued replies */
 };
@@ -211,11 +220,14 @@ struct client {
 	uint32_t epoll_events;
 	struct waiter *waiters;
 	uint32_t nwaiters;
+	struct entry *owned, **owned_tail;	/* its entries, id order (registry.c) */
 };
 
 struct entry {
-	struct entry *next;		/* in its scope, id order */
-	struct entry *hnext;		/* in its name bucket */
+	/* unlinked in O(1): a walk per revocation made a disconnect quadratic */
+	struct entry *next, **pprev;	/* in its scope, id order */
+	struct entry *hnext, **hpprev;	/* in its name bucket */
+	struct entry *onext, **opprev;	/* in its owner's, id order */
 	uint32_t refs;			/* the registry's, plus queued replies' */
 	bool revoked;
 	uint64_t id;
@@ -231,6 +243,7 @@ struct entry {
 	gid_t pgid;
 	uid_t euid;
 	gid_t egid;
+	uid_t tuid;		/* its publisher's tenant: pays for its close */
 };
 
 extern struct client *clients;
@@ -271,6 +284,11 @@ void waiter_cancel(struct client *c, uint32_t seq);
 void client_release_registry(struct client *c, uint16_t reason);
 void registry_exit(void);
 
+/* ---- visible.c: INFO's count, kept per scope ---- */
+int visible_add(const struct entry *e);
+void visible_del(const struct entry *e);
+int64_t visible_count(const struct client *c);
+
 /* ---- events.c ---- */
 int do_watch(struct client *c, struct nvbridge_watch *w);
 int do_unwatch(struct client *c, struct nvbridge_watch *w);
@@ -297,6 +315,7 @@ void conns_tick(int64_t now, int64_t *next);
 void throttled_tick(void);
 bool conns_throttled(void);
 bool user_closes_paused(const struct user *u);
+bool client_closes_paused(const struct client *c);
 void conns_closes_resume(void);
 void conn_limits_init(void);
 void conns_exit(void);

@@ -164,8 +164,9 @@ void entry_put(struct entry *e)
 {
 	if (--e->refs)
 		return;
-	/* its publisher's uid pays for a slow close, as it paid for the entry */
-	closer_close(e->fd, e->fd >= 0 ? user_get(e->euid) : NULL);
+	/* its publisher's uid and tenant pay for a slow close, as they paid for the entry */
+	if (e->fd >= 0)
+		closer_close(e->fd, user_get(e->euid), tenant_get(e->tuid));
 	free(e->blob);
 	mem_uncharge(sizeof(*e) + e->blob_len);
 	scope_put(e->scope);
@@ -174,20 +175,22 @@ void entry_put(struct entry *e)
 
 static void entry_revoke(struct entry *e, uint16_t reason, const struct client *skip)
 {
-	struct entry **pp;
+	struct client *o = e->owner;
 
-	for (pp = &e->scope->entries; *pp; pp = &(*pp)->next)
-		if (*pp == e) {
-			*pp = e->next;
-			if (e->scope->tail == &e->next)
-				e->scope->tail = pp;
-			break;
-		}
-	for (pp = &ebucket[e->hash % NBUCKETS]; *pp; pp = &(*pp)->hnext)
-		if (*pp == e) {
-			*pp = e->hnext;
-			break;
-		}
+	visible_del(e);
+	*e->pprev = e->next;
+	if (e->next)
+		e->next->pprev = e->pprev;
+	else
+		e->scope->tail = e->pprev;
+	*e->hpprev = e->hnext;
+	if (e->hnext)
+		e->hnext->hpprev = e->hpprev;
+	*e->opprev = e->onext;
+	if (e->onext)
+		e->onext->opprev = e->opprev;
+	else
+		o->owned_tail = e->opprev;
 	e->owner->user->entries--;
 	e->owner->user->bytes -= e->blob_len;
 	e->owner->tenant->bytes -= e->blob_len;
@@ -315,10 +318,29 @@ int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
 	e->pgid = (gid_t)pgid;
 	e->euid = c->euid;
 	e->egid = c->egid;
+	e->tuid = c->tenant_uid;
+	if (visible_add(e)) {
+		if (e->fd >= 0)
+			*fdp = e->fd;	/* the caller's again, closed with the message */
+		scope_put(e->scope);
+		free(e->blob);
+		mem_uncharge(sizeof(*e) + p->blob_len);
+		free(e);
+		return -ENOMEM;
+	}
+	e->pprev = c->scope->tail;
 	*c->scope->tail = e;
 	c->scope->tail = &e->next;
-	e->hnext = ebucket[e->hash % NBUCKETS];
-	ebucket[e->hash % NBUCKETS] = e;
+	e->hpprev = &ebucket[e->hash % NBUCKETS];
+	e->hnext = *e->hpprev;
+	if (e->hnext)
+		e->hnext->hpprev = &e->hnext;
+	*e->hpprev = e;
+	if (!c->owned_tail)
+		c->owned_tail = &c->owned;
+	e->opprev = c->owned_tail;
+	*c->owned_tail = e;
+	c->owned_tail = &e->onext;
 	c->user->entries++;
 	c->user->bytes += e->blob_len;
 	c->tenant->bytes += e->blob_len;
@@ -674,10 +696,13 @@ void fill_info(struct client *c, struct nvbridge_info *i)
 	i->max_events = cfg.max_events;
 	i->max_watches = cfg.max_watches;
 	if (c) {
-		/* only what the caller may fetch counts (C2) */
-		for (struct entry *e = c->scope->entries; e; e = e->next)
-			n += may_use(c, e);
-		i->entries = n;
+		/* only what the caller may fetch counts (C2): counted (visible.c), else walked */
+		int64_t v = visible_count(c);
+
+		if (v < 0)
+			for (struct entry *e = c->scope->entries; e; e = e->next)
+				n += may_use(c, e);
+		i->entries = v < 0 ? n : (uint32_t)v;
 		i->user_entries = c->user->entries;
 	}
 }
@@ -689,11 +714,8 @@ void client_release_registry(struct client *c, uint16_t reason)
 		waiter_free(c->waiters);
 	if (!c->scope)
 		return;
-	for (struct entry *e = c->scope->entries, *nx; e; e = nx) {
-		nx = e->next;
-		if (e->owner == c)
-			entry_revoke(e, reason, c);
-	}
+	while (c->owned)
+		entry_revoke(c->owned, reason, c);
 }
 
 void registry_exit(void)

@@ -28,6 +28,7 @@ struct config cfg = {
 	.max_fds_in_flight = 64,
 	.max_fds_in_flight_per_user = 256,
 	.max_closes_per_user = 64,
+	.max_closes_per_tenant = 64,
 	.max_memory_mb = 1024,
 	.hello_timeout_ms = 5000,
 	.chrdev_majors = { 195 },
@@ -102,4 +103,17 @@ bool mem_charge(size_t n)
 void mem_uncharge(size_t n)
 {
 	mem_used -= n;
+}
+
+/* calloc(1, n) counted against --max-memory-mb: NULL when over it or out of memory */
+void *mem_calloc(size_t n)
+{
+	void *p;
+
+	if (!mem_charge(n))
+		return NULL;
+	p = calloc(1, n);
+	if (!p)
+		mem_uncharge(n);
+	return p;
 }

@@ -64,6 +64,8 @@ struct nvb_publish_bucket {
 };
 
 #define NVB_NAMES_BITS		10
+#define NVB_VCOUNT_BITS		8	/* INFO's counters (nvbridge_visible.c) */
+#define NVB_VC_MAX		4	/* counters an entry is in */
 #define NVB_WATCH_BITS		9
 
 /* All names of one IPC namespace. */
@@ -77,6 +79,7 @@ struct nvb_scope {
 	unsigned int nr_entries;	/* live entries */
 	struct xarray ids;		/* id -> entry, live or pending */
 	DECLARE_HASHTABLE(names, NVB_NAMES_BITS);	/* entries by name */
+	DECLARE_HASHTABLE(vcounts, NVB_VCOUNT_BITS);	/* INFO's counts */
 	DECLARE_HASHTABLE(exact, NVB_WATCH_BITS);	/* exact watches */
 	DECLARE_HASHTABLE(prefix, NVB_WATCH_BITS);	/* prefix watches */
 	struct nvb_publish_bucket publish[NVB_PUBLISH_BUCKETS];
@@ -115,6 +118,8 @@ struct nvb_entry {
 	kuid_t pub_uid;			/* opener's euid */
 	kgid_t pub_gid;			/* opener's egid */
 	struct pid *pub_pid;		/* opener's thread group, a reference */
+	struct nvb_vcount *vc[NVB_VC_MAX];	/* INFO's counters it is in */
+	u8 nvc;
 };
 
 struct nvb_watch {
@@ -199,6 +204,13 @@ unsigned int nvb_list_collect(struct nvb_file *f, u64 cursor,
 			      struct nvbridge_entry_info *out,
 			      unsigned int max);
 unsigned int nvb_visible_entries(struct nvb_file *f);
+
+/* nvbridge_visible.c: INFO's count, kept per scope (all under scope->lock) */
+struct nvb_vcount;
+int nvb_visible_link(struct nvb_scope *s, struct nvb_entry *e);
+void nvb_visible_unlink(struct nvb_scope *s, struct nvb_entry *e);
+void nvb_visible_set(struct nvb_entry *e, bool live);
+unsigned int nvb_visible_count(struct nvb_scope *s, const struct cred *cred);
 bool nvb_events_ready(struct nvb_file *f);
 struct nvb_event_node *nvb_event_take(struct nvb_file *f,
 				      struct nvbridge_event *ev);

@@ -1159,6 +1159,68 @@ static void nvb_test_policy_expect_uid(struct kunit *test)
 					       false, &(s64){ 0 }, &r), -ENOENT);
 }
 
+/*
+ * INFO's count (nvbridge_visible.c): what the policy admits, each entry
+ * once, also to an owner in its entries' groups or a viewer holding a
+ * gid twice; it follows unpublish and release (a counter left behind
+ * would trip the scope's WARN_ON at its last close).
+ */
+static void nvb_test_policy_info_count(struct kunit *test)
+{
+	u32 u = nvb_t_random_id(), g = nvb_t_random_id();
+	gid_t pg[2] = { g + 1, g + 2 };
+	static const struct { u32 access, du, dg; } pe[8] = {
+		{ NVBRIDGE_ACCESS_OWNER }, { NVBRIDGE_ACCESS_GROUP },
+		{ NVBRIDGE_ACCESS_SCOPE }, { NVBRIDGE_ACCESS_UID, 1 },
+		{ NVBRIDGE_ACCESS_UID, 0 }, { NVBRIDGE_ACCESS_GID, 0, 1 },
+		{ NVBRIDGE_ACCESS_GID, 0, 2 }, { NVBRIDGE_ACCESS_GID, 0, 10 },
+	};
+	struct { u32 du, dg; int ng; gid_t dgs[3]; unsigned int want, after; } v[5] = {
+		{ 0, 0, 2, { 1, 2 }, 8, 7 },	/* the owner, in its groups */
+		{ 1, 10, 0, { 0 }, 3, 3 },	/* scope, uid, gid g+10 (egid) */
+		{ 2, 0, 3, { 1, 1, 0 }, 3, 2 },	/* scope, group, gid g+1: twice */
+		{ 3, 99, 2, { 2, 10 }, 3, 3 },	/* scope, gid g+2, gid g+10 */
+		{ 4, 99, 0, { 0 }, 1, 1 },	/* scope */
+	};
+	struct file *vf[5], *pub;
+	unsigned int base[5];
+	u64 ids[8];
+	int i, k;
+
+	for (i = 0; i < 5; i++) {
+		gid_t gs[3];
+
+		for (k = 0; k < v[i].ng; k++)
+			gs[k] = g + v[i].dgs[k];
+		vf[i] = nvb_t_open(test, nvb_t_cred(test, u + v[i].du, g + v[i].dg, gs,
+						    v[i].ng));
+		base[i] = nvb_visible_entries(nvb_t_f(vf[i]));
+	}
+	pub = nvb_t_open(test, nvb_t_cred(test, u, g, pg, 2));
+	for (i = 0; i < 8; i++) {
+		bool by_uid = pe[i].access == NVBRIDGE_ACCESS_UID;
+		bool by_gid = pe[i].access == NVBRIDGE_ACCESS_GID;
+		kuid_t au = by_uid ? make_kuid(&init_user_ns, u + pe[i].du) : INVALID_UID;
+		kgid_t ag = by_gid ? make_kgid(&init_user_ns, g + pe[i].dg) : INVALID_GID;
+		char name[NVBRIDGE_NAME_MAX];
+
+		nvb_t_fill_random_name(name, sizeof(name), "cnt/");
+		KUNIT_ASSERT_EQ(test, nvb_t_publish_full(pub, name, NULL, pe[i].access,
+							 au, ag, NULL, 0, &ids[i]), 0);
+	}
+	for (i = 0; i < 5; i++)
+		KUNIT_EXPECT_EQ_MSG(test, nvb_visible_entries(nvb_t_f(vf[i])) - base[i],
+				    v[i].want, "viewer %d", i);
+	KUNIT_EXPECT_EQ(test, nvb_unpublish(nvb_t_f(pub), ids[1], NULL), 0);	/* GROUP */
+	for (i = 0; i < 5; i++)
+		KUNIT_EXPECT_EQ_MSG(test, nvb_visible_entries(nvb_t_f(vf[i])) - base[i],
+				    v[i].after, "viewer %d after UNPUBLISH", i);
+	nvb_t_close(test, pub);
+	for (i = 0; i < 5; i++)
+		KUNIT_EXPECT_EQ_MSG(test, nvb_visible_entries(nvb_t_f(vf[i])), base[i],
+				    "viewer %d after release", i);
+}
+
 static struct kunit_case nvb_policy_cases[] = {
 	KUNIT_CASE(nvb_test_policy_owner),
 	KUNIT_CASE(nvb_test_policy_group),
@@ -1169,6 +1231,7 @@ static struct kunit_case nvb_policy_cases[] = {
 	KUNIT_CASE(nvb_test_policy_denied_fetch_list),
 	KUNIT_CASE(nvb_test_policy_events_filtered),
 	KUNIT_CASE(nvb_test_policy_expect_uid),
+	KUNIT_CASE(nvb_test_policy_info_count),
 	{}
 };
 

@@ -205,6 +205,7 @@ static struct nvb_scope *nvb_scope_get(struct ipc_namespace *ns)
 	mutex_init(&s->lock);
 	xa_init(&s->ids);
 	hash_init(s->names);
+	hash_init(s->vcounts);
 	hash_init(s->exact);
 	hash_init(s->prefix);
 	for (i = 0; i < NVB_PUBLISH_BUCKETS; i++)
@@ -224,7 +225,7 @@ static void nvb_scope_put(struct nvb_scope *s)
 	}
 	hash_del(&s->node);
 	mutex_unlock(&nvb_scopes_lock);
-	WARN_ON(s->nr_entries || !xa_empty(&s->ids));
+	WARN_ON(s->nr_entries || !xa_empty(&s->ids) || !hash_empty(s->vcounts));
 	xa_destroy(&s->ids);
 	mutex_destroy(&s->lock);
 	nvb_put_ipc_ns(s->ipc_ns);
@@ -663,6 +664,7 @@ static void nvb_entry_unlink(struct nvb_scope *s, struct nvb_entry *e)
 	xa_erase(&s->ids, e->id);
 	hash_del(&e->name_node);
 	list_del_init(&e->owner_node);
+	nvb_visible_unlink(s, e);
 	nvb_quota_uncharge(e->owner->user, e->blob_len);
 }
 
@@ -690,10 +692,15 @@ int nvb_entry_reserve(struct nvb_file *f, struct nvb_entry *e)
 		ret = -ENOSPC;
 		goto err_unlock;
 	}
-	e->id = s->last_id + 1;
-	ret = xa_insert(&s->ids, e->id, e, GFP_KERNEL_ACCOUNT);
+	ret = nvb_visible_link(s, e);
 	if (ret)
 		goto err_unlock;
+	e->id = s->last_id + 1;
+	ret = xa_insert(&s->ids, e->id, e, GFP_KERNEL_ACCOUNT);
+	if (ret) {
+		nvb_visible_unlink(s, e);
+		goto err_unlock;
+	}
 	s->last_id = e->id;
 	e->owner = f;
 	hash_add(s->names, &e->name_node, e->hash);
@@ -715,6 +722,7 @@ void nvb_entry_commit(struct nvb_file *f, struct nvb_entry *e)
 
 	mutex_lock(&s->lock);
 	e->live = true;
+	nvb_visible_set(e, true);
 	nvb_trace(publish, f, e, e->access);
 	s->nr_entries++;
 	atomic_inc(&nvb_nr_entries);
@@ -738,6 +746,8 @@ void nvb_entry_abort(struct nvb_file *f, struct nvb_entry *e)
 static void nvb_entry_revoke(struct nvb_scope *s, struct nvb_entry *e,
 			     u16 reason)
 {
+	if (e->live)
+		nvb_visible_set(e, false);	/* before the unlink that may free counters */
 	nvb_entry_unlink(s, e);
 	if (!e->live)
 		return;
@@ -917,17 +927,11 @@ unsigned int nvb_list_collect(struct nvb_file *f, u64 cursor,
 unsigned int nvb_visible_entries(struct nvb_file *f)
 {
 	struct nvb_scope *s = f->scope;
-	struct nvb_entry *e;
-	unsigned long idx;
-	unsigned int n = 0;
+	unsigned int n;
 
+	/* counted, not walked (nvbridge_visible.c) */
 	mutex_lock(&s->lock);
-	if (f->ipc_owner) {
-		n = s->nr_entries;
-	} else {
-		xa_for_each(&s->ids, idx, e)
-			n += nvb_may_access(f, e);
-	}
+	n = f->ipc_owner ? s->nr_entries : nvb_visible_count(s, f->cred);
 	mutex_unlock(&s->lock);
 	return n;
 }

@@ -80,7 +80,7 @@ DAEMON_SRCS   := $(sort $(wildcard daemon/*.c))
 DAEMON_HDRS   := $(wildcard daemon/*.h) $(LIB_HDRS)
 $(LB)/nvbridged: $(DAEMON_SRCS) $(DAEMON_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(LIB_CFLAGS) -o $@ $(DAEMON_SRCS) $(URING_STATIC)
+	$(CC) $(LIB_CFLAGS) -o $@ $(DAEMON_SRCS)
 
 $(LB)/nvbridgectl: tools/nvbridgectl.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
@@ -91,7 +91,7 @@ $(LB)/nvb-example-events: examples/events.c $(LIB_CORE_A)
 $(LB)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
-$(LB)/nvb-unit: tests/unit/unit.c tests/unit/cases.h $(LIB_CORE_A)
+$(LB)/nvb-unit: tests/unit/unit.c tests/unit/cases.h tests/seccomp_refuse.h $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
 $(LB)/nvb-hostile: tests/unit/hostile.c tests/unit/cases.h $(LIB_CORE_A)
@@ -126,12 +126,12 @@ LA_LINK := $(LA)/libnvbridge.a $(URING_STATIC) -ldl -pthread
 
 $(LA)/nvbridged: $(DAEMON_SRCS) $(DAEMON_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $(DAEMON_SRCS) $(URING_STATIC)
+	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $(DAEMON_SRCS)
 
 $(LA)/%: $(LA)/libnvbridge.a
 $(LA)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
-$(LA)/nvb-unit: tests/unit/unit.c tests/unit/cases.h $(LA)/libnvbridge.a
+$(LA)/nvb-unit: tests/unit/unit.c tests/unit/cases.h tests/seccomp_refuse.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
 $(LA)/nvb-hostile: tests/unit/hostile.c tests/unit/cases.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)

@@ -18,7 +18,7 @@ CHECK_SUITES += fuzz-broker
 $(FZ)/fuzz-broker: $(FUZZ_BROKER_SRCS) $(DAEMON_HDRS)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) -std=gnu11 $(FUZZ_FL) \
-		-pthread $(UAPI_INC) -I$(CURDIR)/common -o $@ $(FUZZ_BROKER_SRCS) $(URING_STATIC)
+		-pthread $(UAPI_INC) -I$(CURDIR)/common -o $@ $(FUZZ_BROKER_SRCS)
 
 fuzz-broker: $(FZ)/fuzz-broker
 

@@ -5,7 +5,8 @@
 #   suites: hostile, hostile-asan, attacks (whole-scenario attack programs)
 
 HB            := $(BUILD)/hostile
-HOSTILE_SRCS  := tests/hostile/hostile.c tests/hostile/util.c tests/hostile/fuse_hang.c
+HOSTILE_SRCS  := tests/hostile/hostile.c tests/hostile/util.c tests/hostile/fuse_hang.c \
+                 tests/hostile/evict.c tests/hostile/entries.c
 HOSTILE_BINS  := $(HB)/nvb-hostile $(HB)/nvb-hostile-suid
 
 ATTACK_BINS   := $(patsubst tests/hostile/%.c,$(HB)/%,$(wildcard tests/hostile/attack_*.c))
@@ -13,9 +14,11 @@ ATTACK_BINS   := $(patsubst tests/hostile/%.c,$(HB)/%,$(wildcard tests/hostile/a
 .PHONY: check-hostile check-hostile-asan check-attacks
 CHECK_SUITES += hostile hostile-asan attacks
 
-$(HB)/attack_%: tests/hostile/attack_%.c tests/hostile/util.c tests/hostile/hostile.h $(LIB_HDRS) $(LIB_CORE_A)
+ATTACK_SRCS   := tests/hostile/util.c tests/hostile/fuse_hang.c
+
+$(HB)/attack_%: tests/hostile/attack_%.c $(ATTACK_SRCS) tests/hostile/hostile.h tests/seccomp_refuse.h $(LIB_HDRS) $(LIB_CORE_A)
 	@mkdir -p $(@D)
-	$(CC) $(LIB_CFLAGS) -I$(CURDIR)/tests/hostile -o $@ $< tests/hostile/util.c $(LIB_LINK)
+	$(CC) $(LIB_CFLAGS) -I$(CURDIR)/tests/hostile -o $@ $< $(ATTACK_SRCS) $(LIB_LINK)
 
 check-attacks: $(LB)/nvbridged $(ATTACK_BINS)
 	$(call nvb_suite,bash tests/hostile/run-attacks.sh $(LB)/nvbridged $(HB),attacks)

@@ -2652,6 +2652,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "list_rejects", t_list_rejects },
 	{ "struct_4097_e2big", t_struct_page_plus_one },
 	{ "denied_is_absent", t_denied_is_absent },
+	{ "info_counts_policies", t_info_counts_policies },
 	{ "names_owned", t_names_owned },
 	{ "unpublish_invisible_id", t_unpublish_invisible_id },
 	{ "publish_allowlist", t_publish_allowlist },

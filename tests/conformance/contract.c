@@ -218,6 +218,84 @@ static int t_denied_is_absent(void)
 	return 0;
 }
 
+/*
+ * C2, INFO's count: exactly the entries the caller may fetch, whatever the
+ * policy, counted once although an owner is also in an entry's group, a
+ * group is both egid and supplementary, or appears twice.  The publisher
+ * (uid 2070, egid 3070, groups 3071 3072) publishes one entry of each
+ * kind; each viewer's INFO must say its expected count and agree with its
+ * LIST.
+ */
+#define CNT_N 8
+struct cnt_viewer { uid_t uid; gid_t gid; int ng; gid_t g[3]; uint32_t want; };
+
+static int cnt_publisher(void *p)
+{
+	struct sync *s = p;
+	gid_t g[2] = { 3071, 3072 };
+	static const struct { const char *n; uint32_t access, u, g; } e[CNT_N] = {
+		{ "c.owner", NVB_ACCESS_OWNER, 0, 0 }, { "c.group", NVB_ACCESS_GROUP, 0, 0 },
+		{ "c.scope", NVB_ACCESS_SCOPE, 0, 0 }, { "c.uid", NVB_ACCESS_UID, 2071, 0 },
+		{ "c.uidself", NVB_ACCESS_UID, 2070, 0 }, { "c.gid1", NVB_ACCESS_GID, 0, 3071 },
+		{ "c.gid2", NVB_ACCESS_GID, 0, 3072 }, { "c.gid3", NVB_ACCESS_GID, 0, 3080 },
+	};
+	struct nvb *h;
+
+	if (become(2070, 3070, 2, g))
+		FAIL("become");
+	OPEN(h);
+	for (int i = 0; i < CNT_N; i++)
+		OK(nvb_publish(h, nm(e[i].n), -1, NULL, 0, pol(e[i].access, e[i].u, e[i].g), NULL));
+	sync_post(s->b[1]);
+	CHECK(sync_wait(s->a[0]) == 0, "parent gone");
+	nvb_close(h);
+	return 0;
+}
+
+static int cnt_viewer(void *p)
+{
+	struct cnt_viewer *v = p;
+	struct nvb_info i = { .sz = sizeof(i) };
+	struct nvb_entry l[64];
+	uint64_t cur = 0;
+	struct nvb *h;
+	int n, listed = 0;
+
+	if (become(v->uid, v->gid, v->ng, v->g))
+		FAIL("become %u", v->uid);
+	OPEN(h);
+	OK(nvb_info(h, &i));
+	while ((n = nvb_list(h, &cur, l, 64)) > 0)
+		listed += n;
+	EXPECT(n, 0);
+	EXPECT(i.entries, v->want);
+	EXPECT(i.entries, listed);
+	nvb_close(h);
+	return 0;
+}
+
+static int t_info_counts_policies(void)
+{
+	static const struct cnt_viewer v[] = {
+		{ 2070, 3070, 2, { 3071, 3072 }, CNT_N },	/* the owner, in its entries' groups */
+		{ 2071, 3080, 0, { 0 }, 3 },			/* scope, uid, gid3 (egid) */
+		{ 2072, 3070, 3, { 3071, 3071, 3070 }, 3 },	/* scope, group, gid1: duplicates */
+		{ 2073, 3999, 2, { 3072, 3080 }, 3 },		/* scope, gid2, gid3 */
+		{ 2074, 3999, 0, { 0 }, 1 },			/* scope only */
+	};
+	struct sync s;
+	pid_t p;
+
+	sync_init(&s);
+	p = spawn(cnt_publisher, &s);
+	CHECK(sync_wait(s.b[0]) == 0, "publisher failed");
+	for (size_t k = 0; k < sizeof(v) / sizeof(v[0]); k++)
+		EXPECT(reap(spawn(cnt_viewer, (void *)&v[k])), 0);
+	sync_post(s.a[1]);
+	EXPECT(reap(p), 0);
+	return 0;
+}
+
 /* C3: names are owned; UNPUBLISH addresses the caller's own */
 static int owned_other(void *p)
 {

@@ -60,7 +60,7 @@ static int broker_fds(void)
 }
 
 /* ms of CPU the broker has used */
-static double broker_cpu_ms(void)
+double broker_cpu_ms(void)
 {
 	char p[64], b[1024];
 	unsigned long ut = 0, st = 0;
@@ -161,7 +161,7 @@ static void start_victim(void)
 }
 
 /* One honest round (open, publish, fetch another uid's entry, close) as UID_HONEST: ms, or -1. */
-static double honest_once(void)
+double honest_once(void)
 {
 	int p[2];
 	pid_t c;
@@ -1117,14 +1117,14 @@ static int t_socket_symlink(void)
  * looks at the file: the broker's 2048-fd table fills with fds waiting
  * for a FLUSH the attacker never answers, and no one else gets in.
  */
-static int fuse_many(void *a)
+/* n PUBLISHes carrying file, each refused (bad access): how many were answered within ms each */
+static int fuse_refused_publishes(const char *file, int n, int ms)
 {
-	struct fuse_arg *f = a;
-	int fd = open(f->file, O_RDWR | O_CLOEXEC), s = rconnect(), sent = 0;
+	int fd = open(file, O_RDWR | O_CLOEXEC), s = rconnect(), sent = 0;
 
 	if (fd < 0 || s < 0 || rhello(s, -1))
-		return 1;
-	for (int i = 0; i < 2100; i++) {
+		return -1;
+	for (int i = 0; i < n; i++) {
 		struct nvbridge_publish p = { .size = sizeof(p), .fd = fd, .access = 0xffff };
 		struct nvbridge_wire_hdr h;
 		int rfd;
@@ -1132,10 +1132,19 @@ static int fuse_many(void *a)
 		snprintf(p.name, sizeof(p.name), "hb.fuse");
 		if (rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, (uint32_t)i + 1, &p,
 			  sizeof(p), NULL, 0, fd) ||
-		    rrecv(s, &h, NULL, 0, &rfd, 2000))
+		    rrecv(s, &h, NULL, 0, &rfd, ms))
 			break;
 		sent++;
 	}
+	return sent;	/* fd and s stay open in this process until it ends */
+}
+
+static int fuse_many(void *a)
+{
+	int sent = fuse_refused_publishes(((struct fuse_arg *)a)->file, 2100, 2000);
+
+	if (sent < 0)
+		return 1;
 	printf("    %d PUBLISHes carrying the FUSE file answered\n", sent);
 	return 0;	/* the holder keeps fd and s open */
 }
@@ -1172,14 +1181,19 @@ static int t_fuse_close_flood(void)
 }
 
 /*
- * A rootless container's owner has a subuid range (65,536 uids is the
- * usual grant) and its root may become any of them: each uid holds one
- * connection, below every per-uid bound, and evict_for() never evicts a
- * uid holding one connection.  600 such uids (one tenant) fill the
- * broker's connection bound (480 at this 2048-fd limit) and everyone else
- * is refused.  Done as root with a saved uid of 0, which is what such a
- * container's root can do inside its user namespace.
+ * 600 uids of one connection each, made by root switching uids in the
+ * broker's own user namespace: 600 tenants (a real subuid range is one
+ * tenant: case tenant_userns).  They fill the connection bound (480 at
+ * this 2048-fd limit), and every tenant then holds its fair share, one:
+ * none is evicted for a newcomer, which is refused until connections go,
+ * and the connections made before the flood (the victim publisher) stay.
+ * Checked: no eviction during the flood (before: each new uid took the
+ * newest connection of all, 120 evictions; case newest_not_evicted shows
+ * what that did to an honest newcomer), and once the flood ends an honest
+ * uid is served and fetches the victim's entry.
  */
+static int log_count_after(long from, const char *needle);
+
 static int subuid_conns(void *a)
 {
 	int n = *(int *)a, got = 0;
@@ -1196,21 +1210,27 @@ static int subuid_conns(void *a)
 		if (setresuid((uid_t)-1, 0, 0) || setresgid((gid_t)-1, 0, 0))
 			return 2;
 	}
-	printf("    %d uids of one tenant hold one connection each\n", got);
+	printf("    %d uids (tenants) hold one connection each\n", got);
 	return 0;
 }
 
 static int t_conn_flood_subuids(void)
 {
-	int ok = 1, res, n = 600, base = broker_fds();
+	int ok = 1, res, n = 600, base = broker_fds(), ev;
+	long mark = log_lines();
 	pid_t att = start_holder(0, 4096, subuid_conns, &n, &res);
 
 	if (res)
 		FAIL("attack did not run (%d)", res);
 	printf("    broker fds: %d\n", broker_fds());
-	if (!honest_ok("while 600 uids of one tenant hold one connection each"))
-		ok = 0;
+	honest_ok("(a newcomer: refused while every tenant holds its share)");
+	ev = log_count_after(mark, "evicted:");
+	printf("    connections evicted during the flood: %d\n", ev);
+	if (ev)
+		FAIL("tenants holding one connection, their fair share, lost connections");
 	stop(att);
+	if (!honest_ok("after the flood, fetching the victim's entry"))
+		ok = 0;
 	if (!check_fds(base))
 		ok = 0;
 	return ok ? 0 : 1;
@@ -1469,6 +1489,99 @@ static int t_tenant_userns(void)
 	return ok ? 0 : 1;
 }
 
+/*
+ * Pending closes per tenant: the same FUSE file sent by 8 uids of one
+ * user namespace (one tenant, UID_TENANT's), each on refused PUBLISHes
+ * until the broker stops reading it (its HELLO's pidfd, queued behind the
+ * tenant's two hung closes, counts too).  Each uid stays under
+ * --max-pending-closes-per-user (64); only the tenant's bound (64) keeps
+ * the files queued for closers, each an fd of the broker, from reaching
+ * the total bound (256 here) as 8 x 64.
+ */
+#define TC_UIDS 8
+#define TC_BOUND 64	/* --max-pending-closes-per-tenant's default */
+
+static int tenant_closer_uid(const char *file, uid_t u)
+{
+	if (setresgid(u, u, u) || setresuid(u, u, u))
+		return -1;
+	return fuse_refused_publishes(file, 200, 300);
+}
+
+static int t_fuse_close_flood_tenant(void)
+{
+	char mnt[256], file[300], c = 0;
+	int ok = 1, base = broker_fds(), rp[2], gp[2], cp[2], r, peak, total = 0;
+	pid_t srv, t;
+
+	snprintf(mnt, sizeof(mnt), "%s/fusetenant", dir);
+	snprintf(file, sizeof(file), "%s/f", mnt);
+	r = fuse_hang_start(mnt, &srv);
+	if (r) {
+		printf("    skip: cannot mount FUSE (%s)\n", strerror(-r));
+		return 77;
+	}
+	if (pipe(rp) || pipe(gp) || pipe(cp))
+		return 1;
+	t = fork();
+	if (t == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (setpgid(0, 0) || become(UID_TENANT))
+			_exit(98);
+		c = unshare(CLONE_NEWUSER) ? 'n' : 'y';
+		if (write(rp[1], &c, 1) != 1 || c != 'y' || read(gp[0], &c, 1) != 1 ||
+		    setresgid(0, 0, 0) || setresuid(0, 0, 0))
+			_exit(97);
+		for (uid_t u = 1; u <= TC_UIDS; u++)
+			if (fork() == 0) {
+				int n = tenant_closer_uid(file, u);
+
+				if (write(cp[1], &n, sizeof(n)) != sizeof(n))
+					_exit(1);
+				pause();
+				_exit(0);
+			}
+		pause();
+		_exit(0);
+	}
+	if (read(rp[0], &c, 1) != 1 || c != 'y') {
+		printf("    skip: no user namespaces here\n");
+		stop(t);
+		fuse_hang_stop(mnt, srv);
+		return 77;
+	}
+	if (write_file(t, "uid_map", "0 200000 1000") || write_file(t, "gid_map", "0 200000 1000") ||
+	    write(gp[1], "g", 1) != 1)
+		FAIL("cannot map the namespace's ids: %s", strerror(errno));
+	for (int i = 0; ok && i < TC_UIDS; i++) {
+		struct pollfd pf = { .fd = cp[0], .events = POLLIN };
+
+		if (poll(&pf, 1, 30000) != 1 || read(cp[0], &r, sizeof(r)) != sizeof(r) || r < 0) {
+			FAIL("a uid of the namespace could not run its attack");
+			break;
+		}
+		total += r;
+	}
+	usleep(200000);
+	peak = broker_fds();
+	printf("    %d uids of tenant uid %d: %d PUBLISHes carrying the FUSE file answered; broker "
+	       "fds %d (baseline %d)\n", TC_UIDS, UID_TENANT, total, peak, base);
+	/* its files queued for closers, and its connections (socket, event socket, pidfd) */
+	if (peak > base + TC_BOUND + 3 * TC_UIDS + 8)
+		FAIL("one tenant's pending FUSE closes hold %d of the broker's fds (tenant bound %d)",
+		     peak - base, TC_BOUND);
+	if (total < TC_BOUND / 2)
+		FAIL("only %d PUBLISHes were answered: the attack did not run", total);
+	if (!honest_ok("while one tenant's closes wait for FLUSH"))
+		ok = 0;
+	fuse_hang_stop(mnt, srv);
+	kill(-t, SIGKILL);
+	stop(t);
+	if (!check_fds(base))
+		ok = 0;
+	return ok ? 0 : 1;
+}
+
 static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "setuid_exec_race", t_setuid_exec_race },
 	{ "fuse_file_in_hello", t_fuse_in_hello },
@@ -1487,6 +1600,9 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "fuse_close_flood", t_fuse_close_flood },
 	{ "conn_flood_subuids", t_conn_flood_subuids },
 	{ "tenant_userns", t_tenant_userns },
+	{ "fuse_close_flood_tenant", t_fuse_close_flood_tenant },
+	{ "newest_not_evicted", t_newest_not_evicted },
+	{ "many_entries", t_many_entries },
 };
 
 int main(int argc, char **argv)

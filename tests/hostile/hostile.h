@@ -24,6 +24,15 @@ int rfetch_req(int s, uint32_t seq, const char *name, uint32_t flags, int64_t ti
 int rwatch(int s, uint32_t seq, const char *name, uint32_t flags);
 int rpublish(int s, uint32_t seq, const char *name, int fd, uint32_t access);
 
+/* hostile.c: ms of CPU the broker has used; one honest round (ms, or -1) */
+double broker_cpu_ms(void);
+double honest_once(void);
+
+/* evict.c: the hostile case newest_not_evicted */
+int t_newest_not_evicted(void);
+/* entries.c: the hostile case many_entries */
+int t_many_entries(void);
+
 /* fuse_hang.c: a FUSE mount whose FLUSH never answers */
 int fuse_hang_start(const char *mnt, pid_t *server);
 void fuse_hang_stop(const char *mnt, pid_t server);

@@ -29,6 +29,7 @@
 #include "nvbridge.h"
 #include "nvbridge_uring.h"
 #include "cases.h"
+#include "../seccomp_refuse.h"
 
 /* ---- the ABI layout: sizes and no implicit padding ---- */
 #define SUMCHECK(T, sum) _Static_assert(sizeof(T) == (sum), #T " has padding")
@@ -417,6 +418,8 @@ struct daemon {
 	char log[128];
 };
 static struct daemon *cur_daemon;	/* killed after a case that failed early */
+static bool daemon_no_clone;		/* the next daemon_start: clone() fails EAGAIN (a pids limit) */
+
 
 /* starts nvbridged with extra args; nofile > 0: RLIMIT_NOFILE soft = hard = nofile */
 static int daemon_start(struct daemon *d, int nofile, const char *a1, const char *a2)
@@ -441,6 +444,17 @@ static int daemon_start(struct daemon *d, int nofile, const char *a1, const char
 			struct rlimit rl = { (rlim_t)nofile, (rlim_t)nofile };
 
 			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+		if (daemon_no_clone) {
+			/* an ASan build's LeakSanitizer stops the world with clone(), refused here */
+			const char *ao = getenv("ASAN_OPTIONS");
+			char buf[512];
+
+			snprintf(buf, sizeof(buf), "%s%sdetect_leaks=0", ao ? ao : "",
+				 ao && *ao ? ":" : "");
+			setenv("ASAN_OPTIONS", buf, 1);
+			if (seccomp_refuse(__NR_clone, EAGAIN))
+				_exit(126);
 		}
 		execl(bin, bin, "--socket", d->path, a1, a2, (char *)NULL);
 		_exit(127);
@@ -791,6 +805,110 @@ static int t_daemon_conns_per_user(void)
 	return 0;
 }
 
+/* the daemon's child processes (its closers, daemon/closer.c) */
+static int daemon_children(pid_t d, pid_t *out, int max)
+{
+	DIR *dir = opendir("/proc");
+	struct dirent *e;
+	int n = 0;
+
+	while (dir && (e = readdir(dir)) && n < max) {
+		char p[64], b[512], *r;
+		FILE *f;
+		int ppid;
+
+		snprintf(p, sizeof(p), "/proc/%s/stat", e->d_name);
+		f = e->d_name[0] >= '1' && e->d_name[0] <= '9' ? fopen(p, "re") : NULL;
+		if (!f)
+			continue;
+		r = fgets(b, sizeof(b), f) ? strrchr(b, ')') : NULL;
+		if (r && sscanf(r + 2, "%*c %d", &ppid) == 1 && ppid == d)
+			out[n++] = atoi(e->d_name);
+		fclose(f);
+	}
+	if (dir)
+		closedir(dir);
+	return n;
+}
+
+/* n rounds of: connect, publish a memfd, disconnect (the broker closes the memfd) */
+static int publish_rounds(const char *path, int n)
+{
+	struct nvb_opts o = broker_at(path);
+
+	for (int i = 0; i < n; i++) {
+		struct nvb *h;
+		int fd = memfd_create("unit", MFD_CLOEXEC), r;
+
+		if (fd < 0 || write(fd, "u", 1) != 1 || nvb_open(&o, &h))
+			return -1;
+		r = nvb_publish(h, "closer.round", fd, NULL, 0, NULL, NULL);
+		close(fd);
+		nvb_close(h);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/*
+ * A closer killed (by the OOM killer, an admin): the broker reaps it and
+ * starts another; files are still closed, none is left in its table.
+ */
+static int t_daemon_closer_killed(void)
+{
+	struct daemon d;
+	pid_t k[8];
+	int base, n;
+
+	CHECK(!daemon_start(&d, 0, NULL, NULL), "daemon did not start");
+	base = proc_fds(d.pid);
+	EXPECT(publish_rounds(d.path, 3), 0);
+	usleep(100000);
+	n = daemon_children(d.pid, k, 8);
+	CHECK(n >= 1, "no closer process after three closes");
+	for (int i = 0; i < n; i++)
+		kill(k[i], SIGKILL);
+	usleep(200000);
+	CHECK(daemon_children(d.pid, k, 8) == 0, "a killed closer was not reaped");
+	EXPECT(publish_rounds(d.path, 3), 0);
+	usleep(200000);
+	CHECK(daemon_children(d.pid, k, 8) >= 1, "no new closer started");
+	usleep(1300000);	/* idle closers end after 1 s */
+	CHECK(daemon_children(d.pid, k, 8) == 0, "an idle closer did not end");
+	n = proc_fds(d.pid);
+	CHECK(n == base, "broker fds %d, %d before", n, base);
+	CHECK(!daemon_stop(&d), "daemon");
+	return 0;
+}
+
+/* clone() refused: files are closed on the loop (logged) rather than never */
+static int t_daemon_closer_clone_refused(void)
+{
+	struct daemon d;
+	char line[256];
+	int base, n, said = 0;
+	FILE *f;
+
+	daemon_no_clone = true;
+	n = daemon_start(&d, 0, NULL, NULL);
+	daemon_no_clone = false;
+	CHECK(!n, "daemon did not start");
+	base = proc_fds(d.pid);
+	EXPECT(publish_rounds(d.path, 3), 0);
+	usleep(100000);
+	n = proc_fds(d.pid);
+	CHECK(n == base, "broker fds %d, %d before: the files were not closed", n, base);
+	f = fopen(d.log, "re");
+	while (f && fgets(line, sizeof(line), f))
+		said |= strstr(line, "no closer process: closing on the loop") != NULL;
+	if (f)
+		fclose(f);
+	CHECK(said, "the broker did not say it closed on its loop");
+	CHECK(!daemon_stop(&d), "daemon");
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "strerror", t_strerror },
 	{ "open_args", t_open_args },
@@ -805,6 +923,8 @@ static const struct nvb_case cases[] = {
 	{ "daemon_hello_timeout", t_daemon_hello_timeout },
 	{ "daemon_fd_exhaustion_no_spin", t_daemon_fd_exhaustion },
 	{ "daemon_conns_per_user", t_daemon_conns_per_user },
+	{ "daemon_closer_killed", t_daemon_closer_killed },
+	{ "daemon_closer_clone_refused", t_daemon_closer_clone_refused },
 };
 
 static void stop_cur_daemon(void)

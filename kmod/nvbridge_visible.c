@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * nvbridge: INFO's count of the entries the opener may fetch, without a
+ * walk of the scope under its lock (one INFO cost a walk of every entry
+ * of the scope, repeatable by anyone in it, holding the lock that every
+ * PUBLISH, FETCH and revocation there takes).  The same scheme as the
+ * broker's daemon/visible.c, so both count alike.
+ *
+ * nvb_policy_allows() admits an entry to its publisher's euid, for SCOPE,
+ * for UID naming the opener's euid, and for GROUP/GID granting a gid the
+ * opener holds (egid or supplementary).  Per scope, counters of live
+ * entries:
+ *   SCOPE       access SCOPE
+ *   OWN(u)      published by u, not SCOPE
+ *   UACL(u)     access UID naming u, published by another
+ *   GACL(g)     access GROUP (publisher's egid g) or GID (g)
+ *   GOWN(u, g)  those of GACL(g) that u published
+ * An opener u holding the distinct gids G sees
+ *   SCOPE + OWN(u) + UACL(u) + sum over g in G of (GACL(g) - GOWN(u, g)).
+ * The counters an entry is in are made (GFP_KERNEL_ACCOUNT) when it is
+ * reserved, where PUBLISH may still fail, so that making it visible
+ * cannot; they go when their last entry is unlinked.  All under s->lock.
+ */
+#include <linux/cred.h>
+#include <linux/hashtable.h>
+#include <linux/jhash.h>
+#include <linux/slab.h>
+#include "nvbridge_internal.h"
+
+enum { NVB_V_SCOPE, NVB_V_OWN, NVB_V_UACL, NVB_V_GACL, NVB_V_GOWN };
+
+struct nvb_vcount {
+	struct hlist_node node;		/* in scope->vcounts */
+	u32 kind, a, b;
+	unsigned int refs;		/* entries linked: reserved or live */
+	unsigned int live;		/* of those, live: what is counted */
+};
+
+static u32 nvb_vhash(u32 kind, u32 a, u32 b)
+{
+	return jhash_3words(kind, a, b, 0);
+}
+
+static struct nvb_vcount *nvb_vfind(struct nvb_scope *s, u32 kind, u32 a, u32 b)
+{
+	struct nvb_vcount *v;
+
+	hash_for_each_possible(s->vcounts, v, node, nvb_vhash(kind, a, b))
+		if (v->kind == kind && v->a == a && v->b == b)
+			return v;
+	return NULL;
+}
+
+static unsigned int nvb_vget(struct nvb_scope *s, u32 kind, u32 a, u32 b)
+{
+	struct nvb_vcount *v = nvb_vfind(s, kind, a, b);
+
+	return v ? v->live : 0;
+}
+
+/* The counters @e belongs in, as (kind, a, b): how many. */
+static int nvb_vkeys(const struct nvb_entry *e, u32 k[NVB_VC_MAX][3])
+{
+	u32 u = __kuid_val(e->pub_uid), g;
+	int n = 0;
+
+	if (e->access == NVBRIDGE_ACCESS_SCOPE) {
+		k[0][0] = NVB_V_SCOPE;
+		k[0][1] = 0;
+		k[0][2] = 0;
+		return 1;
+	}
+	k[n][0] = NVB_V_OWN;
+	k[n][1] = u;
+	k[n++][2] = 0;
+	if (e->access == NVBRIDGE_ACCESS_UID && !uid_eq(e->acl_uid, e->pub_uid)) {
+		k[n][0] = NVB_V_UACL;
+		k[n][1] = __kuid_val(e->acl_uid);
+		k[n++][2] = 0;
+	}
+	if (e->access == NVBRIDGE_ACCESS_GROUP || e->access == NVBRIDGE_ACCESS_GID) {
+		g = __kgid_val(e->access == NVBRIDGE_ACCESS_GROUP ? e->pub_gid : e->acl_gid);
+		k[n][0] = NVB_V_GACL;
+		k[n][1] = g;
+		k[n++][2] = 0;
+		k[n][0] = NVB_V_GOWN;
+		k[n][1] = u;
+		k[n++][2] = g;
+	}
+	return n;
+}
+
+/* Unlinks @e from its counters; frees those it was the last of. */
+void nvb_visible_unlink(struct nvb_scope *s, struct nvb_entry *e)
+{
+	lockdep_assert_held(&s->lock);
+	while (e->nvc) {
+		struct nvb_vcount *v = e->vc[--e->nvc];
+
+		if (--v->refs)
+			continue;
+		WARN_ON(v->live);
+		hash_del(&v->node);
+		kfree(v);
+	}
+}
+
+/* Links reserved @e to its counters, made as needed: 0 or -ENOMEM (nothing linked). */
+int nvb_visible_link(struct nvb_scope *s, struct nvb_entry *e)
+{
+	u32 k[NVB_VC_MAX][3];
+	int i, n = nvb_vkeys(e, k);
+
+	lockdep_assert_held(&s->lock);
+	for (i = 0; i < n; i++) {
+		struct nvb_vcount *v = nvb_vfind(s, k[i][0], k[i][1], k[i][2]);
+
+		if (!v) {
+			v = kzalloc(sizeof(*v), GFP_KERNEL_ACCOUNT);
+			if (!v) {
+				nvb_visible_unlink(s, e);
+				return -ENOMEM;
+			}
+			v->kind = k[i][0];
+			v->a = k[i][1];
+			v->b = k[i][2];
+			hash_add(s->vcounts, &v->node, nvb_vhash(v->kind, v->a, v->b));
+		}
+		v->refs++;
+		e->vc[e->nvc++] = v;
+	}
+	return 0;
+}
+
+/* @e became live (@live true) or stops being live. */
+void nvb_visible_set(struct nvb_entry *e, bool live)
+{
+	int i;
+
+	for (i = 0; i < e->nvc; i++) {
+		if (live)
+			e->vc[i]->live++;
+		else
+			e->vc[i]->live--;
+	}
+}
+
+/* Live entries of @s that @cred's policy admits (not the CAP_IPC_OWNER override). */
+unsigned int nvb_visible_count(struct nvb_scope *s, const struct cred *cred)
+{
+	const struct group_info *gi = cred->group_info;
+	u32 u = __kuid_val(cred->euid), eg = __kgid_val(cred->egid);
+	bool egid_seen = false;
+	long n;
+	int i;
+
+	lockdep_assert_held(&s->lock);
+	n = (long)nvb_vget(s, NVB_V_SCOPE, 0, 0) + nvb_vget(s, NVB_V_OWN, u, 0) +
+	    nvb_vget(s, NVB_V_UACL, u, 0);
+	/* group_info is sorted (groups_sort()): a gid held twice is adjacent */
+	for (i = 0; gi && i < gi->ngroups; i++) {
+		u32 g = __kgid_val(gi->gid[i]);
+
+		if (i && gid_eq(gi->gid[i], gi->gid[i - 1]))
+			continue;
+		egid_seen |= g == eg;
+		n += (long)nvb_vget(s, NVB_V_GACL, g, 0) - nvb_vget(s, NVB_V_GOWN, u, g);
+	}
+	if (!egid_seen)
+		n += (long)nvb_vget(s, NVB_V_GACL, eg, 0) - nvb_vget(s, NVB_V_GOWN, u, eg);
+	return n < 0 ? 0 : (unsigned int)n;
+}
