@@ -17,7 +17,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include "hostile.h"
+#include "fuse_hang.h"
 
 static void fill_attr(struct fuse_attr *a, uint64_t ino)
 {

@@ -24,7 +24,5 @@ int rfetch_req(int s, uint32_t seq, const char *name, uint32_t flags, int64_t ti
 int rwatch(int s, uint32_t seq, const char *name, uint32_t flags);
 int rpublish(int s, uint32_t seq, const char *name, int fd, uint32_t access);
 
-/* fuse_hang.c: a FUSE mount whose FLUSH never answers */
-int fuse_hang_start(const char *mnt, pid_t *server);
-void fuse_hang_stop(const char *mnt, pid_t server);
+#include "fuse_hang.h"
 #endif
