@@ -231,8 +231,13 @@ static int classify_fd(int fd)
 
 	if (fl < 0 || (fl & O_PATH))
 		return -EBADF;	/* fget() does not take O_PATH files: the module says -EBADF */
+	/*
+	 * The fd is open: a file system that will not describe it (FUSE
+	 * refuses a caller outside its mount's user namespace, -EACCES) has
+	 * no memory-backed file, and the module would say -EINVAL.
+	 */
 	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx))
-		return -EBADF;
+		return -EINVAL;
 	switch (stx.stx_mode & S_IFMT) {
 	case S_IFREG:
 		return fcntl(fd, F_GET_SEALS) < 0 ? -EINVAL : 0;

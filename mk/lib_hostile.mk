@@ -13,9 +13,11 @@ ATTACK_BINS   := $(patsubst tests/hostile/%.c,$(HB)/%,$(wildcard tests/hostile/a
 .PHONY: check-hostile check-hostile-asan check-attacks
 CHECK_SUITES += hostile hostile-asan attacks
 
-$(HB)/attack_%: tests/hostile/attack_%.c tests/hostile/util.c tests/hostile/hostile.h $(LIB_HDRS) $(LIB_CORE_A)
+$(HB)/attack_%: tests/hostile/attack_%.c tests/hostile/util.c tests/hostile/fuse_hang.c \
+		tests/hostile/hostile.h tests/hostile/fuse_hang.h $(LIB_HDRS) $(LIB_CORE_A)
 	@mkdir -p $(@D)
-	$(CC) $(LIB_CFLAGS) -I$(CURDIR)/tests/hostile -o $@ $< tests/hostile/util.c $(LIB_LINK)
+	$(CC) $(LIB_CFLAGS) -I$(CURDIR)/tests/hostile -o $@ $< tests/hostile/util.c \
+		tests/hostile/fuse_hang.c $(LIB_LINK)
 
 check-attacks: $(LB)/nvbridged $(ATTACK_BINS)
 	$(call nvb_suite,bash tests/hostile/run-attacks.sh $(LB)/nvbridged $(HB),attacks)

@@ -5,5 +5,6 @@
 #include <sys/types.h>
 
 int fuse_hang_start(const char *mnt, pid_t *server);
+int fuse_hang_start_for(const char *mnt, uid_t owner, pid_t *server);
 void fuse_hang_stop(const char *mnt, pid_t server);
 #endif

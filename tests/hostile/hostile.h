@@ -15,6 +15,7 @@
 int64_t now_ns(void);
 int become(uid_t uid);
 int raise_nofile(unsigned int n);
+pid_t start_broker_at(const char *bin, const char *sock);
 int rconnect(void);
 int rhello(int s, int fd);
 int rsend(int s, uint16_t type, uint32_t cmd, uint32_t seq, const void *arg, uint32_t asz,
