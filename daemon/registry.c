@@ -214,7 +214,10 @@ static void entry_revoke(struct entry *e, uint16_t reason, const struct client *
  * path or name can fake: not the /proc/self/fd link (a FUSE mount at
  * "/memfd:x" gives a FUSE file the link of a memfd), nor mountinfo (the
  * mount of a client in another mount namespace is not in ours, and
- * memfds' internal mount is in none).  Every other regular file (FUSE,
+ * memfds' internal mount is in none).  The type check comes first: a
+ * tmpfs directory, FIFO or devtmpfs device node has a shmem mapping too,
+ * and F_GET_SEALS answers for it (the module tests S_ISREG first as well).
+ * Every other regular file (FUSE,
  * NFS, 9p, overlayfs, ramfs, disk file systems) is refused: an importer
  * handed an attacker's FUSE file would hang, unkillable, on its last
  * close, waiting for a FLUSH answer the attacker never sends.
