@@ -200,12 +200,33 @@ static void entry_revoke(struct entry *e, uint16_t reason, const struct client *
 }
 
 /*
- * What may be published (contract C7): regular files (memfd, shmem, tmpfs
- * included), dma-bufs, and character devices whose major is allowed.  The
- * type comes from statx with AT_STATX_DONT_SYNC, which answers from the
- * inode without asking the file's file system (a FUSE server could sit on
- * a GETATTR), and, for an anonymous inode, from its /proc/self/fd link,
- * which the kernel builds from the dentry name.
+ * What may be published (contract C7): memory-backed regular files (memfd,
+ * MFD_HUGETLB memfd, files of tmpfs, devtmpfs and hugetlbfs), dma-bufs, and
+ * character devices whose major is allowed.  Nothing here may ask the
+ * file's file system anything: a FUSE server could sit on the request and
+ * stall the loop (no fstat, no fstatfs: fuse_statfs asks the server).
+ *
+ * The type comes from statx with AT_STATX_DONT_SYNC, which answers from
+ * the inode.  A regular file is memory-backed iff F_GET_SEALS succeeds on
+ * it: memfd_fcntl() answers from the inode's seals for a shmem file
+ * (shmem_mapping(), what the module tests) or a hugetlbfs file
+ * (is_file_hugepages()) and fails with EINVAL for every other file, without
+ * calling into the file system and whether or not the file was made with
+ * MFD_ALLOW_SEALING (tmpfs files and unsealable memfds answer F_SEAL_SEAL).
+ * So the kernel decides, by the file's address_space operations, which no
+ * path or name can fake: not the /proc/self/fd link (a FUSE mount at
+ * "/memfd:x" gives a FUSE file the link of a memfd), nor mountinfo (the
+ * mount of a client in another mount namespace is not in ours, and
+ * memfds' internal mount is in none).  The type check comes first: a
+ * tmpfs directory, FIFO or devtmpfs device node has a shmem mapping too,
+ * and F_GET_SEALS answers for it (the module tests S_ISREG first as well).
+ * Every other regular file (FUSE,
+ * NFS, 9p, overlayfs, ramfs, disk file systems) is refused: an importer
+ * handed an attacker's FUSE file would hang, unkillable, on its last
+ * close, waiting for a FLUSH answer the attacker never sends.
+ *
+ * An anonymous inode (statx type 0) is a dma-buf when its /proc/self/fd
+ * link, which the kernel builds from the dentry name, says so.
  */
 static int classify_fd(int fd)
 {
@@ -216,11 +237,16 @@ static int classify_fd(int fd)
 
 	if (fl < 0 || (fl & O_PATH))
 		return -EBADF;	/* fget() does not take O_PATH files: the module says -EBADF */
+	/*
+	 * The fd is open: a file system that will not describe it (FUSE
+	 * refuses a caller outside its mount's user namespace, -EACCES) has
+	 * no memory-backed file, and the module would say -EINVAL.
+	 */
 	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx))
-		return -EBADF;
+		return -EINVAL;
 	switch (stx.stx_mode & S_IFMT) {
 	case S_IFREG:
-		return 0;
+		return fcntl(fd, F_GET_SEALS) < 0 ? -EINVAL : 0;
 	case S_IFCHR:
 		for (uint32_t i = 0; i < cfg.nchrdev_majors; i++)
 			if (stx.stx_rdev_major == cfg.chrdev_majors[i])

@@ -20,6 +20,7 @@
 #include <linux/fs.h>
 #include <linux/hash.h>
 #include <linux/hrtimer.h>
+#include <linux/hugetlb.h>
 #include <linux/ipc_namespace.h>
 #include <linux/kdev_t.h>
 #include <linux/memcontrol.h>
@@ -215,18 +216,39 @@ static int nvb_copy_out(void __user *uarg, const void *karg, size_t ksize,
 }
 
 /*
+ * A regular file of hugetlbfs (a MFD_HUGETLB memfd or a file on a hugetlbfs
+ * mount).  is_file_hugepages() tests FOP_HUGE_PAGES where the kernel has
+ * it; before (6.1) it compares f_op with hugetlbfs_file_operations, which
+ * is not exported, so there the superblock's magic answers: every regular
+ * file of a hugetlbfs superblock has those f_ops (SysV shm's huge files,
+ * the other case is_file_hugepages() knows, never reach a file table).
+ */
+static bool nvb_file_hugetlb(struct file *file)
+{
+#ifdef FOP_HUGE_PAGES
+	return is_file_hugepages(file);
+#else
+	return file_inode(file)->i_sb->s_magic == HUGETLBFS_MAGIC;
+#endif
+}
+
+/*
  * May @file be published?  An allowlist of what exporters hand out, none
  * of which can hold an nvbridge file (so no reference cycle can form):
- * regular files (memfd, shmem and tmpfs files included), dma-bufs (found
- * by their pseudo filesystem, since is_dma_buf_file() is not exported),
- * and character devices whose major is in publish_chrdev_majors.  An
- * nvbridge file is refused even if an admin lists the misc major.
+ * memory-backed regular files, dma-bufs (found by their pseudo filesystem,
+ * since is_dma_buf_file() is not exported), and character devices whose
+ * major is in publish_chrdev_majors.  An nvbridge file is refused even if
+ * an admin lists the misc major.
  *
- * "Regular" means a file of a filesystem that can be mounted, or shmem's
- * internal mount (memfd, SysV shm): since Linux 6.15 anonymous inodes
- * (eventfd, epoll, io_uring...) are S_IFREG inside the kernel, on pseudo
- * filesystems that are mounted nowhere (SB_NOUSER), and an io_uring can
- * hold files.
+ * Memory-backed means shmem (memfd, tmpfs, devtmpfs, SysV shm) or
+ * hugetlbfs (MFD_HUGETLB memfds included): the test memfd_fcntl() uses
+ * for F_GET_SEALS, which is how nvbridged asks the same question.  Every
+ * other regular file is refused: a file of FUSE (or NFS, 9p...) can make
+ * whoever closes it wait for its server, so an importer handed an
+ * attacker's FUSE file would hang, unkillable, on its last close; a file
+ * of a disk is not device memory.  This also refuses the anonymous
+ * inodes (eventfd, epoll, io_uring...) that are S_IFREG inside the kernel
+ * since Linux 6.15: an io_uring can hold files.
  */
 static bool nvb_file_publishable(struct file *file)
 {
@@ -235,8 +257,7 @@ static bool nvb_file_publishable(struct file *file)
 	if (file->f_op == &nvb_fops)
 		return false;
 	if (S_ISREG(inode->i_mode))
-		return shmem_mapping(file->f_mapping) ||
-		       !(inode->i_sb->s_flags & SB_NOUSER);
+		return shmem_mapping(file->f_mapping) || nvb_file_hugetlb(file);
 	if (S_ISCHR(inode->i_mode))
 		return test_bit(imajor(inode), nvb_chrdev_majors);
 	return inode->i_sb->s_magic == DMA_BUF_MAGIC;

@@ -137,8 +137,8 @@ struct nvb_publish_opts {
  * the process dies).  *id (may be NULL) receives the entry id, counted per
  * scope from 1.
  * Errors: -EINVAL (name, access, uid/gid, flags, or a file that may not be
- * published: only regular files (memfd, shmem), dma-bufs and character
- * devices of the allowed majors may), -EBADF (not open, or an O_PATH fd),
+ * published: only memory-backed regular files (memfd, tmpfs/shmem,
+ * hugetlbfs), dma-bufs and character devices of the allowed majors may), -EBADF (not open, or an O_PATH fd),
  * -EEXIST (the caller's euid already has name in this scope), -EMSGSIZE
  * (blob larger than max_blob_size), -ENOSPC (the caller's euid is at its
  * entry or blob-byte quota), -EFAULT.  Values are checked before the blob

@@ -16,7 +16,8 @@ CHECK_SUITES += hostile hostile-asan attacks
 
 ATTACK_SRCS   := tests/hostile/util.c tests/hostile/fuse_hang.c
 
-$(HB)/attack_%: tests/hostile/attack_%.c $(ATTACK_SRCS) tests/hostile/hostile.h tests/seccomp_refuse.h $(LIB_HDRS) $(LIB_CORE_A)
+$(HB)/attack_%: tests/hostile/attack_%.c $(ATTACK_SRCS) tests/hostile/hostile.h tests/hostile/fuse_hang.h \
+		tests/seccomp_refuse.h $(LIB_HDRS) $(LIB_CORE_A)
 	@mkdir -p $(@D)
 	$(CC) $(LIB_CFLAGS) -I$(CURDIR)/tests/hostile -o $@ $< $(ATTACK_SRCS) $(LIB_LINK)
 

@@ -2583,6 +2583,7 @@ static int t_backend_select(void)
 
 /* ================= runner ================= */
 #include "contract.c"
+#include "memfiles.c"
 
 static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "open_info", t_open_info },
@@ -2656,6 +2657,11 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "names_owned", t_names_owned },
 	{ "unpublish_invisible_id", t_unpublish_invisible_id },
 	{ "publish_allowlist", t_publish_allowlist },
+	/* memory-backed regular files only (memfiles.c) */
+	{ "publish_memfd_tmpfs", t_publish_memfd_tmpfs },
+	{ "publish_hugetlb", t_publish_hugetlb },
+	{ "publish_not_memory_backed_einval", t_publish_not_memory_backed },
+	{ "publish_fuse_file_einval", t_publish_fuse_file },
 	{ "ids_per_scope", t_ids_per_scope },
 	{ "override_by_capability", t_override_by_capability },
 	{ "check_order", t_check_order },

@@ -88,14 +88,7 @@ int main(int argc, char **argv)
 	if (argc < 2 || !mkdtemp(dir) || chmod(dir, 0755) || pipe2(ready, O_CLOEXEC) || pipe2(vpipe, O_CLOEXEC) || pipe2(go2, O_CLOEXEC))
 		return 2;
 	snprintf(sock, sizeof(sock), "%s/s.sock", dir);
-	setenv("NVBRIDGE_SOCKET", sock, 1);
-	broker = fork();
-	if (broker == 0) {
-		execl(argv[1], argv[1], "--socket", sock, (char *)NULL);
-		_exit(2);
-	}
-	for (int i = 0; i < 100 && access(sock, F_OK); i++)
-		usleep(50000);
+	broker = start_broker_at(argv[1], sock);
 
 	att = fork();
 	if (att == 0) {		/* the attacker, uid 2003, in the host namespaces */

@@ -3,7 +3,8 @@
  * A FUSE file system served from raw /dev/fuse (no libfuse needed) with one
  * regular file, "f", mode 0666, whose FLUSH is never answered: whoever
  * close()s it waits for this server.  Killing the server aborts the
- * connection and releases every waiter.  Needs root (mount(2)).
+ * connection and releases every waiter.  Needs root (mount(2)), or to be
+ * root of a user namespace with its own mount namespace.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,7 +18,8 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include "hostile.h"
+#include <grp.h>
+#include "fuse_hang.h"
 
 static void fill_attr(struct fuse_attr *a, uint64_t ino)
 {
@@ -105,7 +107,12 @@ static void serve(int fd)
 	}
 }
 
-int fuse_hang_start(const char *mnt, pid_t *server)
+/*
+ * Mounts it at @mnt for @owner, as fusermount does for a user (user_id=,
+ * allow_other where /etc/fuse.conf has user_allow_other), and starts its
+ * server, which runs as @owner (as root for 0).
+ */
+int fuse_hang_start_for(const char *mnt, uid_t owner, pid_t *server)
 {
 	char opts[128];
 	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
@@ -113,7 +120,8 @@ int fuse_hang_start(const char *mnt, pid_t *server)
 	if (fd < 0)
 		return -errno;
 	mkdir(mnt, 0755);
-	snprintf(opts, sizeof(opts), "fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other", fd);
+	snprintf(opts, sizeof(opts), "fd=%d,rootmode=40000,user_id=%u,group_id=%u,allow_other",
+		 fd, (unsigned int)owner, (unsigned int)owner);
 	if (mount("nvbhang", mnt, "fuse.nvbhang", MS_NOSUID | MS_NODEV, opts)) {
 		int e = -errno;
 
@@ -122,12 +130,21 @@ int fuse_hang_start(const char *mnt, pid_t *server)
 	}
 	*server = fork();
 	if (*server == 0) {
+		gid_t g = (gid_t)owner;
+
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (owner && (setgroups(1, &g) || setgid(g) || setuid(owner)))
+			_exit(1);
 		serve(fd);
 		_exit(0);
 	}
 	close(fd);
 	return *server < 0 ? -EAGAIN : 0;
+}
+
+int fuse_hang_start(const char *mnt, pid_t *server)
+{
+	return fuse_hang_start_for(mnt, 0, server);
 }
 
 /* Aborts the connection (every FLUSH waiter gets -ENOTCONN) and detaches the mount. */

@@ -476,7 +476,16 @@ static int t_setuid_exec_race(void)
 }
 
 /* ================= 2. FUSE files whose FLUSH never answers ================= */
-struct fuse_arg { const char *file; int how; };	/* how: 0 in HELLO, 1 PUBLISH + close */
+/*
+ * how 0: the FUSE file rides on HELLO, where the pidfd goes, before any
+ * identity check.  how 1: the attacker PUBLISHes it for its whole scope and
+ * keeps the connection open; an importer of another uid then FETCHes the
+ * name.  Were the file published, the importer would get it and hang,
+ * unkillable, in its close() (FUSE FLUSH, never answered): the broker
+ * refuses the file (-EINVAL, not memory-backed), so the importer finds
+ * nothing and exits.
+ */
+struct fuse_arg { const char *file; int how; };
 
 static int fuse_attack(void *a)
 {
@@ -484,12 +493,11 @@ static int fuse_attack(void *a)
 	int fd = open(f->file, O_RDWR | O_CLOEXEC);
 	int s = rconnect(), r;
 	struct nvbridge_wire_hdr h;
-	int rfd;
+	int rfd = -1;
 
 	if (fd < 0 || s < 0)
 		return 1;
 	if (f->how == 0) {
-		/* the FUSE file where the pidfd goes: before any identity check */
 		struct nvbridge_wire_hello hello = { .abi_version = NVBRIDGE_ABI_VERSION };
 
 		rsend(s, NVBRIDGE_WIRE_HELLO, 0, 0, &hello, sizeof(hello), NULL, 0, fd);
@@ -500,8 +508,62 @@ static int fuse_attack(void *a)
 	if (rpublish(s, 1, "ha.fuse", fd, NVBRIDGE_ACCESS_SCOPE))
 		return 3;
 	r = rrecv(s, &h, NULL, 0, &rfd, 3000);
-	printf("    PUBLISH of the FUSE file: %s\n", r ? strerror(-r) : h.result ? strerror(-h.result) : "accepted");
-	close(s);	/* revokes the entry: the broker closes the FUSE file */
+	printf("    PUBLISH of the FUSE file: %s\n",
+	       r ? strerror(-r) : h.result ? strerror(-h.result) : "accepted");
+	if (rfd >= 0)
+		close(rfd);
+	/* s stays open: an accepted entry would stay published for the importer */
+	return r ? 4 : h.result == -EINVAL ? 0 : 5;
+}
+
+/* The importer: 0 nothing to fetch, 42 it was handed the file (and closed it). */
+static void fuse_importer(void)
+{
+	struct nvbridge_wire_hdr h;
+	int s, fd = -1;
+
+	if (become(UID_VICTIM))
+		_exit(1);
+	s = rconnect();
+	if (s < 0 || rhello(s, -1))
+		_exit(2);
+	if (rfetch_req(s, 1, "ha.fuse", 0, 0) || rrecv(s, &h, NULL, 0, &fd, 3000))
+		_exit(3);
+	if (h.result == 0 && fd >= 0) {
+		close(fd);	/* the FLUSH that never answers */
+		_exit(42);
+	}
+	_exit(h.result == -ENOENT ? 0 : 4);
+}
+
+static pid_t fuse_stuck = -1;	/* an unkillable importer, reaped after the server dies */
+
+/* Runs the importer: 0 when it found nothing and exited, else why not. */
+static int fuse_import(void)
+{
+	pid_t c = fork();
+	int st = -1;
+
+	if (c == 0)
+		fuse_importer();
+	for (int i = 0; i < 300 && waitpid(c, &st, WNOHANG) == 0; i++)
+		usleep(10000);
+	if (st == -1) {
+		kill(c, SIGKILL);
+		usleep(500000);
+		if (waitpid(c, &st, WNOHANG) == 0) {
+			printf("    the importer is unkillable (0.5 s after SIGKILL)\n");
+			fuse_stuck = c;	/* released by fuse_hang_stop() */
+			return 1;
+		}
+		printf("    the importer hung in its fetch\n");
+		return 1;
+	}
+	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+		printf("    importer: %s %d\n", WIFEXITED(st) ? "exit" : "signal",
+		       WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+		return 1;
+	}
 	return 0;
 }
 
@@ -521,12 +583,17 @@ static int fuse_case(int how)
 	}
 	att = start_holder(UID_ATTACK, 0, fuse_attack, &a, &res);
 	if (res)
-		FAIL("attack did not run (%d)", res);
+		FAIL("attack did not run as planned (%d; 5: the FUSE file was published)", res);
+	if (how == 1 && fuse_import())
+		FAIL("an importer was handed the attacker's FUSE file");
 	usleep(100000);
 	if (!honest_ok("while the FUSE server sits on FLUSH"))
 		ok = 0;
 	fuse_hang_stop(mnt, srv);	/* first: the attacker's own exit flushes the file too */
 	stop(att);
+	if (fuse_stuck > 0)
+		waitpid(fuse_stuck, NULL, 0);
+	fuse_stuck = -1;
 	if (!check_fds(base))
 		ok = 0;
 	return ok ? 0 : 1;

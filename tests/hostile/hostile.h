@@ -15,6 +15,7 @@
 int64_t now_ns(void);
 int become(uid_t uid);
 int raise_nofile(unsigned int n);
+pid_t start_broker_at(const char *bin, const char *sock);
 int rconnect(void);
 int rhello(int s, int fd);
 int rsend(int s, uint16_t type, uint32_t cmd, uint32_t seq, const void *arg, uint32_t asz,
@@ -33,7 +34,5 @@ int t_newest_not_evicted(void);
 /* entries.c: the hostile case many_entries */
 int t_many_entries(void);
 
-/* fuse_hang.c: a FUSE mount whose FLUSH never answers */
-int fuse_hang_start(const char *mnt, pid_t *server);
-void fuse_hang_stop(const char *mnt, pid_t server);
+#include "fuse_hang.h"
 #endif

@@ -41,6 +41,25 @@ int raise_nofile(unsigned int n)
 	return setrlimit(RLIMIT_NOFILE, &rl) ? -errno : 0;
 }
 
+/*
+ * A private nvbridged (@bin) on @sock, which NVBRIDGE_SOCKET then names
+ * for rconnect(): its pid, once the socket exists (or after 5 s).
+ */
+pid_t start_broker_at(const char *bin, const char *sock)
+{
+	pid_t broker;
+
+	setenv("NVBRIDGE_SOCKET", sock, 1);
+	broker = fork();
+	if (broker == 0) {
+		execl(bin, bin, "--socket", sock, (char *)NULL);
+		_exit(2);
+	}
+	for (int i = 0; i < 100 && access(sock, F_OK); i++)
+		usleep(50000);
+	return broker;
+}
+
 int rconnect(void)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };

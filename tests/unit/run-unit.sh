@@ -78,8 +78,13 @@ export NVBRIDGE_BACKEND=broker NVBRIDGE_SOCKET=$sock
 t "ctl_info" sh -c "'$C' info | grep -q '^backend *broker'"
 t "ctl_global_options_after_command" sh -c "'$C' info --backend broker --socket '$sock' | grep -q '^backend *broker'"
 t "ctl_info_json" sh -c "'$C' --json info | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"backend\"]==\"broker\" and d[\"abi_version\"]==$abi'"
-head -c 3000 /dev/urandom >"$tmp/data"
-"$C" publish ctl/a --file "$tmp/data" --blob hello --access scope --for 10 >"$tmp/pub.out" &
+# a publishable file is memory-backed: on tmpfs (/tmp may be a disk; the
+# refusal of others is ctl_publish_not_memory_einval below)
+shm=$(mktemp -d /dev/shm/nvb-unit.XXXXXX)
+trap 'rm -rf "$tmp" "$shm"' EXIT
+head -c 3000 /dev/urandom >"$shm/data"
+cp "$shm/data" "$tmp/data"
+"$C" publish ctl/a --file "$shm/data" --blob hello --access scope --for 10 >"$tmp/pub.out" &
 ppid=$!
 i=0; while ! grep -q published "$tmp/pub.out" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 t "ctl_publish_prints" grep -q '^published ctl/a id [0-9]' "$tmp/pub.out"
@@ -91,6 +96,7 @@ t "ctl_fetch_expect_uid_match" sh -c "'$C' fetch ctl/a --expect-uid $(id -u) >/d
 t "ctl_fetch_expect_uid_other_3" sh -c "'$C' fetch ctl/a --expect-uid 4321 2>/dev/null; [ \$? = 3 ]"
 t "ctl_exit_not_found_3" sh -c "'$C' fetch ctl/none 2>/dev/null; [ \$? = 3 ]"
 t "ctl_exit_timeout_5" sh -c "'$C' fetch ctl/none --wait --timeout 0.2 2>/dev/null; [ \$? = 5 ]"
+t "ctl_publish_not_memory_einval" sh -c "'$C' publish ctl/p --file /proc/version --for 0 2>&1 >/dev/null | grep -q 'Invalid argument' && ! '$C' fetch ctl/p >/dev/null 2>&1"
 t "ctl_exit_exists_6" sh -c "'$C' publish ctl/a --for 0 >/dev/null 2>&1; [ \$? = 6 ]"
 t "ctl_exit_usage_2" sh -c "'$C' frobnicate 2>/dev/null; [ \$? = 2 ]"
 t "ctl_exit_denied_4" sh -c "'$C' publish ctl/own --for 5 >/dev/null & sleep 0.3; setpriv --reuid 4321 --regid 4321 --clear-groups '$C' fetch ctl/own 2>/dev/null; r=\$?; wait; [ \$r = 4 ]"

@@ -3424,7 +3424,8 @@ static int t_byte_quota(void)
 }
 
 /*
- * C7: only regular files (memfd, shmem), dma-bufs and chrdevs of allowed
+ * C7: only memory-backed regular files (memfd, shmem, hugetlbfs: the others
+ * are conformance's memfiles.c cases), dma-bufs and chrdevs of allowed
  * majors.  A real cycle attempt: a socket, nvbridge file, io_uring ring,
  * eventfd or pipe could hold (or be) the publishing file.
  */
@@ -3466,7 +3467,7 @@ static int t_publish_allowlist(void)
 	WANT(nvb_publish(dfd, "al.null", null, NVBRIDGE_ACCESS_SCOPE, NULL), 0);
 	WANT(write_file(PARAM_DIR "publish_chrdev_majors", "195"), 0);
 	WANT(nvb_publish(dfd, "al.null2", null, NVBRIDGE_ACCESS_SCOPE, NULL), -EINVAL);
-	/* regular files: a memfd and a tmpfs-less regular file */
+	/* a regular file: a memfd */
 	OKV(mfd, new_memfd("m", 1));
 	WANT(nvb_publish(dfd, "al.memfd", mfd, NVBRIDGE_ACCESS_SCOPE, NULL), 0);
 	io_uring_queue_exit(&ring);

@@ -52,7 +52,8 @@ enum nvbridge_access {
  * NVBRIDGE_IOC_PUBLISH: publish a file and/or a blob under a name, owned
  * by the opener's euid: an entry is (scope, euid, name), -EEXIST only for
  * the same euid.  Returns 0; .id receives the entry id.  The file must be
- * a regular file (memfd, shmem), a dma-buf or a character device of an
+ * a memory-backed regular file (memfd, tmpfs/shmem, hugetlbfs; not FUSE,
+ * NFS, ramfs or disk files), a dma-buf or a character device of an
  * allowed major (else -EINVAL); the device file must be open for writing
  * (else -EBADF).
  */
