@@ -39,9 +39,6 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <dirent.h>
 
 #define CLOSERS_MAX 32
 #define CLOSING_PER_TENANT 2
@@ -72,83 +69,6 @@ static unsigned int nclosers, pending;
 static struct user *ready, **ready_tail = &ready;	/* tenants with closes that may start */
 static struct user orphans = { .is_tenant = true };	/* no record could be had */
 static int64_t last_warn;
-
-/*
- * The watchman: one more child sharing our fd table, that does nothing
- * until the broker's process is gone (PR_SET_PDEATHSIG), then shuts down
- * every connection accepted from our listening socket and exits.  A
- * closer hung in a FUSE FLUSH holds our whole fd table until the FUSE
- * server answers: after a SIGKILL or a crash, every client's connection
- * with it, and the clients would see no hang-up (attack fuse_flush, step
- * D).  shutdown() neither closes nor flushes anything; a client's own
- * files still queued for closing are not touched (only sockets whose
- * local name is our socket's path, i.e. accepted connections; listening
- * ones are left to the restart's liveness check, main.c).
- */
-#define WATCH_NAME "nvbridged-watch"
-static pid_t watch_pid;
-static char watch_stack[CLOSER_STACK] __attribute__((aligned(16)));
-static struct sockaddr_un watch_addr;
-static socklen_t watch_addr_len;
-
-__attribute__((no_sanitize_address))
-static int watch_main(void *p)
-{
-	pid_t parent = *(pid_t *)p;
-	sigset_t ss;
-	int sig;
-	DIR *d;
-	struct dirent *e;
-
-	sigemptyset(&ss);
-	sigaddset(&ss, SIGUSR2);
-	sigprocmask(SIG_BLOCK, &ss, NULL);
-	prctl(PR_SET_NAME, WATCH_NAME);
-	prctl(PR_SET_PDEATHSIG, SIGUSR2);
-	if (getppid() == parent)
-		sigwait(&ss, &sig);	/* only the broker's death sends it: blocked for all else */
-	d = opendir("/proc/self/fd");
-	while (d && (e = readdir(d))) {
-		struct sockaddr_un a;
-		socklen_t al = sizeof(a);
-		int fd = atoi(e->d_name), listening = 0;
-		socklen_t ll = sizeof(listening);
-		struct statx stx;
-
-		if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dirfd(d) ||
-		    statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) ||
-		    !S_ISSOCK(stx.stx_mode) || getsockname(fd, (struct sockaddr *)&a, &al) ||
-		    al != watch_addr_len || memcmp(&a, &watch_addr, al) ||
-		    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) || listening)
-			continue;
-		shutdown(fd, SHUT_RDWR);
-	}
-	if (d)
-		closedir(d);
-	return 0;
-}
-
-/* Starts the watchman (again, if it was killed); listen_fd: our listening socket. */
-void closer_watch(int listen_fd)
-{
-	static pid_t parent;
-
-	if (listen_fd >= 0) {
-		watch_addr_len = sizeof(watch_addr);
-		if (getsockname(listen_fd, (struct sockaddr *)&watch_addr, &watch_addr_len) ||
-		    watch_addr_len <= offsetof(struct sockaddr_un, sun_path) + 1)
-			return;	/* unnamed: nothing to recognise connections by */
-	}
-	if (!watch_addr_len)
-		return;
-	parent = getpid();
-	watch_pid = clone(watch_main, watch_stack + sizeof(watch_stack), CLONE_FILES | SIGCHLD,
-			  &parent);
-	if (watch_pid <= 0) {
-		logmsg_rl("closer: watchman: clone: %s", strerror(errno));
-		watch_pid = 0;
-	}
-}
 
 int closer_init(void)
 {
@@ -397,12 +317,7 @@ void closer_reap(void)
 	pid_t pid;
 	bool any = false;
 
-	while ((pid = waitpid(-1, NULL, WNOHANG)) > 0) {
-		if (pid == watch_pid) {
-			watch_pid = 0;
-			closer_watch(-1);	/* killed by someone: again */
-			continue;
-		}
+	while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
 		for (int i = 0; i < CLOSERS_MAX; i++) {
 			struct closer *k = &closers[i];
 
@@ -418,7 +333,6 @@ void closer_reap(void)
 			memset(k, 0, sizeof(*k));
 			nclosers--;
 		}
-	}
 	dispatch();
 	if (any)
 		conns_closes_resume();

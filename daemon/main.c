@@ -480,7 +480,6 @@ int main(int argc, char **argv)
 	sigaddset(&ss, SIGCHLD);	/* a closer process ended (closer.c) */
 	sigprocmask(SIG_BLOCK, &ss, NULL);
 	sig_fd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
-	closer_watch(listen_fd);	/* after the mask: it inherits SIGTERM etc. blocked */
 	if (cfg.verbose)
 		logmsg("listening on %s (mode %04o), at most %u connections", cfg.socket,
 		       (unsigned int)cfg.mode, cfg.max_conns);

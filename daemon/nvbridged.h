@@ -86,7 +86,6 @@ void *mem_calloc(size_t n);
 
 /* ---- closer.c: closing client-supplied files in closer processes ---- */
 int closer_init(void);
-void closer_watch(int listen_fd);
 struct user;
 void closer_close(int fd, struct user *u, struct user *t);
 void closer_completions(void);

@@ -806,8 +806,8 @@ static int t_daemon_conns_per_user(void)
 	return 0;
 }
 
-/* the daemon's child processes: its closers (daemon/closer.c), or (watch) its watchman */
-static int daemon_kids(pid_t d, pid_t *out, int max, bool watch)
+/* the daemon's child processes (its closers, daemon/closer.c) */
+static int daemon_children(pid_t d, pid_t *out, int max)
 {
 	DIR *dir = opendir("/proc");
 	struct dirent *e;
@@ -823,19 +823,13 @@ static int daemon_kids(pid_t d, pid_t *out, int max, bool watch)
 		if (!f)
 			continue;
 		r = fgets(b, sizeof(b), f) ? strrchr(b, ')') : NULL;
-		if (r && sscanf(r + 2, "%*c %d", &ppid) == 1 && ppid == d &&
-		    !strstr(b, "(nvbridged-watch)") == !watch)
+		if (r && sscanf(r + 2, "%*c %d", &ppid) == 1 && ppid == d)
 			out[n++] = atoi(e->d_name);
 		fclose(f);
 	}
 	if (dir)
 		closedir(dir);
 	return n;
-}
-
-static int daemon_children(pid_t d, pid_t *out, int max)
-{
-	return daemon_kids(d, out, max, false);
 }
 
 /* n rounds of: connect, publish a memfd, disconnect (the broker closes the memfd) */
@@ -865,7 +859,7 @@ static int publish_rounds(const char *path, int n)
 static int t_daemon_closer_killed(void)
 {
 	struct daemon d;
-	pid_t k[8], w[8];
+	pid_t k[8];
 	int base, n;
 
 	CHECK(!daemon_start(&d, 0, NULL, NULL), "daemon did not start");
@@ -885,12 +879,6 @@ static int t_daemon_closer_killed(void)
 	CHECK(daemon_children(d.pid, k, 8) == 0, "an idle closer did not end");
 	n = proc_fds(d.pid);
 	CHECK(n == base, "broker fds %d, %d before", n, base);
-	/* its watchman (shuts connections down once the broker is gone) is started again */
-	CHECK(daemon_kids(d.pid, k, 8, true) == 1, "no watchman process");
-	kill(k[0], SIGKILL);
-	usleep(200000);
-	CHECK(daemon_kids(d.pid, w, 8, true) == 1 && w[0] != k[0], "a killed watchman was not "
-	      "started again");
 	CHECK(!daemon_stop(&d), "daemon");
 	return 0;
 }
