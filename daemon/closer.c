@@ -54,7 +54,7 @@ struct close_req {
 static struct closer {
 	pid_t pid;		/* 0: a free slot */
 	int req_w, req_r;	/* fd numbers, one per message */
-	bool retiring;		/* its pipe is closed: it exits, waiting to be reaped */
+	bool retiring;		/* req_w is closed: it exits, waiting to be reaped */
 	struct close_req *busy;
 	int64_t idle_since;
 } closers[CLOSERS_MAX];
@@ -327,10 +327,9 @@ void closer_reap(void)
 				complete(k->busy);
 				any = true;
 			}
-			if (!k->retiring) {
+			if (!k->retiring)
 				close(k->req_w);
-				close(k->req_r);
-			}
+			close(k->req_r);	/* only now: see closer_tick() */
 			memset(k, 0, sizeof(*k));
 			nclosers--;
 		}
@@ -348,9 +347,15 @@ void closer_tick(int64_t now, int64_t *next)
 		if (!k->pid || k->retiring || k->busy)
 			continue;
 		if (now - k->idle_since >= CLOSER_IDLE_NS) {
-			/* no writer left: its read() returns 0 and it exits */
+			/*
+			 * No writer left: its read() returns 0 and it exits.  req_r
+			 * stays open until it is reaped: it reads that number from
+			 * our shared table, maybe only after this (just reported, not
+			 * yet back in read(), stopped), and a freed number could be
+			 * a new client's socket by then, whose bytes it would take
+			 * for an fd number to close (unit daemon_closer_pipe_kept).
+			 */
 			close(k->req_w);
-			close(k->req_r);
 			k->retiring = true;
 		} else if (*next < 0 || k->idle_since + CLOSER_IDLE_NS < *next) {
 			*next = k->idle_since + CLOSER_IDLE_NS;

@@ -14,6 +14,7 @@
 #include "nvbridged.h"
 #include <getopt.h>
 #include <grp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/fsuid.h>
@@ -69,6 +70,34 @@ static int socket_activation(void)
 }
 
 /*
+ * The process that listens on the socket probe connected to is alive.
+ * A broker killed while one of its closers hangs in a FUSE FLUSH leaves
+ * its fd table, the listening socket included, to that closer: connect()
+ * succeeds into a backlog nobody accepts (attack fuse_flush, C).  The
+ * listener's pid is the process that called listen(): alive, or not.
+ */
+static bool listener_alive(int probe)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(int);
+	int pidfd = -1;
+
+	if (!getsockopt(probe, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len)) {
+		struct pollfd pf = { .fd = pidfd, .events = POLLIN };
+		bool alive = poll(&pf, 1, 0) == 0;	/* readable: it has exited */
+
+		close(pidfd);
+		return alive;
+	}
+	if (errno != ENOPROTOOPT)
+		return errno != EINVAL && errno != ESRCH;	/* no task left: dead */
+	len = sizeof(cr);
+	if (getsockopt(probe, SOL_SOCKET, SO_PEERCRED, &cr, &len) || cr.pid <= 0)
+		return true;	/* cannot tell: as before, refuse */
+	return !(kill(cr.pid, 0) && errno == ESRCH);
+}
+
+/*
  * The socket is created with its final mode and group, with no path
  * operation after bind(): bind() takes the mode from the socket inode
  * (fchmod() before bind) minus the umask (0 meanwhile) and the group from
@@ -103,7 +132,8 @@ static int bind_listener(void)
 		return -1;
 	/* a stale socket from a dead broker: replace it; a live one: refuse */
 	probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+	if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    listener_alive(probe)) {
 		logmsg("%s: another nvbridged is listening", cfg.socket);
 		close(probe);
 		return -1;

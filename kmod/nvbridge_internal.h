@@ -80,6 +80,7 @@ struct nvb_scope {
 	struct xarray ids;		/* id -> entry, live or pending */
 	DECLARE_HASHTABLE(names, NVB_NAMES_BITS);	/* entries by name */
 	DECLARE_HASHTABLE(vcounts, NVB_VCOUNT_BITS);	/* INFO's counts */
+	u32 vseed;			/* their hash's, random: ids are chosen by clients */
 	DECLARE_HASHTABLE(exact, NVB_WATCH_BITS);	/* exact watches */
 	DECLARE_HASHTABLE(prefix, NVB_WATCH_BITS);	/* prefix watches */
 	struct nvb_publish_bucket publish[NVB_PUBLISH_BUCKETS];

@@ -16,6 +16,7 @@
 #include <linux/nsproxy.h>
 #include <linux/pid_namespace.h>
 #include <linux/proc_ns.h>
+#include <linux/random.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
@@ -206,6 +207,7 @@ static struct nvb_scope *nvb_scope_get(struct ipc_namespace *ns)
 	xa_init(&s->ids);
 	hash_init(s->names);
 	hash_init(s->vcounts);
+	s->vseed = get_random_u32();
 	hash_init(s->exact);
 	hash_init(s->prefix);
 	for (i = 0; i < NVB_PUBLISH_BUCKETS; i++)

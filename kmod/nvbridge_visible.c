@@ -36,16 +36,23 @@ struct nvb_vcount {
 	unsigned int live;		/* of those, live: what is counted */
 };
 
-static u32 nvb_vhash(u32 kind, u32 a, u32 b)
+/*
+ * Seeded per scope: a publisher chooses a and b (the uid or gid its entry
+ * names), and with a fixed seed it could compute offline which ids share
+ * one of the 256 buckets and make every PUBLISH, revocation and INFO under
+ * the scope's lock walk one chain (the broker's hostile case
+ * info_counter_collisions: 14 s of its loop with an unkeyed hash).
+ */
+static u32 nvb_vhash(const struct nvb_scope *s, u32 kind, u32 a, u32 b)
 {
-	return jhash_3words(kind, a, b, 0);
+	return jhash_3words(kind, a, b, s->vseed);
 }
 
 static struct nvb_vcount *nvb_vfind(struct nvb_scope *s, u32 kind, u32 a, u32 b)
 {
 	struct nvb_vcount *v;
 
-	hash_for_each_possible(s->vcounts, v, node, nvb_vhash(kind, a, b))
+	hash_for_each_possible(s->vcounts, v, node, nvb_vhash(s, kind, a, b))
 		if (v->kind == kind && v->a == a && v->b == b)
 			return v;
 	return NULL;
@@ -124,7 +131,7 @@ int nvb_visible_link(struct nvb_scope *s, struct nvb_entry *e)
 			v->kind = k[i][0];
 			v->a = k[i][1];
 			v->b = k[i][2];
-			hash_add(s->vcounts, &v->node, nvb_vhash(v->kind, v->a, v->b));
+			hash_add(s->vcounts, &v->node, nvb_vhash(s, v->kind, v->a, v->b));
 		}
 		v->refs++;
 		e->vc[e->nvc++] = v;

@@ -6,7 +6,8 @@
 
 HB            := $(BUILD)/hostile
 HOSTILE_SRCS  := tests/hostile/hostile.c tests/hostile/util.c tests/hostile/fuse_hang.c \
-                 tests/hostile/evict.c tests/hostile/entries.c
+                 tests/hostile/evict.c tests/hostile/entries.c \
+                 tests/hostile/review_broker.c
 HOSTILE_BINS  := $(HB)/nvb-hostile $(HB)/nvb-hostile-suid
 
 ATTACK_BINS   := $(patsubst tests/hostile/%.c,$(HB)/%,$(wildcard tests/hostile/attack_*.c))

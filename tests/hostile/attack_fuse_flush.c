@@ -17,6 +17,11 @@
  *     SIGTERM, a new broker on the same socket serves the honest uid, and
  *     that one, given the same file to close, is reaped within EXIT_MS of
  *     SIGKILL, all while the FLUSH still hangs.
+ *  C. That killed broker's hung closer holds its whole fd table, the
+ *     listening socket included.  Checked: a third broker on the same
+ *     path starts and serves the honest uid (it used to take the held
+ *     socket, which accepts connections into a backlog, for a live broker
+ *     and exit).
  *
  * Runs as root (mounts FUSE, becomes uids 2003 and 2001) against the
  * broker named in argv[1].  Exit 0: an attack worked (a hole); 1: neither
@@ -161,7 +166,7 @@ static int served(const char *when)
 int main(int argc, char **argv)
 {
 	char dir[] = "/tmp/nvb-fuseflush.XXXXXX", mnt[160], file[170], c = 0;
-	pid_t b1, b2 = -1, att, att2 = -1, srv;
+	pid_t b1, b2 = -1, b3 = -1, att, att2 = -1, srv;
 	int rp[2], worked = 0, r;
 	double t;
 
@@ -214,10 +219,29 @@ int main(int argc, char **argv)
 		t = exit_ms(b2, SIGKILL);
 		printf("   the second broker, closing the same file: %s%.0f ms after SIGKILL\n",
 		       t < 0 ? "NOT REAPED " : "reaped ", t < 0 ? (double)EXIT_MS : t);
-		if (t < 0)
+		if (t < 0) {
 			worked = 1;
-		else
+		} else {
 			b2 = -1;
+			/*
+			 * C: its hung closer still holds the killed broker's fd
+			 * table, its listening socket included: connect() to the
+			 * path succeeded (into a backlog nobody accepts), and a
+			 * new broker took that for a live one and exited.
+			 */
+			usleep(100000);
+			b3 = start_broker(argv[1], false);
+			usleep(300000);
+			if (waitpid(b3, NULL, WNOHANG) == b3) {
+				printf("C: a third broker, the second's listening socket held by its hung "
+				       "closer: EXITED at start (took it for a live broker)\n");
+				b3 = -1;
+				worked = 1;
+			} else if (!served("from a third broker, the second killed with its "
+					   "closer hung")) {
+				worked = 1;
+			}
+		}
 	}
 out:
 	fuse_hang_stop(mnt, srv);	/* aborts the connection: every FLUSH returns */
@@ -229,8 +253,8 @@ out:
 			waitpid(a, NULL, 0);
 		}
 	}
-	for (int i = 0; i < 2; i++) {
-		pid_t b = i ? b2 : b1;
+	for (int i = 0; i < 3; i++) {
+		pid_t b = i == 2 ? b3 : i ? b2 : b1;
 
 		if (b > 0) {
 			kill(b, SIGTERM);

@@ -1670,6 +1670,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "fuse_close_flood_tenant", t_fuse_close_flood_tenant },
 	{ "newest_not_evicted", t_newest_not_evicted },
 	{ "many_entries", t_many_entries },
+	{ "info_counter_collisions", t_info_counter_collisions },
 };
 
 int main(int argc, char **argv)

@@ -33,6 +33,10 @@ double honest_once(void);
 int t_newest_not_evicted(void);
 /* entries.c: the hostile case many_entries */
 int t_many_entries(void);
+void entries_publisher(uid_t u, int ready, const char *prefix, const uint32_t *puids);
+int hang_up_all(const pid_t *kids, int n, double ms_bound, double cpu_bound);
+/* review_broker.c: the hostile case info_counter_collisions */
+int t_info_counter_collisions(void);
 
 #include "fuse_hang.h"
 #endif

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <linux/nvbridge.h>
 #include "nvb_wire.h"
@@ -882,6 +883,61 @@ static int t_daemon_closer_killed(void)
 	return 0;
 }
 
+/*
+ * A closer's request pipe is its broker's fd number too (CLONE_FILES).  The
+ * broker retired an idle closer by closing both ends of that pipe, while the
+ * closer might not be inside read() (just written its report, stopped,
+ * descheduled): its next read() then used a number the loop had freed and
+ * could give to a new client's socket, reading a client-chosen "fd number"
+ * and closing it.  Held here with PTRACE_INTERRUPT (its read() left and to
+ * be restarted) across the 1 s retirement: the number it reads from must
+ * still be its pipe, and it must end and be reaped once let go.
+ */
+static int t_daemon_closer_pipe_kept(void)
+{
+	struct daemon d;
+	pid_t k[8];
+	char p[64], sys[128], link[64];
+	int n, fd = -1, st, base;
+	ssize_t l;
+	FILE *f;
+
+	CHECK(!daemon_start(&d, 0, NULL, NULL), "daemon did not start");
+	base = proc_fds(d.pid);
+	EXPECT(publish_rounds(d.path, 1), 0);
+	usleep(100000);
+	n = daemon_children(d.pid, k, 8);
+	CHECK(n >= 1, "no closer process after a close");
+	snprintf(p, sizeof(p), "/proc/%d/syscall", (int)k[0]);
+	f = fopen(p, "re");
+	CHECK(f && fgets(sys, sizeof(sys), f), "%s unreadable", p);
+	fclose(f);
+	{
+		unsigned int x;
+
+		n = sscanf(sys, "%*d 0x%x", &x);
+		fd = n == 1 ? (int)x : -1;
+	}
+	CHECK(fd > 2, "closer not blocked in a syscall with an fd: %s", sys);
+	CHECK(!ptrace(PTRACE_SEIZE, k[0], 0, 0), "PTRACE_SEIZE: %s", strerror(errno));
+	CHECK(!ptrace(PTRACE_INTERRUPT, k[0], 0, 0), "PTRACE_INTERRUPT: %s", strerror(errno));
+	CHECK(waitpid(k[0], &st, __WALL) == k[0] && WIFSTOPPED(st), "closer did not stop");
+	usleep(1500000);	/* idle closers are retired after 1 s */
+	snprintf(p, sizeof(p), "/proc/%d/fd/%d", (int)d.pid, fd);
+	l = readlink(p, link, sizeof(link) - 1);
+	link[l > 0 ? l : 0] = 0;
+	ptrace(PTRACE_DETACH, k[0], 0, 0);
+	CHECK(l > 0 && !strncmp(link, "pipe:", 5),
+	      "the stopped closer's request fd %d is now \"%s\" (%s), not its pipe", fd, link,
+	      l < 0 ? strerror(errno) : "reused");
+	usleep(300000);
+	CHECK(daemon_children(d.pid, k, 8) == 0, "the released closer did not end");
+	n = proc_fds(d.pid);
+	CHECK(n == base, "broker fds %d, %d before", n, base);
+	CHECK(!daemon_stop(&d), "daemon");
+	return 0;
+}
+
 /* clone() refused: files are closed on the loop (logged) rather than never */
 static int t_daemon_closer_clone_refused(void)
 {
@@ -925,6 +981,7 @@ static const struct nvb_case cases[] = {
 	{ "daemon_conns_per_user", t_daemon_conns_per_user },
 	{ "daemon_closer_killed", t_daemon_closer_killed },
 	{ "daemon_closer_clone_refused", t_daemon_closer_clone_refused },
+	{ "daemon_closer_pipe_kept", t_daemon_closer_pipe_kept },
 };
 
 static void stop_cur_daemon(void)
