@@ -211,7 +211,8 @@ static void dispatch(void)
 			/* an empty pipe that its reader holds open: cannot happen; never leak */
 			logmsg_rl("closer: write: %s: closing fd %d on the loop", strerror(errno), fd);
 			close(fd);
-			complete(r);
+			complete(r);	/* re-queues t itself, then may free it */
+			continue;
 		}
 		ready_add(t);
 	}
