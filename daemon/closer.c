@@ -249,12 +249,39 @@ static void close_all_here(void)
 }
 
 /* Closes fd off the loop, charged to u and t (the uid and tenant that sent it; either may be NULL). */
+/*
+ * The kernel names an anonymous inode's fd link from the inode itself
+ * ("anon_inode:[pidfd]"); a file of a file system has a path, which starts
+ * with '/', whatever its name.
+ */
+static bool fd_is_pidfd(int fd)
+{
+	static const char want[] = "anon_inode:[pidfd]";
+	char path[64], link[sizeof(want) + 1];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, link, sizeof(link));
+	return n == (ssize_t)sizeof(want) - 1 && !memcmp(link, want, sizeof(want) - 1);
+}
+
 void closer_close(int fd, struct user *u, struct user *t)
 {
 	struct close_req *r;
 
 	if (fd < 0)
 		return;
+	/*
+	 * Files whose close cannot block are closed here: the memory-backed
+	 * files that published entries hold, and the pidfd a HELLO brings.  A
+	 * closer's round trip would only slow every hang-up and revocation (a
+	 * tenant's 200 clients connecting and leaving at once filled its
+	 * pending-close bound, and its requests waited behind it).
+	 */
+	if (fd_memory_backed(fd) || fd_is_pidfd(fd)) {
+		close(fd);
+		return;
+	}
 	r = malloc(sizeof(*r));
 	if (!r) {
 		logmsg_rl("closer: out of memory: closing fd %d on the loop", fd);

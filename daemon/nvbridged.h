@@ -87,6 +87,8 @@ void *mem_calloc(size_t n);
 /* ---- closer.c: closing client-supplied files in closer processes ---- */
 int closer_init(void);
 struct user;
+/* registry.c: a memfd, tmpfs or hugetlbfs file, told without asking its file system */
+bool fd_memory_backed(int fd);
 void closer_close(int fd, struct user *u, struct user *t);
 void closer_completions(void);
 void closer_reap(void);
