@@ -103,7 +103,12 @@ class NvbridgeError(OSError):
 
     def __init__(self, err: int, function: str, detail: str = "") -> None:
         text = strerror(err)
-        msg = f"{function}: {text}" + (f" ({detail})" if detail and detail != text else "")
+        if function.startswith("nvb_gpu_") and detail:
+            # nvb_strerror() speaks of entries and backends; the GPU layer's
+            # own description says what failed (a missing libcuda, a CUDA error)
+            msg = f"{function}: {detail} ({os.strerror(err)})"
+        else:
+            msg = f"{function}: {text}" + (f" ({detail})" if detail and detail != text else "")
         super().__init__(err, msg)
         self.function = function
         self.detail = detail
