@@ -224,29 +224,37 @@ class Handle:
         self._gpu_pubs: Dict[int, Tuple[Any, int, str]] = {}
 
     # ---- plumbing ----
-    def _call(self, fn: str, *args: Any, quiet: Tuple[int, ...] = ()) -> int:
-        """fn(handle, *args); -errno raises NvbridgeError with the library's
-        detail, unless errno is in quiet (then -errno is returned).  The handle
-        is pinned meanwhile: a close() from another thread takes effect when
-        the last call in flight returns, never under it."""
+    def _pin(self, fn: str) -> int:
+        """The struct nvb, counted as in use until _unpin(): a close() from
+        another thread takes effect when the last call in flight returns,
+        never under it."""
         with self._lock:
             if self._closing or self._h is None:
                 raise NvbridgeError(_errno.EBADF, fn, "handle is closed")
             self._busy += 1
-            h = self._h
+            return self._h
+
+    def _unpin(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            h = self._h if self._closing and self._busy == 0 else None
+            if h is not None:
+                self._h = None
+        if h is not None:
+            self._l.nvb_close(h)
+
+    def _call(self, fn: str, *args: Any, quiet: Tuple[int, ...] = ()) -> int:
+        """fn(handle, *args), the handle pinned; -errno raises NvbridgeError
+        with the library's detail, unless errno is in quiet (then -errno is
+        returned)."""
+        h = self._pin(fn)
         try:
             ret: int = getattr(self._l, fn)(h, *args)
             detail: Optional[bytes] = None
             if ret < 0 and -ret not in quiet:
                 detail = self._l.nvb_last_error(h)
         finally:
-            with self._lock:
-                self._busy -= 1
-                last = self._closing and self._busy == 0 and self._h is not None
-                if last:
-                    self._h = None
-            if last:
-                self._l.nvb_close(h)
+            self._unpin()
         if ret < 0 and -ret in quiet:
             return ret
         return _lib.check(ret, fn, lambda: detail)
@@ -254,22 +262,12 @@ class Handle:
     def _call_gpu(self, call: Callable[[int], Any], fn: str) -> int:
         """call(struct nvb *) for a GPU-layer function that takes the handle
         (not first), pinned as _call pins; errors carry nvb_gpu_last_error()."""
-        with self._lock:
-            if self._closing or self._h is None:
-                raise NvbridgeError(_errno.EBADF, fn, "handle is closed")
-            self._busy += 1
-            h = self._h
+        h = self._pin(fn)
         try:
             ret = int(call(h))
             detail: Optional[bytes] = self._l.nvb_gpu_last_error() if ret < 0 else None
         finally:
-            with self._lock:
-                self._busy -= 1
-                last = self._closing and self._busy == 0 and self._h is not None
-                if last:
-                    self._h = None
-            if last:
-                self._l.nvb_close(h)
+            self._unpin()
         return _lib.check(ret, fn, lambda: detail)
 
     def close(self) -> None:

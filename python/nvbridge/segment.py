@@ -108,22 +108,11 @@ def _l() -> ctypes.CDLL:
 def _pin(h: Handle) -> int:
     """Holds h open (its close() takes effect once unpinned): the C layer uses
     the handle for as long as a segment from it is open."""
-    with h._lock:
-        if h._closing or h._h is None:
-            raise NvbridgeError(errno.EBADF, "nvbridge.TransferEngine", "handle is closed")
-        h._busy += 1
-        return h._h
+    return h._pin("nvbridge.TransferEngine")
 
 
 def _unpin(h: Handle) -> None:
-    with h._lock:
-        h._busy -= 1
-        last = h._closing and h._busy == 0 and h._h is not None
-        ptr = h._h if last else None
-        if last:
-            h._h = None
-    if ptr is not None:
-        h._l.nvb_close(ptr)
+    h._unpin()
 
 
 def _as_dict(s: ctypes.Structure) -> Dict[str, int]:

@@ -101,4 +101,23 @@ static inline int fake_nvb_open(struct nvb **h)
 	return nvb_open(&o, h);
 }
 
+/*
+ * main() of a gpu-fake program: its cases, isolated, against a private
+ * broker; after (may be NULL) runs after each case.
+ */
+static inline int fake_main(const char *suite, const struct nvb_case *cases, size_t n,
+			    int argc, char **argv, void (*after)(void))
+{
+	int rc;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (!fake_broker_start()) {
+		printf("no broker (NVB_TEST_DAEMON)\n0 passed, 1 failed\n");
+		return 1;
+	}
+	rc = run_cases(suite, cases, n, argc, argv, true, after);
+	fake_broker_stop();
+	return rc;
+}
+
 #endif /* NVB_GPU_FAKE_H */

@@ -841,14 +841,5 @@ static const struct nvb_case cases[] = {
 
 int main(int argc, char **argv)
 {
-	int r;
-
-	if (!fake_broker_start()) {
-		printf("no broker (NVB_TEST_DAEMON)\n0 passed, 1 failed\n");
-		return 1;
-	}
-	r = run_cases("gpu-register-attack", cases, sizeof(cases) / sizeof(cases[0]), argc, argv, true,
-		      NULL);
-	fake_broker_stop();
-	return r;
+	return fake_main("gpu-register-attack", cases, sizeof(cases) / sizeof(cases[0]), argc, argv, NULL);
 }

@@ -698,15 +698,6 @@ static const struct nvb_case cases[] = {
 
 int main(int argc, char **argv)
 {
-	int rc;
-
-	signal(SIGPIPE, SIG_IGN);
-	if (!fake_broker_start()) {
-		printf("no broker (NVB_TEST_DAEMON)\n0 passed, 1 failed\n");
-		return 1;
-	}
-	rc = run_cases("gpu-seg-attack", cases, sizeof(cases) / sizeof(cases[0]), argc, argv,
-		       true, own_broker_stop);
-	fake_broker_stop();
-	return rc;
+	return fake_main("gpu-seg-attack", cases, sizeof(cases) / sizeof(cases[0]), argc, argv,
+			 own_broker_stop);
 }

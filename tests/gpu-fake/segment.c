@@ -852,15 +852,5 @@ static const struct nvb_case cases[] = {
 
 int main(int argc, char **argv)
 {
-	int rc;
-
-	signal(SIGPIPE, SIG_IGN);
-	if (!fake_broker_start()) {
-		printf("no broker (NVB_TEST_DAEMON)\n0 passed, 1 failed\n");
-		return 1;
-	}
-	rc = run_cases("gpu-segment", cases, sizeof(cases) / sizeof(cases[0]), argc, argv,
-		       true, NULL);
-	fake_broker_stop();
-	return rc;
+	return fake_main("gpu-segment", cases, sizeof(cases) / sizeof(cases[0]), argc, argv, NULL);
 }

@@ -623,16 +623,7 @@ static const struct nvb_case cases[] = {
 
 int main(int argc, char **argv)
 {
-	int r;
-
 	if (argc == 2 && !strcmp(argv[1], "--no-driver-child"))
 		return no_driver_child();
-	if (!fake_broker_start()) {
-		printf("no broker (NVB_TEST_DAEMON)\n0 passed, 1 failed\n");
-		return 1;
-	}
-	r = run_cases("torch-alloc", cases, sizeof(cases) / sizeof(cases[0]), argc, argv,
-		      true, NULL);
-	fake_broker_stop();
-	return r;
+	return fake_main("torch-alloc", cases, sizeof(cases) / sizeof(cases[0]), argc, argv, NULL);
 }
