@@ -421,6 +421,7 @@ nvb_proxy(struct nvb_proxy_desc *hring, unsigned int H, struct nvb_proxy_host *p
 
 	if (b == G) {	/* the reporter: completion count -> host, no fences */
 		unsigned long long c = 0, a = 0, nc, na;
+		unsigned int ns = 0;
 
 		if (tid)
 			return;
@@ -437,18 +438,28 @@ nvb_proxy(struct nvb_proxy_desc *hring, unsigned int H, struct nvb_proxy_host *p
 			if (nc != c) {
 				c = nc;
 				*(volatile unsigned long long *)&ph->done = c;
+				ns = 0;
 			}
 			if (stop) {
 				__threadfence_system();
 				return;
 			}
+			/*
+			 * Nothing new: back off (at most 256 ns of added
+			 * completion latency) so that a busy-waiting SM does not
+			 * take issue slots and power from the application's
+			 * kernels.
+			 */
+			if (ns < 256)
+				ns += 32;
+			__nanosleep(ns);
 		}
 	}
 
 	if (b == 0) {
 		unsigned long long t = ld_vol64(&pd->completed);	/* next ticket */
 		unsigned long long last_act = nvb_gtimer();
-		unsigned int rot = 0, idle = 0;
+		unsigned int rot = 0, idle = 0, idle_ns_now = 0;
 
 		for (unsigned int k = tid; k < G; k += blockDim.x)
 			s_tail[k] = ld_vol64(&pcta[k].tail);
@@ -485,6 +496,16 @@ nvb_proxy(struct nvb_proxy_desc *hring, unsigned int H, struct nvb_proxy_host *p
 				if (tid == 0) {
 					s_k = (int)k;
 					s_stop = stop != 0;
+					/*
+					 * Nothing posted: back off, holding the other
+					 * warps at the barrier instead of letting 16
+					 * warps spin through it (issue slots and power
+					 * taken from the application's kernels); adds
+					 * at most 512 ns to a new op's start.
+					 */
+					idle_ns_now = k ? 0 : idle_ns_now < 512 ? idle_ns_now + 32 : idle_ns_now;
+					if (idle_ns_now)
+						__nanosleep(idle_ns_now);
 				}
 			}
 			__syncthreads();
