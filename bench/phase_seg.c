@@ -411,6 +411,16 @@ int seg_main(const struct seg_opts *o)
 		return kv_report(o, sh, js);
 	if (o->json)
 		printf("{\"segments\": %s}\n", js);
+	if (o->json_out) {
+		FILE *f = fopen(o->json_out, "w");
+
+		if (f) {
+			fprintf(f, "{\"segments\": %s}\n", js);
+			fclose(f);
+		} else {
+			perror(o->json_out);
+		}
+	}
 	return 0;
 }
 
