@@ -192,7 +192,6 @@ void child(int role, int ctl, int res, const char *tag);
 /* report.c */
 void scopy(char *d, size_t n, const char *s);
 void add_sample(struct result *r);
-const char *med_spread(const struct result *r, char *buf, size_t n);
 void finish_samples(void);
 const struct result *find(const char *key, const char *method, uint64_t size);
 void invalidate_impossible(void);

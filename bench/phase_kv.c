@@ -610,6 +610,19 @@ static void kv_picked(const uint64_t *p, char *buf, size_t len)
 					      (unsigned long long)p[i]);
 }
 
+/* "median (min-max)", whole numbers from 100 on (no 4.43e+04 in a table of us) */
+static const char *kv_spread(const struct result *r, char *buf, size_t len)
+{
+	const double v[3] = { r->value, r->min, r->max };
+	char t[3][24];
+	int i;
+
+	for (i = 0; i < 3; i++)
+		snprintf(t[i], sizeof(t[i]), v[i] >= 100 ? "%.0f" : "%.3g", v[i]);
+	snprintf(buf, len, "%s (%s-%s)", t[0], t[1], t[2]);
+	return buf;
+}
+
 /* A JSON string's text: no quote, backslash or control character (they become '). */
 static void kv_plain(char *s)
 {
@@ -623,7 +636,7 @@ int kv_report(const struct seg_opts *o, struct seg_shared *sh, const char *seg_j
 	struct kv_shared *kv = sh->kv;
 	uint64_t S = o->kv_block, req, total = (uint64_t)o->kv_layers * o->kv_nblocks * S;
 	static char extra[4096];	/* json_extra: print_json reads it */
-	char sz[32], a[64], b[64], pk[96], res[KV_NMETH][400], nccl_note[256];
+	char sz[32], a[96], b[96], pk[96], res[KV_NMETH][400], nccl_note[256];
 	const struct result *lat, *bw, *large;
 	unsigned int t;
 	int ki, m, len;
@@ -726,8 +739,8 @@ int kv_report(const struct seg_opts *o, struct seg_shared *sh, const char *seg_j
 				if (m == KV_NVB)
 					kv_picked(kv->picked[ki], pk, sizeof(pk));
 				printf("  %6u %9s  %-14s %30s %30s %7.2fx  %s\n", o->kv_k[ki], sz,
-				       kv_name[m], med_spread(lat, a, sizeof(a)),
-				       med_spread(bw, b, sizeof(b)),
+				       kv_name[m], kv_spread(lat, a, sizeof(a)),
+				       kv_spread(bw, b, sizeof(b)),
 				       large && large->value > 0 ? bw->value / large->value : 0, pk);
 			}
 		}

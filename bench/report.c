@@ -67,7 +67,7 @@ void finish_samples(void)
 }
 
 /* "1.23 (1.1-1.4)": median and the range of the samples. */
-const char *med_spread(const struct result *r, char *buf, size_t n)
+static const char *med_spread(const struct result *r, char *buf, size_t n)
 {
 	if (r->n > 1)
 		snprintf(buf, n, "%.3g (%.3g-%.3g)", r->value, r->min, r->max);
