@@ -130,11 +130,15 @@ static int parse_kv_blocks(const char *s, struct seg_opts *so)
 {
 	unsigned long k;
 	char *e;
+	int i;
 
 	for (so->kv_nk = 0;; s = e + 1) {
 		k = strtoul(s, &e, 10);
 		if (e == s || !k || k > 65536 || so->kv_nk == KV_MAXK)
 			return -1;
+		for (i = 0; i < so->kv_nk; i++)	/* one row per size */
+			if (so->kv_k[i] == k)
+				return -1;
 		so->kv_k[so->kv_nk++] = (unsigned int)k;
 		if (!*e)
 			return 0;
@@ -286,8 +290,8 @@ int main(int argc, char **argv)
 			break;
 		case 1008:
 			if (parse_kv_blocks(optarg, &so)) {
-				fprintf(stderr, "--kv-blocks: 1 to %d request sizes in blocks, each "
-					"1..65536, e.g. 16,64,256\n", KV_MAXK);
+				fprintf(stderr, "--kv-blocks: 1 to %d distinct request sizes in "
+					"blocks, each 1..65536, e.g. 16,64,256\n", KV_MAXK);
 				return 2;
 			}
 			break;

@@ -44,6 +44,7 @@ t kv-zero-arrays 2 "--kv L,B,S: L arrays" --kv 0,16,4K
 t kv-blocks-beyond-cache 2 "but the cache has 16 blocks" --kv 4,16,4K --kv-blocks 8,32
 t kv-blocks-zero 2 "--kv-blocks: 1 to 8" --kv 4,16,4K --kv-blocks 0
 t kv-blocks-too-many 2 "--kv-blocks: 1 to 8" --kv-blocks 1,2,3,4,5,6,7,8,9
+t kv-blocks-repeated 2 "--kv-blocks: 1 to 8 distinct" --kv-blocks 16,64,16
 t kv-threads-zero 2 "--kv-threads: 1..32" --kv 4,256,4K --kv-threads 0
 t kv-requests-too-many 2 "--kv-requests: 1..64" --kv 4,256,4K --kv-requests 65
 t kv-socketpair 2 "through libnvbridge only" --kv 4,256,4K --rdv socketpair
