@@ -81,4 +81,11 @@ if [ $rc = 0 ] && has "segments: 3 processes" "$d/out" && has "transfers:" "$d/o
    has "every word right" "$d/out"; then ok after_segments
 else ko after_segments "rc $rc: $(tail -n 3 "$d/err")"; fi
 
+# --segments without --kv: --json-out gets its one-line document
+kvb --segments 2 --seg-size 16M --seg-batches 1 --json-out "$d/seg.json" > "$d/out" 2> "$d/err"
+rc=$?
+if [ $rc = 0 ] && "$py" -c 'import json, sys; assert json.load(open(sys.argv[1]))["segments"]["nproc"] == 2' \
+	"$d/seg.json"; then ok segments_json_out
+else ko segments_json_out "rc $rc: $(tail -n 3 "$d/err")"; fi
+
 echo "$pass passed, $fail failed"
