@@ -12,6 +12,7 @@
  *   phase_import.c    import cost, legacy CUDA IPC
  *   phase_nccl.c      NCCL send/recv
  *   phase_seg.c       segments and transfer batches vs legacy IPC (--segments; seg.h)
+ *   phase_kv.c        a KV-cache layout moved by request (--kv; seg_priv.h)
  *   corun.c           a GEMM beside each transfer method
  *   multi.c           the modes for any number of GPUs
  */
@@ -85,6 +86,8 @@ struct result {
 };
 extern struct result results[2048];
 extern int nresults;
+/* more top-level JSON members for print_json ("  \"k\": v,\n" lines), or NULL */
+extern const char *json_extra;
 
 struct side {
 	int role;		/* 0: exporter (A), 1: importer (B) */
@@ -105,17 +108,19 @@ struct side {
 	char name_self[64], name_peer[64];
 };
 
-#define CK(s, call) do {						\
+/* call must succeed, else die_fn(s, "what: why") (s: anything with a .cu) */
+#define CK_OR(die_fn, s, call) do {					\
 	CUresult r_ = (s)->cu.call;					\
 	if (r_ != CUDA_SUCCESS)						\
-		die((s), "%s: %s", #call, nvb_cuda_errname(&(s)->cu, r_)); \
+		die_fn((s), "%s: %s", #call, nvb_cuda_errname(&(s)->cu, r_)); \
 } while (0)
-
-#define NV(s, call) do {						\
+#define NV_OR(die_fn, s, call) do {					\
 	int e_ = (call);						\
 	if (e_ < 0)							\
-		die((s), "%s: %s (%s)", #call, strerror(-e_), nvb_gpu_last_error()); \
+		die_fn((s), "%s: %s (%s)", #call, strerror(-e_), nvb_gpu_last_error()); \
 } while (0)
+#define CK(s, call) CK_OR(die, s, call)
+#define NV(s, call) NV_OR(die, s, call)
 
 struct bench_info {
 	char device[128];

@@ -51,7 +51,18 @@ static void usage(void)
 	       "  --segments N        N processes (2..16), one segment each, all open all; then\n"
 	       "                      process 0 moves batches to process 1's segment\n"
 	       "  --seg-size N --seg-batch B --seg-block S --seg-threads T --seg-read-pct R\n"
-	       "  --seg-batches K     (defaults 1 GiB, 1024, 64 KiB, 4, 50, 50)\n");
+	       "  --seg-batches K     (defaults 1 GiB, 1024, 64 KiB, 4, 50, 50)\n"
+	       "  --seg-sm-ctas N     the library's SM budget (nvb_gpu_opts.sm_ctas; default 0: its own)\n"
+	       "a KV cache moved by request (bench/phase_kv.c; alone: --segments 2 without its batches):\n"
+	       "  --kv L,B,S          L arrays of B blocks of S bytes a process, array-major (vLLM's\n"
+	       "                      paged cache: a [B,S] array for K and one for V a layer, so\n"
+	       "                      L = 2 x layers); process 0 pulls k random blocks of every\n"
+	       "                      array of process 1's cache: nvb_gpu_xfer_submit, legacy IPC +\n"
+	       "                      cuMemcpyDtoDAsync per block, one large copy, NCCL (two GPUs)\n"
+	       "  --kv-blocks K,...   blocks per request (default 16,64,256)\n"
+	       "  --kv-threads T      host threads (a stream each) for nvbridge and legacy IPC (default 4)\n"
+	       "  --kv-requests R     requests per trial, the trial their median (default 5);\n"
+	       "                      --trials, --gpus, --nccl, --no-nccl, --json, --json-out apply\n");
 }
 
 /* "a,b,c" into v (at most MULTI_MAXG), each >= min, distinct if asked. */
@@ -92,6 +103,69 @@ static uint64_t parse_size(const char *s)
 	return (uint64_t)v;
 }
 
+/* --kv L,B,S */
+static int parse_kv(const char *s, struct seg_opts *so)
+{
+	unsigned long l, b;
+	char *e;
+
+	l = strtoul(s, &e, 10);
+	if (e == s || *e != ',' || !l || l > 1024)
+		return -1;
+	s = e + 1;
+	b = strtoul(s, &e, 10);
+	if (e == s || *e != ',' || !b || b > (1ul << 20))
+		return -1;
+	so->kv_layers = (unsigned int)l;
+	so->kv_nblocks = (unsigned int)b;
+	so->kv_block = parse_size(e + 1);
+	if (!so->kv_block || so->kv_block % 256 || so->kv_block > 64 * MiB ||
+	    (uint64_t)l * b * so->kv_block > 64 * GiB)
+		return -1;
+	return 0;
+}
+
+/* --kv-blocks K,K,... */
+static int parse_kv_blocks(const char *s, struct seg_opts *so)
+{
+	unsigned long k;
+	char *e;
+	int i;
+
+	for (so->kv_nk = 0;; s = e + 1) {
+		k = strtoul(s, &e, 10);
+		if (e == s || !k || k > 65536 || so->kv_nk == KV_MAXK)
+			return -1;
+		for (i = 0; i < so->kv_nk; i++)	/* one row per size */
+			if (so->kv_k[i] == k)
+				return -1;
+		so->kv_k[so->kv_nk++] = (unsigned int)k;
+		if (!*e)
+			return 0;
+		if (*e != ',')
+			return -1;
+	}
+}
+
+/* What --kv needs of the other options (after all of them are read). */
+static int kv_check_opts(const struct seg_opts *so)
+{
+	int i;
+
+	for (i = 0; i < so->kv_nk; i++)
+		if (so->kv_k[i] > so->kv_nblocks) {
+			fprintf(stderr, "--kv-blocks: %u blocks per request, but the cache has %u "
+				"blocks per array\n", so->kv_k[i], so->kv_nblocks);
+			return -1;
+		}
+	if (!so->kv_threads || so->kv_threads > SEG_MAXT || !so->kv_requests ||
+	    so->kv_requests > 64) {
+		fprintf(stderr, "--kv-threads: 1..%d; --kv-requests: 1..64\n", SEG_MAXT);
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -107,6 +181,8 @@ int main(int argc, char **argv)
 		{ "segments", 1, 0, 1000 }, { "seg-size", 1, 0, 1001 }, { "seg-batch", 1, 0, 1002 },
 		{ "seg-block", 1, 0, 1003 }, { "seg-threads", 1, 0, 1004 },
 		{ "seg-read-pct", 1, 0, 1005 }, { "seg-batches", 1, 0, 1006 },
+		{ "kv", 1, 0, 1007 }, { "kv-blocks", 1, 0, 1008 }, { "kv-threads", 1, 0, 1009 },
+		{ "kv-requests", 1, 0, 1010 }, { "seg-sm-ctas", 1, 0, 1011 },
 		{ 0, 0, 0, 0 },
 	};
 	int c, ctl[2], resp[2], st, failed = 0, nrows;
@@ -117,7 +193,9 @@ int main(int argc, char **argv)
 	FILE *rf;
 	struct multi_opts mo;
 	struct seg_opts so = { .seg_size = GiB, .batch = 1024, .block = 64 << 10,
-			       .threads = 4, .read_pct = 50, .batches = 50 };
+			       .threads = 4, .read_pct = 50, .batches = 50,
+			       .kv_k = { 16, 64, 256 }, .kv_nk = 3, .kv_threads = 4,
+			       .kv_requests = 5 };
 	int multi = 0;
 
 	memset(&mo, 0, sizeof(mo));
@@ -202,11 +280,35 @@ int main(int argc, char **argv)
 		case 1004: so.threads = (unsigned int)atoi(optarg); break;
 		case 1005: so.read_pct = (unsigned int)atoi(optarg); break;
 		case 1006: so.batches = (unsigned int)atoi(optarg); break;
+		case 1007:
+			if (parse_kv(optarg, &so)) {
+				fprintf(stderr, "--kv L,B,S: L arrays (1..1024) of B blocks (1..1048576) "
+					"of S bytes (a multiple of 256, at most 64 MiB), at most 64 GiB "
+					"in all, e.g. 64,1024,32K\n");
+				return 2;
+			}
+			break;
+		case 1008:
+			if (parse_kv_blocks(optarg, &so)) {
+				fprintf(stderr, "--kv-blocks: 1 to %d distinct request sizes in "
+					"blocks, each 1..65536, e.g. 16,64,256\n", KV_MAXK);
+				return 2;
+			}
+			break;
+		case 1009: so.kv_threads = (unsigned int)atoi(optarg); break;
+		case 1010: so.kv_requests = (unsigned int)atoi(optarg); break;
+		case 1011: so.sm_ctas = (unsigned int)atoi(optarg); break;
 		default:
 			usage();
 			return c == 'h' ? 0 : 2;
 		}
 	}
+	if (so.kv_layers && !so.nproc) {	/* --kv alone: two processes, no transfer phase */
+		so.nproc = 2;
+		so.kv_only = 1;
+	}
+	if (so.kv_layers && kv_check_opts(&so))
+		return 2;
 	if (so.nproc) {
 		if (so.nproc < 2 || so.nproc > 16 || so.seg_size < 4096 || so.seg_size > 16 * GiB ||
 		    !so.block || so.block > so.seg_size || !so.batch || so.batch > 65536 ||
@@ -224,7 +326,9 @@ int main(int argc, char **argv)
 		memcpy(so.gpus, mo.gpus, sizeof(so.gpus));
 		so.socket = opt.socket;
 		so.json = opt.json;
+		so.json_out = opt.json_out;
 		so.timeout_s = opt.timeout_s;
+		so.trials = opt.trials ? opt.trials : opt.quick ? 3 : 5;
 		return seg_main(&so);
 	}
 	if (multi) {

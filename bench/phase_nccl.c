@@ -4,25 +4,9 @@
  */
 #define _GNU_SOURCE
 #include "bench.h"
+#include "nccl_api.h"
 
-/* ---- NCCL through dlopen ---- */
-
-typedef struct {
-	char internal[128];
-} ncclUniqueId;
-typedef struct ncclComm *ncclComm_t;
-struct nccl_api {
-	void *lib;
-	int (*GetVersion)(int *);
-	int (*GetUniqueId)(ncclUniqueId *);
-	int (*CommInitRank)(ncclComm_t *, int, ncclUniqueId, int);
-	int (*CommDestroy)(ncclComm_t);
-	int (*Send)(const void *, size_t, int, int, ncclComm_t, CUstream);
-	int (*Recv)(void *, size_t, int, int, ncclComm_t, CUstream);
-	const char *(*GetErrorString)(int);
-};
-
-static int nccl_load(struct nccl_api *n, char *why, size_t len)
+int nccl_load(struct nccl_api *n, char *why, size_t len)
 {
 	const char *path = opt.nccl ? opt.nccl : getenv("NVB_NCCL_LIB");
 
@@ -41,6 +25,8 @@ static int nccl_load(struct nccl_api *n, char *why, size_t len)
 	NS(CommDestroy);
 	NS(Send);
 	NS(Recv);
+	NS(GroupStart);
+	NS(GroupEnd);
 	NS(GetErrorString);
 #undef NS
 	return 0;

@@ -23,41 +23,11 @@
 #include <pthread.h>
 #include <sys/mman.h>
 
-#include "bench.h"
-#include "seg.h"
+#include "seg_priv.h"
 
 #ifdef NVB_BENCH_LIB
 
-#define SEG_MAXP	16
-
-struct seg_shared {
-	pthread_barrier_t bar;
-	CUipcMemHandle ipc[SEG_MAXP];
-	int failed;
-	char why[256];
-	/* per process, microseconds */
-	double pub_us[SEG_MAXP], open_us[SEG_MAXP], open_pre_us[SEG_MAXP];
-	double ipc_get_us[SEG_MAXP], ipc_open_us[SEG_MAXP];
-	double fetch_us[SEG_MAXP], watch_us[SEG_MAXP], import_us[SEG_MAXP], access_us[SEG_MAXP];
-	/* process 0's transfers */
-	double xfer_gbs, legacy_gbs, large_gbs;
-	uint32_t method;
-};
-
-struct seg_ctx {
-	const struct seg_opts *o;
-	struct seg_shared *sh;
-	int idx, dev;
-	struct nvb_cuda cu;
-	struct nvb_gpu *g;
-	struct nvb *h;
-	struct nvb_gpu_buf *buf;
-	struct nvb_gpu_seg *peer;	/* process 1's segment (process 0) */
-	CUdeviceptr ipc_peer;
-};
-
-static __attribute__((noreturn, format(printf, 2, 3))) void seg_die(struct seg_ctx *c,
-								   const char *fmt, ...)
+void seg_die(struct seg_ctx *c, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -69,18 +39,7 @@ static __attribute__((noreturn, format(printf, 2, 3))) void seg_die(struct seg_c
 	_exit(1);
 }
 
-#define SCK(c, call) do {						\
-	CUresult r_ = (c)->cu.call;					\
-	if (r_ != CUDA_SUCCESS)						\
-		seg_die((c), "%s: %s", #call, nvb_cuda_errname(&(c)->cu, r_)); \
-} while (0)
-#define SNV(c, call) do {						\
-	int e_ = (call);						\
-	if (e_ < 0)							\
-		seg_die((c), "%s: %s (%s)", #call, strerror(-e_), nvb_gpu_last_error()); \
-} while (0)
-
-static void bar(struct seg_ctx *c)
+void seg_bar(struct seg_ctx *c)
 {
 	pthread_barrier_wait(&c->sh->bar);
 	if (c->sh->failed)
@@ -133,14 +92,14 @@ static void setup_phase(struct seg_ctx *c)
 	int j;
 
 	SNV(c, nvb_gpu_alloc(c->g, c->dev, c->o->seg_size, 0, &c->buf));
-	bar(c);
+	seg_bar(c);
 	snprintf(name, sizeof(name), "nvbench.seg.%d", c->idx);
 	t = now_s();
 	SNV(c, nvb_gpu_seg_publish(c->g, c->h, name, c->buf, NULL, &mine));
 	c->sh->pub_us[c->idx] = (now_s() - t) * 1e6;
-	bar(c);
+	seg_bar(c);
 	c->sh->open_us[c->idx] = open_all(c, "nvbench.seg", 1);
-	bar(c);
+	seg_bar(c);
 
 	/* import ahead: prefetch, then the peers publish, then open */
 	for (j = 0; j < c->o->nproc; j++)
@@ -148,13 +107,13 @@ static void setup_phase(struct seg_ctx *c)
 			snprintf(name, sizeof(name), "nvbench.segp.%d", j);
 			SNV(c, nvb_gpu_seg_prefetch(c->g, c->h, name, NULL));
 		}
-	bar(c);
+	seg_bar(c);
 	snprintf(name, sizeof(name), "nvbench.segp.%d", c->idx);
 	SNV(c, nvb_gpu_seg_publish(c->g, c->h, name, c->buf, NULL, &mine2));
-	bar(c);
+	seg_bar(c);
 	usleep(200000);	/* the library threads import in the background meanwhile */
 	c->sh->open_pre_us[c->idx] = open_all(c, "nvbench.segp", 0);
-	bar(c);
+	seg_bar(c);
 	nvb_gpu_seg_close(mine2);
 
 	/* legacy IPC at the same granularity: one region per process, all open all */
@@ -162,7 +121,7 @@ static void setup_phase(struct seg_ctx *c)
 	t = now_s();
 	SCK(c, cuIpcGetMemHandle(&c->sh->ipc[c->idx], p));
 	c->sh->ipc_get_us[c->idx] = (now_s() - t) * 1e6;
-	bar(c);
+	seg_bar(c);
 	for (j = 0; j < c->o->nproc; j++) {
 		if (j == c->idx)
 			continue;
@@ -174,7 +133,7 @@ static void setup_phase(struct seg_ctx *c)
 		else
 			SCK(c, cuIpcCloseMemHandle(q));
 	}
-	bar(c);
+	seg_bar(c);
 	(void)mine;
 }
 
@@ -309,12 +268,13 @@ static void transfer_phase(struct seg_ctx *c)
 		SCK(c, cuEventElapsedTime(&ms, e0, e1));
 		c->sh->large_gbs = ms > 0 ? (double)len * it / (ms * 1e-3) / 1e9 : 0;
 	}
-	bar(c);
+	seg_bar(c);
 }
 
 static void seg_child(const struct seg_opts *o, struct seg_shared *sh, int idx)
 {
 	struct nvb_opts no = { .sz = sizeof(no), .socket_path = o->socket };
+	struct nvb_gpu_opts go = { .sz = sizeof(go), .sm_ctas = o->sm_ctas };
 	struct seg_ctx C, *c = &C;
 	char msg[256];
 
@@ -323,15 +283,19 @@ static void seg_child(const struct seg_opts *o, struct seg_shared *sh, int idx)
 	c->sh = sh;
 	c->idx = idx;
 	c->dev = o->ngpus ? o->gpus[idx % o->ngpus] : 0;
+	sh->dev[idx] = c->dev;
 	if (nvb_cuda_load(&c->cu, NULL, msg, sizeof(msg)))
 		seg_die(c, "no usable CUDA driver: %s", msg);
-	SNV(c, nvb_gpu_open(NULL, &c->g));
+	SNV(c, nvb_gpu_open(&go, &c->g));
 	SNV(c, nvb_gpu_set_device(c->g, c->dev));
 	if (o->socket)
 		no.backend = NVB_BACKEND_BROKER;
 	SNV(c, nvb_open(&no, &c->h));
 	setup_phase(c);
-	transfer_phase(c);
+	if (!o->kv_only)
+		transfer_phase(c);
+	if (sh->kv)
+		kv_phase(c);
 	_exit(0);
 }
 
@@ -348,6 +312,41 @@ static void row(const char *what, const double *v, int n)
 	printf("  %-34s mean %10.1f us   max %10.1f us\n", what, sum / n, mx);
 }
 
+/* The setup table (and the transfers' unless --kv alone). */
+static void seg_table(const struct seg_opts *o, const struct seg_shared *sh,
+		      const double *nvb_total, const double *ipc_total, double a, double b)
+{
+	int n = o->nproc;
+	char sz[32];
+
+	fmt_size(sz, sizeof(sz), o->seg_size);
+	printf("segments: %d processes, one segment of %s each, every process opens every other\n",
+	       n, sz);
+	row("publish (nvb_gpu_seg_publish)", sh->pub_us, n);
+	row("cuIpcGetMemHandle", sh->ipc_get_us, n);
+	row("opens, all peers (nvb_gpu_seg_open)", sh->open_us, n);
+	row("opens after prefetch", sh->open_pre_us, n);
+	row("cuIpcOpenMemHandle, all peers", sh->ipc_open_us, n);
+	row("  of the opens: watch", sh->watch_us, n);
+	row("  of the opens: fetch", sh->fetch_us, n);
+	row("  of the opens: import+reserve+map", sh->import_us, n);
+	row("  of the opens: access", sh->access_us, n);
+	row("setup total, nvbridge", nvb_total, n);
+	row("setup total, legacy IPC", ipc_total, n);
+	printf("  setup speed vs legacy IPC: %.2fx (goal >= 1.0)\n", a > 0 ? b / a : 0);
+	if (!o->kv_only) {
+		fmt_size(sz, sizeof(sz), o->block);
+		printf("transfers: %u threads x %u batches of %u x %s, %u %% reads\n", o->threads,
+		       o->batches, o->batch, sz, o->read_pct);
+		printf("  nvb_gpu_xfer_submit       %8.1f GB/s (method %s)\n", sh->xfer_gbs,
+		       sh->method == NVB_GPU_COPY_SM ? "SM" : sh->method == NVB_GPU_COPY_BATCH ?
+		       "BATCH" : "LOOP");
+		printf("  legacy IPC, copy per block %8.1f GB/s\n", sh->legacy_gbs);
+		printf("  one large copy (same bytes) %7.1f GB/s; batch / large = %.2f (goal >= 0.95)\n",
+		       sh->large_gbs, sh->large_gbs > 0 ? sh->xfer_gbs / sh->large_gbs : 0);
+	}
+}
+
 int seg_main(const struct seg_opts *o)
 {
 	struct seg_shared *sh;
@@ -355,7 +354,7 @@ int seg_main(const struct seg_opts *o)
 	pid_t pid[SEG_MAXP];
 	int i, st, failed = 0, n = o->nproc;
 	double nvb_total[SEG_MAXP], ipc_total[SEG_MAXP], a = 0, b = 0;
-	char sz[32];
+	char js[512];
 
 	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED) {
@@ -366,6 +365,8 @@ int seg_main(const struct seg_opts *o)
 	pthread_barrierattr_init(&ba);
 	pthread_barrierattr_setpshared(&ba, PTHREAD_PROCESS_SHARED);
 	pthread_barrier_init(&sh->bar, &ba, (unsigned int)n);
+	if (o->kv_layers && !(sh->kv = kv_shared_new(o)))
+		return 1;
 	for (i = 0; i < n; i++) {
 		pid[i] = fork();
 		if (pid[i] == 0) {
@@ -396,36 +397,29 @@ int seg_main(const struct seg_opts *o)
 		a += nvb_total[i];
 		b += ipc_total[i];
 	}
-	fmt_size(sz, sizeof(sz), o->seg_size);
-	printf("segments: %d processes, one segment of %s each, every process opens every other\n",
-	       n, sz);
-	row("publish (nvb_gpu_seg_publish)", sh->pub_us, n);
-	row("cuIpcGetMemHandle", sh->ipc_get_us, n);
-	row("opens, all peers (nvb_gpu_seg_open)", sh->open_us, n);
-	row("opens after prefetch", sh->open_pre_us, n);
-	row("cuIpcOpenMemHandle, all peers", sh->ipc_open_us, n);
-	row("  of the opens: watch", sh->watch_us, n);
-	row("  of the opens: fetch", sh->fetch_us, n);
-	row("  of the opens: import+reserve+map", sh->import_us, n);
-	row("  of the opens: access", sh->access_us, n);
-	row("setup total, nvbridge", nvb_total, n);
-	row("setup total, legacy IPC", ipc_total, n);
-	printf("  setup speed vs legacy IPC: %.2fx (goal >= 1.0)\n", a > 0 ? b / a : 0);
-	fmt_size(sz, sizeof(sz), o->block);
-	printf("transfers: %u threads x %u batches of %u x %s, %u %% reads\n", o->threads,
-	       o->batches, o->batch, sz, o->read_pct);
-	printf("  nvb_gpu_xfer_submit       %8.1f GB/s (method %s)\n", sh->xfer_gbs,
-	       sh->method == NVB_GPU_COPY_SM ? "SM" : sh->method == NVB_GPU_COPY_BATCH ?
-	       "BATCH" : "LOOP");
-	printf("  legacy IPC, copy per block %8.1f GB/s\n", sh->legacy_gbs);
-	printf("  one large copy (same bytes) %7.1f GB/s; batch / large = %.2f (goal >= 0.95)\n",
-	       sh->large_gbs, sh->large_gbs > 0 ? sh->xfer_gbs / sh->large_gbs : 0);
-	if (o->json) {
-		printf("{\"segments\": {\"nproc\": %d, \"seg_size\": %llu, \"setup_nvb_us\": %.1f, "
-		       "\"setup_ipc_us\": %.1f, \"xfer_gbs\": %.2f, \"legacy_gbs\": %.2f, "
-		       "\"large_gbs\": %.2f, \"method\": %u}}\n", n,
-		       (unsigned long long)o->seg_size, a / n, b / n, sh->xfer_gbs,
-		       sh->legacy_gbs, sh->large_gbs, sh->method);
+	/* with --kv and --json, stdout is one JSON document */
+	if (!(o->json && sh->kv))
+		seg_table(o, sh, nvb_total, ipc_total, a, b);
+	i = snprintf(js, sizeof(js), "{\"nproc\": %d, \"seg_size\": %llu, \"setup_nvb_us\": %.1f, "
+		     "\"setup_ipc_us\": %.1f", n, (unsigned long long)o->seg_size, a / n, b / n);
+	if (!o->kv_only)	/* --kv alone ran no transfer phase */
+		i += snprintf(js + i, sizeof(js) - (size_t)i, ", \"xfer_gbs\": %.2f, "
+			      "\"legacy_gbs\": %.2f, \"large_gbs\": %.2f, \"method\": %u",
+			      sh->xfer_gbs, sh->legacy_gbs, sh->large_gbs, sh->method);
+	snprintf(js + i, sizeof(js) - (size_t)i, "}");
+	if (sh->kv)
+		return kv_report(o, sh, js);
+	if (o->json)
+		printf("{\"segments\": %s}\n", js);
+	if (o->json_out) {
+		FILE *f = fopen(o->json_out, "w");
+
+		if (f) {
+			fprintf(f, "{\"segments\": %s}\n", js);
+			fclose(f);
+		} else {
+			perror(o->json_out);
+		}
 	}
 	return 0;
 }

@@ -9,6 +9,7 @@
 struct bench_info info;
 struct result results[2048];
 int nresults;
+const char *json_extra;
 
 void scopy(char *d, size_t n, const char *s)
 {
@@ -333,10 +334,10 @@ void print_json(FILE *f, struct goal_row *rows, int n)
 	fprintf(f, "{\n  \"device\": \"%s\",\n  \"driver\": %d,\n  \"date\": \"%s\",\n"
 		"  \"backend\": \"%s\",\n  \"alloc\": \"%s\",\n  \"import\": \"%s\",\n"
 		"  \"gpus\": [%d, %d],\n  \"sm_kernel\": %d,\n  \"nccl_note\": \"%s\",\n"
-		"  \"trials\": %u,\n  \"corun_note\": \"%s\",\n"
+		"  \"trials\": %u,\n  \"corun_note\": \"%s\",\n%s"
 		"  \"goals\": [\n", info.device, info.driver, date, info.backend, info.alloc,
 		info.import, opt.gpu_a, opt.gpu_b, info.kernel, info.nccl_note, opt.trials,
-		info.corun_note);
+		info.corun_note, json_extra ? json_extra : "");
 	for (i = 0; i < n; i++)
 		fprintf(f, "    {\"metric\": \"%s\", \"method\": \"%s\", \"value\": %s, "
 			"\"baseline\": \"%s\", \"baseline_value\": %s, \"ratio\": %s, "

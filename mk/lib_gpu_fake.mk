@@ -28,9 +28,11 @@ $(NVB_FAKE_DIR)/%: tests/gpu-fake/%.c tests/gpu-fake/fake.h tests/unit/cases.h $
 	$(CC) -std=gnu11 -O2 -g $(LIB_WARN) -pthread $(UAPI_INC) -I$(CURDIR)/libnvbridge \
 		-I$(CURDIR)/tests/unit -o $@ $< -L$(LB) -l:libnvbridge.so.1 -ldl -l:liburing.a
 
-# GPU_EXAMPLES (mk/gpu.mk, where cuda.h exists): register.c runs them too
-check-gpu-fake: $(NVB_FAKE_CUDA) $(GPU_FAKE_BINS) $(LB)/nvbridged $(GPU_EXAMPLES)
-	$(call nvb_suite,tests/gpu-fake/run $(NVB_FAKE_DIR) $(LB) $(GPU_FAKE_BINS),gpu-fake)
+# GPU_EXAMPLES (mk/gpu.mk, where cuda.h exists): register.c runs them too.
+# tests/gpu-fake/bench-kv.sh: nvbridge-bench --kv end to end (mk/gpu.mk's BENCH_BIN).
+check-gpu-fake: $(NVB_FAKE_CUDA) $(GPU_FAKE_BINS) $(LB)/nvbridged $(GPU_EXAMPLES) $(BENCH_BIN)
+	$(call nvb_suite,tests/gpu-fake/run $(NVB_FAKE_DIR) $(LB) $(GPU_FAKE_BINS) \
+		$(CURDIR)/tests/gpu-fake/bench-kv.sh,gpu-fake)
 
 # gpu-fake-asan: the same programs over an AddressSanitizer + UBSan build of
 # the whole library (rendezvous and GPU layer), LeakSanitizer included: the

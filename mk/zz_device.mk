@@ -34,9 +34,11 @@ device-dry-run: device-bundle $(NVB_FAKE_CUDA)
 	@rm -rf $(BUILD)/device-dry-run && mkdir -p $(BUILD)/device-dry-run
 	@# GPU steps fail here; what must hold is that the script finishes in
 	@# time, runs every step and writes the summary
-	-NVB_DEVICE_FAKE_CUDA=$(NVB_FAKE_DIR) NVB_PYTHON=$(NVB_PYTHON) tests/gpu/device-all.sh $(BUILD)/device-dry-run
+	@# the kv step's cache is host memory here: 8 x 256 x 16 KiB, not 3 x 2 GiB
+	-NVB_DEVICE_FAKE_CUDA=$(NVB_FAKE_DIR) NVB_PYTHON=$(NVB_PYTHON) NVB_KV=8,256,16K \
+		NVB_KV_ARGS="--kv-blocks 4,16,64" tests/gpu/device-all.sh $(BUILD)/device-dry-run
 	@s=$(BUILD)/device-dry-run/SUMMARY.txt; [ -f $$s ] && \
-		[ $$(grep -cE '^[a-z]+ +(ok|ok\+skip|FAIL|SKIPPED) +[0-9]+ ' $$s) = 10 ] && ! grep -qE '^[a-z]+ +(TIMEOUT|NOTRUN) ' $$s && \
+		[ $$(grep -cE '^[a-z]+ +(ok|ok\+skip|FAIL|SKIPPED) +[0-9]+ ' $$s) = 11 ] && ! grep -qE '^[a-z]+ +(TIMEOUT|NOTRUN) ' $$s && \
 		[ -f $(BUILD)/device-dry-run/steps.tar.gz ] && [ $$(ls $(BUILD)/device-dry-run | wc -l) -le 8 ] && \
 		echo "device-dry-run: the script finished, every step ran, $$s written" || \
 		{ echo "device-dry-run: the script did not finish every step (see $$s)"; exit 1; }

@@ -37,6 +37,22 @@ if [ -e /dev/nvidiactl ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; 
 else
 	t segments-no-driver 1 "no usable CUDA driver" --segments 3 --timeout 20
 fi
+t kv-two-fields 2 "--kv L,B,S: L arrays" --kv 64,1024
+t kv-block-unaligned 2 "a multiple of 256" --kv 4,16,1000
+t kv-too-big 2 "at most 64 GiB" --kv 1024,1048576,64M
+t kv-zero-arrays 2 "--kv L,B,S: L arrays" --kv 0,16,4K
+t kv-blocks-beyond-cache 2 "but the cache has 16 blocks" --kv 4,16,4K --kv-blocks 8,32
+t kv-blocks-zero 2 "--kv-blocks: 1 to 8" --kv 4,16,4K --kv-blocks 0
+t kv-blocks-too-many 2 "--kv-blocks: 1 to 8" --kv-blocks 1,2,3,4,5,6,7,8,9
+t kv-blocks-repeated 2 "--kv-blocks: 1 to 8 distinct" --kv-blocks 16,64,16
+t kv-threads-zero 2 "--kv-threads: 1..32" --kv 4,256,4K --kv-threads 0
+t kv-requests-too-many 2 "--kv-requests: 1..64" --kv 4,256,4K --kv-requests 65
+t kv-socketpair 2 "through libnvbridge only" --kv 4,256,4K --rdv socketpair
+if [ -e /dev/nvidiactl ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
+	echo "skip bench-cli kv-no-driver: this host has a CUDA driver"
+else
+	t kv-no-driver 1 "no usable CUDA driver" --kv 4,256,4K --timeout 20
+fi
 t trials-zero 2 "--trials: 1 to 64" --trials 0
 t trials-too-many 2 "--trials: 1 to 64" --trials 65
 if [ -e /dev/nvidiactl ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then

@@ -21,23 +21,26 @@
 # unused, up to twice its nominal time, never the later steps' nominal time,
 # so the whole run ends within the budget):
 #   info        25  nvidia-smi, torch/python, cuBLAS, ldd of every binary
-#   bench      110  nvbridge-bench one-GPU table + co-run GEMM phase (issue 13)
-#   segments    45  nvbridge-bench --segments 4 (issue 15: setup vs legacy IPC, batches)
+#   bench      100  nvbridge-bench one-GPU table + co-run GEMM phase (issue 13)
+#   segments    35  nvbridge-bench --segments 4 (issue 15: setup vs legacy IPC, batches)
+#   kv          30  nvbridge-bench --kv 64,1024,32K (issue 15: a KV cache moved by request,
+#                   nvb_gpu_xfer_submit vs legacy IPC + a copy per block vs one large copy)
 #   gputest     85  build/gpu/gputest, every one-GPU case (issues 13, 14)
 #   segtest     45  build/gpu/segtest (issue 15)
 #   coexist     60  tests/gpu/torch_coexist.py: synchronize/empty_cache with objects alive
-#   python      95  tests/python: test_gpu.py, test_torch_alloc_gpu.py (whole process
+#   python      85  tests/python: test_gpu.py, test_torch_alloc_gpu.py (whole process
 #                   and MemPool), test_example.py (kv_producer/kv_consumer pair)
 #   register    20  build/gpu/nvb-example-register (VMM range over 2 allocations + cuMemAlloc)
-#   torchalloc  45  bench/torch_alloc_bench.py: allocator vs PyTorch default (issue 14)
-#   plot        10  bench/plot on the bench's JSON (PNGs, Markdown tables)
+#   torchalloc  40  bench/torch_alloc_bench.py: allocator vs PyTorch default (issue 14)
+#   plot        15  bench/plot on the bench's and the kv step's JSON (PNGs, Markdown tables)
 # NVB_DEVICE_STEPS="bench segments" runs only those (for a rerun);
-# NVB_BENCH_ARGS / NVB_SEG_ARGS add arguments to the two bench runs.
+# NVB_BENCH_ARGS / NVB_SEG_ARGS / NVB_KV_ARGS add arguments to the three bench
+# runs; NVB_KV=L,B,S replaces the kv step's cache layout.
 #
 # $OUT gets at most 8 files (the tool's limit): SUMMARY.txt, steps.tar.gz
 # (steps.txt, the logs alone, where tar or gzip is missing), and copies of
 # nvbridge-bench.json, bench-tables.md, nvb-bandwidth.png, nvb-corun.png,
-# torch-alloc.json.
+# torch-alloc.json, nvb-kv.png.
 #
 # Dry run (no GPU): NVB_DEVICE_FAKE_CUDA=build/gpu-fake puts the stand-in
 # libcuda first on the library path (make device-dry-run): steps that need
@@ -251,6 +254,22 @@ k_segments() {
 	         "opens after prefetch / cuIpcOpenMemHandle %.2fx, cold opens / cuIpcOpenMemHandle %.2fx (goal <= 1.0)\n", p / g, o / i, a / i}' log
 }
 
+# the KV-cache phase alone (--segments 2 without its batches): 3 x 2 GiB on the GPU
+s_kv() {
+	broker_start "$PWD"
+	TO "$REPO/build/bench/nvbridge-bench" --timeout $((STEP_T > 18 ? STEP_T - 8 : 10)) \
+		--kv "${NVB_KV:-64,1024,32K}" --json-out "$PWD/nvbridge-kv.json" ${NVB_KV_ARGS:-}
+	local rc=$?
+	broker_stop
+	return $rc
+}
+k_kv() {
+	grep -E '^(KV cache|latency per request)|^  (nvbridge-xfer|legacy-ipc|large-copy|nccl) ' log |
+		cut -c1-300
+	awk '/^  blocks +bytes/{on=1} on&&/^data:/{print; exit} on' log
+	grep -E '^nvbridge-bench' log | grep -iE 'fail|error|not|no ' | head -n 5
+}
+
 s_gputest() {
 	broker_start "$PWD"
 	TO "$REPO/build/gpu/gputest"
@@ -308,10 +327,18 @@ s_torchalloc() {
 k_torchalloc() { grep -vE '^\s*$' log | tail -n 12; }
 
 s_plot() {
-	local j
+	local j k rc=0 half=$((STEP_T / 2 > 3 ? STEP_T / 2 : 3))
 	j=$(ls "$W"/*-bench/nvbridge-bench.json 2>/dev/null | head -n 1)
-	[ -n "$j" ] || { echo "NOT-PROVEN: no bench JSON to plot"; return 0; }
-	TO "$PY" "$REPO/bench/plot" "$j" "$PWD/nvb"
+	k=$(ls "$W"/*-kv/nvbridge-kv.json 2>/dev/null | head -n 1)
+	if [ -n "$j" ]; then
+		timeout -k 2 "$half" "$PY" "$REPO/bench/plot" "$j" "$PWD/nvb" || rc=$?
+	else
+		echo "NOT-PROVEN: no bench JSON to plot"
+	fi
+	if [ -n "$k" ]; then	# kv-tables.md, kv-kv.png
+		timeout -k 2 "$half" "$PY" "$REPO/bench/plot" "$k" "$PWD/kv" || rc=$?
+	fi
+	return $rc
 }
 k_plot() { ls; grep -iE 'error|matplotlib' log; }
 
@@ -319,7 +346,7 @@ echo "nvbridge device run: $OUTDIR (staging $W), budget $BUDGET s${DRY:+; $DRY}"
 # exec bits may not survive the copy to the GPU host
 chmod u+x $bins "$REPO/bench/plot" 2>/dev/null
 # name:nominal timeout (s); NVB_T_<NAME> overrides one
-STEPS="info:25 bench:110 segments:45 gputest:85 segtest:45 coexist:60 python:95 register:20 torchalloc:45 plot:10"
+STEPS="info:25 bench:100 segments:35 kv:30 gputest:85 segtest:45 coexist:60 python:85 register:20 torchalloc:40 plot:15"
 selected() { [ -z "${NVB_DEVICE_STEPS:-}" ] || echo " $NVB_DEVICE_STEPS " | grep -q " $1 "; }
 nominal() {	# nominal NAME DEFAULT
 	local var
@@ -343,6 +370,7 @@ for f in "$W"/*-bench/nvbridge-bench.json "$W"/*-torchalloc/torch-alloc.json "$W
 	[ -f "$f" ] && cp "$f" "$OUTDIR/"
 done
 [ -f "$OUTDIR/nvb-tables.md" ] && mv "$OUTDIR/nvb-tables.md" "$OUTDIR/bench-tables.md"
+[ -f "$W"/*-plot/kv-kv.png ] && cp "$W"/*-plot/kv-kv.png "$OUTDIR/nvb-kv.png"
 trap - EXIT
 broker_stop
 pack
