@@ -168,6 +168,19 @@ int nvb_gpu_register(struct nvb_gpu *g, uint64_t ptr, size_t len, uint32_t flags
 uint32_t nvb_gpu_buf_kind(const struct nvb_gpu_buf *b);
 /* Physical allocations a buffer spans (1 for ALLOC, 0 for LEGACY_IPC). */
 uint32_t nvb_gpu_buf_chunks(const struct nvb_gpu_buf *b);
+/*
+ * 1 once b's memory has been exported in this process through this
+ * library: b itself (nvb_gpu_export, nvb_gpu_publish, nvb_gpu_seg_publish),
+ * or an nvb_gpu_register() of memory inside it through any struct nvb_gpu
+ * (a registered buffer answers 1: registering exports).  0 otherwise; a
+ * registration that failed after its export call still counts.  An
+ * importer may keep what it mapped for as long as it likes: memory that
+ * answers 1 must not be given to other data (an allocator releases it
+ * instead of caching it).  Exports made around the library (the
+ * application's own cuMemExportToShareableHandle) are not seen.
+ * -EINVAL: b is NULL.
+ */
+int nvb_gpu_buf_exported(const struct nvb_gpu_buf *b);
 
 /*
  * The metadata of a registered range, published instead of struct

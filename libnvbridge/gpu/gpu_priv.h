@@ -8,6 +8,7 @@
  *   mem.c    allocation, export, import, the mapping cache, revocation
  *   register.c  registering existing memory: what backs a range, its metadata
  *   range.c  importing registered ranges: the metadata parser, mapping, IPC opens
+ *   exported.c  which allocated buffers were exported (nvb_gpu_buf_exported)
  *   copy.c   copies, scattered blocks, completion flags, waits
  *   proxy.c  the put proxy (ring layout: proxy_layout.h)
  *   segment.c, xfer.c  segments and transfer batches (seg_priv.h)
@@ -110,6 +111,8 @@ struct nvb_gpu_buf {
 	int fabric_ok;
 	CUmemFabricHandle fabric;
 	struct nvb_gpu_reg *reg;	/* nvb_gpu_register (register.c); NULL: nvb_gpu_alloc */
+	int exported;			/* nvb_gpu_alloc: its memory was exported (exported.c) */
+	struct nvb_gpu_buf *live_next;	/* nvb_gpu_alloc: exported.c's table of live buffers */
 };
 
 /* One physical allocation behind a registered VMM range. */
@@ -202,6 +205,9 @@ extern const unsigned char nvb_gpu_fatbin_end[];
 #define range_unmap	nvb_gpu__range_unmap
 #define reg_free	nvb_gpu__reg_free
 #define reg_export_v1	nvb_gpu__reg_export_v1
+#define alloc_track	nvb_gpu__alloc_track
+#define alloc_untrack	nvb_gpu__alloc_untrack
+#define alloc_mark_exported	nvb_gpu__alloc_mark_exported
 
 NVB_HIDDEN __attribute__((format(printf, 2, 3))) int seterr(int err, const char *fmt, ...);
 /* A CUDA failure: -EIO (-ENOMEM for OUT_OF_MEMORY, ...) and a message. */
@@ -234,6 +240,15 @@ NVB_HIDDEN void range_unmap(struct nvb_gpu_map *m);
 NVB_HIDDEN void reg_free(struct nvb_gpu_buf *b);
 /* register.c: nvb_gpu_export of a registered buffer (a whole single allocation only). */
 NVB_HIDDEN int reg_export_v1(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta);
+
+/*
+ * exported.c: the process's live nvb_gpu_alloc() buffers (added once
+ * mapped, removed before release), and the mark a registration leaves on
+ * the one whose mapping starts at base.
+ */
+NVB_HIDDEN void alloc_track(struct nvb_gpu_buf *b);
+NVB_HIDDEN void alloc_untrack(struct nvb_gpu_buf *b);
+NVB_HIDDEN void alloc_mark_exported(CUdeviceptr base);
 
 /* nvb_gpu_close(): ends the segment engine first (segment.c). */
 NVB_HIDDEN void nvb_gpu__seg_shutdown(struct nvb_gpu *g);

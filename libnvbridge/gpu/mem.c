@@ -119,6 +119,7 @@ int nvb_gpu_alloc(struct nvb_gpu *g, int dev, size_t size, uint32_t flags,
 	if (r != CUDA_SUCCESS)
 		goto fail_unmap;
 	g->cu.cuCtxSetCurrent(old);
+	alloc_track(b);
 	*out = b;
 	return 0;
 
@@ -146,6 +147,7 @@ void nvb_gpu_free(struct nvb_gpu_buf *b)
 		return;
 	}
 	g = b->g;
+	alloc_untrack(b);	/* before the address can be reserved again */
 	{
 		CUcontext old = NULL;
 
@@ -189,6 +191,9 @@ int nvb_gpu_export(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta)
 		return reg_export_v1(b, fd, meta);
 	if (b->fd < 0) {
 		int f = -1;
+
+		/* before the handle exists: a failed export may have made one */
+		__atomic_store_n(&b->exported, 1, __ATOMIC_RELEASE);
 
 		CU(g, cuMemExportToShareableHandle(&f, b->h,
 				CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0),
