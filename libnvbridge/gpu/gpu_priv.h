@@ -139,11 +139,13 @@ struct nvb_gpu_reg {
 struct nvb_gpu_map {
 	struct nvb_gpu *g;
 	struct nvb_gpu_map *next;
+	uint64_t reg;		/* the registry of id (gpu_internal.h): the cache's key is (reg, id) */
 	uint64_t id;
 	int refs;
 	int cached;		/* findable by id */
 	int revoked;
 	int owner_dev;		/* -1: not visible here */
+	int local_dev;		/* NVB_GPU_IMPORT_LOCAL_ONLY: the one device with access; -1: every device */
 	CUmemGenericAllocationHandle h;
 	CUdeviceptr ptr;
 	size_t size;
@@ -225,13 +227,13 @@ NVB_HIDDEN void ctx_pop(struct nvb_gpu *g, CUcontext old);
 /* Access descriptors for every device that can reach owner (or only device only). */
 NVB_HIDDEN size_t access_descs(struct nvb_gpu *g, int owner, int only, CUmemAccessDesc *desc);
 /*
- * Makes a new mapping findable (cached under m->id when not 0) and returns
- * it in *out; when another thread cached the same id first, m is destroyed
+ * Makes a new mapping findable (cached under (m->reg, m->id) when id is not 0)
+ * and returns it in *out; when another thread cached the same first, m is destroyed
  * and *out is that mapping, with a new reference.
  */
 NVB_HIDDEN void map_insert(struct nvb_gpu *g, struct nvb_gpu_map *m, struct nvb_gpu_map **out);
 /* register.c: import a range blob (fds[i]: chunk i's fd, -1 if none). */
-NVB_HIDDEN int range_import(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned int nfds,
+NVB_HIDDEN int range_import(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, const int *fds, unsigned int nfds,
 			    const void *blob, size_t blob_len, uint32_t flags,
 			    struct nvb_gpu_map **out);
 /* register.c: map_destroy's half for an imported range. */

@@ -145,13 +145,13 @@ int nvb_gpu_range_ids(const void *blob, size_t len, uint64_t *ids, unsigned int 
 	return (int)r.h.nchunks;
 }
 
-int nvb_gpu_import_fds(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned int nfds,
+int nvb_gpu_import_fds(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, const int *fds, unsigned int nfds,
 		       const void *blob, size_t blob_len, uint32_t flags, struct nvb_gpu_map **out)
 {
 	*out = NULL;
-	if (entry_id && nvb_gpu_import_cached(g, entry_id, out) == 0)
+	if (entry_id && nvb_gpu_import_cached_in(g, reg, entry_id, flags, out) == 0)
 		return 0;
-	return range_import(g, entry_id, fds, nfds, blob, blob_len, flags, out);
+	return range_import(g, reg, entry_id, fds, nfds, blob, blob_len, flags, out);
 }
 
 /* Opens handle, or takes another reference on it if this process has it open. */
@@ -343,7 +343,7 @@ static int import_vmm(struct nvb_gpu *g, struct nvb_gpu_map *m, const struct ran
 }
 
 
-int range_import(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned int nfds,
+int range_import(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, const int *fds, unsigned int nfds,
 		 const void *blob, size_t blob_len, uint32_t flags, struct nvb_gpu_map **out)
 {
 	struct nvb_gpu_map *m;
@@ -369,6 +369,7 @@ int range_import(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned 
 		return err;
 	}
 	m->g = g;
+	m->reg = reg;
 	m->id = entry_id;
 	m->refs = 1;
 	m->owner_dev = -1;
@@ -380,6 +381,8 @@ int range_import(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned 
 	cur = cur_dev(g);
 	if (cur < 0)
 		cur = 0;
+	/* legacy IPC: CUDA enables peer access as devices use it; VMM: as import_vmm grants */
+	m->local_dev = (flags & NVB_GPU_IMPORT_LOCAL_ONLY) && r.h.kind == NVB_GPU_KIND_VMM ? cur : -1;
 	/* IPC handles open in the owner's context; VMM calls take the current one */
 	g->cu.cuCtxSetCurrent(g->d[m->owner_dev >= 0 ? m->owner_dev : cur].ctx);
 	if (r.h.kind == NVB_GPU_KIND_LEGACY_IPC)
