@@ -87,14 +87,18 @@ struct nvb_gpu {
 };
 
 /*
- * One legacy IPC handle opened in this process: several entries (two
- * tensors of one cudaMalloc segment) share it, as CUDA wants a handle
- * opened once per context.
+ * One legacy IPC handle opened in this process, in device dev's context:
+ * several entries (two tensors of one cudaMalloc segment) share it, as
+ * CUDA wants a handle opened once per device's context, and it is closed
+ * in that context (the mapping belongs to it).  Keyed by (handle, dev): a
+ * handle names one allocation, so no other memory can hide behind it; an
+ * import whose metadata names another device opens it there.
  */
 struct nvb_gpu_ipc {
 	struct nvb_gpu_ipc *next;
 	CUipcMemHandle handle;
 	CUdeviceptr base;
+	int dev;
 	int refs;
 };
 

@@ -271,6 +271,33 @@ static int t_local_only_mapping_kept_local(void)
 	return 0;
 }
 
+/* Two devices: a LOCAL_ONLY mapping of device 0 never serves device 1. */
+static int t_local_only_per_device(void)
+{
+	struct nvb_gpu_map_stats st = { .sz = sizeof(st) };
+	struct nvb_gpu_map *m0, *m1, *m;
+	struct two t;
+
+	setenv("NVB_FAKE_DEVICES", "2", 1);
+	CHECK(two_start(&t, "a.dev", "b.dev", 0, X_ALLOC) == 0, "setup");
+	EXPECT(nvb_gpu_device_count(t.g), 2);
+	OK(nvb_gpu_set_device(t.g, 0));
+	OK(nvb_gpu_import(t.g, t.ha, "a.dev", 0, NVB_GPU_IMPORT_LOCAL_ONLY, &m0));
+	OK(nvb_gpu_set_device(t.g, 1));
+	OK(nvb_gpu_import(t.g, t.ha, "a.dev", 0, NVB_GPU_IMPORT_LOCAL_ONLY, &m1));
+	CHECK(m1 != m0, "device 1 was served device 0's LOCAL_ONLY mapping");
+	OK(nvb_gpu_map_stats(m1, &st));
+	CHECK(st.naccess == 1 && st.access_dev[0] == 1, "access %u for %d", st.naccess, st.access_dev[0]);
+	CHECK(same(m0, t.wa) && same(m1, t.wa));
+	OK(nvb_gpu_import(t.g, t.ha, "a.dev", 0, NVB_GPU_IMPORT_LOCAL_ONLY, &m));	/* device 1 again */
+	CHECK(m == m1, "device 1's own mapping is the cached one");
+	nvb_gpu_unmap(m);
+	nvb_gpu_unmap(m1);
+	nvb_gpu_unmap(m0);
+	two_end(&t);
+	return 0;
+}
+
 /* Waits for an event on h's fd (at most 5 s). */
 static int event_ready(struct nvb *h)
 {
@@ -365,17 +392,26 @@ static int t_import_fd_ids_are_the_callers(void)
 	return 0;
 }
 
-/* An entry fetched through h: its fd, blob and id (what Python's import_tensor does). */
-static int fetch_entry(struct nvb *h, const char *name, struct nvb_gpu_meta *meta, uint64_t *id, int *fd)
+/* An entry fetched through h: its fd, blob (cap bytes of room) and id, as Python's import_tensor does. */
+static int fetch_blob(struct nvb *h, const char *name, void *blob, size_t cap, size_t *len,
+		      uint64_t *id, int *fd)
 {
 	struct nvb_fetch_opts fo = { .sz = sizeof(fo) };
 	struct nvb_entry ent;
 	int err;
 
 	memset(&ent, 0, sizeof(ent));
-	err = nvb_fetch(h, name, &fo, meta, sizeof(*meta), &ent, fd);
+	err = nvb_fetch(h, name, &fo, blob, cap, &ent, fd);
 	*id = ent.id;
+	*len = ent.blob_len;
 	return err;
+}
+
+static int fetch_entry(struct nvb *h, const char *name, struct nvb_gpu_meta *meta, uint64_t *id, int *fd)
+{
+	size_t len;
+
+	return fetch_blob(h, name, meta, sizeof(*meta), &len, id, fd);
 }
 
 /*
@@ -425,15 +461,69 @@ static int t_import_fd_on(void)
 	return 0;
 }
 
+/*
+ * Legacy IPC opens are cached by handle AND device: CUDA lets a handle be
+ * opened once per device's context, and the mapping belongs to the context
+ * that opened it.  Two imports of one handle whose metadata name different
+ * owning devices (a publisher may write any UUID) are two opens, each
+ * closed in its own context: keyed by the handle alone, the second reused
+ * the first's open and closed it from the other device's context, which
+ * CUDA (and the stand-in) refuses, leaking the mapping.
+ */
+static int t_legacy_ipc_open_per_device(void)
+{
+	CUresult (*range)(CUdeviceptr *, size_t *, CUdeviceptr);
+	CUresult (*getctx)(CUcontext *);
+	struct nvb_gpu_map *m0, *m1;
+	unsigned char blob[512];
+	CUcontext before = NULL, after = (CUcontext)(uintptr_t)1;
+	CUdeviceptr p0, p1;
+	size_t len;
+	uint64_t id;
+	void *cu;
+	struct two t;
+	int fd;
+
+	setenv("NVB_FAKE_DEVICES", "2", 1);
+	cu = dlopen("libcuda.so.1", RTLD_NOW);
+	*(void **)&range = dlsym(cu, "cuMemGetAddressRange_v2");
+	*(void **)&getctx = dlsym(cu, "cuCtxGetCurrent");
+	CHECK(range && getctx);
+	CHECK(two_start(&t, "a.ipc", "b.ipc", 0, X_LEGACY) == 0, "setup");
+	EXPECT(nvb_gpu_device_count(t.g), 2);
+	OK(fetch_blob(t.ha, "a.ipc", blob, sizeof(blob), &len, &id, &fd));
+	CHECK(fd < 0 && len >= sizeof(struct nvb_gpu_meta_range));
+	getctx(&before);
+	OK(nvb_gpu_import_fd(t.g, 0, -1, blob, len, 0, &m0));
+	blob[offsetof(struct nvb_gpu_meta_range, uuid)] = 0xb0;	/* device 1's UUID */
+	OK(nvb_gpu_import_fd(t.g, 0, -1, blob, len, 0, &m1));
+	getctx(&after);
+	CHECK(after == before, "the caller's context changed");
+	CHECK(same(m0, t.wa) && same(m1, t.wa), "one handle, one allocation: the same bytes");
+	p0 = nvb_gpu_map_ptr(m0);
+	p1 = nvb_gpu_map_ptr(m1);
+	CHECK(p0 != p1, "device 1's import reused device 0's open");
+	nvb_gpu_unmap(m0);
+	nvb_gpu_unmap(m1);
+	getctx(&after);
+	CHECK(after == before, "the caller's context changed");
+	CHECK(range(NULL, NULL, p0) != CUDA_SUCCESS, "device 0's IPC mapping was never closed");
+	CHECK(range(NULL, NULL, p1) != CUDA_SUCCESS, "device 1's IPC mapping was never closed");
+	two_end(&t);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "same_name_two_registries", t_same_name_two_registries },
 	{ "entry_ids_coincide", t_entry_ids_coincide },
 	{ "entry_ids_coincide_legacy_ipc", t_entry_ids_coincide_legacy_ipc },
 	{ "local_only_mapping_kept_local", t_local_only_mapping_kept_local },
+	{ "local_only_per_device", t_local_only_per_device },
 	{ "revocation_stays_in_its_registry", t_revocation_stays_in_its_registry },
 	{ "segments_two_registries", t_segments_two_registries },
 	{ "import_fd_ids_are_the_callers", t_import_fd_ids_are_the_callers },
 	{ "import_fd_on_and_revoke_on", t_import_fd_on },
+	{ "legacy_ipc_open_per_device", t_legacy_ipc_open_per_device },
 };
 
 int main(int argc, char **argv)
