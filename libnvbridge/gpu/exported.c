@@ -29,6 +29,29 @@
 static struct nvb_gpu_buf *live[BUCKETS];
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* fork(): a child of a thread that held the lock must not inherit it held */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&live_lock);
+}
+
+static void fork_parent(void)
+{
+	pthread_mutex_unlock(&live_lock);
+}
+
+static void fork_child(void)
+{
+	pthread_mutex_init(&live_lock, NULL);
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_register(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
 static size_t bucket(CUdeviceptr p)
 {
 	uint64_t k = (uint64_t)p >> 21;	/* granules are 2 MiB and up */
@@ -41,6 +64,7 @@ void alloc_track(struct nvb_gpu_buf *b)
 {
 	size_t i = bucket(b->ptr);
 
+	pthread_once(&atfork_once, atfork_register);
 	pthread_mutex_lock(&live_lock);
 	b->live_next = live[i];
 	live[i] = b;
