@@ -11,7 +11,8 @@
  * Each allocation is its own physical allocation (at least one granule,
  * 2 MiB on Hopper), so sharing one tensor never shares its neighbours.
  * Freed blocks are cached per (device, stream, size class) and reused on
- * the same stream without a CUDA call; the cache is bounded
+ * the same stream without a CUDA call, except blocks that were shared
+ * (exported through libnvbridge), which are released; the cache is bounded
  * ($NVB_TORCH_CACHE_LIMIT bytes, default 4 GiB) and trimmed on demand and
  * before an allocation the driver refused for lack of memory.
  * $NVB_TORCH_LIBCUDA names the driver library when libcuda.so.1 is not on
@@ -41,8 +42,9 @@ void *nvb_torch_malloc(ssize_t size, int device, void *stream);
 /*
  * Gives ptr back (size, device and stream are those of the allocation, as
  * PyTorch passes them; only ptr is trusted).  The block is cached for the
- * same stream, or released when the cache is over its limit (after the
- * device's work is complete).  NULL and pointers this allocator did not
+ * same stream, or released (after the device's work is complete) when the
+ * cache is over its limit or its memory was ever exported through
+ * libnvbridge (nvb_gpu_buf_exported: a shared block is never reused).  NULL and pointers this allocator did not
  * return are ignored (counted in bad_frees).
  */
 void nvb_torch_free(void *ptr, ssize_t size, int device, void *stream);
@@ -61,6 +63,7 @@ struct nvb_torch_stats {
 	uint64_t cache_limit;	/* bound on cached_bytes */
 	uint64_t live_blocks;
 	uint64_t cached_blocks;
+	uint64_t exported_releases;	/* blocks released, not cached: their memory was shared */
 };
 /* Fills st up to st->sz bytes.  0, or -EINVAL for a bad sz. */
 int nvb_torch_stats(struct nvb_torch_stats *st);

@@ -20,6 +20,13 @@
  *    empty_cache does); that happens off the fast path only.
  *  - out of memory: the device's cache is released and the allocation
  *    retried once.
+ *  - never a block that was shared: an importer keeps its mapping as long
+ *    as it likes (revocation takes nothing back), so a block whose memory
+ *    libnvbridge exported (nvb_gpu_buf_exported: a registration of a
+ *    tensor in it, through any struct nvb_gpu of the process) is released
+ *    on free, never cached; the importer's mapping then keeps only that
+ *    old physical allocation alive, and the next tensor gets a new one.
+ *    Checked again on a cache hit, for a registration of a freed pointer.
  * One mutex guards the tables; CUDA calls run outside it.
  */
 #define _GNU_SOURCE
@@ -430,6 +437,14 @@ API void *nvb_torch_malloc(ssize_t size, int device, void *stream)
 	}
 	pthread_mutex_lock(&A.lock);
 	k = cache_take(device, cls, stream);
+	if (k && nvb_gpu_buf_exported(k->b)) {	/* registered while it sat in the cache */
+		A.st.exported_releases++;
+		pthread_mutex_unlock(&A.lock);
+		k->next = NULL;
+		release(k);
+		pthread_mutex_lock(&A.lock);
+		k = NULL;
+	}
 	if (k) {
 		if (insert(&A.live, k)) {	/* cannot happen once the table exists */
 			insert(&A.cache, k);
@@ -488,6 +503,7 @@ API void *nvb_torch_malloc(ssize_t size, int device, void *stream)
 API void nvb_torch_free(void *ptr, ssize_t size, int device, void *stream)
 {
 	struct blk *k, *ev = NULL;
+	int shared;
 
 	/* PyTorch hands back what it was given; the table, not the caller, says what ptr is */
 	(void)size; (void)device; (void)stream;
@@ -503,7 +519,9 @@ API void nvb_torch_free(void *ptr, ssize_t size, int device, void *stream)
 	A.st.frees++;
 	A.st.live_bytes -= k->size;
 	A.st.live_blocks--;
-	if (k->size <= A.limit && !insert(&A.cache, k)) {
+	shared = nvb_gpu_buf_exported(k->b) != 0;	/* an importer may still map it */
+	A.st.exported_releases += shared;
+	if (!shared && k->size <= A.limit && !insert(&A.cache, k)) {
 		k->older = A.newest;
 		k->newer = NULL;
 		if (A.newest)

@@ -4,14 +4,42 @@
 #define NVB_GPU_INTERNAL_H
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct nvb_gpu;
 struct nvb_gpu_map;
 
+/*
+ * The import cache is keyed by (registry, entry id): entry ids are counted
+ * per registry (a broker, the kernel module's scope), so one struct
+ * nvb_gpu used through handles on two registries sees the same ids, and
+ * the same names, for different memory.  A registry is named by the
+ * serial of the struct nvb the entry came through (unique in the process,
+ * never reused); 0 is the caller's own id space (nvb_gpu_import_fd).
+ * NVB_GPU_REG_ANY matches every registry (nvb_gpu_revoke, which is not
+ * told one).
+ */
+#define NVB_GPU_REG_ANY	UINT64_MAX
+struct nvb;
+uint64_t nvb_gpu_registry(const struct nvb *h);
+/*
+ * A cached mapping of (reg, entry_id) that the import would have made:
+ * with NVB_GPU_IMPORT_LOCAL_ONLY in flags, one the current device can use
+ * (its own local mapping or an every-device one); without, an every-device
+ * one only (a LOCAL_ONLY mapping of another import lacks the access).
+ */
+int nvb_gpu_import_cached_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, uint32_t flags,
+			     struct nvb_gpu_map **out);
+int nvb_gpu_import_fd_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
+			 const void *blob, size_t blob_len, uint32_t flags, struct nvb_gpu_map **out);
+/* Revokes entry_id of registry reg (NVB_GPU_REG_ANY: of every one); mappings found. */
+int nvb_gpu_revoke_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id);
+
 /* Name cache entry: a name imported through nvb_gpu_import(). */
 struct nvb_gpu_name {
 	struct nvb_gpu_name *next;
+	uint64_t reg;		/* the registry the name was looked up in (handle serial) */
 	uint64_t id;
 	uint64_t wserial;	/* serial of the handle holding a watch on it */
 	uint64_t wid;		/* its watch id (0: none) */
@@ -23,7 +51,8 @@ struct nvb_gpu_name **nvb_gpu_names_head(struct nvb_gpu *g);
 pthread_mutex_t *nvb_gpu_lock(struct nvb_gpu *g);
 int nvb_gpu_seterr(int err, const char *msg);
 void nvb_gpu_names_free(struct nvb_gpu *g);
-void nvb_gpu_names_forget(struct nvb_gpu *g, uint64_t id);
+/* Forgets the name(s) of entry id of registry reg (id 0: every name of reg). */
+void nvb_gpu_names_forget(struct nvb_gpu *g, uint64_t reg, uint64_t id);
 
 /*
  * Registered ranges (gpu/register.c, gpu/range.c) as nvb_gpu_publish() and
@@ -36,8 +65,8 @@ int nvb_gpu_range_fds(struct nvb_gpu_buf *b, int *fds, unsigned int max);
 int nvb_gpu_range_blob(struct nvb_gpu_buf *b, const uint64_t *ids, void **blob, size_t *len);
 /* A checked range blob's chunk count (0 for a legacy handle or another blob) and entry ids; or -errno. */
 int nvb_gpu_range_ids(const void *blob, size_t len, uint64_t *ids, unsigned int max);
-/* nvb_gpu_import_fd() with fds[i] for chunk i. */
-int nvb_gpu_import_fds(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned int nfds,
+/* nvb_gpu_import_fd_in() with fds[i] for chunk i. */
+int nvb_gpu_import_fds(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, const int *fds, unsigned int nfds,
 		       const void *blob, size_t blob_len, uint32_t flags, struct nvb_gpu_map **out);
 
 /*

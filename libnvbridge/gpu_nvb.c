@@ -20,15 +20,38 @@
 #include "nvbridge.h"
 #include "nvbridge_gpu.h"
 
-/* The entry id an earlier import of name found, and its publisher's uid. */
-static uint64_t names_lookup(struct nvb_gpu *g, const char *name, uint32_t *uid)
+uint64_t nvb_gpu_registry(const struct nvb *h)
+{
+	return h->serial;
+}
+
+int nvb_gpu_import_fd_on(struct nvb_gpu *g, struct nvb *h, uint64_t entry_id, int fd,
+			 const void *blob, size_t blob_len, uint32_t flags, struct nvb_gpu_map **out)
+{
+	if (!out)
+		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_import_fd_on: out is NULL");
+	*out = NULL;
+	if (!g || !h)
+		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_import_fd_on: NULL handle");
+	return nvb_gpu_import_fd_in(g, h->serial, entry_id, fd, blob, blob_len, flags, out);
+}
+
+int nvb_gpu_revoke_on(struct nvb_gpu *g, struct nvb *h, uint64_t entry_id)
+{
+	if (!g || !h)
+		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_revoke_on: NULL handle");
+	return nvb_gpu_revoke_in(g, h->serial, entry_id) > 0;
+}
+
+/* The entry id an earlier import of name through h's registry found, and its publisher's uid. */
+static uint64_t names_lookup(struct nvb_gpu *g, struct nvb *h, const char *name, uint32_t *uid)
 {
 	struct nvb_gpu_name *n;
 	uint64_t id = 0;
 
 	pthread_mutex_lock(nvb_gpu_lock(g));
 	for (n = *nvb_gpu_names_head(g); n; n = n->next)
-		if (!strcmp(n->name, name)) {
+		if (n->reg == h->serial && !strcmp(n->name, name)) {
 			id = n->id;
 			*uid = n->uid;
 			break;
@@ -38,9 +61,10 @@ static uint64_t names_lookup(struct nvb_gpu *g, const char *name, uint32_t *uid)
 }
 
 /*
- * Records what an import learnt about name: its entry id (0: none, e.g.
- * when the fetch failed) and, when wid is not 0, the watch that handle h
- * (by serial: a pointer may be reused after nvb_close) now holds on it.
+ * Records what an import through h learnt about name in h's registry: its
+ * entry id (0: none, e.g. when the fetch failed) and, when wid is not 0,
+ * the watch that h (by serial: a pointer may be reused after nvb_close)
+ * now holds on it.
  */
 static void names_set(struct nvb_gpu *g, const char *name, uint64_t id, uint32_t uid,
 		      struct nvb *h, uint64_t wid)
@@ -49,11 +73,12 @@ static void names_set(struct nvb_gpu *g, const char *name, uint64_t id, uint32_t
 
 	pthread_mutex_lock(nvb_gpu_lock(g));
 	for (pp = nvb_gpu_names_head(g); (n = *pp); pp = &n->next)
-		if (!strcmp(n->name, name))
+		if (n->reg == h->serial && !strcmp(n->name, name))
 			break;
 	if (!n && (id || wid)) {
 		n = calloc(1, sizeof(*n));
 		if (n) {
+			n->reg = h->serial;
 			snprintf(n->name, sizeof(n->name), "%s", name);
 			n->next = *nvb_gpu_names_head(g);
 			*nvb_gpu_names_head(g) = n;
@@ -121,9 +146,9 @@ static int watch_all(struct nvb_gpu *g, struct nvb *h)
 	err2 = nvb_fetch(h, name, &fo, NULL, 0, &ent, NULL);
 	if (((err2 == 0 || err2 == -EMSGSIZE) && ent.id != id) ||
 	    err2 == -ENOENT || err2 == -EACCES || err2 == -EPERM)
-		nvb_gpu_revoke(g, id);	/* gone (or replaced) meanwhile */
+		nvb_gpu_revoke_in(g, h->serial, id);	/* gone (or replaced) meanwhile */
 	else if (err2 < 0 && err2 != -EMSGSIZE)
-		nvb_gpu_names_forget(g, id);	/* unknown: ask again next time */
+		nvb_gpu_names_forget(g, h->serial, id);	/* unknown: ask again next time */
 	return err;
 }
 
@@ -307,10 +332,11 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h)
 		if (n < 0)
 			return nvb_gpu_seterr(n, nvb_last_error(h));
 		for (i = 0; i < n; i++) {
+			/* ids of h's registry: another registry's entry of that id is not this one */
 			if (ev[i].type == NVB_EVENT_REVOKED)
-				nvb_gpu_revoke(g, ev[i].id);
+				nvb_gpu_revoke_in(g, h->serial, ev[i].id);
 			else if (ev[i].type == NVB_EVENT_OVERFLOW)
-				nvb_gpu_names_forget(g, 0);	/* lost events: trust nothing */
+				nvb_gpu_names_forget(g, h->serial, 0);	/* lost events: trust nothing */
 		}
 		total += n;
 	}
@@ -397,7 +423,7 @@ int nvb_gpu_import_entry(struct nvb_gpu *g, struct nvb *h, const char *name, con
 
 	n = nvb_gpu_range_ids(blob, ent->blob_len, NULL, 0);
 	if (n <= 1)	/* one fd (or none): the entry is all there is; bad blobs fail in the import */
-		return nvb_gpu_import_fd(g, ent->id, fd, blob, ent->blob_len, flags, out);
+		return nvb_gpu_import_fd_in(g, h->serial, ent->id, fd, blob, ent->blob_len, flags, out);
 	ids = calloc((size_t)n, sizeof(*ids));
 	fds = malloc((size_t)n * sizeof(*fds));
 	if (!ids || !fds) {
@@ -411,7 +437,8 @@ int nvb_gpu_import_entry(struct nvb_gpu *g, struct nvb *h, const char *name, con
 	nvb_gpu_range_ids(blob, ent->blob_len, ids, (unsigned int)n);
 	err = fetch_chunks(h, name, ent, ids, n, fds);
 	if (!err)
-		err = nvb_gpu_import_fds(g, ent->id, fds, (unsigned int)n, blob, ent->blob_len, flags, out);
+		err = nvb_gpu_import_fds(g, h->serial, ent->id, fds, (unsigned int)n, blob, ent->blob_len,
+					 flags, out);
 	for (i = 1; i < n; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
@@ -441,8 +468,8 @@ static int import_name(struct nvb_gpu *g, struct nvb *h, const char *name, int64
 		if (err < 0)
 			return err;
 	}
-	id = names_lookup(g, name, &uid);
-	if (id && (!expect || uid == owner) && nvb_gpu_import_cached(g, id, out) == 0)
+	id = names_lookup(g, h, name, &uid);
+	if (id && (!expect || uid == owner) && nvb_gpu_import_cached_in(g, h->serial, id, flags, out) == 0)
 		return 0;
 
 	/* Watch before fetching so that no revocation can slip between. */

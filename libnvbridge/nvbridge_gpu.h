@@ -30,6 +30,7 @@
 extern "C" {
 #endif
 
+struct nvb;
 struct nvb_gpu;
 struct nvb_gpu_buf;
 struct nvb_gpu_map;
@@ -168,6 +169,19 @@ int nvb_gpu_register(struct nvb_gpu *g, uint64_t ptr, size_t len, uint32_t flags
 uint32_t nvb_gpu_buf_kind(const struct nvb_gpu_buf *b);
 /* Physical allocations a buffer spans (1 for ALLOC, 0 for LEGACY_IPC). */
 uint32_t nvb_gpu_buf_chunks(const struct nvb_gpu_buf *b);
+/*
+ * 1 once b's memory has been exported in this process through this
+ * library: b itself (nvb_gpu_export, nvb_gpu_publish, nvb_gpu_seg_publish),
+ * or an nvb_gpu_register() of memory inside it through any struct nvb_gpu
+ * (a registered buffer answers 1: registering exports).  0 otherwise; a
+ * registration that failed after its export call still counts.  An
+ * importer may keep what it mapped for as long as it likes: memory that
+ * answers 1 must not be given to other data (an allocator releases it
+ * instead of caching it).  Exports made around the library (the
+ * application's own cuMemExportToShareableHandle) are not seen.
+ * -EINVAL: b is NULL.
+ */
+int nvb_gpu_buf_exported(const struct nvb_gpu_buf *b);
 
 /*
  * The metadata of a registered range, published instead of struct
@@ -225,7 +239,12 @@ struct nvb_gpu_meta_chunk {
  * Imports an allocation from its fd (not consumed: the caller closes it)
  * and metadata.  entry_id != 0 keys the mapping cache: a second import of
  * the same id returns the same mapping with its reference count raised,
- * without touching CUDA.  fd may be -1 for a cache hit.  The blob is a
+ * without touching CUDA.  fd may be -1 for a cache hit.  The ids are the
+ * caller's own: never matched with an entry that nvb_gpu_import(),
+ * nvb_gpu_seg_open() or nvb_gpu_import_fd_on() imported through a handle
+ * (entry ids are counted per registry: two registries' ids coincide).  A
+ * cached mapping serves an import only if it has the access the import
+ * asks for (NVB_GPU_IMPORT_LOCAL_ONLY: the current device's).  The blob is a
  * struct nvb_gpu_meta, or a struct nvb_gpu_meta_range of one allocation
  * (fd: its fd) or of a legacy IPC handle (fd: -1); a range over several
  * allocations needs nvb_gpu_import() (-EOPNOTSUPP here).
@@ -235,7 +254,10 @@ struct nvb_gpu_meta_chunk {
 int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
 		      const void *blob, size_t blob_len, uint32_t flags,
 		      struct nvb_gpu_map **out);
-/* Cache lookup only: 0 and a new reference, or -ENOENT. */
+/*
+ * Cache lookup only (ids of nvb_gpu_import_fd, a mapping the current
+ * device can use): 0 and a new reference, or -ENOENT.
+ */
 int nvb_gpu_import_cached(struct nvb_gpu *g, uint64_t entry_id, struct nvb_gpu_map **out);
 /*
  * Drops a reference; a revoked mapping is unmapped with its last one.  GPU
@@ -252,9 +274,23 @@ int nvb_gpu_map_revoked(const struct nvb_gpu_map *m);
  * The publisher revoked entry_id: drop it from the cache, mark its mapping
  * revoked, release flag waiters registered with nvb_gpu_wait_abortable()
  * and unmap once the application's references are gone.  1 if a mapping
- * was found, else 0.
+ * was found, else 0.  Told no registry, it revokes entry_id of every one
+ * (the caller's ids and those of every handle); a process that imports
+ * from several registries applies a revocation read through h with
+ * nvb_gpu_revoke_on() (nvb_gpu_poll_events does).
  */
 int nvb_gpu_revoke(struct nvb_gpu *g, uint64_t entry_id);
+
+/*
+ * nvb_gpu_import_fd() and nvb_gpu_revoke() for an entry fetched through h
+ * (nvb_fetch): entry_id is an id of h's registry, keyed with it in the
+ * cache, which nvb_gpu_import() of the same entry through h shares; an
+ * entry of another registry with the same id is another mapping.  h is
+ * only read (not kept).  -EINVAL: g or h NULL; else as those.
+ */
+int nvb_gpu_import_fd_on(struct nvb_gpu *g, struct nvb *h, uint64_t entry_id, int fd,
+			 const void *blob, size_t blob_len, uint32_t flags, struct nvb_gpu_map **out);
+int nvb_gpu_revoke_on(struct nvb_gpu *g, struct nvb *h, uint64_t entry_id);
 /* Unmaps every cached mapping nobody references.  Returns how many. */
 int nvb_gpu_cache_trim(struct nvb_gpu *g);
 
@@ -480,8 +516,9 @@ int nvb_gpu_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
 int nvb_gpu_unpublish(struct nvb_gpu *g, struct nvb *h, uint64_t id);
 /*
  * Fetches name (waiting up to timeout_ns, < 0 forever), imports it (cache
- * keyed by entry id; by name while no revoke event for it was seen), and
- * watches the name so a revocation reaches nvb_gpu_revoke().  It takes the
+ * keyed by h's registry and the entry id; by name in h's registry while
+ * no revoke event for it was seen), and watches the name so a revocation
+ * read through h reaches the mapping (nvb_gpu_poll_events).  It takes the
  * entry of whoever published name and the policy lets in: another user
  * who published the name first is imported.  nvb_gpu_import_with() names
  * the publisher it expects.

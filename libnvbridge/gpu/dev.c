@@ -434,14 +434,13 @@ void nvb_gpu_names_free(struct nvb_gpu *g)
 	}
 }
 
-/* Forgets the name(s) of entry id (every name when id is 0). */
-void nvb_gpu_names_forget(struct nvb_gpu *g, uint64_t id)
+void nvb_gpu_names_forget(struct nvb_gpu *g, uint64_t reg, uint64_t id)
 {
 	struct nvb_gpu_name **pp, *n;
 
 	pthread_mutex_lock(&g->lock);
 	for (pp = &g->names; (n = *pp);) {
-		if (n->id == id || !id) {
+		if ((n->reg == reg || reg == NVB_GPU_REG_ANY) && (n->id == id || !id)) {
 			n->id = 0;
 			if (n->wid) {	/* keep the node: it says which watch to give back */
 				pp = &n->next;

@@ -8,6 +8,7 @@
  *   mem.c    allocation, export, import, the mapping cache, revocation
  *   register.c  registering existing memory: what backs a range, its metadata
  *   range.c  importing registered ranges: the metadata parser, mapping, IPC opens
+ *   exported.c  which allocated buffers were exported (nvb_gpu_buf_exported)
  *   copy.c   copies, scattered blocks, completion flags, waits
  *   proxy.c  the put proxy (ring layout: proxy_layout.h)
  *   segment.c, xfer.c  segments and transfer batches (seg_priv.h)
@@ -86,14 +87,18 @@ struct nvb_gpu {
 };
 
 /*
- * One legacy IPC handle opened in this process: several entries (two
- * tensors of one cudaMalloc segment) share it, as CUDA wants a handle
- * opened once per context.
+ * One legacy IPC handle opened in this process, in device dev's context:
+ * several entries (two tensors of one cudaMalloc segment) share it, as
+ * CUDA wants a handle opened once per device's context, and it is closed
+ * in that context (the mapping belongs to it).  Keyed by (handle, dev): a
+ * handle names one allocation, so no other memory can hide behind it; an
+ * import whose metadata names another device opens it there.
  */
 struct nvb_gpu_ipc {
 	struct nvb_gpu_ipc *next;
 	CUipcMemHandle handle;
 	CUdeviceptr base;
+	int dev;
 	int refs;
 };
 
@@ -110,6 +115,8 @@ struct nvb_gpu_buf {
 	int fabric_ok;
 	CUmemFabricHandle fabric;
 	struct nvb_gpu_reg *reg;	/* nvb_gpu_register (register.c); NULL: nvb_gpu_alloc */
+	int exported;			/* nvb_gpu_alloc: its memory was exported (exported.c) */
+	struct nvb_gpu_buf *live_next;	/* nvb_gpu_alloc: exported.c's table of live buffers */
 };
 
 /* One physical allocation behind a registered VMM range. */
@@ -136,11 +143,13 @@ struct nvb_gpu_reg {
 struct nvb_gpu_map {
 	struct nvb_gpu *g;
 	struct nvb_gpu_map *next;
+	uint64_t reg;		/* the registry of id (gpu_internal.h): the cache's key is (reg, id) */
 	uint64_t id;
 	int refs;
 	int cached;		/* findable by id */
 	int revoked;
 	int owner_dev;		/* -1: not visible here */
+	int local_dev;		/* NVB_GPU_IMPORT_LOCAL_ONLY: the one device with access; -1: every device */
 	CUmemGenericAllocationHandle h;
 	CUdeviceptr ptr;
 	size_t size;
@@ -202,6 +211,9 @@ extern const unsigned char nvb_gpu_fatbin_end[];
 #define range_unmap	nvb_gpu__range_unmap
 #define reg_free	nvb_gpu__reg_free
 #define reg_export_v1	nvb_gpu__reg_export_v1
+#define alloc_track	nvb_gpu__alloc_track
+#define alloc_untrack	nvb_gpu__alloc_untrack
+#define alloc_mark_exported	nvb_gpu__alloc_mark_exported
 
 NVB_HIDDEN __attribute__((format(printf, 2, 3))) int seterr(int err, const char *fmt, ...);
 /* A CUDA failure: -EIO (-ENOMEM for OUT_OF_MEMORY, ...) and a message. */
@@ -219,13 +231,13 @@ NVB_HIDDEN void ctx_pop(struct nvb_gpu *g, CUcontext old);
 /* Access descriptors for every device that can reach owner (or only device only). */
 NVB_HIDDEN size_t access_descs(struct nvb_gpu *g, int owner, int only, CUmemAccessDesc *desc);
 /*
- * Makes a new mapping findable (cached under m->id when not 0) and returns
- * it in *out; when another thread cached the same id first, m is destroyed
+ * Makes a new mapping findable (cached under (m->reg, m->id) when id is not 0)
+ * and returns it in *out; when another thread cached the same first, m is destroyed
  * and *out is that mapping, with a new reference.
  */
 NVB_HIDDEN void map_insert(struct nvb_gpu *g, struct nvb_gpu_map *m, struct nvb_gpu_map **out);
 /* register.c: import a range blob (fds[i]: chunk i's fd, -1 if none). */
-NVB_HIDDEN int range_import(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned int nfds,
+NVB_HIDDEN int range_import(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, const int *fds, unsigned int nfds,
 			    const void *blob, size_t blob_len, uint32_t flags,
 			    struct nvb_gpu_map **out);
 /* register.c: map_destroy's half for an imported range. */
@@ -234,6 +246,15 @@ NVB_HIDDEN void range_unmap(struct nvb_gpu_map *m);
 NVB_HIDDEN void reg_free(struct nvb_gpu_buf *b);
 /* register.c: nvb_gpu_export of a registered buffer (a whole single allocation only). */
 NVB_HIDDEN int reg_export_v1(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta);
+
+/*
+ * exported.c: the process's live nvb_gpu_alloc() buffers (added once
+ * mapped, removed before release), and the mark a registration leaves on
+ * the one whose mapping starts at base.
+ */
+NVB_HIDDEN void alloc_track(struct nvb_gpu_buf *b);
+NVB_HIDDEN void alloc_untrack(struct nvb_gpu_buf *b);
+NVB_HIDDEN void alloc_mark_exported(CUdeviceptr base);
 
 /* nvb_gpu_close(): ends the segment engine first (segment.c). */
 NVB_HIDDEN void nvb_gpu__seg_shutdown(struct nvb_gpu *g);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * libnvbridge GPU layer: VMM allocation with a FABRIC trial, export to an fd + metadata
- * blob, import with a mapping cache keyed by entry id, revocation.
+ * blob, import with a mapping cache keyed by (registry, entry id), revocation.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -119,6 +119,7 @@ int nvb_gpu_alloc(struct nvb_gpu *g, int dev, size_t size, uint32_t flags,
 	if (r != CUDA_SUCCESS)
 		goto fail_unmap;
 	g->cu.cuCtxSetCurrent(old);
+	alloc_track(b);
 	*out = b;
 	return 0;
 
@@ -146,6 +147,7 @@ void nvb_gpu_free(struct nvb_gpu_buf *b)
 		return;
 	}
 	g = b->g;
+	alloc_untrack(b);	/* before the address can be reserved again */
 	{
 		CUcontext old = NULL;
 
@@ -189,6 +191,9 @@ int nvb_gpu_export(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta)
 		return reg_export_v1(b, fd, meta);
 	if (b->fd < 0) {
 		int f = -1;
+
+		/* before the handle exists: a failed export may have made one */
+		__atomic_store_n(&b->exported, 1, __ATOMIC_RELEASE);
 
 		CU(g, cuMemExportToShareableHandle(&f, b->h,
 				CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0),
@@ -256,12 +261,20 @@ static void map_unlink(struct nvb_gpu *g, struct nvb_gpu_map *m)
 		}
 }
 
-static struct nvb_gpu_map *cache_find(struct nvb_gpu *g, uint64_t id)
+#define DEV_ANY	(-2)
+
+/*
+ * The cached mapping of entry id of registry reg (NVB_GPU_REG_ANY: of any)
+ * that device dev can use (-1: every device must have access; DEV_ANY:
+ * whatever its access).
+ */
+static struct nvb_gpu_map *cache_find(struct nvb_gpu *g, uint64_t reg, uint64_t id, int dev)
 {
 	struct nvb_gpu_map *m;
 
 	for (m = g->maps; m; m = m->next)
-		if (m->cached && m->id == id)
+		if (m->cached && m->id == id && (m->reg == reg || reg == NVB_GPU_REG_ANY) &&
+		    (dev == DEV_ANY || m->local_dev < 0 || m->local_dev == dev))
 			return m;
 	return NULL;
 }
@@ -270,7 +283,7 @@ void map_insert(struct nvb_gpu *g, struct nvb_gpu_map *m, struct nvb_gpu_map **o
 {
 	pthread_mutex_lock(&g->lock);
 	if (m->id) {
-		struct nvb_gpu_map *old = cache_find(g, m->id);
+		struct nvb_gpu_map *old = cache_find(g, m->reg, m->id, m->local_dev);
 
 		if (old) {	/* lost a race with another thread: use its mapping */
 			old->refs++;
@@ -287,12 +300,19 @@ void map_insert(struct nvb_gpu *g, struct nvb_gpu_map *m, struct nvb_gpu_map **o
 	*out = m;
 }
 
-int nvb_gpu_import_cached(struct nvb_gpu *g, uint64_t entry_id, struct nvb_gpu_map **out)
+int nvb_gpu_import_cached_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, uint32_t flags,
+			     struct nvb_gpu_map **out)
 {
 	struct nvb_gpu_map *m;
+	int dev = -1;
 
+	if (flags & NVB_GPU_IMPORT_LOCAL_ONLY) {
+		dev = cur_dev(g);
+		if (dev < 0)	/* as the import: device 0 when the thread has no context */
+			dev = 0;
+	}
 	pthread_mutex_lock(&g->lock);
-	m = entry_id ? cache_find(g, entry_id) : NULL;
+	m = entry_id && reg != NVB_GPU_REG_ANY ? cache_find(g, reg, entry_id, dev) : NULL;
 	if (m)
 		m->refs++;
 	pthread_mutex_unlock(&g->lock);
@@ -300,9 +320,25 @@ int nvb_gpu_import_cached(struct nvb_gpu *g, uint64_t entry_id, struct nvb_gpu_m
 	return m ? 0 : -ENOENT;
 }
 
+/*
+ * The caller's own ids (registry 0): never an entry of a handle's
+ * registry; a mapping the current device can use.
+ */
+int nvb_gpu_import_cached(struct nvb_gpu *g, uint64_t entry_id, struct nvb_gpu_map **out)
+{
+	return nvb_gpu_import_cached_in(g, 0, entry_id, NVB_GPU_IMPORT_LOCAL_ONLY, out);
+}
+
 int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
 		      const void *blob, size_t blob_len, uint32_t flags,
 		      struct nvb_gpu_map **out)
+{
+	return nvb_gpu_import_fd_in(g, 0, entry_id, fd, blob, blob_len, flags, out);
+}
+
+int nvb_gpu_import_fd_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
+			 const void *blob, size_t blob_len, uint32_t flags,
+			 struct nvb_gpu_map **out)
 {
 	CUmemAccessDesc desc[NVB_GPU_MAX_DEV];
 	struct nvb_gpu_meta meta;
@@ -315,14 +351,14 @@ int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
 	*out = NULL;
 	if (flags & ~(NVB_GPU_IMPORT_NO_FABRIC | NVB_GPU_IMPORT_LOCAL_ONLY))
 		return seterr(-EINVAL, "nvb_gpu_import_fd: unknown flags %#x", flags);
-	if (entry_id && nvb_gpu_import_cached(g, entry_id, out) == 0)
+	if (entry_id && nvb_gpu_import_cached_in(g, reg, entry_id, flags, out) == 0)
 		return 0;
 	if (blob && blob_len >= sizeof(uint32_t)) {
 		uint32_t magic;
 
 		memcpy(&magic, blob, sizeof(magic));
 		if (magic == NVB_GPU_RANGE_MAGIC)	/* a registered range */
-			return range_import(g, entry_id, &fd, 1, blob, blob_len, flags, out);
+			return range_import(g, reg, entry_id, &fd, 1, blob, blob_len, flags, out);
 	}
 	if (!blob || blob_len < offsetof(struct nvb_gpu_meta, owner_pid))
 		return seterr(-EMSGSIZE, "nvb_gpu_import_fd: metadata blob of %zu bytes is too short (need %zu)",
@@ -346,9 +382,11 @@ int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
 	if (!m)
 		return seterr(-ENOMEM, "nvb_gpu_import_fd: out of memory");
 	m->g = g;
+	m->reg = reg;
 	m->id = entry_id;
 	m->refs = 1;
 	m->owner_dev = -1;
+	m->local_dev = (flags & NVB_GPU_IMPORT_LOCAL_ONLY) ? cur : -1;
 	for (i = 0; i < g->ndev; i++)
 		if (!memcmp(&g->d[i].uuid, meta.uuid, sizeof(meta.uuid)))
 			m->owner_dev = i;
@@ -548,7 +586,8 @@ int nvb_gpu_abort_flag(struct nvb_gpu *g, uint64_t local_flag)
 	return 0;
 }
 
-int nvb_gpu_revoke(struct nvb_gpu *g, uint64_t entry_id)
+/* One cached mapping of (reg, entry_id) revoked: 1, or 0 when none is left. */
+static int revoke_one(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id)
 {
 	struct nvb_gpu_map *m;
 	int destroy = 0, k, n = 0;
@@ -558,7 +597,7 @@ int nvb_gpu_revoke(struct nvb_gpu *g, uint64_t entry_id)
 	} ab[NVB_MAX_ABORT_FLAGS];
 
 	pthread_mutex_lock(&g->lock);
-	m = cache_find(g, entry_id);
+	m = cache_find(g, reg, entry_id, DEV_ANY);
 	if (m) {
 		__atomic_store_n(&m->revoked, 1, __ATOMIC_RELEASE);
 		if (m->abort_word)	/* ends nvb_gpu_wait_abortable() kernels */
@@ -572,7 +611,6 @@ int nvb_gpu_revoke(struct nvb_gpu *g, uint64_t entry_id)
 			map_unlink(g, m);
 	}
 	pthread_mutex_unlock(&g->lock);
-	nvb_gpu_names_forget(g, entry_id);
 	if (n) {
 		CUcontext old = NULL;
 
@@ -586,6 +624,24 @@ int nvb_gpu_revoke(struct nvb_gpu *g, uint64_t entry_id)
 	if (destroy)
 		map_destroy(m);
 	return m != NULL;
+}
+
+int nvb_gpu_revoke_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id)
+{
+	int n = 0;
+
+	if (!entry_id)
+		return 0;
+	while (revoke_one(g, reg, entry_id))	/* several only for NVB_GPU_REG_ANY */
+		n++;
+	nvb_gpu_names_forget(g, reg, entry_id);
+	return n;
+}
+
+/* Not told which registry: entry_id of every one (with several, nvb_gpu_poll_events is exact). */
+int nvb_gpu_revoke(struct nvb_gpu *g, uint64_t entry_id)
+{
+	return nvb_gpu_revoke_in(g, NVB_GPU_REG_ANY, entry_id) > 0;
 }
 
 int nvb_gpu_cache_trim(struct nvb_gpu *g)
@@ -609,7 +665,8 @@ int nvb_gpu_cache_trim(struct nvb_gpu *g)
 	while (dead) {
 		m = dead;
 		dead = m->next;
-		nvb_gpu_names_forget(g, m->id);
+		if (m->id)
+			nvb_gpu_names_forget(g, m->reg, m->id);
 		map_destroy(m);
 	}
 	return n;

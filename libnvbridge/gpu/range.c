@@ -145,24 +145,27 @@ int nvb_gpu_range_ids(const void *blob, size_t len, uint64_t *ids, unsigned int 
 	return (int)r.h.nchunks;
 }
 
-int nvb_gpu_import_fds(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned int nfds,
+int nvb_gpu_import_fds(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, const int *fds, unsigned int nfds,
 		       const void *blob, size_t blob_len, uint32_t flags, struct nvb_gpu_map **out)
 {
 	*out = NULL;
-	if (entry_id && nvb_gpu_import_cached(g, entry_id, out) == 0)
+	if (entry_id && nvb_gpu_import_cached_in(g, reg, entry_id, flags, out) == 0)
 		return 0;
-	return range_import(g, entry_id, fds, nfds, blob, blob_len, flags, out);
+	return range_import(g, reg, entry_id, fds, nfds, blob, blob_len, flags, out);
 }
 
-/* Opens handle, or takes another reference on it if this process has it open. */
-static CUresult ipc_open(struct nvb_gpu *g, const CUipcMemHandle *handle, CUdeviceptr *base)
+/*
+ * Opens handle in device dev's context (the current one), or takes another
+ * reference on it if this process has it open there.
+ */
+static CUresult ipc_open(struct nvb_gpu *g, const CUipcMemHandle *handle, int dev, CUdeviceptr *base)
 {
 	struct nvb_gpu_ipc *o;
 	CUresult res;
 
 	pthread_mutex_lock(&g->lock);	/* held across the open: two threads must not both open it */
 	for (o = g->ipcs; o; o = o->next)
-		if (!memcmp(&o->handle, handle, sizeof(*handle))) {
+		if (o->dev == dev && !memcmp(&o->handle, handle, sizeof(*handle))) {
 			o->refs++;
 			*base = o->base;
 			pthread_mutex_unlock(&g->lock);
@@ -176,6 +179,7 @@ static CUresult ipc_open(struct nvb_gpu *g, const CUipcMemHandle *handle, CUdevi
 	res = g->cu.cuIpcOpenMemHandle(&o->base, *handle, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS);
 	if (res == CUDA_SUCCESS) {
 		o->handle = *handle;
+		o->dev = dev;
 		o->refs = 1;
 		o->next = g->ipcs;
 		g->ipcs = o;
@@ -187,10 +191,11 @@ static CUresult ipc_open(struct nvb_gpu *g, const CUipcMemHandle *handle, CUdevi
 	return res;
 }
 
-/* Drops a reference; the last one closes the handle. */
+/* Drops a reference; the last one closes the handle, in the context that opened it. */
 static void ipc_close(struct nvb_gpu *g, CUdeviceptr base)
 {
 	struct nvb_gpu_ipc *o, **pp;
+	CUcontext old = NULL;
 
 	pthread_mutex_lock(&g->lock);
 	for (pp = &g->ipcs; (o = *pp); pp = &o->next)
@@ -203,7 +208,10 @@ static void ipc_close(struct nvb_gpu *g, CUdeviceptr base)
 		}
 	pthread_mutex_unlock(&g->lock);
 	if (o) {
+		g->cu.cuCtxGetCurrent(&old);
+		g->cu.cuCtxSetCurrent(g->d[o->dev].ctx);
 		g->cu.cuIpcCloseMemHandle(base);
+		g->cu.cuCtxSetCurrent(old);
 		/* a bearer token: not left for the next malloc (or a core dump) to find */
 		explicit_bzero(&o->handle, sizeof(o->handle));
 		free(o);
@@ -238,7 +246,7 @@ static int import_legacy(struct nvb_gpu *g, struct nvb_gpu_map *m, const struct 
 	if (m->owner_dev < 0)
 		return seterr(-ENODEV, "the legacy IPC allocation's GPU is not visible to this process");
 	memcpy(&ipc, r->h.ipc, sizeof(ipc));
-	res = ipc_open(g, &ipc, &base);
+	res = ipc_open(g, &ipc, m->owner_dev, &base);
 	if (res != CUDA_SUCCESS)
 		return cuerr(g, res, "cuIpcOpenMemHandle");
 	m->ipc_base = base;
@@ -343,7 +351,7 @@ static int import_vmm(struct nvb_gpu *g, struct nvb_gpu_map *m, const struct ran
 }
 
 
-int range_import(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned int nfds,
+int range_import(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, const int *fds, unsigned int nfds,
 		 const void *blob, size_t blob_len, uint32_t flags, struct nvb_gpu_map **out)
 {
 	struct nvb_gpu_map *m;
@@ -369,6 +377,7 @@ int range_import(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned 
 		return err;
 	}
 	m->g = g;
+	m->reg = reg;
 	m->id = entry_id;
 	m->refs = 1;
 	m->owner_dev = -1;
@@ -380,6 +389,8 @@ int range_import(struct nvb_gpu *g, uint64_t entry_id, const int *fds, unsigned 
 	cur = cur_dev(g);
 	if (cur < 0)
 		cur = 0;
+	/* legacy IPC: CUDA enables peer access as devices use it; VMM: as import_vmm grants */
+	m->local_dev = (flags & NVB_GPU_IMPORT_LOCAL_ONLY) && r.h.kind == NVB_GPU_KIND_VMM ? cur : -1;
 	/* IPC handles open in the owner's context; VMM calls take the current one */
 	g->cu.cuCtxSetCurrent(g->d[m->owner_dev >= 0 ? m->owner_dev : cur].ctx);
 	if (r.h.kind == NVB_GPU_KIND_LEGACY_IPC)

@@ -117,6 +117,8 @@ static int chunk_find(struct nvb_gpu *g, struct nvb_gpu_reg *reg, CUdeviceptr p,
 		return cuerr(g, r, "cuMemGetAllocationGranularity");
 	if (mg > *gran)
 		*gran = mg;
+	/* an nvb_gpu_alloc() buffer of this process must never be cached for reuse now */
+	alloc_mark_exported(base);
 	r = g->cu.cuMemExportToShareableHandle(&c->fd, c->h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
 	if (r != CUDA_SUCCESS) {
 		c->fd = -1;

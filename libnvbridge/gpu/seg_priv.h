@@ -33,6 +33,7 @@ struct seg_handle {
 	int refs;		/* segments + prefetches on it */
 	int evfd;		/* nvb_event_fd(h) */
 	uint64_t gen;		/* which handle: entry ids are per broker (and restart), not global */
+	uint64_t reg;		/* h's registry in the import cache (nvb_gpu_registry) */
 };
 
 /* A name watched on a handle by this layer (one nvb_watch per name and handle). */

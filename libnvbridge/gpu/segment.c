@@ -63,6 +63,7 @@ static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *e
 	hd->evfd = fd;
 	pthread_mutex_lock(&e->lock);
 	hd->gen = ++e->next_gen;
+	hd->reg = nvb_gpu_registry(h);
 	hd->next = e->handles;
 	e->handles = hd;
 	pthread_mutex_unlock(&e->lock);
@@ -321,7 +322,7 @@ static void verify(struct seg_engine *e, struct seg_handle *hd)
 		if (err && err != -ENOENT && err != -EACCES && err != -EPERM &&
 		    err != -ECONNRESET && err != -ECHILD)
 			continue;	/* unknown: keep it */
-		nvb_gpu_revoke(e->g, c[i].id);
+		nvb_gpu_revoke_in(e->g, hd->reg, c[i].id);
 		pthread_mutex_lock(&e->lock);
 		mark_revoked(e, hd, c[i].id);
 		pthread_mutex_unlock(&e->lock);
@@ -365,7 +366,7 @@ static void connection_lost(struct seg_engine *e, struct seg_handle *hd)
 	pthread_mutex_unlock(&e->lock);
 	/* outside e->lock: a revocation may write abort flags (CUDA copies) */
 	for (i = 0; i < n; i++)
-		nvb_gpu_revoke(e->g, ids[i]);
+		nvb_gpu_revoke_in(e->g, hd->reg, ids[i]);
 	free(ids);
 	/* segments closed earlier left their mappings cached, unreferenced, by id */
 	nvb_gpu_cache_trim(e->g);
@@ -388,7 +389,7 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 		}
 		for (i = 0; i < n; i++) {
 			if (ev[i].type == NVB_EVENT_REVOKED) {
-				nvb_gpu_revoke(e->g, ev[i].id);
+				nvb_gpu_revoke_in(e->g, hd->reg, ev[i].id);
 				pthread_mutex_lock(&e->lock);
 				k = e->revoked_next++ % 256;
 				e->revoked_ids[k].gen = hd->gen;
@@ -410,7 +411,7 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 		}
 	}
 	if (lost) {
-		nvb_gpu_names_forget(e->g, 0);
+		nvb_gpu_names_forget(e->g, hd->reg, 0);
 		pthread_mutex_lock(&e->lock);
 		for (p = e->prefetch; p; p = p->next)
 			if (p->hd == hd)
@@ -440,7 +441,8 @@ static void prefetch_run(struct seg_engine *e)
 			return;
 		/* p stays valid: only the holder of e->hlock unlinks prefetches */
 		err = fetch(p->hd->h, p->name, p->flags, p->owner_uid, 0, blob, &b, &ent, &fd);
-		if (!err && nvb_gpu_import_cached(e->g, ent.id, &m) &&
+		if (!err && nvb_gpu_import_cached_in(e->g, p->hd->reg, ent.id, (p->flags & NVB_GPU_SEG_LOCAL_ONLY) ?
+						     NVB_GPU_IMPORT_LOCAL_ONLY : 0, &m) &&
 		    nvb_gpu_import_entry(e->g, p->hd->h, p->name, &ent, fd, b,
 					 (p->flags & NVB_GPU_SEG_LOCAL_ONLY) ?
 					 NVB_GPU_IMPORT_LOCAL_ONLY : 0, &m))
@@ -832,7 +834,8 @@ static int open_prefetched(struct seg_engine *e, struct seg_handle *hd, const ch
 			break;
 	/* a handle whose connection ended (evfd -1) carries no revocation any more */
 	if (p && p->id && hd->evfd >= 0 && p->flags == o->flags && p->owner_uid == o->owner_uid &&
-	    !nvb_gpu_import_cached(e->g, p->id, m)) {
+	    !nvb_gpu_import_cached_in(e->g, hd->reg, p->id, (o->flags & NVB_GPU_SEG_LOCAL_ONLY) ?
+				      NVB_GPU_IMPORT_LOCAL_ONLY : 0, m)) {
 		memset(ent, 0, sizeof(*ent));
 		ent->id = p->id;
 		ent->uid = p->uid;
@@ -865,7 +868,8 @@ static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *n
 	s->stats.round_trips++;
 	if (err)
 		return seterr(err, "nvb_gpu_seg_open: %s: %s", name, nvb_last_error(hd->h));
-	s->stats.cached = nvb_gpu_import_cached(e->g, ent->id, m) == 0;
+	s->stats.cached = nvb_gpu_import_cached_in(e->g, hd->reg, ent->id, (o->flags & NVB_GPU_SEG_LOCAL_ONLY) ?
+						   NVB_GPU_IMPORT_LOCAL_ONLY : 0, m) == 0;
 	if (!s->stats.cached) {
 		/* chunk entries of a registered range: one more request each */
 		err = nvb_gpu_import_entry(e->g, hd->h, name, ent, fd, b,
@@ -949,7 +953,7 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	pthread_mutex_unlock(&e->lock);
 	pthread_mutex_unlock(&e->hlock);
 	if (s->revoked)
-		nvb_gpu_revoke(g, ent.id);	/* drop the stale cache entry */
+		nvb_gpu_revoke_in(g, hd->reg, ent.id);	/* drop the stale cache entry */
 	s->stats.total_ns = ns_now() - start;
 	*out = s;
 	return 0;

@@ -203,6 +203,11 @@ def _declare(l: ctypes.CDLL) -> None:
         _proto(l, "nvb_gpu_buf_kind", c_u32, c_vp)
         _proto(l, "nvb_gpu_buf_chunks", c_u32, c_vp)
         _proto(l, "nvb_gpu_unpublish", c_int, c_vp, c_vp, c_u64)
+    # 1.2 (the import cache keyed by registry): without them, ids of several
+    # registries share one space (the import and revocation of older libraries)
+    if hasattr(l, "nvb_gpu_import_fd_on"):
+        _proto(l, "nvb_gpu_import_fd_on", c_int, c_vp, c_vp, c_u64, c_int, c_vp, c_size, c_u32, P(c_vp))
+        _proto(l, "nvb_gpu_revoke_on", c_int, c_vp, c_vp, c_u64)
 
 
 def load() -> ctypes.CDLL:

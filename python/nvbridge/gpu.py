@@ -298,7 +298,13 @@ class Gpu:
         else:
             uuid = bytes(_lib.GpuMeta.from_buffer_copy(
                 gpu_meta.ljust(ctypes.sizeof(_lib.GpuMeta), b"\0")).uuid)
-        if not m.value:
+        if not m.value and hasattr(self._l, "nvb_gpu_import_fd_on"):
+            # f.id is an id of h's registry: cached with it, never served an
+            # entry of the same id that another handle's registry holds
+            h._call_gpu(lambda hp: self._l.nvb_gpu_import_fd_on(self._ptr, hp, f.id, f.fd, gpu_meta,
+                                                                len(gpu_meta), flags, ctypes.byref(m)),
+                        "nvb_gpu_import_fd_on")
+        elif not m.value:
             _gpu_check(self._l.nvb_gpu_import_fd(self._ptr, f.id, f.fd, gpu_meta, len(gpu_meta),
                                                  flags, ctypes.byref(m)), "nvb_gpu_import_fd")
         assert m.value, "nvb_gpu_import_fd returned 0 without a mapping"
@@ -349,8 +355,14 @@ class Gpu:
         from .registered import register_tensor
         return register_tensor(self, obj, flags)
 
-    def _on_event(self, ev: Event) -> None:
-        if ev.type == EventType.REVOKED and self._g:
+    def _on_event(self, ev: Event, h: Optional[Handle] = None) -> None:
+        if ev.type != EventType.REVOKED or not self._g:
+            return
+        if h is not None and hasattr(self._l, "nvb_gpu_revoke_on"):
+            # the id is one of h's registry: another registry's entry of
+            # that id (imported through another handle) stays
+            h._call_gpu(lambda hp: self._l.nvb_gpu_revoke_on(self._g, hp, ev.id), "nvb_gpu_revoke_on")
+        else:
             self._l.nvb_gpu_revoke(self._g, ev.id)
 
     def poll_events(self, h: Handle) -> List[Event]:

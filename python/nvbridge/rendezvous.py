@@ -426,7 +426,7 @@ class Handle:
         return self._call("nvb_event_fd")
 
     def _add_hook(self, obj: Any) -> None:
-        """Calls obj._on_event(event) for every event read through this handle
+        """Calls obj._on_event(event, handle) for every event read through this handle
         (imported tensors and the GPU layer follow revocations this way);
         held weakly."""
         self._hooks.add(obj)
@@ -448,7 +448,7 @@ class Handle:
 
     def _deliver(self, ev: Event) -> None:
         for obj in list(self._hooks):
-            obj._on_event(ev)
+            obj._on_event(ev, self)
 
     def events(self, timeout: Optional[float] = None) -> Iterator[Event]:
         """Yields events as they come; ends when none arrives within

@@ -179,7 +179,8 @@ class SharedTensor:
         rev = getattr(self._mem, "revoked", None)
         return bool(rev()) if rev else False
 
-    def _on_event(self, ev: Event) -> None:
+    def _on_event(self, ev: Event, h: Any = None) -> None:
+        # registered on its importing handle only: ev.id is of its registry
         if ev.type == EventType.REVOKED and self.entry is not None and ev.id == self.entry.id:
             self._revoked = True
         elif ev.type == EventType.OVERFLOW and not self._revoked:

@@ -115,6 +115,7 @@ class AllocatorStats:
     cache_limit: int
     live_blocks: int
     cached_blocks: int
+    exported_releases: int = 0  #: blocks released, not cached: they were shared (libnvbridge_torch 1.2)
 
 
 class _CStats(ctypes.Structure):

@@ -22,26 +22,28 @@
 #define API __attribute__((visibility("default"))) CUresult
 
 static __thread CUcontext cur;
+static int fake_ndev(void);	/* devices: 1, or $NVB_FAKE_DEVICES (multi-device block, at the end) */
+#define FAKE_CTX(d)	((CUcontext)(uintptr_t)(0x1000 + 0x100 * (d)))	/* device d's primary context */
 
 API cuInit(unsigned int f) { (void)f; return CUDA_SUCCESS; }
 API cuDriverGetVersion(int *v) { *v = 12080; return CUDA_SUCCESS; }
 API cuGetErrorName(CUresult e, const char **s) { (void)e; *s = "CUDA_ERROR_FAKE"; return CUDA_SUCCESS; }
 API cuGetErrorString(CUresult e, const char **s) { (void)e; *s = "fake libcuda"; return CUDA_SUCCESS; }
-API cuDeviceGet(CUdevice *d, int i) { if (i) return CUDA_ERROR_INVALID_DEVICE; *d = 0; return CUDA_SUCCESS; }
-API cuDeviceGetCount(int *n) { *n = 1; return CUDA_SUCCESS; }
+API cuDeviceGet(CUdevice *d, int i) { if (i < 0 || i >= fake_ndev()) return CUDA_ERROR_INVALID_DEVICE; *d = i; return CUDA_SUCCESS; }
+API cuDeviceGetCount(int *n) { *n = fake_ndev(); return CUDA_SUCCESS; }
 API cuDeviceGetName(char *n, int len, CUdevice d) { (void)d; strncpy(n, "fake GPU (host memory)", len); n[len - 1] = 0; return CUDA_SUCCESS; }
-static CUresult uuid(CUuuid *u, CUdevice d) { (void)d; for (int i = 0; i < 16; i++) u->bytes[i] = (char)(0xa0 + i); return CUDA_SUCCESS; }
+static CUresult uuid(CUuuid *u, CUdevice d) { for (int i = 0; i < 16; i++) u->bytes[i] = (char)(0xa0 + i); u->bytes[0] = (char)(0xa0 + 0x10 * d); return CUDA_SUCCESS; }
 API cuDeviceGetUuid_v2(CUuuid *u, CUdevice d) { return uuid(u, d); }
 API cuDeviceGetUuid(CUuuid *u, CUdevice d) { return uuid(u, d); }
 API cuDeviceGetAttribute(int *v, int a, CUdevice d) { (void)d; *v = a == CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR ? 9 : 1; return CUDA_SUCCESS; }
 API cuDeviceCanAccessPeer(int *c, CUdevice d, CUdevice p) { (void)d; (void)p; *c = 1; return CUDA_SUCCESS; }
 static int primary_refs;
-API cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) { (void)d; primary_refs++; *c = (CUcontext)(uintptr_t)0x1000; return CUDA_SUCCESS; }
+API cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) { primary_refs++; *c = FAKE_CTX(d); return CUDA_SUCCESS; }
 API cuDevicePrimaryCtxRelease_v2(CUdevice d) { (void)d; if (primary_refs) primary_refs--; return CUDA_SUCCESS; }
 API cuDevicePrimaryCtxGetState(CUdevice d, unsigned int *f, int *active) { (void)d; *f = 0; *active = primary_refs > 0; return CUDA_SUCCESS; }
 API cuCtxSetCurrent(CUcontext c) { cur = c; return CUDA_SUCCESS; }
 API cuCtxGetCurrent(CUcontext *c) { *c = cur; return CUDA_SUCCESS; }
-API cuCtxGetDevice(CUdevice *d) { if (!cur) return 201; *d = 0; return CUDA_SUCCESS; }
+API cuCtxGetDevice(CUdevice *d) { if (!cur) return 201; *d = (CUdevice)(((uintptr_t)cur - 0x1000) / 0x100); return CUDA_SUCCESS; }
 API cuCtxSynchronize(void) { return CUDA_SUCCESS; }
 API cuCtxEnablePeerAccess(CUcontext p, unsigned int f) { (void)p; (void)f; return CUDA_SUCCESS; }
 API cuMemGetInfo_v2(size_t *f, size_t *t) { *f = 1UL << 30; *t = 2UL << 30; return CUDA_SUCCESS; }
@@ -142,6 +144,7 @@ struct fake_range {
 	size_t size;
 	int fd;		/* VMM map / cuMemAlloc: the memfd; IPC open, marks: -1 */
 	int kind;	/* 1 VMM map, 2 cuMemAlloc, 3 IPC open, 4 host mark, 5 managed mark */
+	CUcontext ctx;	/* IPC open: the context it was opened in */
 };
 static struct fake_range ranges[FAKE_MAX];
 static struct {
@@ -161,7 +164,7 @@ static struct fake_range *range_add(CUdeviceptr base, size_t size, int fd, int k
 {
 	for (int i = 0; i < FAKE_MAX; i++)
 		if (!ranges[i].kind) {
-			ranges[i] = (struct fake_range){ base, size, fd, kind };
+			ranges[i] = (struct fake_range){ base, size, fd, kind, cur };
 			return &ranges[i];
 		}
 	return NULL;
@@ -339,6 +342,10 @@ API cuIpcCloseMemHandle(CUdeviceptr p)
 	if (!r || r->kind != 3 || r->base != p) {
 		pthread_mutex_unlock(&fake_lock);
 		return CUDA_ERROR_INVALID_VALUE;
+	}
+	if (r->ctx != cur) {	/* the mapping belongs to the context that opened it */
+		pthread_mutex_unlock(&fake_lock);
+		return CUDA_ERROR_INVALID_CONTEXT;
 	}
 	munmap(PTR(p), r->size);
 	r->kind = 0;
@@ -558,4 +565,18 @@ API cuStreamAddCallback(CUstream s, void (*cb)(CUstream, CUresult, void *), void
 	}
 	pthread_detach(t);
 	return CUDA_SUCCESS;
+}
+
+/*
+ * ---- multi-device (the import cache's device key, legacy IPC opens per device) ----
+ * $NVB_FAKE_DEVICES=N (1..8) devices: ordinals 0..N-1, UUIDs differing in
+ * their first byte, primary contexts FAKE_CTX(d) (cuCtxGetDevice reads it
+ * back).  Memory is the same host memory whatever the device.
+ */
+static int fake_ndev(void)
+{
+	const char *e = getenv("NVB_FAKE_DEVICES");
+	int n = e ? atoi(e) : 1;
+
+	return n < 1 ? 1 : n > 8 ? 8 : n;
 }

@@ -58,47 +58,65 @@ static inline void fake_broker_stop(void)
 	unlink(fake_sock);
 }
 
-static inline const char *fake_broker_start(void)
+/* An nvbridged of its own on path (NVB_TEST_DAEMON), answering: its pid, or -1. */
+static inline pid_t fake_broker_spawn(const char *path)
 {
 	const char *bin = getenv("NVB_TEST_DAEMON");
+	pid_t pid;
 
 	if (!bin)
-		return NULL;
-	snprintf(fake_sock, sizeof(fake_sock), "/tmp/nvb-gpufake-%d.sock", (int)getpid());
-	unlink(fake_sock);
-	fake_broker_pid = fork();
-	if (fake_broker_pid == 0) {
+		return -1;
+	unlink(path);
+	pid = fork();
+	if (pid == 0) {
 		int null = open("/dev/null", O_WRONLY);
 
 		if (null >= 0)
 			dup2(null, 2);
-		execl(bin, bin, "--socket", fake_sock, (char *)NULL);
+		execl(bin, bin, "--socket", path, (char *)NULL);
 		_exit(127);
 	}
-	for (int i = 0; i < 500; i++) {
+	for (int i = 0; pid > 0 && i < 500; i++) {
 		struct sockaddr_un sa = { .sun_family = AF_UNIX };
 		int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 		int up;
 
-		strcpy(sa.sun_path, fake_sock);
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
 		up = s >= 0 && !connect(s, (struct sockaddr *)&sa, sizeof(sa));
 		if (s >= 0)
 			close(s);
 		if (up)
-			return fake_sock;
+			return pid;
 		usleep(10000);
 	}
-	fake_broker_stop();
-	return NULL;
+	if (pid > 0) {
+		kill(pid, SIGTERM);
+		waitpid(pid, NULL, 0);
+	}
+	unlink(path);
+	return -1;
+}
+
+static inline const char *fake_broker_start(void)
+{
+	snprintf(fake_sock, sizeof(fake_sock), "/tmp/nvb-gpufake-%d.sock", (int)getpid());
+	fake_broker_pid = fake_broker_spawn(fake_sock);
+	return fake_broker_pid > 0 ? fake_sock : NULL;
+}
+
+/* A rendezvous handle on the broker at path. */
+static inline int fake_nvb_open_at(const char *path, struct nvb **h)
+{
+	struct nvb_opts o = { .sz = sizeof(o), .backend = NVB_BACKEND_BROKER,
+			      .socket_path = path };
+
+	return nvb_open(&o, h);
 }
 
 /* A rendezvous handle on the private broker. */
 static inline int fake_nvb_open(struct nvb **h)
 {
-	struct nvb_opts o = { .sz = sizeof(o), .backend = NVB_BACKEND_BROKER,
-			      .socket_path = fake_sock };
-
-	return nvb_open(&o, h);
+	return fake_nvb_open_at(fake_sock, h);
 }
 
 /*

@@ -863,6 +863,57 @@ static int t_seg_legacy(void)
 	return seg_roundtrip("reg/seg.legacy", p, 2 * MiB, p + 64, MiB + 3);
 }
 
+/*
+ * nvb_gpu_buf_exported(): what an allocator that caches freed buffers asks
+ * before reuse.  An export of the buffer, or a registration of memory in
+ * it through ANOTHER struct nvb_gpu (Python's, while the allocator has its
+ * own), marks it; an untouched buffer, and a new buffer at a freed one's
+ * address, answer 0.
+ */
+static int t_buf_exported(void)
+{
+	struct nvb_gpu_buf *a, *b, *c, *r;
+	struct nvb_gpu_meta meta;
+	struct nvb_gpu *g, *g2;
+	uint64_t ptr;
+	int fd;
+
+	OK(nvb_gpu_open(NULL, &g));
+	OK(nvb_gpu_open(NULL, &g2));
+	OK(nvb_gpu_alloc(g, 0, 4 << 20, 0, &a));
+	OK(nvb_gpu_alloc(g, 0, 4 << 20, 0, &b));
+	EXPECT(nvb_gpu_buf_exported(a), 0);
+	EXPECT(nvb_gpu_buf_exported(b), 0);
+	OK(nvb_gpu_export(a, &fd, &meta));
+	EXPECT(nvb_gpu_buf_exported(a), 1);
+	EXPECT(nvb_gpu_buf_exported(b), 0);		/* its neighbour is not */
+	/* a tensor inside b, registered through another handle */
+	OK(nvb_gpu_register(g2, nvb_gpu_buf_ptr(b) + 4096 + 3, 1 << 20, 0, &r));
+	EXPECT(nvb_gpu_buf_exported(r), 1);
+	EXPECT(nvb_gpu_buf_exported(b), 1);
+	nvb_gpu_free(r);
+	EXPECT(nvb_gpu_buf_exported(b), 1);		/* unregistering takes nothing back */
+	/* a new buffer where b was: not b's history */
+	ptr = nvb_gpu_buf_ptr(b);
+	nvb_gpu_free(b);
+	OK(nvb_gpu_alloc(g, 0, 4 << 20, 0, &c));
+	if (nvb_gpu_buf_ptr(c) != ptr)
+		printf("    (the new buffer is elsewhere: %#llx, was %#llx)\n",
+		       (unsigned long long)nvb_gpu_buf_ptr(c), (unsigned long long)ptr);
+	EXPECT(nvb_gpu_buf_exported(c), 0);
+	/* a registration that fails (runs past the mapping) still marks what it exported */
+	EXPECT(nvb_gpu_register(g2, nvb_gpu_buf_ptr(c), 64 << 20, 0, &r), -EFAULT);
+	EXPECT(nvb_gpu_buf_exported(c), 1);
+	strcpy((char *)nvb_gpu_last_error(), "poison");
+	EXPECT(nvb_gpu_buf_exported(NULL), -EINVAL);
+	CHECK(strstr(nvb_gpu_last_error(), "nvb_gpu_buf_exported"), "%s", nvb_gpu_last_error());
+	nvb_gpu_free(c);
+	nvb_gpu_free(a);
+	nvb_gpu_close(g2);
+	nvb_gpu_close(g);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "vmm_single_allocation", t_vmm_single },
 	{ "vmm_subrange", t_vmm_subrange },
@@ -879,6 +930,7 @@ static const struct nvb_case cases[] = {
 	{ "example_program", t_example },
 	{ "segment_over_vmm_range", t_seg_vmm_multi },
 	{ "segment_over_legacy_memory", t_seg_legacy },
+	{ "buf_exported", t_buf_exported },
 };
 
 int main(int argc, char **argv)

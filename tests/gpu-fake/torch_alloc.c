@@ -408,8 +408,131 @@ static int t_register_and_share(void)
 	t_free(p, 5 * MiB - 3, 0, S1);
 	nvb_close(h);
 	nvb_gpu_close(g);
-	EXPECT(t_trim(-1, 0), 6 * MiB);
+	/* shared: released at the free, not cached (shared_block_not_reused) */
+	EXPECT(stats().exported_releases, 1);
+	EXPECT(stats().cuda_frees, 1);
+	EXPECT(t_trim(-1, 0), 0);
 	return 0;
+}
+
+/*
+ * The attack on block reuse (cross-tenant leak): the exporter shares a
+ * block, an importer keeps its mapping (it ignores the revocation, as a
+ * hostile one would), the exporter frees the tensor and allocates the
+ * same size again, then writes a secret there.  The importer must still
+ * see the old bytes, never the secret: a block whose memory was exported
+ * is released, not cached, and the next allocation is a new physical one.
+ * mode 0: unpublished and unregistered before the free (the careful
+ * exporter); 1: freed while still registered and published; 2: the stale
+ * pointer registered while its block sat in the cache (the reuse check).
+ */
+static int reuse_probe(int mode)
+{
+	const size_t n = 4 * MiB;
+	unsigned char *p, *q, *want, *secret, got[4096];
+	int to_child[2], to_parent[2], st;
+	struct nvb_torch_stats s0, s;
+	struct nvb_gpu_buf *b;
+	struct nvb_gpu *g;
+	struct nvb *h;
+	char c = 0;
+	uint64_t id;
+	pid_t pid;
+
+	CHECK(load() == 0);
+	OK(nvb_gpu_open(NULL, &g));
+	OK(fake_nvb_open(&h));
+	want = malloc(n);
+	secret = malloc(n);
+	CHECK(want && secret);
+	fake_random(want, n);
+	p = t_malloc((ssize_t)n, 0, S1);
+	CHECK(p != NULL, "%s", t_err());
+	memcpy(p, want, n);
+	if (mode == 2)
+		t_free(p, (ssize_t)n, 0, S1);	/* cached, still mapped at p */
+	if (nvb_gpu_register(g, (uint64_t)(uintptr_t)p, n, 0, &b))
+		FAIL("register: %s", nvb_gpu_last_error());
+	if (nvb_gpu_publish(g, h, "torch/reuse", b, NVB_ACCESS_OWNER, &id))
+		FAIL("publish: %s", nvb_gpu_last_error());
+	CHECK(pipe(to_child) == 0 && pipe(to_parent) == 0);
+	pid = fork();
+	if (pid == 0) {
+		struct nvb_gpu_map *m;
+		struct nvb_gpu *g2;
+		struct nvb *h2;
+		unsigned char *v;
+
+		close(to_child[1]);
+		close(to_parent[0]);
+		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2) ||
+		    nvb_gpu_import(g2, h2, "torch/reuse", 5000000000LL, 0, &m) ||
+		    nvb_gpu_map_size(m) != n)
+			_exit(2);
+		v = (unsigned char *)(uintptr_t)nvb_gpu_map_ptr(m);
+		if (memcmp(v, want, n))
+			_exit(3);
+		/* mapped; wait for the exporter's new tensor, then look */
+		if (write(to_parent[1], "m", 1) != 1 || read(to_child[0], &c, 1) != 1)
+			_exit(4);
+		if (write(to_parent[1], v, sizeof(got)) != (ssize_t)sizeof(got))
+			_exit(5);
+		_exit(memcmp(v, want, n) ? 6 : 0);
+	}
+	CHECK(pid > 0);
+	close(to_child[0]);
+	close(to_parent[1]);
+	CHECK(read(to_parent[0], &c, 1) == 1 && c == 'm', "importer did not map");
+	if (mode == 0) {
+		OK(nvb_gpu_unpublish(g, h, id));
+		nvb_gpu_free(b);
+	}
+	s0 = stats();
+	if (mode != 2)
+		t_free(p, (ssize_t)n, 0, S1);
+	q = t_malloc((ssize_t)n, 0, S1);	/* the next tensor of that size class */
+	CHECK(q != NULL, "%s", t_err());
+	s = stats();
+	fake_random(secret, n);
+	memcpy(q, secret, n);
+	CHECK(write(to_child[1], "g", 1) == 1);
+	CHECK(read(to_parent[0], got, sizeof(got)) == (ssize_t)sizeof(got), "importer gave nothing back");
+	waitpid(pid, &st, 0);
+	CHECK(memcmp(got, secret, sizeof(got)), "LEAK: the importer reads the exporter's new tensor");
+	CHECK(!memcmp(got, want, sizeof(got)), "the importer's mapping changed under it");
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "importer status %#x", st);
+	EXPECT(s.hits, s0.hits);		/* not served from the cache */
+	EXPECT(s.cuda_allocs, s0.cuda_allocs + 1);
+	EXPECT(s.cuda_frees, s0.cuda_frees + 1);
+	EXPECT(s.cached_blocks, 0);
+	EXPECT(s.exported_releases, s0.exported_releases + 1);
+	CHECK(!memcmp(q, secret, n), "the new tensor lost its bytes");
+	t_free(q, (ssize_t)n, 0, S1);
+	EXPECT(stats().cached_blocks, 1);	/* never shared: cached as before */
+	if (mode) {
+		OK(nvb_gpu_unpublish(g, h, id));
+		nvb_gpu_free(b);
+	}
+	nvb_close(h);
+	nvb_gpu_close(g);
+	free(want);
+	free(secret);
+	return 0;
+}
+
+static int t_shared_block_not_reused(void)
+{
+	return reuse_probe(0);
+}
+
+static int t_shared_block_freed_while_published(void)
+{
+	return reuse_probe(1);
+}
+
+static int t_stale_pointer_registered_in_cache(void)
+{
+	return reuse_probe(2);
 }
 
 /* Many threads, shared and private streams: no block is ever handed out twice. */
@@ -615,6 +738,9 @@ static const struct nvb_case cases[] = {
 	{ "oom_trims_cache_then_fails", t_oom_trims_cache_then_fails },
 	{ "exportable", t_exportable },
 	{ "register_and_share", t_register_and_share },
+	{ "shared_block_not_reused", t_shared_block_not_reused },
+	{ "shared_block_freed_while_published", t_shared_block_freed_while_published },
+	{ "stale_pointer_registered_in_cache", t_stale_pointer_registered_in_cache },
 	{ "threads", t_threads },
 	{ "bad_input", t_bad_input },
 	{ "context_left_alone", t_context_left_alone },

@@ -14,7 +14,7 @@ import struct
 import time
 import unittest
 
-from helpers import BUILD, NEED_ROOT, UID0, errno_of, handle, is_root, publishing_child, run_as, uniq
+from helpers import BUILD, NEED_ROOT, UID0, Broker, errno_of, handle, is_root, publishing_child, run_as, uniq
 
 import nvbridge
 from nvbridge import Access, gpu
@@ -107,6 +107,45 @@ class FakeGpu(unittest.TestCase):
             self.assertTrue(u._mem.revoked())  # nvb_gpu_map_revoked(): the C layer knows too
             self.assertIn(nvbridge.EventType.REVOKED, [e.type for e in evs])
             u.close()
+
+    def test_two_registries_same_name_and_id(self) -> None:
+        """One Gpu, handles on two brokers whose entries have the same name
+        and the same id (ids are counted per broker): each import maps its
+        own broker's memory, and a revocation read through one handle
+        leaves the other broker's tensor alone."""
+        gp = nvbridge.Gpu(FAKE)
+        ta, tb = gp.empty(4096, "uint8"), gp.empty(4096, "uint8")
+        da, db = fill(ta, 1), fill(tb, 2)
+        name = uniq("2reg")
+        b = Broker()
+        try:
+            with handle() as pa, b.open() as pb, handle() as ha, b.open() as hb:
+                ida = pa.publish_tensor(name, ta)
+                pad = 0
+                while pad + 1 < ida:
+                    pad = pb.publish(f"pad.{pad}", blob=b"x")
+                self.assertEqual(pb.publish_tensor(name, tb), ida)
+                ua = ha.import_tensor(name, gpu=self.g)
+                ub = hb.import_tensor(name, gpu=self.g)
+                self.assertEqual(ctypes.string_at(ua.ptr, 4096), da)
+                self.assertEqual(ctypes.string_at(ub.ptr, 4096), db,
+                                 "the import through broker B mapped broker A's entry")
+                pb.unpublish(ida)
+                for _ in range(100):
+                    self.g.poll_events(hb)
+                    if ub.revoked:
+                        break
+                    time.sleep(0.02)
+                self.assertTrue(ub._mem.revoked())
+                self.assertFalse(ua._mem.revoked(), "B's revocation revoked A's mapping")
+                self.assertEqual(ctypes.string_at(ua.ptr, 4096), da)
+                ua.close()
+                ub.close()
+        finally:
+            b.stop()
+            ta.close()
+            tb.close()
+            gp.close()
 
     def test_c_interop(self) -> None:
         """A Python-published tensor imports with C's nvb_gpu_import(), and a

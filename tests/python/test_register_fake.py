@@ -337,6 +337,53 @@ class RegisterFake(unittest.TestCase):
         self.assertEqual(self.g._live, 0)
         self.a.nvb_torch_free(p, MiB, 0, STREAM)
 
+    def test_shared_block_is_not_reused(self) -> None:
+        """The cross-tenant leak through the allocator's cache: a tensor is
+        shared (Gpu.register + publish_tensor), the importer keeps its
+        mapping past the revocation, the exporter frees the tensor and
+        allocates the same size again for a secret.  The importer must not
+        read the secret: a shared block is released, never reused."""
+        n = 4 * MiB
+        p = self.malloc(n)
+        want = os.urandom(n)
+        ctypes.memmove(p, want, n)
+        t = self.g.register(p, n)
+        name = uniq("reuse")
+        mapped, go = Sync(), Sync()
+
+        def importer() -> tuple:
+            g = nvbridge.Gpu(FAKE)
+            with handle() as hi:
+                u = hi.import_tensor(name, gpu=g)
+                first = ctypes.string_at(u.ptr, 4096)
+                mapped.post()
+                go.wait(30)
+                later = ctypes.string_at(u.ptr, 4096)  # a hostile importer ignores the revocation
+                u.close()
+            g.close()
+            return first, later
+
+        with handle() as h:
+            eid = h.publish_tensor(name, t)
+            c = Child(importer)
+            mapped.wait(30)
+            h.unpublish(eid)
+        t.close()
+        s0 = nvbridge.allocator_stats()
+        self.a.nvb_torch_free(p, n, 0, STREAM)
+        q = self.malloc(n)
+        secret = os.urandom(n)
+        ctypes.memmove(q, secret, n)
+        s = nvbridge.allocator_stats()
+        go.post()
+        first, later = c.result(30)
+        self.assertEqual(first, want[:4096])
+        self.assertNotEqual(later, secret[:4096], "LEAK: the importer reads the new tensor")
+        self.assertEqual(later, want[:4096])
+        self.assertEqual((s.hits, s.cuda_allocs, s.cuda_frees, s.exported_releases),
+                         (s0.hits, s0.cuda_allocs + 1, s0.cuda_frees + 1, s0.exported_releases + 1))
+        self.a.nvb_torch_free(q, n, 0, STREAM)
+
     def test_allocator_stats_and_trim_from_python(self) -> None:
         s0 = nvbridge.allocator_stats()
         p = self.malloc(7 * MiB)

@@ -4,6 +4,8 @@ process's allocator and as one torch.cuda.MemPool, a producer fills a
 KV-cache-shaped tensor with random values, registers a strided view of it
 (Gpu.register_tensor) and publishes it; a consumer process imports it,
 checks every element, negates it in place; the producer sees the negation.
+And the reuse attack: a shared tensor freed, the next one of its size
+holding a secret, the importer that kept its mapping must not see it.
 Skips without a GPU (same reason as test_gpu.py) or without a torch that
 has CUDAPluggableAllocator / MemPool.
 
@@ -91,6 +93,62 @@ CONSUMER = """
 """
 
 
+REUSE_PRODUCER = """
+    import sys, torch, nvbridge
+    name, n = sys.argv[1], int(sys.argv[2])
+    nvbridge.use_torch_allocator()
+    torch.cuda.set_device(0)
+    g = nvbridge.Gpu()
+    gen = torch.Generator().manual_seed(5)
+    old = torch.randint(0, 256, (n,), generator=gen, dtype=torch.uint8)
+    secret = torch.randint(0, 256, (n,), generator=gen, dtype=torch.uint8)
+    kv = torch.empty(n, device="cuda", dtype=torch.uint8)
+    kv.copy_(old)
+    torch.cuda.synchronize()
+    t = g.register_tensor(kv)
+    with nvbridge.open("broker") as h:
+        eid = h.publish_tensor(name, t, access=nvbridge.Access.OWNER)
+        print("published", flush=True)
+        assert sys.stdin.readline().strip() == "unpublish"
+        h.unpublish(eid)
+    t.close()
+    s0 = nvbridge.allocator_stats()
+    del kv                              # the tensor goes; a shared block must not be reused
+    torch.cuda.synchronize()
+    new = torch.empty(n, device="cuda", dtype=torch.uint8)
+    new.copy_(secret)
+    torch.cuda.synchronize()
+    s1 = nvbridge.allocator_stats()
+    assert s1.exported_releases == s0.exported_releases + 1, (s0, s1)
+    assert s1.hits == s0.hits, (s0, s1)
+    print("secret written", flush=True)
+    assert sys.stdin.readline().strip() == "done"
+    print("producer ok", s1, flush=True)
+"""
+
+REUSE_CONSUMER = """
+    import sys, os, torch, nvbridge
+    name, n = sys.argv[1], int(sys.argv[2])
+    gen = torch.Generator().manual_seed(5)
+    old = torch.randint(0, 256, (n,), generator=gen, dtype=torch.uint8)
+    secret = torch.randint(0, 256, (n,), generator=gen, dtype=torch.uint8)
+    g = nvbridge.Gpu()
+    with nvbridge.open("broker") as h:
+        u = h.import_tensor(name, wait=True, timeout=30, expect_uid=os.geteuid(), gpu=g)
+        x = torch.from_dlpack(u)
+        assert torch.equal(x.cpu(), old), "contents differ"
+        print("mapped", flush=True)
+        assert sys.stdin.readline().strip() == "look"
+        later = x.cpu()                 # a hostile importer ignores the revocation
+        assert not torch.equal(later, secret), "LEAK: the importer reads the exporter's new tensor"
+        assert torch.equal(later, old), "the importer's mapping changed"
+        del x
+        u.close()
+    g.close()
+    print("consumer ok", flush=True)
+"""
+
+
 def env() -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(REPO, "python"),
                                                        os.path.dirname(__file__)]))
@@ -124,6 +182,40 @@ class TorchAllocatorAcrossProcesses(unittest.TestCase):
 
     def test_whole_process(self) -> None:
         self.roundtrip("process")
+
+    def test_shared_block_not_reused(self) -> None:
+        """The whole-process allocator: a registered, published tensor is
+        freed and a tensor of the same size takes a secret; the importer,
+        which kept its mapping, must still see the old bytes."""
+        name, n = uniq("reuse"), 4 << 20
+        prod = subprocess.Popen([sys.executable, "-c", textwrap.dedent(REUSE_PRODUCER), name, str(n)],
+                                env=env(), text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        procs = [prod]
+        try:
+            if prod.stdout.readline().strip() != "published":
+                self.fail("producer: " + prod.stdout.read())
+            cons = subprocess.Popen([sys.executable, "-c", textwrap.dedent(REUSE_CONSUMER), name, str(n)],
+                                    env=env(), text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+            procs.append(cons)
+            if cons.stdout.readline().strip() != "mapped":
+                self.fail("consumer: " + cons.stdout.read())
+            prod.stdin.write("unpublish\n")
+            prod.stdin.flush()
+            if prod.stdout.readline().strip() != "secret written":
+                self.fail("producer: " + prod.stdout.read())
+            cout, _ = cons.communicate("look\n", timeout=120)
+            out, _ = prod.communicate("done\n", timeout=120)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        self.assertEqual(cons.returncode, 0, cout)
+        self.assertIn("consumer ok", cout)
+        self.assertEqual(prod.returncode, 0, out)
+        self.assertIn("producer ok", out)
 
     def test_mempool(self) -> None:
         self.roundtrip("pool")
