@@ -4,8 +4,9 @@
  *
  * Watches are indexed by (scope, name) for exact watches and by (scope,
  * prefix) for prefix watches, so a PUBLISH or revocation looks up its
- * name and each of its at most NVBRIDGE_NAME_MAX prefixes (one hash step
- * per byte) and visits only the watches that match: its cost does not
+ * name and each of its at most NVBRIDGE_NAME_MAX prefixes (hash.c: one
+ * byte more and a finalization each) and visits only the watches that
+ * match: its cost does not
  * grow with the number of clients or watches.  Watches are bounded per
  * connection (max_watches, -ENOSPC as the module) and per uid
  * (max_watches_per_user, -ENOSPC).
@@ -179,11 +180,14 @@ static void emit_for(struct watch *w, const struct entry *e, uint16_t type, uint
 void notify(const struct entry *e, uint16_t type, uint16_t reason, const struct client *skip)
 {
 	size_t len = strlen(e->name);
-	uint32_t h = name_hash_seed(e->scope);
+	struct khash st;
+	uint32_t h;
 	struct watch *w, *nx;
 
+	name_hash_start(&st, e->scope);
 	for (size_t l = 0;; l++) {
-		/* the prefix e->name[0..l) */
+		/* the prefix e->name[0..l): name_hash() of it */
+		h = (uint32_t)khash_end(&st);
 		for (w = prefix[h % NBUCKETS]; w; w = nx) {
 			nx = w->next;
 			if (w->hash == h && w->c->scope == e->scope && strlen(w->name) == l &&
@@ -192,7 +196,7 @@ void notify(const struct entry *e, uint16_t type, uint16_t reason, const struct 
 		}
 		if (l == len)
 			break;
-		h = name_hash_step(h, e->name[l]);
+		khash_byte(&st, (uint8_t)e->name[l]);
 	}
 	for (w = exact[h % NBUCKETS]; w; w = nx) {
 		nx = w->next;

@@ -259,16 +259,27 @@ bool pub_alive(struct client *pub);
 uint32_t pid_for(const struct client *viewer, struct client *pub);
 uint16_t exit_reason(struct client *c);
 
-/* ---- registry.c ---- */
-/* FNV-1a over the scope and the name's bytes, one step per byte (events.c hashes prefixes) */
-static inline uint32_t name_hash_seed(const struct scope *s)
-{
-	return 2166136261u ^ (uint32_t)(uintptr_t)s;
-}
+/* ---- hash.c: the keyed hash of every table keyed by what clients choose ---- */
+struct khash {
+	uint64_t v[4];
+	uint64_t m;		/* the bytes of an unfinished word */
+	uint64_t len;
+};
+void khash_init(void);
+void khash_start(struct khash *st);
+void khash_byte(struct khash *st, uint8_t b);
+void khash_u64(struct khash *st, uint64_t x);
+uint64_t khash_end(const struct khash *st);
+/* for the vectors' test (tests/unit/khash.c) only */
+void khash_set_key(const uint64_t k[2]);
+void khash_rounds(int c, int d);
 
-static inline uint32_t name_hash_step(uint32_t h, char c)
+/* ---- registry.c ---- */
+/* the scope's address, then the name's bytes (events.c hashes prefixes by khash_end) */
+static inline void name_hash_start(struct khash *st, const struct scope *s)
 {
-	return (h ^ (unsigned char)c) * 16777619u;
+	khash_start(st);
+	khash_u64(st, (uint64_t)(uintptr_t)s);
 }
 
 uint32_t name_hash(const struct scope *s, const char *name, size_t len);

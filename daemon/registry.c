@@ -79,13 +79,19 @@ void scope_put(struct scope *s)
 	free(s);
 }
 
+/*
+ * Keyed (hash.c): which names share a bucket is nobody's to compute.  Its
+ * low 32 bits, and the bucket from their low bits: a pseudorandom
+ * function's bits are each as good as any.
+ */
 uint32_t name_hash(const struct scope *s, const char *name, size_t len)
 {
-	uint32_t h = name_hash_seed(s);
+	struct khash st;
 
+	name_hash_start(&st, s);
 	for (size_t i = 0; i < len; i++)
-		h = name_hash_step(h, name[i]);
-	return h;
+		khash_byte(&st, (uint8_t)name[i]);
+	return (uint32_t)khash_end(&st);
 }
 
 /* ---- access ---- */

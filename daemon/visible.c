@@ -20,7 +20,6 @@
  * lookup per gid the caller holds; a PUBLISH or revocation at most five.
  */
 #include "nvbridged.h"
-#include <sys/random.h>
 
 #define VBUCKETS 8192
 
@@ -38,43 +37,23 @@ struct vkey {
 };
 
 static struct vcount *vtab[VBUCKETS];
-static uint64_t vseed[2];
-static bool vseeded;
-
-/* murmur3's finalizer: every bit of the input reaches every bit of the output */
-static uint64_t fmix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
-	return x;
-}
 
 /*
- * Keyed with a secret drawn at start: a client chooses a and b (the uids
- * and gids its entries name), and the former hash (fixed constants,
+ * Keyed (hash.c, the names' hash): a client chooses a and b (the uids and
+ * gids its entries name), and the former hash (fixed constants,
  * XOR-combined, XOR-folded) let it compute offline which ids share a
  * bucket whatever the scope's address: 48 uids x 1024 entries in one
  * bucket cost the loop 14 s of CPU (hostile info_counter_collisions).
  */
 static uint32_t vhash(const struct scope *s, const struct vkey *k)
 {
-	uint64_t h;
+	struct khash st;
 
-	if (!vseeded) {
-		if (getrandom(vseed, sizeof(vseed), GRND_NONBLOCK) != sizeof(vseed)) {
-			/* no entropy yet (early boot): unpredictable enough to a client */
-			vseed[0] ^= (uint64_t)now_ns() ^ (uint64_t)(uintptr_t)&h;
-			vseed[1] ^= fmix(vseed[0] ^ (uint64_t)getpid());
-		}
-		vseeded = true;
-	}
-	h = fmix(vseed[0] ^ (uint64_t)(uintptr_t)s);
-	h = fmix(h ^ vseed[1] ^ ((uint64_t)k->kind << 32 | k->a));
-	h = fmix(h ^ k->b);
-	return (uint32_t)(h % VBUCKETS);
+	khash_start(&st);
+	khash_u64(&st, (uint64_t)(uintptr_t)s);
+	khash_u64(&st, (uint64_t)k->kind << 32 | k->a);
+	khash_u64(&st, k->b);
+	return (uint32_t)(khash_end(&st) % VBUCKETS);
 }
 
 static struct vcount **vslot(const struct scope *s, const struct vkey *k)

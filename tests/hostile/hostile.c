@@ -62,23 +62,7 @@ static int broker_fds(void)
 /* ms of CPU the broker has used */
 double broker_cpu_ms(void)
 {
-	char p[64], b[1024];
-	unsigned long ut = 0, st = 0;
-	FILE *f;
-
-	snprintf(p, sizeof(p), "/proc/%d/stat", broker);
-	f = fopen(p, "re");
-	if (!f || !fgets(b, sizeof(b), f)) {
-		if (f)
-			fclose(f);
-		return -1;
-	}
-	fclose(f);
-	char *r = strrchr(b, ')');
-
-	if (!r || sscanf(r + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-		return -1;
-	return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+	return cpu_ms_of(broker);
 }
 
 static long log_lines(void)

@@ -13,6 +13,7 @@
 #define UID_MANY   3000	/* 3000.. for floods from many uids */
 
 int64_t now_ns(void);
+double cpu_ms_of(pid_t pid);
 int become(uid_t uid);
 int raise_nofile(unsigned int n);
 pid_t start_broker_at(const char *bin, const char *sock);

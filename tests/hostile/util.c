@@ -24,6 +24,27 @@ int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* ms of CPU process pid has used, or -1 */
+double cpu_ms_of(pid_t pid)
+{
+	char path[64], b[1024], *r;
+	unsigned long ut = 0, st = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	f = fopen(path, "re");
+	if (!f || !fgets(b, sizeof(b), f)) {
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	fclose(f);
+	r = strrchr(b, ')');
+	if (!r || sscanf(r + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+}
+
 int become(uid_t uid)
 {
 	gid_t g = (gid_t)uid;

@@ -30,6 +30,13 @@ else
 	bad "nvb-unit" "no result line"
 fi
 
+# 1b. nvbridged's keyed hash (daemon/hash.c) against SipHash's reference vectors
+if [ -x "$B/nvb-khash-test" ]; then
+	t "daemon_siphash_vectors" "$B/nvb-khash-test"
+elif [ "$ASAN" = 0 ]; then
+	bad "daemon_siphash_vectors" "nvb-khash-test is missing"
+fi
+
 # 2. the shared library exports exactly the versioned nvb_* API
 if [ "$ASAN" = 0 ] && [ ! -e "$B/libnvbridge.so" ]; then
 	bad "so_built" "libnvbridge.so is missing (it includes the GPU layer's objects)"
