@@ -667,9 +667,7 @@ int do_unpublish(struct client *c, struct nvbridge_unpublish *u)
 		for (int i = 0; i < NVBRIDGE_NAME_MAX; i++)
 			if (u->name[i])
 				return -EINVAL;
-		for (e = c->scope->entries; e; e = e->next)
-			if (e->id == u->id)
-				break;
+		e = visible_find_id(c->scope, u->id);
 		if (e && e->owner != c && !may_use(c, e))
 			e = NULL;	/* another's, and not visible: absent (C2) */
 	} else {
@@ -689,6 +687,7 @@ void do_list(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_list
 {
 	uint32_t asz = size < sizeof(*l) ? size : (uint32_t)sizeof(*l);
 	static unsigned char buf[NVBRIDGE_WIRE_DATA_MAX];
+	static struct entry *found[NVBRIDGE_WIRE_DATA_MAX / NVBRIDGE_ENTRY_INFO_SIZE_VER0];
 	uint32_t n = 0, max;
 	int ret = 0;
 
@@ -705,12 +704,17 @@ void do_list(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_list
 	max = (uint32_t)(sizeof(buf) / l->entry_size);
 	if (max > l->count)
 		max = l->count;
-	for (struct entry *e = c->scope->entries; e && n < max; e = e->next) {
+	/* visible.c: from the cursor on, only what c may use: no walk of the scope */
+	ret = visible_list(c, l->cursor, found, max);
+	if (ret < 0) {
+		reply(c, NVBRIDGE_WIRE_REPLY, NVBRIDGE_IOC_LIST, seq, ret, NULL, 0, NULL, 0, NULL);
+		return;
+	}
+	for (n = 0; n < (uint32_t)ret; n++) {
+		struct entry *e = found[n];
 		struct nvbridge_entry_info r;
 		unsigned char *dst = buf + (size_t)n * l->entry_size;
 
-		if (e->id <= l->cursor || !may_use(c, e))
-			continue;
 		memset(&r, 0, sizeof(r));
 		r.id = e->id;
 		r.pid = pid_for(c, e->owner);
@@ -724,7 +728,6 @@ void do_list(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_list
 		memset(dst, 0, l->entry_size);
 		memcpy(dst, &r, l->entry_size < sizeof(r) ? l->entry_size : sizeof(r));
 		l->cursor = e->id;
-		n++;
 	}
 	l->count = n;
 	reply(c, NVBRIDGE_WIRE_REPLY, NVBRIDGE_IOC_LIST, seq, (int32_t)n, l, asz, buf,

