@@ -162,7 +162,6 @@ static pid_t waiter(uid_t u, char (*names)[24], int n, int ready)
 		struct nvbridge_info info = { .size = sizeof(info) };
 		struct nvbridge_wire_hdr h;
 		int s[WAIT_CONNS], fd, ok = 1;
-		char c;
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (become(u))
@@ -178,11 +177,7 @@ static pid_t waiter(uid_t u, char (*names)[24], int n, int ready)
 					  sizeof(info), NULL, 0, -1) &&
 			     !rrecv(s[k], &h, NULL, 0, &fd, 30000) && h.seq == 0 && !h.result;
 		}
-		c = ok ? 'k' : 'n';
-		if (write(ready, &c, 1) != 1)
-			_exit(1);
-		pause();
-		_exit(0);
+		ready_and_wait(ready, ok);
 	}
 	return p;
 }

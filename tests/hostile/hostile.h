@@ -29,6 +29,7 @@ int rpublish(int s, uint32_t seq, const char *name, int fd, uint32_t access);
 pid_t rholder(uid_t u, int ready);
 pid_t rpublisher(uid_t u, char (*names)[24], int n, int ready);
 int rready(int rd);
+void ready_and_wait(int ready, bool ok) __attribute__((noreturn));
 double median_round_ms(uid_t u, double (*round)(int s), int n);
 
 /* hostile.c: ms of CPU the broker has used; one honest round (ms, or -1) */

@@ -210,6 +210,17 @@ int rpublish(int s, uint32_t seq, const char *name, int fd, uint32_t access)
 	return rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, seq, &p, sizeof(p), NULL, 0, fd);
 }
 
+/* in a child: 'k' (ok) or 'n' on the pipe ready, then waits to be killed */
+void ready_and_wait(int ready, bool ok)
+{
+	char c = ok ? 'k' : 'n';
+
+	if (write(ready, &c, 1) != 1)
+		_exit(1);
+	pause();
+	_exit(0);
+}
+
 /* a process of uid u holding one connection: 'k' on ready once HELLO is answered */
 pid_t rholder(uid_t u, int ready)
 {
@@ -217,16 +228,11 @@ pid_t rholder(uid_t u, int ready)
 
 	if (p == 0) {
 		int s;
-		char c;
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (become(u) || (s = rconnect()) < 0 || rhello(s, -1))
 			_exit(1);
-		c = 'k';
-		if (write(ready, &c, 1) != 1)
-			_exit(1);
-		pause();
-		_exit(0);
+		ready_and_wait(ready, true);
 	}
 	return p;
 }
@@ -250,7 +256,6 @@ pid_t rpublisher(uid_t u, char (*names)[24], int n, int ready)
 	if (p == 0) {
 		struct nvbridge_wire_hdr h;
 		int s, fd, i;
-		char c;
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (become(u) || (s = rconnect()) < 0 || rhello(s, -1))
@@ -264,11 +269,7 @@ pid_t rpublisher(uid_t u, char (*names)[24], int n, int ready)
 			    rrecv(s, &h, NULL, 0, &fd, 30000) || h.result)
 				break;
 		}
-		c = i == n ? 'k' : 'n';
-		if (write(ready, &c, 1) != 1)
-			_exit(1);
-		pause();
-		_exit(0);
+		ready_and_wait(ready, i == n);
 	}
 	return p;
 }
