@@ -17,9 +17,8 @@
 #include <sys/ioctl.h>
 #include <linux/sockios.h>
 
-#define NBUCKETS 4096
-
-static struct watch *exact[NBUCKETS], *prefix[NBUCKETS];
+static struct hnode *exact0[4096], *prefix0[4096];
+static struct htable exact = HTABLE(exact0), prefix = HTABLE(prefix0);
 static struct client *lost_list;	/* clients owing an OVERFLOW record */
 static size_t ev_truesize;		/* SIOCOUTQ bytes per queued event record */
 
@@ -182,15 +181,17 @@ void notify(const struct entry *e, uint16_t type, uint16_t reason, const struct 
 	size_t len = strlen(e->name);
 	struct khash st;
 	uint32_t h;
-	struct watch *w, *nx;
+	struct hnode *x, *nx;
 
 	name_hash_start(&st, e->scope);
 	for (size_t l = 0;; l++) {
 		/* the prefix e->name[0..l): name_hash() of it */
 		h = (uint32_t)khash_end(&st);
-		for (w = prefix[h % NBUCKETS]; w; w = nx) {
-			nx = w->next;
-			if (w->hash == h && w->c->scope == e->scope && strlen(w->name) == l &&
+		for (x = htable_chain(&prefix, h); x; x = nx) {
+			struct watch *w = container_of(x, struct watch, hn);
+
+			nx = x->next;
+			if (x->hash == h && w->c->scope == e->scope && strlen(w->name) == l &&
 			    !strncmp(w->name, e->name, l))
 				emit_for(w, e, type, reason, skip);
 		}
@@ -198,16 +199,18 @@ void notify(const struct entry *e, uint16_t type, uint16_t reason, const struct 
 			break;
 		khash_byte(&st, (uint8_t)e->name[l]);
 	}
-	for (w = exact[h % NBUCKETS]; w; w = nx) {
-		nx = w->next;
-		if (w->hash == h && w->c->scope == e->scope && !strcmp(w->name, e->name))
+	for (x = htable_chain(&exact, h); x; x = nx) {
+		struct watch *w = container_of(x, struct watch, hn);
+
+		nx = x->next;
+		if (x->hash == h && w->c->scope == e->scope && !strcmp(w->name, e->name))
 			emit_for(w, e, type, reason, skip);
 	}
 }
 
 int do_watch(struct client *c, struct nvbridge_watch *w)
 {
-	struct watch *nw, **b;
+	struct watch *nw;
 	bool pfx;
 
 	if (w->flags & ~NVBRIDGE_WATCH_FLAGS_ALL)
@@ -243,13 +246,8 @@ int do_watch(struct client *c, struct nvbridge_watch *w)
 	nw->id = ++c->next_watch_id;
 	nw->flags = w->flags;
 	strcpy(nw->name, w->name);
-	nw->hash = name_hash(c->scope, nw->name, strlen(nw->name));
-	b = pfx ? &prefix[nw->hash % NBUCKETS] : &exact[nw->hash % NBUCKETS];
-	nw->next = *b;
-	if (nw->next)
-		nw->next->pprev = &nw->next;
-	nw->pprev = b;
-	*b = nw;
+	nw->hn.hash = name_hash(c->scope, nw->name, strlen(nw->name));
+	htable_add(pfx ? &prefix : &exact, &nw->hn);
 	nw->cnext = c->watches;
 	c->watches = nw;
 	c->nwatches++;
@@ -260,9 +258,7 @@ int do_watch(struct client *c, struct nvbridge_watch *w)
 
 static void watch_free(struct client *c, struct watch *w)
 {
-	*w->pprev = w->next;
-	if (w->next)
-		w->next->pprev = w->pprev;
+	htable_del(w->flags & NVBRIDGE_WATCH_PREFIX ? &prefix : &exact, &w->hn);
 	c->nwatches--;
 	c->user->watches--;
 	mem_uncharge(sizeof(*w));

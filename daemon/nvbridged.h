@@ -121,6 +121,26 @@ struct user *user_get(uid_t uid);
 struct user *tenant_get(uid_t uid);
 void user_put(struct user *u);
 
+/*
+ * ---- htable.c: chained tables that double as they fill ----
+ * A node is embedded in its element (container_of); a table starts with
+ * static buckets, a power of 2: static struct hnode *b[4096]; ... = HTABLE(b).
+ */
+struct hnode {
+	struct hnode *next, **pprev;
+	uint32_t hash;
+};
+struct htable {
+	struct hnode **b;
+	uint32_t mask, n;
+	struct hnode **fixed;	/* the first buckets, never freed */
+};
+#define HTABLE(arr) { (arr), (uint32_t)(sizeof(arr) / sizeof((arr)[0])) - 1, 0, (arr) }
+#define container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
+void htable_add(struct htable *t, struct hnode *x);
+void htable_del(struct htable *t, struct hnode *x);
+struct hnode *htable_chain(const struct htable *t, uint32_t h);
+
 /* ---- scopes (registry.c): one per IPC namespace seen ---- */
 struct scope {
 	struct scope *next;
@@ -149,24 +169,22 @@ struct outmsg {
 };
 
 struct waiter {
-	struct waiter *next, **pprev;	/* in its name bucket */
+	struct hnode hn;		/* in the table by name (hash: name_hash()) */
 	struct waiter *cnext;		/* the client's list */
 	struct client *c;
 	size_t heap_idx;		/* in the deadline heap, or SIZE_MAX */
 	uint32_t seq;
 	uint32_t size;		/* request's struct size */
-	uint32_t hash;
 	struct nvbridge_fetch f;
 	int64_t deadline;	/* CLOCK_MONOTONIC ns, or -1 */
 };
 
 struct watch {
-	struct watch *next, **pprev;	/* in its index bucket */
+	struct hnode hn;		/* in its index (hash: name_hash() of its name) */
 	struct watch *cnext;		/* the client's list */
 	struct client *c;
 	uint64_t id;
 	uint32_t flags;
-	uint32_t hash;
 	char name[NVBRIDGE_NAME_MAX];
 };
 
@@ -228,12 +246,11 @@ struct client {
 struct entry {
 	/* unlinked in O(1): a walk per revocation made a disconnect quadratic */
 	struct entry *next, **pprev;	/* in its scope, id order */
-	struct entry *hnext, **hpprev;	/* in its name bucket */
+	struct hnode hn;		/* in the table by name (hash: name_hash()) */
 	struct entry *onext, **opprev;	/* in its owner's, id order */
 	uint32_t refs;			/* the registry's, plus queued replies' */
 	bool revoked;
 	uint64_t id;
-	uint32_t hash;
 	char name[NVBRIDGE_NAME_MAX];
 	struct scope *scope;
 	struct client *owner;

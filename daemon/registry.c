@@ -15,11 +15,9 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-#define NBUCKETS 4096
-
 static struct scope *scopes;
-static struct entry *ebucket[NBUCKETS];
-static struct waiter *wbucket[NBUCKETS];
+static struct hnode *ebucket0[4096], *wbucket0[4096];
+static struct htable etab = HTABLE(ebucket0), wtab = HTABLE(wbucket0);
 static struct waiter **heap;
 static size_t heap_len, heap_cap;
 static unsigned int total_waiters;
@@ -142,8 +140,10 @@ static int resolve(const struct client *c, const struct nvbridge_fetch *f, struc
 	if (f->flags & NVBRIDGE_FETCH_EXPECT_UID)
 		want = map_from(&c->uidmap, f->expect_uid);
 	*one = NULL;
-	for (struct entry *e = ebucket[h % NBUCKETS]; e; e = e->hnext) {
-		if (e->hash != h || e->scope != c->scope || strcmp(e->name, f->name))
+	for (struct hnode *x = htable_chain(&etab, h); x; x = x->next) {
+		struct entry *e = container_of(x, struct entry, hn);
+
+		if (x->hash != h || e->scope != c->scope || strcmp(e->name, f->name))
 			continue;
 		if ((want >= 0 && e->euid != (uid_t)want) || !may_use(c, e))
 			continue;
@@ -158,10 +158,13 @@ static struct entry *find_own(const struct client *c, const char *name)
 {
 	uint32_t h = name_hash(c->scope, name, strlen(name));
 
-	for (struct entry *e = ebucket[h % NBUCKETS]; e; e = e->hnext)
-		if (e->hash == h && e->scope == c->scope && e->euid == c->euid &&
+	for (struct hnode *x = htable_chain(&etab, h); x; x = x->next) {
+		struct entry *e = container_of(x, struct entry, hn);
+
+		if (x->hash == h && e->scope == c->scope && e->euid == c->euid &&
 		    !strcmp(e->name, name))
 			return e;
+	}
 	return NULL;
 }
 
@@ -189,9 +192,7 @@ static void entry_revoke(struct entry *e, uint16_t reason, const struct client *
 		e->next->pprev = e->pprev;
 	else
 		e->scope->tail = e->pprev;
-	*e->hpprev = e->hnext;
-	if (e->hnext)
-		e->hnext->hpprev = e->hpprev;
+	htable_del(&etab, &e->hn);
 	*e->opprev = e->onext;
 	if (e->onext)
 		e->onext->opprev = e->opprev;
@@ -354,7 +355,7 @@ int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
 	c->scope->refs++;
 	e->id = c->scope->next_id++;
 	memcpy(e->name, p->name, NVBRIDGE_NAME_MAX);
-	e->hash = name_hash(c->scope, e->name, strlen(e->name));
+	e->hn.hash = name_hash(c->scope, e->name, strlen(e->name));
 	e->owner = c;
 	e->fd = p->fd == NVBRIDGE_NO_FD ? -1 : *fdp;
 	if (e->fd >= 0)
@@ -377,11 +378,7 @@ int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
 	e->pprev = c->scope->tail;
 	*c->scope->tail = e;
 	c->scope->tail = &e->next;
-	e->hpprev = &ebucket[e->hash % NBUCKETS];
-	e->hnext = *e->hpprev;
-	if (e->hnext)
-		e->hnext->hpprev = &e->hnext;
-	*e->hpprev = e;
+	htable_add(&etab, &e->hn);
 	if (!c->owned_tail)
 		c->owned_tail = &c->owned;
 	e->opprev = c->owned_tail;
@@ -490,9 +487,7 @@ static void waiter_free(struct waiter *w)
 	struct client *c = w->c;
 	struct waiter **pp;
 
-	*w->pprev = w->next;
-	if (w->next)
-		w->next->pprev = w->pprev;
+	htable_del(&wtab, &w->hn);
 	heap_del(w);
 	for (pp = &c->waiters; *pp; pp = &(*pp)->cnext)
 		if (*pp == w) {
@@ -509,14 +504,15 @@ static void waiter_free(struct waiter *w)
 
 static void wake_waiters(struct entry *e)
 {
-	struct waiter *w, *nx;
+	struct hnode *x, *nx;
 
-	for (w = wbucket[e->hash % NBUCKETS]; w; w = nx) {
+	for (x = htable_chain(&wtab, e->hn.hash); x; x = nx) {
+		struct waiter *w = container_of(x, struct waiter, hn);
 		struct entry *one;
 		int n;
 
-		nx = w->next;
-		if (w->hash != e->hash || w->c->scope != e->scope || w->c->dead ||
+		nx = x->next;
+		if (x->hash != e->hn.hash || w->c->scope != e->scope || w->c->dead ||
 		    strcmp(w->f.name, e->name))
 			continue;
 		n = resolve(w->c, &w->f, &one);
@@ -588,7 +584,7 @@ static int park(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_f
 	w->seq = seq;
 	w->size = size;
 	w->f = *f;
-	w->hash = name_hash(c->scope, f->name, strlen(f->name));
+	w->hn.hash = name_hash(c->scope, f->name, strlen(f->name));
 	w->heap_idx = SIZE_MAX;
 	/* as the module (ktime clamp): a huge timeout saturates, no overflow */
 	w->deadline = f->timeout_ns < 0 ? -1 :
@@ -598,11 +594,7 @@ static int park(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_f
 		mem_uncharge(sizeof(*w));
 		return -ENOMEM;
 	}
-	w->next = wbucket[w->hash % NBUCKETS];
-	if (w->next)
-		w->next->pprev = &w->next;
-	w->pprev = &wbucket[w->hash % NBUCKETS];
-	wbucket[w->hash % NBUCKETS] = w;
+	htable_add(&wtab, &w->hn);
 	w->cnext = c->waiters;
 	c->waiters = w;
 	c->nwaiters++;

@@ -31,8 +31,6 @@
  */
 #include "nvbridged.h"
 
-#define VBUCKETS 8192
-
 enum { V_ALL, V_SCOPE, V_OWN, V_UACL, V_GACL, V_GOWN };
 
 struct vslot {
@@ -41,7 +39,7 @@ struct vslot {
 };
 
 struct vcount {
-	struct vcount *next;
+	struct hnode hn;		/* in vtab (hash: vhash()) */
 	const struct scope *s;
 	uint32_t kind, a, b;
 	uint32_t n;
@@ -54,7 +52,8 @@ struct vkey {
 	uint32_t kind, a, b;
 };
 
-static struct vcount *vtab[VBUCKETS];
+static struct hnode *vtab0[8192];
+static struct htable vtab = HTABLE(vtab0);
 
 /*
  * Keyed (hash.c, the names' hash): a client chooses a and b (the uids and
@@ -71,23 +70,30 @@ static uint32_t vhash(const struct scope *s, const struct vkey *k)
 	khash_u64(&st, (uint64_t)(uintptr_t)s);
 	khash_u64(&st, (uint64_t)k->kind << 32 | k->a);
 	khash_u64(&st, k->b);
-	return (uint32_t)(khash_end(&st) % VBUCKETS);
+	return (uint32_t)khash_end(&st);
 }
 
-static struct vcount **vslot(const struct scope *s, const struct vkey *k)
+static struct vcount *vfind(const struct scope *s, const struct vkey *k, uint32_t h)
 {
-	struct vcount **pp;
+	for (struct hnode *x = htable_chain(&vtab, h); x; x = x->next) {
+		struct vcount *v = container_of(x, struct vcount, hn);
 
-	for (pp = &vtab[vhash(s, k)]; *pp; pp = &(*pp)->next)
-		if ((*pp)->s == s && (*pp)->kind == k->kind && (*pp)->a == k->a && (*pp)->b == k->b)
-			break;
-	return pp;
+		if (x->hash == h && v->s == s && v->kind == k->kind && v->a == k->a &&
+		    v->b == k->b)
+			return v;
+	}
+	return NULL;
+}
+
+static struct vcount *vslot(const struct scope *s, const struct vkey *k)
+{
+	return vfind(s, k, vhash(s, k));
 }
 
 static uint32_t vget(const struct scope *s, uint32_t kind, uint32_t a, uint32_t b)
 {
 	struct vkey k = { kind, a, b };
-	struct vcount *v = *vslot(s, &k);
+	struct vcount *v = vslot(s, &k);
 
 	return v ? v->n : 0;
 }
@@ -169,7 +175,7 @@ static int vlist_add(struct vcount *v, struct entry *e)
 
 static void vdec(const struct scope *s, const struct vkey *k, const struct entry *e)
 {
-	struct vcount **pp = vslot(s, k), *v = *pp;
+	struct vcount *v = vslot(s, k);
 
 	if (!v)
 		return;		/* cannot happen: every counter was made by vinc() */
@@ -177,7 +183,7 @@ static void vdec(const struct scope *s, const struct vkey *k, const struct entry
 		vlist_del(v, e);
 	if (--v->n)
 		return;
-	*pp = v->next;
+	htable_del(&vtab, &v->hn);
 	mem_uncharge(sizeof(*v) + (size_t)v->cap * sizeof(*v->v));
 	free(v->v);
 	free(v);
@@ -185,7 +191,8 @@ static void vdec(const struct scope *s, const struct vkey *k, const struct entry
 
 static int vinc(const struct scope *s, const struct vkey *k, struct entry *e)
 {
-	struct vcount **pp = vslot(s, k), *v = *pp;
+	uint32_t h = vhash(s, k);
+	struct vcount *v = vfind(s, k, h);
 
 	if (!v) {
 		v = mem_calloc(sizeof(*v));
@@ -195,11 +202,12 @@ static int vinc(const struct scope *s, const struct vkey *k, struct entry *e)
 		v->kind = k->kind;
 		v->a = k->a;
 		v->b = k->b;
-		*pp = v;
+		v->hn.hash = h;
+		htable_add(&vtab, &v->hn);
 	}
 	if (k->kind != V_GOWN && vlist_add(v, e)) {
 		if (!v->n) {
-			*pp = v->next;
+			htable_del(&vtab, &v->hn);
 			mem_uncharge(sizeof(*v));
 			free(v);
 		}
@@ -285,7 +293,7 @@ int64_t visible_count(const struct client *c)
 struct entry *visible_find_id(const struct scope *s, uint64_t id)
 {
 	struct vkey k = { V_ALL, 0, 0 };
-	struct vcount *v = *vslot(s, &k);
+	struct vcount *v = vslot(s, &k);
 	uint32_t i;
 
 	if (!v)
@@ -303,7 +311,7 @@ static void vcursor_add(struct vcursor *cur, int *n, const struct scope *s, uint
 			uint32_t a, uint64_t after)
 {
 	struct vkey k = { kind, a, 0 };
-	const struct vcount *v = *vslot(s, &k);
+	const struct vcount *v = vslot(s, &k);
 
 	if (v) {
 		cur[*n] = (struct vcursor){ v, vfirst_above(v, after) };

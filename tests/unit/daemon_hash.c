@@ -1,14 +1,21 @@
 // SPDX-License-Identifier: MIT
 /*
- * lib-unit daemon_siphash_vectors: nvbridged's keyed hash (daemon/hash.c)
- * against SipHash's reference vectors (veorq/SipHash vectors.h: key
- * 00..0f, messages 00, 00 01, ...; 2-4 rounds, the ones published), fed a
- * byte at a time and a word at a time, and with the broker's 1-3 rounds
- * against a published SipHash-1-3 value.  Exit 0 when all match.
+ * nvbridged's hashing, outside the broker (lib-unit):
+ *   vectors  (daemon_siphash_vectors) the keyed hash (daemon/hash.c)
+ *            against SipHash's reference vectors (veorq/SipHash
+ *            vectors.h: key 00..0f, messages 00, 00 01, ...; 2-4 rounds,
+ *            the ones published), fed a byte at a time and a word at a
+ *            time, and with the broker's 1-3 rounds against a published
+ *            SipHash-1-3 value;
+ *   htable   (daemon_htable_grows) the tables (daemon/htable.c) double as
+ *            they fill, keep every node findable in its chain, keep
+ *            chains short, and stay as they are when memory is refused.
+ * Exit 0 when all hold.
  */
 #include "../../daemon/nvbridged.h"
+#include <sys/random.h>
 
-/* what hash.c's fallback uses, in the broker from util.c */
+/* what hash.c and htable.c use, in the broker from util.c */
 void logmsg(const char *fmt, ...)
 {
 	(void)fmt;
@@ -17,6 +24,21 @@ void logmsg(const char *fmt, ...)
 int64_t now_ns(void)
 {
 	return 0;
+}
+
+static size_t charged, charge_cap = SIZE_MAX;
+
+bool mem_charge(size_t n)
+{
+	if (charged + n > charge_cap)
+		return false;
+	charged += n;
+	return true;
+}
+
+void mem_uncharge(size_t n)
+{
+	charged -= n;
 }
 
 static const uint64_t v24[64] = {
@@ -38,7 +60,7 @@ static const uint64_t v24[64] = {
 	0x6ca4ecb15c5f91e1ULL, 0x9f626da15c9625f3ULL, 0xe51b38608ef25f57ULL, 0x958a324ceb064572ULL,
 };
 
-int main(void)
+static int vectors(void)
 {
 	const uint64_t k[2] = { 0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL }, zero[2] = { 0, 0 };
 	struct khash st, w;
@@ -79,4 +101,98 @@ int main(void)
 		bad++;
 	}
 	return bad ? 1 : 0;
+}
+
+#define HN 200000
+
+struct item {
+	struct hnode hn;
+	uint32_t id;
+};
+
+/* the longest chain of t, and whether every node's pprev and bucket are right */
+static uint32_t longest(const struct htable *t, int *bad)
+{
+	uint32_t most = 0;
+
+	for (uint32_t i = 0; i <= t->mask; i++) {
+		uint32_t len = 0;
+
+		for (struct hnode *const *pp = &t->b[i]; *pp; pp = &(*pp)->next) {
+			*bad += (*pp)->pprev != pp || ((*pp)->hash & t->mask) != i;
+			len++;
+		}
+		most = len > most ? len : most;
+	}
+	return most;
+}
+
+static int htable(void)
+{
+	static struct hnode *b0[4096];
+	static struct htable t = HTABLE(b0);
+	struct item *it = calloc(HN, sizeof(*it));
+	int bad = 0;
+	uint32_t most, found = 0;
+
+	if (!it)
+		return 1;
+	for (uint32_t i = 0; i < HN; i++) {
+		if (getrandom(&it[i].hn.hash, sizeof(it[i].hn.hash), 0) != sizeof(it[i].hn.hash))
+			return 1;
+		it[i].id = i;
+		htable_add(&t, &it[i].hn);
+	}
+	most = longest(&t, &bad);
+	/* 200,000 nodes: 131,072 buckets (doubled at 2 per bucket), not 4,096 */
+	if (t.mask + 1 != 131072 || t.n != HN || bad || most > 16) {
+		printf("FAIL after %d adds: %u buckets, %u nodes, %d misplaced, longest chain %u\n",
+		       HN, t.mask + 1, t.n, bad, most);
+		return 1;
+	}
+	if (charged != 131072 * sizeof(struct hnode *)) {
+		printf("FAIL %zu bytes charged for 131072 buckets\n", charged);
+		return 1;
+	}
+	for (uint32_t i = 0; i < HN; i += 7)
+		for (struct hnode *x = htable_chain(&t, it[i].hn.hash); x; x = x->next)
+			if (container_of(x, struct item, hn)->id == i) {
+				found++;
+				break;
+			}
+	if (found != (HN + 6) / 7) {
+		printf("FAIL %u of %u nodes found in their chains\n", found, (HN + 6) / 7);
+		return 1;
+	}
+	/* every other node goes; the rest stay findable and linked */
+	for (uint32_t i = 0; i < HN; i += 2)
+		htable_del(&t, &it[i].hn);
+	longest(&t, &bad);
+	if (t.n != HN / 2 || bad) {
+		printf("FAIL after deletes: %u nodes, %d misplaced\n", t.n, bad);
+		return 1;
+	}
+	/* no memory for more buckets: the table stays, and takes the nodes */
+	charge_cap = charged;
+	for (uint32_t i = 0; i < HN; i += 2)
+		htable_add(&t, &it[i].hn);
+	most = longest(&t, &bad);
+	if (t.mask + 1 != 131072 || t.n != HN || bad) {
+		printf("FAIL refused growth: %u buckets, %u nodes, %d misplaced\n", t.mask + 1, t.n,
+		       bad);
+		return 1;
+	}
+	charge_cap = SIZE_MAX;
+	free(it);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 2 && !strcmp(argv[1], "vectors"))
+		return vectors();
+	if (argc == 2 && !strcmp(argv[1], "htable"))
+		return htable();
+	fprintf(stderr, "usage: %s vectors|htable\n", argv[0]);
+	return 2;
 }

@@ -30,11 +30,12 @@ else
 	bad "nvb-unit" "no result line"
 fi
 
-# 1b. nvbridged's keyed hash (daemon/hash.c) against SipHash's reference vectors
-if [ -x "$B/nvb-khash-test" ]; then
-	t "daemon_siphash_vectors" "$B/nvb-khash-test"
+# 1b. nvbridged's keyed hash (daemon/hash.c) and tables (daemon/htable.c)
+if [ -x "$B/nvb-daemon-hash" ]; then
+	t "daemon_siphash_vectors" "$B/nvb-daemon-hash" vectors
+	t "daemon_htable_grows" "$B/nvb-daemon-hash" htable
 elif [ "$ASAN" = 0 ]; then
-	bad "daemon_siphash_vectors" "nvb-khash-test is missing"
+	bad "daemon_hash_tests" "nvb-daemon-hash is missing"
 fi
 
 # 2. the shared library exports exactly the versioned nvb_* API
