@@ -212,6 +212,12 @@ int nvb_visible_link(struct nvb_scope *s, struct nvb_entry *e);
 void nvb_visible_unlink(struct nvb_scope *s, struct nvb_entry *e);
 void nvb_visible_set(struct nvb_entry *e, bool live);
 unsigned int nvb_visible_count(struct nvb_scope *s, const struct cred *cred);
+/* and LIST's merge of what a policy admits, in id order (nvb_list_collect()) */
+struct nvb_vlist;
+struct nvb_vlist *nvb_vlist_alloc(const struct cred *cred);
+void nvb_vlist_start(struct nvb_vlist *l, struct nvb_scope *s, const struct cred *cred,
+		     unsigned long after);
+struct nvb_entry *nvb_vlist_next(struct nvb_vlist *l);
 bool nvb_events_ready(struct nvb_file *f);
 struct nvb_event_node *nvb_event_take(struct nvb_file *f,
 				      struct nvbridge_event *ev);
