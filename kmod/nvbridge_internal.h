@@ -81,6 +81,7 @@ struct nvb_scope {
 	DECLARE_HASHTABLE(names, NVB_NAMES_BITS);	/* entries by name */
 	DECLARE_HASHTABLE(vcounts, NVB_VCOUNT_BITS);	/* INFO's counts */
 	u32 vseed;			/* their hash's, random: ids are chosen by clients */
+	unsigned long nsalt;		/* the name indexes' hash's, random (nvb_hash()) */
 	DECLARE_HASHTABLE(exact, NVB_WATCH_BITS);	/* exact watches */
 	DECLARE_HASHTABLE(prefix, NVB_WATCH_BITS);	/* prefix watches */
 	struct nvb_publish_bucket publish[NVB_PUBLISH_BUCKETS];

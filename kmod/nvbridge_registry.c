@@ -67,13 +67,17 @@ int nvb_name_check(const char *name, bool prefix)
 }
 
 /*
- * Name hashes are salted with the scope's address: nobody can compute in
- * advance which names (or watch prefixes) share an index bucket with
- * someone else's, to make that bucket long.
+ * Name hashes are salted per scope, so that nobody can compute in advance
+ * which names (or watch prefixes) share an index bucket with someone
+ * else's, to make that bucket long.  full_name_hash() mixes every bit of
+ * the salt into every bit it returns (rotations, then a multiply whose
+ * top bits hash_32() takes): no page offset decides the bucket, as it did
+ * for the broker's former FNV.  The salt is random, not the scope's
+ * address (as it was), which a kernel pointer leak would tell.
  */
 static u32 nvb_hash(const struct nvb_scope *s, const char *name, size_t len)
 {
-	return full_name_hash(s, name, len);
+	return full_name_hash((const void *)s->nsalt, name, len);
 }
 
 static u32 nvb_name_hash(const struct nvb_scope *s, const char *name)
@@ -208,6 +212,7 @@ static struct nvb_scope *nvb_scope_get(struct ipc_namespace *ns)
 	hash_init(s->names);
 	hash_init(s->vcounts);
 	s->vseed = get_random_u32();
+	s->nsalt = get_random_long();
 	hash_init(s->exact);
 	hash_init(s->prefix);
 	for (i = 0; i < NVB_PUBLISH_BUCKETS; i++)
