@@ -23,7 +23,11 @@
  * and are handed out round-robin; a tenant has at most
  * CLOSING_PER_TENANT closes running, so one tenant's hung FLUSHes hold
  * at most that many of the CLOSERS_MAX closers and other tenants' files
- * are closed meanwhile.  Closers start on demand and end after
+ * are closed meanwhile.  A tenant's second close only starts while more
+ * than CLOSERS_RESERVE closers are free: the last ones go to tenants
+ * with no close running, so that 16 tenants (distinct uids) hanging two
+ * FLUSHes each no longer hold all 32 and everyone else's closes waiting
+ * for ever (attack closer_reserve); it now takes 32 such tenants.  Closers start on demand and end after
  * CLOSER_IDLE_NS idle.  Every close is charged to the uid and the tenant
  * that sent the file until it completes: one at
  * --max-pending-closes-per-user / -per-tenant, or with any pending while
@@ -42,6 +46,7 @@
 
 #define CLOSERS_MAX 32
 #define CLOSING_PER_TENANT 2
+#define CLOSERS_RESERVE (CLOSERS_MAX / 2)	/* for tenants with no close running */
 #define CLOSER_IDLE_NS 1000000000LL
 #define CLOSER_STACK 16384
 
@@ -160,6 +165,16 @@ static struct closer *idle_closer(void)
 	return nclosers < CLOSERS_MAX ? spawn() : NULL;
 }
 
+/* closers that could take a close now: idle ones, and free slots */
+static unsigned int closers_free(void)
+{
+	unsigned int n = 0;
+
+	for (int i = 0; i < CLOSERS_MAX; i++)
+		n += !closers[i].pid || (!closers[i].retiring && !closers[i].busy);
+	return n;
+}
+
 static void ready_add(struct user *t)
 {
 	if (t->cq_ready || !t->cq || t->closing >= CLOSING_PER_TENANT)
@@ -185,20 +200,34 @@ static void complete(struct close_req *r)
 	free(r);
 }
 
-/* Hands queued closes to idle closers, one tenant at a time. */
+/*
+ * Hands queued closes to idle closers, one tenant at a time; a tenant with
+ * a close running waits, in its place, while CLOSERS_RESERVE or fewer are
+ * free, and those behind it that have none running go first.
+ */
 static void dispatch(void)
 {
-	while (ready) {
-		struct user *t = ready;
+	struct user **pp = &ready;
+
+	while (*pp) {
+		struct user *t = *pp;
 		struct close_req *r = t->cq;
-		struct closer *k = idle_closer();
+		unsigned int nfree = closers_free();
+		struct closer *k;
 		int32_t fd;
 
+		if (!nfree)
+			return;
+		if (t->closing && nfree <= CLOSERS_RESERVE) {
+			pp = &t->ready_next;
+			continue;
+		}
+		k = idle_closer();
 		if (!k)
 			return;
-		ready = t->ready_next;
-		if (!ready)
-			ready_tail = &ready;
+		*pp = t->ready_next;
+		if (!*pp)
+			ready_tail = pp;
 		t->cq_ready = false;
 		t->cq = r->next;
 		if (!t->cq)
@@ -214,7 +243,7 @@ static void dispatch(void)
 			complete(r);	/* re-queues t itself, then may free it */
 			continue;
 		}
-		ready_add(t);
+		ready_add(t);	/* at the tail: the scan reaches it again after the others */
 	}
 }
 

@@ -4,8 +4,9 @@
  *
  * Watches are indexed by (scope, name) for exact watches and by (scope,
  * prefix) for prefix watches, so a PUBLISH or revocation looks up its
- * name and each of its at most NVBRIDGE_NAME_MAX prefixes (one hash step
- * per byte) and visits only the watches that match: its cost does not
+ * name and each of its at most NVBRIDGE_NAME_MAX prefixes (hash.c: one
+ * byte more and a finalization each) and visits only the watches that
+ * match: its cost does not
  * grow with the number of clients or watches.  Watches are bounded per
  * connection (max_watches, -ENOSPC as the module) and per uid
  * (max_watches_per_user, -ENOSPC).
@@ -16,9 +17,8 @@
 #include <sys/ioctl.h>
 #include <linux/sockios.h>
 
-#define NBUCKETS 4096
-
-static struct watch *exact[NBUCKETS], *prefix[NBUCKETS];
+static struct hnode *exact0[4096], *prefix0[4096];
+static struct htable exact = HTABLE(exact0), prefix = HTABLE(prefix0);
 static struct client *lost_list;	/* clients owing an OVERFLOW record */
 static size_t ev_truesize;		/* SIOCOUTQ bytes per queued event record */
 
@@ -179,31 +179,38 @@ static void emit_for(struct watch *w, const struct entry *e, uint16_t type, uint
 void notify(const struct entry *e, uint16_t type, uint16_t reason, const struct client *skip)
 {
 	size_t len = strlen(e->name);
-	uint32_t h = name_hash_seed(e->scope);
-	struct watch *w, *nx;
+	struct khash st;
+	uint32_t h;
+	struct hnode *x, *nx;
 
+	name_hash_start(&st, e->scope);
 	for (size_t l = 0;; l++) {
-		/* the prefix e->name[0..l) */
-		for (w = prefix[h % NBUCKETS]; w; w = nx) {
-			nx = w->next;
-			if (w->hash == h && w->c->scope == e->scope && strlen(w->name) == l &&
+		/* the prefix e->name[0..l): name_hash() of it */
+		h = (uint32_t)khash_end(&st);
+		for (x = htable_chain(&prefix, h); x; x = nx) {
+			struct watch *w = container_of(x, struct watch, hn);
+
+			nx = x->next;
+			if (x->hash == h && w->c->scope == e->scope && strlen(w->name) == l &&
 			    !strncmp(w->name, e->name, l))
 				emit_for(w, e, type, reason, skip);
 		}
 		if (l == len)
 			break;
-		h = name_hash_step(h, e->name[l]);
+		khash_byte(&st, (uint8_t)e->name[l]);
 	}
-	for (w = exact[h % NBUCKETS]; w; w = nx) {
-		nx = w->next;
-		if (w->hash == h && w->c->scope == e->scope && !strcmp(w->name, e->name))
+	for (x = htable_chain(&exact, h); x; x = nx) {
+		struct watch *w = container_of(x, struct watch, hn);
+
+		nx = x->next;
+		if (x->hash == h && w->c->scope == e->scope && !strcmp(w->name, e->name))
 			emit_for(w, e, type, reason, skip);
 	}
 }
 
 int do_watch(struct client *c, struct nvbridge_watch *w)
 {
-	struct watch *nw, **b;
+	struct watch *nw;
 	bool pfx;
 
 	if (w->flags & ~NVBRIDGE_WATCH_FLAGS_ALL)
@@ -239,13 +246,8 @@ int do_watch(struct client *c, struct nvbridge_watch *w)
 	nw->id = ++c->next_watch_id;
 	nw->flags = w->flags;
 	strcpy(nw->name, w->name);
-	nw->hash = name_hash(c->scope, nw->name, strlen(nw->name));
-	b = pfx ? &prefix[nw->hash % NBUCKETS] : &exact[nw->hash % NBUCKETS];
-	nw->next = *b;
-	if (nw->next)
-		nw->next->pprev = &nw->next;
-	nw->pprev = b;
-	*b = nw;
+	nw->hn.hash = name_hash(c->scope, nw->name, strlen(nw->name));
+	htable_add(pfx ? &prefix : &exact, &nw->hn);
 	nw->cnext = c->watches;
 	c->watches = nw;
 	c->nwatches++;
@@ -256,9 +258,7 @@ int do_watch(struct client *c, struct nvbridge_watch *w)
 
 static void watch_free(struct client *c, struct watch *w)
 {
-	*w->pprev = w->next;
-	if (w->next)
-		w->next->pprev = w->pprev;
+	htable_del(w->flags & NVBRIDGE_WATCH_PREFIX ? &prefix : &exact, &w->hn);
 	c->nwatches--;
 	c->user->watches--;
 	mem_uncharge(sizeof(*w));

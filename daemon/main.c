@@ -469,6 +469,7 @@ int main(int argc, char **argv)
 	probe_host();
 	conn_limits_init();
 	events_init();
+	khash_init();
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0 || closer_init())
 		return 1;

@@ -121,6 +121,26 @@ struct user *user_get(uid_t uid);
 struct user *tenant_get(uid_t uid);
 void user_put(struct user *u);
 
+/*
+ * ---- htable.c: chained tables that double as they fill ----
+ * A node is embedded in its element (container_of); a table starts with
+ * static buckets, a power of 2: static struct hnode *b[4096]; ... = HTABLE(b).
+ */
+struct hnode {
+	struct hnode *next, **pprev;
+	uint32_t hash;
+};
+struct htable {
+	struct hnode **b;
+	uint32_t mask, n;
+	struct hnode **fixed;	/* the first buckets, never freed */
+};
+#define HTABLE(arr) { (arr), (uint32_t)(sizeof(arr) / sizeof((arr)[0])) - 1, 0, (arr) }
+#define container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
+void htable_add(struct htable *t, struct hnode *x);
+void htable_del(struct htable *t, struct hnode *x);
+struct hnode *htable_chain(const struct htable *t, uint32_t h);
+
 /* ---- scopes (registry.c): one per IPC namespace seen ---- */
 struct scope {
 	struct scope *next;
@@ -149,24 +169,22 @@ struct outmsg {
 };
 
 struct waiter {
-	struct waiter *next, **pprev;	/* in its name bucket */
+	struct hnode hn;		/* in the table by name (hash: name_hash()) */
 	struct waiter *cnext;		/* the client's list */
 	struct client *c;
 	size_t heap_idx;		/* in the deadline heap, or SIZE_MAX */
 	uint32_t seq;
 	uint32_t size;		/* request's struct size */
-	uint32_t hash;
 	struct nvbridge_fetch f;
 	int64_t deadline;	/* CLOCK_MONOTONIC ns, or -1 */
 };
 
 struct watch {
-	struct watch *next, **pprev;	/* in its index bucket */
+	struct hnode hn;		/* in its index (hash: name_hash() of its name) */
 	struct watch *cnext;		/* the client's list */
 	struct client *c;
 	uint64_t id;
 	uint32_t flags;
-	uint32_t hash;
 	char name[NVBRIDGE_NAME_MAX];
 };
 
@@ -228,12 +246,11 @@ struct client {
 struct entry {
 	/* unlinked in O(1): a walk per revocation made a disconnect quadratic */
 	struct entry *next, **pprev;	/* in its scope, id order */
-	struct entry *hnext, **hpprev;	/* in its name bucket */
+	struct hnode hn;		/* in the table by name (hash: name_hash()) */
 	struct entry *onext, **opprev;	/* in its owner's, id order */
 	uint32_t refs;			/* the registry's, plus queued replies' */
 	bool revoked;
 	uint64_t id;
-	uint32_t hash;
 	char name[NVBRIDGE_NAME_MAX];
 	struct scope *scope;
 	struct client *owner;
@@ -259,16 +276,27 @@ bool pub_alive(struct client *pub);
 uint32_t pid_for(const struct client *viewer, struct client *pub);
 uint16_t exit_reason(struct client *c);
 
-/* ---- registry.c ---- */
-/* FNV-1a over the scope and the name's bytes, one step per byte (events.c hashes prefixes) */
-static inline uint32_t name_hash_seed(const struct scope *s)
-{
-	return 2166136261u ^ (uint32_t)(uintptr_t)s;
-}
+/* ---- hash.c: the keyed hash of every table keyed by what clients choose ---- */
+struct khash {
+	uint64_t v[4];
+	uint64_t m;		/* the bytes of an unfinished word */
+	uint64_t len;
+};
+void khash_init(void);
+void khash_start(struct khash *st);
+void khash_byte(struct khash *st, uint8_t b);
+void khash_u64(struct khash *st, uint64_t x);
+uint64_t khash_end(const struct khash *st);
+/* for the vectors' test (tests/unit/khash.c) only */
+void khash_set_key(const uint64_t k[2]);
+void khash_rounds(int c, int d);
 
-static inline uint32_t name_hash_step(uint32_t h, char c)
+/* ---- registry.c ---- */
+/* the scope's address, then the name's bytes (events.c hashes prefixes by khash_end) */
+static inline void name_hash_start(struct khash *st, const struct scope *s)
 {
-	return (h ^ (unsigned char)c) * 16777619u;
+	khash_start(st);
+	khash_u64(st, (uint64_t)(uintptr_t)s);
 }
 
 uint32_t name_hash(const struct scope *s, const char *name, size_t len);
@@ -287,9 +315,12 @@ void client_release_registry(struct client *c, uint16_t reason);
 void registry_exit(void);
 
 /* ---- visible.c: INFO's count, kept per scope ---- */
-int visible_add(const struct entry *e);
+int visible_add(struct entry *e);
 void visible_del(const struct entry *e);
 int64_t visible_count(const struct client *c);
+/* ---- and the entries by id: UNPUBLISH by id, LIST ---- */
+struct entry *visible_find_id(const struct scope *s, uint64_t id);
+int visible_list(const struct client *c, uint64_t after, struct entry **out, uint32_t max);
 
 /* ---- events.c ---- */
 int do_watch(struct client *c, struct nvbridge_watch *w);

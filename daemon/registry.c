@@ -15,11 +15,9 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-#define NBUCKETS 4096
-
 static struct scope *scopes;
-static struct entry *ebucket[NBUCKETS];
-static struct waiter *wbucket[NBUCKETS];
+static struct hnode *ebucket0[4096], *wbucket0[4096];
+static struct htable etab = HTABLE(ebucket0), wtab = HTABLE(wbucket0);
 static struct waiter **heap;
 static size_t heap_len, heap_cap;
 static unsigned int total_waiters;
@@ -79,13 +77,19 @@ void scope_put(struct scope *s)
 	free(s);
 }
 
+/*
+ * Keyed (hash.c): which names share a bucket is nobody's to compute.  Its
+ * low 32 bits, and the bucket from their low bits: a pseudorandom
+ * function's bits are each as good as any.
+ */
 uint32_t name_hash(const struct scope *s, const char *name, size_t len)
 {
-	uint32_t h = name_hash_seed(s);
+	struct khash st;
 
+	name_hash_start(&st, s);
 	for (size_t i = 0; i < len; i++)
-		h = name_hash_step(h, name[i]);
-	return h;
+		khash_byte(&st, (uint8_t)name[i]);
+	return (uint32_t)khash_end(&st);
 }
 
 /* ---- access ---- */
@@ -136,8 +140,10 @@ static int resolve(const struct client *c, const struct nvbridge_fetch *f, struc
 	if (f->flags & NVBRIDGE_FETCH_EXPECT_UID)
 		want = map_from(&c->uidmap, f->expect_uid);
 	*one = NULL;
-	for (struct entry *e = ebucket[h % NBUCKETS]; e; e = e->hnext) {
-		if (e->hash != h || e->scope != c->scope || strcmp(e->name, f->name))
+	for (struct hnode *x = htable_chain(&etab, h); x; x = x->next) {
+		struct entry *e = container_of(x, struct entry, hn);
+
+		if (x->hash != h || e->scope != c->scope || strcmp(e->name, f->name))
 			continue;
 		if ((want >= 0 && e->euid != (uid_t)want) || !may_use(c, e))
 			continue;
@@ -152,10 +158,13 @@ static struct entry *find_own(const struct client *c, const char *name)
 {
 	uint32_t h = name_hash(c->scope, name, strlen(name));
 
-	for (struct entry *e = ebucket[h % NBUCKETS]; e; e = e->hnext)
-		if (e->hash == h && e->scope == c->scope && e->euid == c->euid &&
+	for (struct hnode *x = htable_chain(&etab, h); x; x = x->next) {
+		struct entry *e = container_of(x, struct entry, hn);
+
+		if (x->hash == h && e->scope == c->scope && e->euid == c->euid &&
 		    !strcmp(e->name, name))
 			return e;
+	}
 	return NULL;
 }
 
@@ -183,9 +192,7 @@ static void entry_revoke(struct entry *e, uint16_t reason, const struct client *
 		e->next->pprev = e->pprev;
 	else
 		e->scope->tail = e->pprev;
-	*e->hpprev = e->hnext;
-	if (e->hnext)
-		e->hnext->hpprev = e->hpprev;
+	htable_del(&etab, &e->hn);
 	*e->opprev = e->onext;
 	if (e->onext)
 		e->onext->opprev = e->opprev;
@@ -348,7 +355,7 @@ int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
 	c->scope->refs++;
 	e->id = c->scope->next_id++;
 	memcpy(e->name, p->name, NVBRIDGE_NAME_MAX);
-	e->hash = name_hash(c->scope, e->name, strlen(e->name));
+	e->hn.hash = name_hash(c->scope, e->name, strlen(e->name));
 	e->owner = c;
 	e->fd = p->fd == NVBRIDGE_NO_FD ? -1 : *fdp;
 	if (e->fd >= 0)
@@ -371,11 +378,7 @@ int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
 	e->pprev = c->scope->tail;
 	*c->scope->tail = e;
 	c->scope->tail = &e->next;
-	e->hpprev = &ebucket[e->hash % NBUCKETS];
-	e->hnext = *e->hpprev;
-	if (e->hnext)
-		e->hnext->hpprev = &e->hnext;
-	*e->hpprev = e;
+	htable_add(&etab, &e->hn);
 	if (!c->owned_tail)
 		c->owned_tail = &c->owned;
 	e->opprev = c->owned_tail;
@@ -484,9 +487,7 @@ static void waiter_free(struct waiter *w)
 	struct client *c = w->c;
 	struct waiter **pp;
 
-	*w->pprev = w->next;
-	if (w->next)
-		w->next->pprev = w->pprev;
+	htable_del(&wtab, &w->hn);
 	heap_del(w);
 	for (pp = &c->waiters; *pp; pp = &(*pp)->cnext)
 		if (*pp == w) {
@@ -503,14 +504,15 @@ static void waiter_free(struct waiter *w)
 
 static void wake_waiters(struct entry *e)
 {
-	struct waiter *w, *nx;
+	struct hnode *x, *nx;
 
-	for (w = wbucket[e->hash % NBUCKETS]; w; w = nx) {
+	for (x = htable_chain(&wtab, e->hn.hash); x; x = nx) {
+		struct waiter *w = container_of(x, struct waiter, hn);
 		struct entry *one;
 		int n;
 
-		nx = w->next;
-		if (w->hash != e->hash || w->c->scope != e->scope || w->c->dead ||
+		nx = x->next;
+		if (x->hash != e->hn.hash || w->c->scope != e->scope || w->c->dead ||
 		    strcmp(w->f.name, e->name))
 			continue;
 		n = resolve(w->c, &w->f, &one);
@@ -582,7 +584,7 @@ static int park(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_f
 	w->seq = seq;
 	w->size = size;
 	w->f = *f;
-	w->hash = name_hash(c->scope, f->name, strlen(f->name));
+	w->hn.hash = name_hash(c->scope, f->name, strlen(f->name));
 	w->heap_idx = SIZE_MAX;
 	/* as the module (ktime clamp): a huge timeout saturates, no overflow */
 	w->deadline = f->timeout_ns < 0 ? -1 :
@@ -592,11 +594,7 @@ static int park(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_f
 		mem_uncharge(sizeof(*w));
 		return -ENOMEM;
 	}
-	w->next = wbucket[w->hash % NBUCKETS];
-	if (w->next)
-		w->next->pprev = &w->next;
-	w->pprev = &wbucket[w->hash % NBUCKETS];
-	wbucket[w->hash % NBUCKETS] = w;
+	htable_add(&wtab, &w->hn);
 	w->cnext = c->waiters;
 	c->waiters = w;
 	c->nwaiters++;
@@ -661,9 +659,7 @@ int do_unpublish(struct client *c, struct nvbridge_unpublish *u)
 		for (int i = 0; i < NVBRIDGE_NAME_MAX; i++)
 			if (u->name[i])
 				return -EINVAL;
-		for (e = c->scope->entries; e; e = e->next)
-			if (e->id == u->id)
-				break;
+		e = visible_find_id(c->scope, u->id);
 		if (e && e->owner != c && !may_use(c, e))
 			e = NULL;	/* another's, and not visible: absent (C2) */
 	} else {
@@ -683,6 +679,7 @@ void do_list(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_list
 {
 	uint32_t asz = size < sizeof(*l) ? size : (uint32_t)sizeof(*l);
 	static unsigned char buf[NVBRIDGE_WIRE_DATA_MAX];
+	static struct entry *found[NVBRIDGE_WIRE_DATA_MAX / NVBRIDGE_ENTRY_INFO_SIZE_VER0];
 	uint32_t n = 0, max;
 	int ret = 0;
 
@@ -699,12 +696,17 @@ void do_list(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_list
 	max = (uint32_t)(sizeof(buf) / l->entry_size);
 	if (max > l->count)
 		max = l->count;
-	for (struct entry *e = c->scope->entries; e && n < max; e = e->next) {
+	/* visible.c: from the cursor on, only what c may use: no walk of the scope */
+	ret = visible_list(c, l->cursor, found, max);
+	if (ret < 0) {
+		reply(c, NVBRIDGE_WIRE_REPLY, NVBRIDGE_IOC_LIST, seq, ret, NULL, 0, NULL, 0, NULL);
+		return;
+	}
+	for (n = 0; n < (uint32_t)ret; n++) {
+		struct entry *e = found[n];
 		struct nvbridge_entry_info r;
 		unsigned char *dst = buf + (size_t)n * l->entry_size;
 
-		if (e->id <= l->cursor || !may_use(c, e))
-			continue;
 		memset(&r, 0, sizeof(r));
 		r.id = e->id;
 		r.pid = pid_for(c, e->owner);
@@ -718,7 +720,6 @@ void do_list(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_list
 		memset(dst, 0, l->entry_size);
 		memcpy(dst, &r, l->entry_size < sizeof(r) ? l->entry_size : sizeof(r));
 		l->cursor = e->id;
-		n++;
 	}
 	l->count = n;
 	reply(c, NVBRIDGE_WIRE_REPLY, NVBRIDGE_IOC_LIST, seq, (int32_t)n, l, asz, buf,

@@ -18,79 +18,82 @@
  *   SCOPE + OWN(u) + UACL(u) + sum over g in G of (GACL(g) - GOWN(u, g)):
  * each entry once, its own ones through OWN only.  An INFO costs one
  * lookup per gid the caller holds; a PUBLISH or revocation at most five.
+ *
+ * Each counter but GOWN also keeps its entries in id order (an array;
+ * ids only grow, so a PUBLISH appends), which answers LIST and
+ * UNPUBLISH by id without a walk of the scope: UNPUBLISH finds the id in
+ * ALL by bisection, and LIST merges, from the cursor on, the lists of
+ * what the caller may see (ALL for the override).  Walking the scope's
+ * list cost the loop 1.5 ms per request with 100 uids x 1024 entries,
+ * and an honest uid's LIST + UNPUBLISH 2.6 ms instead of 0.02 ms
+ * (attack_scope_walk).  A removal leaves a hole, which keeps its id for
+ * the bisection; the array is compacted when a quarter of it is holes.
  */
 #include "nvbridged.h"
-#include <sys/random.h>
-
-#define VBUCKETS 8192
 
 enum { V_ALL, V_SCOPE, V_OWN, V_UACL, V_GACL, V_GOWN };
 
+struct vslot {
+	uint64_t id;
+	struct entry *e;	/* NULL: a hole, removed */
+};
+
 struct vcount {
-	struct vcount *next;
+	struct hnode hn;		/* in vtab (hash: vhash()) */
 	const struct scope *s;
 	uint32_t kind, a, b;
 	uint32_t n;
+	/* the entries, id order (not for GOWN: only counted) */
+	struct vslot *v;
+	uint32_t len, cap, holes;
 };
 
 struct vkey {
 	uint32_t kind, a, b;
 };
 
-static struct vcount *vtab[VBUCKETS];
-static uint64_t vseed[2];
-static bool vseeded;
-
-/* murmur3's finalizer: every bit of the input reaches every bit of the output */
-static uint64_t fmix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
-	return x;
-}
+static struct hnode *vtab0[8192];
+static struct htable vtab = HTABLE(vtab0);
 
 /*
- * Keyed with a secret drawn at start: a client chooses a and b (the uids
- * and gids its entries name), and the former hash (fixed constants,
+ * Keyed (hash.c, the names' hash): a client chooses a and b (the uids and
+ * gids its entries name), and the former hash (fixed constants,
  * XOR-combined, XOR-folded) let it compute offline which ids share a
  * bucket whatever the scope's address: 48 uids x 1024 entries in one
  * bucket cost the loop 14 s of CPU (hostile info_counter_collisions).
  */
 static uint32_t vhash(const struct scope *s, const struct vkey *k)
 {
-	uint64_t h;
+	struct khash st;
 
-	if (!vseeded) {
-		if (getrandom(vseed, sizeof(vseed), GRND_NONBLOCK) != sizeof(vseed)) {
-			/* no entropy yet (early boot): unpredictable enough to a client */
-			vseed[0] ^= (uint64_t)now_ns() ^ (uint64_t)(uintptr_t)&h;
-			vseed[1] ^= fmix(vseed[0] ^ (uint64_t)getpid());
-		}
-		vseeded = true;
-	}
-	h = fmix(vseed[0] ^ (uint64_t)(uintptr_t)s);
-	h = fmix(h ^ vseed[1] ^ ((uint64_t)k->kind << 32 | k->a));
-	h = fmix(h ^ k->b);
-	return (uint32_t)(h % VBUCKETS);
+	khash_start(&st);
+	khash_u64(&st, (uint64_t)(uintptr_t)s);
+	khash_u64(&st, (uint64_t)k->kind << 32 | k->a);
+	khash_u64(&st, k->b);
+	return (uint32_t)khash_end(&st);
 }
 
-static struct vcount **vslot(const struct scope *s, const struct vkey *k)
+static struct vcount *vfind(const struct scope *s, const struct vkey *k, uint32_t h)
 {
-	struct vcount **pp;
+	for (struct hnode *x = htable_chain(&vtab, h); x; x = x->next) {
+		struct vcount *v = container_of(x, struct vcount, hn);
 
-	for (pp = &vtab[vhash(s, k)]; *pp; pp = &(*pp)->next)
-		if ((*pp)->s == s && (*pp)->kind == k->kind && (*pp)->a == k->a && (*pp)->b == k->b)
-			break;
-	return pp;
+		if (x->hash == h && v->s == s && v->kind == k->kind && v->a == k->a &&
+		    v->b == k->b)
+			return v;
+	}
+	return NULL;
+}
+
+static struct vcount *vslot(const struct scope *s, const struct vkey *k)
+{
+	return vfind(s, k, vhash(s, k));
 }
 
 static uint32_t vget(const struct scope *s, uint32_t kind, uint32_t a, uint32_t b)
 {
 	struct vkey k = { kind, a, b };
-	struct vcount *v = *vslot(s, &k);
+	struct vcount *v = vslot(s, &k);
 
 	return v ? v->n : 0;
 }
@@ -117,22 +120,79 @@ static int entry_keys(const struct entry *e, struct vkey *k)
 	return n;
 }
 
-static void vdec(const struct scope *s, const struct vkey *k)
+/* the first slot of v with an id above id (v->len if none) */
+static uint32_t vfirst_above(const struct vcount *v, uint64_t id)
 {
-	struct vcount **pp = vslot(s, k), *v = *pp;
+	uint32_t lo = 0, hi = v->len;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (v->v[mid].id <= id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void vlist_del(struct vcount *v, const struct entry *e)
+{
+	uint32_t i = vfirst_above(v, e->id), k = 0;
+
+	if (!i || v->v[i - 1].e != e)
+		return;		/* cannot happen: vlist_add() put it there */
+	v->v[i - 1].e = NULL;
+	if (++v->holes <= v->len / 4)
+		return;
+	for (uint32_t j = 0; j < v->len; j++)
+		if (v->v[j].e)
+			v->v[k++] = v->v[j];
+	v->len = k;
+	v->holes = 0;
+}
+
+/* e has the greatest id of its scope so far: it goes last */
+static int vlist_add(struct vcount *v, struct entry *e)
+{
+	if (v->len == v->cap) {
+		uint32_t cap = v->cap ? 2 * v->cap : 8;
+		struct vslot *n;
+
+		if (!mem_charge((size_t)(cap - v->cap) * sizeof(*n)))
+			return -ENOMEM;
+		n = realloc(v->v, (size_t)cap * sizeof(*n));
+		if (!n) {
+			mem_uncharge((size_t)(cap - v->cap) * sizeof(*n));
+			return -ENOMEM;
+		}
+		v->v = n;
+		v->cap = cap;
+	}
+	v->v[v->len++] = (struct vslot){ e->id, e };
+	return 0;
+}
+
+static void vdec(const struct scope *s, const struct vkey *k, const struct entry *e)
+{
+	struct vcount *v = vslot(s, k);
 
 	if (!v)
 		return;		/* cannot happen: every counter was made by vinc() */
+	if (k->kind != V_GOWN)
+		vlist_del(v, e);
 	if (--v->n)
 		return;
-	*pp = v->next;
-	mem_uncharge(sizeof(*v));
+	htable_del(&vtab, &v->hn);
+	mem_uncharge(sizeof(*v) + (size_t)v->cap * sizeof(*v->v));
+	free(v->v);
 	free(v);
 }
 
-static int vinc(const struct scope *s, const struct vkey *k)
+static int vinc(const struct scope *s, const struct vkey *k, struct entry *e)
 {
-	struct vcount **pp = vslot(s, k), *v = *pp;
+	uint32_t h = vhash(s, k);
+	struct vcount *v = vfind(s, k, h);
 
 	if (!v) {
 		v = mem_calloc(sizeof(*v));
@@ -142,22 +202,31 @@ static int vinc(const struct scope *s, const struct vkey *k)
 		v->kind = k->kind;
 		v->a = k->a;
 		v->b = k->b;
-		*pp = v;
+		v->hn.hash = h;
+		htable_add(&vtab, &v->hn);
+	}
+	if (k->kind != V_GOWN && vlist_add(v, e)) {
+		if (!v->n) {
+			htable_del(&vtab, &v->hn);
+			mem_uncharge(sizeof(*v));
+			free(v);
+		}
+		return -ENOMEM;
 	}
 	v->n++;
 	return 0;
 }
 
 /* e (its scope, access and ids set) becomes visible: 0, or -ENOMEM with nothing counted */
-int visible_add(const struct entry *e)
+int visible_add(struct entry *e)
 {
 	struct vkey k[5];
 	int n = entry_keys(e, k);
 
 	for (int i = 0; i < n; i++)
-		if (vinc(e->scope, &k[i])) {
+		if (vinc(e->scope, &k[i], e)) {
 			while (i--)
-				vdec(e->scope, &k[i]);
+				vdec(e->scope, &k[i], e);
 			return -ENOMEM;
 		}
 	return 0;
@@ -169,7 +238,7 @@ void visible_del(const struct entry *e)
 	int n = entry_keys(e, k);
 
 	for (int i = 0; i < n; i++)
-		vdec(e->scope, &k[i]);
+		vdec(e->scope, &k[i], e);
 }
 
 static int cmp_gid(const void *a, const void *b)
@@ -179,28 +248,130 @@ static int cmp_gid(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* c's egid and supplementary gids, sorted, each once: one (64) or malloc()ed; NULL if out of memory */
+static gid_t *caller_gids(const struct client *c, gid_t one[64], int *ng)
+{
+	gid_t *g = one;
+	int n = c->ngroups + 1, k = 0;
+
+	if (n > 64 && !(g = malloc(sizeof(*g) * (size_t)n)))
+		return NULL;
+	g[0] = c->egid;
+	if (c->ngroups)
+		memcpy(g + 1, c->groups, sizeof(*g) * (size_t)c->ngroups);
+	qsort(g, (size_t)n, sizeof(*g), cmp_gid);
+	for (int i = 0; i < n; i++)
+		if (!i || g[i] != g[k - 1])
+			g[k++] = g[i];
+	*ng = k;
+	return g;
+}
+
 /* what may_use() admits, counted: -1 when out of memory (the caller walks instead) */
 int64_t visible_count(const struct client *c)
 {
 	const struct scope *s = c->scope;
-	gid_t one[64], *g = one;
-	int ng = c->ngroups + 1;
+	gid_t one[64], *g;
+	int ng;
 	int64_t n;
 
 	if (c->override)
 		return vget(s, V_ALL, 0, 0);
 	n = (int64_t)vget(s, V_SCOPE, 0, 0) + vget(s, V_OWN, c->euid, 0) +
 	    vget(s, V_UACL, c->euid, 0);
-	if (ng > (int)(sizeof(one) / sizeof(one[0])) && !(g = malloc(sizeof(*g) * (size_t)ng)))
+	g = caller_gids(c, one, &ng);
+	if (!g)
 		return -1;
-	g[0] = c->egid;
-	if (c->ngroups)
-		memcpy(g + 1, c->groups, sizeof(*g) * (size_t)c->ngroups);
-	qsort(g, (size_t)ng, sizeof(*g), cmp_gid);
 	for (int i = 0; i < ng; i++)
-		if (!i || g[i] != g[i - 1])
-			n += (int64_t)vget(s, V_GACL, g[i], 0) - vget(s, V_GOWN, c->euid, g[i]);
+		n += (int64_t)vget(s, V_GACL, g[i], 0) - vget(s, V_GOWN, c->euid, g[i]);
 	if (g != one)
 		free(g);
 	return n;
+}
+
+/* the entry of s with id id, whoever may see it, or NULL */
+struct entry *visible_find_id(const struct scope *s, uint64_t id)
+{
+	struct vkey k = { V_ALL, 0, 0 };
+	struct vcount *v = vslot(s, &k);
+	uint32_t i;
+
+	if (!v)
+		return NULL;
+	i = vfirst_above(v, id);
+	return i && v->v[i - 1].id == id ? v->v[i - 1].e : NULL;
+}
+
+struct vcursor {
+	const struct vcount *v;
+	uint32_t i;
+};
+
+static void vcursor_add(struct vcursor *cur, int *n, const struct scope *s, uint32_t kind,
+			uint32_t a, uint64_t after)
+{
+	struct vkey k = { kind, a, 0 };
+	const struct vcount *v = vslot(s, &k);
+
+	if (v) {
+		cur[*n] = (struct vcursor){ v, vfirst_above(v, after) };
+		(*n)++;
+	}
+}
+
+/*
+ * Up to max entries c may use, ids above after, in id order, into out:
+ * how many, or -ENOMEM.  The merge of the lists of what c may see: each
+ * candidate costs a step per list (1 + 1 + 1 + c's gids that entries
+ * name), none is an entry c may not see.
+ */
+int visible_list(const struct client *c, uint64_t after, struct entry **out, uint32_t max)
+{
+	const struct scope *s = c->scope;
+	struct vcursor few[16], *cur = few;
+	gid_t one[64], *g = NULL;
+	int ng = 0, nc = 0;
+	uint32_t n = 0;
+
+	if (!c->override) {
+		g = caller_gids(c, one, &ng);
+		if (!g)
+			return -ENOMEM;
+		if (3 + ng > 16 && !(cur = malloc(sizeof(*cur) * (size_t)(3 + ng)))) {
+			if (g != one)
+				free(g);
+			return -ENOMEM;
+		}
+		vcursor_add(cur, &nc, s, V_SCOPE, 0, after);
+		vcursor_add(cur, &nc, s, V_OWN, c->euid, after);
+		vcursor_add(cur, &nc, s, V_UACL, c->euid, after);
+		for (int i = 0; i < ng; i++)
+			vcursor_add(cur, &nc, s, V_GACL, g[i], after);
+	} else {
+		vcursor_add(cur, &nc, s, V_ALL, 0, after);
+	}
+	while (n < max) {
+		struct entry *best = NULL;
+
+		/* the least id at the lists' heads (holes skipped); one entry can head two */
+		for (int i = 0; i < nc; i++) {
+			while (cur[i].i < cur[i].v->len && !cur[i].v->v[cur[i].i].e)
+				cur[i].i++;
+			if (cur[i].i < cur[i].v->len &&
+			    (!best || cur[i].v->v[cur[i].i].id < best->id))
+				best = cur[i].v->v[cur[i].i].e;
+		}
+		if (!best)
+			break;
+		for (int i = 0; i < nc; i++)
+			if (cur[i].i < cur[i].v->len && cur[i].v->v[cur[i].i].e == best)
+				cur[i].i++;
+		if (may_use(c, best))	/* always, by the lists' making */
+			out[n++] = best;
+	}
+	if (g && g != one)
+		free(g);
+	if (cur != few)
+		free(cur);
+	return (int)n;
 }

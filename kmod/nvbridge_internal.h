@@ -81,6 +81,7 @@ struct nvb_scope {
 	DECLARE_HASHTABLE(names, NVB_NAMES_BITS);	/* entries by name */
 	DECLARE_HASHTABLE(vcounts, NVB_VCOUNT_BITS);	/* INFO's counts */
 	u32 vseed;			/* their hash's, random: ids are chosen by clients */
+	unsigned long nsalt;		/* the name indexes' hash's, random (nvb_hash()) */
 	DECLARE_HASHTABLE(exact, NVB_WATCH_BITS);	/* exact watches */
 	DECLARE_HASHTABLE(prefix, NVB_WATCH_BITS);	/* prefix watches */
 	struct nvb_publish_bucket publish[NVB_PUBLISH_BUCKETS];
@@ -212,6 +213,12 @@ int nvb_visible_link(struct nvb_scope *s, struct nvb_entry *e);
 void nvb_visible_unlink(struct nvb_scope *s, struct nvb_entry *e);
 void nvb_visible_set(struct nvb_entry *e, bool live);
 unsigned int nvb_visible_count(struct nvb_scope *s, const struct cred *cred);
+/* and LIST's merge of what a policy admits, in id order (nvb_list_collect()) */
+struct nvb_vlist;
+struct nvb_vlist *nvb_vlist_alloc(const struct cred *cred);
+void nvb_vlist_start(struct nvb_vlist *l, struct nvb_scope *s, const struct cred *cred,
+		     unsigned long after);
+struct nvb_entry *nvb_vlist_next(struct nvb_vlist *l);
 bool nvb_events_ready(struct nvb_file *f);
 struct nvb_event_node *nvb_event_take(struct nvb_file *f,
 				      struct nvbridge_event *ev);

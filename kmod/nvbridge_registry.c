@@ -67,13 +67,17 @@ int nvb_name_check(const char *name, bool prefix)
 }
 
 /*
- * Name hashes are salted with the scope's address: nobody can compute in
- * advance which names (or watch prefixes) share an index bucket with
- * someone else's, to make that bucket long.
+ * Name hashes are salted per scope, so that nobody can compute in advance
+ * which names (or watch prefixes) share an index bucket with someone
+ * else's, to make that bucket long.  full_name_hash() mixes every bit of
+ * the salt into every bit it returns (rotations, then a multiply whose
+ * top bits hash_32() takes): no page offset decides the bucket, as it did
+ * for the broker's former FNV.  The salt is random, not the scope's
+ * address (as it was), which a kernel pointer leak would tell.
  */
 static u32 nvb_hash(const struct nvb_scope *s, const char *name, size_t len)
 {
-	return full_name_hash(s, name, len);
+	return full_name_hash((const void *)s->nsalt, name, len);
 }
 
 static u32 nvb_name_hash(const struct nvb_scope *s, const char *name)
@@ -208,6 +212,7 @@ static struct nvb_scope *nvb_scope_get(struct ipc_namespace *ns)
 	hash_init(s->names);
 	hash_init(s->vcounts);
 	s->vseed = get_random_u32();
+	s->nsalt = get_random_long();
 	hash_init(s->exact);
 	hash_init(s->prefix);
 	for (i = 0; i < NVB_PUBLISH_BUCKETS; i++)
@@ -694,10 +699,12 @@ int nvb_entry_reserve(struct nvb_file *f, struct nvb_entry *e)
 		ret = -ENOSPC;
 		goto err_unlock;
 	}
+	e->id = s->last_id + 1;		/* the counters index it by id */
 	ret = nvb_visible_link(s, e);
-	if (ret)
+	if (ret) {
+		e->id = 0;
 		goto err_unlock;
-	e->id = s->last_id + 1;
+	}
 	ret = xa_insert(&s->ids, e->id, e, GFP_KERNEL_ACCOUNT);
 	if (ret) {
 		nvb_visible_unlink(s, e);
@@ -891,37 +898,57 @@ int nvb_fetch_expect(struct nvb_file *f, const char *name,
 	return -ERESTARTSYS;
 }
 
-/* Fill @out with up to @max entries @f may see, with ids above @cursor. */
+static void nvb_list_fill(struct nvb_file *f, struct nvb_entry *e,
+			  struct nvbridge_entry_info *i)
+{
+	memset(i, 0, sizeof(*i));
+	i->id = e->id;
+	nvb_peer_ids(f, e, &i->pid, &i->uid, &i->gid);
+	i->access = e->access;
+	i->blob_len = e->blob_len;
+	i->flags = (e->file ? NVBRIDGE_ENTRY_HAS_FD : 0) |
+		   (e->owner == f ? NVBRIDGE_ENTRY_OWN : 0);
+	strscpy(i->name, e->name, sizeof(i->name));
+}
+
+/*
+ * Fill @out with up to @max entries @f may see, with ids above @cursor.
+ * Only the entries the opener's policy admits are visited (the merge of
+ * INFO's counters, nvbridge_visible.c); the override sees every entry,
+ * and so walks the scope's ids, as does anyone when the merge's memory
+ * cannot be had (the same answer, slower).
+ */
 unsigned int nvb_list_collect(struct nvb_file *f, u64 cursor,
 			      struct nvbridge_entry_info *out,
 			      unsigned int max)
 {
 	struct nvb_scope *s = f->scope;
+	struct nvb_vlist *l = NULL;
 	struct nvb_entry *e;
 	unsigned long idx;
 	unsigned int n = 0;
 
 	if (cursor >= ULONG_MAX || !max)
 		return 0;
+	if (!f->ipc_owner)
+		l = nvb_vlist_alloc(f->cred);
 	mutex_lock(&s->lock);
-	xa_for_each_start(&s->ids, idx, e, (unsigned long)cursor + 1) {
-		struct nvbridge_entry_info *i;
-
-		if (!nvb_may_access(f, e))
-			continue;
-		i = &out[n];
-		memset(i, 0, sizeof(*i));
-		i->id = e->id;
-		nvb_peer_ids(f, e, &i->pid, &i->uid, &i->gid);
-		i->access = e->access;
-		i->blob_len = e->blob_len;
-		i->flags = (e->file ? NVBRIDGE_ENTRY_HAS_FD : 0) |
-			   (e->owner == f ? NVBRIDGE_ENTRY_OWN : 0);
-		strscpy(i->name, e->name, sizeof(i->name));
-		if (++n == max)
-			break;
+	if (l) {
+		nvb_vlist_start(l, s, f->cred, (unsigned long)cursor);
+		while (n < max && (e = nvb_vlist_next(l)))
+			if (nvb_may_access(f, e))	/* not one still pending */
+				nvb_list_fill(f, e, &out[n++]);
+	} else {
+		xa_for_each_start(&s->ids, idx, e, (unsigned long)cursor + 1) {
+			if (!nvb_may_access(f, e))
+				continue;
+			nvb_list_fill(f, e, &out[n]);
+			if (++n == max)
+				break;
+		}
 	}
 	mutex_unlock(&s->lock);
+	kvfree(l);
 	return n;
 }
 

@@ -20,6 +20,14 @@
  * The counters an entry is in are made (GFP_KERNEL_ACCOUNT) when it is
  * reserved, where PUBLISH may still fail, so that making it visible
  * cannot; they go when their last entry is unlinked.  All under s->lock.
+ *
+ * Each counter but GOWN also holds its entries by id (an xarray), so that
+ * LIST visits only what the opener may see: it merges, from the cursor
+ * on, the id orders of the counters the opener's policy admits
+ * (nvb_vlist_*), where the walk of the scope's ids went through every
+ * entry the opener may not see, under the lock (1,000 LISTs beside 50 x
+ * 1,024 entries of others: 15 s in the TCG VM, against 3.7 ms in an
+ * empty scope).
  */
 #include <linux/cred.h>
 #include <linux/hashtable.h>
@@ -34,6 +42,7 @@ struct nvb_vcount {
 	u32 kind, a, b;
 	unsigned int refs;		/* entries linked: reserved or live */
 	unsigned int live;		/* of those, live: what is counted */
+	struct xarray ids;		/* those entries by id (not for GOWN) */
 };
 
 /*
@@ -104,15 +113,21 @@ void nvb_visible_unlink(struct nvb_scope *s, struct nvb_entry *e)
 	while (e->nvc) {
 		struct nvb_vcount *v = e->vc[--e->nvc];
 
+		if (v->kind != NVB_V_GOWN)
+			xa_erase(&v->ids, e->id);
 		if (--v->refs)
 			continue;
 		WARN_ON(v->live);
 		hash_del(&v->node);
+		xa_destroy(&v->ids);
 		kfree(v);
 	}
 }
 
-/* Links reserved @e to its counters, made as needed: 0 or -ENOMEM (nothing linked). */
+/*
+ * Links reserved @e (its id set) to its counters, made as needed: 0 or
+ * -ENOMEM (nothing linked).
+ */
 int nvb_visible_link(struct nvb_scope *s, struct nvb_entry *e)
 {
 	u32 k[NVB_VC_MAX][3];
@@ -131,7 +146,17 @@ int nvb_visible_link(struct nvb_scope *s, struct nvb_entry *e)
 			v->kind = k[i][0];
 			v->a = k[i][1];
 			v->b = k[i][2];
+			xa_init(&v->ids);
 			hash_add(s->vcounts, &v->node, nvb_vhash(s, v->kind, v->a, v->b));
+		}
+		if (v->kind != NVB_V_GOWN &&
+		    xa_insert(&v->ids, e->id, e, GFP_KERNEL_ACCOUNT)) {
+			if (!v->refs) {
+				hash_del(&v->node);
+				kfree(v);
+			}
+			nvb_visible_unlink(s, e);
+			return -ENOMEM;
 		}
 		v->refs++;
 		e->vc[e->nvc++] = v;
@@ -176,4 +201,84 @@ unsigned int nvb_visible_count(struct nvb_scope *s, const struct cred *cred)
 	if (!egid_seen)
 		n += (long)nvb_vget(s, NVB_V_GACL, eg, 0) - nvb_vget(s, NVB_V_GOWN, u, eg);
 	return n < 0 ? 0 : (unsigned int)n;
+}
+
+/* LIST's merge: one cursor per counter the opener's policy admits */
+struct nvb_vlist {
+	int n, cap;
+	struct nvb_vlist_cur {
+		struct xarray *xa;
+		unsigned long idx;
+		struct nvb_entry *e;
+	} c[];
+};
+
+/* Room for @cred's counters (SCOPE, OWN, UACL, a GACL per gid); NULL: no memory. */
+struct nvb_vlist *nvb_vlist_alloc(const struct cred *cred)
+{
+	int cap = (cred->group_info ? cred->group_info->ngroups : 0) + 4;
+	struct nvb_vlist *l = kvmalloc(struct_size(l, c, cap), GFP_KERNEL_ACCOUNT);
+
+	if (l)
+		l->cap = cap;
+	return l;
+}
+
+static void nvb_vlist_add(struct nvb_vlist *l, struct nvb_scope *s, u32 kind, u32 a,
+			  unsigned long after)
+{
+	struct nvb_vcount *v = nvb_vfind(s, kind, a, 0);
+	struct nvb_vlist_cur *c;
+
+	if (!v || l->n == l->cap)
+		return;
+	c = &l->c[l->n++];
+	c->xa = &v->ids;
+	c->idx = after;
+	c->e = xa_find_after(c->xa, &c->idx, ULONG_MAX, XA_PRESENT);
+}
+
+/* Points @l at the entries with ids above @after that @cred's policy admits. */
+void nvb_vlist_start(struct nvb_vlist *l, struct nvb_scope *s, const struct cred *cred,
+		     unsigned long after)
+{
+	const struct group_info *gi = cred->group_info;
+	u32 u = __kuid_val(cred->euid), eg = __kgid_val(cred->egid);
+	bool egid_seen = false;
+	int i;
+
+	lockdep_assert_held(&s->lock);
+	l->n = 0;
+	nvb_vlist_add(l, s, NVB_V_SCOPE, 0, after);
+	nvb_vlist_add(l, s, NVB_V_OWN, u, after);
+	nvb_vlist_add(l, s, NVB_V_UACL, u, after);
+	for (i = 0; gi && i < gi->ngroups; i++) {
+		u32 g = __kgid_val(gi->gid[i]);
+
+		if (i && gid_eq(gi->gid[i], gi->gid[i - 1]))
+			continue;
+		egid_seen |= g == eg;
+		nvb_vlist_add(l, s, NVB_V_GACL, g, after);
+	}
+	if (!egid_seen)
+		nvb_vlist_add(l, s, NVB_V_GACL, eg, after);
+}
+
+/*
+ * The entry with the least id left in @l's counters, or NULL; each entry
+ * once, although it can be in two of them (its owner's and a group's).
+ */
+struct nvb_entry *nvb_vlist_next(struct nvb_vlist *l)
+{
+	struct nvb_entry *best = NULL;
+	int i;
+
+	for (i = 0; i < l->n; i++)
+		if (l->c[i].e && (!best || l->c[i].e->id < best->id))
+			best = l->c[i].e;
+	for (i = 0; best && i < l->n; i++)
+		if (l->c[i].e == best)
+			l->c[i].e = xa_find_after(l->c[i].xa, &l->c[i].idx, ULONG_MAX,
+						  XA_PRESENT);
+	return best;
 }

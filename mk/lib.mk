@@ -141,7 +141,11 @@ $(LA)/nvbridgectl: tools/nvbridgectl.c $(LA)/libnvbridge.a
 # ---- suites ----
 LIB_CORE_BINS := $(LIB_CORE_A) $(LB)/nvbridged $(LB)/nvbridgectl $(LB)/nvb-example-events \
                  $(LB)/nvb-conformance $(LB)/nvb-unit $(LB)/nvb-bench
-check-lib-unit: $(LIB_CORE_BINS)
+# nvbridged's keyed hash and tables, outside the broker
+$(LB)/nvb-daemon-hash: tests/unit/daemon_hash.c daemon/hash.c daemon/htable.c daemon/nvbridged.h
+	$(CC) $(LIB_CFLAGS) -o $@ tests/unit/daemon_hash.c daemon/hash.c daemon/htable.c
+
+check-lib-unit: $(LIB_CORE_BINS) $(LB)/nvb-daemon-hash
 	@$(MAKE) --no-print-directory $(LIB_SO) $(LIB_PC) >$(LB)/so-build.log 2>&1 || \
 		{ echo "libnvbridge.so did not build (see $(LB)/so-build.log):"; tail -5 $(LB)/so-build.log; }
 	$(call nvb_suite,sh tests/unit/run-unit.sh $(LB),lib-unit)

@@ -224,7 +224,7 @@ static int t_denied_is_absent(void)
  * group is both egid and supplementary, or appears twice.  The publisher
  * (uid 2070, egid 3070, groups 3071 3072) publishes one entry of each
  * kind; each viewer's INFO must say its expected count and agree with its
- * LIST.
+ * LIST, which lists the same a record at a time, in id order.
  */
 #define CNT_N 8
 struct cnt_viewer { uid_t uid; gid_t gid; int ng; gid_t g[3]; uint32_t want; };
@@ -257,9 +257,9 @@ static int cnt_viewer(void *p)
 	struct cnt_viewer *v = p;
 	struct nvb_info i = { .sz = sizeof(i) };
 	struct nvb_entry l[64];
-	uint64_t cur = 0;
+	uint64_t cur = 0, last = 0;
 	struct nvb *h;
-	int n, listed = 0;
+	int n, listed = 0, one = 0;
 
 	if (become(v->uid, v->gid, v->ng, v->g))
 		FAIL("become %u", v->uid);
@@ -270,6 +270,16 @@ static int cnt_viewer(void *p)
 	EXPECT(n, 0);
 	EXPECT(i.entries, v->want);
 	EXPECT(i.entries, listed);
+	/* a record a call: the same entries, each once, in id order */
+	cur = 0;
+	while ((n = nvb_list(h, &cur, l, 1)) > 0) {
+		CHECK(l[0].id > last && cur == l[0].id, "LIST went from id %llu to %llu (cursor %llu)",
+		      (unsigned long long)last, (unsigned long long)l[0].id, (unsigned long long)cur);
+		last = l[0].id;
+		one += n;
+	}
+	EXPECT(n, 0);
+	EXPECT(one, listed);
 	nvb_close(h);
 	return 0;
 }

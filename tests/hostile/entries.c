@@ -63,7 +63,6 @@ void entries_publisher(uid_t u, int ready, const char *prefix, const uint32_t *p
 {
 	struct nvbridge_wire_hdr h;
 	int s, fd, n = 0;
-	char c;
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (become(u) || (s = rconnect()) < 0 || rhello(s, -1))
@@ -82,11 +81,7 @@ void entries_publisher(uid_t u, int ready, const char *prefix, const uint32_t *p
 			break;
 		n++;
 	}
-	c = n == DE_ENTRIES ? 'k' : 'n';
-	if (write(ready, &c, 1) != 1)
-		_exit(1);
-	pause();
-	_exit(0);
+	ready_and_wait(ready, n == DE_ENTRIES);
 }
 
 /*

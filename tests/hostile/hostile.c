@@ -62,23 +62,7 @@ static int broker_fds(void)
 /* ms of CPU the broker has used */
 double broker_cpu_ms(void)
 {
-	char p[64], b[1024];
-	unsigned long ut = 0, st = 0;
-	FILE *f;
-
-	snprintf(p, sizeof(p), "/proc/%d/stat", broker);
-	f = fopen(p, "re");
-	if (!f || !fgets(b, sizeof(b), f)) {
-		if (f)
-			fclose(f);
-		return -1;
-	}
-	fclose(f);
-	char *r = strrchr(b, ')');
-
-	if (!r || sscanf(r + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-		return -1;
-	return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+	return cpu_ms_of(broker);
 }
 
 static long log_lines(void)
@@ -1184,12 +1168,22 @@ static int t_socket_symlink(void)
  * looks at the file: the broker's 2048-fd table fills with fds waiting
  * for a FLUSH the attacker never answers, and no one else gets in.
  */
-/* n PUBLISHes carrying file, each refused (bad access): how many were answered within ms each */
-static int fuse_refused_publishes(const char *file, int n, int ms)
+/*
+ * n PUBLISHes carrying file, each refused (bad access): how many were
+ * answered within ms each, or -1 (also for file NULL: the caller could not
+ * set up).  With ready_w/go_r (else -1): a byte on
+ * ready_w once connected (or failed), then none sent before one comes on
+ * go_r.
+ */
+static int fuse_refused_publishes(const char *file, int n, int ms, int ready_w, int go_r)
 {
-	int fd = open(file, O_RDWR | O_CLOEXEC), s = rconnect(), sent = 0;
+	int fd = file ? open(file, O_RDWR | O_CLOEXEC) : -1, s = rconnect(), sent = 0;
+	bool in = fd >= 0 && s >= 0 && !rhello(s, -1);
+	char c = in ? 'r' : 'f';
 
-	if (fd < 0 || s < 0 || rhello(s, -1))
+	if (ready_w >= 0 && (write(ready_w, &c, 1) != 1 || read(go_r, &c, 1) != 1))
+		return -1;
+	if (!in)
 		return -1;
 	for (int i = 0; i < n; i++) {
 		struct nvbridge_publish p = { .size = sizeof(p), .fd = fd, .access = 0xffff };
@@ -1208,7 +1202,7 @@ static int fuse_refused_publishes(const char *file, int n, int ms)
 
 static int fuse_many(void *a)
 {
-	int sent = fuse_refused_publishes(((struct fuse_arg *)a)->file, 2100, 2000);
+	int sent = fuse_refused_publishes(((struct fuse_arg *)a)->file, 2100, 2000, -1, -1);
 
 	if (sent < 0)
 		return 1;
@@ -1563,22 +1557,24 @@ static int t_tenant_userns(void)
  * tenant's two hung closes, counts too).  Each uid stays under
  * --max-pending-closes-per-user (64); only the tenant's bound (64) keeps
  * the files queued for closers, each an fd of the broker, from reaching
- * the total bound (256 here) as 8 x 64.
+ * the total bound (256 here) as 8 x 64.  All 8 connect before any sends:
+ * a tenant at its bound has new connections refused at accept, and the
+ * first uid's 64 PUBLISHes could come before the last uid's connect.
  */
 #define TC_UIDS 8
 #define TC_BOUND 64	/* --max-pending-closes-per-tenant's default */
 
-static int tenant_closer_uid(const char *file, uid_t u)
+static int tenant_closer_uid(const char *file, uid_t u, int ready_w, int go_r)
 {
-	if (setresgid(u, u, u) || setresuid(u, u, u))
-		return -1;
-	return fuse_refused_publishes(file, 200, 300);
+	bool as_u = !setresgid(u, u, u) && !setresuid(u, u, u);
+
+	return fuse_refused_publishes(as_u ? file : NULL, 200, 300, ready_w, go_r);
 }
 
 static int t_fuse_close_flood_tenant(void)
 {
 	char mnt[256], file[300], c = 0;
-	int ok = 1, base = broker_fds(), rp[2], gp[2], cp[2], r, peak, total = 0;
+	int ok = 1, base = broker_fds(), rp[2], gp[2], cp[2], bp[2], bg[2], r, peak, total = 0;
 	pid_t srv, t;
 
 	snprintf(mnt, sizeof(mnt), "%s/fusetenant", dir);
@@ -1588,7 +1584,7 @@ static int t_fuse_close_flood_tenant(void)
 		printf("    skip: cannot mount FUSE (%s)\n", strerror(-r));
 		return 77;
 	}
-	if (pipe(rp) || pipe(gp) || pipe(cp))
+	if (pipe(rp) || pipe(gp) || pipe(cp) || pipe(bp) || pipe(bg))
 		return 1;
 	t = fork();
 	if (t == 0) {
@@ -1601,13 +1597,19 @@ static int t_fuse_close_flood_tenant(void)
 			_exit(97);
 		for (uid_t u = 1; u <= TC_UIDS; u++)
 			if (fork() == 0) {
-				int n = tenant_closer_uid(file, u);
+				int n = tenant_closer_uid(file, u, bp[1], bg[0]);
 
 				if (write(cp[1], &n, sizeof(n)) != sizeof(n))
 					_exit(1);
 				pause();
 				_exit(0);
 			}
+		for (int i = 0; i < TC_UIDS; i++)	/* all connected (or failed) */
+			if (read(bp[0], &c, 1) != 1)
+				_exit(1);
+		for (int i = 0; i < TC_UIDS; i++)
+			if (write(bg[1], "g", 1) != 1)
+				_exit(1);
 		pause();
 		_exit(0);
 	}

@@ -13,6 +13,7 @@
 #define UID_MANY   3000	/* 3000.. for floods from many uids */
 
 int64_t now_ns(void);
+double cpu_ms_of(pid_t pid);
 int become(uid_t uid);
 int raise_nofile(unsigned int n);
 pid_t start_broker_at(const char *bin, const char *sock);
@@ -24,6 +25,12 @@ int rrecv(int s, struct nvbridge_wire_hdr *h, void *arg, size_t cap, int *fd, in
 int rfetch_req(int s, uint32_t seq, const char *name, uint32_t flags, int64_t timeout_ns);
 int rwatch(int s, uint32_t seq, const char *name, uint32_t flags);
 int rpublish(int s, uint32_t seq, const char *name, int fd, uint32_t access);
+/* processes of their own (util.c): a held connection; a publisher of n entries */
+pid_t rholder(uid_t u, int ready);
+pid_t rpublisher(uid_t u, char (*names)[24], int n, int ready);
+int rready(int rd);
+void ready_and_wait(int ready, bool ok) __attribute__((noreturn));
+double median_round_ms(uid_t u, double (*round)(int s), int n);
 
 /* hostile.c: ms of CPU the broker has used; one honest round (ms, or -1) */
 double broker_cpu_ms(void);

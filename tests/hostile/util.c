@@ -5,15 +5,18 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include "hostile.h"
 
 int64_t now_ns(void)
@@ -22,6 +25,27 @@ int64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ms of CPU process pid has used, or -1 */
+double cpu_ms_of(pid_t pid)
+{
+	char path[64], b[1024], *r;
+	unsigned long ut = 0, st = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	f = fopen(path, "re");
+	if (!f || !fgets(b, sizeof(b), f)) {
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	fclose(f);
+	r = strrchr(b, ')');
+	if (!r || sscanf(r + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
 }
 
 int become(uid_t uid)
@@ -184,4 +208,111 @@ int rpublish(int s, uint32_t seq, const char *name, int fd, uint32_t access)
 
 	snprintf(p.name, sizeof(p.name), "%s", name);
 	return rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, seq, &p, sizeof(p), NULL, 0, fd);
+}
+
+/* in a child: 'k' (ok) or 'n' on the pipe ready, then waits to be killed */
+void ready_and_wait(int ready, bool ok)
+{
+	char c = ok ? 'k' : 'n';
+
+	if (write(ready, &c, 1) != 1)
+		_exit(1);
+	pause();
+	_exit(0);
+}
+
+/* a process of uid u holding one connection: 'k' on ready once HELLO is answered */
+pid_t rholder(uid_t u, int ready)
+{
+	pid_t p = fork();
+
+	if (p == 0) {
+		int s;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (become(u) || (s = rconnect()) < 0 || rhello(s, -1))
+			_exit(1);
+		ready_and_wait(ready, true);
+	}
+	return p;
+}
+
+int rready(int rd)
+{
+	char c = 0;
+
+	return read(rd, &c, 1) == 1 && c == 'k' ? 0 : -1;
+}
+
+/*
+ * A process of uid u that publishes n entries (access OWNER, no file):
+ * names[i], or "p<u>.<i>" where names is NULL; 'k' on ready once all
+ * are in ('n' if not), then waits to be killed.
+ */
+pid_t rpublisher(uid_t u, char (*names)[24], int n, int ready)
+{
+	pid_t p = fork();
+
+	if (p == 0) {
+		struct nvbridge_wire_hdr h;
+		int s, fd, i;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (become(u) || (s = rconnect()) < 0 || rhello(s, -1))
+			_exit(1);
+		for (i = 0; i < n; i++) {
+			char own[24];
+
+			snprintf(own, sizeof(own), "p%u.%d", (unsigned int)u, i);
+			if (rpublish(s, (uint32_t)i + 1, names ? names[i] : own, -1,
+				     NVBRIDGE_ACCESS_OWNER) ||
+			    rrecv(s, &h, NULL, 0, &fd, 30000) || h.result)
+				break;
+		}
+		ready_and_wait(ready, i == n);
+	}
+	return p;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * A process of uid u on one connection runs round(s) n times (n <= 1000):
+ * the median of the ms each returned, or -1 when one failed (returned < 0).
+ */
+double median_round_ms(uid_t u, double (*round)(int s), int n)
+{
+	int p[2], st;
+	double med = -1;
+	pid_t c;
+
+	if (n < 1 || n > 1000 || pipe(p))
+		return -1;
+	c = fork();
+	if (c == 0) {
+		static double t[1000];
+		int s;
+
+		if (become(u) || (s = rconnect()) < 0 || rhello(s, -1))
+			_exit(1);
+		for (int r = 0; r < n; r++)
+			if ((t[r] = round(s)) < 0)
+				_exit(2);
+		qsort(t, (size_t)n, sizeof(t[0]), cmp_double);
+		if (write(p[1], &t[n / 2], sizeof(double)) != sizeof(double))
+			_exit(1);
+		_exit(0);
+	}
+	close(p[1]);
+	if (c < 0 || read(p[0], &med, sizeof(med)) != sizeof(med))
+		med = -1;
+	close(p[0]);
+	if (c > 0)
+		waitpid(c, &st, 0);
+	return med;
 }

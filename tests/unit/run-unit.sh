@@ -30,6 +30,14 @@ else
 	bad "nvb-unit" "no result line"
 fi
 
+# 1b. nvbridged's keyed hash (daemon/hash.c) and tables (daemon/htable.c)
+if [ -x "$B/nvb-daemon-hash" ]; then
+	t "daemon_siphash_vectors" "$B/nvb-daemon-hash" vectors
+	t "daemon_htable_grows" "$B/nvb-daemon-hash" htable
+elif [ "$ASAN" = 0 ]; then
+	bad "daemon_hash_tests" "nvb-daemon-hash is missing"
+fi
+
 # 2. the shared library exports exactly the versioned nvb_* API
 if [ "$ASAN" = 0 ] && [ ! -e "$B/libnvbridge.so" ]; then
 	bad "so_built" "libnvbridge.so is missing (it includes the GPU layer's objects)"
