@@ -635,7 +635,7 @@ int kv_report(const struct seg_opts *o, struct seg_shared *sh, const char *seg_j
 {
 	struct kv_shared *kv = sh->kv;
 	uint64_t S = o->kv_block, req, total = (uint64_t)o->kv_layers * o->kv_nblocks * S;
-	static char extra[4096];	/* json_extra: print_json reads it */
+	static char extra[8192];	/* json_extra: print_json reads it */
 	char sz[32], a[96], b[96], pk[96], res[KV_NMETH][400], nccl_note[256];
 	const struct result *lat, *bw, *large;
 	unsigned int t;

@@ -47,94 +47,150 @@ void seg_bar(struct seg_ctx *c)
 }
 
 /*
- * Every process opens every other's segment "<prefix>.<j>"; returns the sum
- * in us.  The first round's stats are kept, and process 0 keeps process 1's
- * segment for the transfers.
+ * Every process opens every other's segment "<prefix>.<j>": the sum in us
+ * goes to figure f of trial t, with where the microseconds went (f ==
+ * SF_OPEN).  In the last trial process 0 keeps process 1's segment for the
+ * transfers.
  */
-static double open_all(struct seg_ctx *c, const char *prefix, int first)
+static void open_all(struct seg_ctx *c, const char *prefix, unsigned int t, int f, int keep)
 {
 	struct nvb_gpu_seg_open_opts oo = { .sz = sizeof(oo), .timeout_ns = 10000000000LL };
+	double (*v)[SEG_MAXTR][SEG_MAXP] = c->sh->v;
 	struct nvb_gpu_seg_stats st;
 	struct nvb_gpu_seg *s;
 	char name[64];
-	double t, sum = 0;
-	int j;
+	double t0;
+	int j, i = c->idx;
 
 	for (j = 0; j < c->o->nproc; j++) {
-		if (j == c->idx)
+		if (j == i)
 			continue;
 		snprintf(name, sizeof(name), "%s.%d", prefix, j);
-		t = now_s();
+		t0 = now_s();
 		SNV(c, nvb_gpu_seg_open(c->g, c->h, name, &oo, &s));
-		sum += (now_s() - t) * 1e6;
+		v[f][t][i] += (now_s() - t0) * 1e6;
 		memset(&st, 0, sizeof(st));
 		st.sz = sizeof(st);
-		if (!nvb_gpu_seg_stats(s, &st) && first) {
-			c->sh->fetch_us[c->idx] += st.fetch_ns / 1e3;
-			c->sh->watch_us[c->idx] += st.watch_ns / 1e3;
-			c->sh->import_us[c->idx] += (st.import_ns + st.reserve_ns + st.map_ns) / 1e3;
-			c->sh->access_us[c->idx] += st.access_ns / 1e3;
+		if (f == SF_OPEN && !nvb_gpu_seg_stats(s, &st)) {
+			v[SF_WATCH][t][i] += st.watch_ns / 1e3;
+			v[SF_FETCH][t][i] += st.fetch_ns / 1e3;
+			v[SF_IMPORT][t][i] += (st.import_ns + st.reserve_ns + st.map_ns) / 1e3;
+			v[SF_ACCESS][t][i] += st.access_ns / 1e3;
+			v[SF_RT][t][i] += st.round_trips;
 		}
-		if (first && j == 1 && c->idx == 0)
+		if (keep && j == 1 && i == 0)
 			c->peer = s;
 		else
 			nvb_gpu_seg_close(s);
 	}
-	return sum;
 }
 
-static void setup_phase(struct seg_ctx *c)
+/* publish, then all open all (every step behind a barrier) */
+static struct nvb_gpu_seg *nvb_round(struct seg_ctx *c, unsigned int t, int last)
 {
-	struct nvb_gpu_seg *mine, *mine2;
+	double (*v)[SEG_MAXTR][SEG_MAXP] = c->sh->v;
+	struct nvb_gpu_seg_stats st = { .sz = sizeof(st) };
+	struct nvb_gpu_seg *mine;
 	char name[64];
-	CUdeviceptr p, q;
-	double t;
+	double t0;
+
+	seg_bar(c);
+	snprintf(name, sizeof(name), "nvbench.seg.%u.%d", t, c->idx);	/* fresh names a trial */
+	t0 = now_s();
+	SNV(c, nvb_gpu_seg_publish(c->g, c->h, name, c->buf, NULL, &mine));
+	v[SF_PUB][t][c->idx] = (now_s() - t0) * 1e6;
+	if (!nvb_gpu_seg_stats(mine, &st)) {
+		v[SF_EXPORT][t][c->idx] = st.export_ns / 1e3;
+		v[SF_PUBLISH][t][c->idx] = st.publish_ns / 1e3;
+	}
+	seg_bar(c);
+	snprintf(name, sizeof(name), "nvbench.seg.%u", t);
+	open_all(c, name, t, SF_OPEN, last);
+	seg_bar(c);
+	return mine;
+}
+
+/* legacy IPC at the same granularity: one region per process, all open all */
+static void ipc_round(struct seg_ctx *c, CUdeviceptr p, unsigned int t, int last)
+{
+	double (*v)[SEG_MAXTR][SEG_MAXP] = c->sh->v;
+	CUdeviceptr q;
+	double t0;
 	int j;
 
-	SNV(c, nvb_gpu_alloc(c->g, c->dev, c->o->seg_size, 0, &c->buf));
 	seg_bar(c);
-	snprintf(name, sizeof(name), "nvbench.seg.%d", c->idx);
-	t = now_s();
-	SNV(c, nvb_gpu_seg_publish(c->g, c->h, name, c->buf, NULL, &mine));
-	c->sh->pub_us[c->idx] = (now_s() - t) * 1e6;
-	seg_bar(c);
-	c->sh->open_us[c->idx] = open_all(c, "nvbench.seg", 1);
-	seg_bar(c);
-
-	/* import ahead: prefetch, then the peers publish, then open */
-	for (j = 0; j < c->o->nproc; j++)
-		if (j != c->idx) {
-			snprintf(name, sizeof(name), "nvbench.segp.%d", j);
-			SNV(c, nvb_gpu_seg_prefetch(c->g, c->h, name, NULL));
-		}
-	seg_bar(c);
-	snprintf(name, sizeof(name), "nvbench.segp.%d", c->idx);
-	SNV(c, nvb_gpu_seg_publish(c->g, c->h, name, c->buf, NULL, &mine2));
-	seg_bar(c);
-	usleep(200000);	/* the library threads import in the background meanwhile */
-	c->sh->open_pre_us[c->idx] = open_all(c, "nvbench.segp", 0);
-	seg_bar(c);
-	nvb_gpu_seg_close(mine2);
-
-	/* legacy IPC at the same granularity: one region per process, all open all */
-	SCK(c, cuMemAlloc(&p, c->o->seg_size));
-	t = now_s();
+	t0 = now_s();
 	SCK(c, cuIpcGetMemHandle(&c->sh->ipc[c->idx], p));
-	c->sh->ipc_get_us[c->idx] = (now_s() - t) * 1e6;
-	seg_bar(c);
+	v[SF_GET][t][c->idx] = (now_s() - t0) * 1e6;
+	seg_bar(c);	/* the handles cross through shared memory: no rendezvous timed */
 	for (j = 0; j < c->o->nproc; j++) {
 		if (j == c->idx)
 			continue;
-		t = now_s();
+		t0 = now_s();
 		SCK(c, cuIpcOpenMemHandle(&q, c->sh->ipc[j], CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS));
-		c->sh->ipc_open_us[c->idx] += (now_s() - t) * 1e6;
-		if (c->idx == 0 && j == 1)
+		v[SF_IPCOPEN][t][c->idx] += (now_s() - t0) * 1e6;
+		if (last && c->idx == 0 && j == 1)
 			c->ipc_peer = q;
 		else
 			SCK(c, cuIpcCloseMemHandle(q));
 	}
 	seg_bar(c);
-	(void)mine;
+}
+
+/* import ahead: prefetch, then the peers publish (the same buffer, a new name), then open */
+static void prefetch_round(struct seg_ctx *c, unsigned int t)
+{
+	struct nvb_gpu_seg *mine2;
+	char name[64];
+	int j;
+
+	for (j = 0; j < c->o->nproc; j++)
+		if (j != c->idx) {
+			snprintf(name, sizeof(name), "nvbench.segp.%u.%d", t, j);
+			SNV(c, nvb_gpu_seg_prefetch(c->g, c->h, name, NULL));
+		}
+	seg_bar(c);
+	snprintf(name, sizeof(name), "nvbench.segp.%u.%d", t, c->idx);
+	SNV(c, nvb_gpu_seg_publish(c->g, c->h, name, c->buf, NULL, &mine2));
+	seg_bar(c);
+	usleep(200000);	/* the library threads import in the background meanwhile */
+	snprintf(name, sizeof(name), "nvbench.segp.%u", t);
+	open_all(c, name, t, SF_PRE, 0);
+	seg_bar(c);
+	nvb_gpu_seg_close(mine2);
+}
+
+/*
+ * Trial 0 is the warm-up (the first segment and IPC calls of the process,
+ * reported apart), then --trials trials, each with fresh allocations and
+ * names; which method goes first alternates.  The last trial's buffers and
+ * mappings stay for the transfers.
+ */
+static void setup_phase(struct seg_ctx *c)
+{
+	struct nvb_gpu_seg *mine = NULL;
+	CUdeviceptr p;
+	unsigned int t, n = c->o->trials;
+
+	for (t = 0; t <= n; t++) {
+		int last = t == n, nvb_first = !(t & 1);
+
+		SNV(c, nvb_gpu_alloc(c->g, c->dev, c->o->seg_size, 0, &c->buf));
+		SCK(c, cuMemAlloc(&p, c->o->seg_size));
+		if (nvb_first)
+			mine = nvb_round(c, t, last);
+		ipc_round(c, p, t, last);
+		if (!nvb_first)
+			mine = nvb_round(c, t, last);
+		prefetch_round(c, t);
+		seg_bar(c);	/* every peer closed its mappings of ours */
+		if (last)
+			break;
+		nvb_gpu_seg_close(mine);
+		nvb_gpu_free(c->buf);
+		SCK(c, cuMemFree(p));
+	}
+	(void)mine;	/* the last one stays published for the transfers */
 }
 
 struct worker {
@@ -299,41 +355,122 @@ static void seg_child(const struct seg_opts *o, struct seg_shared *sh, int idx)
 	_exit(0);
 }
 
-static void row(const char *what, const double *v, int n)
+/* One figure of one trial: the mean over the processes. */
+static double fig(const struct seg_shared *sh, int n, int f, unsigned int t)
 {
-	double sum = 0, mx = 0;
+	double sum = 0;
 	int i;
 
-	for (i = 0; i < n; i++) {
-		sum += v[i];
-		if (v[i] > mx)
-			mx = v[i];
+	for (i = 0; i < n; i++)
+		sum += sh->v[f][t][i];
+	return sum / n;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* median, min, max of the timed trials (1..trials) of x */
+struct spread {
+	double med, lo, hi;
+};
+
+static struct spread spread_of(const double *x, unsigned int n)
+{
+	double s[SEG_MAXTR];
+	struct spread r;
+
+	memcpy(s, x + 1, n * sizeof(*s));
+	qsort(s, n, sizeof(*s), cmp_d);
+	r.med = n & 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+	r.lo = s[0];
+	r.hi = s[n - 1];
+	return r;
+}
+
+/* The figures and ratios, per trial (x[0]: the warm-up), over the processes. */
+enum { SR_NVB = SF_N, SR_IPC, SR_PUB_GET, SR_PRE_OPEN, SR_COLD_OPEN, SR_SPEED, SR_N };
+
+static const char *const sr_key[SR_N] = {
+	"publish_us", "export_us", "publish_req_us", "ipc_get_us", "open_us", "open_watch_us",
+	"open_fetch_us", "open_import_us", "open_access_us", "open_round_trips", "open_prefetched_us",
+	"ipc_open_us", "setup_nvb_us", "setup_ipc_us", "ratio_publish_get",
+	"ratio_prefetched_open_ipc_open", "ratio_open_ipc_open", "setup_speed",
+};
+
+static void figures(const struct seg_opts *o, const struct seg_shared *sh,
+		    double x[SR_N][SEG_MAXTR])
+{
+	int n = o->nproc, f;
+	unsigned int t;
+
+	for (t = 0; t <= o->trials; t++) {
+		for (f = 0; f < SF_N; f++)
+			x[f][t] = fig(sh, n, f, t);
+		x[SF_RT][t] /= n - 1;	/* per open */
+		x[SR_NVB][t] = x[SF_PUB][t] + x[SF_OPEN][t];
+		x[SR_IPC][t] = x[SF_GET][t] + x[SF_IPCOPEN][t];
+		x[SR_PUB_GET][t] = x[SF_GET][t] > 0 ? x[SF_PUB][t] / x[SF_GET][t] : 0;
+		x[SR_PRE_OPEN][t] = x[SF_IPCOPEN][t] > 0 ? x[SF_PRE][t] / x[SF_IPCOPEN][t] : 0;
+		x[SR_COLD_OPEN][t] = x[SF_IPCOPEN][t] > 0 ? x[SF_OPEN][t] / x[SF_IPCOPEN][t] : 0;
+		x[SR_SPEED][t] = x[SR_NVB][t] > 0 ? x[SR_IPC][t] / x[SR_NVB][t] : 0;
 	}
-	printf("  %-34s mean %10.1f us   max %10.1f us\n", what, sum / n, mx);
+}
+
+static void row(const char *what, const double *x, unsigned int n, const char *unit)
+{
+	struct spread r = spread_of(x, n);
+
+	printf("  %-40s %9.1f %s (%.1f-%.1f)   first in the process %9.1f\n", what, r.med, unit,
+	       r.lo, r.hi, x[0]);
+}
+
+static void ratio(const char *what, const double *x, unsigned int n, const char *goal)
+{
+	struct spread r = spread_of(x, n);
+
+	printf("  %-40s %9.2fx (%.2f-%.2f)   %s\n", what, r.med, r.lo, r.hi, goal);
 }
 
 /* The setup table (and the transfers' unless --kv alone). */
 static void seg_table(const struct seg_opts *o, const struct seg_shared *sh,
-		      const double *nvb_total, const double *ipc_total, double a, double b)
+		      double x[SR_N][SEG_MAXTR])
 {
+	unsigned int T = o->trials;
 	int n = o->nproc;
 	char sz[32];
 
 	fmt_size(sz, sizeof(sz), o->seg_size);
-	printf("segments: %d processes, one segment of %s each, every process opens every other\n",
-	       n, sz);
-	row("publish (nvb_gpu_seg_publish)", sh->pub_us, n);
-	row("cuIpcGetMemHandle", sh->ipc_get_us, n);
-	row("opens, all peers (nvb_gpu_seg_open)", sh->open_us, n);
-	row("opens after prefetch", sh->open_pre_us, n);
-	row("cuIpcOpenMemHandle, all peers", sh->ipc_open_us, n);
-	row("  of the opens: watch", sh->watch_us, n);
-	row("  of the opens: fetch", sh->fetch_us, n);
-	row("  of the opens: import+reserve+map", sh->import_us, n);
-	row("  of the opens: access", sh->access_us, n);
-	row("setup total, nvbridge", nvb_total, n);
-	row("setup total, legacy IPC", ipc_total, n);
-	printf("  setup speed vs legacy IPC: %.2fx (goal >= 1.0)\n", a > 0 ? b / a : 0);
+	printf("segments: %d processes, one segment of %s each, every process opens every other;\n"
+	       "  %u trials after one untimed warm-up trial, fresh allocations and names each,\n"
+	       "  the method that goes first alternating (warm-up: nvbridge); per trial the mean\n"
+	       "  over the processes; median (min-max) over the trials\n", n, sz, T);
+	row("publish (nvb_gpu_seg_publish)", x[SF_PUB], T, "us");
+	row("  of it: export (cuMemExport...)", x[SF_EXPORT], T, "us");
+	row("  of it: publish request (nvb_publish)", x[SF_PUBLISH], T, "us");
+	row("cuIpcGetMemHandle", x[SF_GET], T, "us");
+	row("opens, all peers (nvb_gpu_seg_open)", x[SF_OPEN], T, "us");
+	row("  of them: watch", x[SF_WATCH], T, "us");
+	row("  of them: fetch", x[SF_FETCH], T, "us");
+	row("  of them: import+reserve+map", x[SF_IMPORT], T, "us");
+	row("  of them: access", x[SF_ACCESS], T, "us");
+	row("  round trips per open", x[SF_RT], T, "  ");
+	row("opens after prefetch, all peers", x[SF_PRE], T, "us");
+	row("cuIpcOpenMemHandle, all peers", x[SF_IPCOPEN], T, "us");
+	row("setup per process, nvbridge", x[SR_NVB], T, "us");
+	row("setup per process, legacy IPC", x[SR_IPC], T, "us");
+	ratio("publish / cuIpcGetMemHandle", x[SR_PUB_GET], T, "goal <= 2");
+	ratio("prefetched open / cuIpcOpenMemHandle", x[SR_PRE_OPEN], T, "goal <= 1.0");
+	ratio("cold open / cuIpcOpenMemHandle", x[SR_COLD_OPEN], T, "(information)");
+	ratio("setup speed vs legacy IPC", x[SR_SPEED], T, "goal >= 1.0");
+	printf("  nvbridge's setup: publish (export, the broker/device request) + the opens (watch,\n"
+	       "    fetch: the rendezvous by name, import, map, access); legacy IPC's: get + open,\n"
+	       "    its 64-byte handles cross through the bench's shared memory for free\n"
+	       "  first in the process: the warm-up trial (nvbridge first: it starts the library\n"
+	       "    thread and first-use costs; then legacy IPC's first calls), information only\n");
 	if (!o->kv_only) {
 		fmt_size(sz, sizeof(sz), o->block);
 		printf("transfers: %u threads x %u batches of %u x %s, %u %% reads\n", o->threads,
@@ -347,14 +484,31 @@ static void seg_table(const struct seg_opts *o, const struct seg_shared *sh,
 	}
 }
 
+/* "key": [median, min, max, first in the process] for every figure and ratio */
+static int seg_json(const struct seg_opts *o, double x[SR_N][SEG_MAXTR], char *js, size_t cap)
+{
+	int i, k;
+
+	i = snprintf(js, cap, "{\"nproc\": %d, \"seg_size\": %llu, \"trials\": %u, "
+		     "\"warmup_trials\": 1", o->nproc, (unsigned long long)o->seg_size, o->trials);
+	for (k = 0; k < SR_N && (size_t)i < cap; k++) {
+		struct spread r = spread_of(x[k], o->trials);
+
+		i += snprintf(js + i, cap - (size_t)i, ", \"%s\": [%.*f, %.*f, %.*f, %.*f]",
+			      sr_key[k], k >= SR_PUB_GET ? 3 : 1, r.med, k >= SR_PUB_GET ? 3 : 1,
+			      r.lo, k >= SR_PUB_GET ? 3 : 1, r.hi, k >= SR_PUB_GET ? 3 : 1, x[k][0]);
+	}
+	return i;
+}
+
 int seg_main(const struct seg_opts *o)
 {
+	static double x[SR_N][SEG_MAXTR];
+	static char js[3072];
 	struct seg_shared *sh;
 	pthread_barrierattr_t ba;
 	pid_t pid[SEG_MAXP];
 	int i, st, failed = 0, n = o->nproc;
-	double nvb_total[SEG_MAXP], ipc_total[SEG_MAXP], a = 0, b = 0;
-	char js[512];
 
 	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED) {
@@ -391,22 +545,17 @@ int seg_main(const struct seg_opts *o)
 		fprintf(stderr, "nvbridge-bench --segments: %s\n", sh->why[0] ? sh->why : "a process failed");
 		return 1;
 	}
-	for (i = 0; i < n; i++) {
-		nvb_total[i] = sh->pub_us[i] + sh->open_us[i];
-		ipc_total[i] = sh->ipc_get_us[i] + sh->ipc_open_us[i];
-		a += nvb_total[i];
-		b += ipc_total[i];
-	}
+	figures(o, sh, x);
 	/* with --kv and --json, stdout is one JSON document */
 	if (!(o->json && sh->kv))
-		seg_table(o, sh, nvb_total, ipc_total, a, b);
-	i = snprintf(js, sizeof(js), "{\"nproc\": %d, \"seg_size\": %llu, \"setup_nvb_us\": %.1f, "
-		     "\"setup_ipc_us\": %.1f", n, (unsigned long long)o->seg_size, a / n, b / n);
-	if (!o->kv_only)	/* --kv alone ran no transfer phase */
+		seg_table(o, sh, x);
+	i = seg_json(o, x, js, sizeof(js));
+	if (!o->kv_only && (size_t)i < sizeof(js))	/* --kv alone ran no transfer phase */
 		i += snprintf(js + i, sizeof(js) - (size_t)i, ", \"xfer_gbs\": %.2f, "
 			      "\"legacy_gbs\": %.2f, \"large_gbs\": %.2f, \"method\": %u",
 			      sh->xfer_gbs, sh->legacy_gbs, sh->large_gbs, sh->method);
-	snprintf(js + i, sizeof(js) - (size_t)i, "}");
+	if ((size_t)i < sizeof(js))
+		snprintf(js + i, sizeof(js) - (size_t)i, "}");
 	if (sh->kv)
 		return kv_report(o, sh, js);
 	if (o->json)

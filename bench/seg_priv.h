@@ -19,15 +19,32 @@
 
 struct kv_shared;
 
+/* The setup's figures, per trial and process (phase_seg.c). */
+enum {
+	SF_PUB,		/* nvb_gpu_seg_publish */
+	SF_EXPORT,	/* of it: export_ns (nvb_gpu_seg_stats) */
+	SF_PUBLISH,	/* of it: publish_ns */
+	SF_GET,		/* cuIpcGetMemHandle */
+	SF_OPEN,	/* nvb_gpu_seg_open, every peer's, summed */
+	SF_WATCH, SF_FETCH, SF_IMPORT, SF_ACCESS,	/* of them (import: + reserve + map) */
+	SF_RT,		/* of them: round trips (requests) */
+	SF_PRE,		/* the opens after nvb_gpu_seg_prefetch */
+	SF_IPCOPEN,	/* cuIpcOpenMemHandle, every peer's, summed */
+	SF_N
+};
+#define SEG_MAXTR	(MAX_SAMPLES + 1)	/* the warm-up and --trials */
+
 struct seg_shared {
 	pthread_barrier_t bar;
 	CUipcMemHandle ipc[SEG_MAXP];
 	int failed;
 	char why[256];
-	/* per process, microseconds */
-	double pub_us[SEG_MAXP], open_us[SEG_MAXP], open_pre_us[SEG_MAXP];
-	double ipc_get_us[SEG_MAXP], ipc_open_us[SEG_MAXP];
-	double fetch_us[SEG_MAXP], watch_us[SEG_MAXP], import_us[SEG_MAXP], access_us[SEG_MAXP];
+	/*
+	 * The setup: per figure (SF_*), trial (0: the untimed warm-up, the
+	 * first segment and IPC calls of each process; 1..trials) and process,
+	 * in microseconds (SF_RT: broker / device requests, summed over opens).
+	 */
+	double v[SF_N][SEG_MAXTR][SEG_MAXP];
 	/* process 0's transfers */
 	double xfer_gbs, legacy_gbs, large_gbs;
 	uint32_t method;

@@ -88,4 +88,30 @@ if [ $rc = 0 ] && "$py" -c 'import json, sys; assert json.load(open(sys.argv[1])
 	"$d/seg.json"; then ok segments_json_out
 else ko segments_json_out "rc $rc: $(tail -n 3 "$d/err")"; fi
 
+# the setup's trials: a warm-up apart, then --trials; every figure and ratio
+# as [median, min, max, first in the process], median within its range
+kvb --segments 3 --seg-size 16M --seg-batches 1 --trials 3 --json-out "$d/seg3.json" \
+	> "$d/out" 2> "$d/err"
+rc=$?
+if [ $rc = 0 ] && has "3 trials after one untimed warm-up trial" "$d/out" &&
+   has "publish / cuIpcGetMemHandle" "$d/out" && has "goal <= 1.0" "$d/out" &&
+   "$py" - "$d/seg3.json" <<'EOF2'
+import json, sys
+s = json.load(open(sys.argv[1]))["segments"]
+assert s["trials"] == 3 and s["warmup_trials"] == 1, s
+for k in ("publish_us", "export_us", "publish_req_us", "ipc_get_us", "open_us",
+          "open_watch_us", "open_fetch_us", "open_import_us", "open_access_us",
+          "open_round_trips", "open_prefetched_us", "ipc_open_us", "setup_nvb_us",
+          "setup_ipc_us", "ratio_publish_get", "ratio_prefetched_open_ipc_open",
+          "ratio_open_ipc_open", "setup_speed"):
+    med, lo, hi, first = s[k]
+    assert lo <= med <= hi, (k, s[k])
+    assert k in ("open_access_us",) or hi > 0, (k, s[k])
+# every open made at least its fetch request
+assert s["open_round_trips"][1] >= 1, s["open_round_trips"]
+assert s["publish_us"][0] > 0 and s["open_us"][0] > 0
+EOF2
+then ok segments_trials
+else ko segments_trials "rc $rc: $(tail -n 3 "$d/err")"; fi
+
 echo "$pass passed, $fail failed"
