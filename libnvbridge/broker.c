@@ -561,26 +561,40 @@ static bool read_one(struct nvb *h, struct nvb_pending *p, int64_t deadline,
 	return true;
 }
 
-int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
+/* One request in flight: what sending it set up and waiting for it needs. */
+struct xfer {
+	struct nvbridge_wire_hdr hdr;
+	struct nvb_pending p;
+	bool wait_fetch, sent;
+	int64_t deadline, wait_end;
+};
+
+/*
+ * Sends the request and lists it as pending (0), or answers it at once
+ * (-E2BIG, -ECONNRESET: x->sent false).  xfer_end() waits for its reply;
+ * several may be in flight on one connection, answered in the order sent.
+ */
+static int xfer_begin(struct nvb *h, unsigned long cmd, void *arg, struct xfer *x)
 {
-	struct nvbridge_wire_hdr hdr = {
+	struct nvbridge_wire_hdr *hdr = &x->hdr;
+	struct nvb_pending *pp = &x->p;
+	pthread_condattr_t ca;
+	const void *data = NULL;
+	int sendfd = -1;
+	uint32_t size;
+
+	memset(x, 0, sizeof(*x));
+	*hdr = (struct nvbridge_wire_hdr){
 		.magic = NVBRIDGE_WIRE_MAGIC, .version = NVBRIDGE_WIRE_VERSION,
 		.type = NVBRIDGE_WIRE_REQUEST, .cmd = (uint32_t)cmd,
 	};
-	struct nvb_pending p = { .cmd = (uint32_t)cmd, .arg = arg, .fd = -1, .efd = -1,
-				 .cloexec = true };
-	pthread_condattr_t ca;
-	const void *data = NULL;
-	int sendfd = -1, ret;
-	bool cancelled = false, wait_fetch = false, timed_out = false;
-	int64_t deadline, wait_end = 0;
-	uint32_t size;
-
+	*pp = (struct nvb_pending){ .cmd = (uint32_t)cmd, .arg = arg, .fd = -1, .efd = -1,
+				    .cloexec = true };
 	memcpy(&size, arg, sizeof(size));
 	if (size > NVBRIDGE_WIRE_ARG_MAX)
 		return -E2BIG;	/* as the kernel: more than a page */
-	hdr.arg_size = size;
-	p.arg_size = size;
+	hdr->arg_size = size;
+	pp->arg_size = size;
 	switch (cmd) {
 	case NVBRIDGE_IOC_PUBLISH: {
 		struct nvbridge_publish *pb = arg;
@@ -592,7 +606,7 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 		 */
 		if (pb->blob && pb->blob_len <= h->binfo.max_blob_size &&
 		    pb->blob_len <= NVBRIDGE_WIRE_DATA_MAX) {
-			hdr.data_len = pb->blob_len;
+			hdr->data_len = pb->blob_len;
 			data = (const void *)(uintptr_t)pb->blob;
 		}
 		if (pb->fd >= 0 && fcntl(pb->fd, F_GETFD) >= 0)
@@ -602,41 +616,41 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 	case NVBRIDGE_IOC_FETCH: {
 		struct nvbridge_fetch *f = arg;
 
-		p.data = (void *)(uintptr_t)f->blob;
-		p.data_cap = f->blob ? f->blob_cap : 0;
-		p.cloexec = !(f->flags & NVBRIDGE_FETCH_NO_CLOEXEC);
-		wait_fetch = f->flags & NVBRIDGE_FETCH_WAIT;
-		if (wait_fetch && f->timeout_ns >= 0)
-			wait_end = mono_ns() + (f->timeout_ns < NO_TIMEOUT_NS ? f->timeout_ns : NO_TIMEOUT_NS);
+		pp->data = (void *)(uintptr_t)f->blob;
+		pp->data_cap = f->blob ? f->blob_cap : 0;
+		pp->cloexec = !(f->flags & NVBRIDGE_FETCH_NO_CLOEXEC);
+		x->wait_fetch = f->flags & NVBRIDGE_FETCH_WAIT;
+		if (x->wait_fetch && f->timeout_ns >= 0)
+			x->wait_end = mono_ns() + (f->timeout_ns < NO_TIMEOUT_NS ? f->timeout_ns : NO_TIMEOUT_NS);
 		break;
 	}
 	case NVBRIDGE_IOC_LIST: {
 		struct nvbridge_list *l = arg;
 
-		p.data = (void *)(uintptr_t)l->entries;
-		p.list_count = l->entries ? l->count : 0;
-		p.entry_size = l->entry_size;
-		p.data_cap = (size_t)p.list_count * l->entry_size;
+		pp->data = (void *)(uintptr_t)l->entries;
+		pp->list_count = l->entries ? l->count : 0;
+		pp->entry_size = l->entry_size;
+		pp->data_cap = (size_t)pp->list_count * l->entry_size;
 		break;
 	}
 	}
-	deadline = deadline_of(h, cmd, arg);
+	x->deadline = deadline_of(h, cmd, arg);
 	/* the condition variable, for waits behind another reader (timed on CLOCK_MONOTONIC) */
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&p.cv, &ca);
+	pthread_cond_init(&pp->cv, &ca);
 	pthread_condattr_destroy(&ca);
 
 	pthread_mutex_lock(&h->lock);
 	if (h->dead) {
 		pthread_mutex_unlock(&h->lock);
-		pthread_cond_destroy(&p.cv);
+		pthread_cond_destroy(&pp->cv);
 		return -ECONNRESET;
 	}
-	p.seq = ++h->seq;
-	hdr.seq = p.seq;
-	p.next = h->pending;	/* before sending: a quick reply must find it */
-	h->pending = &p;
+	pp->seq = ++h->seq;
+	hdr->seq = pp->seq;
+	pp->next = h->pending;	/* before sending: a quick reply must find it */
+	h->pending = pp;
 	pthread_mutex_unlock(&h->lock);
 	/*
 	 * Not under the lock: when the broker stops reading us until we read
@@ -644,10 +658,10 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 	 * thread that reads them needs the lock to hand them out.
 	 */
 	{
-		ssize_t n = send_msg(h->fd, &hdr, arg, data, sendfd);
+		ssize_t n = send_msg(h->fd, hdr, arg, data, sendfd);
 
 		pthread_mutex_lock(&h->lock);
-		if (n < 0 && !p.done) {
+		if (n < 0 && !pp->done) {
 			if (n == -EPIPE || n == -ECONNRESET || n == -ENOTCONN) {
 				snprintf(h->txerr, sizeof(h->txerr), "broker connection lost");
 				kill_conn(h, -ECONNRESET);
@@ -656,12 +670,26 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 					 "broker did not take the request within the timeout");
 				kill_conn(h, -ETIMEDOUT);
 			} else {
-				p.result = (int)n;	/* -EBADF: fd not open */
-				p.done = true;
+				pp->result = (int)n;	/* -EBADF: fd not open */
+				pp->done = true;
 			}
 		}
+		pthread_mutex_unlock(&h->lock);
 	}
-	while (!p.done && !timed_out) {
+	x->sent = true;
+	return 0;
+}
+
+/* Waits for the reply of a request xfer_begin() sent; its result. */
+static int xfer_end(struct nvb *h, struct xfer *x)
+{
+	struct nvb_pending *pp = &x->p;
+	bool cancelled = false, timed_out = false, wait_fetch = x->wait_fetch;
+	int64_t deadline = x->deadline, wait_end = x->wait_end;
+	int ret;
+
+	pthread_mutex_lock(&h->lock);
+	while (!pp->done && !timed_out) {
 		if (h->reader) {
 			if (deadline && mono_ns() >= deadline) {
 				timed_out = true;
@@ -669,29 +697,29 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 			}
 			bool intr = false;
 
-			p.waiting = true;
+			pp->waiting = true;
 			if (!wait_fetch) {
 				struct timespec ts = { deadline / 1000000000, deadline % 1000000000 };
 
 				if (deadline)
-					pthread_cond_timedwait(&p.cv, &h->lock, &ts);
+					pthread_cond_timedwait(&pp->cv, &h->lock, &ts);
 				else
-					pthread_cond_wait(&p.cv, &h->lock);
+					pthread_cond_wait(&pp->cv, &h->lock);
 			} else {
-				intr = sleep_interruptible(h, &p, deadline);
+				intr = sleep_interruptible(h, pp, deadline);
 			}
-			p.waiting = false;
-			if (intr && !p.done && !cancelled) {
+			pp->waiting = false;
+			if (intr && !pp->done && !cancelled) {
 				cancelled = true;
 				pthread_mutex_unlock(&h->lock);
-				send_cancel(h, &hdr);
+				send_cancel(h, &x->hdr);
 				pthread_mutex_lock(&h->lock);
 			}
 			continue;
 		}
 		h->reader = true;
-		while (!p.done && !timed_out)
-			timed_out = !read_one(h, &p, deadline, wait_fetch, &cancelled, &hdr);
+		while (!pp->done && !timed_out)
+			timed_out = !read_one(h, pp, deadline, wait_fetch, &cancelled, &x->hdr);
 		h->reader = false;
 		for (struct nvb_pending *q = h->pending; q; q = q->next)
 			if (q->waiting && !q->done) {
@@ -699,22 +727,44 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
 				break;
 			}
 	}
-	if (timed_out && !p.done) {
+	if (timed_out && !pp->done) {
 		snprintf(h->txerr, sizeof(h->txerr), "broker did not answer within %lld ms",
 			 (long long)(h->timeout_ns / 1000000));
 		kill_conn(h, -ETIMEDOUT);
 	}
-	unlink_pending(h, &p);
-	if (p.efd >= 0)
-		close(p.efd);
-	ret = p.result;
+	unlink_pending(h, pp);
+	if (pp->efd >= 0)
+		close(pp->efd);
+	ret = pp->result;
 	pthread_mutex_unlock(&h->lock);
-	pthread_cond_destroy(&p.cv);
+	pthread_cond_destroy(&pp->cv);
 	if (ret == -EINTR && wait_end) {
 		/* as the ioctl: a FETCH_WAIT ended by a signal says how long was left */
 		int64_t left = wait_end - mono_ns();
 
-		((struct nvbridge_fetch *)arg)->timeout_ns = left > 0 ? left : 0;
+		((struct nvbridge_fetch *)pp->arg)->timeout_ns = left > 0 ? left : 0;
 	}
 	return ret;
+}
+
+int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg)
+{
+	struct xfer x;
+	int ret = xfer_begin(h, cmd, arg, &x);
+
+	return ret ? ret : xfer_end(h, &x);
+}
+
+int nvb_broker_xfer2(struct nvb *h, unsigned long cmd0, void *arg0, int *ret0,
+		     unsigned long cmd1, void *arg1)
+{
+	struct xfer x0, x1;
+	int r1;
+
+	*ret0 = xfer_begin(h, cmd0, arg0, &x0);
+	if (*ret0)
+		return nvb_broker_xfer(h, cmd1, arg1);
+	r1 = xfer_begin(h, cmd1, arg1, &x1);	/* behind the first on the same stream */
+	*ret0 = xfer_end(h, &x0);
+	return r1 ? r1 : xfer_end(h, &x1);
 }

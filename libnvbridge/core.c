@@ -13,6 +13,7 @@
 #include "opts.h"
 #include "nvbridge_uring.h"
 #include "nvb_name.h"
+#include "gpu_internal.h"	/* nvb_watch_fetch() */
 
 static __thread char nvb_open_why[NVB_ERRLEN];
 static __thread char nvb_err_copy[NVB_ERRLEN];
@@ -510,19 +511,14 @@ static void entry_from_fetch(struct nvb_entry *e, const struct nvbridge_fetch *f
 	e->name[NVB_NAME_MAX - 1] = 0;
 }
 
-NVB_API int nvb_fetch(struct nvb *h, const char *name,
-		      const struct nvb_fetch_opts *opts, void *blob, size_t blob_cap,
-		      struct nvb_entry *entry, int *fdp)
+/* nvb_fetch() up to the request: the options read, f filled; 0 or -errno (failed). */
+static int fetch_prep(struct nvb *h, const char *name, const struct nvb_fetch_opts *opts,
+		      void *blob, size_t blob_cap, struct nvb_fetch_opts *op,
+		      struct nvbridge_fetch *fp)
 {
 	struct nvb_fetch_opts o = { .timeout_ns = -1 };
 	struct nvbridge_fetch f;
-	char why[NVB_ERRLEN];
-	int ret;
 
-	if (fdp)
-		*fdp = -1;
-	if (!h)
-		return -EINVAL;
 	if (!name)
 		return nvb_fail(h, -EINVAL, "fetch: name is NULL");
 	if (opts) {
@@ -544,7 +540,22 @@ NVB_API int nvb_fetch(struct nvb *h, const char *name,
 	f.blob_cap = blob ? (uint32_t)blob_cap : 0;
 	f.blob = f.blob_cap ? (uintptr_t)blob : 0;
 	put_name(f.name, name);
-	ret = nvb_xfer(h, NVBRIDGE_IOC_FETCH, &f);
+	*op = o;
+	*fp = f;
+	return 0;
+}
+
+/* nvb_fetch() after the request: ret is its result; the entry, the errors, the fd. */
+static int fetch_done(struct nvb *h, int ret, const char *name, const struct nvb_fetch_opts *op,
+		      const struct nvbridge_fetch *fp, size_t blob_cap, struct nvb_entry *entry,
+		      int *fdp)
+{
+	const struct nvb_fetch_opts o = *op;
+	const struct nvbridge_fetch f = *fp;
+	char why[NVB_ERRLEN];
+
+	if (blob_cap > UINT32_MAX)
+		blob_cap = UINT32_MAX;
 	if (entry && (ret >= 0 || ret == -EMSGSIZE))
 		entry_from_fetch(entry, &f);
 	if (ret < 0) {
@@ -577,6 +588,25 @@ NVB_API int nvb_fetch(struct nvb *h, const char *name,
 	return 0;
 }
 
+NVB_API int nvb_fetch(struct nvb *h, const char *name,
+		      const struct nvb_fetch_opts *opts, void *blob, size_t blob_cap,
+		      struct nvb_entry *entry, int *fdp)
+{
+	struct nvb_fetch_opts o;
+	struct nvbridge_fetch f;
+	int ret;
+
+	if (fdp)
+		*fdp = -1;
+	if (!h)
+		return -EINVAL;
+	ret = fetch_prep(h, name, opts, blob, blob_cap, &o, &f);
+	if (ret)
+		return ret;
+	ret = nvb_xfer(h, NVBRIDGE_IOC_FETCH, &f);
+	return fetch_done(h, ret, name, &o, &f, blob_cap, entry, fdp);
+}
+
 NVB_API int nvb_unpublish(struct nvb *h, uint64_t id, const char *name)
 {
 	struct nvbridge_unpublish u;
@@ -603,21 +633,21 @@ NVB_API int nvb_unpublish(struct nvb *h, uint64_t id, const char *name)
 	return 0;
 }
 
-NVB_API int nvb_watch(struct nvb *h, const char *name, uint32_t flags, uint64_t *wid)
+static void watch_prep(struct nvbridge_watch *w, const char *name, uint32_t flags)
 {
-	struct nvbridge_watch w;
-	char why[NVB_ERRLEN];
-	int ret;
+	memset(w, 0, sizeof(*w));
+	w->size = sizeof(*w);
+	w->flags = flags;
+	put_name(w->name, name);
+}
 
-	if (!h)
-		return -EINVAL;
-	if (!name)
-		return nvb_fail(h, -EINVAL, "watch: name is NULL");
-	memset(&w, 0, sizeof(w));
-	w.size = sizeof(w);
-	w.flags = flags;
-	put_name(w.name, name);
-	ret = nvb_xfer(h, NVBRIDGE_IOC_WATCH, &w);
+/* nvb_watch() after the request: ret is its result. */
+static int watch_done(struct nvb *h, int ret, const char *name, uint32_t flags,
+		      const struct nvbridge_watch *wp, uint64_t *wid)
+{
+	const struct nvbridge_watch w = *wp;
+	char why[NVB_ERRLEN];
+
 	if (ret < 0) {
 		if (ret == -EINVAL && nvb_name_check(name, flags & NVB_WATCH_PREFIX, why, sizeof(why)))
 			return nvb_fail(h, ret, "watch: %s", why);
@@ -628,6 +658,58 @@ NVB_API int nvb_watch(struct nvb *h, const char *name, uint32_t flags, uint64_t 
 	if (wid)
 		*wid = w.id;
 	return 0;
+}
+
+NVB_API int nvb_watch(struct nvb *h, const char *name, uint32_t flags, uint64_t *wid)
+{
+	struct nvbridge_watch w;
+
+	if (!h)
+		return -EINVAL;
+	if (!name)
+		return nvb_fail(h, -EINVAL, "watch: name is NULL");
+	watch_prep(&w, name, flags);
+	return watch_done(h, nvb_xfer(h, NVBRIDGE_IOC_WATCH, &w), name, flags, &w, wid);
+}
+
+int nvb_watch_fetch(struct nvb *h, const char *wname, uint32_t wflags, int *wret,
+		    const char *name, const struct nvb_fetch_opts *opts, void *blob,
+		    size_t blob_cap, struct nvb_entry *entry, int *fdp, unsigned int *round_trips)
+{
+	struct nvb_fetch_opts o;
+	struct nvbridge_fetch f;
+	struct nvbridge_watch w;
+	int ret, wr;
+
+	*round_trips = 0;
+	*wret = 0;
+	if (fdp)
+		*fdp = -1;
+	if (!h || !wname || !fdp)
+		return -EINVAL;
+	ret = fetch_prep(h, name, opts, blob, blob_cap, &o, &f);
+	if (ret)
+		return ret;
+	watch_prep(&w, wname, wflags);
+	if (h->forked) {
+		wr = ret = -ECHILD;
+	} else if (h->backend == NVB_BACKEND_KERNEL) {
+		/* ioctls answer at once: the watch is in force before the fetch */
+		wr = nvb_kernel_xfer(h, NVBRIDGE_IOC_WATCH, &w);
+		ret = wr < 0 ? 0 : nvb_kernel_xfer(h, NVBRIDGE_IOC_FETCH, &f);
+		*round_trips = wr < 0 ? 1 : 2;
+	} else {
+		ret = nvb_broker_xfer2(h, NVBRIDGE_IOC_WATCH, &w, &wr, NVBRIDGE_IOC_FETCH, &f);
+		*round_trips = 1;
+	}
+	*wret = wr < 0 ? wr : 0;
+	if (wr < 0 && wr != -EEXIST) {	/* -EEXIST: watched already, in force */
+		/* the fetch is worth nothing unwatched: drop it, say why the watch failed */
+		if (ret >= 0 && (f.entry_flags & NVBRIDGE_ENTRY_HAS_FD))
+			close(ret);
+		return watch_done(h, wr, wname, wflags, &w, NULL);
+	}
+	return fetch_done(h, ret, name, &o, &f, blob_cap, entry, fdp);
 }
 
 NVB_API int nvb_unwatch(struct nvb *h, uint64_t wid)

@@ -23,6 +23,25 @@ struct nvb_gpu_map;
 #define NVB_GPU_REG_ANY	UINT64_MAX
 struct nvb;
 uint64_t nvb_gpu_registry(const struct nvb *h);
+
+/*
+ * nvb_watch(h, wname, wflags) and nvb_fetch(h, name, opts, ...) in one
+ * round trip on the broker backend: the fetch is sent right behind the
+ * watch, before its answer; the broker answers a connection's requests in
+ * order, so the watch is in force before the fetch looks the name up, as
+ * when the two wait for each other (no revocation falls between them).
+ * The kernel backend makes the two ioctls one after the other.
+ * *wret: the watch's result (0, or -errno: any but -EEXIST fails the call
+ * with it, the fetch's result dropped, its fd closed, the watch's error as
+ * the handle's last); otherwise returns nvb_fetch()'s result.
+ * *round_trips: the answers waited for (1 broker, 2 kernel; 0 when nothing
+ * was sent).  fdp is required.
+ */
+struct nvb_fetch_opts;
+struct nvb_entry;
+int nvb_watch_fetch(struct nvb *h, const char *wname, uint32_t wflags, int *wret,
+		    const char *name, const struct nvb_fetch_opts *opts, void *blob,
+		    size_t blob_cap, struct nvb_entry *entry, int *fdp, unsigned int *round_trips);
 /*
  * A cached mapping of (reg, entry_id) that the import would have made:
  * with NVB_GPU_IMPORT_LOCAL_ONLY in flags, one the current device can use

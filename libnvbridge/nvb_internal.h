@@ -117,6 +117,13 @@ int nvb_kernel_xfer(struct nvb *h, unsigned long cmd, void *arg);
 int nvb_broker_open(struct nvb *h, const char *sock, int64_t broker_uid, char *why,
 		    size_t whylen);
 int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg);
+/*
+ * Two requests in one round trip: the second is sent right behind the
+ * first, before its answer (the broker answers a connection's requests in
+ * the order they came).  *ret0: the first's result; returns the second's.
+ */
+int nvb_broker_xfer2(struct nvb *h, unsigned long cmd0, void *arg0, int *ret0,
+		     unsigned long cmd1, void *arg1);
 void nvb_broker_close(struct nvb *h);
 
 #define NVB_DEFAULT_TIMEOUT_NS (30LL * 1000000000)

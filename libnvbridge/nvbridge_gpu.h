@@ -676,12 +676,18 @@ struct nvb_gpu_seg_stats {
 	size_t sz;		/* in: sizeof(struct nvb_gpu_seg_stats); out: bytes filled */
 	uint32_t local;		/* 1: published here, 0: opened */
 	uint32_t cached;	/* opened: the mapping came from the cache (no CUDA call) */
-	uint32_t round_trips;	/* broker / device requests this setup made */
+	/*
+	 * Answers from the broker / device this setup waited for: a first
+	 * open's watch and fetch go together on the broker (1), one after the
+	 * other on the kernel module (2).
+	 */
+	uint32_t round_trips;
 	uint32_t owner_uid;	/* publisher's euid (opened) */
 	uint64_t export_ns;	/* published: cuMemExportToShareableHandle (0 when done before) */
 	uint64_t publish_ns;	/* published: nvb_publish */
-	uint64_t watch_ns;	/* opened: nvb_watch (0: the name was watched already) */
-	uint64_t fetch_ns;	/* opened: nvb_fetch */
+	/* opened: a watch on its own (0: watched already, or sent with the fetch) */
+	uint64_t watch_ns;
+	uint64_t fetch_ns;	/* opened: nvb_fetch, with the watch sent along */
 	uint64_t import_ns;	/* opened: cuMemImportFromShareableHandle (0 when cached) */
 	uint64_t reserve_ns;	/* cuMemAddressReserve */
 	uint64_t map_ns;	/* cuMemMap */

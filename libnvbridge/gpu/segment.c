@@ -226,11 +226,12 @@ static void mark_revoked(struct seg_engine *e, struct seg_handle *hd, uint64_t i
  * larger (a registered range over many allocations), into a malloc'd
  * buffer: *blob is where it is; the caller frees it when it is not small.
  */
-static int fetch(struct nvb *h, const char *name, uint32_t flags, uint32_t owner_uid,
-		 int64_t timeout_ns, unsigned char *small, unsigned char **blob,
-		 struct nvb_entry *ent, int *fd)
+static int fetch_w(struct nvb *h, const char *watch, int *wret, unsigned int *rt,
+		   const char *name, uint32_t flags, uint32_t owner_uid, int64_t timeout_ns,
+		   unsigned char *small, unsigned char **blob, struct nvb_entry *ent, int *fd)
 {
 	struct nvb_fetch_opts fo;
+	unsigned int n = 1;
 	int err;
 
 	memset(&fo, 0, sizeof(fo));
@@ -246,9 +247,14 @@ static int fetch(struct nvb *h, const char *name, uint32_t flags, uint32_t owner
 	memset(ent, 0, sizeof(*ent));
 	*fd = -1;
 	*blob = small;
-	err = nvb_fetch(h, name, &fo, small, SEG_BLOB, ent, fd);
-	if (err != -EMSGSIZE || ent->blob_len <= SEG_BLOB)
+	if (watch)	/* the watch in front, in the same round trip */
+		err = nvb_watch_fetch(h, watch, 0, wret, name, &fo, small, SEG_BLOB, ent, fd, &n);
+	else
+		err = nvb_fetch(h, name, &fo, small, SEG_BLOB, ent, fd);
+	*rt += n;
+	if (err != -EMSGSIZE || ent->blob_len <= SEG_BLOB || (watch && *wret && *wret != -EEXIST))
 		return err;
+	*rt += 1;
 	*blob = malloc(ent->blob_len);
 	if (!*blob) {
 		*blob = small;
@@ -262,6 +268,17 @@ static int fetch(struct nvb *h, const char *name, uint32_t flags, uint32_t owner
 		*blob = small;
 	}
 	return err;
+}
+
+/* fetch_w() without a watch (the name is watched already). */
+static int fetch(struct nvb *h, const char *name, uint32_t flags, uint32_t owner_uid,
+		 int64_t timeout_ns, unsigned char *small, unsigned char **blob,
+		 struct nvb_entry *ent, int *fd)
+{
+	unsigned int rt = 0;
+
+	return fetch_w(h, NULL, NULL, &rt, name, flags, owner_uid, timeout_ns, small, blob, ent,
+		       fd);
 }
 
 /* What verify() fetches again for one open segment. */
@@ -733,30 +750,25 @@ static int open_opts(const char *fn, const struct nvb_gpu_seg_open_opts *opts,
 
 /*
  * Watches name on hd once (e->hlock not needed: nvb_watch is thread-safe).
- * 1 when a request was made, 0 when the watch was known, or -errno.
+ * The requests made (0 when the watch was known), or -errno.
  */
-static int watch_once(struct seg_engine *e, struct seg_handle *hd, const char *name)
+static int watched(struct seg_engine *e, struct seg_handle *hd, const char *name)
 {
 	struct seg_watch *w;
-	uint64_t wid;
-	int err;
 
 	pthread_mutex_lock(&e->lock);
 	for (w = e->watches; w; w = w->next)
 		if (w->hd == hd && (!w->name[0] || !strcmp(w->name, name)))
 			break;
 	pthread_mutex_unlock(&e->lock);
-	if (w)
-		return 0;
-	err = nvb_watch(hd->h, name, 0, &wid);
-	if (err == -ENOSPC) {
-		/* the handle's watch table is full: one scope-wide watch covers all */
-		name = "";
-		err = nvb_watch(hd->h, "", NVB_WATCH_PREFIX, &wid);
-	}
-	if (err && err != -EEXIST)
-		return seterr(err, "segment: nvb_watch: %s", nvb_last_error(hd->h));
-	w = calloc(1, sizeof(*w));
+	return w != NULL;
+}
+
+/* Remembers that name ("": every name) is watched on hd (out of memory: asked again later). */
+static void watch_note(struct seg_engine *e, struct seg_handle *hd, const char *name)
+{
+	struct seg_watch *w = calloc(1, sizeof(*w));
+
 	if (w) {
 		w->hd = hd;
 		snprintf(w->name, sizeof(w->name), "%s", name);
@@ -765,6 +777,35 @@ static int watch_once(struct seg_engine *e, struct seg_handle *hd, const char *n
 		e->watches = w;
 		pthread_mutex_unlock(&e->lock);
 	}
+}
+
+/* The handle's watch table is full (-ENOSPC): one scope-wide watch covers all. */
+static int watch_all(struct seg_engine *e, struct seg_handle *hd)
+{
+	uint64_t wid;
+	int err = nvb_watch(hd->h, "", NVB_WATCH_PREFIX, &wid);
+
+	if (err && err != -EEXIST)
+		return seterr(err, "segment: nvb_watch: %s", nvb_last_error(hd->h));
+	watch_note(e, hd, "");
+	return 0;
+}
+
+static int watch_once(struct seg_engine *e, struct seg_handle *hd, const char *name)
+{
+	uint64_t wid;
+	int err;
+
+	if (watched(e, hd, name))
+		return 0;
+	err = nvb_watch(hd->h, name, 0, &wid);
+	if (err == -ENOSPC) {
+		err = watch_all(e, hd);
+		return err ? err : 2;
+	}
+	if (err && err != -EEXIST)
+		return seterr(err, "segment: nvb_watch: %s", nvb_last_error(hd->h));
+	watch_note(e, hd, name);
 	return 1;
 }
 
@@ -853,19 +894,35 @@ static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *n
 {
 	unsigned char blob[SEG_BLOB], *b;
 	struct nvb_gpu_map_stats ms;
+	unsigned int rt = 0;
 	uint64_t t0 = ns_now(), t1;
-	int err, fd = -1, k;
+	int err, fd = -1, k, wret = 0, w = !watched(e, hd, name);
 
-	/* the watch comes first, so no revocation can fall between fetch and import */
-	err = watch_once(e, hd, name);
-	if (err < 0)
-		return err;
-	t1 = ns_now();
-	s->stats.round_trips = (uint32_t)err;
-	s->stats.watch_ns = err ? t1 - t0 : 0;
-	err = fetch(hd->h, name, o->flags, o->owner_uid, o->timeout_ns, blob, &b, ent, &fd);
-	s->stats.fetch_ns = ns_now() - t1;
-	s->stats.round_trips++;
+	/*
+	 * The watch comes first, so no revocation can fall between fetch and
+	 * import: sent right in front of the fetch, without waiting for its
+	 * answer (the broker answers in order), one round trip for both.
+	 */
+	err = fetch_w(hd->h, w ? name : NULL, &wret, &rt, name, o->flags, o->owner_uid,
+		      o->timeout_ns, blob, &b, ent, &fd);
+	if (w && wret == -ENOSPC) {
+		/* the fetch went unwatched and was dropped: the scope-wide watch, then again */
+		err = watch_all(e, hd);
+		if (err)
+			return err;	/* its own message */
+		rt++;
+		t1 = ns_now();
+		s->stats.watch_ns = t1 - t0;
+		err = fetch_w(hd->h, NULL, NULL, &rt, name, o->flags, o->owner_uid,
+				      o->timeout_ns, blob, &b, ent, &fd);
+		t0 = t1;
+	} else if (w && wret && wret != -EEXIST) {
+		return seterr(wret, "segment: nvb_watch: %s", nvb_last_error(hd->h));
+	} else if (w) {
+		watch_note(e, hd, name);	/* in force even when the fetch failed */
+	}
+	s->stats.fetch_ns = ns_now() - t0;
+	s->stats.round_trips = rt;
 	if (err)
 		return seterr(err, "nvb_gpu_seg_open: %s: %s", name, nvb_last_error(hd->h));
 	s->stats.cached = nvb_gpu_import_cached_in(e->g, hd->reg, ent->id, (o->flags & NVB_GPU_SEG_LOCAL_ONLY) ?

@@ -9,6 +9,7 @@
  * delayed by NVB_FAKE_HOSTFN_DELAY_MS) must end its batch with -ENOLINK.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
 #include <poll.h>
 #include <pthread.h>
@@ -730,9 +731,10 @@ static int t_stats_and_prefetch(void)
 	EXPECT(st.sz, sizeof(st));
 	EXPECT(st.local, 0);
 	EXPECT(st.cached, 0);
-	EXPECT(st.round_trips, 2);	/* watch + fetch */
+	EXPECT(st.round_trips, 1);	/* watch + fetch, sent together (broker) */
 	EXPECT(st.owner_uid, geteuid());
-	CHECK(st.watch_ns > 0 && st.fetch_ns > 0 && st.import_ns > 0, "timings missing");
+	EXPECT(st.watch_ns, 0);	/* no answer of its own waited for */
+	CHECK(st.fetch_ns > 0 && st.import_ns > 0, "timings missing");
 	CHECK(st.total_ns >= st.watch_ns + st.fetch_ns + st.import_ns + st.map_ns, "total");
 	EXPECT(st.export_ns, 0);
 	nvb_gpu_seg_close(seg);
@@ -836,6 +838,88 @@ static int t_symbol_versions(void)
 	return 0;
 }
 
+static int nfds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	while (d && readdir(d))
+		n++;
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* The peer's segment, opened through h, is revoked within 5 s of the peer closing it. */
+static int revoked_soon(struct peer *p, struct nvb_gpu_seg *s)
+{
+	struct timespec t0;
+
+	EXPECT(nvb_gpu_seg_revoked(s), 0);
+	CHECK(peer_cmd(p, 'c') == 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!nvb_gpu_seg_revoked(s) && ms_since(&t0) < 5000)
+		usleep(1000);
+	EXPECT(nvb_gpu_seg_revoked(s), 1);
+	return 0;
+}
+
+/*
+ * A first open sends its watch and its fetch together: one round trip, and
+ * a revocation right after still reaches it.  When the watch fails (the
+ * handle's watch table full: -ENOSPC, the scope-wide fallback refused as
+ * well) the fetch that went with it, which found the entry, yields
+ * nothing: the open fails with the watch's errno, no segment unwatched.
+ */
+static int t_watch_fetch_pipelined(void)
+{
+	struct nvb_gpu_seg_stats st;
+	struct nvb_gpu_seg *seg;
+	struct side me;
+	struct peer p, q;
+	uint64_t wid = 0, last = 0;
+	char name[64];
+	int i, err = 0;
+
+	CHECK(peer_start(&p, "seg.pipe", SEG_SIZE) == 0);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.pipe", NULL, &seg));
+	memset(&st, 0x5a, sizeof(st));
+	st.sz = sizeof(st);
+	OK(nvb_gpu_seg_stats(seg, &st));
+	EXPECT(st.round_trips, 1);
+	EXPECT(st.watch_ns, 0);
+	EXPECT(st.cached, 0);
+	CHECK(revoked_soon(&p, seg) == 0);
+	nvb_gpu_seg_close(seg);
+
+	/* the application's own watches fill the handle's table */
+	for (i = 0; i < 100000 && !err; i++) {
+		snprintf(name, sizeof(name), "fill.%d", i);
+		err = nvb_watch(me.h, name, 0, &wid);
+		if (!err)
+			last = wid;
+	}
+	EXPECT(err, -ENOSPC);
+	CHECK(last != 0);
+	CHECK(peer_start(&q, "seg.pipe2", SEG_SIZE) == 0);
+	seg = (struct nvb_gpu_seg *)&st;	/* poisoned: must come back NULL */
+	i = nfds();
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.pipe2", NULL, &seg), -ENOSPC);
+	CHECK(seg == NULL);
+	EXPECT(nfds(), i);	/* the dropped fetch's fd closed */
+	CHECK(strstr(nvb_gpu_last_error(), "nvb_watch") != NULL, "%s", nvb_gpu_last_error());
+	/* one slot free: watched and fetched in one round trip, revocable */
+	OK(nvb_unwatch(me.h, last));
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.pipe2", NULL, &seg));
+	OK(nvb_gpu_seg_stats(seg, &st));
+	EXPECT(st.round_trips, 1);
+	CHECK(revoked_soon(&q, seg) == 0);
+	nvb_gpu_seg_close(seg);
+	side_close(&me);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "symbol_versions", t_symbol_versions },
 	{ "random_batches_every_byte", t_random_batches },
@@ -848,6 +932,7 @@ static const struct nvb_case cases[] = {
 	{ "close_with_batches_in_flight", t_close_in_flight },
 	{ "owner_and_arguments", t_owner_and_args },
 	{ "setup_stats_and_prefetch", t_stats_and_prefetch },
+	{ "watch_fetch_one_round_trip", t_watch_fetch_pipelined },
 };
 
 int main(int argc, char **argv)
