@@ -177,6 +177,10 @@ static void setup_phase(struct seg_ctx *c)
 
 		SNV(c, nvb_gpu_alloc(c->g, c->dev, c->o->seg_size, 0, &c->buf));
 		SCK(c, cuMemAlloc(&p, c->o->seg_size));
+		if (c->idx == 0) {	/* a FABRIC handle makes export and import try it first */
+			c->sh->htypes = nvb_gpu_buf_handle_types(c->buf);
+			c->sh->fabric_err = nvb_gpu_buf_fabric_error(c->buf);
+		}
 		if (nvb_first)
 			mine = nvb_round(c, t, last);
 		ipc_round(c, p, t, last);
@@ -466,6 +470,10 @@ static void seg_table(const struct seg_opts *o, const struct seg_shared *sh,
 	ratio("prefetched open / cuIpcOpenMemHandle", x[SR_PRE_OPEN], T, "goal <= 1.0");
 	ratio("cold open / cuIpcOpenMemHandle", x[SR_COLD_OPEN], T, "(information)");
 	ratio("setup speed vs legacy IPC", x[SR_SPEED], T, "goal >= 1.0");
+	printf("  segment buffers: %s handles (FABRIC: %s, CUresult %d)\n",
+	       sh->htypes & NVB_GPU_HANDLE_FABRIC ? "FABRIC + POSIX fd" : "POSIX fd",
+	       sh->htypes & NVB_GPU_HANDLE_FABRIC ? "exported and imported first" : "refused",
+	       sh->fabric_err);
 	printf("  nvbridge's setup: publish (export, the broker/device request) + the opens (watch,\n"
 	       "    fetch: the rendezvous by name, import, map, access); legacy IPC's: get + open,\n"
 	       "    its 64-byte handles cross through the bench's shared memory for free\n"
@@ -485,12 +493,14 @@ static void seg_table(const struct seg_opts *o, const struct seg_shared *sh,
 }
 
 /* "key": [median, min, max, first in the process] for every figure and ratio */
-static int seg_json(const struct seg_opts *o, double x[SR_N][SEG_MAXTR], char *js, size_t cap)
+static int seg_json(const struct seg_opts *o, const struct seg_shared *sh,
+		    double x[SR_N][SEG_MAXTR], char *js, size_t cap)
 {
 	int i, k;
 
 	i = snprintf(js, cap, "{\"nproc\": %d, \"seg_size\": %llu, \"trials\": %u, "
-		     "\"warmup_trials\": 1", o->nproc, (unsigned long long)o->seg_size, o->trials);
+		     "\"warmup_trials\": 1, \"handle_types\": %u, \"fabric_err\": %d", o->nproc,
+		     (unsigned long long)o->seg_size, o->trials, sh->htypes, sh->fabric_err);
 	for (k = 0; k < SR_N && (size_t)i < cap; k++) {
 		struct spread r = spread_of(x[k], o->trials);
 
@@ -549,7 +559,7 @@ int seg_main(const struct seg_opts *o)
 	/* with --kv and --json, stdout is one JSON document */
 	if (!(o->json && sh->kv))
 		seg_table(o, sh, x);
-	i = seg_json(o, x, js, sizeof(js));
+	i = seg_json(o, sh, x, js, sizeof(js));
 	if (!o->kv_only && (size_t)i < sizeof(js))	/* --kv alone ran no transfer phase */
 		i += snprintf(js + i, sizeof(js) - (size_t)i, ", \"xfer_gbs\": %.2f, "
 			      "\"legacy_gbs\": %.2f, \"large_gbs\": %.2f, \"method\": %u",

@@ -45,6 +45,8 @@ struct seg_shared {
 	 * in microseconds (SF_RT: broker / device requests, summed over opens).
 	 */
 	double v[SF_N][SEG_MAXTR][SEG_MAXP];
+	uint32_t htypes;	/* process 0's segment buffer: nvb_gpu_buf_handle_types */
+	int fabric_err;		/* its FABRIC trial's CUresult (0: none or it worked) */
 	/* process 0's transfers */
 	double xfer_gbs, legacy_gbs, large_gbs;
 	uint32_t method;

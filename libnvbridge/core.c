@@ -673,7 +673,7 @@ NVB_API int nvb_watch(struct nvb *h, const char *name, uint32_t flags, uint64_t 
 }
 
 int nvb_watch_fetch(struct nvb *h, const char *wname, uint32_t wflags, int *wret,
-		    const char *name, const struct nvb_fetch_opts *opts, void *blob,
+		    uint64_t *wid, const char *name, const struct nvb_fetch_opts *opts, void *blob,
 		    size_t blob_cap, struct nvb_entry *entry, int *fdp, unsigned int *round_trips)
 {
 	struct nvb_fetch_opts o;
@@ -683,6 +683,8 @@ int nvb_watch_fetch(struct nvb *h, const char *wname, uint32_t wflags, int *wret
 
 	*round_trips = 0;
 	*wret = 0;
+	if (wid)
+		*wid = 0;
 	if (fdp)
 		*fdp = -1;
 	if (!h || !wname || !fdp)
@@ -709,6 +711,8 @@ int nvb_watch_fetch(struct nvb *h, const char *wname, uint32_t wflags, int *wret
 			close(ret);
 		return watch_done(h, wr, wname, wflags, &w, NULL);
 	}
+	if (wid && !wr)
+		*wid = w.id;
 	return fetch_done(h, ret, name, &o, &f, blob_cap, entry, fdp);
 }
 

@@ -34,13 +34,14 @@ uint64_t nvb_gpu_registry(const struct nvb *h);
  * *wret: the watch's result (0, or -errno: any but -EEXIST fails the call
  * with it, the fetch's result dropped, its fd closed, the watch's error as
  * the handle's last); otherwise returns nvb_fetch()'s result.
+ * *wid (may be NULL): the new watch's id, 0 unless *wret is 0.
  * *round_trips: the answers waited for (1 broker, 2 kernel; 0 when nothing
  * was sent).  fdp is required.
  */
 struct nvb_fetch_opts;
 struct nvb_entry;
 int nvb_watch_fetch(struct nvb *h, const char *wname, uint32_t wflags, int *wret,
-		    const char *name, const struct nvb_fetch_opts *opts, void *blob,
+		    uint64_t *wid, const char *name, const struct nvb_fetch_opts *opts, void *blob,
 		    size_t blob_cap, struct nvb_entry *entry, int *fdp, unsigned int *round_trips);
 /*
  * A cached mapping of (reg, entry_id) that the import would have made:

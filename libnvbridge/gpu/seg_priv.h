@@ -39,8 +39,10 @@ struct seg_handle {
 /* A name watched on a handle by this layer (one nvb_watch per name and handle). */
 struct seg_watch {
 	struct seg_watch *next;
-	struct seg_handle *hd;
-	char name[64];
+	struct seg_handle *hd;	/* NULL: parked, its handle has no segment now (handle_put) */
+	uint64_t reg;		/* the handle's registry (nvb_gpu_registry: unique per handle) */
+	uint64_t wid;		/* its watch id (0: unknown, watched before: -EEXIST) */
+	char name[64];		/* "": the scope-wide watch */
 };
 
 /* nvb_gpu_seg_prefetch(): import name as soon as it is published. */

@@ -21,6 +21,7 @@
 
 #define SEG_MAX_POLL	64	/* handles polled by the thread at once */
 #define SEG_BLOB	512
+#define SEG_MAX_PARKED	1024	/* watch records of handles without segments */
 
 static void wake(struct seg_engine *e)
 {
@@ -37,6 +38,7 @@ static void wake(struct seg_engine *e)
 static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *err)
 {
 	struct seg_handle *hd;
+	struct seg_watch *w;
 	int fd;
 
 	pthread_mutex_lock(&e->lock);
@@ -66,16 +68,26 @@ static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *e
 	hd->reg = nvb_gpu_registry(h);
 	hd->next = e->handles;
 	e->handles = hd;
+	for (w = e->watches; w; w = w->next)	/* h's watches, still in force */
+		if (!w->hd && w->reg == hd->reg)
+			w->hd = hd;
 	pthread_mutex_unlock(&e->lock);
 	wake(e);	/* into the thread's poll set */
 	return hd;
 }
 
-/* Drops a reference (e->hlock and e->lock held); the last one forgets h. */
+/*
+ * Drops a reference (e->hlock and e->lock held); the last one forgets h.
+ * Its watches stay in force at the broker (no request here): their
+ * records are parked under h's registry, taken back when h opens a
+ * segment again (so the name is not watched twice, and a full watch table
+ * knows what it may unwatch), at most SEG_MAX_PARKED of them.
+ */
 static void handle_put(struct seg_engine *e, struct seg_handle *hd)
 {
 	struct seg_handle **pp;
 	struct seg_watch **wp, *w;
+	unsigned int parked = 0;
 
 	if (!hd || --hd->refs > 0)
 		return;
@@ -85,7 +97,9 @@ static void handle_put(struct seg_engine *e, struct seg_handle *hd)
 			break;
 		}
 	for (wp = &e->watches; (w = *wp);) {
-		if (w->hd == hd) {
+		if (w->hd == hd)
+			w->hd = NULL;
+		if (!w->hd && ++parked > SEG_MAX_PARKED) {
 			*wp = w->next;
 			free(w);
 		} else {
@@ -226,7 +240,7 @@ static void mark_revoked(struct seg_engine *e, struct seg_handle *hd, uint64_t i
  * larger (a registered range over many allocations), into a malloc'd
  * buffer: *blob is where it is; the caller frees it when it is not small.
  */
-static int fetch_w(struct nvb *h, const char *watch, int *wret, unsigned int *rt,
+static int fetch_w(struct nvb *h, const char *watch, int *wret, uint64_t *wid, unsigned int *rt,
 		   const char *name, uint32_t flags, uint32_t owner_uid, int64_t timeout_ns,
 		   unsigned char *small, unsigned char **blob, struct nvb_entry *ent, int *fd)
 {
@@ -248,7 +262,8 @@ static int fetch_w(struct nvb *h, const char *watch, int *wret, unsigned int *rt
 	*fd = -1;
 	*blob = small;
 	if (watch)	/* the watch in front, in the same round trip */
-		err = nvb_watch_fetch(h, watch, 0, wret, name, &fo, small, SEG_BLOB, ent, fd, &n);
+		err = nvb_watch_fetch(h, watch, 0, wret, wid, name, &fo, small, SEG_BLOB, ent, fd,
+				      &n);
 	else
 		err = nvb_fetch(h, name, &fo, small, SEG_BLOB, ent, fd);
 	*rt += n;
@@ -277,8 +292,8 @@ static int fetch(struct nvb *h, const char *name, uint32_t flags, uint32_t owner
 {
 	unsigned int rt = 0;
 
-	return fetch_w(h, NULL, NULL, &rt, name, flags, owner_uid, timeout_ns, small, blob, ent,
-		       fd);
+	return fetch_w(h, NULL, NULL, NULL, &rt, name, flags, owner_uid, timeout_ns, small, blob,
+		       ent, fd);
 }
 
 /* What verify() fetches again for one open segment. */
@@ -765,12 +780,14 @@ static int watched(struct seg_engine *e, struct seg_handle *hd, const char *name
 }
 
 /* Remembers that name ("": every name) is watched on hd (out of memory: asked again later). */
-static void watch_note(struct seg_engine *e, struct seg_handle *hd, const char *name)
+static void watch_note(struct seg_engine *e, struct seg_handle *hd, const char *name, uint64_t wid)
 {
 	struct seg_watch *w = calloc(1, sizeof(*w));
 
 	if (w) {
 		w->hd = hd;
+		w->reg = hd->reg;
+		w->wid = wid;
 		snprintf(w->name, sizeof(w->name), "%s", name);
 		pthread_mutex_lock(&e->lock);
 		w->next = e->watches;
@@ -779,21 +796,80 @@ static void watch_note(struct seg_engine *e, struct seg_handle *hd, const char *
 	}
 }
 
-/* The handle's watch table is full (-ENOSPC): one scope-wide watch covers all. */
+/* No open segment or prefetch of name on hd (e->lock held). */
+static int name_unused(struct seg_engine *e, struct seg_handle *hd, const char *name)
+{
+	struct nvb_gpu_seg *s;
+	struct seg_prefetch *p;
+
+	for (s = e->segs; s; s = s->next)
+		if (!s->local && s->hd == hd && !strcmp(s->name, name))
+			return 0;
+	for (p = e->prefetch; p; p = p->next)
+		if (p->hd == hd && !strcmp(p->name, name))
+			return 0;
+	return 1;
+}
+
+/*
+ * Unwatches one name this layer watched on hd that nothing uses any more
+ * (closed segments keep their watches): 0, or -ENOSPC when there is none.
+ */
+static int watch_drop_unused(struct seg_engine *e, struct seg_handle *hd)
+{
+	struct seg_watch **wp, *w;
+	int err;
+
+	pthread_mutex_lock(&e->lock);
+	for (wp = &e->watches; (w = *wp); wp = &w->next)
+		if (w->hd == hd && w->wid && w->name[0] && name_unused(e, hd, w->name)) {
+			*wp = w->next;
+			break;
+		}
+	pthread_mutex_unlock(&e->lock);
+	if (!w)
+		return -ENOSPC;
+	err = nvb_unwatch(hd->h, w->wid);
+	free(w);
+	return err == -ENOENT ? 0 : err;
+}
+
+/*
+ * The handle's watch table is full (-ENOSPC): one scope-wide watch covers
+ * all.  When it has no room either, a watch of a name nothing uses any
+ * more makes room.  Between that unwatch and the new watch a revocation of
+ * the name's entry may go unseen: no segment has it open, but its mapping
+ * may stay cached; the unreferenced cached mappings go (prefetches import
+ * theirs again).
+ */
 static int watch_all(struct seg_engine *e, struct seg_handle *hd)
 {
-	uint64_t wid;
-	int err = nvb_watch(hd->h, "", NVB_WATCH_PREFIX, &wid);
+	struct seg_prefetch *p;
+	uint64_t wid = 0;
+	int err = nvb_watch(hd->h, "", NVB_WATCH_PREFIX, &wid), dropped = 0;
 
+	if (err == -ENOSPC && !watch_drop_unused(e, hd)) {
+		dropped = 1;
+		err = nvb_watch(hd->h, "", NVB_WATCH_PREFIX, &wid);
+	}
 	if (err && err != -EEXIST)
 		return seterr(err, "segment: nvb_watch: %s", nvb_last_error(hd->h));
-	watch_note(e, hd, "");
+	watch_note(e, hd, "", err ? 0 : wid);
+	if (dropped) {
+		nvb_gpu_cache_trim(e->g);
+		pthread_mutex_lock(&e->lock);
+		for (p = e->prefetch; p; p = p->next)
+			if (p->hd == hd)
+				p->pending = 1;
+		pthread_mutex_unlock(&e->lock);
+		wake(e);
+	}
 	return 0;
 }
 
 static int watch_once(struct seg_engine *e, struct seg_handle *hd, const char *name)
 {
-	uint64_t wid;
+	uint64_t wid = 0;
 	int err;
 
 	if (watched(e, hd, name))
@@ -805,7 +881,7 @@ static int watch_once(struct seg_engine *e, struct seg_handle *hd, const char *n
 	}
 	if (err && err != -EEXIST)
 		return seterr(err, "segment: nvb_watch: %s", nvb_last_error(hd->h));
-	watch_note(e, hd, name);
+	watch_note(e, hd, name, err ? 0 : wid);
 	return 1;
 }
 
@@ -895,7 +971,7 @@ static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *n
 	unsigned char blob[SEG_BLOB], *b;
 	struct nvb_gpu_map_stats ms;
 	unsigned int rt = 0;
-	uint64_t t0 = ns_now(), t1;
+	uint64_t t0 = ns_now(), t1, wid = 0;
 	int err, fd = -1, k, wret = 0, w = !watched(e, hd, name);
 
 	/*
@@ -903,7 +979,7 @@ static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *n
 	 * import: sent right in front of the fetch, without waiting for its
 	 * answer (the broker answers in order), one round trip for both.
 	 */
-	err = fetch_w(hd->h, w ? name : NULL, &wret, &rt, name, o->flags, o->owner_uid,
+	err = fetch_w(hd->h, w ? name : NULL, &wret, &wid, &rt, name, o->flags, o->owner_uid,
 		      o->timeout_ns, blob, &b, ent, &fd);
 	if (w && wret == -ENOSPC) {
 		/* the fetch went unwatched and was dropped: the scope-wide watch, then again */
@@ -913,13 +989,13 @@ static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *n
 		rt++;
 		t1 = ns_now();
 		s->stats.watch_ns = t1 - t0;
-		err = fetch_w(hd->h, NULL, NULL, &rt, name, o->flags, o->owner_uid,
+		err = fetch_w(hd->h, NULL, NULL, NULL, &rt, name, o->flags, o->owner_uid,
 				      o->timeout_ns, blob, &b, ent, &fd);
 		t0 = t1;
 	} else if (w && wret && wret != -EEXIST) {
 		return seterr(wret, "segment: nvb_watch: %s", nvb_last_error(hd->h));
 	} else if (w) {
-		watch_note(e, hd, name);	/* in force even when the fetch failed */
+		watch_note(e, hd, name, wret ? 0 : wid);	/* in force even when the fetch failed */
 	}
 	s->stats.fetch_ns = ns_now() - t0;
 	s->stats.round_trips = rt;

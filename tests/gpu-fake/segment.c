@@ -867,19 +867,20 @@ static int revoked_soon(struct peer *p, struct nvb_gpu_seg *s)
 /*
  * A first open sends its watch and its fetch together: one round trip, and
  * a revocation right after still reaches it.  When the watch fails (the
- * handle's watch table full: -ENOSPC, the scope-wide fallback refused as
- * well) the fetch that went with it, which found the entry, yields
- * nothing: the open fails with the watch's errno, no segment unwatched.
+ * handle's watch table full of the application's own watches: -ENOSPC,
+ * the scope-wide fallback refused as well) the fetch that went with it,
+ * which found the entry, yields nothing: the open fails with the watch's
+ * errno, no segment unwatched, no fd left behind.
  */
 static int t_watch_fetch_pipelined(void)
 {
 	struct nvb_gpu_seg_stats st;
 	struct nvb_gpu_seg *seg;
-	struct side me;
+	struct side me, other;
 	struct peer p, q;
 	uint64_t wid = 0, last = 0;
 	char name[64];
-	int i, err = 0;
+	int i, n, err = 0;
 
 	CHECK(peer_start(&p, "seg.pipe", SEG_SIZE) == 0);
 	CHECK(side_open(&me, SEG_SIZE) == 0);
@@ -892,30 +893,88 @@ static int t_watch_fetch_pipelined(void)
 	EXPECT(st.cached, 0);
 	CHECK(revoked_soon(&p, seg) == 0);
 	nvb_gpu_seg_close(seg);
+	side_close(&me);
 
-	/* the application's own watches fill the handle's table */
+	/* another handle: the application's own watches fill its table */
+	CHECK(side_open(&other, SEG_SIZE) == 0);
 	for (i = 0; i < 100000 && !err; i++) {
 		snprintf(name, sizeof(name), "fill.%d", i);
-		err = nvb_watch(me.h, name, 0, &wid);
+		err = nvb_watch(other.h, name, 0, &wid);
 		if (!err)
 			last = wid;
 	}
 	EXPECT(err, -ENOSPC);
 	CHECK(last != 0);
 	CHECK(peer_start(&q, "seg.pipe2", SEG_SIZE) == 0);
+	EXPECT(nvb_gpu_seg_open(other.g, other.h, "seg.pipe2", NULL, &seg), -ENOSPC);
 	seg = (struct nvb_gpu_seg *)&st;	/* poisoned: must come back NULL */
-	i = nfds();
-	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.pipe2", NULL, &seg), -ENOSPC);
+	n = nfds();	/* after the first segment call: its engine's eventfds are there */
+	EXPECT(nvb_gpu_seg_open(other.g, other.h, "seg.pipe2", NULL, &seg), -ENOSPC);
 	CHECK(seg == NULL);
-	EXPECT(nfds(), i);	/* the dropped fetch's fd closed */
+	EXPECT(nfds(), n);	/* the dropped fetch's fd closed */
 	CHECK(strstr(nvb_gpu_last_error(), "nvb_watch") != NULL, "%s", nvb_gpu_last_error());
 	/* one slot free: watched and fetched in one round trip, revocable */
-	OK(nvb_unwatch(me.h, last));
-	OK(nvb_gpu_seg_open(me.g, me.h, "seg.pipe2", NULL, &seg));
+	OK(nvb_unwatch(other.h, last));
+	OK(nvb_gpu_seg_open(other.g, other.h, "seg.pipe2", NULL, &seg));
 	OK(nvb_gpu_seg_stats(seg, &st));
 	EXPECT(st.round_trips, 1);
 	CHECK(revoked_soon(&q, seg) == 0);
 	nvb_gpu_seg_close(seg);
+	side_close(&other);
+	return 0;
+}
+
+/* n opens of names never published (timeout 0): each -ENOENT, out NULL. */
+static int open_gone(struct side *me, const char *prefix, int n)
+{
+	struct nvb_gpu_seg_open_opts now = { .sz = sizeof(now) };
+	struct nvb_gpu_seg *none;
+	char name[64];
+	int i, err;
+
+	for (i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "%s.%d", prefix, i);
+		none = (struct nvb_gpu_seg *)me;	/* poisoned: must come back NULL */
+		err = nvb_gpu_seg_open(me->g, me->h, name, &now, &none);
+		CHECK(err == -ENOENT, "%s: %d %s", name, err, nvb_gpu_last_error());
+		CHECK(none == NULL);
+	}
+	return 0;
+}
+
+/*
+ * Opens of ever new names, each leaving its watch, fill the handle's
+ * table (64 watches a connection here): the library then trades the watch
+ * of a name nothing uses any more for one scope-wide watch and goes on
+ * opening.  A: no segment stays open between the opens, so the handle's
+ * record goes each time: its watch records must outlive it (parked).
+ * B: a segment open across the trade is still revoked when its exporter
+ * closes it, and so is one opened after.
+ */
+static int t_watch_table_full(void)
+{
+	struct nvb_gpu_seg *seg, *kept;
+	struct nvb_gpu_seg_stats st;
+	struct side a, me;
+	struct peer p, q;
+
+	CHECK(side_open(&a, SEG_SIZE) == 0);
+	CHECK(open_gone(&a, "seg.gone.a", 200) == 0);
+	side_close(&a);
+
+	CHECK(peer_start(&p, "seg.kept", SEG_SIZE) == 0);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.kept", NULL, &kept));
+	CHECK(open_gone(&me, "seg.gone.b", 200) == 0);
+	CHECK(peer_start(&q, "seg.after", SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.after", NULL, &seg));
+	st.sz = sizeof(st);
+	OK(nvb_gpu_seg_stats(seg, &st));
+	EXPECT(st.round_trips, 1);	/* the scope-wide watch covers it: the fetch alone */
+	CHECK(revoked_soon(&q, seg) == 0);
+	CHECK(revoked_soon(&p, kept) == 0);
+	nvb_gpu_seg_close(seg);
+	nvb_gpu_seg_close(kept);
 	side_close(&me);
 	return 0;
 }
@@ -933,6 +992,7 @@ static const struct nvb_case cases[] = {
 	{ "owner_and_arguments", t_owner_and_args },
 	{ "setup_stats_and_prefetch", t_stats_and_prefetch },
 	{ "watch_fetch_one_round_trip", t_watch_fetch_pipelined },
+	{ "watch_table_full_goes_scope_wide", t_watch_table_full },
 };
 
 int main(int argc, char **argv)
