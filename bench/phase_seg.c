@@ -46,6 +46,12 @@ void seg_bar(struct seg_ctx *c)
 		_exit(1);
 }
 
+/* The setup's timed trials: --trials, one with --kv alone (its step is the KV phase's). */
+static unsigned int setup_trials(const struct seg_opts *o)
+{
+	return o->kv_only ? 1 : o->trials;
+}
+
 /*
  * Every process opens every other's segment "<prefix>.<j>": the sum in us
  * goes to figure f of trial t, with where the microseconds went (f ==
@@ -170,7 +176,7 @@ static void setup_phase(struct seg_ctx *c)
 {
 	struct nvb_gpu_seg *mine = NULL;
 	CUdeviceptr p;
-	unsigned int t, n = c->o->trials;
+	unsigned int t, n = setup_trials(c->o);
 
 	for (t = 0; t <= n; t++) {
 		int last = t == n, nvb_first = !(t & 1);
@@ -411,7 +417,7 @@ static void figures(const struct seg_opts *o, const struct seg_shared *sh,
 	int n = o->nproc, f;
 	unsigned int t;
 
-	for (t = 0; t <= o->trials; t++) {
+	for (t = 0; t <= setup_trials(o); t++) {
 		for (f = 0; f < SF_N; f++)
 			x[f][t] = fig(sh, n, f, t);
 		x[SF_RT][t] /= n - 1;	/* per open */
@@ -443,15 +449,15 @@ static void ratio(const char *what, const double *x, unsigned int n, const char 
 static void seg_table(const struct seg_opts *o, const struct seg_shared *sh,
 		      double x[SR_N][SEG_MAXTR])
 {
-	unsigned int T = o->trials;
+	unsigned int T = setup_trials(o);
 	int n = o->nproc;
 	char sz[32];
 
 	fmt_size(sz, sizeof(sz), o->seg_size);
 	printf("segments: %d processes, one segment of %s each, every process opens every other;\n"
-	       "  %u trials after one untimed warm-up trial, fresh allocations and names each,\n"
+	       "  %u trial%s after one untimed warm-up trial, fresh allocations and names each,\n"
 	       "  the method that goes first alternating (warm-up: nvbridge); per trial the mean\n"
-	       "  over the processes; median (min-max) over the trials\n", n, sz, T);
+	       "  over the processes; median (min-max) over the trials\n", n, sz, T, T == 1 ? "" : "s");
 	row("publish (nvb_gpu_seg_publish)", x[SF_PUB], T, "us");
 	row("  of it: export (cuMemExport...)", x[SF_EXPORT], T, "us");
 	row("  of it: publish request (nvb_publish)", x[SF_PUBLISH], T, "us");
@@ -500,9 +506,9 @@ static int seg_json(const struct seg_opts *o, const struct seg_shared *sh,
 
 	i = snprintf(js, cap, "{\"nproc\": %d, \"seg_size\": %llu, \"trials\": %u, "
 		     "\"warmup_trials\": 1, \"handle_types\": %u, \"fabric_err\": %d", o->nproc,
-		     (unsigned long long)o->seg_size, o->trials, sh->htypes, sh->fabric_err);
+		     (unsigned long long)o->seg_size, setup_trials(o), sh->htypes, sh->fabric_err);
 	for (k = 0; k < SR_N && (size_t)i < cap; k++) {
-		struct spread r = spread_of(x[k], o->trials);
+		struct spread r = spread_of(x[k], setup_trials(o));
 
 		i += snprintf(js + i, cap - (size_t)i, ", \"%s\": [%.*f, %.*f, %.*f, %.*f]",
 			      sr_key[k], k >= SR_PUB_GET ? 3 : 1, r.med, k >= SR_PUB_GET ? 3 : 1,

@@ -239,19 +239,16 @@ k_bench() {
 
 s_segments() {
 	broker_start "$PWD"
-	TO "$REPO/build/bench/nvbridge-bench" --timeout $((STEP_T > 18 ? STEP_T - 8 : 10)) --segments 4 ${NVB_SEG_ARGS:-}
+	TO "$REPO/build/bench/nvbridge-bench" --timeout $((STEP_T > 18 ? STEP_T - 8 : 10)) --segments 4 \
+		--json-out "$PWD/nvbridge-seg.json" ${NVB_SEG_ARGS:-}
 	local rc=$?
 	broker_stop
 	return $rc
 }
 k_segments() {
-	grep -vE '^\[|^$' log | grep -E 'segments|publish|cuIpc|opens|setup|transfers|xfer_submit|legacy|large|fail|error' | head -n 30
-	# issue 15's per-process goals from the means above
-	awk '/publish \(nvb_gpu_seg_publish\)/{p=$(NF-4)} /^  cuIpcGetMemHandle/{g=$(NF-4)}
-	     /opens after prefetch/{o=$(NF-4)} /cuIpcOpenMemHandle, all peers/{i=$(NF-4)}
-	     /opens, all peers \(nvb_gpu_seg_open\)/{a=$(NF-4)}
-	     END{if (g > 0 && i > 0) printf "ratios of the means: publish / cuIpcGetMemHandle %.2fx (goal <= 2); " \
-	         "opens after prefetch / cuIpcOpenMemHandle %.2fx, cold opens / cuIpcOpenMemHandle %.2fx (goal <= 1.0)\n", p / g, o / i, a / i}' log
+	# the whole table: medians (min-max) over the trials, the ratios against issue 15's goals
+	grep -vE '^\[|^$' log | awk '/^segments:/{on=1} on' | head -n 45
+	grep -E 'fail|error' log | head -n 5
 }
 
 # the KV-cache phase alone (--segments 2 without its batches): 3 x 2 GiB on the GPU
