@@ -565,13 +565,13 @@ static bool read_one(struct nvb *h, struct nvb_pending *p, int64_t deadline,
 struct xfer {
 	struct nvbridge_wire_hdr hdr;
 	struct nvb_pending p;
-	bool wait_fetch, sent;
+	bool wait_fetch;
 	int64_t deadline, wait_end;
 };
 
 /*
  * Sends the request and lists it as pending (0), or answers it at once
- * (-E2BIG, -ECONNRESET: x->sent false).  xfer_end() waits for its reply;
+ * (-E2BIG, -ECONNRESET: nothing sent, nothing to wait for).  xfer_end() waits for its reply;
  * several may be in flight on one connection, answered in the order sent.
  */
 static int xfer_begin(struct nvb *h, unsigned long cmd, void *arg, struct xfer *x)
@@ -676,7 +676,6 @@ static int xfer_begin(struct nvb *h, unsigned long cmd, void *arg, struct xfer *
 		}
 		pthread_mutex_unlock(&h->lock);
 	}
-	x->sent = true;
 	return 0;
 }
 

@@ -698,8 +698,13 @@ int nvb_watch_fetch(struct nvb *h, const char *wname, uint32_t wflags, int *wret
 	} else if (h->backend == NVB_BACKEND_KERNEL) {
 		/* ioctls answer at once: the watch is in force before the fetch */
 		wr = nvb_kernel_xfer(h, NVBRIDGE_IOC_WATCH, &w);
-		ret = wr < 0 ? 0 : nvb_kernel_xfer(h, NVBRIDGE_IOC_FETCH, &f);
-		*round_trips = wr < 0 ? 1 : 2;
+		if (wr < 0 && wr != -EEXIST) {
+			ret = 0;	/* no fetch: it would go unwatched */
+			*round_trips = 1;
+		} else {
+			ret = nvb_kernel_xfer(h, NVBRIDGE_IOC_FETCH, &f);
+			*round_trips = 2;
+		}
 	} else {
 		ret = nvb_broker_xfer2(h, NVBRIDGE_IOC_WATCH, &w, &wr, NVBRIDGE_IOC_FETCH, &f);
 		*round_trips = 1;

@@ -893,6 +893,16 @@ static int t_watch_fetch_pipelined(void)
 	EXPECT(st.cached, 0);
 	CHECK(revoked_soon(&p, seg) == 0);
 	nvb_gpu_seg_close(seg);
+
+	/* the application watches the name on the handle itself: -EEXIST is a watch in force */
+	CHECK(peer_start(&p, "seg.pipe.own", SEG_SIZE) == 0);
+	OK(nvb_watch(me.h, "seg.pipe.own", 0, &wid));
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.pipe.own", NULL, &seg));
+	OK(nvb_gpu_seg_stats(seg, &st));
+	EXPECT(st.round_trips, 1);
+	CHECK(nvb_gpu_seg_size(seg) >= SEG_SIZE);
+	CHECK(revoked_soon(&p, seg) == 0);
+	nvb_gpu_seg_close(seg);
 	side_close(&me);
 
 	/* another handle: the application's own watches fill its table */
