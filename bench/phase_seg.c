@@ -46,10 +46,10 @@ void seg_bar(struct seg_ctx *c)
 		_exit(1);
 }
 
-/* The setup's timed trials: --trials, one with --kv alone (its step is the KV phase's). */
+/* The setup's timed trials: --trials, one with --kv (that run is the KV phase's). */
 static unsigned int setup_trials(const struct seg_opts *o)
 {
-	return o->kv_only ? 1 : o->trials;
+	return o->kv_layers ? 1 : o->trials;
 }
 
 /*
