@@ -17,7 +17,7 @@
 # call cut short still brings back the steps that finished.
 #
 # Steps (nominal timeouts in seconds, NVB_T_<STEP> overrides; their sum is
-# 540 = NVB_DEVICE_BUDGET's default; a step also gets what earlier steps left
+# 560 = NVB_DEVICE_BUDGET's default; a step also gets what earlier steps left
 # unused, up to twice its nominal time, never the later steps' nominal time,
 # so the whole run ends within the budget):
 #   info        25  nvidia-smi, torch/python, cuBLAS, ldd of every binary
@@ -31,7 +31,7 @@
 #   python      85  tests/python: test_gpu.py, test_torch_alloc_gpu.py (whole process
 #                   and MemPool), test_example.py (kv_producer/kv_consumer pair)
 #   register    20  build/gpu/nvb-example-register (VMM range over 2 allocations + cuMemAlloc)
-#   torchalloc  40  bench/torch_alloc_bench.py: allocator vs PyTorch default (issue 14)
+#   torchalloc  60  bench/torch_alloc_bench.py: allocator vs PyTorch default and the pluggable floor (issue 14)
 #   plot        15  bench/plot on the bench's and the kv step's JSON (PNGs, Markdown tables)
 # NVB_DEVICE_STEPS="bench segments" runs only those (for a rerun);
 # NVB_BENCH_ARGS / NVB_SEG_ARGS / NVB_KV_ARGS add arguments to the three bench
@@ -54,7 +54,7 @@ OUTDIR=$(cd "$OUTDIR" && pwd)
 W=$(mktemp -d /tmp/nvb-device.XXXXXX) || exit 2
 chmod 755 "$W"
 T0=$(date +%s)
-BUDGET=${NVB_DEVICE_BUDGET:-540}
+BUDGET=${NVB_DEVICE_BUDGET:-560}
 PY=${NVB_PYTHON:-python3}
 LB=$REPO/build/lib
 SUM=$W/SUMMARY.txt
@@ -346,7 +346,7 @@ echo "nvbridge device run: $OUTDIR (staging $W), budget $BUDGET s${DRY:+; $DRY}"
 # exec bits may not survive the copy to the GPU host
 chmod u+x $bins "$REPO/bench/plot" 2>/dev/null
 # name:nominal timeout (s); NVB_T_<NAME> overrides one
-STEPS="info:25 bench:100 segments:35 kv:30 gputest:85 segtest:45 coexist:60 python:85 register:20 torchalloc:40 plot:15"
+STEPS="info:25 bench:100 segments:35 kv:30 gputest:85 segtest:45 coexist:60 python:85 register:20 torchalloc:60 plot:15"
 selected() { [ -z "${NVB_DEVICE_STEPS:-}" ] || echo " $NVB_DEVICE_STEPS " | grep -q " $1 "; }
 nominal() {	# nominal NAME DEFAULT
 	local var
