@@ -410,7 +410,11 @@ int nvb_gpu_copy_signal(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t le
  *  - it uses nctas + 1 CTAs of 512 threads (the leader and nctas - 1 copy
  *    CTAs, plus one reporter), only while running.  The default (nctas 0)
  *    is NVB_GPU_PROXY_CTAS_DEFAULT: 4 CTAs in all, about 3 % of an H100's
- *    SMs; measured cost to a co-running GEMM: bench/RESULTS.md.
+ *    SMs.  While ops keep coming those SMs are the proxy's, and a kernel
+ *    sized to the whole GPU pays more than 3 %: a co-running bf16 GEMM
+ *    ran at 0.89x on one H100 with the proxy busy, 1.0x with it idle
+ *    (bench/RESULTS.md).  Beside compute, put + flag with
+ *    nvb_gpu_copy_signal (copy engines, about 1.0x) instead.
  *  - NVB_GPU_PROXY_PERSISTENT keeps the kernel resident between ops (lowest
  *    latency, for a GPU dedicated to transfers).  Then cuCtxSynchronize()
  *    and the frees that synchronize BLOCK until nvb_gpu_proxy_stop().
