@@ -33,7 +33,11 @@ int nvb_gpu_import_cached_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id,
 			     struct nvb_gpu_map **out);
 int nvb_gpu_import_fd_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
 			 const void *blob, size_t blob_len, uint32_t flags, struct nvb_gpu_map **out);
-/* Revokes entry_id of registry reg (NVB_GPU_REG_ANY: of every one); mappings found. */
+/*
+ * Revokes entry_id of registry reg (NVB_GPU_REG_ANY: of every one) and,
+ * for a handle's registry, the caller's id of that number (registry 0:
+ * 1.0 programs import fetched entries with nvb_gpu_import_fd); mappings found.
+ */
 int nvb_gpu_revoke_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id);
 
 /* Name cache entry: a name imported through nvb_gpu_import(). */

@@ -634,6 +634,17 @@ int nvb_gpu_revoke_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id)
 		return 0;
 	while (revoke_one(g, reg, entry_id))	/* several only for NVB_GPU_REG_ANY */
 		n++;
+	/*
+	 * A handle's revocation also reaches the caller's id of that number:
+	 * a 1.0 program imports what it fetched through h with
+	 * nvb_gpu_import_fd(entry id) and relies on nvb_gpu_poll_events(g, h).
+	 * Imports never cross the spaces; a revocation may, as revoking a
+	 * coincident id of the caller's is the safe error and missing one
+	 * leaves a revoked entry in the cache.
+	 */
+	if (reg != NVB_GPU_REG_ANY && reg != 0)
+		while (revoke_one(g, 0, entry_id))
+			n++;
 	nvb_gpu_names_forget(g, reg, entry_id);
 	return n;
 }

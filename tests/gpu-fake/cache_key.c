@@ -513,6 +513,45 @@ static int t_legacy_ipc_open_per_device(void)
 	return 0;
 }
 
+/*
+ * The 1.0 way of importing by hand (bench/phase_import.c does it): watch,
+ * nvb_fetch through h, nvb_gpu_import_fd() keyed by the entry's id, and
+ * nvb_gpu_poll_events(g, h) to apply revocations.  The cache keeps such a
+ * mapping in the caller's id space; a revocation read through h must
+ * still reach it, or the mapping is never marked revoked (aborted waits
+ * hang) and the cache keeps serving the revoked entry.  Revoking a
+ * caller's id that merely coincides is the safe error; not revoking is not.
+ */
+static int t_poll_events_revokes_import_fd(void)
+{
+	struct nvb_gpu_map *m, *m2 = NULL;
+	struct nvb_gpu_meta meta;
+	uint64_t id, wid;
+	struct two t;
+	int fd;
+
+	CHECK(two_start(&t, "a.v10", "b.v10", 0, X_ALLOC) == 0, "setup");
+	OK(nvb_watch(t.ha, "a.v10", 0, &wid));
+	OK(fetch_entry(t.ha, "a.v10", &meta, &id, &fd));
+	OK(nvb_gpu_import_fd(t.g, id, fd, &meta, sizeof(meta), 0, &m));
+	close(fd);
+	CHECK(same(m, t.wa));
+	CHECK(export_unpublish(&t.xa) == 0);
+	CHECK(event_ready(t.ha) == 0, "no revocation event on A");
+	CHECK(nvb_gpu_poll_events(t.g, t.ha) >= 1);
+	EXPECT(nvb_gpu_map_revoked(m), 1);
+	EXPECT(nvb_gpu_import_cached(t.g, id, &m2), -ENOENT);	/* the revoked entry is not served */
+	if (m2)
+		nvb_gpu_unmap(m2);
+	m2 = NULL;
+	/* a cache hit needs no fd: the revoked mapping must not come back that way */
+	EXPECT(nvb_gpu_import_fd(t.g, id, -1, &meta, sizeof(meta), 0, &m2), -EBADF);
+	CHECK(m2 == NULL);
+	nvb_gpu_unmap(m);
+	two_end(&t);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "same_name_two_registries", t_same_name_two_registries },
 	{ "entry_ids_coincide", t_entry_ids_coincide },
@@ -524,6 +563,7 @@ static const struct nvb_case cases[] = {
 	{ "import_fd_ids_are_the_callers", t_import_fd_ids_are_the_callers },
 	{ "import_fd_on_and_revoke_on", t_import_fd_on },
 	{ "legacy_ipc_open_per_device", t_legacy_ipc_open_per_device },
+	{ "poll_events_revokes_import_fd", t_poll_events_revokes_import_fd },
 };
 
 int main(int argc, char **argv)
