@@ -279,10 +279,31 @@ static struct nvb_gpu_map *cache_find(struct nvb_gpu *g, uint64_t reg, uint64_t 
 	return NULL;
 }
 
+/*
+ * Was entry id of registry reg revoked lately (g->lock held)?  Only
+ * handles' registries: their ids are never reused (a registry is one
+ * connection), while the caller's own (registry 0) may be.
+ */
+static int revoked_lately(struct nvb_gpu *g, uint64_t reg, uint64_t id)
+{
+	unsigned int i;
+
+	if (reg == 0)
+		return 0;
+	for (i = 0; i < NVB_GPU_REVOKED_RING; i++)
+		if (g->revoked[i].id == id &&
+		    (g->revoked[i].reg == reg || g->revoked[i].reg == NVB_GPU_REG_ANY))
+			return 1;
+	return 0;
+}
+
 void map_insert(struct nvb_gpu *g, struct nvb_gpu_map *m, struct nvb_gpu_map **out)
 {
 	pthread_mutex_lock(&g->lock);
-	if (m->id) {
+	if (m->id && revoked_lately(g, m->reg, m->id)) {
+		/* revoked while this import ran: the caller gets it revoked, the cache never */
+		__atomic_store_n(&m->revoked, 1, __ATOMIC_RELEASE);
+	} else if (m->id) {
 		struct nvb_gpu_map *old = cache_find(g, m->reg, m->id, m->local_dev);
 
 		if (old) {	/* lost a race with another thread: use its mapping */
@@ -632,6 +653,13 @@ int nvb_gpu_revoke_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id)
 
 	if (!entry_id)
 		return 0;
+	if (reg != 0) {	/* for an import of it still in flight (map_insert) */
+		pthread_mutex_lock(&g->lock);
+		g->revoked[g->revoked_next % NVB_GPU_REVOKED_RING].reg = reg;
+		g->revoked[g->revoked_next % NVB_GPU_REVOKED_RING].id = entry_id;
+		g->revoked_next++;
+		pthread_mutex_unlock(&g->lock);
+	}
 	while (revoke_one(g, reg, entry_id))	/* several only for NVB_GPU_REG_ANY */
 		n++;
 	/*

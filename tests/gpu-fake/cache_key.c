@@ -15,6 +15,7 @@
  */
 #include <dlfcn.h>
 #include <poll.h>
+#include <pthread.h>
 
 #include "fake.h"
 #include "cuda_api.h"
@@ -552,6 +553,67 @@ static int t_poll_events_revokes_import_fd(void)
 	return 0;
 }
 
+/*
+ * A revocation applied while an import of that entry is still in its CUDA
+ * calls (another thread's nvb_gpu_poll_events, or another import through
+ * the same handle, which polls first): the cache has nothing to revoke
+ * yet, and the import then caches the revoked entry's mapping as live.
+ * The import must come back with its mapping marked revoked, and the next
+ * import of the name must not be served it.
+ */
+struct imp {
+	struct two *t;
+	const char *name;
+	struct nvb_gpu_map *m;
+	int err;
+};
+
+static void *import_thread(void *arg)
+{
+	struct imp *a = arg;
+
+	a->err = nvb_gpu_import(a->t->g, a->t->ha, a->name, 0, 0, &a->m);
+	return NULL;
+}
+
+static int t_revoked_during_import(void)
+{
+	struct imp a = { .name = "a.race" };
+	struct nvb_gpu_map *m2 = NULL;
+	int gw[2], gr[2], err;
+	char env[32], c;
+	struct two t;
+	pthread_t th;
+
+	CHECK(two_start(&t, "a.race", "b.race", 0, X_ALLOC) == 0, "setup");
+	a.t = &t;
+	CHECK(pipe(gw) == 0 && pipe(gr) == 0);
+	snprintf(env, sizeof(env), "%d,%d", gw[1], gr[0]);
+	setenv("NVB_FAKE_IMPORT_GATE", env, 1);
+	CHECK(pthread_create(&th, NULL, import_thread, &a) == 0);
+	CHECK(read(gw[0], &c, 1) == 1, "the import never reached CUDA");	/* fetched, now importing */
+	unsetenv("NVB_FAKE_IMPORT_GATE");
+	CHECK(export_unpublish(&t.xa) == 0);
+	CHECK(event_ready(t.ha) == 0, "no revocation event on A");
+	CHECK(nvb_gpu_poll_events(t.g, t.ha) >= 1);
+	CHECK(write(gr[1], "g", 1) == 1);
+	pthread_join(th, NULL);
+	OK(a.err);
+	EXPECT(nvb_gpu_map_revoked(a.m), 1);
+	err = nvb_gpu_import(t.g, t.ha, "a.race", 0, 0, &m2);
+	CHECK(m2 != a.m, "the revoked entry was served from the cache");
+	EXPECT(err, -ENOENT);
+	if (m2)
+		nvb_gpu_unmap(m2);
+	nvb_gpu_unmap(a.m);
+	close(gw[0]);
+	close(gw[1]);
+	close(gr[0]);
+	close(gr[1]);
+	two_end(&t);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "same_name_two_registries", t_same_name_two_registries },
 	{ "entry_ids_coincide", t_entry_ids_coincide },
@@ -564,6 +626,7 @@ static const struct nvb_case cases[] = {
 	{ "import_fd_on_and_revoke_on", t_import_fd_on },
 	{ "legacy_ipc_open_per_device", t_legacy_ipc_open_per_device },
 	{ "poll_events_revokes_import_fd", t_poll_events_revokes_import_fd },
+	{ "revoked_during_import", t_revoked_during_import },
 };
 
 int main(int argc, char **argv)
