@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -198,6 +199,8 @@ int nvb_gpu_export(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta)
 		CU(g, cuMemExportToShareableHandle(&f, b->h,
 				CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0),
 		   "cuMemExportToShareableHandle(POSIX_FD)");
+		/* a capability to the memory: no exec'd program inherits it (the driver does not promise) */
+		fcntl(f, F_SETFD, FD_CLOEXEC);
 		b->fd = f;
 		if (b->types & NVB_GPU_HANDLE_FABRIC) {
 			CUresult r = g->cu.cuMemExportToShareableHandle(&b->fabric, b->h,
