@@ -87,7 +87,8 @@ struct nvb_gpu {
 	struct nvb_gpu_ipc *ipcs;	/* legacy IPC handles open here (range.c), under lock */
 	struct seg_engine *seg;	/* segments and transfers (segment.c), or NULL */
 	/*
-	 * The last revocations of handles' entries (registry, id; mem.c),
+	 * The last revocations of handles' entries (registry, id: through
+	 * a handle, never nvb_gpu_revoke's every-registry ones; mem.c),
 	 * under lock: an import still in its CUDA calls when its entry was
 	 * revoked finds nothing in the cache to revoke, so map_insert looks
 	 * here and hands it back revoked instead of caching it as live.

@@ -294,8 +294,7 @@ static int revoked_lately(struct nvb_gpu *g, uint64_t reg, uint64_t id)
 	if (reg == 0)
 		return 0;
 	for (i = 0; i < NVB_GPU_REVOKED_RING; i++)
-		if (g->revoked[i].id == id &&
-		    (g->revoked[i].reg == reg || g->revoked[i].reg == NVB_GPU_REG_ANY))
+		if (g->revoked[i].id == id && g->revoked[i].reg == reg)
 			return 1;
 	return 0;
 }
@@ -656,7 +655,13 @@ int nvb_gpu_revoke_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id)
 
 	if (!entry_id)
 		return 0;
-	if (reg != 0) {	/* for an import of it still in flight (map_insert) */
+	/*
+	 * For an import of it still in flight (map_insert).  Not nvb_gpu_revoke's
+	 * every-registry revocations: which registry's entry is gone is not
+	 * known, and another registry's live entry of that id would come back
+	 * revoked from every import for a while.
+	 */
+	if (reg != 0 && reg != NVB_GPU_REG_ANY) {
 		pthread_mutex_lock(&g->lock);
 		g->revoked[g->revoked_next % NVB_GPU_REVOKED_RING].reg = reg;
 		g->revoked[g->revoked_next % NVB_GPU_REVOKED_RING].id = entry_id;

@@ -614,6 +614,30 @@ static int t_revoked_during_import(void)
 	return 0;
 }
 
+/*
+ * What revoked_during_import remembers is (registry, id): nvb_gpu_revoke()
+ * names no registry, so B's live entry of the same id must still import
+ * as live afterwards (A's mapping of it is revoked, as documented).
+ */
+static int t_revoke_any_spares_later_imports(void)
+{
+	struct nvb_gpu_map *ma, *mb;
+	struct two t;
+
+	CHECK(two_start(&t, "a.any", "b.any", 1, X_ALLOC) == 0, "setup");
+	EXPECT(t.xb.id, t.xa.id);
+	OK(nvb_gpu_import(t.g, t.ha, "a.any", 0, 0, &ma));
+	EXPECT(nvb_gpu_revoke(t.g, t.xa.id), 1);
+	EXPECT(nvb_gpu_map_revoked(ma), 1);
+	OK(nvb_gpu_import(t.g, t.hb, "b.any", 0, 0, &mb));
+	EXPECT(nvb_gpu_map_revoked(mb), 0);
+	CHECK(same(mb, t.wb));
+	nvb_gpu_unmap(mb);
+	nvb_gpu_unmap(ma);
+	two_end(&t);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "same_name_two_registries", t_same_name_two_registries },
 	{ "entry_ids_coincide", t_entry_ids_coincide },
@@ -627,6 +651,7 @@ static const struct nvb_case cases[] = {
 	{ "legacy_ipc_open_per_device", t_legacy_ipc_open_per_device },
 	{ "poll_events_revokes_import_fd", t_poll_events_revokes_import_fd },
 	{ "revoked_during_import", t_revoked_during_import },
+	{ "revoke_any_spares_later_imports", t_revoke_any_spares_later_imports },
 };
 
 int main(int argc, char **argv)
