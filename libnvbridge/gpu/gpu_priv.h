@@ -95,6 +95,7 @@ struct nvb_gpu {
 	 */
 	struct { uint64_t reg, id; } revoked[NVB_GPU_REVOKED_RING];
 	unsigned int revoked_next;
+	uint64_t closes_seen;	/* nvb_handle_closes() at the last nvb_gpu_drop_closed */
 };
 
 /*

@@ -691,6 +691,36 @@ int nvb_gpu_revoke(struct nvb_gpu *g, uint64_t entry_id)
 	return nvb_gpu_revoke_in(g, NVB_GPU_REG_ANY, entry_id) > 0;
 }
 
+void nvb_gpu_drop_closed(struct nvb_gpu *g, uint64_t closes, bool (*live)(uint64_t serial))
+{
+	struct nvb_gpu_map *m, **pp, *dead = NULL;
+
+	if (__atomic_load_n(&g->closes_seen, __ATOMIC_ACQUIRE) == closes)
+		return;	/* the cache-hit path: one load */
+	pthread_mutex_lock(&g->lock);
+	__atomic_store_n(&g->closes_seen, closes, __ATOMIC_RELEASE);
+	for (pp = &g->maps; (m = *pp);) {
+		/* registry 0 is the caller's; any other is a handle's serial */
+		if (m->cached && m->reg != 0 && !live(m->reg)) {
+			m->cached = 0;	/* still referenced: unmapped with its last reference */
+			if (m->refs == 0) {
+				*pp = m->next;
+				m->next = dead;
+				dead = m;
+				continue;
+			}
+		}
+		pp = &m->next;
+	}
+	pthread_mutex_unlock(&g->lock);
+	while (dead) {
+		m = dead;
+		dead = m->next;
+		map_destroy(m);
+	}
+	nvb_gpu_names_drop(g, live);
+}
+
 int nvb_gpu_cache_trim(struct nvb_gpu *g)
 {
 	struct nvb_gpu_map *m, **pp, *dead = NULL;

@@ -638,6 +638,35 @@ static int t_revoke_any_spares_later_imports(void)
 	return 0;
 }
 
+/*
+ * A handle per job (open, import, unmap, close; Python's "with
+ * nvbridge.open() as h" in a loop): each handle is a registry of its own,
+ * so a closed handle's cached mappings and names can never be found
+ * again.  They must not pile up: every job would otherwise map the entry
+ * anew and leave one more mapping (address space, a reference on the
+ * exporter's memory) and one more name node behind, until nvb_gpu_close.
+ */
+static int t_closed_handles_leave_nothing_cached(void)
+{
+	struct nvb_gpu_map *m;
+	struct two t;
+	struct nvb *h;
+	int i, n;
+
+	CHECK(two_start(&t, "a.job", "b.job", 0, X_ALLOC) == 0, "setup");
+	for (i = 0; i < 20; i++) {
+		OK(fake_nvb_open(&h));
+		OK(nvb_gpu_import(t.g, h, "a.job", 0, 0, &m));
+		CHECK(same(m, t.wa));
+		nvb_gpu_unmap(m);
+		nvb_close(h);
+	}
+	n = nvb_gpu_cache_trim(t.g);
+	CHECK(n <= 1, "%d mappings of one entry left cached by 20 closed handles", n);
+	two_end(&t);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "same_name_two_registries", t_same_name_two_registries },
 	{ "entry_ids_coincide", t_entry_ids_coincide },
@@ -652,6 +681,7 @@ static const struct nvb_case cases[] = {
 	{ "poll_events_revokes_import_fd", t_poll_events_revokes_import_fd },
 	{ "revoked_during_import", t_revoked_during_import },
 	{ "revoke_any_spares_later_imports", t_revoke_any_spares_later_imports },
+	{ "closed_handles_leave_nothing_cached", t_closed_handles_leave_nothing_cached },
 };
 
 int main(int argc, char **argv)
