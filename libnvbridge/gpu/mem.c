@@ -359,9 +359,14 @@ int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
 	return nvb_gpu_import_fd_in(g, 0, entry_id, fd, blob, blob_len, flags, out);
 }
 
-int nvb_gpu_import_fd_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
+/*
+ * nvb_gpu_import_fd_in's work.  A thread without a context (of this
+ * process's devices) gets device 0's for the CUDA calls: *old is then what
+ * was current, for the caller to put back.
+ */
+static int import_fd_ctx(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
 			 const void *blob, size_t blob_len, uint32_t flags,
-			 struct nvb_gpu_map **out)
+			 struct nvb_gpu_map **out, int *ctx_set, CUcontext *old)
 {
 	CUmemAccessDesc desc[NVB_GPU_MAX_DEV];
 	struct nvb_gpu_meta meta;
@@ -398,7 +403,9 @@ int nvb_gpu_import_fd_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int
 			      (unsigned long long)meta.granularity);
 	cur = cur_dev(g);
 	if (cur < 0) {
+		g->cu.cuCtxGetCurrent(old);
 		g->cu.cuCtxSetCurrent(g->d[0].ctx);
+		*ctx_set = 1;
 		cur = 0;
 	}
 	m = calloc(1, sizeof(*m));
@@ -494,6 +501,19 @@ fail_free:
 fail_release:
 	g->cu.cuMemRelease(m->h);
 	free(m);
+	return err;
+}
+
+int nvb_gpu_import_fd_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
+			 const void *blob, size_t blob_len, uint32_t flags,
+			 struct nvb_gpu_map **out)
+{
+	CUcontext old = NULL;
+	int ctx_set = 0, err;
+
+	err = import_fd_ctx(g, reg, entry_id, fd, blob, blob_len, flags, out, &ctx_set, &old);
+	if (ctx_set)	/* the caller's context as it was (a cache hit touches none) */
+		g->cu.cuCtxSetCurrent(old);
 	return err;
 }
 

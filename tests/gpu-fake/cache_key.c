@@ -667,6 +667,63 @@ static int t_closed_handles_leave_nothing_cached(void)
 	return 0;
 }
 
+/*
+ * A thread with no current context: the import picks device 0 (its
+ * LOCAL_ONLY device, as the cache lookup does) but must leave the thread
+ * as it found it, without a context (the library's rule for every call).
+ */
+struct noctx {
+	struct two *t;
+	CUresult (*getctx)(CUcontext *);
+	CUcontext before, after_fd, after_name;
+	int err_fd, err_name;
+};
+
+static void *noctx_thread(void *arg)
+{
+	struct noctx *a = arg;
+	struct nvb_gpu_meta meta;
+	struct nvb_gpu_map *m;
+	uint64_t id;
+	int fd;
+
+	a->getctx(&a->before);
+	a->err_fd = fetch_entry(a->t->ha, "a.ctx", &meta, &id, &fd);
+	if (!a->err_fd)
+		a->err_fd = nvb_gpu_import_fd(a->t->g, 0, fd, &meta, sizeof(meta), NVB_GPU_IMPORT_LOCAL_ONLY, &m);
+	a->getctx(&a->after_fd);
+	if (!a->err_fd) {
+		close(fd);
+		nvb_gpu_unmap(m);
+	}
+	a->err_name = nvb_gpu_import(a->t->g, a->t->ha, "a.ctx", 0, 0, &m);
+	a->getctx(&a->after_name);
+	if (!a->err_name)
+		nvb_gpu_unmap(m);
+	return NULL;
+}
+
+static int t_import_leaves_no_context(void)
+{
+	struct noctx a = { .after_fd = (CUcontext)(uintptr_t)1, .after_name = (CUcontext)(uintptr_t)1 };
+	struct two t;
+	pthread_t th;
+
+	*(void **)&a.getctx = dlsym(dlopen("libcuda.so.1", RTLD_NOW), "cuCtxGetCurrent");
+	CHECK(a.getctx);
+	CHECK(two_start(&t, "a.ctx", "b.ctx", 0, X_ALLOC) == 0, "setup");
+	a.t = &t;
+	CHECK(pthread_create(&th, NULL, noctx_thread, &a) == 0);
+	pthread_join(th, NULL);
+	CHECK(a.before == NULL, "a new thread has a context");
+	OK(a.err_fd);
+	OK(a.err_name);
+	CHECK(a.after_fd == NULL, "nvb_gpu_import_fd left context %p current", (void *)a.after_fd);
+	CHECK(a.after_name == NULL, "nvb_gpu_import left context %p current", (void *)a.after_name);
+	two_end(&t);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "same_name_two_registries", t_same_name_two_registries },
 	{ "entry_ids_coincide", t_entry_ids_coincide },
@@ -682,6 +739,7 @@ static const struct nvb_case cases[] = {
 	{ "revoked_during_import", t_revoked_during_import },
 	{ "revoke_any_spares_later_imports", t_revoke_any_spares_later_imports },
 	{ "closed_handles_leave_nothing_cached", t_closed_handles_leave_nothing_cached },
+	{ "import_leaves_no_context", t_import_leaves_no_context },
 };
 
 int main(int argc, char **argv)
