@@ -118,6 +118,9 @@ int nvb_broker_open(struct nvb *h, const char *sock, int64_t broker_uid, char *w
 		    size_t whylen);
 int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg);
 void nvb_broker_close(struct nvb *h);
+/* nvb_close() calls so far (fork's loss of every handle counts), and whether a handle of serial is open. */
+uint64_t nvb_handle_closes(void);
+bool nvb_serial_live(uint64_t serial);
 
 #define NVB_DEFAULT_TIMEOUT_NS (30LL * 1000000000)
 
