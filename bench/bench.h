@@ -101,6 +101,8 @@ struct side {
 	struct nvb_gpu_buf *buf;	/* own buffer: flags + data */
 	struct nvb_gpu_map *map;	/* the other side's buffer */
 	uint64_t lflags, ldata, rflags, rdata;
+	/* legacy IPC, kept for the co-run phase: exporter's cuMemAlloc, importer's mapping */
+	CUdeviceptr ipc_buf, ipc_map;
 	uint64_t data_size;
 #ifdef NVB_BENCH_LIB
 	struct nvb *h;
@@ -182,6 +184,7 @@ void report_import_stages(struct side *s, struct nvb_gpu_map *m, double total_s,
 				 const char *method);
 void late_import(struct side *s);
 void legacy_ipc(struct side *s);
+void legacy_ipc_release(struct side *s);
 
 /* phase_nccl.c */
 void nccl_bench(struct side *s, const uint64_t *sizes, int nsizes);

@@ -29,6 +29,7 @@ static void corun_run(struct side *s)
 	e.dev = s->dev;
 	e.local = s->ldata;
 	e.remote = s->rdata;
+	e.remote_ipc = s->ipc_map;
 	e.quick = opt.quick;
 	e.trials = opt.trials;
 	e.proxy_ctas = opt.proxy_ctas;
@@ -289,6 +290,7 @@ void child(int role, int ctl, int res, const char *tag)
 		corun_run(s);
 	nccl_bench(s, sizes, nsizes);
 	barrier(s);
+	legacy_ipc_release(s);
 	nvb_gpu_unmap(s->map);
 	sync_all(s);
 	nvb_gpu_free(s->buf);

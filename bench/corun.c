@@ -157,12 +157,12 @@ static double gemm_tflops(struct corun *c)
 	return 2.0 * GN * GN * (double)GN * c->nrep / (ms * 1e-3) / 1e12;
 }
 
-enum { M_CE, M_CE_FLAG, M_BLK_AUTO, M_BLK_SM, M_SM, M_PROXY, M_LOCAL, M_LAT_CE, M_LAT_PROXY,
-       M_PROXY_IDLE, M_N };
+enum { M_CE, M_CE_FLAG, M_BLK_AUTO, M_BLK_SM, M_SM, M_PROXY, M_LOCAL, M_IPC, M_LAT_CE,
+       M_LAT_PROXY, M_PROXY_IDLE, M_N };
 static const char *const mname[M_N] = {
 	"nvbridge-ce-64M", "nvbridge-ce+flag-1M", "nvbridge-blocks-auto-1024x64K",
 	"nvbridge-blocks-sm-1024x64K", "nvbridge-sm-64M", "nvbridge-proxy-1M",
-	"same-process-ce-64M", "nvbridge-ce+flag-4K-lat", "nvbridge-proxy-4K-lat",
+	"same-process-ce-64M", "legacy-ipc-ce-64M", "nvbridge-ce+flag-4K-lat", "nvbridge-proxy-4K-lat",
 	"nvbridge-proxy-idle",
 };
 
@@ -189,6 +189,9 @@ static int64_t unit(struct corun *c, int m, unsigned int i)
 	case M_LOCAL:
 		err = c->cu->cuMemcpyDtoDAsync(e->local + 128 * MiB + off / 2, e->local + off / 2,
 					       64 * MiB, c->st);
+		return err ? -1 : (int64_t)(64 * MiB);
+	case M_IPC:	/* the same cross-process copy as M_CE, on a legacy IPC mapping */
+		err = c->cu->cuMemcpyDtoDAsync(e->remote_ipc + off, e->local + off, 64 * MiB, c->st);
 		return err ? -1 : (int64_t)(64 * MiB);
 	case M_CE_FLAG:
 		err = nvb_gpu_copy_signal(e->g, e->remote + (i % 64) * MiB, e->local + (i % 64) * MiB,
@@ -397,7 +400,7 @@ int corun_phase(const struct corun_env *e, char *why, size_t len)
 	for (m = 0; m < M_N; m++) {
 		if ((m == M_PROXY || m == M_LAT_PROXY || m == M_PROXY_IDLE) && !c->proxy)
 			continue;
-		if (m == M_BLK_SM && !nvb_gpu_has_kernel(e->g))
+		if ((m == M_BLK_SM && !nvb_gpu_has_kernel(e->g)) || (m == M_IPC && !e->remote_ipc))
 			continue;
 		if (m < M_LAT_CE && drive(c, m, 0.02, 0) < 0) {
 			fail(c, mname[m], 0);
@@ -411,6 +414,8 @@ int corun_phase(const struct corun_env *e, char *why, size_t len)
 			if ((m == M_PROXY || m == M_LAT_PROXY || m == M_PROXY_IDLE) && !c->proxy)
 				continue;
 			if ((m == M_BLK_SM || m == M_SM) && !nvb_gpu_has_kernel(e->g))
+				continue;
+			if (m == M_IPC && !e->remote_ipc)
 				continue;
 			snprintf(p, sizeof(p), "co-run %u/%u: %s", t + 1, e->trials, mname[m]);
 			e->progress(e->ctx, p);

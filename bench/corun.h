@@ -18,6 +18,8 @@ struct corun_env {
 	int dev;
 	uint64_t local;		/* own buffer (device memory), >= 256 MiB */
 	uint64_t remote;	/* the other process's buffer, mapped; >= 256 MiB */
+	uint64_t remote_ipc;	/* the other process's cuMemAlloc buffer through legacy IPC
+				 * (>= 128 MiB), or 0: that row is skipped */
 	int quick;
 	unsigned int trials;
 	unsigned int proxy_ctas;

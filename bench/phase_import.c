@@ -143,7 +143,7 @@ void legacy_ipc(struct side *s)
 		ctl_send(s, &t1, sizeof(t1), -1);
 		(void)t0;
 		barrier(s);
-		CK(s, cuMemFree(p));
+		s->ipc_buf = p;		/* freed by legacy_ipc_release(), after the co-run */
 		return;
 	}
 	ctl_recv(s, &ih, sizeof(ih), NULL);
@@ -162,9 +162,23 @@ void legacy_ipc(struct side *s)
 		CK(s, cuEventRecord(s->e1, s->st[0]));
 		report(s, "write", "legacy-ipc", GiB, (double)GiB * it / (ev_ms(s) * 1e-3) / 1e9, "GB/s");
 	}
-	t0 = now_s();
-	CK(s, cuIpcCloseMemHandle(p));
-	t1 = now_s();
-	report(s, "ipc_close_ms", "legacy-ipc", GiB, (t1 - t0) * 1e3, "ms");
+	s->ipc_map = p;		/* the co-run phase copies into it too */
 	barrier(s);
+}
+
+/* After the co-run phase, on both sides (a barrier between them before). */
+void legacy_ipc_release(struct side *s)
+{
+	double t0;
+
+	if (s->ipc_map) {
+		t0 = now_s();
+		CK(s, cuIpcCloseMemHandle(s->ipc_map));
+		report(s, "ipc_close_ms", "legacy-ipc", GiB, (now_s() - t0) * 1e3, "ms");
+		s->ipc_map = 0;
+	}
+	if (s->ipc_buf) {
+		CK(s, cuMemFree(s->ipc_buf));
+		s->ipc_buf = 0;
+	}
 }

@@ -179,6 +179,24 @@ static const char *envstr(const char *k)
  */
 static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct nvb *handles;
+/* handles closed (or lost to fork) so far: the GPU layer then forgets their registries */
+static uint64_t closes;
+
+uint64_t nvb_handle_closes(void)
+{
+	return __atomic_load_n(&closes, __ATOMIC_ACQUIRE);
+}
+
+bool nvb_serial_live(uint64_t serial)
+{
+	bool live = false;
+
+	pthread_mutex_lock(&handles_lock);
+	for (struct nvb *h = handles; h && !live; h = h->fork_next)
+		live = h->serial == serial;
+	pthread_mutex_unlock(&handles_lock);
+	return live;
+}
 
 static void fork_prepare(void)
 {
@@ -208,6 +226,7 @@ static void fork_child(void)
 		h->fd = h->evfd = -1;
 	}
 	handles = NULL;
+	__atomic_add_fetch(&closes, 1, __ATOMIC_RELEASE);
 	pthread_mutex_init(&handles_lock, NULL);
 }
 
@@ -391,6 +410,7 @@ NVB_API void nvb_close(struct nvb *h)
 	if (!h)
 		return;
 	handle_del(h);
+	__atomic_add_fetch(&closes, 1, __ATOMIC_RELEASE);
 	if (h->ring_ok) {
 		/*
 		 * An armed read holds a reference to the device file: cancel it

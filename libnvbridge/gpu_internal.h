@@ -4,6 +4,7 @@
 #define NVB_GPU_INTERNAL_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,8 +54,21 @@ int nvb_gpu_import_cached_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id,
 			     struct nvb_gpu_map **out);
 int nvb_gpu_import_fd_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
 			 const void *blob, size_t blob_len, uint32_t flags, struct nvb_gpu_map **out);
-/* Revokes entry_id of registry reg (NVB_GPU_REG_ANY: of every one); mappings found. */
+/*
+ * Revokes entry_id of registry reg (NVB_GPU_REG_ANY: of every one) and,
+ * for a handle's registry, the caller's id of that number (registry 0:
+ * 1.0 programs import fetched entries with nvb_gpu_import_fd); mappings found.
+ */
 int nvb_gpu_revoke_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id);
+/*
+ * Forgets the registries of handles closed since the last call (closes:
+ * nvb_handle_closes(); live: nvb_serial_live): their cached mappings are
+ * unmapped (or, still referenced, no longer cached) and their names
+ * dropped, since no import can name those registries again.
+ */
+void nvb_gpu_drop_closed(struct nvb_gpu *g, uint64_t closes, bool (*live)(uint64_t serial));
+/* dev.c: nvb_gpu_drop_closed's half for the name cache. */
+void nvb_gpu_names_drop(struct nvb_gpu *g, bool (*live)(uint64_t serial));
 
 /* Name cache entry: a name imported through nvb_gpu_import(). */
 struct nvb_gpu_name {

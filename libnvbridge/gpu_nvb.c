@@ -33,6 +33,7 @@ int nvb_gpu_import_fd_on(struct nvb_gpu *g, struct nvb *h, uint64_t entry_id, in
 	*out = NULL;
 	if (!g || !h)
 		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_import_fd_on: NULL handle");
+	nvb_gpu_drop_closed(g, nvb_handle_closes(), nvb_serial_live);
 	return nvb_gpu_import_fd_in(g, h->serial, entry_id, fd, blob, blob_len, flags, out);
 }
 
@@ -463,6 +464,8 @@ static int import_name(struct nvb_gpu *g, struct nvb *h, const char *name, int64
 	uint32_t uid = 0;
 	int fd = -1, err;
 
+	/* a handle per job must not leave a mapping per job behind */
+	nvb_gpu_drop_closed(g, nvb_handle_closes(), nvb_serial_live);
 	if (events_pending(h)) {
 		err = nvb_gpu_poll_events(g, h);
 		if (err < 0)

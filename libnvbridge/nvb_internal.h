@@ -125,6 +125,9 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg);
 int nvb_broker_xfer2(struct nvb *h, unsigned long cmd0, void *arg0, int *ret0,
 		     unsigned long cmd1, void *arg1);
 void nvb_broker_close(struct nvb *h);
+/* nvb_close() calls so far (fork's loss of every handle counts), and whether a handle of serial is open. */
+uint64_t nvb_handle_closes(void);
+bool nvb_serial_live(uint64_t serial);
 
 #define NVB_DEFAULT_TIMEOUT_NS (30LL * 1000000000)
 

@@ -242,7 +242,8 @@ struct nvb_gpu_meta_chunk {
  * without touching CUDA.  fd may be -1 for a cache hit.  The ids are the
  * caller's own: never matched with an entry that nvb_gpu_import(),
  * nvb_gpu_seg_open() or nvb_gpu_import_fd_on() imported through a handle
- * (entry ids are counted per registry: two registries' ids coincide).  A
+ * (entry ids are counted per registry: two registries' ids coincide),
+ * though a revocation read through a handle reaches them (nvb_gpu_revoke_on).  A
  * cached mapping serves an import only if it has the access the import
  * asks for (NVB_GPU_IMPORT_LOCAL_ONLY: the current device's).  The blob is a
  * struct nvb_gpu_meta, or a struct nvb_gpu_meta_range of one allocation
@@ -285,8 +286,12 @@ int nvb_gpu_revoke(struct nvb_gpu *g, uint64_t entry_id);
  * nvb_gpu_import_fd() and nvb_gpu_revoke() for an entry fetched through h
  * (nvb_fetch): entry_id is an id of h's registry, keyed with it in the
  * cache, which nvb_gpu_import() of the same entry through h shares; an
- * entry of another registry with the same id is another mapping.  h is
- * only read (not kept).  -EINVAL: g or h NULL; else as those.
+ * entry of another registry with the same id is another mapping.
+ * nvb_gpu_revoke_on() (and nvb_gpu_poll_events) also revokes the caller's
+ * own entry_id (nvb_gpu_import_fd), which a 1.0 program uses for entries
+ * fetched through h: imports never cross the id spaces, a revocation may
+ * (revoking too much is the safe error).  h is only read (not kept).
+ * -EINVAL: g or h NULL; else as those.
  */
 int nvb_gpu_import_fd_on(struct nvb_gpu *g, struct nvb *h, uint64_t entry_id, int fd,
 			 const void *blob, size_t blob_len, uint32_t flags, struct nvb_gpu_map **out);
@@ -410,7 +415,11 @@ int nvb_gpu_copy_signal(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t le
  *  - it uses nctas + 1 CTAs of 512 threads (the leader and nctas - 1 copy
  *    CTAs, plus one reporter), only while running.  The default (nctas 0)
  *    is NVB_GPU_PROXY_CTAS_DEFAULT: 4 CTAs in all, about 3 % of an H100's
- *    SMs; measured cost to a co-running GEMM: bench/RESULTS.md.
+ *    SMs.  While ops keep coming those SMs are the proxy's, and a kernel
+ *    sized to the whole GPU pays more than 3 %: a co-running bf16 GEMM
+ *    ran at 0.89x on one H100 with the proxy busy, 1.0x with it idle
+ *    (bench/RESULTS.md).  Beside compute, put + flag with
+ *    nvb_gpu_copy_signal (copy engines, about 1.0x) instead.
  *  - NVB_GPU_PROXY_PERSISTENT keeps the kernel resident between ops (lowest
  *    latency, for a GPU dedicated to transfers).  Then cuCtxSynchronize()
  *    and the frees that synchronize BLOCK until nvb_gpu_proxy_stop().

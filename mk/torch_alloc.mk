@@ -15,6 +15,10 @@ TORCH_ALLOC_SO   := $(LB)/libnvbridge_torch.so
 TORCH_ALLOC_SRCS := alloc/torch_alloc.c libnvbridge/cuda_load.c
 TORCH_ALLOC_HDRS := alloc/nvbridge_torch.h libnvbridge/cuda_api.h libnvbridge/nvbridge_gpu.h
 
+# The pluggable interface's floor (bench/floor_alloc.c): a baseline of
+# torch-alloc-bench, built beside the bench, never installed.
+FLOOR_ALLOC_SO   := $(BUILD)/bench/libnvb_floor_alloc.so
+
 .PHONY: torch-alloc torch-alloc-bench
 all: torch-alloc
 torch-alloc: $(TORCH_ALLOC_SO)
@@ -28,7 +32,11 @@ $(TORCH_ALLOC_SO): $(TORCH_ALLOC_SRCS) $(TORCH_ALLOC_HDRS) alloc/nvbridge_torch.
 # the suites that load it
 check-gpu-fake check-python: $(TORCH_ALLOC_SO)
 
-torch-alloc-bench: $(TORCH_ALLOC_SO)
+$(FLOOR_ALLOC_SO): bench/floor_alloc.c
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) -fPIC -fvisibility=hidden -shared -Wl,-z,defs -o $@ $< -ldl -pthread
+
+torch-alloc-bench: $(TORCH_ALLOC_SO) $(FLOOR_ALLOC_SO)
 	NVBRIDGE_LIB=$(LB)/libnvbridge.so.1 PYTHONPATH=$(CURDIR)/python \
 		$(or $(NVB_PYTHON),python3) bench/torch_alloc_bench.py
 

@@ -14,7 +14,7 @@
 # that it is included last: its prerequisites use the other mk/*.mk's variables.
 
 DEVICE_CARRY := build/lib build/gpu build/bench
-DEVICE_BINS  := $(LIB_SO) $(LB)/nvbridged $(TORCH_ALLOC_SO) $(BENCH_BIN) $(GPUTEST_BIN) \
+DEVICE_BINS  := $(LIB_SO) $(LB)/nvbridged $(TORCH_ALLOC_SO) $(FLOOR_ALLOC_SO) $(BENCH_BIN) $(GPUTEST_BIN) \
                 $(SEGTEST_BIN) $(EXAMPLE_REGISTER)
 
 .PHONY: device-bundle device-dry-run

@@ -434,6 +434,22 @@ void nvb_gpu_names_free(struct nvb_gpu *g)
 	}
 }
 
+void nvb_gpu_names_drop(struct nvb_gpu *g, bool (*live)(uint64_t serial))
+{
+	struct nvb_gpu_name **pp, *n;
+
+	pthread_mutex_lock(&g->lock);
+	for (pp = &g->names; (n = *pp);) {
+		if (!live(n->reg)) {	/* its watch went with the handle */
+			*pp = n->next;
+			free(n);
+		} else {
+			pp = &n->next;
+		}
+	}
+	pthread_mutex_unlock(&g->lock);
+}
+
 void nvb_gpu_names_forget(struct nvb_gpu *g, uint64_t reg, uint64_t id)
 {
 	struct nvb_gpu_name **pp, *n;

@@ -70,6 +70,8 @@ struct nvb_gpu_dev {
 	pthread_mutex_t ring_lock;	/* ring_next, ring_used, ring_ev */
 };
 
+#define NVB_GPU_REVOKED_RING	256	/* revocations remembered for imports in flight */
+
 struct nvb_gpu {
 	struct nvb_cuda cu;
 	int ndev;
@@ -84,6 +86,16 @@ struct nvb_gpu {
 	struct nvb_gpu_pub *pubs;	/* multi-allocation publications (gpu_nvb.c) */
 	struct nvb_gpu_ipc *ipcs;	/* legacy IPC handles open here (range.c), under lock */
 	struct seg_engine *seg;	/* segments and transfers (segment.c), or NULL */
+	/*
+	 * The last revocations of handles' entries (registry, id: through
+	 * a handle, never nvb_gpu_revoke's every-registry ones; mem.c),
+	 * under lock: an import still in its CUDA calls when its entry was
+	 * revoked finds nothing in the cache to revoke, so map_insert looks
+	 * here and hands it back revoked instead of caching it as live.
+	 */
+	struct { uint64_t reg, id; } revoked[NVB_GPU_REVOKED_RING];
+	unsigned int revoked_next;
+	uint64_t closes_seen;	/* nvb_handle_closes() at the last nvb_gpu_drop_closed */
 };
 
 /*

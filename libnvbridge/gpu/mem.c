@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -198,6 +199,8 @@ int nvb_gpu_export(struct nvb_gpu_buf *b, int *fd, struct nvb_gpu_meta *meta)
 		CU(g, cuMemExportToShareableHandle(&f, b->h,
 				CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0),
 		   "cuMemExportToShareableHandle(POSIX_FD)");
+		/* a capability to the memory: no exec'd program inherits it (the driver does not promise) */
+		fcntl(f, F_SETFD, FD_CLOEXEC);
 		b->fd = f;
 		if (b->types & NVB_GPU_HANDLE_FABRIC) {
 			CUresult r = g->cu.cuMemExportToShareableHandle(&b->fabric, b->h,
@@ -279,10 +282,30 @@ static struct nvb_gpu_map *cache_find(struct nvb_gpu *g, uint64_t reg, uint64_t 
 	return NULL;
 }
 
+/*
+ * Was entry id of registry reg revoked lately (g->lock held)?  Only
+ * handles' registries: their ids are never reused (a registry is one
+ * connection), while the caller's own (registry 0) may be.
+ */
+static int revoked_lately(struct nvb_gpu *g, uint64_t reg, uint64_t id)
+{
+	unsigned int i;
+
+	if (reg == 0)
+		return 0;
+	for (i = 0; i < NVB_GPU_REVOKED_RING; i++)
+		if (g->revoked[i].id == id && g->revoked[i].reg == reg)
+			return 1;
+	return 0;
+}
+
 void map_insert(struct nvb_gpu *g, struct nvb_gpu_map *m, struct nvb_gpu_map **out)
 {
 	pthread_mutex_lock(&g->lock);
-	if (m->id) {
+	if (m->id && revoked_lately(g, m->reg, m->id)) {
+		/* revoked while this import ran: the caller gets it revoked, the cache never */
+		__atomic_store_n(&m->revoked, 1, __ATOMIC_RELEASE);
+	} else if (m->id) {
 		struct nvb_gpu_map *old = cache_find(g, m->reg, m->id, m->local_dev);
 
 		if (old) {	/* lost a race with another thread: use its mapping */
@@ -336,9 +359,14 @@ int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
 	return nvb_gpu_import_fd_in(g, 0, entry_id, fd, blob, blob_len, flags, out);
 }
 
-int nvb_gpu_import_fd_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
+/*
+ * nvb_gpu_import_fd_in's work.  A thread without a context (of this
+ * process's devices) gets device 0's for the CUDA calls: *old is then what
+ * was current, for the caller to put back.
+ */
+static int import_fd_ctx(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
 			 const void *blob, size_t blob_len, uint32_t flags,
-			 struct nvb_gpu_map **out)
+			 struct nvb_gpu_map **out, int *ctx_set, CUcontext *old)
 {
 	CUmemAccessDesc desc[NVB_GPU_MAX_DEV];
 	struct nvb_gpu_meta meta;
@@ -375,7 +403,9 @@ int nvb_gpu_import_fd_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int
 			      (unsigned long long)meta.granularity);
 	cur = cur_dev(g);
 	if (cur < 0) {
+		g->cu.cuCtxGetCurrent(old);
 		g->cu.cuCtxSetCurrent(g->d[0].ctx);
+		*ctx_set = 1;
 		cur = 0;
 	}
 	m = calloc(1, sizeof(*m));
@@ -471,6 +501,19 @@ fail_free:
 fail_release:
 	g->cu.cuMemRelease(m->h);
 	free(m);
+	return err;
+}
+
+int nvb_gpu_import_fd_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
+			 const void *blob, size_t blob_len, uint32_t flags,
+			 struct nvb_gpu_map **out)
+{
+	CUcontext old = NULL;
+	int ctx_set = 0, err;
+
+	err = import_fd_ctx(g, reg, entry_id, fd, blob, blob_len, flags, out, &ctx_set, &old);
+	if (ctx_set)	/* the caller's context as it was (a cache hit touches none) */
+		g->cu.cuCtxSetCurrent(old);
 	return err;
 }
 
@@ -632,8 +675,32 @@ int nvb_gpu_revoke_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id)
 
 	if (!entry_id)
 		return 0;
+	/*
+	 * For an import of it still in flight (map_insert).  Not nvb_gpu_revoke's
+	 * every-registry revocations: which registry's entry is gone is not
+	 * known, and another registry's live entry of that id would come back
+	 * revoked from every import for a while.
+	 */
+	if (reg != 0 && reg != NVB_GPU_REG_ANY) {
+		pthread_mutex_lock(&g->lock);
+		g->revoked[g->revoked_next % NVB_GPU_REVOKED_RING].reg = reg;
+		g->revoked[g->revoked_next % NVB_GPU_REVOKED_RING].id = entry_id;
+		g->revoked_next++;
+		pthread_mutex_unlock(&g->lock);
+	}
 	while (revoke_one(g, reg, entry_id))	/* several only for NVB_GPU_REG_ANY */
 		n++;
+	/*
+	 * A handle's revocation also reaches the caller's id of that number:
+	 * a 1.0 program imports what it fetched through h with
+	 * nvb_gpu_import_fd(entry id) and relies on nvb_gpu_poll_events(g, h).
+	 * Imports never cross the spaces; a revocation may, as revoking a
+	 * coincident id of the caller's is the safe error and missing one
+	 * leaves a revoked entry in the cache.
+	 */
+	if (reg != NVB_GPU_REG_ANY && reg != 0)
+		while (revoke_one(g, 0, entry_id))
+			n++;
 	nvb_gpu_names_forget(g, reg, entry_id);
 	return n;
 }
@@ -642,6 +709,36 @@ int nvb_gpu_revoke_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id)
 int nvb_gpu_revoke(struct nvb_gpu *g, uint64_t entry_id)
 {
 	return nvb_gpu_revoke_in(g, NVB_GPU_REG_ANY, entry_id) > 0;
+}
+
+void nvb_gpu_drop_closed(struct nvb_gpu *g, uint64_t closes, bool (*live)(uint64_t serial))
+{
+	struct nvb_gpu_map *m, **pp, *dead = NULL;
+
+	if (__atomic_load_n(&g->closes_seen, __ATOMIC_ACQUIRE) == closes)
+		return;	/* the cache-hit path: one load */
+	pthread_mutex_lock(&g->lock);
+	__atomic_store_n(&g->closes_seen, closes, __ATOMIC_RELEASE);
+	for (pp = &g->maps; (m = *pp);) {
+		/* registry 0 is the caller's; any other is a handle's serial */
+		if (m->cached && m->reg != 0 && !live(m->reg)) {
+			m->cached = 0;	/* still referenced: unmapped with its last reference */
+			if (m->refs == 0) {
+				*pp = m->next;
+				m->next = dead;
+				dead = m;
+				continue;
+			}
+		}
+		pp = &m->next;
+	}
+	pthread_mutex_unlock(&g->lock);
+	while (dead) {
+		m = dead;
+		dead = m->next;
+		map_destroy(m);
+	}
+	nvb_gpu_names_drop(g, live);
 }
 
 int nvb_gpu_cache_trim(struct nvb_gpu *g)

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -124,6 +125,7 @@ static int chunk_find(struct nvb_gpu *g, struct nvb_gpu_reg *reg, CUdeviceptr p,
 		c->fd = -1;
 		return cuerr(g, r, "cuMemExportToShareableHandle(POSIX_FD)");
 	}
+	fcntl(c->fd, F_SETFD, FD_CLOEXEC);	/* as nvb_gpu_export's: not for exec'd programs */
 	c->types = NVB_GPU_HANDLE_POSIX_FD;
 	if ((prop.requestedHandleTypes & CU_MEM_HANDLE_TYPE_FABRIC) &&
 	    !(flags & NVB_GPU_REGISTER_NO_FABRIC) &&

@@ -95,7 +95,10 @@ def mempool() -> Any:
     allocator: tensors made under ``torch.cuda.use_mem_pool(pool)`` are
     exportable, the rest of the process keeps PyTorch's allocator.
     PyTorch's caching allocator runs on top (tensors are sub-ranges of the
-    pool's segments, which register_tensor() handles)."""
+    pool's segments, which register_tensor() handles) and reuses a freed
+    tensor's memory within its segment: an importer of a registered pool
+    tensor maps the whole segment, later tensors in it included, so share
+    with untrusted processes only from a pool of its own (nvbridge-torch-alloc(3))."""
     import torch
     return getattr(torch.cuda, "MemPool")(torch_allocator().allocator())
 

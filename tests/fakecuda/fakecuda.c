@@ -23,6 +23,7 @@
 
 static __thread CUcontext cur;
 static int fake_ndev(void);	/* devices: 1, or $NVB_FAKE_DEVICES (multi-device block, at the end) */
+static void fake_import_gate(void);	/* $NVB_FAKE_IMPORT_GATE (import gate block, at the end) */
 #define FAKE_CTX(d)	((CUcontext)(uintptr_t)(0x1000 + 0x100 * (d)))	/* device d's primary context */
 
 API cuInit(unsigned int f) { (void)f; return CUDA_SUCCESS; }
@@ -73,6 +74,7 @@ API cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h, void *os, in
 
 	if (type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
 		return CUDA_ERROR_NOT_SUPPORTED;
+	fake_import_gate();
 	fd = fcntl((int)(uintptr_t)os, F_DUPFD_CLOEXEC, 0);
 	if (fd < 0)
 		return CUDA_ERROR_INVALID_HANDLE;
@@ -579,4 +581,22 @@ static int fake_ndev(void)
 	int n = e ? atoi(e) : 1;
 
 	return n < 1 ? 1 : n > 8 ? 8 : n;
+}
+
+/*
+ * ---- import gate (a revocation that arrives while an import is in its CUDA calls) ----
+ * $NVB_FAKE_IMPORT_GATE="W,R": each cuMemImportFromShareableHandle first
+ * writes one byte to fd W, then waits for one byte on fd R, so a test
+ * can act between an import's fetch and the end of its CUDA work.
+ */
+static void fake_import_gate(void)
+{
+	const char *e = getenv("NVB_FAKE_IMPORT_GATE");
+	int w, r;
+	char c = 'i';
+
+	if (!e || sscanf(e, "%d,%d", &w, &r) != 2)
+		return;
+	if (write(w, &c, 1) != 1 || read(r, &c, 1) != 1)
+		return;
 }

@@ -15,6 +15,7 @@
  */
 #include <dlfcn.h>
 #include <poll.h>
+#include <pthread.h>
 
 #include "fake.h"
 #include "cuda_api.h"
@@ -513,6 +514,216 @@ static int t_legacy_ipc_open_per_device(void)
 	return 0;
 }
 
+/*
+ * The 1.0 way of importing by hand (bench/phase_import.c does it): watch,
+ * nvb_fetch through h, nvb_gpu_import_fd() keyed by the entry's id, and
+ * nvb_gpu_poll_events(g, h) to apply revocations.  The cache keeps such a
+ * mapping in the caller's id space; a revocation read through h must
+ * still reach it, or the mapping is never marked revoked (aborted waits
+ * hang) and the cache keeps serving the revoked entry.  Revoking a
+ * caller's id that merely coincides is the safe error; not revoking is not.
+ */
+static int t_poll_events_revokes_import_fd(void)
+{
+	struct nvb_gpu_map *m, *m2 = NULL;
+	struct nvb_gpu_meta meta;
+	uint64_t id, wid;
+	struct two t;
+	int fd;
+
+	CHECK(two_start(&t, "a.v10", "b.v10", 0, X_ALLOC) == 0, "setup");
+	OK(nvb_watch(t.ha, "a.v10", 0, &wid));
+	OK(fetch_entry(t.ha, "a.v10", &meta, &id, &fd));
+	OK(nvb_gpu_import_fd(t.g, id, fd, &meta, sizeof(meta), 0, &m));
+	close(fd);
+	CHECK(same(m, t.wa));
+	CHECK(export_unpublish(&t.xa) == 0);
+	CHECK(event_ready(t.ha) == 0, "no revocation event on A");
+	CHECK(nvb_gpu_poll_events(t.g, t.ha) >= 1);
+	EXPECT(nvb_gpu_map_revoked(m), 1);
+	EXPECT(nvb_gpu_import_cached(t.g, id, &m2), -ENOENT);	/* the revoked entry is not served */
+	if (m2)
+		nvb_gpu_unmap(m2);
+	m2 = NULL;
+	/* a cache hit needs no fd: the revoked mapping must not come back that way */
+	EXPECT(nvb_gpu_import_fd(t.g, id, -1, &meta, sizeof(meta), 0, &m2), -EBADF);
+	CHECK(m2 == NULL);
+	nvb_gpu_unmap(m);
+	two_end(&t);
+	return 0;
+}
+
+/*
+ * A revocation applied while an import of that entry is still in its CUDA
+ * calls (another thread's nvb_gpu_poll_events, or another import through
+ * the same handle, which polls first): the cache has nothing to revoke
+ * yet, and the import then caches the revoked entry's mapping as live.
+ * The import must come back with its mapping marked revoked, and the next
+ * import of the name must not be served it.
+ */
+struct imp {
+	struct two *t;
+	const char *name;
+	struct nvb_gpu_map *m;
+	int err;
+};
+
+static void *import_thread(void *arg)
+{
+	struct imp *a = arg;
+
+	a->err = nvb_gpu_import(a->t->g, a->t->ha, a->name, 0, 0, &a->m);
+	return NULL;
+}
+
+static int t_revoked_during_import(void)
+{
+	struct imp a = { .name = "a.race" };
+	struct nvb_gpu_map *m2 = NULL;
+	int gw[2], gr[2], err;
+	char env[32], c;
+	struct two t;
+	pthread_t th;
+
+	CHECK(two_start(&t, "a.race", "b.race", 0, X_ALLOC) == 0, "setup");
+	a.t = &t;
+	CHECK(pipe(gw) == 0 && pipe(gr) == 0);
+	snprintf(env, sizeof(env), "%d,%d", gw[1], gr[0]);
+	setenv("NVB_FAKE_IMPORT_GATE", env, 1);
+	CHECK(pthread_create(&th, NULL, import_thread, &a) == 0);
+	CHECK(read(gw[0], &c, 1) == 1, "the import never reached CUDA");	/* fetched, now importing */
+	unsetenv("NVB_FAKE_IMPORT_GATE");
+	CHECK(export_unpublish(&t.xa) == 0);
+	CHECK(event_ready(t.ha) == 0, "no revocation event on A");
+	CHECK(nvb_gpu_poll_events(t.g, t.ha) >= 1);
+	CHECK(write(gr[1], "g", 1) == 1);
+	pthread_join(th, NULL);
+	OK(a.err);
+	EXPECT(nvb_gpu_map_revoked(a.m), 1);
+	err = nvb_gpu_import(t.g, t.ha, "a.race", 0, 0, &m2);
+	CHECK(m2 != a.m, "the revoked entry was served from the cache");
+	EXPECT(err, -ENOENT);
+	if (m2)
+		nvb_gpu_unmap(m2);
+	nvb_gpu_unmap(a.m);
+	close(gw[0]);
+	close(gw[1]);
+	close(gr[0]);
+	close(gr[1]);
+	two_end(&t);
+	return 0;
+}
+
+/*
+ * What revoked_during_import remembers is (registry, id): nvb_gpu_revoke()
+ * names no registry, so B's live entry of the same id must still import
+ * as live afterwards (A's mapping of it is revoked, as documented).
+ */
+static int t_revoke_any_spares_later_imports(void)
+{
+	struct nvb_gpu_map *ma, *mb;
+	struct two t;
+
+	CHECK(two_start(&t, "a.any", "b.any", 1, X_ALLOC) == 0, "setup");
+	EXPECT(t.xb.id, t.xa.id);
+	OK(nvb_gpu_import(t.g, t.ha, "a.any", 0, 0, &ma));
+	EXPECT(nvb_gpu_revoke(t.g, t.xa.id), 1);
+	EXPECT(nvb_gpu_map_revoked(ma), 1);
+	OK(nvb_gpu_import(t.g, t.hb, "b.any", 0, 0, &mb));
+	EXPECT(nvb_gpu_map_revoked(mb), 0);
+	CHECK(same(mb, t.wb));
+	nvb_gpu_unmap(mb);
+	nvb_gpu_unmap(ma);
+	two_end(&t);
+	return 0;
+}
+
+/*
+ * A handle per job (open, import, unmap, close; Python's "with
+ * nvbridge.open() as h" in a loop): each handle is a registry of its own,
+ * so a closed handle's cached mappings and names can never be found
+ * again.  They must not pile up: every job would otherwise map the entry
+ * anew and leave one more mapping (address space, a reference on the
+ * exporter's memory) and one more name node behind, until nvb_gpu_close.
+ */
+static int t_closed_handles_leave_nothing_cached(void)
+{
+	struct nvb_gpu_map *m;
+	struct two t;
+	struct nvb *h;
+	int i, n;
+
+	CHECK(two_start(&t, "a.job", "b.job", 0, X_ALLOC) == 0, "setup");
+	for (i = 0; i < 20; i++) {
+		OK(fake_nvb_open(&h));
+		OK(nvb_gpu_import(t.g, h, "a.job", 0, 0, &m));
+		CHECK(same(m, t.wa));
+		nvb_gpu_unmap(m);
+		nvb_close(h);
+	}
+	n = nvb_gpu_cache_trim(t.g);
+	CHECK(n <= 1, "%d mappings of one entry left cached by 20 closed handles", n);
+	two_end(&t);
+	return 0;
+}
+
+/*
+ * A thread with no current context: the import picks device 0 (its
+ * LOCAL_ONLY device, as the cache lookup does) but must leave the thread
+ * as it found it, without a context (the library's rule for every call).
+ */
+struct noctx {
+	struct two *t;
+	CUresult (*getctx)(CUcontext *);
+	CUcontext before, after_fd, after_name;
+	int err_fd, err_name;
+};
+
+static void *noctx_thread(void *arg)
+{
+	struct noctx *a = arg;
+	struct nvb_gpu_meta meta;
+	struct nvb_gpu_map *m;
+	uint64_t id;
+	int fd;
+
+	a->getctx(&a->before);
+	a->err_fd = fetch_entry(a->t->ha, "a.ctx", &meta, &id, &fd);
+	if (!a->err_fd)
+		a->err_fd = nvb_gpu_import_fd(a->t->g, 0, fd, &meta, sizeof(meta), NVB_GPU_IMPORT_LOCAL_ONLY, &m);
+	a->getctx(&a->after_fd);
+	if (!a->err_fd) {
+		close(fd);
+		nvb_gpu_unmap(m);
+	}
+	a->err_name = nvb_gpu_import(a->t->g, a->t->ha, "a.ctx", 0, 0, &m);
+	a->getctx(&a->after_name);
+	if (!a->err_name)
+		nvb_gpu_unmap(m);
+	return NULL;
+}
+
+static int t_import_leaves_no_context(void)
+{
+	struct noctx a = { .after_fd = (CUcontext)(uintptr_t)1, .after_name = (CUcontext)(uintptr_t)1 };
+	struct two t;
+	pthread_t th;
+
+	*(void **)&a.getctx = dlsym(dlopen("libcuda.so.1", RTLD_NOW), "cuCtxGetCurrent");
+	CHECK(a.getctx);
+	CHECK(two_start(&t, "a.ctx", "b.ctx", 0, X_ALLOC) == 0, "setup");
+	a.t = &t;
+	CHECK(pthread_create(&th, NULL, noctx_thread, &a) == 0);
+	pthread_join(th, NULL);
+	CHECK(a.before == NULL, "a new thread has a context");
+	OK(a.err_fd);
+	OK(a.err_name);
+	CHECK(a.after_fd == NULL, "nvb_gpu_import_fd left context %p current", (void *)a.after_fd);
+	CHECK(a.after_name == NULL, "nvb_gpu_import left context %p current", (void *)a.after_name);
+	two_end(&t);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "same_name_two_registries", t_same_name_two_registries },
 	{ "entry_ids_coincide", t_entry_ids_coincide },
@@ -524,6 +735,11 @@ static const struct nvb_case cases[] = {
 	{ "import_fd_ids_are_the_callers", t_import_fd_ids_are_the_callers },
 	{ "import_fd_on_and_revoke_on", t_import_fd_on },
 	{ "legacy_ipc_open_per_device", t_legacy_ipc_open_per_device },
+	{ "poll_events_revokes_import_fd", t_poll_events_revokes_import_fd },
+	{ "revoked_during_import", t_revoked_during_import },
+	{ "revoke_any_spares_later_imports", t_revoke_any_spares_later_imports },
+	{ "closed_handles_leave_nothing_cached", t_closed_handles_leave_nothing_cached },
+	{ "import_leaves_no_context", t_import_leaves_no_context },
 };
 
 int main(int argc, char **argv)

@@ -17,7 +17,7 @@
 # call cut short still brings back the steps that finished.
 #
 # Steps (nominal timeouts in seconds, NVB_T_<STEP> overrides; their sum is
-# 540 = NVB_DEVICE_BUDGET's default; a step also gets what earlier steps left
+# 585 = NVB_DEVICE_BUDGET's default; a step also gets what earlier steps left
 # unused, up to twice its nominal time, never the later steps' nominal time,
 # so the whole run ends within the budget):
 #   info        25  nvidia-smi, torch/python, cuBLAS, ldd of every binary
@@ -25,13 +25,14 @@
 #   segments    35  nvbridge-bench --segments 4 (issue 15: setup vs legacy IPC, batches)
 #   kv          30  nvbridge-bench --kv 64,1024,32K (issue 15: a KV cache moved by request,
 #                   nvb_gpu_xfer_submit vs legacy IPC + a copy per block vs one large copy)
+#   wide        25  segments 2 + kv with the SM budget at 2 x the SMs (opt-in, not the default)
 #   gputest     85  build/gpu/gputest, every one-GPU case (issues 13, 14)
 #   segtest     45  build/gpu/segtest (issue 15)
 #   coexist     60  tests/gpu/torch_coexist.py: synchronize/empty_cache with objects alive
 #   python      85  tests/python: test_gpu.py, test_torch_alloc_gpu.py (whole process
 #                   and MemPool), test_example.py (kv_producer/kv_consumer pair)
 #   register    20  build/gpu/nvb-example-register (VMM range over 2 allocations + cuMemAlloc)
-#   torchalloc  40  bench/torch_alloc_bench.py: allocator vs PyTorch default (issue 14)
+#   torchalloc  60  bench/torch_alloc_bench.py: allocator vs PyTorch default and the pluggable floor (issue 14)
 #   plot        15  bench/plot on the bench's and the kv step's JSON (PNGs, Markdown tables)
 # NVB_DEVICE_STEPS="bench segments" runs only those (for a rerun);
 # NVB_BENCH_ARGS / NVB_SEG_ARGS / NVB_KV_ARGS add arguments to the three bench
@@ -54,7 +55,7 @@ OUTDIR=$(cd "$OUTDIR" && pwd)
 W=$(mktemp -d /tmp/nvb-device.XXXXXX) || exit 2
 chmod 755 "$W"
 T0=$(date +%s)
-BUDGET=${NVB_DEVICE_BUDGET:-540}
+BUDGET=${NVB_DEVICE_BUDGET:-585}
 PY=${NVB_PYTHON:-python3}
 LB=$REPO/build/lib
 SUM=$W/SUMMARY.txt
@@ -267,6 +268,23 @@ k_kv() {
 	grep -E '^nvbridge-bench' log | grep -iE 'fail|error|not|no ' | head -n 5
 }
 
+# the same two phases with the SM budget an application may grant
+# (nvb_gpu_opts.sm_ctas = 2 x the SMs): what a batch of small blocks gets
+# when compute can spare the GPU, against the default 4-CTA budget above
+s_wide() {
+	broker_start "$PWD"
+	TO "$REPO/build/bench/nvbridge-bench" --timeout $((STEP_T > 18 ? STEP_T - 8 : 10)) \
+		--segments 2 --seg-sm-ctas "${NVB_WIDE_CTAS:-264}" --kv "${NVB_KV:-64,1024,32K}" \
+		--json-out "$PWD/nvbridge-wide.json"
+	local rc=$?
+	broker_stop
+	return $rc
+}
+k_wide() {
+	grep -E '^transfers|xfer_submit|legacy IPC, copy|one large copy' log | head -n 4
+	k_kv
+}
+
 s_gputest() {
 	broker_start "$PWD"
 	TO "$REPO/build/gpu/gputest"
@@ -343,7 +361,7 @@ echo "nvbridge device run: $OUTDIR (staging $W), budget $BUDGET s${DRY:+; $DRY}"
 # exec bits may not survive the copy to the GPU host
 chmod u+x $bins "$REPO/bench/plot" 2>/dev/null
 # name:nominal timeout (s); NVB_T_<NAME> overrides one
-STEPS="info:25 bench:100 segments:35 kv:30 gputest:85 segtest:45 coexist:60 python:85 register:20 torchalloc:40 plot:15"
+STEPS="info:25 bench:100 segments:35 kv:30 wide:25 gputest:85 segtest:45 coexist:60 python:85 register:20 torchalloc:60 plot:15"
 selected() { [ -z "${NVB_DEVICE_STEPS:-}" ] || echo " $NVB_DEVICE_STEPS " | grep -q " $1 "; }
 nominal() {	# nominal NAME DEFAULT
 	local var
