@@ -289,6 +289,18 @@ int nvb_broker_open(struct nvb *h, const char *path, int64_t broker_uid, char *w
 	n = send_msg(s, &hdr, &hello, NULL, pidfd);
 	close(pidfd);
 	setsockopt(s, SOL_SOCKET, SO_PASSCRED, &zero, sizeof(zero));
+	/*
+	 * A broker that refuses the connection (a per-user or per-tenant
+	 * bound) closes it at accept.  Whether that close comes before our
+	 * HELLO (the send fails: EPIPE) or after it (the read sees the reset)
+	 * is scheduling: one answer for both, as for a broker gone later.
+	 */
+	if (n == -EPIPE || n == -ECONNRESET || n == -ENOTCONN) {
+		ret = -ECONNRESET;
+		snprintf(why, whylen, "broker backend: %s: broker closed the connection before HELLO",
+			 path);
+		goto fail;
+	}
 	if (n < 0) {
 		ret = (int)n;
 		snprintf(why, whylen, "broker backend: %s: sending HELLO: %s", path, strerror((int)-n));

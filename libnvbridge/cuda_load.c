@@ -15,7 +15,16 @@ int nvb_cuda_load(struct nvb_cuda *cu, const char *path, char *errbuf, size_t er
 	memset(cu, 0, sizeof(*cu));
 	if (!path)
 		path = "libcuda.so.1";
-	cu->lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	/*
+	 * RTLD_NODELETE: the driver runs our host functions and stream
+	 * callbacks on threads of its own, which go on executing driver code
+	 * after our function returns.  nvb_gpu_close waits for our functions,
+	 * never for those threads (nothing can), so a dlclose that unmapped
+	 * the driver would pull the code from under them: a SIGSEGV a moment
+	 * after close (gpu-fake close_after_hostfn_returns).  The driver stays
+	 * mapped for the process, as any CUDA user's does.
+	 */
+	cu->lib = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
 	if (!cu->lib) {
 		const char *e = dlerror();
 

@@ -468,6 +468,8 @@ __attribute__((visibility("default"))) int fakecuda_mark(uint64_t p, size_t n, i
  */
 #include <pthread.h>
 
+static void fake_hostfn_linger(void);	/* the block "callback threads linger" at the end */
+
 struct fake_hostfn {
 	void (*fn)(void *);
 	void *arg;
@@ -481,6 +483,7 @@ static void *fake_hostfn_run(void *p)
 	usleep(h->ms * 1000u);
 	h->fn(h->arg);
 	free(h);
+	fake_hostfn_linger();
 	return NULL;
 }
 
@@ -541,6 +544,7 @@ static void *fake_cb_run(void *p)
 	usleep(c->ms * 1000u);
 	c->cb(c->s, c->r, c->arg);
 	free(c);
+	fake_hostfn_linger();
 	return NULL;
 }
 
@@ -599,4 +603,20 @@ static void fake_import_gate(void)
 		return;
 	if (write(w, &c, 1) != 1 || read(r, &c, 1) != 1)
 		return;
+}
+
+/*
+ * ---- callback threads linger (nvb_gpu_close after the last host function) ----
+ * $NVB_FAKE_HOSTFN_LINGER_MS=N: a delayed host function's or callback's
+ * thread stays N ms in this library after the function returned, as the
+ * driver's callback thread goes on in the driver: whoever unloads the
+ * driver then (a dlclose at nvb_gpu_close) makes it return into unmapped
+ * code, every time rather than 1 run in 40.
+ */
+static void fake_hostfn_linger(void)
+{
+	const char *e = getenv("NVB_FAKE_HOSTFN_LINGER_MS");
+
+	if (e && atoi(e) > 0)
+		usleep((unsigned int)atoi(e) * 1000u);
 }

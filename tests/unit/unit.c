@@ -809,6 +809,52 @@ static int t_daemon_conns_per_user(void)
 	return 0;
 }
 
+/*
+ * A broker that refuses a connection closes it at accept.  Before HELLO is
+ * sent the send fails (EPIPE; ECONNRESET or ENOTCONN as the close races);
+ * after it the read sees the reset.  Which one happened is scheduling (the
+ * 4th connection of daemon_conns_per_user saw EPIPE once): nvb_open answers
+ * -ECONNRESET for all of them.  The send's errno is made by a seccomp
+ * filter here, so each order is tested every run; another errno stays.
+ */
+static int t_broker_hello_send_errno(void)
+{
+	static const int in[] = { EPIPE, ECONNRESET, ENOTCONN, ENOBUFS };
+	static const int want[] = { -ECONNRESET, -ECONNRESET, -ECONNRESET, -ENOBUFS };
+	struct daemon d;
+	struct nvb *h;
+	int st;
+
+	CHECK(!daemon_start(&d, 0, NULL, NULL), "daemon did not start");
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		pid_t p = fork();
+
+		if (p == 0) {
+			struct nvb_opts o = broker_at(d.path);
+			int r;
+
+			if (seccomp_refuse(__NR_sendmsg, (unsigned int)in[i]))
+				_exit(10);
+			h = (void *)1;
+			r = nvb_open(&o, &h);
+			if (r != want[i] || h != NULL) {
+				printf("    HELLO's send failing with %s: %d (%s), handle %p, want %d\n",
+				       strerror(in[i]), r, strerror(-r), (void *)h, want[i]);
+				fflush(stdout);
+				_exit(20);
+			}
+			_exit(0);
+		}
+		CHECK(p > 0, "fork: %s", strerror(errno));
+		while (waitpid(p, &st, 0) < 0)
+			CHECK(errno == EINTR, "waitpid: %s", strerror(errno));
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: child status 0x%x", strerror(in[i]),
+		      st);
+	}
+	CHECK(!daemon_stop(&d), "daemon");
+	return 0;
+}
+
 /* the daemon's child processes (its closers, daemon/closer.c) */
 static int daemon_children(pid_t d, pid_t *out, int max)
 {
@@ -988,6 +1034,7 @@ static const struct nvb_case cases[] = {
 	{ "daemon_hello_timeout", t_daemon_hello_timeout },
 	{ "daemon_fd_exhaustion_no_spin", t_daemon_fd_exhaustion },
 	{ "daemon_conns_per_user", t_daemon_conns_per_user },
+	{ "broker_hello_send_errno", t_broker_hello_send_errno },
 	{ "daemon_closer_killed", t_daemon_closer_killed },
 	{ "daemon_closer_clone_refused", t_daemon_closer_clone_refused },
 	{ "daemon_closer_pipe_kept", t_daemon_closer_pipe_kept },
