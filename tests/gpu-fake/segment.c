@@ -965,6 +965,42 @@ static int t_watch_fetch_pipelined(void)
 	return 0;
 }
 
+/*
+ * A first open that waits for its name (timeout_ns) while the watch that
+ * goes in front of its fetch is refused (-ENOSPC: the table full of the
+ * application's own watches) fails at once with the watch's errno: the
+ * fetch sent behind it, unwatched and worth nothing, must not keep it
+ * waiting for a publish (negative timeout: forever), as the kernel
+ * backend, which sends no fetch then, does not.
+ */
+static int t_watch_refused_no_wait(void)
+{
+	struct nvb_gpu_seg_open_opts wait = { .sz = sizeof(wait), .timeout_ns = 3000000000LL };
+	struct nvb_gpu_seg *seg;
+	struct timespec t0;
+	struct side me;
+	uint64_t wid = 0;
+	char name[64];
+	int i, err = 0;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	for (i = 0; i < 100000 && !err; i++) {
+		snprintf(name, sizeof(name), "fillw.%d", i);
+		err = nvb_watch(me.h, name, 0, &wid);
+	}
+	EXPECT(err, -ENOSPC);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	seg = (struct nvb_gpu_seg *)&me;	/* poisoned: must come back NULL */
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.never.w", &wait, &seg), -ENOSPC);
+	CHECK(seg == NULL);
+	CHECK(ms_since(&t0) < 1000, "refused watch kept the open waiting %lld ms",
+	      (long long)ms_since(&t0));
+	/* the handle still answers in order: a plain request after it gets its own reply */
+	EXPECT(nvb_unwatch(me.h, wid), 0);
+	side_close(&me);
+	return 0;
+}
+
 /* n opens of names never published (timeout 0): each -ENOENT, out NULL. */
 static int open_gone(struct side *me, const char *prefix, int n)
 {
@@ -1035,6 +1071,7 @@ static const struct nvb_case cases[] = {
 	{ "setup_stats_and_prefetch", t_stats_and_prefetch },
 	{ "watch_fetch_one_round_trip", t_watch_fetch_pipelined },
 	{ "watch_table_full_goes_scope_wide", t_watch_table_full },
+	{ "watch_refused_open_does_not_wait", t_watch_refused_no_wait },
 };
 
 int main(int argc, char **argv)
