@@ -779,10 +779,16 @@ static int watched(struct seg_engine *e, struct seg_handle *hd, const char *name
 	return w != NULL;
 }
 
-/* Remembers that name ("": every name) is watched on hd (out of memory: asked again later). */
+/*
+ * Remembers that name ("": every name) is watched on hd by this layer
+ * (out of memory: asked again later).  wid 0 (-EEXIST: the application's
+ * own watch) is not remembered: the application may unwatch it at any
+ * time, and a name taken for watched would then be fetched unwatched for
+ * ever after; asking again costs nothing (it travels with the fetch).
+ */
 static void watch_note(struct seg_engine *e, struct seg_handle *hd, const char *name, uint64_t wid)
 {
-	struct seg_watch *w = calloc(1, sizeof(*w));
+	struct seg_watch *w = wid ? calloc(1, sizeof(*w)) : NULL;
 
 	if (w) {
 		w->hd = hd;

@@ -1001,6 +1001,45 @@ static int t_watch_refused_no_wait(void)
 	return 0;
 }
 
+/*
+ * The application's own watch of a name, in force at a first open (the
+ * library's watch then -EEXIST), is the application's to end: after it
+ * unwatches, a later open of the name on the handle (the first segment
+ * closed meanwhile, or still open) must watch the name again, not take
+ * the application's gone watch for its own, so the exporter's close still
+ * revokes it.
+ */
+static int t_own_watch_ended(void)
+{
+	struct nvb_gpu_seg *seg, *kept;
+	struct side me;
+	struct peer p, q;
+	uint64_t wid = 0;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	/* A: the first segment closed before the unwatch: the handle's records parked */
+	CHECK(peer_start(&p, "seg.own.gone", SEG_SIZE) == 0);
+	OK(nvb_watch(me.h, "seg.own.gone", 0, &wid));
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.own.gone", NULL, &seg));
+	nvb_gpu_seg_close(seg);
+	OK(nvb_unwatch(me.h, wid));
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.own.gone", NULL, &seg));
+	CHECK(revoked_soon(&p, seg) == 0);
+	nvb_gpu_seg_close(seg);
+	/* B: a segment of the name stays open across the unwatch; the next open watches */
+	CHECK(peer_start(&q, "seg.own.kept", SEG_SIZE) == 0);
+	OK(nvb_watch(me.h, "seg.own.kept", 0, &wid));
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.own.kept", NULL, &kept));
+	OK(nvb_unwatch(me.h, wid));
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.own.kept", NULL, &seg));
+	CHECK(revoked_soon(&q, seg) == 0);
+	CHECK(nvb_gpu_seg_revoked(kept) == 1);
+	nvb_gpu_seg_close(seg);
+	nvb_gpu_seg_close(kept);
+	side_close(&me);
+	return 0;
+}
+
 /* n opens of names never published (timeout 0): each -ENOENT, out NULL. */
 static int open_gone(struct side *me, const char *prefix, int n)
 {
@@ -1072,6 +1111,7 @@ static const struct nvb_case cases[] = {
 	{ "watch_fetch_one_round_trip", t_watch_fetch_pipelined },
 	{ "watch_table_full_goes_scope_wide", t_watch_table_full },
 	{ "watch_refused_open_does_not_wait", t_watch_refused_no_wait },
+	{ "own_watch_ended_library_watches_again", t_own_watch_ended },
 };
 
 int main(int argc, char **argv)
