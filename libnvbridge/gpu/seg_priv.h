@@ -96,6 +96,7 @@ struct seg_engine {
 	struct nvb_gpu *g;
 	pthread_mutex_t hlock;
 	pthread_mutex_t lock;
+	uint64_t closes_seen;	/* nvb_handle_closes() at the last sweep of parked watch records */
 	pthread_cond_t cv;		/* a batch completed */
 	pthread_t thr;
 	int thr_ok;

@@ -21,7 +21,6 @@
 
 #define SEG_MAX_POLL	64	/* handles polled by the thread at once */
 #define SEG_BLOB	512
-#define SEG_MAX_PARKED	1024	/* watch records of handles without segments */
 
 static void wake(struct seg_engine *e)
 {
@@ -81,13 +80,18 @@ static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *e
  * Its watches stay in force at the broker (no request here): their
  * records are parked under h's registry, taken back when h opens a
  * segment again (so the name is not watched twice, and a full watch table
- * knows what it may unwatch), at most SEG_MAX_PARKED of them.
+ * knows what it may unwatch).  None is forgotten while its handle is
+ * open: a forgotten watch stays at the broker, and nobody could give it
+ * back when the table is full (their number is bounded by the broker's
+ * watches per connection).  Those of handles closed since the last look
+ * go: their watches went with the connection.
  */
 static void handle_put(struct seg_engine *e, struct seg_handle *hd)
 {
 	struct seg_handle **pp;
 	struct seg_watch **wp, *w;
-	unsigned int parked = 0;
+	uint64_t closes = nvb_handle_closes();
+	int sweep = closes != e->closes_seen;
 
 	if (!hd || --hd->refs > 0)
 		return;
@@ -96,10 +100,11 @@ static void handle_put(struct seg_engine *e, struct seg_handle *hd)
 			*pp = hd->next;
 			break;
 		}
+	e->closes_seen = closes;
 	for (wp = &e->watches; (w = *wp);) {
 		if (w->hd == hd)
 			w->hd = NULL;
-		if (!w->hd && ++parked > SEG_MAX_PARKED) {
+		if (!w->hd && sweep && !nvb_serial_live(w->reg)) {
 			*wp = w->next;
 			free(w);
 		} else {

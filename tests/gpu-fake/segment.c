@@ -1059,6 +1059,46 @@ static int open_gone(struct side *me, const char *prefix, int n)
 }
 
 /*
+ * Watch records of handles that stay open are never forgotten while their
+ * watches stand at the broker: 17 open handles whose tables (64 here) are
+ * full of the library's watches of names no segment uses (1088 records,
+ * more than the 1024 the library once kept) must each still trade one of
+ * them for the scope-wide watch when an open needs room, the oldest handle
+ * too; a forgotten record is a watch nobody can give back (-ENOSPC).
+ */
+static int t_parked_records_kept(void)
+{
+	struct nvb_gpu_seg *seg;
+	struct nvb *h[17];
+	struct side me;
+	struct peer p;
+	char prefix[32];
+	int i;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	for (i = 0; i < 17; i++) {
+		struct side s = me;
+
+		CHECK(fake_nvb_open(&h[i]) == 0);
+		s.h = h[i];
+		snprintf(prefix, sizeof(prefix), "seg.park.%d", i);
+		CHECK(open_gone(&s, prefix, 64) == 0);
+	}
+	CHECK(peer_start(&p, "seg.park.pub", SEG_SIZE) == 0);
+	for (i = 0; i < 17; i++) {
+		int err = nvb_gpu_seg_open(me.g, h[i], "seg.park.pub", NULL, &seg);
+
+		CHECK(err == 0, "handle %d: %d %s", i, err, nvb_gpu_last_error());
+		nvb_gpu_seg_close(seg);
+	}
+	CHECK(peer_cmd(&p, 'q') == 0);
+	for (i = 0; i < 17; i++)
+		nvb_close(h[i]);
+	side_close(&me);
+	return 0;
+}
+
+/*
  * Opens of ever new names, each leaving its watch, fill the handle's
  * table (64 watches a connection here): the library then trades the watch
  * of a name nothing uses any more for one scope-wide watch and goes on
@@ -1112,6 +1152,7 @@ static const struct nvb_case cases[] = {
 	{ "watch_table_full_goes_scope_wide", t_watch_table_full },
 	{ "watch_refused_open_does_not_wait", t_watch_refused_no_wait },
 	{ "own_watch_ended_library_watches_again", t_own_watch_ended },
+	{ "parked_watch_records_kept_while_open", t_parked_records_kept },
 };
 
 int main(int argc, char **argv)
