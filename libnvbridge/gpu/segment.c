@@ -309,18 +309,41 @@ struct seg_check {
 };
 
 /*
+ * Fetches c's name again: gone or replaced, its entry is revoked (its
+ * segments marked, its mappings out of the cache).  Unknown errors keep it.
+ */
+static void check_gone(struct seg_engine *e, struct seg_handle *hd, const struct seg_check *c)
+{
+	unsigned char blob[SEG_BLOB], *b;
+	struct nvb_entry ent;
+	int fd, err;
+
+	err = fetch(hd->h, c->name, c->flags, c->owner_uid, 0, blob, &b, &ent, &fd);
+	if (b != blob)
+		free(b);
+	if (fd >= 0)
+		close(fd);
+	if ((err == 0 || err == -EMSGSIZE) && ent.id == c->id)
+		return;
+	if (err && err != -ENOENT && err != -EACCES && err != -EPERM &&
+	    err != -ECONNRESET && err != -ECHILD)
+		return;	/* unknown: keep it */
+	nvb_gpu_revoke_in(e->g, hd->reg, c->id);
+	pthread_mutex_lock(&e->lock);
+	mark_revoked(e, hd, c->id);
+	pthread_mutex_unlock(&e->lock);
+}
+
+/*
  * Events were lost (OVERFLOW): a revocation may be among them.  Each open
  * segment on hd (every one: an unchecked one would stay usable for ever)
  * is fetched again; gone or replaced means revoked (e->hlock held).
  */
 static void verify(struct seg_engine *e, struct seg_handle *hd)
 {
-	unsigned char blob[SEG_BLOB];
 	struct seg_check *c = NULL;
 	struct nvb_gpu_seg *s;
-	struct nvb_entry ent;
 	size_t n = 0, cap = 0, i;
-	int fd, err;
 
 	pthread_mutex_lock(&e->lock);
 	for (s = e->segs; s; s = s->next)
@@ -346,24 +369,8 @@ static void verify(struct seg_engine *e, struct seg_handle *hd)
 		n++;
 	}
 	pthread_mutex_unlock(&e->lock);
-	for (i = 0; i < n; i++) {
-		unsigned char *b;
-
-		err = fetch(hd->h, c[i].name, c[i].flags, c[i].owner_uid, 0, blob, &b, &ent, &fd);
-		if (b != blob)
-			free(b);
-		if (fd >= 0)
-			close(fd);
-		if ((err == 0 || err == -EMSGSIZE) && ent.id == c[i].id)
-			continue;
-		if (err && err != -ENOENT && err != -EACCES && err != -EPERM &&
-		    err != -ECONNRESET && err != -ECHILD)
-			continue;	/* unknown: keep it */
-		nvb_gpu_revoke_in(e->g, hd->reg, c[i].id);
-		pthread_mutex_lock(&e->lock);
-		mark_revoked(e, hd, c[i].id);
-		pthread_mutex_unlock(&e->lock);
-	}
+	for (i = 0; i < n; i++)
+		check_gone(e, hd, &c[i]);
 	free(c);
 }
 
@@ -1046,7 +1053,8 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	struct seg_engine *e;
 	struct nvb_entry ent;
 	uint64_t start = ns_now();
-	int err, k;
+	unsigned int ring0;
+	int err, k, recheck;
 
 	if (!out)
 		return seterr(-EINVAL, "nvb_gpu_seg_open: out is NULL");
@@ -1059,6 +1067,9 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 		handle_drop(e, hd);
 		return seterr(-ENOMEM, "nvb_gpu_seg_open: out of memory");
 	}
+	pthread_mutex_lock(&e->lock);
+	ring0 = e->revoked_next;	/* revocations the thread reads from now on */
+	pthread_mutex_unlock(&e->lock);
 	if (open_prefetched(e, hd, name, &o, &ent, &m)) {
 		s->stats.cached = 1;	/* no request, no CUDA call */
 	} else {
@@ -1092,12 +1103,25 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	for (k = 0; k < 256; k++)
 		if (e->revoked_ids[k].id == ent.id && e->revoked_ids[k].gen == hd->gen)
 			s->revoked = 1;
+	/*
+	 * More than the ring holds went by (a scope-wide watch sees every
+	 * name's churn): ours may have been pushed out.  The segment is listed
+	 * first, so a revocation after the fetch below marks it; one before
+	 * shows as the name gone or replaced.
+	 */
+	recheck = !s->revoked && e->revoked_next - ring0 > 256;
 	s->next = e->segs;
 	e->segs = s;
 	pthread_mutex_unlock(&e->lock);
 	pthread_mutex_unlock(&e->hlock);
 	if (s->revoked)
 		nvb_gpu_revoke_in(g, hd->reg, ent.id);	/* drop the stale cache entry */
+	if (recheck) {
+		struct seg_check c = { .id = s->id, .flags = s->flags, .owner_uid = s->owner_uid };
+
+		snprintf(c.name, sizeof(c.name), "%s", name);
+		check_gone(e, hd, &c);
+	}
 	s->stats.total_ns = ns_now() - start;
 	*out = s;
 	return 0;

@@ -1098,6 +1098,78 @@ static int t_parked_records_kept(void)
 	return 0;
 }
 
+struct opener {
+	struct side *me;
+	const char *name;
+	struct nvb_gpu_seg *seg;
+	int err;
+};
+
+static void *opener_run(void *arg)
+{
+	struct opener *o = arg;
+
+	o->err = nvb_gpu_seg_open(o->me->g, o->me->h, o->name, NULL, &o->seg);
+	return NULL;
+}
+
+/*
+ * A revocation that the library thread reads while an open is between its
+ * fetch and its import (held in cuMemImportFromShareableHandle by the
+ * stand-in's gate) still marks the segment, however many other
+ * revocations the thread reads meanwhile: here 300 of other names in the
+ * scope (another tenant's churn), seen through a scope-wide watch on the
+ * handle, more than the 256 revoked ids the library once remembered.
+ */
+static int t_revoked_during_open_churn(void)
+{
+	struct opener o = { .name = "seg.ring.x" };
+	unsigned char blob[16];
+	int gw[2], gr[2], i;
+	uint64_t wid, id;
+	struct side me;
+	struct peer p;
+	struct nvb *h2;
+	char env[32], name[64], c;
+	pthread_t th;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	CHECK(fake_nvb_open(&h2) == 0);
+	OK(nvb_watch(me.h, "", NVB_WATCH_PREFIX, &wid));
+	CHECK(peer_start(&p, o.name, SEG_SIZE) == 0);
+	o.me = &me;
+	CHECK(pipe(gw) == 0 && pipe(gr) == 0);
+	snprintf(env, sizeof(env), "%d,%d", gw[1], gr[0]);
+	setenv("NVB_FAKE_IMPORT_GATE", env, 1);
+	CHECK(pthread_create(&th, NULL, opener_run, &o) == 0);
+	CHECK(read(gw[0], &c, 1) == 1, "the open never reached the import");
+	unsetenv("NVB_FAKE_IMPORT_GATE");
+	CHECK(peer_cmd(&p, 'c') == 0);	/* the fetched entry is revoked */
+	usleep(300000);			/* the thread reads it */
+	for (i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "seg.ring.churn.%d", i);
+		fake_random(blob, sizeof(blob));
+		OK(nvb_publish(h2, name, -1, blob, sizeof(blob), NULL, &id));
+		OK(nvb_unpublish(h2, id, name));
+		if (i % 50 == 49)
+			usleep(100000);	/* the thread keeps up: no OVERFLOW */
+	}
+	usleep(300000);
+	CHECK(write(gr[1], "g", 1) == 1);
+	pthread_join(th, NULL);
+	OK(o.err);
+	EXPECT(nvb_gpu_seg_revoked(o.seg), 1);
+	nvb_gpu_seg_close(o.seg);
+	CHECK(peer_cmd(&p, 'q') == 0);
+	close(gw[0]);
+	close(gw[1]);
+	close(gr[0]);
+	close(gr[1]);
+	nvb_close(h2);
+	side_close(&me);
+	return 0;
+}
+
 /*
  * Opens of ever new names, each leaving its watch, fill the handle's
  * table (64 watches a connection here): the library then trades the watch
@@ -1153,6 +1225,7 @@ static const struct nvb_case cases[] = {
 	{ "watch_refused_open_does_not_wait", t_watch_refused_no_wait },
 	{ "own_watch_ended_library_watches_again", t_own_watch_ended },
 	{ "parked_watch_records_kept_while_open", t_parked_records_kept },
+	{ "revoked_during_open_amid_churn", t_revoked_during_open_churn },
 };
 
 int main(int argc, char **argv)
