@@ -777,5 +777,13 @@ int nvb_broker_xfer2(struct nvb *h, unsigned long cmd0, void *arg0, int *ret0,
 		return nvb_broker_xfer(h, cmd1, arg1);
 	r1 = xfer_begin(h, cmd1, arg1, &x1);	/* behind the first on the same stream */
 	*ret0 = xfer_end(h, &x0);
+	/*
+	 * A first request refused makes the second worthless to the caller
+	 * (nvb_watch_fetch drops it): a FETCH waiting for a publish is ended
+	 * now (-EINTR), not left to wait out its timeout, or forever.  One that
+	 * was answered already is not waiting: the broker ignores the cancel.
+	 */
+	if (!r1 && *ret0 < 0 && *ret0 != -EEXIST && x1.wait_fetch)
+		send_cancel(h, &x1.hdr);
 	return r1 ? r1 : xfer_end(h, &x1);
 }

@@ -67,6 +67,9 @@ int nvb_gpu_revoke_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id);
  * dropped, since no import can name those registries again.
  */
 void nvb_gpu_drop_closed(struct nvb_gpu *g, uint64_t closes, bool (*live)(uint64_t serial));
+/* core.c (as in nvb_internal.h): nvb_close() calls so far; whether the handle of serial is open. */
+uint64_t nvb_handle_closes(void);
+bool nvb_serial_live(uint64_t serial);
 /* dev.c: nvb_gpu_drop_closed's half for the name cache. */
 void nvb_gpu_names_drop(struct nvb_gpu *g, bool (*live)(uint64_t serial));
 

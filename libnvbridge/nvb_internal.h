@@ -121,6 +121,8 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg);
  * Two requests in one round trip: the second is sent right behind the
  * first, before its answer (the broker answers a connection's requests in
  * the order they came).  *ret0: the first's result; returns the second's.
+ * When the first fails (but -EEXIST) and the second is a FETCH that waits
+ * for a publish, the second is cancelled (-EINTR, unless answered already).
  */
 int nvb_broker_xfer2(struct nvb *h, unsigned long cmd0, void *arg0, int *ret0,
 		     unsigned long cmd1, void *arg1);

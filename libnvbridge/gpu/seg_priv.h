@@ -41,7 +41,7 @@ struct seg_watch {
 	struct seg_watch *next;
 	struct seg_handle *hd;	/* NULL: parked, its handle has no segment now (handle_put) */
 	uint64_t reg;		/* the handle's registry (nvb_gpu_registry: unique per handle) */
-	uint64_t wid;		/* its watch id (0: unknown, watched before: -EEXIST) */
+	uint64_t wid;		/* its watch id (never 0: -EEXIST, a watch not ours, is not noted) */
 	char name[64];		/* "": the scope-wide watch */
 };
 
@@ -96,6 +96,7 @@ struct seg_engine {
 	struct nvb_gpu *g;
 	pthread_mutex_t hlock;
 	pthread_mutex_t lock;
+	uint64_t closes_seen;	/* nvb_handle_closes() at the last sweep of parked watch records */
 	pthread_cond_t cv;		/* a batch completed */
 	pthread_t thr;
 	int thr_ok;

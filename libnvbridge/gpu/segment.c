@@ -21,7 +21,6 @@
 
 #define SEG_MAX_POLL	64	/* handles polled by the thread at once */
 #define SEG_BLOB	512
-#define SEG_MAX_PARKED	1024	/* watch records of handles without segments */
 
 static void wake(struct seg_engine *e)
 {
@@ -81,13 +80,18 @@ static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *e
  * Its watches stay in force at the broker (no request here): their
  * records are parked under h's registry, taken back when h opens a
  * segment again (so the name is not watched twice, and a full watch table
- * knows what it may unwatch), at most SEG_MAX_PARKED of them.
+ * knows what it may unwatch).  None is forgotten while its handle is
+ * open: a forgotten watch stays at the broker, and nobody could give it
+ * back when the table is full (their number is bounded by the broker's
+ * watches per connection).  Those of handles closed since the last look
+ * go: their watches went with the connection.
  */
 static void handle_put(struct seg_engine *e, struct seg_handle *hd)
 {
 	struct seg_handle **pp;
 	struct seg_watch **wp, *w;
-	unsigned int parked = 0;
+	uint64_t closes = nvb_handle_closes();
+	int sweep = closes != e->closes_seen;
 
 	if (!hd || --hd->refs > 0)
 		return;
@@ -96,10 +100,11 @@ static void handle_put(struct seg_engine *e, struct seg_handle *hd)
 			*pp = hd->next;
 			break;
 		}
+	e->closes_seen = closes;
 	for (wp = &e->watches; (w = *wp);) {
 		if (w->hd == hd)
 			w->hd = NULL;
-		if (!w->hd && ++parked > SEG_MAX_PARKED) {
+		if (!w->hd && sweep && !nvb_serial_live(w->reg)) {
 			*wp = w->next;
 			free(w);
 		} else {
@@ -304,18 +309,41 @@ struct seg_check {
 };
 
 /*
+ * Fetches c's name again: gone or replaced, its entry is revoked (its
+ * segments marked, its mappings out of the cache).  Unknown errors keep it.
+ */
+static void check_gone(struct seg_engine *e, struct seg_handle *hd, const struct seg_check *c)
+{
+	unsigned char blob[SEG_BLOB], *b;
+	struct nvb_entry ent;
+	int fd, err;
+
+	err = fetch(hd->h, c->name, c->flags, c->owner_uid, 0, blob, &b, &ent, &fd);
+	if (b != blob)
+		free(b);
+	if (fd >= 0)
+		close(fd);
+	if ((err == 0 || err == -EMSGSIZE) && ent.id == c->id)
+		return;
+	if (err && err != -ENOENT && err != -EACCES && err != -EPERM &&
+	    err != -ECONNRESET && err != -ECHILD)
+		return;	/* unknown: keep it */
+	nvb_gpu_revoke_in(e->g, hd->reg, c->id);
+	pthread_mutex_lock(&e->lock);
+	mark_revoked(e, hd, c->id);
+	pthread_mutex_unlock(&e->lock);
+}
+
+/*
  * Events were lost (OVERFLOW): a revocation may be among them.  Each open
  * segment on hd (every one: an unchecked one would stay usable for ever)
  * is fetched again; gone or replaced means revoked (e->hlock held).
  */
 static void verify(struct seg_engine *e, struct seg_handle *hd)
 {
-	unsigned char blob[SEG_BLOB];
 	struct seg_check *c = NULL;
 	struct nvb_gpu_seg *s;
-	struct nvb_entry ent;
 	size_t n = 0, cap = 0, i;
-	int fd, err;
 
 	pthread_mutex_lock(&e->lock);
 	for (s = e->segs; s; s = s->next)
@@ -341,24 +369,8 @@ static void verify(struct seg_engine *e, struct seg_handle *hd)
 		n++;
 	}
 	pthread_mutex_unlock(&e->lock);
-	for (i = 0; i < n; i++) {
-		unsigned char *b;
-
-		err = fetch(hd->h, c[i].name, c[i].flags, c[i].owner_uid, 0, blob, &b, &ent, &fd);
-		if (b != blob)
-			free(b);
-		if (fd >= 0)
-			close(fd);
-		if ((err == 0 || err == -EMSGSIZE) && ent.id == c[i].id)
-			continue;
-		if (err && err != -ENOENT && err != -EACCES && err != -EPERM &&
-		    err != -ECONNRESET && err != -ECHILD)
-			continue;	/* unknown: keep it */
-		nvb_gpu_revoke_in(e->g, hd->reg, c[i].id);
-		pthread_mutex_lock(&e->lock);
-		mark_revoked(e, hd, c[i].id);
-		pthread_mutex_unlock(&e->lock);
-	}
+	for (i = 0; i < n; i++)
+		check_gone(e, hd, &c[i]);
 	free(c);
 }
 
@@ -779,10 +791,16 @@ static int watched(struct seg_engine *e, struct seg_handle *hd, const char *name
 	return w != NULL;
 }
 
-/* Remembers that name ("": every name) is watched on hd (out of memory: asked again later). */
+/*
+ * Remembers that name ("": every name) is watched on hd by this layer
+ * (out of memory: asked again later).  wid 0 (-EEXIST: the application's
+ * own watch) is not remembered: the application may unwatch it at any
+ * time, and a name taken for watched would then be fetched unwatched for
+ * ever after; asking again costs nothing (it travels with the fetch).
+ */
 static void watch_note(struct seg_engine *e, struct seg_handle *hd, const char *name, uint64_t wid)
 {
-	struct seg_watch *w = calloc(1, sizeof(*w));
+	struct seg_watch *w = wid ? calloc(1, sizeof(*w)) : NULL;
 
 	if (w) {
 		w->hd = hd;
@@ -1035,7 +1053,8 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	struct seg_engine *e;
 	struct nvb_entry ent;
 	uint64_t start = ns_now();
-	int err, k;
+	unsigned int ring0;
+	int err, k, recheck;
 
 	if (!out)
 		return seterr(-EINVAL, "nvb_gpu_seg_open: out is NULL");
@@ -1048,6 +1067,9 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 		handle_drop(e, hd);
 		return seterr(-ENOMEM, "nvb_gpu_seg_open: out of memory");
 	}
+	pthread_mutex_lock(&e->lock);
+	ring0 = e->revoked_next;	/* revocations the thread reads from now on */
+	pthread_mutex_unlock(&e->lock);
 	if (open_prefetched(e, hd, name, &o, &ent, &m)) {
 		s->stats.cached = 1;	/* no request, no CUDA call */
 	} else {
@@ -1081,12 +1103,25 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	for (k = 0; k < 256; k++)
 		if (e->revoked_ids[k].id == ent.id && e->revoked_ids[k].gen == hd->gen)
 			s->revoked = 1;
+	/*
+	 * More than the ring holds went by (a scope-wide watch sees every
+	 * name's churn): ours may have been pushed out.  The segment is listed
+	 * first, so a revocation after the fetch below marks it; one before
+	 * shows as the name gone or replaced.
+	 */
+	recheck = !s->revoked && e->revoked_next - ring0 > 256;
 	s->next = e->segs;
 	e->segs = s;
 	pthread_mutex_unlock(&e->lock);
 	pthread_mutex_unlock(&e->hlock);
 	if (s->revoked)
 		nvb_gpu_revoke_in(g, hd->reg, ent.id);	/* drop the stale cache entry */
+	if (recheck) {
+		struct seg_check c = { .id = s->id, .flags = s->flags, .owner_uid = s->owner_uid };
+
+		snprintf(c.name, sizeof(c.name), "%s", name);
+		check_gone(e, hd, &c);
+	}
 	s->stats.total_ns = ns_now() - start;
 	*out = s;
 	return 0;

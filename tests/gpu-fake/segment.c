@@ -965,6 +965,81 @@ static int t_watch_fetch_pipelined(void)
 	return 0;
 }
 
+/*
+ * A first open that waits for its name (timeout_ns) while the watch that
+ * goes in front of its fetch is refused (-ENOSPC: the table full of the
+ * application's own watches) fails at once with the watch's errno: the
+ * fetch sent behind it, unwatched and worth nothing, must not keep it
+ * waiting for a publish (negative timeout: forever), as the kernel
+ * backend, which sends no fetch then, does not.
+ */
+static int t_watch_refused_no_wait(void)
+{
+	struct nvb_gpu_seg_open_opts wait = { .sz = sizeof(wait), .timeout_ns = 3000000000LL };
+	struct nvb_gpu_seg *seg;
+	struct timespec t0;
+	struct side me;
+	uint64_t wid = 0;
+	char name[64];
+	int i, err = 0;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	for (i = 0; i < 100000 && !err; i++) {
+		snprintf(name, sizeof(name), "fillw.%d", i);
+		err = nvb_watch(me.h, name, 0, &wid);
+	}
+	EXPECT(err, -ENOSPC);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	seg = (struct nvb_gpu_seg *)&me;	/* poisoned: must come back NULL */
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.never.w", &wait, &seg), -ENOSPC);
+	CHECK(seg == NULL);
+	CHECK(ms_since(&t0) < 1000, "refused watch kept the open waiting %lld ms",
+	      (long long)ms_since(&t0));
+	/* the handle still answers in order: a plain request after it gets its own reply */
+	EXPECT(nvb_unwatch(me.h, wid), 0);
+	side_close(&me);
+	return 0;
+}
+
+/*
+ * The application's own watch of a name, in force at a first open (the
+ * library's watch then -EEXIST), is the application's to end: after it
+ * unwatches, a later open of the name on the handle (the first segment
+ * closed meanwhile, or still open) must watch the name again, not take
+ * the application's gone watch for its own, so the exporter's close still
+ * revokes it.
+ */
+static int t_own_watch_ended(void)
+{
+	struct nvb_gpu_seg *seg, *kept;
+	struct side me;
+	struct peer p, q;
+	uint64_t wid = 0;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	/* A: the first segment closed before the unwatch: the handle's records parked */
+	CHECK(peer_start(&p, "seg.own.gone", SEG_SIZE) == 0);
+	OK(nvb_watch(me.h, "seg.own.gone", 0, &wid));
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.own.gone", NULL, &seg));
+	nvb_gpu_seg_close(seg);
+	OK(nvb_unwatch(me.h, wid));
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.own.gone", NULL, &seg));
+	CHECK(revoked_soon(&p, seg) == 0);
+	nvb_gpu_seg_close(seg);
+	/* B: a segment of the name stays open across the unwatch; the next open watches */
+	CHECK(peer_start(&q, "seg.own.kept", SEG_SIZE) == 0);
+	OK(nvb_watch(me.h, "seg.own.kept", 0, &wid));
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.own.kept", NULL, &kept));
+	OK(nvb_unwatch(me.h, wid));
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.own.kept", NULL, &seg));
+	CHECK(revoked_soon(&q, seg) == 0);
+	CHECK(nvb_gpu_seg_revoked(kept) == 1);
+	nvb_gpu_seg_close(seg);
+	nvb_gpu_seg_close(kept);
+	side_close(&me);
+	return 0;
+}
+
 /* n opens of names never published (timeout 0): each -ENOENT, out NULL. */
 static int open_gone(struct side *me, const char *prefix, int n)
 {
@@ -980,6 +1055,118 @@ static int open_gone(struct side *me, const char *prefix, int n)
 		CHECK(err == -ENOENT, "%s: %d %s", name, err, nvb_gpu_last_error());
 		CHECK(none == NULL);
 	}
+	return 0;
+}
+
+/*
+ * Watch records of handles that stay open are never forgotten while their
+ * watches stand at the broker: 17 open handles whose tables (64 here) are
+ * full of the library's watches of names no segment uses (1088 records,
+ * more than the 1024 the library once kept) must each still trade one of
+ * them for the scope-wide watch when an open needs room, the oldest handle
+ * too; a forgotten record is a watch nobody can give back (-ENOSPC).
+ */
+static int t_parked_records_kept(void)
+{
+	struct nvb_gpu_seg *seg;
+	struct nvb *h[17];
+	struct side me;
+	struct peer p;
+	char prefix[32];
+	int i;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	for (i = 0; i < 17; i++) {
+		struct side s = me;
+
+		CHECK(fake_nvb_open(&h[i]) == 0);
+		s.h = h[i];
+		snprintf(prefix, sizeof(prefix), "seg.park.%d", i);
+		CHECK(open_gone(&s, prefix, 64) == 0);
+	}
+	CHECK(peer_start(&p, "seg.park.pub", SEG_SIZE) == 0);
+	for (i = 0; i < 17; i++) {
+		int err = nvb_gpu_seg_open(me.g, h[i], "seg.park.pub", NULL, &seg);
+
+		CHECK(err == 0, "handle %d: %d %s", i, err, nvb_gpu_last_error());
+		nvb_gpu_seg_close(seg);
+	}
+	CHECK(peer_cmd(&p, 'q') == 0);
+	for (i = 0; i < 17; i++)
+		nvb_close(h[i]);
+	side_close(&me);
+	return 0;
+}
+
+struct opener {
+	struct side *me;
+	const char *name;
+	struct nvb_gpu_seg *seg;
+	int err;
+};
+
+static void *opener_run(void *arg)
+{
+	struct opener *o = arg;
+
+	o->err = nvb_gpu_seg_open(o->me->g, o->me->h, o->name, NULL, &o->seg);
+	return NULL;
+}
+
+/*
+ * A revocation that the library thread reads while an open is between its
+ * fetch and its import (held in cuMemImportFromShareableHandle by the
+ * stand-in's gate) still marks the segment, however many other
+ * revocations the thread reads meanwhile: here 300 of other names in the
+ * scope (another tenant's churn), seen through a scope-wide watch on the
+ * handle, more than the 256 revoked ids the library once remembered.
+ */
+static int t_revoked_during_open_churn(void)
+{
+	struct opener o = { .name = "seg.ring.x" };
+	unsigned char blob[16];
+	int gw[2], gr[2], i;
+	uint64_t wid, id;
+	struct side me;
+	struct peer p;
+	struct nvb *h2;
+	char env[32], name[64], c;
+	pthread_t th;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	CHECK(fake_nvb_open(&h2) == 0);
+	OK(nvb_watch(me.h, "", NVB_WATCH_PREFIX, &wid));
+	CHECK(peer_start(&p, o.name, SEG_SIZE) == 0);
+	o.me = &me;
+	CHECK(pipe(gw) == 0 && pipe(gr) == 0);
+	snprintf(env, sizeof(env), "%d,%d", gw[1], gr[0]);
+	setenv("NVB_FAKE_IMPORT_GATE", env, 1);
+	CHECK(pthread_create(&th, NULL, opener_run, &o) == 0);
+	CHECK(read(gw[0], &c, 1) == 1, "the open never reached the import");
+	unsetenv("NVB_FAKE_IMPORT_GATE");
+	CHECK(peer_cmd(&p, 'c') == 0);	/* the fetched entry is revoked */
+	usleep(300000);			/* the thread reads it */
+	for (i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "seg.ring.churn.%d", i);
+		fake_random(blob, sizeof(blob));
+		OK(nvb_publish(h2, name, -1, blob, sizeof(blob), NULL, &id));
+		OK(nvb_unpublish(h2, id, name));
+		if (i % 50 == 49)
+			usleep(100000);	/* the thread keeps up: no OVERFLOW */
+	}
+	usleep(300000);
+	CHECK(write(gr[1], "g", 1) == 1);
+	pthread_join(th, NULL);
+	OK(o.err);
+	EXPECT(nvb_gpu_seg_revoked(o.seg), 1);
+	nvb_gpu_seg_close(o.seg);
+	CHECK(peer_cmd(&p, 'q') == 0);
+	close(gw[0]);
+	close(gw[1]);
+	close(gr[0]);
+	close(gr[1]);
+	nvb_close(h2);
+	side_close(&me);
 	return 0;
 }
 
@@ -1035,6 +1222,10 @@ static const struct nvb_case cases[] = {
 	{ "setup_stats_and_prefetch", t_stats_and_prefetch },
 	{ "watch_fetch_one_round_trip", t_watch_fetch_pipelined },
 	{ "watch_table_full_goes_scope_wide", t_watch_table_full },
+	{ "watch_refused_open_does_not_wait", t_watch_refused_no_wait },
+	{ "own_watch_ended_library_watches_again", t_own_watch_ended },
+	{ "parked_watch_records_kept_while_open", t_parked_records_kept },
+	{ "revoked_during_open_amid_churn", t_revoked_during_open_churn },
 };
 
 int main(int argc, char **argv)
