@@ -36,8 +36,9 @@ uint64_t nvb_gpu_registry(const struct nvb *h);
  * with it, the fetch's result dropped, its fd closed, the watch's error as
  * the handle's last); otherwise returns nvb_fetch()'s result.
  * *wid (may be NULL): the new watch's id, 0 unless *wret is 0.
- * *round_trips: the answers waited for (1 broker, 2 kernel; 0 when nothing
- * was sent).  fdp is required.
+ * *round_trips: the answers waited for (1 broker; 2 kernel, 1 when its
+ * watch failed and no fetch followed; 0 when nothing was sent).  fdp is
+ * required.
  */
 struct nvb_fetch_opts;
 struct nvb_entry;
