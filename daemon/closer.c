@@ -11,11 +11,12 @@
  * fuse_flush), so systemd cannot restart it.
  *
  * So every client-supplied fd is closed by a closer: a child process that
- * shares the broker's fd table (clone(CLONE_FILES), not a thread) and does
- * nothing but read an fd number from its pipe, close() it and report.  A
- * hung FLUSH holds a closer, never the loop, and the broker's own process
- * exits at once: the closers die with it (PR_SET_PDEATHSIG), a hung one
- * when its FLUSH returns, holding nothing but the fd table's leftovers.
+ * shares the broker's fd table and memory (clone(CLONE_VM | CLONE_FILES),
+ * not a thread) and does nothing but read an fd number from its pipe,
+ * close() it and report.  A hung FLUSH holds a closer, never the loop,
+ * and the broker's own process exits at once: the closers die with it
+ * (PR_SET_PDEATHSIG), a hung one when its FLUSH returns, holding the fd
+ * table's leftovers and the broker's memory until then.
  * This needs no io_uring, which seccomp profiles and
  * kernel.io_uring_disabled often refuse.
  *
@@ -41,14 +42,16 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #define CLOSERS_MAX 32
 #define CLOSING_PER_TENANT 2
 #define CLOSERS_RESERVE (CLOSERS_MAX / 2)	/* for tenants with no close running */
 #define CLOSER_IDLE_NS 1000000000LL
-#define CLOSER_STACK 16384
+#define CLOSER_STACK 16384	/* it needs a few hundred bytes */
 
 struct close_req {
 	struct close_req *next;
@@ -96,57 +99,131 @@ unsigned int closer_pending(void)
 	return pending;
 }
 
-/* ---- the closer process: runs in a copy of our memory, sharing our fd table ---- */
+/*
+ * ---- the closer process: shares our memory and our fd table ----
+ *
+ * A closer made with clone(CLONE_FILES) alone was a copy-on-write fork:
+ * each kept the pages of the heap as they were at its start, outside
+ * --max-memory-mb, for as long as a hung FLUSH held it; 12 MiB of blobs
+ * rewritten between 32 hangs pinned 430 MiB beside a 16 MiB bound (attack
+ * closer_memory).  So it shares our memory too (CLONE_VM), still a
+ * process of its own (no CLONE_THREAD: the broker's exit does not wait for
+ * it).  It then runs beside the loop in the same memory, on the loop
+ * thread's TLS: it touches nothing but its own stack and its own slot of
+ * closer_args (written before the clone, left alone until it is reaped),
+ * takes no lock, allocates nothing and makes its system calls itself, as
+ * libc's wrappers would write errno (the loop's) and ASan's interceptors
+ * would run.  It starts with every signal blocked, so no handler of ours
+ * runs on its stack.  Elsewhere (no raw syscall below) it stays a copy.
+ */
 struct child_arg {
 	int req_r, done_w, slot;
 	pid_t parent;
 };
 
+#if defined(__x86_64__)
+#define CLOSER_CLONE_VM CLONE_VM
+__attribute__((always_inline, no_sanitize_address))
+static inline long ksys(long n, long a, long b, long c)
+{
+	long r;
+
+	__asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c)
+			 : "rcx", "r11", "memory");
+	return r;
+}
+#elif defined(__aarch64__)
+#define CLOSER_CLONE_VM CLONE_VM
+__attribute__((always_inline, no_sanitize_address))
+static inline long ksys(long n, long a, long b, long c)
+{
+	register long x8 __asm__("x8") = n;
+	register long x0 __asm__("x0") = a;
+	register long x1 __asm__("x1") = b;
+	register long x2 __asm__("x2") = c;
+
+	__asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2) : "memory", "cc");
+	return x0;
+}
+#else
+#define CLOSER_CLONE_VM 0	/* a copy of our memory: libc's errno is its own */
+#define ksys(n, a, b, c) syscall(n, a, b, c)
+#endif
+
+static struct child_arg closer_args[CLOSERS_MAX];
+static char *closer_stacks[CLOSERS_MAX];	/* each CLOSER_STACK, above a guard page */
+
 __attribute__((no_sanitize_address))
 static int closer_main(void *p)
 {
 	struct child_arg a = *(struct child_arg *)p;
-	struct done_msg d = { .slot = a.slot, .pid = (int32_t)getpid() };
+	struct done_msg d = { .slot = a.slot, .pid = (int32_t)ksys(SYS_getpid, 0, 0, 0) };
 
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != a.parent)
+	ksys(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0);
+	if (ksys(SYS_getppid, 0, 0, 0) != a.parent)
 		return 0;
 	for (;;) {
 		int32_t fd;
-		ssize_t n = read(a.req_r, &fd, sizeof(fd));
+		long n = ksys(SYS_read, a.req_r, (long)&fd, sizeof(fd));
 
-		if (n < 0 && errno == EINTR)
+		if (n == -EINTR)
 			continue;
 		if (n != sizeof(fd))
 			return 0;	/* the broker closed our pipe: retired */
-		close(fd);
-		if (write(a.done_w, &d, sizeof(d)) != sizeof(d))
+		ksys(SYS_close, fd, 0, 0);
+		if (ksys(SYS_write, a.done_w, (long)&d, sizeof(d)) != sizeof(d))
 			return 0;
 	}
 }
 
+/* slot i's stack, mapped once and kept: its top, or NULL */
+static char *closer_stack(int i)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	char *m;
+
+	if (closer_stacks[i])
+		return closer_stacks[i] + CLOSER_STACK;
+	m = mmap(NULL, (size_t)pg + CLOSER_STACK, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (m == MAP_FAILED)
+		return NULL;
+	if (mprotect(m, (size_t)pg, PROT_NONE)) {	/* an overflow faults, never writes our memory */
+		munmap(m, (size_t)pg + CLOSER_STACK);
+		return NULL;
+	}
+	closer_stacks[i] = m + pg;
+	return closer_stacks[i] + CLOSER_STACK;
+}
+
 static struct closer *spawn(void)
 {
-	static char stack[CLOSER_STACK] __attribute__((aligned(16)));
 	struct closer *k = NULL;
-	struct child_arg a;
-	int p[2];
+	sigset_t all, old;
+	char *stack;
+	int p[2], i;
 
-	for (int i = 0; i < CLOSERS_MAX && !k; i++)
+	for (i = 0; i < CLOSERS_MAX && !k; i++)
 		if (!closers[i].pid)
 			k = &closers[i];
-	if (!k || pipe2(p, O_CLOEXEC))
+	if (!k || !(stack = closer_stack((int)(k - closers))) || pipe2(p, O_CLOEXEC))
 		return NULL;
-	a = (struct child_arg){ p[0], done_w, (int)(k - closers), getpid() };
-	/* no CLONE_VM: the child has its own copy of memory, so no lock is shared with it */
-	k->pid = clone(closer_main, stack + sizeof(stack), CLONE_FILES | SIGCHLD, &a);
+	i = (int)(k - closers);
+	closer_args[i] = (struct child_arg){ p[0], done_w, i, getpid() };
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);	/* the closer starts with all blocked */
+	k->pid = clone(closer_main, stack, CLOSER_CLONE_VM | CLONE_FILES | SIGCHLD, &closer_args[i]);
 	if (k->pid <= 0) {
-		logmsg_rl("closer: clone: %s", strerror(errno));
+		int e = errno;
+
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		logmsg_rl("closer: clone: %s", strerror(e));
 		k->pid = 0;
 		close(p[0]);
 		close(p[1]);
 		return NULL;
 	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	fcntl(p[1], F_SETFL, O_NONBLOCK);
 	k->req_r = p[0];
 	k->req_w = p[1];

@@ -37,37 +37,6 @@
 #define HONEST_MS 2000
 #define UID_TEN (UID_MANY + 7400)
 
-/* PUBLISH carrying fd, refused (bad access) before the file is looked at: 0 once answered */
-static int refused_publish(int s, uint32_t seq, int fd)
-{
-	struct nvbridge_publish p = { .size = sizeof(p), .fd = fd, .access = 0xffff };
-	struct nvbridge_wire_hdr h;
-	int rfd;
-
-	snprintf(p.name, sizeof(p.name), "closer.reserve");
-	return rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, seq, &p, sizeof(p), NULL, 0,
-		     fd) || rrecv(s, &h, NULL, 0, &rfd, 5000) || h.result != -EINVAL ? -1 : 0;
-}
-
-/* uid u sends file PER_TENANT times: 'k' on ready, then waits to be killed */
-static pid_t attacker(uid_t u, const char *file, int ready)
-{
-	pid_t p = fork();
-
-	if (p == 0) {
-		int s, fd, ok = 1;
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (become(u) || (fd = open(file, O_RDWR | O_CLOEXEC)) < 0 ||
-		    (s = rconnect()) < 0 || rhello(s, -1))
-			_exit(1);
-		for (int i = 0; i < PER_TENANT && ok; i++)
-			ok = !refused_publish(s, (uint32_t)i + 1, fd);
-		ready_and_wait(ready, ok);
-	}
-	return p;
-}
-
 /* UID_HONEST: ms until the broker closed the pipe end it was sent, or -1 (not within HONEST_MS) */
 static double honest_close_ms(void)
 {
@@ -88,7 +57,7 @@ static double honest_close_ms(void)
 		    rhello(s, -1))
 			_exit(1);
 		t0 = now_ns();
-		if (refused_publish(s, 1, pp[1]))
+		if (rpublish_refused(s, 1, "closer.reserve", pp[1]))
 			_exit(2);
 		close(pp[1]);
 		pf = (struct pollfd){ .fd = pp[0], .events = POLLIN };
@@ -109,28 +78,22 @@ static double honest_close_ms(void)
 
 int main(int argc, char **argv)
 {
-	char dir[] = "/tmp/nvb-closers.XXXXXX", mnt[160], file[170], sock[200];
-	pid_t kids[ATT_TENANTS], srv, broker;
-	int nk = 0, p[2], got = 0, r, rc = 2;
+	struct fuse_scene sc;
+	pid_t kids[ATT_TENANTS], broker;
+	int nk = 0, p[2], got = 0, rc = 2;
 	double before, during;
 
-	if (argc < 2 || !mkdtemp(dir) || chmod(dir, 0755) || pipe(p))
+	if (argc < 2 || pipe(p))
 		return 2;
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	snprintf(mnt, sizeof(mnt), "%s/fuse", dir);
-	snprintf(file, sizeof(file), "%s/f", mnt);
-	snprintf(sock, sizeof(sock), "%s/s.sock", dir);
-	r = fuse_hang_start(mnt, &srv);
-	if (r) {
-		printf("  skip: cannot mount FUSE (%s)\n", strerror(-r));
-		rmdir(mnt);
-		rmdir(dir);
-		return 77;
-	}
-	broker = start_broker_at(argv[1], sock);
+	rc = fuse_scene_start(&sc);
+	if (rc)
+		return rc;
+	rc = 2;
+	broker = start_broker_at(argv[1], sc.sock);
 	before = honest_close_ms();
 	for (int u = 0; u < ATT_TENANTS; u++) {
-		kids[nk++] = attacker(UID_TEN + (uid_t)u, file, p[1]);
+		kids[nk++] = rfile_sender(UID_TEN + (uid_t)u, sc.file, PER_TENANT, p[1]);
 		got += !rready(p[0]);
 	}
 	if (got != ATT_TENANTS || before < 0) {
@@ -148,13 +111,10 @@ int main(int argc, char **argv)
 		printf("%.1f ms during (bound %d)\n", during, HONEST_MS);
 	rc = during < 0 ? 0 : 1;
 out:
-	fuse_hang_stop(mnt, srv);	/* every FLUSH returns: the closers and the kids can end */
+	fuse_scene_end(&sc);	/* every FLUSH returns: the closers and the kids can end */
 	for (int i = 0; i < nk; i++)
 		kill(kids[i], SIGKILL), waitpid(kids[i], NULL, 0);
 	kill(broker, SIGTERM);
 	waitpid(broker, NULL, 0);
-	unlink(sock);
-	rmdir(mnt);
-	rmdir(dir);
 	return rc;
 }

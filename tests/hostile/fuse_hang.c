@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <linux/fuse.h>
@@ -154,4 +155,32 @@ void fuse_hang_stop(const char *mnt, pid_t server)
 	waitpid(server, NULL, 0);
 	umount2(mnt, MNT_DETACH);
 	rmdir(mnt);
+}
+
+int fuse_scene_start(struct fuse_scene *sc)
+{
+	int r;
+
+	snprintf(sc->dir, sizeof(sc->dir), "/tmp/nvb-scene.XXXXXX");
+	if (!mkdtemp(sc->dir) || chmod(sc->dir, 0755))
+		return 2;
+	snprintf(sc->mnt, sizeof(sc->mnt), "%s/fuse", sc->dir);
+	snprintf(sc->file, sizeof(sc->file), "%s/f", sc->mnt);
+	snprintf(sc->sock, sizeof(sc->sock), "%s/s.sock", sc->dir);
+	r = fuse_hang_start(sc->mnt, &sc->srv);
+	if (r) {
+		printf("  skip: cannot mount FUSE (%s)\n", strerror(-r));
+		rmdir(sc->mnt);
+		rmdir(sc->dir);
+		return 77;
+	}
+	return 0;
+}
+
+/* every FLUSH returns (the server dies), then the scene goes */
+void fuse_scene_end(struct fuse_scene *sc)
+{
+	fuse_hang_stop(sc->mnt, sc->srv);
+	unlink(sc->sock);
+	rmdir(sc->dir);
 }

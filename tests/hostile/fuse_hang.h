@@ -7,4 +7,13 @@
 int fuse_hang_start(const char *mnt, pid_t *server);
 int fuse_hang_start_for(const char *mnt, uid_t owner, pid_t *server);
 void fuse_hang_stop(const char *mnt, pid_t server);
+
+/* the attacks' scene: a temporary dir holding the hung mount (file: its "f") and a socket path */
+struct fuse_scene {
+	char dir[32], mnt[64], file[80], sock[64];
+	pid_t srv;
+};
+/* 0; 2: no temporary dir; 77: no FUSE here (said on stdout) */
+int fuse_scene_start(struct fuse_scene *sc);
+void fuse_scene_end(struct fuse_scene *sc);
 #endif

@@ -25,6 +25,8 @@ int rrecv(int s, struct nvbridge_wire_hdr *h, void *arg, size_t cap, int *fd, in
 int rfetch_req(int s, uint32_t seq, const char *name, uint32_t flags, int64_t timeout_ns);
 int rwatch(int s, uint32_t seq, const char *name, uint32_t flags);
 int rpublish(int s, uint32_t seq, const char *name, int fd, uint32_t access);
+int rpublish_refused(int s, uint32_t seq, const char *name, int fd);
+pid_t rfile_sender(uid_t u, const char *file, int n, int ready);
 /* processes of their own (util.c): a held connection; a publisher of n entries */
 pid_t rholder(uid_t u, int ready);
 pid_t rpublisher(uid_t u, char (*names)[24], int n, int ready);

@@ -210,6 +210,40 @@ int rpublish(int s, uint32_t seq, const char *name, int fd, uint32_t access)
 	return rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, seq, &p, sizeof(p), NULL, 0, fd);
 }
 
+/*
+ * A PUBLISH carrying fd, refused (bad access) before the file is looked at,
+ * so the broker only closes it: 0 once answered so.
+ */
+int rpublish_refused(int s, uint32_t seq, const char *name, int fd)
+{
+	struct nvbridge_publish p = { .size = sizeof(p), .fd = fd, .access = 0xffff };
+	struct nvbridge_wire_hdr h;
+	int rfd;
+
+	snprintf(p.name, sizeof(p.name), "%s", name);
+	return rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, seq, &p, sizeof(p), NULL, 0,
+		     fd) || rrecv(s, &h, NULL, 0, &rfd, 5000) || h.result != -EINVAL ? -1 : 0;
+}
+
+/* uid u opens file and sends it n times on refused PUBLISHes: 'k' on ready, then waits to be killed */
+pid_t rfile_sender(uid_t u, const char *file, int n, int ready)
+{
+	pid_t p = fork();
+
+	if (p == 0) {
+		int s, fd, ok = 1;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (become(u) || (fd = open(file, O_RDWR | O_CLOEXEC)) < 0 ||
+		    (s = rconnect()) < 0 || rhello(s, -1))
+			_exit(1);
+		for (int i = 0; i < n && ok; i++)
+			ok = !rpublish_refused(s, (uint32_t)i + 1, "refused.file", fd);
+		ready_and_wait(ready, ok);
+	}
+	return p;
+}
+
 /* in a child: 'k' (ok) or 'n' on the pipe ready, then waits to be killed */
 void ready_and_wait(int ready, bool ok)
 {
