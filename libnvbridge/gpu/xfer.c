@@ -257,7 +257,9 @@ static int submit_checked(struct seg_engine *e, const struct nvb_gpu_xfer_req *r
 		if (dev < 0)
 			return dev;
 	}
-	old = ctx_push(g, dev);
+	old = cur;	/* ctx_push without its second cuCtxGetCurrent: a call per submit */
+	if (cur != g->d[dev].ctx)
+		g->cu.cuCtxSetCurrent(g->d[dev].ctx);
 	err = dev_ready(g, dev);
 	if (err)
 		goto out;
