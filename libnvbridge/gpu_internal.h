@@ -88,6 +88,12 @@ struct nvb_gpu_name {
 struct nvb_gpu_name **nvb_gpu_names_head(struct nvb_gpu *g);
 pthread_mutex_t *nvb_gpu_lock(struct nvb_gpu *g);
 int nvb_gpu_seterr(int err, const char *msg);
+/*
+ * nvb_opts_in for the GPU layer's public calls: copies opts (non-NULL,
+ * `size_t sz` first) over dst and, on -EINVAL/-E2BIG, sets the per-thread
+ * error "fn: opts->sz N ..." so each call states its rule once.
+ */
+int nvb_gpu_opts_in(const char *fn, void *dst, size_t dst_sz, const void *opts, size_t min_sz);
 void nvb_gpu_names_free(struct nvb_gpu *g);
 /* Forgets the name(s) of entry id of registry reg (id 0: every name of reg). */
 void nvb_gpu_names_forget(struct nvb_gpu *g, uint64_t reg, uint64_t id);

@@ -15,7 +15,6 @@
 #include <stddef.h>
 
 #include "gpu_internal.h"
-#include "opts.h"
 #include "nvb_internal.h"
 #include "nvbridge.h"
 #include "nvbridge_gpu.h"
@@ -544,12 +543,10 @@ int nvb_gpu_import_with(struct nvb_gpu *g, struct nvb *h, const char *name,
 	if (!g || !h || !name)
 		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_import_with: NULL handle or name");
 	if (opts) {
-		err = nvb_opts_in(&o, sizeof(o), opts, opts->sz,
-				  offsetof(struct nvb_gpu_import_opts, flags) + sizeof(uint32_t));
+		err = nvb_gpu_opts_in("nvb_gpu_import_with", &o, sizeof(o), opts,
+				      offsetof(struct nvb_gpu_import_opts, flags) + sizeof(uint32_t));
 		if (err)
-			return nvb_gpu_seterr(err, err == -E2BIG ?
-					      "nvb_gpu_import_with: unknown non-zero options" :
-					      "nvb_gpu_import_with: opts->sz unsupported");
+			return err;
 	}
 	if (o.flags & ~(owner_flags | NVB_GPU_IMPORT_NO_FABRIC | NVB_GPU_IMPORT_LOCAL_ONLY))
 		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_import_with: unknown flags");

@@ -66,12 +66,10 @@ int nvb_gpu_open_v12(const struct nvb_gpu_opts *opts, struct nvb_gpu **out)
 		return seterr(-EINVAL, "nvb_gpu_open: out is NULL");
 	*out = NULL;
 	if (opts) {
-		err = nvb_opts_in(&o, sizeof(o), opts, opts->sz,
-				  offsetof(struct nvb_gpu_opts, flags) + sizeof(uint32_t));
+		err = nvb_gpu_opts_in("nvb_gpu_open", &o, sizeof(o), opts,
+				      offsetof(struct nvb_gpu_opts, flags) + sizeof(uint32_t));
 		if (err)
-			return seterr(err, "nvb_gpu_open: opts->sz %zu %s", opts->sz,
-				      err == -E2BIG ? "with unknown non-zero options" :
-				      "unsupported");
+			return err;
 	}
 	if (o.flags)
 		return seterr(-EINVAL, "nvb_gpu_open: unknown flags %#x", o.flags);
@@ -489,4 +487,17 @@ pthread_mutex_t *nvb_gpu_lock(struct nvb_gpu *g)
 int nvb_gpu_seterr(int err, const char *msg)
 {
 	return seterr(err, "%s", msg);
+}
+
+int nvb_gpu_opts_in(const char *fn, void *dst, size_t dst_sz, const void *opts, size_t min_sz)
+{
+	size_t sz;
+	int err;
+
+	memcpy(&sz, opts, sizeof(sz));
+	err = nvb_opts_in(dst, dst_sz, opts, sz, min_sz);
+	if (err)
+		return seterr(err, "%s: opts->sz %zu %s", fn, sz,
+			      err == -E2BIG ? "with unknown non-zero options" : "unsupported");
+	return 0;
 }

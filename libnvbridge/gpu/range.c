@@ -195,7 +195,7 @@ static CUresult ipc_open(struct nvb_gpu *g, const CUipcMemHandle *handle, int de
 static void ipc_close(struct nvb_gpu *g, CUdeviceptr base)
 {
 	struct nvb_gpu_ipc *o, **pp;
-	CUcontext old = NULL;
+	CUcontext old;
 
 	pthread_mutex_lock(&g->lock);
 	for (pp = &g->ipcs; (o = *pp); pp = &o->next)
@@ -208,10 +208,9 @@ static void ipc_close(struct nvb_gpu *g, CUdeviceptr base)
 		}
 	pthread_mutex_unlock(&g->lock);
 	if (o) {
-		g->cu.cuCtxGetCurrent(&old);
-		g->cu.cuCtxSetCurrent(g->d[o->dev].ctx);
+		old = ctx_push(g, o->dev);
 		g->cu.cuIpcCloseMemHandle(base);
-		g->cu.cuCtxSetCurrent(old);
+		ctx_pop(g, old);
 		/* a bearer token: not left for the next malloc (or a core dump) to find */
 		explicit_bzero(&o->handle, sizeof(o->handle));
 		free(o);
@@ -397,12 +396,11 @@ int range_import(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, const int *
 		err = import_legacy(g, m, &r);
 	else
 		err = import_vmm(g, m, &r, fds, flags, cur);
+	if (err)	/* range_unmap undoes what got done, in the owner's context */
+		range_unmap(m);
 	g->cu.cuCtxSetCurrent(old);
 	free(r.c);
-	if (err) {	/* range_unmap undoes what got done, in the owner's context */
-		g->cu.cuCtxSetCurrent(g->d[m->owner_dev >= 0 ? m->owner_dev : cur].ctx);
-		range_unmap(m);
-		g->cu.cuCtxSetCurrent(old);
+	if (err) {
 		free(m);
 		return err;
 	}

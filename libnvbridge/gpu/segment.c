@@ -680,11 +680,11 @@ int nvb_gpu_seg_publish(struct nvb_gpu *g, struct nvb *h, const char *name,
 	if (!g || !h || !b)
 		return seterr(-EINVAL, "nvb_gpu_seg_publish: NULL handle or buffer");
 	if (opts) {
-		err = nvb_opts_in(&o, sizeof(o), opts, opts->sz,
-				  offsetof(struct nvb_gpu_seg_publish_opts, access) + sizeof(uint32_t));
+		err = nvb_gpu_opts_in("nvb_gpu_seg_publish", &o, sizeof(o), opts,
+				      offsetof(struct nvb_gpu_seg_publish_opts, access) +
+				      sizeof(uint32_t));
 		if (err)
-			return seterr(err, "nvb_gpu_seg_publish: opts->sz %zu %s", opts->sz,
-				      err == -E2BIG ? "with unknown non-zero options" : "unsupported");
+			return err;
 	}
 	if (o.flags)
 		return seterr(-EINVAL, "nvb_gpu_seg_publish: unknown flags %#x", o.flags);
@@ -751,11 +751,10 @@ static int open_opts(const char *fn, const struct nvb_gpu_seg_open_opts *opts,
 	memset(o, 0, sizeof(*o));
 	o->sz = sizeof(*o);
 	if (opts) {
-		err = nvb_opts_in(o, sizeof(*o), opts, opts->sz,
-				  offsetof(struct nvb_gpu_seg_open_opts, flags) + sizeof(uint32_t));
+		err = nvb_gpu_opts_in(fn, o, sizeof(*o), opts,
+				      offsetof(struct nvb_gpu_seg_open_opts, flags) + sizeof(uint32_t));
 		if (err)
-			return seterr(err, "%s: opts->sz %zu %s", fn, opts->sz,
-				      err == -E2BIG ? "with unknown non-zero options" : "unsupported");
+			return err;
 	}
 	if (o->flags & ~(NVB_GPU_SEG_OWNER_UID | NVB_GPU_SEG_ANY_OWNER | NVB_GPU_SEG_LOCAL_ONLY))
 		return seterr(-EINVAL, "%s: unknown flags %#x", fn, o->flags);

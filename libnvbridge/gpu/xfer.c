@@ -257,7 +257,9 @@ static int submit_checked(struct seg_engine *e, const struct nvb_gpu_xfer_req *r
 		if (dev < 0)
 			return dev;
 	}
-	old = ctx_push(g, dev);
+	old = cur;	/* ctx_push without its second cuCtxGetCurrent: a call per submit */
+	if (cur != g->d[dev].ctx)
+		g->cu.cuCtxSetCurrent(g->d[dev].ctx);
 	err = dev_ready(g, dev);
 	if (err)
 		goto out;
@@ -329,11 +331,10 @@ int nvb_gpu_xfer_submit(struct nvb_gpu *g, const struct nvb_gpu_xfer_req *reqs, 
 	if (!g)
 		return seterr(-EINVAL, "nvb_gpu_xfer_submit: g is NULL");
 	if (opts) {
-		err = nvb_opts_in(&o, sizeof(o), opts, opts->sz,
-				  offsetof(struct nvb_gpu_xfer_opts, flags) + sizeof(uint32_t));
+		err = nvb_gpu_opts_in("nvb_gpu_xfer_submit", &o, sizeof(o), opts,
+				      offsetof(struct nvb_gpu_xfer_opts, flags) + sizeof(uint32_t));
 		if (err)
-			return seterr(err, "nvb_gpu_xfer_submit: opts->sz %zu %s", opts->sz,
-				      err == -E2BIG ? "with unknown non-zero options" : "unsupported");
+			return err;
 	}
 	if (o.flags & ~NVB_GPU_XFER_EVENTFD)
 		return seterr(-EINVAL, "nvb_gpu_xfer_submit: unknown flags %#x", o.flags);
