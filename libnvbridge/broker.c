@@ -773,8 +773,8 @@ int nvb_broker_xfer2(struct nvb *h, unsigned long cmd0, void *arg0, int *ret0,
 	int r1;
 
 	*ret0 = xfer_begin(h, cmd0, arg0, &x0);
-	if (*ret0)
-		return nvb_broker_xfer(h, cmd1, arg1);
+	if (*ret0)	/* the first was not sent: the second is not either */
+		return *ret0;
 	r1 = xfer_begin(h, cmd1, arg1, &x1);	/* behind the first on the same stream */
 	*ret0 = xfer_end(h, &x0);
 	/*

@@ -121,6 +121,7 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg);
  * Two requests in one round trip: the second is sent right behind the
  * first, before its answer (the broker answers a connection's requests in
  * the order they came).  *ret0: the first's result; returns the second's.
+ * A first that could not be sent is returned as both, the second unsent.
  * When the first fails (but -EEXIST) and the second is a FETCH that waits
  * for a publish, the second is cancelled (-EINTR, unless answered already).
  */
