@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -348,17 +349,27 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h)
  * user namespace does not map (the kernel's overflowuid, which nvbridged
  * reads too).
  */
-static uint32_t overflow_uid(void)
+static unsigned int overflow_uid_v = 65534;
+
+static void overflow_uid_read(void)
 {
-	unsigned int v = 65534;
+	unsigned int v;
 	FILE *f = fopen("/proc/sys/kernel/overflowuid", "re");
 
 	if (f) {
-		if (fscanf(f, "%u", &v) != 1)
-			v = 65534;
+		if (fscanf(f, "%u", &v) == 1)
+			overflow_uid_v = v;
 		fclose(f);
 	}
-	return v;
+}
+
+/* Read once per process, as nvbridged reads it once at start: no file I/O per import. */
+static uint32_t overflow_uid(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, overflow_uid_read);
+	return overflow_uid_v;
 }
 
 /*
