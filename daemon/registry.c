@@ -728,8 +728,6 @@ void do_list(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_list
 
 void fill_info(struct client *c, struct nvbridge_info *i)
 {
-	uint32_t n = 0;
-
 	i->abi_version = NVBRIDGE_ABI_VERSION;
 	i->name_max = NVBRIDGE_NAME_MAX;
 	i->max_blob_size = cfg.max_blob_size;
@@ -737,13 +735,8 @@ void fill_info(struct client *c, struct nvbridge_info *i)
 	i->max_events = cfg.max_events;
 	i->max_watches = cfg.max_watches;
 	if (c) {
-		/* only what the caller may fetch counts (C2): counted (visible.c), else walked */
-		int64_t v = visible_count(c);
-
-		if (v < 0)
-			for (struct entry *e = c->scope->entries; e; e = e->next)
-				n += may_use(c, e);
-		i->entries = v < 0 ? n : (uint32_t)v;
+		/* only what the caller may fetch counts (C2): counted, not walked (visible.c) */
+		i->entries = visible_count(c);
 		i->user_entries = c->user->entries;
 	}
 }
