@@ -354,7 +354,6 @@ static void close_all_here(void)
 	}
 }
 
-/* Closes fd off the loop, charged to u and t (the uid and tenant that sent it; either may be NULL). */
 /*
  * The kernel names an anonymous inode's fd link from the inode itself
  * ("anon_inode:[pidfd]"); a file of a file system has a path, which starts
@@ -371,6 +370,19 @@ static bool fd_is_pidfd(int fd)
 	return n == (ssize_t)sizeof(want) - 1 && !memcmp(link, want, sizeof(want) - 1);
 }
 
+/*
+ * Closes fd off the loop, charged to u and t (the uid and tenant that sent
+ * it; either may be NULL).  A file closed here at once is charged to
+ * nobody, and u and t are put: entry_put() may have made their records
+ * just for this call, which would otherwise stay, one per uid, for ever.
+ */
+static void close_now(int fd, struct user *u, struct user *t)
+{
+	close(fd);
+	user_put(u);
+	user_put(t);
+}
+
 void closer_close(int fd, struct user *u, struct user *t)
 {
 	struct close_req *r;
@@ -385,13 +397,13 @@ void closer_close(int fd, struct user *u, struct user *t)
 	 * pending-close bound, and its requests waited behind it).
 	 */
 	if (fd_memory_backed(fd) || fd_is_pidfd(fd)) {
-		close(fd);
+		close_now(fd, u, t);
 		return;
 	}
 	r = malloc(sizeof(*r));
 	if (!r) {
 		logmsg_rl("closer: out of memory: closing fd %d on the loop", fd);
-		close(fd);
+		close_now(fd, u, t);
 		return;
 	}
 	if (!t)

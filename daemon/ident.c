@@ -315,6 +315,19 @@ static int read_namespaces(struct client *c, int procfd)
 	return 0;
 }
 
+static int cmp_gid(const void *a, const void *b)
+{
+	gid_t x = *(const gid_t *)a, y = *(const gid_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * c's supplementary gids, sorted and each once: sorted here, once per
+ * connection, not per INFO and LIST (visible.c).  The kernel's list is
+ * sorted, but mapped into our user namespace (unmapped gids all become
+ * the overflow gid) it may not be.
+ */
 static int peer_groups(struct client *c, int fd)
 {
 	socklen_t gl = 64 * sizeof(gid_t);
@@ -326,8 +339,14 @@ static int peer_groups(struct client *c, int fd)
 		if (!g)
 			return -ENOMEM;
 		if (!getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &gl)) {
+			int n = (int)(gl / sizeof(gid_t)), k = 0;
+
+			qsort(g, (size_t)n, sizeof(*g), cmp_gid);
+			for (int i = 0; i < n; i++)
+				if (!i || g[i] != g[k - 1])
+					g[k++] = g[i];
 			c->groups = g;
-			c->ngroups = (int)(gl / sizeof(gid_t));
+			c->ngroups = k;
 			return 0;
 		}
 		free(g);

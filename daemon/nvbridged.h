@@ -317,7 +317,7 @@ void registry_exit(void);
 /* ---- visible.c: INFO's count, kept per scope ---- */
 int visible_add(struct entry *e);
 void visible_del(const struct entry *e);
-int64_t visible_count(const struct client *c);
+uint32_t visible_count(const struct client *c);
 /* ---- and the entries by id: UNPUBLISH by id, LIST ---- */
 struct entry *visible_find_id(const struct scope *s, uint64_t id);
 int visible_list(const struct client *c, uint64_t after, struct entry **out, uint32_t max);

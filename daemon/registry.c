@@ -207,6 +207,20 @@ static void entry_revoke(struct entry *e, uint16_t reason, const struct client *
 }
 
 /*
+ * A memory-backed regular file (memfd, tmpfs/shmem, hugetlbfs): the only
+ * regular files that may be published, and ones whose close never waits
+ * for anybody (no ->flush).  statx(AT_STATX_DONT_SYNC) and F_GET_SEALS are
+ * both answered from the inode: neither asks the file's file system.
+ */
+bool fd_memory_backed(int fd)
+{
+	struct statx stx;
+
+	return !statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) &&
+	       S_ISREG(stx.stx_mode) && fcntl(fd, F_GET_SEALS) >= 0;
+}
+
+/*
  * What may be published (contract C7): memory-backed regular files (memfd,
  * MFD_HUGETLB memfd, files of tmpfs, devtmpfs and hugetlbfs), dma-bufs, and
  * character devices whose major is allowed.  Nothing here may ask the
@@ -235,20 +249,6 @@ static void entry_revoke(struct entry *e, uint16_t reason, const struct client *
  * An anonymous inode (statx type 0) is a dma-buf when its /proc/self/fd
  * link, which the kernel builds from the dentry name, says so.
  */
-/*
- * A memory-backed regular file (memfd, tmpfs/shmem, hugetlbfs): the only
- * regular files that may be published, and ones whose close never waits
- * for anybody (no ->flush).  statx(AT_STATX_DONT_SYNC) and F_GET_SEALS are
- * both answered from the inode: neither asks the file's file system.
- */
-bool fd_memory_backed(int fd)
-{
-	struct statx stx;
-
-	return !statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) &&
-	       S_ISREG(stx.stx_mode) && fcntl(fd, F_GET_SEALS) >= 0;
-}
-
 static int classify_fd(int fd)
 {
 	struct statx stx;
@@ -728,8 +728,6 @@ void do_list(struct client *c, uint32_t seq, uint32_t size, struct nvbridge_list
 
 void fill_info(struct client *c, struct nvbridge_info *i)
 {
-	uint32_t n = 0;
-
 	i->abi_version = NVBRIDGE_ABI_VERSION;
 	i->name_max = NVBRIDGE_NAME_MAX;
 	i->max_blob_size = cfg.max_blob_size;
@@ -737,13 +735,8 @@ void fill_info(struct client *c, struct nvbridge_info *i)
 	i->max_events = cfg.max_events;
 	i->max_watches = cfg.max_watches;
 	if (c) {
-		/* only what the caller may fetch counts (C2): counted (visible.c), else walked */
-		int64_t v = visible_count(c);
-
-		if (v < 0)
-			for (struct entry *e = c->scope->entries; e; e = e->next)
-				n += may_use(c, e);
-		i->entries = v < 0 ? n : (uint32_t)v;
+		/* only what the caller may fetch counts (C2): counted, not walked (visible.c) */
+		i->entries = visible_count(c);
 		i->user_entries = c->user->entries;
 	}
 }

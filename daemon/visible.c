@@ -241,52 +241,48 @@ void visible_del(const struct entry *e)
 		vdec(e->scope, &k[i], e);
 }
 
-static int cmp_gid(const void *a, const void *b)
+/*
+ * Whether c's egid is not among its supplementary gids (sorted, each
+ * once: ident.c), so counts once more.  c's distinct gids are those and
+ * this one.
+ */
+static bool egid_extra(const struct client *c)
 {
-	gid_t x = *(const gid_t *)a, y = *(const gid_t *)b;
+	int lo = 0, hi = c->ngroups;
 
-	return x < y ? -1 : x > y;
+	while (lo < hi) {
+		int mid = lo + (hi - lo) / 2;
+
+		if (c->groups[mid] == c->egid)
+			return false;
+		if (c->groups[mid] < c->egid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return true;
 }
 
-/* c's egid and supplementary gids, sorted, each once: one (64) or malloc()ed; NULL if out of memory */
-static gid_t *caller_gids(const struct client *c, gid_t one[64], int *ng)
+static int64_t vgroup(const struct client *c, gid_t g)
 {
-	gid_t *g = one;
-	int n = c->ngroups + 1, k = 0;
-
-	if (n > 64 && !(g = malloc(sizeof(*g) * (size_t)n)))
-		return NULL;
-	g[0] = c->egid;
-	if (c->ngroups)
-		memcpy(g + 1, c->groups, sizeof(*g) * (size_t)c->ngroups);
-	qsort(g, (size_t)n, sizeof(*g), cmp_gid);
-	for (int i = 0; i < n; i++)
-		if (!i || g[i] != g[k - 1])
-			g[k++] = g[i];
-	*ng = k;
-	return g;
+	return (int64_t)vget(c->scope, V_GACL, g, 0) - vget(c->scope, V_GOWN, c->euid, g);
 }
 
-/* what may_use() admits, counted: -1 when out of memory (the caller walks instead) */
-int64_t visible_count(const struct client *c)
+/* what may_use() admits, counted */
+uint32_t visible_count(const struct client *c)
 {
 	const struct scope *s = c->scope;
-	gid_t one[64], *g;
-	int ng;
 	int64_t n;
 
 	if (c->override)
 		return vget(s, V_ALL, 0, 0);
 	n = (int64_t)vget(s, V_SCOPE, 0, 0) + vget(s, V_OWN, c->euid, 0) +
 	    vget(s, V_UACL, c->euid, 0);
-	g = caller_gids(c, one, &ng);
-	if (!g)
-		return -1;
-	for (int i = 0; i < ng; i++)
-		n += (int64_t)vget(s, V_GACL, g[i], 0) - vget(s, V_GOWN, c->euid, g[i]);
-	if (g != one)
-		free(g);
-	return n;
+	for (int i = 0; i < c->ngroups; i++)
+		n += vgroup(c, c->groups[i]);
+	if (egid_extra(c))
+		n += vgroup(c, c->egid);
+	return (uint32_t)n;
 }
 
 /* the entry of s with id id, whoever may see it, or NULL */
@@ -329,24 +325,20 @@ int visible_list(const struct client *c, uint64_t after, struct entry **out, uin
 {
 	const struct scope *s = c->scope;
 	struct vcursor few[16], *cur = few;
-	gid_t one[64], *g = NULL;
-	int ng = 0, nc = 0;
+	int nc = 0;
 	uint32_t n = 0;
 
 	if (!c->override) {
-		g = caller_gids(c, one, &ng);
-		if (!g)
+		if (4 + c->ngroups > 16 &&
+		    !(cur = malloc(sizeof(*cur) * (size_t)(4 + c->ngroups))))
 			return -ENOMEM;
-		if (3 + ng > 16 && !(cur = malloc(sizeof(*cur) * (size_t)(3 + ng)))) {
-			if (g != one)
-				free(g);
-			return -ENOMEM;
-		}
 		vcursor_add(cur, &nc, s, V_SCOPE, 0, after);
 		vcursor_add(cur, &nc, s, V_OWN, c->euid, after);
 		vcursor_add(cur, &nc, s, V_UACL, c->euid, after);
-		for (int i = 0; i < ng; i++)
-			vcursor_add(cur, &nc, s, V_GACL, g[i], after);
+		for (int i = 0; i < c->ngroups; i++)
+			vcursor_add(cur, &nc, s, V_GACL, c->groups[i], after);
+		if (egid_extra(c))
+			vcursor_add(cur, &nc, s, V_GACL, c->egid, after);
 	} else {
 		vcursor_add(cur, &nc, s, V_ALL, 0, after);
 	}
@@ -369,8 +361,6 @@ int visible_list(const struct client *c, uint64_t after, struct entry **out, uin
 		if (may_use(c, best))	/* always, by the lists' making */
 			out[n++] = best;
 	}
-	if (g && g != one)
-		free(g);
 	if (cur != few)
 		free(cur);
 	return (int)n;
