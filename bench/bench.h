@@ -70,6 +70,7 @@ struct bench_opt {
 	unsigned int trials;	/* samples of every figure (median and spread) */
 	int no_corun;
 	const char *cublas;
+	unsigned int vmm_parts;	/* --vmm-parts K (phase_vmm.c) */
 };
 extern struct bench_opt opt;
 
@@ -185,6 +186,11 @@ void report_import_stages(struct side *s, struct nvb_gpu_map *m, double total_s,
 void late_import(struct side *s);
 void legacy_ipc(struct side *s);
 void legacy_ipc_release(struct side *s);
+
+/* phase_vmm.c */
+#define VMM_MAXK 8
+void vmm_parts(struct side *s, unsigned int k, uint64_t size);
+void print_vmm(FILE *f);
 
 /* phase_nccl.c */
 void nccl_bench(struct side *s, const uint64_t *sizes, int nsizes);

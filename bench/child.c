@@ -285,6 +285,8 @@ void child(int role, int ctl, int res, const char *tag)
 		progress(s, "legacy CUDA IPC");
 		late_import(s);
 		legacy_ipc(s);
+		progress(s, "VMM import steps");
+		vmm_parts(s, opt.vmm_parts, GiB);
 	}
 	if (role == 1 && !opt.no_corun)
 		corun_run(s);

@@ -16,7 +16,7 @@
 #include "seg.h"
 
 struct bench_opt opt = { .gpu_a = 0, .gpu_b = 1, .use_lib = 1, .min_size = 4096, .max_size = GiB,
-	.blk_size = 64 * 1024, .blk_count = 1024, .timeout_s = 600 };
+	.blk_size = 64 * 1024, .blk_count = 1024, .timeout_s = 600, .vmm_parts = 3 };
 
 
 static void usage(void)
@@ -40,6 +40,9 @@ static void usage(void)
 	       "  --cublas PATH       libcublas to dlopen for the co-run GEMM (default: NVB_CUBLAS_LIB,\n"
 	       "                      libcublas.so.13, libcublas.so.12)\n"
 	       "  --timeout S         kill the run after S seconds (default 600)\n"
+	       "  --vmm-parts K       each trial, open K fresh 1 GiB allocations with raw driver\n"
+	       "                      calls: K reservations and K cuMemSetAccess, or one of each,\n"
+	       "                      vs K cuIpcOpenMemHandle (bench/phase_vmm.c; default 3, 0: off)\n"
 
 	       "any number of GPUs (one process per GPU; combine freely):\n"
 	       "  --all-pairs         every ordered pair: write, read, bidirectional matrices\n"
@@ -185,6 +188,7 @@ int main(int argc, char **argv)
 		{ "seg-read-pct", 1, 0, 1005 }, { "seg-batches", 1, 0, 1006 },
 		{ "kv", 1, 0, 1007 }, { "kv-blocks", 1, 0, 1008 }, { "kv-threads", 1, 0, 1009 },
 		{ "kv-requests", 1, 0, 1010 }, { "seg-sm-ctas", 1, 0, 1011 },
+		{ "vmm-parts", 1, 0, 1012 },
 		{ 0, 0, 0, 0 },
 	};
 	int c, ctl[2], resp[2], st, failed = 0, nrows;
@@ -274,6 +278,17 @@ int main(int argc, char **argv)
 			opt.gpus_given = 1;
 			break;
 		case 'C': opt.no_corun = 1; break;
+		case 1012: {
+			char *end;
+			unsigned long k = strtoul(optarg, &end, 10);
+
+			opt.vmm_parts = (unsigned int)k;
+			if (*end || end == optarg || k > VMM_MAXK) {
+				fprintf(stderr, "--vmm-parts: 0 to %d allocations\n", VMM_MAXK);
+				return 2;
+			}
+			break;
+		}
 		case 'B': opt.cublas = optarg; break;
 		case 1000: so.nproc = atoi(optarg); break;
 		case 1001: so.seg_size = parse_size(optarg); break;
@@ -483,6 +498,7 @@ int main(int argc, char **argv)
 		print_sweep(stdout);
 		print_blocks(stdout);
 		print_corun(stdout);
+		print_vmm(stdout);
 	}
 	if (opt.json_out) {
 		FILE *jf = fopen(opt.json_out, "w");

@@ -314,6 +314,38 @@ void print_corun(FILE *f)
 	}
 }
 
+/* phase_vmm.c: where opening K allocations goes, per variant (us, sums over the K). */
+void print_vmm(FILE *f)
+{
+	static const char *const methods[] = { "separate", "one-reservation", "legacy-ipc" };
+	static const char *const keys[] = { "vmm_import_us", "vmm_reserve_us", "vmm_map_us",
+					    "vmm_access_us", "vmm_total_us" };
+	const struct result *ve = find("vmm_export_us", "nvbridge", 0);
+	const struct result *ge = find("vmm_export_us", "legacy-ipc", 0);
+	char a[40];
+	unsigned int m, k;
+
+	if (!ve || !ge)
+		return;
+	fprintf(f, "\nopening %u fresh allocations of 1 GiB, raw driver calls, us summed over them;\n"
+		"median (min-max) of %d trials, the variant that goes first alternating\n",
+		(unsigned int)(ve->size / GiB), ve->n);
+	fprintf(f, "%-16s %22s %22s %22s %22s %22s\n", "variant", "import", "reserve", "map",
+		"cuMemSetAccess", "total");
+	for (m = 0; m < 3; m++) {
+		fprintf(f, "%-16s", methods[m]);
+		for (k = 0; k < 5; k++) {
+			const struct result *r = find(keys[k], methods[m], 0);
+
+			fprintf(f, " %22s", r ? med_spread(r, a, sizeof(a)) : "-");
+		}
+		fprintf(f, "\n");
+	}
+	fprintf(f, "legacy-ipc is %u x cuIpcOpenMemHandle (its total); the exporter's side: "
+		"nvb_gpu_export %s us,", (unsigned int)(ve->size / GiB), med_spread(ve, a, sizeof(a)));
+	fprintf(f, " cuIpcGetMemHandle %s us\n", med_spread(ge, a, sizeof(a)));
+}
+
 /* A JSON number, or null for what JSON cannot write (inf, nan: a rate timed at zero). */
 static const char *jnum(char *buf, size_t len, const char *fmt, double v)
 {

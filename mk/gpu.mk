@@ -62,7 +62,7 @@ $(GPU_B)/%.o: libnvbridge/%.c $(GPU_HDRS)
 
 bench: $(BENCH_BIN)
 BENCH_SRCS := $(addprefix bench/,nvbridge-bench.c report.c child.c side.c phase_copy.c phase_flags.c \
-              phase_import.c phase_nccl.c phase_seg.c phase_kv.c multi.c corun.c)
+              phase_import.c phase_vmm.c phase_nccl.c phase_seg.c phase_kv.c multi.c corun.c)
 $(BENCH_BIN): $(BENCH_SRCS) bench/bench.h bench/multi.h bench/corun.h bench/seg.h bench/seg_priv.h bench/nccl_api.h bench/bench_util.h $(GPU_HDRS) $(GPU_LIB_A) $(NVB_GPU_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(GPU_CFLAGS) -DNVB_BENCH_LIB -o $@ $(BENCH_SRCS) $(GPU_LINK)

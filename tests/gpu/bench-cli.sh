@@ -53,6 +53,8 @@ if [ -e /dev/nvidiactl ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; 
 else
 	t kv-no-driver 1 "no usable CUDA driver" --kv 4,256,4K --timeout 20
 fi
+t vmm-parts-too-many 2 "--vmm-parts: 0 to 8" --vmm-parts 9
+t vmm-parts-junk 2 "--vmm-parts: 0 to 8" --vmm-parts 2x
 t trials-zero 2 "--trials: 1 to 64" --trials 0
 t trials-too-many 2 "--trials: 1 to 64" --trials 65
 if [ -e /dev/nvidiactl ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
