@@ -385,22 +385,27 @@ static void close_now(int fd, struct user *u, struct user *t)
 
 void closer_close(int fd, struct user *u, struct user *t)
 {
-	struct close_req *r;
-
 	if (fd < 0)
 		return;
 	/*
-	 * Files whose close cannot block are closed here: the memory-backed
-	 * files that published entries hold, and the pidfd a HELLO brings.  A
-	 * closer's round trip would only slow every hang-up and revocation (a
-	 * tenant's 200 clients connecting and leaving at once filled its
-	 * pending-close bound, and its requests waited behind it).
+	 * Files whose close cannot block are closed here: memory-backed files,
+	 * and the pidfd a HELLO brings.  A closer's round trip would only slow
+	 * every hang-up and revocation (a tenant's 200 clients connecting and
+	 * leaving at once filled its pending-close bound, and its requests
+	 * waited behind it).  An entry's file is not asked again here: its
+	 * kind was kept at PUBLISH (registry.c entry_put()).
 	 */
 	if (fd_memory_backed(fd) || fd_is_pidfd(fd)) {
 		close_now(fd, u, t);
 		return;
 	}
-	r = malloc(sizeof(*r));
+	closer_queue(fd, u, t);
+}
+
+void closer_queue(int fd, struct user *u, struct user *t)
+{
+	struct close_req *r = malloc(sizeof(*r));
+
 	if (!r) {
 		logmsg_rl("closer: out of memory: closing fd %d on the loop", fd);
 		close_now(fd, u, t);

@@ -21,6 +21,7 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/ptrace.h>
@@ -1020,6 +1021,8 @@ static int t_daemon_closer_clone_refused(void)
 	return 0;
 }
 
+#include "daemon_closer.c"
+
 static const struct nvb_case cases[] = {
 	{ "strerror", t_strerror },
 	{ "open_args", t_open_args },
@@ -1038,6 +1041,7 @@ static const struct nvb_case cases[] = {
 	{ "daemon_closer_killed", t_daemon_closer_killed },
 	{ "daemon_closer_clone_refused", t_daemon_closer_clone_refused },
 	{ "daemon_closer_pipe_kept", t_daemon_closer_pipe_kept },
+	{ "daemon_entry_free_not_reclassified", t_daemon_entry_free_not_reclassified },
 };
 
 static void stop_cur_daemon(void)
