@@ -51,6 +51,7 @@
 #define CLOSING_PER_TENANT 2
 #define CLOSERS_RESERVE (CLOSERS_MAX / 2)	/* for tenants with no close running */
 #define CLOSER_IDLE_NS 1000000000LL
+#define CLOSER_RETRY_NS 100000000LL	/* after a request could not be written */
 #define CLOSER_STACK 16384	/* it needs a few hundred bytes */
 
 struct close_req {
@@ -59,12 +60,22 @@ struct close_req {
 	struct user *u, *t;	/* charged; t is never NULL (orphans) */
 };
 
+/*
+ * The slots are kept on lists, so that the dispatch loop, which asks how
+ * many could take a close at every step, and the tick at every pass of
+ * the main loop look at no slot that has nothing to say: free slots on a
+ * stack, idle closers on a list in the order they became idle (the
+ * newest takes the next close, the oldest is the next to retire).  A
+ * busy or retiring closer is on neither.
+ */
 static struct closer {
 	pid_t pid;		/* 0: a free slot */
 	int req_w, req_r;	/* fd numbers, one per message */
 	bool retiring;		/* req_w is closed: it exits, waiting to be reaped */
 	struct close_req *busy;
 	int64_t idle_since;
+	struct closer *inext, **ipprev;	/* on the idle list; ipprev NULL: not idle */
+	struct closer *fnext;		/* on the free stack (pid 0) */
 } closers[CLOSERS_MAX];
 
 struct done_msg {
@@ -73,7 +84,11 @@ struct done_msg {
 };
 
 static int done_r = -1, done_w = -1;
-static unsigned int nclosers, pending;
+static unsigned int nclosers, pending, nidle;
+static struct closer *idle_head, **idle_tail = &idle_head;	/* oldest first */
+static struct closer *free_slots;
+static int64_t stalled_until;	/* a request could not be written: dispatch waits until then */
+static bool spawn_failed;	/* the last spawn() found no closer to start */
 static struct user *ready, **ready_tail = &ready;	/* tenants with closes that may start */
 static struct user orphans = { .is_tenant = true };	/* no record could be had */
 static int64_t last_warn;
@@ -91,6 +106,10 @@ int closer_init(void)
 	done_w = p[1];
 	fcntl(done_r, F_SETFL, O_NONBLOCK);
 	orphans.cq_tail = &orphans.cq;
+	for (int i = CLOSERS_MAX - 1; i >= 0; i--) {
+		closers[i].fnext = free_slots;
+		free_slots = &closers[i];
+	}
 	return epoll_ctl(ep, EPOLL_CTL_ADD, done_r, &ev) ? -errno : 0;
 }
 
@@ -196,17 +215,39 @@ static char *closer_stack(int i)
 	return closer_stacks[i] + CLOSER_STACK;
 }
 
+static void idle_add(struct closer *k)
+{
+	k->idle_since = now_ns();
+	k->inext = NULL;
+	k->ipprev = idle_tail;
+	*idle_tail = k;
+	idle_tail = &k->inext;
+	nidle++;
+}
+
+static void idle_del(struct closer *k)
+{
+	*k->ipprev = k->inext;
+	if (k->inext)
+		k->inext->ipprev = k->ipprev;
+	else
+		idle_tail = k->ipprev;
+	k->ipprev = NULL;
+	nidle--;
+}
+
+/* a new closer, idle, in a free slot; NULL when none could start */
 static struct closer *spawn(void)
 {
-	struct closer *k = NULL;
+	struct closer *k = free_slots;
 	sigset_t all, old;
 	char *stack;
 	int p[2], i;
 
-	for (i = 0; i < CLOSERS_MAX && !k; i++)
-		if (!closers[i].pid)
-			k = &closers[i];
-	if (!k || !(stack = closer_stack((int)(k - closers))) || pipe2(p, O_CLOEXEC))
+	if (!k)
+		return NULL;	/* all CLOSERS_MAX running: no failure */
+	spawn_failed = true;
+	if (!(stack = closer_stack((int)(k - closers))) || pipe2(p, O_CLOEXEC))
 		return NULL;
 	i = (int)(k - closers);
 	closer_args[i] = (struct child_arg){ p[0], done_w, i, getpid() };
@@ -224,32 +265,31 @@ static struct closer *spawn(void)
 		return NULL;
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
+	spawn_failed = false;
+	free_slots = k->fnext;
+	k->fnext = NULL;
 	fcntl(p[1], F_SETFL, O_NONBLOCK);
 	k->req_r = p[0];
 	k->req_w = p[1];
 	k->retiring = false;
 	k->busy = NULL;
-	k->idle_since = now_ns();
+	idle_add(k);
 	nclosers++;
 	return k;
 }
 
+/* the newest idle closer, or a new one; it stays on the idle list */
 static struct closer *idle_closer(void)
 {
-	for (int i = 0; i < CLOSERS_MAX; i++)
-		if (closers[i].pid && !closers[i].retiring && !closers[i].busy)
-			return &closers[i];
-	return nclosers < CLOSERS_MAX ? spawn() : NULL;
+	if (nidle)
+		return container_of(idle_tail, struct closer, inext);
+	return spawn();
 }
 
 /* closers that could take a close now: idle ones, and free slots */
 static unsigned int closers_free(void)
 {
-	unsigned int n = 0;
-
-	for (int i = 0; i < CLOSERS_MAX; i++)
-		n += !closers[i].pid || (!closers[i].retiring && !closers[i].busy);
-	return n;
+	return nidle + (CLOSERS_MAX - nclosers);
 }
 
 static void ready_add(struct user *t)
@@ -286,6 +326,8 @@ static void dispatch(void)
 {
 	struct user **pp = &ready;
 
+	if (stalled_until)
+		return;	/* closer_tick() calls again when it is time */
 	while (*pp) {
 		struct user *t = *pp;
 		struct close_req *r = t->cq;
@@ -311,17 +353,42 @@ static void dispatch(void)
 			t->cq_tail = &t->cq;
 		t->closing++;
 		fd = r->fd;
-		if (write(k->req_w, &fd, sizeof(fd)) == sizeof(fd)) {
-			k->busy = r;
-		} else {
-			/* an empty pipe that its reader holds open: cannot happen; never leak */
-			logmsg_rl("closer: write: %s: closing fd %d on the loop", strerror(errno), fd);
-			close(fd);
-			complete(r);	/* re-queues t itself, then may free it */
-			continue;
+		if (write(k->req_w, &fd, sizeof(fd)) != sizeof(fd)) {
+			/*
+			 * An empty pipe that its reader holds open: only a pipe
+			 * buffer that could not be had (ENOMEM) refuses.  The close
+			 * goes back to the head of its queue and k stays idle, both
+			 * tried again in CLOSER_RETRY_NS: closing it here could
+			 * block the loop (a FUSE file's FLUSH), and retrying at once
+			 * would spin on the same refusal.
+			 */
+			logmsg_rl("closer: write: %s: close of fd %d requeued", strerror(errno), fd);
+			r->next = t->cq;
+			t->cq = r;
+			if (!r->next)
+				t->cq_tail = &r->next;
+			t->closing--;
+			ready_add(t);
+			stalled_until = now_ns() + CLOSER_RETRY_NS;
+			return;
 		}
+		idle_del(k);
+		k->busy = r;
 		ready_add(t);	/* at the tail: the scan reaches it again after the others */
 	}
+}
+
+/*
+ * Starts what can start; when no closer could be had at all (clone
+ * refused just now, not a dispatch waiting out CLOSER_RETRY_NS), closes
+ * on the loop rather than never (close_all_here()).
+ */
+static void close_all_here(void);
+static void kick(void)
+{
+	dispatch();
+	if (!nclosers && pending && spawn_failed && !stalled_until)
+		close_all_here();
 }
 
 /*
@@ -385,22 +452,27 @@ static void close_now(int fd, struct user *u, struct user *t)
 
 void closer_close(int fd, struct user *u, struct user *t)
 {
-	struct close_req *r;
-
 	if (fd < 0)
 		return;
 	/*
-	 * Files whose close cannot block are closed here: the memory-backed
-	 * files that published entries hold, and the pidfd a HELLO brings.  A
-	 * closer's round trip would only slow every hang-up and revocation (a
-	 * tenant's 200 clients connecting and leaving at once filled its
-	 * pending-close bound, and its requests waited behind it).
+	 * Files whose close cannot block are closed here: memory-backed files,
+	 * and the pidfd a HELLO brings.  A closer's round trip would only slow
+	 * every hang-up and revocation (a tenant's 200 clients connecting and
+	 * leaving at once filled its pending-close bound, and its requests
+	 * waited behind it).  An entry's file is not asked again here: its
+	 * kind was kept at PUBLISH (registry.c entry_put()).
 	 */
 	if (fd_memory_backed(fd) || fd_is_pidfd(fd)) {
 		close_now(fd, u, t);
 		return;
 	}
-	r = malloc(sizeof(*r));
+	closer_queue(fd, u, t);
+}
+
+void closer_queue(int fd, struct user *u, struct user *t)
+{
+	struct close_req *r = malloc(sizeof(*r));
+
 	if (!r) {
 		logmsg_rl("closer: out of memory: closing fd %d on the loop", fd);
 		close_now(fd, u, t);
@@ -421,9 +493,7 @@ void closer_close(int fd, struct user *u, struct user *t)
 	t->closes++;
 	pending++;
 	ready_add(t);
-	dispatch();
-	if (!nclosers && pending)
-		close_all_here();
+	kick();
 }
 
 /* done_r is readable: closes completed. */
@@ -443,7 +513,7 @@ void closer_completions(void)
 				continue;
 			complete(k->busy);
 			k->busy = NULL;
-			k->idle_since = now_ns();
+			idle_add(k);
 			any = true;
 		}
 	}
@@ -456,57 +526,72 @@ void closer_completions(void)
  * SIGCHLD: closers that ended (retired, or killed by someone else).  One
  * killed while busy may have died before its close() took the fd from the
  * table; that fd number is not closed here, as the loop may have reused
- * it.
+ * it.  Only the closers' own pids are waited for: waitpid(-1) would reap
+ * any other child of this process (one it inherited across exec, one a
+ * library started) from under whoever waits for it (unit
+ * daemon_reaps_only_closers).  ECHILD: somebody did that to a closer.
  */
 void closer_reap(void)
 {
-	pid_t pid;
 	bool any = false;
 
-	while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
-		for (int i = 0; i < CLOSERS_MAX; i++) {
-			struct closer *k = &closers[i];
+	for (int i = 0; i < CLOSERS_MAX; i++) {
+		struct closer *k = &closers[i];
+		pid_t r;
 
-			if (k->pid != pid)
-				continue;
-			if (k->busy) {
-				complete(k->busy);
-				any = true;
-			}
-			if (!k->retiring)
-				close(k->req_w);
-			close(k->req_r);	/* only now: see closer_tick() */
-			memset(k, 0, sizeof(*k));
-			nclosers--;
+		if (!k->pid)
+			continue;
+		r = waitpid(k->pid, NULL, WNOHANG);
+		if (r == 0 || (r < 0 && errno != ECHILD))
+			continue;
+		if (k->busy) {
+			complete(k->busy);
+			any = true;
 		}
+		if (k->ipprev)
+			idle_del(k);
+		if (!k->retiring)
+			close(k->req_w);
+		close(k->req_r);	/* only now: see closer_tick() */
+		memset(k, 0, sizeof(*k));
+		k->fnext = free_slots;
+		free_slots = k;
+		nclosers--;
+	}
 	dispatch();
 	if (any)
 		conns_closes_resume();
 }
 
-/* Retires closers idle for CLOSER_IDLE_NS; *next: when to look again. */
+/*
+ * Retires closers idle for CLOSER_IDLE_NS, oldest first, and retries a
+ * stalled dispatch; *next: when to look again.
+ */
 void closer_tick(int64_t now, int64_t *next)
 {
-	for (int i = 0; i < CLOSERS_MAX; i++) {
-		struct closer *k = &closers[i];
+	while (idle_head && now - idle_head->idle_since >= CLOSER_IDLE_NS) {
+		struct closer *k = idle_head;
 
-		if (!k->pid || k->retiring || k->busy)
-			continue;
-		if (now - k->idle_since >= CLOSER_IDLE_NS) {
-			/*
-			 * No writer left: its read() returns 0 and it exits.  req_r
-			 * stays open until it is reaped: it reads that number from
-			 * our shared table, maybe only after this (just reported, not
-			 * yet back in read(), stopped), and a freed number could be
-			 * a new client's socket by then, whose bytes it would take
-			 * for an fd number to close (unit daemon_closer_pipe_kept).
-			 */
-			close(k->req_w);
-			k->retiring = true;
-		} else if (*next < 0 || k->idle_since + CLOSER_IDLE_NS < *next) {
-			*next = k->idle_since + CLOSER_IDLE_NS;
-		}
+		/*
+		 * No writer left: its read() returns 0 and it exits.  req_r
+		 * stays open until it is reaped: it reads that number from
+		 * our shared table, maybe only after this (just reported, not
+		 * yet back in read(), stopped), and a freed number could be
+		 * a new client's socket by then, whose bytes it would take
+		 * for an fd number to close (unit daemon_closer_pipe_kept).
+		 */
+		idle_del(k);
+		close(k->req_w);
+		k->retiring = true;
 	}
+	if (idle_head && (*next < 0 || idle_head->idle_since + CLOSER_IDLE_NS < *next))
+		*next = idle_head->idle_since + CLOSER_IDLE_NS;
+	if (stalled_until && now >= stalled_until) {
+		stalled_until = 0;
+		kick();
+	}
+	if (stalled_until && (*next < 0 || stalled_until < *next))
+		*next = stalled_until;
 	if (pending > CLOSERS_MAX && now - last_warn > 10000000000LL) {
 		logmsg("%u closes of client files pending (a file system not answering FLUSH?)",
 		       pending);

@@ -90,6 +90,8 @@ struct user;
 /* registry.c: a memfd, tmpfs or hugetlbfs file, told without asking its file system */
 bool fd_memory_backed(int fd);
 void closer_close(int fd, struct user *u, struct user *t);
+/* closer_close() for a file known (classify_fd) to be one whose close may block */
+void closer_queue(int fd, struct user *u, struct user *t);
 void closer_completions(void);
 void closer_reap(void);
 void closer_tick(int64_t now, int64_t *next);
@@ -243,6 +245,18 @@ struct client {
 	struct entry *owned, **owned_tail;	/* its entries, id order (registry.c) */
 };
 
+/*
+ * What a published file is, found once at PUBLISH (registry.c classify_fd)
+ * and kept: freeing the entry needs to know whether its close may block,
+ * and asking the file again cost 2 or 3 system calls per entry.
+ */
+enum fd_kind {
+	FD_KIND_NONE,		/* no file */
+	FD_KIND_MEMORY,		/* memfd, tmpfs, hugetlbfs: no ->flush, closed on the loop */
+	FD_KIND_CHRDEV,		/* a driver's release may wait: closed by a closer */
+	FD_KIND_DMABUF,		/* its exporter's release may wait: closed by a closer */
+};
+
 struct entry {
 	/* unlinked in O(1): a walk per revocation made a disconnect quadratic */
 	struct entry *next, **pprev;	/* in its scope, id order */
@@ -250,6 +264,7 @@ struct entry {
 	struct entry *onext, **opprev;	/* in its owner's, id order */
 	uint32_t refs;			/* the registry's, plus queued replies' */
 	bool revoked;
+	uint8_t fd_kind;		/* enum fd_kind: what classify_fd found at PUBLISH */
 	uint64_t id;
 	char name[NVBRIDGE_NAME_MAX];
 	struct scope *scope;

@@ -173,9 +173,16 @@ void entry_put(struct entry *e)
 {
 	if (--e->refs)
 		return;
-	/* its publisher's uid and tenant pay for a slow close, as they paid for the entry */
-	if (e->fd >= 0)
-		closer_close(e->fd, user_get(e->euid), tenant_get(e->tuid));
+	/*
+	 * Its kind was found at PUBLISH: a memory-backed file's close cannot
+	 * block, so it is closed here, with no record looked up for it; any
+	 * other goes to a closer, and its publisher's uid and tenant pay for
+	 * that close, as they paid for the entry.
+	 */
+	if (e->fd >= 0 && e->fd_kind == FD_KIND_MEMORY)
+		close(e->fd);
+	else if (e->fd >= 0)
+		closer_queue(e->fd, user_get(e->euid), tenant_get(e->tuid));
 	free(e->blob);
 	mem_uncharge(sizeof(*e) + e->blob_len);
 	scope_put(e->scope);
@@ -248,6 +255,8 @@ bool fd_memory_backed(int fd)
  *
  * An anonymous inode (statx type 0) is a dma-buf when its /proc/self/fd
  * link, which the kernel builds from the dentry name, says so.
+ *
+ * Returns the file's enum fd_kind, or -errno when it may not be published.
  */
 static int classify_fd(int fd)
 {
@@ -267,11 +276,11 @@ static int classify_fd(int fd)
 		return -EINVAL;
 	switch (stx.stx_mode & S_IFMT) {
 	case S_IFREG:
-		return fcntl(fd, F_GET_SEALS) < 0 ? -EINVAL : 0;
+		return fcntl(fd, F_GET_SEALS) < 0 ? -EINVAL : FD_KIND_MEMORY;
 	case S_IFCHR:
 		for (uint32_t i = 0; i < cfg.nchrdev_majors; i++)
 			if (stx.stx_rdev_major == cfg.chrdev_majors[i])
-				return 0;
+				return FD_KIND_CHRDEV;
 		return -EINVAL;
 	case 0:
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
@@ -279,7 +288,7 @@ static int classify_fd(int fd)
 		if (n > 0) {
 			link[n] = 0;
 			if (!strncmp(link, "/dmabuf:", 8))
-				return 0;
+				return FD_KIND_DMABUF;
 		}
 		return -EINVAL;
 	default:
@@ -294,7 +303,7 @@ int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
 {
 	struct entry *e;
 	int64_t puid = 0, pgid = 0;
-	int ret;
+	int ret, kind = FD_KIND_NONE;
 
 	if (p->flags || p->__reserved)
 		return -EINVAL;
@@ -323,9 +332,9 @@ int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
 	if (p->fd != NVBRIDGE_NO_FD) {
 		if (p->fd < 0 || *fdp < 0)
 			return -EBADF;
-		ret = classify_fd(*fdp);
-		if (ret)
-			return ret;
+		kind = classify_fd(*fdp);
+		if (kind < 0)
+			return kind;
 	}
 	if (find_own(c, p->name))
 		return -EEXIST;
@@ -360,6 +369,7 @@ int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,
 	e->fd = p->fd == NVBRIDGE_NO_FD ? -1 : *fdp;
 	if (e->fd >= 0)
 		*fdp = -1;	/* the entry keeps it */
+	e->fd_kind = (uint8_t)kind;
 	e->access = p->access;
 	e->puid = (uid_t)puid;
 	e->pgid = (gid_t)pgid;

@@ -91,7 +91,7 @@ $(LB)/nvb-example-events: examples/events.c $(LIB_CORE_A)
 $(LB)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
-$(LB)/nvb-unit: tests/unit/unit.c tests/unit/cases.h tests/seccomp_refuse.h $(LIB_CORE_A)
+$(LB)/nvb-unit: tests/unit/unit.c tests/unit/daemon_closer.c tests/unit/cases.h tests/seccomp_refuse.h $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
 $(LB)/nvb-hostile: tests/unit/hostile.c tests/unit/cases.h $(LIB_CORE_A)
@@ -131,7 +131,7 @@ $(LA)/nvbridged: $(DAEMON_SRCS) $(DAEMON_HDRS)
 $(LA)/%: $(LA)/libnvbridge.a
 $(LA)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
-$(LA)/nvb-unit: tests/unit/unit.c tests/unit/cases.h tests/seccomp_refuse.h $(LA)/libnvbridge.a
+$(LA)/nvb-unit: tests/unit/unit.c tests/unit/daemon_closer.c tests/unit/cases.h tests/seccomp_refuse.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
 $(LA)/nvb-hostile: tests/unit/hostile.c tests/unit/cases.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)

@@ -21,6 +21,7 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/ptrace.h>
@@ -420,6 +421,7 @@ struct daemon {
 };
 static struct daemon *cur_daemon;	/* killed after a case that failed early */
 static bool daemon_no_clone;		/* the next daemon_start: clone() fails EAGAIN (a pids limit) */
+static int (*daemon_setup)(void);	/* the next daemon_start: run before exec, nonzero fails */
 
 
 /* starts nvbridged with extra args; nofile > 0: RLIMIT_NOFILE soft = hard = nofile */
@@ -457,6 +459,8 @@ static int daemon_start(struct daemon *d, int nofile, const char *a1, const char
 			if (seccomp_refuse(__NR_clone, EAGAIN))
 				_exit(126);
 		}
+		if (daemon_setup && daemon_setup())
+			_exit(126);
 		execl(bin, bin, "--socket", d->path, a1, a2, (char *)NULL);
 		_exit(127);
 	}
@@ -1020,6 +1024,8 @@ static int t_daemon_closer_clone_refused(void)
 	return 0;
 }
 
+#include "daemon_closer.c"
+
 static const struct nvb_case cases[] = {
 	{ "strerror", t_strerror },
 	{ "open_args", t_open_args },
@@ -1038,6 +1044,9 @@ static const struct nvb_case cases[] = {
 	{ "daemon_closer_killed", t_daemon_closer_killed },
 	{ "daemon_closer_clone_refused", t_daemon_closer_clone_refused },
 	{ "daemon_closer_pipe_kept", t_daemon_closer_pipe_kept },
+	{ "daemon_entry_free_not_reclassified", t_daemon_entry_free_not_reclassified },
+	{ "daemon_reaps_only_closers", t_daemon_reaps_only_closers },
+	{ "daemon_closer_write_refused", t_daemon_closer_write_refused },
 };
 
 static void stop_cur_daemon(void)
