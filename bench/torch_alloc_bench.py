@@ -14,13 +14,16 @@ whole-process allocator must be chosen before the first CUDA allocation:
   mempool     PyTorch's allocator, tensors made under torch.cuda.use_mem_pool(nvbridge.mempool())
   floor-pool  the same with a MemPool over the floor allocator: what the MemPool
               mechanism costs by itself
+  expandable  PyTorch's allocator with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True:
+              VMM memory that Gpu.register_tensor shares with no nvbridge allocator
+              (test_torch_alloc_gpu.py's test_expandable_segments)
 
 For every size: a warm-up allocation (the first one reaches the driver:
 reported as "first"), then N rounds of torch.empty + del, timed with
 perf_counter_ns; the median of R repetitions is reported in microseconds
 per alloc+free.  Ratios: nvbridge / default (the issue's bound is 1.2),
 nvbridge / floor (what nvbridge adds to the interface's own cost), mempool /
-default and mempool / floor-pool.  --json writes every number.
+default, mempool / floor-pool and expandable / default.  --json writes every number.
 """
 from __future__ import annotations
 
@@ -83,12 +86,16 @@ print("JSON " + json.dumps(out), flush=True)
 """
 
 
-MODES = ("default", "floor", "nvbridge", "mempool", "floor-pool")
+MODES = ("default", "floor", "nvbridge", "mempool", "floor-pool", "expandable")
 
 
 def run(mode: str, sizes: list, n: int, reps: int, floor_so: str) -> dict:
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ)
+    if mode == "expandable":
+        env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    else:
+        env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(os.path.dirname(here), "python")] +
                                         ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     p = subprocess.run([sys.executable, "-c", CHILD, mode, json.dumps(sizes), str(n), str(reps),
@@ -128,8 +135,8 @@ def main() -> int:
     print(f"{d['device']}, torch {d['torch']}, {time.strftime('%Y-%m-%d %H:%M %Z')}; "
           f"us per alloc+free, median of {a.reps} x {a.n}")
     print(f"{'size':>12} {'default':>8} {'floor':>8} {'nvbridge':>8} {'mempool':>8} "
-          f"{'fl-pool':>8} {'nvb first':>9} {'nvb/def':>8} {'nvb/fl':>7} {'pool/def':>8} "
-          f"{'pool/flp':>8}")
+          f"{'fl-pool':>8} {'expand':>8} {'nvb first':>9} {'nvb/def':>8} {'nvb/fl':>7} "
+          f"{'pool/def':>8} {'pool/flp':>8} {'exp/def':>8}")
     worst = worst_pool = worst_floor = 0.0
     for size in a.sizes:
         k = str(size)
@@ -138,11 +145,12 @@ def main() -> int:
         def ratio(x: float, y: float) -> float:
             return x / y if y else float("inf")
         r = (ratio(v["nvbridge"], v["default"]), ratio(v["nvbridge"], v["floor"]),
-             ratio(v["mempool"], v["default"]), ratio(v["mempool"], v["floor-pool"]))
+             ratio(v["mempool"], v["default"]), ratio(v["mempool"], v["floor-pool"]),
+             ratio(v["expandable"], v["default"]))
         worst, worst_floor, worst_pool = max(worst, r[0]), max(worst_floor, r[1]), max(worst_pool, r[2])
         print(f"{size:>12} " + " ".join(f"{v[m]:>8.2f}" for m in MODES) +
               f" {res['nvbridge']['sizes'][k]['first_us']:>9.1f} " +
-              " ".join(f"{x:>{w}.2f}" for x, w in zip(r, (8, 7, 8, 8))))
+              " ".join(f"{x:>{w}.2f}" for x, w in zip(r, (8, 7, 8, 8, 8))))
     print(f"worst nvbridge/default: {worst:.2f} (bound 1.20); nvbridge/floor: {worst_floor:.2f}; "
           f"mempool/default: {worst_pool:.2f}; allocator: {res['nvbridge'].get('stats')}")
     if a.json:

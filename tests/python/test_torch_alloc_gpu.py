@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """nvbridge's PyTorch allocator on a GPU: for the allocator as the whole
-process's allocator and as one torch.cuda.MemPool, a producer fills a
+process's allocator, as one torch.cuda.MemPool, and for PyTorch's own
+allocator with expandable segments (no nvbridge allocator), a producer fills a
 KV-cache-shaped tensor with random values, registers a strided view of it
 (Gpu.register_tensor) and publishes it; a consumer process imports it,
 checks every element, negates it in place; the producer sees the negation.
@@ -44,7 +45,25 @@ PRODUCER = """
     torch.cuda.set_device(0)
     g = nvbridge.Gpu()
     s0 = nvbridge.allocator_stats()
-    if mode == "pool":
+    if mode == "expandable":
+        # PyTorch's own allocator over its VMM segments (the test sets
+        # PYTORCH_CUDA_ALLOC_CONF): no nvbridge allocator at all.  Tensors
+        # are added until the view crosses from one of the segment's
+        # allocations into the next, so the range path is the one proven.
+        keep = []
+        for _ in range(8):
+            kv = torch.empty(T.SHAPE, device="cuda", dtype=torch.float16)
+            t = g.register_tensor(kv[:, 1])
+            chunks = nvbridge._lib.lib().nvb_gpu_buf_chunks(t._mem._b)
+            if chunks >= 2:
+                break
+            t.close()
+            keep += [kv, torch.empty(2 << 20, device="cuda", dtype=torch.uint8)]
+        assert chunks >= 2, "no view across two of the expandable segment's allocations"
+        t.close()
+        print("expandable: the view spans", chunks, "allocations", flush=True)
+        s1 = s0
+    elif mode == "pool":
         pool = nvbridge.mempool()
         with torch.cuda.use_mem_pool(pool):
             kv = torch.empty(T.SHAPE, device="cuda", dtype=torch.float16)
@@ -54,7 +73,8 @@ PRODUCER = """
     else:
         kv = torch.empty(T.SHAPE, device="cuda", dtype=torch.float16)
         s1 = nvbridge.allocator_stats()
-    assert s1.mallocs > s0.mallocs and s1.live_bytes >= kv.numel() * 2, (s0, s1)
+    if mode != "expandable":
+        assert s1.mallocs > s0.mallocs and s1.live_bytes >= kv.numel() * 2, (s0, s1)
     want = T.expected(seed)
     kv.copy_(want)
     view = kv[:, 1]                     # the V half: strided, inside the block
@@ -160,11 +180,16 @@ def env() -> dict:
 class TorchAllocatorAcrossProcesses(unittest.TestCase):
     def roundtrip(self, mode: str) -> None:
         name, seed = uniq("kv-" + mode), 11
+        penv = env()
+        if mode == "expandable":
+            penv["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
         prod = subprocess.Popen([sys.executable, "-c", textwrap.dedent(PRODUCER), mode, name, str(seed)],
-                                env=env(), text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                env=penv, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
         try:
             line = prod.stdout.readline()
+            if line.startswith("expandable: "):
+                line = prod.stdout.readline()
             if line.strip() != "published":
                 self.fail("producer: " + line + prod.stdout.read())
             cons = subprocess.run([sys.executable, "-c", textwrap.dedent(CONSUMER), name, str(seed)],
@@ -219,6 +244,12 @@ class TorchAllocatorAcrossProcesses(unittest.TestCase):
 
     def test_mempool(self) -> None:
         self.roundtrip("pool")
+
+    def test_expandable_segments(self) -> None:
+        """No nvbridge allocator: a view of a tensor from PyTorch's own
+        allocator with expandable segments (VMM allocations mapped back to
+        back), across two of them, registered and shared."""
+        self.roundtrip("expandable")
 
 
 if __name__ == "__main__":
