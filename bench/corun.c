@@ -9,7 +9,9 @@
  *   corun_xfer_GBs/<method>         the method's rate beside the GEMM
  *   solo_xfer_GBs/<method>          the method's rate alone (same duration)
  *   corun_lat_us/<method>, solo_lat_us/<method>   for the latency methods
- * Every method runs with the library's defaults (SM budget, proxy CTAs).
+ * Every method runs with the library's defaults (SM budget, proxy CTAs),
+ * except nvbridge-blocks-yield: NVB_GPU_OPEN_SM_YIELD (its SM kernel on a
+ * lowest-priority stream, one CTA a block, no cap).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -40,6 +42,7 @@ struct corun {
 	CUstream sg, st;
 	CUevent g0, g1, ev[INFLIGHT];
 	struct nvb_gpu_proxy *proxy;
+	struct nvb_gpu *gy;	/* a second context of the library: SM kernels yield */
 	uint64_t pticket[INFLIGHT];
 	struct nvb_gpu_block *blk;
 	unsigned int nrep;
@@ -157,11 +160,12 @@ static double gemm_tflops(struct corun *c)
 	return 2.0 * GN * GN * (double)GN * c->nrep / (ms * 1e-3) / 1e12;
 }
 
-enum { M_CE, M_CE_FLAG, M_BLK_AUTO, M_BLK_SM, M_SM, M_PROXY, M_LOCAL, M_IPC, M_LAT_CE,
-       M_LAT_PROXY, M_PROXY_IDLE, M_N };
+enum { M_CE, M_CE_FLAG, M_BLK_AUTO, M_BLK_SM, M_BLK_YIELD, M_SM, M_PROXY, M_LOCAL, M_IPC,
+       M_LAT_CE, M_LAT_PROXY, M_PROXY_IDLE, M_N };
 static const char *const mname[M_N] = {
 	"nvbridge-ce-64M", "nvbridge-ce+flag-1M", "nvbridge-blocks-auto-1024x64K",
-	"nvbridge-blocks-sm-1024x64K", "nvbridge-sm-64M", "nvbridge-proxy-1M",
+	"nvbridge-blocks-sm-1024x64K", "nvbridge-blocks-yield-1024x64K", "nvbridge-sm-64M",
+	"nvbridge-proxy-1M",
 	"same-process-ce-64M", "legacy-ipc-ce-64M", "nvbridge-ce+flag-4K-lat", "nvbridge-proxy-4K-lat",
 	"nvbridge-proxy-idle",
 };
@@ -199,8 +203,9 @@ static int64_t unit(struct corun *c, int m, unsigned int i)
 		return err ? -1 : (int64_t)MiB;
 	case M_BLK_AUTO:
 	case M_BLK_SM:
-		err = nvb_gpu_copy_blocks(e->g, c->blk, 1024, st,
-					  m == M_BLK_SM ? NVB_GPU_COPY_SM : 0, flag, ++c->fval);
+	case M_BLK_YIELD:	/* gy: NVB_GPU_OPEN_SM_YIELD, no CTA cap */
+		err = nvb_gpu_copy_blocks(m == M_BLK_YIELD ? c->gy : e->g, c->blk, 1024, st,
+					  m == M_BLK_AUTO ? 0 : NVB_GPU_COPY_SM, flag, ++c->fval);
 		return err ? -1 : (int64_t)(64 * MiB);
 	case M_PROXY: {
 		struct nvb_gpu_put op;
@@ -389,6 +394,14 @@ int corun_phase(const struct corun_env *e, char *why, size_t len)
 		c->blk[k].src = e->local + slot * 65536;
 		c->blk[k].len = 65536;
 	}
+	if (nvb_gpu_has_kernel(e->g)) {
+		struct nvb_gpu_opts go = { .sz = sizeof(go), .flags = NVB_GPU_OPEN_SM_YIELD };
+
+		if (nvb_gpu_open(&go, &c->gy) || nvb_gpu_set_device(c->gy, e->dev)) {
+			fail(c, "nvb_gpu_open(NVB_GPU_OPEN_SM_YIELD)", 0);
+			goto out;
+		}
+	}
 	if (nvb_gpu_has_kernel(e->g) &&
 	    nvb_gpu_proxy_start(e->g, e->dev, e->proxy_ctas, 0, &c->proxy)) {
 		fail(c, "nvb_gpu_proxy_start", 0);
@@ -400,7 +413,8 @@ int corun_phase(const struct corun_env *e, char *why, size_t len)
 	for (m = 0; m < M_N; m++) {
 		if ((m == M_PROXY || m == M_LAT_PROXY || m == M_PROXY_IDLE) && !c->proxy)
 			continue;
-		if ((m == M_BLK_SM && !nvb_gpu_has_kernel(e->g)) || (m == M_IPC && !e->remote_ipc))
+		if (((m == M_BLK_SM || m == M_BLK_YIELD) && !nvb_gpu_has_kernel(e->g)) ||
+		    (m == M_IPC && !e->remote_ipc))
 			continue;
 		if (m < M_LAT_CE && drive(c, m, 0.02, 0) < 0) {
 			fail(c, mname[m], 0);
@@ -413,7 +427,8 @@ int corun_phase(const struct corun_env *e, char *why, size_t len)
 
 			if ((m == M_PROXY || m == M_LAT_PROXY || m == M_PROXY_IDLE) && !c->proxy)
 				continue;
-			if ((m == M_BLK_SM || m == M_SM) && !nvb_gpu_has_kernel(e->g))
+			if ((m == M_BLK_SM || m == M_BLK_YIELD || m == M_SM) &&
+			    !nvb_gpu_has_kernel(e->g))
 				continue;
 			if (m == M_IPC && !e->remote_ipc)
 				continue;
@@ -429,6 +444,10 @@ out:
 		nvb_gpu_proxy_stop(c->proxy, 5000000000LL);
 	c->cu->cuStreamSynchronize(c->sg);
 	c->cu->cuStreamSynchronize(c->st);
+	if (c->gy) {
+		nvb_gpu_close(c->gy);
+		nvb_gpu_set_device(e->g, e->dev);	/* its context current again, as before */
+	}
 	if (c->a)
 		c->cu->cuMemFree(c->a);
 	if (c->b)

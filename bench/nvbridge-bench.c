@@ -58,6 +58,8 @@ static void usage(void)
 	       "  --seg-size N --seg-batch B --seg-block S --seg-threads T --seg-read-pct R\n"
 	       "  --seg-batches K     (defaults 1 GiB, 1024, 64 KiB, 4, 50, 50)\n"
 	       "  --seg-sm-ctas N     the library's SM budget (nvb_gpu_opts.sm_ctas; default 0: its own)\n"
+	       "  --seg-sm-yield      SM kernels at the lowest stream priority, one CTA a piece\n"
+	       "                      (NVB_GPU_OPEN_SM_YIELD; no CTA cap unless --seg-sm-ctas)\n"
 	       "a KV cache moved by request (bench/phase_kv.c; alone: --segments 2 without its batches):\n"
 	       "  --kv L,B,S          L arrays of B blocks of S bytes a process, array-major (vLLM's\n"
 	       "                      paged cache: a [B,S] array for K and one for V a layer, so\n"
@@ -188,7 +190,7 @@ int main(int argc, char **argv)
 		{ "seg-read-pct", 1, 0, 1005 }, { "seg-batches", 1, 0, 1006 },
 		{ "kv", 1, 0, 1007 }, { "kv-blocks", 1, 0, 1008 }, { "kv-threads", 1, 0, 1009 },
 		{ "kv-requests", 1, 0, 1010 }, { "seg-sm-ctas", 1, 0, 1011 },
-		{ "vmm-parts", 1, 0, 1012 },
+		{ "vmm-parts", 1, 0, 1012 }, { "seg-sm-yield", 0, 0, 1013 },
 		{ 0, 0, 0, 0 },
 	};
 	int c, ctl[2], resp[2], st, failed = 0, nrows;
@@ -315,6 +317,7 @@ int main(int argc, char **argv)
 		case 1009: so.kv_threads = (unsigned int)atoi(optarg); break;
 		case 1010: so.kv_requests = (unsigned int)atoi(optarg); break;
 		case 1011: so.sm_ctas = (unsigned int)atoi(optarg); break;
+		case 1013: so.sm_yield = 1; break;
 		default:
 			usage();
 			return c == 'h' ? 0 : 2;

@@ -666,8 +666,9 @@ int kv_report(const struct seg_opts *o, struct seg_shared *sh, const char *seg_j
 
 	snprintf(res[KV_NVB], sizeof(res[0]), "%u host threads, a stream and a batch each per "
 		 "request (nvb_gpu_xfer_submit, READ); the library's pick (nvb_gpu_xfer_stats); its "
-		 "SM kernel at most %u CTAs x 512 threads a batch", o->kv_threads,
-		 o->sm_ctas ? o->sm_ctas : NVB_GPU_SM_CTAS_DEFAULT);
+		 "SM kernel at most %u CTAs x 512 threads a batch%s", o->kv_threads,
+		 o->sm_ctas ? o->sm_ctas : o->sm_yield ? o->kv_nblocks : NVB_GPU_SM_CTAS_DEFAULT,
+		 o->sm_yield ? ", at the lowest stream priority (NVB_GPU_OPEN_SM_YIELD)" : "");
 	snprintf(res[KV_LEGACY], sizeof(res[0]), "%u host threads, a stream each, one "
 		 "cuMemcpyDtoDAsync per block on the legacy IPC mapping (copy engines, no SM)",
 		 o->kv_threads);

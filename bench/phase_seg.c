@@ -340,7 +340,8 @@ static void transfer_phase(struct seg_ctx *c)
 static void seg_child(const struct seg_opts *o, struct seg_shared *sh, int idx)
 {
 	struct nvb_opts no = { .sz = sizeof(no), .socket_path = o->socket };
-	struct nvb_gpu_opts go = { .sz = sizeof(go), .sm_ctas = o->sm_ctas };
+	struct nvb_gpu_opts go = { .sz = sizeof(go), .sm_ctas = o->sm_ctas,
+				   .flags = o->sm_yield ? NVB_GPU_OPEN_SM_YIELD : 0 };
 	struct seg_ctx C, *c = &C;
 	char msg[256];
 

@@ -19,6 +19,7 @@ struct seg_opts {
 	int ngpus;		/* --gpus LIST: process i on gpus[i % ngpus]; 0: GPU 0 */
 	int gpus[16];
 	unsigned int sm_ctas;	/* --seg-sm-ctas: nvb_gpu_opts.sm_ctas (0: the library's) */
+	int sm_yield;		/* --seg-sm-yield: NVB_GPU_OPEN_SM_YIELD */
 	const char *socket;
 	int json;
 	const char *json_out;

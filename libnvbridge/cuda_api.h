@@ -167,6 +167,8 @@ typedef struct {
 	X(cuMemUnmap, "cuMemUnmap", (CUdeviceptr p, size_t size))	\
 	X(cuMemSetAccess, "cuMemSetAccess", (CUdeviceptr p, size_t size, const CUmemAccessDesc *desc, size_t count)) \
 	X(cuStreamCreate, "cuStreamCreate", (CUstream *s, unsigned int flags)) \
+	X(cuStreamCreateWithPriority, "cuStreamCreateWithPriority", (CUstream *s, unsigned int flags, int prio)) \
+	X(cuCtxGetStreamPriorityRange, "cuCtxGetStreamPriorityRange", (int *least, int *greatest)) \
 	X(cuStreamDestroy, "cuStreamDestroy_v2", (CUstream s))		\
 	X(cuStreamSynchronize, "cuStreamSynchronize", (CUstream s))	\
 	X(cuStreamQuery, "cuStreamQuery", (CUstream s))			\

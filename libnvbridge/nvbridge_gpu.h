@@ -38,11 +38,12 @@ struct nvb_gpu_map;
 /* Options structs start with size_t sz = sizeof(the struct), as nvbridge.h's. */
 struct nvb_gpu_opts {
 	size_t sz;		/* sizeof(struct nvb_gpu_opts) */
-	uint32_t flags;		/* none yet: 0 */
+	uint32_t flags;		/* NVB_GPU_OPEN_* */
 	/*
 	 * SM budget of the library's transient kernels (SM copies, gathers,
 	 * put_signal): at most this many CTAs of 512 threads per launch.
-	 * 0: NVB_GPU_SM_CTAS_DEFAULT.  The proxy has its own (nctas).
+	 * 0: NVB_GPU_SM_CTAS_DEFAULT (NVB_GPU_OPEN_SM_YIELD: no cap).  The
+	 * proxy has its own (nctas).
 	 */
 	uint32_t sm_ctas;
 	const char *libcuda;	/* NULL: "libcuda.so.1" */
@@ -62,6 +63,19 @@ struct nvb_gpu_opts {
  * Nothing runs when nothing was asked for; nothing stays resident.
  */
 #define NVB_GPU_SM_CTAS_DEFAULT	4
+
+/*
+ * NVB_GPU_OPEN_SM_YIELD (experimental, opt-in): the transient SM kernels
+ * run on a stream of the lowest priority that the library makes per
+ * device, ordered after the caller's stream and before its later work by
+ * events, one short CTA per piece (a block, or a slice of a range) and no
+ * cap unless sm_ctas sets one.  The block scheduler starts pending CTAs of
+ * higher-priority streams (the application's kernels at the default
+ * priority) first, so such a copy takes the SMs that the application
+ * leaves idle and may wait while they are all busy.  All SM copies of the
+ * handle on one device share that stream: they run one after the other.
+ */
+#define NVB_GPU_OPEN_SM_YIELD	(1U << 0)
 
 /*
  * opts may be NULL (the defaults).  -ENOENT: no libcuda; -ENODEV: no usable

@@ -56,6 +56,21 @@ static int launch_gather(struct nvb_gpu *g, int dev, CUdeviceptr blks, unsigned 
 	params[8] = &flag_val;
 	if (!grid)
 		grid = 1;
+	if (d->yield_st) {
+		/*
+		 * After st's prior work, before its later work, at the lowest
+		 * priority: the events fork and join, as for side streams.
+		 */
+		CUevent fork_ev = pool_event(d), join_ev = pool_event(d);
+
+		CU(g, cuEventRecord(fork_ev, st), "cuEventRecord (yield fork)");
+		CU(g, cuStreamWaitEvent(d->yield_st, fork_ev, 0), "cuStreamWaitEvent (yield fork)");
+		CU(g, cuLaunchKernel(d->fn_gather, grid, 1, 1, 512, 1, 1, 0, d->yield_st, params,
+				     NULL), "cuLaunchKernel(nvb_gather, yielding)");
+		CU(g, cuEventRecord(join_ev, d->yield_st), "cuEventRecord (yield join)");
+		CU(g, cuStreamWaitEvent(st, join_ev, 0), "cuStreamWaitEvent (yield join)");
+		return 0;
+	}
 	CU(g, cuLaunchKernel(d->fn_gather, grid, 1, 1, 512, 1, 1, 0, st, params, NULL),
 	   "cuLaunchKernel(nvb_gather)");
 	return 0;
@@ -63,7 +78,8 @@ static int launch_gather(struct nvb_gpu *g, int dev, CUdeviceptr blks, unsigned 
 
 static unsigned int sm_grid(struct nvb_gpu *g, int dev, uint64_t items)
 {
-	uint64_t max = (uint64_t)g->d[dev].sm_count * 2;
+	/* yielding: one CTA a piece, short-lived, so compute's CTAs get in between */
+	uint64_t max = g->sm_yield ? NVB_SM_YIELD_MAX_GRID : (uint64_t)g->d[dev].sm_count * 2;
 
 	if (!max)
 		max = 64;

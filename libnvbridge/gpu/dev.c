@@ -71,7 +71,7 @@ int nvb_gpu_open_v12(const struct nvb_gpu_opts *opts, struct nvb_gpu **out)
 		if (err)
 			return err;
 	}
-	if (o.flags)
+	if (o.flags & ~NVB_GPU_OPEN_SM_YIELD)
 		return seterr(-EINVAL, "nvb_gpu_open: unknown flags %#x", o.flags);
 	g = calloc(1, sizeof(*g));
 	if (!g)
@@ -133,7 +133,9 @@ int nvb_gpu_open_v12(const struct nvb_gpu_opts *opts, struct nvb_gpu **out)
 			g->peer[i][j] = !!can;
 		}
 	g->kernel_ok = &nvb_gpu_fatbin_end[0] > &nvb_gpu_fatbin[0];
-	g->sm_ctas = o.sm_ctas ? o.sm_ctas : NVB_GPU_SM_CTAS_DEFAULT;
+	g->sm_yield = (o.flags & NVB_GPU_OPEN_SM_YIELD) != 0;
+	g->sm_ctas = o.sm_ctas ? o.sm_ctas : g->sm_yield ? NVB_SM_YIELD_MAX_GRID :
+		     NVB_GPU_SM_CTAS_DEFAULT;
 	*out = g;
 	err = 0;
 out:
@@ -167,7 +169,8 @@ int nvb_gpu_open_v10(struct nvb_gpu **out, const struct nvb_gpu_opts_v10 *opts)
 	if (opts) {
 		if (opts->size < sizeof(uint32_t) * 2)
 			return seterr(-EINVAL, "nvb_gpu_open: bad opts (size %u)", opts->size);
-		o.flags = opts->flags;
+		if (opts->flags)	/* 1.0 defined none: its callers keep getting EINVAL */
+			return seterr(-EINVAL, "nvb_gpu_open: unknown flags %#x", opts->flags);
 		if (opts->size >= offsetof(struct nvb_gpu_opts_v10, sm_ctas))
 			o.libcuda = opts->libcuda;
 		if (opts->size >= offsetof(struct nvb_gpu_opts_v10, sm_ctas) + sizeof(uint32_t))
@@ -218,6 +221,8 @@ void nvb_gpu_close(struct nvb_gpu *g)
 		for (k = 0; k < NVB_EVPOOL; k++)
 			if (d->evpool[k])
 				g->cu.cuEventDestroy(d->evpool[k]);
+		if (d->yield_st)
+			g->cu.cuStreamDestroy(d->yield_st);
 		for (k = 0; k < NVB_MAX_PROXIES && !g->proxies; k++) {
 			struct nvb_proxy_mem *pm = &d->pmem[k];
 
@@ -404,6 +409,14 @@ int dev_ready(struct nvb_gpu *g, int i)
 	for (k = 0; r == CUDA_SUCCESS && k < NVB_EVPOOL; k++)
 		if (!d->evpool[k])
 			r = g->cu.cuEventCreate(&d->evpool[k], CU_EVENT_DISABLE_TIMING);
+	if (r == CUDA_SUCCESS && g->sm_yield && !d->yield_st) {
+		int least = 0, greatest = 0;	/* numerically, the lowest priority is the greatest */
+
+		r = g->cu.cuCtxGetStreamPriorityRange(&least, &greatest);
+		if (r == CUDA_SUCCESS)
+			r = g->cu.cuStreamCreateWithPriority(&d->yield_st, CU_STREAM_NON_BLOCKING,
+							     least);
+	}
 	if (r != CUDA_SUCCESS) {
 		err = cuerr(g, r, "GPU layer setup");
 		goto out;

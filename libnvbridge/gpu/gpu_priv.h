@@ -34,6 +34,7 @@
 #define NVB_SPLIT_MIN		(8u << 20)
 #define NVB_MAX_ABORT_FLAGS	8
 #define NVB_EVPOOL		64	/* events for nvb_gpu_copy_signal */
+#define NVB_SM_YIELD_MAX_GRID	(1u << 20)	/* CTAs a launch, NVB_GPU_OPEN_SM_YIELD */
 #define NVB_MAX_PROXIES		4	/* per device */
 
 /* Memory of one proxy slot: allocated once, reused, freed by nvb_gpu_close. */
@@ -59,6 +60,7 @@ struct nvb_gpu_dev {
 	int proxy_max_ctas;	/* co-resident proxy CTAs on this device */
 	CUevent evpool[NVB_EVPOOL];
 	unsigned int ev_next;
+	CUstream yield_st;	/* NVB_GPU_OPEN_SM_YIELD: lowest priority, or NULL */
 	unsigned int rot;
 	struct nvb_proxy_mem pmem[NVB_MAX_PROXIES];
 	struct nvb_gpu_block *ring;	/* pinned host: NVB_RING_SLOTS * NVB_SLOT_BLOCKS */
@@ -83,6 +85,7 @@ struct nvb_gpu {
 	struct nvb_gpu_proxy *proxies;	/* running proxies */
 	int kernel_ok;
 	unsigned int sm_ctas;	/* SM budget of transient kernels */
+	int sm_yield;		/* NVB_GPU_OPEN_SM_YIELD */
 	struct nvb_gpu_pub *pubs;	/* multi-allocation publications (gpu_nvb.c) */
 	struct nvb_gpu_ipc *ipcs;	/* legacy IPC handles open here (range.c), under lock */
 	struct seg_engine *seg;	/* segments and transfers (segment.c), or NULL */

@@ -620,3 +620,26 @@ static void fake_hostfn_linger(void)
 	if (e && atoi(e) > 0)
 		usleep((unsigned int)atoi(e) * 1000u);
 }
+
+/*
+ * ---- stream priorities (NVB_GPU_OPEN_SM_YIELD) ----
+ * CUDA's range on current GPUs: 0 (least) to -5 (greatest).  The stand-in
+ * runs everything at once, so a priority changes nothing here; the last
+ * one asked for is kept for tests.
+ */
+__attribute__((visibility("default"))) int fake_last_stream_prio = 1;	/* 1: none asked for */
+
+API cuCtxGetStreamPriorityRange(int *least, int *greatest)
+{
+	if (least)
+		*least = 0;
+	if (greatest)
+		*greatest = -5;
+	return CUDA_SUCCESS;
+}
+
+API cuStreamCreateWithPriority(CUstream *s, unsigned int f, int prio)
+{
+	fake_last_stream_prio = prio;
+	return cuStreamCreate(s, f);
+}

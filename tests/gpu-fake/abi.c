@@ -65,7 +65,7 @@ static int t_open_opts(void)
 	o->sz = sizeof(uint32_t);
 	EXPECT(nvb_gpu_open(o, &g), -EINVAL);
 	o->sz = sizeof(*o);
-	o->flags = 1;
+	o->flags = NVB_GPU_OPEN_SM_YIELD << 1;
 	EXPECT(nvb_gpu_open(o, &g), -EINVAL);
 	CHECK(strstr(nvb_gpu_last_error(), "flags"), "%s", nvb_gpu_last_error());
 	o->flags = 0;
@@ -96,6 +96,43 @@ static int t_open_v10(void)
 	o.size = sizeof(o);
 	o.flags = 2;
 	EXPECT(open10(&g, &o), -EINVAL);
+	o.flags = NVB_GPU_OPEN_SM_YIELD;	/* 1.2's flag: 1.0 had none */
+	EXPECT(open10(&g, &o), -EINVAL);
+	return 0;
+}
+
+/*
+ * NVB_GPU_OPEN_SM_YIELD: the device's yielding stream is made at the
+ * lowest priority CUDA offers (the stand-in's range is 0..-5), only with
+ * the flag; SM copies still need the kernel (the stand-in has none).
+ */
+static int t_sm_yield_stream(void)
+{
+	struct nvb_gpu_opts o = { .sz = sizeof(o) };
+	uint64_t dst, src;
+	struct nvb_gpu_buf *b;
+	struct nvb_gpu *g;
+	void *st = NULL, *cu;
+	int *prio;
+
+	for (int yield = 0; yield < 2; yield++) {
+		o.flags = yield ? NVB_GPU_OPEN_SM_YIELD : 0;
+		OK(nvb_gpu_open(&o, &g));
+		/* loaded by the open, privately (RTLD_LOCAL) */
+		cu = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+		prio = cu ? dlsym(cu, "fake_last_stream_prio") : NULL;
+		CHECK(prio != NULL, "the stand-in libcuda lacks fake_last_stream_prio");
+		*prio = 1;
+		OK(nvb_gpu_set_device(g, 0));	/* copies run in the current context */
+		OK(nvb_gpu_alloc(g, 0, 2 << 20, 0, &b));
+		dst = nvb_gpu_buf_ptr(b);
+		src = dst + (1 << 20);
+		EXPECT(nvb_gpu_copy(g, dst, src, 1 << 20, &st, 1, NVB_GPU_COPY_SM), -EOPNOTSUPP);
+		EXPECT(*prio, yield ? 0 : 1);
+		nvb_gpu_free(b);
+		nvb_gpu_close(g);
+		dlclose(cu);
+	}
 	return 0;
 }
 
@@ -155,6 +192,7 @@ static const struct nvb_case cases[] = {
 	{ "open_opts_convention", t_open_opts },
 	{ "open_v10_compat", t_open_v10 },
 	{ "map_stats_versions", t_map_stats_versions },
+	{ "sm_yield_stream", t_sm_yield_stream },
 };
 
 int main(int argc, char **argv)

@@ -26,14 +26,15 @@
 #   kv          30  nvbridge-bench --kv 64,1024,32K (issue 15: a KV cache moved by request,
 #                   nvb_gpu_xfer_submit vs legacy IPC + a copy per block vs one large copy)
 #   wide        25  segments 2 + kv with the SM budget at 2 x the SMs (opt-in, not the default)
-#   gputest     85  build/gpu/gputest, every one-GPU case (issues 13, 14)
+#   yield       20  segments 2 + kv with NVB_GPU_OPEN_SM_YIELD (opt-in: lowest priority, no cap)
+#   gputest     80  build/gpu/gputest, every one-GPU case (issues 13, 14)
 #   segtest     45  build/gpu/segtest (issue 15)
 #   coexist     60  tests/gpu/torch_coexist.py: synchronize/empty_cache with objects alive
-#   python      85  tests/python: test_gpu.py, test_torch_alloc_gpu.py (whole process
+#   python      80  tests/python: test_gpu.py, test_torch_alloc_gpu.py (whole process
 #                   and MemPool), test_example.py (kv_producer/kv_consumer pair)
 #   register    20  build/gpu/nvb-example-register (VMM range over 2 allocations + cuMemAlloc)
-#   torchalloc  60  bench/torch_alloc_bench.py: allocator vs PyTorch default and the pluggable floor (issue 14)
-#   plot        15  bench/plot on the bench's and the kv step's JSON (PNGs, Markdown tables)
+#   torchalloc  55  bench/torch_alloc_bench.py: allocator vs PyTorch default and the pluggable floor (issue 14)
+#   plot        10  bench/plot on the bench's and the kv step's JSON (PNGs, Markdown tables)
 # NVB_DEVICE_STEPS="bench segments" runs only those (for a rerun);
 # NVB_BENCH_ARGS / NVB_SEG_ARGS / NVB_KV_ARGS add arguments to the three bench
 # runs; NVB_KV=L,B,S replaces the kv step's cache layout.
@@ -285,6 +286,17 @@ k_wide() {
 	k_kv
 }
 
+s_yield() {
+	broker_start "$PWD"
+	TO "$REPO/build/bench/nvbridge-bench" --timeout $((STEP_T > 18 ? STEP_T - 8 : 10)) \
+		--segments 2 --seg-sm-yield --kv "${NVB_KV:-64,1024,32K}" \
+		--json-out "$PWD/nvbridge-yield.json"
+	local rc=$?
+	broker_stop
+	return $rc
+}
+k_yield() { k_wide; }
+
 s_gputest() {
 	broker_start "$PWD"
 	TO "$REPO/build/gpu/gputest"
@@ -361,7 +373,7 @@ echo "nvbridge device run: $OUTDIR (staging $W), budget $BUDGET s${DRY:+; $DRY}"
 # exec bits may not survive the copy to the GPU host
 chmod u+x $bins "$REPO/bench/plot" 2>/dev/null
 # name:nominal timeout (s); NVB_T_<NAME> overrides one
-STEPS="info:25 bench:100 segments:35 kv:30 wide:25 gputest:85 segtest:45 coexist:60 python:85 register:20 torchalloc:60 plot:15"
+STEPS="info:25 bench:100 segments:35 kv:30 wide:25 yield:20 gputest:80 segtest:45 coexist:60 python:80 register:20 torchalloc:55 plot:10"
 selected() { [ -z "${NVB_DEVICE_STEPS:-}" ] || echo " $NVB_DEVICE_STEPS " | grep -q " $1 "; }
 nominal() {	# nominal NAME DEFAULT
 	local var

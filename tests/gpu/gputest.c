@@ -374,11 +374,20 @@ static void t_cross_process(struct nvb *h)
 			result(1, nm[mode], NULL);
 	}
 
-	/* scattered blocks: random lists, every method */
-	for (mode = 0; mode < 4; mode++) {
-		static const uint32_t fl[] = { NVB_GPU_COPY_SM, NVB_GPU_COPY_BATCH, NVB_GPU_COPY_LOOP, 0 };
+	/*
+	 * scattered blocks: random lists, every method; the last with
+	 * NVB_GPU_OPEN_SM_YIELD (another stream, joined by events): the
+	 * poisoning before must land first, and a copy of the result queued
+	 * after it on the caller's stream must see the blocks
+	 */
+	for (mode = 0; mode < 5; mode++) {
+		static const uint32_t fl[] = { NVB_GPU_COPY_SM, NVB_GPU_COPY_BATCH, NVB_GPU_COPY_LOOP, 0,
+					       NVB_GPU_COPY_SM };
 		static const char *nm[] = { "xproc_blocks_sm", "xproc_blocks_batch",
-			"xproc_blocks_loop", "xproc_blocks_auto" };
+			"xproc_blocks_loop", "xproc_blocks_auto", "xproc_blocks_sm_yield" };
+		struct nvb_gpu_opts yo = { .sz = sizeof(yo), .flags = NVB_GPU_OPEN_SM_YIELD };
+		struct nvb_gpu *gy = NULL;
+		CUdeviceptr after = 0;
 		struct nvb_gpu_block bl[300];
 		uint8_t *want = malloc(BUFSZ);
 		uint64_t x = 1234 + (uint64_t)mode;
@@ -399,16 +408,31 @@ static void t_cross_process(struct nvb *h)
 			memcpy(want + dpos, exp + src, len);
 			dpos += len + (i % 3);	/* some unaligned destinations and gaps */
 		}
+		if (mode == 4 && (nvb_gpu_open(&yo, &gy) || cu.cuMemAlloc(&after, BUFSZ))) {
+			result(0, nm[mode], "setup: %s", nvb_gpu_last_error());
+			if (gy)
+				nvb_gpu_close(gy);
+			free(want);
+			continue;
+		}
 		cu.cuMemsetD8Async(nvb_gpu_buf_ptr(loc), 0x5a, BUFSZ, (CUstream)st[0]);
-		err = nvb_gpu_copy_blocks(g, bl, i, st[0], fl[mode], 0, 0);
+		err = nvb_gpu_copy_blocks(gy ? gy : g, bl, i, st[0], fl[mode], 0, 0);
+		if (!err && after)
+			cu.cuMemcpyDtoDAsync(after, nvb_gpu_buf_ptr(loc), BUFSZ, (CUstream)st[0]);
 		cu.cuStreamSynchronize((CUstream)st[0]);
 		if (err == -EOPNOTSUPP)	/* not counted either way */
 			printf("skip %s: not supported here: %s\n", nm[mode], nvb_gpu_last_error());
 		else if (err)
 			result(0, nm[mode], "%s", nvb_gpu_last_error());
+		else if (after && !check_dev(after, want, BUFSZ, scratch, &bad))
+			result(0, nm[mode], "the copy queued after the blocks: byte %zu differs", bad);
 		else
 			result(check_dev(nvb_gpu_buf_ptr(loc), want, BUFSZ, scratch, &bad), nm[mode],
 			       "byte %zu differs", bad);
+		if (after)
+			cu.cuMemFree(after);
+		if (gy)
+			nvb_gpu_close(gy);
 		free(want);
 	}
 
