@@ -88,7 +88,7 @@ $(LB)/nvbridgectl: tools/nvbridgectl.c $(LIB_CORE_A)
 $(LB)/nvb-example-events: examples/events.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
-$(LB)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LIB_CORE_A)
+$(LB)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/conformance/gids.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
 $(LB)/nvb-unit: tests/unit/unit.c tests/unit/cases.h tests/seccomp_refuse.h $(LIB_CORE_A)
@@ -101,7 +101,7 @@ $(LB)/nvb-bench: tests/conformance/bench.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
 # static conformance binary for the kernel backend in the VM
-$(LB)/nvb-conformance-static: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LIB_A_STATIC)
+$(LB)/nvb-conformance-static: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/conformance/gids.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LIB_A_STATIC)
 	$(CC) $(LIB_CFLAGS) -static -o $@ $< $(LIB_A_STATIC) $(URING_STATIC) -pthread
 
 $(LB)/nvb-bench-static: tests/conformance/bench.c $(LIB_A_STATIC)
@@ -129,7 +129,7 @@ $(LA)/nvbridged: $(DAEMON_SRCS) $(DAEMON_HDRS)
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $(DAEMON_SRCS)
 
 $(LA)/%: $(LA)/libnvbridge.a
-$(LA)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LA)/libnvbridge.a
+$(LA)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/conformance/gids.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
 $(LA)/nvb-unit: tests/unit/unit.c tests/unit/cases.h tests/seccomp_refuse.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
