@@ -4,17 +4,19 @@
  * which anyone may hold in a user namespace of their own.
  *
  * The broker counted what a caller may see with two counter lookups per
- * gid it holds (INFO), and LIST began with one lookup per gid and an
- * array as long: the cost of a request grew with the caller's groups,
- * and its own loop, which serves every other client, paid it.  A scope
- * with a few entries of GID access (three gids); then, for NREQ INFO +
- * LIST pairs each (or BLOCK_NS), the broker's CPU a pair for a client
- * with one gid and for one with NGROUPS_MAX, in this run, and an honest
- * uid's INFO + LIST round (median of ROUNDS) beside a client repeating
- * its pairs, with one gid and with NGROUPS_MAX (the same load on this
- * machine but for the broker's cost).  The attack worked when the many-gid client's requests cost
- * the broker more than CPU_RATIO times the one-gid client's, or the honest
- * round grew more than SLOW_FACTOR-fold (and by SLOW_MS_MIN).
+ * gid it holds (INFO), LIST began with one lookup per gid and an array as
+ * long, and may_use() scanned the gids for each entry: the cost of a
+ * request grew with the caller's groups, and the broker's one loop, which
+ * serves every other client, paid it.  A scope with a few entries of GID
+ * access (three gids); then, for NREQ INFO + LIST pairs each (or
+ * BLOCK_NS), the broker's CPU a pair for a client with 3 gids (those of
+ * the entries: both see the same entries) and for one with NGROUPS_MAX,
+ * in this run, and an honest uid's INFO + LIST round (median of ROUNDS)
+ * beside a client repeating its pairs, with 3 gids and with NGROUPS_MAX
+ * (the same load on this machine but for the broker's cost).  The attack
+ * worked when the many-gid client's pairs cost the broker more than
+ * CPU_RATIO times the 3-gid client's, or the honest round grew more than
+ * SLOW_FACTOR-fold (and by SLOW_MS_MIN).
  *
  * Runs as root (becomes uids) against the broker named in argv[1].
  * Exit 0: the attack worked (a hole); 1: it did not; 2: setup failed.
@@ -41,16 +43,22 @@
 #define UID_ONE (UID_MANY + 7400)
 #define UID_GIDS (UID_MANY + 7401)
 
-/* uid u with gids GID_BASE.. (NGROUPS_MAX of them), or just its own */
+/* the gids of the GID entries (gid_publisher()), which every client here holds */
+static const gid_t entry_gids[3] = { GID_BASE, GID_BASE + 1000, GID_BASE + 60000 };
+
+/*
+ * uid u with gids GID_BASE.. (NGROUPS_MAX of them), or entry_gids only:
+ * both see the same entries (a listed entry costs the broker its own work)
+ */
 static int become_gids(uid_t u, bool many)
 {
-	long n = many ? sysconf(_SC_NGROUPS_MAX) : 1;
-	gid_t *g = malloc(sizeof(*g) * (size_t)(n > 0 ? n : 1));
+	long n = many ? sysconf(_SC_NGROUPS_MAX) : 3;
+	gid_t *g = malloc(sizeof(*g) * (size_t)(n > 3 ? n : 3));
 	int r;
 
-	if (!g || n < 1)
+	if (!g || n < 3)
 		return -ENOMEM;
-	g[0] = (gid_t)u;
+	memcpy(g, entry_gids, sizeof(entry_gids));
 	for (long i = 0; many && i < n; i++)
 		g[i] = GID_BASE + (gid_t)i;
 	r = setgroups((size_t)n, g) || setgid((gid_t)u) || setuid(u) ? -errno : 0;
@@ -113,7 +121,7 @@ static double cost(pid_t broker, uid_t u, bool many)
 	c1 = cpu_ms_of(broker);
 	close(ready[0]), close(ready[1]), close(go[0]);
 	printf("  uid %u, %s: %d INFO + LIST, broker CPU %.0f ms\n", (unsigned int)u,
-	       many ? "NGROUPS_MAX gids" : "one gid", k, c1 - c0);
+	       many ? "NGROUPS_MAX gids" : "3 gids", k, c1 - c0);
 	return c0 < 0 ? -1 : (c1 - c0) / k;
 }
 
@@ -151,7 +159,6 @@ static pid_t gid_publisher(int rd)
 	pid_t p = fork();
 
 	if (p == 0) {
-		uint32_t gids[3] = { GID_BASE, GID_BASE + 1000, GID_BASE + 60000 };
 		struct nvbridge_wire_hdr h;
 		int s = -1, fd;
 		bool ok;
@@ -163,7 +170,7 @@ static pid_t gid_publisher(int rd)
 
 			snprintf(pb.name, sizeof(pb.name), "gids.%d", i);
 			pb.access = i < 3 ? NVBRIDGE_ACCESS_GID : NVBRIDGE_ACCESS_SCOPE;
-			pb.gid = i < 3 ? gids[i] : 0;
+			pb.gid = i < 3 ? entry_gids[i] : 0;
 			ok = !rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, 1, &pb,
 				    sizeof(pb), NULL, 0, -1) &&
 			     !rrecv(s, &h, NULL, 0, &fd, 10000) && !h.result;
@@ -215,12 +222,12 @@ int main(int argc, char **argv)
 		       during);
 		goto out;
 	}
-	/* CPU time ticks by 1/CLK_TCK: floor the one-gid cost at a tick over NREQ pairs */
+	/* CPU time ticks by 1/CLK_TCK: floor the 3-gid cost at a tick over NREQ pairs */
 	one = one < 10.0 / NREQ ? 10.0 / NREQ : one;
-	printf("  broker CPU an INFO + LIST: %.1f us with 1 gid, %.1f us with %ld gids (%.1fx; "
+	printf("  broker CPU an INFO + LIST: %.1f us with 3 gids, %.1f us with %ld gids (%.1fx; "
 	       "bound %.1fx)\n", one * 1e3, many * 1e3, sysconf(_SC_NGROUPS_MAX), many / one,
 	       CPU_RATIO);
-	printf("  honest INFO + LIST, median of %d: %.3f ms beside a 1-gid client, %.3f ms "
+	printf("  honest INFO + LIST, median of %d: %.3f ms beside a 3-gid client, %.3f ms "
 	       "beside a %ld-gid one (%.1fx; bound %.1fx)\n", ROUNDS, base, during,
 	       sysconf(_SC_NGROUPS_MAX), during / base, SLOW_FACTOR);
 	rc = many > CPU_RATIO * one ||
