@@ -137,6 +137,10 @@ $(LA)/nvb-hostile: tests/unit/hostile.c tests/unit/cases.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
 $(LA)/nvbridgectl: tools/nvbridgectl.c $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
+# visible.c's oracle and memory tests (lib-unit), under the sanitizers too
+$(LA)/nvb-daemon-visible: tests/unit/daemon_visible.c daemon/visible.c daemon/hash.c daemon/htable.c daemon/util.c daemon/nvbridged.h
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $(filter %.c,$^)
 
 # ---- suites ----
 LIB_CORE_BINS := $(LIB_CORE_A) $(LB)/nvbridged $(LB)/nvbridgectl $(LB)/nvb-example-events \
@@ -145,7 +149,10 @@ LIB_CORE_BINS := $(LIB_CORE_A) $(LB)/nvbridged $(LB)/nvbridgectl $(LB)/nvb-examp
 $(LB)/nvb-daemon-hash: tests/unit/daemon_hash.c daemon/hash.c daemon/htable.c daemon/nvbridged.h
 	$(CC) $(LIB_CFLAGS) -o $@ tests/unit/daemon_hash.c daemon/hash.c daemon/htable.c
 
-check-lib-unit: $(LIB_CORE_BINS) $(LB)/nvb-daemon-hash
+$(LB)/nvb-daemon-visible: tests/unit/daemon_visible.c daemon/visible.c daemon/hash.c daemon/htable.c daemon/util.c daemon/nvbridged.h
+	$(CC) $(LIB_CFLAGS) -o $@ tests/unit/daemon_visible.c daemon/visible.c daemon/hash.c daemon/htable.c daemon/util.c
+
+check-lib-unit: $(LIB_CORE_BINS) $(LB)/nvb-daemon-hash $(LB)/nvb-daemon-visible
 	@$(MAKE) --no-print-directory $(LIB_SO) $(LIB_PC) >$(LB)/so-build.log 2>&1 || \
 		{ echo "libnvbridge.so did not build (see $(LB)/so-build.log):"; tail -5 $(LB)/so-build.log; }
 	$(call nvb_suite,sh tests/unit/run-unit.sh $(LB),lib-unit)
@@ -156,7 +163,7 @@ conformance check-conformance-broker: $(LIB_CORE_BINS)
 check-conformance-kernel: module $(LB)/nvb-conformance-static
 	$(call nvb_suite,bash tests/conformance/run-kernel.sh $(LB),conformance-kernel)
 
-check-lib-asan: $(LA)/nvbridged $(LA)/nvb-conformance $(LA)/nvb-unit $(LA)/nvbridgectl
+check-lib-asan: $(LA)/nvbridged $(LA)/nvb-conformance $(LA)/nvb-unit $(LA)/nvbridgectl $(LA)/nvb-daemon-visible
 	$(call nvb_suite,sh tests/conformance/run-asan.sh $(LA),lib-asan)
 
 check-lib-hostile: $(LB)/nvb-hostile $(LB)/nvbridged $(LA)/nvb-hostile
