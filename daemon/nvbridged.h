@@ -144,6 +144,7 @@ void htable_del(struct htable *t, struct hnode *x);
 struct hnode *htable_chain(const struct htable *t, uint32_t h);
 
 /* ---- scopes (registry.c): one per IPC namespace seen ---- */
+struct vcount;
 struct scope {
 	struct scope *next;
 	dev_t dev;
@@ -152,6 +153,8 @@ struct scope {
 	uint32_t refs;
 	uint64_t next_id;
 	struct entry *entries, **tail;	/* in id order */
+	struct vcount *gacl;	/* its GACL counters (visible.c), unordered */
+	uint32_t ngacl;		/* how many */
 };
 struct scope *scope_get(int nsfd);
 void scope_put(struct scope *s);
@@ -315,6 +318,7 @@ static inline void name_hash_start(struct khash *st, const struct scope *s)
 }
 
 uint32_t name_hash(const struct scope *s, const char *name, size_t len);
+bool client_in_groups(const struct client *c, gid_t g);
 bool may_use(const struct client *c, const struct entry *e);
 void entry_put(struct entry *e);
 int do_publish(struct client *c, struct nvbridge_publish *p, const void *data,

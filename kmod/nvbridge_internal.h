@@ -80,6 +80,8 @@ struct nvb_scope {
 	struct xarray ids;		/* id -> entry, live or pending */
 	DECLARE_HASHTABLE(names, NVB_NAMES_BITS);	/* entries by name */
 	DECLARE_HASHTABLE(vcounts, NVB_VCOUNT_BITS);	/* INFO's counts */
+	struct list_head vgacl;		/* of those, the GACL ones */
+	unsigned int nvgacl;		/* how many (read unlocked by nvb_vlist_alloc()) */
 	u32 vseed;			/* their hash's, random: ids are chosen by clients */
 	unsigned long nsalt;		/* the name indexes' hash's, random (nvb_hash()) */
 	DECLARE_HASHTABLE(exact, NVB_WATCH_BITS);	/* exact watches */
@@ -213,11 +215,12 @@ int nvb_visible_link(struct nvb_scope *s, struct nvb_entry *e);
 void nvb_visible_unlink(struct nvb_scope *s, struct nvb_entry *e);
 void nvb_visible_set(struct nvb_entry *e, bool live);
 unsigned int nvb_visible_count(struct nvb_scope *s, const struct cred *cred);
+bool nvb_cred_has_gid(const struct cred *cred, kgid_t gid);
 /* and LIST's merge of what a policy admits, in id order (nvb_list_collect()) */
 struct nvb_vlist;
-struct nvb_vlist *nvb_vlist_alloc(const struct cred *cred);
-void nvb_vlist_start(struct nvb_vlist *l, struct nvb_scope *s, const struct cred *cred,
-		     unsigned long after);
+struct nvb_vlist *nvb_vlist_alloc(struct nvb_scope *s, const struct cred *cred);
+int nvb_vlist_start(struct nvb_vlist *l, struct nvb_scope *s, const struct cred *cred,
+		    unsigned long after);
 struct nvb_entry *nvb_vlist_next(struct nvb_vlist *l);
 bool nvb_events_ready(struct nvb_file *f);
 struct nvb_event_node *nvb_event_take(struct nvb_file *f,

@@ -1221,6 +1221,65 @@ static void nvb_test_policy_info_count(struct kunit *test)
 				    "viewer %d after release", i);
 }
 
+/*
+ * The sum over a viewer's gids from either side (nvbridge_visible.c): the
+ * scope's GACL counters while fewer than the viewer's gids, the gids
+ * after, the same count and LIST; and LIST's room, sized before the
+ * lock, sized again when the scope gained GACL counters meanwhile.
+ */
+static void nvb_test_policy_gid_sides(struct kunit *test)
+{
+	u32 u = nvb_t_random_id(), g = nvb_t_random_id();
+	struct nvbridge_entry_info *info;
+	unsigned int base, n, j, mine = 0;
+	struct file *vf, *pub;
+	struct nvb_vlist *l;
+	struct nvb_scope *s;
+	gid_t vg[8];
+	u64 ids[12];
+	int i, k;
+
+	for (i = 0; i < 8; i++)
+		vg[i] = g + 100 + i;
+	vf = nvb_t_open(test, nvb_t_cred(test, u + 1, g + 99, vg, 8));
+	s = nvb_t_f(vf)->scope;
+	base = nvb_visible_entries(nvb_t_f(vf));
+	KUNIT_ASSERT_EQ(test, READ_ONCE(s->nvgacl), 0U);	/* no test left entries */
+	l = nvb_vlist_alloc(s, nvb_t_f(vf)->cred);	/* room for SCOPE, OWN, UACL */
+	KUNIT_ASSERT_NOT_NULL(test, l);
+	pub = nvb_t_open(test, nvb_t_cred(test, u, g, NULL, 0));
+	/* gids g+100..g+111: the viewer holds the first 8 (9 with its egid) */
+	for (i = 0; i < 12; i++) {
+		char name[NVBRIDGE_NAME_MAX];
+
+		nvb_t_fill_random_name(name, sizeof(name), "side/");
+		KUNIT_ASSERT_EQ(test, nvb_t_publish_full(pub, name, NULL, NVBRIDGE_ACCESS_GID,
+							 INVALID_UID,
+							 make_kgid(&init_user_ns, g + 100 + i),
+							 NULL, 0, &ids[i]), 0);
+		KUNIT_EXPECT_EQ_MSG(test, nvb_visible_entries(nvb_t_f(vf)) - base,
+				    (unsigned int)min(i + 1, 8), "%d GACL counters", i + 1);
+	}
+	mutex_lock(&s->lock);
+	KUNIT_EXPECT_EQ(test, nvb_vlist_start(l, s, nvb_t_f(vf)->cred, 0), -EAGAIN);
+	mutex_unlock(&s->lock);
+	kvfree(l);
+	info = kunit_kcalloc(test, base + 16, sizeof(*info), GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, info);
+	n = nvb_list_collect(nvb_t_f(vf), 0, info, base + 16);
+	KUNIT_EXPECT_EQ(test, n, base + 8);
+	for (j = 0; j < n; j++)
+		for (k = 0; k < 12; k++)
+			if (info[j].id == ids[k]) {
+				KUNIT_EXPECT_LT_MSG(test, k, 8, "listed a gid it does not hold");
+				mine++;
+			}
+	KUNIT_EXPECT_EQ(test, mine, 8U);
+	nvb_t_close(test, pub);
+	KUNIT_EXPECT_EQ(test, nvb_visible_entries(nvb_t_f(vf)), base);
+	KUNIT_EXPECT_EQ(test, READ_ONCE(s->nvgacl), 0U);
+}
+
 static struct kunit_case nvb_policy_cases[] = {
 	KUNIT_CASE(nvb_test_policy_owner),
 	KUNIT_CASE(nvb_test_policy_group),
@@ -1232,6 +1291,7 @@ static struct kunit_case nvb_policy_cases[] = {
 	KUNIT_CASE(nvb_test_policy_events_filtered),
 	KUNIT_CASE(nvb_test_policy_expect_uid),
 	KUNIT_CASE(nvb_test_policy_info_count),
+	KUNIT_CASE(nvb_test_policy_gid_sides),
 	{}
 };
 

@@ -91,7 +91,7 @@ static u32 nvb_name_hash(const struct nvb_scope *s, const char *name)
  * task uses the file).  groups_search() is not exported, so the sorted
  * group_info is searched here the same way.
  */
-static bool nvb_cred_has_gid(const struct cred *cred, kgid_t gid)
+bool nvb_cred_has_gid(const struct cred *cred, kgid_t gid)
 {
 	const struct group_info *gi = cred->group_info;
 	unsigned int lo = 0, hi;
@@ -211,6 +211,7 @@ static struct nvb_scope *nvb_scope_get(struct ipc_namespace *ns)
 	xa_init(&s->ids);
 	hash_init(s->names);
 	hash_init(s->vcounts);
+	INIT_LIST_HEAD(&s->vgacl);
 	s->vseed = get_random_u32();
 	s->nsalt = get_random_long();
 	hash_init(s->exact);
@@ -232,7 +233,8 @@ static void nvb_scope_put(struct nvb_scope *s)
 	}
 	hash_del(&s->node);
 	mutex_unlock(&nvb_scopes_lock);
-	WARN_ON(s->nr_entries || !xa_empty(&s->ids) || !hash_empty(s->vcounts));
+	WARN_ON(s->nr_entries || !xa_empty(&s->ids) || !hash_empty(s->vcounts) ||
+		!list_empty(&s->vgacl) || s->nvgacl);
 	xa_destroy(&s->ids);
 	mutex_destroy(&s->lock);
 	nvb_put_ipc_ns(s->ipc_ns);
@@ -916,8 +918,12 @@ static void nvb_list_fill(struct nvb_file *f, struct nvb_entry *e,
  * Only the entries the opener's policy admits are visited (the merge of
  * INFO's counters, nvbridge_visible.c); the override sees every entry,
  * and so walks the scope's ids, as does anyone when the merge's memory
- * cannot be had (the same answer, slower).
+ * cannot be had (the same answer, slower).  The merge's room is sized
+ * before the lock is taken, from the scope's GACL counters then: if more
+ * came meanwhile, it is sized again (NVB_VLIST_TRIES in all).
  */
+#define NVB_VLIST_TRIES 3
+
 unsigned int nvb_list_collect(struct nvb_file *f, u64 cursor,
 			      struct nvbridge_entry_info *out,
 			      unsigned int max)
@@ -927,14 +933,21 @@ unsigned int nvb_list_collect(struct nvb_file *f, u64 cursor,
 	struct nvb_entry *e;
 	unsigned long idx;
 	unsigned int n = 0;
+	int tries = 0;
 
 	if (cursor >= ULONG_MAX || !max)
 		return 0;
-	if (!f->ipc_owner)
-		l = nvb_vlist_alloc(f->cred);
+again:
+	if (!f->ipc_owner && tries++ < NVB_VLIST_TRIES)
+		l = nvb_vlist_alloc(s, f->cred);
 	mutex_lock(&s->lock);
+	if (l && nvb_vlist_start(l, s, f->cred, (unsigned long)cursor)) {
+		mutex_unlock(&s->lock);
+		kvfree(l);
+		l = NULL;
+		goto again;
+	}
 	if (l) {
-		nvb_vlist_start(l, s, f->cred, (unsigned long)cursor);
 		while (n < max && (e = nvb_vlist_next(l)))
 			if (nvb_may_access(f, e))	/* not one still pending */
 				nvb_list_fill(f, e, &out[n++]);

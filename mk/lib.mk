@@ -88,7 +88,7 @@ $(LB)/nvbridgectl: tools/nvbridgectl.c $(LIB_CORE_A)
 $(LB)/nvb-example-events: examples/events.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
-$(LB)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LIB_CORE_A)
+$(LB)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/conformance/gids.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
 $(LB)/nvb-unit: tests/unit/unit.c tests/unit/daemon_closer.c tests/unit/cases.h tests/seccomp_refuse.h $(LIB_CORE_A)
@@ -101,7 +101,7 @@ $(LB)/nvb-bench: tests/conformance/bench.c $(LIB_CORE_A)
 	$(CC) $(LIB_CFLAGS) -o $@ $< $(LIB_LINK)
 
 # static conformance binary for the kernel backend in the VM
-$(LB)/nvb-conformance-static: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LIB_A_STATIC)
+$(LB)/nvb-conformance-static: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/conformance/gids.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LIB_A_STATIC)
 	$(CC) $(LIB_CFLAGS) -static -o $@ $< $(LIB_A_STATIC) $(URING_STATIC) -pthread
 
 $(LB)/nvb-bench-static: tests/conformance/bench.c $(LIB_A_STATIC)
@@ -129,7 +129,7 @@ $(LA)/nvbridged: $(DAEMON_SRCS) $(DAEMON_HDRS)
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $(DAEMON_SRCS)
 
 $(LA)/%: $(LA)/libnvbridge.a
-$(LA)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LA)/libnvbridge.a
+$(LA)/nvb-conformance: tests/conformance/conformance.c tests/conformance/contract.c tests/conformance/memfiles.c tests/conformance/gids.c tests/hostile/fuse_hang.c tests/hostile/fuse_hang.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
 $(LA)/nvb-unit: tests/unit/unit.c tests/unit/daemon_closer.c tests/unit/cases.h tests/seccomp_refuse.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
@@ -137,6 +137,10 @@ $(LA)/nvb-hostile: tests/unit/hostile.c tests/unit/cases.h $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
 $(LA)/nvbridgectl: tools/nvbridgectl.c $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
+# visible.c's oracle and memory tests (lib-unit), under the sanitizers too
+$(LA)/nvb-daemon-visible: tests/unit/daemon_visible.c daemon/visible.c daemon/hash.c daemon/htable.c daemon/util.c daemon/nvbridged.h
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $(filter %.c,$^)
 
 # ---- suites ----
 LIB_CORE_BINS := $(LIB_CORE_A) $(LB)/nvbridged $(LB)/nvbridgectl $(LB)/nvb-example-events \
@@ -145,7 +149,10 @@ LIB_CORE_BINS := $(LIB_CORE_A) $(LB)/nvbridged $(LB)/nvbridgectl $(LB)/nvb-examp
 $(LB)/nvb-daemon-hash: tests/unit/daemon_hash.c daemon/hash.c daemon/htable.c daemon/nvbridged.h
 	$(CC) $(LIB_CFLAGS) -o $@ tests/unit/daemon_hash.c daemon/hash.c daemon/htable.c
 
-check-lib-unit: $(LIB_CORE_BINS) $(LB)/nvb-daemon-hash
+$(LB)/nvb-daemon-visible: tests/unit/daemon_visible.c daemon/visible.c daemon/hash.c daemon/htable.c daemon/util.c daemon/nvbridged.h
+	$(CC) $(LIB_CFLAGS) -o $@ tests/unit/daemon_visible.c daemon/visible.c daemon/hash.c daemon/htable.c daemon/util.c
+
+check-lib-unit: $(LIB_CORE_BINS) $(LB)/nvb-daemon-hash $(LB)/nvb-daemon-visible
 	@$(MAKE) --no-print-directory $(LIB_SO) $(LIB_PC) >$(LB)/so-build.log 2>&1 || \
 		{ echo "libnvbridge.so did not build (see $(LB)/so-build.log):"; tail -5 $(LB)/so-build.log; }
 	$(call nvb_suite,sh tests/unit/run-unit.sh $(LB),lib-unit)
@@ -156,7 +163,7 @@ conformance check-conformance-broker: $(LIB_CORE_BINS)
 check-conformance-kernel: module $(LB)/nvb-conformance-static
 	$(call nvb_suite,bash tests/conformance/run-kernel.sh $(LB),conformance-kernel)
 
-check-lib-asan: $(LA)/nvbridged $(LA)/nvb-conformance $(LA)/nvb-unit $(LA)/nvbridgectl
+check-lib-asan: $(LA)/nvbridged $(LA)/nvb-conformance $(LA)/nvb-unit $(LA)/nvbridgectl $(LA)/nvb-daemon-visible
 	$(call nvb_suite,sh tests/conformance/run-asan.sh $(LA),lib-asan)
 
 check-lib-hostile: $(LB)/nvb-hostile $(LB)/nvbridged $(LA)/nvb-hostile

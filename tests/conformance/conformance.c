@@ -2584,6 +2584,7 @@ static int t_backend_select(void)
 /* ================= runner ================= */
 #include "contract.c"
 #include "memfiles.c"
+#include "gids.c"
 
 static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "open_info", t_open_info },
@@ -2668,6 +2669,9 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	{ "ids_restart_with_scope", t_ids_restart_with_scope },
 	{ "wait_signal_restart", t_wait_signal_restart },
 	{ "watches_per_user", t_watches_per_user },
+	/* callers with NGROUPS_MAX gids (gids.c) */
+	{ "many_gids_policy", t_many_gids_policy },
+	{ "many_gids_cost", t_many_gids_cost },
 };
 
 int main(int argc, char **argv)

@@ -37,6 +37,13 @@ if [ -x "$B/nvb-daemon-hash" ]; then
 elif [ "$ASAN" = 0 ]; then
 	bad "daemon_hash_tests" "nvb-daemon-hash is missing"
 fi
+# INFO's counters and LIST's id lists (daemon/visible.c)
+if [ -x "$B/nvb-daemon-visible" ]; then
+	t "daemon_visible_oracle" "$B/nvb-daemon-visible" oracle
+	t "daemon_visible_memory" "$B/nvb-daemon-visible" memory
+elif [ "$ASAN" = 0 ]; then
+	bad "daemon_visible_tests" "nvb-daemon-visible is missing"
+fi
 
 # 2. the shared library exports exactly the versioned nvb_* API
 if [ "$ASAN" = 0 ] && [ ! -e "$B/libnvbridge.so" ]; then
