@@ -584,7 +584,9 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h);
  *
  * Completion without a thread per batch: the copies are followed on the
  * stream by a callback (cuStreamAddCallback: it also runs after a CUDA
- * context error, the batch then completes with -EIO) that wakes ONE library
+ * context error, the batch then completes with -EIO; a stream being
+ * captured into a CUDA graph is refused with -EBUSY before anything is
+ * queued, the capture left intact) that wakes ONE library
  * thread per struct nvb_gpu; that thread also reads the revocation events
  * of the handles segments were opened through, so a peer that dies while a
  * batch is in flight makes that batch complete with -ENOLINK for its

@@ -8,8 +8,8 @@
  * segments came through.  It applies revocations, imports ahead
  * (nvb_gpu_seg_prefetch), and completes batches: the GPU tells it that a
  * batch's copies are done through a stream callback (cuStreamAddCallback,
- * also called after a context error; cuLaunchHostFunc where that is
- * refused) queued after them, which only sets a word and writes the wake
+ * also called after a context error; cuLaunchHostFunc on a driver without
+ * it; a stream being captured into a graph is refused first) queued after them, which only sets a word and writes the wake
  * eventfd (no CUDA call, no lock: it runs on the driver's thread).
  *
  * Locks, in this order: e->hlock (any use of a struct nvb *), e->lock
