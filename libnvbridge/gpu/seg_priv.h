@@ -42,6 +42,7 @@ struct seg_watch {
 	struct seg_handle *hd;	/* NULL: parked, its handle has no segment now (handle_put) */
 	uint64_t reg;		/* the handle's registry (nvb_gpu_registry: unique per handle) */
 	uint64_t wid;		/* its watch id (never 0: -EEXIST, a watch not ours, is not noted) */
+	int busy;		/* opens and prefetches relying on it, not listed yet (e->lock) */
 	char name[64];		/* "": the scope-wide watch */
 };
 

@@ -775,10 +775,15 @@ static int open_opts(const char *fn, const struct nvb_gpu_seg_open_opts *opts,
 }
 
 /*
- * Watches name on hd once (e->hlock not needed: nvb_watch is thread-safe).
- * The requests made (0 when the watch was known), or -errno.
+ * The record of this layer's watch covering name on hd, pinned (busy), or
+ * NULL when there is none.  An open or prefetch relies on the watch from
+ * its fetch until its segment or prefetch is listed (name_unused() then
+ * says the name is used): until then the record is pinned, so that no
+ * trade for the scope-wide watch (watch_drop_unused) gives it up under
+ * the fetch, when a revocation could fall between the unwatch and the
+ * scope-wide watch and never reach the open.  watch_unpin() ends it.
  */
-static int watched(struct seg_engine *e, struct seg_handle *hd, const char *name)
+static struct seg_watch *watch_pin(struct seg_engine *e, struct seg_handle *hd, const char *name)
 {
 	struct seg_watch *w;
 
@@ -786,8 +791,24 @@ static int watched(struct seg_engine *e, struct seg_handle *hd, const char *name
 	for (w = e->watches; w; w = w->next)
 		if (w->hd == hd && (!w->name[0] || !strcmp(w->name, name)))
 			break;
+	if (w)
+		w->busy++;
 	pthread_mutex_unlock(&e->lock);
-	return w != NULL;
+	return w;
+}
+
+/* Ends watch_pin()'s or watch_note()'s pin (e->lock held; w may be NULL). */
+static void watch_unpin(struct seg_watch *w)
+{
+	if (w)
+		w->busy--;
+}
+
+static void watch_unpin_locked(struct seg_engine *e, struct seg_watch *w)
+{
+	pthread_mutex_lock(&e->lock);
+	watch_unpin(w);
+	pthread_mutex_unlock(&e->lock);
 }
 
 /*
@@ -797,7 +818,8 @@ static int watched(struct seg_engine *e, struct seg_handle *hd, const char *name
  * time, and a name taken for watched would then be fetched unwatched for
  * ever after; asking again costs nothing (it travels with the fetch).
  */
-static void watch_note(struct seg_engine *e, struct seg_handle *hd, const char *name, uint64_t wid)
+static struct seg_watch *watch_note(struct seg_engine *e, struct seg_handle *hd, const char *name,
+				    uint64_t wid, int pin)
 {
 	struct seg_watch *w = wid ? calloc(1, sizeof(*w)) : NULL;
 
@@ -805,12 +827,14 @@ static void watch_note(struct seg_engine *e, struct seg_handle *hd, const char *
 		w->hd = hd;
 		w->reg = hd->reg;
 		w->wid = wid;
+		w->busy = pin;	/* pinned from the start: see watch_pin() */
 		snprintf(w->name, sizeof(w->name), "%s", name);
 		pthread_mutex_lock(&e->lock);
 		w->next = e->watches;
 		e->watches = w;
 		pthread_mutex_unlock(&e->lock);
 	}
+	return pin ? w : NULL;
 }
 
 /* No open segment or prefetch of name on hd (e->lock held). */
@@ -830,7 +854,8 @@ static int name_unused(struct seg_engine *e, struct seg_handle *hd, const char *
 
 /*
  * Unwatches one name this layer watched on hd that nothing uses any more
- * (closed segments keep their watches): 0, or -ENOSPC when there is none.
+ * (closed segments keep their watches) and no open or prefetch in flight
+ * relies on (pinned): 0, or -ENOSPC when there is none.
  */
 static int watch_drop_unused(struct seg_engine *e, struct seg_handle *hd)
 {
@@ -839,7 +864,7 @@ static int watch_drop_unused(struct seg_engine *e, struct seg_handle *hd)
 
 	pthread_mutex_lock(&e->lock);
 	for (wp = &e->watches; (w = *wp); wp = &w->next)
-		if (w->hd == hd && w->wid && w->name[0] && name_unused(e, hd, w->name)) {
+		if (w->hd == hd && w->wid && w->name[0] && !w->busy && name_unused(e, hd, w->name)) {
 			*wp = w->next;
 			break;
 		}
@@ -855,9 +880,10 @@ static int watch_drop_unused(struct seg_engine *e, struct seg_handle *hd)
  * The handle's watch table is full (-ENOSPC): one scope-wide watch covers
  * all.  When it has no room either, a watch of a name nothing uses any
  * more makes room.  Between that unwatch and the new watch a revocation of
- * the name's entry may go unseen: no segment has it open, but its mapping
- * may stay cached; the unreferenced cached mappings go (prefetches import
- * theirs again).
+ * the name's entry may go unseen: no segment has it open and no open in
+ * flight fetched it under that watch (pinned records are never given up),
+ * but its mapping may stay cached; the unreferenced cached mappings go
+ * (prefetches import theirs again).
  */
 static int watch_all(struct seg_engine *e, struct seg_handle *hd)
 {
@@ -871,7 +897,7 @@ static int watch_all(struct seg_engine *e, struct seg_handle *hd)
 	}
 	if (err && err != -EEXIST)
 		return seterr(err, "segment: nvb_watch: %s", nvb_last_error(hd->h));
-	watch_note(e, hd, "", err ? 0 : wid);
+	watch_note(e, hd, "", err ? 0 : wid, 0);
 	if (dropped) {
 		nvb_gpu_cache_trim(e->g);
 		pthread_mutex_lock(&e->lock);
@@ -884,22 +910,26 @@ static int watch_all(struct seg_engine *e, struct seg_handle *hd)
 	return 0;
 }
 
-static int watch_once(struct seg_engine *e, struct seg_handle *hd, const char *name)
+/* Watches name on hd once; *pin: the record, pinned (watch_pin), or NULL. 0 or -errno. */
+static int watch_once(struct seg_engine *e, struct seg_handle *hd, const char *name,
+		      struct seg_watch **pin)
 {
 	uint64_t wid = 0;
 	int err;
 
-	if (watched(e, hd, name))
+	*pin = watch_pin(e, hd, name);
+	if (*pin)
 		return 0;
 	err = nvb_watch(hd->h, name, 0, &wid);
 	if (err == -ENOSPC) {
 		err = watch_all(e, hd);
-		return err ? err : 2;
+		*pin = err ? NULL : watch_pin(e, hd, name);	/* the scope-wide one */
+		return err;
 	}
 	if (err && err != -EEXIST)
 		return seterr(err, "segment: nvb_watch: %s", nvb_last_error(hd->h));
-	watch_note(e, hd, name, err ? 0 : wid);
-	return 1;
+	*pin = watch_note(e, hd, name, err ? 0 : wid, 1);
+	return 0;
 }
 
 /* Ends the prefetch of (hd, name), if any (e->hlock and e->lock held). */
@@ -983,13 +1013,13 @@ static int open_prefetched(struct seg_engine *e, struct seg_handle *hd, const ch
 /* Watch (once), fetch, import unless cached; the costs go into s->stats. */
 static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *name,
 		      const struct nvb_gpu_seg_open_opts *o, struct nvb_gpu_seg *s,
-		      struct nvb_entry *ent, struct nvb_gpu_map **m)
+		      struct nvb_entry *ent, struct nvb_gpu_map **m, struct seg_watch **pin)
 {
 	unsigned char blob[SEG_BLOB], *b;
 	struct nvb_gpu_map_stats ms;
 	unsigned int rt = 0;
 	uint64_t t0 = ns_now(), t1, wid = 0;
-	int err, fd = -1, k, wret = 0, w = !watched(e, hd, name);
+	int err, fd = -1, k, wret = 0, w = !*pin;
 
 	/*
 	 * The watch comes first, so no revocation can fall between fetch and
@@ -1003,6 +1033,7 @@ static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *n
 		err = watch_all(e, hd);
 		if (err)
 			return err;	/* its own message */
+		*pin = watch_pin(e, hd, name);	/* the scope-wide one */
 		rt++;
 		t1 = ns_now();
 		s->stats.watch_ns = t1 - t0;
@@ -1012,7 +1043,8 @@ static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *n
 	} else if (w && wret && wret != -EEXIST) {
 		return seterr(wret, "segment: nvb_watch: %s", nvb_last_error(hd->h));
 	} else if (w) {
-		watch_note(e, hd, name, wret ? 0 : wid);	/* in force even when the fetch failed */
+		/* in force even when the fetch failed */
+		*pin = watch_note(e, hd, name, wret ? 0 : wid, 1);
 	}
 	s->stats.fetch_ns = ns_now() - t0;
 	s->stats.round_trips = rt;
@@ -1048,6 +1080,7 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	struct nvb_gpu_seg_open_opts o;
 	struct nvb_gpu_seg *s = NULL;
 	struct nvb_gpu_map *m = NULL;
+	struct seg_watch *pin;
 	struct seg_handle *hd;
 	struct seg_engine *e;
 	struct nvb_entry ent;
@@ -1069,11 +1102,13 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	pthread_mutex_lock(&e->lock);
 	ring0 = e->revoked_next;	/* revocations the thread reads from now on */
 	pthread_mutex_unlock(&e->lock);
+	pin = watch_pin(e, hd, name);
 	if (open_prefetched(e, hd, name, &o, &ent, &m)) {
 		s->stats.cached = 1;	/* no request, no CUDA call */
 	} else {
-		err = open_fetch(e, hd, name, &o, s, &ent, &m);
+		err = open_fetch(e, hd, name, &o, s, &ent, &m, &pin);
 		if (err) {
+			watch_unpin_locked(e, pin);
 			handle_drop(e, hd);
 			free(s);
 			return err;
@@ -1111,6 +1146,7 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	recheck = !s->revoked && e->revoked_next - ring0 > 256;
 	s->next = e->segs;
 	e->segs = s;
+	watch_unpin(pin);	/* listed: name_unused() keeps the watch from now on */
 	pthread_mutex_unlock(&e->lock);
 	pthread_mutex_unlock(&e->hlock);
 	if (s->revoked)
@@ -1130,6 +1166,7 @@ int nvb_gpu_seg_prefetch(struct nvb_gpu *g, struct nvb *h, const char *name,
 			 const struct nvb_gpu_seg_open_opts *opts)
 {
 	struct nvb_gpu_seg_open_opts o;
+	struct seg_watch *pin;
 	struct seg_prefetch *p;
 	struct seg_handle *hd;
 	struct seg_engine *e;
@@ -1143,14 +1180,14 @@ int nvb_gpu_seg_prefetch(struct nvb_gpu *g, struct nvb *h, const char *name,
 		handle_drop(e, hd);
 		return seterr(-ENOMEM, "nvb_gpu_seg_prefetch: out of memory");
 	}
-	err = watch_once(e, hd, name);
+	err = watch_once(e, hd, name, &pin);
 	pthread_mutex_lock(&e->hlock);
 	pthread_mutex_lock(&e->lock);
+	watch_unpin(pin);	/* listed below, or no watch needed any more */
 	if (err < 0) {
 		handle_put(e, hd);
 		free(p);
 	} else {
-		err = 0;
 		prefetch_claim(e, hd, name);	/* a second call replaces the first */
 		p->hd = hd;
 		p->flags = o.flags;
