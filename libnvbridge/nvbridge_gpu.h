@@ -603,9 +603,12 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h);
  * nvb_gpu_close().  In a child of fork() the inherited g has no thread:
  * its segment and transfer calls fail with -ECHILD.
  *
- * The library reads the events of a handle while a segment opened (or a
- * prefetch registered) through it is open: keep another handle for events
- * of your own.  Close those segments before nvb_close() of the handle.
+ * The library reads the events of a handle from the first segment opened
+ * (or prefetch registered) through it until nvb_close() of the handle
+ * (after its segments closed, through its serial, never its pointer: a
+ * revocation then releases the cached mapping of a closed segment at
+ * once): keep another handle for events of your own.  Close those
+ * segments before nvb_close() of the handle.
  */
 struct nvb_gpu_seg;
 struct nvb_gpu_batch;

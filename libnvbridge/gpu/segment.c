@@ -33,27 +33,45 @@ static void wake(struct seg_engine *e)
 
 /* ---- handles ---- */
 
-/* A reference on h's record (e->hlock held); NULL and *err on failure. */
+/* h's watch records, parked, are h's again (e->lock held). */
+static void watches_take(struct seg_engine *e, struct seg_handle *hd)
+{
+	struct seg_watch *w;
+
+	for (w = e->watches; w; w = w->next)	/* h's watches, still in force */
+		if (!w->hd && w->reg == hd->reg)
+			w->hd = hd;
+}
+
+/*
+ * A reference on h's record (e->hlock held); NULL and *err on failure.
+ * Records are found by registry (unique per handle), never by pointer: a
+ * parked record's handle may have been closed and its memory reused by a
+ * new one.
+ */
 static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *err)
 {
+	uint64_t reg = nvb_gpu_registry(h);
 	struct seg_handle *hd;
-	struct seg_watch *w;
-	int fd;
+	int fd = nvb_event_fd(h);
 
-	pthread_mutex_lock(&e->lock);
-	for (hd = e->handles; hd; hd = hd->next)
-		if (hd->h == h) {
-			hd->refs++;
-			pthread_mutex_unlock(&e->lock);
-			return hd;
-		}
-	pthread_mutex_unlock(&e->lock);
-	fd = nvb_event_fd(h);
 	if (fd < 0) {
 		/* the handle's own errno (-ECHILD inherited, -ENOTCONN...), not -ENOMEM */
 		*err = seterr(fd, "segment: nvb_event_fd: %s", nvb_last_error(h));
 		return NULL;
 	}
+	pthread_mutex_lock(&e->lock);
+	for (hd = e->handles; hd; hd = hd->next)
+		if (hd->reg == reg && (hd->refs || hd->evfd >= 0))	/* not a parked one going */
+			break;
+	if (hd && !hd->refs++) {	/* parked: h's again */
+		hd->h = h;
+		hd->evfd = fd;
+		watches_take(e, hd);
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (hd)
+		return hd;
 	hd = calloc(1, sizeof(*hd));
 	if (!hd) {
 		*err = seterr(-ENOMEM, "segment: out of memory");
@@ -62,24 +80,40 @@ static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *e
 	hd->h = h;
 	hd->refs = 1;
 	hd->evfd = fd;
+	hd->reg = reg;
 	pthread_mutex_lock(&e->lock);
 	hd->gen = ++e->next_gen;
-	hd->reg = nvb_gpu_registry(h);
 	hd->next = e->handles;
 	e->handles = hd;
-	for (w = e->watches; w; w = w->next)	/* h's watches, still in force */
-		if (!w->hd && w->reg == hd->reg)
-			w->hd = hd;
+	watches_take(e, hd);
 	pthread_mutex_unlock(&e->lock);
 	wake(e);	/* into the thread's poll set */
 	return hd;
 }
 
+static void handle_unlink(struct seg_engine *e, struct seg_handle *hd)
+{
+	struct seg_handle **pp;
+
+	for (pp = &e->handles; *pp; pp = &(*pp)->next)
+		if (*pp == hd) {
+			*pp = hd->next;
+			break;
+		}
+	free(hd);
+}
+
 /*
- * Drops a reference (e->hlock and e->lock held); the last one forgets h.
- * Its watches stay in force at the broker (no request here): their
- * records are parked under h's registry, taken back when h opens a
- * segment again (so the name is not watched twice, and a full watch table
+ * Drops a reference (e->hlock and e->lock held); the last one parks h's
+ * record: the application may close h from now on, so h is never used
+ * again, but while h stays open the thread reads its events through its
+ * serial (nvb_event_read_live): the watches stay in force at the broker,
+ * and a revocation must reach the cached mappings of the closed segments
+ * (their exporters' memory) now, not at h's next open.  A handle on which
+ * none of this layer's watches stands (or whose connection ended) has
+ * nothing to come: its record goes.
+ * Its watch records are parked under h's registry, taken back when h opens
+ * a segment again (so the name is not watched twice, and a full watch table
  * knows what it may unwatch).  None is forgotten while its handle is
  * open: a forgotten watch stays at the broker, and nobody could give it
  * back when the table is full (their number is bounded by the broker's
@@ -88,22 +122,18 @@ static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *e
  */
 static void handle_put(struct seg_engine *e, struct seg_handle *hd)
 {
-	struct seg_handle **pp;
 	struct seg_watch **wp, *w;
 	uint64_t closes = nvb_handle_closes();
-	int sweep = closes != e->closes_seen;
+	int sweep = closes != e->closes_seen, watched = 0;
 
 	if (!hd || --hd->refs > 0)
 		return;
-	for (pp = &e->handles; *pp; pp = &(*pp)->next)
-		if (*pp == hd) {
-			*pp = hd->next;
-			break;
-		}
 	e->closes_seen = closes;
 	for (wp = &e->watches; (w = *wp);) {
-		if (w->hd == hd)
+		if (w->hd == hd) {
 			w->hd = NULL;
+			watched = 1;
+		}
 		if (!w->hd && sweep && !nvb_serial_live(w->reg)) {
 			*wp = w->next;
 			free(w);
@@ -111,7 +141,9 @@ static void handle_put(struct seg_engine *e, struct seg_handle *hd)
 			wp = &w->next;
 		}
 	}
-	free(hd);
+	hd->h = NULL;
+	if (!watched || hd->evfd < 0)
+		handle_unlink(e, hd);
 }
 
 /* ---- the engine ---- */
@@ -424,9 +456,15 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 	int n, i, lost = 0;
 
 	while (fd_readable(hd->evfd)) {
-		n = nvb_event_read(hd->h, ev, 32, 0);
+		n = hd->refs ? nvb_event_read(hd->h, ev, 32, 0) :
+		    nvb_event_read_live(hd->reg, ev, 32);
 		if (n == -EAGAIN || n == -ETIMEDOUT || n == -EINTR || n == 0)
 			break;
+		if (n == -ESRCH && !hd->refs) {
+			/* parked, and the application closed it: nothing more comes */
+			hd->evfd = -1;
+			return;
+		}
 		if (n < 0) {
 			connection_lost(e, hd);
 			return;
@@ -454,7 +492,11 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 			}
 		}
 	}
-	if (lost) {
+	if (lost && !hd->refs) {
+		/* parked: no segment to fetch again; the cached mappings cannot be trusted */
+		nvb_gpu_names_forget(e->g, hd->reg, 0);
+		nvb_gpu_cache_trim(e->g);
+	} else if (lost) {
 		nvb_gpu_names_forget(e->g, hd->reg, 0);
 		pthread_mutex_lock(&e->lock);
 		for (p = e->prefetch; p; p = p->next)
@@ -505,6 +547,35 @@ static void prefetch_run(struct seg_engine *e)
 	}
 }
 
+/*
+ * Parked records whose handles were closed (or whose connections ended)
+ * go, and so do the cached mappings imported through closed handles: no
+ * revocation can reach them any more (thread, e->hlock held).
+ */
+static void parked_sweep(struct seg_engine *e)
+{
+	struct seg_handle *hd, *next;
+	uint64_t closes = nvb_handle_closes();
+	int any = 0;
+
+	pthread_mutex_lock(&e->lock);
+	for (hd = e->handles; hd; hd = next) {
+		next = hd->next;
+		if (hd->refs)
+			continue;
+		if (hd->evfd >= 0 && closes != e->park_closes && !nvb_serial_live(hd->reg))
+			hd->evfd = -1;
+		if (hd->evfd < 0) {
+			handle_unlink(e, hd);
+			any = 1;
+		}
+	}
+	e->park_closes = closes;
+	pthread_mutex_unlock(&e->lock);
+	if (any)
+		nvb_gpu_drop_closed(e->g, closes, nvb_serial_live);
+}
+
 static void *seg_thread(void *arg)
 {
 	struct seg_engine *e = arg;
@@ -545,6 +616,7 @@ static void *seg_thread(void *arg)
 			if (hd->evfd >= 0 && fd_readable(hd->evfd))
 				seg_events(e, hd);
 		prefetch_run(e);
+		parked_sweep(e);
 		pthread_mutex_unlock(&e->hlock);
 		xfer_reap(e);
 	}

@@ -881,6 +881,28 @@ static int nfds(void)
 	return n;
 }
 
+/* Descriptors of this process on the stand-in's "device memory" (its memfds). */
+static int fake_mem_fds(void)
+{
+	char path[64], link[128];
+	struct dirent *d;
+	DIR *dir = opendir("/proc/self/fd");
+	ssize_t n;
+	int c = 0;
+
+	while (dir && (d = readdir(dir))) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", d->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = 0;
+			c += strstr(link, "memfd:fakecuda") != NULL;
+		}
+	}
+	if (dir)
+		closedir(dir);
+	return c;
+}
+
 /* The peer's segment, opened through h, is revoked within 5 s of the peer closing it. */
 static int revoked_soon(struct peer *p, struct nvb_gpu_seg *s)
 {
@@ -1316,6 +1338,64 @@ static int t_trade_window_open_in_flight(void)
 	return 0;
 }
 
+/*
+ * A handle whose segments are all closed (parked) keeps the mapping of the
+ * last one cached, and the library's watch of its name.  Its exporter
+ * unpublishes: the revocation must reach that mapping now, releasing the
+ * exporter's memory (here: the importer's descriptors on it), not at the
+ * handle's next open.  Before, nobody read a parked handle's events and
+ * the mapping stayed until then.  A parked handle opened again is served
+ * from the cache (its record taken back), and one the application closes
+ * is dropped with the mappings imported through it.
+ */
+static int t_parked_revocation_releases_mapping(void)
+{
+	struct nvb_gpu_seg_open_opts now = { .sz = sizeof(now) };
+	struct nvb_gpu_seg_stats st = { .sz = sizeof(st) };
+	struct nvb_gpu_seg *seg;
+	struct timespec t0;
+	struct side me;
+	struct peer p, q;
+	struct nvb *h2;
+	int base;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	base = fake_mem_fds();
+	CHECK(peer_start(&p, "seg.parkrel", SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.parkrel", NULL, &seg));
+	CHECK(fake_mem_fds() > base, "the import holds no descriptor on the peer's memory");
+	nvb_gpu_seg_close(seg);		/* the handle is parked; the mapping stays cached */
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.parkrel", NULL, &seg));
+	OK(nvb_gpu_seg_stats(seg, &st));
+	EXPECT(st.cached, 1);		/* taken back: the cache and the watch still serve */
+	EXPECT(st.round_trips, 1);
+	nvb_gpu_seg_close(seg);
+	usleep(100000);
+	CHECK(fake_mem_fds() > base, "the cached mapping went without a revocation");
+	CHECK(peer_cmd(&p, 'c') == 0);	/* revoked while parked */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (fake_mem_fds() > base && ms_since(&t0) < 5000)
+		usleep(1000);
+	EXPECT(fake_mem_fds(), base);	/* before: still mapped until the next open */
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.parkrel", &now, &seg), -ENOENT);
+
+	/* a parked handle the application closes: its record and cached mappings go */
+	CHECK(fake_nvb_open(&h2) == 0);
+	CHECK(peer_start(&q, "seg.parkrel2", SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, h2, "seg.parkrel2", NULL, &seg));
+	nvb_gpu_seg_close(seg);
+	CHECK(fake_mem_fds() > base);
+	nvb_close(h2);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (fake_mem_fds() > base && ms_since(&t0) < 5000)
+		usleep(1000);
+	EXPECT(fake_mem_fds(), base);	/* no revocation can reach them any more */
+	CHECK(peer_cmd(&q, 'q') == 0);
+	CHECK(peer_cmd(&p, 'q') == 0);
+	side_close(&me);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "symbol_versions", t_symbol_versions },
 	{ "random_batches_every_byte", t_random_batches },
@@ -1336,6 +1416,7 @@ static const struct nvb_case cases[] = {
 	{ "parked_watch_records_kept_while_open", t_parked_records_kept },
 	{ "revoked_during_open_amid_churn", t_revoked_during_open_churn },
 	{ "trade_window_open_in_flight", t_trade_window_open_in_flight },
+	{ "parked_handle_revocation_releases_mapping", t_parked_revocation_releases_mapping },
 };
 
 int main(int argc, char **argv)
