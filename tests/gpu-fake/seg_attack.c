@@ -617,7 +617,6 @@ static int t_segment_of_another_layer(void)
 static int t_euid_change(void)
 {
 	struct nvb_gpu_seg *seg = NULL;
-	struct nvb_gpu *g;
 	struct loop l;
 	pid_t pid;
 	int st;
@@ -630,16 +629,15 @@ static int t_euid_change(void)
 	pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0) {
-		struct nvb *h;
+		struct fake_peer pe;
 		int rc;
 
-		if (nvb_gpu_open(NULL, &g) || fake_nvb_open(&h) ||
-		    nvb_gpu_seg_prefetch(g, h, "atk.euid", NULL))
+		if (fake_peer_import(&pe, NULL, 0) || nvb_gpu_seg_prefetch(pe.g, pe.h, "atk.euid", NULL))
 			_exit(2);
 		usleep(300000);			/* imported as root's */
 		if (seteuid(2300))
 			_exit(3);
-		rc = nvb_gpu_seg_open(g, h, "atk.euid", NULL, &seg);
+		rc = nvb_gpu_seg_open(pe.g, pe.h, "atk.euid", NULL, &seg);
 		_exit(rc == 0 ? 10 : rc == -ENOENT ? 0 : 11);
 	}
 	st = wait_child(pid, 5000);
