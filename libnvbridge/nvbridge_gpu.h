@@ -754,8 +754,10 @@ struct nvb_gpu_xfer_opts {
  * device (device 0 when the calling thread has none; the caller's context
  * is left as found) and returns its handle in *out.  Thread-safe.
  * Errors: -ERANGE, -ENOLINK, -EINVAL (see above), -EOPNOTSUPP (a forced
- * method this driver / build lacks), -ENOMEM, -EIO (CUDA refused; nothing
- * the batch queued is left running when submit returns).
+ * method this driver / build lacks), -EBUSY (.stream is being captured into
+ * a CUDA graph, or its capture was invalidated: nothing queued), -ENOMEM,
+ * -EIO (CUDA refused; nothing the batch queued is left running when submit
+ * returns).
  */
 int nvb_gpu_xfer_submit(struct nvb_gpu *g, const struct nvb_gpu_xfer_req *reqs, size_t n,
 			const struct nvb_gpu_xfer_opts *opts, struct nvb_gpu_batch **out);
