@@ -24,8 +24,13 @@
  *   legacy-ipc     the same copies as one cuMemcpyDtoDAsync per block, by
  *                  hand, on the legacy IPC mapping of a cuMemAlloc copy of
  *                  the exporter's cache: T host threads, a stream each
- *   large-copy     the request's bytes as one contiguous copy out of the
- *                  segment (one thread, one stream): the link's rate
+ *   large-copy     the request's bytes as one contiguous range out of the
+ *                  segment, split into T contiguous slices: T host threads,
+ *                  one cuMemcpyDtoDAsync each on a stream of its own (the
+ *                  same threads and streams as the two above): the link's
+ *                  rate, the baseline of the "/ large" column
+ *   large-copy-1t  the same range as one copy by one thread on one stream
+ *                  (the baseline before; shown apart)
  *   nccl           processes on two GPUs only (NCCL runs one rank per
  *                  GPU): ncclSend (exporter) / ncclRecv (importer) of every
  *                  block, KV_NCCL_GROUP of them per ncclGroupStart/End, one
@@ -51,10 +56,16 @@
 
 #ifdef NVB_BENCH_LIB
 
-enum { KV_NVB, KV_LEGACY, KV_LARGE, KV_NCCL, KV_NMETH };
+enum { KV_NVB, KV_LEGACY, KV_LARGE, KV_LARGE1, KV_NCCL, KV_NMETH };
 static const char *const kv_name[KV_NMETH] = {
-	"nvbridge-xfer", "legacy-ipc", "large-copy", "nccl"
+	"nvbridge-xfer", "legacy-ipc", "large-copy", "large-copy-1t", "nccl"
 };
+
+/* The request's bytes as one contiguous range (split over the threads, or not). */
+static int kv_large(int m)
+{
+	return m == KV_LARGE || m == KV_LARGE1;
+}
 
 #define KV_WARMUP	2
 #define KV_POISON	0xa5a5a5a5u
@@ -297,15 +308,22 @@ static int kv_share(struct kv_worker *w)
 	CUresult cr;
 	int e;
 
-	if (I->method == KV_LARGE) {
-		if (w->id)
+	if (kv_large(I->method)) {
+		uint64_t total = (uint64_t)o->kv_layers * I->k * S, lo = 0, len = total;
+
+		if (I->method == KV_LARGE) {	/* slice w->id of T, the same total bytes */
+			lo = total * w->id / o->kv_threads;
+			len = total * (w->id + 1) / o->kv_threads - lo;
+		} else if (w->id) {
+			len = 0;
+		}
+		if (!len)
 			return 0;
-		cr = cu->cuMemcpyDtoDAsync(I->local, nvb_gpu_seg_ptr(I->seg),
-					   (uint64_t)o->kv_layers * I->k * S, w->st);
+		cr = cu->cuMemcpyDtoDAsync(I->local + lo, nvb_gpu_seg_ptr(I->seg) + lo, len, w->st);
 		if (cr != CUDA_SUCCESS)
 			return kv_werr(w, "cuMemcpyDtoDAsync", nvb_cuda_errname(cu, cr));
 	}
-	for (l = w->id; l < o->kv_layers && I->method != KV_LARGE; l += o->kv_threads)
+	for (l = w->id; l < o->kv_layers && !kv_large(I->method); l += o->kv_threads)
 		for (j = 0; j < I->k; j++) {
 			uint64_t so = ((uint64_t)l * B + I->src[j]) * S;
 			uint64_t dof = ((uint64_t)l * B + I->dst[j]) * S;
@@ -439,8 +457,8 @@ static void kv_check(struct kv_imp *I, struct kv_worker *w, int m, unsigned int 
 	for (i = 0; i < k; i++)
 		inv[I->dst[i]] = I->src[i];
 	if (getenv("NVB_BENCH_KV_CORRUPT")) {	/* the test that the check can fail */
-		uint64_t first = m == KV_LARGE ? 0 : I->dst[0] * S;
-		uint64_t from = m == KV_LARGE ? 0 : I->src[0] * S;
+		uint64_t first = kv_large(m) ? 0 : I->dst[0] * S;
+		uint64_t from = kv_large(m) ? 0 : I->src[0] * S;
 
 		SCK(c, cuMemsetD8Async(I->local + first,
 				       (unsigned char)(kv_word(seed, from / 8) ^ 0x5a), 1, I->st));
@@ -453,7 +471,7 @@ static void kv_check(struct kv_imp *I, struct kv_worker *w, int m, unsigned int 
 			const uint64_t *wd = h + (g * S - off) / 8;
 
 			/* the exporter's block that landed in block g, or -1: poison */
-			if (m == KV_LARGE)
+			if (kv_large(m))
 				s = g < (uint64_t)o->kv_layers * k ? (int64_t)g : -1;
 			else
 				s = inv[g % B] < 0 ? -1 : (int64_t)(g / B * B) + inv[g % B];
@@ -672,7 +690,10 @@ int kv_report(const struct seg_opts *o, struct seg_shared *sh, const char *seg_j
 	snprintf(res[KV_LEGACY], sizeof(res[0]), "%u host threads, a stream each, one "
 		 "cuMemcpyDtoDAsync per block on the legacy IPC mapping (copy engines, no SM)",
 		 o->kv_threads);
-	snprintf(res[KV_LARGE], sizeof(res[0]), "1 host thread, 1 stream, one cuMemcpyDtoDAsync "
+	snprintf(res[KV_LARGE], sizeof(res[0]), "%u host threads, a stream each, one "
+		 "cuMemcpyDtoDAsync each of a contiguous 1/%u of the request's bytes out of the "
+		 "segment (copy engines)", o->kv_threads, o->kv_threads);
+	snprintf(res[KV_LARGE1], sizeof(res[0]), "1 host thread, 1 stream, one cuMemcpyDtoDAsync "
 		 "of the request's bytes out of the segment (copy engines)");
 	if (kv->ran[KV_NCCL])
 		snprintf(res[KV_NCCL], sizeof(res[0]), "1 host thread and 1 stream a side, "

@@ -48,7 +48,8 @@ struct seg_shared {
 	uint32_t htypes;	/* process 0's segment buffer: nvb_gpu_buf_handle_types */
 	int fabric_err;		/* its FABRIC trial's CUresult (0: none or it worked) */
 	/* process 0's transfers */
-	double xfer_gbs, legacy_gbs, large_gbs;
+	double xfer_gbs, legacy_gbs, large_gbs;	/* large: split over the same threads */
+	double large1_gbs;			/* the large copy by 1 thread, 1 stream */
 	uint32_t method;
 	int dev[SEG_MAXP];	/* each process's GPU */
 	struct kv_shared *kv;	/* --kv: phase_kv.c's own shared mapping, else NULL */

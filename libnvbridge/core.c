@@ -198,6 +198,32 @@ bool nvb_serial_live(uint64_t serial)
 	return live;
 }
 
+/*
+ * nvb_event_read(h, ev, max, 0) on the handle of serial, if it is still
+ * open: -ESRCH if not (the GPU layer's thread reads the events of handles
+ * it holds no pointer it may use: the application may close them at any
+ * time).  handles_lock keeps nvb_close() from freeing h meanwhile; a
+ * reader already in h's event lock (a wait of the application's) makes
+ * it -EAGAIN rather than stall every nvb_open()/nvb_close() behind it.
+ */
+int nvb_event_read_live(uint64_t serial, struct nvb_event *ev, unsigned int max)
+{
+	struct nvb *h;
+	int n = -ESRCH;
+
+	pthread_mutex_lock(&handles_lock);
+	for (h = handles; h && h->serial != serial; h = h->fork_next)
+		;
+	if (h && pthread_mutex_trylock(&h->evlock)) {
+		n = -EAGAIN;
+	} else if (h) {
+		pthread_mutex_unlock(&h->evlock);
+		n = nvb_event_read(h, ev, max, 0);
+	}
+	pthread_mutex_unlock(&handles_lock);
+	return n;
+}
+
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&handles_lock);

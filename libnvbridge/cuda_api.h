@@ -112,6 +112,10 @@ typedef struct {
 #define CU_MEMORYTYPE_DEVICE			0x2
 
 #define CU_STREAM_NON_BLOCKING		0x1
+/* CUstreamCaptureStatus (cuStreamIsCapturing) */
+#define CU_STREAM_CAPTURE_STATUS_NONE		0
+#define CU_STREAM_CAPTURE_STATUS_ACTIVE		1
+#define CU_STREAM_CAPTURE_STATUS_INVALIDATED	2
 #define CU_EVENT_DEFAULT		0x0
 #define CU_EVENT_DISABLE_TIMING		0x2
 #define CU_STREAM_WAIT_VALUE_GEQ	0x0
@@ -194,7 +198,8 @@ typedef struct {
 	X(cuMemRetainAllocationHandle, "cuMemRetainAllocationHandle", (CUmemGenericAllocationHandle *h, void *addr)) \
 	X(cuMemGetAllocationPropertiesFromHandle, "cuMemGetAllocationPropertiesFromHandle", (CUmemAllocationProp *prop, CUmemGenericAllocationHandle h)) \
 	X(cuLaunchHostFunc, "cuLaunchHostFunc", (CUstream s, void (*fn)(void *), void *arg)) \
-	X(cuStreamAddCallback, "cuStreamAddCallback", (CUstream s, void (*cb)(CUstream, CUresult, void *), void *arg, unsigned int flags))
+	X(cuStreamAddCallback, "cuStreamAddCallback", (CUstream s, void (*cb)(CUstream, CUresult, void *), void *arg, unsigned int flags)) \
+	X(cuStreamIsCapturing, "cuStreamIsCapturing", (CUstream s, int *status))
 
 struct nvb_cuda {
 	void *lib;
@@ -204,15 +209,18 @@ struct nvb_cuda {
 #undef NVB_CUDA_MEMBER
 	/*
 	 * optional: cuMemcpyBatchAsync is NULL when the driver is older than
-	 * 12.8; cuStreamAddCallback (slated for deprecation) may go one day
+	 * 12.8; cuStreamAddCallback (slated for deprecation) may go one day;
+	 * cuStreamIsCapturing came with graphs (CUDA 10): without it no
+	 * stream can be capturing
 	 */
 };
 
 /*
  * Loads libcuda (path NULL: "libcuda.so.1") and resolves every symbol
- * except the optional ones (cuMemcpyBatchAsync and cuStreamAddCallback
- * may be NULL).  Returns 0, -ENOENT when the library is missing, -ENOSYS
- * when a required symbol is missing; errbuf gets a message.
+ * except the optional ones (cuMemcpyBatchAsync, cuStreamAddCallback and
+ * cuStreamIsCapturing may be NULL).  Returns 0, -ENOENT when the library
+ * is missing, -ENOSYS when a required symbol is missing; errbuf gets a
+ * message.
  */
 int nvb_cuda_load(struct nvb_cuda *cu, const char *path, char *errbuf, size_t errlen);
 void nvb_cuda_unload(struct nvb_cuda *cu);

@@ -34,7 +34,8 @@ int nvb_cuda_load(struct nvb_cuda *cu, const char *path, char *errbuf, size_t er
 #define NVB_CUDA_RESOLVE(name, symname, params)					\
 	sym = dlsym(cu->lib, symname);						\
 	if (!sym && strcmp(symname, "cuMemcpyBatchAsync_v2") &&		\
-	    strcmp(symname, "cuStreamAddCallback")) {				\
+	    strcmp(symname, "cuStreamAddCallback") &&				\
+	    strcmp(symname, "cuStreamIsCapturing")) {				\
 		snprintf(errbuf, errlen, "%s: symbol %s missing (driver too old?)", \
 			 path, symname);					\
 		dlclose(cu->lib);						\

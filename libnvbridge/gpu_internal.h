@@ -71,6 +71,9 @@ void nvb_gpu_drop_closed(struct nvb_gpu *g, uint64_t closes, bool (*live)(uint64
 /* core.c (as in nvb_internal.h): nvb_close() calls so far; whether the handle of serial is open. */
 uint64_t nvb_handle_closes(void);
 bool nvb_serial_live(uint64_t serial);
+/* core.c: nvb_event_read(h, ev, max, 0) on the handle of serial while it is open; -ESRCH: closed. */
+struct nvb_event;
+int nvb_event_read_live(uint64_t serial, struct nvb_event *ev, unsigned int max);
 /* dev.c: nvb_gpu_drop_closed's half for the name cache. */
 void nvb_gpu_names_drop(struct nvb_gpu *g, bool (*live)(uint64_t serial));
 

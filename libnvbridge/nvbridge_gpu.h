@@ -598,7 +598,9 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h);
  *
  * Completion without a thread per batch: the copies are followed on the
  * stream by a callback (cuStreamAddCallback: it also runs after a CUDA
- * context error, the batch then completes with -EIO) that wakes ONE library
+ * context error, the batch then completes with -EIO; a stream being
+ * captured into a CUDA graph is refused with -EBUSY before anything is
+ * queued, the capture left intact) that wakes ONE library
  * thread per struct nvb_gpu; that thread also reads the revocation events
  * of the handles segments were opened through, so a peer that dies while a
  * batch is in flight makes that batch complete with -ENOLINK for its
@@ -615,9 +617,12 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h);
  * nvb_gpu_close().  In a child of fork() the inherited g has no thread:
  * its segment and transfer calls fail with -ECHILD.
  *
- * The library reads the events of a handle while a segment opened (or a
- * prefetch registered) through it is open: keep another handle for events
- * of your own.  Close those segments before nvb_close() of the handle.
+ * The library reads the events of a handle from the first segment opened
+ * (or prefetch registered) through it until nvb_close() of the handle
+ * (after its segments closed, through its serial, never its pointer: a
+ * revocation then releases the cached mapping of a closed segment at
+ * once): keep another handle for events of your own.  Close those
+ * segments before nvb_close() of the handle.
  */
 struct nvb_gpu_seg;
 struct nvb_gpu_batch;
@@ -763,8 +768,10 @@ struct nvb_gpu_xfer_opts {
  * device (device 0 when the calling thread has none; the caller's context
  * is left as found) and returns its handle in *out.  Thread-safe.
  * Errors: -ERANGE, -ENOLINK, -EINVAL (see above), -EOPNOTSUPP (a forced
- * method this driver / build lacks), -ENOMEM, -EIO (CUDA refused; nothing
- * the batch queued is left running when submit returns).
+ * method this driver / build lacks), -EBUSY (.stream is being captured into
+ * a CUDA graph, or its capture was invalidated: nothing queued), -ENOMEM,
+ * -EIO (CUDA refused; nothing the batch queued is left running when submit
+ * returns).
  */
 int nvb_gpu_xfer_submit(struct nvb_gpu *g, const struct nvb_gpu_xfer_req *reqs, size_t n,
 			const struct nvb_gpu_xfer_opts *opts, struct nvb_gpu_batch **out);

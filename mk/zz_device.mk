@@ -30,6 +30,9 @@ device-bundle: $(DEVICE_BINS)
 	@echo "commit $$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- . ':!build' || echo ' + uncommitted changes'), built $$(date -u '+%Y-%m-%d %H:%M UTC') with $$($(NVCC) --version | tail -n 1)" \
 		> $(LB)/device-bundle.txt && cat $(LB)/device-bundle.txt
 
+# every step of the script's STEPS list must have run (12 since the wide step)
+DEVICE_NSTEPS = $(words $(shell sed -n 's/^STEPS="\(.*\)"$$/\1/p' tests/gpu/device-all.sh))
+
 device-dry-run: device-bundle $(NVB_FAKE_CUDA)
 	@rm -rf $(BUILD)/device-dry-run && mkdir -p $(BUILD)/device-dry-run
 	@# GPU steps fail here; what must hold is that the script finishes in
@@ -38,7 +41,7 @@ device-dry-run: device-bundle $(NVB_FAKE_CUDA)
 	-NVB_DEVICE_FAKE_CUDA=$(NVB_FAKE_DIR) NVB_PYTHON=$(NVB_PYTHON) NVB_KV=8,256,16K \
 		NVB_KV_ARGS="--kv-blocks 4,16,64" tests/gpu/device-all.sh $(BUILD)/device-dry-run
 	@s=$(BUILD)/device-dry-run/SUMMARY.txt; [ -f $$s ] && \
-		[ $$(grep -cE '^[a-z]+ +(ok|ok\+skip|FAIL|SKIPPED) +[0-9]+ ' $$s) = 11 ] && ! grep -qE '^[a-z]+ +(TIMEOUT|NOTRUN) ' $$s && \
+		[ $$(grep -cE '^[a-z]+ +(ok|ok\+skip|FAIL|SKIPPED) +[0-9]+ ' $$s) = $(DEVICE_NSTEPS) ] && ! grep -qE '^[a-z]+ +(TIMEOUT|NOTRUN) ' $$s && \
 		[ -f $(BUILD)/device-dry-run/steps.tar.gz ] && [ $$(ls $(BUILD)/device-dry-run | wc -l) -le 8 ] && \
 		echo "device-dry-run: the script finished, every step ran, $$s written" || \
 		{ echo "device-dry-run: the script did not finish every step (see $$s)"; exit 1; }

@@ -5,11 +5,12 @@
  *
  * One library thread per struct nvb_gpu (never one per batch) waits in
  * poll(2) on a wake eventfd and on the event fds of the handles that open
- * segments came through.  It applies revocations, imports ahead
+ * segments came through (and, parked, of those whose segments all closed,
+ * while they stay open).  It applies revocations, imports ahead
  * (nvb_gpu_seg_prefetch), and completes batches: the GPU tells it that a
  * batch's copies are done through a stream callback (cuStreamAddCallback,
- * also called after a context error; cuLaunchHostFunc where that is
- * refused) queued after them, which only sets a word and writes the wake
+ * also called after a context error; cuLaunchHostFunc on a driver without
+ * it; a stream being captured into a graph is refused first) queued after them, which only sets a word and writes the wake
  * eventfd (no CUDA call, no lock: it runs on the driver's thread).
  *
  * Locks, in this order: e->hlock (any use of a struct nvb *), e->lock
@@ -26,11 +27,17 @@
 
 #include "gpu_priv.h"
 
-/* A struct nvb that segments (or prefetches) use: its events are read here. */
+/*
+ * A struct nvb that segments (or prefetches) use: its events are read here.
+ * When the last goes, a handle on which this layer's watches stand is
+ * parked (h NULL: the application may close it at any time) and its events
+ * are still read, through its serial (nvb_event_read_live), so that a
+ * revocation reaches the cached mapping of a closed segment at once.
+ */
 struct seg_handle {
 	struct seg_handle *next;
-	struct nvb *h;
-	int refs;		/* segments + prefetches on it */
+	struct nvb *h;		/* NULL while parked */
+	int refs;		/* segments + prefetches on it (0: parked) */
 	int evfd;		/* nvb_event_fd(h) */
 	uint64_t gen;		/* which handle: entry ids are per broker (and restart), not global */
 	uint64_t reg;		/* h's registry in the import cache (nvb_gpu_registry) */
@@ -42,6 +49,7 @@ struct seg_watch {
 	struct seg_handle *hd;	/* NULL: parked, its handle has no segment now (handle_put) */
 	uint64_t reg;		/* the handle's registry (nvb_gpu_registry: unique per handle) */
 	uint64_t wid;		/* its watch id (never 0: -EEXIST, a watch not ours, is not noted) */
+	int busy;		/* opens and prefetches relying on it, not listed yet (e->lock) */
 	char name[64];		/* "": the scope-wide watch */
 };
 
@@ -97,6 +105,7 @@ struct seg_engine {
 	pthread_mutex_t hlock;
 	pthread_mutex_t lock;
 	uint64_t closes_seen;	/* nvb_handle_closes() at the last sweep of parked watch records */
+	uint64_t park_closes;	/* nvb_handle_closes() at the thread's last sweep of parked handles */
 	pthread_cond_t cv;		/* a batch completed */
 	pthread_t thr;
 	int thr_ok;

@@ -33,27 +33,45 @@ static void wake(struct seg_engine *e)
 
 /* ---- handles ---- */
 
-/* A reference on h's record (e->hlock held); NULL and *err on failure. */
+/* h's watch records, parked, are h's again (e->lock held). */
+static void watches_take(struct seg_engine *e, struct seg_handle *hd)
+{
+	struct seg_watch *w;
+
+	for (w = e->watches; w; w = w->next)	/* h's watches, still in force */
+		if (!w->hd && w->reg == hd->reg)
+			w->hd = hd;
+}
+
+/*
+ * A reference on h's record (e->hlock held); NULL and *err on failure.
+ * Records are found by registry (unique per handle), never by pointer: a
+ * parked record's handle may have been closed and its memory reused by a
+ * new one.
+ */
 static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *err)
 {
+	uint64_t reg = nvb_gpu_registry(h);
 	struct seg_handle *hd;
-	struct seg_watch *w;
-	int fd;
+	int fd = nvb_event_fd(h);
 
-	pthread_mutex_lock(&e->lock);
-	for (hd = e->handles; hd; hd = hd->next)
-		if (hd->h == h) {
-			hd->refs++;
-			pthread_mutex_unlock(&e->lock);
-			return hd;
-		}
-	pthread_mutex_unlock(&e->lock);
-	fd = nvb_event_fd(h);
 	if (fd < 0) {
 		/* the handle's own errno (-ECHILD inherited, -ENOTCONN...), not -ENOMEM */
 		*err = seterr(fd, "segment: nvb_event_fd: %s", nvb_last_error(h));
 		return NULL;
 	}
+	pthread_mutex_lock(&e->lock);
+	for (hd = e->handles; hd; hd = hd->next)
+		if (hd->reg == reg && (hd->refs || hd->evfd >= 0))	/* not a parked one going */
+			break;
+	if (hd && !hd->refs++) {	/* parked: h's again */
+		hd->h = h;
+		hd->evfd = fd;
+		watches_take(e, hd);
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (hd)
+		return hd;
 	hd = calloc(1, sizeof(*hd));
 	if (!hd) {
 		*err = seterr(-ENOMEM, "segment: out of memory");
@@ -62,24 +80,40 @@ static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *e
 	hd->h = h;
 	hd->refs = 1;
 	hd->evfd = fd;
+	hd->reg = reg;
 	pthread_mutex_lock(&e->lock);
 	hd->gen = ++e->next_gen;
-	hd->reg = nvb_gpu_registry(h);
 	hd->next = e->handles;
 	e->handles = hd;
-	for (w = e->watches; w; w = w->next)	/* h's watches, still in force */
-		if (!w->hd && w->reg == hd->reg)
-			w->hd = hd;
+	watches_take(e, hd);
 	pthread_mutex_unlock(&e->lock);
 	wake(e);	/* into the thread's poll set */
 	return hd;
 }
 
+static void handle_unlink(struct seg_engine *e, struct seg_handle *hd)
+{
+	struct seg_handle **pp;
+
+	for (pp = &e->handles; *pp; pp = &(*pp)->next)
+		if (*pp == hd) {
+			*pp = hd->next;
+			break;
+		}
+	free(hd);
+}
+
 /*
- * Drops a reference (e->hlock and e->lock held); the last one forgets h.
- * Its watches stay in force at the broker (no request here): their
- * records are parked under h's registry, taken back when h opens a
- * segment again (so the name is not watched twice, and a full watch table
+ * Drops a reference (e->hlock and e->lock held); the last one parks h's
+ * record: the application may close h from now on, so h is never used
+ * again, but while h stays open the thread reads its events through its
+ * serial (nvb_event_read_live): the watches stay in force at the broker,
+ * and a revocation must reach the cached mappings of the closed segments
+ * (their exporters' memory) now, not at h's next open.  A handle on which
+ * none of this layer's watches stands (or whose connection ended) has
+ * nothing to come: its record goes.
+ * Its watch records are parked under h's registry, taken back when h opens
+ * a segment again (so the name is not watched twice, and a full watch table
  * knows what it may unwatch).  None is forgotten while its handle is
  * open: a forgotten watch stays at the broker, and nobody could give it
  * back when the table is full (their number is bounded by the broker's
@@ -88,22 +122,18 @@ static struct seg_handle *handle_get(struct seg_engine *e, struct nvb *h, int *e
  */
 static void handle_put(struct seg_engine *e, struct seg_handle *hd)
 {
-	struct seg_handle **pp;
 	struct seg_watch **wp, *w;
 	uint64_t closes = nvb_handle_closes();
-	int sweep = closes != e->closes_seen;
+	int sweep = closes != e->closes_seen, watched = 0;
 
 	if (!hd || --hd->refs > 0)
 		return;
-	for (pp = &e->handles; *pp; pp = &(*pp)->next)
-		if (*pp == hd) {
-			*pp = hd->next;
-			break;
-		}
 	e->closes_seen = closes;
 	for (wp = &e->watches; (w = *wp);) {
-		if (w->hd == hd)
+		if (w->hd == hd) {
 			w->hd = NULL;
+			watched = 1;
+		}
 		if (!w->hd && sweep && !nvb_serial_live(w->reg)) {
 			*wp = w->next;
 			free(w);
@@ -111,7 +141,9 @@ static void handle_put(struct seg_engine *e, struct seg_handle *hd)
 			wp = &w->next;
 		}
 	}
-	free(hd);
+	hd->h = NULL;
+	if (!watched || hd->evfd < 0)
+		handle_unlink(e, hd);
 }
 
 /* ---- the engine ---- */
@@ -424,9 +456,15 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 	int n, i, lost = 0;
 
 	while (fd_readable(hd->evfd)) {
-		n = nvb_event_read(hd->h, ev, 32, 0);
+		n = hd->refs ? nvb_event_read(hd->h, ev, 32, 0) :
+		    nvb_event_read_live(hd->reg, ev, 32);
 		if (n == -EAGAIN || n == -ETIMEDOUT || n == -EINTR || n == 0)
 			break;
+		if (n == -ESRCH && !hd->refs) {
+			/* parked, and the application closed it: nothing more comes */
+			hd->evfd = -1;
+			return;
+		}
 		if (n < 0) {
 			connection_lost(e, hd);
 			return;
@@ -454,7 +492,11 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 			}
 		}
 	}
-	if (lost) {
+	if (lost && !hd->refs) {
+		/* parked: no segment to fetch again; the cached mappings cannot be trusted */
+		nvb_gpu_names_forget(e->g, hd->reg, 0);
+		nvb_gpu_cache_trim(e->g);
+	} else if (lost) {
 		nvb_gpu_names_forget(e->g, hd->reg, 0);
 		pthread_mutex_lock(&e->lock);
 		for (p = e->prefetch; p; p = p->next)
@@ -505,6 +547,35 @@ static void prefetch_run(struct seg_engine *e)
 	}
 }
 
+/*
+ * Parked records whose handles were closed (or whose connections ended)
+ * go, and so do the cached mappings imported through closed handles: no
+ * revocation can reach them any more (thread, e->hlock held).
+ */
+static void parked_sweep(struct seg_engine *e)
+{
+	struct seg_handle *hd, *next;
+	uint64_t closes = nvb_handle_closes();
+	int any = 0;
+
+	pthread_mutex_lock(&e->lock);
+	for (hd = e->handles; hd; hd = next) {
+		next = hd->next;
+		if (hd->refs)
+			continue;
+		if (hd->evfd >= 0 && closes != e->park_closes && !nvb_serial_live(hd->reg))
+			hd->evfd = -1;
+		if (hd->evfd < 0) {
+			handle_unlink(e, hd);
+			any = 1;
+		}
+	}
+	e->park_closes = closes;
+	pthread_mutex_unlock(&e->lock);
+	if (any)
+		nvb_gpu_drop_closed(e->g, closes, nvb_serial_live);
+}
+
 static void *seg_thread(void *arg)
 {
 	struct seg_engine *e = arg;
@@ -545,6 +616,7 @@ static void *seg_thread(void *arg)
 			if (hd->evfd >= 0 && fd_readable(hd->evfd))
 				seg_events(e, hd);
 		prefetch_run(e);
+		parked_sweep(e);
 		pthread_mutex_unlock(&e->hlock);
 		xfer_reap(e);
 	}
@@ -775,10 +847,15 @@ static int open_opts(const char *fn, const struct nvb_gpu_seg_open_opts *opts,
 }
 
 /*
- * Watches name on hd once (e->hlock not needed: nvb_watch is thread-safe).
- * The requests made (0 when the watch was known), or -errno.
+ * The record of this layer's watch covering name on hd, pinned (busy), or
+ * NULL when there is none.  An open or prefetch relies on the watch from
+ * its fetch until its segment or prefetch is listed (name_unused() then
+ * says the name is used): until then the record is pinned, so that no
+ * trade for the scope-wide watch (watch_drop_unused) gives it up under
+ * the fetch, when a revocation could fall between the unwatch and the
+ * scope-wide watch and never reach the open.  watch_unpin() ends it.
  */
-static int watched(struct seg_engine *e, struct seg_handle *hd, const char *name)
+static struct seg_watch *watch_pin(struct seg_engine *e, struct seg_handle *hd, const char *name)
 {
 	struct seg_watch *w;
 
@@ -786,8 +863,24 @@ static int watched(struct seg_engine *e, struct seg_handle *hd, const char *name
 	for (w = e->watches; w; w = w->next)
 		if (w->hd == hd && (!w->name[0] || !strcmp(w->name, name)))
 			break;
+	if (w)
+		w->busy++;
 	pthread_mutex_unlock(&e->lock);
-	return w != NULL;
+	return w;
+}
+
+/* Ends watch_pin()'s or watch_note()'s pin (e->lock held; w may be NULL). */
+static void watch_unpin(struct seg_watch *w)
+{
+	if (w)
+		w->busy--;
+}
+
+static void watch_unpin_locked(struct seg_engine *e, struct seg_watch *w)
+{
+	pthread_mutex_lock(&e->lock);
+	watch_unpin(w);
+	pthread_mutex_unlock(&e->lock);
 }
 
 /*
@@ -797,7 +890,8 @@ static int watched(struct seg_engine *e, struct seg_handle *hd, const char *name
  * time, and a name taken for watched would then be fetched unwatched for
  * ever after; asking again costs nothing (it travels with the fetch).
  */
-static void watch_note(struct seg_engine *e, struct seg_handle *hd, const char *name, uint64_t wid)
+static struct seg_watch *watch_note(struct seg_engine *e, struct seg_handle *hd, const char *name,
+				    uint64_t wid, int pin)
 {
 	struct seg_watch *w = wid ? calloc(1, sizeof(*w)) : NULL;
 
@@ -805,12 +899,14 @@ static void watch_note(struct seg_engine *e, struct seg_handle *hd, const char *
 		w->hd = hd;
 		w->reg = hd->reg;
 		w->wid = wid;
+		w->busy = pin;	/* pinned from the start: see watch_pin() */
 		snprintf(w->name, sizeof(w->name), "%s", name);
 		pthread_mutex_lock(&e->lock);
 		w->next = e->watches;
 		e->watches = w;
 		pthread_mutex_unlock(&e->lock);
 	}
+	return pin ? w : NULL;
 }
 
 /* No open segment or prefetch of name on hd (e->lock held). */
@@ -830,7 +926,8 @@ static int name_unused(struct seg_engine *e, struct seg_handle *hd, const char *
 
 /*
  * Unwatches one name this layer watched on hd that nothing uses any more
- * (closed segments keep their watches): 0, or -ENOSPC when there is none.
+ * (closed segments keep their watches) and no open or prefetch in flight
+ * relies on (pinned): 0, or -ENOSPC when there is none.
  */
 static int watch_drop_unused(struct seg_engine *e, struct seg_handle *hd)
 {
@@ -839,7 +936,7 @@ static int watch_drop_unused(struct seg_engine *e, struct seg_handle *hd)
 
 	pthread_mutex_lock(&e->lock);
 	for (wp = &e->watches; (w = *wp); wp = &w->next)
-		if (w->hd == hd && w->wid && w->name[0] && name_unused(e, hd, w->name)) {
+		if (w->hd == hd && w->wid && w->name[0] && !w->busy && name_unused(e, hd, w->name)) {
 			*wp = w->next;
 			break;
 		}
@@ -855,9 +952,10 @@ static int watch_drop_unused(struct seg_engine *e, struct seg_handle *hd)
  * The handle's watch table is full (-ENOSPC): one scope-wide watch covers
  * all.  When it has no room either, a watch of a name nothing uses any
  * more makes room.  Between that unwatch and the new watch a revocation of
- * the name's entry may go unseen: no segment has it open, but its mapping
- * may stay cached; the unreferenced cached mappings go (prefetches import
- * theirs again).
+ * the name's entry may go unseen: no segment has it open and no open in
+ * flight fetched it under that watch (pinned records are never given up),
+ * but its mapping may stay cached; the unreferenced cached mappings go
+ * (prefetches import theirs again).
  */
 static int watch_all(struct seg_engine *e, struct seg_handle *hd)
 {
@@ -871,7 +969,7 @@ static int watch_all(struct seg_engine *e, struct seg_handle *hd)
 	}
 	if (err && err != -EEXIST)
 		return seterr(err, "segment: nvb_watch: %s", nvb_last_error(hd->h));
-	watch_note(e, hd, "", err ? 0 : wid);
+	watch_note(e, hd, "", err ? 0 : wid, 0);
 	if (dropped) {
 		nvb_gpu_cache_trim(e->g);
 		pthread_mutex_lock(&e->lock);
@@ -884,22 +982,26 @@ static int watch_all(struct seg_engine *e, struct seg_handle *hd)
 	return 0;
 }
 
-static int watch_once(struct seg_engine *e, struct seg_handle *hd, const char *name)
+/* Watches name on hd once; *pin: the record, pinned (watch_pin), or NULL. 0 or -errno. */
+static int watch_once(struct seg_engine *e, struct seg_handle *hd, const char *name,
+		      struct seg_watch **pin)
 {
 	uint64_t wid = 0;
 	int err;
 
-	if (watched(e, hd, name))
+	*pin = watch_pin(e, hd, name);
+	if (*pin)
 		return 0;
 	err = nvb_watch(hd->h, name, 0, &wid);
 	if (err == -ENOSPC) {
 		err = watch_all(e, hd);
-		return err ? err : 2;
+		*pin = err ? NULL : watch_pin(e, hd, name);	/* the scope-wide one */
+		return err;
 	}
 	if (err && err != -EEXIST)
 		return seterr(err, "segment: nvb_watch: %s", nvb_last_error(hd->h));
-	watch_note(e, hd, name, err ? 0 : wid);
-	return 1;
+	*pin = watch_note(e, hd, name, err ? 0 : wid, 1);
+	return 0;
 }
 
 /* Ends the prefetch of (hd, name), if any (e->hlock and e->lock held). */
@@ -983,13 +1085,13 @@ static int open_prefetched(struct seg_engine *e, struct seg_handle *hd, const ch
 /* Watch (once), fetch, import unless cached; the costs go into s->stats. */
 static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *name,
 		      const struct nvb_gpu_seg_open_opts *o, struct nvb_gpu_seg *s,
-		      struct nvb_entry *ent, struct nvb_gpu_map **m)
+		      struct nvb_entry *ent, struct nvb_gpu_map **m, struct seg_watch **pin)
 {
 	unsigned char blob[SEG_BLOB], *b;
 	struct nvb_gpu_map_stats ms;
 	unsigned int rt = 0;
 	uint64_t t0 = ns_now(), t1, wid = 0;
-	int err, fd = -1, k, wret = 0, w = !watched(e, hd, name);
+	int err, fd = -1, k, wret = 0, w = !*pin;
 
 	/*
 	 * The watch comes first, so no revocation can fall between fetch and
@@ -1003,6 +1105,7 @@ static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *n
 		err = watch_all(e, hd);
 		if (err)
 			return err;	/* its own message */
+		*pin = watch_pin(e, hd, name);	/* the scope-wide one */
 		rt++;
 		t1 = ns_now();
 		s->stats.watch_ns = t1 - t0;
@@ -1012,7 +1115,8 @@ static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *n
 	} else if (w && wret && wret != -EEXIST) {
 		return seterr(wret, "segment: nvb_watch: %s", nvb_last_error(hd->h));
 	} else if (w) {
-		watch_note(e, hd, name, wret ? 0 : wid);	/* in force even when the fetch failed */
+		/* in force even when the fetch failed */
+		*pin = watch_note(e, hd, name, wret ? 0 : wid, 1);
 	}
 	s->stats.fetch_ns = ns_now() - t0;
 	s->stats.round_trips = rt;
@@ -1048,6 +1152,7 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	struct nvb_gpu_seg_open_opts o;
 	struct nvb_gpu_seg *s = NULL;
 	struct nvb_gpu_map *m = NULL;
+	struct seg_watch *pin;
 	struct seg_handle *hd;
 	struct seg_engine *e;
 	struct nvb_entry ent;
@@ -1069,11 +1174,13 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	pthread_mutex_lock(&e->lock);
 	ring0 = e->revoked_next;	/* revocations the thread reads from now on */
 	pthread_mutex_unlock(&e->lock);
+	pin = watch_pin(e, hd, name);
 	if (open_prefetched(e, hd, name, &o, &ent, &m)) {
 		s->stats.cached = 1;	/* no request, no CUDA call */
 	} else {
-		err = open_fetch(e, hd, name, &o, s, &ent, &m);
+		err = open_fetch(e, hd, name, &o, s, &ent, &m, &pin);
 		if (err) {
+			watch_unpin_locked(e, pin);
 			handle_drop(e, hd);
 			free(s);
 			return err;
@@ -1111,6 +1218,7 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	recheck = !s->revoked && e->revoked_next - ring0 > 256;
 	s->next = e->segs;
 	e->segs = s;
+	watch_unpin(pin);	/* listed: name_unused() keeps the watch from now on */
 	pthread_mutex_unlock(&e->lock);
 	pthread_mutex_unlock(&e->hlock);
 	if (s->revoked)
@@ -1130,6 +1238,7 @@ int nvb_gpu_seg_prefetch(struct nvb_gpu *g, struct nvb *h, const char *name,
 			 const struct nvb_gpu_seg_open_opts *opts)
 {
 	struct nvb_gpu_seg_open_opts o;
+	struct seg_watch *pin;
 	struct seg_prefetch *p;
 	struct seg_handle *hd;
 	struct seg_engine *e;
@@ -1143,14 +1252,14 @@ int nvb_gpu_seg_prefetch(struct nvb_gpu *g, struct nvb *h, const char *name,
 		handle_drop(e, hd);
 		return seterr(-ENOMEM, "nvb_gpu_seg_prefetch: out of memory");
 	}
-	err = watch_once(e, hd, name);
+	err = watch_once(e, hd, name, &pin);
 	pthread_mutex_lock(&e->hlock);
 	pthread_mutex_lock(&e->lock);
+	watch_unpin(pin);	/* listed below, or no watch needed any more */
 	if (err < 0) {
 		handle_put(e, hd);
 		free(p);
 	} else {
-		err = 0;
 		prefetch_claim(e, hd, name);	/* a second call replaces the first */
 		p->hd = hd;
 		p->flags = o.flags;

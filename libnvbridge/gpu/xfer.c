@@ -240,6 +240,35 @@ static int lib_stream(struct seg_engine *e, int dev, CUstream *st)
 	return r == CUDA_SUCCESS ? 0 : cuerr(g, r, "cuStreamCreate");
 }
 
+/*
+ * A batch is a one-shot: its segments are checked and held once, its
+ * completion frees what it holds.  Captured into a CUDA graph, its copies
+ * would run at every launch of the graph, after the segments were released
+ * or revoked, and its completion would run once per launch (or never, if
+ * the graph is never launched).  So a stream being captured is refused
+ * (-EBUSY) before anything is queued on it: no copy, no callback (CUDA
+ * does not support cuStreamAddCallback in capture, and an unsupported
+ * call invalidates the capture; cuStreamSynchronize on the error path
+ * would too), and the application's capture goes on unharmed.
+ * cuStreamIsCapturing came with graphs (CUDA 10): without it, no capture.
+ */
+static int not_capturing(struct nvb_gpu *g, CUstream st)
+{
+	int cs = CU_STREAM_CAPTURE_STATUS_NONE;
+	CUresult r;
+
+	if (!g->cu.cuStreamIsCapturing)
+		return 0;
+	r = g->cu.cuStreamIsCapturing(st, &cs);
+	if (r != CUDA_SUCCESS)
+		return cuerr(g, r, "nvb_gpu_xfer_submit: cuStreamIsCapturing");
+	if (cs != CU_STREAM_CAPTURE_STATUS_NONE)
+		return seterr(-EBUSY, "nvb_gpu_xfer_submit: the stream is %s (a batch cannot "
+			      "be part of a CUDA graph)", cs == CU_STREAM_CAPTURE_STATUS_ACTIVE ?
+			      "being captured" : "in an invalidated capture");
+	return 0;
+}
+
 static int submit_checked(struct seg_engine *e, const struct nvb_gpu_xfer_req *reqs, size_t n,
 			  const struct nvb_gpu_xfer_opts *o, struct nvb_gpu_batch *b)
 {
@@ -270,7 +299,11 @@ static int submit_checked(struct seg_engine *e, const struct nvb_gpu_xfer_req *r
 		goto out;
 	}
 	st = (CUstream)o->stream;
-	if (!st) {
+	if (st) {
+		err = not_capturing(g, st);
+		if (err)
+			goto out;
+	} else {
 		err = lib_stream(e, dev, &st);
 		if (err)
 			goto out;
@@ -295,17 +328,18 @@ static int submit_checked(struct seg_engine *e, const struct nvb_gpu_xfer_req *r
 		/*
 		 * A callback that runs even after a context error: with a host
 		 * function only, such a batch would never complete (a wait with
-		 * no timeout hangs).  cuStreamAddCallback refuses a capturing
-		 * stream: the host function then.
+		 * no timeout hangs).  The host function only where the driver
+		 * has no cuStreamAddCallback (the stream is not capturing:
+		 * not_capturing() said so before anything was queued).
 		 */
-		r = CUDA_ERROR_NOT_SUPPORTED;
 		if (g->cu.cuStreamAddCallback)
 			r = g->cu.cuStreamAddCallback(st, stream_done, b, 0);
-		if (r != CUDA_SUCCESS)
+		else
 			r = g->cu.cuLaunchHostFunc(st, host_done, b);
 		if (r != CUDA_SUCCESS) {
 			__atomic_sub_fetch(&e->inflight_gpu, 1, __ATOMIC_ACQ_REL);
-			err = cuerr(g, r, "cuLaunchHostFunc");
+			err = cuerr(g, r, g->cu.cuStreamAddCallback ? "cuStreamAddCallback" :
+				    "cuLaunchHostFunc");
 		}
 	}
 	if (err)	/* what was queued must be over before the batch goes */

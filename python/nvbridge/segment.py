@@ -340,8 +340,9 @@ class TransferEngine:
                flag: int = 0, flag_val: int = 0, eventfd: Optional[int] = None,
                user_data: int = 0) -> Batch:
         """requests: (READ or WRITE, local address, segment, offset, length)
-        tuples.  stream None: the library's own stream; flag: a device word
-        set to flag_val after the copies; eventfd: yours, +1 on completion."""
+        tuples.  stream: yours (one being captured into a CUDA graph raises
+        EBUSY), None: the library's own; flag: a device word set to flag_val
+        after the copies; eventfd: yours, +1 on completion."""
         n = len(requests)
         arr = (XferReq * max(n, 1))()
         for i, (op, local, seg, off, ln) in enumerate(requests):

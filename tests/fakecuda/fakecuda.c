@@ -24,6 +24,9 @@
 static __thread CUcontext cur;
 static int fake_ndev(void);	/* devices: 1, or $NVB_FAKE_DEVICES (multi-device block, at the end) */
 static void fake_import_gate(void);	/* $NVB_FAKE_IMPORT_GATE (import gate block, at the end) */
+/* stream capture (block at the end): 1 when s is capturing and the op must not run, *r its result */
+static int fake_capture_op(CUstream s, int legal, CUresult *r);
+#define CAPTURED(s, legal) do { CUresult r_; if (fake_capture_op((s), (legal), &r_)) return r_; } while (0)
 #define FAKE_CTX(d)	((CUcontext)(uintptr_t)(0x1000 + 0x100 * (d)))	/* device d's primary context */
 
 API cuInit(unsigned int f) { (void)f; return CUDA_SUCCESS; }
@@ -53,10 +56,10 @@ API cuMemFreeHost(void *p) { free(p); return CUDA_SUCCESS; }
 #define PTR(x) ((void *)(uintptr_t)(x))
 API cuMemcpyHtoD_v2(CUdeviceptr d, const void *s, size_t n) { memcpy(PTR(d), s, n); return CUDA_SUCCESS; }
 API cuMemcpyDtoH_v2(void *d, CUdeviceptr s, size_t n) { memcpy(d, PTR(s), n); return CUDA_SUCCESS; }
-API cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void *s, size_t n, CUstream st) { (void)st; memcpy(PTR(d), s, n); return CUDA_SUCCESS; }
-API cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, CUstream st) { (void)st; memmove(PTR(d), PTR(s), n); return CUDA_SUCCESS; }
-API cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, CUstream st) { (void)st; memset(PTR(d), v, n); return CUDA_SUCCESS; }
-API cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream st) { (void)st; for (size_t i = 0; i < n; i++) ((uint32_t *)PTR(d))[i] = v; return CUDA_SUCCESS; }
+API cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void *s, size_t n, CUstream st) { CAPTURED(st, 1); memcpy(PTR(d), s, n); return CUDA_SUCCESS; }
+API cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, CUstream st) { CAPTURED(st, 1); memmove(PTR(d), PTR(s), n); return CUDA_SUCCESS; }
+API cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, CUstream st) { CAPTURED(st, 1); memset(PTR(d), v, n); return CUDA_SUCCESS; }
+API cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream st) { CAPTURED(st, 1); for (size_t i = 0; i < n; i++) ((uint32_t *)PTR(d))[i] = v; return CUDA_SUCCESS; }
 
 /* VMM: a handle is a memfd (+1, so that 0 is never a handle); cuMemCreate is below. */
 API cuMemRelease(CUmemGenericAllocationHandle h) { close((int)h - 1); return CUDA_SUCCESS; }
@@ -99,10 +102,10 @@ API cuMemSetAccess(CUdeviceptr p, size_t s, const CUmemAccessDesc *d, size_t n) 
 /* Streams and events: everything is synchronous already. */
 API cuStreamCreate(CUstream *s, unsigned int f) { (void)f; *s = (CUstream)(uintptr_t)0x2000; return CUDA_SUCCESS; }
 API cuStreamDestroy_v2(CUstream s) { (void)s; return CUDA_SUCCESS; }
-API cuStreamSynchronize(CUstream s) { (void)s; return CUDA_SUCCESS; }
+API cuStreamSynchronize(CUstream s) { CAPTURED(s, 0); return CUDA_SUCCESS; }
 API cuStreamQuery(CUstream s) { (void)s; return CUDA_SUCCESS; }
 API cuStreamWaitEvent(CUstream s, CUevent e, unsigned int f) { (void)s; (void)e; (void)f; return CUDA_SUCCESS; }
-API cuStreamWriteValue32_v2(CUstream s, CUdeviceptr a, uint32_t v, unsigned int f) { (void)s; (void)f; __atomic_store_n((uint32_t *)PTR(a), v, __ATOMIC_RELEASE); return CUDA_SUCCESS; }
+API cuStreamWriteValue32_v2(CUstream s, CUdeviceptr a, uint32_t v, unsigned int f) { CAPTURED(s, 1); (void)f; __atomic_store_n((uint32_t *)PTR(a), v, __ATOMIC_RELEASE); return CUDA_SUCCESS; }
 API cuStreamWaitValue32_v2(CUstream s, CUdeviceptr a, uint32_t v, unsigned int f) { (void)s; (void)a; (void)v; (void)f; return CUDA_SUCCESS; }
 API cuEventCreate(CUevent *e, unsigned int f) { (void)f; *e = (CUevent)(uintptr_t)0x3000; return CUDA_SUCCESS; }
 API cuEventDestroy_v2(CUevent e) { (void)e; return CUDA_SUCCESS; }
@@ -493,7 +496,7 @@ API cuLaunchHostFunc(CUstream s, void (*fn)(void *), void *arg)
 	struct fake_hostfn *h;
 	pthread_t t;
 
-	(void)s;
+	CAPTURED(s, 1);	/* a host node of the graph: not run now */
 	if (getenv("NVB_FAKE_STREAM_ERROR"))	/* as CUDA: never called after a context error */
 		return CUDA_SUCCESS;
 	if (!d || !atoi(d)) {
@@ -517,7 +520,8 @@ API cuLaunchHostFunc(CUstream s, void (*fn)(void *), void *arg)
 API cuMemcpyBatchAsync_v2(CUdeviceptr *dsts, CUdeviceptr *srcs, size_t *sizes, size_t count,
 			  CUmemcpyAttributes *attrs, size_t *attrsIdxs, size_t numAttrs, CUstream st)
 {
-	(void)attrs; (void)attrsIdxs; (void)numAttrs; (void)st;
+	(void)attrs; (void)attrsIdxs; (void)numAttrs;
+	CAPTURED(st, 1);
 	for (size_t i = 0; i < count; i++)
 		memmove(PTR(dsts[i]), PTR(srcs[i]), sizes[i]);
 	return CUDA_SUCCESS;
@@ -557,6 +561,7 @@ API cuStreamAddCallback(CUstream s, void (*cb)(CUstream, CUresult, void *), void
 
 	if (f)
 		return CUDA_ERROR_INVALID_VALUE;
+	CAPTURED(s, 0);	/* not supported in capture (CUDA's documentation): invalidates it */
 	if (!d || !atoi(d)) {
 		cb(s, r, arg);
 		return CUDA_SUCCESS;
@@ -619,6 +624,122 @@ static void fake_hostfn_linger(void)
 
 	if (e && atoi(e) > 0)
 		usleep((unsigned int)atoi(e) * 1000u);
+}
+
+/*
+ * ---- stream capture (a transfer batch on a stream captured into a CUDA graph) ----
+ * cuStreamBeginCapture_v2 / cuStreamEndCapture / cuStreamIsCapturing on up
+ * to 8 streams of the caller's.  While a stream captures, the work queued
+ * on it is recorded (counted: fakecuda_capture_nodes), not run; a call
+ * CUDA does not support in capture (cuStreamAddCallback,
+ * cuStreamSynchronize) fails with CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and
+ * invalidates the capture, as the driver does: everything after it fails
+ * with _INVALIDATED, and so does cuStreamEndCapture.
+ * $NVB_FAKE_IS_CAPTURING_ERROR=N: cuStreamIsCapturing fails with N.
+ */
+#define FAKE_CAPTURE_UNSUPPORTED	900
+#define FAKE_CAPTURE_INVALIDATED	901
+static struct {
+	CUstream s;
+	int status;	/* CU_STREAM_CAPTURE_STATUS_* */
+	int nodes;
+} captures[8];
+
+static int capture_slot(CUstream s)
+{
+	for (int i = 0; i < 8; i++)
+		if (s && captures[i].s == s)
+			return i;
+	return -1;
+}
+
+static int fake_capture_op(CUstream s, int legal, CUresult *r)
+{
+	int i, st;
+
+	pthread_mutex_lock(&fake_lock);
+	i = capture_slot(s);
+	st = i < 0 ? CU_STREAM_CAPTURE_STATUS_NONE : captures[i].status;
+	if (st == CU_STREAM_CAPTURE_STATUS_ACTIVE && legal) {
+		captures[i].nodes++;
+		*r = CUDA_SUCCESS;
+	} else if (st == CU_STREAM_CAPTURE_STATUS_ACTIVE) {
+		captures[i].status = CU_STREAM_CAPTURE_STATUS_INVALIDATED;
+		*r = FAKE_CAPTURE_UNSUPPORTED;
+	} else {
+		*r = FAKE_CAPTURE_INVALIDATED;
+	}
+	pthread_mutex_unlock(&fake_lock);
+	return st != CU_STREAM_CAPTURE_STATUS_NONE;
+}
+
+API cuStreamBeginCapture_v2(CUstream s, int mode)
+{
+	CUresult r = CUDA_ERROR_OUT_OF_MEMORY;
+
+	(void)mode;
+	if (!s)
+		return CUDA_ERROR_INVALID_VALUE;	/* the legacy stream cannot capture */
+	pthread_mutex_lock(&fake_lock);
+	if (capture_slot(s) >= 0)
+		r = CUDA_ERROR_INVALID_VALUE;
+	for (int i = 0; i < 8 && r == CUDA_ERROR_OUT_OF_MEMORY; i++)
+		if (!captures[i].s) {
+			captures[i].s = s;
+			captures[i].status = CU_STREAM_CAPTURE_STATUS_ACTIVE;
+			captures[i].nodes = 0;
+			r = CUDA_SUCCESS;
+		}
+	pthread_mutex_unlock(&fake_lock);
+	return r;
+}
+
+/* *graph: a non-NULL token when the capture was valid */
+API cuStreamEndCapture(CUstream s, void **graph)
+{
+	CUresult r = CUDA_ERROR_INVALID_VALUE;
+	int i;
+
+	pthread_mutex_lock(&fake_lock);
+	i = capture_slot(s);
+	if (i >= 0) {
+		r = captures[i].status == CU_STREAM_CAPTURE_STATUS_ACTIVE ? CUDA_SUCCESS :
+		    FAKE_CAPTURE_INVALIDATED;
+		captures[i].s = NULL;
+	}
+	pthread_mutex_unlock(&fake_lock);
+	if (graph)
+		*graph = r == CUDA_SUCCESS ? (void *)(uintptr_t)0x5000 : NULL;
+	return r;
+}
+
+API cuStreamIsCapturing(CUstream s, int *status)
+{
+	const char *e = getenv("NVB_FAKE_IS_CAPTURING_ERROR");
+	int i;
+
+	if (e && atoi(e))
+		return (CUresult)atoi(e);
+	pthread_mutex_lock(&fake_lock);
+	i = capture_slot(s);
+	*status = i < 0 ? CU_STREAM_CAPTURE_STATUS_NONE : captures[i].status;
+	pthread_mutex_unlock(&fake_lock);
+	return CUDA_SUCCESS;
+}
+
+/* The graph cuStreamEndCapture gave (a token: nothing to free). */
+API cuGraphDestroy(void *graph) { return graph ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE; }
+
+/* Tests only: the nodes recorded so far by s's capture, or -1 when s is not capturing. */
+__attribute__((visibility("default"))) int fakecuda_capture_nodes(CUstream s)
+{
+	int i, n;
+
+	pthread_mutex_lock(&fake_lock);
+	i = capture_slot(s);
+	n = i < 0 ? -1 : captures[i].nodes;
+	pthread_mutex_unlock(&fake_lock);
+	return n;
 }
 
 /*

@@ -29,8 +29,12 @@ rc=$?
 if [ $rc = 0 ] && has "every word right" "$d/out" && has "32 MiB read back" "$d/out" &&
    ! has "transfers:" "$d/out"; then ok runs_and_checks
 else ko runs_and_checks "rc $rc: $(cat "$d/err" "$d/out" | tail -n 5)"; fi
-n=$(grep -cE '^ +(4|64) +[0-9]+ [KM]iB +(nvbridge-xfer|legacy-ipc|large-copy) ' "$d/out")
-if [ "$n" = 6 ]; then ok table_rows; else ko table_rows "$n rows, want 2 sizes x 3 methods"; fi
+n=$(grep -cE '^ +(4|64) +[0-9]+ [KM]iB +(nvbridge-xfer|legacy-ipc|large-copy|large-copy-1t) ' "$d/out")
+if [ "$n" = 8 ]; then ok table_rows; else ko table_rows "$n rows, want 2 sizes x 4 methods"; fi
+# the large-copy baseline uses the same threads and streams as the methods it rates
+if has "large-copy     3 host threads, a stream each" "$d/out" &&
+   has "large-copy-1t  1 host thread, 1 stream" "$d/out"; then ok large_copy_same_threads
+else ko large_copy_same_threads "$(grep -E '^  large-copy' "$d/out")"; fi
 if has "nccl           not run: both processes are on GPU 0" "$d/out"; then ok nccl_says_why
 else ko nccl_says_why "no reason for the missing NCCL rows"; fi
 if "$py" - "$d/kv.json" <<'PY'
@@ -39,7 +43,7 @@ d = json.load(open(sys.argv[1]))
 kv = d["kv"]
 assert (kv["arrays"], kv["blocks"], kv["block_size"], kv["threads"]) == (8, 256, 16384, 3), kv
 assert kv["blocks_per_request"] == [4, 64], kv
-for m in ("nvbridge-xfer", "legacy-ipc", "large-copy"):
+for m in ("nvbridge-xfer", "legacy-ipc", "large-copy", "large-copy-1t"):
     assert kv["checked_bytes"][m] == 8 * 256 * 16384, kv["checked_bytes"]
     for k in (4, 64):
         rs = [r for r in d["results"] if r["method"] == m and r["size"] == 8 * k * 16384]
@@ -87,6 +91,13 @@ rc=$?
 if [ $rc = 0 ] && "$py" -c 'import json, sys; assert json.load(open(sys.argv[1]))["segments"]["nproc"] == 2' \
 	"$d/seg.json"; then ok segments_json_out
 else ko segments_json_out "rc $rc: $(tail -n 3 "$d/err")"; fi
+# the batches' large-copy baseline: split over the batches' threads; 1 thread apart
+# (the stand-in's events time nothing: the 1-thread figure is 0 here)
+if [ $rc = 0 ] && has "large copy, same bytes, 4 threads x 1/4" "$d/out" &&
+   has "large copy, 1 thread, 1 stream" "$d/out" &&
+   "$py" -c 'import json, sys; s = json.load(open(sys.argv[1]))["segments"]; assert s["large_gbs"] > 0 and "large_1t_gbs" in s, s' \
+	"$d/seg.json"; then ok segments_large_copy_same_threads
+else ko segments_large_copy_same_threads "$(grep -E 'large copy' "$d/out")"; fi
 
 # the setup's trials: a warm-up apart, then --trials; every figure and ratio
 # as [median, min, max, first in the process], median within its range

@@ -119,6 +119,44 @@ static inline int fake_nvb_open(struct nvb **h)
 	return fake_nvb_open_at(fake_sock, h);
 }
 
+/* What an importing peer (most often a child process) holds: its own GPU layer, handle, mapping. */
+struct fake_peer {
+	struct nvb_gpu *g;
+	struct nvb *h;		/* on the program's private broker */
+	struct nvb_gpu_map *m;	/* NULL unless the import worked */
+};
+
+/*
+ * The peer's first steps: nvb_gpu_open(), fake_nvb_open(), then, when name
+ * is not NULL, nvb_gpu_import() of name waiting timeout_ns.  0, or the
+ * errno of the first step that failed: p->h NULL then means the GPU layer
+ * or the handle failed, before any import.
+ */
+static inline int fake_peer_import(struct fake_peer *p, const char *name, int64_t timeout_ns)
+{
+	int err;
+
+	memset(p, 0, sizeof(*p));
+	err = nvb_gpu_open(NULL, &p->g);
+	if (!err)
+		err = fake_nvb_open(&p->h);
+	if (err) {
+		p->h = NULL;
+		return err;
+	}
+	return name ? nvb_gpu_import(p->g, p->h, name, timeout_ns, 0, &p->m) : 0;
+}
+
+/* Ends what fake_peer_import() opened (the mapping too, when there is one). */
+static inline void fake_peer_close(struct fake_peer *p)
+{
+	if (p->m)
+		nvb_gpu_unmap(p->m);
+	nvb_close(p->h);
+	nvb_gpu_close(p->g);
+	memset(p, 0, sizeof(*p));
+}
+
 /*
  * main() of a gpu-fake program: its cases, isolated, against a private
  * broker; after (may be NULL) runs after each case.

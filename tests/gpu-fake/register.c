@@ -101,27 +101,22 @@ static int setup(void)
  */
 static int importer(const char *name, const unsigned char *want, size_t len, uint32_t type)
 {
-	struct nvb_gpu_map *m;
-	struct nvb_gpu *g2;
-	struct nvb *h2;
+	struct fake_peer pe;
 	unsigned char *p;
+	int r = fake_peer_import(&pe, name, 5000000000LL);
 
-	OK(nvb_gpu_open(NULL, &g2));
-	OK(fake_nvb_open(&h2));
-	m = (void *)1;
-	if (nvb_gpu_import(g2, h2, name, 5000000000LL, 0, &m))
+	CHECK(pe.h != NULL, "GPU layer or handle: %d", r);
+	if (r)
 		FAIL("import %s: %s", name, nvb_gpu_last_error());
-	EXPECT(nvb_gpu_map_size(m), len);
-	EXPECT(nvb_gpu_map_handle_type(m), type);
-	p = P(nvb_gpu_map_ptr(m));
+	EXPECT(nvb_gpu_map_size(pe.m), len);
+	EXPECT(nvb_gpu_map_handle_type(pe.m), type);
+	p = P(nvb_gpu_map_ptr(pe.m));
 	for (size_t i = 0; i < len; i++)
 		if (p[i] != want[i])
 			FAIL("byte %zu of %zu: %#x, want %#x", i, len, p[i], want[i]);
 	for (size_t i = 0; i < len; i++)
 		p[i] = (unsigned char)~want[i];
-	nvb_gpu_unmap(m);
-	nvb_close(h2);
-	nvb_gpu_close(g2);
+	fake_peer_close(&pe);
 	return 0;
 }
 
@@ -236,12 +231,14 @@ static int t_legacy_shared_open(void)
 	c = fork();
 	if (c == 0) {
 		struct nvb_gpu_map *m1, *m2;
+		struct fake_peer pe;
 		struct nvb_gpu *g2;
-		struct nvb *h2;
 
-		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2) ||
-		    nvb_gpu_import(g2, h2, "reg/t1", 0, 0, &m1) || nvb_gpu_import(g2, h2, "reg/t2", 0, 0, &m2))
+		if (fake_peer_import(&pe, "reg/t1", 0) ||
+		    nvb_gpu_import(pe.g, pe.h, "reg/t2", 0, 0, &m2))
 			_exit(2);
+		g2 = pe.g;
+		m1 = pe.m;
 		if (nvb_gpu_map_ptr(m2) - nvb_gpu_map_ptr(m1) != 65536 - 512)
 			_exit(3);	/* opened twice */
 		nvb_gpu_unmap(m1);
@@ -289,16 +286,13 @@ static int t_revoke_unpublish(void)
 	OK(nvb_gpu_publish(g, h, "reg/rv", b, NVB_ACCESS_OWNER, &id));
 	c = fork();
 	if (c == 0) {
-		struct nvb_gpu_map *m;
-		struct nvb_gpu *g2;
-		struct nvb *h2;
+		struct fake_peer pe;
 
-		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2) ||
-		    nvb_gpu_import(g2, h2, "reg/rv", 5000000000LL, 0, &m))
+		if (fake_peer_import(&pe, "reg/rv", 5000000000LL))
 			_exit(2);
 		if (write(pfd[1], "i", 1) != 1)
 			_exit(3);
-		_exit(wait_revoked(g2, h2, m));
+		_exit(wait_revoked(pe.g, pe.h, pe.m));
 	}
 	CHECK(read(pfd[0], &x, 1) == 1, "importer did not import");
 	OK(nvb_gpu_unpublish(g, h, id));
@@ -515,7 +509,6 @@ static int t_chunk_swapped(void)
 	unsigned char blob[4096];
 	struct nvb_gpu_meta_chunk c1;
 	struct nvb_gpu_buf *b;
-	struct nvb_gpu_map *m;
 	struct nvb_entry ent;
 	struct vmm v, other;
 	uint64_t id, nid;
@@ -538,12 +531,11 @@ static int t_chunk_swapped(void)
 	OK(nvb_publish(h, "reg/swap:c1", ofd, NULL, 0, &po, &nid));
 	c = fork();
 	if (c == 0) {
-		struct nvb_gpu *g2;
-		struct nvb *h2;
+		struct fake_peer pe;
+		int r = fake_peer_import(&pe, "reg/swap", 0);
 
-		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2))
+		if (!pe.h)
 			_exit(2);
-		int r = nvb_gpu_import(g2, h2, "reg/swap", 0, 0, &m);
 		printf("    importer: %d %s\n", r, nvb_gpu_last_error());
 		_exit(r == -ESTALE && strstr(nvb_gpu_last_error(), "republished") ? 0 : 1);
 	}
@@ -750,16 +742,16 @@ static int seg_peer(const char *name, const unsigned char *want, size_t len)
 	struct nvb_gpu_batch *bt;
 	struct nvb_gpu_seg *sg;
 	struct nvb_gpu_buf *lb;
+	struct fake_peer pe;
 	struct nvb_gpu *g2;
-	struct nvb *h2;
 	unsigned char *p;
 	int st[2];
 
-	OK(nvb_gpu_open(NULL, &g2));
-	OK(fake_nvb_open(&h2));
+	OK(fake_peer_import(&pe, NULL, 0));
+	g2 = pe.g;
 	struct nvb_gpu_seg_open_opts oo = { .sz = sizeof(oo), .timeout_ns = 5000000000LL };
 
-	if (nvb_gpu_seg_open(g2, h2, name, &oo, &sg))
+	if (nvb_gpu_seg_open(g2, pe.h, name, &oo, &sg))
 		FAIL("seg_open %s: %s", name, nvb_gpu_last_error());
 	EXPECT(nvb_gpu_seg_size(sg), len);
 	OK(nvb_gpu_alloc(g2, 0, len, 0, &lb));
@@ -795,8 +787,7 @@ static int seg_peer(const char *name, const unsigned char *want, size_t len)
 	CHECK(bt == NULL, "a refused batch handed out");
 	nvb_gpu_seg_close(sg);
 	nvb_gpu_free(lb);
-	nvb_close(h2);
-	nvb_gpu_close(g2);
+	fake_peer_close(&pe);
 	return 0;
 }
 

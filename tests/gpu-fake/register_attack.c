@@ -138,23 +138,18 @@ static int memfd_rand(size_t n)
  */
 static int import_check(const char *name, const unsigned char *want, size_t len)
 {
-	struct nvb_gpu_map *m = NULL;
-	struct nvb_gpu *g2;
-	struct nvb *h2;
-	int r;
+	struct fake_peer pe;
+	int r = fake_peer_import(&pe, name, 0);
 
-	if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2))
+	if (!pe.h)
 		return 99;
-	r = nvb_gpu_import(g2, h2, name, 0, 0, &m);
 	if (r) {
 		printf("    import %s: %s\n", name, nvb_gpu_last_error());
 		return -r;
 	}
-	if (nvb_gpu_map_size(m) != len || memcmp(P(nvb_gpu_map_ptr(m)), want, len))
+	if (nvb_gpu_map_size(pe.m) != len || memcmp(P(nvb_gpu_map_ptr(pe.m)), want, len))
 		return 100;
-	nvb_gpu_unmap(m);
-	nvb_close(h2);
-	nvb_gpu_close(g2);
+	fake_peer_close(&pe);
 	return 0;
 }
 
@@ -349,13 +344,12 @@ static size_t rb_init(struct rb *r, const uint64_t *ids)
 static int import_fails_clean(const char *name, int want, int emfile, const char *msg)
 {
 	struct nvb_gpu_map *m;
-	struct nvb_gpu *g2;
-	struct nvb *h2;
+	struct fake_peer pe;
 	int fds, maps, r;
 	pid_t c = fork();
 
 	if (c == 0) {
-		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2))
+		if (fake_peer_import(&pe, NULL, 0))
 			_exit(99);
 		if (emfile) {	/* no holes below the limit: the next fds are the last two */
 			int top = -1, fd;
@@ -373,13 +367,13 @@ static int import_fails_clean(const char *name, int want, int emfile, const char
 				_exit(98);
 		} else {
 			/* the first failure may allocate what later ones reuse */
-			nvb_gpu_import(g2, h2, name, 0, 0, &m);
+			nvb_gpu_import(pe.g, pe.h, name, 0, 0, &m);
 		}
 		fds = proc_fds(0);
 		maps = live_maps();
 		for (int i = 0; i < 20; i++) {
 			m = (void *)1;
-			r = nvb_gpu_import(g2, h2, name, 0, 0, &m);
+			r = nvb_gpu_import(pe.g, pe.h, name, 0, 0, &m);
 			if (r != want || m != NULL || (msg && !strstr(nvb_gpu_last_error(), msg))) {
 				printf("    %s: %d (%s), want %d (%s)\n", name, r, nvb_gpu_last_error(), want,
 				       msg ? msg : "");
@@ -524,12 +518,11 @@ static int t_whole_allocation(void)
 	c = fork();
 	if (c == 0) {
 		struct nvb_gpu_map *mv, *ml;
-		struct nvb_gpu *g2;
-		struct nvb *h2;
+		struct fake_peer pe;
 
-		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2) ||
-		    nvb_gpu_import(g2, h2, "ra/wv", 0, 0, &mv) || nvb_gpu_import(g2, h2, "ra/wl", 0, 0, &ml))
+		if (fake_peer_import(&pe, "ra/wv", 0) || nvb_gpu_import(pe.g, pe.h, "ra/wl", 0, 0, &ml))
 			_exit(2);
+		mv = pe.m;
 		if (nvb_gpu_map_size(mv) != 1000 || nvb_gpu_map_size(ml) != 1000)
 			_exit(3);
 		/* the whole first allocation, and the whole cudaMalloc allocation */
@@ -598,20 +591,18 @@ static int t_legacy_handle_wiped(void)
 	OK(nvb_gpu_publish(g, h, "ra/token", b, NVB_ACCESS_OWNER, &id));
 	c = fork();
 	if (c == 0) {
-		struct nvb_gpu_map *m;
-		struct nvb_gpu *g2;
-		struct nvb *h2;
+		struct fake_peer pe;
 
 		secret_armed = 0;
-		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2))
+		if (fake_peer_import(&pe, NULL, 0))
 			_exit(99);
 		secret_freed = 0;
 		secret_armed = 1;
-		if (nvb_gpu_import(g2, h2, "ra/token", 0, 0, &m))
+		if (nvb_gpu_import(pe.g, pe.h, "ra/token", 0, 0, &pe.m))
 			_exit(98);
-		nvb_gpu_unmap(m);
-		nvb_gpu_cache_trim(g2);
-		nvb_gpu_close(g2);
+		nvb_gpu_unmap(pe.m);
+		nvb_gpu_cache_trim(pe.g);
+		nvb_gpu_close(pe.g);
 		secret_armed = 0;
 		_exit(secret_freed);
 	}
@@ -684,15 +675,14 @@ static int t_republish_race(void)
 		OK(nvb_gpu_register(g, va[k] + 1, len, 0, &b[k]));
 	c = fork();
 	if (c == 0) {
-		struct nvb_gpu *g2;
-		struct nvb *h2;
+		struct fake_peer pe;
 		int n[4] = { 0, 0, 0, 0 };
 
-		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2) || read(up[0], &x, 1) != 1)
+		if (fake_peer_import(&pe, NULL, 0) || read(up[0], &x, 1) != 1)
 			_exit(99);
 		for (int i = 0; i < 300; i++) {
 			struct nvb_gpu_map *m;
-			int r = nvb_gpu_import(g2, h2, "ra/race", 100000000LL, 0, &m);
+			int r = nvb_gpu_import(pe.g, pe.h, "ra/race", 100000000LL, 0, &m);
 
 			if (r == -ESTALE || r == -ENOENT || r == -ETIMEDOUT) {
 				n[r == -ESTALE ? 2 : 3]++;
@@ -709,7 +699,7 @@ static int t_republish_race(void)
 			else
 				_exit(4);	/* a mix of the two */
 			nvb_gpu_unmap(m);
-			nvb_gpu_cache_trim(g2);
+			nvb_gpu_cache_trim(pe.g);
 		}
 		printf("    importer: %d of A, %d of B, %d -ESTALE, %d gone\n", n[0], n[1], n[2], n[3]);
 		_exit(0);
@@ -763,6 +753,7 @@ static int t_main_name_squatted(void)
 	int sgo[2], sdone[2], vgo[2], vdone[2], st;
 	struct nvb_gpu_import_opts io = { .sz = sizeof(io) };
 	struct nvb_gpu_map *m, *m2;
+	struct fake_peer pe;
 	struct nvb_gpu *gi;
 	struct nvb *hi;
 	pid_t sq, vic, imp;
@@ -786,10 +777,16 @@ static int t_main_name_squatted(void)
 	CHECK(write(sgo[1], "g", 1) == 1 && read(sdone[0], &x, 1) == 1, "squatter did not publish");
 	imp = fork();
 	if (imp == 0) {
-		if (become(2203) || nvb_gpu_open(NULL, &gi) || fake_nvb_open(&hi))
-			_exit(10);
 		/* any publisher: the squatter's memory, and now in the cache */
-		if (nvb_gpu_import(gi, hi, "ra/main", 0, 0, &m) || P(nvb_gpu_map_ptr(m))[0] != 0x55)
+		if (become(2203))
+			_exit(10);
+		st = fake_peer_import(&pe, "ra/main", 0);
+		if (!pe.h)
+			_exit(10);
+		gi = pe.g;
+		hi = pe.h;
+		m = pe.m;
+		if (st || P(nvb_gpu_map_ptr(m))[0] != 0x55)
 			_exit(11);
 		/* the importer's own euid by default: nobody's */
 		if (nvb_gpu_import_with(gi, hi, "ra/main", NULL, &m2) != -ENOENT)

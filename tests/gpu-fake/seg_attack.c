@@ -8,6 +8,7 @@
  * its fix (the commit that added it says how).
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -616,7 +617,6 @@ static int t_segment_of_another_layer(void)
 static int t_euid_change(void)
 {
 	struct nvb_gpu_seg *seg = NULL;
-	struct nvb_gpu *g;
 	struct loop l;
 	pid_t pid;
 	int st;
@@ -629,16 +629,15 @@ static int t_euid_change(void)
 	pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0) {
-		struct nvb *h;
+		struct fake_peer pe;
 		int rc;
 
-		if (nvb_gpu_open(NULL, &g) || fake_nvb_open(&h) ||
-		    nvb_gpu_seg_prefetch(g, h, "atk.euid", NULL))
+		if (fake_peer_import(&pe, NULL, 0) || nvb_gpu_seg_prefetch(pe.g, pe.h, "atk.euid", NULL))
 			_exit(2);
 		usleep(300000);			/* imported as root's */
 		if (seteuid(2300))
 			_exit(3);
-		rc = nvb_gpu_seg_open(g, h, "atk.euid", NULL, &seg);
+		rc = nvb_gpu_seg_open(pe.g, pe.h, "atk.euid", NULL, &seg);
 		_exit(rc == 0 ? 10 : rc == -ENOENT ? 0 : 11);
 	}
 	st = wait_child(pid, 5000);
@@ -682,6 +681,73 @@ static int t_context_error_completes(void)
 	return 0;
 }
 
+/*
+ * A batch submitted on the application's stream while that stream is being
+ * captured into a CUDA graph.  Before the fix the library queued the copies
+ * (recorded into the graph, to run at every launch after the segment may
+ * be gone), then cuStreamAddCallback, which CUDA refuses in capture and
+ * which invalidates the capture, then cuLaunchHostFunc and
+ * cuStreamSynchronize on the now invalid capture: -EIO, and the
+ * application's graph was lost.  Now: -EBUSY, nothing recorded, the
+ * capture still valid (it ends with a graph), the destination untouched;
+ * the same stream outside the capture moves the bytes.  An invalidated
+ * capture is refused alike, and cuStreamIsCapturing's own failure is -EIO.
+ */
+static int t_capturing_stream_refused(void)
+{
+	int (*begin)(void *, int), (*end)(void *, void **), (*sync)(void *), (*nodes)(void *);
+	void *l0 = dlopen("libcuda.so.1", RTLD_NOW), *graph = NULL;
+	void *st = (void *)(uintptr_t)0x7100;	/* the application's stream (the stand-in's) */
+	struct nvb_gpu_xfer_opts xo = { .sz = sizeof(xo), .efd = -1, .stream = st };
+	struct nvb_gpu_batch *b;
+	unsigned char want[4096], *dst;
+	struct loop l;
+
+	CHECK(l0 != NULL, "%s", dlerror());
+	*(void **)&begin = dlsym(l0, "cuStreamBeginCapture_v2");
+	*(void **)&end = dlsym(l0, "cuStreamEndCapture");
+	*(void **)&sync = dlsym(l0, "cuStreamSynchronize");
+	*(void **)&nodes = dlsym(l0, "fakecuda_capture_nodes");
+	CHECK(begin && end && sync && nodes);
+	CHECK(loop_open(&l, "atk.capture") == 0);
+	dst = (unsigned char *)(uintptr_t)nvb_gpu_buf_ptr(l.lb);
+	fake_random(dst, sizeof(want));		/* poison */
+	memcpy(want, dst, sizeof(want));
+	fake_random((void *)(uintptr_t)nvb_gpu_buf_ptr(l.rb), 4096);
+
+	EXPECT(begin(st, 0), 0);
+	b = (struct nvb_gpu_batch *)&l;		/* poisoned: must come back NULL */
+	EXPECT(nvb_gpu_xfer_submit(l.g, &l.r, 1, &xo, &b), -EBUSY);	/* before: -EIO */
+	CHECK(b == NULL);
+	CHECK(strstr(nvb_gpu_last_error(), "captur") != NULL, "%s", nvb_gpu_last_error());
+	EXPECT(nodes(st), 0);			/* nothing recorded into the graph */
+	EXPECT(memcmp(dst, want, sizeof(want)), 0);
+	EXPECT(end(st, &graph), 0);		/* the capture is intact: a graph */
+	CHECK(graph != NULL);
+
+	/* an invalidated capture (the application's own illegal call) is refused too */
+	EXPECT(begin(st, 0), 0);
+	CHECK(sync(st) != 0);			/* unsupported in capture: invalidates it */
+	EXPECT(nvb_gpu_xfer_submit(l.g, &l.r, 1, &xo, &b), -EBUSY);
+	CHECK(strstr(nvb_gpu_last_error(), "invalidated") != NULL, "%s", nvb_gpu_last_error());
+	CHECK(end(st, &graph) != 0);
+
+	/* the driver cannot tell: -EIO, nothing queued */
+	setenv("NVB_FAKE_IS_CAPTURING_ERROR", "999", 1);
+	EXPECT(nvb_gpu_xfer_submit(l.g, &l.r, 1, &xo, &b), -EIO);
+	unsetenv("NVB_FAKE_IS_CAPTURING_ERROR");
+	EXPECT(memcmp(dst, want, sizeof(want)), 0);
+
+	/* the same stream, not capturing: the batch runs */
+	OK(nvb_gpu_xfer_submit(l.g, &l.r, 1, &xo, &b));
+	OK(nvb_gpu_batch_wait(b, 5000000000LL));
+	nvb_gpu_batch_free(b);
+	EXPECT(memcmp(dst, (void *)(uintptr_t)nvb_gpu_buf_ptr(l.rb), 4096), 0);
+	loop_close(&l);
+	dlclose(l0);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "eventfd_closed_and_reused_in_flight", t_efd_closed_and_reused },
 	{ "fork_child_close_and_submit", t_fork_child },
@@ -694,6 +760,7 @@ static const struct nvb_case cases[] = {
 	{ "segment_of_another_layer", t_segment_of_another_layer },
 	{ "default_owner_is_the_callers_euid", t_euid_change },
 	{ "context_error_completes_with_eio", t_context_error_completes },
+	{ "capturing_stream_refused_capture_intact", t_capturing_stream_refused },
 };
 
 int main(int argc, char **argv)

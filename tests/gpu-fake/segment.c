@@ -881,6 +881,28 @@ static int nfds(void)
 	return n;
 }
 
+/* Descriptors of this process on the stand-in's "device memory" (its memfds). */
+static int fake_mem_fds(void)
+{
+	char path[64], link[128];
+	struct dirent *d;
+	DIR *dir = opendir("/proc/self/fd");
+	ssize_t n;
+	int c = 0;
+
+	while (dir && (d = readdir(dir))) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", d->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = 0;
+			c += strstr(link, "memfd:fakecuda") != NULL;
+		}
+	}
+	if (dir)
+		closedir(dir);
+	return c;
+}
+
 /* The peer's segment, opened through h, is revoked within 5 s of the peer closing it. */
 static int revoked_soon(struct peer *p, struct nvb_gpu_seg *s)
 {
@@ -1113,6 +1135,41 @@ static void *opener_run(void *arg)
 	return NULL;
 }
 
+/* The stand-in's import gate: pipes to it and back, and the thread held in it. */
+struct gate {
+	int w[2], r[2];
+	pthread_t th;
+};
+
+/* Starts o's open in a thread and returns once it is held in its import (0), or -1. */
+static int gate_hold(struct gate *gt, struct opener *o)
+{
+	char env[32], c;
+
+	if (pipe(gt->w) || pipe(gt->r))
+		return -1;
+	snprintf(env, sizeof(env), "%d,%d", gt->w[1], gt->r[0]);
+	setenv("NVB_FAKE_IMPORT_GATE", env, 1);
+	if (pthread_create(&gt->th, NULL, opener_run, o))
+		return -1;
+	if (read(gt->w[0], &c, 1) != 1)
+		return -1;	/* the open never reached the import */
+	unsetenv("NVB_FAKE_IMPORT_GATE");
+	return 0;
+}
+
+/* Lets the held open go on and waits for it. */
+static void gate_release(struct gate *gt)
+{
+	if (write(gt->r[1], "g", 1) != 1)
+		abort();
+	pthread_join(gt->th, NULL);
+	close(gt->w[0]);
+	close(gt->w[1]);
+	close(gt->r[0]);
+	close(gt->r[1]);
+}
+
 /*
  * A revocation that the library thread reads while an open is between its
  * fetch and its import (held in cuMemImportFromShareableHandle by the
@@ -1125,25 +1182,20 @@ static int t_revoked_during_open_churn(void)
 {
 	struct opener o = { .name = "seg.ring.x" };
 	unsigned char blob[16];
-	int gw[2], gr[2], i;
+	struct gate gt;
 	uint64_t wid, id;
 	struct side me;
 	struct peer p;
 	struct nvb *h2;
-	char env[32], name[64], c;
-	pthread_t th;
+	char name[64];
+	int i;
 
 	CHECK(side_open(&me, SEG_SIZE) == 0);
 	CHECK(fake_nvb_open(&h2) == 0);
 	OK(nvb_watch(me.h, "", NVB_WATCH_PREFIX, &wid));
 	CHECK(peer_start(&p, o.name, SEG_SIZE) == 0);
 	o.me = &me;
-	CHECK(pipe(gw) == 0 && pipe(gr) == 0);
-	snprintf(env, sizeof(env), "%d,%d", gw[1], gr[0]);
-	setenv("NVB_FAKE_IMPORT_GATE", env, 1);
-	CHECK(pthread_create(&th, NULL, opener_run, &o) == 0);
-	CHECK(read(gw[0], &c, 1) == 1, "the open never reached the import");
-	unsetenv("NVB_FAKE_IMPORT_GATE");
+	CHECK(gate_hold(&gt, &o) == 0, "the open never reached the import");
 	CHECK(peer_cmd(&p, 'c') == 0);	/* the fetched entry is revoked */
 	usleep(300000);			/* the thread reads it */
 	for (i = 0; i < 300; i++) {
@@ -1155,16 +1207,11 @@ static int t_revoked_during_open_churn(void)
 			usleep(100000);	/* the thread keeps up: no OVERFLOW */
 	}
 	usleep(300000);
-	CHECK(write(gr[1], "g", 1) == 1);
-	pthread_join(th, NULL);
+	gate_release(&gt);
 	OK(o.err);
 	EXPECT(nvb_gpu_seg_revoked(o.seg), 1);
 	nvb_gpu_seg_close(o.seg);
 	CHECK(peer_cmd(&p, 'q') == 0);
-	close(gw[0]);
-	close(gw[1]);
-	close(gr[0]);
-	close(gr[1]);
 	nvb_close(h2);
 	side_close(&me);
 	return 0;
@@ -1207,6 +1254,148 @@ static int t_watch_table_full(void)
 	return 0;
 }
 
+/*
+ * The library's own nvb_unwatch() calls come here (this program's definition
+ * interposes on the library's, which it then calls), so a case can act
+ * exactly between the unwatch of a trade for the scope-wide watch and that
+ * watch: trade_hook, when set, runs once right after the real unwatch.
+ */
+static void (*trade_hook)(void);
+
+int nvb_unwatch(struct nvb *h, uint64_t wid)
+{
+	static int (*real)(struct nvb *, uint64_t);
+	void (*hook)(void) = trade_hook;
+	int err;
+
+	if (!real)
+		*(void **)&real = dlvsym(RTLD_NEXT, "nvb_unwatch", "LIBNVBRIDGE_1.0");
+	if (!real)
+		abort();
+	err = real(h, wid);
+	if (hook) {
+		trade_hook = NULL;
+		hook();
+	}
+	return err;
+}
+
+static struct peer trade_peer;
+static int trade_hooked;
+
+static void trade_revoke(void)
+{
+	trade_hooked = 1;
+	if (peer_cmd(&trade_peer, 'c'))	/* unpublished at the broker when it answers */
+		trade_hooked = -1;
+}
+
+/*
+ * An open in flight (fetched under the library's watch of its name, held
+ * in its import by the stand-in's gate) while another open finds the
+ * handle's watch table full and trades a name watch nothing uses for the
+ * scope-wide watch.  The name of the open in flight was the newest unused
+ * one; its exporter unpublishes exactly between the unwatch and the
+ * scope-wide watch (trade_hook).  Before the fix that name's watch was
+ * the one given up: the revocation reached nobody, and the open handed out
+ * a segment of a revoked entry that never read as revoked.  Now a watch an
+ * open in flight relies on is pinned: another name's watch goes, the
+ * revocation arrives, and the segment reads revoked.
+ */
+static int t_trade_window_open_in_flight(void)
+{
+	struct nvb_gpu_seg_open_opts now = { .sz = sizeof(now) };
+	struct opener o = { .name = "seg.tw.x" };
+	struct nvb_gpu_seg *none;
+	struct timespec t0;
+	struct gate gt;
+	struct side me;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	/* 63 unused name watches, then the name's own, the newest: the table (64) is full */
+	CHECK(open_gone(&me, "seg.tw.fill", 63) == 0);
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.tw.x", &now, &none), -ENOENT);
+	CHECK(peer_start(&trade_peer, o.name, SEG_SIZE) == 0);
+	o.me = &me;
+	CHECK(gate_hold(&gt, &o) == 0, "the open never reached the import");
+	/* the trade: a new name finds the table full */
+	trade_hook = trade_revoke;
+	none = (struct nvb_gpu_seg *)&me;
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.tw.new", &now, &none), -ENOENT);
+	CHECK(none == NULL);
+	trade_hook = NULL;
+	EXPECT(trade_hooked, 1);	/* the revocation fell right after the unwatch */
+	usleep(300000);			/* the thread reads what reached the handle */
+	gate_release(&gt);
+	OK(o.err);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!nvb_gpu_seg_revoked(o.seg) && ms_since(&t0) < 3000)
+		usleep(1000);
+	EXPECT(nvb_gpu_seg_revoked(o.seg), 1);	/* before: 0, for ever */
+	nvb_gpu_seg_close(o.seg);
+	CHECK(peer_cmd(&trade_peer, 'q') == 0);
+	side_close(&me);
+	return 0;
+}
+
+/*
+ * A handle whose segments are all closed (parked) keeps the mapping of the
+ * last one cached, and the library's watch of its name.  Its exporter
+ * unpublishes: the revocation must reach that mapping now, releasing the
+ * exporter's memory (here: the importer's descriptors on it), not at the
+ * handle's next open.  Before, nobody read a parked handle's events and
+ * the mapping stayed until then.  A parked handle opened again is served
+ * from the cache (its record taken back), and one the application closes
+ * is dropped with the mappings imported through it.
+ */
+static int t_parked_revocation_releases_mapping(void)
+{
+	struct nvb_gpu_seg_open_opts now = { .sz = sizeof(now) };
+	struct nvb_gpu_seg_stats st = { .sz = sizeof(st) };
+	struct nvb_gpu_seg *seg;
+	struct timespec t0;
+	struct side me;
+	struct peer p, q;
+	struct nvb *h2;
+	int base;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	base = fake_mem_fds();
+	CHECK(peer_start(&p, "seg.parkrel", SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.parkrel", NULL, &seg));
+	CHECK(fake_mem_fds() > base, "the import holds no descriptor on the peer's memory");
+	nvb_gpu_seg_close(seg);		/* the handle is parked; the mapping stays cached */
+	OK(nvb_gpu_seg_open(me.g, me.h, "seg.parkrel", NULL, &seg));
+	OK(nvb_gpu_seg_stats(seg, &st));
+	EXPECT(st.cached, 1);		/* taken back: the cache and the watch still serve */
+	EXPECT(st.round_trips, 1);
+	nvb_gpu_seg_close(seg);
+	usleep(100000);
+	CHECK(fake_mem_fds() > base, "the cached mapping went without a revocation");
+	CHECK(peer_cmd(&p, 'c') == 0);	/* revoked while parked */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (fake_mem_fds() > base && ms_since(&t0) < 5000)
+		usleep(1000);
+	EXPECT(fake_mem_fds(), base);	/* before: still mapped until the next open */
+	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.parkrel", &now, &seg), -ENOENT);
+
+	/* a parked handle the application closes: its record and cached mappings go */
+	CHECK(fake_nvb_open(&h2) == 0);
+	CHECK(peer_start(&q, "seg.parkrel2", SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, h2, "seg.parkrel2", NULL, &seg));
+	nvb_gpu_seg_close(seg);
+	CHECK(fake_mem_fds() > base);
+	nvb_close(h2);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (fake_mem_fds() > base && ms_since(&t0) < 5000)
+		usleep(1000);
+	EXPECT(fake_mem_fds(), base);	/* no revocation can reach them any more */
+	CHECK(peer_cmd(&q, 'q') == 0);
+	CHECK(peer_cmd(&p, 'q') == 0);
+	side_close(&me);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "symbol_versions", t_symbol_versions },
 	{ "random_batches_every_byte", t_random_batches },
@@ -1226,6 +1415,8 @@ static const struct nvb_case cases[] = {
 	{ "own_watch_ended_library_watches_again", t_own_watch_ended },
 	{ "parked_watch_records_kept_while_open", t_parked_records_kept },
 	{ "revoked_during_open_amid_churn", t_revoked_during_open_churn },
+	{ "trade_window_open_in_flight", t_trade_window_open_in_flight },
+	{ "parked_handle_revocation_releases_mapping", t_parked_revocation_releases_mapping },
 };
 
 int main(int argc, char **argv)

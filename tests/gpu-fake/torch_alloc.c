@@ -361,20 +361,17 @@ static int share_range(struct nvb_gpu *g, struct nvb *h, const char *name, unsig
 		FAIL("publish: %s", nvb_gpu_last_error());
 	c = fork();
 	if (c == 0) {
-		struct nvb_gpu_map *m;
-		struct nvb_gpu *g2;
-		struct nvb *h2;
+		struct fake_peer pe;
 		unsigned char *q;
 
-		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2) ||
-		    nvb_gpu_import(g2, h2, name, 5000000000LL, 0, &m) || nvb_gpu_map_size(m) != len)
+		if (fake_peer_import(&pe, name, 5000000000LL) || nvb_gpu_map_size(pe.m) != len)
 			_exit(2);
-		q = (unsigned char *)(uintptr_t)nvb_gpu_map_ptr(m);
+		q = (unsigned char *)(uintptr_t)nvb_gpu_map_ptr(pe.m);
 		if (memcmp(q, want, len))
 			_exit(3);
 		for (size_t i = 0; i < len; i++)
 			q[i] = (unsigned char)~want[i];
-		nvb_gpu_unmap(m);
+		nvb_gpu_unmap(pe.m);
 		_exit(0);
 	}
 	CHECK(c > 0);
@@ -458,18 +455,14 @@ static int reuse_probe(int mode)
 	CHECK(pipe(to_child) == 0 && pipe(to_parent) == 0);
 	pid = fork();
 	if (pid == 0) {
-		struct nvb_gpu_map *m;
-		struct nvb_gpu *g2;
-		struct nvb *h2;
+		struct fake_peer pe;
 		unsigned char *v;
 
 		close(to_child[1]);
 		close(to_parent[0]);
-		if (nvb_gpu_open(NULL, &g2) || fake_nvb_open(&h2) ||
-		    nvb_gpu_import(g2, h2, "torch/reuse", 5000000000LL, 0, &m) ||
-		    nvb_gpu_map_size(m) != n)
+		if (fake_peer_import(&pe, "torch/reuse", 5000000000LL) || nvb_gpu_map_size(pe.m) != n)
 			_exit(2);
-		v = (unsigned char *)(uintptr_t)nvb_gpu_map_ptr(m);
+		v = (unsigned char *)(uintptr_t)nvb_gpu_map_ptr(pe.m);
 		if (memcmp(v, want, n))
 			_exit(3);
 		/* mapped; wait for the exporter's new tensor, then look */

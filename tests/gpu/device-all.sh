@@ -24,7 +24,7 @@
 #   bench      100  nvbridge-bench one-GPU table + co-run GEMM phase (issue 13)
 #   segments    35  nvbridge-bench --segments 4 (issue 15: setup vs legacy IPC, batches)
 #   kv          30  nvbridge-bench --kv 64,1024,32K (issue 15: a KV cache moved by request,
-#                   nvb_gpu_xfer_submit vs legacy IPC + a copy per block vs one large copy)
+#                   nvb_gpu_xfer_submit vs legacy IPC + a copy per block vs a large copy)
 #   wide        25  segments 2 + kv with the SM budget at 2 x the SMs (opt-in, not the default)
 #   yield       20  segments 2 + kv with NVB_GPU_OPEN_SM_YIELD (opt-in: lowest priority, no cap)
 #   gputest     80  build/gpu/gputest, every one-GPU case (issues 13, 14)
@@ -263,7 +263,7 @@ s_kv() {
 	return $rc
 }
 k_kv() {
-	grep -E '^(KV cache|latency per request)|^  (nvbridge-xfer|legacy-ipc|large-copy|nccl) ' log |
+	grep -E '^(KV cache|latency per request)|^  (nvbridge-xfer|legacy-ipc|large-copy|large-copy-1t|nccl) ' log |
 		cut -c1-300
 	awk '/^  blocks +bytes/{on=1} on&&/^data:/{print; exit} on' log
 	grep -E '^nvbridge-bench' log | grep -iE 'fail|error|not|no ' | head -n 5
@@ -282,7 +282,7 @@ s_wide() {
 	return $rc
 }
 k_wide() {
-	grep -E '^transfers|xfer_submit|legacy IPC, copy|one large copy' log | head -n 4
+	grep -E '^transfers|xfer_submit|legacy IPC, copy|large copy, ' log | head -n 5
 	k_kv
 }
 

@@ -11,6 +11,7 @@
  * on one GPU suffice; with two GPUs the exporter uses GPU 1.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -424,6 +425,58 @@ static int t_setup_stats(void)
 	return 0;
 }
 
+/*
+ * A batch on a stream being captured into a CUDA graph (global mode, as
+ * torch.cuda.graph captures): -EBUSY, nothing recorded, and the capture
+ * still valid (cuStreamEndCapture gives a graph; before the fix the
+ * refused cuStreamAddCallback invalidated it: CUDA_ERROR_STREAM_CAPTURE_*).
+ * The same stream after the capture moves the bytes.
+ */
+static int t_capture(void)
+{
+	CUresult (*begin)(CUstream, int), (*end)(CUstream, void **), (*gdestroy)(void *);
+	uint8_t *a = malloc(MiB), *b2 = malloc(MiB);
+	struct nvb_gpu_xfer_opts xo = { .sz = sizeof(xo), .efd = -1 };
+	struct nvb_gpu_xfer_req r;
+	struct nvb_gpu_buf *lb;
+	struct nvb_gpu_seg *s;
+	struct nvb_gpu_batch *b = NULL;
+	struct peer p;
+	void *graph = NULL;
+	CUstream st;
+	CUresult cr;
+	int e;
+
+	*(void **)&begin = dlsym(cu.lib, "cuStreamBeginCapture_v2");
+	*(void **)&end = dlsym(cu.lib, "cuStreamEndCapture");
+	*(void **)&gdestroy = dlsym(cu.lib, "cuGraphDestroy");
+	CHECK(a && b2 && begin && end && gdestroy, "malloc or graph entry points");
+	CHECK(peer_start(&p, "cap") == 0, "exporter");
+	CHECK(!nvb_gpu_alloc(g, 0, MiB, 0, &lb), "alloc");
+	CHECK(!nvb_gpu_seg_open(g, h, p.name, NULL, &s), "open");
+	fill(a, MiB);				/* poison */
+	CHECK(!cu.cuMemcpyHtoD(nvb_gpu_buf_ptr(lb), a, MiB), "upload");
+	CHECK(!cu.cuStreamCreate(&st, CU_STREAM_NON_BLOCKING), "stream");
+	xo.stream = st;
+	r = (struct nvb_gpu_xfer_req){ NVB_GPU_XFER_READ, 0, nvb_gpu_buf_ptr(lb), s, 0, MiB };
+	CHECK(!begin(st, 0), "cuStreamBeginCapture (global)");
+	e = nvb_gpu_xfer_submit(g, &r, 1, &xo, &b);
+	cr = end(st, &graph);
+	CHECK(e == -EBUSY && !b, "submit while capturing: %d", e);
+	CHECK(cr == CUDA_SUCCESS && graph, "capture invalidated: %s", nvb_cuda_errname(&cu, cr));
+	gdestroy(graph);
+	CHECK(!cu.cuCtxSynchronize() && !cu.cuMemcpyDtoH(b2, nvb_gpu_buf_ptr(lb), MiB) &&
+	      !memcmp(a, b2, MiB), "local memory changed");
+	CHECK(!nvb_gpu_xfer_submit(g, &r, 1, &xo, &b) && !nvb_gpu_batch_wait(b, 5000000000LL),
+	      "submit after the capture");
+	nvb_gpu_batch_free(b);
+	CHECK(!cu.cuMemcpyDtoH(a, nvb_gpu_seg_ptr(s), MiB) &&
+	      !cu.cuMemcpyDtoH(b2, nvb_gpu_buf_ptr(lb), MiB) && !memcmp(a, b2, MiB),
+	      "the segment's bytes did not arrive");
+	cu.cuStreamDestroy(st);
+	return done(s, lb, &p, a, b2, NULL);
+}
+
 int main(int argc, char **argv)
 {
 	char msg[256] = "";
@@ -454,6 +507,7 @@ int main(int argc, char **argv)
 	run("killed_while_queued", t_killed);
 	run("threads", t_threads);
 	run("setup_stats", t_setup_stats);
+	run("capture_refused_graph_intact", t_capture);
 	nvb_gpu_close(g);
 	nvb_close(h);
 	printf("%d passed, %d failed\n", passed, failed);
