@@ -265,6 +265,17 @@ int nvb_gpu_driver_version(struct nvb_gpu *g)
 
 int nvb_gpu_has_kernel(struct nvb_gpu *g)
 {
+	/*
+	 * "Embedded and loaded": the image is loaded on first use, and a
+	 * driver that cannot load it clears kernel_ok; so load it now, in
+	 * device 0's context, the caller's given back.
+	 */
+	if (g->kernel_ok && !__atomic_load_n(&g->d[0].ready, __ATOMIC_ACQUIRE)) {
+		CUcontext old = ctx_push(g, 0);
+
+		dev_ready(g, 0);
+		ctx_pop(g, old);
+	}
 	return g->kernel_ok;
 }
 
