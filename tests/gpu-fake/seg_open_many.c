@@ -481,9 +481,9 @@ static int t_prefetched(void)
 	for (;;) {
 		OK(nvb_gpu_seg_open_many(c.g, c.h, c.np, 3, NULL, s));
 		OK(nvb_gpu_seg_stats(s[0], &st));
-		if (st.cached || ms_since(&t0) > 3000)
+		if ((st.cached && !st.round_trips) || ms_since(&t0) > 3000)
 			break;
-		/* opened before the thread imported it: again */
+		/* opened before the thread imported it (or noted its id): again */
 		for (unsigned int i = 0; i < 3; i++)
 			nvb_gpu_seg_close(s[i]);
 		nvb_gpu_cache_trim(c.g);
