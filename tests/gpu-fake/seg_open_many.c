@@ -109,36 +109,6 @@ static int va_now(struct va *v)
 	return 0;
 }
 
-/* Descriptors of this process on the stand-in's "device memory" (its memfds). */
-static int mem_fds(void)
-{
-	char path[64], link[128];
-	struct dirent *d;
-	DIR *dir = opendir("/proc/self/fd");
-	ssize_t n;
-	int c = 0;
-
-	while (dir && (d = readdir(dir))) {
-		snprintf(path, sizeof(path), "/proc/self/fd/%s", d->d_name);
-		n = readlink(path, link, sizeof(link) - 1);
-		if (n > 0) {
-			link[n] = 0;
-			c += strstr(link, "memfd:fakecuda") != NULL;
-		}
-	}
-	if (dir)
-		closedir(dir);
-	return c;
-}
-
-static int64_t ms_since(const struct timespec *t0)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
-}
-
 struct ctx {
 	struct nvb_gpu *g;
 	struct nvb *h;
@@ -304,20 +274,20 @@ static int t_revoke_one(void)
 
 	CHECK(ctx_start(&c, 3, 1, GRAN) == 0);
 	CHECK(va_now(&v0) == 0);
-	fds0 = mem_fds();
+	fds0 = fake_mem_fds();
 	OK(nvb_gpu_seg_open_many(c.g, c.h, c.np, 3, NULL, s));
-	CHECK(mem_fds() > fds0);
+	CHECK(fake_mem_fds() > fds0);
 	CHECK(exporter_close_seg(&c.x[1], 0) == 0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!nvb_gpu_seg_revoked(s[1]) && ms_since(&t0) < 5000)
+	while (!nvb_gpu_seg_revoked(s[1]) && fake_ms_since(&t0) < 5000)
 		usleep(1000);
 	EXPECT(nvb_gpu_seg_revoked(s[1]), 1);
 	EXPECT(nvb_gpu_seg_revoked(s[0]), 0);
 	EXPECT(nvb_gpu_seg_revoked(s[2]), 0);
-	int fds1 = mem_fds();
+	int fds1 = fake_mem_fds();
 
 	nvb_gpu_seg_close(s[1]);	/* revoked: unmapped at its close, not cached */
-	CHECK(mem_fds() < fds1, "the revoked segment's memory is still held");
+	CHECK(fake_mem_fds() < fds1, "the revoked segment's memory is still held");
 	CHECK(va_now(&v1) == 0);
 	EXPECT(v1.frees, v0.frees);	/* the others still live in the reservation */
 	CHECK(holds(&c, s[0], 0) == 0);
@@ -332,7 +302,7 @@ static int t_revoke_one(void)
 	CHECK(va_now(&v1) == 0);
 	EXPECT(v1.frees - v0.frees, 1);
 	EXPECT(v1.bytes, v0.bytes);
-	EXPECT(mem_fds(), fds0);
+	EXPECT(fake_mem_fds(), fds0);
 	ctx_stop(&c);
 	return 0;
 }
@@ -416,7 +386,7 @@ static int t_errors(void)
 	nvb_gpu_seg_close(one);
 	nvb_gpu_cache_trim(c.g);
 	fds0 = proc_fds(0);
-	mfds0 = mem_fds();
+	mfds0 = fake_mem_fds();
 	CHECK(va_now(&v0) == 0);
 	REFUSED(3, nvb_gpu_seg_open_many(c.g, c.h, names, 3, NULL, s), single);
 	CHECK(strstr(nvb_gpu_last_error(), "many.none") != NULL, "%s", nvb_gpu_last_error());
@@ -434,7 +404,7 @@ static int t_errors(void)
 	CHECK(va_now(&v1) == 0);
 	EXPECT(v1.reserves, v0.reserves);	/* refused before any CUDA call */
 	EXPECT(proc_fds(0), fds0);
-	EXPECT(mem_fds(), mfds0);
+	EXPECT(fake_mem_fds(), mfds0);
 
 	/* arguments: each -EINVAL */
 	oo.flags = 1u << 9;
@@ -456,7 +426,7 @@ static int t_errors(void)
 	CHECK(va_now(&v1) == 0);
 	EXPECT(v1.reserves, v0.reserves);
 	EXPECT(proc_fds(0), fds0);
-	EXPECT(mem_fds(), mfds0);
+	EXPECT(fake_mem_fds(), mfds0);
 
 	/* and after all that, the call works */
 	OK(nvb_gpu_seg_open_many(c.g, c.h, c.np, 2, NULL, s));
@@ -481,7 +451,7 @@ static int t_prefetched(void)
 	for (;;) {
 		OK(nvb_gpu_seg_open_many(c.g, c.h, c.np, 3, NULL, s));
 		OK(nvb_gpu_seg_stats(s[0], &st));
-		if ((st.cached && !st.round_trips) || ms_since(&t0) > 3000)
+		if ((st.cached && !st.round_trips) || fake_ms_since(&t0) > 3000)
 			break;
 		/* opened before the thread imported it (or noted its id): again */
 		for (unsigned int i = 0; i < 3; i++)
