@@ -688,8 +688,10 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
  * them, 0 in the others'.  All or nothing: on failure (the errno and
  * message of the first name that failed, as nvb_gpu_seg_open() gives
  * them) no segment is open and out[] is all NULL.  -EINVAL: NULL g, h,
- * names or out, n 0, a bad or repeated name, bad opts.
+ * names or out, n 0 or above NVB_GPU_SEG_OPEN_MANY_MAX, a bad or repeated
+ * name, bad opts.
  */
+#define NVB_GPU_SEG_OPEN_MANY_MAX	65536u
 int nvb_gpu_seg_open_many(struct nvb_gpu *g, struct nvb *h, const char *const *names,
 			  unsigned int n, const struct nvb_gpu_seg_open_opts *opts,
 			  struct nvb_gpu_seg **out);

@@ -1332,24 +1332,43 @@ struct seg_req {
 	int grouped;	/* imported in the call's shared reservation */
 };
 
-/* The arguments, each name once (a name twice: -EINVAL). */
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * The arguments, each name once (a name twice: -EINVAL; sorted, not
+ * compared pairwise: n may be large).  n is bounded so that the handle's
+ * reference count cannot overflow.
+ */
 static int many_args(struct nvb_gpu *g, struct nvb *h, const char *const *names, unsigned int n,
 		     struct nvb_gpu_seg **out)
 {
-	unsigned int i, j;
-	int err;
+	const char **sorted;
+	unsigned int i;
+	int err = 0;
 
 	if (!g || !h || !names || !n || !out)
 		return seterr(-EINVAL, "nvb_gpu_seg_open_many: NULL argument or n 0");
+	if (n > NVB_GPU_SEG_OPEN_MANY_MAX)
+		return seterr(-EINVAL, "nvb_gpu_seg_open_many: n %u above %u", n,
+			      NVB_GPU_SEG_OPEN_MANY_MAX);
 	for (i = 0; i < n; i++) {
 		err = name_ok("nvb_gpu_seg_open_many", names[i]);
 		if (err)
 			return err;
-		for (j = 0; j < i; j++)
-			if (!strcmp(names[i], names[j]))
-				return seterr(-EINVAL, "nvb_gpu_seg_open_many: %s named twice", names[i]);
 	}
-	return 0;
+	sorted = malloc(n * sizeof(*sorted));
+	if (!sorted)
+		return seterr(-ENOMEM, "nvb_gpu_seg_open_many: out of memory");
+	memcpy(sorted, names, n * sizeof(*sorted));
+	qsort(sorted, n, sizeof(*sorted), cmp_name);
+	for (i = 1; i < n && !err; i++)
+		if (!strcmp(sorted[i], sorted[i - 1]))
+			err = seterr(-EINVAL, "nvb_gpu_seg_open_many: %s named twice", sorted[i]);
+	free(sorted);
+	return err;
 }
 
 /*
@@ -1472,7 +1491,7 @@ int nvb_gpu_seg_open_many(struct nvb_gpu *g, struct nvb *h, const char *const *n
 	unsigned int ring0, i, got = 0;
 	int err;
 
-	if (out)
+	if (out && n <= NVB_GPU_SEG_OPEN_MANY_MAX)	/* beyond: not the caller's array, surely */
 		for (i = 0; i < n; i++)
 			out[i] = NULL;
 	err = many_args(g, h, names, n, out);

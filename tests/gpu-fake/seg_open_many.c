@@ -259,6 +259,31 @@ static int t_two_devices(void)
 	return open_all_at_once(3, 1, GRAN, 2);
 }
 
+/* NVB_GPU_SEG_LOCAL_ONLY with two devices: the current device's access alone. */
+static int t_two_devices_local_only(void)
+{
+	struct nvb_gpu_seg_open_opts oo = { .sz = sizeof(oo), .flags = NVB_GPU_SEG_LOCAL_ONLY };
+	struct nvb_gpu_seg *s[3];
+	struct va v0, v1;
+	struct ctx c;
+
+	setenv("NVB_FAKE_DEVICES", "2", 1);
+	CHECK(ctx_start(&c, 3, 1, GRAN) == 0);
+	CHECK(va_now(&v0) == 0);
+	OK(nvb_gpu_seg_open_many(c.g, c.h, c.np, 3, &oo, s));
+	CHECK(va_now(&v1) == 0);
+	EXPECT(v1.reserves - v0.reserves, 1);
+	EXPECT(v1.access - v0.access, 1);
+	EXPECT(v1.gaps - v0.gaps, 0);
+	CHECK(adjacent(s, 3) == 0);
+	for (unsigned int i = 0; i < 3; i++) {
+		CHECK(holds(&c, s[i], i) == 0);
+		nvb_gpu_seg_close(s[i]);
+	}
+	ctx_stop(&c);
+	return 0;
+}
+
 /*
  * One revoked and closed: its range alone is unmapped (its memory's
  * descriptors go), the others stay readable, the reservation stays until
@@ -411,6 +436,10 @@ static int t_errors(void)
 	oo.owner_uid = 0;
 	REFUSED(2, nvb_gpu_seg_open_many(c.g, c.h, c.np, 2, &oo, s), -EINVAL);
 	REFUSED(0, nvb_gpu_seg_open_many(c.g, c.h, c.np, 0, NULL, s), -EINVAL);
+	s[0] = s[1] = s[2] = (void *)1;	/* beyond the bound: names and out untouched (ASan) */
+	EXPECT(nvb_gpu_seg_open_many(c.g, c.h, c.np, NVB_GPU_SEG_OPEN_MANY_MAX + 1, NULL, s),
+	       -EINVAL);
+	CHECK(s[0] == (void *)1 && s[2] == (void *)1);
 	REFUSED(2, nvb_gpu_seg_open_many(NULL, c.h, c.np, 2, NULL, s), -EINVAL);
 	REFUSED(2, nvb_gpu_seg_open_many(c.g, NULL, c.np, 2, NULL, s), -EINVAL);
 	REFUSED(2, nvb_gpu_seg_open_many(c.g, c.h, NULL, 2, NULL, s), -EINVAL);
@@ -476,6 +505,7 @@ static const struct nvb_case cases[] = {
 	{ "four_peers_one_reservation", t_four_peers },
 	{ "beyond_the_pipeline_window", t_beyond_window },
 	{ "two_devices_one_access_each", t_two_devices },
+	{ "two_devices_local_only", t_two_devices_local_only },
 	{ "revoke_one_others_stay", t_revoke_one },
 	{ "cached_served_from_cache", t_cached_mixed },
 	{ "errors_fail_whole_call", t_errors },
