@@ -843,7 +843,7 @@ static int t_stats_and_prefetch(void)
 static int t_symbol_versions(void)
 {
 	static const char *const fns[] = {
-		"nvb_gpu_seg_publish", "nvb_gpu_seg_open", "nvb_gpu_seg_prefetch",
+		"nvb_gpu_seg_publish", "nvb_gpu_seg_open", "nvb_gpu_seg_open_many", "nvb_gpu_seg_prefetch",
 		"nvb_gpu_seg_close", "nvb_gpu_seg_ptr", "nvb_gpu_seg_size", "nvb_gpu_seg_id",
 		"nvb_gpu_seg_revoked", "nvb_gpu_seg_stats", "nvb_gpu_xfer_submit",
 		"nvb_gpu_batch_status", "nvb_gpu_batch_wait", "nvb_gpu_batch_method",
