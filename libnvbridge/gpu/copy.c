@@ -31,6 +31,22 @@ static unsigned long long range_chunk(struct nvb_gpu *g, int dev, uint64_t len)
 	return c;
 }
 
+/*
+ * NVB_GPU_OPEN_SM_YIELD's stream is shared by every thread: forked into a
+ * stream being captured into a CUDA graph, it would take another thread's
+ * launches into that graph.  So a launch on a capturing stream (or one
+ * whose state cannot be told) stays on the caller's stream.
+ */
+static int may_yield(struct nvb_gpu *g, CUstream st)
+{
+	int cs = CU_STREAM_CAPTURE_STATUS_NONE;
+
+	if (!g->cu.cuStreamIsCapturing)
+		return 1;	/* a driver without graphs */
+	return g->cu.cuStreamIsCapturing(st, &cs) == CUDA_SUCCESS &&
+	       cs == CU_STREAM_CAPTURE_STATUS_NONE;
+}
+
 static int launch_gather(struct nvb_gpu *g, int dev, CUdeviceptr blks, unsigned int n,
 			 uint64_t dst, uint64_t src, uint64_t len, unsigned int grid,
 			 CUstream st, uint64_t flag, uint32_t flag_val)
@@ -56,7 +72,7 @@ static int launch_gather(struct nvb_gpu *g, int dev, CUdeviceptr blks, unsigned 
 	params[8] = &flag_val;
 	if (!grid)
 		grid = 1;
-	if (d->yield_st) {
+	if (d->yield_st && may_yield(g, st)) {
 		/*
 		 * After st's prior work, before its later work, at the lowest
 		 * priority: the events fork and join, as for side streams.

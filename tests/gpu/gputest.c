@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -1215,6 +1216,95 @@ out:
 		nvb_gpu_free(b);
 }
 
+/*
+ * NVB_GPU_OPEN_SM_YIELD beside a CUDA graph capture (relaxed mode, as a
+ * second thread's work would be): an SM copy on the capturing stream and
+ * one on an ordinary stream, both through the same yielding context.  The
+ * shared low-priority stream must not be drawn into the capture, or the
+ * second copy fails (its fork waits on an event outside the capture) or
+ * lands in the graph.  Then the graph replays the first copy.
+ */
+static void t_yield_capture(void)
+{
+	CUresult (*begin)(CUstream, int), (*end)(CUstream, void **), (*gdestroy)(void *);
+	CUresult (*ginst)(void **, void *, unsigned long long), (*glaunch)(void *, CUstream);
+	CUresult (*gxdestroy)(void *);
+	struct nvb_gpu_opts yo = { .sz = sizeof(yo), .flags = NVB_GPU_OPEN_SM_YIELD };
+	struct nvb_gpu *gy = NULL;
+	struct nvb_gpu_buf *b = NULL;
+	uint8_t *exp = malloc(8 * MiB), *scratch = malloc(8 * MiB);
+	void *graph = NULL, *exec = NULL;
+	CUstream sa = NULL, sb = NULL;
+	uint64_t base;
+	size_t bad = 0;
+	int e1 = -1, e2 = -1;
+	CUresult cr = CUDA_ERROR_INVALID_VALUE;
+
+	*(void **)&begin = dlsym(cu.lib, "cuStreamBeginCapture_v2");
+	*(void **)&end = dlsym(cu.lib, "cuStreamEndCapture");
+	*(void **)&gdestroy = dlsym(cu.lib, "cuGraphDestroy");
+	*(void **)&ginst = dlsym(cu.lib, "cuGraphInstantiateWithFlags");
+	*(void **)&glaunch = dlsym(cu.lib, "cuGraphLaunch");
+	*(void **)&gxdestroy = dlsym(cu.lib, "cuGraphExecDestroy");
+	if (!nvb_gpu_has_kernel(g)) {
+		printf("skip yield_beside_capture: no SM kernel\n");
+		goto out;
+	}
+	if (!exp || !scratch || !begin || !end || !gdestroy || !ginst || !glaunch || !gxdestroy ||
+	    nvb_gpu_open(&yo, &gy) || nvb_gpu_alloc(g, 0, 8 * MiB, 0, &b) ||
+	    cu.cuStreamCreate(&sa, CU_STREAM_NON_BLOCKING) ||
+	    cu.cuStreamCreate(&sb, CU_STREAM_NON_BLOCKING)) {
+		result(0, "yield_beside_capture", "setup: %s", nvb_gpu_last_error());
+		goto out;
+	}
+	base = nvb_gpu_buf_ptr(b);
+	fill_random(exp, 2 * MiB, 4242);
+	fill_random(exp + 2 * MiB, 2 * MiB, 4343);
+	cu.cuMemcpyHtoD(base, exp, 4 * MiB);		/* sources: [0, 4 MiB) */
+	cu.cuMemsetD8Async(base + 4 * MiB, 0xa5, 4 * MiB, sa);	/* poisoned destinations */
+	cu.cuStreamSynchronize(sa);
+	if (begin(sa, 2 /* CU_STREAM_CAPTURE_MODE_RELAXED */)) {
+		result(0, "yield_beside_capture", "cuStreamBeginCapture");
+		goto out;
+	}
+	e1 = nvb_gpu_copy(gy, base + 4 * MiB, base, 2 * MiB, (void **)&sa, 1, NVB_GPU_COPY_SM);
+	e2 = nvb_gpu_copy(gy, base + 6 * MiB, base + 2 * MiB, 2 * MiB, (void **)&sb, 1,
+			  NVB_GPU_COPY_SM);
+	cr = end(sa, &graph);
+	cu.cuStreamSynchronize(sb);
+	if (e1 || e2 || cr != CUDA_SUCCESS || !graph) {
+		result(0, "yield_beside_capture", "copy in capture %d, beside it %d, capture: %s",
+		       e1, e2, nvb_cuda_errname(&cu, cr));
+		goto out;
+	}
+	if (!check_dev(base + 6 * MiB, exp + 2 * MiB, 2 * MiB, scratch, &bad)) {
+		result(0, "yield_beside_capture", "the copy beside the capture: byte %zu", bad);
+		goto out;
+	}
+	cr = ginst(&exec, graph, 0);
+	if (cr == CUDA_SUCCESS)
+		cr = glaunch(exec, sa);
+	if (cr == CUDA_SUCCESS)
+		cr = cu.cuStreamSynchronize(sa);
+	result(cr == CUDA_SUCCESS && check_dev(base + 4 * MiB, exp, 2 * MiB, scratch, &bad),
+	       "yield_beside_capture", "graph: %s, byte %zu", nvb_cuda_errname(&cu, cr), bad);
+out:
+	if (exec)
+		gxdestroy(exec);
+	if (graph)
+		gdestroy(graph);
+	if (sa)
+		cu.cuStreamDestroy(sa);
+	if (sb)
+		cu.cuStreamDestroy(sb);
+	if (b)
+		nvb_gpu_free(b);
+	if (gy)
+		nvb_gpu_close(gy);
+	free(exp);
+	free(scratch);
+}
+
 int main(int argc, char **argv)
 {
 	char msg[256] = "";
@@ -1258,6 +1348,7 @@ int main(int argc, char **argv)
 	RUN("context_as_found", t_context_as_found());
 	RUN("proxy_idle", t_proxy_idle());
 	RUN("coexist", t_coexist());
+	RUN("yield_beside_capture", t_yield_capture());
 	RUN("copy_signal", t_copy_signal(0));
 	if (n > 1)
 		RUN("copy_signal_peer", t_copy_signal(1));
