@@ -27,6 +27,7 @@ int rwatch(int s, uint32_t seq, const char *name, uint32_t flags);
 int rpublish(int s, uint32_t seq, const char *name, int fd, uint32_t access);
 int rpublish_refused(int s, uint32_t seq, const char *name, int fd);
 pid_t rfile_sender(uid_t u, const char *file, int n, int ready);
+double rhonest_ms(int rounds, int wait_ms);
 /* processes of their own (util.c): a held connection; a publisher of n entries */
 pid_t rholder(uid_t u, int ready);
 pid_t rpublisher(uid_t u, char (*names)[24], int n, int ready);
