@@ -177,24 +177,6 @@ static pid_t start_broker(const char *bin, const char *sock, pid_t *sv)
 	return b;
 }
 
-/* the parent pid of pid, or -1 */
-static pid_t ppid_of(pid_t pid)
-{
-	char p[64], b[512], *r;
-	FILE *f;
-	int pp = -1;
-
-	snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
-	f = fopen(p, "re");
-	if (!f)
-		return -1;
-	r = fgets(b, sizeof(b), f) ? strrchr(b, ')') : NULL;
-	if (!r || sscanf(r + 2, "%*c %d", &pp) != 1)
-		pp = -1;
-	fclose(f);
-	return pp;
-}
-
 static int served(const char *when)
 {
 	double ms = rhonest_ms(1, HONEST_MS);
@@ -211,7 +193,6 @@ int main(int argc, char **argv)
 	pid_t broker = -1, sv = -1, att = -1;
 	int rp[2], rc, worked = 0;
 	unsigned int r0, r1;
-	int64_t t0;
 
 	if (argc < 2 || pipe(rp))
 		return 2;
@@ -254,29 +235,14 @@ int main(int argc, char **argv)
 	if (r1 - r0 < 2 || r1 - r0 >= MAX_RETRIES)
 		worked = 1;
 	sup->refuse = 0;
-	t0 = now_ns();
-	while (!seen->flushes && now_ns() - t0 < (int64_t)CLOSE_MS * 1000000)
-		usleep(10000);
-	printf("C: clone() allowed again: the file %s", seen->flushes ? "FLUSHed" : "NOT FLUSHed");
-	if (seen->flushes)
-		printf(" after %.0f ms by pid %d, %s\n", (double)(now_ns() - t0) / 1e6,
-		       (int)seen->flush_pid,
-		       seen->flush_pid == broker ? "the broker's own process (its loop)" :
-		       ppid_of(seen->flush_pid) == broker ? "a closer (a child of the broker)" :
-							     "not a child of the broker");
-	else
-		printf(" within %d ms\n", CLOSE_MS);
-	if (!seen->flushes || seen->flush_pid == broker || ppid_of(seen->flush_pid) != broker)
+	printf("C: clone() allowed again: the file ");
+	if (!flushed_by_closer(seen, broker, CLOSE_MS))
 		worked = 1;
 	if (!served("with the closer hung in FLUSH"))
 		worked = 1;
 	rc = worked ? 0 : 1;
 out:
-	fuse_scene_end(&sc);	/* every FLUSH returns */
-	if (att > 0)
-		kill(att, SIGKILL), waitpid(att, NULL, 0);
-	if (broker > 0)
-		kill(broker, SIGTERM), waitpid(broker, NULL, 0);
+	rc = attack_end(&sc, att, broker, rc);
 	if (sv > 0)
 		kill(sv, SIGKILL), waitpid(sv, NULL, 0);
 	return rc;
