@@ -81,7 +81,7 @@
 struct close_req {
 	struct close_req *next;
 	int fd;
-	bool heap;		/* malloc()ed: fd at or above the table (our limit raised since) */
+	bool heap;		/* allocated: fd at or above the table (our limit raised since) */
 	struct user *u, *t;	/* charged; t is never NULL (orphans) */
 };
 static struct close_req *reqs;
@@ -460,6 +460,8 @@ static void dispatch(void)
 		k->job = *r;	/* r's fd number is free once k has closed it */
 		if (r->heap)
 			free(r);
+		else
+			r->t = NULL;	/* the slot is free */
 		ready_add(t);	/* at the tail: the scan reaches it again after the others */
 	}
 }
@@ -514,12 +516,19 @@ void closer_close(int fd, struct user *u, struct user *t)
 
 void closer_queue(int fd, struct user *u, struct user *t)
 {
-	struct close_req *r = (unsigned int)fd < nreqs ? &reqs[fd] : malloc(sizeof(*r));
+	struct close_req *r = (unsigned int)fd < nreqs ? &reqs[fd] : calloc(1, sizeof(*r));
 
 	if (!r) {
 		/* not closed on the loop, where it may block: left open, counted nowhere */
 		logmsg_rl("closer: fd %d, above the %u of the table, and no memory: left open",
 			  fd, nreqs);
+		user_put(u);
+		user_put(t);
+		return;
+	}
+	if (r->t) {
+		/* queued and not yet running: the same open number twice is a bug of ours */
+		logmsg("closer: fd %d queued twice: once kept", fd);
 		user_put(u);
 		user_put(t);
 		return;
