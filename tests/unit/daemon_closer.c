@@ -292,14 +292,17 @@ static int t_daemon_closer_write_refused(void)
 /* ---- a file numbered above the broker's table of close requests ---- */
 /*
  * daemon_setup: RLIMIT_NOFILE 64 of 1024, and the broker cannot raise it
- * itself: prlimit64() with a new limit fails EPERM (reading one works).
+ * itself: prlimit64() setting RLIMIT_NOFILE fails EPERM (reading it works;
+ * the other limits stay settable: ASan's start sets RLIMIT_CORE).
  */
 static int nofile_64_of_1024(void)
 {
 	struct rlimit rl = { 64, 1024 };
 	struct sock_filter f[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_prlimit64, 0, 5),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_prlimit64, 0, 7),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, RLIMIT_NOFILE, 0, 5),
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2),
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2]) + 4),
@@ -312,7 +315,7 @@ static int nofile_64_of_1024(void)
 	return setrlimit(RLIMIT_NOFILE, &rl) || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
 	       prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)
 #ifdef __NR_setrlimit
-	       || seccomp_refuse(__NR_setrlimit, EPERM)
+	       || seccomp_refuse_arg(__NR_setrlimit, 0, RLIMIT_NOFILE, EPERM)
 #endif
 		;
 }
