@@ -467,6 +467,8 @@ int main(int argc, char **argv)
 		return r == 1 ? 0 : r;
 	signal(SIGPIPE, SIG_IGN);
 	probe_host();
+	if (closer_reserve())	/* may lower RLIMIT_NOFILE: before the limits read it */
+		return 1;
 	conn_limits_init();
 	events_init();
 	khash_init();
@@ -488,6 +490,7 @@ int main(int argc, char **argv)
 	conns_exit();
 	/* closes still pending are the closers': they end with us (closer.c) */
 	registry_exit();
+	closer_exit();
 	close(listen_fd);
 	if (!socket_activated)
 		unlink(cfg.socket);

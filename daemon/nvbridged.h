@@ -85,6 +85,7 @@ void mem_uncharge(size_t n);
 void *mem_calloc(size_t n);
 
 /* ---- closer.c: closing client-supplied files in closer processes ---- */
+int closer_reserve(void);
 int closer_init(void);
 struct user;
 /* registry.c: a memfd, tmpfs or hugetlbfs file, told without asking its file system */
@@ -96,6 +97,7 @@ void closer_completions(void);
 void closer_reap(void);
 void closer_tick(int64_t now, int64_t *next);
 unsigned int closer_pending(void);
+void closer_exit(void);
 
 /*
  * ---- per uid and per tenant accounting (conn.c) ----

@@ -27,6 +27,8 @@ int rwatch(int s, uint32_t seq, const char *name, uint32_t flags);
 int rpublish(int s, uint32_t seq, const char *name, int fd, uint32_t access);
 int rpublish_refused(int s, uint32_t seq, const char *name, int fd);
 pid_t rfile_sender(uid_t u, const char *file, int n, int ready);
+double rhonest_ms(int rounds, int wait_ms);
+pid_t ppid_of(pid_t pid);
 /* processes of their own (util.c): a held connection; a publisher of n entries */
 pid_t rholder(uid_t u, int ready);
 pid_t rpublisher(uid_t u, char (*names)[24], int n, int ready);
@@ -48,4 +50,7 @@ int hang_up_all(const pid_t *kids, int n, double ms_bound, double cpu_bound);
 int t_info_counter_collisions(void);
 
 #include "fuse_hang.h"
+/* util.c: who FLUSHed the scene's file; an attack's teardown (returns rc) */
+int flushed_by_closer(const struct fuse_hang_seen *seen, pid_t broker, int wait_ms);
+int attack_end(struct fuse_scene *sc, pid_t att, pid_t broker, int rc);
 #endif
