@@ -1224,7 +1224,7 @@ out:
  * second copy fails (its fork waits on an event outside the capture) or
  * lands in the graph.  Then the graph replays the first copy.
  */
-static void t_yield_capture(void)
+static void t_yield_beside_capture(void)
 {
 	CUresult (*begin)(CUstream, int), (*end)(CUstream, void **), (*gdestroy)(void *);
 	CUresult (*ginst)(void **, void *, unsigned long long), (*glaunch)(void *, CUstream);
@@ -1305,6 +1305,96 @@ out:
 	free(scratch);
 }
 
+/*
+ * Review B: NVB_GPU_OPEN_SM_YIELD puts every SM copy of a device on ONE
+ * library stream, forked from and joined to the caller's stream.  Two
+ * independent application streams become ordered: a producer/consumer pair
+ * that is correct without the flag (A waits for a flag that B writes after
+ * its own copy; A's copy queued first) deadlocks on the GPU with it:
+ *   yield stream: [wait A's fork] [A's gather] [join] [wait B's fork] [B's gather] ...
+ *   A's fork waits for A's flag wait, the flag is written after B's join,
+ *   B's gather waits behind A's gather.  The case asks for both streams
+ * to be done within 3 s, first without the flag (control), then with it; a
+ * hang is broken by writing the flag from a third stream.  Expected on
+ * main: "yield_independent_streams_no_deadlock" FAILS.
+ */
+static void yield_pair(struct nvb_gpu *gg, const char *name)
+{
+	struct nvb_gpu_buf *b = NULL;
+	CUstream a = NULL, bs = NULL, c = NULL;
+	uint64_t p, flag;
+	double t0;
+	int err, done = 0;
+
+	if (nvb_gpu_alloc(gg, 0, 16 * MiB, 0, &b) || cu.cuStreamCreate(&a, CU_STREAM_NON_BLOCKING) ||
+	    cu.cuStreamCreate(&bs, CU_STREAM_NON_BLOCKING) ||
+	    cu.cuStreamCreate(&c, CU_STREAM_NON_BLOCKING)) {
+		result(0, name, "setup: %s", nvb_gpu_last_error());
+		goto out;
+	}
+	p = nvb_gpu_buf_ptr(b);
+	flag = p + 15 * MiB;
+	cu.cuMemsetD32Async(flag, 0, 1, c);
+	cu.cuStreamSynchronize(c);
+	/* consumer A: waits for the producer's flag, then copies (queued first) */
+	err = nvb_gpu_wait(gg, a, flag, 1);
+	if (!err)
+		err = nvb_gpu_copy(gg, p, p + 4 * MiB, 4 * MiB, (void *const *)&a, 1, NVB_GPU_COPY_SM);
+	/* producer B: copies, then raises the flag */
+	if (!err)
+		err = nvb_gpu_copy(gg, p + 8 * MiB, p + 12 * MiB, 2 * MiB, (void *const *)&bs, 1,
+				   NVB_GPU_COPY_SM);
+	if (!err)
+		err = nvb_gpu_signal(gg, bs, flag, 1);
+	if (err) {
+		result(0, name, "queue: %d %s", err, nvb_gpu_last_error());
+		cu.cuStreamWriteValue32(c, flag, 1, 0);
+		goto sync;
+	}
+	t0 = now_s();
+	while (!(done = cu.cuStreamQuery(a) == CUDA_SUCCESS && cu.cuStreamQuery(bs) == CUDA_SUCCESS) &&
+	       now_s() - t0 < 3)
+		usleep(1000);
+	if (!done)	/* break the cycle so that the process can go on */
+		cu.cuStreamWriteValue32(c, flag, 1, 0);
+	result(done, name, "streams A and B still busy after 3 s (B %s): B's copy waits "
+	       "behind A's on the shared lowest-priority stream", cu.cuStreamQuery(bs) ==
+	       CUDA_SUCCESS ? "done" : "busy");
+sync:
+	cu.cuStreamSynchronize(c);
+	cu.cuStreamSynchronize(a);
+	cu.cuStreamSynchronize(bs);
+out:
+	if (a)
+		cu.cuStreamDestroy(a);
+	if (bs)
+		cu.cuStreamDestroy(bs);
+	if (c)
+		cu.cuStreamDestroy(c);
+	if (b)
+		nvb_gpu_free(b);
+}
+
+static void t_yield_deadlock(void)
+{
+	struct nvb_gpu_opts yo = { .sz = sizeof(yo), .flags = NVB_GPU_OPEN_SM_YIELD };
+	struct nvb_gpu *gy = NULL;
+
+	if (!nvb_gpu_has_kernel(g)) {
+		printf("skip yield_independent_streams: no SM kernel\n");
+		return;
+	}
+	nvb_gpu_set_device(g, 0);
+	yield_pair(g, "yield_independent_streams_control");
+	if (nvb_gpu_open(&yo, &gy)) {
+		result(0, "yield_independent_streams_no_deadlock", "open: %s", nvb_gpu_last_error());
+		return;
+	}
+	nvb_gpu_set_device(gy, 0);
+	yield_pair(gy, "yield_independent_streams_no_deadlock");
+	nvb_gpu_close(gy);
+}
+
 int main(int argc, char **argv)
 {
 	char msg[256] = "";
@@ -1348,7 +1438,7 @@ int main(int argc, char **argv)
 	RUN("context_as_found", t_context_as_found());
 	RUN("proxy_idle", t_proxy_idle());
 	RUN("coexist", t_coexist());
-	RUN("yield_beside_capture", t_yield_capture());
+	RUN("yield_beside_capture", t_yield_beside_capture());
 	RUN("copy_signal", t_copy_signal(0));
 	if (n > 1)
 		RUN("copy_signal_peer", t_copy_signal(1));
@@ -1358,6 +1448,7 @@ int main(int argc, char **argv)
 	RUN("revoke_sigkill", t_revoke(h, 1));
 	RUN("many_imports", t_many_imports(h));
 	RUN("leaks", t_leaks(h));
+	RUN("yield_deadlock", t_yield_deadlock());
 	nvb_close(h);
 	nvb_gpu_close(g);
 	printf("%d passed, %d failed\n", passed, failed);
