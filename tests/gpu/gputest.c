@@ -1395,6 +1395,91 @@ static void t_yield_deadlock(void)
 	nvb_gpu_close(gy);
 }
 
+/*
+ * Review B: with NVB_GPU_OPEN_SM_YIELD an SM copy queued on a stream being
+ * captured (relaxed mode) pulls the library's shared yield stream into the
+ * capture until it ends.  An eager SM copy on another, uncaptured stream in
+ * that time (same thread here; another thread alike) forks onto the same
+ * yield stream: its event wait crosses the capture boundary (an error that
+ * invalidates the capture) or its kernel lands in the graph instead of
+ * running.  Without the flag (control) both work.  Expected on main:
+ * "yield_capture_isolated" FAILS.
+ */
+static void yield_capture(struct nvb_gpu *gg, const char *name)
+{
+	CUresult (*begin)(CUstream, int), (*end)(CUstream, void **), (*gdestroy)(void *);
+	struct nvb_gpu_buf *b = NULL;
+	uint8_t *src = malloc(2 * MiB), *got = malloc(2 * MiB);
+	CUstream a = NULL, bs = NULL;
+	void *graph = NULL;
+	CUresult cr = CUDA_SUCCESS;
+	uint64_t p;
+	int e1 = -1, e2 = -1;
+
+	*(void **)&begin = dlsym(cu.lib, "cuStreamBeginCapture_v2");
+	*(void **)&end = dlsym(cu.lib, "cuStreamEndCapture");
+	*(void **)&gdestroy = dlsym(cu.lib, "cuGraphDestroy");
+	if (!src || !got || !begin || !end || !gdestroy || nvb_gpu_alloc(gg, 0, 16 * MiB, 0, &b) ||
+	    cu.cuStreamCreate(&a, CU_STREAM_NON_BLOCKING) ||
+	    cu.cuStreamCreate(&bs, CU_STREAM_NON_BLOCKING)) {
+		result(0, name, "setup: %s", nvb_gpu_last_error());
+		goto out;
+	}
+	p = nvb_gpu_buf_ptr(b);
+	fill_random(src, 2 * MiB, 77);
+	fill_random(got, 2 * MiB, 78);	/* poison */
+	cu.cuMemcpyHtoD(p + 8 * MiB, src, 2 * MiB);
+	cu.cuMemcpyHtoD(p + 12 * MiB, got, 2 * MiB);
+	cu.cuCtxSynchronize();
+	if (begin(a, 2 /* relaxed */)) {
+		result(0, name, "cuStreamBeginCapture");
+		goto out;
+	}
+	e1 = nvb_gpu_copy(gg, p, p + 4 * MiB, 2 * MiB, (void *const *)&a, 1, NVB_GPU_COPY_SM);
+	/* eager work on another stream while A captures */
+	e2 = nvb_gpu_copy(gg, p + 12 * MiB, p + 8 * MiB, 2 * MiB, (void *const *)&bs, 1,
+			  NVB_GPU_COPY_SM);
+	cr = end(a, &graph);
+	if (graph)
+		gdestroy(graph);
+	cu.cuStreamSynchronize(bs);
+	cu.cuMemcpyDtoH(got, p + 12 * MiB, 2 * MiB);
+	result(!e1 && !e2 && cr == CUDA_SUCCESS && graph && !memcmp(src, got, 2 * MiB), name,
+	       "captured copy %d, eager copy %d (%s), capture %s, eager bytes %s", e1, e2,
+	       e2 ? nvb_gpu_last_error() : "", cr == CUDA_SUCCESS ? "valid" :
+	       nvb_cuda_errname(&cu, cr), memcmp(src, got, 2 * MiB) ? "NOT copied" : "copied");
+out:
+	cu.cuCtxSynchronize();
+	if (a)
+		cu.cuStreamDestroy(a);
+	if (bs)
+		cu.cuStreamDestroy(bs);
+	if (b)
+		nvb_gpu_free(b);
+	free(src);
+	free(got);
+}
+
+static void t_yield_capture(void)
+{
+	struct nvb_gpu_opts yo = { .sz = sizeof(yo), .flags = NVB_GPU_OPEN_SM_YIELD };
+	struct nvb_gpu *gy = NULL;
+
+	if (!nvb_gpu_has_kernel(g)) {
+		printf("skip yield_capture: no SM kernel\n");
+		return;
+	}
+	nvb_gpu_set_device(g, 0);
+	yield_capture(g, "yield_capture_control");
+	if (nvb_gpu_open(&yo, &gy)) {
+		result(0, "yield_capture_isolated", "open: %s", nvb_gpu_last_error());
+		return;
+	}
+	nvb_gpu_set_device(gy, 0);
+	yield_capture(gy, "yield_capture_isolated");
+	nvb_gpu_close(gy);
+}
+
 int main(int argc, char **argv)
 {
 	char msg[256] = "";
@@ -1449,6 +1534,7 @@ int main(int argc, char **argv)
 	RUN("many_imports", t_many_imports(h));
 	RUN("leaks", t_leaks(h));
 	RUN("yield_deadlock", t_yield_deadlock());
+	RUN("yield_capture", t_yield_capture());
 	nvb_close(h);
 	nvb_gpu_close(g);
 	printf("%d passed, %d failed\n", passed, failed);
