@@ -1375,26 +1375,6 @@ out:
 		nvb_gpu_free(b);
 }
 
-static void t_yield_deadlock(void)
-{
-	struct nvb_gpu_opts yo = { .sz = sizeof(yo), .flags = NVB_GPU_OPEN_SM_YIELD };
-	struct nvb_gpu *gy = NULL;
-
-	if (!nvb_gpu_has_kernel(g)) {
-		printf("skip yield_independent_streams: no SM kernel\n");
-		return;
-	}
-	nvb_gpu_set_device(g, 0);
-	yield_pair(g, "yield_independent_streams_control");
-	if (nvb_gpu_open(&yo, &gy)) {
-		result(0, "yield_independent_streams_no_deadlock", "open: %s", nvb_gpu_last_error());
-		return;
-	}
-	nvb_gpu_set_device(gy, 0);
-	yield_pair(gy, "yield_independent_streams_no_deadlock");
-	nvb_gpu_close(gy);
-}
-
 /*
  * Review B: with NVB_GPU_OPEN_SM_YIELD an SM copy queued on a stream being
  * captured (relaxed mode) pulls the library's shared yield stream into the
@@ -1460,23 +1440,24 @@ out:
 	free(got);
 }
 
-static void t_yield_capture(void)
+/* Review B's yield cases: case on the default layer (control), then on one opened with the flag. */
+static void t_yield(void (*fn)(struct nvb_gpu *, const char *), const char *control, const char *name)
 {
 	struct nvb_gpu_opts yo = { .sz = sizeof(yo), .flags = NVB_GPU_OPEN_SM_YIELD };
 	struct nvb_gpu *gy = NULL;
 
 	if (!nvb_gpu_has_kernel(g)) {
-		printf("skip yield_capture: no SM kernel\n");
+		printf("skip %s: no SM kernel\n", name);
 		return;
 	}
 	nvb_gpu_set_device(g, 0);
-	yield_capture(g, "yield_capture_control");
+	fn(g, control);
 	if (nvb_gpu_open(&yo, &gy)) {
-		result(0, "yield_capture_isolated", "open: %s", nvb_gpu_last_error());
+		result(0, name, "open: %s", nvb_gpu_last_error());
 		return;
 	}
 	nvb_gpu_set_device(gy, 0);
-	yield_capture(gy, "yield_capture_isolated");
+	fn(gy, name);
 	nvb_gpu_close(gy);
 }
 
@@ -1533,8 +1514,10 @@ int main(int argc, char **argv)
 	RUN("revoke_sigkill", t_revoke(h, 1));
 	RUN("many_imports", t_many_imports(h));
 	RUN("leaks", t_leaks(h));
-	RUN("yield_deadlock", t_yield_deadlock());
-	RUN("yield_capture", t_yield_capture());
+	RUN("yield_deadlock", t_yield(yield_pair, "yield_independent_streams_control",
+				      "yield_independent_streams_no_deadlock"));
+	RUN("yield_capture", t_yield(yield_capture, "yield_capture_control",
+				     "yield_capture_isolated"));
 	nvb_close(h);
 	nvb_gpu_close(g);
 	printf("%d passed, %d failed\n", passed, failed);
