@@ -1410,6 +1410,11 @@ static void yield_capture(struct nvb_gpu *gg, const char *name)
 	fill_random(got, 2 * MiB, 78);	/* poison */
 	cu.cuMemcpyHtoD(p + 8 * MiB, src, 2 * MiB);
 	cu.cuMemcpyHtoD(p + 12 * MiB, got, 2 * MiB);
+	/* warm-up outside the capture: dev_ready() (module, events, the yield stream) is done */
+	if (nvb_gpu_copy(gg, p, p + 4 * MiB, MiB, (void *const *)&bs, 1, NVB_GPU_COPY_SM)) {
+		result(0, name, "warm-up copy: %s", nvb_gpu_last_error());
+		goto out;
+	}
 	cu.cuCtxSynchronize();
 	if (begin(a, 2 /* relaxed */)) {
 		result(0, name, "cuStreamBeginCapture");
