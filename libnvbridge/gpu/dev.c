@@ -98,8 +98,10 @@ int nvb_gpu_open_v12(const struct nvb_gpu_opts *opts, struct nvb_gpu **out)
 	if (n > NVB_GPU_MAX_DEV)
 		n = NVB_GPU_MAX_DEV;
 	pthread_mutex_init(&g->lock, NULL);
-	for (i = 0; i < NVB_GPU_MAX_DEV; i++)
+	for (i = 0; i < NVB_GPU_MAX_DEV; i++) {
 		pthread_mutex_init(&g->d[i].ring_lock, NULL);
+		pthread_mutex_init(&g->d[i].yield_lock, NULL);
+	}
 	g->ndev = n;
 	for (i = 0; i < n; i++) {
 		struct nvb_gpu_dev *d = &g->d[i];
@@ -221,8 +223,8 @@ void nvb_gpu_close(struct nvb_gpu *g)
 		for (k = 0; k < NVB_EVPOOL; k++)
 			if (d->evpool[k])
 				g->cu.cuEventDestroy(d->evpool[k]);
-		if (d->yield_st)
-			g->cu.cuStreamDestroy(d->yield_st);
+		for (k = 0; k < (int)d->nyield; k++)
+			g->cu.cuStreamDestroy(d->yield_st[k]);
 		for (k = 0; k < NVB_MAX_PROXIES && !g->proxies; k++) {
 			struct nvb_proxy_mem *pm = &d->pmem[k];
 
@@ -247,8 +249,10 @@ void nvb_gpu_close(struct nvb_gpu *g)
 	}
 	g->cu.cuCtxSetCurrent(old);
 	pthread_mutex_destroy(&g->lock);
-	for (i = 0; i < NVB_GPU_MAX_DEV; i++)
+	for (i = 0; i < NVB_GPU_MAX_DEV; i++) {
 		pthread_mutex_destroy(&g->d[i].ring_lock);
+		pthread_mutex_destroy(&g->d[i].yield_lock);
+	}
 	nvb_cuda_unload(&g->cu);
 	free(g);
 }
@@ -420,13 +424,16 @@ int dev_ready(struct nvb_gpu *g, int i)
 	for (k = 0; r == CUDA_SUCCESS && k < NVB_EVPOOL; k++)
 		if (!d->evpool[k])
 			r = g->cu.cuEventCreate(&d->evpool[k], CU_EVENT_DISABLE_TIMING);
-	if (r == CUDA_SUCCESS && g->sm_yield && !d->yield_st) {
+	if (r == CUDA_SUCCESS && g->sm_yield && !d->nyield) {
 		int least = 0, greatest = 0;	/* numerically, the lowest priority is the greatest */
 
 		r = g->cu.cuCtxGetStreamPriorityRange(&least, &greatest);
-		if (r == CUDA_SUCCESS)
-			r = g->cu.cuStreamCreateWithPriority(&d->yield_st, CU_STREAM_NON_BLOCKING,
+		d->yield_prio = least;
+		if (r == CUDA_SUCCESS)	/* the first; launch_gather() makes more as needed */
+			r = g->cu.cuStreamCreateWithPriority(&d->yield_st[0], CU_STREAM_NON_BLOCKING,
 							     least);
+		if (r == CUDA_SUCCESS)
+			d->nyield = 1;
 	}
 	if (r != CUDA_SUCCESS) {
 		err = cuerr(g, r, "GPU layer setup");

@@ -35,6 +35,7 @@
 #define NVB_MAX_ABORT_FLAGS	8
 #define NVB_EVPOOL		64	/* events for nvb_gpu_copy_signal */
 #define NVB_SM_YIELD_MAX_GRID	(1u << 20)	/* CTAs a launch, NVB_GPU_OPEN_SM_YIELD */
+#define NVB_YIELD_STREAMS	64	/* lowest-priority streams a device, at most */
 #define NVB_MAX_PROXIES		4	/* per device */
 
 /* Memory of one proxy slot: allocated once, reused, freed by nvb_gpu_close. */
@@ -60,7 +61,16 @@ struct nvb_gpu_dev {
 	int proxy_max_ctas;	/* co-resident proxy CTAs on this device */
 	CUevent evpool[NVB_EVPOOL];
 	unsigned int ev_next;
-	CUstream yield_st;	/* NVB_GPU_OPEN_SM_YIELD: lowest priority, or NULL */
+	/*
+	 * NVB_GPU_OPEN_SM_YIELD: streams of the lowest priority (yield_prio),
+	 * made as needed, at most NVB_YIELD_STREAMS; a launch takes one with
+	 * no work left, so that unrelated caller streams are never ordered
+	 * behind each other (under yield_lock)
+	 */
+	CUstream yield_st[NVB_YIELD_STREAMS];
+	unsigned int nyield;
+	int yield_prio;
+	pthread_mutex_t yield_lock;
 	unsigned int rot;
 	struct nvb_proxy_mem pmem[NVB_MAX_PROXIES];
 	struct nvb_gpu_block *ring;	/* pinned host: NVB_RING_SLOTS * NVB_SLOT_BLOCKS */
