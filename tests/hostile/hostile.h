@@ -14,6 +14,7 @@
 
 int64_t now_ns(void);
 double cpu_ms_of(pid_t pid);
+double cpu_clock_ms(pid_t pid);
 int become(uid_t uid);
 int raise_nofile(unsigned int n);
 pid_t start_broker_at(const char *bin, const char *sock);

@@ -27,6 +27,20 @@ int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/*
+ * ms of CPU process pid has used, by its CPU clock (ns; /proc's ticks are
+ * sampled), or -1: pid's own, not its children's (the broker's closers)
+ */
+double cpu_clock_ms(pid_t pid)
+{
+	struct timespec ts;
+	clockid_t clk;
+
+	if (clock_getcpuclockid(pid, &clk) || clock_gettime(clk, &ts))
+		return -1;
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 /* ms of CPU process pid has used, or -1 */
 double cpu_ms_of(pid_t pid)
 {
