@@ -199,6 +199,26 @@ int rhello(int s, int fd)
 	return r ? r : h.result;
 }
 
+/*
+ * HELLO keeping the event socket open (*evfd): rhello() closes it, and a
+ * closed event socket makes the broker spin on its EPOLLHUP
+ * (attack_evfd_hangup), which a measure of the broker's CPU would count
+ */
+int rhello_keep(int s, int *evfd)
+{
+	struct nvbridge_wire_hello hello = { .abi_version = NVBRIDGE_ABI_VERSION };
+	struct nvbridge_wire_hdr h;
+	int pfd = (int)syscall(SYS_pidfd_open, getpid(), 0), r;
+
+	*evfd = -1;
+	r = rsend(s, NVBRIDGE_WIRE_HELLO, 0, 0, &hello, sizeof(hello), NULL, 0, pfd);
+	if (pfd >= 0)
+		close(pfd);
+	if (r || (r = rrecv(s, &h, NULL, 0, evfd, 5000)))
+		return r;
+	return h.result ? h.result : *evfd < 0 ? -EPROTO : 0;
+}
+
 int rfetch_req(int s, uint32_t seq, const char *name, uint32_t flags, int64_t timeout_ns)
 {
 	struct nvbridge_fetch f = { .size = sizeof(f), .flags = flags, .timeout_ns = timeout_ns };
