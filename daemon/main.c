@@ -442,6 +442,15 @@ static void loop(void)
 			} else if ((tag & TAG_PID) || c->dead) {
 				continue;
 			} else if (tag & TAG_EV) {
+				/*
+				 * The client closed its end: no reader ever again, and
+				 * the EPOLLHUP, level-triggered and reported whatever
+				 * was asked, would end every wait at once while it stays
+				 * connected (attack_evfd_hangup).  ev_flush() drops what
+				 * is queued (send() fails) and its EPOLL_CTL_MOD fails.
+				 */
+				if (evs[i].events & (EPOLLHUP | EPOLLERR))
+					epoll_ctl(ep, EPOLL_CTL_DEL, c->evfd, NULL);
 				ev_flush(c);
 			} else {
 				if (evs[i].events & EPOLLOUT)

@@ -14,11 +14,13 @@
 
 int64_t now_ns(void);
 double cpu_ms_of(pid_t pid);
+double cpu_clock_ms(pid_t pid);
 int become(uid_t uid);
 int raise_nofile(unsigned int n);
 pid_t start_broker_at(const char *bin, const char *sock);
 int rconnect(void);
 int rhello(int s, int fd);
+int rhello_keep(int s, int *evfd);
 int rsend(int s, uint16_t type, uint32_t cmd, uint32_t seq, const void *arg, uint32_t asz,
 	  const void *data, uint32_t dlen, int fd);
 int rrecv(int s, struct nvbridge_wire_hdr *h, void *arg, size_t cap, int *fd, int timeout_ms);

@@ -28,6 +28,20 @@ int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/*
+ * ms of CPU process pid has used, by its CPU clock (ns; /proc's ticks are
+ * sampled), or -1: pid's own, not its children's (the broker's closers)
+ */
+double cpu_clock_ms(pid_t pid)
+{
+	struct timespec ts;
+	clockid_t clk;
+
+	if (clock_getcpuclockid(pid, &clk) || clock_gettime(clk, &ts))
+		return -1;
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 /* ms of CPU process pid has used, or -1 */
 double cpu_ms_of(pid_t pid)
 {
@@ -184,6 +198,26 @@ int rhello(int s, int fd)
 	if (evfd >= 0)
 		close(evfd);
 	return r ? r : h.result;
+}
+
+/*
+ * HELLO keeping the event socket open (*evfd): rhello() closes it, and a
+ * closed event socket makes the broker spin on its EPOLLHUP
+ * (attack_evfd_hangup), which a measure of the broker's CPU would count
+ */
+int rhello_keep(int s, int *evfd)
+{
+	struct nvbridge_wire_hello hello = { .abi_version = NVBRIDGE_ABI_VERSION };
+	struct nvbridge_wire_hdr h;
+	int pfd = (int)syscall(SYS_pidfd_open, getpid(), 0), r;
+
+	*evfd = -1;
+	r = rsend(s, NVBRIDGE_WIRE_HELLO, 0, 0, &hello, sizeof(hello), NULL, 0, pfd);
+	if (pfd >= 0)
+		close(pfd);
+	if (r || (r = rrecv(s, &h, NULL, 0, evfd, 5000)))
+		return r;
+	return h.result ? h.result : *evfd < 0 ? -EPROTO : 0;
 }
 
 int rfetch_req(int s, uint32_t seq, const char *name, uint32_t flags, int64_t timeout_ns)
