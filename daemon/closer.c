@@ -500,14 +500,15 @@ void closer_close(int fd, struct user *u, struct user *t)
 	if (fd < 0)
 		return;
 	/*
-	 * Files whose close cannot block are closed here: memory-backed files,
-	 * and the pidfd a HELLO brings.  A closer's round trip would only slow
-	 * every hang-up and revocation (a tenant's 200 clients connecting and
-	 * leaving at once filled its pending-close bound, and its requests
-	 * waited behind it).  An entry's file is not asked again here: its
-	 * kind was kept at PUBLISH (registry.c entry_put()).
+	 * Files whose close can neither block nor take long are closed here:
+	 * small memory-backed files (fd_cheap_close()), and the pidfd a HELLO
+	 * brings.  A closer's round trip would only slow every hang-up and
+	 * revocation (a tenant's 200 clients connecting and leaving at once
+	 * filled its pending-close bound, and its requests waited behind it).
+	 * An entry's file is not asked its kind again here: it was kept at
+	 * PUBLISH (registry.c entry_put()).
 	 */
-	if (fd_memory_backed(fd) || fd_is_pidfd(fd)) {
+	if (fd_cheap_close(fd, false) || fd_is_pidfd(fd)) {
 		close_now(fd, u, t);
 		return;
 	}
