@@ -1396,6 +1396,100 @@ static int t_parked_revocation_releases_mapping(void)
 	return 0;
 }
 
+/* ---- review B: two GPU layers of one process on one handle ---- */
+
+/*
+ * g1 opens a segment through h and closes it: h is parked in g1, whose
+ * library thread goes on reading h's events (nvb_event_read_live) until h
+ * closes.  The same process's second GPU layer (g2: another library, a
+ * plugin) then imports names through h with nvb_gpu_import() and relies on
+ * h's revocation events (its import_name() polls them before serving from
+ * the cache).  g1's thread reads them first and applies them to g1 only:
+ * g2's name cache keeps name -> the revoked id, and nvb_gpu_import() of the
+ * name serves the revoked entry's mapping with no request.  Before the
+ * parked handles (d12d98a) g1 forgot h with its last segment and g2 saw
+ * every revocation.  FAILS on main (every round is stale).
+ */
+static int t_rvb_two_layers_import_served_revoked(void)
+{
+	struct nvb_gpu *g1;
+	struct nvb_gpu_seg *seg;
+	struct nvb_gpu_map *m, *m2;
+	struct side me;
+	struct peer p0, p;
+	char name[64];
+	int i, stale = 0, unmarked = 0, rounds = 4;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_open(NULL, &g1));
+	CHECK(peer_start(&p0, "rvb.park", SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(g1, me.h, "rvb.park", NULL, &seg));
+	nvb_gpu_seg_close(seg);		/* h parked in g1: g1's thread reads its events */
+	for (i = 0; i < rounds; i++) {
+		snprintf(name, sizeof(name), "rvb.imp.%d", i);
+		CHECK(peer_start(&p, name, SEG_SIZE) == 0);
+		OK(nvb_gpu_import(me.g, me.h, name, 0, 0, &m));
+		CHECK(peer_cmd(&p, 'c') == 0);	/* unpublished: revoked at the broker */
+		usleep(300000);
+		m2 = NULL;
+		if (nvb_gpu_import(me.g, me.h, name, 0, 0, &m2) == 0) {
+			stale++;	/* the revoked entry's mapping, from g2's cache */
+			nvb_gpu_unmap(m2);
+		}
+		unmarked += !nvb_gpu_map_revoked(m);
+		nvb_gpu_unmap(m);
+		CHECK(peer_cmd(&p, 'q') == 0);
+		waitpid(p.pid, NULL, 0);
+	}
+	EXPECT(stale, 0);
+	EXPECT(unmarked, 0);
+	CHECK(peer_cmd(&p0, 'q') == 0);
+	nvb_gpu_close(g1);
+	side_close(&me);
+	return 0;
+}
+
+/*
+ * The same with segments on both sides: g1's parked h and g2's open
+ * segments through h.  Both threads poll h's event fd; whichever reads a
+ * REVOKED record consumes it, so g2's segment stays usable after its
+ * exporter unpublished.  FAILS on main in most runs (a coin flip a round).
+ */
+static int t_rvb_two_layers_segment_revocation_lost(void)
+{
+	struct nvb_gpu *g1;
+	struct nvb_gpu_seg *seg;
+	struct timespec t0;
+	struct side me;
+	struct peer p0, p;
+	char name[64];
+	int i, lost = 0, rounds = 16;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_open(NULL, &g1));
+	CHECK(peer_start(&p0, "rvb.park2", SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(g1, me.h, "rvb.park2", NULL, &seg));
+	nvb_gpu_seg_close(seg);
+	for (i = 0; i < rounds; i++) {
+		snprintf(name, sizeof(name), "rvb.seg.%d", i);
+		CHECK(peer_start(&p, name, SEG_SIZE) == 0);
+		OK(nvb_gpu_seg_open(me.g, me.h, name, NULL, &seg));
+		CHECK(peer_cmd(&p, 'c') == 0);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		while (!nvb_gpu_seg_revoked(seg) && ms_since(&t0) < 1500)
+			usleep(1000);
+		lost += !nvb_gpu_seg_revoked(seg);
+		nvb_gpu_seg_close(seg);
+		CHECK(peer_cmd(&p, 'q') == 0);
+		waitpid(p.pid, NULL, 0);
+	}
+	EXPECT(lost, 0);
+	CHECK(peer_cmd(&p0, 'q') == 0);
+	nvb_gpu_close(g1);
+	side_close(&me);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "symbol_versions", t_symbol_versions },
 	{ "random_batches_every_byte", t_random_batches },
@@ -1417,6 +1511,8 @@ static const struct nvb_case cases[] = {
 	{ "revoked_during_open_amid_churn", t_revoked_during_open_churn },
 	{ "trade_window_open_in_flight", t_trade_window_open_in_flight },
 	{ "parked_handle_revocation_releases_mapping", t_parked_revocation_releases_mapping },
+	{ "rvb_two_layers_import_served_revoked", t_rvb_two_layers_import_served_revoked },
+	{ "rvb_two_layers_segment_revocation_lost", t_rvb_two_layers_segment_revocation_lost },
 };
 
 int main(int argc, char **argv)
