@@ -1490,6 +1490,108 @@ static int t_rvb_two_layers_segment_revocation_lost(void)
 	return 0;
 }
 
+/*
+ * nvb_event_read_live()'s check is a trylock that it releases before
+ * nvb_event_read() takes the same lock: an application wait that takes
+ * h's event lock in between (the case the check is there for) holds the
+ * library thread, with handles_lock (every nvb_open()/nvb_close()) and the
+ * engine's hlock (every segment call), for as long as the wait lasts.  The
+ * interleaving is forced here: this program's pthread_mutex_trylock (the
+ * library's only caller is nvb_event_read_live) lets the application's
+ * wait in right after the library's check succeeded, as a preemption
+ * there would, and hides the library's matching unlock.  FAILS on main:
+ * nvb_open() takes as long as the application's wait (~1.5 s).
+ */
+static int (*tt_real_trylock)(pthread_mutex_t *), (*tt_real_unlock)(pthread_mutex_t *);
+static pthread_mutex_t *tt_skip;
+static pthread_t tt_skip_thr;
+static struct nvb *tt_h;
+static int tt_armed, tt_fired, tt_go[2];
+
+__attribute__((constructor)) static void tt_resolve(void)
+{
+	*(void **)&tt_real_trylock = dlsym(RTLD_NEXT, "pthread_mutex_trylock");
+	*(void **)&tt_real_unlock = dlsym(RTLD_NEXT, "pthread_mutex_unlock");
+}
+
+int pthread_mutex_trylock(pthread_mutex_t *m)
+{
+	struct nvb_event ev[32];
+	int r = tt_real_trylock(m);
+
+	if (r || !__atomic_exchange_n(&tt_armed, 0, __ATOMIC_SEQ_CST))
+		return r;
+	tt_real_unlock(m);
+	while (nvb_event_read(tt_h, ev, 32, 0) > 0)
+		;	/* the application's wait starts on an empty queue */
+	if (write(tt_go[1], "g", 1) != 1)
+		abort();
+	usleep(200000);	/* it holds h's event lock now, waiting */
+	tt_skip = m;
+	tt_skip_thr = pthread_self();
+	__atomic_store_n(&tt_fired, 1, __ATOMIC_SEQ_CST);
+	return 0;	/* the library's check saw the lock free */
+}
+
+int pthread_mutex_unlock(pthread_mutex_t *m)
+{
+	if (m == tt_skip && pthread_equal(pthread_self(), tt_skip_thr)) {
+		tt_skip = NULL;	/* the check's unlock: the lock is the application's */
+		return 0;
+	}
+	return tt_real_unlock(m);
+}
+
+static void *tt_app_wait(void *arg)
+{
+	struct nvb_event ev;
+	char c;
+
+	(void)arg;
+	if (read(tt_go[0], &c, 1) == 1)
+		nvb_event_read(tt_h, &ev, 1, 1500000000LL);
+	return NULL;
+}
+
+static int t_rvb_event_read_live_stalls(void)
+{
+	struct nvb_gpu_seg *seg;
+	struct timespec t0;
+	struct side me;
+	struct peer p;
+	struct nvb *h3;
+	pthread_t th;
+	int64_t ms;
+
+	CHECK(tt_real_trylock && tt_real_unlock);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	CHECK(peer_start(&p, "rvb.tt", SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "rvb.tt", NULL, &seg));
+	nvb_gpu_seg_close(seg);		/* parked: read through nvb_event_read_live() */
+	tt_h = me.h;
+	CHECK(pipe(tt_go) == 0);
+	CHECK(pthread_create(&th, NULL, tt_app_wait, NULL) == 0);
+	__atomic_store_n(&tt_armed, 1, __ATOMIC_SEQ_CST);
+	CHECK(peer_cmd(&p, 'c') == 0);	/* an event: the thread reads the parked handle */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!__atomic_load_n(&tt_fired, __ATOMIC_SEQ_CST) && ms_since(&t0) < 3000)
+		usleep(1000);
+	__atomic_store_n(&tt_armed, 0, __ATOMIC_SEQ_CST);
+	CHECK(tt_fired, "the library thread never read the parked handle");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	OK(fake_nvb_open(&h3));		/* needs handles_lock */
+	ms = ms_since(&t0);
+	nvb_close(h3);
+	pthread_join(th, NULL);
+	CHECK(ms < 500, "nvb_open() waited %lld ms behind the application's event wait",
+	      (long long)ms);
+	CHECK(peer_cmd(&p, 'q') == 0);
+	close(tt_go[0]);
+	close(tt_go[1]);
+	side_close(&me);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "symbol_versions", t_symbol_versions },
 	{ "random_batches_every_byte", t_random_batches },
@@ -1513,6 +1615,7 @@ static const struct nvb_case cases[] = {
 	{ "parked_handle_revocation_releases_mapping", t_parked_revocation_releases_mapping },
 	{ "rvb_two_layers_import_served_revoked", t_rvb_two_layers_import_served_revoked },
 	{ "rvb_two_layers_segment_revocation_lost", t_rvb_two_layers_segment_revocation_lost },
+	{ "rvb_event_read_live_stalls_handles_lock", t_rvb_event_read_live_stalls },
 };
 
 int main(int argc, char **argv)
