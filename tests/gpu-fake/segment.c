@@ -1592,6 +1592,43 @@ static int t_rvb_event_read_live_stalls(void)
 	return 0;
 }
 
+/*
+ * nvb_gpu_seg_publish(3): "when h is closed, the mappings imported through
+ * it leave the cache".  Only a parked record's sweep drops them: a handle
+ * on which this layer holds no watch of its own (the application watched
+ * the name first: the library's watch is -EEXIST, not noted) is forgotten
+ * with its last segment, and its cached mapping (the exporter's memory)
+ * stays after nvb_close() until some later import happens to sweep.
+ * FAILS on main.
+ */
+static int t_rvb_closed_handle_keeps_mapping(void)
+{
+	struct nvb_gpu_seg *seg;
+	struct timespec t0;
+	struct side me;
+	struct peer p;
+	struct nvb *h2;
+	uint64_t wid;
+	int base;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	base = fake_mem_fds();
+	CHECK(fake_nvb_open(&h2) == 0);
+	CHECK(peer_start(&p, "rvb.own", SEG_SIZE) == 0);
+	OK(nvb_watch(h2, "rvb.own", 0, &wid));	/* the application's own watch */
+	OK(nvb_gpu_seg_open(me.g, h2, "rvb.own", NULL, &seg));
+	nvb_gpu_seg_close(seg);
+	CHECK(fake_mem_fds() > base, "the import holds no descriptor on the peer's memory");
+	nvb_close(h2);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (fake_mem_fds() > base && ms_since(&t0) < 3000)
+		usleep(1000);
+	EXPECT(fake_mem_fds(), base);	/* main: still mapped */
+	CHECK(peer_cmd(&p, 'q') == 0);
+	side_close(&me);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "symbol_versions", t_symbol_versions },
 	{ "random_batches_every_byte", t_random_batches },
@@ -1616,6 +1653,7 @@ static const struct nvb_case cases[] = {
 	{ "rvb_two_layers_import_served_revoked", t_rvb_two_layers_import_served_revoked },
 	{ "rvb_two_layers_segment_revocation_lost", t_rvb_two_layers_segment_revocation_lost },
 	{ "rvb_event_read_live_stalls_handles_lock", t_rvb_event_read_live_stalls },
+	{ "rvb_closed_handle_keeps_mapping", t_rvb_closed_handle_keeps_mapping },
 };
 
 int main(int argc, char **argv)
