@@ -448,13 +448,77 @@ static void connection_lost(struct seg_engine *e, struct seg_handle *hd)
 	nvb_gpu_cache_trim(e->g);
 }
 
+/*
+ * A revocation of (reg, id), read by this layer or another of the process
+ * (nvb_gpu_revoked_all, live_lock held): e's segments of that entry are
+ * revoked, and so is a prefetch's import of it (e->lock taken).
+ */
+void nvb_gpu__seg_revoked(struct seg_engine *e, uint64_t reg, uint64_t id)
+{
+	struct seg_prefetch *p;
+	struct seg_handle *hd;
+	unsigned int k;
+
+	pthread_mutex_lock(&e->lock);
+	for (hd = e->handles; hd; hd = hd->next) {
+		if (hd->reg != reg)
+			continue;
+		k = e->revoked_next++ % 256;
+		e->revoked_ids[k].gen = hd->gen;
+		e->revoked_ids[k].id = id;
+		mark_revoked(e, hd, id);
+	}
+	for (p = e->prefetch; p; p = p->next)
+		if (p->id == id && p->hd->reg == reg)
+			p->id = 0;	/* a republish brings a new one */
+	pthread_mutex_unlock(&e->lock);
+}
+
+/* Another layer read an OVERFLOW on reg (live_lock held): e's thread verifies (e->lock taken). */
+void nvb_gpu__seg_lost(struct seg_engine *e, uint64_t reg)
+{
+	struct seg_handle *hd;
+	int any = 0;
+
+	pthread_mutex_lock(&e->lock);
+	for (hd = e->handles; hd; hd = hd->next)
+		if (hd->reg == reg) {
+			hd->lost = 1;
+			any = 1;
+		}
+	pthread_mutex_unlock(&e->lock);
+	if (any)
+		wake(e);
+}
+
+/* Events of hd were lost (here or, hd->lost, read by another layer): trust nothing (e->hlock held). */
+static void events_lost(struct seg_engine *e, struct seg_handle *hd)
+{
+	struct seg_prefetch *p;
+
+	if (!hd->refs) {
+		/* parked: no segment to fetch again; the cached mappings cannot be trusted */
+		nvb_gpu_cache_trim(e->g);
+		return;
+	}
+	pthread_mutex_lock(&e->lock);
+	for (p = e->prefetch; p; p = p->next)
+		if (p->hd == hd)
+			p->pending = 1;
+	pthread_mutex_unlock(&e->lock);
+	verify(e, hd);
+}
+
 void seg_events(struct seg_engine *e, struct seg_handle *hd)
 {
 	struct nvb_event ev[32];
 	struct seg_prefetch *p;
-	unsigned int k;
-	int n, i, lost = 0;
+	int n, i, lost, own = 0;
 
+	pthread_mutex_lock(&e->lock);
+	lost = hd->lost;	/* another layer read them: its OVERFLOW is ours too */
+	hd->lost = 0;
+	pthread_mutex_unlock(&e->lock);
 	while (fd_readable(hd->evfd)) {
 		n = hd->refs ? nvb_event_read(hd->h, ev, 32, 0) :
 		    nvb_event_read_live(hd->reg, ev, 32);
@@ -471,16 +535,12 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 		}
 		for (i = 0; i < n; i++) {
 			if (ev[i].type == NVB_EVENT_REVOKED) {
-				nvb_gpu_revoke_in(e->g, hd->reg, ev[i].id);
-				pthread_mutex_lock(&e->lock);
-				k = e->revoked_next++ % 256;
-				e->revoked_ids[k].gen = hd->gen;
-				e->revoked_ids[k].id = ev[i].id;
-				mark_revoked(e, hd, ev[i].id);
-				for (p = e->prefetch; p; p = p->next)
-					if (p->id == ev[i].id)
-						p->id = 0;	/* a republish brings a new one */
-				pthread_mutex_unlock(&e->lock);
+				/*
+				 * Every layer of the process on h's registry, this one
+				 * included: the event is read once, and another layer
+				 * importing through h waits for it too.
+				 */
+				nvb_gpu_revoked_all(hd->reg, ev[i].id);
 			} else if (ev[i].type == NVB_EVENT_PUBLISHED) {
 				pthread_mutex_lock(&e->lock);
 				for (p = e->prefetch; p; p = p->next)
@@ -488,23 +548,14 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 						p->pending = 1;
 				pthread_mutex_unlock(&e->lock);
 			} else if (ev[i].type == NVB_EVENT_OVERFLOW) {
-				lost = 1;
+				if (!own)	/* the other layers' too (this one: below) */
+					nvb_gpu_lost_all(e->g, hd->reg);
+				own = lost = 1;
 			}
 		}
 	}
-	if (lost && !hd->refs) {
-		/* parked: no segment to fetch again; the cached mappings cannot be trusted */
-		nvb_gpu_names_forget(e->g, hd->reg, 0);
-		nvb_gpu_cache_trim(e->g);
-	} else if (lost) {
-		nvb_gpu_names_forget(e->g, hd->reg, 0);
-		pthread_mutex_lock(&e->lock);
-		for (p = e->prefetch; p; p = p->next)
-			if (p->hd == hd)
-				p->pending = 1;
-		pthread_mutex_unlock(&e->lock);
-		verify(e, hd);
-	}
+	if (lost)
+		events_lost(e, hd);
 }
 
 /* Imports pending prefetches into the mapping cache (thread, e->hlock held). */
@@ -613,7 +664,8 @@ static void *seg_thread(void *arg)
 		pthread_mutex_lock(&e->hlock);
 		/* the records may have gone meanwhile: use only those still listed */
 		for (hd = e->handles; hd; hd = hd->next)
-			if (hd->evfd >= 0 && fd_readable(hd->evfd))
+			if (hd->evfd >= 0 && (fd_readable(hd->evfd) ||
+					      __atomic_load_n(&hd->lost, __ATOMIC_RELAXED)))
 				seg_events(e, hd);
 		prefetch_run(e);
 		parked_sweep(e);
