@@ -187,6 +187,19 @@ uint64_t nvb_handle_closes(void)
 	return __atomic_load_n(&closes, __ATOMIC_ACQUIRE);
 }
 
+/*
+ * Set by the GPU layer (same library, but the core builds without it):
+ * called by nvb_close() once h left the list, before its fds close, with
+ * no lock held, so that the cached mappings imported through h leave the
+ * caches now (nvb_gpu_seg_publish(3)), not at some later import.
+ */
+static void (*close_hook)(void);
+
+void nvb_set_close_hook(void (*fn)(void))
+{
+	__atomic_store_n(&close_hook, fn, __ATOMIC_RELEASE);
+}
+
 bool nvb_serial_live(uint64_t serial)
 {
 	bool live = false;
@@ -449,8 +462,12 @@ NVB_API void nvb_close(struct nvb *h)
 {
 	if (!h)
 		return;
+	void (*hook)(void) = __atomic_load_n(&close_hook, __ATOMIC_ACQUIRE);
+
 	handle_del(h);
 	__atomic_add_fetch(&closes, 1, __ATOMIC_RELEASE);
+	if (hook)
+		hook();
 	if (h->ring_ok) {
 		/*
 		 * An armed read holds a reference to the device file: cancel it

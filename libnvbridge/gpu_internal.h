@@ -85,6 +85,8 @@ void nvb_gpu_drop_closed(struct nvb_gpu *g, uint64_t closes, bool (*live)(uint64
 /* core.c (as in nvb_internal.h): nvb_close() calls so far; whether the handle of serial is open. */
 uint64_t nvb_handle_closes(void);
 bool nvb_serial_live(uint64_t serial);
+/* core.c: fn is called by every nvb_close(), after the handle left the list (no lock held). */
+void nvb_set_close_hook(void (*fn)(void));
 /* core.c: nvb_event_read(h, ev, max, 0) on the handle of serial while it is open; -ESRCH: closed. */
 struct nvb_event;
 int nvb_event_read_live(uint64_t serial, struct nvb_event *ev, unsigned int max);

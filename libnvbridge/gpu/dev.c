@@ -78,9 +78,31 @@ static void live_child(void)
 	pthread_mutex_init(&live_lock, NULL);
 }
 
+/*
+ * nvb_close() of any handle: each engine's thread wakes and drops the
+ * cached mappings of closed handles' registries (parked_sweep), whether or
+ * not one of its records was parked on it (a name the application watched
+ * first leaves none).  Contexts with no engine drop them at their next
+ * import (nvb_gpu_drop_closed); no CUDA call here, on the closer's thread.
+ */
+static void live_closed(void)
+{
+	struct nvb_gpu *g;
+	struct seg_engine *e;
+
+	pthread_mutex_lock(&live_lock);
+	for (g = live; g; g = g->live_next) {
+		e = __atomic_load_n(&g->seg, __ATOMIC_ACQUIRE);
+		if (e)
+			nvb_gpu__seg_wake(e);
+	}
+	pthread_mutex_unlock(&live_lock);
+}
+
 static void live_atfork(void)
 {
 	pthread_atfork(live_prepare, live_parent, live_child);
+	nvb_set_close_hook(live_closed);
 }
 
 static void live_add(struct nvb_gpu *g)

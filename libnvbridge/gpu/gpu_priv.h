@@ -241,6 +241,8 @@ NVB_HIDDEN __attribute__((format(printf, 2, 3))) int seterr(int err, const char 
 struct seg_engine;
 NVB_HIDDEN void nvb_gpu__seg_revoked(struct seg_engine *e, uint64_t reg, uint64_t id);
 NVB_HIDDEN void nvb_gpu__seg_lost(struct seg_engine *e, uint64_t reg);
+/* Wakes e's thread (a handle closed: its sweep drops what is cached through it). */
+NVB_HIDDEN void nvb_gpu__seg_wake(struct seg_engine *e);
 /* A CUDA failure: -EIO (-ENOMEM for OUT_OF_MEMORY, ...) and a message. */
 NVB_HIDDEN int cuerr(struct nvb_gpu *g, CUresult r, const char *what);
 NVB_HIDDEN uint64_t ns_now(void);

@@ -31,6 +31,11 @@ static void wake(struct seg_engine *e)
 	}
 }
 
+void nvb_gpu__seg_wake(struct seg_engine *e)
+{
+	wake(e);
+}
+
 /* ---- handles ---- */
 
 /* h's watch records, parked, are h's again (e->lock held). */
@@ -607,7 +612,6 @@ static void parked_sweep(struct seg_engine *e)
 {
 	struct seg_handle *hd, *next;
 	uint64_t closes = nvb_handle_closes();
-	int any = 0;
 
 	pthread_mutex_lock(&e->lock);
 	for (hd = e->handles; hd; hd = next) {
@@ -616,15 +620,18 @@ static void parked_sweep(struct seg_engine *e)
 			continue;
 		if (hd->evfd >= 0 && closes != e->park_closes && !nvb_serial_live(hd->reg))
 			hd->evfd = -1;
-		if (hd->evfd < 0) {
+		if (hd->evfd < 0)
 			handle_unlink(e, hd);
-			any = 1;
-		}
 	}
 	e->park_closes = closes;
 	pthread_mutex_unlock(&e->lock);
-	if (any)
-		nvb_gpu_drop_closed(e->g, closes, nvb_serial_live);
+	/*
+	 * Also when no parked record went: a handle with no watch of this
+	 * layer (the application's came first) has no record left once its
+	 * segments closed, and its mappings must go with it too (nvb_close
+	 * wakes us).  One atomic load when nothing closed.
+	 */
+	nvb_gpu_drop_closed(e->g, closes, nvb_serial_live);
 }
 
 static void *seg_thread(void *arg)
