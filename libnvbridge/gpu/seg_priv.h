@@ -4,7 +4,7 @@
  * nvb_gpu (created by the first segment call, ended by nvb_gpu_close()).
  *
  * One library thread per struct nvb_gpu (never one per batch) waits in
- * poll(2) on a wake eventfd and on the event fds of the handles that open
+ * epoll(7) (never poll(2): see seg_thread) on a wake eventfd and on the event fds of the handles that open
  * segments came through (and, parked, of those whose segments all closed,
  * while they stay open).  It applies revocations, imports ahead
  * (nvb_gpu_seg_prefetch), and completes batches: the GPU tells it that a

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -19,7 +20,6 @@
 #include "../nvbridge.h"
 #include "../opts.h"
 
-#define SEG_MAX_POLL	64	/* handles polled by the thread at once */
 #define SEG_BLOB	512
 
 static void wake(struct seg_engine *e)
@@ -634,13 +634,96 @@ static void parked_sweep(struct seg_engine *e)
 	nvb_gpu_drop_closed(e->g, closes, nvb_serial_live);
 }
 
+/*
+ * The thread's wait set: an epoll instance over the wake eventfd and the
+ * records' event fds.  Not poll(2): a poll pins every file it waits on
+ * (fs/select.c takes a reference per fd) for as long as it sleeps, so an
+ * nvb_close() meanwhile would not drop the last reference.  With the kernel
+ * backend the event fd is the /dev/nvbridge fd, whose release is what
+ * revokes the handle's entries (nvb_open(3): revoked when nvb_close()
+ * returns); a parked handle sleeps until the next event of any handle.
+ * epoll holds no reference on the files it watches: their last close
+ * releases them and removes them from the set.  The set is made anew
+ * whenever the records' (fd, gen) list changed (one fresh instance: an fd
+ * number reused by another file cannot leave a stale registration).
+ */
+struct seg_waitset {
+	int ep;			/* -1: none (epoll_create1 failed): 10 ms naps */
+	size_t n, cap;
+	struct { int fd; uint64_t gen; } *have;
+};
+
+/*
+ * 1 when the records' event fds differ from what ws waits on (ws then
+ * lists them), 0 when not, -1 out of memory (e->lock held).
+ */
+static int waitset_changed(struct seg_engine *e, struct seg_waitset *ws)
+{
+	struct seg_handle *hd;
+	size_t n = 0, want = 0;
+	int changed = 0;
+	void *p;
+
+	for (hd = e->handles; hd; hd = hd->next)
+		want += hd->evfd >= 0;
+	if (want > ws->cap) {
+		p = realloc(ws->have, want * sizeof(*ws->have));
+		if (!p)
+			return -1;
+		ws->have = p;
+		ws->cap = want;
+	}
+	for (hd = e->handles; hd; hd = hd->next) {
+		if (hd->evfd < 0)
+			continue;
+		if (n >= ws->n || ws->have[n].fd != hd->evfd || ws->have[n].gen != hd->gen)
+			changed = 1;
+		ws->have[n].fd = hd->evfd;
+		ws->have[n++].gen = hd->gen;
+	}
+	changed |= n != ws->n;
+	ws->n = n;
+	return changed;
+}
+
+/* A fresh epoll instance over the wake fd and ws's fds (thread). */
+static void waitset_build(struct seg_engine *e, struct seg_waitset *ws)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	size_t i;
+
+	if (ws->ep >= 0)
+		close(ws->ep);
+	ws->ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ws->ep < 0)
+		return;
+	ev.data.fd = e->wake;
+	if (epoll_ctl(ws->ep, EPOLL_CTL_ADD, e->wake, &ev)) {
+		close(ws->ep);
+		ws->ep = -1;
+		return;
+	}
+	for (i = 0; i < ws->n; i++) {
+		ev.data.fd = ws->have[i].fd;
+		/*
+		 * Failures are harmless: EEXIST (two records, one fd number),
+		 * EBADF (closed: its record goes at the sweep); every record is
+		 * checked with fd_readable on every wake-up anyway.
+		 */
+		if (epoll_ctl(ws->ep, EPOLL_CTL_ADD, ws->have[i].fd, &ev)) {
+			/* see above */
+		}
+	}
+}
+
 static void *seg_thread(void *arg)
 {
 	struct seg_engine *e = arg;
-	struct pollfd pf[SEG_MAX_POLL + 1];
+	struct seg_waitset ws = { .ep = -1 };
+	struct epoll_event evs[16];
 	struct seg_handle *hd;
 	uint64_t v;
-	int n;
+	int changed, first = 1;
 
 	for (;;) {
 		pthread_mutex_lock(&e->lock);
@@ -648,25 +731,17 @@ static void *seg_thread(void *arg)
 			pthread_mutex_unlock(&e->lock);
 			break;
 		}
-		pf[0].fd = e->wake;
-		pf[0].events = POLLIN;
-		n = 1;
-		for (hd = e->handles; hd && n <= SEG_MAX_POLL; hd = hd->next)
-			if (hd->evfd >= 0) {
-				pf[n].fd = hd->evfd;
-				pf[n++].events = POLLIN;
-			}
+		changed = waitset_changed(e, &ws);
 		pthread_mutex_unlock(&e->lock);
-		/*
-		 * Beyond SEG_MAX_POLL handles the rest are read on every wake-up
-		 * and at least every 10 ms.
-		 */
-		if (poll(pf, (nfds_t)n, hd ? 10 : -1) < 0 && errno != EINTR)
+		if (changed > 0 || first || (changed == 0 && ws.ep < 0))
+			waitset_build(e, &ws);
+		first = 0;
+		if (changed < 0 || ws.ep < 0)
+			usleep(10000);	/* out of memory or fds: look at every record every 10 ms */
+		else if (epoll_wait(ws.ep, evs, 16, -1) < 0 && errno != EINTR)
 			usleep(1000);
-		if (pf[0].revents & POLLIN) {
-			if (read(e->wake, &v, sizeof(v)) < 0) {
-				/* EAGAIN: another reader took it */
-			}
+		if (read(e->wake, &v, sizeof(v)) < 0) {
+			/* EAGAIN: not woken through it (non-blocking) */
 		}
 		pthread_mutex_lock(&e->hlock);
 		/* the records may have gone meanwhile: use only those still listed */
@@ -679,6 +754,9 @@ static void *seg_thread(void *arg)
 		pthread_mutex_unlock(&e->hlock);
 		xfer_reap(e);
 	}
+	if (ws.ep >= 0)
+		close(ws.ep);
+	free(ws.have);
 	return NULL;
 }
 

@@ -11,10 +11,12 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "fake.h"
@@ -1629,6 +1631,67 @@ static int t_rvb_closed_handle_keeps_mapping(void)
 	return 0;
 }
 
+/*
+ * The library thread's wait must hold no reference on the event fds it
+ * waits on.  With the kernel backend the event fd is the /dev/nvbridge fd,
+ * and its release is what revokes the handle's entries (nvb_open(3): when
+ * nvb_close() returns); a poll(2) sleeping on it pins the file (fs/select.c
+ * takes a reference per fd), so the close is not the last reference and
+ * the entries stay until the thread next wakes (a parked handle: the next
+ * event of any handle).  The broker's event fd (a socketpair end, listed
+ * in /proc/net/unix while its file lives) shows the same: the program's
+ * only descriptor of it is replaced (dup2, so that nvb_close's wake-up of
+ * the thread does not hide a pin) while the thread sleeps on it; the
+ * socket must be gone at once.  FAILS with poll(2): the socket stays.
+ */
+static int unix_inode_listed(unsigned long ino)
+{
+	FILE *f = fopen("/proc/net/unix", "re");
+	char line[512];
+	unsigned long i;
+	int found = 0;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*s %*s %*s %*s %*s %*s %lu", &i) == 1 && i == ino)
+			found = 1;
+	fclose(f);
+	return found;
+}
+
+static int t_rvb_parked_event_fd_not_pinned(void)
+{
+	struct nvb_gpu_seg *seg;
+	struct side me;
+	struct peer p;
+	struct nvb *h2;
+	struct stat st;
+	int evfd, pr[2], listed;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	CHECK(fake_nvb_open(&h2) == 0);
+	CHECK(peer_start(&p, "rvb.pin", SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, h2, "rvb.pin", NULL, &seg));
+	nvb_gpu_seg_close(seg);		/* parked: the thread waits on h2's event fd */
+	evfd = nvb_event_fd(h2);
+	CHECK(evfd >= 0 && fstat(evfd, &st) == 0 && S_ISSOCK(st.st_mode));
+	CHECK(unix_inode_listed((unsigned long)st.st_ino) == 1, "event socket not in /proc/net/unix");
+	CHECK(pipe2(pr, O_CLOEXEC) == 0);
+	usleep(200000);			/* the thread sleeps in its wait */
+	CHECK(dup2(pr[0], evfd) == evfd);	/* the program's last reference to the socket */
+	usleep(100000);
+	listed = unix_inode_listed((unsigned long)st.st_ino);
+	nvb_close(h2);			/* closes evfd: now the pipe's duplicate */
+	close(pr[0]);
+	close(pr[1]);
+	CHECK(peer_cmd(&p, 'q') == 0);
+	waitpid(p.pid, NULL, 0);
+	side_close(&me);
+	EXPECT(listed, 0);		/* poll(2): 1, the sleeping thread holds it */
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "symbol_versions", t_symbol_versions },
 	{ "random_batches_every_byte", t_random_batches },
@@ -1654,6 +1717,7 @@ static const struct nvb_case cases[] = {
 	{ "rvb_two_layers_segment_revocation_lost", t_rvb_two_layers_segment_revocation_lost },
 	{ "rvb_event_read_live_stalls_handles_lock", t_rvb_event_read_live_stalls },
 	{ "rvb_closed_handle_keeps_mapping", t_rvb_closed_handle_keeps_mapping },
+	{ "rvb_parked_event_fd_not_pinned", t_rvb_parked_event_fd_not_pinned },
 };
 
 int main(int argc, char **argv)
