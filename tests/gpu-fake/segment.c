@@ -30,6 +30,17 @@ struct peer {
 };
 
 /* An exporter process: publishes name (size bytes of random data) and obeys 'c'lose / 'q'uit. */
+/* The device node peers publish through (kernel backend), or NULL: the private broker. */
+static const char *peer_kdev;
+
+static int peer_nvb_open(struct nvb **h)
+{
+	struct nvb_opts o = { .sz = sizeof(o), .backend = NVB_BACKEND_KERNEL,
+			      .device_path = peer_kdev };
+
+	return peer_kdev ? nvb_open(&o, h) : fake_nvb_open(h);
+}
+
 static int peer_start(struct peer *p, const char *name, size_t size)
 {
 	int up[2], down[2];
@@ -46,7 +57,7 @@ static int peer_start(struct peer *p, const char *name, size_t size)
 
 		close(up[0]);
 		close(down[1]);
-		if (nvb_gpu_open(NULL, &g) || fake_nvb_open(&h) || nvb_gpu_alloc(g, 0, size, 0, &b)) {
+		if (nvb_gpu_open(NULL, &g) || peer_nvb_open(&h) || nvb_gpu_alloc(g, 0, size, 0, &b)) {
 			c = 'E';
 		} else {
 			fake_random((void *)(uintptr_t)nvb_gpu_buf_ptr(b), nvb_gpu_buf_size(b));
@@ -1692,6 +1703,59 @@ static int t_rvb_parked_event_fd_not_pinned(void)
 	return 0;
 }
 
+/*
+ * The kernel backend's half of rvb_parked_event_fd_not_pinned, end to end
+ * (the lead runs it in the VM, the module loaded: NVB_TEST_KERNEL_DEV=
+ * /dev/nvbridge build/gpu-fake/segment rvb_kernel_close_revokes_parked,
+ * with the gpu-fake LD_LIBRARY_PATH): hk is parked in g's thread (its
+ * event fd is the /dev/nvbridge fd), publishes an entry of its own, and
+ * is closed while the thread sleeps; nvb_open(3) says its entries are
+ * revoked when nvb_close() returns.  With a poll(2) wait the thread's
+ * reference kept the file open: the entry stayed fetchable.  Skipped
+ * without the device.
+ */
+static int t_rvb_kernel_close_revokes_parked(void)
+{
+	const char *dev = getenv("NVB_TEST_KERNEL_DEV");
+	struct nvb_opts o = { .sz = sizeof(o), .backend = NVB_BACKEND_KERNEL, .device_path = dev };
+	struct nvb_fetch_opts fo = { .sz = sizeof(fo) };
+	unsigned char blob[16];
+	struct nvb_gpu_seg *seg;
+	struct nvb_entry ent;
+	struct nvb_gpu *g;
+	struct nvb *hk, *hq;
+	struct peer p;
+	int fd = -1, err;
+
+	if (!dev || access(dev, R_OK | W_OK)) {
+		printf("    NVB_TEST_KERNEL_DEV unset or unusable: needs the kernel module (VM)\n");
+		return NVB_CASE_SKIP;
+	}
+	fake_random(blob, sizeof(blob));
+	OK(nvb_gpu_open(NULL, &g));
+	CHECK(nvb_open(&o, &hk) == 0 && nvb_open(&o, &hq) == 0);
+	peer_kdev = dev;
+	err = peer_start(&p, "rvbk.seg", SEG_SIZE);
+	peer_kdev = NULL;
+	CHECK(err == 0);
+	OK(nvb_gpu_seg_open(g, hk, "rvbk.seg", NULL, &seg));
+	nvb_gpu_seg_close(seg);		/* hk parked: g's thread waits on /dev/nvbridge */
+	CHECK(nvb_publish(hk, "rvbk.mine", -1, blob, sizeof(blob), NULL, NULL) == 0);
+	err = nvb_fetch(hq, "rvbk.mine", &fo, NULL, 0, &ent, NULL);
+	CHECK(err == 0 || err == -EMSGSIZE, "the entry is not there before the close: %d", err);
+	usleep(200000);			/* the thread sleeps */
+	nvb_close(hk);
+	err = nvb_fetch(hq, "rvbk.mine", &fo, NULL, 0, &ent, &fd);
+	if (fd >= 0)
+		close(fd);
+	CHECK(peer_cmd(&p, 'q') == 0);
+	waitpid(p.pid, NULL, 0);
+	nvb_close(hq);
+	nvb_gpu_close(g);
+	EXPECT(err, -ENOENT);		/* poll(2): 0 or -EMSGSIZE, still published */
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "symbol_versions", t_symbol_versions },
 	{ "random_batches_every_byte", t_random_batches },
@@ -1718,6 +1782,7 @@ static const struct nvb_case cases[] = {
 	{ "rvb_event_read_live_stalls_handles_lock", t_rvb_event_read_live_stalls },
 	{ "rvb_closed_handle_keeps_mapping", t_rvb_closed_handle_keeps_mapping },
 	{ "rvb_parked_event_fd_not_pinned", t_rvb_parked_event_fd_not_pinned },
+	{ "rvb_kernel_close_revokes_parked", t_rvb_kernel_close_revokes_parked },
 };
 
 int main(int argc, char **argv)
