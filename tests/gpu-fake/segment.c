@@ -1459,7 +1459,7 @@ static int t_rvb_two_layers_segment_revocation_lost(void)
 		OK(nvb_gpu_seg_open(me.g, me.h, name, NULL, &seg));
 		CHECK(peer_cmd(&p, 'c') == 0);
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		while (!nvb_gpu_seg_revoked(seg) && ms_since(&t0) < 1500)
+		while (!nvb_gpu_seg_revoked(seg) && fake_ms_since(&t0) < 1500)
 			usleep(1000);
 		lost += !nvb_gpu_seg_revoked(seg);
 		nvb_gpu_seg_close(seg);
@@ -1557,13 +1557,13 @@ static int t_rvb_event_read_live_stalls(void)
 	__atomic_store_n(&tt_armed, 1, __ATOMIC_SEQ_CST);
 	CHECK(peer_cmd(&p, 'c') == 0);	/* an event: the thread reads the parked handle */
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!__atomic_load_n(&tt_fired, __ATOMIC_SEQ_CST) && ms_since(&t0) < 3000)
+	while (!__atomic_load_n(&tt_fired, __ATOMIC_SEQ_CST) && fake_ms_since(&t0) < 3000)
 		usleep(1000);
 	__atomic_store_n(&tt_armed, 0, __ATOMIC_SEQ_CST);
 	CHECK(tt_fired, "the library thread never read the parked handle");
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	OK(fake_nvb_open(&h3));		/* needs handles_lock */
-	ms = ms_since(&t0);
+	ms = fake_ms_since(&t0);
 	nvb_close(h3);
 	pthread_join(th, NULL);
 	CHECK(ms < 500, "nvb_open() waited %lld ms behind the application's event wait",
@@ -1604,7 +1604,7 @@ static int t_rvb_closed_handle_keeps_mapping(void)
 	CHECK(fake_mem_fds() > base, "the import holds no descriptor on the peer's memory");
 	nvb_close(h2);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (fake_mem_fds() > base && ms_since(&t0) < 3000)
+	while (fake_mem_fds() > base && fake_ms_since(&t0) < 3000)
 		usleep(1000);
 	EXPECT(fake_mem_fds(), base);	/* main: still mapped */
 	CHECK(peer_cmd(&p, 'q') == 0);
