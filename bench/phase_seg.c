@@ -7,8 +7,9 @@
  *  setup     N processes, one segment each, every process opens every
  *            other's: publish vs cuIpcGetMemHandle, each open vs
  *            cuIpcOpenMemHandle, the total per process; the opens again
- *            after nvb_gpu_seg_prefetch (import ahead), and where an open's
- *            microseconds went (nvb_gpu_seg_stats).
+ *            after nvb_gpu_seg_prefetch (import ahead), all at once
+ *            (nvb_gpu_seg_open_many: one round trip, one reservation), and
+ *            where an open's microseconds went (nvb_gpu_seg_stats).
  *  transfer  Mooncake's transfer_engine_bench pattern: process 0 with T
  *            threads, each submitting batches of B blocks of S bytes at
  *            random block-aligned offsets of process 1's segment, a read
@@ -170,6 +171,38 @@ static void prefetch_round(struct seg_ctx *c, unsigned int t)
 }
 
 /*
+ * All at once: the peers publish (the same buffer, a new name), then each
+ * process opens every peer's in one nvb_gpu_seg_open_many() call.
+ */
+static void many_round(struct seg_ctx *c, unsigned int t)
+{
+	struct nvb_gpu_seg_open_opts oo = { .sz = sizeof(oo), .timeout_ns = 10000000000LL };
+	struct nvb_gpu_seg *mine3, *s[SEG_MAXP];
+	char names[SEG_MAXP][64], name[64];
+	const char *np[SEG_MAXP];
+	unsigned int k = 0, i;
+	double t0;
+	int j;
+
+	snprintf(name, sizeof(name), "nvbench.segm.%u.%d", t, c->idx);
+	SNV(c, nvb_gpu_seg_publish(c->g, c->h, name, c->buf, NULL, &mine3));
+	for (j = 0; j < c->o->nproc; j++)
+		if (j != c->idx) {
+			snprintf(names[k], sizeof(names[k]), "nvbench.segm.%u.%d", t, j);
+			np[k] = names[k];
+			k++;
+		}
+	seg_bar(c);
+	t0 = now_s();
+	SNV(c, nvb_gpu_seg_open_many(c->g, c->h, np, k, &oo, s));
+	c->sh->v[SF_MANY][t][c->idx] = (now_s() - t0) * 1e6;
+	for (i = 0; i < k; i++)
+		nvb_gpu_seg_close(s[i]);
+	seg_bar(c);
+	nvb_gpu_seg_close(mine3);
+}
+
+/*
  * Trial 0 is the warm-up (the first segment and IPC calls of the process,
  * reported apart), then --trials trials, each with fresh allocations and
  * names; which method goes first alternates.  The last trial's buffers and
@@ -196,6 +229,7 @@ static void setup_phase(struct seg_ctx *c)
 		if (!nvb_first)
 			mine = nvb_round(c, t, last);
 		prefetch_round(c, t);
+		many_round(c, t);
 		seg_bar(c);	/* every peer closed its mappings of ours */
 		if (last)
 			break;
@@ -479,7 +513,7 @@ enum { SR_NVB = SF_N, SR_IPC, SR_PUB_GET, SR_PRE_OPEN, SR_COLD_OPEN, SR_SPEED, S
 static const char *const sr_key[SR_N] = {
 	"publish_us", "export_us", "publish_req_us", "ipc_get_us", "open_us", "open_watch_us",
 	"open_fetch_us", "open_import_us", "open_access_us", "open_round_trips", "open_prefetched_us",
-	"ipc_open_us", "setup_nvb_us", "setup_ipc_us", "ratio_publish_get",
+	"ipc_open_us", "open_many_us", "setup_nvb_us", "setup_ipc_us", "ratio_publish_get",
 	"ratio_prefetched_open_ipc_open", "ratio_open_ipc_open", "setup_speed",
 };
 
@@ -506,7 +540,7 @@ static void row(const char *what, const double *x, unsigned int n, const char *u
 {
 	struct spread r = spread_of(x, n);
 
-	printf("  %-40s %9.1f %s (%.1f-%.1f)   first in the process %9.1f\n", what, r.med, unit,
+	printf("  %-48s %9.1f %s (%.1f-%.1f)   first in the process %9.1f\n", what, r.med, unit,
 	       r.lo, r.hi, x[0]);
 }
 
@@ -514,7 +548,7 @@ static void ratio(const char *what, const double *x, unsigned int n, const char 
 {
 	struct spread r = spread_of(x, n);
 
-	printf("  %-40s %9.2fx (%.2f-%.2f)   %s\n", what, r.med, r.lo, r.hi, goal);
+	printf("  %-48s %9.2fx (%.2f-%.2f)   %s\n", what, r.med, r.lo, r.hi, goal);
 }
 
 /* The setup table (and the transfers' unless --kv alone). */
@@ -541,6 +575,7 @@ static void seg_table(const struct seg_opts *o, const struct seg_shared *sh,
 	row("  of them: access", x[SF_ACCESS], T, "us");
 	row("  round trips per open", x[SF_RT], T, "  ");
 	row("opens after prefetch, all peers", x[SF_PRE], T, "us");
+	row("opens, all peers at once (nvb_gpu_seg_open_many)", x[SF_MANY], T, "us");
 	row("cuIpcOpenMemHandle, all peers", x[SF_IPCOPEN], T, "us");
 	row("setup per process, nvbridge", x[SR_NVB], T, "us");
 	row("setup per process, legacy IPC", x[SR_IPC], T, "us");

@@ -30,6 +30,7 @@ enum {
 	SF_RT,		/* of them: round trips (requests) */
 	SF_PRE,		/* the opens after nvb_gpu_seg_prefetch */
 	SF_IPCOPEN,	/* cuIpcOpenMemHandle, every peer's, summed */
+	SF_MANY,	/* nvb_gpu_seg_open_many of every peer's, fresh names */
 	SF_N
 };
 #define SEG_MAXTR	(MAX_SAMPLES + 1)	/* the warm-up and --trials */

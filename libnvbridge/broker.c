@@ -787,3 +787,48 @@ int nvb_broker_xfer2(struct nvb *h, unsigned long cmd0, void *arg0, int *ret0,
 		send_cancel(h, &x1.hdr);
 	return r1 ? r1 : xfer_end(h, &x1);
 }
+
+/*
+ * xfer2's rule for n requests: at most NVB_XFERN_WINDOW in flight at
+ * once (the broker stops reading a connection with half its max_queued
+ * replies unread, 128 by default, and this thread is the one that reads
+ * them), answers taken in the order sent.  A WATCH refused (but -EEXIST)
+ * cancels the waiting FETCH right behind it, as nvb_broker_xfer2 does.
+ */
+#define NVB_XFERN_WINDOW	32
+
+void nvb_broker_xfern(struct nvb *h, unsigned int n, const unsigned long *cmd, void *const *arg,
+		      int *ret)
+{
+	struct xfer *x = calloc(n < NVB_XFERN_WINDOW ? n : NVB_XFERN_WINDOW, sizeof(*x));
+	unsigned int sent = 0, done = 0, i;
+	int dead = 0;
+
+	if (!x) {
+		for (i = 0; i < n; i++)
+			ret[i] = -ENOMEM;
+		return;
+	}
+	while (done < n) {
+		/* sent, not yet answered: up to the window; one that could not go ends the sending */
+		while (!dead && sent < n && sent - done < NVB_XFERN_WINDOW) {
+			ret[sent] = xfer_begin(h, cmd[sent], arg[sent], &x[sent % NVB_XFERN_WINDOW]);
+			if (ret[sent]) {
+				dead = ret[sent];
+				break;
+			}
+			sent++;
+		}
+		if (done == sent) {	/* nothing in flight: the rest were never sent */
+			for (i = sent; i < n; i++)
+				ret[i] = dead;
+			break;
+		}
+		i = done++;
+		ret[i] = xfer_end(h, &x[i % NVB_XFERN_WINDOW]);
+		if (cmd[i] == NVBRIDGE_IOC_WATCH && ret[i] < 0 && ret[i] != -EEXIST && i + 1 < sent &&
+		    cmd[i + 1] == NVBRIDGE_IOC_FETCH && x[(i + 1) % NVB_XFERN_WINDOW].wait_fetch)
+			send_cancel(h, &x[(i + 1) % NVB_XFERN_WINDOW].hdr);
+	}
+	free(x);
+}

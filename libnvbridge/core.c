@@ -798,6 +798,90 @@ int nvb_watch_fetch(struct nvb *h, const char *wname, uint32_t wflags, int *wret
 	return fetch_done(h, ret, name, &o, &f, blob_cap, entry, fdp);
 }
 
+void nvb_fetch_many(struct nvb *h, struct nvb_fetch_req *r, unsigned int n,
+		    unsigned int *round_trips)
+{
+	struct {
+		struct nvb_fetch_opts o;
+		struct nvbridge_fetch f;
+		struct nvbridge_watch w;
+	} *q;
+	unsigned long *cmd;
+	void **arg;
+	int *ret;
+	unsigned int i, k = 0, m = 0;
+
+	*round_trips = 0;
+	for (i = 0; i < n; i++) {
+		r[i].wret = 0;
+		r[i].wid = 0;
+		r[i].fd = -1;
+		r[i].ret = -ENOMEM;
+	}
+	q = calloc(n, sizeof(*q));
+	cmd = calloc(2 * (size_t)n, sizeof(*cmd));
+	arg = calloc(2 * (size_t)n, sizeof(*arg));
+	ret = calloc(2 * (size_t)n, sizeof(*ret));
+	if (!h || !q || !cmd || !arg || !ret) {
+		for (i = 0; i < n; i++)
+			r[i].ret = h ? -ENOMEM : -EINVAL;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		r[i].ret = fetch_prep(h, r[i].name, r[i].opts, r[i].blob, r[i].blob_cap, &q[i].o,
+				      &q[i].f);
+		if (r[i].ret)
+			continue;	/* not sent */
+		if (r[i].wname) {
+			watch_prep(&q[i].w, r[i].wname, 0);
+			cmd[m] = NVBRIDGE_IOC_WATCH;
+			arg[m++] = &q[i].w;
+		}
+		cmd[m] = NVBRIDGE_IOC_FETCH;
+		arg[m++] = &q[i].f;
+	}
+	if (h->forked) {
+		for (k = 0; k < m; k++)
+			ret[k] = -ECHILD;
+	} else if (h->backend == NVB_BACKEND_KERNEL) {
+		/* ioctls answer at once: one after the other, each watch in force before its fetch */
+		for (k = 0; k < m; k++) {
+			ret[k] = nvb_kernel_xfer(h, cmd[k], arg[k]);
+			(*round_trips)++;
+			if (cmd[k] == NVBRIDGE_IOC_WATCH && ret[k] < 0 && ret[k] != -EEXIST)
+				ret[++k] = 0;	/* no fetch: it would go unwatched */
+		}
+	} else if (m) {
+		nvb_broker_xfern(h, m, cmd, arg, ret);
+		*round_trips = 1;	/* every answer behind the first: one wait, if pipelined */
+	}
+	for (i = 0, k = 0; i < n; i++) {
+		int wr = 0, fr;
+
+		if (r[i].ret)
+			continue;
+		if (r[i].wname)
+			wr = ret[k++];
+		fr = ret[k++];
+		r[i].wret = wr < 0 ? wr : 0;
+		if (wr < 0 && wr != -EEXIST) {	/* as nvb_watch_fetch: the fetch is dropped */
+			if (fr >= 0 && (q[i].f.entry_flags & NVBRIDGE_ENTRY_HAS_FD))
+				close(fr);
+			r[i].ret = watch_done(h, wr, r[i].wname, 0, &q[i].w, NULL);
+			continue;
+		}
+		if (r[i].wname && !wr)
+			r[i].wid = q[i].w.id;
+		r[i].ret = fetch_done(h, fr, r[i].name, &q[i].o, &q[i].f, r[i].blob_cap, r[i].entry,
+				      &r[i].fd);
+	}
+out:
+	free(q);
+	free(cmd);
+	free(arg);
+	free(ret);
+}
+
 NVB_API int nvb_unwatch(struct nvb *h, uint64_t wid)
 {
 	struct nvbridge_watch w;

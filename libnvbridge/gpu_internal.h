@@ -46,6 +46,30 @@ int nvb_watch_fetch(struct nvb *h, const char *wname, uint32_t wflags, int *wret
 		    uint64_t *wid, const char *name, const struct nvb_fetch_opts *opts, void *blob,
 		    size_t blob_cap, struct nvb_entry *entry, int *fdp, unsigned int *round_trips);
 /*
+ * n nvb_watch_fetch() / nvb_fetch() requests (wname NULL: no watch in
+ * front) pipelined on the broker backend: every request sent before the
+ * answers are waited for (a window at a time, nvb_broker_xfern), so the
+ * n fetches cost about one round trip; the kernel backend makes the
+ * ioctls one after the other.  Each r[i] gets what nvb_watch_fetch()
+ * would have given it: wret, wid, fd (-1: none), ret.  *round_trips: the
+ * waits (1 broker, one per ioctl kernel).  A handle's last error is the
+ * last failure's.
+ */
+struct nvb_fetch_req {
+	const char *wname;			/* in: watch this name in front (flags 0), or NULL */
+	const char *name;			/* in */
+	const struct nvb_fetch_opts *opts;	/* in */
+	void *blob;				/* in */
+	size_t blob_cap;			/* in */
+	struct nvb_entry *entry;		/* in: where the entry goes */
+	int wret;				/* out */
+	uint64_t wid;				/* out */
+	int fd;					/* out */
+	int ret;				/* out */
+};
+void nvb_fetch_many(struct nvb *h, struct nvb_fetch_req *r, unsigned int n,
+		    unsigned int *round_trips);
+/*
  * A cached mapping of (reg, entry_id) that the import would have made:
  * with NVB_GPU_IMPORT_LOCAL_ONLY in flags, one the current device can use
  * (its own local mapping or an every-device one); without, an every-device

@@ -127,6 +127,15 @@ int nvb_broker_xfer(struct nvb *h, unsigned long cmd, void *arg);
  */
 int nvb_broker_xfer2(struct nvb *h, unsigned long cmd0, void *arg0, int *ret0,
 		     unsigned long cmd1, void *arg1);
+/*
+ * n requests in few round trips: each sent before the answers of those in
+ * front of it (a window of them at a time), ret[i] the result of request
+ * i.  Once one cannot be sent, it and those behind it get its error,
+ * unsent.  A WATCH refused (but -EEXIST) cancels a waiting FETCH right
+ * behind it, as in nvb_broker_xfer2.
+ */
+void nvb_broker_xfern(struct nvb *h, unsigned int n, const unsigned long *cmd, void *const *arg,
+		      int *ret);
 void nvb_broker_close(struct nvb *h);
 /* nvb_close() calls so far (fork's loss of every handle counts), and whether a handle of serial is open. */
 uint64_t nvb_handle_closes(void);

@@ -677,6 +677,28 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 		     const struct nvb_gpu_seg_open_opts *opts, struct nvb_gpu_seg **out);
 
 /*
+ * n nvb_gpu_seg_open() calls in one (the same opts for each; names[i]
+ * opens out[i]; each name at most once, else -EINVAL): the n fetches are
+ * sent before their answers are waited for (one round trip on the broker
+ * backend; one ioctl after the other on the kernel module), and the
+ * segments the mapping cache does not hold are mapped into ONE address
+ * reservation, with one cuMemSetAccess per device over all of them.  Each
+ * segment is a segment of its own (revocation, close, stats: a revoked or
+ * closed one unmaps its own range; the reservation goes with the last).
+ * The call's shared costs (the wait for the answers, the reservation, the
+ * access calls, total_ns) are in the stats of the first segment that paid
+ * them, 0 in the others'.  All or nothing: on failure (the errno and
+ * message of the first name that failed, as nvb_gpu_seg_open() gives
+ * them) no segment is open and out[] is all NULL.  -EINVAL: NULL g, h,
+ * names or out, n 0 or above NVB_GPU_SEG_OPEN_MANY_MAX, a bad or repeated
+ * name, bad opts.
+ */
+#define NVB_GPU_SEG_OPEN_MANY_MAX	65536u
+int nvb_gpu_seg_open_many(struct nvb_gpu *g, struct nvb *h, const char *const *names,
+			  unsigned int n, const struct nvb_gpu_seg_open_opts *opts,
+			  struct nvb_gpu_seg **out);
+
+/*
  * Import ahead: watches name on h now and, whenever the library thread
  * sees it published (already, or a PUBLISHED event later), imports it into
  * the mapping cache in the background, so that nvb_gpu_seg_open() of that

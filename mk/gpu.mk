@@ -23,7 +23,7 @@ GPU_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -pthread -I$(CURDIR)/l
 GPU_HDRS   := libnvbridge/cuda_api.h libnvbridge/gpu_internal.h libnvbridge/nvbridge_gpu.h \
               libnvbridge/nvbridge.h libnvbridge/gpu/gpu_priv.h libnvbridge/gpu/proxy_layout.h libnvbridge/gpu/seg_priv.h \
               libnvbridge/opts.h libnvbridge/nvbridge_uring.h
-GPU_CORE_SRCS := $(addprefix libnvbridge/gpu/,dev.c mem.c copy.c proxy.c register.c range.c exported.c segment.c xfer.c xfer_uring.c)
+GPU_CORE_SRCS := $(addprefix libnvbridge/gpu/,dev.c mem.c vagroup.c copy.c proxy.c register.c range.c exported.c segment.c xfer.c xfer_uring.c)
 GPU_C_SRCS := libnvbridge/cuda_load.c $(GPU_CORE_SRCS) libnvbridge/gpu_nvb.c
 NVB_GPU_OBJS := $(patsubst libnvbridge/%.c,$(GPU_B)/%.o,$(GPU_C_SRCS)) $(GPU_B)/gpu_fatbin.o
 GPU_LIB_A  ?= $(BUILD)/lib/libnvbridge.a

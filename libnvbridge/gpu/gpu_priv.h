@@ -6,6 +6,7 @@
  *
  *   dev.c    open/close, devices and their contexts, lazy per-device setup
  *   mem.c    allocation, export, import, the mapping cache, revocation
+ *   vagroup.c  several imports in one reservation (nvb_gpu_seg_open_many)
  *   register.c  registering existing memory: what backs a range, its metadata
  *   range.c  importing registered ranges: the metadata parser, mapping, IPC opens
  *   exported.c  which allocated buffers were exported (nvb_gpu_buf_exported)
@@ -201,6 +202,27 @@ struct nvb_gpu_map {
 		int mapped;
 	} *hs;
 	CUdeviceptr ipc_base;
+	/* one of several imports in one reservation (nvb_gpu_seg_open_many; vagroup.c) */
+	struct nvb_gpu_vagroup *grp;
+};
+
+/*
+ * A reservation holding several imports back to back (vagroup.c): freed
+ * when the last of them is unmapped, each unmapping only its own range.
+ */
+struct nvb_gpu_vagroup {
+	CUdeviceptr base;
+	size_t size;
+	int refs;		/* mappings in it (atomic) */
+};
+
+/* One entry of vagroup_import(). */
+struct nvb_gpu_vaimp {
+	uint64_t id;		/* entry id (registry: the call's) */
+	int fd;			/* its file, or -1 */
+	const void *blob;	/* its struct nvb_gpu_meta (not a range's) */
+	size_t blob_len;
+	struct nvb_gpu_map *m;	/* out: a reference */
 };
 
 struct nvb_gpu_proxy {
@@ -238,6 +260,11 @@ extern const unsigned char nvb_gpu_fatbin_end[];
 #define reg_free	nvb_gpu__reg_free
 #define reg_export_v1	nvb_gpu__reg_export_v1
 #define alloc_track	nvb_gpu__alloc_track
+#define meta_read	nvb_gpu__meta_read
+#define import_handle	nvb_gpu__import_handle
+#define access_cur_first	nvb_gpu__access_cur_first
+#define vagroup_import	nvb_gpu__vagroup_import
+#define vagroup_unmap	nvb_gpu__vagroup_unmap
 #define alloc_untrack	nvb_gpu__alloc_untrack
 #define alloc_mark_exported	nvb_gpu__alloc_mark_exported
 
@@ -273,6 +300,30 @@ NVB_HIDDEN size_t access_descs(struct nvb_gpu *g, int owner, int only, CUmemAcce
  * and *out is that mapping, with a new reference.
  */
 NVB_HIDDEN void map_insert(struct nvb_gpu *g, struct nvb_gpu_map *m, struct nvb_gpu_map **out);
+/* mem.c: the checked metadata of an import's blob (not a range's); 0 or -errno. */
+NVB_HIDDEN int meta_read(const void *blob, size_t blob_len, struct nvb_gpu_meta *meta);
+/*
+ * mem.c: a new mapping record (refs 1, uncached) holding the imported
+ * handle of meta's allocation (fabric first unless NO_FABRIC, else fd),
+ * nothing reserved or mapped yet; cur: the device a LOCAL_ONLY import is for.
+ */
+NVB_HIDDEN int import_handle(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
+			     const struct nvb_gpu_meta *meta, uint32_t flags, int cur,
+			     struct nvb_gpu_map **out);
+/* mem.c: the current device's descriptor first (its access is timed first). */
+NVB_HIDDEN void access_cur_first(struct nvb_gpu *g, int cur, CUmemAccessDesc *desc, size_t n);
+/*
+ * vagroup.c: imports n entries of registry reg (none of them cached: the
+ * caller looked) into ONE cuMemAddressReserve, each at an offset aligned
+ * to its granularity, with one cuMemSetAccess per device over each
+ * contiguous run of them that device needs (all of them, usually: one
+ * call per device).  All or nothing: 0 and every im[i].m set (cached as
+ * map_insert caches), or -errno and none.
+ */
+NVB_HIDDEN int vagroup_import(struct nvb_gpu *g, uint64_t reg, struct nvb_gpu_vaimp *im, unsigned int n,
+			      uint32_t flags);
+/* vagroup.c: map_destroy's half for a mapping in a group. */
+NVB_HIDDEN void vagroup_unmap(struct nvb_gpu_map *m);
 /* register.c: import a range blob (fds[i]: chunk i's fd, -1 if none). */
 NVB_HIDDEN int range_import(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, const int *fds, unsigned int nfds,
 			    const void *blob, size_t blob_len, uint32_t flags,

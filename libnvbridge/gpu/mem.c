@@ -46,6 +46,19 @@ size_t access_descs(struct nvb_gpu *g, int owner, int only,
 	return n;
 }
 
+void access_cur_first(struct nvb_gpu *g, int cur, CUmemAccessDesc *desc, size_t n)
+{
+	size_t k;
+
+	for (k = 1; k < n; k++)
+		if (desc[k].location.id == g->d[cur].dev) {
+			CUmemAccessDesc tmp = desc[0];
+
+			desc[0] = desc[k];
+			desc[k] = tmp;
+		}
+}
+
 /* cuMemCreate of @size rounded up to the granularity, for handle @types. */
 static CUresult create_handle(struct nvb_gpu *g, struct nvb_gpu_buf *b, size_t size,
 			      CUmemAllocationProp *prop, int types)
@@ -242,6 +255,8 @@ void map_destroy(struct nvb_gpu_map *m)
 	 */
 	if (m->hs || m->ipc_base) {
 		range_unmap(m);
+	} else if (m->grp) {
+		vagroup_unmap(m);
 	} else {
 		g->cu.cuMemUnmap(m->ptr, m->size);
 		g->cu.cuMemAddressFree(m->ptr, m->size);
@@ -359,55 +374,34 @@ int nvb_gpu_import_fd(struct nvb_gpu *g, uint64_t entry_id, int fd,
 	return nvb_gpu_import_fd_in(g, 0, entry_id, fd, blob, blob_len, flags, out);
 }
 
-/*
- * nvb_gpu_import_fd_in's work.  A thread without a context (of this
- * process's devices) gets device 0's for the CUDA calls: *old is then what
- * was current, for the caller to put back.
- */
-static int import_fd_ctx(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
-			 const void *blob, size_t blob_len, uint32_t flags,
-			 struct nvb_gpu_map **out, int *ctx_set, CUcontext *old)
+/* The checked struct nvb_gpu_meta of an import's blob (not a range's): 0 or -errno. */
+int meta_read(const void *blob, size_t blob_len, struct nvb_gpu_meta *meta)
 {
-	CUmemAccessDesc desc[NVB_GPU_MAX_DEV];
-	struct nvb_gpu_meta meta;
-	struct nvb_gpu_map *m;
-	size_t ndesc, k;
-	CUresult r;
-	int i, cur, err;
-	uint64_t t0, t1;
-
-	*out = NULL;
-	if (flags & ~(NVB_GPU_IMPORT_NO_FABRIC | NVB_GPU_IMPORT_LOCAL_ONLY))
-		return seterr(-EINVAL, "nvb_gpu_import_fd: unknown flags %#x", flags);
-	if (entry_id && nvb_gpu_import_cached_in(g, reg, entry_id, flags, out) == 0)
-		return 0;
-	if (blob && blob_len >= sizeof(uint32_t)) {
-		uint32_t magic;
-
-		memcpy(&magic, blob, sizeof(magic));
-		if (magic == NVB_GPU_RANGE_MAGIC)	/* a registered range */
-			return range_import(g, reg, entry_id, &fd, 1, blob, blob_len, flags, out);
-	}
 	if (!blob || blob_len < offsetof(struct nvb_gpu_meta, owner_pid))
 		return seterr(-EMSGSIZE, "nvb_gpu_import_fd: metadata blob of %zu bytes is too short (need %zu)",
 			      blob_len, offsetof(struct nvb_gpu_meta, owner_pid));
-	memset(&meta, 0, sizeof(meta));
-	memcpy(&meta, blob, blob_len < sizeof(meta) ? blob_len : sizeof(meta));
-	if (meta.magic != NVB_GPU_META_MAGIC)
+	memset(meta, 0, sizeof(*meta));
+	memcpy(meta, blob, blob_len < sizeof(*meta) ? blob_len : sizeof(*meta));
+	if (meta->magic != NVB_GPU_META_MAGIC)
 		return seterr(-EINVAL, "nvb_gpu_import_fd: blob is not nvbridge GPU metadata (magic %#x)",
-			      meta.magic);
-	if (meta.size > blob_len || meta.alloc_size == 0 || meta.granularity == 0 ||
-	    meta.alloc_size % meta.granularity)
+			      meta->magic);
+	if (meta->size > blob_len || meta->alloc_size == 0 || meta->granularity == 0 ||
+	    meta->alloc_size % meta->granularity)
 		return seterr(-EINVAL, "nvb_gpu_import_fd: inconsistent metadata (size %llu, granularity %llu)",
-			      (unsigned long long)meta.alloc_size,
-			      (unsigned long long)meta.granularity);
-	cur = cur_dev(g);
-	if (cur < 0) {
-		g->cu.cuCtxGetCurrent(old);
-		g->cu.cuCtxSetCurrent(g->d[0].ctx);
-		*ctx_set = 1;
-		cur = 0;
-	}
+			      (unsigned long long)meta->alloc_size,
+			      (unsigned long long)meta->granularity);
+	return 0;
+}
+
+int import_handle(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
+		  const struct nvb_gpu_meta *meta, uint32_t flags, int cur, struct nvb_gpu_map **out)
+{
+	struct nvb_gpu_map *m;
+	uint64_t t0;
+	CUresult r;
+	int i, err;
+
+	*out = NULL;
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return seterr(-ENOMEM, "nvb_gpu_import_fd: out of memory");
@@ -418,14 +412,14 @@ static int import_fd_ctx(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int
 	m->owner_dev = -1;
 	m->local_dev = (flags & NVB_GPU_IMPORT_LOCAL_ONLY) ? cur : -1;
 	for (i = 0; i < g->ndev; i++)
-		if (!memcmp(&g->d[i].uuid, meta.uuid, sizeof(meta.uuid)))
+		if (!memcmp(&g->d[i].uuid, meta->uuid, sizeof(meta->uuid)))
 			m->owner_dev = i;
 
 	m->stats.sz = sizeof(m->stats);
 	t0 = ns_now();
 	r = CUDA_ERROR_NOT_SUPPORTED;
-	if ((meta.handle_types & NVB_GPU_HANDLE_FABRIC) && !(flags & NVB_GPU_IMPORT_NO_FABRIC)) {
-		r = g->cu.cuMemImportFromShareableHandle(&m->h, meta.fabric,
+	if ((meta->handle_types & NVB_GPU_HANDLE_FABRIC) && !(flags & NVB_GPU_IMPORT_NO_FABRIC)) {
+		r = g->cu.cuMemImportFromShareableHandle(&m->h, (void *)meta->fabric,
 							 CU_MEM_HANDLE_TYPE_FABRIC);
 		if (r == CUDA_SUCCESS)
 			m->type = NVB_GPU_HANDLE_FABRIC;
@@ -444,10 +438,55 @@ static int import_fd_ctx(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int
 		}
 		m->type = NVB_GPU_HANDLE_POSIX_FD;
 	}
-	m->size = meta.alloc_size;
-	t1 = ns_now();
-	m->stats.import_ns = t1 - t0;
-	t0 = t1;
+	m->size = meta->alloc_size;
+	m->stats.import_ns = ns_now() - t0;
+	*out = m;
+	return 0;
+}
+
+/*
+ * nvb_gpu_import_fd_in's work.  A thread without a context (of this
+ * process's devices) gets device 0's for the CUDA calls: *old is then what
+ * was current, for the caller to put back.
+ */
+static int import_fd_ctx(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int fd,
+			 const void *blob, size_t blob_len, uint32_t flags,
+			 struct nvb_gpu_map **out, int *ctx_set, CUcontext *old)
+{
+	CUmemAccessDesc desc[NVB_GPU_MAX_DEV];
+	struct nvb_gpu_meta meta;
+	struct nvb_gpu_map *m;
+	size_t ndesc, k;
+	CUresult r;
+	int cur, err;
+	uint64_t t0, t1;
+
+	*out = NULL;
+	if (flags & ~(NVB_GPU_IMPORT_NO_FABRIC | NVB_GPU_IMPORT_LOCAL_ONLY))
+		return seterr(-EINVAL, "nvb_gpu_import_fd: unknown flags %#x", flags);
+	if (entry_id && nvb_gpu_import_cached_in(g, reg, entry_id, flags, out) == 0)
+		return 0;
+	if (blob && blob_len >= sizeof(uint32_t)) {
+		uint32_t magic;
+
+		memcpy(&magic, blob, sizeof(magic));
+		if (magic == NVB_GPU_RANGE_MAGIC)	/* a registered range */
+			return range_import(g, reg, entry_id, &fd, 1, blob, blob_len, flags, out);
+	}
+	err = meta_read(blob, blob_len, &meta);
+	if (err)
+		return err;
+	cur = cur_dev(g);
+	if (cur < 0) {
+		g->cu.cuCtxGetCurrent(old);
+		g->cu.cuCtxSetCurrent(g->d[0].ctx);
+		*ctx_set = 1;
+		cur = 0;
+	}
+	err = import_handle(g, reg, entry_id, fd, &meta, flags, cur, &m);
+	if (err)
+		return err;
+	t0 = ns_now();
 	r = g->cu.cuMemAddressReserve(&m->ptr, m->size, meta.granularity, 0, 0);
 	if (r != CUDA_SUCCESS) {
 		err = cuerr(g, r, "cuMemAddressReserve");
@@ -471,13 +510,7 @@ static int import_fd_ctx(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int
 		goto fail_unmap;
 	}
 	/* the current device first; one call per device so each is timed */
-	for (k = 1; k < ndesc; k++)
-		if (desc[k].location.id == g->d[cur].dev) {
-			CUmemAccessDesc tmp = desc[0];
-
-			desc[0] = desc[k];
-			desc[k] = tmp;
-		}
+	access_cur_first(g, cur, desc, ndesc);
 	for (k = 0; k < ndesc; k++) {
 		t0 = ns_now();
 		r = g->cu.cuMemSetAccess(m->ptr, m->size, &desc[k], 1);

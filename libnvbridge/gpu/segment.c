@@ -277,10 +277,54 @@ static void mark_revoked(struct seg_engine *e, struct seg_handle *hd, uint64_t i
 			s->revoked = 1;
 }
 
+/* The fetch options of an open of (flags, owner_uid), waiting timeout_ns. */
+static void fetch_opts_of(struct nvb_fetch_opts *fo, uint32_t flags, uint32_t owner_uid,
+			  int64_t timeout_ns)
+{
+	memset(fo, 0, sizeof(*fo));
+	fo->sz = sizeof(*fo);
+	if (!(flags & NVB_GPU_SEG_ANY_OWNER)) {
+		fo->flags |= NVB_FETCH_EXPECT_UID;
+		fo->expect_uid = (flags & NVB_GPU_SEG_OWNER_UID) ? owner_uid : (uint32_t)geteuid();
+	}
+	if (timeout_ns) {
+		fo->flags |= NVB_FETCH_WAIT;
+		fo->timeout_ns = timeout_ns;
+	}
+}
+
 /*
- * Fetches name into small (SEG_BLOB bytes) or, when the entry's blob is
- * larger (a registered range over many allocations), into a malloc'd
- * buffer: *blob is where it is; the caller frees it when it is not small.
+ * The end of a fetch into small (SEG_BLOB bytes) that said err (a watch
+ * in front said wret): an entry whose blob is larger (a registered range
+ * over many allocations) is fetched again into a malloc'd buffer, *blob
+ * (the caller frees it when it is not small).
+ */
+static int fetch_big(struct nvb *h, int err, int watched, int wret, unsigned int *rt,
+		     const char *name, struct nvb_fetch_opts *fo, unsigned char *small,
+		     unsigned char **blob, struct nvb_entry *ent, int *fd)
+{
+	*blob = small;
+	if (err != -EMSGSIZE || ent->blob_len <= SEG_BLOB || (watched && wret && wret != -EEXIST))
+		return err;
+	*rt += 1;
+	*blob = malloc(ent->blob_len);
+	if (!*blob) {
+		*blob = small;
+		return -ENOMEM;
+	}
+	fo->flags &= ~NVB_FETCH_WAIT;	/* the entry is there now */
+	fo->timeout_ns = 0;
+	err = nvb_fetch(h, name, fo, *blob, ent->blob_len, ent, fd);
+	if (err) {
+		free(*blob);
+		*blob = small;
+	}
+	return err;
+}
+
+/*
+ * Fetches name into small or, when the entry's blob is larger, into a
+ * malloc'd buffer: *blob is where it is (fetch_big).
  */
 static int fetch_w(struct nvb *h, const char *watch, int *wret, uint64_t *wid, unsigned int *rt,
 		   const char *name, uint32_t flags, uint32_t owner_uid, int64_t timeout_ns,
@@ -290,41 +334,17 @@ static int fetch_w(struct nvb *h, const char *watch, int *wret, uint64_t *wid, u
 	unsigned int n = 1;
 	int err;
 
-	memset(&fo, 0, sizeof(fo));
-	fo.sz = sizeof(fo);
-	if (!(flags & NVB_GPU_SEG_ANY_OWNER)) {
-		fo.flags |= NVB_FETCH_EXPECT_UID;
-		fo.expect_uid = (flags & NVB_GPU_SEG_OWNER_UID) ? owner_uid : (uint32_t)geteuid();
-	}
-	if (timeout_ns) {
-		fo.flags |= NVB_FETCH_WAIT;
-		fo.timeout_ns = timeout_ns;
-	}
+	fetch_opts_of(&fo, flags, owner_uid, timeout_ns);
 	memset(ent, 0, sizeof(*ent));
 	*fd = -1;
-	*blob = small;
 	if (watch)	/* the watch in front, in the same round trip */
 		err = nvb_watch_fetch(h, watch, 0, wret, wid, name, &fo, small, SEG_BLOB, ent, fd,
 				      &n);
 	else
 		err = nvb_fetch(h, name, &fo, small, SEG_BLOB, ent, fd);
 	*rt += n;
-	if (err != -EMSGSIZE || ent->blob_len <= SEG_BLOB || (watch && *wret && *wret != -EEXIST))
-		return err;
-	*rt += 1;
-	*blob = malloc(ent->blob_len);
-	if (!*blob) {
-		*blob = small;
-		return -ENOMEM;
-	}
-	fo.flags &= ~NVB_FETCH_WAIT;	/* the entry is there now */
-	fo.timeout_ns = 0;
-	err = nvb_fetch(h, name, &fo, *blob, ent->blob_len, ent, fd);
-	if (err) {
-		free(*blob);
-		*blob = small;
-	}
-	return err;
+	return fetch_big(h, err, watch != NULL, watch ? *wret : 0, rt, name, &fo, small, blob, ent,
+			 fd);
 }
 
 /* fetch_w() without a watch (the name is watched already). */
@@ -1219,24 +1239,20 @@ static int open_prefetched(struct seg_engine *e, struct seg_handle *hd, const ch
 	return hit;
 }
 
-/* Watch (once), fetch, import unless cached; the costs go into s->stats. */
-static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *name,
-		      const struct nvb_gpu_seg_open_opts *o, struct nvb_gpu_seg *s,
-		      struct nvb_entry *ent, struct nvb_gpu_map **m, struct seg_watch **pin)
+/*
+ * After a fetch that was sent with a watch of name in front (w) or under
+ * *pin: a watch table full (-ENOSPC) takes the scope-wide watch and
+ * fetches again; a new watch is noted (and pinned in *pin).  err: the
+ * fetch's result; *rt, t0: its round trips and start.  0 or -errno.
+ */
+static int open_fetched(struct seg_engine *e, struct seg_handle *hd, const char *name,
+			const struct nvb_gpu_seg_open_opts *o, struct nvb_gpu_seg *s, int err,
+			int w, int wret, uint64_t wid, unsigned int rt, uint64_t t0,
+			unsigned char *small, unsigned char **b, struct nvb_entry *ent, int *fd,
+			struct seg_watch **pin)
 {
-	unsigned char blob[SEG_BLOB], *b;
-	struct nvb_gpu_map_stats ms;
-	unsigned int rt = 0;
-	uint64_t t0 = ns_now(), t1, wid = 0;
-	int err, fd = -1, k, wret = 0, w = !*pin;
+	uint64_t t1;
 
-	/*
-	 * The watch comes first, so no revocation can fall between fetch and
-	 * import: sent right in front of the fetch, without waiting for its
-	 * answer (the broker answers in order), one round trip for both.
-	 */
-	err = fetch_w(hd->h, w ? name : NULL, &wret, &wid, &rt, name, o->flags, o->owner_uid,
-		      o->timeout_ns, blob, &b, ent, &fd);
 	if (w && wret == -ENOSPC) {
 		/* the fetch went unwatched and was dropped: the scope-wide watch, then again */
 		err = watch_all(e, hd);
@@ -1247,7 +1263,7 @@ static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *n
 		t1 = ns_now();
 		s->stats.watch_ns = t1 - t0;
 		err = fetch_w(hd->h, NULL, NULL, NULL, &rt, name, o->flags, o->owner_uid,
-				      o->timeout_ns, blob, &b, ent, &fd);
+				      o->timeout_ns, small, b, ent, fd);
 		t0 = t1;
 	} else if (w && wret && wret != -EEXIST) {
 		return seterr(wret, "segment: nvb_watch: %s", nvb_last_error(hd->h));
@@ -1255,27 +1271,74 @@ static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *n
 		/* in force even when the fetch failed */
 		*pin = watch_note(e, hd, name, wret ? 0 : wid, 1);
 	}
-	s->stats.fetch_ns = ns_now() - t0;
-	s->stats.round_trips = rt;
+	if (t0)
+		s->stats.fetch_ns = ns_now() - t0;
+	s->stats.round_trips += rt;
 	if (err)
 		return seterr(err, "nvb_gpu_seg_open: %s: %s", name, nvb_last_error(hd->h));
-	s->stats.cached = nvb_gpu_import_cached_in(e->g, hd->reg, ent->id, (o->flags & NVB_GPU_SEG_LOCAL_ONLY) ?
-						   NVB_GPU_IMPORT_LOCAL_ONLY : 0, m) == 0;
-	if (!s->stats.cached) {
-		/* chunk entries of a registered range: one more request each */
-		err = nvb_gpu_import_entry(e->g, hd->h, name, ent, fd, b,
-					   (o->flags & NVB_GPU_SEG_LOCAL_ONLY) ?
-					   NVB_GPU_IMPORT_LOCAL_ONLY : 0, m);
-		memset(&ms, 0, sizeof(ms));
-		ms.sz = sizeof(ms);
-		if (!err && !nvb_gpu_map_stats(*m, &ms)) {
-			s->stats.import_ns = ms.import_ns;
-			s->stats.reserve_ns = ms.reserve_ns;
-			s->stats.map_ns = ms.map_ns;
-			for (k = 0; k < (int)ms.naccess && k < 4; k++)
-				s->stats.access_ns += ms.access_ns[k];
-		}
-	}
+	return 0;
+}
+
+static uint32_t import_flags(const struct nvb_gpu_seg_open_opts *o)
+{
+	return (o->flags & NVB_GPU_SEG_LOCAL_ONLY) ? NVB_GPU_IMPORT_LOCAL_ONLY : 0;
+}
+
+/* The CUDA costs of a new mapping m into s->stats. */
+static void stats_of_map(struct nvb_gpu_seg *s, struct nvb_gpu_map *m)
+{
+	struct nvb_gpu_map_stats ms;
+	int k;
+
+	memset(&ms, 0, sizeof(ms));
+	ms.sz = sizeof(ms);
+	if (nvb_gpu_map_stats(m, &ms))
+		return;
+	s->stats.import_ns = ms.import_ns;
+	s->stats.reserve_ns = ms.reserve_ns;
+	s->stats.map_ns = ms.map_ns;
+	for (k = 0; k < (int)ms.naccess && k < 4; k++)
+		s->stats.access_ns += ms.access_ns[k];
+}
+
+/* Imports the fetched entry unless cached; the costs go into s->stats. */
+static int open_import(struct seg_engine *e, struct seg_handle *hd, const char *name,
+		       const struct nvb_gpu_seg_open_opts *o, struct nvb_gpu_seg *s,
+		       const struct nvb_entry *ent, int fd, const unsigned char *b,
+		       struct nvb_gpu_map **m)
+{
+	int err;
+
+	s->stats.cached = nvb_gpu_import_cached_in(e->g, hd->reg, ent->id, import_flags(o), m) == 0;
+	if (s->stats.cached)
+		return 0;
+	/* chunk entries of a registered range: one more request each */
+	err = nvb_gpu_import_entry(e->g, hd->h, name, ent, fd, b, import_flags(o), m);
+	if (!err)
+		stats_of_map(s, *m);
+	return err;
+}
+
+/* Watch (once), fetch, import unless cached; the costs go into s->stats. */
+static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *name,
+		      const struct nvb_gpu_seg_open_opts *o, struct nvb_gpu_seg *s,
+		      struct nvb_entry *ent, struct nvb_gpu_map **m, struct seg_watch **pin)
+{
+	unsigned char blob[SEG_BLOB], *b = blob;
+	unsigned int rt = 0;
+	uint64_t t0 = ns_now(), wid = 0;
+	int err, fd = -1, wret = 0, w = !*pin;
+
+	/*
+	 * The watch comes first, so no revocation can fall between fetch and
+	 * import: sent right in front of the fetch, without waiting for its
+	 * answer (the broker answers in order), one round trip for both.
+	 */
+	err = fetch_w(hd->h, w ? name : NULL, &wret, &wid, &rt, name, o->flags, o->owner_uid,
+		      o->timeout_ns, blob, &b, ent, &fd);
+	err = open_fetched(e, hd, name, o, s, err, w, wret, wid, rt, t0, blob, &b, ent, &fd, pin);
+	if (!err)
+		err = open_import(e, hd, name, o, s, ent, fd, b, m);
 	if (b != blob)
 		free(b);
 	if (fd >= 0)
@@ -1283,58 +1346,30 @@ static int open_fetch(struct seg_engine *e, struct seg_handle *hd, const char *n
 	return err;
 }
 
-int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
-		     const struct nvb_gpu_seg_open_opts *opts, struct nvb_gpu_seg **out)
+/*
+ * Lists s, opened as entry ent with mapping m on hd (or hd's prefetch of
+ * name, which ends), the pin on its watch given up once listed; checks
+ * the revocations seen since ring0.  Cannot fail.
+ */
+static void open_list(struct seg_engine *e, struct seg_handle *hd, const char *name,
+		      const struct nvb_gpu_seg_open_opts *o, struct nvb_gpu_seg *s,
+		      const struct nvb_entry *ent, struct nvb_gpu_map *m, struct seg_watch *pin,
+		      unsigned int ring0)
 {
-	struct nvb_gpu_seg_open_opts o;
-	struct nvb_gpu_seg *s = NULL;
-	struct nvb_gpu_map *m = NULL;
-	struct seg_watch *pin;
-	struct seg_handle *hd;
-	struct seg_engine *e;
-	struct nvb_entry ent;
-	uint64_t start = ns_now();
-	unsigned int ring0;
-	int err, k, recheck;
+	int k, recheck;
 
-	if (!out)
-		return seterr(-EINVAL, "nvb_gpu_seg_open: out is NULL");
-	*out = NULL;
-	err = seg_begin("nvb_gpu_seg_open", g, h, name, opts, &o, &e, &hd);
-	if (err)
-		return err;
-	s = calloc(1, sizeof(*s));
-	if (!s) {
-		handle_drop(e, hd);
-		return seterr(-ENOMEM, "nvb_gpu_seg_open: out of memory");
-	}
-	pthread_mutex_lock(&e->lock);
-	ring0 = e->revoked_next;	/* revocations the thread reads from now on */
-	pthread_mutex_unlock(&e->lock);
-	pin = watch_pin(e, hd, name);
-	if (open_prefetched(e, hd, name, &o, &ent, &m)) {
-		s->stats.cached = 1;	/* no request, no CUDA call */
-	} else {
-		err = open_fetch(e, hd, name, &o, s, &ent, &m, &pin);
-		if (err) {
-			watch_unpin_locked(e, pin);
-			handle_drop(e, hd);
-			free(s);
-			return err;
-		}
-	}
 	s->e = e;
 	s->hd = hd;
 	s->refs = 1;
-	s->id = ent.id;
+	s->id = ent->id;
 	s->map = m;
 	s->ptr = nvb_gpu_map_ptr(m);
 	s->size = nvb_gpu_map_size(m);
-	s->flags = o.flags;
-	s->owner_uid = o.owner_uid;
+	s->flags = o->flags;
+	s->owner_uid = o->owner_uid;
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	s->stats.sz = sizeof(s->stats);
-	s->stats.owner_uid = ent.uid;
+	s->stats.owner_uid = ent->uid;
 	pthread_mutex_lock(&e->hlock);
 	pthread_mutex_lock(&e->lock);
 	prefetch_claim(e, hd, name);
@@ -1344,7 +1379,7 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	 * Later ones find the segment (same lock).
 	 */
 	for (k = 0; k < 256; k++)
-		if (e->revoked_ids[k].id == ent.id && e->revoked_ids[k].gen == hd->gen)
+		if (e->revoked_ids[k].id == ent->id && e->revoked_ids[k].gen == hd->gen)
 			s->revoked = 1;
 	/*
 	 * More than the ring holds went by (a scope-wide watch sees every
@@ -1359,16 +1394,300 @@ int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
 	pthread_mutex_unlock(&e->lock);
 	pthread_mutex_unlock(&e->hlock);
 	if (s->revoked)
-		nvb_gpu_revoke_in(g, hd->reg, ent.id);	/* drop the stale cache entry */
+		nvb_gpu_revoke_in(e->g, hd->reg, ent->id);	/* drop the stale cache entry */
 	if (recheck) {
 		struct seg_check c = { .id = s->id, .flags = s->flags, .owner_uid = s->owner_uid };
 
 		snprintf(c.name, sizeof(c.name), "%s", name);
 		check_gone(e, hd, &c);
 	}
+}
+
+static unsigned int ring_now(struct seg_engine *e)
+{
+	unsigned int r;
+
+	pthread_mutex_lock(&e->lock);
+	r = e->revoked_next;	/* revocations the thread reads from now on */
+	pthread_mutex_unlock(&e->lock);
+	return r;
+}
+
+int nvb_gpu_seg_open(struct nvb_gpu *g, struct nvb *h, const char *name,
+		     const struct nvb_gpu_seg_open_opts *opts, struct nvb_gpu_seg **out)
+{
+	struct nvb_gpu_seg_open_opts o;
+	struct nvb_gpu_seg *s = NULL;
+	struct nvb_gpu_map *m = NULL;
+	struct seg_watch *pin;
+	struct seg_handle *hd;
+	struct seg_engine *e;
+	struct nvb_entry ent;
+	uint64_t start = ns_now();
+	unsigned int ring0;
+	int err;
+
+	if (!out)
+		return seterr(-EINVAL, "nvb_gpu_seg_open: out is NULL");
+	*out = NULL;
+	err = seg_begin("nvb_gpu_seg_open", g, h, name, opts, &o, &e, &hd);
+	if (err)
+		return err;
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		handle_drop(e, hd);
+		return seterr(-ENOMEM, "nvb_gpu_seg_open: out of memory");
+	}
+	ring0 = ring_now(e);
+	pin = watch_pin(e, hd, name);
+	if (open_prefetched(e, hd, name, &o, &ent, &m)) {
+		s->stats.cached = 1;	/* no request, no CUDA call */
+	} else {
+		err = open_fetch(e, hd, name, &o, s, &ent, &m, &pin);
+		if (err) {
+			watch_unpin_locked(e, pin);
+			handle_drop(e, hd);
+			free(s);
+			return err;
+		}
+	}
+	open_list(e, hd, name, &o, s, &ent, m, pin, ring0);
 	s->stats.total_ns = ns_now() - start;
 	*out = s;
 	return 0;
+}
+
+/* One name of nvb_gpu_seg_open_many() from its fetch to its listing. */
+struct seg_req {
+	struct nvb_gpu_seg *s;
+	struct seg_watch *pin;
+	struct nvb_entry ent;
+	struct nvb_gpu_map *m;
+	unsigned char small[SEG_BLOB], *b;
+	int fd;
+	int hit;	/* a prefetch's: no request */
+	int grouped;	/* imported in the call's shared reservation */
+};
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * The arguments, each name once (a name twice: -EINVAL; sorted, not
+ * compared pairwise: n may be large).  n is bounded so that the handle's
+ * reference count cannot overflow.
+ */
+static int many_args(struct nvb_gpu *g, struct nvb *h, const char *const *names, unsigned int n,
+		     struct nvb_gpu_seg **out)
+{
+	const char **sorted;
+	unsigned int i;
+	int err = 0;
+
+	if (!g || !h || !names || !n || !out)
+		return seterr(-EINVAL, "nvb_gpu_seg_open_many: NULL argument or n 0");
+	if (n > NVB_GPU_SEG_OPEN_MANY_MAX)
+		return seterr(-EINVAL, "nvb_gpu_seg_open_many: n %u above %u", n,
+			      NVB_GPU_SEG_OPEN_MANY_MAX);
+	for (i = 0; i < n; i++) {
+		err = name_ok("nvb_gpu_seg_open_many", names[i]);
+		if (err)
+			return err;
+	}
+	sorted = malloc(n * sizeof(*sorted));
+	if (!sorted)
+		return seterr(-ENOMEM, "nvb_gpu_seg_open_many: out of memory");
+	memcpy(sorted, names, n * sizeof(*sorted));
+	qsort(sorted, n, sizeof(*sorted), cmp_name);
+	for (i = 1; i < n && !err; i++)
+		if (!strcmp(sorted[i], sorted[i - 1]))
+			err = seterr(-EINVAL, "nvb_gpu_seg_open_many: %s named twice", sorted[i]);
+	free(sorted);
+	return err;
+}
+
+/*
+ * The fetches of those not served by a prefetch, pipelined (nvb_fetch_many);
+ * each one's watch noted as open_fetch() notes it.  The first failure's errno.
+ */
+static int many_fetch(struct seg_engine *e, struct seg_handle *hd, const char *const *names,
+		      unsigned int n, const struct nvb_gpu_seg_open_opts *o, struct seg_req *r)
+{
+	struct nvb_fetch_req *f = calloc(n, sizeof(*f));
+	struct nvb_fetch_opts fo;
+	unsigned int i, k = 0, rt = 0, first = n;
+	uint64_t t0 = ns_now();
+	char why[320] = "";
+	int err = 0, e1;
+
+	if (!f)
+		return seterr(-ENOMEM, "nvb_gpu_seg_open_many: out of memory");
+	fetch_opts_of(&fo, o->flags, o->owner_uid, o->timeout_ns);
+	for (i = 0; i < n; i++) {
+		if (r[i].hit)
+			continue;
+		f[k].wname = r[i].pin ? NULL : names[i];
+		f[k].name = names[i];
+		f[k].opts = &fo;
+		f[k].blob = r[i].small;
+		f[k].blob_cap = SEG_BLOB;
+		f[k].entry = &r[i].ent;
+		k++;
+	}
+	if (k)
+		nvb_fetch_many(hd->h, f, k, &rt);
+	for (i = 0, k = 0; i < n; i++) {
+		struct nvb_fetch_opts fb = fo;
+		unsigned int rti = 0;
+
+		if (r[i].hit)
+			continue;
+		r[i].fd = f[k].fd;
+		if (first == n)	/* the requests' shared wait: on the first that made one */
+			first = i;
+		e1 = fetch_big(hd->h, f[k].ret, f[k].wname != NULL, f[k].wret, &rti, names[i], &fb,
+			       r[i].small, &r[i].b, &r[i].ent, &r[i].fd);
+		/* every one, also after a failure: a watch made is noted, not forgotten at the broker */
+		e1 = open_fetched(e, hd, names[i], o, r[i].s, e1, f[k].wname != NULL, f[k].wret, f[k].wid,
+				  rti + (i == first ? rt : 0), i == first ? t0 : 0, r[i].small, &r[i].b,
+				  &r[i].ent, &r[i].fd, &r[i].pin);
+		if (e1 && !err) {
+			err = e1;
+			snprintf(why, sizeof(why), "%s", nvb_gpu_last_error());
+		}
+		k++;
+	}
+	free(f);
+	/* the first failure's message, not a later one's */
+	return err ? seterr(err, "%s", why) : 0;
+}
+
+/*
+ * Imports those the cache does not hold: entries of struct nvb_gpu_meta
+ * together, in one reservation (vagroup_import) when there are two or
+ * more; registered ranges and a lone one as nvb_gpu_seg_open() does.
+ * All or nothing.
+ */
+static int many_import(struct seg_engine *e, struct seg_handle *hd, const char *const *names,
+		       unsigned int n, const struct nvb_gpu_seg_open_opts *o, struct seg_req *r)
+{
+	struct nvb_gpu_vaimp *im = calloc(n, sizeof(*im));
+	unsigned int i, k = 0;
+	uint32_t magic;
+	int err = 0;
+
+	if (!im)
+		return seterr(-ENOMEM, "nvb_gpu_seg_open_many: out of memory");
+	for (i = 0; i < n; i++) {
+		if (r[i].hit)
+			continue;
+		r[i].s->stats.cached = nvb_gpu_import_cached_in(e->g, hd->reg, r[i].ent.id,
+							       import_flags(o), &r[i].m) == 0;
+		magic = 0;
+		if (r[i].ent.blob_len >= sizeof(magic))
+			memcpy(&magic, r[i].b, sizeof(magic));
+		r[i].grouped = !r[i].s->stats.cached && magic == NVB_GPU_META_MAGIC;
+		k += r[i].grouped;
+	}
+	for (i = 0; i < n && k < 2; i++)
+		r[i].grouped = 0;	/* one alone: its own reservation, as a single open */
+	for (i = 0, k = 0; i < n; i++)
+		if (r[i].grouped) {
+			im[k].id = r[i].ent.id;
+			im[k].fd = r[i].fd;
+			im[k].blob = r[i].b;
+			im[k++].blob_len = r[i].ent.blob_len;
+		}
+	err = vagroup_import(e->g, hd->reg, im, k, import_flags(o));
+	for (i = 0, k = 0; i < n && !err; i++) {
+		if (r[i].grouped) {
+			r[i].m = im[k++].m;
+			stats_of_map(r[i].s, r[i].m);
+		} else if (!r[i].hit && !r[i].s->stats.cached) {
+			err = nvb_gpu_import_entry(e->g, hd->h, names[i], &r[i].ent, r[i].fd, r[i].b,
+						   import_flags(o), &r[i].m);
+			if (!err)
+				stats_of_map(r[i].s, r[i].m);
+		}
+	}
+	free(im);
+	return err;
+}
+
+int nvb_gpu_seg_open_many(struct nvb_gpu *g, struct nvb *h, const char *const *names,
+			  unsigned int n, const struct nvb_gpu_seg_open_opts *opts,
+			  struct nvb_gpu_seg **out)
+{
+	struct nvb_gpu_seg_open_opts o;
+	struct seg_handle *hd = NULL;
+	struct seg_engine *e;
+	struct seg_req *r;
+	uint64_t start = ns_now();
+	unsigned int ring0, i, got = 0;
+	int err;
+
+	if (out && n <= NVB_GPU_SEG_OPEN_MANY_MAX)	/* beyond: not the caller's array, surely */
+		for (i = 0; i < n; i++)
+			out[i] = NULL;
+	err = many_args(g, h, names, n, out);
+	if (err)
+		return err;
+	err = seg_begin("nvb_gpu_seg_open_many", g, h, names[0], opts, &o, &e, &hd);
+	if (err)
+		return err;
+	r = calloc(n, sizeof(*r));
+	if (!r) {
+		handle_drop(e, hd);
+		return seterr(-ENOMEM, "nvb_gpu_seg_open_many: out of memory");
+	}
+	/* a reference on h's record per segment, as n opens take (the first: seg_begin's) */
+	pthread_mutex_lock(&e->hlock);
+	pthread_mutex_lock(&e->lock);
+	hd->refs += (int)n - 1;
+	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_unlock(&e->hlock);
+	ring0 = ring_now(e);
+	for (i = 0; i < n; i++) {
+		r[i].fd = -1;
+		r[i].b = r[i].small;
+	}
+	for (i = 0; i < n; i++) {
+		r[i].s = calloc(1, sizeof(*r[i].s));
+		if (!r[i].s) {
+			err = seterr(-ENOMEM, "nvb_gpu_seg_open_many: out of memory");
+			break;
+		}
+		r[i].pin = watch_pin(e, hd, names[i]);
+		r[i].hit = open_prefetched(e, hd, names[i], &o, &r[i].ent, &r[i].m);
+		r[i].s->stats.cached = r[i].hit;	/* no request, no CUDA call */
+		got += r[i].hit;
+	}
+	if (!err && got < n)
+		err = many_fetch(e, hd, names, n, &o, r);
+	if (!err && got < n)
+		err = many_import(e, hd, names, n, &o, r);
+	for (i = 0; i < n; i++) {
+		if (!err) {
+			open_list(e, hd, names[i], &o, r[i].s, &r[i].ent, r[i].m, r[i].pin, ring0);
+			out[i] = r[i].s;
+		} else {	/* nothing listed yet: what each took goes back */
+			if (r[i].m)
+				nvb_gpu_unmap(r[i].m);
+			watch_unpin_locked(e, r[i].pin);
+			handle_drop(e, hd);
+			free(r[i].s);
+		}
+		if (r[i].b != r[i].small)
+			free(r[i].b);
+		if (r[i].fd >= 0)
+			close(r[i].fd);
+	}
+	free(r);
+	if (!err)	/* the call's own time on the first: the sum over the call is the call */
+		out[0]->stats.total_ns = ns_now() - start;
+	return err;
 }
 
 int nvb_gpu_seg_prefetch(struct nvb_gpu *g, struct nvb *h, const char *name,

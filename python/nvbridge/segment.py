@@ -86,6 +86,8 @@ def _l() -> ctypes.CDLL:
             p(l, "nvb_gpu_seg_publish", c_int, c_vp, c_vp, ctypes.c_char_p, c_vp,
               P(SegPublishOpts), P(c_vp))
             p(l, "nvb_gpu_seg_open", c_int, c_vp, c_vp, ctypes.c_char_p, P(SegOpenOpts), P(c_vp))
+            p(l, "nvb_gpu_seg_open_many", c_int, c_vp, c_vp, P(ctypes.c_char_p), ctypes.c_uint,
+              P(SegOpenOpts), P(c_vp))
             p(l, "nvb_gpu_seg_prefetch", c_int, c_vp, c_vp, ctypes.c_char_p, P(SegOpenOpts))
             p(l, "nvb_gpu_seg_close", None, c_vp)
             p(l, "nvb_gpu_seg_ptr", c_u64, c_vp)
@@ -314,6 +316,22 @@ class TransferEngine:
         seg = Segment(self, s.value or 0, False)  # pins the handle itself
         self._prefetch_done(name)  # the open ended the C prefetch of name
         return seg
+
+    def open_segments(self, names: Sequence[str], owner_uid: Optional[int] = None,
+                      any_owner: bool = False, timeout: Optional[float] = 0.0,
+                      local_only: bool = False) -> List[Segment]:
+        """open_segment() of every name in one call (nvb_gpu_seg_open_many):
+        the fetches in one round trip, the uncached ones mapped in one
+        reservation.  All or nothing; a name twice raises EINVAL."""
+        o = _open_opts(owner_uid, any_owner, timeout, local_only)
+        n = len(names)
+        arr = (ctypes.c_char_p * max(n, 1))(*[os.fsencode(x) for x in names])
+        out = (c_vp * max(n, 1))()
+        self._call("nvb_gpu_seg_open_many", arr, n, ctypes.byref(o), out)
+        segs = [Segment(self, out[i] or 0, False) for i in range(n)]  # each pins the handle
+        for x in names:
+            self._prefetch_done(x)  # the open ended the C prefetch of x
+        return segs
 
     def prefetch(self, name: str, owner_uid: Optional[int] = None, any_owner: bool = False,
                  local_only: bool = False) -> None:

@@ -24,6 +24,8 @@
 static __thread CUcontext cur;
 static int fake_ndev(void);	/* devices: 1, or $NVB_FAKE_DEVICES (multi-device block, at the end) */
 static void fake_import_gate(void);	/* $NVB_FAKE_IMPORT_GATE (import gate block, at the end) */
+/* VA calls counted (nvb_gpu_seg_open_many block, at the end): 0 reserve, 1 free, 2 access */
+static void fake_va_count(int what, CUdeviceptr p, size_t size);
 /* stream capture (block at the end): 1 when s is capturing and the op must not run, *r its result */
 static int fake_capture_op(CUstream s, int legal, CUresult *r);
 #define CAPTURED(s, legal) do { CUresult r_; if (fake_capture_op((s), (legal), &r_)) return r_; } while (0)
@@ -94,10 +96,11 @@ API cuMemAddressReserve(CUdeviceptr *p, size_t size, size_t align, CUdeviceptr a
 	if (m == MAP_FAILED)
 		return CUDA_ERROR_OUT_OF_MEMORY;
 	*p = (CUdeviceptr)(uintptr_t)m;
+	fake_va_count(0, *p, size);
 	return CUDA_SUCCESS;
 }
-API cuMemAddressFree(CUdeviceptr p, size_t size) { munmap(PTR(p), size); return CUDA_SUCCESS; }
-API cuMemSetAccess(CUdeviceptr p, size_t s, const CUmemAccessDesc *d, size_t n) { (void)p; (void)s; (void)d; (void)n; return CUDA_SUCCESS; }
+API cuMemAddressFree(CUdeviceptr p, size_t size) { fake_va_count(1, p, size); munmap(PTR(p), size); return CUDA_SUCCESS; }
+API cuMemSetAccess(CUdeviceptr p, size_t s, const CUmemAccessDesc *d, size_t n) { (void)d; (void)n; fake_va_count(2, p, s); return CUDA_SUCCESS; }
 
 /* Streams and events: everything is synchronous already. */
 API cuStreamCreate(CUstream *s, unsigned int f) { (void)f; *s = (CUstream)(uintptr_t)0x2000; return CUDA_SUCCESS; }
@@ -763,4 +766,40 @@ API cuStreamCreateWithPriority(CUstream *s, unsigned int f, int prio)
 {
 	fake_last_stream_prio = prio;
 	return cuStreamCreate(s, f);
+}
+
+/*
+ * ---- VA calls (nvb_gpu_seg_open_many: one reservation, one access call) ----
+ * cuMemAddressReserve, cuMemAddressFree and cuMemSetAccess calls so far,
+ * and the bytes of reservations not freed yet, for tests (dlsym).  CUDA
+ * refuses a cuMemSetAccess over bytes that are not mapped; the stand-in
+ * counts such calls instead (fake_va_access_gaps), so that a test sees a
+ * gap left in a shared reservation and nothing else changes.
+ */
+__attribute__((visibility("default"))) unsigned long fake_va_reserves, fake_va_frees, fake_va_access,
+	fake_va_access_gaps, fake_va_reserved_bytes;
+
+static void fake_va_count(int what, CUdeviceptr p, size_t size)
+{
+	size_t covered = 0;
+
+	pthread_mutex_lock(&fake_lock);
+	if (what == 0) {
+		fake_va_reserves++;
+		fake_va_reserved_bytes += size;
+	} else if (what == 1) {
+		fake_va_frees++;
+		fake_va_reserved_bytes -= size;
+	} else {
+		fake_va_access++;
+		for (int i = 0; i < FAKE_MAX; i++) {
+			CUdeviceptr a = ranges[i].base, b = a + ranges[i].size;
+
+			if (ranges[i].kind != 1 || b <= p || a >= p + size)
+				continue;
+			covered += (b < p + size ? b : p + size) - (a > p ? a : p);
+		}
+		fake_va_access_gaps += covered < size;
+	}
+	pthread_mutex_unlock(&fake_lock);
 }

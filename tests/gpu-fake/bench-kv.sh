@@ -105,6 +105,7 @@ kvb --segments 3 --seg-size 16M --seg-batches 1 --trials 3 --json-out "$d/seg3.j
 	> "$d/out" 2> "$d/err"
 rc=$?
 if [ $rc = 0 ] && has "3 trials after one untimed warm-up trial" "$d/out" &&
+   has "opens, all peers at once (nvb_gpu_seg_open_many)" "$d/out" &&
    has "publish / cuIpcGetMemHandle" "$d/out" && has "goal <= 1.0" "$d/out" &&
    "$py" - "$d/seg3.json" <<'EOF2'
 import json, sys
@@ -112,7 +113,7 @@ s = json.load(open(sys.argv[1]))["segments"]
 assert s["trials"] == 3 and s["warmup_trials"] == 1, s
 for k in ("publish_us", "export_us", "publish_req_us", "ipc_get_us", "open_us",
           "open_watch_us", "open_fetch_us", "open_import_us", "open_access_us",
-          "open_round_trips", "open_prefetched_us", "ipc_open_us", "setup_nvb_us",
+          "open_round_trips", "open_prefetched_us", "ipc_open_us", "open_many_us", "setup_nvb_us",
           "setup_ipc_us", "ratio_publish_get", "ratio_prefetched_open_ipc_open",
           "ratio_open_ipc_open", "setup_speed"):
     med, lo, hi, first = s[k]

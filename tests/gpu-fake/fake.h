@@ -22,6 +22,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <dirent.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nvbridge.h"
@@ -42,6 +44,37 @@ static inline void fake_random(void *p, size_t n)
 		b += r;
 		n -= (size_t)r;
 	}
+}
+
+/* Milliseconds since t0 (CLOCK_MONOTONIC). */
+static inline int64_t fake_ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* Descriptors of this process on the stand-in's "device memory" (its memfds). */
+static inline int fake_mem_fds(void)
+{
+	char path[64], link[128];
+	struct dirent *d;
+	DIR *dir = opendir("/proc/self/fd");
+	ssize_t n;
+	int c = 0;
+
+	while (dir && (d = readdir(dir))) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", d->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = 0;
+			c += strstr(link, "memfd:fakecuda") != NULL;
+		}
+	}
+	if (dir)
+		closedir(dir);
+	return c;
 }
 
 /* A private broker for one program: its socket path, or NULL. */

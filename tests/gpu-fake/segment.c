@@ -102,14 +102,6 @@ static uint64_t rnd(uint64_t n)
 	return n ? v % n : v;
 }
 
-static int64_t ms_since(struct timespec *t0)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
-}
-
 /* This process's side: a GPU layer, a handle, a local buffer. */
 struct side {
 	struct nvb_gpu *g;
@@ -324,7 +316,7 @@ static int t_rejected_before_copy(void)
 	EXPECT(nvb_gpu_seg_revoked(seg), 0);
 	CHECK(peer_cmd(&p, 'c') == 0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!nvb_gpu_seg_revoked(seg) && ms_since(&t0) < 5000)
+	while (!nvb_gpu_seg_revoked(seg) && fake_ms_since(&t0) < 5000)
 		usleep(1000);
 	EXPECT(nvb_gpu_seg_revoked(seg), 1);
 	bad = ok;
@@ -392,7 +384,7 @@ static int t_killed_mid_batch(void)
 	waitpid(p1.pid, NULL, 0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	EXPECT(nvb_gpu_batch_wait(b, 10000000000LL), -ENOLINK);
-	CHECK(ms_since(&t0) < 5000, "took %lld ms", (long long)ms_since(&t0));
+	CHECK(fake_ms_since(&t0) < 5000, "took %lld ms", (long long)fake_ms_since(&t0));
 	EXPECT(nvb_gpu_batch_status(b, st, 4), -ENOLINK);
 	EXPECT(st[0], -ENOLINK);
 	EXPECT(st[1], -ENOLINK);
@@ -621,7 +613,7 @@ static int t_close_in_flight(void)
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	nvb_gpu_close(me.g);	/* segment, buffer and batches left open on purpose */
-	CHECK(ms_since(&t0) < 3000, "close took %lld ms", (long long)ms_since(&t0));
+	CHECK(fake_ms_since(&t0) < 3000, "close took %lld ms", (long long)fake_ms_since(&t0));
 	usleep(50000);
 	EXPECT(proc_fds(0), fds);
 	nvb_close(me.h);
@@ -817,7 +809,7 @@ static int t_stats_and_prefetch(void)
 	for (;;) {
 		OK(nvb_gpu_seg_open(me.g, me.h, "seg.later", NULL, &pre));
 		OK(nvb_gpu_seg_stats(pre, &st));
-		if (st.cached || ms_since(&t0) > 3000)
+		if (st.cached || fake_ms_since(&t0) > 3000)
 			break;
 		/* opened before the thread got to it: not what is measured; retry */
 		nvb_gpu_seg_close(pre);
@@ -834,7 +826,7 @@ static int t_stats_and_prefetch(void)
 	EXPECT(nvb_gpu_seg_revoked(pre), 0);
 	CHECK(peer_cmd(&q, 'c') == 0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!nvb_gpu_seg_revoked(pre) && ms_since(&t0) < 5000)
+	while (!nvb_gpu_seg_revoked(pre) && fake_ms_since(&t0) < 5000)
 		usleep(1000);
 	EXPECT(nvb_gpu_seg_revoked(pre), 1);
 	nvb_gpu_seg_close(pre);
@@ -864,7 +856,7 @@ static int t_stats_and_prefetch(void)
 static int t_symbol_versions(void)
 {
 	static const char *const fns[] = {
-		"nvb_gpu_seg_publish", "nvb_gpu_seg_open", "nvb_gpu_seg_prefetch",
+		"nvb_gpu_seg_publish", "nvb_gpu_seg_open", "nvb_gpu_seg_open_many", "nvb_gpu_seg_prefetch",
 		"nvb_gpu_seg_close", "nvb_gpu_seg_ptr", "nvb_gpu_seg_size", "nvb_gpu_seg_id",
 		"nvb_gpu_seg_revoked", "nvb_gpu_seg_stats", "nvb_gpu_xfer_submit",
 		"nvb_gpu_batch_status", "nvb_gpu_batch_wait", "nvb_gpu_batch_method",
@@ -894,28 +886,6 @@ static int nfds(void)
 	return n;
 }
 
-/* Descriptors of this process on the stand-in's "device memory" (its memfds). */
-static int fake_mem_fds(void)
-{
-	char path[64], link[128];
-	struct dirent *d;
-	DIR *dir = opendir("/proc/self/fd");
-	ssize_t n;
-	int c = 0;
-
-	while (dir && (d = readdir(dir))) {
-		snprintf(path, sizeof(path), "/proc/self/fd/%s", d->d_name);
-		n = readlink(path, link, sizeof(link) - 1);
-		if (n > 0) {
-			link[n] = 0;
-			c += strstr(link, "memfd:fakecuda") != NULL;
-		}
-	}
-	if (dir)
-		closedir(dir);
-	return c;
-}
-
 /* The peer's segment, opened through h, is revoked within 5 s of the peer closing it. */
 static int revoked_soon(struct peer *p, struct nvb_gpu_seg *s)
 {
@@ -924,7 +894,7 @@ static int revoked_soon(struct peer *p, struct nvb_gpu_seg *s)
 	EXPECT(nvb_gpu_seg_revoked(s), 0);
 	CHECK(peer_cmd(p, 'c') == 0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!nvb_gpu_seg_revoked(s) && ms_since(&t0) < 5000)
+	while (!nvb_gpu_seg_revoked(s) && fake_ms_since(&t0) < 5000)
 		usleep(1000);
 	EXPECT(nvb_gpu_seg_revoked(s), 1);
 	return 0;
@@ -1028,8 +998,8 @@ static int t_watch_refused_no_wait(void)
 	seg = (struct nvb_gpu_seg *)&me;	/* poisoned: must come back NULL */
 	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.never.w", &wait, &seg), -ENOSPC);
 	CHECK(seg == NULL);
-	CHECK(ms_since(&t0) < 1000, "refused watch kept the open waiting %lld ms",
-	      (long long)ms_since(&t0));
+	CHECK(fake_ms_since(&t0) < 1000, "refused watch kept the open waiting %lld ms",
+	      (long long)fake_ms_since(&t0));
 	/* the handle still answers in order: a plain request after it gets its own reply */
 	EXPECT(nvb_unwatch(me.h, wid), 0);
 	side_close(&me);
@@ -1342,7 +1312,7 @@ static int t_trade_window_open_in_flight(void)
 	gate_release(&gt);
 	OK(o.err);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!nvb_gpu_seg_revoked(o.seg) && ms_since(&t0) < 3000)
+	while (!nvb_gpu_seg_revoked(o.seg) && fake_ms_since(&t0) < 3000)
 		usleep(1000);
 	EXPECT(nvb_gpu_seg_revoked(o.seg), 1);	/* before: 0, for ever */
 	nvb_gpu_seg_close(o.seg);
@@ -1387,7 +1357,7 @@ static int t_parked_revocation_releases_mapping(void)
 	CHECK(fake_mem_fds() > base, "the cached mapping went without a revocation");
 	CHECK(peer_cmd(&p, 'c') == 0);	/* revoked while parked */
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (fake_mem_fds() > base && ms_since(&t0) < 5000)
+	while (fake_mem_fds() > base && fake_ms_since(&t0) < 5000)
 		usleep(1000);
 	EXPECT(fake_mem_fds(), base);	/* before: still mapped until the next open */
 	EXPECT(nvb_gpu_seg_open(me.g, me.h, "seg.parkrel", &now, &seg), -ENOENT);
@@ -1400,7 +1370,7 @@ static int t_parked_revocation_releases_mapping(void)
 	CHECK(fake_mem_fds() > base);
 	nvb_close(h2);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (fake_mem_fds() > base && ms_since(&t0) < 5000)
+	while (fake_mem_fds() > base && fake_ms_since(&t0) < 5000)
 		usleep(1000);
 	EXPECT(fake_mem_fds(), base);	/* no revocation can reach them any more */
 	CHECK(peer_cmd(&q, 'q') == 0);
@@ -1489,7 +1459,7 @@ static int t_rvb_two_layers_segment_revocation_lost(void)
 		OK(nvb_gpu_seg_open(me.g, me.h, name, NULL, &seg));
 		CHECK(peer_cmd(&p, 'c') == 0);
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		while (!nvb_gpu_seg_revoked(seg) && ms_since(&t0) < 1500)
+		while (!nvb_gpu_seg_revoked(seg) && fake_ms_since(&t0) < 1500)
 			usleep(1000);
 		lost += !nvb_gpu_seg_revoked(seg);
 		nvb_gpu_seg_close(seg);
@@ -1587,13 +1557,13 @@ static int t_rvb_event_read_live_stalls(void)
 	__atomic_store_n(&tt_armed, 1, __ATOMIC_SEQ_CST);
 	CHECK(peer_cmd(&p, 'c') == 0);	/* an event: the thread reads the parked handle */
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!__atomic_load_n(&tt_fired, __ATOMIC_SEQ_CST) && ms_since(&t0) < 3000)
+	while (!__atomic_load_n(&tt_fired, __ATOMIC_SEQ_CST) && fake_ms_since(&t0) < 3000)
 		usleep(1000);
 	__atomic_store_n(&tt_armed, 0, __ATOMIC_SEQ_CST);
 	CHECK(tt_fired, "the library thread never read the parked handle");
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	OK(fake_nvb_open(&h3));		/* needs handles_lock */
-	ms = ms_since(&t0);
+	ms = fake_ms_since(&t0);
 	nvb_close(h3);
 	pthread_join(th, NULL);
 	CHECK(ms < 500, "nvb_open() waited %lld ms behind the application's event wait",
@@ -1634,7 +1604,7 @@ static int t_rvb_closed_handle_keeps_mapping(void)
 	CHECK(fake_mem_fds() > base, "the import holds no descriptor on the peer's memory");
 	nvb_close(h2);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (fake_mem_fds() > base && ms_since(&t0) < 3000)
+	while (fake_mem_fds() > base && fake_ms_since(&t0) < 3000)
 		usleep(1000);
 	EXPECT(fake_mem_fds(), base);	/* main: still mapped */
 	CHECK(peer_cmd(&p, 'q') == 0);

@@ -317,7 +317,7 @@ s_segtest() {
 	return $rc
 }
 k_segtest() {
-	grep -E '^(segtest|SKIP|skip|FAIL)|setup_stats|^[0-9]+ passed, [0-9]+ failed' log
+	grep -E '^(segtest|SKIP|skip|FAIL)|setup_stats|open_many seg|^[0-9]+ passed, [0-9]+ failed' log
 }
 
 s_coexist() {

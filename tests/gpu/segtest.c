@@ -477,6 +477,89 @@ static int t_capture(void)
 	return done(s, lb, &p, a, b2, NULL);
 }
 
+/* A segment's bytes written from the host and read back, directly and by a batch into lb. */
+static int rw_check(struct nvb_gpu_seg *s, struct nvb_gpu_buf *lb, uint8_t *a, uint8_t *b2)
+{
+	struct nvb_gpu_xfer_req r = { NVB_GPU_XFER_READ, 0, nvb_gpu_buf_ptr(lb), s, 0, SEG };
+	struct nvb_gpu_batch *b;
+	int st;
+
+	fill(a, SEG);
+	CHECK(!cu.cuMemcpyHtoD(nvb_gpu_seg_ptr(s), a, SEG), "upload into the segment");
+	fill(b2, SEG);				/* poison the local side */
+	CHECK(!cu.cuMemcpyHtoD(nvb_gpu_buf_ptr(lb), b2, SEG), "poison");
+	CHECK(!nvb_gpu_xfer_submit(g, &r, 1, NULL, &b) && !nvb_gpu_batch_wait(b, 10000000000LL) &&
+	      !nvb_gpu_batch_status(b, &st, 1) && st == 0, "batch read");
+	nvb_gpu_batch_free(b);
+	CHECK(!cu.cuMemcpyDtoH(b2, nvb_gpu_buf_ptr(lb), SEG) && !memcmp(a, b2, SEG), "bytes read");
+	return 0;
+}
+
+/*
+ * nvb_gpu_seg_open_many: three exporters' segments in one reservation,
+ * adjacent, readable and writable by every device (one cuMemSetAccess per
+ * device over all); one revoked and closed (cuMemUnmap of its range only)
+ * while the others stay usable; the reservation goes with the last.
+ */
+static int t_open_many(void)
+{
+	uint8_t *a = malloc(SEG), *b2 = malloc(SEG);
+	struct nvb_gpu_seg_stats st[3];
+	struct nvb_gpu_seg *s[3];
+	const char *names[3];
+	struct nvb_gpu_buf *lb;
+	struct timespec t0, t1;
+	struct peer p[3];
+	int i;
+
+	CHECK(a && b2, "malloc");
+	for (i = 0; i < 3; i++) {
+		char what[8];
+
+		snprintf(what, sizeof(what), "many%d", i);
+		CHECK(peer_start(&p[i], what) == 0, "exporter %d", i);
+		names[i] = p[i].name;
+	}
+	CHECK(!nvb_gpu_alloc(g, 0, SEG, 0, &lb), "alloc");
+	CHECK(!nvb_gpu_seg_open_many(g, h, names, 3, NULL, s), "open_many");
+	for (i = 0; i < 3; i++) {
+		st[i] = (struct nvb_gpu_seg_stats){ .sz = sizeof(st[i]) };
+		nvb_gpu_seg_stats(s[i], &st[i]);
+		printf("    open_many seg %d: fetch %.1f us, import %.1f, reserve %.1f, map %.1f, "
+		       "access %.1f, total %.1f us\n", i, st[i].fetch_ns / 1e3, st[i].import_ns / 1e3,
+		       st[i].reserve_ns / 1e3, st[i].map_ns / 1e3, st[i].access_ns / 1e3,
+		       st[i].total_ns / 1e3);
+		CHECK(nvb_gpu_seg_size(s[i]) == SEG, "size");
+	}
+	CHECK(nvb_gpu_seg_ptr(s[1]) == nvb_gpu_seg_ptr(s[0]) + SEG &&
+	      nvb_gpu_seg_ptr(s[2]) == nvb_gpu_seg_ptr(s[1]) + SEG, "not adjacent: %#llx %#llx %#llx",
+	      (unsigned long long)nvb_gpu_seg_ptr(s[0]), (unsigned long long)nvb_gpu_seg_ptr(s[1]),
+	      (unsigned long long)nvb_gpu_seg_ptr(s[2]));
+	for (i = 0; i < 3; i++)
+		CHECK(rw_check(s[i], lb, a, b2) == 0, "segment %d", i);
+	CHECK(write(p[1].cmd, "c", 1) == 1, "close cmd");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		usleep(1000);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+	} while (!nvb_gpu_seg_revoked(s[1]) && t1.tv_sec - t0.tv_sec < 5);
+	CHECK(nvb_gpu_seg_revoked(s[1]) == 1, "not revoked");
+	nvb_gpu_seg_close(s[1]);	/* unmaps its range in the middle of the reservation */
+	CHECK(rw_check(s[0], lb, a, b2) == 0 && rw_check(s[2], lb, a, b2) == 0, "neighbours");
+	nvb_gpu_seg_close(s[0]);
+	nvb_gpu_cache_trim(g);
+	CHECK(rw_check(s[2], lb, a, b2) == 0, "the last one");
+	nvb_gpu_seg_close(s[2]);
+	nvb_gpu_cache_trim(g);	/* the reservation goes */
+	CHECK(!cu.cuCtxSynchronize(), "context error after the unmaps");
+	nvb_gpu_free(lb);
+	for (i = 0; i < 3; i++)
+		peer_stop(&p[i]);
+	free(a);
+	free(b2);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	char msg[256] = "";
@@ -508,6 +591,7 @@ int main(int argc, char **argv)
 	run("threads", t_threads);
 	run("setup_stats", t_setup_stats);
 	run("capture_refused_graph_intact", t_capture);
+	run("open_many_one_reservation", t_open_many);
 	nvb_gpu_close(g);
 	nvb_close(h);
 	printf("%d passed, %d failed\n", passed, failed);

@@ -202,3 +202,37 @@ class Segments(unittest.TestCase):
         self.assertEqual((st["cached"], st["round_trips"], st["import_ns"]), (1, 0, 0))
         go.post(b"q")
         c.result()
+
+    def test_open_segments(self) -> None:
+        """open_segments(): both peers' in one call, adjacent in one
+        reservation, every byte written and read back through batches;
+        a missing or repeated name fails the call."""
+        other = uniq("segm")
+        ready, go = Sync(), Sync()
+        c = Child(exporter, other, ready, go)
+        ready.wait()
+        self.seg.close()
+        self.g.cache_trim()  # neither cached: both mapped by the call
+        self.assertEqual(errno_of(lambda: self.eng.open_segments([self.name, uniq("none")])),
+                         errno.ENOENT)
+        self.assertEqual(errno_of(lambda: self.eng.open_segments([self.name, self.name])),
+                         errno.EINVAL)
+        self.assertEqual(errno_of(lambda: self.eng.open_segments([])), errno.EINVAL)
+        a, b = self.eng.open_segments([self.name, other])
+        self.assertEqual(sorted([a.ptr, b.ptr])[1], min(a.ptr, b.ptr) + SIZE)
+        for s in (a, b):
+            data = os.urandom(SIZE)
+            ctypes.memmove(self.local.ptr, data, SIZE)
+            with self.eng.submit([(sg.WRITE, self.local.ptr, s, 0, SIZE)]) as bt:
+                bt.wait(5)
+            ctypes.memmove(self.local.ptr, os.urandom(SIZE), SIZE)  # poisoned
+            with self.eng.submit([(sg.READ, self.local.ptr, s, 0, SIZE)]) as bt:
+                bt.wait(5)
+            self.assertEqual(self.mem(self.local.ptr, SIZE), data)
+        self.assertEqual(a.stats()["round_trips"], 1)
+        self.assertEqual(b.stats()["round_trips"], 0)  # the shared wait is on the first
+        a.close()
+        b.close()
+        self.seg = self.eng.open_segment(self.name)  # for tearDown
+        go.post(b"q")
+        c.result()
