@@ -137,12 +137,27 @@ static inline const char *fake_broker_start(void)
 	return fake_broker_pid > 0 ? fake_sock : NULL;
 }
 
-/* A rendezvous handle on the broker at path. */
+/*
+ * A rendezvous handle on the broker at path; with NVB_FAKE_BACKEND=kernel
+ * (a run in the VM, tests/vm/run) on /dev/nvbridge instead, so that the
+ * same cases prove the kernel backend's path of the library.
+ */
+static inline int fake_kernel_backend(void)
+{
+	const char *k = getenv("NVB_FAKE_BACKEND");
+
+	return k && !strcmp(k, "kernel");
+}
+
 static inline int fake_nvb_open_at(const char *path, struct nvb **h)
 {
 	struct nvb_opts o = { .sz = sizeof(o), .backend = NVB_BACKEND_BROKER,
 			      .socket_path = path };
 
+	if (fake_kernel_backend()) {
+		o.backend = NVB_BACKEND_KERNEL;
+		o.socket_path = NULL;
+	}
 	return nvb_open(&o, h);
 }
 
