@@ -1343,24 +1343,29 @@ static void nvb_test_policy_gid_oracle(struct kunit *test)
 	for (i = 0; i < NVB_T_OR_PUBS; i++)
 		pub[i] = nvb_t_open(test, nvb_t_cred(test, u + i, g + i, NULL, 0));
 	for (i = 0; i < NVB_T_OR_ENTS; i++) {
+		struct nvb_t_or_ent *x = &e[i];
+		kuid_t au = INVALID_UID;
+		kgid_t ag = INVALID_GID;
 		char name[NVBRIDGE_NAME_MAX];
 
-		e[i].pub = get_random_u32() % NVB_T_OR_PUBS;
-		e[i].access = acc[get_random_u32() % ARRAY_SIZE(acc)];
-		e[i].au = u + get_random_u32() % 6;
-		e[i].ag = g + get_random_u32() % NVB_T_OR_GIDS;
+		x->pub = get_random_u32() % NVB_T_OR_PUBS;
+		x->access = acc[get_random_u32() % ARRAY_SIZE(acc)];
+		x->au = u + get_random_u32() % 6;
+		x->ag = g + get_random_u32() % NVB_T_OR_GIDS;
+		if (x->access == NVBRIDGE_ACCESS_UID)
+			au = make_kuid(&init_user_ns, x->au);
+		if (x->access == NVBRIDGE_ACCESS_GID)
+			ag = make_kgid(&init_user_ns, x->ag);
 		nvb_t_fill_random_name(name, sizeof(name), "or/");
-		KUNIT_ASSERT_EQ(test, nvb_t_publish_full(pub[e[i].pub], name, NULL, e[i].access,
-				e[i].access == NVBRIDGE_ACCESS_UID ?
-				make_kuid(&init_user_ns, e[i].au) : INVALID_UID,
-				e[i].access == NVBRIDGE_ACCESS_GID ?
-				make_kgid(&init_user_ns, e[i].ag) : INVALID_GID,
-				NULL, 0, &e[i].id), 0);
-		e[i].live = true;
+		KUNIT_ASSERT_EQ(test, nvb_t_publish_full(pub[x->pub], name, NULL, x->access, au, ag,
+							 NULL, 0, &x->id), 0);
+		x->live = true;
 	}
 	for (i = 0; i < NVB_T_OR_ENTS; i++)	/* a third unpublished, anywhere */
 		if (e[i].pub && !(get_random_u32() % 3)) {
-			KUNIT_ASSERT_EQ(test, nvb_unpublish(nvb_t_f(pub[e[i].pub]), e[i].id, NULL), 0);
+			struct nvb_file *pf = nvb_t_f(pub[e[i].pub]);
+
+			KUNIT_ASSERT_EQ(test, nvb_unpublish(pf, e[i].id, NULL), 0);
 			e[i].live = false;
 		}
 	nvb_t_close(test, pub[0]);	/* all of publisher 0's, revoked */

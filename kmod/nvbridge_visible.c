@@ -250,7 +250,9 @@ int nvb_visible_link(struct nvb_scope *s, struct nvb_entry *e)
 	for (i = 0; i < n; i++) {
 		struct nvb_vcount *v = nvb_vfind(s, k[i][0], k[i][1], k[i][2]);
 
-		if (!v && !(v = nvb_vnew(s, k[i]))) {
+		if (!v)
+			v = nvb_vnew(s, k[i]);
+		if (!v) {
 			nvb_visible_unlink(s, e);
 			return -ENOMEM;
 		}
