@@ -16,7 +16,8 @@
  * (the same load on this machine but for the broker's cost).  The attack
  * worked when the many-gid client's pairs cost the broker more than
  * CPU_RATIO times the 3-gid client's, or the honest round grew more than
- * SLOW_FACTOR-fold (and by SLOW_MS_MIN).
+ * SLOW_FACTOR-fold (and by SLOW_MS_MIN), or in the crowded scope (below)
+ * an INFO or a LIST cost more than CROWD_RATIO times the 3-gid client's.
  *
  * Runs as root (becomes uids) against the broker named in argv[1].
  * Exit 0: the attack worked (a hole); 1: it did not; 2: setup failed.
@@ -232,9 +233,11 @@ static double beside(uid_t u, bool many, const int *rd)
  * The crowded scope: CROWD_UIDS uids (a container's subuid range would
  * do) publish CROWD_PER entries of GID access each, each naming another
  * gid from GID_BASE, which the NGROUPS_MAX client holds: as many GACL
- * counters as it has gids.  An INFO there cost the broker 20 ms and a
- * LIST 33 ms (a lookup per gid, a cursor per gid scanned per record),
- * against about 20 us for the 3-gid client.
+ * counters as it has gids.  An INFO there cost the broker 19 ms and a
+ * LIST 49 ms (a lookup per gid, every cursor scanned per record), 913x
+ * and 1,413x the 3-gid client's; the in-order walk of the gids beside
+ * the counters (daemon/vorder.c) and LIST's heap, 0.6-0.8 ms and
+ * 0.8-0.9 ms (31-49x), linear in the 65,536 that it sees.
  */
 #define CROWD_UIDS 64
 #define CROWD_PER 1024
