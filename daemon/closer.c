@@ -35,6 +35,14 @@
  * the total is at --max-pending-closes, is not read from and not accepted
  * (conn.c) until they complete, which bounds the fds waiting here.
  *
+ * No client file that may block is ever closed on the loop.  When no
+ * closer can start (clone() refused: pids exhausted by a fork bomb, a
+ * pids limit, a seccomp profile), the closes stay queued, still charged
+ * to their uid and tenant (so a tenant at its bound is paused and refused
+ * as above, however long that lasts), and a closer is tried again every
+ * CLOSER_RETRY_NS (attack closer_clone).  Queueing a close allocates
+ * nothing (struct close_req), so it cannot fail for memory either.
+ *
  * Files the broker opened itself (sockets, pidfds, /proc) are closed with
  * close(): none has a ->flush that a client controls.
  */
@@ -44,6 +52,7 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -51,14 +60,32 @@
 #define CLOSING_PER_TENANT 2
 #define CLOSERS_RESERVE (CLOSERS_MAX / 2)	/* for tenants with no close running */
 #define CLOSER_IDLE_NS 1000000000LL
-#define CLOSER_RETRY_NS 100000000LL	/* after a request could not be written */
+#define CLOSER_RETRY_NS 100000000LL	/* after a refused write, a closer that did not start */
+#define CLOSE_TABLE_MAX (1U << 20)	/* fd numbers with a request: the kernel's default nr_open */
 #define CLOSER_STACK 16384	/* it needs a few hundred bytes */
 
+/*
+ * A close waiting for a closer is reqs[fd]: one slot per fd number, made
+ * at start (closer_reserve()), so queueing a close never allocates.  It
+ * used to malloc() one, and closed the file on the loop when that failed:
+ * a tenant that makes memory tight (strict overcommit: its own
+ * allocations use up the commit limit) and sends a FUSE file whose FLUSH
+ * hangs stopped the broker.  A reserve of a few requests would run dry;
+ * the fd table cannot: every waiting close holds its fd number open, and
+ * the kernel gives no number at or above RLIMIT_NOFILE, which
+ * closer_reserve() makes the table's size.  Only the pages of numbers in
+ * use are touched (MAP_NORESERVE).  A running close is copied into its
+ * closer (struct closer.job): once the closer's close() frees the number,
+ * the loop may receive another file under it before it reads the report.
+ */
 struct close_req {
 	struct close_req *next;
 	int fd;
+	bool heap;		/* allocated: fd at or above the table (our limit raised since) */
 	struct user *u, *t;	/* charged; t is never NULL (orphans) */
 };
+static struct close_req *reqs;
+static unsigned int nreqs;
 
 /*
  * The slots are kept on lists, so that the dispatch loop, which asks how
@@ -72,7 +99,8 @@ static struct closer {
 	pid_t pid;		/* 0: a free slot */
 	int req_w, req_r;	/* fd numbers, one per message */
 	bool retiring;		/* req_w is closed: it exits, waiting to be reaped */
-	struct close_req *busy;
+	bool busy;		/* job: the close it runs */
+	struct close_req job;
 	int64_t idle_since;
 	struct closer *inext, **ipprev;	/* on the idle list; ipprev NULL: not idle */
 	struct closer *fnext;		/* on the free stack (pid 0) */
@@ -88,10 +116,45 @@ static unsigned int nclosers, pending, nidle;
 static struct closer *idle_head, **idle_tail = &idle_head;	/* oldest first */
 static struct closer *free_slots;
 static int64_t stalled_until;	/* a request could not be written: dispatch waits until then */
-static bool spawn_failed;	/* the last spawn() found no closer to start */
+static int64_t spawn_after;	/* a closer could not start: none is tried before then */
+static unsigned int spawn_fails;	/* in a row: said at the first, every 100th and the end */
 static struct user *ready, **ready_tail = &ready;	/* tenants with closes that may start */
 static struct user orphans = { .is_tenant = true };	/* no record could be had */
 static int64_t last_warn;
+
+/*
+ * The request table, one slot per fd number below our RLIMIT_NOFILE (as
+ * probe_host() raised it); above CLOSE_TABLE_MAX the limit is lowered to
+ * it, the hard one too.  A number above the table exists only once someone
+ * raised the limit from outside (prlimit(1), our uid or CAP_SYS_RESOURCE):
+ * its close costs a malloc() (unit daemon_closer_fd_above_table).  Before
+ * conn_limits_init(), which reads the limit.
+ */
+int closer_reserve(void)
+{
+	struct rlimit rl;
+	void *m;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		rl.rlim_cur = rl.rlim_max = 1024;
+	if (rl.rlim_max > CLOSE_TABLE_MAX) {
+		rl.rlim_max = CLOSE_TABLE_MAX;
+		if (rl.rlim_cur > rl.rlim_max)
+			rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			logmsg("closer: setrlimit(RLIMIT_NOFILE, %u): %s", CLOSE_TABLE_MAX,
+			       strerror(errno));
+	}
+	nreqs = rl.rlim_cur < CLOSE_TABLE_MAX ? (unsigned int)rl.rlim_cur : CLOSE_TABLE_MAX;
+	m = mmap(NULL, (size_t)nreqs * sizeof(*reqs), PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED) {
+		logmsg("closer: a table of %u close requests: %s", nreqs, strerror(errno));
+		return -ENOMEM;
+	}
+	reqs = m;
+	return 0;
+}
 
 int closer_init(void)
 {
@@ -236,6 +299,21 @@ static void idle_del(struct closer *k)
 	nidle--;
 }
 
+/*
+ * No closer could start: the closes wait (closer_tick() says why not on
+ * the loop) and another is tried in CLOSER_RETRY_NS.  Said at the first
+ * refusal and every 100th (10 s), not at each: a pids limit can last.
+ */
+static struct closer *spawn_failed(const char *what, int e)
+{
+	if (spawn_fails++ % 100 == 0)
+		logmsg("closer: %s: %s: %u closes wait, a closer tried again every %lld ms "
+		       "(%u tries refused)", what, strerror(e), pending, CLOSER_RETRY_NS / 1000000,
+		       spawn_fails);
+	spawn_after = now_ns() + CLOSER_RETRY_NS;
+	return NULL;
+}
+
 /* a new closer, idle, in a free slot; NULL when none could start */
 static struct closer *spawn(void)
 {
@@ -246,9 +324,10 @@ static struct closer *spawn(void)
 
 	if (!k)
 		return NULL;	/* all CLOSERS_MAX running: no failure */
-	spawn_failed = true;
+	if (spawn_after)
+		return NULL;	/* backing off: closer_tick() clears it */
 	if (!(stack = closer_stack((int)(k - closers))) || pipe2(p, O_CLOEXEC))
-		return NULL;
+		return spawn_failed("no stack or pipe", errno);
 	i = (int)(k - closers);
 	closer_args[i] = (struct child_arg){ p[0], done_w, i, getpid() };
 	sigfillset(&all);
@@ -258,21 +337,22 @@ static struct closer *spawn(void)
 		int e = errno;
 
 		sigprocmask(SIG_SETMASK, &old, NULL);
-		logmsg_rl("closer: clone: %s", strerror(e));
 		k->pid = 0;
 		close(p[0]);
 		close(p[1]);
-		return NULL;
+		return spawn_failed("clone", e);
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	spawn_failed = false;
+	if (spawn_fails)
+		logmsg("closer: started after %u tries refused", spawn_fails);
+	spawn_fails = 0;
 	free_slots = k->fnext;
 	k->fnext = NULL;
 	fcntl(p[1], F_SETFL, O_NONBLOCK);
 	k->req_r = p[0];
 	k->req_w = p[1];
 	k->retiring = false;
-	k->busy = NULL;
+	k->busy = false;
 	idle_add(k);
 	nclosers++;
 	return k;
@@ -302,8 +382,12 @@ static void ready_add(struct user *t)
 	ready_tail = &t->ready_next;
 }
 
-static void complete(struct close_req *r)
+/* k's close completed (or k is gone) */
+static void complete(struct closer *k)
 {
+	struct close_req *r = &k->job;
+
+	k->busy = false;
 	pending--;
 	r->t->closing--;
 	r->t->closes--;
@@ -314,7 +398,6 @@ static void complete(struct close_req *r)
 	}
 	if (r->t != &orphans)
 		user_put(r->t);
-	free(r);
 }
 
 /*
@@ -373,51 +456,13 @@ static void dispatch(void)
 			return;
 		}
 		idle_del(k);
-		k->busy = r;
+		k->busy = true;
+		k->job = *r;	/* r's fd number is free once k has closed it */
+		if (r->heap)
+			free(r);
+		else
+			r->t = NULL;	/* the slot is free */
 		ready_add(t);	/* at the tail: the scan reaches it again after the others */
-	}
-}
-
-/*
- * Starts what can start; when no closer could be had at all (clone
- * refused just now, not a dispatch waiting out CLOSER_RETRY_NS), closes
- * on the loop rather than never (close_all_here()).
- */
-static void close_all_here(void);
-static void kick(void)
-{
-	dispatch();
-	if (!nclosers && pending && spawn_failed && !stalled_until)
-		close_all_here();
-}
-
-/*
- * Not one closer could start (clone refused): the old way rather than
- * never.  The queues are taken first: complete() may free a tenant.
- */
-static void close_all_here(void)
-{
-	struct close_req *all = NULL;
-
-	logmsg_rl("closer: no closer process: closing on the loop");
-	while (ready) {
-		struct user *q = ready;
-
-		ready = q->ready_next;
-		q->cq_ready = false;
-		*q->cq_tail = all;
-		all = q->cq;
-		q->cq = NULL;
-		q->cq_tail = &q->cq;
-	}
-	ready_tail = &ready;
-	while (all) {
-		struct close_req *x = all;
-
-		all = x->next;
-		close(x->fd);
-		x->t->closing++;	/* complete() counts it out */
-		complete(x);
 	}
 }
 
@@ -455,14 +500,15 @@ void closer_close(int fd, struct user *u, struct user *t)
 	if (fd < 0)
 		return;
 	/*
-	 * Files whose close cannot block are closed here: memory-backed files,
-	 * and the pidfd a HELLO brings.  A closer's round trip would only slow
-	 * every hang-up and revocation (a tenant's 200 clients connecting and
-	 * leaving at once filled its pending-close bound, and its requests
-	 * waited behind it).  An entry's file is not asked again here: its
-	 * kind was kept at PUBLISH (registry.c entry_put()).
+	 * Files whose close can neither block nor take long are closed here:
+	 * small memory-backed files (fd_cheap_close()), and the pidfd a HELLO
+	 * brings.  A closer's round trip would only slow every hang-up and
+	 * revocation (a tenant's 200 clients connecting and leaving at once
+	 * filled its pending-close bound, and its requests waited behind it).
+	 * An entry's file is not asked its kind again here: it was kept at
+	 * PUBLISH (registry.c entry_put()).
 	 */
-	if (fd_memory_backed(fd) || fd_is_pidfd(fd)) {
+	if (fd_cheap_close(fd, false) || fd_is_pidfd(fd)) {
 		close_now(fd, u, t);
 		return;
 	}
@@ -471,11 +517,21 @@ void closer_close(int fd, struct user *u, struct user *t)
 
 void closer_queue(int fd, struct user *u, struct user *t)
 {
-	struct close_req *r = malloc(sizeof(*r));
+	struct close_req *r = (unsigned int)fd < nreqs ? &reqs[fd] : calloc(1, sizeof(*r));
 
 	if (!r) {
-		logmsg_rl("closer: out of memory: closing fd %d on the loop", fd);
-		close_now(fd, u, t);
+		/* not closed on the loop, where it may block: left open, counted nowhere */
+		logmsg_rl("closer: fd %d, above the %u of the table, and no memory: left open",
+			  fd, nreqs);
+		user_put(u);
+		user_put(t);
+		return;
+	}
+	if (r->t) {
+		/* queued and not yet running: the same open number twice is a bug of ours */
+		logmsg("closer: fd %d queued twice: once kept", fd);
+		user_put(u);
+		user_put(t);
 		return;
 	}
 	if (!t)
@@ -484,6 +540,7 @@ void closer_queue(int fd, struct user *u, struct user *t)
 		t->cq_tail = &t->cq;
 	r->next = NULL;
 	r->fd = fd;
+	r->heap = (unsigned int)fd >= nreqs;
 	r->u = u;
 	r->t = t;
 	*t->cq_tail = r;
@@ -493,7 +550,7 @@ void closer_queue(int fd, struct user *u, struct user *t)
 	t->closes++;
 	pending++;
 	ready_add(t);
-	kick();
+	dispatch();
 }
 
 /* done_r is readable: closes completed. */
@@ -511,8 +568,7 @@ void closer_completions(void)
 			/* a closer reaped (and its slot reused) before its message was read: stale */
 			if (!k || k->pid != d[i].pid || !k->busy)
 				continue;
-			complete(k->busy);
-			k->busy = NULL;
+			complete(k);
 			idle_add(k);
 			any = true;
 		}
@@ -545,7 +601,7 @@ void closer_reap(void)
 		if (r == 0 || (r < 0 && errno != ECHILD))
 			continue;
 		if (k->busy) {
-			complete(k->busy);
+			complete(k);
 			any = true;
 		}
 		if (k->ipprev)
@@ -565,7 +621,8 @@ void closer_reap(void)
 
 /*
  * Retires closers idle for CLOSER_IDLE_NS, oldest first, and retries a
- * stalled dispatch; *next: when to look again.
+ * stalled dispatch and a closer that could not start; *next: when to look
+ * again.
  */
 void closer_tick(int64_t now, int64_t *next)
 {
@@ -588,13 +645,47 @@ void closer_tick(int64_t now, int64_t *next)
 		*next = idle_head->idle_since + CLOSER_IDLE_NS;
 	if (stalled_until && now >= stalled_until) {
 		stalled_until = 0;
-		kick();
+		dispatch();
 	}
 	if (stalled_until && (*next < 0 || stalled_until < *next))
 		*next = stalled_until;
+	/*
+	 * A closer could not start (clone() refused: pids exhausted, a
+	 * seccomp profile; no pipe or stack): its closes wait, parked with
+	 * the tenants that sent them (counted against their bounds, conn.c),
+	 * and a closer is tried again every CLOSER_RETRY_NS.  They were
+	 * closed on the loop when not one closer could start: a FUSE file
+	 * whose FLUSH hangs then stopped the broker (attack closer_clone).
+	 * Cleared first: a dispatch that needs no closer leaves it 0.
+	 */
+	if (spawn_after && now >= spawn_after) {
+		spawn_after = 0;
+		dispatch();
+	}
+	if (spawn_after && (*next < 0 || spawn_after < *next))
+		*next = spawn_after;
 	if (pending > CLOSERS_MAX && now - last_warn > 10000000000LL) {
 		logmsg("%u closes of client files pending (a file system not answering FLUSH?)",
 		       pending);
 		last_warn = now;
 	}
+}
+
+/*
+ * At exit: the closes still waiting are left to the closers, which share
+ * our fd table, so our exit only drops our hold on it (each closer's exit,
+ * at PR_SET_PDEATHSIG, closes what is left, a hung FLUSH holding that
+ * closer).  With none that stays (clone() refused until now, only retiring
+ * ones), our own exit would close them and could wait in a FLUSH, never
+ * reaped (attack fuse_flush): one more closer is tried.
+ */
+void closer_exit(void)
+{
+	for (int i = 0; i < CLOSERS_MAX; i++)
+		if (closers[i].pid && !closers[i].retiring)
+			return;
+	spawn_after = 0;
+	if (pending && !spawn())
+		logmsg("%u closes pending and no closer could start: this exit closes their files "
+		       "and waits for any FLUSH among them", pending);
 }

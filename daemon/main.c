@@ -442,6 +442,15 @@ static void loop(void)
 			} else if ((tag & TAG_PID) || c->dead) {
 				continue;
 			} else if (tag & TAG_EV) {
+				/*
+				 * The client closed its end: no reader ever again, and
+				 * the EPOLLHUP, level-triggered and reported whatever
+				 * was asked, would end every wait at once while it stays
+				 * connected (attack_evfd_hangup).  ev_flush() drops what
+				 * is queued (send() fails) and its EPOLL_CTL_MOD fails.
+				 */
+				if (evs[i].events & (EPOLLHUP | EPOLLERR))
+					epoll_ctl(ep, EPOLL_CTL_DEL, c->evfd, NULL);
 				ev_flush(c);
 			} else {
 				if (evs[i].events & EPOLLOUT)
@@ -467,6 +476,8 @@ int main(int argc, char **argv)
 		return r == 1 ? 0 : r;
 	signal(SIGPIPE, SIG_IGN);
 	probe_host();
+	if (closer_reserve())	/* may lower RLIMIT_NOFILE: before the limits read it */
+		return 1;
 	conn_limits_init();
 	events_init();
 	khash_init();
@@ -488,6 +499,7 @@ int main(int argc, char **argv)
 	conns_exit();
 	/* closes still pending are the closers': they end with us (closer.c) */
 	registry_exit();
+	closer_exit();
 	close(listen_fd);
 	if (!socket_activated)
 		unlink(cfg.socket);

@@ -85,10 +85,11 @@ void mem_uncharge(size_t n);
 void *mem_calloc(size_t n);
 
 /* ---- closer.c: closing client-supplied files in closer processes ---- */
+int closer_reserve(void);
 int closer_init(void);
 struct user;
 /* registry.c: a memfd, tmpfs or hugetlbfs file, told without asking its file system */
-bool fd_memory_backed(int fd);
+bool fd_cheap_close(int fd, bool known_memory);
 void closer_close(int fd, struct user *u, struct user *t);
 /* closer_close() for a file known (classify_fd) to be one whose close may block */
 void closer_queue(int fd, struct user *u, struct user *t);
@@ -96,6 +97,7 @@ void closer_completions(void);
 void closer_reap(void);
 void closer_tick(int64_t now, int64_t *next);
 unsigned int closer_pending(void);
+void closer_exit(void);
 
 /*
  * ---- per uid and per tenant accounting (conn.c) ----
@@ -257,7 +259,8 @@ struct client {
  */
 enum fd_kind {
 	FD_KIND_NONE,		/* no file */
-	FD_KIND_MEMORY,		/* memfd, tmpfs, hugetlbfs: no ->flush, closed on the loop */
+	FD_KIND_MEMORY,		/* memfd, tmpfs, hugetlbfs: no ->flush; closed on the loop
+				   when small (fd_cheap_close) */
 	FD_KIND_CHRDEV,		/* a driver's release may wait: closed by a closer */
 	FD_KIND_DMABUF,		/* its exporter's release may wait: closed by a closer */
 };

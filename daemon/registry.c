@@ -191,12 +191,12 @@ void entry_put(struct entry *e)
 	if (--e->refs)
 		return;
 	/*
-	 * Its kind was found at PUBLISH: a memory-backed file's close cannot
-	 * block, so it is closed here, with no record looked up for it; any
-	 * other goes to a closer, and its publisher's uid and tenant pay for
-	 * that close, as they paid for the entry.
+	 * Its kind was found at PUBLISH: a small memory-backed file's close
+	 * cannot block nor take long, so it is closed here, with no record
+	 * looked up for it; any other goes to a closer, and its publisher's
+	 * uid and tenant pay for that close, as they paid for the entry.
 	 */
-	if (e->fd >= 0 && e->fd_kind == FD_KIND_MEMORY)
+	if (e->fd >= 0 && e->fd_kind == FD_KIND_MEMORY && fd_cheap_close(e->fd, true))
 		close(e->fd);
 	else if (e->fd >= 0)
 		closer_queue(e->fd, user_get(e->euid), tenant_get(e->tuid));
@@ -231,17 +231,30 @@ static void entry_revoke(struct entry *e, uint16_t reason, const struct client *
 }
 
 /*
- * A memory-backed regular file (memfd, tmpfs/shmem, hugetlbfs): the only
+ * A memory-backed regular file (memfd, tmpfs/shmem, hugetlbfs: the only
  * regular files that may be published, and ones whose close never waits
- * for anybody (no ->flush).  statx(AT_STATX_DONT_SYNC) and F_GET_SEALS are
- * both answered from the inode: neither asks the file's file system.
+ * for anybody, no ->flush) small enough to close on the loop; statx
+ * (AT_STATX_DONT_SYNC) and F_GET_SEALS are both answered from the inode,
+ * neither asks the file's file system.  Its close cannot block, but when
+ * ours is the last reference it frees every page
+ * (about 150 ms a GiB): a client that sends a large memfd and closes its
+ * own copy would stall the loop at will (attack_memfd_last_close).  So
+ * only files of at most LOOP_CLOSE_MAX allocated bytes are closed here;
+ * larger ones go to a closer, charged to who sent them.  The size is
+ * asked when the file is closed (it may have grown since PUBLISH), from
+ * the inode (AT_STATX_DONT_SYNC: shmem and hugetlbfs answer without I/O).
  */
-bool fd_memory_backed(int fd)
+#define LOOP_CLOSE_MAX (4ull << 20)
+bool fd_cheap_close(int fd, bool known_memory)
 {
 	struct statx stx;
 
-	return !statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) &&
-	       S_ISREG(stx.stx_mode) && fcntl(fd, F_GET_SEALS) >= 0;
+	/* an entry's file: its kind is known, its size is all that is asked */
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC,
+		  known_memory ? STATX_BLOCKS : STATX_TYPE | STATX_BLOCKS, &stx) ||
+	    !(stx.stx_mask & STATX_BLOCKS) || stx.stx_blocks * 512 > LOOP_CLOSE_MAX)
+		return false;
+	return known_memory || (S_ISREG(stx.stx_mode) && fcntl(fd, F_GET_SEALS) >= 0);
 }
 
 /*

@@ -187,6 +187,19 @@ uint64_t nvb_handle_closes(void)
 	return __atomic_load_n(&closes, __ATOMIC_ACQUIRE);
 }
 
+/*
+ * Set by the GPU layer (same library, but the core builds without it):
+ * called by nvb_close() once h left the list, before its fds close, with
+ * no lock held, so that the cached mappings imported through h leave the
+ * caches now (nvb_gpu_seg_publish(3)), not at some later import.
+ */
+static void (*close_hook)(void);
+
+void nvb_set_close_hook(void (*fn)(void))
+{
+	__atomic_store_n(&close_hook, fn, __ATOMIC_RELEASE);
+}
+
 bool nvb_serial_live(uint64_t serial)
 {
 	bool live = false;
@@ -205,20 +218,34 @@ bool nvb_serial_live(uint64_t serial)
  * time).  handles_lock keeps nvb_close() from freeing h meanwhile; a
  * reader already in h's event lock (a wait of the application's) makes
  * it -EAGAIN rather than stall every nvb_open()/nvb_close() behind it.
+ * The trylock's lock is kept through the read (event_read_locked): let go
+ * in between, an application's wait could take it and the read below
+ * would wait for as long, with handles_lock held.
+ * Lock order: handles_lock, then h->evlock (never the other way round).
  */
+static int event_read_locked(struct nvb *h, struct nvb_event *ev, unsigned int max,
+			     int64_t timeout_ns);
+
 int nvb_event_read_live(uint64_t serial, struct nvb_event *ev, unsigned int max)
 {
 	struct nvb *h;
 	int n = -ESRCH;
 
+	if (!ev || !max)
+		return max ? -EINVAL : 0;
 	pthread_mutex_lock(&handles_lock);
 	for (h = handles; h && h->serial != serial; h = h->fork_next)
 		;
 	if (h && pthread_mutex_trylock(&h->evlock)) {
 		n = -EAGAIN;
 	} else if (h) {
+		if (h->forked)
+			n = nvb_fail(h, -ECHILD, "event_read");
+		else if (h->evfd < 0)
+			n = nvb_fail(h, -ENOTCONN, "event_read");
+		else
+			n = event_read_locked(h, ev, max, 0);
 		pthread_mutex_unlock(&h->evlock);
-		n = nvb_event_read(h, ev, max, 0);
 	}
 	pthread_mutex_unlock(&handles_lock);
 	return n;
@@ -435,8 +462,12 @@ NVB_API void nvb_close(struct nvb *h)
 {
 	if (!h)
 		return;
+	void (*hook)(void) = __atomic_load_n(&close_hook, __ATOMIC_ACQUIRE);
+
 	handle_del(h);
 	__atomic_add_fetch(&closes, 1, __ATOMIC_RELEASE);
+	if (hook)
+		hook();
 	if (h->ring_ok) {
 		/*
 		 * An armed read holds a reference to the device file: cancel it
@@ -1070,7 +1101,7 @@ static int ev_wait(struct nvb *h, int64_t timeout_ns)
 NVB_API int nvb_event_read(struct nvb *h, struct nvb_event *ev, unsigned int max,
 			   int64_t timeout_ns)
 {
-	int res, n;
+	int n;
 
 	if (!h || (!ev && max))
 		return -EINVAL;
@@ -1081,6 +1112,17 @@ NVB_API int nvb_event_read(struct nvb *h, struct nvb_event *ev, unsigned int max
 	if (h->evfd < 0)
 		return nvb_fail(h, -ENOTCONN, "event_read");
 	pthread_mutex_lock(&h->evlock);
+	n = event_read_locked(h, ev, max, timeout_ns);
+	pthread_mutex_unlock(&h->evlock);
+	return n;
+}
+
+/* nvb_event_read()'s work, h->evlock held by the caller (and still held on return). */
+static int event_read_locked(struct nvb *h, struct nvb_event *ev, unsigned int max,
+			     int64_t timeout_ns)
+{
+	int res, n;
+
 	if (!h->ring_ok && !h->ring_tried) {
 		/* the ring is created on first use: handles that never read events pay nothing */
 		h->ring_tried = true;
@@ -1110,21 +1152,17 @@ NVB_API int nvb_event_read(struct nvb *h, struct nvb_event *ev, unsigned int max
 			res = h->backend == NVB_BACKEND_BROKER ? -ECONNRESET : -EPROTO;
 		}
 		if (res < 0) {
-			pthread_mutex_unlock(&h->evlock);
 			if (res == -ETIMEDOUT || res == -EAGAIN)
 				return res;
 			return nvb_fail(h, res, "event_read");
 		}
 		n = nvb_event_parse(h, h->evbuf, res, h->evq, NVB_EVQ);
-		if (n < 0) {
-			pthread_mutex_unlock(&h->evlock);
+		if (n < 0)
 			return n;
-		}
 		h->evq_len = (unsigned int)n;
 	}
 	n = 0;
 	while (h->evq_pos < h->evq_len && (unsigned int)n < max)
 		ev[n++] = h->evq[h->evq_pos++];
-	pthread_mutex_unlock(&h->evlock);
 	return n;
 }

@@ -62,6 +62,20 @@ int nvb_gpu_import_fd_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id, int
  */
 int nvb_gpu_revoke_in(struct nvb_gpu *g, uint64_t reg, uint64_t entry_id);
 /*
+ * A revocation of entry id of registry reg read through a handle (by any
+ * layer: the engine's thread, nvb_gpu_poll_events, an import): applied to
+ * EVERY open struct nvb_gpu of the process (nvb_gpu_revoke_in, and the
+ * segments of its engine), since a handle's event is read once, by
+ * whichever reader comes first, and two layers (a library and a plugin)
+ * may import through one handle.  nvb_gpu_lost_all: the same for lost
+ * events (OVERFLOW): every layer forgets reg's names, and every engine but
+ * self's (self does it itself) verifies its segments on reg.
+ * Lock order: an engine's hlock, then dev.c's live_lock, then an engine's
+ * lock, then g->lock; nothing takes live_lock holding any of the latter.
+ */
+void nvb_gpu_revoked_all(uint64_t reg, uint64_t entry_id);
+void nvb_gpu_lost_all(struct nvb_gpu *self, uint64_t reg);
+/*
  * Forgets the registries of handles closed since the last call (closes:
  * nvb_handle_closes(); live: nvb_serial_live): their cached mappings are
  * unmapped (or, still referenced, no longer cached) and their names
@@ -71,6 +85,8 @@ void nvb_gpu_drop_closed(struct nvb_gpu *g, uint64_t closes, bool (*live)(uint64
 /* core.c (as in nvb_internal.h): nvb_close() calls so far; whether the handle of serial is open. */
 uint64_t nvb_handle_closes(void);
 bool nvb_serial_live(uint64_t serial);
+/* core.c: fn is called by every nvb_close(), after the handle left the list (no lock held). */
+void nvb_set_close_hook(void (*fn)(void));
 /* core.c: nvb_event_read(h, ev, max, 0) on the handle of serial while it is open; -ESRCH: closed. */
 struct nvb_event;
 int nvb_event_read_live(uint64_t serial, struct nvb_event *ev, unsigned int max);

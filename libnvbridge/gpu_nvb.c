@@ -325,6 +325,8 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h)
 	struct nvb_event ev[64];
 	int n, i, total = 0;
 
+	if (!g)	/* unused below (every open layer is told), but the call names one */
+		return nvb_gpu_seterr(-EINVAL, "nvb_gpu_poll_events: NULL context");
 	/* only read when the fd says so: never blocks, whatever the backend */
 	while (events_pending(h)) {
 		n = nvb_event_read(h, ev, 64, 0);
@@ -334,10 +336,14 @@ int nvb_gpu_poll_events(struct nvb_gpu *g, struct nvb *h)
 			return nvb_gpu_seterr(n, nvb_last_error(h));
 		for (i = 0; i < n; i++) {
 			/* ids of h's registry: another registry's entry of that id is not this one */
+			/*
+			 * and every other layer of the process on h's registry:
+			 * read here, the event never reaches their readers
+			 */
 			if (ev[i].type == NVB_EVENT_REVOKED)
-				nvb_gpu_revoke_in(g, h->serial, ev[i].id);
+				nvb_gpu_revoked_all(h->serial, ev[i].id);
 			else if (ev[i].type == NVB_EVENT_OVERFLOW)
-				nvb_gpu_names_forget(g, h->serial, 0);	/* lost events: trust nothing */
+				nvb_gpu_lost_all(NULL, h->serial);	/* lost events: trust nothing */
 		}
 		total += n;
 	}

@@ -131,6 +131,8 @@ void nvb_broker_close(struct nvb *h);
 /* nvb_close() calls so far (fork's loss of every handle counts), and whether a handle of serial is open. */
 uint64_t nvb_handle_closes(void);
 bool nvb_serial_live(uint64_t serial);
+/* core.c: fn is called by every nvb_close(), after the handle left the list (no lock held). */
+void nvb_set_close_hook(void (*fn)(void));
 /* core.c: nvb_event_read(h, ev, max, 0) on the handle of serial while it is open; -ESRCH: closed. */
 int nvb_event_read_live(uint64_t serial, struct nvb_event *ev, unsigned int max);
 

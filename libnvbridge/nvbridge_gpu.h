@@ -74,6 +74,8 @@ struct nvb_gpu_opts {
  * priority) first, so such a copy takes the SMs that the application
  * leaves idle and may wait while they are all busy.  All SM copies of the
  * handle on one device share that stream: they run one after the other.
+ * On a stream being captured into a CUDA graph they stay on that stream,
+ * at its priority, one CTA a piece.
  */
 #define NVB_GPU_OPEN_SM_YIELD	(1U << 0)
 

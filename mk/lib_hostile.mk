@@ -22,7 +22,12 @@ $(HB)/attack_%: tests/hostile/attack_%.c $(ATTACK_SRCS) tests/hostile/hostile.h 
 	@mkdir -p $(@D)
 	$(CC) $(LIB_CFLAGS) -I$(CURDIR)/tests/hostile -o $@ $< $(ATTACK_SRCS) $(LIB_LINK)
 
-check-attacks: $(LB)/nvbridged $(ATTACK_BINS)
+# attack closer_oom's LD_PRELOAD shim: the broker's malloc() fails between SIGUSR1 and SIGUSR2
+$(HB)/failmalloc.so: tests/hostile/failmalloc.c
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -shared -o $@ $<
+
+check-attacks: $(LB)/nvbridged $(ATTACK_BINS) $(HB)/failmalloc.so
 	$(call nvb_suite,bash tests/hostile/run-attacks.sh $(LB)/nvbridged $(HB),attacks)
 
 $(HB)/nvb-hostile: $(HOSTILE_SRCS) tests/hostile/hostile.h $(LIB_HDRS) $(LIB_CORE_A)

@@ -31,6 +31,58 @@ static unsigned long long range_chunk(struct nvb_gpu *g, int dev, uint64_t len)
 	return c;
 }
 
+/*
+ * NVB_GPU_OPEN_SM_YIELD's streams are shared by every thread: forked into
+ * a stream being captured into a CUDA graph, one would take another
+ * thread's launches into that graph.  So a launch on a capturing stream
+ * (or one whose state cannot be told) stays on the caller's stream.
+ */
+static int may_yield(struct nvb_gpu *g, CUstream st)
+{
+	int cs = CU_STREAM_CAPTURE_STATUS_NONE;
+
+	if (!g->cu.cuStreamIsCapturing)
+		return 1;	/* a driver without graphs */
+	return g->cu.cuStreamIsCapturing(st, &cs) == CUDA_SUCCESS &&
+	       cs == CU_STREAM_CAPTURE_STATUS_NONE;
+}
+
+/*
+ * A lowest-priority stream with no work left (yield_lock held), made if
+ * none is and fewer than NVB_YIELD_STREAMS exist; NULL: every one busy.
+ * Never one with work queued: two unrelated caller streams forked into
+ * one would be ordered, and a pair that waits on each other's flags would
+ * deadlock on the GPU (gputest yield_independent_streams_no_deadlock).
+ */
+static CUstream idle_yield_stream(struct nvb_gpu *g, struct nvb_gpu_dev *d)
+{
+	unsigned int i;
+
+	for (i = 0; i < d->nyield; i++)
+		if (g->cu.cuStreamQuery(d->yield_st[i]) == CUDA_SUCCESS)
+			return d->yield_st[i];
+	if (d->nyield < NVB_YIELD_STREAMS &&
+	    g->cu.cuStreamCreateWithPriority(&d->yield_st[d->nyield], CU_STREAM_NON_BLOCKING,
+					     d->yield_prio) == CUDA_SUCCESS)
+		return d->yield_st[d->nyield++];
+	return NULL;
+}
+
+/* st's prior work, the gather on ys, st's later work: forked and joined by events */
+static int launch_yielding(struct nvb_gpu *g, struct nvb_gpu_dev *d, CUstream ys, CUstream st,
+			   unsigned int grid, void **params)
+{
+	CUevent fork_ev = pool_event(d), join_ev = pool_event(d);
+
+	CU(g, cuEventRecord(fork_ev, st), "cuEventRecord (yield fork)");
+	CU(g, cuStreamWaitEvent(ys, fork_ev, 0), "cuStreamWaitEvent (yield fork)");
+	CU(g, cuLaunchKernel(d->fn_gather, grid, 1, 1, 512, 1, 1, 0, ys, params, NULL),
+	   "cuLaunchKernel(nvb_gather, yielding)");
+	CU(g, cuEventRecord(join_ev, ys), "cuEventRecord (yield join)");
+	CU(g, cuStreamWaitEvent(st, join_ev, 0), "cuStreamWaitEvent (yield join)");
+	return 0;
+}
+
 static int launch_gather(struct nvb_gpu *g, int dev, CUdeviceptr blks, unsigned int n,
 			 uint64_t dst, uint64_t src, uint64_t len, unsigned int grid,
 			 CUstream st, uint64_t flag, uint32_t flag_val)
@@ -56,20 +108,19 @@ static int launch_gather(struct nvb_gpu *g, int dev, CUdeviceptr blks, unsigned 
 	params[8] = &flag_val;
 	if (!grid)
 		grid = 1;
-	if (d->yield_st) {
-		/*
-		 * After st's prior work, before its later work, at the lowest
-		 * priority: the events fork and join, as for side streams.
-		 */
-		CUevent fork_ev = pool_event(d), join_ev = pool_event(d);
+	if (g->sm_yield && d->nyield && may_yield(g, st)) {
+		CUstream ys;
+		int err = 0;
 
-		CU(g, cuEventRecord(fork_ev, st), "cuEventRecord (yield fork)");
-		CU(g, cuStreamWaitEvent(d->yield_st, fork_ev, 0), "cuStreamWaitEvent (yield fork)");
-		CU(g, cuLaunchKernel(d->fn_gather, grid, 1, 1, 512, 1, 1, 0, d->yield_st, params,
-				     NULL), "cuLaunchKernel(nvb_gather, yielding)");
-		CU(g, cuEventRecord(join_ev, d->yield_st), "cuEventRecord (yield join)");
-		CU(g, cuStreamWaitEvent(st, join_ev, 0), "cuStreamWaitEvent (yield join)");
-		return 0;
+		/* held until the fork is queued: from then on ys reads as busy */
+		pthread_mutex_lock(&d->yield_lock);
+		ys = idle_yield_stream(g, d);
+		if (ys)
+			err = launch_yielding(g, d, ys, st, grid, params);
+		pthread_mutex_unlock(&d->yield_lock);
+		if (ys)
+			return err;
+		/* NVB_YIELD_STREAMS busy: the caller's stream, at its priority */
 	}
 	CU(g, cuLaunchKernel(d->fn_gather, grid, 1, 1, 512, 1, 1, 0, st, params, NULL),
 	   "cuLaunchKernel(nvb_gather)");
@@ -106,8 +157,8 @@ int nvb_gpu_copy(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len,
 {
 	CUevent fork_ev;
 	unsigned int k, nce, pct;
-	int dev, sm, hybrid, err = 0;
-	size_t part, off, sm_len;
+	int dev, sm, hybrid, err = 0, smk[16];
+	size_t part, off, sm_len, nk[16], ok[16];
 
 	if (!streams || !nstreams || nstreams > 16)
 		return seterr(-EINVAL, "nvb_gpu_copy: 1..16 streams required");
@@ -135,32 +186,42 @@ int nvb_gpu_copy(struct nvb_gpu *g, uint64_t dst, uint64_t src, size_t len,
 	sm_len = hybrid ? (len / 100 * pct) & ~(size_t)0xffff : 0;
 	nce = hybrid ? nstreams - 1 : nstreams;
 
-	/* fork: the side streams wait for streams[0]'s prior work */
+	/* the pieces: stream k copies nk[k] bytes at ok[k] (0: none) */
+	part = ((len - sm_len) / nce + 0xffff) & ~(size_t)0xffff;
+	memset(nk, 0, sizeof(nk));
+	for (k = 0, off = 0; k < nstreams && off < len; k++) {
+		size_t n = len - sm_len - off < part ? len - sm_len - off : part;
+
+		smk[k] = hybrid ? k == nstreams - 1 : sm;
+		if (hybrid && k == nstreams - 1)
+			n = len - off;
+		nk[k] = n;
+		ok[k] = off;
+		off += n;
+	}
+	/*
+	 * fork: the side streams wait for streams[0]'s prior work, all at
+	 * once, before the copies and joins take more events from the pool:
+	 * a pool event is recorded again after NVB_EVPOOL takes (by any
+	 * thread), so its waits must not lag behind its record
+	 */
 	err = dev_ready(g, dev);
 	if (err)
 		return err;
 	fork_ev = pool_event(&g->d[dev]);
 	CU(g, cuEventRecord(fork_ev, (CUstream)streams[0]), "cuEventRecord");
-	part = ((len - sm_len) / nce + 0xffff) & ~(size_t)0xffff;
-	for (k = 0, off = 0; k < nstreams && off < len; k++) {
-		size_t n = len - sm_len - off < part ? len - sm_len - off : part;
+	for (k = 1; k < nstreams; k++)
+		if (nk[k])
+			CU(g, cuStreamWaitEvent((CUstream)streams[k], fork_ev, 0),
+			   "cuStreamWaitEvent (fork)");
+	for (k = 0; k < nstreams; k++) {
 		CUstream st = (CUstream)streams[k];
-		int use_sm = 0;
 
-		if (hybrid && k == nstreams - 1) {
-			n = len - off;
-			use_sm = 1;
-		} else if (!hybrid) {
-			use_sm = sm;
-		}
-		if (!n)
+		if (!nk[k])
 			continue;
-		if (k)
-			CU(g, cuStreamWaitEvent(st, fork_ev, 0), "cuStreamWaitEvent (fork)");
-		err = copy_one(g, dev, dst + off, src + off, n, st, use_sm);
+		err = copy_one(g, dev, dst + ok[k], src + ok[k], nk[k], st, smk[k]);
 		if (err)
 			return err;
-		off += n;
 		if (k) {	/* join */
 			CUevent join_ev = pool_event(&g->d[dev]);
 

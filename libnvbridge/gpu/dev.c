@@ -52,6 +52,111 @@ int cuerr(struct nvb_gpu *g, CUresult r, const char *what)
 }
 
 
+/*
+ * The process's open contexts: a revocation read through a handle reaches
+ * every one (nvb_gpu_revoked_all).  A context joins at the end of
+ * nvb_gpu_open() and leaves first thing in nvb_gpu_close(): after it left
+ * (live_lock taken and released) nobody else touches it.
+ */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct nvb_gpu *live;
+static pthread_once_t live_once = PTHREAD_ONCE_INIT;
+
+static void live_prepare(void)
+{
+	pthread_mutex_lock(&live_lock);
+}
+
+static void live_parent(void)
+{
+	pthread_mutex_unlock(&live_lock);
+}
+
+static void live_child(void)
+{
+	/* the other threads are gone; their engines stay the parent's (seg_forked) */
+	pthread_mutex_init(&live_lock, NULL);
+}
+
+/*
+ * nvb_close() of any handle: each engine's thread wakes and drops the
+ * cached mappings of closed handles' registries (parked_sweep), whether or
+ * not one of its records was parked on it (a name the application watched
+ * first leaves none).  Contexts with no engine drop them at their next
+ * import (nvb_gpu_drop_closed); no CUDA call here, on the closer's thread.
+ */
+static void live_closed(void)
+{
+	struct nvb_gpu *g;
+	struct seg_engine *e;
+
+	pthread_mutex_lock(&live_lock);
+	for (g = live; g; g = g->live_next) {
+		e = __atomic_load_n(&g->seg, __ATOMIC_ACQUIRE);
+		if (e)
+			nvb_gpu__seg_wake(e);
+	}
+	pthread_mutex_unlock(&live_lock);
+}
+
+static void live_atfork(void)
+{
+	pthread_atfork(live_prepare, live_parent, live_child);
+	nvb_set_close_hook(live_closed);
+}
+
+static void live_add(struct nvb_gpu *g)
+{
+	pthread_once(&live_once, live_atfork);
+	pthread_mutex_lock(&live_lock);
+	g->live_next = live;
+	live = g;
+	pthread_mutex_unlock(&live_lock);
+}
+
+static void live_del(struct nvb_gpu *g)
+{
+	struct nvb_gpu **pp;
+
+	pthread_mutex_lock(&live_lock);
+	for (pp = &live; *pp; pp = &(*pp)->live_next)
+		if (*pp == g) {
+			*pp = g->live_next;
+			break;
+		}
+	pthread_mutex_unlock(&live_lock);
+}
+
+void nvb_gpu_revoked_all(uint64_t reg, uint64_t entry_id)
+{
+	struct nvb_gpu *g;
+	struct seg_engine *e;
+
+	pthread_mutex_lock(&live_lock);
+	for (g = live; g; g = g->live_next) {
+		nvb_gpu_revoke_in(g, reg, entry_id);
+		e = __atomic_load_n(&g->seg, __ATOMIC_ACQUIRE);
+		if (e)
+			nvb_gpu__seg_revoked(e, reg, entry_id);
+	}
+	pthread_mutex_unlock(&live_lock);
+}
+
+void nvb_gpu_lost_all(struct nvb_gpu *self, uint64_t reg)
+{
+	struct nvb_gpu *g;
+	struct seg_engine *e;
+
+	pthread_mutex_lock(&live_lock);
+	for (g = live; g; g = g->live_next) {
+		nvb_gpu_names_forget(g, reg, 0);
+		e = __atomic_load_n(&g->seg, __ATOMIC_ACQUIRE);
+		if (e && g != self)
+			nvb_gpu__seg_lost(e, reg);
+	}
+	pthread_mutex_unlock(&live_lock);
+}
+
 int nvb_gpu_open_v12(const struct nvb_gpu_opts *opts, struct nvb_gpu **out);
 int nvb_gpu_open_v12(const struct nvb_gpu_opts *opts, struct nvb_gpu **out)
 {
@@ -98,8 +203,10 @@ int nvb_gpu_open_v12(const struct nvb_gpu_opts *opts, struct nvb_gpu **out)
 	if (n > NVB_GPU_MAX_DEV)
 		n = NVB_GPU_MAX_DEV;
 	pthread_mutex_init(&g->lock, NULL);
-	for (i = 0; i < NVB_GPU_MAX_DEV; i++)
+	for (i = 0; i < NVB_GPU_MAX_DEV; i++) {
 		pthread_mutex_init(&g->d[i].ring_lock, NULL);
+		pthread_mutex_init(&g->d[i].yield_lock, NULL);
+	}
 	g->ndev = n;
 	for (i = 0; i < n; i++) {
 		struct nvb_gpu_dev *d = &g->d[i];
@@ -136,6 +243,7 @@ int nvb_gpu_open_v12(const struct nvb_gpu_opts *opts, struct nvb_gpu **out)
 	g->sm_yield = (o.flags & NVB_GPU_OPEN_SM_YIELD) != 0;
 	g->sm_ctas = o.sm_ctas ? o.sm_ctas : g->sm_yield ? NVB_SM_YIELD_MAX_GRID :
 		     NVB_GPU_SM_CTAS_DEFAULT;
+	live_add(g);
 	*out = g;
 	err = 0;
 out:
@@ -189,6 +297,7 @@ void nvb_gpu_close(struct nvb_gpu *g)
 
 	if (!g)
 		return;
+	live_del(g);	/* first: no other layer's revocation touches g from here on */
 	g->cu.cuCtxGetCurrent(&old);
 	nvb_gpu__seg_shutdown(g);	/* its thread and batches use what follows */
 	while (g->proxies)
@@ -221,8 +330,8 @@ void nvb_gpu_close(struct nvb_gpu *g)
 		for (k = 0; k < NVB_EVPOOL; k++)
 			if (d->evpool[k])
 				g->cu.cuEventDestroy(d->evpool[k]);
-		if (d->yield_st)
-			g->cu.cuStreamDestroy(d->yield_st);
+		for (k = 0; k < (int)d->nyield; k++)
+			g->cu.cuStreamDestroy(d->yield_st[k]);
 		for (k = 0; k < NVB_MAX_PROXIES && !g->proxies; k++) {
 			struct nvb_proxy_mem *pm = &d->pmem[k];
 
@@ -247,8 +356,10 @@ void nvb_gpu_close(struct nvb_gpu *g)
 	}
 	g->cu.cuCtxSetCurrent(old);
 	pthread_mutex_destroy(&g->lock);
-	for (i = 0; i < NVB_GPU_MAX_DEV; i++)
+	for (i = 0; i < NVB_GPU_MAX_DEV; i++) {
 		pthread_mutex_destroy(&g->d[i].ring_lock);
+		pthread_mutex_destroy(&g->d[i].yield_lock);
+	}
 	nvb_cuda_unload(&g->cu);
 	free(g);
 }
@@ -265,6 +376,17 @@ int nvb_gpu_driver_version(struct nvb_gpu *g)
 
 int nvb_gpu_has_kernel(struct nvb_gpu *g)
 {
+	/*
+	 * "Embedded and loaded": the image is loaded on first use, and a
+	 * driver that cannot load it clears kernel_ok; so load it now, in
+	 * device 0's context, the caller's given back.
+	 */
+	if (g->kernel_ok && !__atomic_load_n(&g->d[0].ready, __ATOMIC_ACQUIRE)) {
+		CUcontext old = ctx_push(g, 0);
+
+		dev_ready(g, 0);
+		ctx_pop(g, old);
+	}
 	return g->kernel_ok;
 }
 
@@ -409,13 +531,16 @@ int dev_ready(struct nvb_gpu *g, int i)
 	for (k = 0; r == CUDA_SUCCESS && k < NVB_EVPOOL; k++)
 		if (!d->evpool[k])
 			r = g->cu.cuEventCreate(&d->evpool[k], CU_EVENT_DISABLE_TIMING);
-	if (r == CUDA_SUCCESS && g->sm_yield && !d->yield_st) {
+	if (r == CUDA_SUCCESS && g->sm_yield && !d->nyield) {
 		int least = 0, greatest = 0;	/* numerically, the lowest priority is the greatest */
 
 		r = g->cu.cuCtxGetStreamPriorityRange(&least, &greatest);
-		if (r == CUDA_SUCCESS)
-			r = g->cu.cuStreamCreateWithPriority(&d->yield_st, CU_STREAM_NON_BLOCKING,
+		d->yield_prio = least;
+		if (r == CUDA_SUCCESS)	/* the first; launch_gather() makes more as needed */
+			r = g->cu.cuStreamCreateWithPriority(&d->yield_st[0], CU_STREAM_NON_BLOCKING,
 							     least);
+		if (r == CUDA_SUCCESS)
+			d->nyield = 1;
 	}
 	if (r != CUDA_SUCCESS) {
 		err = cuerr(g, r, "GPU layer setup");

@@ -35,6 +35,7 @@
 #define NVB_MAX_ABORT_FLAGS	8
 #define NVB_EVPOOL		64	/* events for nvb_gpu_copy_signal */
 #define NVB_SM_YIELD_MAX_GRID	(1u << 20)	/* CTAs a launch, NVB_GPU_OPEN_SM_YIELD */
+#define NVB_YIELD_STREAMS	64	/* lowest-priority streams a device, at most */
 #define NVB_MAX_PROXIES		4	/* per device */
 
 /* Memory of one proxy slot: allocated once, reused, freed by nvb_gpu_close. */
@@ -60,7 +61,16 @@ struct nvb_gpu_dev {
 	int proxy_max_ctas;	/* co-resident proxy CTAs on this device */
 	CUevent evpool[NVB_EVPOOL];
 	unsigned int ev_next;
-	CUstream yield_st;	/* NVB_GPU_OPEN_SM_YIELD: lowest priority, or NULL */
+	/*
+	 * NVB_GPU_OPEN_SM_YIELD: streams of the lowest priority (yield_prio),
+	 * made as needed, at most NVB_YIELD_STREAMS; a launch takes one with
+	 * no work left, so that unrelated caller streams are never ordered
+	 * behind each other (under yield_lock)
+	 */
+	CUstream yield_st[NVB_YIELD_STREAMS];
+	unsigned int nyield;
+	int yield_prio;
+	pthread_mutex_t yield_lock;
 	unsigned int rot;
 	struct nvb_proxy_mem pmem[NVB_MAX_PROXIES];
 	struct nvb_gpu_block *ring;	/* pinned host: NVB_RING_SLOTS * NVB_SLOT_BLOCKS */
@@ -99,6 +109,7 @@ struct nvb_gpu {
 	struct { uint64_t reg, id; } revoked[NVB_GPU_REVOKED_RING];
 	unsigned int revoked_next;
 	uint64_t closes_seen;	/* nvb_handle_closes() at the last nvb_gpu_drop_closed */
+	struct nvb_gpu *live_next;	/* the process's open contexts (dev.c, under its live_lock) */
 };
 
 /*
@@ -231,6 +242,17 @@ extern const unsigned char nvb_gpu_fatbin_end[];
 #define alloc_mark_exported	nvb_gpu__alloc_mark_exported
 
 NVB_HIDDEN __attribute__((format(printf, 2, 3))) int seterr(int err, const char *fmt, ...);
+/*
+ * segment.c: a revocation of (reg, id) that another layer read (or this
+ * one), applied to e's segments and prefetches; and events of reg lost
+ * (OVERFLOW) elsewhere: e's thread verifies its segments on reg.  Both
+ * take e->lock only (called under dev.c's live_lock).
+ */
+struct seg_engine;
+NVB_HIDDEN void nvb_gpu__seg_revoked(struct seg_engine *e, uint64_t reg, uint64_t id);
+NVB_HIDDEN void nvb_gpu__seg_lost(struct seg_engine *e, uint64_t reg);
+/* Wakes e's thread (a handle closed: its sweep drops what is cached through it). */
+NVB_HIDDEN void nvb_gpu__seg_wake(struct seg_engine *e);
 /* A CUDA failure: -EIO (-ENOMEM for OUT_OF_MEMORY, ...) and a message. */
 NVB_HIDDEN int cuerr(struct nvb_gpu *g, CUresult r, const char *what);
 NVB_HIDDEN uint64_t ns_now(void);

@@ -4,7 +4,7 @@
  * nvb_gpu (created by the first segment call, ended by nvb_gpu_close()).
  *
  * One library thread per struct nvb_gpu (never one per batch) waits in
- * poll(2) on a wake eventfd and on the event fds of the handles that open
+ * epoll(7) (never poll(2): see seg_thread) on a wake eventfd and on the event fds of the handles that open
  * segments came through (and, parked, of those whose segments all closed,
  * while they stay open).  It applies revocations, imports ahead
  * (nvb_gpu_seg_prefetch), and completes batches: the GPU tells it that a
@@ -13,10 +13,13 @@
  * it; a stream being captured into a graph is refused first) queued after them, which only sets a word and writes the wake
  * eventfd (no CUDA call, no lock: it runs on the driver's thread).
  *
- * Locks, in this order: e->hlock (any use of a struct nvb *), e->lock
- * (lists, batches, counters), g->lock (the GPU layer's; taken inside
- * nvb_gpu_revoke / nvb_gpu_unmap / import).  Nothing takes e->hlock or
- * e->lock while holding g->lock.
+ * Locks, in this order: e->hlock (any use of a struct nvb *), dev.c's
+ * live_lock (the process's contexts: a revocation read here is applied to
+ * every one, nvb_gpu_revoked_all, which takes each engine's e->lock and
+ * g->lock under it), e->lock (lists, batches, counters), g->lock (the GPU
+ * layer's; taken inside nvb_gpu_revoke / nvb_gpu_unmap / import).  Nothing
+ * takes e->hlock or e->lock while holding g->lock, nor live_lock while
+ * holding e->lock or g->lock; no engine's hlock is taken under live_lock.
  */
 #ifndef NVB_SEG_PRIV_H
 #define NVB_SEG_PRIV_H
@@ -41,6 +44,7 @@ struct seg_handle {
 	int evfd;		/* nvb_event_fd(h) */
 	uint64_t gen;		/* which handle: entry ids are per broker (and restart), not global */
 	uint64_t reg;		/* h's registry in the import cache (nvb_gpu_registry) */
+	int lost;		/* another layer read an OVERFLOW on reg: verify (e->lock) */
 };
 
 /* A name watched on a handle by this layer (one nvb_watch per name and handle). */

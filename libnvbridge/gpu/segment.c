@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -19,7 +20,6 @@
 #include "../nvbridge.h"
 #include "../opts.h"
 
-#define SEG_MAX_POLL	64	/* handles polled by the thread at once */
 #define SEG_BLOB	512
 
 static void wake(struct seg_engine *e)
@@ -29,6 +29,11 @@ static void wake(struct seg_engine *e)
 	if (write(e->wake, &one, sizeof(one)) < 0) {
 		/* EAGAIN: the counter is saturated, the thread will wake anyway */
 	}
+}
+
+void nvb_gpu__seg_wake(struct seg_engine *e)
+{
+	wake(e);
 }
 
 /* ---- handles ---- */
@@ -448,13 +453,77 @@ static void connection_lost(struct seg_engine *e, struct seg_handle *hd)
 	nvb_gpu_cache_trim(e->g);
 }
 
+/*
+ * A revocation of (reg, id), read by this layer or another of the process
+ * (nvb_gpu_revoked_all, live_lock held): e's segments of that entry are
+ * revoked, and so is a prefetch's import of it (e->lock taken).
+ */
+void nvb_gpu__seg_revoked(struct seg_engine *e, uint64_t reg, uint64_t id)
+{
+	struct seg_prefetch *p;
+	struct seg_handle *hd;
+	unsigned int k;
+
+	pthread_mutex_lock(&e->lock);
+	for (hd = e->handles; hd; hd = hd->next) {
+		if (hd->reg != reg)
+			continue;
+		k = e->revoked_next++ % 256;
+		e->revoked_ids[k].gen = hd->gen;
+		e->revoked_ids[k].id = id;
+		mark_revoked(e, hd, id);
+	}
+	for (p = e->prefetch; p; p = p->next)
+		if (p->id == id && p->hd->reg == reg)
+			p->id = 0;	/* a republish brings a new one */
+	pthread_mutex_unlock(&e->lock);
+}
+
+/* Another layer read an OVERFLOW on reg (live_lock held): e's thread verifies (e->lock taken). */
+void nvb_gpu__seg_lost(struct seg_engine *e, uint64_t reg)
+{
+	struct seg_handle *hd;
+	int any = 0;
+
+	pthread_mutex_lock(&e->lock);
+	for (hd = e->handles; hd; hd = hd->next)
+		if (hd->reg == reg) {
+			hd->lost = 1;
+			any = 1;
+		}
+	pthread_mutex_unlock(&e->lock);
+	if (any)
+		wake(e);
+}
+
+/* Events of hd were lost (here or, hd->lost, read by another layer): trust nothing (e->hlock held). */
+static void events_lost(struct seg_engine *e, struct seg_handle *hd)
+{
+	struct seg_prefetch *p;
+
+	if (!hd->refs) {
+		/* parked: no segment to fetch again; the cached mappings cannot be trusted */
+		nvb_gpu_cache_trim(e->g);
+		return;
+	}
+	pthread_mutex_lock(&e->lock);
+	for (p = e->prefetch; p; p = p->next)
+		if (p->hd == hd)
+			p->pending = 1;
+	pthread_mutex_unlock(&e->lock);
+	verify(e, hd);
+}
+
 void seg_events(struct seg_engine *e, struct seg_handle *hd)
 {
 	struct nvb_event ev[32];
 	struct seg_prefetch *p;
-	unsigned int k;
-	int n, i, lost = 0;
+	int n, i, lost, own = 0;
 
+	pthread_mutex_lock(&e->lock);
+	lost = hd->lost;	/* another layer read them: its OVERFLOW is ours too */
+	hd->lost = 0;
+	pthread_mutex_unlock(&e->lock);
 	while (fd_readable(hd->evfd)) {
 		n = hd->refs ? nvb_event_read(hd->h, ev, 32, 0) :
 		    nvb_event_read_live(hd->reg, ev, 32);
@@ -471,16 +540,12 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 		}
 		for (i = 0; i < n; i++) {
 			if (ev[i].type == NVB_EVENT_REVOKED) {
-				nvb_gpu_revoke_in(e->g, hd->reg, ev[i].id);
-				pthread_mutex_lock(&e->lock);
-				k = e->revoked_next++ % 256;
-				e->revoked_ids[k].gen = hd->gen;
-				e->revoked_ids[k].id = ev[i].id;
-				mark_revoked(e, hd, ev[i].id);
-				for (p = e->prefetch; p; p = p->next)
-					if (p->id == ev[i].id)
-						p->id = 0;	/* a republish brings a new one */
-				pthread_mutex_unlock(&e->lock);
+				/*
+				 * Every layer of the process on h's registry, this one
+				 * included: the event is read once, and another layer
+				 * importing through h waits for it too.
+				 */
+				nvb_gpu_revoked_all(hd->reg, ev[i].id);
 			} else if (ev[i].type == NVB_EVENT_PUBLISHED) {
 				pthread_mutex_lock(&e->lock);
 				for (p = e->prefetch; p; p = p->next)
@@ -488,23 +553,14 @@ void seg_events(struct seg_engine *e, struct seg_handle *hd)
 						p->pending = 1;
 				pthread_mutex_unlock(&e->lock);
 			} else if (ev[i].type == NVB_EVENT_OVERFLOW) {
-				lost = 1;
+				if (!own)	/* the other layers' too (this one: below) */
+					nvb_gpu_lost_all(e->g, hd->reg);
+				own = lost = 1;
 			}
 		}
 	}
-	if (lost && !hd->refs) {
-		/* parked: no segment to fetch again; the cached mappings cannot be trusted */
-		nvb_gpu_names_forget(e->g, hd->reg, 0);
-		nvb_gpu_cache_trim(e->g);
-	} else if (lost) {
-		nvb_gpu_names_forget(e->g, hd->reg, 0);
-		pthread_mutex_lock(&e->lock);
-		for (p = e->prefetch; p; p = p->next)
-			if (p->hd == hd)
-				p->pending = 1;
-		pthread_mutex_unlock(&e->lock);
-		verify(e, hd);
-	}
+	if (lost)
+		events_lost(e, hd);
 }
 
 /* Imports pending prefetches into the mapping cache (thread, e->hlock held). */
@@ -556,7 +612,6 @@ static void parked_sweep(struct seg_engine *e)
 {
 	struct seg_handle *hd, *next;
 	uint64_t closes = nvb_handle_closes();
-	int any = 0;
 
 	pthread_mutex_lock(&e->lock);
 	for (hd = e->handles; hd; hd = next) {
@@ -565,24 +620,110 @@ static void parked_sweep(struct seg_engine *e)
 			continue;
 		if (hd->evfd >= 0 && closes != e->park_closes && !nvb_serial_live(hd->reg))
 			hd->evfd = -1;
-		if (hd->evfd < 0) {
+		if (hd->evfd < 0)
 			handle_unlink(e, hd);
-			any = 1;
-		}
 	}
 	e->park_closes = closes;
 	pthread_mutex_unlock(&e->lock);
-	if (any)
-		nvb_gpu_drop_closed(e->g, closes, nvb_serial_live);
+	/*
+	 * Also when no parked record went: a handle with no watch of this
+	 * layer (the application's came first) has no record left once its
+	 * segments closed, and its mappings must go with it too (nvb_close
+	 * wakes us).  One atomic load when nothing closed.
+	 */
+	nvb_gpu_drop_closed(e->g, closes, nvb_serial_live);
+}
+
+/*
+ * The thread's wait set: an epoll instance over the wake eventfd and the
+ * records' event fds.  Not poll(2): a poll pins every file it waits on
+ * (fs/select.c takes a reference per fd) for as long as it sleeps, so an
+ * nvb_close() meanwhile would not drop the last reference.  With the kernel
+ * backend the event fd is the /dev/nvbridge fd, whose release is what
+ * revokes the handle's entries (nvb_open(3): revoked when nvb_close()
+ * returns); a parked handle sleeps until the next event of any handle.
+ * epoll holds no reference on the files it watches: their last close
+ * releases them and removes them from the set.  The set is made anew
+ * whenever the records' (fd, gen) list changed (one fresh instance: an fd
+ * number reused by another file cannot leave a stale registration).
+ */
+struct seg_waitset {
+	int ep;			/* -1: none (epoll_create1 failed): 10 ms naps */
+	size_t n, cap;
+	struct { int fd; uint64_t gen; } *have;
+};
+
+/*
+ * 1 when the records' event fds differ from what ws waits on (ws then
+ * lists them), 0 when not, -1 out of memory (e->lock held).
+ */
+static int waitset_changed(struct seg_engine *e, struct seg_waitset *ws)
+{
+	struct seg_handle *hd;
+	size_t n = 0, want = 0;
+	int changed = 0;
+	void *p;
+
+	for (hd = e->handles; hd; hd = hd->next)
+		want += hd->evfd >= 0;
+	if (want > ws->cap) {
+		p = realloc(ws->have, want * sizeof(*ws->have));
+		if (!p)
+			return -1;
+		ws->have = p;
+		ws->cap = want;
+	}
+	for (hd = e->handles; hd; hd = hd->next) {
+		if (hd->evfd < 0)
+			continue;
+		if (n >= ws->n || ws->have[n].fd != hd->evfd || ws->have[n].gen != hd->gen)
+			changed = 1;
+		ws->have[n].fd = hd->evfd;
+		ws->have[n++].gen = hd->gen;
+	}
+	changed |= n != ws->n;
+	ws->n = n;
+	return changed;
+}
+
+/* A fresh epoll instance over the wake fd and ws's fds (thread). */
+static void waitset_build(struct seg_engine *e, struct seg_waitset *ws)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	size_t i;
+
+	if (ws->ep >= 0)
+		close(ws->ep);
+	ws->ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ws->ep < 0)
+		return;
+	ev.data.fd = e->wake;
+	if (epoll_ctl(ws->ep, EPOLL_CTL_ADD, e->wake, &ev)) {
+		close(ws->ep);
+		ws->ep = -1;
+		return;
+	}
+	for (i = 0; i < ws->n; i++) {
+		ev.data.fd = ws->have[i].fd;
+		/*
+		 * Failures are harmless: EEXIST (two records, one fd number),
+		 * EBADF (closed: its record goes at the sweep); every record is
+		 * checked with fd_readable on every wake-up anyway.
+		 */
+		if (epoll_ctl(ws->ep, EPOLL_CTL_ADD, ws->have[i].fd, &ev)) {
+			/* see above */
+		}
+	}
 }
 
 static void *seg_thread(void *arg)
 {
 	struct seg_engine *e = arg;
-	struct pollfd pf[SEG_MAX_POLL + 1];
+	struct seg_waitset ws = { .ep = -1 };
+	struct epoll_event evs[16];
 	struct seg_handle *hd;
 	uint64_t v;
-	int n;
+	int changed, first = 1;
 
 	for (;;) {
 		pthread_mutex_lock(&e->lock);
@@ -590,36 +731,32 @@ static void *seg_thread(void *arg)
 			pthread_mutex_unlock(&e->lock);
 			break;
 		}
-		pf[0].fd = e->wake;
-		pf[0].events = POLLIN;
-		n = 1;
-		for (hd = e->handles; hd && n <= SEG_MAX_POLL; hd = hd->next)
-			if (hd->evfd >= 0) {
-				pf[n].fd = hd->evfd;
-				pf[n++].events = POLLIN;
-			}
+		changed = waitset_changed(e, &ws);
 		pthread_mutex_unlock(&e->lock);
-		/*
-		 * Beyond SEG_MAX_POLL handles the rest are read on every wake-up
-		 * and at least every 10 ms.
-		 */
-		if (poll(pf, (nfds_t)n, hd ? 10 : -1) < 0 && errno != EINTR)
+		if (changed > 0 || first || (changed == 0 && ws.ep < 0))
+			waitset_build(e, &ws);
+		first = 0;
+		if (changed < 0 || ws.ep < 0)
+			usleep(10000);	/* out of memory or fds: look at every record every 10 ms */
+		else if (epoll_wait(ws.ep, evs, 16, -1) < 0 && errno != EINTR)
 			usleep(1000);
-		if (pf[0].revents & POLLIN) {
-			if (read(e->wake, &v, sizeof(v)) < 0) {
-				/* EAGAIN: another reader took it */
-			}
+		if (read(e->wake, &v, sizeof(v)) < 0) {
+			/* EAGAIN: not woken through it (non-blocking) */
 		}
 		pthread_mutex_lock(&e->hlock);
 		/* the records may have gone meanwhile: use only those still listed */
 		for (hd = e->handles; hd; hd = hd->next)
-			if (hd->evfd >= 0 && fd_readable(hd->evfd))
+			if (hd->evfd >= 0 && (fd_readable(hd->evfd) ||
+					      __atomic_load_n(&hd->lost, __ATOMIC_RELAXED)))
 				seg_events(e, hd);
 		prefetch_run(e);
 		parked_sweep(e);
 		pthread_mutex_unlock(&e->hlock);
 		xfer_reap(e);
 	}
+	if (ws.ep >= 0)
+		close(ws.ep);
+	free(ws.have);
 	return NULL;
 }
 

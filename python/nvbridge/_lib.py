@@ -68,6 +68,9 @@ class GpuOpts(ctypes.Structure):
     _fields_ = [("sz", c_size), ("flags", c_u32), ("sm_ctas", c_u32), ("libcuda", c_char_p)]
 
 
+GPU_OPEN_SM_YIELD = 1 << 0     # NVB_GPU_OPEN_SM_YIELD
+
+
 class GpuImportOpts(ctypes.Structure):
     """struct nvb_gpu_import_opts."""
     _fields_ = [("sz", c_size), ("flags", c_u32), ("owner_uid", c_u32), ("timeout_ns", c_i64)]

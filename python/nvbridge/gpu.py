@@ -141,12 +141,22 @@ class Gpu:
     primary context current in the calling thread, as
     ``torch.cuda.set_device(device)`` does (the same context PyTorch uses);
     pass ``device=None`` to leave the thread's context alone, and
-    ``set_device()`` to switch later."""
+    ``set_device()`` to switch later.
 
-    def __init__(self, libcuda: Optional[str] = None, device: Optional[int] = 0) -> None:
+    ``sm_ctas`` caps the CTAs of the library's SM kernels per launch (0: the
+    library's default, 4); ``sm_yield=True`` runs them at the lowest stream
+    priority, one CTA a piece, so that they use only the SMs the
+    application's kernels leave idle (NVB_GPU_OPEN_SM_YIELD, experimental:
+    see nvb_gpu_open(3))."""
+
+    def __init__(self, libcuda: Optional[str] = None, device: Optional[int] = 0, *,
+                 sm_ctas: int = 0, sm_yield: bool = False) -> None:
         l = _lib.lib()
+        if not 0 <= sm_ctas < 1 << 32:
+            raise ValueError(f"sm_ctas {sm_ctas}: 0 (the default) to 2**32 - 1")
         self._libcuda = os.fsencode(libcuda) if libcuda else None
-        o = _lib.GpuOpts(ctypes.sizeof(_lib.GpuOpts), 0, 0, self._libcuda)
+        o = _lib.GpuOpts(ctypes.sizeof(_lib.GpuOpts), _lib.GPU_OPEN_SM_YIELD if sm_yield else 0,
+                         sm_ctas, self._libcuda)
         g = ctypes.c_void_p()
         _gpu_check(l.nvb_gpu_open(ctypes.byref(o), ctypes.byref(g)), "nvb_gpu_open")
         self._g: Optional[int] = g.value

@@ -188,11 +188,36 @@ static int t_map_stats_versions(void)
 	return 0;
 }
 
+/*
+ * nvb_gpu_has_kernel() says whether the SM kernel is loaded, not only
+ * embedded: the stand-in cannot load it, so 0 before any copy tried; the
+ * calling thread's context (none here) is left as it was.
+ */
+static int t_has_kernel_loaded(void)
+{
+	int (*get)(void **);	/* cuCtxGetCurrent: the tests do not include cuda_api.h */
+	void *cur = (void *)1;
+	struct nvb_gpu *g;
+	void *cu;
+
+	OK(nvb_gpu_open(NULL, &g));
+	EXPECT(nvb_gpu_has_kernel(g), 0);
+	cu = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+	*(void **)&get = cu ? dlsym(cu, "cuCtxGetCurrent") : NULL;
+	CHECK(get != NULL, "no cuCtxGetCurrent in the stand-in");
+	EXPECT(get(&cur), 0);
+	CHECK(cur == NULL, "a context was left current: %p", cur);
+	nvb_gpu_close(g);
+	dlclose(cu);
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "open_opts_convention", t_open_opts },
 	{ "open_v10_compat", t_open_v10 },
 	{ "map_stats_versions", t_map_stats_versions },
 	{ "sm_yield_stream", t_sm_yield_stream },
+	{ "has_kernel_loaded", t_has_kernel_loaded },
 };
 
 int main(int argc, char **argv)

@@ -11,10 +11,12 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "fake.h"
@@ -28,6 +30,17 @@ struct peer {
 };
 
 /* An exporter process: publishes name (size bytes of random data) and obeys 'c'lose / 'q'uit. */
+/* The device node peers publish through (kernel backend), or NULL: the private broker. */
+static const char *peer_kdev;
+
+static int peer_nvb_open(struct nvb **h)
+{
+	struct nvb_opts o = { .sz = sizeof(o), .backend = NVB_BACKEND_KERNEL,
+			      .device_path = peer_kdev };
+
+	return peer_kdev ? nvb_open(&o, h) : fake_nvb_open(h);
+}
+
 static int peer_start(struct peer *p, const char *name, size_t size)
 {
 	int up[2], down[2];
@@ -44,7 +57,7 @@ static int peer_start(struct peer *p, const char *name, size_t size)
 
 		close(up[0]);
 		close(down[1]);
-		if (nvb_gpu_open(NULL, &g) || fake_nvb_open(&h) || nvb_gpu_alloc(g, 0, size, 0, &b)) {
+		if (nvb_gpu_open(NULL, &g) || peer_nvb_open(&h) || nvb_gpu_alloc(g, 0, size, 0, &b)) {
 			c = 'E';
 		} else {
 			fake_random((void *)(uintptr_t)nvb_gpu_buf_ptr(b), nvb_gpu_buf_size(b));
@@ -1396,6 +1409,353 @@ static int t_parked_revocation_releases_mapping(void)
 	return 0;
 }
 
+/* ---- review B: two GPU layers of one process on one handle ---- */
+
+/*
+ * g1 opens a segment through h and closes it: h is parked in g1, whose
+ * library thread goes on reading h's events (nvb_event_read_live) until h
+ * closes.  The same process's second GPU layer (g2: another library, a
+ * plugin) then imports names through h with nvb_gpu_import() and relies on
+ * h's revocation events (its import_name() polls them before serving from
+ * the cache).  g1's thread reads them first and applies them to g1 only:
+ * g2's name cache keeps name -> the revoked id, and nvb_gpu_import() of the
+ * name serves the revoked entry's mapping with no request.  Before the
+ * parked handles (d12d98a) g1 forgot h with its last segment and g2 saw
+ * every revocation.  FAILS on main (every round is stale).
+ */
+static int t_rvb_two_layers_import_served_revoked(void)
+{
+	struct nvb_gpu *g1;
+	struct nvb_gpu_seg *seg;
+	struct nvb_gpu_map *m, *m2;
+	struct side me;
+	struct peer p0, p;
+	char name[64];
+	int i, stale = 0, unmarked = 0, rounds = 4;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_open(NULL, &g1));
+	CHECK(peer_start(&p0, "rvb.park", SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(g1, me.h, "rvb.park", NULL, &seg));
+	nvb_gpu_seg_close(seg);		/* h parked in g1: g1's thread reads its events */
+	for (i = 0; i < rounds; i++) {
+		snprintf(name, sizeof(name), "rvb.imp.%d", i);
+		CHECK(peer_start(&p, name, SEG_SIZE) == 0);
+		OK(nvb_gpu_import(me.g, me.h, name, 0, 0, &m));
+		CHECK(peer_cmd(&p, 'c') == 0);	/* unpublished: revoked at the broker */
+		usleep(300000);
+		m2 = NULL;
+		if (nvb_gpu_import(me.g, me.h, name, 0, 0, &m2) == 0) {
+			stale++;	/* the revoked entry's mapping, from g2's cache */
+			nvb_gpu_unmap(m2);
+		}
+		unmarked += !nvb_gpu_map_revoked(m);
+		nvb_gpu_unmap(m);
+		CHECK(peer_cmd(&p, 'q') == 0);
+		waitpid(p.pid, NULL, 0);
+	}
+	EXPECT(stale, 0);
+	EXPECT(unmarked, 0);
+	CHECK(peer_cmd(&p0, 'q') == 0);
+	nvb_gpu_close(g1);
+	side_close(&me);
+	return 0;
+}
+
+/*
+ * The same with segments on both sides: g1's parked h and g2's open
+ * segments through h.  Both threads poll h's event fd; whichever reads a
+ * REVOKED record consumes it, so g2's segment stays usable after its
+ * exporter unpublished.  FAILS on main in most runs (a coin flip a round).
+ */
+static int t_rvb_two_layers_segment_revocation_lost(void)
+{
+	struct nvb_gpu *g1;
+	struct nvb_gpu_seg *seg;
+	struct timespec t0;
+	struct side me;
+	struct peer p0, p;
+	char name[64];
+	int i, lost = 0, rounds = 16;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	OK(nvb_gpu_open(NULL, &g1));
+	CHECK(peer_start(&p0, "rvb.park2", SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(g1, me.h, "rvb.park2", NULL, &seg));
+	nvb_gpu_seg_close(seg);
+	for (i = 0; i < rounds; i++) {
+		snprintf(name, sizeof(name), "rvb.seg.%d", i);
+		CHECK(peer_start(&p, name, SEG_SIZE) == 0);
+		OK(nvb_gpu_seg_open(me.g, me.h, name, NULL, &seg));
+		CHECK(peer_cmd(&p, 'c') == 0);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		while (!nvb_gpu_seg_revoked(seg) && ms_since(&t0) < 1500)
+			usleep(1000);
+		lost += !nvb_gpu_seg_revoked(seg);
+		nvb_gpu_seg_close(seg);
+		CHECK(peer_cmd(&p, 'q') == 0);
+		waitpid(p.pid, NULL, 0);
+	}
+	EXPECT(lost, 0);
+	CHECK(peer_cmd(&p0, 'q') == 0);
+	nvb_gpu_close(g1);
+	side_close(&me);
+	return 0;
+}
+
+/*
+ * nvb_event_read_live()'s check is a trylock that it releases before
+ * nvb_event_read() takes the same lock: an application wait that takes
+ * h's event lock in between (the case the check is there for) holds the
+ * library thread, with handles_lock (every nvb_open()/nvb_close()) and the
+ * engine's hlock (every segment call), for as long as the wait lasts.  The
+ * interleaving is forced here: this program's pthread_mutex_trylock (the
+ * library's only caller is nvb_event_read_live) lets the application's
+ * wait in right after the library's check succeeded, as a preemption
+ * there would, and hides the library's matching unlock.  FAILS on main:
+ * nvb_open() takes as long as the application's wait (~1.5 s).
+ */
+static int (*tt_real_trylock)(pthread_mutex_t *), (*tt_real_unlock)(pthread_mutex_t *);
+static pthread_mutex_t *tt_skip;
+static pthread_t tt_skip_thr;
+static struct nvb *tt_h;
+static int tt_armed, tt_fired, tt_go[2];
+
+__attribute__((constructor)) static void tt_resolve(void)
+{
+	*(void **)&tt_real_trylock = dlsym(RTLD_NEXT, "pthread_mutex_trylock");
+	*(void **)&tt_real_unlock = dlsym(RTLD_NEXT, "pthread_mutex_unlock");
+}
+
+int pthread_mutex_trylock(pthread_mutex_t *m)
+{
+	struct nvb_event ev[32];
+	int r = tt_real_trylock(m);
+
+	if (r || !__atomic_exchange_n(&tt_armed, 0, __ATOMIC_SEQ_CST))
+		return r;
+	tt_real_unlock(m);
+	while (nvb_event_read(tt_h, ev, 32, 0) > 0)
+		;	/* the application's wait starts on an empty queue */
+	if (write(tt_go[1], "g", 1) != 1)
+		abort();
+	usleep(200000);	/* it holds h's event lock now, waiting */
+	tt_skip = m;
+	tt_skip_thr = pthread_self();
+	__atomic_store_n(&tt_fired, 1, __ATOMIC_SEQ_CST);
+	return 0;	/* the library's check saw the lock free */
+}
+
+int pthread_mutex_unlock(pthread_mutex_t *m)
+{
+	if (m == tt_skip && pthread_equal(pthread_self(), tt_skip_thr)) {
+		tt_skip = NULL;	/* the check's unlock: the lock is the application's */
+		return 0;
+	}
+	return tt_real_unlock(m);
+}
+
+static void *tt_app_wait(void *arg)
+{
+	struct nvb_event ev;
+	char c;
+
+	(void)arg;
+	if (read(tt_go[0], &c, 1) == 1)
+		nvb_event_read(tt_h, &ev, 1, 1500000000LL);
+	return NULL;
+}
+
+static int t_rvb_event_read_live_stalls(void)
+{
+	struct nvb_gpu_seg *seg;
+	struct timespec t0;
+	struct side me;
+	struct peer p;
+	struct nvb *h3;
+	pthread_t th;
+	int64_t ms;
+
+	CHECK(tt_real_trylock && tt_real_unlock);
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	CHECK(peer_start(&p, "rvb.tt", SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, me.h, "rvb.tt", NULL, &seg));
+	nvb_gpu_seg_close(seg);		/* parked: read through nvb_event_read_live() */
+	tt_h = me.h;
+	CHECK(pipe(tt_go) == 0);
+	CHECK(pthread_create(&th, NULL, tt_app_wait, NULL) == 0);
+	__atomic_store_n(&tt_armed, 1, __ATOMIC_SEQ_CST);
+	CHECK(peer_cmd(&p, 'c') == 0);	/* an event: the thread reads the parked handle */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!__atomic_load_n(&tt_fired, __ATOMIC_SEQ_CST) && ms_since(&t0) < 3000)
+		usleep(1000);
+	__atomic_store_n(&tt_armed, 0, __ATOMIC_SEQ_CST);
+	CHECK(tt_fired, "the library thread never read the parked handle");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	OK(fake_nvb_open(&h3));		/* needs handles_lock */
+	ms = ms_since(&t0);
+	nvb_close(h3);
+	pthread_join(th, NULL);
+	CHECK(ms < 500, "nvb_open() waited %lld ms behind the application's event wait",
+	      (long long)ms);
+	CHECK(peer_cmd(&p, 'q') == 0);
+	close(tt_go[0]);
+	close(tt_go[1]);
+	side_close(&me);
+	return 0;
+}
+
+/*
+ * nvb_gpu_seg_publish(3): "when h is closed, the mappings imported through
+ * it leave the cache".  Only a parked record's sweep drops them: a handle
+ * on which this layer holds no watch of its own (the application watched
+ * the name first: the library's watch is -EEXIST, not noted) is forgotten
+ * with its last segment, and its cached mapping (the exporter's memory)
+ * stays after nvb_close() until some later import happens to sweep.
+ * FAILS on main.
+ */
+static int t_rvb_closed_handle_keeps_mapping(void)
+{
+	struct nvb_gpu_seg *seg;
+	struct timespec t0;
+	struct side me;
+	struct peer p;
+	struct nvb *h2;
+	uint64_t wid;
+	int base;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	base = fake_mem_fds();
+	CHECK(fake_nvb_open(&h2) == 0);
+	CHECK(peer_start(&p, "rvb.own", SEG_SIZE) == 0);
+	OK(nvb_watch(h2, "rvb.own", 0, &wid));	/* the application's own watch */
+	OK(nvb_gpu_seg_open(me.g, h2, "rvb.own", NULL, &seg));
+	nvb_gpu_seg_close(seg);
+	CHECK(fake_mem_fds() > base, "the import holds no descriptor on the peer's memory");
+	nvb_close(h2);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (fake_mem_fds() > base && ms_since(&t0) < 3000)
+		usleep(1000);
+	EXPECT(fake_mem_fds(), base);	/* main: still mapped */
+	CHECK(peer_cmd(&p, 'q') == 0);
+	side_close(&me);
+	return 0;
+}
+
+/*
+ * The library thread's wait must hold no reference on the event fds it
+ * waits on.  With the kernel backend the event fd is the /dev/nvbridge fd,
+ * and its release is what revokes the handle's entries (nvb_open(3): when
+ * nvb_close() returns); a poll(2) sleeping on it pins the file (fs/select.c
+ * takes a reference per fd), so the close is not the last reference and
+ * the entries stay until the thread next wakes (a parked handle: the next
+ * event of any handle).  The broker's event fd (a socketpair end, listed
+ * in /proc/net/unix while its file lives) shows the same: the program's
+ * only descriptor of it is replaced (dup2, so that nvb_close's wake-up of
+ * the thread does not hide a pin) while the thread sleeps on it; the
+ * socket must be gone at once.  FAILS with poll(2): the socket stays.
+ */
+static int unix_inode_listed(unsigned long ino)
+{
+	FILE *f = fopen("/proc/net/unix", "re");
+	char line[512];
+	unsigned long i;
+	int found = 0;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*s %*s %*s %*s %*s %*s %lu", &i) == 1 && i == ino)
+			found = 1;
+	fclose(f);
+	return found;
+}
+
+static int t_rvb_parked_event_fd_not_pinned(void)
+{
+	struct nvb_gpu_seg *seg;
+	struct side me;
+	struct peer p;
+	struct nvb *h2;
+	struct stat st;
+	int evfd, pr[2], listed;
+
+	CHECK(side_open(&me, SEG_SIZE) == 0);
+	CHECK(fake_nvb_open(&h2) == 0);
+	CHECK(peer_start(&p, "rvb.pin", SEG_SIZE) == 0);
+	OK(nvb_gpu_seg_open(me.g, h2, "rvb.pin", NULL, &seg));
+	nvb_gpu_seg_close(seg);		/* parked: the thread waits on h2's event fd */
+	evfd = nvb_event_fd(h2);
+	CHECK(evfd >= 0 && fstat(evfd, &st) == 0 && S_ISSOCK(st.st_mode));
+	CHECK(unix_inode_listed((unsigned long)st.st_ino) == 1, "event socket not in /proc/net/unix");
+	CHECK(pipe2(pr, O_CLOEXEC) == 0);
+	usleep(200000);			/* the thread sleeps in its wait */
+	CHECK(dup2(pr[0], evfd) == evfd);	/* the program's last reference to the socket */
+	usleep(100000);
+	listed = unix_inode_listed((unsigned long)st.st_ino);
+	nvb_close(h2);			/* closes evfd: now the pipe's duplicate */
+	close(pr[0]);
+	close(pr[1]);
+	CHECK(peer_cmd(&p, 'q') == 0);
+	waitpid(p.pid, NULL, 0);
+	side_close(&me);
+	EXPECT(listed, 0);		/* poll(2): 1, the sleeping thread holds it */
+	return 0;
+}
+
+/*
+ * The kernel backend's half of rvb_parked_event_fd_not_pinned, end to end
+ * (the lead runs it in the VM, the module loaded: NVB_TEST_KERNEL_DEV=
+ * /dev/nvbridge build/gpu-fake/segment rvb_kernel_close_revokes_parked,
+ * with the gpu-fake LD_LIBRARY_PATH): hk is parked in g's thread (its
+ * event fd is the /dev/nvbridge fd), publishes an entry of its own, and
+ * is closed while the thread sleeps; nvb_open(3) says its entries are
+ * revoked when nvb_close() returns.  With a poll(2) wait the thread's
+ * reference kept the file open: the entry stayed fetchable.  Skipped
+ * without the device.
+ */
+static int t_rvb_kernel_close_revokes_parked(void)
+{
+	const char *dev = getenv("NVB_TEST_KERNEL_DEV");
+	struct nvb_opts o = { .sz = sizeof(o), .backend = NVB_BACKEND_KERNEL, .device_path = dev };
+	struct nvb_fetch_opts fo = { .sz = sizeof(fo) };
+	unsigned char blob[16];
+	struct nvb_gpu_seg *seg;
+	struct nvb_entry ent;
+	struct nvb_gpu *g;
+	struct nvb *hk, *hq;
+	struct peer p;
+	int fd = -1, err;
+
+	if (!dev || access(dev, R_OK | W_OK)) {
+		printf("    NVB_TEST_KERNEL_DEV unset or unusable: needs the kernel module (VM)\n");
+		return NVB_CASE_SKIP;
+	}
+	fake_random(blob, sizeof(blob));
+	OK(nvb_gpu_open(NULL, &g));
+	CHECK(nvb_open(&o, &hk) == 0 && nvb_open(&o, &hq) == 0);
+	peer_kdev = dev;
+	err = peer_start(&p, "rvbk.seg", SEG_SIZE);
+	peer_kdev = NULL;
+	CHECK(err == 0);
+	OK(nvb_gpu_seg_open(g, hk, "rvbk.seg", NULL, &seg));
+	nvb_gpu_seg_close(seg);		/* hk parked: g's thread waits on /dev/nvbridge */
+	CHECK(nvb_publish(hk, "rvbk.mine", -1, blob, sizeof(blob), NULL, NULL) == 0);
+	err = nvb_fetch(hq, "rvbk.mine", &fo, NULL, 0, &ent, NULL);
+	CHECK(err == 0 || err == -EMSGSIZE, "the entry is not there before the close: %d", err);
+	usleep(200000);			/* the thread sleeps */
+	nvb_close(hk);
+	err = nvb_fetch(hq, "rvbk.mine", &fo, NULL, 0, &ent, &fd);
+	if (fd >= 0)
+		close(fd);
+	CHECK(peer_cmd(&p, 'q') == 0);
+	waitpid(p.pid, NULL, 0);
+	nvb_close(hq);
+	nvb_gpu_close(g);
+	EXPECT(err, -ENOENT);		/* poll(2): 0 or -EMSGSIZE, still published */
+	return 0;
+}
+
 static const struct nvb_case cases[] = {
 	{ "symbol_versions", t_symbol_versions },
 	{ "random_batches_every_byte", t_random_batches },
@@ -1417,6 +1777,12 @@ static const struct nvb_case cases[] = {
 	{ "revoked_during_open_amid_churn", t_revoked_during_open_churn },
 	{ "trade_window_open_in_flight", t_trade_window_open_in_flight },
 	{ "parked_handle_revocation_releases_mapping", t_parked_revocation_releases_mapping },
+	{ "rvb_two_layers_import_served_revoked", t_rvb_two_layers_import_served_revoked },
+	{ "rvb_two_layers_segment_revocation_lost", t_rvb_two_layers_segment_revocation_lost },
+	{ "rvb_event_read_live_stalls_handles_lock", t_rvb_event_read_live_stalls },
+	{ "rvb_closed_handle_keeps_mapping", t_rvb_closed_handle_keeps_mapping },
+	{ "rvb_parked_event_fd_not_pinned", t_rvb_parked_event_fd_not_pinned },
+	{ "rvb_kernel_close_revokes_parked", t_rvb_kernel_close_revokes_parked },
 };
 
 int main(int argc, char **argv)

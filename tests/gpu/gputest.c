@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -1215,6 +1216,256 @@ out:
 		nvb_gpu_free(b);
 }
 
+/*
+ * NVB_GPU_OPEN_SM_YIELD beside a CUDA graph capture (relaxed mode, as a
+ * second thread's work would be): an SM copy on the capturing stream and
+ * one on an ordinary stream, both through the same yielding context.  The
+ * shared low-priority stream must not be drawn into the capture, or the
+ * second copy fails (its fork waits on an event outside the capture) or
+ * lands in the graph.  Then the graph replays the first copy.
+ */
+static void t_yield_beside_capture(void)
+{
+	CUresult (*begin)(CUstream, int), (*end)(CUstream, void **), (*gdestroy)(void *);
+	CUresult (*ginst)(void **, void *, unsigned long long), (*glaunch)(void *, CUstream);
+	CUresult (*gxdestroy)(void *);
+	struct nvb_gpu_opts yo = { .sz = sizeof(yo), .flags = NVB_GPU_OPEN_SM_YIELD };
+	struct nvb_gpu *gy = NULL;
+	struct nvb_gpu_buf *b = NULL;
+	uint8_t *exp = malloc(8 * MiB), *scratch = malloc(8 * MiB);
+	void *graph = NULL, *exec = NULL;
+	CUstream sa = NULL, sb = NULL;
+	uint64_t base;
+	size_t bad = 0;
+	int e1 = -1, e2 = -1;
+	CUresult cr = CUDA_ERROR_INVALID_VALUE;
+
+	*(void **)&begin = dlsym(cu.lib, "cuStreamBeginCapture_v2");
+	*(void **)&end = dlsym(cu.lib, "cuStreamEndCapture");
+	*(void **)&gdestroy = dlsym(cu.lib, "cuGraphDestroy");
+	*(void **)&ginst = dlsym(cu.lib, "cuGraphInstantiateWithFlags");
+	*(void **)&glaunch = dlsym(cu.lib, "cuGraphLaunch");
+	*(void **)&gxdestroy = dlsym(cu.lib, "cuGraphExecDestroy");
+	if (!nvb_gpu_has_kernel(g)) {
+		printf("skip yield_beside_capture: no SM kernel\n");
+		goto out;
+	}
+	if (!exp || !scratch || !begin || !end || !gdestroy || !ginst || !glaunch || !gxdestroy ||
+	    nvb_gpu_open(&yo, &gy) || nvb_gpu_alloc(g, 0, 8 * MiB, 0, &b) ||
+	    cu.cuStreamCreate(&sa, CU_STREAM_NON_BLOCKING) ||
+	    cu.cuStreamCreate(&sb, CU_STREAM_NON_BLOCKING)) {
+		result(0, "yield_beside_capture", "setup: %s", nvb_gpu_last_error());
+		goto out;
+	}
+	base = nvb_gpu_buf_ptr(b);
+	fill_random(exp, 2 * MiB, 4242);
+	fill_random(exp + 2 * MiB, 2 * MiB, 4343);
+	cu.cuMemcpyHtoD(base, exp, 4 * MiB);		/* sources: [0, 4 MiB) */
+	cu.cuMemsetD8Async(base + 4 * MiB, 0xa5, 4 * MiB, sa);	/* poisoned destinations */
+	cu.cuStreamSynchronize(sa);
+	if (begin(sa, 2 /* CU_STREAM_CAPTURE_MODE_RELAXED */)) {
+		result(0, "yield_beside_capture", "cuStreamBeginCapture");
+		goto out;
+	}
+	e1 = nvb_gpu_copy(gy, base + 4 * MiB, base, 2 * MiB, (void **)&sa, 1, NVB_GPU_COPY_SM);
+	e2 = nvb_gpu_copy(gy, base + 6 * MiB, base + 2 * MiB, 2 * MiB, (void **)&sb, 1,
+			  NVB_GPU_COPY_SM);
+	cr = end(sa, &graph);
+	cu.cuStreamSynchronize(sb);
+	if (e1 || e2 || cr != CUDA_SUCCESS || !graph) {
+		result(0, "yield_beside_capture", "copy in capture %d, beside it %d, capture: %s",
+		       e1, e2, nvb_cuda_errname(&cu, cr));
+		goto out;
+	}
+	if (!check_dev(base + 6 * MiB, exp + 2 * MiB, 2 * MiB, scratch, &bad)) {
+		result(0, "yield_beside_capture", "the copy beside the capture: byte %zu", bad);
+		goto out;
+	}
+	cr = ginst(&exec, graph, 0);
+	if (cr == CUDA_SUCCESS)
+		cr = glaunch(exec, sa);
+	if (cr == CUDA_SUCCESS)
+		cr = cu.cuStreamSynchronize(sa);
+	result(cr == CUDA_SUCCESS && check_dev(base + 4 * MiB, exp, 2 * MiB, scratch, &bad),
+	       "yield_beside_capture", "graph: %s, byte %zu", nvb_cuda_errname(&cu, cr), bad);
+out:
+	if (exec)
+		gxdestroy(exec);
+	if (graph)
+		gdestroy(graph);
+	if (sa)
+		cu.cuStreamDestroy(sa);
+	if (sb)
+		cu.cuStreamDestroy(sb);
+	if (b)
+		nvb_gpu_free(b);
+	if (gy)
+		nvb_gpu_close(gy);
+	free(exp);
+	free(scratch);
+}
+
+/*
+ * Review B: NVB_GPU_OPEN_SM_YIELD puts every SM copy of a device on ONE
+ * library stream, forked from and joined to the caller's stream.  Two
+ * independent application streams become ordered: a producer/consumer pair
+ * that is correct without the flag (A waits for a flag that B writes after
+ * its own copy; A's copy queued first) deadlocks on the GPU with it:
+ *   yield stream: [wait A's fork] [A's gather] [join] [wait B's fork] [B's gather] ...
+ *   A's fork waits for A's flag wait, the flag is written after B's join,
+ *   B's gather waits behind A's gather.  The case asks for both streams
+ * to be done within 3 s, first without the flag (control), then with it; a
+ * hang is broken by writing the flag from a third stream.  Expected on
+ * main: "yield_independent_streams_no_deadlock" FAILS.
+ */
+static void yield_pair(struct nvb_gpu *gg, const char *name)
+{
+	struct nvb_gpu_buf *b = NULL;
+	CUstream a = NULL, bs = NULL, c = NULL;
+	uint64_t p, flag;
+	double t0;
+	int err, done = 0;
+
+	if (nvb_gpu_alloc(gg, 0, 16 * MiB, 0, &b) || cu.cuStreamCreate(&a, CU_STREAM_NON_BLOCKING) ||
+	    cu.cuStreamCreate(&bs, CU_STREAM_NON_BLOCKING) ||
+	    cu.cuStreamCreate(&c, CU_STREAM_NON_BLOCKING)) {
+		result(0, name, "setup: %s", nvb_gpu_last_error());
+		goto out;
+	}
+	p = nvb_gpu_buf_ptr(b);
+	flag = p + 15 * MiB;
+	cu.cuMemsetD32Async(flag, 0, 1, c);
+	cu.cuStreamSynchronize(c);
+	/* consumer A: waits for the producer's flag, then copies (queued first) */
+	err = nvb_gpu_wait(gg, a, flag, 1);
+	if (!err)
+		err = nvb_gpu_copy(gg, p, p + 4 * MiB, 4 * MiB, (void *const *)&a, 1, NVB_GPU_COPY_SM);
+	/* producer B: copies, then raises the flag */
+	if (!err)
+		err = nvb_gpu_copy(gg, p + 8 * MiB, p + 12 * MiB, 2 * MiB, (void *const *)&bs, 1,
+				   NVB_GPU_COPY_SM);
+	if (!err)
+		err = nvb_gpu_signal(gg, bs, flag, 1);
+	if (err) {
+		result(0, name, "queue: %d %s", err, nvb_gpu_last_error());
+		cu.cuStreamWriteValue32(c, flag, 1, 0);
+		goto sync;
+	}
+	t0 = now_s();
+	while (!(done = cu.cuStreamQuery(a) == CUDA_SUCCESS && cu.cuStreamQuery(bs) == CUDA_SUCCESS) &&
+	       now_s() - t0 < 3)
+		usleep(1000);
+	if (!done)	/* break the cycle so that the process can go on */
+		cu.cuStreamWriteValue32(c, flag, 1, 0);
+	result(done, name, "streams A and B still busy after 3 s (B %s): B's copy waits "
+	       "behind A's on the shared lowest-priority stream", cu.cuStreamQuery(bs) ==
+	       CUDA_SUCCESS ? "done" : "busy");
+sync:
+	cu.cuStreamSynchronize(c);
+	cu.cuStreamSynchronize(a);
+	cu.cuStreamSynchronize(bs);
+out:
+	if (a)
+		cu.cuStreamDestroy(a);
+	if (bs)
+		cu.cuStreamDestroy(bs);
+	if (c)
+		cu.cuStreamDestroy(c);
+	if (b)
+		nvb_gpu_free(b);
+}
+
+/*
+ * Review B: with NVB_GPU_OPEN_SM_YIELD an SM copy queued on a stream being
+ * captured (relaxed mode) pulls the library's shared yield stream into the
+ * capture until it ends.  An eager SM copy on another, uncaptured stream in
+ * that time (same thread here; another thread alike) forks onto the same
+ * yield stream: its event wait crosses the capture boundary (an error that
+ * invalidates the capture) or its kernel lands in the graph instead of
+ * running.  Without the flag (control) both work.  Expected on main:
+ * "yield_capture_isolated" FAILS.
+ */
+static void yield_capture(struct nvb_gpu *gg, const char *name)
+{
+	CUresult (*begin)(CUstream, int), (*end)(CUstream, void **), (*gdestroy)(void *);
+	struct nvb_gpu_buf *b = NULL;
+	uint8_t *src = malloc(2 * MiB), *got = malloc(2 * MiB);
+	CUstream a = NULL, bs = NULL;
+	void *graph = NULL;
+	CUresult cr = CUDA_SUCCESS;
+	uint64_t p;
+	int e1 = -1, e2 = -1;
+
+	*(void **)&begin = dlsym(cu.lib, "cuStreamBeginCapture_v2");
+	*(void **)&end = dlsym(cu.lib, "cuStreamEndCapture");
+	*(void **)&gdestroy = dlsym(cu.lib, "cuGraphDestroy");
+	if (!src || !got || !begin || !end || !gdestroy || nvb_gpu_alloc(gg, 0, 16 * MiB, 0, &b) ||
+	    cu.cuStreamCreate(&a, CU_STREAM_NON_BLOCKING) ||
+	    cu.cuStreamCreate(&bs, CU_STREAM_NON_BLOCKING)) {
+		result(0, name, "setup: %s", nvb_gpu_last_error());
+		goto out;
+	}
+	p = nvb_gpu_buf_ptr(b);
+	fill_random(src, 2 * MiB, 77);
+	fill_random(got, 2 * MiB, 78);	/* poison */
+	cu.cuMemcpyHtoD(p + 8 * MiB, src, 2 * MiB);
+	cu.cuMemcpyHtoD(p + 12 * MiB, got, 2 * MiB);
+	/* warm-up outside the capture: dev_ready() (module, events, the yield stream) is done */
+	if (nvb_gpu_copy(gg, p, p + 4 * MiB, MiB, (void *const *)&bs, 1, NVB_GPU_COPY_SM)) {
+		result(0, name, "warm-up copy: %s", nvb_gpu_last_error());
+		goto out;
+	}
+	cu.cuCtxSynchronize();
+	if (begin(a, 2 /* relaxed */)) {
+		result(0, name, "cuStreamBeginCapture");
+		goto out;
+	}
+	e1 = nvb_gpu_copy(gg, p, p + 4 * MiB, 2 * MiB, (void *const *)&a, 1, NVB_GPU_COPY_SM);
+	/* eager work on another stream while A captures */
+	e2 = nvb_gpu_copy(gg, p + 12 * MiB, p + 8 * MiB, 2 * MiB, (void *const *)&bs, 1,
+			  NVB_GPU_COPY_SM);
+	cr = end(a, &graph);
+	if (graph)
+		gdestroy(graph);
+	cu.cuStreamSynchronize(bs);
+	cu.cuMemcpyDtoH(got, p + 12 * MiB, 2 * MiB);
+	result(!e1 && !e2 && cr == CUDA_SUCCESS && graph && !memcmp(src, got, 2 * MiB), name,
+	       "captured copy %d, eager copy %d (%s), capture %s, eager bytes %s", e1, e2,
+	       e2 ? nvb_gpu_last_error() : "", cr == CUDA_SUCCESS ? "valid" :
+	       nvb_cuda_errname(&cu, cr), memcmp(src, got, 2 * MiB) ? "NOT copied" : "copied");
+out:
+	cu.cuCtxSynchronize();
+	if (a)
+		cu.cuStreamDestroy(a);
+	if (bs)
+		cu.cuStreamDestroy(bs);
+	if (b)
+		nvb_gpu_free(b);
+	free(src);
+	free(got);
+}
+
+/* Review B's yield cases: case on the default layer (control), then on one opened with the flag. */
+static void t_yield(void (*fn)(struct nvb_gpu *, const char *), const char *control, const char *name)
+{
+	struct nvb_gpu_opts yo = { .sz = sizeof(yo), .flags = NVB_GPU_OPEN_SM_YIELD };
+	struct nvb_gpu *gy = NULL;
+
+	if (!nvb_gpu_has_kernel(g)) {
+		printf("skip %s: no SM kernel\n", name);
+		return;
+	}
+	nvb_gpu_set_device(g, 0);
+	fn(g, control);
+	if (nvb_gpu_open(&yo, &gy)) {
+		result(0, name, "open: %s", nvb_gpu_last_error());
+		return;
+	}
+	nvb_gpu_set_device(gy, 0);
+	fn(gy, name);
+	nvb_gpu_close(gy);
+}
+
 int main(int argc, char **argv)
 {
 	char msg[256] = "";
@@ -1258,6 +1509,7 @@ int main(int argc, char **argv)
 	RUN("context_as_found", t_context_as_found());
 	RUN("proxy_idle", t_proxy_idle());
 	RUN("coexist", t_coexist());
+	RUN("yield_beside_capture", t_yield_beside_capture());
 	RUN("copy_signal", t_copy_signal(0));
 	if (n > 1)
 		RUN("copy_signal_peer", t_copy_signal(1));
@@ -1267,6 +1519,10 @@ int main(int argc, char **argv)
 	RUN("revoke_sigkill", t_revoke(h, 1));
 	RUN("many_imports", t_many_imports(h));
 	RUN("leaks", t_leaks(h));
+	RUN("yield_deadlock", t_yield(yield_pair, "yield_independent_streams_control",
+				      "yield_independent_streams_no_deadlock"));
+	RUN("yield_capture", t_yield(yield_capture, "yield_capture_control",
+				     "yield_capture_isolated"));
 	nvb_close(h);
 	nvb_gpu_close(g);
 	printf("%d passed, %d failed\n", passed, failed);

@@ -97,49 +97,6 @@ static pid_t attacker(const char *file, int ready)
 	return p;
 }
 
-/* UID_HONEST: three rounds of connect, publish a memfd, hang up; the last round's ms, or -1 */
-static double honest(void)
-{
-	int p[2];
-	double ms = -1;
-	struct pollfd pf;
-	pid_t c;
-
-	if (pipe(p))
-		return -1;
-	c = fork();
-	if (c == 0) {
-		double r = -1;
-
-		close(p[0]);
-		if (become(UID_HONEST))
-			_exit(1);
-		for (int round = 0; round < 3; round++) {
-			int64_t t0 = now_ns();
-			int s = rconnect(), fd = memfd_create("honest", MFD_CLOEXEC), rfd;
-			struct nvbridge_wire_hdr h;
-
-			if (s < 0 || fd < 0 || write(fd, "honest", 6) != 6 || rhello(s, -1) ||
-			    rpublish(s, 1, "honest.job", fd, NVBRIDGE_ACCESS_SCOPE) ||
-			    rrecv(s, &h, NULL, 0, &rfd, 3000) || h.result)
-				_exit(2);
-			close(s);	/* the broker closes the memfd: charged to this uid */
-			close(fd);
-			r = (double)(now_ns() - t0) / 1e6;
-		}
-		_exit(write(p[1], &r, sizeof(r)) == sizeof(r) ? 0 : 3);
-	}
-	close(p[1]);
-	pf.fd = p[0];
-	pf.events = POLLIN;
-	if (poll(&pf, 1, 5000) != 1 || read(p[0], &ms, sizeof(ms)) != sizeof(ms))
-		ms = -1;
-	close(p[0]);
-	kill(c, SIGKILL);
-	waitpid(c, NULL, 0);
-	return ms;
-}
-
 /* ms until the broker's process was reaped after sig, or -1 past EXIT_MS */
 static double exit_ms(pid_t b, int sig)
 {
@@ -156,7 +113,7 @@ static double exit_ms(pid_t b, int sig)
 
 static int served(const char *when)
 {
-	double ms = honest();
+	double ms = rhonest_ms(3, 5000);
 
 	printf("honest uid %d, %s: %s%.1f ms (deadline %d)\n", UID_HONEST, when,
 	       ms < 0 ? "NOT SERVED, " : "", ms, HONEST_MS);

@@ -126,8 +126,8 @@ static double cost_of(pid_t broker, uid_t u, bool many, int which, int64_t block
 		return -1;
 	p = fork();
 	if (p == 0) {
-		int s = -1;
-		bool ok = !become_gids(u, many) && (s = rconnect()) >= 0 && !rhello(s, -1);
+		int s = -1, evfd;
+		bool ok = !become_gids(u, many) && (s = rconnect()) >= 0 && !rhello_keep(s, &evfd);
 		int64_t t0;
 
 		c = ok;
@@ -167,11 +167,11 @@ static pid_t flooder(uid_t u, bool many, int rd)
 	pid_t p = fork();
 
 	if (p == 0) {
-		int s = -1;
+		int s = -1, evfd;
 		bool ok;
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		ok = !become_gids(u, many) && (s = rconnect()) >= 0 && !rhello(s, -1);
+		ok = !become_gids(u, many) && (s = rconnect()) >= 0 && !rhello_keep(s, &evfd);
 		if (write(rd, ok ? "k" : "n", 1) != 1 || !ok)
 			_exit(1);
 		while (!pair(s))
@@ -196,11 +196,11 @@ static pid_t gid_publisher(int rd)
 
 	if (p == 0) {
 		struct nvbridge_wire_hdr h;
-		int s = -1, fd;
+		int s = -1, fd, evfd;
 		bool ok;
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		ok = !become(UID_HONEST + 1) && (s = rconnect()) >= 0 && !rhello(s, -1);
+		ok = !become(UID_HONEST + 1) && (s = rconnect()) >= 0 && !rhello_keep(s, &evfd);
 		for (int i = 0; ok && i < 4; i++) {
 			struct nvbridge_publish pb = { .size = sizeof(pb), .fd = NVBRIDGE_NO_FD };
 
@@ -251,11 +251,11 @@ static pid_t crowd_publisher(int k, int rd)
 
 	if (p == 0) {
 		struct nvbridge_wire_hdr h;
-		int s = -1, fd, i = 0;
+		int s = -1, fd, i = 0, evfd;
 		bool ok;
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		ok = !become(CROWD_UID0 + (uid_t)k) && (s = rconnect()) >= 0 && !rhello(s, -1);
+		ok = !become(CROWD_UID0 + (uid_t)k) && (s = rconnect()) >= 0 && !rhello_keep(s, &evfd);
 		for (; ok && i < CROWD_PER; i++) {
 			struct nvbridge_publish pb = { .size = sizeof(pb), .fd = NVBRIDGE_NO_FD,
 						       .access = NVBRIDGE_ACCESS_GID };

@@ -15,12 +15,20 @@
 #include <string.h>
 #include <unistd.h>
 #include <linux/fuse.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <grp.h>
 #include "fuse_hang.h"
+
+static struct fuse_hang_seen *seen;	/* the last started server's, MAP_SHARED */
+
+const struct fuse_hang_seen *fuse_hang_seen(void)
+{
+	return seen;
+}
 
 static void fill_attr(struct fuse_attr *a, uint64_t ino)
 {
@@ -94,11 +102,18 @@ static void serve(int fd)
 			break;
 		}
 		case FUSE_FLUSH:
+			if (seen) {
+				seen->flush_pid = (pid_t)in->pid;
+				__atomic_fetch_add(&seen->flushes, 1, __ATOMIC_SEQ_CST);
+			}
+			break;	/* never answered, the point of this server */
 		case FUSE_INTERRUPT:
 		case FUSE_FORGET:
 		case FUSE_BATCH_FORGET:
-			break;	/* FLUSH: never answered, the point of this server */
+			break;
 		case FUSE_RELEASE:
+			if (seen)
+				__atomic_fetch_add(&seen->releases, 1, __ATOMIC_SEQ_CST);
 			answer(fd, in->unique, 0, NULL, 0);
 			break;
 		default:
@@ -129,6 +144,14 @@ int fuse_hang_start_for(const char *mnt, uid_t owner, pid_t *server)
 		close(fd);
 		return e;
 	}
+	if (!seen) {
+		void *m = mmap(NULL, sizeof(*seen), PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+		seen = m == MAP_FAILED ? NULL : m;
+	}
+	if (seen)
+		memset(seen, 0, sizeof(*seen));
 	*server = fork();
 	if (*server == 0) {
 		gid_t g = (gid_t)owner;

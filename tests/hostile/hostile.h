@@ -14,11 +14,13 @@
 
 int64_t now_ns(void);
 double cpu_ms_of(pid_t pid);
+double cpu_clock_ms(pid_t pid);
 int become(uid_t uid);
 int raise_nofile(unsigned int n);
 pid_t start_broker_at(const char *bin, const char *sock);
 int rconnect(void);
 int rhello(int s, int fd);
+int rhello_keep(int s, int *evfd);
 int rsend(int s, uint16_t type, uint32_t cmd, uint32_t seq, const void *arg, uint32_t asz,
 	  const void *data, uint32_t dlen, int fd);
 int rrecv(int s, struct nvbridge_wire_hdr *h, void *arg, size_t cap, int *fd, int timeout_ms);
@@ -27,6 +29,8 @@ int rwatch(int s, uint32_t seq, const char *name, uint32_t flags);
 int rpublish(int s, uint32_t seq, const char *name, int fd, uint32_t access);
 int rpublish_refused(int s, uint32_t seq, const char *name, int fd);
 pid_t rfile_sender(uid_t u, const char *file, int n, int ready);
+double rhonest_ms(int rounds, int wait_ms);
+pid_t ppid_of(pid_t pid);
 /* processes of their own (util.c): a held connection; a publisher of n entries */
 pid_t rholder(uid_t u, int ready);
 pid_t rpublisher(uid_t u, char (*names)[24], int n, int ready);
@@ -48,4 +52,7 @@ int hang_up_all(const pid_t *kids, int n, double ms_bound, double cpu_bound);
 int t_info_counter_collisions(void);
 
 #include "fuse_hang.h"
+/* util.c: who FLUSHed the scene's file; an attack's teardown (returns rc) */
+int flushed_by_closer(const struct fuse_hang_seen *seen, pid_t broker, int wait_ms);
+int attack_end(struct fuse_scene *sc, pid_t att, pid_t broker, int rc);
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -25,6 +26,20 @@ int64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * ms of CPU process pid has used, by its CPU clock (ns; /proc's ticks are
+ * sampled), or -1: pid's own, not its children's (the broker's closers)
+ */
+double cpu_clock_ms(pid_t pid)
+{
+	struct timespec ts;
+	clockid_t clk;
+
+	if (clock_getcpuclockid(pid, &clk) || clock_gettime(clk, &ts))
+		return -1;
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /* ms of CPU process pid has used, or -1 */
@@ -183,6 +198,26 @@ int rhello(int s, int fd)
 	if (evfd >= 0)
 		close(evfd);
 	return r ? r : h.result;
+}
+
+/*
+ * HELLO keeping the event socket open (*evfd): rhello() closes it, and a
+ * closed event socket makes the broker spin on its EPOLLHUP
+ * (attack_evfd_hangup), which a measure of the broker's CPU would count
+ */
+int rhello_keep(int s, int *evfd)
+{
+	struct nvbridge_wire_hello hello = { .abi_version = NVBRIDGE_ABI_VERSION };
+	struct nvbridge_wire_hdr h;
+	int pfd = (int)syscall(SYS_pidfd_open, getpid(), 0), r;
+
+	*evfd = -1;
+	r = rsend(s, NVBRIDGE_WIRE_HELLO, 0, 0, &hello, sizeof(hello), NULL, 0, pfd);
+	if (pfd >= 0)
+		close(pfd);
+	if (r || (r = rrecv(s, &h, NULL, 0, evfd, 5000)))
+		return r;
+	return h.result ? h.result : *evfd < 0 ? -EPROTO : 0;
 }
 
 int rfetch_req(int s, uint32_t seq, const char *name, uint32_t flags, int64_t timeout_ns)
@@ -349,4 +384,103 @@ double median_round_ms(uid_t u, double (*round)(int s), int n)
 	if (c > 0)
 		waitpid(c, &st, 0);
 	return med;
+}
+
+/*
+ * UID_HONEST, in a process of its own: rounds of connect, publish a memfd,
+ * hang up; the last round's ms, or -1 when they did not end within wait_ms.
+ */
+double rhonest_ms(int rounds, int wait_ms)
+{
+	int p[2];
+	double ms = -1;
+	struct pollfd pf;
+	pid_t c;
+
+	if (pipe(p))
+		return -1;
+	c = fork();
+	if (c == 0) {
+		double r = -1;
+
+		close(p[0]);
+		if (become(UID_HONEST))
+			_exit(1);
+		for (int round = 0; round < rounds; round++) {
+			int64_t t0 = now_ns();
+			int s = rconnect(), fd = memfd_create("honest", MFD_CLOEXEC), rfd;
+			struct nvbridge_wire_hdr h;
+
+			if (s < 0 || fd < 0 || write(fd, "honest", 6) != 6 || rhello(s, -1) ||
+			    rpublish(s, 1, "honest.job", fd, NVBRIDGE_ACCESS_SCOPE) ||
+			    rrecv(s, &h, NULL, 0, &rfd, 3000) || h.result)
+				_exit(2);
+			close(s);	/* the broker closes the memfd: charged to this uid */
+			close(fd);
+			r = (double)(now_ns() - t0) / 1e6;
+		}
+		_exit(write(p[1], &r, sizeof(r)) == sizeof(r) ? 0 : 3);
+	}
+	close(p[1]);
+	pf.fd = p[0];
+	pf.events = POLLIN;
+	if (poll(&pf, 1, wait_ms) != 1 || read(p[0], &ms, sizeof(ms)) != sizeof(ms))
+		ms = -1;
+	close(p[0]);
+	kill(c, SIGKILL);
+	waitpid(c, NULL, 0);
+	return ms;
+}
+
+/* the parent pid of pid, or -1 */
+pid_t ppid_of(pid_t pid)
+{
+	char p[64], b[512], *r;
+	FILE *f;
+	int pp = -1;
+
+	snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+	f = fopen(p, "re");
+	if (!f)
+		return -1;
+	r = fgets(b, sizeof(b), f) ? strrchr(b, ')') : NULL;
+	if (!r || sscanf(r + 2, "%*c %d", &pp) != 1)
+		pp = -1;
+	fclose(f);
+	return pp;
+}
+
+/*
+ * Waits up to wait_ms for the FUSE file's first FLUSH and says who sent it
+ * (after what): 1 when a child of broker (a closer) did, 0 when nobody
+ * did or the broker's own process (its loop) did.
+ */
+int flushed_by_closer(const struct fuse_hang_seen *seen, pid_t broker, int wait_ms)
+{
+	int64_t t0 = now_ns();
+	pid_t f;
+
+	while (!seen->flushes && now_ns() - t0 < (int64_t)wait_ms * 1000000)
+		usleep(10000);
+	if (!seen->flushes) {
+		printf("NOT FLUSHed within %d ms\n", wait_ms);
+		return 0;
+	}
+	f = seen->flush_pid;
+	printf("FLUSHed after %.0f ms by pid %d, %s\n", (double)(now_ns() - t0) / 1e6, (int)f,
+	       f == broker ? "the broker's own process (its loop)" :
+	       ppid_of(f) == broker ? "a closer (a child of the broker)" :
+				      "not a child of the broker");
+	return f != broker && ppid_of(f) == broker;
+}
+
+/* an attack's end: every FLUSH returns (the FUSE server dies), then its processes go */
+int attack_end(struct fuse_scene *sc, pid_t att, pid_t broker, int rc)
+{
+	fuse_scene_end(sc);
+	if (att > 0)
+		kill(att, SIGKILL), waitpid(att, NULL, 0);
+	if (broker > 0)
+		kill(broker, SIGTERM), waitpid(broker, NULL, 0);
+	return rc;
 }

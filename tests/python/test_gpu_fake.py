@@ -38,6 +38,21 @@ class FakeGpu(unittest.TestCase):
     def tearDown(self) -> None:
         self.g.close()
 
+    def test_sm_options(self) -> None:
+        """sm_yield reaches nvb_gpu_open: the stand-in records the priority
+        of the stream the library makes for it (its least, 0), only then."""
+        prio = ctypes.c_int.in_dll(ctypes.CDLL(FAKE), "fake_last_stream_prio")
+        for yield_, want in ((False, 1), (True, 0)):
+            prio.value = 1
+            g = nvbridge.Gpu(FAKE, sm_ctas=8, sm_yield=yield_)
+            try:
+                self.assertFalse(g.has_kernel())  # loads it: the stand-in cannot
+                self.assertEqual(prio.value, want)
+            finally:
+                g.close()
+        with self.assertRaises(ValueError):
+            nvbridge.Gpu(FAKE, sm_ctas=-1)
+
     def test_alloc_interfaces(self) -> None:
         t = self.g.empty((4, 8), "float16")
         self.assertTrue(t.is_cuda)

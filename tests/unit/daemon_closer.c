@@ -18,7 +18,8 @@ static void on_alarm(int sig)
 static bool asks_file_kind(const struct __ptrace_syscall_info *si)
 {
 	switch (si->entry.nr) {
-	case SYS_statx:
+	case SYS_statx:		/* its type; a size alone (STATX_BLOCKS) is not a kind */
+		return (si->entry.args[3] & STATX_TYPE) != 0;
 #ifdef SYS_readlink
 	case SYS_readlink:
 #endif
@@ -85,9 +86,11 @@ static int trace_until_closed(pid_t b, int base)
 
 /*
  * A disconnect revoking many entries: each file's kind was found at
- * PUBLISH and kept, so freeing the entries asks no file again.  It used
- * to (statx and F_GET_SEALS for a memfd, statx and readlink for a
+ * PUBLISH and kept, so freeing the entries asks no file its kind again.
+ * It used to (statx and F_GET_SEALS for a memfd, statx and readlink for a
  * character device): 2 system calls per entry, 2,048 for 1,024 entries.
+ * A memfd's size is still asked (statx STATX_BLOCKS): a large one goes to
+ * a closer (attack_memfd_last_close).
  * Counted with ptrace across the disconnect, which revokes memfds (closed
  * on the loop) and /dev/null (major 1 allowed here: closed by closers).
  */
@@ -285,6 +288,92 @@ static int t_daemon_closer_write_refused(void)
 		fclose(f);
 	CHECK(said, "the broker did not say it requeued the close");
 	CHECK(!onloop, "the broker closed on its loop");
+	CHECK(!daemon_stop(&d), "daemon");
+	return 0;
+}
+
+/* ---- a file numbered above the broker's table of close requests ---- */
+/*
+ * daemon_setup: RLIMIT_NOFILE 64 of 1024, and the broker cannot raise it
+ * itself: prlimit64() setting RLIMIT_NOFILE fails EPERM (reading it works;
+ * the other limits stay settable: ASan's start sets RLIMIT_CORE).
+ */
+static int nofile_64_of_1024(void)
+{
+	struct rlimit rl = { 64, 1024 };
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_prlimit64, 0, 7),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, RLIMIT_NOFILE, 0, 5),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2]) + 4),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
+
+	return setrlimit(RLIMIT_NOFILE, &rl) || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+	       prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)
+#ifdef __NR_setrlimit
+	       || seccomp_refuse_arg(__NR_setrlimit, 0, RLIMIT_NOFILE, EPERM)
+#endif
+		;
+}
+
+/*
+ * The broker keeps one close request per fd number below its
+ * RLIMIT_NOFILE, made at start (closer.c reqs[]), so that queueing a close
+ * never allocates.  A higher number exists only once someone raised that
+ * limit from outside (prlimit(1)): its close costs a malloc() and still
+ * goes to a closer.  Started at 64 (its raise to the hard 1024 refused),
+ * raised to 1024 from here, N devices (/dev/null, major 1) published and
+ * revoked with their connection: every one closed, none left open.
+ */
+static int t_daemon_closer_fd_above_table(void)
+{
+	enum { N = 100 };
+	struct rlimit rl = { 1024, 1024 };
+	struct daemon d;
+	struct nvb *h;
+	char line[256];
+	int base, n, r, left = 0;
+	FILE *f;
+
+	daemon_setup = nofile_64_of_1024;
+	r = daemon_start(&d, 0, "--publish-chrdev-majors", "1");
+	daemon_setup = NULL;
+	CHECK(!r, "daemon did not start");
+	CHECK(!prlimit(d.pid, RLIMIT_NOFILE, &rl, NULL), "prlimit: %s", strerror(errno));
+	base = proc_fds(d.pid);
+	{
+		struct nvb_opts o = broker_at(d.path);
+
+		EXPECT(nvb_open(&o, &h), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+		char name[32];
+
+		CHECK(fd >= 0, "/dev/null: %s", strerror(errno));
+		snprintf(name, sizeof(name), "above.%d", i);
+		r = nvb_publish(h, name, fd, NULL, 0, NULL, NULL);
+		close(fd);
+		EXPECT(r, 0);
+	}
+	n = proc_fds(d.pid);
+	CHECK(n >= base + N && n > 64, "the broker holds %d fds, %d before: none above 64", n, base);
+	nvb_close(h);
+	n = fds_settle(d.pid, base);	/* closers close them, retire after 1 s idle, are reaped */
+	CHECK(n == base, "broker fds %d, %d before: files above the table not closed", n, base);
+	f = fopen(d.log, "re");
+	while (f && fgets(line, sizeof(line), f))
+		left |= strstr(line, "left open") != NULL;
+	if (f)
+		fclose(f);
+	CHECK(!left, "the broker left a file open");
 	CHECK(!daemon_stop(&d), "daemon");
 	return 0;
 }
