@@ -147,6 +147,7 @@ struct hnode *htable_chain(const struct htable *t, uint32_t h);
 
 /* ---- scopes (registry.c): one per IPC namespace seen ---- */
 struct vcount;
+struct vorder;
 struct scope {
 	struct scope *next;
 	dev_t dev;
@@ -155,8 +156,9 @@ struct scope {
 	uint32_t refs;
 	uint64_t next_id;
 	struct entry *entries, **tail;	/* in id order */
-	struct vcount *gacl;	/* its GACL counters (visible.c), unordered */
-	uint32_t ngacl;		/* how many */
+	/* visible.c: its GACL counters by gid, GOWN by uid << 32 | gid */
+	struct vorder *gacl, *gown;
+	uint32_t ngacl;		/* GACL counters */
 };
 struct scope *scope_get(int nsfd);
 void scope_put(struct scope *s);
@@ -311,6 +313,52 @@ uint64_t khash_end(const struct khash *st);
 /* for the vectors' test (tests/unit/khash.c) only */
 void khash_set_key(const uint64_t k[2]);
 void khash_rounds(int c, int d);
+
+/* ---- vorder.c: an ordered index of (u64 key, value) (visible.c's group counters) ---- */
+struct vorder;
+/* beside each key: the counter's count and its live ids' least and greatest */
+struct vorder_aux {
+	uint64_t head, tail;
+	uint32_t count;
+};
+struct vorder_it {
+	const struct vorder *o;
+	uint32_t c, i;
+};
+uint32_t vorder_count(const struct vorder *o);
+/*
+ * The body of a function returning the first i in [from, n) with
+ * AT(i) >= t (n if none): probes from + 1, 3, 7, ... then bisects between
+ * the last two, O(log distance).  AT(i) is a key, ascending in i.
+ */
+#define GALLOP_FIRST_GE(AT, from, n, t)					\
+	do {								\
+		uint32_t lo_ = (from), step_ = 1, hi_;			\
+									\
+		while (lo_ < (n) && AT(lo_) < (t)) {			\
+			lo_ += step_;					\
+			step_ *= 2;					\
+		}							\
+		hi_ = lo_ < (n) ? lo_ + 1 : (n);			\
+		lo_ -= step_ / 2;	/* the last probe below t, or from */ \
+		while (lo_ < hi_) {					\
+			uint32_t mid_ = lo_ + (hi_ - lo_) / 2;		\
+									\
+			if (AT(mid_) < (t))				\
+				lo_ = mid_ + 1;				\
+			else						\
+				hi_ = mid_;				\
+		}							\
+		return lo_;						\
+	} while (0)
+int vorder_insert(struct vorder **o, uint64_t key, void *val);
+void vorder_delete(struct vorder **o, uint64_t key);
+void vorder_begin(struct vorder_it *it, const struct vorder *o);
+bool vorder_seek(struct vorder_it *it, uint64_t t);
+bool vorder_at(const struct vorder_it *it, uint64_t *key, void **val);
+void vorder_next(struct vorder_it *it);
+const struct vorder_aux *vorder_aux_at(const struct vorder_it *it);
+struct vorder_aux *vorder_aux(struct vorder *o, uint64_t key);
 
 /* ---- registry.c ---- */
 /* the scope's address, then the name's bytes (events.c hashes prefixes by khash_end) */

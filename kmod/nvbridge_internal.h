@@ -32,6 +32,7 @@
 #include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/pid.h>
+#include <linux/rbtree.h>
 #include <linux/refcount.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
@@ -79,9 +80,10 @@ struct nvb_scope {
 	unsigned int nr_entries;	/* live entries */
 	struct xarray ids;		/* id -> entry, live or pending */
 	DECLARE_HASHTABLE(names, NVB_NAMES_BITS);	/* entries by name */
-	DECLARE_HASHTABLE(vcounts, NVB_VCOUNT_BITS);	/* INFO's counts */
-	struct list_head vgacl;		/* of those, the GACL ones */
-	unsigned int nvgacl;		/* how many (read unlocked by nvb_vlist_alloc()) */
+	DECLARE_HASHTABLE(vcounts, NVB_VCOUNT_BITS);	/* INFO's counts, by uid */
+	struct rb_root vgacl;		/* INFO's group counts: GACL by gid */
+	struct rb_root vgown;		/* GOWN by uid << 32 | gid */
+	unsigned int nvgacl;		/* GACL ones (read unlocked by nvb_vlist_alloc()) */
 	u32 vseed;			/* their hash's, random: ids are chosen by clients */
 	unsigned long nsalt;		/* the name indexes' hash's, random (nvb_hash()) */
 	DECLARE_HASHTABLE(exact, NVB_WATCH_BITS);	/* exact watches */

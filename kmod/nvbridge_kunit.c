@@ -1280,6 +1280,128 @@ static void nvb_test_policy_gid_sides(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, READ_ONCE(s->nvgacl), 0U);
 }
 
+/*
+ * INFO's count and LIST's pages (random sizes, from random cursors) for
+ * random viewers against a brute-force policy over random entries of
+ * every access, some unpublished and one publisher's all revoked: the
+ * in-order walk of the gids beside the group counters' trees and the
+ * heap of cursors, with its lazily looked-up heads (nvbridge_visible.c),
+ * give what nvb_policy_allows() would.
+ */
+#define NVB_T_OR_PUBS	4
+#define NVB_T_OR_ENTS	120
+#define NVB_T_OR_VIEWS	8
+#define NVB_T_OR_GIDS	14	/* the pool: g .. g + 13 */
+
+struct nvb_t_or_ent { u64 id; int pub; u32 access, au, ag; bool live; };
+
+static bool nvb_t_or_holds(const gid_t *gs, int n, gid_t eg, gid_t x)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (gs[i] == x)
+			return true;
+	return eg == x;
+}
+
+/* the brute force: @x (publisher p: uid @u + p, egid @g + p) for viewer @vu, @eg, @gs */
+static bool nvb_t_or_sees(const struct nvb_t_or_ent *x, u32 u, u32 g, u32 vu, gid_t eg,
+			  const gid_t *gs, int ng)
+{
+	if (!x->live)
+		return false;
+	switch (x->access) {
+	case NVBRIDGE_ACCESS_SCOPE:
+		return true;
+	case NVBRIDGE_ACCESS_UID:
+		return x->au == vu || u + x->pub == vu;
+	case NVBRIDGE_ACCESS_GROUP:
+		return nvb_t_or_holds(gs, ng, eg, g + x->pub) || u + x->pub == vu;
+	case NVBRIDGE_ACCESS_GID:
+		return nvb_t_or_holds(gs, ng, eg, x->ag) || u + x->pub == vu;
+	}
+	return u + x->pub == vu;
+}
+
+static void nvb_test_policy_gid_oracle(struct kunit *test)
+{
+	u32 u = nvb_t_random_id(), g = nvb_t_random_id();
+	static const u32 acc[] = { NVBRIDGE_ACCESS_OWNER, NVBRIDGE_ACCESS_GROUP,
+				   NVBRIDGE_ACCESS_SCOPE, NVBRIDGE_ACCESS_UID,
+				   NVBRIDGE_ACCESS_GID };
+	struct nvbridge_entry_info *info;
+	struct nvb_t_or_ent *e;
+	struct file *pub[NVB_T_OR_PUBS];
+	int i, k, v;
+
+	e = kunit_kcalloc(test, NVB_T_OR_ENTS, sizeof(*e), GFP_KERNEL);
+	info = kunit_kcalloc(test, NVB_T_OR_ENTS + 8, sizeof(*info), GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, e);
+	KUNIT_ASSERT_NOT_NULL(test, info);
+	/* publisher p: uid u + p, egid g + p (in the viewers' pool) */
+	for (i = 0; i < NVB_T_OR_PUBS; i++)
+		pub[i] = nvb_t_open(test, nvb_t_cred(test, u + i, g + i, NULL, 0));
+	for (i = 0; i < NVB_T_OR_ENTS; i++) {
+		struct nvb_t_or_ent *x = &e[i];
+		kuid_t au = INVALID_UID;
+		kgid_t ag = INVALID_GID;
+		char name[NVBRIDGE_NAME_MAX];
+
+		x->pub = get_random_u32() % NVB_T_OR_PUBS;
+		x->access = acc[get_random_u32() % ARRAY_SIZE(acc)];
+		x->au = u + get_random_u32() % 6;
+		x->ag = g + get_random_u32() % NVB_T_OR_GIDS;
+		if (x->access == NVBRIDGE_ACCESS_UID)
+			au = make_kuid(&init_user_ns, x->au);
+		if (x->access == NVBRIDGE_ACCESS_GID)
+			ag = make_kgid(&init_user_ns, x->ag);
+		nvb_t_fill_random_name(name, sizeof(name), "or/");
+		KUNIT_ASSERT_EQ(test, nvb_t_publish_full(pub[x->pub], name, NULL, x->access, au, ag,
+							 NULL, 0, &x->id), 0);
+		x->live = true;
+	}
+	for (i = 0; i < NVB_T_OR_ENTS; i++)	/* a third unpublished, anywhere */
+		if (e[i].pub && !(get_random_u32() % 3)) {
+			struct nvb_file *pf = nvb_t_f(pub[e[i].pub]);
+
+			KUNIT_ASSERT_EQ(test, nvb_unpublish(pf, e[i].id, NULL), 0);
+			e[i].live = false;
+		}
+	nvb_t_close(test, pub[0]);	/* all of publisher 0's, revoked */
+	for (i = 0; i < NVB_T_OR_ENTS; i++)
+		e[i].live &= e[i].pub != 0;
+	for (v = 0; v < NVB_T_OR_VIEWS; v++) {
+		gid_t gs[10], eg = g + get_random_u32() % (NVB_T_OR_GIDS + 2);
+		u32 vu = u + get_random_u32() % 6, want = 0, got = 0, n;
+		int ng = get_random_u32() % 11;
+		u64 cursor = 0;
+		struct file *vf;
+
+		for (k = 0; k < ng; k++)	/* duplicates too */
+			gs[k] = g + get_random_u32() % (NVB_T_OR_GIDS + 2);
+		vf = nvb_t_open(test, nvb_t_cred(test, vu, eg, gs, ng));
+		for (i = 0; i < NVB_T_OR_ENTS; i++)
+			want += nvb_t_or_sees(&e[i], u, g, vu, eg, gs, ng);
+		KUNIT_EXPECT_EQ_MSG(test, nvb_visible_entries(nvb_t_f(vf)), want,
+				    "viewer %d: uid +%u egid +%u, %d gids", v, vu - u, eg - g, ng);
+		/* pages of 1..7, each from the last id listed */
+		while (got < NVB_T_OR_ENTS &&
+		       (n = nvb_list_collect(nvb_t_f(vf), cursor, &info[got],
+					     1 + get_random_u32() % 7)) > 0) {
+			got += n;
+			cursor = info[got - 1].id;
+		}
+		KUNIT_EXPECT_EQ_MSG(test, got, want, "viewer %d: LIST", v);
+		for (i = 0, k = 0; i < NVB_T_OR_ENTS && k < (int)got; i++)
+			if (nvb_t_or_sees(&e[i], u, g, vu, eg, gs, ng))
+				KUNIT_EXPECT_EQ_MSG(test, info[k++].id, e[i].id, "viewer %d", v);
+		nvb_t_close(test, vf);
+	}
+	for (i = 1; i < NVB_T_OR_PUBS; i++)
+		nvb_t_close(test, pub[i]);
+}
+
 static struct kunit_case nvb_policy_cases[] = {
 	KUNIT_CASE(nvb_test_policy_owner),
 	KUNIT_CASE(nvb_test_policy_group),
@@ -1292,6 +1414,7 @@ static struct kunit_case nvb_policy_cases[] = {
 	KUNIT_CASE(nvb_test_policy_expect_uid),
 	KUNIT_CASE(nvb_test_policy_info_count),
 	KUNIT_CASE(nvb_test_policy_gid_sides),
+	KUNIT_CASE(nvb_test_policy_gid_oracle),
 	{}
 };
 

@@ -211,7 +211,8 @@ static struct nvb_scope *nvb_scope_get(struct ipc_namespace *ns)
 	xa_init(&s->ids);
 	hash_init(s->names);
 	hash_init(s->vcounts);
-	INIT_LIST_HEAD(&s->vgacl);
+	s->vgacl = RB_ROOT;
+	s->vgown = RB_ROOT;
 	s->vseed = get_random_u32();
 	s->nsalt = get_random_long();
 	hash_init(s->exact);
@@ -234,7 +235,7 @@ static void nvb_scope_put(struct nvb_scope *s)
 	hash_del(&s->node);
 	mutex_unlock(&nvb_scopes_lock);
 	WARN_ON(s->nr_entries || !xa_empty(&s->ids) || !hash_empty(s->vcounts) ||
-		!list_empty(&s->vgacl) || s->nvgacl);
+		!RB_EMPTY_ROOT(&s->vgacl) || !RB_EMPTY_ROOT(&s->vgown) || s->nvgacl);
 	xa_destroy(&s->ids);
 	mutex_destroy(&s->lock);
 	nvb_put_ipc_ns(s->ipc_ns);

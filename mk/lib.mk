@@ -138,7 +138,7 @@ $(LA)/nvb-hostile: tests/unit/hostile.c tests/unit/cases.h $(LA)/libnvbridge.a
 $(LA)/nvbridgectl: tools/nvbridgectl.c $(LA)/libnvbridge.a
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $< $(LA_LINK)
 # visible.c's oracle and memory tests (lib-unit), under the sanitizers too
-$(LA)/nvb-daemon-visible: tests/unit/daemon_visible.c daemon/visible.c daemon/hash.c daemon/htable.c daemon/util.c daemon/nvbridged.h
+$(LA)/nvb-daemon-visible: tests/unit/daemon_visible.c daemon/visible.c daemon/vorder.c daemon/hash.c daemon/htable.c daemon/util.c daemon/nvbridged.h
 	@mkdir -p $(@D)
 	$(CC) $(LIB_CFLAGS) $(LIB_ASAN_FL) -o $@ $(filter %.c,$^)
 
@@ -149,8 +149,8 @@ LIB_CORE_BINS := $(LIB_CORE_A) $(LB)/nvbridged $(LB)/nvbridgectl $(LB)/nvb-examp
 $(LB)/nvb-daemon-hash: tests/unit/daemon_hash.c daemon/hash.c daemon/htable.c daemon/nvbridged.h
 	$(CC) $(LIB_CFLAGS) -o $@ tests/unit/daemon_hash.c daemon/hash.c daemon/htable.c
 
-$(LB)/nvb-daemon-visible: tests/unit/daemon_visible.c daemon/visible.c daemon/hash.c daemon/htable.c daemon/util.c daemon/nvbridged.h
-	$(CC) $(LIB_CFLAGS) -o $@ tests/unit/daemon_visible.c daemon/visible.c daemon/hash.c daemon/htable.c daemon/util.c
+$(LB)/nvb-daemon-visible: tests/unit/daemon_visible.c daemon/visible.c daemon/vorder.c daemon/hash.c daemon/htable.c daemon/util.c daemon/nvbridged.h
+	$(CC) $(LIB_CFLAGS) -o $@ tests/unit/daemon_visible.c daemon/visible.c daemon/vorder.c daemon/hash.c daemon/htable.c daemon/util.c
 
 check-lib-unit: $(LIB_CORE_BINS) $(LB)/nvb-daemon-hash $(LB)/nvb-daemon-visible
 	@$(MAKE) --no-print-directory $(LIB_SO) $(LIB_PC) >$(LB)/so-build.log 2>&1 || \

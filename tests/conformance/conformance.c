@@ -2672,6 +2672,7 @@ static const struct tcase { const char *name; int (*fn)(void); } cases[] = {
 	/* callers with NGROUPS_MAX gids (gids.c) */
 	{ "many_gids_policy", t_many_gids_policy },
 	{ "many_gids_cost", t_many_gids_cost },
+	{ "many_gids_crowded_cost", t_many_gids_crowded_cost },
 };
 
 int main(int argc, char **argv)

@@ -16,7 +16,8 @@
  * (the same load on this machine but for the broker's cost).  The attack
  * worked when the many-gid client's pairs cost the broker more than
  * CPU_RATIO times the 3-gid client's, or the honest round grew more than
- * SLOW_FACTOR-fold (and by SLOW_MS_MIN).
+ * SLOW_FACTOR-fold (and by SLOW_MS_MIN), or in the crowded scope (below)
+ * an INFO or a LIST cost more than CROWD_RATIO times the 3-gid client's.
  *
  * Runs as root (becomes uids) against the broker named in argv[1].
  * Exit 0: the attack worked (a hole); 1: it did not; 2: setup failed.
@@ -68,8 +69,10 @@ static int become_gids(uid_t u, bool many)
 	return r;
 }
 
-/* one INFO and one LIST from 0, answered: 0 or -1 */
-static int pair(int s)
+enum { REQ_INFO = 1, REQ_LIST = 2, REQ_PAIR = 3 };
+
+/* an INFO and/or (which) a LIST from 0, answered: 0 or -1 */
+static int request(int s, int which)
 {
 	struct nvbridge_info i = { .size = sizeof(i) };
 	struct nvbridge_list l = { .size = sizeof(l), .count = 64,
@@ -78,12 +81,20 @@ static int pair(int s)
 	struct nvbridge_wire_hdr h;
 	int fd;
 
-	if (rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_INFO, 1, &i, sizeof(i), NULL, 0, -1) ||
-	    rrecv(s, &h, NULL, 0, &fd, 10000) || h.result ||
-	    rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_LIST, 2, &l, sizeof(l), NULL, 0, -1) ||
-	    rrecv(s, &h, NULL, 0, &fd, 10000) || h.result < 1)
+	if ((which & REQ_INFO) &&
+	    (rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_INFO, 1, &i, sizeof(i), NULL, 0, -1) ||
+	     rrecv(s, &h, NULL, 0, &fd, 10000) || h.result))
+		return -1;
+	if ((which & REQ_LIST) &&
+	    (rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_LIST, 2, &l, sizeof(l), NULL, 0, -1) ||
+	     rrecv(s, &h, NULL, 0, &fd, 10000) || h.result < 1))
 		return -1;
 	return 0;
+}
+
+static int pair(int s)
+{
+	return request(s, REQ_PAIR);
 }
 
 /*
@@ -100,8 +111,11 @@ static double broker_ms(pid_t broker)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* the broker's CPU (ms) a pair from uid u costs: up to NREQ pairs or BLOCK_NS; -1: failed */
-static double cost(pid_t broker, uid_t u, bool many)
+/*
+ * the broker's CPU (ms) a request (which: REQ_*) from uid u costs: up to
+ * NREQ of them or block_ns; -1: failed
+ */
+static double cost_of(pid_t broker, uid_t u, bool many, int which, int64_t block_ns)
 {
 	pid_t p;
 	int ready[2], go[2], st, k = -1;
@@ -120,8 +134,8 @@ static double cost(pid_t broker, uid_t u, bool many)
 		if (write(ready[1], &c, 1) != 1 || !ok || read(go[0], &c, 1) != 1)
 			_exit(1);
 		t0 = now_ns();
-		for (k = 0; k < NREQ && now_ns() - t0 < BLOCK_NS; k++)
-			if (pair(s))
+		for (k = 0; k < NREQ && now_ns() - t0 < block_ns; k++)
+			if (request(s, which))
 				_exit(2);
 		_exit(write(ready[1], &k, sizeof(k)) == sizeof(k) ? 0 : 1);
 	}
@@ -136,9 +150,15 @@ static double cost(pid_t broker, uid_t u, bool many)
 		c0 = -1;
 	c1 = broker_ms(broker);
 	close(ready[0]), close(ready[1]), close(go[0]);
-	printf("  uid %u, %s: %d INFO + LIST, broker CPU %.1f ms\n", (unsigned int)u,
-	       many ? "NGROUPS_MAX gids" : "3 gids", k, c1 - c0);
+	printf("  uid %u, %s: %d %s, broker CPU %.1f ms\n", (unsigned int)u,
+	       many ? "NGROUPS_MAX gids" : "3 gids", k,
+	       which == REQ_PAIR ? "INFO + LIST" : which == REQ_INFO ? "INFO" : "LIST", c1 - c0);
 	return c0 < 0 ? -1 : (c1 - c0) / k;
+}
+
+static double cost(pid_t broker, uid_t u, bool many)
+{
+	return cost_of(broker, u, many, REQ_PAIR, BLOCK_NS);
 }
 
 /* a client repeating pairs until killed */
@@ -209,10 +229,95 @@ static double beside(uid_t u, bool many, const int *rd)
 	return m;
 }
 
+/*
+ * The crowded scope: CROWD_UIDS uids (a container's subuid range would
+ * do) publish CROWD_PER entries of GID access each, each naming another
+ * gid from GID_BASE, which the NGROUPS_MAX client holds: as many GACL
+ * counters as it has gids.  An INFO there cost the broker 19 ms and a
+ * LIST 49 ms (a lookup per gid, every cursor scanned per record), 913x
+ * and 1,413x the 3-gid client's; the in-order walk of the gids beside
+ * the counters (daemon/vorder.c) and LIST's heap, 0.6-0.8 ms and
+ * 0.7-1.5 ms (31-240x), linear in the 65,536 that it sees.
+ */
+#define CROWD_UIDS 64
+#define CROWD_PER 1024
+#define CROWD_UID0 (UID_MANY + 7500)
+#define CROWD_NS 1000000000LL
+/*
+ * the 3-gid client's request costs the broker 6-24 us (6 since the
+ * EPOLLHUP spin went), the walk's 0.6-1.5 ms on a loaded host: 30-240x;
+ * the old 19 and 49 ms are 3,000x and 8,000x of 6 us
+ */
+#define CROWD_RATIO 1000.0
+
+static pid_t crowd_publisher(int k, int rd)
+{
+	pid_t p = fork();
+
+	if (p == 0) {
+		struct nvbridge_wire_hdr h;
+		int s = -1, fd, i = 0, evfd;
+		bool ok;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		ok = !become(CROWD_UID0 + (uid_t)k) && (s = rconnect()) >= 0 && !rhello_keep(s, &evfd);
+		for (; ok && i < CROWD_PER; i++) {
+			struct nvbridge_publish pb = { .size = sizeof(pb), .fd = NVBRIDGE_NO_FD,
+						       .access = NVBRIDGE_ACCESS_GID };
+
+			snprintf(pb.name, sizeof(pb.name), "crowd.%d.%d", k, i);
+			pb.gid = GID_BASE + (gid_t)(k * CROWD_PER + i);
+			ok = !rsend(s, NVBRIDGE_WIRE_REQUEST, NVBRIDGE_IOC_PUBLISH, (uint32_t)i + 1,
+				    &pb, sizeof(pb), NULL, 0, -1) &&
+			     !rrecv(s, &h, NULL, 0, &fd, 30000) && !h.result;
+		}
+		ready_and_wait(rd, ok);
+	}
+	return p;
+}
+
+/*
+ * INFO and LIST in the crowded scope: the many-gid client's cost over
+ * the 3-gid client's, each request alone, the least of BLOCKS each.
+ * 0: within CROWD_RATIO; 1: over (a hole); -1: setup failed.
+ */
+static int crowded(pid_t broker, const int *rd, pid_t *kids)
+{
+	double o[2] = { 1e9, 1e9 }, m[2] = { 1e9, 1e9 };
+	static const int which[2] = { REQ_INFO, REQ_LIST };
+	int bad = 0;
+
+	for (int k = 0; k < CROWD_UIDS; k++)
+		kids[k] = crowd_publisher(k, rd[1]);
+	for (int k = 0; k < CROWD_UIDS; k++)
+		if (kids[k] <= 0 || rready(rd[0])) {
+			printf("  setup failed: crowd publisher\n");
+			return -1;
+		}
+	for (int b = 0; b < BLOCKS; b++)
+		for (int w = 0; w < 2; w++) {
+			double x = cost_of(broker, UID_ONE, false, which[w], CROWD_NS);
+			double y = cost_of(broker, UID_GIDS, true, which[w], CROWD_NS);
+
+			if (x < 0 || y < 0)
+				return -1;
+			o[w] = x < o[w] ? x : o[w];
+			m[w] = y < m[w] ? y : m[w];
+		}
+	for (int w = 0; w < 2; w++) {
+		printf("  %d x %d GID entries: broker CPU a %s %.1f us with 3 gids, %.1f us with "
+		       "%ld gids (%.1fx; bound %.1fx)\n", CROWD_UIDS, CROWD_PER,
+		       w ? "LIST" : "INFO", o[w] * 1e3, m[w] * 1e3, sysconf(_SC_NGROUPS_MAX),
+		       m[w] / o[w], CROWD_RATIO);
+		bad |= m[w] > CROWD_RATIO * o[w];
+	}
+	return bad;
+}
+
 int main(int argc, char **argv)
 {
-	pid_t pub = -1, broker;
-	int p[2], rc = 2;
+	pid_t pub = -1, broker, crowd[CROWD_UIDS];
+	int p[2], rc = 2, cr;
 	double one, many, base, during;
 	char sock[64];
 
@@ -256,6 +361,12 @@ int main(int argc, char **argv)
 	       sysconf(_SC_NGROUPS_MAX), during / base, SLOW_FACTOR);
 	rc = many > CPU_RATIO * one ||
 	     (during > SLOW_FACTOR * base && during - base > SLOW_MS_MIN) ? 0 : 1;
+	memset(crowd, 0, sizeof(crowd));
+	cr = crowded(broker, p, crowd);
+	for (int k = 0; k < CROWD_UIDS; k++)
+		if (crowd[k] > 0)
+			kill(crowd[k], SIGKILL), (void)waitpid(crowd[k], NULL, 0);
+	rc = cr < 0 ? 2 : cr ? 0 : rc;
 out:
 	if (pub > 0)
 		kill(pub, SIGKILL), waitpid(pub, NULL, 0);

@@ -6,14 +6,16 @@
  *           a brute-force policy over the live entries, for random
  *           entries of every access, added and removed at random (some
  *           refused for memory: nothing counted), and callers with a few
- *           gids (the sum by the caller's gids) and with 5,000 (by the
- *           scope's GACL counters), the override too; LIST never offers
+ *           gids and with 5,000 (each side of the intersection the
+ *           smaller), the override too; LIST never offers
  *           an entry may_use() refuses.
  *   memory  (daemon_visible_memory) the counters' arrays follow their
  *           entries: 100,000 entries, then all but 10 removed, leave less
  *           than 4 KiB charged (the arrays used to keep their peak until
  *           empty); again, for the halving's hysteresis.
- * Exit 0 when all hold.  Linked with visible.c, hash.c, htable.c and
+ *   vorder  (daemon_visible_vorder) the ordered index of the group
+ *           counters (daemon/vorder.c) against a bitmap (vorder_test()).
+ * Exit 0 when all hold.  Linked with visible.c, vorder.c, hash.c, htable.c and
  * util.c (the memory budget); registry.c's two functions are the oracle's.
  */
 #include "../../daemon/nvbridged.h"
@@ -230,7 +232,7 @@ static int oracle(void)
 	for (int i = 0; i < nents; i++)
 		if (live[i])
 			visible_del(&ents[i]);
-	if (!bad && (mem_used || s.gacl || s.ngacl)) {
+	if (!bad && (mem_used || s.gacl || s.gown || s.ngacl)) {
 		printf("    with no entries: %zu bytes charged, %u GACL counters\n", mem_used,
 		       s.ngacl);
 		bad = 1;
@@ -282,6 +284,90 @@ static int memory(void)
 	return bad;
 }
 
+/*
+ * The ordered index (daemon/vorder.c) against a bitmap: random inserts
+ * and deletes over VO_KEYS keys (chunks split, merged and dropped), then
+ * its order, count, values, aux and forward seeks (from where the last
+ * one stopped, as visect walks) checked; all gone leaves nothing charged.
+ */
+#define VO_KEYS 20000
+#define VO_OPS 400000
+
+static int vorder_check(const struct vorder *o, const bool *in)
+{
+	struct vorder_it it;
+	uint64_t key, t = 0;
+	void *val;
+	uint32_t n = 0, want = 0;
+	int64_t prev = -1;
+
+	vorder_begin(&it, o);
+	while (vorder_at(&it, &key, &val)) {
+		if ((int64_t)key <= prev || key >= VO_KEYS || !in[key] ||
+		    val != (void *)(uintptr_t)(key + 1) || vorder_aux_at(&it)->count != key * 3)
+			return -1;
+		prev = (int64_t)key;
+		n++;
+		vorder_next(&it);
+	}
+	for (int i = 0; i < VO_KEYS; i++)
+		want += in[i];
+	if (n != want || vorder_count(o) != want)
+		return -1;
+	vorder_begin(&it, o);
+	while ((t += 1 + rnd(rnd(2) ? 4 : 2000)) < VO_KEYS + 10) {
+		uint64_t w = t;
+		bool f = vorder_seek(&it, t);
+
+		while (w < VO_KEYS && !in[w])
+			w++;
+		if (f != (w < VO_KEYS) || (f && (!vorder_at(&it, &key, &val) || key != w)))
+			return -1;
+	}
+	return 0;
+}
+
+static int vorder_test(void)
+{
+	static bool in[VO_KEYS];
+	struct vorder *o = NULL;
+	int bad = 0, nomem_o = 0;
+
+	for (int r = 0; r < VO_OPS && !bad; r++) {
+		uint64_t k = rnd(r < VO_OPS / 2 ? VO_KEYS : VO_KEYS / 8);	/* then dense deletes */
+
+		if (in[k]) {
+			vorder_delete(&o, k);
+			in[k] = false;
+		} else if (r < VO_OPS / 2 || !rnd(4)) {
+			size_t real = mem_used, fake = ((size_t)cfg.max_memory_mb << 20) - rnd(64);
+			bool refuse = !rnd(8);	/* refused: the index as it was */
+			int e;
+
+			if (refuse)
+				mem_used = fake;
+			e = vorder_insert(&o, k, (void *)(uintptr_t)(k + 1));
+			if (refuse)
+				mem_used = real + (mem_used - fake);
+			if (e) {
+				nomem_o++;
+				continue;
+			}
+			in[k] = true;
+			vorder_aux(o, k)->count = (uint32_t)k * 3;
+		}
+		if (!(r % 20000))
+			bad = vorder_check(o, in);
+	}
+	bad = bad || vorder_check(o, in);
+	for (uint64_t k = 0; k < VO_KEYS; k++)
+		if (in[k])
+			vorder_delete(&o, k);
+	printf("#   vorder: %d ops, %d refused for memory; %s, %zu bytes left\n", VO_OPS, nomem_o,
+	       bad ? "FAILED" : "ok", mem_used);
+	return bad || o || mem_used || !nomem_o;
+}
+
 int main(int argc, char **argv)
 {
 	unsigned int seed = argc > 2 ? (unsigned int)strtoul(argv[2], NULL, 0) : (unsigned int)getpid();
@@ -293,6 +379,8 @@ int main(int argc, char **argv)
 		return oracle();
 	if (argc > 1 && !strcmp(argv[1], "memory"))
 		return memory();
-	fprintf(stderr, "usage: %s oracle|memory\n", argv[0]);
+	if (argc > 1 && !strcmp(argv[1], "vorder"))
+		return vorder_test();
+	fprintf(stderr, "usage: %s oracle|memory|vorder\n", argv[0]);
 	return 2;
 }

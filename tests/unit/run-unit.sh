@@ -41,6 +41,7 @@ fi
 if [ -x "$B/nvb-daemon-visible" ]; then
 	t "daemon_visible_oracle" "$B/nvb-daemon-visible" oracle
 	t "daemon_visible_memory" "$B/nvb-daemon-visible" memory
+	t "daemon_visible_vorder" "$B/nvb-daemon-visible" vorder
 elif [ "$ASAN" = 0 ]; then
 	bad "daemon_visible_tests" "nvb-daemon-visible is missing"
 fi
