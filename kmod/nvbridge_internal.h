@@ -220,7 +220,7 @@ unsigned int nvb_visible_count(struct nvb_scope *s, const struct cred *cred);
 bool nvb_cred_has_gid(const struct cred *cred, kgid_t gid);
 /* and LIST's merge of what a policy admits, in id order (nvb_list_collect()) */
 struct nvb_vlist;
-struct nvb_vlist *nvb_vlist_alloc(struct nvb_scope *s, const struct cred *cred);
+struct nvb_vlist *nvb_vlist_alloc(struct nvb_scope *s, const struct cred *cred, bool worst);
 int nvb_vlist_start(struct nvb_vlist *l, struct nvb_scope *s, const struct cred *cred,
 		    unsigned long after);
 struct nvb_entry *nvb_vlist_next(struct nvb_vlist *l);

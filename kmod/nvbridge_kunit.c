@@ -1233,7 +1233,7 @@ static void nvb_test_policy_gid_sides(struct kunit *test)
 	struct nvbridge_entry_info *info;
 	unsigned int base, n, j, mine = 0;
 	struct file *vf, *pub;
-	struct nvb_vlist *l;
+	struct nvb_vlist *l, *lw;
 	struct nvb_scope *s;
 	gid_t vg[8];
 	u64 ids[12];
@@ -1245,8 +1245,11 @@ static void nvb_test_policy_gid_sides(struct kunit *test)
 	s = nvb_t_f(vf)->scope;
 	base = nvb_visible_entries(nvb_t_f(vf));
 	KUNIT_ASSERT_EQ(test, READ_ONCE(s->nvgacl), 0U);	/* no test left entries */
-	l = nvb_vlist_alloc(s, nvb_t_f(vf)->cred);	/* room for SCOPE, OWN, UACL */
+	l = nvb_vlist_alloc(s, nvb_t_f(vf)->cred, false);	/* room for SCOPE, OWN, UACL */
 	KUNIT_ASSERT_NOT_NULL(test, l);
+	/* the last try's room: every gid the viewer holds, whatever comes */
+	lw = nvb_vlist_alloc(s, nvb_t_f(vf)->cred, true);
+	KUNIT_ASSERT_NOT_NULL(test, lw);
 	pub = nvb_t_open(test, nvb_t_cred(test, u, g, NULL, 0));
 	/* gids g+100..g+111: the viewer holds the first 8 (9 with its egid) */
 	for (i = 0; i < 12; i++) {
@@ -1262,8 +1265,10 @@ static void nvb_test_policy_gid_sides(struct kunit *test)
 	}
 	mutex_lock(&s->lock);
 	KUNIT_EXPECT_EQ(test, nvb_vlist_start(l, s, nvb_t_f(vf)->cred, 0), -EAGAIN);
+	KUNIT_EXPECT_EQ(test, nvb_vlist_start(lw, s, nvb_t_f(vf)->cred, 0), 0);
 	mutex_unlock(&s->lock);
 	kvfree(l);
+	kvfree(lw);
 	info = kunit_kcalloc(test, base + 16, sizeof(*info), GFP_KERNEL);
 	KUNIT_ASSERT_NOT_NULL(test, info);
 	n = nvb_list_collect(nvb_t_f(vf), 0, info, base + 16);

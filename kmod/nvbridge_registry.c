@@ -921,7 +921,10 @@ static void nvb_list_fill(struct nvb_file *f, struct nvb_entry *e,
  * and so walks the scope's ids, as does anyone when the merge's memory
  * cannot be had (the same answer, slower).  The merge's room is sized
  * before the lock is taken, from the scope's GACL counters then: if more
- * came meanwhile, it is sized again (NVB_VLIST_TRIES in all).
+ * came meanwhile, it is sized again, the last of NVB_VLIST_TRIES times for
+ * every gid the opener holds, which no publisher can outgrow (else one
+ * that keeps adding counters could push every LIST of an opener with many
+ * gids into the walk, under the lock every scope's users share).
  */
 #define NVB_VLIST_TRIES 3
 
@@ -940,7 +943,7 @@ unsigned int nvb_list_collect(struct nvb_file *f, u64 cursor,
 		return 0;
 again:
 	if (!f->ipc_owner && tries++ < NVB_VLIST_TRIES)
-		l = nvb_vlist_alloc(s, f->cred);
+		l = nvb_vlist_alloc(s, f->cred, tries == NVB_VLIST_TRIES);
 	mutex_lock(&s->lock);
 	if (l && nvb_vlist_start(l, s, f->cred, (unsigned long)cursor)) {
 		mutex_unlock(&s->lock);

@@ -435,11 +435,14 @@ static unsigned int nvb_vlist_need(struct nvb_scope *s, const struct cred *cred)
 
 /*
  * Room for the cursors @cred's policy needs in @s, sized without the lock
- * (nvb_vlist_start() checks it again under the lock); NULL: no memory.
+ * (nvb_vlist_start() checks it again under the lock); @worst: for every
+ * gid @cred holds, room that no change of @s can outgrow (a publisher
+ * adding group counters between the sizing and the lock cannot push
+ * LIST back to the scope walk); NULL: no memory.
  */
-struct nvb_vlist *nvb_vlist_alloc(struct nvb_scope *s, const struct cred *cred)
+struct nvb_vlist *nvb_vlist_alloc(struct nvb_scope *s, const struct cred *cred, bool worst)
 {
-	unsigned int cap = nvb_vlist_need(s, cred);
+	unsigned int cap = worst ? 3 + nvb_ngids(cred) : nvb_vlist_need(s, cred);
 	struct nvb_vlist *l = kvmalloc(struct_size(l, c, cap), GFP_KERNEL_ACCOUNT);
 
 	if (l)
