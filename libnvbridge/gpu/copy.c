@@ -47,6 +47,20 @@ static int may_yield(struct nvb_gpu *g, CUstream st)
 	       cs == CU_STREAM_CAPTURE_STATUS_NONE;
 }
 
+/* 1: st is being captured into a graph (or its capture was invalidated), 0: not, or -errno */
+static int capturing(struct nvb_gpu *g, CUstream st)
+{
+	int cs = CU_STREAM_CAPTURE_STATUS_NONE;
+	CUresult r;
+
+	if (!g->cu.cuStreamIsCapturing)
+		return 0;
+	r = g->cu.cuStreamIsCapturing(st, &cs);
+	if (r != CUDA_SUCCESS)
+		return cuerr(g, r, "nvb_gpu_copy_blocks: cuStreamIsCapturing");
+	return cs != CU_STREAM_CAPTURE_STATUS_NONE;
+}
+
 /*
  * A lowest-priority stream with no work left (yield_lock held), made if
  * none is and fewer than NVB_YIELD_STREAMS exist; NULL: every one busy.
@@ -367,6 +381,22 @@ int nvb_gpu_copy_blocks(struct nvb_gpu *g, const struct nvb_gpu_block *blocks,
 	for (i = 0; i < n; i++)
 		total += blocks[i].len;
 	mode = (int)flags;
+	/*
+	 * The SM path hands the kernel its list in a slot of a host ring
+	 * that is reused once the launch is done: a graph captured from it
+	 * would read whatever a later call put there at every replay.  So a
+	 * capturing stream gets copies with their addresses in the graph
+	 * (LOOP) by default, and an explicit SM is refused.
+	 */
+	err = n && mode != NVB_GPU_COPY_LOOP ? capturing(g, st) : 0;
+	if (err < 0)
+		return err;
+	if (err && mode == NVB_GPU_COPY_SM)
+		return seterr(-EBUSY, "nvb_gpu_copy_blocks: NVB_GPU_COPY_SM on a stream being "
+			      "captured into a CUDA graph (its block list lives in a reused ring): "
+			      "use NVB_GPU_COPY_LOOP or the default");
+	if (err && !mode)
+		mode = NVB_GPU_COPY_LOOP;
 	if (!mode) {
 		/*
 		 * The SM kernel within its budget (sm_ctas) for small blocks:
