@@ -200,7 +200,7 @@ static int t_many_gids_policy(void)
  * broker and ~700x on the module what three do (see the commit); MG_RATIO
  * leaves room for noise.
  */
-#define MG_PAIRS 200
+#define MG_PAIRS 2000
 #define MG_ROUNDS 3
 #define MG_BLOCK_NS 1500000000LL
 #define MG_RATIO 4.0
@@ -308,8 +308,14 @@ static int mg_measure(int which, int min, int64_t block_ns, double best[2], int6
 			sync_post(c[i].s.a[1]);
 			CHECK(poll(&pf, 1, -1) == 1 && read(c[i].s.b[0], m, sizeof(m)) == sizeof(m),
 			      "viewer %d gave no block", i);
+			/*
+			 * the broker's: its one loop is what every tenant shares (a
+			 * caller's own CPU, here the kernel's work for a 65,536-gid
+			 * sender, is its own to pay); the module's: the caller's,
+			 * where its work under the scope lock runs
+			 */
 			if (broker)
-				m[0] += cpu_ns(bclk) - b0;
+				m[0] = cpu_ns(bclk) - b0;
 			per = (double)m[0] / (double)m[1];
 			best[i] = per < best[i] ? per : best[i];
 			listed[i] = m[2];
@@ -323,7 +329,7 @@ static int mg_measure(int which, int min, int64_t block_ns, double best[2], int6
 
 static const char *mg_who(void)
 {
-	return backend == NVB_BACKEND_BROKER ? "the broker's and the caller's" : "the caller's";
+	return backend == NVB_BACKEND_BROKER ? "the broker's" : "the caller's";
 }
 
 static int t_many_gids_cost(void)
