@@ -364,7 +364,9 @@ static int t_many_gids_cost(void)
  * 3-gid viewer's request per backend, between the old cost and the new
  * with room both ways (a loaded 2-core host, a TCG VM):
  *   broker: a lookup per gid cost INFO 42 ms (3,715x) and LIST 65 ms
- *     (2,338x); the walk and the heap 0.7 ms (51x) and 1.0 ms (40x);
+ *     (2,338x); the walk and the heap 0.7 ms (51x) and 1.0 ms (40x), and
+ *     under AddressSanitizer (lib-asan) up to 1.6 ms (288x) against an
+ *     honest INFO of 5.7 us: the bound, 1,000x, is the old cost over 2;
  *   module (TCG VM, where a 3-gid INFO is 5 us): 8.2 s (104,194x) and
  *     2.4 s (12,362x) under the scope's lock, the counters' 256 hash
  *     chains walked per gid; the trees, 14-16 ms (2,719-3,326x) and
@@ -373,7 +375,7 @@ static int t_many_gids_cost(void)
 #define MG_CROWD_UIDS 64
 #define MG_CROWD_PER 1024
 #define MG_CROWD_UID0 6100u
-#define MG_CROWD_RATIO_BROKER 200.0
+#define MG_CROWD_RATIO_BROKER 1000.0
 #define MG_CROWD_RATIO_INFO_KMOD 20000.0
 #define MG_CROWD_RATIO_LIST_KMOD 4000.0
 #define MG_CROWD_BLOCK_NS 500000000LL
