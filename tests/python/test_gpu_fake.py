@@ -46,8 +46,13 @@ class FakeGpu(unittest.TestCase):
             prio.value = 1
             g = nvbridge.Gpu(FAKE, sm_ctas=8, sm_yield=yield_)
             try:
-                self.assertFalse(g.has_kernel())  # loads it: the stand-in cannot
+                self.assertFalse(g.has_kernel())  # the stand-in cannot load it (or none is built in)
+                t = g.empty((4096,), "uint8")
+                # an SM copy readies the device first (the yielding stream with it), then fails
+                self.assertEqual(errno_of(lambda: g.copy(t.ptr, t.ptr + 2048, 1024,
+                                                         flags=gpu.COPY_SM)), errno.EOPNOTSUPP)
                 self.assertEqual(prio.value, want)
+                t.close()
             finally:
                 g.close()
         with self.assertRaises(ValueError):
