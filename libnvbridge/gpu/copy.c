@@ -39,23 +39,17 @@ static unsigned long long range_chunk(struct nvb_gpu *g, int dev, uint64_t len)
  */
 static int may_yield(struct nvb_gpu *g, CUstream st)
 {
-	int cs = CU_STREAM_CAPTURE_STATUS_NONE;
+	int cs;
 
-	if (!g->cu.cuStreamIsCapturing)
-		return 1;	/* a driver without graphs */
-	return g->cu.cuStreamIsCapturing(st, &cs) == CUDA_SUCCESS &&
-	       cs == CU_STREAM_CAPTURE_STATUS_NONE;
+	return stream_capture(g, st, &cs) == CUDA_SUCCESS && cs == CU_STREAM_CAPTURE_STATUS_NONE;
 }
 
 /* 1: st is being captured into a graph (or its capture was invalidated), 0: not, or -errno */
 static int capturing(struct nvb_gpu *g, CUstream st)
 {
-	int cs = CU_STREAM_CAPTURE_STATUS_NONE;
-	CUresult r;
+	int cs;
+	CUresult r = stream_capture(g, st, &cs);
 
-	if (!g->cu.cuStreamIsCapturing)
-		return 0;
-	r = g->cu.cuStreamIsCapturing(st, &cs);
 	if (r != CUDA_SUCCESS)
 		return cuerr(g, r, "nvb_gpu_copy_blocks: cuStreamIsCapturing");
 	return cs != CU_STREAM_CAPTURE_STATUS_NONE;

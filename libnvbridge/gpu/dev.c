@@ -552,6 +552,13 @@ out:
 	return err;
 }
 
+/* cuStreamIsCapturing came with graphs (CUDA 10): without it, no capture. */
+CUresult stream_capture(struct nvb_gpu *g, CUstream st, int *cs)
+{
+	*cs = CU_STREAM_CAPTURE_STATUS_NONE;
+	return g->cu.cuStreamIsCapturing ? g->cu.cuStreamIsCapturing(st, cs) : CUDA_SUCCESS;
+}
+
 /* An event from the device's pool (dev_ready() first); see nvb_gpu_copy_signal(). */
 CUevent pool_event(struct nvb_gpu_dev *d)
 {

@@ -249,6 +249,7 @@ extern const unsigned char nvb_gpu_fatbin_end[];
 #define cur_dev		nvb_gpu__cur_dev
 #define dev_ready	nvb_gpu__dev_ready
 #define pool_event	nvb_gpu__pool_event
+#define stream_capture	nvb_gpu__stream_capture
 #define map_destroy	nvb_gpu__map_destroy
 #define map_abort_word	nvb_gpu__map_abort_word
 #define ctx_push	nvb_gpu__ctx_push
@@ -287,6 +288,8 @@ NVB_HIDDEN uint64_t ns_now(void);
 NVB_HIDDEN int cur_dev(struct nvb_gpu *g);
 NVB_HIDDEN int dev_ready(struct nvb_gpu *g, int i);
 NVB_HIDDEN CUevent pool_event(struct nvb_gpu_dev *d);
+/* st's CU_STREAM_CAPTURE_STATUS_* into *cs (NONE where the driver has no graphs) */
+NVB_HIDDEN CUresult stream_capture(struct nvb_gpu *g, CUstream st, int *cs);
 NVB_HIDDEN void map_destroy(struct nvb_gpu_map *m);
 NVB_HIDDEN volatile uint32_t *map_abort_word(struct nvb_gpu *g, struct nvb_gpu_map *m);
 /* Makes dev's context current, remembering the caller's; ctx_pop gives it back. */

@@ -250,16 +250,12 @@ static int lib_stream(struct seg_engine *e, int dev, CUstream *st)
  * does not support cuStreamAddCallback in capture, and an unsupported
  * call invalidates the capture; cuStreamSynchronize on the error path
  * would too), and the application's capture goes on unharmed.
- * cuStreamIsCapturing came with graphs (CUDA 10): without it, no capture.
  */
 static int not_capturing(struct nvb_gpu *g, CUstream st)
 {
-	int cs = CU_STREAM_CAPTURE_STATUS_NONE;
-	CUresult r;
+	int cs;
+	CUresult r = stream_capture(g, st, &cs);
 
-	if (!g->cu.cuStreamIsCapturing)
-		return 0;
-	r = g->cu.cuStreamIsCapturing(st, &cs);
 	if (r != CUDA_SUCCESS)
 		return cuerr(g, r, "nvb_gpu_xfer_submit: cuStreamIsCapturing");
 	if (cs != CU_STREAM_CAPTURE_STATUS_NONE)
